@@ -1,0 +1,228 @@
+"""Datasets: read a table from a demo set, an upload or a path, snapshot it to Parquet, list it.
+
+Every registered dataset is an immutable Parquet snapshot under `datasets/<id>/`, so training
+and later runs read exactly the rows that were registered, whatever happens to the source file.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import secrets
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as sk_datasets
+
+from core.entities import Dataset
+from core.errors import DatasetError, NotFound
+from core.store import Store, utcnow
+from core.workspace import atomic_path
+
+READABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+DEMO_TARGETS = {"breast_cancer": "diagnosis", "wine": "cultivar", "diabetes": "progression",
+                "customer_churn": "churn"}
+DEMO_NAMES = tuple(DEMO_TARGETS)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(5)}"
+
+
+# ---------------------------------------------------------------------------- demo data
+def demo_frame(name: str) -> pd.DataFrame:
+    """A demo table from a dataset scikit-learn ships, or the generated customer churn table."""
+    if name == "customer_churn":
+        return churn_frame()
+    loaders = {
+        "breast_cancer": sk_datasets.load_breast_cancer,
+        "wine": sk_datasets.load_wine,
+        "diabetes": sk_datasets.load_diabetes,
+    }
+    if name not in loaders:
+        raise NotFound("demo dataset", name, f"Choose one of: {', '.join(DEMO_NAMES)}.")
+    bunch = loaders[name](as_frame=True)
+    frame = bunch.frame.copy()
+    if name in ("breast_cancer", "wine"):
+        # Class names read better than codes in a leaderboard and a prediction form.
+        frame["target"] = pd.Series(bunch.target_names[bunch.target], dtype="str").to_numpy()
+    frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
+    return frame.rename(columns={"target": DEMO_TARGETS[name]})
+
+
+def churn_frame(n_rows: int = 5000, seed: int = 7) -> pd.DataFrame:
+    """A generated churn table: numeric and categorical columns, missing values, a key column."""
+    rng = np.random.default_rng(seed)
+    contract = rng.choice(["month-to-month", "one-year", "two-year"], n_rows, p=[0.55, 0.25, 0.2])
+    internet = rng.choice(["fiber", "dsl", "none"], n_rows, p=[0.45, 0.4, 0.15])
+    payment = rng.choice(["card", "bank transfer", "electronic check", "mailed check"], n_rows)
+    tenure = rng.integers(0, 72, n_rows)
+    monthly = np.round(rng.normal(65, 25, n_rows).clip(18, 120), 2)
+    tickets = rng.poisson(1.2, n_rows)
+    age = rng.integers(18, 85, n_rows).astype(float)
+    logit = (
+        -1.2 + 1.4 * (contract == "month-to-month") - 0.9 * (contract == "two-year")
+        + 0.6 * (internet == "fiber") + 0.5 * (payment == "electronic check")
+        - 0.04 * tenure + 0.015 * (monthly - 65) + 0.35 * tickets
+    )
+    churned = rng.random(n_rows) < 1 / (1 + np.exp(-logit))
+    frame = pd.DataFrame({
+        "customer_id": [f"C{100000 + i}" for i in range(n_rows)],
+        "age": age,
+        "tenure_months": tenure,
+        "monthly_charges": monthly,
+        "support_tickets": tickets,
+        "contract": contract,
+        "internet_service": internet,
+        "payment_method": payment,
+        "churn": np.where(churned, "yes", "no"),
+    })
+    # Real exports have holes: some ages and payment methods are unknown.
+    frame.loc[rng.random(n_rows) < 0.05, "age"] = np.nan
+    frame["payment_method"] = frame["payment_method"].where(rng.random(n_rows) >= 0.03)
+    return frame
+
+
+# ---------------------------------------------------------------------------- reading files
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one CSV/TSV/Parquet file; raises DatasetError saying what is wrong with it."""
+    if not path.is_file():
+        raise DatasetError(f"The file '{path}' does not exist.", "Check the path and try again.")
+    if path.stat().st_size == 0:
+        raise DatasetError(f"The file '{path.name}' is empty (0 bytes).",
+                           "Export the table again, with a header row and at least one data row.")
+    return read_bytes(path.read_bytes(), path.name)
+
+
+def read_bytes(data: bytes, filename: str) -> pd.DataFrame:
+    """Parse file contents by the file name's suffix; raises DatasetError on unreadable data."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in READABLE_SUFFIXES:
+        raise DatasetError(f"'{filename}' is not a CSV or Parquet file.",
+                           f"Use one of: {', '.join(READABLE_SUFFIXES)}.")
+    if not data.strip():
+        raise DatasetError(f"The file '{filename}' is empty.",
+                           "Export the table again, with a header row and at least one data row.")
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(io.BytesIO(data))
+        else:
+            sep = "\t" if suffix == ".tsv" else None
+            frame = pd.read_csv(io.BytesIO(data), sep=sep, engine="python")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as exc:
+        kind = "Parquet" if suffix in (".parquet", ".pq") else "CSV"
+        raise DatasetError(f"'{filename}' could not be read as {kind}: {_first_line(exc)}",
+                           f"Check that it is a valid {kind} file (for CSV: UTF-8 text, one "
+                           "header row, the same number of fields on every line).") from exc
+    return check_frame(frame, filename)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def check_frame(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """Refuse tables with no rows or unusable column names; return it with string names."""
+    if frame.shape[1] == 0 or len(frame) == 0:
+        raise DatasetError(f"'{label}' has no data rows.",
+                           "A dataset needs a header row and at least one data row.")
+    frame = frame.rename(columns=str)
+    duplicated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if duplicated:
+        raise DatasetError(f"'{label}' has duplicate column names: {', '.join(duplicated)}.",
+                           "Give every column a unique name.")
+    return frame
+
+
+def read_path(pattern: str) -> pd.DataFrame:
+    """Read a file, or every file matching a glob, as one table."""
+    paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [
+        Path(pattern)]
+    if not paths:
+        raise DatasetError(f"No file matches '{pattern}'.", "Check the folder and the pattern.")
+    frames = [read_table(p) for p in paths]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------- registry
+def register_frame(store: Store, frame: pd.DataFrame, *, name: str, kind: str,
+                   source: str) -> Dataset:
+    """Snapshot `frame` to Parquet (atomically) and record it; one transaction."""
+    frame = check_frame(frame, name)
+    dataset_id = new_id("ds")
+    target = store.workspace.dataset_dir(dataset_id) / "data.parquet"
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    columns = [{"name": c, "dtype": str(frame[c].dtype)} for c in frame.columns]
+    row = {
+        "id": dataset_id, "name": name, "kind": kind, "source": source,
+        "snapshot_path": str(target.relative_to(store.workspace.home)), "sha256": digest,
+        "n_rows": len(frame), "columns": columns, "created_at": utcnow(),
+    }
+    try:
+        store.execute(
+            "INSERT INTO datasets VALUES ($id, $name, $kind, $source, $snapshot_path, $sha256,"
+            " $n_rows, $columns, $created_at)", row)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return get_dataset(store, dataset_id)
+
+
+def add_demo(store: Store, name: str) -> Dataset:
+    """Register one of the demo tables."""
+    return register_frame(store, demo_frame(name), name=name, kind="demo", source=name)
+
+
+def add_upload(store: Store, filename: str, data: bytes) -> Dataset:
+    """Register an uploaded file's contents; the name is the file's stem."""
+    frame = read_bytes(data, filename)
+    return register_frame(store, frame, name=Path(filename).stem, kind="upload", source=filename)
+
+
+def add_path(store: Store, path: str, *, name: str | None = None,
+             confined: bool = False) -> Dataset:
+    """Register a file or glob. `confined` (the UI) refuses paths outside the allowed roots."""
+    if confined:
+        path = str(store.workspace.confine(path))
+    frame = read_path(str(Path(path).expanduser()))
+    label = name or Path(path).stem.replace("*", "all")
+    return register_frame(store, frame, name=label, kind="path", source=path)
+
+
+def list_datasets(store: Store) -> list[Dataset]:
+    """Every dataset, newest first."""
+    rows = store.query("SELECT * FROM datasets ORDER BY created_at DESC, id")
+    return [Dataset.from_row(r) for r in rows]
+
+
+def get_dataset(store: Store, dataset_id: str) -> Dataset:
+    """One dataset by id; raises NotFound."""
+    row = store.query("SELECT * FROM datasets WHERE id = ?", [dataset_id]).first()
+    if row is None:
+        raise NotFound("dataset", dataset_id, "Run `modeldeck datasets list` to see ids.")
+    return Dataset.from_row(row)
+
+
+def find_dataset(store: Store, id_or_path: str) -> Dataset:
+    """A dataset by id or name, else a demo set by name or a file path, registered on the fly."""
+    row = store.query(
+        "SELECT * FROM datasets WHERE id = ? OR name = ? ORDER BY created_at DESC LIMIT 1",
+        [id_or_path, id_or_path]).first()
+    if row is not None:
+        return Dataset.from_row(row)
+    if id_or_path in DEMO_NAMES:
+        return add_demo(store, id_or_path)
+    if glob.has_magic(id_or_path) or Path(id_or_path).expanduser().exists():
+        return add_path(store, id_or_path)
+    raise NotFound("dataset", id_or_path,
+                   "Give a dataset id or name (`modeldeck datasets list`), a demo name "
+                   f"({', '.join(DEMO_NAMES)}), or the path of a CSV/Parquet file.")
+
+
+def load_frame(store: Store, dataset: Dataset) -> pd.DataFrame:
+    """The dataset's snapshot as a DataFrame."""
+    return pd.read_parquet(store.workspace.home / dataset.snapshot_path)

@@ -1,0 +1,203 @@
+"""Frozen records of the DESIGN vocabulary. No I/O here: stores build them from rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+Task = Literal["binary", "multiclass", "regression"]
+TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
+DEFAULT_PROJECT = "Default"
+
+
+class Progress(Protocol):
+    """A progress sink: `fraction` in [0, 1] and a short text of what is happening."""
+
+    def __call__(self, fraction: float, text: str) -> None: ...
+
+
+def no_progress(fraction: float, text: str) -> None:
+    """A progress sink that ignores everything."""
+
+
+def _json(value: Any, default: Any) -> Any:
+    if value is None:
+        return default
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    name: str
+    kind: str
+    source: str
+    snapshot_path: str
+    sha256: str
+    n_rows: int
+    columns: tuple[ColumnInfo, ...]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Dataset:
+        cols = tuple(ColumnInfo(**c) for c in _json(row["columns"], []))
+        return cls(**{**row, "columns": cols})
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    project_id: str
+    name: str
+    dataset_id: str
+    target: str
+    task: Task
+    features: tuple[str, ...]
+    key_column: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Experiment:
+        return cls(**{**row, "features": tuple(_json(row["features"], []))})
+
+
+@dataclass(frozen=True)
+class Version:
+    id: str
+    experiment_id: str
+    number: int
+    dataset_id: str
+    settings: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Version:
+        return cls(**{**row, "settings": _json(row["settings"], {})})
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """One input column as the model expects it."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    dtype: str
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSchema:
+    """What a model takes in and gives out."""
+
+    features: tuple[FeatureSchema, ...]
+    target: str
+    task: Task
+    classes: tuple[Any, ...] = ()
+    key_column: str | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSchema:
+        features = tuple(
+            FeatureSchema(**{**f, "categories": tuple(f.get("categories", ()))})
+            for f in data["features"]
+        )
+        return cls(**{**data, "features": features, "classes": tuple(data.get("classes", ()))})
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    version_id: str
+    algorithm: str
+    task: Task
+    origin: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    schema: ModelSchema
+    profile: dict[str, Any]
+    artifact_path: str
+    artifact_format: str
+    trusted_types: tuple[str, ...]
+    sha256: str
+    size_bytes: int
+    train_seconds: float
+    created_at: datetime
+    # Names along the registry path, filled in by the registry's joins.
+    project: str = ""
+    experiment: str = ""
+    version: int = 0
+    experiment_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Model:
+        return cls(
+            **{
+                **row,
+                "params": _json(row["params"], {}),
+                "metrics": _json(row["metrics"], {}),
+                "schema": ModelSchema.from_dict(_json(row["schema"], {})),
+                "profile": _json(row["profile"], {}),
+                "trusted_types": tuple(_json(row["trusted_types"], [])),
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON shape of a model in listings: ids, names, task, metrics, time."""
+        return {
+            "id": self.id,
+            "project": self.project,
+            "experiment": self.experiment,
+            "experiment_id": self.experiment_id,
+            "version": self.version,
+            "algorithm": self.algorithm,
+            "task": self.task,
+            "origin": self.origin,
+            "metrics": self.metrics,
+            "train_seconds": round(self.train_seconds, 4),
+            "size_bytes": self.size_bytes,
+            "created_at": self.created_at.isoformat(timespec="seconds") + "Z",
+        }
+
+    def details(self) -> dict[str, Any]:
+        """Everything about a model: summary plus params, schema, profile and artifact."""
+        return {
+            **self.summary(),
+            "version_id": self.version_id,
+            "params": self.params,
+            "schema": self.schema.to_dict(),
+            "profile": self.profile,
+            "artifact": {
+                "path": self.artifact_path,
+                "format": self.artifact_format,
+                "sha256": self.sha256,
+                "trusted_types": list(self.trusted_types),
+            },
+        }

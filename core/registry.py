@@ -1,0 +1,220 @@
+"""The model registry: projects > experiments > versions > models, and model artifacts.
+
+Artifacts are written under `artifacts/<model_id>/` before their metadata row, atomically, with
+their SHA-256 recorded; every load recomputes the hash and refuses a file that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+from core.datasets import new_id
+from core.entities import DEFAULT_PROJECT, Experiment, Model, Project, Version
+from core.errors import ArtifactError, InvalidInput, NotFound
+from core.store import Store, Tx, utcnow
+from core.workspace import atomic_path
+
+_MODEL_SELECT = """
+SELECT m.*, p.name AS project, e.name AS experiment, v.number AS version,
+       e.id AS experiment_id
+FROM models m
+JOIN versions v ON v.id = m.version_id
+JOIN experiments e ON e.id = v.experiment_id
+JOIN projects p ON p.id = e.project_id
+"""
+
+
+# ---------------------------------------------------------------------------- projects
+def ensure_project(tx: Tx, name: str = DEFAULT_PROJECT) -> Project:
+    """The project called `name`, created if missing (inside the caller's transaction)."""
+    if not name.strip():
+        raise InvalidInput("A project name cannot be empty.", "Give the project a name.")
+    row = tx.execute("SELECT * FROM projects WHERE name = ?", [name]).first()
+    if row is None:
+        row = {"id": new_id("prj"), "name": name, "description": "", "created_at": utcnow()}
+        tx.execute("INSERT INTO projects VALUES ($id, $name, $description, $created_at)", row)
+    return Project(**row)
+
+
+def list_projects(store: Store) -> list[Project]:
+    """Every project by name; the default project always exists."""
+    store.write(ensure_project)
+    return [Project(**r) for r in store.query("SELECT * FROM projects ORDER BY name")]
+
+
+# ---------------------------------------------------------------------------- experiments
+def list_experiments(store: Store, project_id: str | None = None) -> list[Experiment]:
+    """Experiments, optionally of one project, by name."""
+    rows = store.query(
+        "SELECT * FROM experiments WHERE ? IS NULL OR project_id = ? ORDER BY name",
+        [project_id, project_id])
+    return [Experiment.from_row(r) for r in rows]
+
+
+def get_experiment(store: Store, experiment_id: str) -> Experiment:
+    """One experiment; raises NotFound."""
+    row = store.query("SELECT * FROM experiments WHERE id = ?", [experiment_id]).first()
+    if row is None:
+        raise NotFound("experiment", experiment_id)
+    return Experiment.from_row(row)
+
+
+def list_versions(store: Store, experiment_id: str) -> list[Version]:
+    """An experiment's versions, newest first."""
+    rows = store.query(
+        "SELECT * FROM versions WHERE experiment_id = ? ORDER BY number DESC", [experiment_id])
+    return [Version.from_row(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------- models
+def list_models(store: Store, *, experiment_id: str | None = None,
+                version_id: str | None = None) -> list[Model]:
+    """Models, newest first, optionally of one experiment or one version."""
+    rows = store.query(
+        _MODEL_SELECT + " WHERE (? IS NULL OR e.id = ?) AND (? IS NULL OR v.id = ?)"
+        " ORDER BY m.created_at DESC, m.id",
+        [experiment_id, experiment_id, version_id, version_id])
+    return [Model.from_row(r) for r in rows]
+
+
+def get_model(store: Store, model_id: str) -> Model:
+    """One model by id (a unique prefix is enough); raises NotFound."""
+    rows = store.query(_MODEL_SELECT + " WHERE m.id = ? OR m.id LIKE ? ORDER BY m.id",
+                       [model_id, model_id + "%"])
+    exact = [r for r in rows if r["id"] == model_id]
+    if exact or len(rows) == 1:
+        return Model.from_row((exact or rows.dicts())[0])
+    hint = ("Several models start with that; give more characters." if len(rows)
+            else "Run `modeldeck models list` to see model ids.")
+    raise NotFound("model", model_id, hint)
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """A fitted model and what the registry records about it, before it has a row."""
+
+    id: str
+    algorithm: str
+    task: str
+    origin: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    schema: dict[str, Any]
+    profile: dict[str, Any]
+    artifact_path: str
+    artifact_format: str
+    trusted_types: list[str]
+    sha256: str
+    size_bytes: int
+    train_seconds: float
+
+
+def record_version(store: Store, *, project: str, experiment: dict[str, Any],
+                   dataset_id: str, settings: dict[str, Any],
+                   models: list[NewModel]) -> Version:
+    """Create (or reuse) the experiment, add a version holding `models`; one transaction."""
+
+    def write(tx: Tx) -> Version:
+        proj = ensure_project(tx, project)
+        row = tx.execute("SELECT * FROM experiments WHERE project_id = ? AND name = ?",
+                         [proj.id, experiment["name"]]).first()
+        if row is None:
+            row = {"id": new_id("exp"), "project_id": proj.id, "dataset_id": dataset_id,
+                   "created_at": utcnow(), **experiment}
+            tx.execute("INSERT INTO experiments VALUES ($id, $project_id, $name, $dataset_id,"
+                       " $target, $task, $features, $key_column, $created_at)", row)
+        elif (row["target"], row["task"]) != (experiment["target"], experiment["task"]):
+            raise InvalidInput(
+                f"Experiment '{experiment['name']}' predicts '{row['target']}' ({row['task']}),"
+                f" not '{experiment['target']}' ({experiment['task']}).",
+                "Choose another experiment name for a different target or task.")
+        number = tx.execute("SELECT coalesce(max(number), 0) + 1 FROM versions"
+                            " WHERE experiment_id = ?", [row["id"]]).scalar()
+        version = {"id": new_id("ver"), "experiment_id": row["id"], "number": number,
+                   "dataset_id": dataset_id, "settings": settings, "created_at": utcnow()}
+        tx.execute("INSERT INTO versions VALUES ($id, $experiment_id, $number, $dataset_id,"
+                   " $settings, $created_at)", version)
+        for model in models:
+            tx.execute(
+                "INSERT INTO models VALUES ($id, $version_id, $algorithm, $task, $origin,"
+                " $params, $metrics, $schema, $profile, $artifact_path, $artifact_format,"
+                " $trusted_types, $sha256, $size_bytes, $train_seconds, $created_at)",
+                {**model.__dict__, "version_id": version["id"], "created_at": utcnow()})
+        return Version.from_row(version)
+
+    return store.write(write)
+
+
+# ---------------------------------------------------------------------------- artifacts
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_artifact(store: Store, model_id: str, estimator: Any,
+                  background: pd.DataFrame) -> tuple[str, str, int]:
+    """Write a fitted model and its SHAP background sample; return (path, sha256, size)."""
+    folder = store.workspace.artifact_dir(model_id)
+    target = folder / "model.joblib"
+    with atomic_path(target) as tmp:
+        joblib.dump(estimator, tmp, compress=3)
+    with atomic_path(folder / "background.parquet") as tmp:
+        background.to_parquet(tmp, index=False)
+    return (str(target.relative_to(store.workspace.home)), sha256_file(target),
+            target.stat().st_size)
+
+
+def save_artifact_bytes(store: Store, model_id: str, data: bytes, fmt: str,
+                        background: pd.DataFrame) -> tuple[str, str, int]:
+    """Store an imported model file as it is, beside its background sample."""
+    folder = store.workspace.artifact_dir(model_id)
+    target = folder / f"model.{fmt}"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    with atomic_path(folder / "background.parquet") as tmp:
+        background.to_parquet(tmp, index=False)
+    return (str(target.relative_to(store.workspace.home)), sha256_file(target), len(data))
+
+
+def discard_artifacts(store: Store, model_ids: list[str]) -> None:
+    """Remove artifact folders of models whose metadata was never written."""
+    for model_id in model_ids:
+        shutil.rmtree(store.workspace.artifact_dir(model_id), ignore_errors=True)
+
+
+def load_estimator(store: Store, model: Model) -> Any:
+    """The fitted estimator of `model`, after checking the file's SHA-256 against the record.
+
+    Raises ArtifactError when the file is missing, changed, or not loadable.
+    """
+    # Imported here: core.artifacts pulls in skops, which most callers never need.
+    from core.artifacts import load_file
+
+    path = store.workspace.home / model.artifact_path
+    if not path.is_file():
+        raise ArtifactError(f"The artifact of model {model.id} is missing ({path}).",
+                            "Restore the workspace from a backup, or retrain the model.")
+    actual = sha256_file(path)
+    if actual != model.sha256:
+        raise ArtifactError(
+            f"The artifact of model {model.id} changed on disk: its SHA-256 is {actual[:12]}…,"
+            f" the registry recorded {model.sha256[:12]}….",
+            "Someone or something modified the file; restore it from a backup or retrain. "
+            "ModelDeck will not load it.")
+    return load_file(path, model.artifact_format, trusted_types=list(model.trusted_types),
+                     trust_pickle=True)
+
+
+def background_sample(store: Store, model: Model) -> pd.DataFrame:
+    """The model's stored SHAP background rows (raw feature columns)."""
+    return pd.read_parquet(store.workspace.artifact_dir(model.id) / "background.parquet")

@@ -1,0 +1,212 @@
+"""The metadata store: the only module that talks to `modeldeck.duckdb`.
+
+DuckDB lets one process hold the file for writing, and that lock keeps every other process out,
+with no built-in wait. So each call here opens a connection for one transaction, closes it, and
+retries with jittered backoff while another process holds the lock (DESIGN.md, storage rules).
+Callers pass a plain function that receives a `Tx`; they never see a connection or a cursor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from core.errors import StoreBusy
+from core.workspace import Workspace
+
+T = TypeVar("T")
+LOCK_TIMEOUT_ENV = "MODELDECK_LOCK_TIMEOUT"
+_migrated: set[Path] = set()
+_migrate_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A fully read query result."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def first(self) -> dict[str, Any] | None:
+        return dict(zip(self.columns, self.rows[0], strict=True)) if self.rows else None
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.dicts())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class Tx:
+    """One transaction on the store; valid only inside the function given to read/write."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Rows:
+        """Run one statement and read its whole result (a partly read result blocks the con)."""
+        cursor = self._con.execute(sql, _encode(params) if params is not None else None)
+        if cursor is None or cursor.description is None:
+            return Rows([], [])
+        columns = [d[0] for d in cursor.description]
+        return Rows(columns, cursor.fetchall())
+
+    def script(self, sql: str) -> None:
+        """Run a multi-statement SQL script (a migration) inside this transaction."""
+        self._con.execute(sql)
+
+
+def _encode(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    """Store dicts and lists as JSON text, so callers can pass structured values directly."""
+
+    def one(value: Any) -> Any:
+        return json.dumps(value) if isinstance(value, dict | list) else value
+
+    if isinstance(params, dict):
+        return {k: one(v) for k, v in params.items()}
+    return [one(v) for v in params]
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return ("lock" in text and "conflict" in text) or "could not set lock" in text
+
+
+class Store:
+    """The metadata store of one workspace."""
+
+    def __init__(self, workspace: Workspace, lock_timeout: float | None = None) -> None:
+        self.workspace = workspace
+        env_timeout = os.environ.get(LOCK_TIMEOUT_ENV)
+        self.lock_timeout = lock_timeout or (float(env_timeout) if env_timeout else 30.0)
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | Workspace | None = None) -> Store:
+        """The store of a workspace: folders created, schema migrated (once a process)."""
+        workspace = home if isinstance(home, Workspace) else Workspace.resolve(home)
+        store = cls(workspace.ensure())
+        with _migrate_lock:
+            if workspace.db_path not in _migrated or not workspace.db_path.exists():
+                store.migrate()
+                _migrated.add(workspace.db_path)
+        return store
+
+    def _run(self, fn: Callable[[Tx], T], *, write: bool) -> T:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.01
+        while True:
+            try:
+                return self._once(fn, write=write)
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if not _is_lock_conflict(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StoreBusy(
+                        f"The workspace store {self.workspace.db_path} stayed locked by another "
+                        f"process for {self.lock_timeout:.0f} s.",
+                        "Another ModelDeck process is holding it; retry in a moment, or stop the "
+                        "process that is stuck (a DuckDB CLI or notebook left open on the file).",
+                    ) from exc
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.5)
+
+    def _once(self, fn: Callable[[Tx], T], *, write: bool) -> T:
+        con = duckdb.connect(str(self.workspace.db_path))
+        try:
+            if not write:
+                return fn(Tx(con))
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = fn(Tx(con))
+                con.execute("COMMIT")
+                return result
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` on a short-lived connection; retried while another process holds the lock."""
+        return self._run(fn, write=False)
+
+    def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one transaction: all its statements commit together or none do."""
+        return self._run(fn, write=True)
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Rows:
+        """One read statement."""
+        return self.read(lambda tx: tx.execute(sql, params))
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Rows:
+        """One write statement in its own transaction."""
+        return self.write(lambda tx: tx.execute(sql, params))
+
+    def migrate(self, upto: int | None = None) -> list[int]:
+        """Apply pending numbered migrations (up to `upto`) in one transaction; return them."""
+        return self.write(lambda tx: _apply_migrations(tx, upto))
+
+    def schema_version(self) -> int:
+        """The highest applied migration number (0 for an empty store)."""
+        return self.read(lambda tx: _applied(tx)[-1] if _applied(tx) else 0)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """All shipped migrations as (number, name, sql), in order."""
+    found = []
+    for entry in resources.files("core.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name[5:-4], entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _applied(tx: Tx) -> list[int]:
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    return [r["version"] for r in tx.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+
+
+def _apply_migrations(tx: Tx, upto: int | None) -> list[int]:
+    done = set(_applied(tx))
+    applied = []
+    for number, name, sql in migrations():
+        if number in done or (upto is not None and number > upto):
+            continue
+        tx.script(sql)
+        tx.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [number, name, utcnow()])
+        applied.append(number)
+    return applied
+
+
+def utcnow() -> datetime:
+    """Now in UTC, without tzinfo: the store keeps every timestamp as naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def query_files(sql: str, params: Sequence[Any] | None = None) -> Rows:
+    """Run a query over Parquet/CSV files on a private in-memory DuckDB (never the store's lock)."""
+    con = duckdb.connect(":memory:")
+    try:
+        return Tx(con).execute(sql, params)
+    finally:
+        con.close()

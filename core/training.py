@@ -1,0 +1,399 @@
+"""Training: validate a request against the data, fit scikit-learn pipelines, register them.
+
+A model is a whole sklearn Pipeline (imputation, scaling, one-hot encoding, estimator), so raw
+rows go in. Everything is fitted and checked before the registry is written: a failure leaves
+no experiment, version, model row or artifact behind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from core import profiles
+from core.datasets import get_dataset, load_frame, new_id
+from core.entities import (
+    DEFAULT_PROJECT,
+    TASKS,
+    Dataset,
+    Model,
+    ModelSchema,
+    Progress,
+    Task,
+    Version,
+    no_progress,
+)
+from core.errors import DatasetError, InvalidInput
+from core.registry import NewModel, discard_artifacts, list_models, record_version, save_artifact
+from core.store import Store
+
+TEST_SIZE = 0.2
+MIN_TRAIN_ROWS = 20
+MIN_HOLDOUT_ROWS = 5
+BACKGROUND_ROWS = 100
+MAX_ONE_HOT = 50  # per column; rarer categories share one "infrequent" column
+
+ALGORITHMS: dict[str, str] = {
+    "linear": "Linear model (logistic / ridge regression)",
+    "random_forest": "Random forest",
+    "hist_gradient_boosting": "Histogram gradient boosting",
+    "gradient_boosting": "Gradient boosting",
+}
+DEFAULT_ALGORITHMS = ("linear", "random_forest", "hist_gradient_boosting")
+
+
+def make_estimator(algorithm: str, task: Task, seed: int) -> BaseEstimator:
+    """The bare estimator for an algorithm name and task; raises InvalidInput for unknown names."""
+    is_reg = task == "regression"
+    builders = {
+        "linear": lambda: Ridge() if is_reg else LogisticRegression(max_iter=2000),
+        "random_forest": lambda: (RandomForestRegressor if is_reg else RandomForestClassifier)(
+            n_estimators=100, min_samples_leaf=2, n_jobs=-1, random_state=seed),
+        "hist_gradient_boosting": lambda: (
+            HistGradientBoostingRegressor if is_reg else HistGradientBoostingClassifier)(
+            random_state=seed),
+        "gradient_boosting": lambda: (
+            GradientBoostingRegressor if is_reg else GradientBoostingClassifier)(
+            random_state=seed),
+    }
+    if algorithm not in builders:
+        raise InvalidInput(f"Unknown algorithm '{algorithm}'.",
+                           f"Choose from: {', '.join(ALGORITHMS)}.")
+    return builders[algorithm]()
+
+
+def make_pipeline(schema: ModelSchema, algorithm: str, seed: int = 42) -> Pipeline:
+    """A raw-rows-in pipeline: impute and (for linear models) scale numbers, one-hot categories.
+
+    Categories are one-hot encoded before every estimator, histogram boosting included, because
+    shap's TreeExplainer does not understand HGB's native categorical splits (DESIGN.md, traps).
+    """
+    numeric = [f.name for f in schema.features if f.kind == "numeric"]
+    categorical = [f.name for f in schema.features if f.kind == "categorical"]
+    num_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+    if algorithm == "linear":
+        num_steps.append(("scale", StandardScaler()))
+    cat_steps = [
+        ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+        ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", sparse_output=False,
+                                 max_categories=MAX_ONE_HOT)),
+    ]
+    pre = ColumnTransformer(
+        [("num", Pipeline(num_steps), numeric), ("cat", Pipeline(cat_steps), categorical)],
+        remainder="drop", verbose_feature_names_out=True)
+    return Pipeline([("preprocess", pre), ("model", make_estimator(algorithm, schema.task, seed))])
+
+
+# ---------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class TrainingPlan:
+    """A validated training request: what will be learned from which columns."""
+
+    target: str
+    task: Task
+    features: list[str]
+    key_column: str | None
+    classes: list[Any]
+    excluded: dict[str, str] = field(default_factory=dict)  # column -> why it is left out
+    dropped_rows: int = 0
+
+
+def default_exclusions(frame: pd.DataFrame, target: str,
+                       key_column: str | None) -> dict[str, str]:
+    """Columns left out of the features by default, with the reason shown to the user."""
+    reasons = {}
+    for col in profiles.describe_columns(frame):
+        if col.name in (target, key_column):
+            continue
+        if col.is_identifier:
+            reasons[col.name] = "identifier (unique per row)"
+        elif col.kind == "empty":
+            reasons[col.name] = "all values missing"
+        elif col.kind == "datetime":
+            reasons[col.name] = "date/time columns are not used as features yet"
+    return reasons
+
+
+def default_key(frame: pd.DataFrame, target: str) -> str | None:
+    """The first identifier-like column, offered as the prediction key."""
+    for col in profiles.describe_columns(frame):
+        if col.is_identifier and col.name != target:
+            return col.name
+    return None
+
+
+def plan_training(frame: pd.DataFrame, target: str, *, task: str | None = None,
+                  features: list[str] | None = None, key_column: str | None = None,
+                  exclude: list[str] | tuple[str, ...] = ()) -> TrainingPlan:
+    """Validate a request against the data and fill in defaults; raises DatasetError/InvalidInput.
+
+    `key_column=None` picks the first identifier-like column; "" means no key. Pure: reads
+    `frame`, writes nothing.
+    """
+    columns = list(frame.columns)
+    _require_columns(columns, [target], "target column")
+    if key_column is None:
+        key_column = default_key(frame, target)
+    if key_column:
+        _require_columns(columns, [key_column], "key column")
+    _require_columns(columns, list(exclude), "excluded column")
+    labelled = frame[frame[target].notna()]
+    y = labelled[target]
+    chosen_task = _check_task(y, target, task)
+    excluded = default_exclusions(frame, target, key_column)
+    excluded.update({c: "excluded by you" for c in exclude})
+    if features is None:
+        features = [c for c in columns if c not in excluded and c not in (target, key_column)]
+    else:
+        _require_columns(columns, features, "feature")
+        clash = {target, key_column} & set(features)
+        if clash:
+            raise InvalidInput(f"'{clash.pop()}' cannot be a feature: it is the target or key.",
+                               "Remove it from the feature list.")
+    if not features:
+        raise DatasetError(f"No feature columns are left besides the target '{target}'.",
+                           "Include at least one column other than the target and the key.")
+    classes = sorted(y.unique().tolist(), key=str) if chosen_task != "regression" else []
+    _check_rows(y, chosen_task, target)
+    return TrainingPlan(target, chosen_task, list(features), key_column or None, classes,
+                        {c: r for c, r in excluded.items() if c not in features},
+                        len(frame) - len(labelled))
+
+
+def _require_columns(columns: list[str], wanted: list[str], what: str) -> None:
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise DatasetError(
+            f"The {what} '{missing[0]}' is not in the dataset.",
+            f"Available columns: {', '.join(columns[:30])}{' …' if len(columns) > 30 else ''}.")
+
+
+def _check_task(y: pd.Series, target: str, task: str | None) -> Task:
+    if task is not None and task not in TASKS:
+        raise InvalidInput(f"Unknown task '{task}'.", f"Choose one of: {', '.join(TASKS)}.")
+    n_classes = y.nunique()
+    if n_classes < 2:
+        shown = f"only the value '{y.iloc[0]}'" if n_classes else "no values"
+        raise DatasetError(f"The target '{target}' has {shown}: there is nothing to learn.",
+                           "Choose a target column with at least two different values.")
+    chosen: Task = task or profiles.guess_task(y)  # type: ignore[assignment]
+    if chosen == "regression" and (not pd.api.types.is_numeric_dtype(y)
+                                   or pd.api.types.is_bool_dtype(y)):
+        raise DatasetError(
+            f"The target '{target}' is not numeric (dtype {y.dtype}, e.g. '{y.iloc[0]}'), so it "
+            "cannot be a regression target.",
+            "Choose binary or multiclass classification, or a numeric target column.")
+    if chosen == "binary" and n_classes != 2:
+        raise DatasetError(f"The target '{target}' has {n_classes} classes, not 2.",
+                           "Choose multiclass classification (or regression for a number).")
+    if chosen == "multiclass" and n_classes == 2:
+        raise DatasetError(f"The target '{target}' has exactly 2 classes.",
+                           "Choose binary classification.")
+    return chosen
+
+
+def _check_rows(y: pd.Series, task: Task, target: str) -> None:
+    needed = MIN_TRAIN_ROWS + MIN_HOLDOUT_ROWS
+    if len(y) < needed:
+        raise DatasetError(
+            f"The dataset has {len(y)} rows with a '{target}' value; training needs at least "
+            f"{needed} ({MIN_TRAIN_ROWS} to fit and {MIN_HOLDOUT_ROWS} for the holdout).",
+            "Use a larger dataset.")
+    if task != "regression":
+        counts = y.value_counts()
+        rare = counts[counts < 2]
+        if len(rare):
+            raise DatasetError(
+                f"Class '{rare.index[0]}' of '{target}' has only 1 row; every class needs at "
+                "least 2 (one to train on, one to test on).",
+                "Add rows of that class, or remove it from the dataset.")
+
+
+# ---------------------------------------------------------------------------- fitting
+@dataclass(frozen=True)
+class TrainRequest:
+    """What a user asks the playground (or `modeldeck train`) for."""
+
+    dataset_id: str
+    target: str
+    task: str | None = None
+    features: list[str] | None = None
+    key_column: str | None = None
+    exclude: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    project: str = DEFAULT_PROJECT
+    experiment: str | None = None
+    seed: int = 42
+    test_size: float = TEST_SIZE
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    version: Version
+    models: list[Model]
+    plan: TrainingPlan
+
+
+def classification_metrics(y_true: pd.Series, y_pred: np.ndarray, proba: np.ndarray | None,
+                           classes: list[Any], task: Task) -> dict[str, float | None]:
+    """Accuracy, precision, recall, F1 (binary: positive = last class; else macro), ROC-AUC."""
+    average = "binary" if task == "binary" else "macro"
+    pos = {"pos_label": classes[-1]} if task == "binary" else {}
+    out: dict[str, float | None] = {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred, average=average, zero_division=0, **pos),
+        "recall": skm.recall_score(y_true, y_pred, average=average, zero_division=0, **pos),
+        "f1": skm.f1_score(y_true, y_pred, average=average, zero_division=0, **pos),
+        "roc_auc": None,
+    }
+    if proba is not None and y_true.nunique() > 1:
+        try:
+            if task == "binary":
+                out["roc_auc"] = skm.roc_auc_score(y_true == classes[-1], proba[:, -1])
+            else:
+                out["roc_auc"] = skm.roc_auc_score(y_true, proba, multi_class="ovr",
+                                                   average="macro", labels=classes)
+        except ValueError:  # a class absent from the holdout: AUC is undefined
+            out["roc_auc"] = None
+    return {k: _rounded(v) for k, v in out.items()}
+
+
+def regression_metrics(y_true: pd.Series, y_pred: np.ndarray) -> dict[str, float | None]:
+    """MAE, RMSE and R2."""
+    return {
+        "mae": _rounded(skm.mean_absolute_error(y_true, y_pred)),
+        "rmse": _rounded(math.sqrt(skm.mean_squared_error(y_true, y_pred))),
+        "r2": _rounded(skm.r2_score(y_true, y_pred)),
+    }
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 6)
+
+
+def evaluate(estimator: Any, X: pd.DataFrame, y: pd.Series, task: Task,
+             classes: list[Any]) -> tuple[dict[str, float | None], np.ndarray]:
+    """Holdout metrics of a fitted model and its predictions."""
+    pred = estimator.predict(X)
+    if task == "regression":
+        return regression_metrics(y, pred), pred
+    proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
+    if proba is not None and hasattr(estimator, "classes_"):
+        order = [list(estimator.classes_).index(c) for c in classes]
+        proba = proba[:, order]
+    return classification_metrics(y, pred, proba, classes, task), pred
+
+
+def plain_params(estimator: Any) -> dict[str, Any]:
+    """The final estimator's hyper-parameters, JSON-safe."""
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    out = {}
+    for key, value in final.get_params(deep=False).items():
+        if value is None or isinstance(value, bool | int | float | str):
+            out[key] = value
+        else:
+            out[key] = repr(value)
+    return out
+
+
+def train(store: Store, request: TrainRequest, progress: Progress = no_progress) -> TrainingResult:
+    """Fit each requested algorithm and register them as one new version.
+
+    Raises DatasetError/InvalidInput before fitting; on any failure nothing is recorded.
+    """
+    for algorithm in request.algorithms:
+        make_estimator(algorithm, "binary", request.seed)  # fail fast on unknown names
+    if not request.algorithms:
+        raise InvalidInput("No algorithm chosen.",
+                           f"Pick at least one of: {', '.join(ALGORITHMS)}.")
+    dataset = get_dataset(store, request.dataset_id)
+    progress(0.0, f"Reading {dataset.name}")
+    frame = load_frame(store, dataset)
+    plan = plan_training(frame, request.target, task=request.task, features=request.features,
+                         key_column=request.key_column, exclude=request.exclude)
+    labelled = frame[frame[plan.target].notna()]
+    X, y = labelled[plan.features], labelled[plan.target]
+    stratify = y if plan.task != "regression" else None
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify)
+    schema = profiles.build_schema(X_train, plan.features, plan.target, plan.task, plan.classes,
+                                   plan.key_column)
+    background = X_train.sample(min(BACKGROUND_ROWS, len(X_train)), random_state=request.seed)
+    fitted: list[NewModel] = []
+    try:
+        for i, algorithm in enumerate(request.algorithms):
+            progress(0.05 + 0.9 * i / len(request.algorithms),
+                     f"Training {ALGORITHMS[algorithm]} ({i + 1}/{len(request.algorithms)})")
+            fitted.append(_fit_one(store, algorithm, schema, plan, request.seed,
+                                   (X_train, y_train, X_test, y_test), background))
+        progress(0.97, "Recording the version")
+        version = record_version(
+            store, project=request.project,
+            experiment={"name": request.experiment or dataset.name, "target": plan.target,
+                        "task": plan.task, "features": plan.features,
+                        "key_column": plan.key_column},
+            dataset_id=dataset.id, settings=_settings(request, plan, len(X_train), len(X_test)),
+            models=fitted)
+    except BaseException:
+        discard_artifacts(store, [m.id for m in fitted])
+        raise
+    progress(1.0, "Done")
+    return TrainingResult(version, list_models(store, version_id=version.id), plan)
+
+
+def _fit_one(store: Store, algorithm: str, schema: ModelSchema, plan: TrainingPlan, seed: int,
+             split: tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series],
+             background: pd.DataFrame) -> NewModel:
+    X_train, y_train, X_test, y_test = split
+    pipeline = make_pipeline(schema, algorithm, seed)
+    started = time.perf_counter()
+    pipeline.fit(X_train, y_train)
+    seconds = time.perf_counter() - started
+    metrics, predictions = evaluate(pipeline, X_test, y_test, plan.task, plan.classes)
+    metrics["holdout_rows"] = len(X_test)
+    profile = profiles.build_profile(X_train, schema, pd.Series(predictions))
+    model_id = new_id("mdl")
+    path, digest, size = save_artifact(store, model_id, pipeline, background)
+    return NewModel(
+        id=model_id, algorithm=algorithm, task=plan.task, origin="trained",
+        params=plain_params(pipeline), metrics=metrics, schema=schema.to_dict(), profile=profile,
+        artifact_path=path, artifact_format="joblib", trusted_types=[], sha256=digest,
+        size_bytes=size, train_seconds=seconds)
+
+
+def _settings(request: TrainRequest, plan: TrainingPlan, n_train: int,
+              n_test: int) -> dict[str, Any]:
+    return {**asdict(plan), "algorithms": list(request.algorithms), "seed": request.seed,
+            "test_size": request.test_size, "train_rows": n_train, "holdout_rows": n_test}
+
+
+def default_experiment_name(store: Store, dataset: Dataset, target: str,
+                            project: str = DEFAULT_PROJECT) -> str:
+    """The dataset's name, or `<dataset> · <target>` when that name already predicts another."""
+    from core.registry import list_experiments, list_projects
+
+    proj = next((p for p in list_projects(store) if p.name == project), None)
+    existing = list_experiments(store, proj.id) if proj else []
+    same = next((e for e in existing if e.name == dataset.name), None)
+    return dataset.name if same is None or same.target == target else f"{dataset.name} · {target}"
