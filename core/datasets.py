@@ -10,6 +10,7 @@ import glob
 import hashlib
 import io
 import secrets
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,14 @@ def read_bytes(data: bytes, filename: str) -> pd.DataFrame:
             frame = pd.read_parquet(io.BytesIO(data))
         else:
             sep = "\t" if suffix == ".tsv" else None
-            frame = pd.read_csv(io.BytesIO(data), sep=sep, engine="python")
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as exc:
+            with warnings.catch_warnings():
+                # A first data row longer than the header would silently become the index (or,
+                # with index_col=False, be cut): refuse it like any other ragged row.
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(io.BytesIO(data), sep=sep, engine="python", index_col=False,
+                                    encoding="utf-8-sig")  # -sig: Excel's "CSV UTF-8" has a BOM
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.ParserWarning,
+            OSError) as exc:
         kind = "Parquet" if suffix in (".parquet", ".pq") else "CSV"
         raise DatasetError(f"'{filename}' could not be read as {kind}: {_first_line(exc)}",
                            f"Check that it is a valid {kind} file (for CSV: UTF-8 text, one "
@@ -188,6 +195,8 @@ def add_path(store: Store, path: str, *, name: str | None = None,
     """Register a file or glob. `confined` (the UI) refuses paths outside the allowed roots."""
     if confined:
         path = str(store.workspace.confine(path))
+        for match in glob.glob(path) if glob.has_magic(path) else ():
+            store.workspace.confine(match)  # a matched file may be a symlink leading outside
     frame = read_path(str(Path(path).expanduser()))
     label = name or Path(path).stem.replace("*", "all")
     return register_frame(store, frame, name=label, kind="path", source=path)

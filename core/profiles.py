@@ -155,8 +155,11 @@ def build_profile(
     }
     profile: dict[str, Any] = {"n_rows": len(frame), "bins": N_BINS, "features": features}
     if predictions is not None:
-        profile["prediction"] = (
-            numeric_profile(predictions) if schema.task == "regression"
-            else categorical_profile(predictions)
-        )
+        profile["prediction"] = prediction_profile(predictions, schema.task)
     return profile
+
+
+def prediction_profile(predictions: pd.Series, task: Task) -> dict[str, Any]:
+    """The distribution of a model's predictions: bins for regression, class shares otherwise."""
+    return numeric_profile(predictions) if task == "regression" else categorical_profile(
+        predictions)

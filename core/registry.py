@@ -167,7 +167,7 @@ def save_artifact(store: Store, model_id: str, estimator: Any,
     folder = store.workspace.artifact_dir(model_id)
     target = folder / "model.joblib"
     with atomic_path(target) as tmp:
-        joblib.dump(estimator, tmp, compress=3)
+        joblib.dump(estimator, tmp)  # uncompressed: loads faster, and disk is cheap
     with atomic_path(folder / "background.parquet") as tmp:
         background.to_parquet(tmp, index=False)
     return (str(target.relative_to(store.workspace.home)), sha256_file(target),
@@ -218,3 +218,13 @@ def load_estimator(store: Store, model: Model) -> Any:
 def background_sample(store: Store, model: Model) -> pd.DataFrame:
     """The model's stored SHAP background rows (raw feature columns)."""
     return pd.read_parquet(store.workspace.artifact_dir(model.id) / "background.parquet")
+
+
+def counts(store: Store) -> dict[str, int]:
+    """How many projects, datasets, experiments and models the workspace holds; one read."""
+    row = store.query(
+        "SELECT (SELECT count(*) FROM projects) AS projects,"
+        " (SELECT count(*) FROM datasets) AS datasets,"
+        " (SELECT count(*) FROM experiments) AS experiments,"
+        " (SELECT count(*) FROM models) AS models").first()
+    return dict(row or {})

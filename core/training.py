@@ -335,18 +335,25 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
     labelled = frame[frame[plan.target].notna()]
     X, y = labelled[plan.features], labelled[plan.target]
     stratify = y if plan.task != "regression" else None
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify)
+    try:
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify)
+    except ValueError as exc:  # e.g. more classes than holdout rows: the user's data, not a bug
+        raise DatasetError(
+            f"The rows of '{plan.target}' cannot be split into training and holdout sets: {exc}.",
+            "Use more rows or fewer classes, or change the holdout share.") from exc
     schema = profiles.build_schema(X_train, plan.features, plan.target, plan.task, plan.classes,
                                    plan.key_column)
     background = X_train.sample(min(BACKGROUND_ROWS, len(X_train)), random_state=request.seed)
+    feature_profile = profiles.build_profile(X_train, schema)  # shared by the version's models
     fitted: list[NewModel] = []
     try:
         for i, algorithm in enumerate(request.algorithms):
             progress(0.05 + 0.9 * i / len(request.algorithms),
                      f"Training {ALGORITHMS[algorithm]} ({i + 1}/{len(request.algorithms)})")
             fitted.append(_fit_one(store, algorithm, schema, plan, request.seed,
-                                   (X_train, y_train, X_test, y_test), background))
+                                   (X_train, y_train, X_test, y_test), background,
+                                   feature_profile))
         progress(0.97, "Recording the version")
         version = record_version(
             store, project=request.project,
@@ -364,7 +371,7 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
 
 def _fit_one(store: Store, algorithm: str, schema: ModelSchema, plan: TrainingPlan, seed: int,
              split: tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series],
-             background: pd.DataFrame) -> NewModel:
+             background: pd.DataFrame, feature_profile: dict[str, Any]) -> NewModel:
     X_train, y_train, X_test, y_test = split
     pipeline = make_pipeline(schema, algorithm, seed)
     started = time.perf_counter()
@@ -372,7 +379,8 @@ def _fit_one(store: Store, algorithm: str, schema: ModelSchema, plan: TrainingPl
     seconds = time.perf_counter() - started
     metrics, predictions = evaluate(pipeline, X_test, y_test, plan.task, plan.classes)
     metrics["holdout_rows"] = len(X_test)
-    profile = profiles.build_profile(X_train, schema, pd.Series(predictions))
+    profile = {**feature_profile,
+               "prediction": profiles.prediction_profile(pd.Series(predictions), plan.task)}
     model_id = new_id("mdl")
     path, digest, size = save_artifact(store, model_id, pipeline, background)
     return NewModel(
@@ -397,3 +405,20 @@ def default_experiment_name(store: Store, dataset: Dataset, target: str,
     existing = list_experiments(store, proj.id) if proj else []
     same = next((e for e in existing if e.name == dataset.name), None)
     return dataset.name if same is None or same.target == target else f"{dataset.name} · {target}"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Form defaults for a target: guessed task, prediction key, columns to leave out."""
+
+    task: Task
+    key_column: str | None
+    excluded: dict[str, str]
+
+
+def suggest(frame: pd.DataFrame, target: str) -> Suggestion:
+    """Defaults for the training form; never raises (plan_training does the validation)."""
+    key = default_key(frame, target)
+    y = frame[target].dropna()
+    task = profiles.guess_task(y) if len(y) else "regression"
+    return Suggestion(task, key, default_exclusions(frame, target, key))

@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
 from core.workspace import atomic_write_bytes
 
@@ -15,7 +16,7 @@ HEARTBEAT_SECONDS = 5.0
 def write_heartbeat(store: Store) -> None:
     """Record that this worker is alive (a small file, so the UI never waits on the store)."""
     beat = {"pid": os.getpid(), "at": utcnow().isoformat() + "Z", "runs_in_flight": 0}
-    atomic_write_bytes(store.workspace.home / "worker.heartbeat", json.dumps(beat).encode())
+    atomic_write_bytes(store.workspace.home / HEARTBEAT_FILE, json.dumps(beat).encode())
 
 
 def run_forever(store: Store, *, once: bool = False) -> None:

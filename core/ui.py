@@ -1,0 +1,119 @@
+"""The only core module that imports streamlit: navigation, page chrome, errors, progress."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from core import datasets, sidecars
+from core.entities import Model, Progress
+from core.errors import ModelDeckError
+from core.store import Store
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str
+    title: str
+    url_path: str
+    icon: str
+    default: bool = False
+
+
+PAGES = [
+    PageSpec("pages/home.py", "Overview", "overview", ":material/dashboard:", default=True),
+    PageSpec("pages/datasets.py", "Datasets", "datasets", ":material/table_chart:"),
+    PageSpec("pages/train.py", "Train", "train", ":material/model_training:"),
+    PageSpec("pages/models.py", "Models", "models", ":material/inventory_2:"),
+    PageSpec("pages/model.py", "Model", "model", ":material/insights:"),
+    PageSpec("pages/import_model.py", "Import a model", "import", ":material/upload_file:"),
+]
+
+
+def navigation() -> st.Page:
+    """The app's pages for st.navigation, each reachable by its deep link."""
+    pages = [st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default)
+             for p in PAGES]
+    return st.navigation(pages)
+
+
+def get_store() -> Store:
+    """The workspace store. It holds no connection, so it is safe to call on every rerun."""
+    return Store.open()
+
+
+def header(title: str, caption: str = "") -> None:
+    st.title(title)
+    if caption:
+        st.caption(caption)
+
+
+def show_error(exc: ModelDeckError) -> None:
+    """A user-facing error: what is wrong, then how to fix it."""
+    st.error(f"**{exc.message}**" + (f"\n\n{exc.hint}" if exc.hint else ""), icon="⚠️")
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """Show a ModelDeckError raised inside the block as an error box instead of a traceback."""
+    try:
+        yield
+    except ModelDeckError as exc:
+        show_error(exc)
+
+
+def progress_bar(label: str) -> Progress:
+    """A Streamlit progress bar as a core Progress callback."""
+    bar = st.progress(0.0, text=label)
+
+    def update(fraction: float, text: str) -> None:
+        bar.progress(min(max(fraction, 0.0), 1.0), text=text)
+
+    return update
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _api_status() -> sidecars.SidecarStatus:
+    return sidecars.api_status()
+
+
+def sidebar_status(store: Store) -> None:
+    """Workspace path and each sidecar's status, on every page."""
+    with st.sidebar:
+        st.caption(f"Workspace: `{store.workspace.home}`")
+        for status in (sidecars.worker_status(store.workspace), _api_status()):
+            mark = "🟢" if status.is_alive else "🔴"
+            st.caption(f"{mark} {status.name}: {status.detail}")
+
+
+def show_leaderboard(models: list[Model], key: str) -> None:
+    """A version's models as a table: metrics, training time and size, each linking its page."""
+    if not models:
+        st.info("No models yet.")
+        return
+    metric_names = [k for k in models[0].metrics if not k.endswith("_rows")]
+    rows = [{
+        "model": f"model?id={m.id}",
+        "algorithm": m.algorithm,
+        **{name: m.metrics.get(name) for name in metric_names},
+        "train time (s)": round(m.train_seconds, 3),
+        "size (KB)": round(m.size_bytes / 1024, 1),
+        "origin": m.origin,
+    } for m in models]
+    st.dataframe(
+        pd.DataFrame(rows), hide_index=True, key=key,
+        column_config={
+            "model": st.column_config.LinkColumn("model", display_text=r"model\?id=(.*)"),
+            **{n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names},
+        })
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the dataset…")
+def cached_frame(home: str, dataset_id: str) -> pd.DataFrame:
+    """A dataset's snapshot; cached by id, which is safe because snapshots never change."""
+    store = Store.open(home)
+    return datasets.load_frame(store, datasets.get_dataset(store, dataset_id))

@@ -1,0 +1,52 @@
+"""Datasets: register tables (upload, path, demo set) and look at them."""
+
+import pandas as pd
+import streamlit as st
+
+from core import datasets, profiles, ui
+
+ui.header("Datasets", "Every dataset is snapshotted to Parquet when registered, so training "
+          "always sees exactly these rows.")
+store = ui.get_store()
+
+upload_tab, path_tab, demo_tab = st.tabs(["Upload a file", "From a path", "Demo sets"])
+with upload_tab:
+    upload = st.file_uploader("CSV or Parquet file", type=["csv", "tsv", "parquet", "pq"],
+                              key="ds_upload")
+    if upload is not None and st.button("Register upload", key="ds_upload_go"):
+        with ui.guarded():
+            added = datasets.add_upload(store, upload.name, upload.getvalue())
+            st.success(f"Registered {added.name} ({added.n_rows} rows) as {added.id}.")
+with path_tab:
+    st.caption(f"Files inside the workspace ({store.workspace.home}) or a folder the "
+               "administrator allowed. Globs such as `exports/*.csv` read every match.")
+    path = st.text_input("File path or glob", key="ds_path")
+    if st.button("Register path", key="ds_path_go", disabled=not path):
+        with ui.guarded():
+            added = datasets.add_path(store, path, confined=True)
+            st.success(f"Registered {added.name} ({added.n_rows} rows) as {added.id}.")
+with demo_tab:
+    name = st.selectbox("Demo set", datasets.DEMO_NAMES, key="ds_demo")
+    if st.button("Register demo set", key="ds_demo_go"):
+        with ui.guarded():
+            added = datasets.add_demo(store, name)
+            st.success(f"Registered {added.name} ({added.n_rows} rows) as {added.id}.")
+
+found = datasets.list_datasets(store)
+st.subheader(f"Registered datasets ({len(found)})")
+if not found:
+    st.info("No dataset yet: upload one above, or register a demo set.")
+    st.stop()
+st.dataframe(pd.DataFrame([{
+    "id": d.id, "name": d.name, "kind": d.kind, "source": d.source, "rows": d.n_rows,
+    "columns": len(d.columns), "registered": d.created_at} for d in found]), hide_index=True)
+
+chosen = st.selectbox("Look at a dataset", found, format_func=lambda d: f"{d.name} ({d.id})",
+                      key="ds_show")
+frame = datasets.load_frame(store, chosen)
+st.dataframe(frame.head(50), hide_index=True)
+reports = profiles.describe_columns(frame)
+st.dataframe(pd.DataFrame([{
+    "column": r.name, "type": r.dtype, "kind": r.kind, "distinct": r.n_unique,
+    "missing": r.missing, "identifier": "yes" if r.is_identifier else ""} for r in reports]),
+    hide_index=True)

@@ -1,0 +1,69 @@
+"""One model: metrics, parameters, input schema, training profile and artifact."""
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, registry, ui
+from core.errors import NotFound
+
+ui.header("Model")
+store = ui.get_store()
+model_id = st.query_params.get("id")
+model = None
+if model_id:
+    try:
+        model = registry.get_model(store, model_id)
+    except NotFound as exc:
+        ui.show_error(exc)
+if model is None:
+    models = registry.list_models(store)
+    if not models:
+        st.info("No model yet.")
+        st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
+        st.stop()
+    model = st.selectbox("Model", models, key="model_pick",
+                         format_func=lambda m: f"{m.experiment} v{m.version} · {m.algorithm}"
+                         f" ({m.id})")
+    st.query_params["id"] = model.id
+
+st.subheader(f"{model.algorithm} · {model.experiment} v{model.version}")
+st.caption(f"{model.id} · project {model.project} · {model.task} · {model.origin} · "
+           f"created {model.created_at:%Y-%m-%d %H:%M} UTC")
+headline = {k: v for k, v in model.metrics.items() if not k.endswith("_rows")}
+for col, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(), strict=False):
+    col.metric(name, "n/a" if value is None else f"{value:.4f}")
+scope = "reference dataset" if model.origin == "imported" else "20% holdout"
+st.caption(f"Metrics on the {scope}.")
+
+metrics_tab, schema_tab, profile_tab, params_tab, artifact_tab = st.tabs(
+    ["Leaderboard", "Schema", "Training profile", "Parameters", "Artifact"])
+with metrics_tab:
+    siblings = registry.list_models(store, version_id=model.version_id)
+    ui.show_leaderboard(siblings, key="model_board")
+    metric = charts.headline_metric(model.task)
+    if len(siblings) > 1:
+        st.plotly_chart(charts.leaderboard_figure(siblings, metric), key="model_board_chart")
+with schema_tab:
+    st.caption(f"Target `{model.schema.target}`"
+               + (f" · classes: {', '.join(map(str, model.schema.classes))}"
+                  if model.schema.classes else "")
+               + (f" · prediction key `{model.schema.key_column}`"
+                  if model.schema.key_column else ""))
+    st.dataframe(pd.DataFrame([{
+        "column": f.name, "kind": f.kind, "dtype": f.dtype,
+        "categories": ", ".join(f.categories[:20]) + (" …" if len(f.categories) > 20 else ""),
+    } for f in model.schema.features]), hide_index=True)
+with profile_tab:
+    features = model.profile.get("features", {})
+    name = st.selectbox("Feature", list(features), key="profile_feature")
+    if name:
+        st.plotly_chart(charts.profile_figure(name, features[name]), key="profile_chart")
+        st.caption(f"Missing in training: {features[name]['missing_rate']:.1%} of rows.")
+    if "prediction" in model.profile:
+        st.plotly_chart(charts.profile_figure("prediction", model.profile["prediction"]),
+                        key="prediction_chart")
+with params_tab:
+    st.json(model.params)
+with artifact_tab:
+    st.json(model.details()["artifact"])
+    st.caption(f"{model.size_bytes / 1024:.1f} KB · checked against its SHA-256 on every load.")

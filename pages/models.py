@@ -1,0 +1,32 @@
+"""Browse projects > experiments > versions > models."""
+
+import streamlit as st
+
+from core import registry, ui
+
+ui.header("Models", "Every experiment belongs to a project; each training round is a version.")
+store = ui.get_store()
+projects = registry.list_projects(store)
+names = [p.name for p in projects]
+wanted = st.query_params.get("project")
+project = st.selectbox("Project", projects, format_func=lambda p: p.name, key="models_project",
+                       index=names.index(wanted) if wanted in names else 0)
+experiments = registry.list_experiments(store, project.id)
+if not experiments:
+    st.info(f"No experiment in {project.name} yet.")
+    st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
+    st.stop()
+
+for experiment in experiments:
+    st.subheader(experiment.name)
+    key_text = f", key `{experiment.key_column}`" if experiment.key_column else ""
+    st.caption(f"{experiment.task} · target `{experiment.target}` · "
+               f"{len(experiment.features)} features{key_text} · {experiment.id}")
+    versions = registry.list_versions(store, experiment.id)
+    version = st.selectbox("Version", versions, key=f"version_{experiment.id}",
+                           format_func=lambda v: f"v{v.number} · {v.created_at:%Y-%m-%d %H:%M}")
+    ui.show_leaderboard(registry.list_models(store, version_id=version.id),
+                        key=f"board_{version.id}")
+    st.page_link("pages/train.py", label="Train a new version",
+                 query_params={"dataset": experiment.dataset_id, "target": experiment.target},
+                 icon=":material/model_training:")
