@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sklearn.model_selection import train_test_split  # noqa: E402
+from sklearn.model_selection import train_test_split
 
-from core import datasets, demo, profiles, training  # noqa: E402
-from core.store import Store  # noqa: E402
+from core import datasets, demo, profiles, training
+from core.store import Store
 
 TARGET_RATIO = 1.15
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import runpy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from core import datasets, sidecars
+from core import charts, datasets, sidecars
 from core.entities import Model, Progress
 from core.errors import ModelDeckError
 from core.store import Store
+
+APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,33 @@ class PageSpec:
 
 
 PAGES = [
-    PageSpec("pages/home.py", "Overview", "overview", ":material/dashboard:", default=True),
+    PageSpec("pages/home.py", "Overview", "", ":material/dashboard:", default=True),
     PageSpec("pages/datasets.py", "Datasets", "datasets", ":material/table_chart:"),
     PageSpec("pages/train.py", "Train", "train", ":material/model_training:"),
     PageSpec("pages/models.py", "Models", "models", ":material/inventory_2:"),
     PageSpec("pages/model.py", "Model", "model", ":material/insights:"),
-    PageSpec("pages/import_model.py", "Import a model", "import", ":material/upload_file:"),
+    PageSpec("pages/import_model.py", "Import a model", "import_model",
+             ":material/upload_file:"),
 ]
+# url_path must equal the file's stem: see leave_legacy_mode.
+
+
+def leave_legacy_mode() -> None:
+    """Make sure a page runs under app.py's st.navigation, not Streamlit's legacy pages mode.
+
+    Streamlit starts in its legacy multipage mode whenever a `pages/` folder sits beside the
+    main script, until some session calls st.navigation: a deep link such as /train then runs
+    pages/train.py alone, without app.py (no navigation, no sidebar status). So a page that
+    finds itself in that mode switches the process to st.navigation mode and runs app.py in its
+    place, within the same run (a rerun would drop a pending button click). The URL path names
+    the same page in both modes (url_path == file stem), so app.py renders the linked page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(APP_PATH), run_name="__main__")
+        st.stop()
 
 
 def navigation() -> st.Page:
@@ -47,6 +71,8 @@ def get_store() -> Store:
 
 
 def header(title: str, caption: str = "") -> None:
+    """Every page starts here: leave legacy mode if needed, then the page title."""
+    leave_legacy_mode()
     st.title(title)
     if caption:
         st.caption(caption)
@@ -117,3 +143,19 @@ def cached_frame(home: str, dataset_id: str) -> pd.DataFrame:
     """A dataset's snapshot; cached by id, which is safe because snapshots never change."""
     store = Store.open(home)
     return datasets.load_frame(store, datasets.get_dataset(store, dataset_id))
+
+
+def show_model_list(models: list[Model], key: str) -> None:
+    """Models of any experiments and tasks: where they belong and their headline metric."""
+    rows = []
+    for m in models:
+        metric = charts.headline_metric(m.task)
+        value = m.metrics.get(metric)
+        rows.append({
+            "model": f"model?id={m.id}", "project": m.project, "experiment": m.experiment,
+            "version": m.version, "algorithm": m.algorithm, "task": m.task,
+            "headline metric": f"{metric} {value:.4f}" if value is not None else f"{metric} n/a",
+            "created (UTC)": m.created_at,
+        })
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key=key, column_config={
+        "model": st.column_config.LinkColumn("model", display_text=r"model\?id=(.*)")})

@@ -20,7 +20,7 @@ if counts.get("models", 0) == 0:
             st.rerun()
 else:
     st.subheader("Latest models")
-    ui.show_leaderboard(registry.list_models(store)[:10], key="latest")
+    ui.show_model_list(registry.list_models(store)[:10], key="latest")
 
 st.subheader("Get started")
 st.page_link("pages/datasets.py", label="Add a dataset (upload, path or demo set)",

@@ -67,7 +67,7 @@ def test_training_flow_detects_the_key_and_shows_a_leaderboard(store: Store) -> 
     assert any("`customer_id` is the prediction key" in c.value for c in at.caption)
     next(m for m in at.multiselect if m.label == "Algorithms").set_value(
         ["linear", "hist_gradient_boosting"])
-    at.button[0].click().run()
+    next(b for b in at.button if b.label == "Train").click().run()
     assert not at.exception and not errors(at)
     assert any("Trained version 1" in s.value for s in at.success)
     board = at.dataframe[-1].value

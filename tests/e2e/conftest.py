@@ -1,0 +1,202 @@
+"""Browser harness: a demo workspace, a real Streamlit server, a headless system Chromium.
+
+The workspace, the server and the browser are session-wide because building the demo and
+starting Streamlit take seconds; each test still gets a fresh browser context (no shared cookies
+or Streamlit session).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+# Playwright's own browser download is unreachable in CI: drive Debian's chromium instead.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Streamlit marks the app root; "initial" before the first script run, so this cannot match a
+# page that has not started rendering yet.
+RENDERED = (
+    '[data-testid="stApp"][data-test-connection-state="CONNECTED"]'
+    '[data-test-script-state="notRunning"]'
+)
+EXCEPTION = '[data-testid="stException"]'
+# Placeholder of an element whose frontend code is still loading (dataframes, page links, ...).
+SKELETON = '[data-testid="stSkeleton"]'
+STARTUP_TIMEOUT_S = 60
+RENDER_TIMEOUT_MS = 30_000
+LOG_TAIL_LINES = 200
+
+
+@dataclass(frozen=True)
+class StreamlitServer:
+    url: str  # with a trailing slash: url + page.url_path is a deep link
+    log_path: Path
+
+    def log_tail(self) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+@pytest.fixture(scope="session")
+def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace built by `modeldeck demo`; MODELDECK_E2E_HOME reuses an existing one."""
+    reuse = os.environ.get("MODELDECK_E2E_HOME")
+    if reuse and Path(reuse).is_dir():
+        return Path(reuse)
+    home = Path(reuse) if reuse else tmp_path_factory.mktemp("e2e_home")
+    # A new interpreter, as in production: the demo must not leak state into this process.
+    # --home is the CLI's global option, so it goes before the command.
+    cmd = [sys.executable, "-m", "core.cli", "--home", str(home), "demo"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(cmd)} exited with {result.returncode}\n"
+            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+        )
+    return home
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(
+    e2e_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StreamlitServer]:
+    """The app served for the whole session."""
+    with serve(e2e_home, tmp_path_factory.mktemp("streamlit") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture
+def cold_streamlit_server(e2e_home: Path, tmp_path: Path) -> Iterator[StreamlitServer]:
+    """A server no browser has visited yet, for what only a first request can show."""
+    with serve(e2e_home, tmp_path / "server.log") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve(home: Path, log_path: Path) -> Iterator[StreamlitServer]:
+    """`streamlit run app.py` as a new process on a free 127.0.0.1 port, stopped on exit."""
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", "app.py",
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.address", "127.0.0.1",
+        "--server.fileWatcherType", "none",  # nothing edits sources mid-run; no inotify use
+    ]  # fmt: skip
+    env = {**os.environ, "MODELDECK_HOME": str(home)}
+    # Popen (fork+exec), never a bare fork: DuckDB handles must not be shared (DESIGN traps).
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = StreamlitServer(url=f"http://127.0.0.1:{port}/", log_path=log_path)
+    try:
+        _wait_healthy(proc, server)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (never `playwright install`)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh context, so every test starts a new Streamlit session."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(RENDER_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _wait_rendered(page: Page) -> None:
+    # No fixed sleep or network-idle wait: both can return before an exception box appears.
+    page.wait_for_selector(RENDERED, state="attached")
+    # The script has finished, but lazily loaded elements may still be placeholders.
+    page.wait_for_selector(SKELETON, state="detached")
+
+
+def _assert_no_exception(page: Page) -> None:
+    boxes = page.locator(EXCEPTION)
+    if boxes.count():
+        texts = "\n---\n".join(boxes.all_inner_texts())
+        pytest.fail(f"{page.url} shows {boxes.count()} exception box(es):\n{texts}")
+
+
+@pytest.fixture
+def wait_rendered() -> Callable[[Page], None]:
+    """wait_rendered(page): block until the script run has finished and every element shows."""
+    return _wait_rendered
+
+
+@pytest.fixture
+def assert_no_exception() -> Callable[[Page], None]:
+    """assert_no_exception(page): fail with the text of any Streamlit exception box."""
+    return _assert_no_exception
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Attach the server log to any failing test that used a server."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, StreamlitServer):
+                report.sections.append((f"{name} log (tail)", value.log_tail()))
+    return report
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], server: StreamlitServer) -> None:
+    health = f"{server.url}_stcore/health"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"Streamlit exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(health, timeout=2) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:  # refused or reset while the server is still starting
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{health} not ok after {STARTUP_TIMEOUT_S} s:\n{server.log_tail()}")
