@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,6 @@ from typing import Any
 
 from core import datasets, demo, registry, training
 from core.errors import ModelDeckError
-from core.model_import import ImportRequest, import_model
 from core.store import Store
 from core.workspace import Workspace
 
@@ -43,24 +43,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modeldeck", description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="workspace folder (default: $MODELDECK_HOME or ./data)")
+    # Also accepted after the command (`modeldeck demo --home DIR`); SUPPRESS keeps the value
+    # given before the command when it is not repeated.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="create the demo workspace (4 experiments, 12 models)")
+    p = sub.add_parser("demo", parents=[common],
+                       help="create the demo workspace (4 experiments, 12 models)")
     p.add_argument("--if-empty", action="store_true", help="do nothing if the workspace has data")
     p.set_defaults(handler=cmd_demo)
 
     ds = sub.add_parser("datasets", help="register and list datasets")
     ds_sub = ds.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = ds_sub.add_parser("add", help="register a CSV/Parquet file or glob (snapshotted)")
+    p = ds_sub.add_parser("add", parents=[common],
+                          help="register a CSV/Parquet file or glob (snapshotted)")
     p.add_argument("path")
     p.add_argument("--name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets_add)
-    p = ds_sub.add_parser("list", help="list datasets")
+    p = ds_sub.add_parser("list", parents=[common], help="list datasets")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets_list)
 
-    p = sub.add_parser("train", help="train models on a dataset as a new experiment version")
+    p = sub.add_parser("train", parents=[common],
+                       help="train models on a dataset as a new experiment version")
     p.add_argument("--dataset", required=True, help="dataset id or name, demo name, or file path")
     p.add_argument("--target", required=True)
     p.add_argument("--task", choices=["binary", "multiclass", "regression"])
@@ -75,15 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list, show and import models")
     m_sub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = m_sub.add_parser("list", help="list models, newest first")
+    p = m_sub.add_parser("list", parents=[common], help="list models, newest first")
     p.add_argument("--experiment", help="only this experiment id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_list)
-    p = m_sub.add_parser("show", help="show one model (metrics, params, schema, profile)")
+    p = m_sub.add_parser("show", parents=[common],
+                         help="show one model (metrics, params, schema, profile)")
     p.add_argument("model_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_show)
-    p = m_sub.add_parser("import", help="import a trained .skops or joblib/pickle model")
+    p = m_sub.add_parser("import", parents=[common],
+                         help="import a trained .skops or joblib/pickle model")
     p.add_argument("file")
     p.add_argument("--dataset", required=True, help="reference dataset (id, name or path)")
     p.add_argument("--target", required=True)
@@ -101,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("ui", "start the Streamlit app"), ("api", "start the REST API server"),
                        ("worker", "start the pipeline worker"),
                        ("up", "start the app, the API and the worker together")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, parents=[common], help=text)
         if name in ("ui", "api"):
             p.add_argument("--port", type=int, default=8501 if name == "ui" else 8000)
         p.set_defaults(handler=globals()[f"cmd_{name}"])
@@ -223,6 +232,9 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
 
 def cmd_models_import(args: argparse.Namespace) -> int:
+    # Imported here: skops costs about 2 s to import, and only imports need it.
+    from core.model_import import ImportRequest, import_model
+
     store = _store()
     path = Path(args.file).expanduser()
     if not path.is_file():
@@ -272,6 +284,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the three processes as new processes (never forked: DESIGN.md, traps)."""
     _store()
+    # SIGTERM (systemd, `kill`, a CI timeout) must also stop the children: unwind via finally.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = [sys.executable, "-m", "core.cli"]
     children = [subprocess.Popen([*base, name], cwd=REPO_ROOT, env=_child_env())
                 for name in ("worker", "api", "ui")]

@@ -49,7 +49,8 @@ def is_identifier(series: pd.Series) -> bool:
     n = len(series)
     if n < 2 or series.isna().any() or series.nunique() != n:
         return False
-    if pd.api.types.is_float_dtype(series) or pd.api.types.is_bool_dtype(series):
+    if (pd.api.types.is_float_dtype(series) or pd.api.types.is_bool_dtype(series)
+            or pd.api.types.is_datetime64_any_dtype(series)):
         return False
     if pd.api.types.is_integer_dtype(series):
         steps = np.diff(np.sort(series.to_numpy()))

@@ -44,8 +44,7 @@ def ensure_project(tx: Tx, name: str = DEFAULT_PROJECT) -> Project:
 
 
 def list_projects(store: Store) -> list[Project]:
-    """Every project by name; the default project always exists."""
-    store.write(ensure_project)
+    """Every project by name; the default project always exists (migration 0001 creates it)."""
     return [Project(**r) for r in store.query("SELECT * FROM projects ORDER BY name")]
 
 

@@ -95,7 +95,9 @@ class Store:
     def __init__(self, workspace: Workspace, lock_timeout: float | None = None) -> None:
         self.workspace = workspace
         env_timeout = os.environ.get(LOCK_TIMEOUT_ENV)
-        self.lock_timeout = lock_timeout or (float(env_timeout) if env_timeout else 30.0)
+        if lock_timeout is None:
+            lock_timeout = float(env_timeout) if env_timeout else 30.0
+        self.lock_timeout = lock_timeout
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | Workspace | None = None) -> Store:
@@ -120,7 +122,7 @@ class Store:
                 if time.monotonic() + delay > deadline:
                     raise StoreBusy(
                         f"The workspace store {self.workspace.db_path} stayed locked by another "
-                        f"process for {self.lock_timeout:.0f} s.",
+                        f"process for {self.lock_timeout:g} s.",
                         "Another ModelDeck process is holding it; retry in a moment, or stop the "
                         "process that is stuck (a DuckDB CLI or notebook left open on the file).",
                     ) from exc

@@ -61,3 +61,6 @@ CREATE TABLE models (
     train_seconds DOUBLE NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
+
+-- Every experiment belongs to a project: a default one always exists.
+INSERT INTO projects VALUES ('prj_default', 'Default', 'The project experiments go to unless another is chosen.', now() AT TIME ZONE 'UTC');

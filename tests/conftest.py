@@ -1,0 +1,130 @@
+"""Shared fixtures: temp workspaces on a real DuckDB file, the demo workspace, a trained one.
+
+Session-wide fixtures build their workspace once and must be treated as read-only; a test that
+changes a workspace copies it first (`trained_store`) or uses the function-scoped `store`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from core import datasets
+from core.demo import create_demo
+from core.entities import Dataset
+from core.store import Store
+from core.training import ALGORITHMS, TrainingResult, TrainRequest, train
+
+# The test machine shares two cores with other processes, where OpenMP's spin-waiting made
+# histogram gradient boosting 10-20x slower. One OpenMP thread changes no result, only the time.
+# (Called after the imports above: it limits the OpenMP runtime sklearn has loaded.)
+threadpool_limits(limits=1, user_api="openmp")
+
+CHURN_ROWS = 600  # enough for every class and category in both splits, quick to fit
+ENV_VARS = ("MODELDECK_HOME", "MODELDECK_ALLOWED_ROOTS", "MODELDECK_LOCK_TIMEOUT")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty workspace folder; MODELDECK_HOME points at it for the test's duration."""
+    path = tmp_path / "workspace"
+    path.mkdir()
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODELDECK_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def store(home: Path) -> Store:
+    """The migrated store of `home`."""
+    return Store.open(home)
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace built by the code behind `modeldeck demo`: 4 experiments x 3 models."""
+    path = tmp_path_factory.mktemp("demo_home")
+    create_demo(Store.open(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def churn_small() -> pd.DataFrame:
+    """The generated churn table (key, categoricals, missing values), small enough to fit fast."""
+    return datasets.churn_frame(n_rows=CHURN_ROWS)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory,
+                 churn_small: pd.DataFrame) -> tuple[Path, TrainingResult]:
+    """A workspace with one churn version of two models (linear, gradient boosting). Read-only."""
+    path = tmp_path_factory.mktemp("trained_home")
+    store = Store.open(path)
+    dataset = datasets.register_frame(store, churn_small, name="churn", kind="upload",
+                                      source="churn.csv")
+    result = train(store, TrainRequest(dataset_id=dataset.id, target="churn",
+                                       algorithms=("linear", "gradient_boosting")))
+    return path, result
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One training of every algorithm on one task's dataset."""
+
+    store: Store
+    dataset: Dataset
+    frame: pd.DataFrame
+    result: TrainingResult
+
+
+@pytest.fixture(scope="session")
+def every_algorithm(tmp_path_factory: pytest.TempPathFactory,
+                    churn_small: pd.DataFrame) -> dict[str, Trained]:
+    """Per task, every algorithm trained once: churn (binary), wine, diabetes. Read-only."""
+    store = Store.open(tmp_path_factory.mktemp("every_algorithm"))
+    tables = {"binary": ("churn", churn_small, "churn"),
+              "multiclass": ("wine", datasets.demo_frame("wine"), "cultivar"),
+              "regression": ("diabetes", datasets.demo_frame("diabetes"), "progression")}
+    out = {}
+    for task, (name, frame, target) in tables.items():
+        dataset = datasets.register_frame(store, frame, name=name, kind="upload", source=name)
+        request = TrainRequest(dataset_id=dataset.id, target=target,
+                               algorithms=tuple(ALGORITHMS))
+        out[task] = Trained(store, dataset, frame, train(store, request))
+    return out
+
+
+@pytest.fixture
+def trained_store(trained_home: tuple[Path, TrainingResult], tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A private copy of `trained_home` (safe to change), with MODELDECK_HOME pointing at it."""
+    path = tmp_path / "trained"
+    shutil.copytree(trained_home[0], path)
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODELDECK_HOME", str(path))
+    return Store.open(path)
+
+
+def workspace_state(store: Store) -> dict[str, object]:
+    """Rows per registry table and the entries of the immutable-file folders."""
+    tables = ("projects", "datasets", "experiments", "versions", "models")
+    sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in tables)
+    state: dict[str, object] = dict(store.query(sql).first() or {})
+    for folder in (store.workspace.datasets_dir, store.workspace.artifacts_dir):
+        state[folder.name + "/"] = sorted(
+            str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+    return state
+
+
+@pytest.fixture
+def state() -> Callable[[Store], dict[str, object]]:
+    """`state(store)`: compare before and after a failing action to prove it stored nothing."""
+    return workspace_state
