@@ -18,11 +18,17 @@ def headline_metric(task: str) -> str:
     return {"binary": "roc_auc", "multiclass": "f1"}.get(task, "rmse")
 
 
+def ranked(models: list[Model], metric: str) -> list[Model]:
+    """Models best first by `metric`; those without it last."""
+    sign = -1 if metric in HIGHER_IS_BETTER else 1
+    return sorted(models, key=lambda m: (m.metrics.get(metric) is None,
+                                         sign * (m.metrics.get(metric) or 0.0)))
+
+
 def leaderboard_figure(models: list[Model], metric: str) -> go.Figure:
     """Horizontal bars of one holdout metric per model, best on top."""
-    scored = [m for m in models if m.metrics.get(metric) is not None]
-    reverse = metric in HIGHER_IS_BETTER
-    scored.sort(key=lambda m: m.metrics[metric], reverse=not reverse)
+    # Plotly draws the first bar at the bottom, so the ranking goes in reversed.
+    scored = [m for m in ranked(models, metric) if m.metrics.get(metric) is not None][::-1]
     fig = go.Figure(go.Bar(
         x=[m.metrics[metric] for m in scored], y=[f"{m.algorithm} ({m.id})" for m in scored],
         orientation="h", marker_color=ACCENT,

@@ -176,7 +176,7 @@ def register_frame(store: Store, frame: pd.DataFrame, *, name: str, kind: str,
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return get_dataset(store, dataset_id)
+    return Dataset.from_row(row)
 
 
 def add_demo(store: Store, name: str) -> Dataset:

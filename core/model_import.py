@@ -22,7 +22,6 @@ from core.errors import ArtifactError, SchemaMismatch
 from core.registry import (
     NewModel,
     discard_artifacts,
-    list_models,
     record_version,
     save_artifact_bytes,
 )
@@ -89,7 +88,7 @@ def import_model(store: Store, request: ImportRequest,
         trusted_types=list(request.trusted_types), sha256=digest, size_bytes=size,
         train_seconds=0.0)
     try:
-        version = record_version(
+        _, models = record_version(
             store, project=request.project,
             experiment={"name": request.experiment or f"{dataset.name} (imported)",
                         "target": plan.target, "task": plan.task, "features": plan.features,
@@ -103,7 +102,7 @@ def import_model(store: Store, request: ImportRequest,
         discard_artifacts(store, [model_id])
         raise
     progress(1.0, "Done")
-    return list_models(store, version_id=version.id)[0]
+    return models[0]
 
 
 def _model_task(estimator: Any) -> str | None:

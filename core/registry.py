@@ -117,10 +117,13 @@ class NewModel:
 
 def record_version(store: Store, *, project: str, experiment: dict[str, Any],
                    dataset_id: str, settings: dict[str, Any],
-                   models: list[NewModel]) -> Version:
-    """Create (or reuse) the experiment, add a version holding `models`; one transaction."""
+                   models: list[NewModel]) -> tuple[Version, list[Model]]:
+    """Create (or reuse) the experiment, add a version holding `models`; one transaction.
 
-    def write(tx: Tx) -> Version:
+    Returns the version and its models as recorded (read back in the same transaction).
+    """
+
+    def write(tx: Tx) -> tuple[Version, list[Model]]:
         proj = ensure_project(tx, project)
         row = tx.execute("SELECT * FROM experiments WHERE project_id = ? AND name = ?",
                          [proj.id, experiment["name"]]).first()
@@ -146,7 +149,9 @@ def record_version(store: Store, *, project: str, experiment: dict[str, Any],
                 " $params, $metrics, $schema, $profile, $artifact_path, $artifact_format,"
                 " $trusted_types, $sha256, $size_bytes, $train_seconds, $created_at)",
                 {**model.__dict__, "version_id": version["id"], "created_at": utcnow()})
-        return Version.from_row(version)
+        recorded = tx.execute(_MODEL_SELECT + " WHERE v.id = ? ORDER BY m.created_at DESC, m.id",
+                              [version["id"]])
+        return Version.from_row(version), [Model.from_row(r) for r in recorded]
 
     return store.write(write)
 

@@ -45,7 +45,7 @@ from core.entities import (
     no_progress,
 )
 from core.errors import DatasetError, InvalidInput
-from core.registry import NewModel, discard_artifacts, list_models, record_version, save_artifact
+from core.registry import NewModel, discard_artifacts, record_version, save_artifact
 from core.store import Store
 
 TEST_SIZE = 0.2
@@ -119,11 +119,11 @@ class TrainingPlan:
     dropped_rows: int = 0
 
 
-def default_exclusions(frame: pd.DataFrame, target: str,
+def default_exclusions(reports: list[profiles.ColumnReport], target: str,
                        key_column: str | None) -> dict[str, str]:
     """Columns left out of the features by default, with the reason shown to the user."""
     reasons = {}
-    for col in profiles.describe_columns(frame):
+    for col in reports:
         if col.name in (target, key_column):
             continue
         if col.is_identifier:
@@ -135,9 +135,9 @@ def default_exclusions(frame: pd.DataFrame, target: str,
     return reasons
 
 
-def default_key(frame: pd.DataFrame, target: str) -> str | None:
+def default_key(reports: list[profiles.ColumnReport], target: str) -> str | None:
     """The first identifier-like column, offered as the prediction key."""
-    for col in profiles.describe_columns(frame):
+    for col in reports:
         if col.is_identifier and col.name != target:
             return col.name
     return None
@@ -153,15 +153,16 @@ def plan_training(frame: pd.DataFrame, target: str, *, task: str | None = None,
     """
     columns = list(frame.columns)
     _require_columns(columns, [target], "target column")
+    reports = profiles.describe_columns(frame)
     if key_column is None:
-        key_column = default_key(frame, target)
+        key_column = default_key(reports, target)
     if key_column:
         _require_columns(columns, [key_column], "key column")
     _require_columns(columns, list(exclude), "excluded column")
     labelled = frame[frame[target].notna()]
     y = labelled[target]
     chosen_task = _check_task(y, target, task)
-    excluded = default_exclusions(frame, target, key_column)
+    excluded = default_exclusions(reports, target, key_column)
     excluded.update({c: "excluded by you" for c in exclude})
     if features is None:
         features = [c for c in columns if c not in excluded and c not in (target, key_column)]
@@ -260,12 +261,12 @@ def classification_metrics(y_true: pd.Series, y_pred: np.ndarray, proba: np.ndar
     """Accuracy, precision, recall, F1 (binary: positive = last class; else macro), ROC-AUC."""
     average = "binary" if task == "binary" else "macro"
     pos = {"pos_label": classes[-1]} if task == "binary" else {}
+    # One call for precision, recall and F1: each sklearn metric re-validates its inputs.
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, average=average, zero_division=0, **pos)
     out: dict[str, float | None] = {
-        "accuracy": skm.accuracy_score(y_true, y_pred),
-        "precision": skm.precision_score(y_true, y_pred, average=average, zero_division=0, **pos),
-        "recall": skm.recall_score(y_true, y_pred, average=average, zero_division=0, **pos),
-        "f1": skm.f1_score(y_true, y_pred, average=average, zero_division=0, **pos),
-        "roc_auc": None,
+        "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
+        "precision": precision, "recall": recall, "f1": f1, "roc_auc": None,
     }
     if proba is not None and y_true.nunique() > 1:
         try:
@@ -295,13 +296,18 @@ def _rounded(value: Any) -> float | None:
 def evaluate(estimator: Any, X: pd.DataFrame, y: pd.Series, task: Task,
              classes: list[Any]) -> tuple[dict[str, float | None], np.ndarray]:
     """Holdout metrics of a fitted model and its predictions."""
-    pred = estimator.predict(X)
     if task == "regression":
+        pred = estimator.predict(X)
         return regression_metrics(y, pred), pred
-    proba = estimator.predict_proba(X) if hasattr(estimator, "predict_proba") else None
-    if proba is not None and hasattr(estimator, "classes_"):
-        order = [list(estimator.classes_).index(c) for c in classes]
-        proba = proba[:, order]
+    model_classes = list(getattr(estimator, "classes_", []))
+    if hasattr(estimator, "predict_proba") and model_classes:
+        raw = estimator.predict_proba(X)
+        # The class of highest probability is what predict() returns for our estimators;
+        # deriving it saves a second pass over the holdout.
+        pred = np.asarray(model_classes, dtype=object)[raw.argmax(axis=1)]
+        proba = raw[:, [model_classes.index(c) for c in classes]]
+    else:
+        pred, proba = estimator.predict(X), None
     return classification_metrics(y, pred, proba, classes, task), pred
 
 
@@ -355,7 +361,7 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
                                    (X_train, y_train, X_test, y_test), background,
                                    feature_profile))
         progress(0.97, "Recording the version")
-        version = record_version(
+        version, models = record_version(
             store, project=request.project,
             experiment={"name": request.experiment or dataset.name, "target": plan.target,
                         "task": plan.task, "features": plan.features,
@@ -366,7 +372,7 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
         discard_artifacts(store, [m.id for m in fitted])
         raise
     progress(1.0, "Done")
-    return TrainingResult(version, list_models(store, version_id=version.id), plan)
+    return TrainingResult(version, models, plan)
 
 
 def _fit_one(store: Store, algorithm: str, schema: ModelSchema, plan: TrainingPlan, seed: int,
@@ -418,7 +424,8 @@ class Suggestion:
 
 def suggest(frame: pd.DataFrame, target: str) -> Suggestion:
     """Defaults for the training form; never raises (plan_training does the validation)."""
-    key = default_key(frame, target)
+    reports = profiles.describe_columns(frame)
+    key = default_key(reports, target)
     y = frame[target].dropna()
     task = profiles.guess_task(y) if len(y) else "regression"
-    return Suggestion(task, key, default_exclusions(frame, target, key))
+    return Suggestion(task, key, default_exclusions(reports, target, key))

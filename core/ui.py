@@ -121,6 +121,7 @@ def show_leaderboard(models: list[Model], key: str) -> None:
     if not models:
         st.info("No models yet.")
         return
+    models = charts.ranked(models, charts.headline_metric(models[0].task))
     metric_names = [k for k in models[0].metrics if not k.endswith("_rows")]
     rows = [{
         "model": f"model?id={m.id}",

@@ -8,9 +8,12 @@ ui.header("Models", "Every experiment belongs to a project; each training round 
 store = ui.get_store()
 projects = registry.list_projects(store)
 names = [p.name for p in projects]
+busy = {e.project_id for e in registry.list_experiments(store)}
 wanted = st.query_params.get("project")
+start = names.index(wanted) if wanted in names else next(
+    (i for i, p in enumerate(projects) if p.id in busy), 0)  # the first project with work
 project = st.selectbox("Project", projects, format_func=lambda p: p.name, key="models_project",
-                       index=names.index(wanted) if wanted in names else 0)
+                       index=start)
 experiments = registry.list_experiments(store, project.id)
 if not experiments:
     st.info(f"No experiment in {project.name} yet.")
