@@ -201,3 +201,99 @@ class Model:
                 "trusted_types": list(self.trusted_types),
             },
         }
+
+
+ENVIRONMENTS = ("staging", "production")
+ACCESS_LEVELS = ("public", "instance", "project")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class DeploymentVersion:
+    id: str
+    deployment_id: str
+    number: int
+    main_model_id: str
+    challenger_model_id: str | None
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A named endpoint of one experiment in one environment (DESIGN.md vocabulary)."""
+
+    id: str
+    name: str
+    project_id: str
+    experiment_id: str
+    environment: str
+    access: str
+    pipeline: dict[str, Any]
+    schedule: dict[str, Any]
+    report: dict[str, Any]
+    current_version_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    current: DeploymentVersion | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], current: DeploymentVersion | None = None
+                 ) -> Deployment:
+        return cls(**{**row, "pipeline": _json(row["pipeline"], {}),
+                      "schedule": _json(row["schedule"], {}), "report": _json(row["report"], {}),
+                      "current": current})
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    deployment_id: str
+    deployment_name: str
+    version_id: str
+    trigger: str
+    status: str
+    source_override: dict[str, Any] | None
+    pipeline: dict[str, Any]
+    progress: float
+    message: str
+    error: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    attempt: int
+    rows_in: int | None
+    rows_out: int | None
+    summary: dict[str, Any]
+    queued_by: str
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    purged_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Run:
+        return cls(**{**row, "source_override": _json(row["source_override"], None),
+                      "pipeline": _json(row["pipeline"], {}),
+                      "summary": _json(row["summary"], {})})
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: str
+    logged_at: datetime
+    actor: str
+    action: str
+    deployment_id: str | None
+    deployment_name: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AuditEntry:
+        return cls(**{**row, "before": _json(row["before"], None),
+                      "after": _json(row["after"], None)})

@@ -1,0 +1,32 @@
+"""The audit log: who changed which deployment, when, from what to what."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+from core.datasets import new_id
+from core.entities import AuditEntry
+from core.store import Store, Tx, utcnow
+
+
+def current_actor() -> str:
+    """Who is acting: $MODELDECK_USER, else the operating-system user (no login yet)."""
+    return os.environ.get("MODELDECK_USER") or getpass.getuser()
+
+
+def record(tx: Tx, *, actor: str, action: str, deployment_id: str | None,
+           deployment_name: str, before: dict[str, Any] | None = None,
+           after: dict[str, Any] | None = None, reason: str = "") -> None:
+    """Append one entry inside the caller's transaction, so it commits with the change."""
+    tx.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               [new_id("aud"), utcnow(), actor, action, deployment_id, deployment_name,
+                before, after, reason])
+
+
+def list_entries(store: Store, deployment_name: str | None = None) -> list[AuditEntry]:
+    """Entries, newest first, optionally of one deployment name (deleted ones included)."""
+    rows = store.query("SELECT * FROM audit_log WHERE ? IS NULL OR deployment_name = ?"
+                       " ORDER BY logged_at DESC, id DESC", [deployment_name, deployment_name])
+    return [AuditEntry.from_row(r) for r in rows]

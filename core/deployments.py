@@ -1,0 +1,317 @@
+"""Deployments: deploy a model to staging or production, promote, roll back, delete.
+
+A deployment pins its models through deployment versions; exactly one is current. Every change
+here is one transaction that also writes its audit entry, so the log never disagrees with the
+state. The pipeline's model block is not stored at all: it is always the current version's model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core import audit
+from core.datasets import get_dataset, new_id
+from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
+from core.errors import Conflict, InvalidInput, NotFound
+from core.registry import get_experiment, get_model, load_estimator
+from core.store import Store, Tx, utcnow
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def slug(text: str) -> str:
+    """A URL-safe deployment name from free text: lowercase, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:50] or "deployment"
+
+
+def default_pipeline(store: Store, model: Model) -> dict[str, Any]:
+    """The pipeline copied from training: the training dataset as source, a Parquet sink."""
+    experiment = get_experiment(store, model.experiment_id)
+    dataset = get_dataset(store, experiment.dataset_id)
+    return {
+        "source": {"kind": "file", "path": dataset.snapshot_path},
+        "transforms": [],
+        "sinks": [],  # the run's own Parquet results are always written
+        "label_column": experiment.target,  # used for metrics when the source has it
+    }
+
+
+# ---------------------------------------------------------------------------- reading
+def _version(row: dict[str, Any] | None) -> DeploymentVersion | None:
+    return DeploymentVersion(**row) if row else None
+
+
+def _load(tx: Tx, where: str, value: str) -> Deployment | None:
+    row = tx.execute(f"SELECT * FROM deployments WHERE {where} = ?", [value]).first()
+    if row is None:
+        return None
+    current = tx.execute("SELECT * FROM deployment_versions WHERE id = ?",
+                         [row["current_version_id"]]).first()
+    return Deployment.from_row(row, _version(current))
+
+
+def get_deployment(store: Store, name: str) -> Deployment:
+    """One deployment by name (or id); raises NotFound."""
+    found = store.read(lambda tx: _load(tx, "name", name) or _load(tx, "id", name))
+    if found is None:
+        raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
+    return found
+
+
+def list_deployments(store: Store) -> list[Deployment]:
+    """Every deployment with its current version, by name; one read."""
+
+    def read(tx: Tx) -> list[Deployment]:
+        versions = {r["id"]: r for r in tx.execute(
+            "SELECT v.* FROM deployment_versions v JOIN deployments d"
+            " ON d.current_version_id = v.id")}
+        rows = tx.execute("SELECT * FROM deployments ORDER BY name")
+        return [Deployment.from_row(r, _version(versions.get(r["current_version_id"])))
+                for r in rows]
+
+    return store.read(read)
+
+
+def list_versions(store: Store, deployment_id: str) -> list[DeploymentVersion]:
+    """A deployment's versions, newest first."""
+    rows = store.query("SELECT * FROM deployment_versions WHERE deployment_id = ?"
+                       " ORDER BY number DESC", [deployment_id])
+    return [DeploymentVersion(**r) for r in rows]
+
+
+# ---------------------------------------------------------------------------- changing
+def _check_models(store: Store, main_id: str, challenger_id: str | None
+                  ) -> tuple[Model, Model | None]:
+    main = get_model(store, main_id)
+    challenger = get_model(store, challenger_id) if challenger_id else None
+    if challenger is not None:
+        if challenger.id == main.id:
+            raise InvalidInput("The challenger is the main model.",
+                               "Choose another model of the experiment as challenger.")
+        if challenger.experiment_id != main.experiment_id:
+            raise InvalidInput(
+                f"The challenger {challenger.id} belongs to experiment '{challenger.experiment}',"
+                f" the main model to '{main.experiment}'.",
+                "A challenger must be a model of the same experiment (any version).")
+    for model in (main, challenger):
+        if model is not None:
+            load_estimator(store, model)  # "deployed" means loadable: fail now, not at run time
+    return main, challenger
+
+
+def _add_version(tx: Tx, deployment_id: str, main_id: str, challenger_id: str | None,
+                 actor: str) -> dict[str, Any]:
+    number = tx.execute("SELECT coalesce(max(number), 0) + 1 FROM deployment_versions"
+                        " WHERE deployment_id = ?", [deployment_id]).scalar()
+    version = {"id": new_id("dv"), "deployment_id": deployment_id, "number": number,
+               "main_model_id": main_id, "challenger_model_id": challenger_id,
+               "created_by": actor, "created_at": utcnow()}
+    tx.execute("INSERT INTO deployment_versions VALUES ($id, $deployment_id, $number,"
+               " $main_model_id, $challenger_model_id, $created_by, $created_at)", version)
+    tx.execute("UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
+               [version["id"], utcnow(), deployment_id])
+    return version
+
+
+def _pins(version: DeploymentVersion | dict[str, Any] | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    get = version.get if isinstance(version, dict) else lambda k: getattr(version, k)
+    return {"version": get("number"), "main": get("main_model_id"),
+            "challenger": get("challenger_model_id")}
+
+
+def deploy(store: Store, model_id: str, environment: str, *, name: str | None = None,
+           challenger_id: str | None = None, actor: str | None = None) -> Deployment:
+    """Deploy a model (and challenger) as a new current version; creates the deployment if new.
+
+    Without a name, an experiment has one deployment per environment: the first deploy creates
+    it with the training pipeline, later ones only switch the models. One transaction.
+    """
+    if environment not in ENVIRONMENTS:
+        raise InvalidInput(f"Unknown environment '{environment}'.",
+                           f"Choose one of: {', '.join(ENVIRONMENTS)}.")
+    if name is not None and not NAME_PATTERN.match(name):
+        raise InvalidInput(f"'{name}' is not a valid deployment name.",
+                           "Use lowercase letters, digits and dashes (it becomes a URL).")
+    actor = actor or audit.current_actor()
+    main, challenger = _check_models(store, model_id, challenger_id)
+    pipeline = default_pipeline(store, main)
+
+    def write(tx: Tx) -> str:
+        existing = (_load(tx, "name", name) if name else _find(tx, main.experiment_id,
+                                                                 environment))
+        if existing is not None and (existing.experiment_id != main.experiment_id
+                                     or existing.environment != environment):
+            raise Conflict(
+                f"Deployment '{existing.name}' serves another experiment or environment "
+                f"({existing.environment}).", "Choose another name.")
+        if existing is None:
+            existing = _create(tx, name or _free_name(tx, main, environment), main,
+                               environment, pipeline)
+        version = _add_version(tx, existing.id, main.id, challenger.id if challenger else None,
+                               actor)
+        audit.record(tx, actor=actor, action="deploy", deployment_id=existing.id,
+                     deployment_name=existing.name, before=_pins(existing.current),
+                     after=_pins(version))
+        return existing.id
+
+    return get_deployment(store, store.write(write))
+
+
+def _find(tx: Tx, experiment_id: str, environment: str) -> Deployment | None:
+    row = tx.execute("SELECT id FROM deployments WHERE experiment_id = ? AND environment = ?"
+                     " ORDER BY created_at LIMIT 1", [experiment_id, environment]).first()
+    return _load(tx, "id", row["id"]) if row else None
+
+
+def _free_name(tx: Tx, model: Model, environment: str) -> str:
+    base = f"{slug(model.experiment)}-{environment}"
+    taken = {r["name"] for r in tx.execute(
+        "SELECT name FROM deployments WHERE name LIKE ?", [base + "%"])}
+    return next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)
+
+
+def _create(tx: Tx, name: str, model: Model, environment: str,
+            pipeline: dict[str, Any]) -> Deployment:
+    project_id = tx.execute("SELECT project_id FROM experiments WHERE id = ?",
+                            [model.experiment_id]).scalar()
+    row = {"id": new_id("dep"), "name": name, "project_id": project_id,
+           "experiment_id": model.experiment_id, "environment": environment,
+           "access": "project", "pipeline": pipeline, "schedule": {}, "report": {},
+           "current_version_id": None, "created_at": utcnow(), "updated_at": utcnow()}
+    tx.execute("INSERT INTO deployments VALUES ($id, $name, $project_id, $experiment_id,"
+               " $environment, $access, $pipeline, $schedule, $report, $current_version_id,"
+               " $created_at, $updated_at)", row)
+    return Deployment.from_row(row)
+
+
+def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
+            copy_schedule: bool = True, copy_report: bool = True,
+            actor: str | None = None) -> Deployment:
+    """Make staging's current models production's current version; one transaction.
+
+    Creates the production deployment on first promotion. Idempotent: promoting models that
+    production already serves changes nothing, so two people promoting at once yield one new
+    version.
+    """
+    actor = actor or audit.current_actor()
+    staging = get_deployment(store, staging_name)
+    if staging.environment != "staging" or staging.current is None:
+        raise InvalidInput(f"'{staging.name}' is not a staging deployment with a model.",
+                           "Promote from a staging deployment; deploy to it first.")
+    main = get_model(store, staging.current.main_model_id)
+
+    def write(tx: Tx) -> str:
+        fresh = _load(tx, "id", staging.id)
+        if fresh is None or fresh.current is None:
+            raise Conflict(f"'{staging.name}' changed while promoting.", "Try again.")
+        target = _find(tx, fresh.experiment_id, "production")
+        if target is None:
+            target = _create(tx, _free_name(tx, main, "production"), main, "production",
+                             fresh.pipeline)
+        pins = (fresh.current.main_model_id, fresh.current.challenger_model_id)
+        if target.current and (target.current.main_model_id,
+                               target.current.challenger_model_id) == pins:
+            return target.id  # already serving these models
+        copied = {"pipeline": copy_pipeline, "schedule": copy_schedule, "report": copy_report}
+        for column, wanted in copied.items():
+            if wanted:
+                tx.execute(f"UPDATE deployments SET {column} = ? WHERE id = ?",
+                           [getattr(fresh, column), target.id])
+        version = _add_version(tx, target.id, *pins, actor)
+        audit.record(tx, actor=actor, action="promote", deployment_id=target.id,
+                     deployment_name=target.name, before=_pins(target.current),
+                     after={**_pins(version), "from": fresh.name, "copied": copied})
+        return target.id
+
+    return get_deployment(store, store.write(write))
+
+
+def rollback(store: Store, name: str, version_number: int,
+             actor: str | None = None) -> Deployment:
+    """Make an earlier version current again (atomically); raises NotFound for a bad number."""
+    actor = actor or audit.current_actor()
+    deployment = get_deployment(store, name)
+
+    def write(tx: Tx) -> None:
+        row = tx.execute("SELECT * FROM deployment_versions WHERE deployment_id = ?"
+                         " AND number = ?", [deployment.id, version_number]).first()
+        if row is None:
+            raise NotFound("version", f"{name} v{version_number}",
+                           "The Versions tab (or `modeldeck deployments show`) lists them.")
+        before = _load(tx, "id", deployment.id)
+        tx.execute("UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
+                   [row["id"], utcnow(), deployment.id])
+        audit.record(tx, actor=actor, action="rollback", deployment_id=deployment.id,
+                     deployment_name=deployment.name,
+                     before=_pins(before.current if before else None), after=_pins(row))
+
+    store.write(write)
+    return get_deployment(store, name)
+
+
+def update_pipeline(store: Store, name: str, pipeline: dict[str, Any],
+                    actor: str | None = None) -> Deployment:
+    """Replace the pipeline's source, transforms and sinks (never the model block); audited."""
+    actor = actor or audit.current_actor()
+    deployment = get_deployment(store, name)
+    unknown = set(pipeline) - {"source", "transforms", "sinks", "label_column", "batch_rows"}
+    if unknown:
+        raise InvalidInput(f"A pipeline has no block '{sorted(unknown)[0]}'.",
+                           "The model block is locked: deploy another model or roll back.")
+
+    def write(tx: Tx) -> None:
+        tx.execute("UPDATE deployments SET pipeline = ?, updated_at = ? WHERE id = ?",
+                   [pipeline, utcnow(), deployment.id])
+        audit.record(tx, actor=actor, action="pipeline", deployment_id=deployment.id,
+                     deployment_name=deployment.name, before=deployment.pipeline,
+                     after=pipeline)
+
+    store.write(write)
+    return get_deployment(store, name)
+
+
+def set_access(store: Store, name: str, access: str, actor: str | None = None) -> Deployment:
+    """Change who may call the deployment; audited."""
+    if access not in ACCESS_LEVELS:
+        raise InvalidInput(f"Unknown access level '{access}'.",
+                           f"Choose one of: {', '.join(ACCESS_LEVELS)}.")
+    actor = actor or audit.current_actor()
+    deployment = get_deployment(store, name)
+
+    def write(tx: Tx) -> None:
+        tx.execute("UPDATE deployments SET access = ?, updated_at = ? WHERE id = ?",
+                   [access, utcnow(), deployment.id])
+        audit.record(tx, actor=actor, action="access", deployment_id=deployment.id,
+                     deployment_name=deployment.name, before={"access": deployment.access},
+                     after={"access": access})
+
+    store.write(write)
+    return get_deployment(store, name)
+
+
+def delete_deployment(store: Store, name: str, *, confirm: str,
+                      actor: str | None = None) -> None:
+    """Delete a deployment once `confirm` repeats its name; its runs and results stay.
+
+    Queued and running runs are cancelled in the same transaction (the worker stops a running
+    one at its next batch). Raises InvalidInput when the confirmation does not match.
+    """
+    if confirm != name:
+        raise InvalidInput(f"Type the deployment's name '{name}' to confirm the deletion.",
+                           "Deleting cannot be undone; the runs' results stay downloadable.")
+    actor = actor or audit.current_actor()
+    deployment = get_deployment(store, name)
+
+    def write(tx: Tx) -> None:
+        tx.execute("UPDATE runs SET status = 'cancelled', error = 'deployment deleted',"
+                   " finished_at = ? WHERE deployment_id = ? AND status IN ('queued', 'running')",
+                   [utcnow(), deployment.id])
+        tx.execute("DELETE FROM deployment_versions WHERE deployment_id = ?", [deployment.id])
+        tx.execute("DELETE FROM deployments WHERE id = ?", [deployment.id])
+        audit.record(tx, actor=actor, action="delete", deployment_id=deployment.id,
+                     deployment_name=deployment.name, before=_pins(deployment.current))
+
+    store.write(write)
