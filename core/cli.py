@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_import)
 
+    from core import cli_deployments  # imported here: it imports this module's helpers
+
+    cli_deployments.add_parsers(sub, common)
     for name, text in (("ui", "start the Streamlit app"), ("api", "start the REST API server"),
                        ("worker", "start the pipeline worker"),
                        ("up", "start the app, the API and the worker together")):
@@ -117,11 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _store() -> Store:
+def open_store() -> Store:
     return Store.open()
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
@@ -144,7 +147,7 @@ def progress_printer(label: str = "") -> Callable[[float, str], None]:
 
 # ---------------------------------------------------------------------------- handlers
 def cmd_demo(args: argparse.Namespace) -> int:
-    store = _store()
+    store = open_store()
     if args.if_empty and not demo.is_empty(store):
         print(f"Workspace {store.workspace.home} already has data; demo not created.")
         return 0
@@ -162,9 +165,9 @@ def _dataset_json(d: Any) -> dict[str, Any]:
 
 
 def cmd_datasets_add(args: argparse.Namespace) -> int:
-    dataset = datasets.add_path(_store(), args.path, name=args.name)
+    dataset = datasets.add_path(open_store(), args.path, name=args.name)
     if args.json:
-        _print_json(_dataset_json(dataset))
+        print_json(_dataset_json(dataset))
     else:
         print(f"{dataset.id}  {dataset.name}  {dataset.n_rows} rows, "
               f"{len(dataset.columns)} columns")
@@ -172,9 +175,9 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_list(args: argparse.Namespace) -> int:
-    found = datasets.list_datasets(_store())
+    found = datasets.list_datasets(open_store())
     if args.json:
-        _print_json([_dataset_json(d) for d in found])
+        print_json([_dataset_json(d) for d in found])
         return 0
     for d in found:
         print(f"{d.id}  {d.name:<24} {d.kind:<6} {d.n_rows:>8} rows  {d.source}")
@@ -186,7 +189,7 @@ def _split(text: str | None) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    store = _store()
+    store = open_store()
     dataset = datasets.find_dataset(store, args.dataset)
     request = training.TrainRequest(
         dataset_id=dataset.id, target=args.target, task=args.task, key_column=args.key,
@@ -196,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             store, dataset, args.target, args.project))
     result = training.train(store, request, progress_printer())
     if args.json:
-        _print_json([m.summary() for m in result.models])
+        print_json([m.summary() for m in result.models])
     else:
         _print_models(result.models)
     return 0
@@ -209,18 +212,18 @@ def _print_models(models: list[Any]) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    found = registry.list_models(_store(), experiment_id=args.experiment)
+    found = registry.list_models(open_store(), experiment_id=args.experiment)
     if args.json:
-        _print_json([m.summary() for m in found])
+        print_json([m.summary() for m in found])
     else:
         _print_models(found)
     return 0
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
-    model = registry.get_model(_store(), args.model_id)
+    model = registry.get_model(open_store(), args.model_id)
     if args.json:
-        _print_json(model.details())
+        print_json(model.details())
         return 0
     print(f"{model.id}: {model.algorithm} ({model.task}, {model.origin})")
     print(f"  {model.project} / {model.experiment} / version {model.version}")
@@ -235,7 +238,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     # Imported here: skops costs about 2 s to import, and only imports need it.
     from core.model_import import ImportRequest, import_model
 
-    store = _store()
+    store = open_store()
     path = Path(args.file).expanduser()
     if not path.is_file():
         raise ModelDeckError(f"The file '{args.file}' does not exist.", "Check the path.")
@@ -246,7 +249,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
         trusted_types=tuple(args.trust_type), project=args.project, experiment=args.experiment),
         progress_printer())
     if args.json:
-        _print_json(model.summary())
+        print_json(model.summary())
     else:
         _print_models([model])
     return 0
@@ -260,7 +263,7 @@ def _child_env() -> dict[str, str]:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    _store()  # migrate before the app's threads race to do it
+    open_store()  # migrate before the app's threads race to do it
     command = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"),
                "--server.port", str(args.port)]
     return subprocess.call(command, cwd=REPO_ROOT, env=_child_env())
@@ -269,7 +272,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _store()
+    open_store()
     uvicorn.run("core.api:app", host="127.0.0.1", port=args.port, log_level="info")
     return 0
 
@@ -277,13 +280,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from core.worker import run_forever
 
-    run_forever(_store())
+    run_forever(open_store())
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the three processes as new processes (never forked: DESIGN.md, traps)."""
-    _store()
+    open_store()
     # SIGTERM (systemd, `kill`, a CI timeout) must also stop the children: unwind via finally.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = [sys.executable, "-m", "core.cli"]

@@ -13,8 +13,8 @@ from typing import Any
 from core import audit
 from core.datasets import get_dataset, new_id
 from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
-from core.errors import Conflict, InvalidInput, NotFound
-from core.registry import get_experiment, get_model, load_estimator
+from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
+from core.registry import get_experiment, get_model, load_estimator, verify_artifact
 from core.store import Store, Tx, utcnow
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -315,3 +315,16 @@ def delete_deployment(store: Store, name: str, *, confirm: str,
                      deployment_name=deployment.name, before=_pins(deployment.current))
 
     store.write(write)
+
+
+def status(store: Store, deployment: Deployment) -> str:
+    """"deployed" when the current models' artifacts are present and intact, else the problem."""
+    if deployment.current is None:
+        return "no version"
+    try:
+        for model_id in (deployment.current.main_model_id, deployment.current.challenger_model_id):
+            if model_id:
+                verify_artifact(store, get_model(store, model_id))
+    except (ArtifactError, NotFound) as exc:
+        return f"broken: {exc.message}"
+    return "deployed"

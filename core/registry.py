@@ -196,14 +196,11 @@ def discard_artifacts(store: Store, model_ids: list[str]) -> None:
         shutil.rmtree(store.workspace.artifact_dir(model_id), ignore_errors=True)
 
 
-def load_estimator(store: Store, model: Model) -> Any:
-    """The fitted estimator of `model`, after checking the file's SHA-256 against the record.
+def verify_artifact(store: Store, model: Model) -> Path:
+    """The artifact's path once it exists and matches its recorded SHA-256 (nothing unpickled).
 
-    Raises ArtifactError when the file is missing, changed, or not loadable.
+    Raises ArtifactError when the file is missing or changed.
     """
-    # Imported here: core.artifacts pulls in skops, which most callers never need.
-    from core.artifacts import load_file
-
     path = store.workspace.home / model.artifact_path
     if not path.is_file():
         raise ArtifactError(f"The artifact of model {model.id} is missing ({path}).",
@@ -215,6 +212,18 @@ def load_estimator(store: Store, model: Model) -> Any:
             f" the registry recorded {model.sha256[:12]}….",
             "Someone or something modified the file; restore it from a backup or retrain. "
             "ModelDeck will not load it.")
+    return path
+
+
+def load_estimator(store: Store, model: Model) -> Any:
+    """The fitted estimator of `model`, after checking the file's SHA-256 against the record.
+
+    Raises ArtifactError when the file is missing, changed, or not loadable.
+    """
+    # Imported here: core.artifacts pulls in skops, which most callers never need.
+    from core.artifacts import load_file
+
+    path = verify_artifact(store, model)
     return load_file(path, model.artifact_format, trusted_types=list(model.trusted_types),
                      trust_pickle=True)
 

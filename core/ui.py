@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import charts, datasets, sidecars
+from core import charts, datasets, registry, sidecars
 from core.entities import Model, Progress
 from core.errors import ModelDeckError
 from core.store import Store
@@ -25,17 +25,23 @@ class PageSpec:
     title: str
     url_path: str
     icon: str
+    section: str
     default: bool = False
 
 
 PAGES = [
-    PageSpec("pages/home.py", "Overview", "", ":material/dashboard:", default=True),
-    PageSpec("pages/datasets.py", "Datasets", "datasets", ":material/table_chart:"),
-    PageSpec("pages/train.py", "Train", "train", ":material/model_training:"),
-    PageSpec("pages/models.py", "Models", "models", ":material/inventory_2:"),
-    PageSpec("pages/model.py", "Model", "model", ":material/insights:"),
+    PageSpec("pages/home.py", "Overview", "", ":material/dashboard:", "", default=True),
+    PageSpec("pages/datasets.py", "Datasets", "datasets", ":material/table_chart:", "Build"),
+    PageSpec("pages/train.py", "Train", "train", ":material/model_training:", "Build"),
+    PageSpec("pages/models.py", "Models", "models", ":material/inventory_2:", "Build"),
+    PageSpec("pages/model.py", "Model", "model", ":material/insights:", "Build"),
     PageSpec("pages/import_model.py", "Import a model", "import_model",
-             ":material/upload_file:"),
+             ":material/upload_file:", "Build"),
+    PageSpec("pages/deployments.py", "Deployments", "deployments", ":material/rocket_launch:",
+             "Deploy"),
+    PageSpec("pages/deployment.py", "Deployment", "deployment", ":material/deployed_code:",
+             "Deploy"),
+    PageSpec("pages/results.py", "Run results", "results", ":material/table_view:", "Deploy"),
 ]
 # url_path must equal the file's stem: see leave_legacy_mode.
 
@@ -60,9 +66,11 @@ def leave_legacy_mode() -> None:
 
 def navigation() -> st.Page:
     """The app's pages for st.navigation, each reachable by its deep link."""
-    pages = [st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default)
-             for p in PAGES]
-    return st.navigation(pages)
+    sections: dict[str, list[st.Page]] = {}
+    for p in PAGES:
+        sections.setdefault(p.section, []).append(
+            st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default))
+    return st.navigation(sections)
 
 
 def get_store() -> Store:
@@ -160,3 +168,25 @@ def show_model_list(models: list[Model], key: str) -> None:
         })
     st.dataframe(pd.DataFrame(rows), hide_index=True, key=key, column_config={
         "model": st.column_config.LinkColumn("model", display_text=r"model\?id=(.*)")})
+
+
+def deploy_form(store: Store, model: Model, key: str) -> None:
+    """Deploy `model` to staging or production, with an optional challenger of its experiment."""
+    from core import deployments
+
+    siblings = [m for m in registry.list_models(store, experiment_id=model.experiment_id)
+                if m.id != model.id]
+    left, right = st.columns(2)
+    environment = left.radio("Environment", ("staging", "production"), horizontal=True,
+                             key=f"{key}_env", help="Staging is optional: you may deploy "
+                             "straight to production.")
+    challenger = right.selectbox(
+        "Challenger (runs in shadow)", [None, *siblings], key=f"{key}_challenger",
+        format_func=lambda m: "none" if m is None else f"{m.algorithm} v{m.version} ({m.id})")
+    if st.button(f"Deploy to {environment}", type="primary", key=f"{key}_go"):
+        with guarded():
+            deployed = deployments.deploy(store, model.id, environment,
+                                          challenger_id=challenger.id if challenger else None)
+            st.success(f"Deployed as version {deployed.current.number} of {deployed.name}.")
+            st.page_link("pages/deployment.py", label=f"Open {deployed.name}",
+                         query_params={"name": deployed.name}, icon=":material/deployed_code:")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,3 +108,16 @@ def atomic_write_bytes(target: Path, data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return target
+
+
+def save_upload(workspace: Workspace, filename: str, data: bytes) -> Path:
+    """Store an uploaded file under uploads/<token>/ (atomically); return its workspace path.
+
+    Only the file's base name is kept, so a crafted name cannot climb out of the folder.
+    """
+    name = Path(filename).name.strip() or "upload"
+    if name in (".", ".."):
+        raise InvalidInput(f"'{filename}' is not a usable file name.", "Rename the file.")
+    target = workspace.uploads_dir / secrets.token_hex(6) / name
+    atomic_write_bytes(target, data)
+    return target.relative_to(workspace.home)

@@ -35,8 +35,10 @@ for col, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(
 scope = "reference dataset" if model.origin == "imported" else "20% holdout"
 st.caption(f"Metrics on the {scope}.")
 
-metrics_tab, schema_tab, profile_tab, params_tab, artifact_tab = st.tabs(
-    ["Leaderboard", "Schema", "Training profile", "Parameters", "Artifact"])
+metrics_tab, deploy_tab, schema_tab, profile_tab, params_tab, artifact_tab = st.tabs(
+    ["Leaderboard", "Deploy", "Schema", "Training profile", "Parameters", "Artifact"])
+with deploy_tab:
+    ui.deploy_form(store, model, key="model_deploy")
 with metrics_tab:
     siblings = registry.list_models(store, version_id=model.version_id)
     ui.show_leaderboard(siblings, key="model_board")

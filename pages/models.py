@@ -28,8 +28,12 @@ for experiment in experiments:
     versions = registry.list_versions(store, experiment.id)
     version = st.selectbox("Version", versions, key=f"version_{experiment.id}",
                            format_func=lambda v: f"v{v.number} · {v.created_at:%Y-%m-%d %H:%M}")
-    ui.show_leaderboard(registry.list_models(store, version_id=version.id),
-                        key=f"board_{version.id}")
+    board = registry.list_models(store, version_id=version.id)
+    ui.show_leaderboard(board, key=f"board_{version.id}")
+    with st.expander("Deploy a model of this version"):
+        chosen = st.selectbox("Model", board, key=f"deploy_pick_{version.id}",
+                              format_func=lambda m: f"{m.algorithm} ({m.id})")
+        ui.deploy_form(store, chosen, key=f"deploy_{version.id}")
     st.page_link("pages/train.py", label="Train a new version",
                  query_params={"dataset": experiment.dataset_id, "target": experiment.target},
                  icon=":material/model_training:")

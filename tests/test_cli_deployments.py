@@ -1,0 +1,63 @@
+"""`modeldeck deploy|promote|rollback|deployments`: JSON shapes, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from core import cli, registry
+from core.store import Store
+
+DEPLOYMENT_FIELDS = {"id", "name", "environment", "access", "current", "pipeline",
+                     "created_at", "updated_at"}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_deploy_promote_rollback_and_delete(capsys: pytest.CaptureFixture[str],
+                                            trained_store: Store) -> None:
+    first, second = (m.id for m in registry.list_models(trained_store))
+    deployed = run_json(capsys, "deploy", first, "--env", "staging", "--challenger", second)
+    assert DEPLOYMENT_FIELDS <= set(deployed)
+    assert deployed["current"] == {"version": 1, "main": first, "challenger": second}
+    again = run_json(capsys, "deploy", second, "--env", "staging")
+    assert again["current"]["version"] == 2 and again["name"] == deployed["name"]
+    production = run_json(capsys, "promote", deployed["name"], "--no-pipeline")
+    assert production["environment"] == "production"
+    assert production["current"]["main"] == second
+    rolled = run_json(capsys, "rollback", deployed["name"], "--version", "1")
+    assert rolled["current"] == {"version": 1, "main": first, "challenger": second}
+    shown = run_json(capsys, "deployments", "show", deployed["name"])
+    assert [v["version"] for v in shown["versions"]] == [2, 1]
+    listed = run_json(capsys, "deployments", "list")
+    assert sorted(d["environment"] for d in listed) == ["production", "staging"]
+    code, out, _ = run(capsys, "deployments", "delete", production["name"],
+                       "--confirm", production["name"])
+    assert code == 0 and "results stay" in out
+    assert [d["name"] for d in run_json(capsys, "deployments", "list")] == [deployed["name"]]
+
+
+def test_deployment_errors_go_to_stderr(capsys: pytest.CaptureFixture[str],
+                                        trained_store: Store) -> None:
+    code, out, err = run(capsys, "deploy", "mdl_nope", "--env", "staging")
+    assert (code, out) == (2, "") and "error: No model 'mdl_nope'." in err and "hint: " in err
+    code, out, err = run(capsys, "rollback", "nothing", "--version", "1")
+    assert code == 2 and "error: No deployment 'nothing'." in err
+    first = registry.list_models(trained_store)[0].id
+    deployed = run_json(capsys, "deploy", first, "--env", "staging")
+    code, _, err = run(capsys, "deployments", "delete", deployed["name"], "--confirm", "x")
+    assert code == 2 and f"Type the deployment's name '{deployed['name']}'" in err
+    code, _, err = run(capsys, "promote", deployed["name"].replace("staging", "nope"))
+    assert code == 2 and "No deployment" in err

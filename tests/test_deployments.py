@@ -1,0 +1,169 @@
+"""Deploy, promote, roll back and delete on a real store, with the audit log checked each time."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import audit, deployments, registry
+from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
+from core.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def churn_models(store: Store) -> list[str]:
+    """The two models of the trained churn version (linear, hist gradient boosting)."""
+    return [m.id for m in registry.list_models(store)]
+
+
+def test_first_deploy_creates_staging_with_the_training_pipeline(trained_store: Store) -> None:
+    main, challenger = churn_models(trained_store)
+    deployment = deployments.deploy(trained_store, main, "staging", challenger_id=challenger,
+                                    actor="ana")
+    assert deployment.name == "churn-staging" and deployment.environment == "staging"
+    assert deployment.current is not None
+    assert (deployment.current.number, deployment.current.main_model_id,
+            deployment.current.challenger_model_id) == (1, main, challenger)
+    source = deployment.pipeline["source"]
+    assert source["kind"] == "file" and source["path"].endswith("data.parquet")
+    assert (deployment.pipeline["transforms"], deployment.pipeline["label_column"]) == ([],
+                                                                                        "churn")
+    [entry] = audit.list_entries(trained_store, deployment.name)
+    assert (entry.actor, entry.action, entry.before) == ("ana", "deploy", None)
+    assert entry.after == {"version": 1, "main": main, "challenger": challenger}
+
+
+def test_deploying_again_only_switches_the_model(trained_store: Store) -> None:
+    first, second = churn_models(trained_store)
+    deployed = deployments.deploy(trained_store, first, "staging")
+    custom = {**deployed.pipeline, "transforms": [{"name": "all", "sql": "SELECT * FROM input"}]}
+    deployments.update_pipeline(trained_store, deployed.name, custom)
+    again = deployments.deploy(trained_store, second, "staging")
+    assert again.id == deployed.id and again.current.number == 2
+    assert again.current.main_model_id == second
+    assert again.pipeline["transforms"] == custom["transforms"]  # pipeline kept
+    assert [v.number for v in deployments.list_versions(trained_store, again.id)] == [2, 1]
+
+
+def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> None:
+    main, challenger = churn_models(trained_store)
+    staging = deployments.deploy(trained_store, main, "staging", challenger_id=challenger)
+    deployments.update_pipeline(trained_store, staging.name, {
+        **staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]})
+    production = deployments.promote(trained_store, staging.name, copy_pipeline=True)
+    assert production.name == "churn-production" and production.environment == "production"
+    assert (production.current.main_model_id, production.current.challenger_model_id) == (
+        main, challenger)
+    assert production.pipeline["transforms"][0]["name"] == "t"
+    again = deployments.promote(trained_store, staging.name)
+    assert again.current.id == production.current.id  # nothing new to promote
+    actions = [e.action for e in audit.list_entries(trained_store, production.name)]
+    assert actions == ["promote"]
+
+
+def test_promotion_without_copying_keeps_production_pipeline(trained_store: Store) -> None:
+    first, second = churn_models(trained_store)
+    deployments.deploy(trained_store, first, "production")
+    staging = deployments.deploy(trained_store, second, "staging")
+    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline,
+                                "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]})
+    production = deployments.promote(trained_store, staging.name, copy_pipeline=False)
+    assert production.pipeline["transforms"] == []
+    assert production.current.number == 2 and production.current.main_model_id == second
+
+
+def test_rollback_makes_an_earlier_version_current(trained_store: Store) -> None:
+    first, second = churn_models(trained_store)
+    deployments.deploy(trained_store, first, "staging")
+    deployed = deployments.deploy(trained_store, second, "staging")
+    rolled = deployments.rollback(trained_store, deployed.name, 1, actor="bo")
+    assert rolled.current.number == 1 and rolled.current.main_model_id == first
+    entry = audit.list_entries(trained_store, deployed.name)[0]
+    assert (entry.action, entry.actor, entry.before["version"], entry.after["version"]) == (
+        "rollback", "bo", 2, 1)
+    with pytest.raises(NotFound, match=r"No version 'churn-staging v9'"):
+        deployments.rollback(trained_store, deployed.name, 9)
+
+
+def test_bad_deploys_are_refused_and_change_nothing(trained_store: Store) -> None:
+    main, _ = churn_models(trained_store)
+    with pytest.raises(InvalidInput, match="Unknown environment 'qa'") as info:
+        deployments.deploy(trained_store, main, "qa")
+    assert "staging, production" in info.value.hint
+    with pytest.raises(InvalidInput, match="challenger is the main model"):
+        deployments.deploy(trained_store, main, "staging", challenger_id=main)
+    with pytest.raises(InvalidInput, match="not a valid deployment name"):
+        deployments.deploy(trained_store, main, "staging", name="Churn Prod!")
+    with pytest.raises(NotFound, match="No model 'mdl_missing'"):
+        deployments.deploy(trained_store, "mdl_missing", "staging")
+    assert deployments.list_deployments(trained_store) == []
+    assert audit.list_entries(trained_store) == []
+
+
+def test_a_name_serving_another_environment_is_a_conflict(trained_store: Store) -> None:
+    main, _ = churn_models(trained_store)
+    deployments.deploy(trained_store, main, "staging", name="churn")
+    with pytest.raises(Conflict, match="'churn' serves another experiment or environment"):
+        deployments.deploy(trained_store, main, "production", name="churn")
+
+
+def test_a_tampered_artifact_cannot_be_deployed(trained_store: Store) -> None:
+    model = registry.list_models(trained_store)[0]
+    path = trained_store.workspace.home / model.artifact_path
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(ArtifactError, match="changed on disk"):
+        deployments.deploy(trained_store, model.id, "staging")
+    assert deployments.list_deployments(trained_store) == []
+
+
+def test_delete_needs_the_typed_name_and_keeps_the_audit(trained_store: Store) -> None:
+    main, _ = churn_models(trained_store)
+    deployed = deployments.deploy(trained_store, main, "staging")
+    with pytest.raises(InvalidInput, match="Type the deployment's name 'churn-staging'"):
+        deployments.delete_deployment(trained_store, deployed.name, confirm="churn")
+    assert deployments.get_deployment(trained_store, deployed.name).id == deployed.id
+    deployments.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
+    with pytest.raises(NotFound):
+        deployments.get_deployment(trained_store, deployed.name)
+    actions = [e.action for e in audit.list_entries(trained_store, deployed.name)]
+    assert actions == ["delete", "deploy"]
+    again = deployments.deploy(trained_store, main, "staging")  # the name is free again
+    assert again.name == deployed.name and again.id != deployed.id
+
+
+def test_pipeline_updates_cannot_touch_the_model_block(trained_store: Store) -> None:
+    main, _ = churn_models(trained_store)
+    deployed = deployments.deploy(trained_store, main, "staging")
+    with pytest.raises(InvalidInput, match="no block 'model'") as info:
+        deployments.update_pipeline(trained_store, deployed.name,
+                                    {**deployed.pipeline, "model": "mdl_other"})
+    assert "deploy another model or roll back" in info.value.hint
+
+
+PROMOTE = """
+import sys
+from core import deployments
+from core.store import Store
+store = Store.open(sys.argv[1])
+print(deployments.promote(store, "churn-staging", actor=sys.argv[2]).current.number)
+"""
+
+
+@pytest.mark.slow
+def test_two_people_promoting_at_once_yield_one_version(trained_store: Store) -> None:
+    main, challenger = churn_models(trained_store)
+    deployments.deploy(trained_store, main, "staging", challenger_id=challenger)
+    home = str(trained_store.workspace.home)
+    procs = [subprocess.Popen([sys.executable, "-c", PROMOTE, home, who], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for who in ("ana", "bo")]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert sorted(out.strip() for out, _ in results) == ["1", "1"]
+    production = deployments.get_deployment(trained_store, "churn-production")
+    assert [v.number for v in deployments.list_versions(trained_store, production.id)] == [1]
+    assert len(audit.list_entries(trained_store, "churn-production")) == 1
