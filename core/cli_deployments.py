@@ -9,7 +9,7 @@ import argparse
 import time
 from typing import Any
 
-from core import deployments
+from core import deployments, runs
 from core.cli import open_store, print_json, progress_printer
 from core.entities import ENVIRONMENTS, Deployment, Run
 
@@ -161,8 +161,6 @@ def cmd_deployments_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from core import runs
-
     store = open_store()
     override = {"kind": "file", "path": args.source} if args.source else None
     run = runs.enqueue_run(store, args.name, source_override=override)
@@ -180,8 +178,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    from core import runs
-
     found = runs.list_runs(open_store(), args.name)
 
     def text() -> None:
@@ -194,8 +190,6 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    from core import runs
-
     run = runs.get_run(open_store(), args.run_id)
     return _output(args, run_json(run), lambda: print(
         f"{run.id}  {run.deployment_name}  {run.status}  rows {run.rows_out}  "

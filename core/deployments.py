@@ -14,6 +14,7 @@ from core import audit
 from core.datasets import get_dataset, new_id
 from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
 from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
+from core.pipeline import validate_pipeline
 from core.registry import get_experiment, get_model, load_estimator, verify_artifact
 from core.store import Store, Tx, utcnow
 
@@ -254,13 +255,13 @@ def rollback(store: Store, name: str, version_number: int,
 
 def update_pipeline(store: Store, name: str, pipeline: dict[str, Any],
                     actor: str | None = None) -> Deployment:
-    """Replace the pipeline's source, transforms and sinks (never the model block); audited."""
+    """Replace the pipeline's source, transforms and sinks (never the model block); audited.
+
+    Raises PipelineError naming the block that is wrong (a `model` block among them).
+    """
     actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
-    unknown = set(pipeline) - {"source", "transforms", "sinks", "label_column", "batch_rows"}
-    if unknown:
-        raise InvalidInput(f"A pipeline has no block '{sorted(unknown)[0]}'.",
-                           "The model block is locked: deploy another model or roll back.")
+    pipeline = validate_pipeline(pipeline, store.workspace)
 
     def write(tx: Tx) -> None:
         tx.execute("UPDATE deployments SET pipeline = ?, updated_at = ? WHERE id = ?",

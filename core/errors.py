@@ -46,6 +46,14 @@ class SchemaMismatch(InvalidInput):
     """Data that does not fit a model's input schema."""
 
 
+class PipelineError(InvalidInput):
+    """A pipeline block that is misconfigured or fails on its data; `block` names it."""
+
+    def __init__(self, message: str, hint: str = "", block: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.block = block
+
+
 class Forbidden(ModelDeckError):
     status = 403
 

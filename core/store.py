@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 
-from core.errors import StoreBusy
+from core.errors import InvalidInput, StoreBusy
 from core.workspace import Workspace
 
 T = TypeVar("T")
@@ -71,6 +72,11 @@ class Tx:
     def script(self, sql: str) -> None:
         """Run a multi-statement SQL script (a migration) inside this transaction."""
         self._con.execute(sql)
+
+    def arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run one query and return its whole result as an Arrow table (no DB-API copy)."""
+        relation = self._con.sql(sql, params=_encode(params) if params is not None else None)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
 
 
 def _encode(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
@@ -210,5 +216,67 @@ def query_files(sql: str, params: Sequence[Any] | None = None) -> Rows:
     con = duckdb.connect(":memory:")
     try:
         return Tx(con).execute(sql, params)
+    finally:
+        con.close()
+
+
+FILES_MEMORY_LIMIT = "1GB"
+_files_db: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_files_lock = threading.Lock()
+
+
+def _files_database() -> duckdb.DuckDBPyConnection:
+    global _files_db
+    with _files_lock:
+        if _files_db is None or _files_db[0] != os.getpid():  # a forked child builds its own
+            con = duckdb.connect(":memory:")
+            con.execute(f"SET memory_limit = '{FILES_MEMORY_LIMIT}'")
+            _files_db = (os.getpid(), con)
+        return _files_db[1]
+
+
+def with_files(fn: Callable[[Tx], T]) -> T:
+    """Run `fn` on a cursor of this process's in-memory DuckDB, for queries over Parquet files.
+
+    The in-memory database holds no file lock (unlike the store's), so it is kept for the
+    process: a fresh one costs ~25 ms to open and re-reads every Parquet footer, while this
+    one keeps them cached (the second page of a 1M-row run is served warm). Each call gets
+    its own cursor, so threads never share a half-read result.
+    """
+    cursor = _files_database().cursor()
+    try:
+        return fn(Tx(cursor))
+    finally:
+        cursor.close()
+
+
+def write_duckdb_table(db_path: Path, table: str, parquet: Path, *, replace: bool) -> int:
+    """Append (or replace) `table` in the DuckDB file `db_path` with a Parquet file's rows.
+
+    One transaction on an in-memory connection that ATTACHes the file, so a failure leaves the
+    table as it was. `table` must already be a validated identifier. Returns the rows written;
+    raises InvalidInput quoting DuckDB's message (locked file, incompatible columns, ...).
+    """
+    con = duckdb.connect(":memory:")
+    quoted = '"' + table.replace('"', '""') + '"'
+    try:
+        con.execute("ATTACH ? AS sink", [str(db_path)])
+        con.execute("BEGIN TRANSACTION")
+        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'sink'"
+                             " AND table_name = ?", [table]).fetchone()
+        if replace or not (exists and exists[0]):
+            con.execute(f"CREATE OR REPLACE TABLE sink.{quoted} AS"
+                        " SELECT * FROM read_parquet(?)", [str(parquet)])
+        else:
+            con.execute(f"INSERT INTO sink.{quoted} BY NAME SELECT * FROM read_parquet(?)",
+                        [str(parquet)])
+        con.execute("COMMIT")
+        written = con.execute("SELECT count(*) FROM read_parquet(?)", [str(parquet)]).fetchone()
+        return int(written[0]) if written else 0
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"DuckDB could not write table '{table}' in {db_path}: {first}",
+                           "Check that no other program holds the file open and that the "
+                           "table's columns match the results (or use mode 'replace').") from exc
     finally:
         con.close()

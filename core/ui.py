@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, datasets, registry, sidecars
-from core.entities import Model, Progress
+from core.entities import Deployment, Model, Progress
 from core.errors import ModelDeckError
 from core.store import Store
 
@@ -190,3 +190,28 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
             st.success(f"Deployed as version {deployed.current.number} of {deployed.name}.")
             st.page_link("pages/deployment.py", label=f"Open {deployed.name}",
                          query_params={"name": deployed.name}, icon=":material/deployed_code:")
+
+
+def download_results(run_id: str, which: str, key: str) -> None:
+    """CSV and Parquet download buttons; the file is produced only when clicked."""
+    from core import results
+
+    store = get_store()
+    for fmt, mime in (("csv", "text/csv"), ("parquet", "application/octet-stream")):
+        st.download_button(
+            f"Download {fmt.upper()}", key=f"{key}_{fmt}", mime=mime,
+            file_name=f"{run_id}-{which}.{fmt}", on_click="ignore",
+            data=lambda fmt=fmt: results.export(store, run_id, fmt, which).read_bytes())
+
+
+def require_deployments(store: Store) -> list[Deployment]:
+    """Every deployment; when there is none, say how to make one and stop the page."""
+    from core import deployments
+
+    found = deployments.list_deployments(store)
+    if not found:
+        st.info("Nothing is deployed yet.")
+        st.page_link("pages/models.py", label="Choose a model to deploy",
+                     icon=":material/inventory_2:")
+        st.stop()
+    return found

@@ -61,3 +61,23 @@ def test_deployment_errors_go_to_stderr(capsys: pytest.CaptureFixture[str],
     assert code == 2 and f"Type the deployment's name '{deployed['name']}'" in err
     code, _, err = run(capsys, "promote", deployed["name"].replace("staging", "nope"))
     assert code == 2 and "No deployment" in err
+
+
+def test_run_queues_and_runs_show_the_outcome(capsys: pytest.CaptureFixture[str],
+                                              trained_store: Store) -> None:
+    from core import worker
+
+    first = registry.list_models(trained_store)[0].id
+    name = run_json(capsys, "deploy", first, "--env", "staging")["name"]
+    queued = run_json(capsys, "run", name)
+    assert queued["status"] == "queued" and queued["deployment"] == name
+    assert worker.run_once(trained_store)
+    shown = run_json(capsys, "runs", "show", queued["id"])
+    assert shown["status"] == "succeeded" and shown["rows_out"] == shown["summary"]["rows"] > 0
+    assert [r["id"] for r in run_json(capsys, "runs", "list", name)] == [queued["id"]]
+    failing = run_json(capsys, "run", name, "--source", "nowhere/*.csv")
+    assert worker.run_once(trained_store)
+    code, out, _ = run(capsys, "runs", "show", failing["id"])
+    assert code == 0 and "failed" in out and "nowhere" in out
+    code, _, err = run(capsys, "runs", "show", "run_nope")
+    assert code == 2 and "error: No run 'run_nope'." in err

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core import audit, deployments, registry
-from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
+from core.errors import ArtifactError, Conflict, InvalidInput, NotFound, PipelineError
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,10 +138,10 @@ def test_delete_needs_the_typed_name_and_keeps_the_audit(trained_store: Store) -
 def test_pipeline_updates_cannot_touch_the_model_block(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
     deployed = deployments.deploy(trained_store, main, "staging")
-    with pytest.raises(InvalidInput, match="no block 'model'") as info:
+    with pytest.raises(PipelineError, match="model block cannot be configured") as info:
         deployments.update_pipeline(trained_store, deployed.name,
                                     {**deployed.pipeline, "model": "mdl_other"})
-    assert "deploy another model or roll back" in info.value.hint
+    assert "deploy another one or roll back" in info.value.hint
 
 
 PROMOTE = """

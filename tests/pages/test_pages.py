@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import joblib
@@ -16,15 +17,7 @@ from core import datasets, registry
 from core.store import Store
 from core.ui import PAGES
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-
-
-def open_page(path: str, **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page(path)
-    for key, value in query.items():
-        at.query_params[key] = value
-    return at.run()
+OpenPage = Callable[..., AppTest]
 
 
 def errors(at: AppTest) -> list[str]:
@@ -38,7 +31,9 @@ def demo_env(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.url_path)
-def test_every_page_renders_on_the_demo_workspace(demo_env: Store, page) -> None:
+def test_every_page_renders_on_the_demo_workspace(
+    demo_env: Store, page, open_page: OpenPage
+) -> None:
     at = open_page(page.path)
     assert not at.exception, [e.value for e in at.exception]
     assert [t.value for t in at.title] == [page.title]
@@ -46,18 +41,20 @@ def test_every_page_renders_on_the_demo_workspace(demo_env: Store, page) -> None
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.url_path)
-def test_every_page_renders_on_an_empty_workspace(store: Store, page) -> None:
+def test_every_page_renders_on_an_empty_workspace(store: Store, page, open_page: OpenPage) -> None:
     at = open_page(page.path)
     assert not at.exception, [e.value for e in at.exception]
     assert not errors(at)
 
 
-def test_overview_offers_the_demo_when_empty(store: Store) -> None:
+def test_overview_offers_the_demo_when_empty(store: Store, open_page: OpenPage) -> None:
     at = open_page("pages/home.py")
     assert any("Create the demo workspace" in b.label for b in at.button)
 
 
-def test_training_flow_detects_the_key_and_shows_a_leaderboard(store: Store) -> None:
+def test_training_flow_detects_the_key_and_shows_a_leaderboard(
+    store: Store, open_page: OpenPage
+) -> None:
     datasets.add_demo(store, "customer_churn")
     at = open_page("pages/train.py")
     scope = next(s for s in at.selectbox if s.label == "Prediction key")
@@ -66,7 +63,8 @@ def test_training_flow_detects_the_key_and_shows_a_leaderboard(store: Store) -> 
     assert "customer_id" not in features.value and "contract" in features.value
     assert any("`customer_id` is the prediction key" in c.value for c in at.caption)
     next(m for m in at.multiselect if m.label == "Algorithms").set_value(
-        ["linear", "hist_gradient_boosting"])
+        ["linear", "hist_gradient_boosting"]
+    )
     next(b for b in at.button if b.label == "Train").click().run()
     assert not at.exception and not errors(at)
     assert any("Trained version 1" in s.value for s in at.success)
@@ -77,7 +75,9 @@ def test_training_flow_detects_the_key_and_shows_a_leaderboard(store: Store) -> 
     assert len(models) == 2 and all(m.schema.key_column == "customer_id" for m in models)
 
 
-def test_training_form_explains_a_bad_target_and_disables_training(store: Store) -> None:
+def test_training_form_explains_a_bad_target_and_disables_training(
+    store: Store, open_page: OpenPage
+) -> None:
     frame = datasets.demo_frame("diabetes").assign(constant=1)
     datasets.register_frame(store, frame, name="diab", kind="upload", source="diab.csv")
     at = open_page("pages/train.py", target="constant")
@@ -87,7 +87,7 @@ def test_training_form_explains_a_bad_target_and_disables_training(store: Store)
     assert registry.list_models(store) == []
 
 
-def test_registering_an_upload_and_a_broken_one(store: Store) -> None:
+def test_registering_an_upload_and_a_broken_one(store: Store, open_page: OpenPage) -> None:
     at = open_page("pages/datasets.py")
     good = pd.DataFrame({"a": range(30), "b": ["x", "y"] * 15}).to_csv(index=False).encode()
     at.get("file_uploader")[0].upload("sales.csv", good, "text/csv")
@@ -101,7 +101,9 @@ def test_registering_an_upload_and_a_broken_one(store: Store) -> None:
     assert [d.name for d in datasets.list_datasets(store)] == ["sales"]
 
 
-def test_a_path_outside_the_workspace_is_refused(store: Store, tmp_path: Path) -> None:
+def test_a_path_outside_the_workspace_is_refused(
+    store: Store, tmp_path: Path, open_page: OpenPage
+) -> None:
     outside = tmp_path.parent / "outside.csv"
     outside.write_text("a,b\n1,2\n")
     at = open_page("pages/datasets.py")
@@ -111,7 +113,7 @@ def test_a_path_outside_the_workspace_is_refused(store: Store, tmp_path: Path) -
     assert datasets.list_datasets(store) == []
 
 
-def test_model_page_deep_link_and_unknown_id(demo_env: Store) -> None:
+def test_model_page_deep_link_and_unknown_id(demo_env: Store, open_page: OpenPage) -> None:
     model = registry.list_models(demo_env)[0]
     at = open_page("pages/model.py", id=model.id)
     assert any(model.algorithm in s.value for s in at.subheader)
@@ -130,7 +132,7 @@ def _pickled_model(store: Store) -> tuple[bytes, str]:
     return buffer.getvalue(), dataset.id
 
 
-def test_import_of_a_pickle_needs_explicit_trust(store: Store) -> None:
+def test_import_of_a_pickle_needs_explicit_trust(store: Store, open_page: OpenPage) -> None:
     data, _ = _pickled_model(store)
     at = open_page("pages/import_model.py")
     at.get("file_uploader")[0].upload("clf.joblib", data)
@@ -148,7 +150,7 @@ def test_import_of_a_pickle_needs_explicit_trust(store: Store) -> None:
     assert model.origin == "imported" and model.schema.target == "diagnosis"
 
 
-def test_import_of_a_file_that_is_not_a_model(store: Store) -> None:
+def test_import_of_a_file_that_is_not_a_model(store: Store, open_page: OpenPage) -> None:
     at = open_page("pages/import_model.py")
     at.get("file_uploader")[0].upload("notes.pkl", pickle.dumps({"not": "a model"}))
     at.run()

@@ -1,0 +1,366 @@
+"""Runs: the queue of pipeline executions, and the executor the worker calls.
+
+A run row goes queued -> running (claimed under a lease) -> succeeded | failed | cancelled.
+Every change is one short transaction; the executor never holds a store connection while it
+reads, predicts or writes (DESIGN.md, storage rule 1). Results are written to temporary names
+under `runs/<run_id>/` and renamed into place at the end (rule 3), so a failed, cancelled or
+killed run leaves no half file behind, and other runs' results are never touched.
+
+The run's `summary` JSON holds: rows, task, label_column, main {model_id, algorithm,
+class_counts + class_balance | prediction_summary, mean_confidence, confidence_kind,
+metrics}, challenger (the same plus agreement_rate | mean_abs_difference, or null),
+input_quality {mean, missing, out_of_range, unseen_category}, extra_columns, notes, columns
+{key, prediction, probabilities, challenger, original} (the results' column groups), results
+{main, challenger} (workspace-relative paths), results_written, sinks, timings {phase: s}.
+
+Results files hold `_row`, the prediction key, prediction, confidence (the class probability,
+or for a regression forest the spread of its trees, else null), input_quality, proba_<class>,
+(main only) challenger_prediction, then every input column (one named like a result column is
+kept as input_<name>).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import timedelta
+from glob import glob
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core import audit, pipeline, sinks
+from core.datasets import new_id
+from core.entities import Progress, Run, no_progress
+from core.errors import ArtifactError, InvalidInput, ModelDeckError, NotFound
+from core.registry import get_model, load_estimator
+from core.scoring import Loaded, RunScorer
+from core.store import Store, Tx, utcnow
+from core.workspace import Workspace
+
+log = logging.getLogger("modeldeck.runs")
+
+TRIGGERS = ("manual", "schedule", "api-batch", "validation")
+LEASE_SECONDS = 60.0
+LEASE_ENV = "MODELDECK_LEASE_SECONDS"
+BEAT_SECONDS = 1.0  # at most one progress/lease write a second
+
+
+def default_lease_seconds() -> float:
+    """How long a claim lasts without renewal: $MODELDECK_LEASE_SECONDS, else 60 s."""
+    return float(os.environ.get(LEASE_ENV) or LEASE_SECONDS)
+
+
+def results_dir(workspace: Workspace, run_id: str) -> Path:
+    return workspace.runs_dir / run_id
+
+
+def result_path(workspace: Workspace, run_id: str, which: str = "main") -> Path:
+    """Where a run's main or challenger results live once the run has succeeded."""
+    return results_dir(workspace, run_id) / f"{which}.parquet"
+
+
+# ---------------------------------------------------------------------------- the queue
+def enqueue_run(store: Store, deployment_name: str, *,
+                source_override: dict[str, Any] | None = None, trigger: str = "manual",
+                actor: str | None = None) -> Run:
+    """Queue a run of a deployment's pipeline and current version, snapshotted; one transaction.
+
+    Raises NotFound for an unknown deployment, InvalidInput for a deployment without a current
+    version, an unknown trigger or a malformed source override.
+    """
+    if trigger not in TRIGGERS:
+        raise InvalidInput(f"Unknown run trigger '{trigger}'.",
+                           f"Use one of: {', '.join(TRIGGERS)}.")
+    if source_override is not None and not (isinstance(source_override, dict)
+                                            and source_override.get("kind")):
+        raise InvalidInput("A source override must be a source block with a 'kind'.",
+                           'For a file: {"kind": "file", "path": "data/new.parquet"}.')
+    actor = actor or audit.current_actor()
+
+    def write(tx: Tx) -> str:
+        row = tx.execute("SELECT id, name, pipeline, current_version_id FROM deployments"
+                         " WHERE name = ? OR id = ?", [deployment_name, deployment_name]).first()
+        if row is None:
+            raise NotFound("deployment", deployment_name,
+                           "Run `modeldeck deployments list` to see names.")
+        if row["current_version_id"] is None:
+            raise InvalidInput(f"Deployment '{row['name']}' has no current version to run.",
+                               "Deploy a model to it first.")
+        run_id = new_id("run")
+        tx.execute("INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
+                   " status, source_override, pipeline, queued_by, queued_at)"
+                   " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+                   [run_id, row["id"], row["name"], row["current_version_id"], trigger,
+                    source_override, row["pipeline"], actor, utcnow()])
+        return run_id
+
+    return get_run(store, store.write(write))
+
+
+def get_run(store: Store, run_id: str) -> Run:
+    """One run by id; raises NotFound."""
+    row = store.query("SELECT * FROM runs WHERE id = ?", [run_id]).first()
+    if row is None:
+        raise NotFound("run", run_id, "Run `modeldeck runs list DEPLOYMENT` to see run ids.")
+    return Run.from_row(row)
+
+
+def list_runs(store: Store, deployment_name: str, limit: int = 50) -> list[Run]:
+    """A deployment's runs, newest first (by name, so a deleted deployment's runs stay listed)."""
+    rows = store.query("SELECT * FROM runs WHERE deployment_name = ? OR deployment_id = ?"
+                       " ORDER BY queued_at DESC, id DESC LIMIT ?",
+                       [deployment_name, deployment_name, limit])
+    return [Run.from_row(r) for r in rows]
+
+
+def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = None
+                   ) -> Run | None:
+    """Claim the oldest queued run for `worker_id` (one transaction), or None when idle.
+
+    The store's writer lock serialises claims across processes and the claim re-checks the
+    status, so a queued run is claimed exactly once however many workers poll.
+    """
+    lease = lease_seconds or default_lease_seconds()
+    now = utcnow()
+    row = store.write(lambda tx: tx.execute(
+        "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
+        " started_at = ?, attempt = attempt + 1, progress = 0, message = 'starting'"
+        " WHERE status = 'queued' AND id = (SELECT id FROM runs WHERE status = 'queued'"
+        " ORDER BY queued_at, id LIMIT 1) RETURNING *",
+        [worker_id, now + timedelta(seconds=lease), now]).first())
+    return Run.from_row(row) if row else None
+
+
+def renew_lease(store: Store, run: Run, worker_id: str, *, lease_seconds: float | None = None,
+                progress: float | None = None, message: str | None = None) -> bool:
+    """Extend the lease (and record progress) in one short transaction.
+
+    Returns False when the run is no longer this worker's to run: cancelled (its deployment
+    was deleted) or failed by lease expiry. The executor then stops and cleans up.
+    """
+    lease = lease_seconds or default_lease_seconds()
+    found = store.write(lambda tx: tx.execute(
+        "UPDATE runs SET lease_expires_at = ?, progress = coalesce(?, progress),"
+        " message = coalesce(?, message) WHERE id = ? AND status = 'running'"
+        " AND lease_owner = ? RETURNING id",
+        [utcnow() + timedelta(seconds=lease), progress, message, run.id, worker_id]))
+    return len(found) > 0
+
+
+def expire_leases(store: Store) -> list[str]:
+    """Fail running runs whose lease has expired (their worker died); returns their ids.
+
+    Their partial files are removed; no other run's files are touched.
+    """
+
+    def write(tx: Tx) -> list[str]:
+        now = utcnow()
+        expired = tx.execute("SELECT id, lease_expires_at FROM runs WHERE status = 'running'"
+                             " AND lease_expires_at < ?", [now])
+        for row in expired:
+            error = (f"worker lost (lease expired at {row['lease_expires_at']:%Y-%m-%d %H:%M:%S}"
+                     " UTC): the worker running it stopped or was killed. Run it again; if it "
+                     "keeps happening, check the worker's log and memory.")
+            tx.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
+                       " WHERE id = ? AND status = 'running'", [error, now, row["id"]])
+        return [row["id"] for row in expired]
+
+    ids = store.write(write)
+    for run_id in ids:
+        shutil.rmtree(results_dir(store.workspace, run_id), ignore_errors=True)
+    return ids
+
+
+def _finish(store: Store, run: Run, worker_id: str, status: str, *, error: str | None = None,
+            summary: dict[str, Any] | None = None, rows: int | None = None) -> bool:
+    """Record the outcome if the run is still this worker's; False if it was taken away."""
+    found = store.write(lambda tx: tx.execute(
+        "UPDATE runs SET status = ?, error = ?, summary = ?, rows_in = ?, rows_out = ?,"
+        " finished_at = ?, progress = 1, message = ?, lease_expires_at = NULL"
+        " WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING id",
+        [status, error, summary or {}, rows, rows, utcnow(), status, run.id, worker_id]))
+    return len(found) > 0
+
+
+# ---------------------------------------------------------------------------- executing
+class RunCancelled(Exception):
+    """The run stopped being this worker's (cancelled, or failed by lease expiry)."""
+
+
+class _Beat:
+    """Progress for the caller, plus a throttled write of progress and lease to the run row."""
+
+    def __init__(self, store: Store, run: Run, worker_id: str, lease: float,
+                 progress: Progress) -> None:
+        self.store, self.run, self.worker_id, self.lease = store, run, worker_id, lease
+        self.progress = progress
+        self.last = 0.0
+
+    def __call__(self, fraction: float, text: str, *, force: bool = False) -> None:
+        self.progress(fraction, text)
+        now = time.monotonic()
+        if not force and now - self.last < BEAT_SECONDS:
+            return
+        self.last = now
+        if not renew_lease(self.store, self.run, self.worker_id, lease_seconds=self.lease,
+                           progress=round(fraction, 4), message=text):
+            raise RunCancelled(self.run.id)
+
+
+class _Timings(dict[str, float]):
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[phase] = self.get(phase, 0.0) + time.perf_counter() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.items()}
+
+
+def execute_run(store: Store, run: Run, worker_id: str, progress: Progress = no_progress, *,
+                lease_seconds: float | None = None) -> Run:
+    """Execute a claimed run to its end and return it as recorded; never raises for run errors.
+
+    Every failure marks the run failed with a message saying what is wrong and how to fix it,
+    and removes its partial files (a failing sink keeps the complete Parquet results). A run
+    taken away meanwhile (deployment deleted, lease expired) stops at its next batch, cleans
+    up and is left as the store says.
+    """
+    lease = lease_seconds or default_lease_seconds()
+    beat = _Beat(store, run, worker_id, lease, progress)
+    folder = results_dir(store.workspace, run.id)
+    timings = _Timings()
+    started = time.perf_counter()
+    try:
+        summary, sink_blocks = _score_run(store, run, beat, folder, timings)
+    except RunCancelled:
+        shutil.rmtree(folder, ignore_errors=True)
+        return get_run(store, run.id)
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        _finish(store, run, worker_id, "failed", error=_error_text(exc, run),
+                summary={"timings": timings.rounded()})
+        return get_run(store, run.id)
+    except BaseException:  # KeyboardInterrupt / SystemExit: stop cleanly, then go on stopping
+        shutil.rmtree(folder, ignore_errors=True)
+        _finish(store, run, worker_id, "failed",
+                error="The worker was stopped during the run. Run it again.")
+        raise
+    status, error = "succeeded", None
+    try:
+        if sink_blocks:
+            beat(0.97, "writing sinks", force=True)
+        with timings("sinks"):
+            summary["sinks"] = sinks.write_sinks(
+                store.workspace, sink_blocks,
+                result_path(store.workspace, run.id), f"{run.deployment_name}-{run.id}")
+    except RunCancelled:
+        shutil.rmtree(folder, ignore_errors=True)
+        return get_run(store, run.id)
+    except Exception as exc:
+        status, error = "failed", _error_text(exc, run)
+    timings["total"] = time.perf_counter() - started
+    summary["timings"] = timings.rounded()
+    if not _finish(store, run, worker_id, status, error=error, summary=summary,
+                   rows=summary["rows"]):
+        shutil.rmtree(folder, ignore_errors=True)  # cancelled at the last moment
+    return get_run(store, run.id)
+
+
+def _error_text(exc: BaseException, run: Run) -> str:
+    if isinstance(exc, ModelDeckError):
+        return str(exc)
+    log.exception("run %s failed", run.id)
+    return (f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in "
+            "your data: the worker's log has the details.")
+
+
+def _load_models(store: Store, run: Run) -> tuple[Loaded, Loaded | None]:
+    row = store.query("SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
+    if row is None:
+        raise InvalidInput(f"The deployment version this run was queued for ({run.version_id}) "
+                           "no longer exists.", "Queue a new run of the deployment.")
+    loaded = []
+    for label, model_id in (("main", row["main_model_id"]),
+                            ("challenger", row["challenger_model_id"])):
+        if model_id:
+            model = get_model(store, model_id)
+            try:
+                loaded.append(Loaded(model, load_estimator(store, model), label))
+            except ModelDeckError as exc:  # missing, tampered, untrusted or damaged file
+                raise ArtifactError(f"The {label} model cannot be loaded: {exc.message}",
+                                    exc.hint) from exc
+    return loaded[0], (loaded[1] if len(loaded) > 1 else None)
+
+
+def effective_pipeline(run: Run) -> dict[str, Any]:
+    """The run's pipeline snapshot with its source override applied."""
+    if run.source_override:
+        return {**run.pipeline, "source": run.source_override}
+    return dict(run.pipeline)
+
+
+def _estimate_rows(workspace: Workspace, source: dict[str, Any]) -> int | None:
+    """Rows of a Parquet file source, from the footers, for the progress bar (else None)."""
+    path = str(source.get("path") or "")
+    if source.get("kind") not in ("file", "upload") or not path.endswith((".parquet", ".pq")):
+        return None
+    try:
+        full = str(workspace.confine(path))
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in glob(full)) or None
+    except (ModelDeckError, OSError, pa.ArrowException):
+        return None
+
+
+def _score_run(store: Store, run: Run, beat: _Beat, folder: Path,
+               timings: _Timings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score every batch and put the results files in place; returns (summary, sinks)."""
+    beat(0.01, "loading models", force=True)
+    with timings("load_models"):
+        main, challenger = _load_models(store, run)
+    spec = pipeline.validate_pipeline(effective_pipeline(run), store.workspace)
+    expected = _estimate_rows(store.workspace, spec["source"])
+    folder.mkdir(parents=True, exist_ok=True)
+    beat(0.05, "reading the source")
+    with ExitStack() as stack:
+        with timings("open_input"):
+            reader = stack.enter_context(pipeline.open_input(store.workspace, spec))
+        scorer: RunScorer | None = None
+        for batch in _batches(reader, timings):
+            if scorer is None:  # the first batch is the sample for the schema check
+                scorer = RunScorer(main, challenger, batch, spec["label_column"], folder,
+                                   timings)
+                stack.callback(scorer.discard)  # temp files go unless committed
+            scorer.add(batch)
+            fraction = 0.05 + 0.9 * min(scorer.rows / expected, 1.0) if expected else 0.5
+            beat(fraction, f"{scorer.rows:,} rows scored")
+        if scorer is not None:
+            with timings("write"):
+                scorer.commit()
+    if scorer is None:
+        raise InvalidInput("The pipeline gave no rows after transforms: there is nothing to "
+                           "score.", "Check that the source has rows and that the transforms' "
+                           "filters keep some (Preview shows the rows after each block).")
+    return scorer.summary(store.workspace.home), spec["sinks"]
+
+
+def _batches(reader: pa.RecordBatchReader, timings: _Timings) -> Iterator[pa.RecordBatch]:
+    """The reader's non-empty batches, timed (core.pipeline names the failing block)."""
+    while True:
+        try:
+            with timings("read"):
+                batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        if batch.num_rows:
+            yield batch

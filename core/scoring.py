@@ -1,0 +1,311 @@
+"""Scoring: batches through the main and challenger models into the run's results files.
+
+`RunScorer` takes the pipeline's batches one by one: model frame, predictions, confidence,
+input quality, statistics (core.run_metrics), and a result batch appended to each results
+file under a temporary name, renamed into place by `commit()` (DESIGN.md, storage rule 3).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from scipy import sparse
+from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+from sklearn.pipeline import Pipeline
+
+from core import pipeline
+from core.entities import Model
+from core.errors import InvalidInput
+from core.profiles import plain
+from core.run_metrics import ModelStats, Vocabulary, as_text
+
+RESULT_COLUMNS = ("_row", "prediction", "confidence", "input_quality", "challenger_prediction")
+
+
+# ---------------------------------------------------------------------------- predicting
+@dataclass(frozen=True)
+class Scored:
+    """One model's output for one batch: predictions, confidence (NaN = unknown), probabilities."""
+
+    prediction: np.ndarray
+    confidence: np.ndarray
+    proba: np.ndarray | None = None     # columns in `classes` order
+    classes: tuple[Any, ...] = ()       # the estimator's classes_
+    codes: np.ndarray | None = None     # index into `classes` of each prediction
+
+
+def confidence_kind(estimator: Any, task: str) -> str | None:
+    """What the confidence column means for this model (None: the model gives none)."""
+    if task != "regression":
+        return "class probability" if hasattr(estimator, "predict_proba") else None
+    return "spread of the forest's trees (std)" if _forest(estimator) is not None else None
+
+
+def score(estimator: Any, frame: pd.DataFrame, task: str, who: str) -> Scored:
+    """Predict one batch; raises InvalidInput when the model rejects the rows."""
+    try:
+        return _score(estimator, frame, task)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidInput(
+            f"The {who} model could not predict these rows: {exc}",
+            "Check the input's values against the model's schema (Preview shows them).") from exc
+
+
+def _score(estimator: Any, frame: pd.DataFrame, task: str) -> Scored:
+    nan = np.full(len(frame), np.nan)
+    if task != "regression":
+        classes = getattr(estimator, "classes_", None)
+        if classes is None or not hasattr(estimator, "predict_proba"):
+            return Scored(np.asarray(estimator.predict(frame)), nan)
+        proba = np.asarray(estimator.predict_proba(frame), dtype=np.float64)
+        best = proba.argmax(axis=1)
+        return Scored(np.asarray(classes)[best], proba[np.arange(len(best)), best], proba,
+                      tuple(plain(c) for c in classes), best)
+    forest = _forest(estimator)
+    if forest is None:
+        return Scored(np.asarray(estimator.predict(frame), dtype=np.float64), nan)
+    # A forest's prediction is the mean of its trees: one pass gives it and their spread.
+    inputs = estimator[:-1].transform(frame) if isinstance(estimator, Pipeline) else frame
+    if not sparse.issparse(inputs):
+        inputs = np.asarray(inputs, dtype=np.float32)
+    per_tree = np.stack([tree.predict(inputs) for tree in forest.estimators_])
+    return Scored(per_tree.mean(axis=0), per_tree.std(axis=0))
+
+
+def _forest(estimator: Any) -> Any:
+    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    return final if isinstance(final, RandomForestRegressor | ExtraTreesRegressor) else None
+
+
+# ---------------------------------------------------------------------------- result rows
+def column_plan(input_names: list[str], key: str | None,
+                proba_names: list[str]) -> list[tuple[str, str]]:
+    """(input column, result column) for the original columns, the key first.
+
+    An input column whose name a result column takes (`prediction`, `proba_yes`, …) is kept
+    as `input_<name>`, so nothing the user sent is lost.
+    """
+    reserved = {*RESULT_COLUMNS, *proba_names}
+    taken = reserved | set(input_names)
+    ordered = ([key] if key in input_names else []) + [c for c in input_names if c != key]
+    plan = []
+    for name in ordered:
+        out = name
+        if name in reserved:
+            while out in taken:
+                out = f"input_{out}"
+            taken.add(out)
+        plan.append((name, out))
+    return plan
+
+
+def result_batch(batch: pa.RecordBatch, first_row: int, scored: Scored, quality: np.ndarray,
+                 plan: list[tuple[str, str]], *, has_key: bool,
+                 challenger: Scored | None = None) -> pa.RecordBatch:
+    """`_row`, key, prediction, confidence, input_quality, proba_*, [challenger], originals."""
+    n = batch.num_rows
+    names = ["_row"]
+    arrays: list[pa.Array] = [pa.array(np.arange(first_row, first_row + n, dtype=np.int64))]
+    originals = [(out, batch.column(src)) for src, out in plan]
+    if has_key:
+        key_name, key_values = originals.pop(0)
+        names.append(key_name)
+        arrays.append(key_values)
+    names += ["prediction", "confidence", "input_quality"]
+    arrays += [_predictions(scored), pa.array(scored.confidence, from_pandas=True),
+               pa.array(np.asarray(quality, dtype=np.float64), from_pandas=True)]
+    for i, cls in enumerate(scored.classes):
+        names.append(proba_name(cls))
+        arrays.append(pa.array(scored.proba[:, i]))  # type: ignore[index]
+    if challenger is not None:
+        names.append("challenger_prediction")
+        arrays.append(_predictions(challenger))
+    names += [out for out, _ in originals]
+    arrays += [values for _, values in originals]
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def proba_name(cls: Any) -> str:
+    return f"proba_{cls}"
+
+
+def _predictions(scored: Scored) -> pa.Array:
+    if scored.codes is not None:  # classes looked up in Arrow: no Python object per row
+        return pa.array(list(scored.classes)).take(pa.array(scored.codes))
+    return _array(scored.prediction)
+
+
+def _array(values: np.ndarray) -> pa.Array:
+    if values.dtype == object:
+        return pa.array(values.tolist(), from_pandas=True)
+    return pa.array(values, from_pandas=True)
+
+
+
+
+# ---------------------------------------------------------------------------- a whole run
+@dataclass(frozen=True)
+class Loaded:
+    """A model of the run's deployment version, with its fitted estimator."""
+
+    model: Model
+    estimator: Any
+    role: str  # main | challenger
+
+
+class Output:
+    """One results file, written under a temporary name and renamed into place."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.tmp = target.with_name(f".{target.name}.tmp")
+        self.writer: pq.ParquetWriter | None = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.writer is None:
+            # Dictionary-encode text only: trying it on float columns costs half the write
+            # time and gains nothing.
+            text = [f.name for f in batch.schema if pa.types.is_string(f.type)
+                    or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)]
+            self.writer = pq.ParquetWriter(self.tmp, batch.schema, compression="snappy",
+                                           use_dictionary=text or False)
+        elif batch.schema != self.writer.schema:
+            batch = batch.cast(self.writer.schema)
+        self.writer.write_batch(batch)
+
+    def commit(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            os.replace(self.tmp, self.target)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class RunScorer:
+    """Scores a run's batches with its main and challenger models, keeping its statistics.
+
+    Built from the first batch, which is the sample for the schema check: SchemaMismatch
+    names every problem column. A challenger that cannot read the input is skipped (it runs
+    in shadow) and the summary's notes say why.
+    """
+
+    def __init__(self, main: Loaded, challenger: Loaded | None, first: pa.RecordBatch,
+                 label: str | None, folder: Path, time: Any) -> None:
+        schema = first.schema
+        check = pipeline.check_schema(schema, main.model.schema, sample=first)
+        check.raise_for_problems()
+        self.main, self.challenger, self.notes, self.time = main, challenger, [], time
+        if challenger is not None:
+            other = pipeline.check_schema(schema, challenger.model.schema, sample=first)
+            if not other.is_ok:
+                self.notes.append(f"Challenger skipped: {other.message()}")
+                self.challenger = None
+        self.extra, self.task = list(check.extra), main.model.task
+        self.label = label if label and label in schema.names else None
+        key = main.model.schema.key_column
+        self.has_key = bool(key and key in schema.names)
+        self.plan = column_plan(schema.names, key,
+                                [proba_name(c) for c in main.model.schema.classes])
+        self.vocabulary = Vocabulary(main.model.schema.classes)
+        self.roles = {"main": main, **({"challenger": self.challenger} if self.challenger
+                                       else {})}
+        self.stats = {role: ModelStats(self.task, self.vocabulary) for role in self.roles}
+        self.outputs = {role: Output(folder / f"{role}.parquet") for role in self.roles}
+        self.rows, self.agreement, self.quality_sum = 0, 0.0, 0.0
+        self.quality_counts: dict[str, int] = {}
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Score one batch and append its result rows."""
+        schema = self.main.model.schema
+        with self.time("prepare"):
+            frame = pipeline.to_model_frame(batch, schema)
+        scored = {}
+        for role, loaded in self.roles.items():
+            with self.time(f"predict_{role}"):
+                own = frame if loaded.model.schema == schema else pipeline.to_model_frame(
+                    batch, loaded.model.schema)
+                scored[role] = score(loaded.estimator, own, self.task, role)
+        with self.time("quality"):
+            quality, counts = pipeline.input_quality(frame, schema, self.main.model.profile)
+            quality = np.asarray(quality, dtype=np.float64)
+        with self.time("statistics"):
+            self._count(batch, scored, quality, counts)
+        with self.time("write"):
+            for role, result in scored.items():
+                self.outputs[role].write(result_batch(
+                    batch, self.rows, result, quality, self.plan, has_key=self.has_key,
+                    challenger=scored.get("challenger") if role == "main" else None))
+        self.rows += batch.num_rows
+
+    def _count(self, batch: pa.RecordBatch, scored: dict[str, Scored], quality: np.ndarray,
+               counts: dict[str, int]) -> None:
+        is_classes = self.task != "regression"
+        codes = {role: self.vocabulary.predictions(s) if is_classes else None
+                 for role, s in scored.items()}
+        labels = labelled = None
+        if self.label is not None:
+            column = batch.column(self.label)
+            labelled = np.asarray(pc.is_valid(column))
+            values = column.filter(pc.is_valid(column)).to_numpy(zero_copy_only=False)
+            labels = self.vocabulary.codes(as_text(values)) if is_classes else values
+        for role, result in scored.items():
+            self.stats[role].add(result, codes[role], labels, labelled)
+        if "challenger" in scored:
+            main, other = scored["main"].prediction, scored["challenger"].prediction
+            self.agreement += (float((codes["main"] == codes["challenger"]).sum())
+                               if is_classes else float(np.abs(main - other).sum()))
+        self.quality_sum += float(np.nansum(quality))
+        for name, n in counts.items():
+            self.quality_counts[name] = self.quality_counts.get(name, 0) + int(n)
+
+    def commit(self) -> None:
+        """Rename every results file into place."""
+        for output in self.outputs.values():
+            output.commit()
+
+    def discard(self) -> None:
+        for output in self.outputs.values():
+            output.discard()
+
+    def column_roles(self) -> dict[str, Any]:
+        """Which result columns are what, for the results page's show/hide toggles."""
+        estimator = self.main.estimator
+        classes = (getattr(estimator, "classes_", []) if self.task != "regression"
+                   and hasattr(estimator, "predict_proba") else [])
+        originals = [out for _, out in self.plan]
+        return {"key": originals[0] if self.has_key else None,
+                "prediction": ["prediction", "confidence", "input_quality"],
+                "probabilities": [proba_name(plain(c)) for c in classes],
+                "challenger": ["challenger_prediction"] if self.challenger else [],
+                "original": originals[1:] if self.has_key else originals}
+
+    def summary(self, home: Path) -> dict[str, Any]:
+        """The run's summary JSON (see core.runs)."""
+        models = {role: {"model_id": loaded.model.id, "algorithm": loaded.model.algorithm,
+                         "confidence_kind": confidence_kind(loaded.estimator, self.task),
+                         **self.stats[role].result()}
+                  for role, loaded in self.roles.items()}
+        if "challenger" in models:
+            key = "mean_abs_difference" if self.task == "regression" else "agreement_rate"
+            models["challenger"][key] = round(self.agreement / self.rows, 6)
+        return {
+            "rows": self.rows, "task": self.task, "label_column": self.label,
+            "main": models["main"], "challenger": models.get("challenger"),
+            "input_quality": {"mean": round(self.quality_sum / self.rows, 6),
+                              **self.quality_counts},
+            "extra_columns": self.extra, "notes": self.notes, "columns": self.column_roles(),
+            "results": {role: str(out.target.relative_to(home))
+                        for role, out in self.outputs.items()},
+            "results_written": True,
+        }

@@ -1,0 +1,64 @@
+"""The results table: column toggles, filters, sorting and server-side pages (Streamlit)."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from core import registry, results
+from core.entities import Run
+from core.store import Store
+
+PAGE_SIZES = (25, 50, 100, 500)
+PREDICTION_COLUMNS = ("prediction", "confidence", "input_quality")
+
+
+def _remembered(key: str, options: list[str]) -> list[str]:
+    """The columns this session last chose for the deployment, still present in this run."""
+    chosen = st.session_state.get(key)
+    return [c for c in chosen if c in options] if chosen else options
+
+
+def results_table(store: Store, run: Run, which: str) -> None:
+    """One page of a run's results, as the user filtered, sorted and trimmed it."""
+    columns = results.columns(store, run.id, which)
+    predicted = [c for c in columns if c in PREDICTION_COLUMNS
+                 or c.startswith(("proba_", "challenger_"))]
+    model = registry.get_model(store, run.summary[which]["model_id"])
+    key_column = model.schema.key_column if model.schema.key_column in columns else None
+    inputs = [c for c in columns if c not in predicted and c not in ("_row", key_column)]
+    memory = f"results_columns_{run.deployment_name}"
+    left, right = st.columns(2)
+    shown_predicted = left.multiselect("Prediction columns", predicted, key=f"{memory}_p",
+                                       default=_remembered(f"{memory}_p_saved", predicted))
+    shown_inputs = right.multiselect("Input columns", inputs, key=f"{memory}_i",
+                                     default=_remembered(f"{memory}_i_saved", inputs))
+    st.session_state[f"{memory}_p_saved"] = shown_predicted
+    st.session_state[f"{memory}_i_saved"] = shown_inputs
+
+    classes = list((run.summary[which].get("class_counts") or {}).keys())
+    a, b, c = st.columns(3)
+    wanted = a.multiselect("Prediction is", classes, key="results_classes") if classes else []
+    min_confidence = b.slider("Confidence at least", 0.0, 1.0, 0.0, 0.05, key="results_conf")
+    min_quality = c.slider("Input quality at least", 0.0, 1.0, 0.0, 0.05, key="results_qual")
+    a, b, c, d = st.columns([2, 1, 1, 1])
+    sort_by = a.selectbox("Sort by", [None, *columns], key="results_sort",
+                          format_func=lambda col: "file order" if col is None else col)
+    descending = b.toggle("Descending", key="results_desc")
+    size = c.selectbox("Rows per page", PAGE_SIZES, index=1, key="results_size")
+    where = {"prediction": wanted or None,
+             "confidence": min_confidence or None, "input_quality": min_quality or None}
+    number = int(d.number_input("Page", min_value=1, value=1, key="results_page"))
+    # Columns the user hid are not even read, so the grid's own menu cannot re-show them.
+    keep = [col for col in ([key_column] if key_column else []) + shown_predicted + shown_inputs]
+    if not keep:
+        st.info("Choose at least one column to show.")
+        return
+    frame, total = results.page(store, run.id, which=which, offset=(number - 1) * size,
+                                limit=size, sort_by=sort_by, descending=descending,
+                                where=where, columns=keep)
+    pages = max(1, math.ceil(total / size))
+    st.caption(f"{total:,} rows match · page {number} of {pages}"
+               + (" (past the last page)" if number > pages else ""))
+    st.dataframe(frame, hide_index=True)

@@ -1,0 +1,34 @@
+"""One deployment: general, pipeline, versions, runs and audit log."""
+
+import streamlit as st
+
+from core import audit, ui, ui_deployment
+from core.errors import NotFound
+
+ui.header("Deployment")
+store = ui.get_store()
+name = st.query_params.get("name")
+found = ui.require_deployments(store)
+names = [d.name for d in found]
+if name and name not in names:
+    ui.show_error(NotFound("deployment", name, "Choose one of the deployments below."))
+deployment = st.selectbox("Deployment", found, key="deployment_pick",
+                          index=names.index(name) if name in names else 0,
+                          format_func=lambda d: f"{d.name} ({d.environment})")
+st.query_params["name"] = deployment.name
+
+general, pipeline_tab, versions_tab, runs_tab, audit_tab = st.tabs(
+    ["General", "Pipeline", "Versions", "Runs", "Audit log"])
+with general:
+    ui_deployment.general(store, deployment)
+with pipeline_tab:
+    ui_deployment.pipeline_editor(store, deployment)
+with versions_tab:
+    ui_deployment.versions_table(store, deployment)
+with runs_tab:
+    ui_deployment.runs_panel(store, deployment)
+with audit_tab:
+    entries = audit.list_entries(store, deployment.name)
+    st.dataframe([{"when (UTC)": e.logged_at, "who": e.actor, "what": e.action,
+                   "before": e.before, "after": e.after, "reason": e.reason}
+                  for e in entries], hide_index=True)

@@ -1,0 +1,32 @@
+"""Every deployment: environment, current models, status, last run, link."""
+
+import pandas as pd
+import streamlit as st
+
+from core import deployments, runs, ui
+
+ui.header("Deployments", "Staging and production endpoints of your experiments. Deploy a model "
+          "from its page or from an experiment's leaderboard.")
+store = ui.get_store()
+found = ui.require_deployments(store)
+
+rows = []
+for d in found:
+    last = runs.list_runs(store, d.name, limit=1)
+    current = d.current
+    rows.append({
+        "deployment": f"deployment?name={d.name}",
+        "environment": d.environment,
+        "version": current.number if current else None,
+        "main model": current.main_model_id if current else "",
+        "challenger": (current.challenger_model_id or "") if current else "",
+        "status": deployments.status(store, d),
+        "last run": (f"{last[0].status} · {last[0].queued_at:%Y-%m-%d %H:%M}" if last
+                     else "never"),
+        "access": d.access,
+    })
+st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+    "deployment": st.column_config.LinkColumn("deployment",
+                                              display_text=r"deployment\?name=(.*)")})
+st.caption("Status \"deployed\": the current models' artifacts are present and intact. "
+           "The prediction form URL and the API status arrive with the serving release.")

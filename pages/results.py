@@ -1,0 +1,68 @@
+"""A run's results: box metrics, filters, column toggles, server-side pages, downloads."""
+
+import streamlit as st
+
+from core import deployments, results, runs, ui, ui_results
+
+ui.header("Run results")
+store = ui.get_store()
+run_id = st.query_params.get("run")
+if not run_id:
+    found = deployments.list_deployments(store)
+    recent = [r for d in found for r in runs.list_runs(store, d.name, limit=20)]
+    if not recent:
+        st.info("No run yet: open a deployment and press Run now.")
+        st.page_link("pages/deployments.py", label="Deployments", icon=":material/rocket_launch:")
+        st.stop()
+    run_id = st.selectbox("Run", [r.id for r in recent], key="results_pick",
+                          format_func=lambda i: next(f"{r.deployment_name} · {r.status} · "
+                                                     f"{r.queued_at:%Y-%m-%d %H:%M} ({r.id})"
+                                                     for r in recent if r.id == i))
+    st.query_params["run"] = run_id
+run = None
+with ui.guarded():
+    run = runs.get_run(store, run_id)
+if run is None:
+    st.stop()
+
+st.caption(f"{run.deployment_name} · run {run.id} · {run.trigger} by {run.queued_by} · "
+           f"{run.status}")
+if not run.is_finished:
+    st.progress(run.progress, text=run.message or run.status)
+    st.button("Refresh")
+    st.stop()
+if run.status != "succeeded":
+    st.error(f"**The run {run.status}.** {run.error or ''}", icon="⚠️")
+    if not run.summary.get("results_written"):  # a failed sink still leaves readable results
+        st.stop()
+
+summary = results.summary(store, run.id)
+main = summary.get("main") or {}
+boxes = st.columns(4)
+boxes[0].metric("Rows", f"{summary['rows']:,}")
+confidence = main.get("mean_confidence")
+boxes[1].metric("Mean confidence", "n/a" if confidence is None else f"{confidence:.3f}")
+boxes[2].metric("Mean input quality", f"{summary['input_quality']['mean']:.3f}")
+challenger = summary.get("challenger") or {}
+agreement = challenger.get("agreement_rate")
+boxes[3].metric("Challenger agreement", "n/a" if agreement is None else f"{agreement:.1%}")
+if main.get("class_balance"):
+    st.caption("Class balance: " + ", ".join(f"{k} {v:.1%}"
+                                             for k, v in main["class_balance"].items()))
+if main.get("prediction_summary"):
+    st.caption("Predictions: " + ", ".join(f"{k} {v:.4g}"
+                                           for k, v in main["prediction_summary"].items()
+                                           if v is not None))
+quality = summary["input_quality"]
+st.caption(f"Input problems: {quality.get('missing', 0)} missing values, "
+           f"{quality.get('out_of_range', 0)} out of training range, "
+           f"{quality.get('unseen_category', 0)} unseen categories.")
+if main.get("metrics"):
+    st.caption("Labelled metrics: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in main["metrics"].items() if isinstance(v, float)))
+
+which = st.radio("Results of", ["main", "challenger"] if challenger else ["main"],
+                 horizontal=True, key="results_which")
+with ui.guarded():
+    ui_results.results_table(store, run, which)
+    ui.download_results(run.id, which, key="results_download")

@@ -1,0 +1,134 @@
+"""Deploy, promote, roll back, run and read results by clicking through the pages (AppTest)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import audit, deployments, registry, runs, worker
+from core.store import Store
+
+OpenPage = Callable[..., AppTest]
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+@pytest.fixture
+def deployed(trained_store: Store) -> str:
+    main, challenger = (m.id for m in registry.list_models(trained_store))
+    return deployments.deploy(trained_store, main, "staging", challenger_id=challenger).name
+
+
+def test_deploy_from_the_model_page(trained_store: Store, open_page: OpenPage) -> None:
+    model = registry.list_models(trained_store)[0]
+    at = open_page("pages/model.py", id=model.id)
+    button(at, "Deploy to staging").click().run()
+    assert not at.exception and not errors(at)
+    assert any("Deployed as version 1 of churn-staging" in s.value for s in at.success)
+    [d] = deployments.list_deployments(trained_store)
+    assert d.current.main_model_id == model.id
+
+
+def test_deployments_list_shows_status_and_link(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployments.py")
+    table = at.dataframe[0].value
+    assert list(table["deployment"]) == [f"deployment?name={deployed}"]
+    assert list(table["status"]) == ["deployed"] and list(table["last run"]) == ["never"]
+
+
+def test_promote_then_roll_back_from_the_deployment_page(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed)
+    assert not at.exception and not errors(at)
+    assert any("Model block (locked)" in i.value for i in at.info)
+    button(at, "Promote to production").click().run()
+    assert any("churn-production now serves version 1" in s.value for s in at.success)
+    other = registry.list_models(trained_store)[1].id
+    deployments.deploy(trained_store, other, "staging")
+    at = open_page("pages/deployment.py", name=deployed)
+    button(at, "Make current").click().run()
+    assert deployments.get_deployment(trained_store, deployed).current.number == 1
+    assert audit.list_entries(trained_store, deployed)[0].action == "rollback"
+
+
+def test_delete_needs_the_typed_name(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed)
+    assert button(at, "Delete").disabled
+    at.text_input(key=next(t.key for t in at.text_input if "to confirm" in t.label)).set_value(
+        deployed
+    ).run()
+    button(at, "Delete").click().run()
+    assert deployments.list_deployments(trained_store) == []
+
+
+def test_unknown_deployment_name_is_explained(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name="nope")
+    assert any("No deployment 'nope'" in e for e in errors(at))
+    assert not at.exception
+
+
+def test_pipeline_preview_shows_each_block_and_a_sql_error(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed)
+    button(at, "Add a transform").click().run()
+    sql = next(t for t in at.text_area if t.label == "SELECT over `input`")
+    sql.set_value("SELECT * FROM input WHERE tenure_months > 12").run()
+    button(at, "Preview").click().run()
+    assert not at.exception
+    assert any("fits the model's schema" in s.value for s in at.success), errors(at)
+    sql = next(t for t in at.text_area if t.label == "SELECT over `input`")
+    sql.set_value("SELEC nonsense").run()
+    button(at, "Preview").click().run()
+    assert any("transform_1" in e for e in errors(at)), errors(at)
+
+
+def test_run_now_then_open_the_results(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed)
+    button(at, "Run now").click().run()
+    assert not at.exception and not errors(at)
+    [queued] = runs.list_runs(trained_store, deployed)
+    assert queued.status == "queued"
+    assert worker.run_once(trained_store)
+    run = runs.get_run(trained_store, queued.id)
+    assert run.status == "succeeded", run.error
+    at = open_page("pages/results.py", run=run.id)
+    assert not at.exception and not errors(at)
+    assert at.metric[0].value == f"{run.rows_out:,}"
+    table = at.dataframe[0].value
+    assert {"customer_id", "prediction", "confidence", "input_quality"} <= set(table.columns)
+    assert len(table) == 50
+    at.multiselect(key=next(m.key for m in at.multiselect if m.label == "Input columns")).set_value(
+        ["age"]
+    ).run()
+    assert "contract" not in at.dataframe[0].value.columns
+    at.multiselect(key="results_classes").set_value(["yes"]).run()
+    assert set(at.dataframe[0].value["prediction"]) == {"yes"}
+
+
+def test_results_of_a_failed_run_show_the_reason(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    run = runs.enqueue_run(
+        trained_store, deployed, source_override={"kind": "file", "path": "missing.csv"}
+    )
+    worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=run.id)
+    assert any("The run failed" in e and "missing.csv" in e for e in errors(at)), errors(at)
