@@ -112,11 +112,12 @@ def get_run(store: Store, run_id: str) -> Run:
     return Run.from_row(row)
 
 
-def list_runs(store: Store, deployment_name: str, limit: int = 50) -> list[Run]:
-    """A deployment's runs, newest first (by name, so a deleted deployment's runs stay listed)."""
-    rows = store.query("SELECT * FROM runs WHERE deployment_name = ? OR deployment_id = ?"
-                       " ORDER BY queued_at DESC, id DESC LIMIT ?",
-                       [deployment_name, deployment_name, limit])
+def list_runs(store: Store, deployment_name: str | None, limit: int = 50) -> list[Run]:
+    """A deployment's runs (every run for None), newest first; by name, so a deleted
+    deployment's runs stay listed."""
+    rows = store.query("SELECT * FROM runs WHERE ? IS NULL OR deployment_name = ?"
+                       " OR deployment_id = ? ORDER BY queued_at DESC, id DESC LIMIT ?",
+                       [deployment_name, deployment_name, deployment_name, limit])
     return [Run.from_row(r) for r in rows]
 
 

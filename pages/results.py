@@ -2,14 +2,13 @@
 
 import streamlit as st
 
-from core import deployments, results, runs, ui, ui_results
+from core import results, runs, ui, ui_results
 
 ui.header("Run results")
 store = ui.get_store()
 run_id = st.query_params.get("run")
 if not run_id:
-    found = deployments.list_deployments(store)
-    recent = [r for d in found for r in runs.list_runs(store, d.name, limit=20)]
+    recent = runs.list_runs(store, None, limit=200)  # deleted deployments' runs included
     if not recent:
         st.info("No run yet: open a deployment and press Run now.")
         st.page_link("pages/deployments.py", label="Deployments", icon=":material/rocket_launch:")
@@ -66,3 +65,9 @@ which = st.radio("Results of", ["main", "challenger"] if challenger else ["main"
 with ui.guarded():
     ui_results.results_table(store, run, which)
     ui.download_results(run.id, which, key="results_download")
+with st.expander("Purge this run's results"):
+    st.caption("Deletes the result files; the summary and metrics above stay.")
+    if st.button("Purge results", key="results_purge"):
+        with ui.guarded():
+            results.purge(store, run.id)
+            st.rerun()

@@ -132,3 +132,18 @@ def test_results_of_a_failed_run_show_the_reason(
     worker.run_once(trained_store)
     at = open_page("pages/results.py", run=run.id)
     assert any("The run failed" in e and "missing.csv" in e for e in errors(at)), errors(at)
+
+
+def test_purge_and_runs_of_a_deleted_deployment(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    run = runs.enqueue_run(trained_store, deployed)
+    assert worker.run_once(trained_store)
+    run = runs.get_run(trained_store, run.id)
+    deployments.delete_deployment(trained_store, deployed, confirm=deployed)
+    at = open_page("pages/results.py")  # no run given: every run is offered, deleted ones too
+    assert at.selectbox(key="results_pick").value == run.id
+    assert not at.exception and not errors(at)
+    button(at, "Purge results").click().run()
+    assert any(f"results of run {run.id} were purged" in e for e in errors(at)), errors(at)
+    assert at.metric[0].value == f"{run.rows_out:,}"  # the summary stays
