@@ -200,3 +200,28 @@ def _wait_healthy(proc: subprocess.Popen[bytes], server: StreamlitServer) -> Non
             pass
         time.sleep(0.2)
     pytest.fail(f"{health} not ok after {STARTUP_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+DEPLOY_AND_RUN = """
+import sys
+from core import deployments, registry, runs, worker
+from core.store import Store
+store = Store.open(sys.argv[1])
+churn = [m for m in registry.list_models(store) if m.experiment == "Customer churn"]
+deployed = deployments.deploy(store, churn[0].id, "staging", challenger_id=churn[1].id)
+run = runs.enqueue_run(store, deployed.name)
+assert worker.run_once(store)
+print(deployed.name, runs.get_run(store, run.id).id, runs.get_run(store, run.id).status)
+"""
+
+
+@pytest.fixture(scope="session")
+def e2e_run(e2e_home: Path) -> tuple[str, str]:
+    """(deployment name, run id) of a succeeded churn run in the e2e workspace."""
+    result = subprocess.run([sys.executable, "-c", DEPLOY_AND_RUN, str(e2e_home)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        pytest.fail(f"deploy and run failed:\n{result.stdout}\n{result.stderr}")
+    name, run_id, status = result.stdout.split()
+    assert status == "succeeded", result.stdout
+    return name, run_id
