@@ -107,9 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_import)
 
-    from core import cli_deployments  # imported here: it imports this module's helpers
+    from core import cli_deployments, cli_drift, cli_explain, cli_schedule  # import helpers
 
     cli_deployments.add_parsers(sub, common)
+    cli_schedule.add_parser(sub, common)
+    cli_explain.add_parser(sub, common)
+    cli_drift.add_parsers(sub, common)
     for name, text in (("ui", "start the Streamlit app"), ("api", "start the REST API server"),
                        ("worker", "start the pipeline worker"),
                        ("up", "start the app, the API and the worker together")):

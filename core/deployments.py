@@ -219,8 +219,11 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
         copied = {"pipeline": copy_pipeline, "schedule": copy_schedule, "report": copy_report}
         for column, wanted in copied.items():
             if wanted:
+                value = getattr(fresh, column)
+                if column == "schedule" and value:  # active from now: no catch-up of the
+                    value = {**value, "since": utcnow().isoformat()}  # slots before promotion
                 tx.execute(f"UPDATE deployments SET {column} = ? WHERE id = ?",
-                           [getattr(fresh, column), target.id])
+                           [value, target.id])
         version = _add_version(tx, target.id, *pins, actor)
         audit.record(tx, actor=actor, action="promote", deployment_id=target.id,
                      deployment_name=target.name, before=_pins(target.current),

@@ -55,6 +55,12 @@ def _readable(store: Store, run_id: str, which: str) -> tuple[Run, Path]:
     return run, path
 
 
+def readable(store: Store, run_id: str, which: str = "main") -> tuple[Run, Path]:
+    """The run and its results file; raises Conflict/NotFound/InvalidInput when there are no
+    results to read (queued, running, failed, purged, no rows, no challenger)."""
+    return _readable(store, run_id, which)
+
+
 def columns(store: Store, run_id: str, which: str = "main") -> list[str]:
     """The result columns of a run, in file order (reads the Parquet footer only)."""
     _, path = _readable(store, run_id, which)

@@ -83,25 +83,29 @@ def enqueue_run(store: Store, deployment_name: str, *,
         raise InvalidInput("A source override must be a source block with a 'kind'.",
                            'For a file: {"kind": "file", "path": "data/new.parquet"}.')
     actor = actor or audit.current_actor()
+    return get_run(store, store.write(
+        lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor)))
 
-    def write(tx: Tx) -> str:
-        row = tx.execute("SELECT id, name, pipeline, current_version_id FROM deployments"
-                         " WHERE name = ? OR id = ?", [deployment_name, deployment_name]).first()
-        if row is None:
-            raise NotFound("deployment", deployment_name,
-                           "Run `modeldeck deployments list` to see names.")
-        if row["current_version_id"] is None:
-            raise InvalidInput(f"Deployment '{row['name']}' has no current version to run.",
-                               "Deploy a model to it first.")
-        run_id = new_id("run")
-        tx.execute("INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
-                   " status, source_override, pipeline, queued_by, queued_at)"
-                   " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                   [run_id, row["id"], row["name"], row["current_version_id"], trigger,
-                    source_override, row["pipeline"], actor, utcnow()])
-        return run_id
 
-    return get_run(store, store.write(write))
+def insert_run(tx: Tx, deployment_name: str, trigger: str,
+               source_override: dict[str, Any] | None, actor: str) -> str:
+    """Insert a queued run inside the caller's transaction (the scheduler queues a slot's run
+    and records the slot in one transaction); returns its id. Raises like enqueue_run."""
+    row = tx.execute("SELECT id, name, pipeline, current_version_id FROM deployments"
+                     " WHERE name = ? OR id = ?", [deployment_name, deployment_name]).first()
+    if row is None:
+        raise NotFound("deployment", deployment_name,
+                       "Run `modeldeck deployments list` to see names.")
+    if row["current_version_id"] is None:
+        raise InvalidInput(f"Deployment '{row['name']}' has no current version to run.",
+                           "Deploy a model to it first.")
+    run_id = new_id("run")
+    tx.execute("INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
+               " status, source_override, pipeline, queued_by, queued_at)"
+               " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+               [run_id, row["id"], row["name"], row["current_version_id"], trigger,
+                source_override, row["pipeline"], actor, utcnow()])
+    return run_id
 
 
 def get_run(store: Store, run_id: str) -> Run:
@@ -158,16 +162,29 @@ def renew_lease(store: Store, run: Run, worker_id: str, *, lease_seconds: float 
 def expire_leases(store: Store) -> list[str]:
     """Fail running runs whose lease has expired (their worker died); returns their ids.
 
-    Their partial files are removed; no other run's files are touched.
+    A run whose deployment has a retry policy (schedule JSON `max_attempts` > its attempts so
+    far) is queued again instead, saying so in its message. Their partial files are removed;
+    no other run's files are touched.
     """
 
     def write(tx: Tx) -> list[str]:
         now = utcnow()
-        expired = tx.execute("SELECT id, lease_expires_at FROM runs WHERE status = 'running'"
-                             " AND lease_expires_at < ?", [now])
+        expired = tx.execute(
+            "SELECT r.id, r.lease_expires_at, r.attempt, coalesce(TRY_CAST(json_extract_string("
+            "d.schedule, '$.max_attempts') AS INTEGER), 1) AS max_attempts FROM runs r"
+            " LEFT JOIN deployments d ON d.id = r.deployment_id"
+            " WHERE r.status = 'running' AND r.lease_expires_at < ?", [now])
         for row in expired:
-            error = (f"worker lost (lease expired at {row['lease_expires_at']:%Y-%m-%d %H:%M:%S}"
-                     " UTC): the worker running it stopped or was killed. Run it again; if it "
+            lost = (f"worker lost (lease expired at {row['lease_expires_at']:%Y-%m-%d %H:%M:%S}"
+                    " UTC)")
+            if row["attempt"] < row["max_attempts"]:  # retry policy (core/scheduler.py)
+                tx.execute("UPDATE runs SET status = 'queued', lease_owner = NULL,"
+                           " lease_expires_at = NULL, started_at = NULL, progress = 0,"
+                           " message = ? WHERE id = ? AND status = 'running'",
+                           [f"{lost}; queued again (attempt {row['attempt'] + 1} of "
+                            f"{row['max_attempts']})", row["id"]])
+                continue
+            error = (f"{lost}: the worker running it stopped or was killed. Run it again; if it "
                      "keeps happening, check the worker's log and memory.")
             tx.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
                        " WHERE id = ? AND status = 'running'", [error, now, row["id"]])

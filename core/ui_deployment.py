@@ -209,3 +209,51 @@ def _runs_table(store: Store, name: str) -> None:
         "queued (UTC)": r.queued_at, "rows": r.rows_out, "by": r.queued_by,
         "error": r.error or ""} for r in found]), hide_index=True, column_config={
         "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
+
+
+def schedule_panel(store: Store, d: Deployment) -> None:
+    """Cron expression (or a preset) and time zone with a live preview; pause/resume; save."""
+    from core import scheduler  # cronsim only where schedules are shown
+
+    current = scheduler.get_schedule(store, d.name)  # fresh: `d` may predate a rerun
+    if current is not None:
+        state = "paused" if current.is_paused else "active"
+        st.markdown(f"**Current schedule** ({state}): `{current.cron}` in {current.timezone}"
+                    f" — {scheduler.describe(current.cron)}")
+        label = "Resume" if current.is_paused else "Pause"
+        if st.button(label, key=f"sched_toggle_{d.id}"):
+            with ui.guarded():
+                (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
+                st.rerun()
+    else:
+        st.caption("No schedule: runs start only when someone queues them.")
+    presets = ["custom", *scheduler.PRESETS]
+    preset = st.radio("Preset", presets, horizontal=True, key=f"sched_preset_{d.id}")
+    default = scheduler.PRESETS.get(preset) or (current.cron if current else "0 6 * * 1")
+    cron = st.text_input("Cron expression (minute hour day-of-month month day-of-week)",
+                         value=default, key=f"sched_cron_{d.id}_{preset}")
+    zones = scheduler.time_zones()
+    zone = current.timezone if current and current.timezone in zones else "UTC"
+    tz = st.selectbox("Time zone", zones, index=zones.index(zone), key=f"sched_tz_{d.id}")
+    with ui.guarded():
+        st.info(scheduler.describe(cron))
+        st.caption("Next runs: " + ", ".join(
+            f"{t:%a %Y-%m-%d %H:%M %Z}" for t in scheduler.next_times(cron, tz)))
+    base = current or scheduler.Schedule(cron=cron)
+    a, b, c = st.columns(3)
+    catch_up = a.selectbox("Missed slots (worker down)", scheduler.CATCH_UP,
+                           index=scheduler.CATCH_UP.index(base.catch_up),
+                           key=f"sched_catch_{d.id}", help="one: a single catch-up run")
+    overlap = b.selectbox("Slot while a run is in flight", scheduler.OVERLAP,
+                          index=scheduler.OVERLAP.index(base.overlap), key=f"sched_ov_{d.id}")
+    attempts = c.number_input("Attempts if the worker dies", 1, 10, base.max_attempts,
+                              key=f"sched_att_{d.id}", help="1 = no retry")
+    if st.button("Save schedule", type="primary", key=f"sched_save_{d.id}"):
+        with ui.guarded():
+            saved = scheduler.set_schedule(store, d.name, cron, tz, catch_up=catch_up,
+                                           overlap=overlap, max_attempts=int(attempts))
+            st.success(f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone}).")
+    slots = scheduler.list_slots(store, d.name)
+    if slots:
+        st.markdown("**Recent slots**")
+        st.dataframe(pd.DataFrame(slots), hide_index=True)

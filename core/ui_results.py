@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import streamlit as st
 
 from core import registry, results
@@ -20,8 +21,9 @@ def _remembered(key: str, options: list[str]) -> list[str]:
     return [c for c in chosen if c in options] if chosen else options
 
 
-def results_table(store: Store, run: Run, which: str) -> None:
-    """One page of a run's results, as the user filtered, sorted and trimmed it."""
+def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
+    """One page of a run's results, as the user filtered, sorted and trimmed it; returns the
+    page shown (empty when no column is chosen)."""
     columns = results.columns(store, run.id, which)
     predicted = [c for c in columns if c in PREDICTION_COLUMNS
                  or c.startswith(("proba_", "challenger_"))]
@@ -51,10 +53,12 @@ def results_table(store: Store, run: Run, which: str) -> None:
              "confidence": min_confidence or None, "input_quality": min_quality or None}
     number = int(d.number_input("Page", min_value=1, value=1, key="results_page"))
     # Columns the user hid are not even read, so the grid's own menu cannot re-show them.
-    keep = [col for col in ([key_column] if key_column else []) + shown_predicted + shown_inputs]
-    if not keep:
+    # Without a key column, the row number identifies a row (to explain it, for one).
+    keep = [col for col in ([key_column] if key_column else ["_row"]) + shown_predicted
+            + shown_inputs]
+    if not key_column and not shown_predicted and not shown_inputs:
         st.info("Choose at least one column to show.")
-        return
+        return pd.DataFrame()
     frame, total = results.page(store, run.id, which=which, offset=(number - 1) * size,
                                 limit=size, sort_by=sort_by, descending=descending,
                                 where=where, columns=keep)
@@ -62,3 +66,4 @@ def results_table(store: Store, run: Run, which: str) -> None:
     st.caption(f"{total:,} rows match · page {number} of {pages}"
                + (" (past the last page)" if number > pages else ""))
     st.dataframe(frame, hide_index=True)
+    return frame

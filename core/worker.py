@@ -1,9 +1,11 @@
-"""The worker sidecar: claims queued runs and executes them, with a heartbeat file.
+"""The worker sidecar: queues due schedule slots, claims queued runs and executes them.
 
-Each tick fails runs whose lease expired (their worker died), claims the oldest queued run and
-executes it, renewing its lease as it goes. A job that raises is logged and the loop goes on:
-nothing a run does can stop the worker. Start it as its own process (`modeldeck worker`),
-never forked from one that has the store open (DESIGN.md, traps).
+A `schedule` loop runs three jobs: re-read the schedules (when is the next slot due), the tick
+(queue due slots; fail or retry runs whose lease expired; claim the oldest queued run and
+execute it, renewing its lease, until the queue is empty) and the heartbeat file. Every job is
+wrapped: one that raises is logged and the loop goes on, nothing a run does stops the worker.
+Start it as its own process (`modeldeck worker`), never forked from one that has the store
+open (DESIGN.md, traps).
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import schedule
+
 import core.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import runs
+from core import drift, explain, runs, scheduler
 from core.entities import Progress
 from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
@@ -29,6 +35,7 @@ from core.workspace import atomic_write_bytes
 
 HEARTBEAT_SECONDS = 5.0
 IDLE_SECONDS = 1.0  # how often an idle worker looks for queued runs
+SYNC_SECONDS = 10.0  # how often it re-reads schedules (a slot due sooner wakes it anyway)
 
 log = logging.getLogger("modeldeck.worker")
 
@@ -75,6 +82,9 @@ def run_once(store: Store, worker_id: str | None = None, *,
         done = runs.execute_run(store, run, worker_id, _beating(store),
                                 lease_seconds=lease_seconds)
         log.info("run %s %s%s", run.id, done.status, f": {done.error}" if done.error else "")
+        # Global importance: its own step after the outcome is recorded; never fails the run.
+        explain.after_run(store, done, _beating(store))
+        drift.after_run(store, done)  # per-run drift counts: its own step, never fails the run
     finally:
         write_heartbeat(store, runs_in_flight=0)
     return True
@@ -105,23 +115,62 @@ def _exit_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
+class _Plan:
+    """When the next schedule slot is due, re-read from the store every SYNC_SECONDS, so an
+    idle worker touches the store for schedules only when a slot is due (or to re-sync)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.due_at: datetime | None = None
+
+    def sync(self) -> None:
+        self.due_at = scheduler.next_due(self.store)
+
+    def enqueue_due(self) -> None:
+        if self.due_at is not None and utcnow() >= self.due_at:
+            for decision in scheduler.enqueue_due(self.store):
+                log.info("%s: %s", decision.deployment_name, decision.note)
+            self.sync()
+
+
+def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
+    """A job for `schedule`: whatever it raises is logged, never escapes run_pending() (where
+    it would stop the loop and leave the job due forever: DESIGN.md, traps)."""
+
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("worker %s failed; going on", name)
+
+    return run
+
+
 def _loop(store: Store, worker_id: str, *, once: bool, idle_seconds: float,
           max_ticks: int | None) -> None:
-    ticks, last_beat = 0, 0.0
-    while True:
-        ticks += 1
-        busy = False
-        try:
-            busy = run_once(store, worker_id)
-        except Exception:  # a job (or the store) failing must not stop the worker
-            log.exception("worker tick failed; going on")
-        if time.monotonic() - last_beat >= HEARTBEAT_SECONDS or busy:
+    plan = _Plan(store)
+    jobs = schedule.Scheduler()
+
+    def work() -> None:
+        """Queue due slots, then execute queued runs until none is left."""
+        plan.enqueue_due()
+        while run_once(store, worker_id):
             _safe_heartbeat(store)
-            last_beat = time.monotonic()
-        if once or (max_ticks is not None and ticks >= max_ticks):
-            return
-        if not busy:
-            time.sleep(idle_seconds)
+            plan.enqueue_due()
+
+    jobs.every(SYNC_SECONDS).seconds.do(_guarded("schedule sync", plan.sync))
+    # `schedule` loops forever on a zero interval: a tick is at least 10 ms apart.
+    jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", work))
+    jobs.every(HEARTBEAT_SECONDS).seconds.do(_guarded("heartbeat",
+                                                      lambda: _safe_heartbeat(store)))
+    jobs.run_all()  # the first tick at once: sync, work, heartbeat
+    ticks = 1
+    while not once and (max_ticks is None or ticks < max_ticks):
+        # Sleep until the next job is due (never a busy loop: idle CPU stays low).
+        time.sleep(min(max(jobs.idle_seconds or 0.0, 0.0), idle_seconds))
+        if jobs.idle_seconds is not None and jobs.idle_seconds <= 0:
+            ticks += 1
+            jobs.run_pending()
 
 
 def _safe_heartbeat(store: Store) -> None:

@@ -1,8 +1,8 @@
-"""One deployment: general, pipeline, versions, runs and audit log."""
+"""One deployment: general, pipeline, versions, runs, schedule, drift and audit log."""
 
 import streamlit as st
 
-from core import audit, ui, ui_deployment
+from core import audit, ui, ui_deployment, ui_drift
 from core.errors import NotFound
 
 ui.header("Deployment")
@@ -17,16 +17,22 @@ deployment = st.selectbox("Deployment", found, key="deployment_pick",
                           format_func=lambda d: f"{d.name} ({d.environment})")
 st.query_params["name"] = deployment.name
 
-general, pipeline_tab, versions_tab, runs_tab, audit_tab = st.tabs(
-    ["General", "Pipeline", "Versions", "Runs", "Audit log"])
+general, pipeline_tab, versions_tab, runs_tab, schedule_tab, drift_tab, audit_tab = st.tabs(
+    ["General", "Pipeline", "Versions", "Runs", "Schedule", "Drift", "Audit log"])
 with general:
+    ui_drift.drift_banner(store, deployment)
     ui_deployment.general(store, deployment)
+    ui_drift.drift_headline(store, deployment)
 with pipeline_tab:
     ui_deployment.pipeline_editor(store, deployment)
 with versions_tab:
     ui_deployment.versions_table(store, deployment)
 with runs_tab:
     ui_deployment.runs_panel(store, deployment)
+with schedule_tab:
+    ui_deployment.schedule_panel(store, deployment)
+with drift_tab:
+    ui_drift.drift_tab(store, deployment)
 with audit_tab:
     entries = audit.list_entries(store, deployment.name)
     st.dataframe([{"when (UTC)": e.logged_at, "who": e.actor, "what": e.action,

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import results, runs, ui, ui_results
+from core import results, runs, ui, ui_explain, ui_results
 
 ui.header("Run results")
 store = ui.get_store()
@@ -63,8 +63,11 @@ if main.get("metrics"):
 which = st.radio("Results of", ["main", "challenger"] if challenger else ["main"],
                  horizontal=True, key="results_which")
 with ui.guarded():
-    ui_results.results_table(store, run, which)
+    shown = ui_results.results_table(store, run, which)
     ui.download_results(run.id, which, key="results_download")
+    ui_explain.explain_row(store, run, which, shown)
+if run.status == "succeeded" and run.purged_at is None:
+    ui_explain.global_importance(store, run)
 with st.expander("Purge this run's results"):
     st.caption("Deletes the result files; the summary and metrics above stay.")
     if st.button("Purge results", key="results_purge"):

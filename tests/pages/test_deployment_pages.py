@@ -147,3 +147,34 @@ def test_purge_and_runs_of_a_deleted_deployment(
     button(at, "Purge results").click().run()
     assert any(f"results of run {run.id} were purged" in e for e in errors(at)), errors(at)
     assert at.metric[0].value == f"{run.rows_out:,}"  # the summary stays
+
+
+def test_drift_banner_links_to_retraining(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    import pandas as pd
+
+    from core import datasets
+
+    served = datasets.churn_frame(n_rows=2000, seed=3).drop(columns=["churn"])
+    served["age"] = served["age"] + 30
+    served["contract"] = "two-year"
+    path = trained_store.workspace.home / "incoming" / "shifted.parquet"
+    path.parent.mkdir()
+    pd.DataFrame(served).to_parquet(path, index=False)
+    runs.enqueue_run(
+        trained_store,
+        deployed,
+        source_override={"kind": "file", "path": "incoming/shifted.parquet"},
+    )
+    assert worker.run_once(trained_store)
+    at = open_page("pages/deployment.py", name=deployed)
+    assert not at.exception and not errors(at)
+    [banner] = [w.value for w in at.warning if "Model may be obsolete" in w.value]
+    assert "age" in banner and "contract" in banner
+    link = next(p for p in at.get("page_link") if "Retrain" in p.proto.label)
+    experiment = registry.get_experiment(
+        trained_store, registry.list_models(trained_store)[0].experiment_id
+    )
+    assert link.proto.page == "train"
+    assert link.proto.query_string == f"dataset={experiment.dataset_id}&target=churn"

@@ -1,0 +1,133 @@
+"""The deployment page's drift panels: the Drift tab, the General tab's banner and headline.
+
+Streamlit only; every number comes from core.drift (stored per-run counts), every figure from
+core.charts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+import streamlit as st
+
+from core import charts, drift, registry, runs, ui
+from core.drift_scores import FeatureDrift
+from core.entities import Deployment
+from core.errors import InvalidInput
+from core.store import Store, utcnow
+
+OVER_TIME = 30  # runs in the over-time charts
+
+
+def _window(store: Store, d: Deployment) -> dict[str, Any]:
+    """The window the user picks: the last N runs, one run, or a date range (UTC)."""
+    kind = st.radio("Window", ["Last runs", "One run", "Date range"], horizontal=True,
+                    key=f"drift_window_{d.id}")
+    if kind == "Last runs":
+        return {"last": int(st.number_input("Runs", 1, drift.MAX_WINDOW, 1,
+                                            key=f"drift_last_{d.id}"))}
+    if kind == "One run":
+        found = [r for r in runs.list_runs(store, d.name, limit=100) if r.status == "succeeded"]
+        if not found:
+            return {"last": 1}  # the report says there are no runs
+        run = st.selectbox("Run", found, key=f"drift_run_{d.id}", format_func=lambda r: (
+            f"{r.id} · {r.finished_at or r.queued_at:%Y-%m-%d %H:%M} · {r.rows_out} rows"))
+        return {"run_id": run.id}
+    today = utcnow().date()
+    picked = st.date_input("Dates (UTC)", (today - timedelta(days=7), today),
+                           key=f"drift_dates_{d.id}")
+    days = list(picked) if isinstance(picked, tuple | list) else [picked]
+    first, last = days[0], days[-1]  # while picking, the range has one end only
+    return {"start": datetime.combine(first, time()),
+            "end": datetime.combine(last, time()) + timedelta(days=1)}
+
+
+def _table(report: drift.DriftReport) -> None:
+    rows = [{"feature": f.name, "kind": f.kind, "status": f.status, "PSI": f.psi,
+             "distance": f.distance, "distance kind": f.distance_kind, "p-value": f.p_value,
+             "test": f.test, "rows": f.served_rows, "note": f.note}
+            for f in sorted(report.features, key=lambda f: -(f.psi or -1))]
+    st.dataframe(rows, hide_index=True, key=f"drift_table_{report.deployment}",
+                 column_config={"PSI": st.column_config.NumberColumn(format="%.3f"),
+                                "distance": st.column_config.NumberColumn(format="%.3f"),
+                                "p-value": st.column_config.NumberColumn(
+                                    format="%.2g", help="For information only: at 100k+ rows "
+                                    "it flags negligible shifts. The status comes from PSI.")})
+
+
+def _thresholds(store: Store, d: Deployment, current: drift.Thresholds) -> None:
+    with st.expander("PSI thresholds"), st.form(f"drift_thresholds_{d.id}"):
+        left, right = st.columns(2)
+        moderate = left.number_input("Moderate from", 0.0, None, current.moderate, 0.01)
+        drifted = right.number_input("Drifted from", 0.0, None, current.drifted, 0.01)
+        if st.form_submit_button("Save thresholds"):
+            with ui.guarded():
+                drift.set_thresholds(store, d.name, moderate, drifted)
+                st.rerun()
+
+
+def _overlay(feature: FeatureDrift, key: str) -> None:
+    if feature.status == "n/a":
+        st.info(f"{feature.name}: not scored ({feature.note}).")
+        return
+    st.plotly_chart(charts.drift_overlay_figure(feature), key=key)
+    if feature.note:
+        st.caption(feature.note)
+
+
+def drift_tab(store: Store, d: Deployment) -> None:
+    """Window picker, scores per feature (sortable), overlays and PSI per run."""
+    if not any(r.status == "succeeded" for r in runs.list_runs(store, d.name, limit=200)):
+        st.info("Drift compares the data this deployment scored with the training data: it "
+                "appears once a run has succeeded (Runs tab, Run now).")
+        return
+    window = _window(store, d)
+    try:
+        report = drift.drift_report(store, d.name, **window)
+    except InvalidInput as exc:
+        ui.show_error(exc)
+        return
+    cols = st.columns(4)
+    cols[0].metric("Drifted features", f"{len(report.drifted)} of {len(report.scored)}")
+    cols[1].metric("Rows", f"{report.rows:,}")
+    cols[2].metric("Runs", len(report.run_ids))
+    cols[3].metric("Prediction", report.prediction.status if report.prediction else "n/a")
+    for note in report.notes:
+        st.caption(note)
+    _thresholds(store, d, report.thresholds)
+    _table(report)
+    names = [f.name for f in report.features]
+    chosen = st.selectbox("Feature", names, key=f"drift_feature_{d.id}")
+    feature = next(f for f in report.features if f.name == chosen)
+    _overlay(feature, key=f"drift_overlay_{d.id}")
+    series = drift.drift_over_time(store, d.name, OVER_TIME, report.thresholds)
+    if feature.status != "n/a":
+        st.plotly_chart(charts.drift_time_figure(series, chosen), key=f"drift_time_{d.id}")
+    if report.prediction is not None:
+        st.subheader("Prediction")
+        _overlay(report.prediction, key=f"drift_prediction_{d.id}")
+
+
+def drift_banner(store: Store, d: Deployment) -> None:
+    """A warning when the latest run shows drifted features, linking to retraining."""
+    alert = drift.drift_alert(store, d.name, OVER_TIME)
+    if alert is None:
+        return
+    st.warning(f"**Model may be obsolete: {alert.n_drifted} of {alert.n_features} features "
+               f"drifted since {alert.since:%Y-%m-%d %H:%M} UTC** "
+               f"({', '.join(alert.drifted)}).", icon=":material/trending_up:")
+    experiment = registry.get_experiment(store, d.experiment_id)
+    st.page_link("pages/train.py", label="Retrain in the training playground",
+                 query_params={"dataset": experiment.dataset_id, "target": experiment.target},
+                 icon=":material/model_training:")
+
+
+def drift_headline(store: Store, d: Deployment) -> None:
+    """The share of drifted features per run over the last runs."""
+    try:
+        series = drift.drift_over_time(store, d.name, OVER_TIME)
+    except InvalidInput:
+        st.caption("Drift appears here once the deployment has a succeeded run.")
+        return
+    st.plotly_chart(charts.drift_share_figure(series), key=f"drift_headline_{d.id}")
