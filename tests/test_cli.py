@@ -22,6 +22,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from core import cli, datasets
 from core.store import Store
+from tests.cli_helpers import run, run_json
 
 State = Callable[[Store], dict[str, object]]
 MODEL_FIELDS = {"id", "project", "experiment", "version", "algorithm", "task", "metrics",
@@ -29,17 +30,6 @@ MODEL_FIELDS = {"id", "project", "experiment", "version", "algorithm", "task", "
 DATASET_FIELDS = {"id", "name", "kind", "source", "n_rows", "columns", "created_at"}
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in this process; return (exit code, stdout, stderr)."""
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def assert_user_error(code: int, out: str, err: str, *parts: str) -> None:

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 
-from core import cli, registry
+from core import registry
 from core.store import Store
+from tests.cli_helpers import run, run_json
 
 DEPLOYMENT_FIELDS = {"id", "name", "environment", "access", "current", "pipeline",
                      "created_at", "updated_at"}
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def test_deploy_promote_rollback_and_delete(capsys: pytest.CaptureFixture[str],
