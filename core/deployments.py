@@ -16,6 +16,7 @@ from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVer
 from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
 from core.pipeline import validate_pipeline
 from core.registry import get_experiment, get_model, load_estimator, verify_artifact
+from core.runs import touch_queue_marker
 from core.store import Store, Tx, utcnow
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -230,7 +231,11 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
                      after={**_pins(version), "from": fresh.name, "copied": copied})
         return target.id
 
-    return get_deployment(store, store.write(write))
+    promoted = get_deployment(store, store.write(write))
+    if copy_schedule:
+        # A copied schedule is new to the worker: wake it rather than wait for its next sync.
+        touch_queue_marker(store.workspace)
+    return promoted
 
 
 def rollback(store: Store, name: str, version_number: int,

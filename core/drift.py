@@ -16,6 +16,7 @@ or chi-square p-value. The status comes from PSI and the deployment's thresholds
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -163,21 +164,35 @@ def _feature_column(model: Model, name: str, columns: list[str]) -> str | None:
 
 
 def _numeric_sql(x: str, edges: list[float], params: list[Any]) -> list[str]:
-    """Aggregates of a numeric value `x`: a histogram of its bucket index (-1 missing, 0
-    below range, 1..n the training bins, n+1 above) and the sums of the outer buckets.
+    """Aggregates of a numeric value `x`, read back by `_numeric_counts`: the counts below the
+    first edge, at or above each inner edge, above the last edge, of NaN and of values (NaN
+    included); the sums of the outer buckets, the sum, min and max of the numbers.
 
-    One bucket index per row costs a comparison per inner edge; a filtered count per bucket
-    made DuckDB evaluate the value once per aggregate (10x slower on 1M rows).
+    Each bucket is a difference of two counts. Measured on 1M rows x 15 columns: one
+    `count_if` per edge 0.2 s; a bucket index per row fed to `histogram` 0.8 s (binary search
+    or `histogram(x, bounds)` 0.5 s); sums with FILTER clauses 1.4 s, with CASE 0.26 s.
     """
-    inner = "".join(f" + ({x} >= ?)::INTEGER" for _ in edges[1:-1])
-    above = max(len(edges) - 1, 1) + 1
-    params += [edges[0], edges[-1], *edges[1:-1], edges[0], edges[-1]]
-    present = f"NOT isnan({x})"
-    return [f"histogram(CASE WHEN {x} IS NULL OR isnan({x}) THEN -1 WHEN {x} < ? THEN 0"
-            f" WHEN {x} > ? THEN {above} ELSE 1{inner} END)",
-            f"sum({x}) FILTER (WHERE {x} < ?)", f"sum({x}) FILTER (WHERE {x} > ? AND {present})",
-            f"sum({x}) FILTER (WHERE {present})", f"min({x}) FILTER (WHERE {present})",
-            f"max({x}) FILTER (WHERE {present})"]
+    number = f"CASE WHEN isnan({x}) THEN NULL ELSE {x} END"
+    params += [edges[0], *edges[1:-1], edges[-1], edges[0], edges[-1]]
+    return [f"count_if({x} < ?)", *(f"count_if({x} >= ?)" for _ in edges[1:-1]),
+            f"count_if({x} > ?)", f"count_if(isnan({x}))", f"count({x})",
+            f"sum(CASE WHEN {x} < ? THEN {x} END)",
+            f"sum(CASE WHEN {x} > ? AND NOT isnan({x}) THEN {x} END)",
+            f"sum({number})", f"min({number})", f"max({number})"]
+
+
+def _numeric_counts(values: list[Any], edges: list[float], rows: int) -> dict[str, Any]:
+    """The buckets of `_numeric_sql`'s aggregates (DuckDB sorts NaN above every number, so
+    NaN is in the count above the last edge and in every `>=` count)."""
+    n = len(edges[1:-1])
+    below, *at_or_above, above, nan, non_null = (int(v or 0) for v in values[:n + 4])
+    below_sum, above_sum, total, low, high = values[n + 4:n + 9]
+    cuts = [non_null - below, *at_or_above, above]  # values at or above each edge, then above
+    return {"kind": "numeric", "missing": rows - non_null + nan, "below": below,
+            "below_sum": float(below_sum or 0.0),
+            "bins": [lower - upper for lower, upper in itertools.pairwise(cuts)],
+            "above": above - nan, "above_sum": float(above_sum or 0.0),
+            "sum": float(total or 0.0), "min": low, "max": high}
 
 
 def _plan(model: Model, profile: dict[str, Any], columns: list[str]
@@ -210,19 +225,20 @@ def count_file(path: Any, model: Model, profile: dict[str, Any]) -> dict[str, An
     """Bucket counts of one results file against `profile`: one DuckDB aggregation."""
     schema = pq.read_schema(path)
     planned, skipped = _plan(model, profile, schema.names)
-    selects, aggregates, params = [], ["count(*)"], []
-    for i, (_, kind, found, column) in enumerate(planned):
-        alias = f"f{i}"
+    aggregates, params = ["count(*)"], []
+    for _, kind, found, column in planned:
+        value, kind_of = _quote(column), schema.field(column).type
         if kind == "numeric":
-            floats = pa.types.is_floating(schema.field(column).type)  # casting costs 40%
-            value = _quote(column) if floats else f"TRY_CAST({_quote(column)} AS DOUBLE)"
-            selects.append(f"{value} AS {alias}")
-            aggregates += _numeric_sql(alias, found["edges"], params)
+            if not pa.types.is_floating(kind_of):  # integers, booleans, text holding numbers
+                value = f"TRY_CAST({value} AS DOUBLE)"
+            aggregates += _numeric_sql(value, found["edges"], params)
         else:
-            selects.append(f"CAST({_quote(column)} AS VARCHAR) AS {alias}")
-            aggregates += [f"count(*) FILTER (WHERE {alias} IS NULL)", f"histogram({alias})"]
-    source = f"(SELECT {', '.join(selects) or '1 AS one'} FROM read_parquet(?))"
-    sql = f"SELECT {', '.join(aggregates)} FROM {source}"
+            if not (pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of)):
+                value = f"CAST({value} AS VARCHAR)"
+            aggregates += [f"count({value})", f"histogram({value})"]
+    # pyarrow leaves NaN out of a column's min/max statistics; without can_have_nan DuckDB
+    # takes them to mean "no NaN" and folds isnan() and comparisons to constants.
+    sql = f"SELECT {', '.join(aggregates)} FROM read_parquet(?, can_have_nan = true)"
     row = with_files(lambda tx: tx.execute(sql, [*params, str(path)]).rows[0])
     return _unpack(list(row), planned, skipped, model)
 
@@ -233,17 +249,11 @@ def _unpack(row: list[Any], planned: list[tuple[str, str, dict[str, Any], str]],
     categories = {f.name: set(f.categories) for f in model.schema.features}
     for name, kind, found, _ in planned:
         if kind == "numeric":
-            n_inner = max(len(found["edges"]) - 1, 1)
-            buckets, below_sum, above_sum, total, low, high = row[pos:pos + 6]
-            pos += 6
-            got = {int(k): int(v) for k, v in (buckets or {}).items()}
-            out[name] = {"kind": "numeric", "missing": got.get(-1, 0), "below": got.get(0, 0),
-                         "below_sum": float(below_sum or 0.0),
-                         "bins": [got.get(i, 0) for i in range(1, n_inner + 1)],
-                         "above": got.get(n_inner + 1, 0), "above_sum": float(above_sum or 0.0),
-                         "sum": float(total or 0.0), "min": low, "max": high}
+            width = len(found["edges"][1:-1]) + 9  # the aggregates of _numeric_sql
+            out[name] = _numeric_counts(row[pos:pos + width], found["edges"], rows)
+            pos += width
         else:
-            missing, histogram = int(row[pos]), row[pos + 1] or {}
+            missing, histogram = rows - int(row[pos]), row[pos + 1] or {}
             pos += 2
             known = found.get("frequencies") or {}
             # the prediction's classes are the model's, a feature's its schema's categories

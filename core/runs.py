@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ from core.errors import ArtifactError, InvalidInput, ModelDeckError, NotFound
 from core.registry import get_model, load_estimator
 from core.scoring import Loaded, RunScorer
 from core.store import Store, Tx, utcnow
-from core.workspace import Workspace
+from core.workspace import Workspace, atomic_write_bytes
 
 log = logging.getLogger("modeldeck.runs")
 
@@ -50,6 +51,9 @@ TRIGGERS = ("manual", "schedule", "api-batch", "validation")
 LEASE_SECONDS = 60.0
 LEASE_ENV = "MODELDECK_LEASE_SECONDS"
 BEAT_SECONDS = 1.0  # at most one progress/lease write a second
+# Rewritten (new random token) after a transaction that queued runs or changed schedules
+# commits: an idle worker reads this small file instead of opening the store every second.
+QUEUE_MARKER = "queue.changed"
 
 
 def default_lease_seconds() -> float:
@@ -83,8 +87,31 @@ def enqueue_run(store: Store, deployment_name: str, *,
         raise InvalidInput("A source override must be a source block with a 'kind'.",
                            'For a file: {"kind": "file", "path": "data/new.parquet"}.')
     actor = actor or audit.current_actor()
-    return get_run(store, store.write(
-        lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor)))
+    run_id = store.write(
+        lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor))
+    touch_queue_marker(store.workspace)  # after the commit: a woken worker must see the row
+    return get_run(store, run_id)
+
+
+def touch_queue_marker(workspace: Workspace) -> None:
+    """Tell idle workers that runs were queued or schedules changed; call after the commit.
+
+    Only a hint (the store stays the source of truth and workers look there every ~15 s
+    anyway), so a marker that cannot be written is logged, never raised. A random token, not
+    just a new mtime: two touches within the filesystem's timestamp granularity still differ.
+    """
+    try:
+        atomic_write_bytes(workspace.home / QUEUE_MARKER, secrets.token_hex(8).encode())
+    except OSError as exc:
+        log.warning("could not touch the queue marker in %s: %s", workspace.home, exc)
+
+
+def read_queue_marker(workspace: Workspace) -> bytes | None:
+    """The queue marker's current token (None before the first touch); a few microseconds."""
+    try:
+        return (workspace.home / QUEUE_MARKER).read_bytes()
+    except OSError:
+        return None
 
 
 def insert_run(tx: Tx, deployment_name: str, trigger: str,

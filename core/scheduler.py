@@ -8,7 +8,8 @@ cronsim's (DESIGN.md, traps); only the @daily-style aliases are ours.
 
 Each slot the worker decides is one row of `schedule_slots`, keyed (deployment, slot): the run
 and its slot row are inserted in one transaction and the key refuses a second decision, so a
-slot yields exactly one run however many workers compute it.
+slot yields exactly one run however many workers compute it. After a commit that queued a run
+or changed a schedule, the queue marker (core/runs.py) is touched so idle workers look now.
 """
 
 from __future__ import annotations
@@ -189,7 +190,9 @@ def _save(store: Store, name: str, action: str, change: Any, actor: str | None) 
                      before=before.to_dict() if before else None, after=after.to_dict())
         return after
 
-    return store.write(write)
+    saved = store.write(write)
+    runs.touch_queue_marker(store.workspace)  # idle workers re-read the schedules now
+    return saved
 
 
 def _loads(text: Any) -> dict[str, Any]:
@@ -341,7 +344,10 @@ def enqueue_due(store: Store, now: datetime | None = None,
     leaves it due until that run ends (`wait`). One transaction: exactly once across workers.
     """
     now = now or utcnow()
-    return store.write(lambda tx: _decide_all(tx, now, actor))
+    decisions = store.write(lambda tx: _decide_all(tx, now, actor))
+    if any(d.run_id for d in decisions):
+        runs.touch_queue_marker(store.workspace)  # after the commit: other workers wake too
+    return decisions
 
 
 def _decide_all(tx: Tx, now: datetime, actor: str) -> list[SlotDecision]:

@@ -1,11 +1,15 @@
 """The worker sidecar: queues due schedule slots, claims queued runs and executes them.
 
-A `schedule` loop runs three jobs: re-read the schedules (when is the next slot due), the tick
-(queue due slots; fail or retry runs whose lease expired; claim the oldest queued run and
-execute it, renewing its lease, until the queue is empty) and the heartbeat file. Every job is
-wrapped: one that raises is logged and the loop goes on, nothing a run does stops the worker.
-Start it as its own process (`modeldeck worker`), never forked from one that has the store
-open (DESIGN.md, traps).
+A `schedule` loop runs two jobs: the tick and the heartbeat file. An idle tick costs one read
+of a small marker file, not the store (a connect alone costs ~30 ms): it opens the store only
+when the queue marker changed (a run was queued, or a schedule changed, by any process), a
+known schedule slot is due, the last drain did not reach an empty queue, or every
+FULL_CHECK_SECONDS (fail or retry runs whose lease expired, re-read the schedules, and look
+for queued runs as a safety net: the marker is only a hint, the store the truth). Once awake it
+queues due slots, then claims and executes runs, renewing their leases, until none is left.
+Every job is wrapped: one that raises is logged and the loop goes on, nothing a run does stops
+the worker. Start it as its own process (`modeldeck worker`), never forked from one that has
+the store open (DESIGN.md, traps).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +38,9 @@ from core.store import Store, utcnow
 from core.workspace import atomic_write_bytes
 
 HEARTBEAT_SECONDS = 5.0
-IDLE_SECONDS = 1.0  # how often an idle worker looks for queued runs
-SYNC_SECONDS = 10.0  # how often it re-reads schedules (a slot due sooner wakes it anyway)
+IDLE_SECONDS = 1.0  # how often an idle worker looks at the queue marker and its plan
+FULL_CHECK_SECONDS = 15.0  # how often it opens the store anyway: leases, schedules, queue
+WAIT_RECHECK_SECONDS = 5.0  # a slot left due (overlap "wait") is looked at again this late
 
 log = logging.getLogger("modeldeck.worker")
 
@@ -71,8 +76,22 @@ def run_once(store: Store, worker_id: str | None = None, *,
     Errors of the run itself end up on the run row (execute_run never raises for them).
     """
     worker_id = worker_id or new_worker_id()
-    for run_id in runs.expire_leases(store):
-        log.warning("run %s failed: its worker was lost (lease expired)", run_id)
+    expire_lost_runs(store)
+    return run_next(store, worker_id, lease_seconds=lease_seconds)
+
+
+def expire_lost_runs(store: Store) -> list[str]:
+    """Fail (or queue again, per retry policy) runs whose worker died; one transaction."""
+    expired = runs.expire_leases(store)
+    for run_id in expired:
+        log.warning("run %s: its worker was lost (lease expired)", run_id)
+    if expired:
+        runs.touch_queue_marker(store.workspace)  # a retried run is queued again
+    return expired
+
+
+def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None) -> bool:
+    """Claim and execute the oldest queued run (no lease expiry). True if one was executed."""
     run = runs.claim_next_run(store, worker_id, lease_seconds)
     if run is None:
         return False
@@ -116,8 +135,9 @@ def _exit_on_sigterm() -> Any:
 
 
 class _Plan:
-    """When the next schedule slot is due, re-read from the store every SYNC_SECONDS, so an
-    idle worker touches the store for schedules only when a slot is due (or to re-sync)."""
+    """When the next schedule slot is due, as last read from the store (re-read on a full
+    check or a marker change), so an idle worker touches the store for schedules only when a
+    slot is due."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -126,11 +146,68 @@ class _Plan:
     def sync(self) -> None:
         self.due_at = scheduler.next_due(self.store)
 
+    def is_due(self) -> bool:
+        return self.due_at is not None and utcnow() >= self.due_at
+
     def enqueue_due(self) -> None:
-        if self.due_at is not None and utcnow() >= self.due_at:
-            for decision in scheduler.enqueue_due(self.store):
-                log.info("%s: %s", decision.deployment_name, decision.note)
-            self.sync()
+        if not self.is_due():
+            return
+        for decision in scheduler.enqueue_due(self.store):
+            log.info("%s: %s", decision.deployment_name, decision.note)
+        self.sync()
+        if self.is_due():  # a slot waiting for a run in flight (overlap "wait"): not every tick
+            self.due_at = utcnow() + timedelta(seconds=WAIT_RECHECK_SECONDS)
+
+
+_UNSEEN = b"\0unseen"  # no marker token looks like this: the first tick always looks
+
+
+class Tick:
+    """The worker's tick: open the store only when there may be work (see the module doc)."""
+
+    def __init__(self, store: Store, worker_id: str, *,
+                 full_check_seconds: float = FULL_CHECK_SECONDS) -> None:
+        self.store, self.worker_id = store, worker_id
+        self.full_check_seconds = full_check_seconds
+        self.plan = _Plan(store)
+        self.marker: bytes | None = _UNSEEN
+        self.full_check_at = float("-inf")  # time.monotonic() of the next full check
+        self.has_pending = True  # True until a drain ended with an empty queue
+
+    def __call__(self) -> int:
+        """One tick: the number of runs executed (0 also when it did not open the store)."""
+        marker = runs.read_queue_marker(self.store.workspace)
+        is_full = time.monotonic() >= self.full_check_at
+        is_changed = marker != self.marker
+        if not (is_full or is_changed or self.has_pending or self.plan.is_due()):
+            return 0
+        # Read before draining: a run committed after the drain's last (empty) claim touches
+        # the marker after this read, so the next tick sees a new token.
+        self.marker = marker
+        self.has_pending = True
+        if is_full:
+            self._full_check()
+        elif is_changed:
+            self.plan.sync()
+        return self._drain()
+
+    def _full_check(self) -> None:
+        self.full_check_at = time.monotonic() + self.full_check_seconds
+        expire_lost_runs(self.store)
+        self.plan.sync()
+
+    def _drain(self) -> int:
+        """Queue due slots, then execute queued runs until none is left."""
+        executed = 0
+        self.plan.enqueue_due()
+        while run_next(self.store, self.worker_id):
+            executed += 1
+            _safe_heartbeat(self.store)
+            if time.monotonic() >= self.full_check_at:  # a long drain still expires leases
+                self._full_check()
+            self.plan.enqueue_due()
+        self.has_pending = False
+        return executed
 
 
 def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
@@ -148,22 +225,12 @@ def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
 
 def _loop(store: Store, worker_id: str, *, once: bool, idle_seconds: float,
           max_ticks: int | None) -> None:
-    plan = _Plan(store)
     jobs = schedule.Scheduler()
-
-    def work() -> None:
-        """Queue due slots, then execute queued runs until none is left."""
-        plan.enqueue_due()
-        while run_once(store, worker_id):
-            _safe_heartbeat(store)
-            plan.enqueue_due()
-
-    jobs.every(SYNC_SECONDS).seconds.do(_guarded("schedule sync", plan.sync))
     # `schedule` loops forever on a zero interval: a tick is at least 10 ms apart.
-    jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", work))
+    jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", Tick(store, worker_id)))
     jobs.every(HEARTBEAT_SECONDS).seconds.do(_guarded("heartbeat",
                                                       lambda: _safe_heartbeat(store)))
-    jobs.run_all()  # the first tick at once: sync, work, heartbeat
+    jobs.run_all()  # the first tick at once (a full check), and the heartbeat
     ticks = 1
     while not once and (max_ticks is None or ticks < max_ticks):
         # Sleep until the next job is due (never a busy loop: idle CPU stays low).

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -92,6 +93,23 @@ def test_unseen_categories_and_missing_values_get_their_buckets(
     assert internet.note == "20.0% of values were unseen in training"
     assert found["tenure_months"].served[-1] == pytest.approx(0.5)  # missing
     assert found["tenure_months"].status == "drifted"
+
+
+def test_nan_in_a_results_file_counts_as_missing_like_null(
+        trained_store: Store, deployed: Deployment) -> None:
+    run = score(trained_store, deployed.name, served(n_rows=400))
+    table = pq.read_table(runs.result_path(trained_store.workspace, run.id))
+    charges = table.column("monthly_charges").to_numpy(zero_copy_only=False).astype(float)
+    charges[:100] = np.nan  # NaN, not null: pyarrow leaves it out of the min/max statistics
+    where = table.schema.get_field_index("monthly_charges")
+    path = trained_store.workspace.home / "nan.parquet"
+    pq.write_table(table.set_column(where, "monthly_charges", pa.array(charges)), path)
+    model = registry.get_model(trained_store, deployed.current.main_model_id)
+    counts = drift.count_file(path, model, model.profile)["features"]["monthly_charges"]
+    assert counts["missing"] == 100
+    assert counts["below"] + sum(counts["bins"]) + counts["above"] == 300
+    assert counts["max"] == np.nanmax(charges) and counts["min"] == np.nanmin(charges)
+    assert counts["sum"] == pytest.approx(np.nansum(charges), rel=1e-12)
 
 
 def test_psi_is_zero_for_equal_shares_and_finite_with_empty_buckets() -> None:

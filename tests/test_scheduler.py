@@ -152,6 +152,20 @@ def test_a_due_slot_queues_exactly_one_scheduled_run(trained_store: Store,
     assert runs.get_run(trained_store, run.id).status == "succeeded"
 
 
+def test_queued_slots_and_schedule_changes_touch_the_queue_marker(
+        trained_store: Store, deployed: Deployment) -> None:
+    workspace = trained_store.workspace
+    before = runs.read_queue_marker(workspace)
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly")  # idle workers re-sync
+    changed = runs.read_queue_marker(workspace)
+    assert changed is not None and changed != before
+    slot = first_slot(trained_store, deployed.name)
+    assert scheduler.enqueue_due(trained_store, slot - timedelta(seconds=1)) == []
+    assert runs.read_queue_marker(workspace) == changed  # nothing queued, nothing to wake for
+    [decision] = scheduler.enqueue_due(trained_store, slot + timedelta(seconds=1))
+    assert decision.run_id is not None and runs.read_queue_marker(workspace) != changed
+
+
 def test_missed_slots_give_one_catch_up_run(trained_store: Store, deployed: Deployment) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@hourly")
     slot = first_slot(trained_store, deployed.name)

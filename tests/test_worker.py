@@ -9,16 +9,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from core import datasets, deployments, registry, runs, worker
 from core.entities import Deployment
 from core.sidecars import HEARTBEAT_FILE, worker_status
-from core.store import Store
+from core.store import Store, Tx
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 # A worker process: executes queued runs until none is left, prints how many it executed.
 WORKER_SCRIPT = """
 import sys
@@ -30,6 +33,27 @@ while run_once(store, sys.argv[2]):
     done += 1
 print(done)
 """
+# A worker process ticking like `modeldeck worker`, but with no full check in sight: only the
+# queue marker can wake it. Says "ready" after its first tick, stops after argv[3] runs.
+TICK_SCRIPT = """
+import sys, time
+from core.store import Store
+from core.worker import Tick
+tick = Tick(Store.open(sys.argv[1]), sys.argv[2], full_check_seconds=3600)
+done = tick()
+print("ready", flush=True)
+while done < int(sys.argv[3]):
+    time.sleep(0.05)
+    done += tick()
+print(done)
+"""
+# Queues one run of a deployment from its own process.
+ENQUEUE_SCRIPT = """
+import sys
+from core import runs
+from core.store import Store
+print(runs.enqueue_run(Store.open(sys.argv[1]), sys.argv[2]).id)
+"""
 
 
 @pytest.fixture
@@ -39,13 +63,26 @@ def deployed(trained_store: Store) -> Deployment:
                               challenger_id=by_algorithm["linear"])
 
 
-def start_worker(store: Store, worker_id: str, script: str = WORKER_SCRIPT,
+def start_worker(store: Store, worker_id: str, script: str = WORKER_SCRIPT, *args: str,
                  **env: str) -> subprocess.Popen[str]:
     """A new worker process (spawned, never forked: DESIGN.md, traps)."""
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-c", script, str(store.workspace.home), worker_id],
-                            cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", script, str(store.workspace.home), worker_id,
+                             *args], cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def count_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every store connection from now on ("read" or "write"), in order."""
+    opened: list[str] = []
+    original = Store._once
+
+    def counting(self: Store, fn: Callable[[Tx], T], *, write: bool) -> T:
+        opened.append("write" if write else "read")
+        return original(self, fn, write=write)
+
+    monkeypatch.setattr(Store, "_once", counting)
+    return opened
 
 
 def test_run_once_executes_the_oldest_queued_run(trained_store: Store,
@@ -85,6 +122,66 @@ def test_the_heartbeat_of_an_idle_worker(store: Store) -> None:
     worker.run_forever(store, once=True)
     assert worker_status(store.workspace).is_alive
     assert "0 runs" in worker_status(store.workspace).detail
+
+
+def test_an_idle_tick_reads_the_queue_marker_not_the_store(
+        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    tick = worker.Tick(trained_store, "w1")
+    opened = count_connections(monkeypatch)
+    assert tick() == 0  # the first tick is a full check: leases, schedules, the queue
+    assert opened == ["write", "read", "write"]
+    opened.clear()
+    assert [tick() for _ in range(5)] == [0] * 5
+    assert opened == []  # idle: nothing queued, no slot due, no full check due
+    queued = runs.enqueue_run(trained_store, deployed.name)  # touches the marker
+    opened.clear()
+    assert tick() == 1
+    assert runs.get_run(trained_store, queued.id).status == "succeeded"
+    assert opened[:2] == ["read", "write"]  # schedules re-read, then the claim
+    opened.clear()
+    assert tick() == 0 and opened == []
+
+
+def test_the_full_check_finds_a_run_queued_without_the_marker(
+        trained_store: Store, deployed: Deployment) -> None:
+    tick = worker.Tick(trained_store, "w1")
+    assert tick() == 0
+    silent = trained_store.write(  # as a process that died before touching the marker
+        lambda tx: runs.insert_run(tx, deployed.name, "manual", None, "test"))
+    assert tick() == 0  # the marker is only a hint: nothing told this tick
+    tick.full_check_at = time.monotonic()  # FULL_CHECK_SECONDS later
+    assert tick() == 1
+    assert runs.get_run(trained_store, silent).status == "succeeded"
+
+
+def test_a_run_queued_by_another_process_wakes_an_idle_tick(
+        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    tick = worker.Tick(trained_store, "w1")
+    assert tick() == 0
+    opened = count_connections(monkeypatch)
+    assert tick() == 0 and opened == []
+    child = subprocess.run([sys.executable, "-c", ENQUEUE_SCRIPT, str(trained_store.workspace.home),
+                            deployed.name], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    assert tick() == 1
+    assert runs.get_run(trained_store, child.stdout.split()[-1]).status == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_worker_process_wakes_on_a_run_queued_here(trained_store: Store,
+                                                     deployed: Deployment) -> None:
+    child = start_worker(trained_store, "marker-woken", TICK_SCRIPT, "1")
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        queued = runs.enqueue_run(trained_store, deployed.name)
+        out, err = child.communicate(timeout=120)  # its next full check is an hour away
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0 and out.split()[-1] == "1", err
+    done = runs.get_run(trained_store, queued.id)
+    assert (done.status, done.lease_owner) == ("succeeded", "marker-woken")
 
 
 @pytest.mark.slow

@@ -1,0 +1,223 @@
+"""The worker sidecar under 200 every-minute schedules: slot-to-start lag and idle CPU.
+
+Run: `.venv/bin/python bench/worker_bench.py [--minutes 2] [--deployments 200] [--keep DIR]`.
+
+Builds a temp workspace with one tiny trained model (core.training, linear, on a generated
+200-row churn frame) and `--deployments` deployments of it, each on that tiny frame as its
+source, each scheduled `* * * * *` (set paused, in one transaction). Then starts one worker
+process (`python -m core.cli --home DIR worker`, a new process as `modeldeck up` does) and:
+
+1. idle: with every schedule paused and nothing queued, reads the worker's CPU time
+   (utime + stime from /proc/<pid>/stat) over `--idle-seconds`;
+2. scheduled: resumes every schedule and lets them fire for `--minutes` minutes, then pauses
+   them again and gives the worker up to `--drain-seconds` to finish what is queued;
+3. stops the worker (SIGTERM) and reads, per decided slot, the run's lag
+   (runs.started_at - schedule_slots.slot_at), and how many slots were skipped (overlap).
+
+Targets (issue 4, Performance): median lag < 5 s, idle CPU < 2 % of a core. The bench stops
+by itself; the workspace is deleted unless `--keep DIR` names where to build it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import datasets, deployments, runs, scheduler
+from core.sidecars import HEARTBEAT_FILE
+from core.store import Store, utcnow
+from core.training import TrainRequest, train
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_MEDIAN_LAG = 5.0
+TARGET_IDLE_CPU = 0.02  # share of one core
+SOURCE_ROWS = 200
+PREFIX = "bench-"
+
+
+# ---------------------------------------------------------------------------- setup
+def build(store: Store, n: int) -> None:
+    """One tiny model, `n` deployments of it, each with a paused every-minute schedule."""
+    started = time.perf_counter()
+    frame = datasets.churn_frame(n_rows=SOURCE_ROWS)
+    dataset = datasets.register_frame(store, frame, name="churn", kind="upload",
+                                      source="churn.csv")
+    [model] = train(store, TrainRequest(dataset_id=dataset.id, target="churn",
+                                        algorithms=("linear",))).models
+    for i in range(n):
+        deployments.deploy(store, model.id, "staging", name=f"{PREFIX}{i:03d}", actor="bench")
+    set_paused(store, True)
+    print(f"  setup: 1 model, {n} deployments with schedules in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+
+
+def set_paused(store: Store, paused: bool) -> None:
+    """Pause or resume every bench schedule in one transaction (resume: active from now).
+
+    One UPDATE instead of `scheduler.pause` per deployment, so the bench's own store traffic
+    stays out of the measurement; the marker is touched as the real calls do.
+    """
+    schedule = scheduler.Schedule(cron=scheduler.normalize_cron("* * * * *"), paused=paused,
+                                  since=utcnow().isoformat())
+    store.execute("UPDATE deployments SET schedule = ? WHERE name LIKE ?",
+                  [schedule.to_dict(), PREFIX + "%"])
+    runs.touch_queue_marker(store.workspace)
+
+
+# ---------------------------------------------------------------------------- the worker
+def start_worker(home: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "core.cli", "--home", str(home), "worker"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (psutil is not installed)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_heartbeat(home: Path, worker: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not (home / HEARTBEAT_FILE).exists():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the worker did not start (see its log)")
+        time.sleep(0.2)
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def in_flight(store: Store) -> int:
+    return int(store.query("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
+               .scalar())
+
+
+def progress_line(store: Store) -> str:
+    row = store.query("SELECT count(*) FILTER (WHERE outcome = 'queued') AS queued,"
+                      " count(*) FILTER (WHERE outcome = 'skipped') AS skipped"
+                      " FROM schedule_slots").first() or {}
+    done = store.query("SELECT count(*) FROM runs WHERE status IN ('succeeded', 'failed')"
+                       ).scalar()
+    return (f"slots queued {row.get('queued')}, skipped {row.get('skipped')}; "
+            f"runs finished {done}, in flight {in_flight(store)}")
+
+
+# ---------------------------------------------------------------------------- figures
+def lags(store: Store) -> dict[str, Any]:
+    rows = store.query(
+        "SELECT s.outcome, s.slot_at, r.started_at, r.status FROM schedule_slots s"
+        " LEFT JOIN runs r ON r.id = s.run_id").dicts()
+    started = [(r["started_at"] - r["slot_at"]).total_seconds() for r in rows
+               if r["outcome"] == "queued" and r["started_at"] is not None]
+    statuses: dict[str, int] = {}
+    for r in rows:
+        if r["outcome"] == "queued":
+            statuses[r["status"] or "deleted"] = statuses.get(r["status"] or "deleted", 0) + 1
+    ordered = sorted(started)
+    return {
+        "slots": len(rows),
+        "skipped": sum(r["outcome"] == "skipped" for r in rows),
+        "runs": statuses,
+        "started": len(ordered),
+        "lag_median": statistics.median(ordered) if ordered else None,
+        "lag_p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else None,
+        "lag_max": ordered[-1] if ordered else None,
+    }
+
+
+def report(idle: float, busy: float, busy_seconds: float, figures: dict[str, Any]) -> bool:
+    median = figures["lag_median"]
+    ok_lag = median is not None and median < TARGET_MEDIAN_LAG
+    ok_idle = idle < TARGET_IDLE_CPU
+    print(json.dumps({**figures, "idle_cpu_share": round(idle, 4),
+                      "busy_cpu_share": round(busy, 4)}, default=str, indent=2))
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f} s"
+
+    print(f"slot-to-start lag: median {fmt(median)} (target < {TARGET_MEDIAN_LAG:g} s: "
+          f"{'ok' if ok_lag else 'MISSED'}), p95 {fmt(figures['lag_p95'])}, "
+          f"max {fmt(figures['lag_max'])}; {figures['started']} runs started, "
+          f"{figures['skipped']} slots skipped (a run of that deployment still in flight)")
+    print(f"idle CPU: {idle:.2%} of a core (target < {TARGET_IDLE_CPU:.0%}: "
+          f"{'ok' if ok_idle else 'MISSED'}); busy: {busy:.0%} of a core over "
+          f"{busy_seconds:.0f} s")
+    return ok_lag and ok_idle
+
+
+def measure(home: Path, args: argparse.Namespace) -> bool:
+    store = Store.open(home)
+    build(store, args.deployments)
+    worker = start_worker(home, home / "worker.log")
+    try:
+        wait_for_heartbeat(home, worker, timeout=120)
+        time.sleep(args.settle_seconds)  # past the first full check
+        before, started = cpu_seconds(worker.pid), time.monotonic()
+        time.sleep(args.idle_seconds)
+        idle = (cpu_seconds(worker.pid) - before) / (time.monotonic() - started)
+        print(f"  idle: {idle:.2%} of a core over {args.idle_seconds:g} s", flush=True)
+
+        set_paused(store, False)
+        before, started = cpu_seconds(worker.pid), time.monotonic()
+        end = started + args.minutes * 60
+        while time.monotonic() < end:
+            time.sleep(min(15.0, max(end - time.monotonic(), 0.0)))
+            print(f"  {time.monotonic() - started:4.0f} s: {progress_line(store)}", flush=True)
+        set_paused(store, True)
+        deadline = time.monotonic() + args.drain_seconds
+        while in_flight(store) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        busy_seconds = time.monotonic() - started
+        busy = (cpu_seconds(worker.pid) - before) / busy_seconds
+        print(f"  stopped: {progress_line(store)}", flush=True)
+    finally:
+        stop_worker(worker)
+    if worker.returncode not in (0, 143, -signal.SIGTERM):
+        print((home / "worker.log").read_text()[-3000:], file=sys.stderr)
+    return report(idle, busy, busy_seconds, lags(store))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=2.0,
+                        help="how long the schedules fire (default 2)")
+    parser.add_argument("--deployments", type=int, default=200)
+    parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument("--settle-seconds", type=float, default=5.0)
+    parser.add_argument("--drain-seconds", type=float, default=120.0,
+                        help="after the schedules stop, wait at most this for queued runs")
+    parser.add_argument("--keep", type=Path, help="build the workspace here and keep it")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        return 0 if measure(args.keep.resolve(), args) else 1
+    home = Path(tempfile.mkdtemp(prefix="worker_bench_"))
+    try:
+        return 0 if measure(home, args) else 1
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
