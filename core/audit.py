@@ -30,3 +30,16 @@ def list_entries(store: Store, deployment_name: str | None = None) -> list[Audit
     rows = store.query("SELECT * FROM audit_log WHERE ? IS NULL OR deployment_name = ?"
                        " ORDER BY logged_at DESC, id DESC", [deployment_name, deployment_name])
     return [AuditEntry.from_row(r) for r in rows]
+
+
+def describe(value: dict[str, Any] | None) -> str:
+    """A short human reading of an entry's before/after, for tables ('' when absent)."""
+    if not value:
+        return ""
+    if {"version", "main"} <= set(value):
+        text = f"v{value['version']}: main {value['main']}"
+        text += f", challenger {value['challenger']}" if value.get("challenger") else ""
+        extra = {k: v for k, v in value.items() if k not in ("version", "main", "challenger")}
+        return text + (f" ({describe(extra)})" if extra else "")
+    return ", ".join(f"{k} {v}" if not isinstance(v, dict) else f"{k} [{describe(v)}]"
+                     for k, v in value.items())

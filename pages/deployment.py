@@ -36,5 +36,5 @@ with drift_tab:
 with audit_tab:
     entries = audit.list_entries(store, deployment.name)
     st.dataframe([{"when (UTC)": e.logged_at, "who": e.actor, "what": e.action,
-                   "before": e.before, "after": e.after, "reason": e.reason}
-                  for e in entries], hide_index=True)
+                   "before": audit.describe(e.before), "after": audit.describe(e.after),
+                   "reason": e.reason} for e in entries], hide_index=True)

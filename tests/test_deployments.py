@@ -167,3 +167,12 @@ def test_two_people_promoting_at_once_yield_one_version(trained_store: Store) ->
     production = deployments.get_deployment(trained_store, "churn-production")
     assert [v.number for v in deployments.list_versions(trained_store, production.id)] == [1]
     assert len(audit.list_entries(trained_store, "churn-production")) == 1
+
+
+def test_audit_entries_read_as_text() -> None:
+    assert audit.describe(None) == ""
+    assert audit.describe({"version": 2, "main": "mdl_a", "challenger": None}) == "v2: main mdl_a"
+    assert audit.describe({"version": 1, "main": "mdl_a", "challenger": "mdl_b",
+                           "from": "x-staging", "copied": {"pipeline": True}}) == (
+        "v1: main mdl_a, challenger mdl_b (from x-staging, copied [pipeline True])")
+    assert audit.describe({"access": "public"}) == "access public"
