@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import deployments, pipeline, registry, runs, sidecars, ui
-from core.entities import ACCESS_LEVELS, Deployment
+from core.entities import ACCESS_LEVELS, Deployment, Run
 from core.store import Store
 from core.workspace import save_upload
 
@@ -192,23 +192,34 @@ def runs_panel(store: Store, d: Deployment) -> None:
             run = runs.enqueue_run(store, d.name, source_override=(
                 {"kind": "file", "path": override} if override else None))
             st.toast(f"Queued run {run.id}.")
-    _runs_table(store, d.name)
+    found = runs.list_runs(store, d.name)
+    if any(not r.is_finished for r in found):
+        _live_runs(store, d.name)  # polls only while something is queued or running
+    else:
+        _runs_table(found)
 
 
 @st.fragment(run_every=2)
-def _runs_table(store: Store, name: str) -> None:
+def _live_runs(store: Store, name: str) -> None:
     found = runs.list_runs(store, name)
-    if not found:
-        st.caption("No run yet.")
-        return
+    if all(r.is_finished for r in found):
+        st.rerun()  # everything ended: redraw the page once, without the timer
     for r in found:
         if not r.is_finished:
             st.progress(r.progress, text=f"{r.id}: {r.status} · {r.message}")
+    _runs_table(found)
+
+
+def _runs_table(found: list[Run]) -> None:
+    if not found:
+        st.caption("No run yet.")
+        return
     st.dataframe(pd.DataFrame([{
         "run": f"results?run={r.id}", "status": r.status, "trigger": r.trigger,
-        "queued (UTC)": r.queued_at, "rows": r.rows_out, "by": r.queued_by,
-        "error": r.error or ""} for r in found]), hide_index=True, column_config={
-        "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
+        "queued (UTC)": r.queued_at, "rows": "" if r.rows_out is None else f"{r.rows_out:,}",
+        "by": r.queued_by, "error": r.error or ""} for r in found]), hide_index=True,
+        column_config={
+            "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
 
 
 def schedule_panel(store: Store, d: Deployment) -> None:

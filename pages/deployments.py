@@ -17,7 +17,7 @@ for d in found:
     rows.append({
         "deployment": f"deployment?name={d.name}",
         "environment": d.environment,
-        "version": current.number if current else None,
+        "version": f"v{current.number}" if current else "none",
         "main model": current.main_model_id if current else "",
         "challenger": (current.challenger_model_id or "") if current else "",
         "status": deployments.status(store, d),
