@@ -12,7 +12,7 @@ CHROMIUM := /usr/bin/chromium
 # apt-get needs root; CI runs as root, a workstation usually does not.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run test lint format e2e bench browser clean
+.PHONY: install run test lint format e2e bench browser postgres clean
 
 install: $(STAMP)
 
@@ -33,7 +33,7 @@ run: install
 	$(BIN)/modeldeck up
 
 # Plain `pytest` runs every test, slow and e2e included: no marker is deselected by default.
-test: install browser
+test: install browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -64,6 +64,16 @@ browser:
 	  $(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y chromium fonts-noto-color-emoji; \
+	fi
+
+# PostgreSQL 15 for tests/test_postgres.py & co (a throwaway server per test session).
+POSTGRES_BIN := /usr/lib/postgresql/15/bin
+postgres:
+	@if [ -x $(POSTGRES_BIN)/initdb ]; then \
+	  echo "$(POSTGRES_BIN) present"; \
+	else \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
 	fi
 
 # Leaves .venv and the data/ workspace alone: both are slow or impossible to rebuild.

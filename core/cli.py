@@ -107,12 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_import)
 
-    from core import cli_deployments, cli_drift, cli_explain, cli_schedule  # import helpers
+    from core import (  # import helpers
+        cli_challenger,
+        cli_connections,
+        cli_deployments,
+        cli_drift,
+        cli_explain,
+        cli_reports,
+        cli_schedule,
+        cli_validate,
+    )
 
     cli_deployments.add_parsers(sub, common)
     cli_schedule.add_parser(sub, common)
     cli_explain.add_parser(sub, common)
     cli_drift.add_parsers(sub, common)
+    cli_validate.add_parsers(sub, common)
+    cli_challenger.add_parsers(sub, common)
+    cli_connections.add_parsers(sub, common)
+    cli_reports.add_parsers(sub, common)
     for name, text in (("ui", "start the Streamlit app"), ("api", "start the REST API server"),
                        ("worker", "start the pipeline worker"),
                        ("up", "start the app, the API and the worker together")):

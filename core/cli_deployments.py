@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from typing import Any
 
 from core import deployments, runs
@@ -28,6 +29,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="the staging deployment")
     for what in ("pipeline", "schedule", "report"):
         p.add_argument(f"--no-{what}", action="store_true", help=f"keep production's {what}")
+    p.add_argument("--override", metavar="REASON",
+                   help="promote although a gate check fails; the reason is audited")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_promote)
 
@@ -118,9 +121,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    d = deployments.promote(open_store(), args.name, copy_pipeline=not args.no_pipeline,
-                            copy_schedule=not args.no_schedule, copy_report=not args.no_report)
-    return _output(args, deployment_json(d), lambda: _show_deployment(d))
+    from core import gate
+    from core.cli_validate import print_checks
+
+    store = open_store()
+    checks = gate.check_gate(store, args.name)
+    d = deployments.promote(store, args.name, copy_pipeline=not args.no_pipeline,
+                            copy_schedule=not args.no_schedule, copy_report=not args.no_report,
+                            override_reason=args.override)
+    value = {**deployment_json(d), "gate": [asdict(c) for c in checks]}
+    return _output(args, value, lambda: (print_checks(checks), _show_deployment(d)))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

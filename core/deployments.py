@@ -13,7 +13,7 @@ from typing import Any
 from core import audit
 from core.datasets import get_dataset, new_id
 from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
-from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
+from core.errors import ArtifactError, Conflict, Forbidden, InvalidInput, NotFound
 from core.pipeline import validate_pipeline
 from core.registry import get_experiment, get_model, load_estimator, verify_artifact
 from core.runs import touch_queue_marker
@@ -191,19 +191,40 @@ def _create(tx: Tx, name: str, model: Model, environment: str,
 
 def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
             copy_schedule: bool = True, copy_report: bool = True,
-            actor: str | None = None) -> Deployment:
+            actor: str | None = None, override_reason: str | None = None) -> Deployment:
     """Make staging's current models production's current version; one transaction.
 
     Creates the production deployment on first promotion. Idempotent: promoting models that
     production already serves changes nothing, so two people promoting at once yield one new
-    version.
+    version. Guarded by the promotion gate (core.gate): raises Forbidden naming every failing
+    check unless a written `override_reason` is given (InvalidInput when it is blank); the
+    audit entry keeps the reason and the checks' outcomes.
     """
+    from core import gate  # core.gate reads deployments through this module
+
     actor = actor or audit.current_actor()
     staging = get_deployment(store, staging_name)
     if staging.environment != "staging" or staging.current is None:
         raise InvalidInput(f"'{staging.name}' is not a staging deployment with a model.",
                            "Promote from a staging deployment; deploy to it first.")
+    if override_reason is not None and not override_reason.strip():
+        raise InvalidInput("An override of the promotion gate needs a written reason.",
+                           "Say why promoting despite the failing checks is right; it is "
+                           "kept in the audit log.")
+    reason = (override_reason or "").strip()
     main = get_model(store, staging.current.main_model_id)
+    checks = gate.check_gate(store, staging.name)
+    failed = gate.failing(checks)
+    target = store.read(lambda tx: _find(tx, staging.experiment_id, "production"))
+    serving = target is not None and target.current is not None and (
+        target.current.main_model_id, target.current.challenger_model_id) == (
+        staging.current.main_model_id, staging.current.challenger_model_id)
+    if failed and not reason and not serving:
+        raise Forbidden(
+            f"The promotion gate of '{staging.name}' fails: "
+            + " ".join(f"[{c.name}] {c.detail}" for c in failed),
+            "Fix them (" + " ".join(c.fix for c in failed if c.fix)
+            + ") or override with a reason (--override \"why\").")
 
     def write(tx: Tx) -> str:
         fresh = _load(tx, "id", staging.id)
@@ -228,7 +249,9 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
         version = _add_version(tx, target.id, *pins, actor)
         audit.record(tx, actor=actor, action="promote", deployment_id=target.id,
                      deployment_name=target.name, before=_pins(target.current),
-                     after={**_pins(version), "from": fresh.name, "copied": copied})
+                     after={**_pins(version), "from": fresh.name, "copied": copied,
+                            "gate": gate.outcomes(checks), "overridden": bool(failed)},
+                     reason=reason)
         return target.id
 
     promoted = get_deployment(store, store.write(write))
@@ -272,11 +295,16 @@ def update_pipeline(store: Store, name: str, pipeline: dict[str, Any],
     pipeline = validate_pipeline(pipeline, store.workspace)
 
     def write(tx: Tx) -> None:
+        from core import connections  # psycopg and cryptography: not on every import
+
+        bound = pipeline
+        if connections.uses_postgres(pipeline):  # its connections: this project's only
+            bound = connections.bind_project(tx, pipeline, deployment.project_id)
         tx.execute("UPDATE deployments SET pipeline = ?, updated_at = ? WHERE id = ?",
-                   [pipeline, utcnow(), deployment.id])
+                   [bound, utcnow(), deployment.id])
         audit.record(tx, actor=actor, action="pipeline", deployment_id=deployment.id,
                      deployment_name=deployment.name, before=deployment.pipeline,
-                     after=pipeline)
+                     after=bound)
 
     store.write(write)
     return get_deployment(store, name)

@@ -294,12 +294,13 @@ def _results_of(store: Store, run: Run) -> Any:
     return path
 
 
-def compute_run_counts(store: Store, run_id: str, model: Model | None = None
-                       ) -> dict[str, Any]:
+def compute_run_counts(store: Store, run_id: str, model: Model | None = None, *,
+                       run: Run | None = None) -> dict[str, Any]:
     """Count a succeeded run's rows per training bucket and store them (atomic JSON); return
     them. Against the run's main model unless `model` is given. Idempotent. Raises Conflict
-    for a run without results, InvalidInput for a run with zero rows (nothing stored)."""
-    run = get_run(store, run_id)
+    for a run without results, InvalidInput for a run with zero rows (nothing stored).
+    `run`: the run as just recorded (the worker has it), to save a read of the store."""
+    run = run if run is not None and run.id == run_id else get_run(store, run_id)
     path = _results_of(store, run)
     own = _run_model(store, run)
     model = model or own
@@ -327,7 +328,7 @@ def after_run(store: Store, run: Run) -> None:
     if run.status != "succeeded" or not run.summary.get("results_written"):
         return
     try:
-        compute_run_counts(store, run.id)
+        compute_run_counts(store, run.id, run=run)
     except Exception as exc:  # the run's outcome must not depend on this step
         log.warning("drift counts of run %s not stored: %s", run.id, exc)
 
@@ -370,8 +371,9 @@ def window_runs(store: Store, deployment_name: str, *, run_id: str | None = None
                 last: int | None = None, start: datetime | None = None,
                 end: datetime | None = None) -> list[Run]:
     """The succeeded runs with rows of a window, newest first: one run, the last N, or those
-    finished in [start, end). The last run when nothing is said. Raises InvalidInput for an
-    empty window or a bad request, NotFound for a run of another deployment."""
+    finished in [start, end) (validation runs only by id). The last run when nothing is said.
+    Raises InvalidInput for an empty window or a bad request, NotFound for a run of another
+    deployment."""
     if sum(x is not None for x in (run_id, last)) + (start is not None or end is not None) > 1:
         raise InvalidInput("Choose one window: a run, the last N runs, or a date range.",
                            "Give only one of --run, --last, or a start/end.")
@@ -388,7 +390,9 @@ def window_runs(store: Store, deployment_name: str, *, run_id: str | None = None
                                f"(status {run.status}, {run.rows_out or 0} rows).",
                                "Choose a succeeded run that scored rows.")
         return [run]
-    found = [r for r in list_runs(store, deployment_name, limit=MAX_WINDOW) if _usable(r)]
+    # Validation runs score labelled test data, not served traffic: only asked for by id.
+    found = [r for r in list_runs(store, deployment_name, limit=MAX_WINDOW)
+             if _usable(r) and r.trigger != "validation"]
     if start is not None or end is not None:
         found = [r for r in found if r.finished_at is not None
                  and (start is None or r.finished_at >= start)

@@ -2,21 +2,29 @@
 
 A pipeline is a dict stored on the deployment:
     {"source": {"kind": "file", "path": "datasets/ds_x/data.parquet"}     # file or glob
+                                                   # + "incremental": true: new files only
              | {"kind": "upload", "path": "uploads/<id>/name.csv"}
-             | {"kind": "sql", "sql": "SELECT * FROM read_csv('exports/*.csv')"},
+             | {"kind": "sql", "sql": "SELECT * FROM read_csv('exports/*.csv')"}
+             | {"kind": "postgres", "connection": "warehouse", "sql": "SELECT ..."},
      "transforms": [{"name": "clean", "sql": "SELECT * FROM input WHERE age >= 0"}, ...],
      "sinks": [{"kind": "folder", "path": "exports/scores", "format": "csv" | "parquet"},
                {"kind": "duckdb_table", "path": "exports/scores.duckdb", "table": "scores",
-                "mode": "append" | "replace"}],
+                "mode": "append" | "replace"},
+               {"kind": "postgres", "connection": "warehouse", "table": "public.scores",
+                "mode": "create" | "append" | "replace",
+                "challenger": "columns" | "table" | "none"}],
      "label_column": "churn" | None,
      "batch_rows": 100000}
+SQL sources may use {{run_at}} and {{last_run_at}} (core/incremental.py renders them).
 Paths are relative to the workspace (or absolute inside an allowed root). The model block is not
 in the dict: it is always the deployment's current version.
 
 The DuckDB mechanics (confined connections, the transform chain, DuckDB's errors as
 PipelineErrors) live in core/pipeline_sql.py; checking input against a model's schema, the
 model frame and input quality in core/model_input.py (re-exported here: the run engine's
-contract).
+contract). PostgreSQL blocks (optionally with the connection's "project") are checked and read
+by core/postgres.py, their connection looked up in core/connections.py: the query streams in
+as the source's Arrow batches, so transforms, scoring and preview work unchanged.
 """
 
 from __future__ import annotations
@@ -24,14 +32,16 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from core import connections, incremental, postgres
 from core.entities import ModelSchema
 from core.errors import PipelineError
 from core.model_input import SchemaCheck, check_schema, input_quality, to_model_frame
@@ -51,6 +61,7 @@ from core.pipeline_sql import (
     source_chain,
     source_connection,
     source_query,
+    strip_trailing,
     transform_connection,
 )
 from core.workspace import DB_NAME, Workspace
@@ -61,12 +72,12 @@ __all__ = ["DEFAULT_BATCH_ROWS", "Preview", "SchemaCheck", "StagePreview", "chec
 DEFAULT_BATCH_ROWS = 100_000
 MAX_BATCH_ROWS = 5_000_000
 PREVIEW_BATCH_ROWS = 10_000
-SOURCE_KINDS = ("file", "upload", "sql")
-SINK_KINDS = ("folder", "duckdb_table")
+SOURCE_KINDS = ("file", "upload", "sql", "postgres")
+SINK_KINDS = ("folder", "duckdb_table", "postgres")
 SINK_FORMATS = ("csv", "parquet")
 TABLE_MODES = ("append", "replace")
 KEYS = {"pipeline": ("source", "transforms", "sinks", "label_column", "batch_rows"),
-        "file": ("kind", "path"), "upload": ("kind", "path"), "sql": ("kind", "sql"),
+        "file": ("kind", "path", "incremental"), "upload": ("kind", "path"), "sql": ("kind", "sql"),
         "transform": ("name", "sql"), "folder": ("kind", "path", "format"),
         "duckdb_table": ("kind", "path", "table", "mode")}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -142,11 +153,16 @@ def _check_source(ws: Workspace, source: Any, con: Connection) -> dict[str, str]
     if kind not in SOURCE_KINDS:
         raise PipelineError(f"Unknown source kind {kind!r}.",
                             f"Choose one of: {', '.join(SOURCE_KINDS)}.", "source")
+    if kind == "postgres":  # core/postgres.py checks its own fields
+        return postgres.check_source_block(source)
     _check_keys(source, KEYS[kind], f"The {kind} source", "source")
     if kind == "sql":
-        sql = check_select(con, source.get("sql"), "The source SQL", "source")
+        raw = source.get("sql")
+        # Checked with sample {{run_at}}/{{last_run_at}} values, stored with the placeholders.
+        sql = check_select(con, incremental.render_sql(raw, incremental.default_params())
+                           if isinstance(raw, str) else raw, "The source SQL", "source")
         absolute_sql_paths(ws, sql)  # refuses a path outside the allowed folders, with a hint
-        return {"kind": "sql", "sql": sql}
+        return {"kind": "sql", "sql": strip_trailing(raw)}
     path = source.get("path")
     if not isinstance(path, str) or not path.strip():
         raise PipelineError(f"The {kind} source has no path.",
@@ -159,7 +175,11 @@ def _check_source(ws: Workspace, source: Any, con: Connection) -> dict[str, str]
         raise PipelineError(f"The upload source '{path}' is not under {ws.uploads_dir}.",
                             "Upload the file again, or use a file source for other paths.",
                             "source")
-    return {"kind": kind, "path": path}
+    if kind == "file" and source.get("incremental") not in (None, False, True):
+        raise PipelineError("The file source's incremental must be true or false.",
+                            "true scores only files no earlier succeeded run scored.", "source")
+    return {"kind": kind, "path": path, **({"incremental": True}
+                                           if source.get("incremental") else {})}
 
 
 def _check_transform(con: Connection, block: Any, i: int, taken: set[str]) -> dict[str, str]:
@@ -190,6 +210,8 @@ def _check_sink(ws: Workspace, sink: Any, i: int) -> dict[str, str]:
         raise PipelineError(f"{label} has an unknown kind {kind!r}.",
                             f"Choose one of: {', '.join(SINK_KINDS)} (the run's own Parquet "
                             "results are always written).", block)
+    if kind == "postgres":
+        return postgres.check_sink_block(sink, label, block)
     _check_keys(sink, KEYS[kind], label, block)
     path = sink.get("path")
     if not isinstance(path, str) or not path.strip():
@@ -254,14 +276,15 @@ def _labels(spec: dict[str, Any]) -> Labels:
     source = spec["source"]
     labels: Labels = {
         "source": "The source SQL" if source["kind"] == "sql"
+        else postgres.source_label(source) if source["kind"] == "postgres"
         else f"Reading the source '{source['path']}'", None: "The transforms"}
     labels.update({t["name"]: f"Transform '{t['name']}'" for t in spec["transforms"]})
     return labels
 
 
 @contextlib.contextmanager
-def open_input(workspace: Workspace, pipeline: dict[str, Any],
-               batch_rows: int | None = None) -> Iterator[pa.RecordBatchReader]:
+def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int | None = None,
+               params: Mapping[str, datetime] | None = None) -> Iterator[pa.RecordBatchReader]:
     """Stream the pipeline's output (source, then transforms) as Arrow batches.
 
     Bounded memory for row-wise pipelines. The source is read on a DuckDB connection that may
@@ -271,13 +294,19 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any],
     both on entry and while batches are read. Batches hold at most `batch_rows` rows (default:
     the pipeline's); an empty result is an empty stream, not an error.
     """
-    with transform_connection() as tcon, source_connection(workspace) as scon:
+    with transform_connection() as tcon, source_connection(workspace) as scon, \
+            contextlib.ExitStack() as stack:
         spec = _validate(pipeline, workspace, tcon)
         rows = _check_batch_rows(batch_rows or spec["batch_rows"])
         labels = _labels(spec)
-        source_sql = source_query(workspace, spec["source"])
-        readers = [attempt(lambda: scon.sql(source_sql).to_arrow_reader(rows), labels,
-                           "source", source_chain(source_sql))]
+        if spec["source"]["kind"] == "postgres":
+            readers = [stack.enter_context(
+                connections.open_source(workspace, spec["source"], rows))]
+        else:
+            source_sql = source_query(workspace,
+                                      incremental.bind_source(spec["source"], params))
+            readers = [attempt(lambda: scon.sql(source_sql).to_arrow_reader(rows), labels,
+                               "source", source_chain(source_sql))]
         chain = None
         if spec["transforms"]:
             chain = compile_chain(tcon, spec["transforms"], readers[0].schema, labels)
@@ -324,7 +353,7 @@ def _rebatched(reader: pa.RecordBatchReader, rows: int, labels: Labels,
 
 
 def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema | None,
-            rows: int = 20) -> Preview:
+            rows: int = 20, params: Mapping[str, datetime] | None = None) -> Preview:
     """First rows after each block and the schema check; never raises for pipeline errors
     (a failing stage carries its message, later stages are not shown)."""
     raw = pipeline if isinstance(pipeline, dict) else {}
@@ -333,9 +362,16 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
         try:
             source = _check_source(workspace, raw.get("source"), tcon)
             labels = _labels({"source": source, "transforms": []})
-            source_sql = source_query(workspace, source)
-            head = source_chain(source_sql).limited(rows)
-            table = attempt(lambda: scon.sql(head.sql).to_arrow_table(), labels, "source", head)
+            if source["kind"] == "postgres":  # one query: a sample the transforms run on
+                with connections.open_source(workspace, source, PREVIEW_BATCH_ROWS,
+                                             PREVIEW_BATCH_ROWS) as reader:
+                    source_sql: str | pa.Table = reader.read_all()
+                table = source_sql.slice(0, rows)
+            else:
+                source_sql = source_query(workspace, incremental.bind_source(source, params))
+                head = source_chain(source_sql).limited(rows)
+                table = attempt(lambda: scon.sql(head.sql).to_arrow_table(), labels, "source",
+                                head)
         except PipelineError as exc:
             return Preview([StagePreview("source", pd.DataFrame(), str(exc))])
         stages.append(StagePreview("source", table.to_pandas()))
@@ -362,13 +398,15 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
     return Preview(stages, check, notes)
 
 
-def _preview_stage(scon: Connection, tcon: Connection, source_sql: str, chain: Chain,
-                   rows: int, labels: Labels, name: str) -> pa.Table:
+def _preview_stage(scon: Connection, tcon: Connection, source_sql: str | pa.Table,
+                   chain: Chain, rows: int, labels: Labels, name: str) -> pa.Table:
     """The first rows of the source followed by the chain. Each stage reads a fresh source
-    stream on its own cursor: a stream is read once, and a half-read one blocks its cursor."""
+    stream on its own cursor: a stream is read once, and a half-read one blocks its cursor.
+    (A postgres source comes as its sample table, read once.)"""
     with contextlib.closing(scon.cursor()) as cursor:
-        stream = attempt(lambda: cursor.sql(source_sql).to_arrow_reader(PREVIEW_BATCH_ROWS),
-                         labels, "source")
+        stream = source_sql if isinstance(source_sql, pa.Table) else attempt(
+            lambda: cursor.sql(source_sql).to_arrow_reader(PREVIEW_BATCH_ROWS), labels,
+            "source")
         tcon.register(SOURCE_TABLE, stream)
         head = chain.limited(rows)
         return attempt(lambda: tcon.sql(head.sql).to_arrow_table(), labels, name, head)

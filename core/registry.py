@@ -83,13 +83,41 @@ def list_models(store: Store, *, experiment_id: str | None = None,
     return [Model.from_row(r) for r in rows]
 
 
+# A model's row never changes once written (nothing updates or deletes models), so a process
+# keeps the rows it read: the worker and the API read the same few models for every run or
+# call, and each read would cost a store connection (~30 ms). Keyed by the store's file.
+_MODELS: dict[tuple[str, str], Model] = {}
+_MODELS_KEPT = 1024
+# Loaded estimators, by model and artifact file state (re-verified when the file changes).
+_ESTIMATORS: dict[tuple[str, str], tuple[tuple[int, int, int], Any]] = {}
+_ESTIMATORS_KEPT = 8
+
+
+def clear_cache() -> None:
+    """Forget the kept model rows and estimators (after editing the store by hand)."""
+    _MODELS.clear()
+    _ESTIMATORS.clear()
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    cache.pop(key, None)
+    while len(cache) >= size:
+        cache.pop(next(iter(cache)))  # the oldest entry
+    cache[key] = value
+
+
 def get_model(store: Store, model_id: str) -> Model:
     """One model by id (a unique prefix is enough); raises NotFound."""
+    cached = _MODELS.get((str(store.workspace.db_path), model_id))
+    if cached is not None:
+        return cached
     rows = store.query(_MODEL_SELECT + " WHERE m.id = ? OR m.id LIKE ? ORDER BY m.id",
                        [model_id, model_id + "%"])
     exact = [r for r in rows if r["id"] == model_id]
     if exact or len(rows) == 1:
-        return Model.from_row((exact or rows.dicts())[0])
+        model = Model.from_row((exact or rows.dicts())[0])
+        _keep(_MODELS, (str(store.workspace.db_path), model.id), model, _MODELS_KEPT)
+        return model
     hint = ("Several models start with that; give more characters." if len(rows)
             else "Run `modeldeck models list` to see model ids.")
     raise NotFound("model", model_id, hint)
@@ -226,6 +254,25 @@ def load_estimator(store: Store, model: Model) -> Any:
     path = verify_artifact(store, model)
     return load_file(path, model.artifact_format, trusted_types=list(model.trusted_types),
                      trust_pickle=True)
+
+
+def cached_estimator(store: Store, model: Model) -> Any:
+    """load_estimator, kept in memory for a process that loads the same models again and again
+    (the worker). A kept estimator is reused only while its artifact file is unchanged (size,
+    mtime, inode); otherwise the file is verified and loaded again. Never modify the result."""
+    path = store.workspace.home / model.artifact_path
+    try:
+        stat = path.stat()
+    except OSError:
+        return load_estimator(store, model)  # raises the clear "artifact missing" error
+    state = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    key = (str(store.workspace.db_path), model.id)
+    kept = _ESTIMATORS.get(key)
+    if kept is not None and kept[0] == state:
+        return kept[1]
+    estimator = load_estimator(store, model)
+    _keep(_ESTIMATORS, key, (state, estimator), _ESTIMATORS_KEPT)
+    return estimator
 
 
 def background_sample(store: Store, model: Model) -> pd.DataFrame:

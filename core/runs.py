@@ -11,7 +11,10 @@ class_counts + class_balance | prediction_summary, mean_confidence, confidence_k
 metrics}, challenger (the same plus agreement_rate | mean_abs_difference, or null),
 input_quality {mean, missing, out_of_range, unseen_category}, extra_columns, notes, columns
 {key, prediction, probabilities, challenger, original} (the results' column groups), results
-{main, challenger} (workspace-relative paths), results_written, sinks, timings {phase: s}.
+{main, challenger} (workspace-relative paths), results_written, sinks, timings {phase: s},
+incremental {run_at, last_run_at, files, skipped_files, no_new_data} (core/incremental.py; a
+run with no new data has 0 rows and no results files), report {path, bytes, copied_to |
+copy_error} (core/reports.py, added after the run).
 
 Results files hold `_row`, the prediction key, prediction, confidence (the class probability,
 or for a regression forest the spread of its trees, else null), input_quality, proba_<class>,
@@ -36,11 +39,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import audit, pipeline, sinks
+from core import audit, incremental, pipeline, sinks
 from core.datasets import new_id
 from core.entities import Progress, Run, no_progress
 from core.errors import ArtifactError, InvalidInput, ModelDeckError, NotFound
-from core.registry import get_model, load_estimator
+from core.registry import cached_estimator, get_model
 from core.scoring import Loaded, RunScorer
 from core.store import Store, Tx, utcnow
 from core.workspace import Workspace, atomic_write_bytes
@@ -118,7 +121,7 @@ def insert_run(tx: Tx, deployment_name: str, trigger: str,
                source_override: dict[str, Any] | None, actor: str) -> str:
     """Insert a queued run inside the caller's transaction (the scheduler queues a slot's run
     and records the slot in one transaction); returns its id. Raises like enqueue_run."""
-    row = tx.execute("SELECT id, name, pipeline, current_version_id FROM deployments"
+    row = tx.execute("SELECT id, name, project_id, pipeline, current_version_id FROM deployments"
                      " WHERE name = ? OR id = ?", [deployment_name, deployment_name]).first()
     if row is None:
         raise NotFound("deployment", deployment_name,
@@ -126,12 +129,17 @@ def insert_run(tx: Tx, deployment_name: str, trigger: str,
     if row["current_version_id"] is None:
         raise InvalidInput(f"Deployment '{row['name']}' has no current version to run.",
                            "Deploy a model to it first.")
+    snapshot = row["pipeline"]
+    if source_override is not None and source_override.get("kind") == "postgres":
+        from core import connections  # psycopg and cryptography: only for postgres pipelines
+
+        source_override = connections.bind_project(tx, source_override, row["project_id"])
     run_id = new_id("run")
     tx.execute("INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
                " status, source_override, pipeline, queued_by, queued_at)"
                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
                [run_id, row["id"], row["name"], row["current_version_id"], trigger,
-                source_override, row["pipeline"], actor, utcnow()])
+                source_override, snapshot, actor, utcnow()])
     return run_id
 
 
@@ -246,7 +254,7 @@ class _Beat:
                  progress: Progress) -> None:
         self.store, self.run, self.worker_id, self.lease = store, run, worker_id, lease
         self.progress = progress
-        self.last = 0.0
+        self.last = time.monotonic()  # the claim just set the lease and "starting"
 
     def __call__(self, fraction: float, text: str, *, force: bool = False) -> None:
         self.progress(fraction, text)
@@ -331,6 +339,8 @@ def _error_text(exc: BaseException, run: Run) -> str:
 
 
 def _load_models(store: Store, run: Run) -> tuple[Loaded, Loaded | None]:
+    """The run's main and challenger models; rows and estimators come from the process's
+    cache when it has them (core/registry.py), so a worker pays for a model once."""
     row = store.query("SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
     if row is None:
         raise InvalidInput(f"The deployment version this run was queued for ({run.version_id}) "
@@ -341,7 +351,7 @@ def _load_models(store: Store, run: Run) -> tuple[Loaded, Loaded | None]:
         if model_id:
             model = get_model(store, model_id)
             try:
-                loaded.append(Loaded(model, load_estimator(store, model), label))
+                loaded.append(Loaded(model, cached_estimator(store, model), label))
             except ModelDeckError as exc:  # missing, tampered, untrusted or damaged file
                 raise ArtifactError(f"The {label} model cannot be loaded: {exc.message}",
                                     exc.hint) from exc
@@ -374,12 +384,17 @@ def _score_run(store: Store, run: Run, beat: _Beat, folder: Path,
     with timings("load_models"):
         main, challenger = _load_models(store, run)
     spec = pipeline.validate_pipeline(effective_pipeline(run), store.workspace)
+    plan = incremental.plan_run(store, run, spec["source"])  # only new data, SQL parameters
+    if plan.nothing_new:
+        return incremental.empty_summary(plan, spec["label_column"], plan.nothing_new), []
+    spec = {**spec, "source": plan.source}
     expected = _estimate_rows(store.workspace, spec["source"])
     folder.mkdir(parents=True, exist_ok=True)
     beat(0.05, "reading the source")
     with ExitStack() as stack:
         with timings("open_input"):
-            reader = stack.enter_context(pipeline.open_input(store.workspace, spec))
+            reader = stack.enter_context(pipeline.open_input(store.workspace, spec,
+                                                             params=plan.params))
         scorer: RunScorer | None = None
         for batch in _batches(reader, timings):
             if scorer is None:  # the first batch is the sample for the schema check
@@ -392,11 +407,14 @@ def _score_run(store: Store, run: Run, beat: _Beat, folder: Path,
         if scorer is not None:
             with timings("write"):
                 scorer.commit()
+    if scorer is None and plan.incremental:
+        return incremental.empty_summary(plan, spec["label_column"], plan.no_rows_note()), []
     if scorer is None:
         raise InvalidInput("The pipeline gave no rows after transforms: there is nothing to "
                            "score.", "Check that the source has rows and that the transforms' "
                            "filters keep some (Preview shows the rows after each block).")
-    return scorer.summary(store.workspace.home), spec["sinks"]
+    incremental.record_files(store, run, plan.files)  # they count once the run succeeded
+    return plan.annotate(scorer.summary(store.workspace.home)), spec["sinks"]
 
 
 def _batches(reader: pa.RecordBatchReader, timings: _Timings) -> Iterator[pa.RecordBatch]:

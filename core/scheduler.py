@@ -39,6 +39,7 @@ CATCH_UP = ("one", "skip")
 OVERLAP = ("skip", "wait")
 LATE_AFTER = timedelta(minutes=5)  # a slot decided later than this was missed, not just slow
 MAX_COUNTED = 1000  # missed slots counted for the message, no more (every-minute crons)
+KEEP_SLOTS = timedelta(days=30)  # decided slots kept for the Schedule tab; older ones pruned
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,21 @@ def list_slots(store: Store, name: str, limit: int = 20) -> list[dict[str, Any]]
     return store.query("SELECT slot_at, outcome, run_id, note, decided_at FROM schedule_slots"
                        " WHERE deployment_name = ? ORDER BY slot_at DESC LIMIT ?",
                        [name, limit]).dicts()
+
+
+def prune_slots(store: Store, keep: timedelta = KEEP_SLOTS, now: datetime | None = None) -> int:
+    """Delete decided slots older than `keep`, except each deployment's latest; the count.
+
+    Safe for exactly-once: a slot at or before a deployment's latest decided slot is never
+    decided again (`_active` takes max(slot_at) as the reference), so only that row must stay.
+    An every-minute schedule decides 43,200 slots in 30 days; without pruning the table (and
+    the worker's reads of it) would grow forever.
+    """
+    cutoff = (now or utcnow()) - keep
+    return len(store.write(lambda tx: tx.execute(
+        "DELETE FROM schedule_slots s WHERE slot_at < ? AND slot_at < (SELECT max(slot_at)"
+        " FROM schedule_slots l WHERE l.deployment_id = s.deployment_id) RETURNING slot_at",
+        [cutoff])))
 
 
 # ---------------------------------------------------------------------------- due slots

@@ -1,8 +1,13 @@
-"""Sinks: copies of a run's main results beyond its own Parquet (a folder, a DuckDB table).
+"""Sinks: copies of a run's main results beyond its own Parquet (a folder, a DuckDB table,
+a PostgreSQL table).
 
 Every path is confined to the workspace and the allowed roots, every file is written under a
 temporary name and renamed into place, and a DuckDB table is written in one transaction, so a
 failing sink leaves the previous state. A failure raises InvalidInput naming the sink.
+A PostgreSQL table is written by core/postgres.py (COPY, one transaction); its connection is
+looked up in the store (core/connections.py) when the sink is written. The challenger's
+predictions go per the sink's `challenger` setting: `columns` (challenger_prediction beside
+the main one), `table` (its own results in `<table>_challenger`) or `none`.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Any
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from core import connections, postgres
 from core.errors import InvalidInput, ModelDeckError
-from core.store import write_duckdb_table
+from core.store import Store, write_duckdb_table
 from core.workspace import Workspace, atomic_path
 
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -44,7 +50,7 @@ def write_sinks(workspace: Workspace, sinks: list[dict[str, Any]], results: Path
     failure, naming the sink and saying that the run's own results were kept."""
     written = []
     for number, sink in enumerate(sinks, start=1):
-        label = f"Sink {number} ({sink.get('kind', '?')} {sink.get('path', '')})".strip()
+        label = f"Sink {number} ({describe(sink)})"
         try:
             written.append(_write_one(workspace, sink, results, file_stem))
         except ModelDeckError as exc:
@@ -55,6 +61,13 @@ def write_sinks(workspace: Workspace, sinks: list[dict[str, Any]], results: Path
                                "Check that the folder exists and is writable. The run's own "
                                "results were kept.") from exc
     return written
+
+
+def describe(sink: dict[str, Any]) -> str:
+    """'postgres warehouse:public.scores', 'folder exports/scores', ... for messages."""
+    if sink.get("kind") == "postgres":
+        return f"postgres {sink.get('connection', '?')}:{sink.get('table', '?')}"
+    return f"{sink.get('kind', '?')} {sink.get('path', '')}".strip()
 
 
 def _write_one(workspace: Workspace, sink: dict[str, Any], results: Path,
@@ -80,5 +93,29 @@ def _write_one(workspace: Workspace, sink: dict[str, Any], results: Path,
         db_path.parent.mkdir(parents=True, exist_ok=True)
         rows = write_duckdb_table(db_path, table, results, replace=mode == "replace")
         return {"kind": kind, "path": str(db_path), "table": table, "mode": mode, "rows": rows}
-    raise InvalidInput(f"Unknown sink kind '{kind}'.", "Use 'folder' or 'duckdb_table'.")
+    if kind == "postgres":
+        return write_postgres(workspace, sink, results)
+    raise InvalidInput(f"Unknown sink kind '{kind}'.",
+                       "Use 'folder', 'duckdb_table' or 'postgres'.")
+
+
+def write_postgres(workspace: Workspace, sink: dict[str, Any], results: Path) -> dict[str, Any]:
+    """Write the main results (and the challenger's, per the sink) to a PostgreSQL table."""
+    conn = connections.for_block(Store.open(workspace), sink)
+    kwargs = connections.connect_kwargs(workspace, conn)
+    what = f"connection '{conn.name}'"
+    table, mode = sink.get("table", ""), sink.get("mode", "append")
+    challenger = sink.get("challenger", "columns")
+    run_id = results.parent.name  # runs/<run_id>/main.parquet
+    own = set() if challenger == "columns" else {"challenger_prediction"}
+    targets = [(results, table, own)]
+    other = results.with_name("challenger.parquet")
+    if challenger == "table" and other.exists():
+        targets.append((other, f"{table}_challenger", set()))
+    rows = postgres.write_tables(kwargs, targets, mode, run_id, what)
+    written = {"kind": "postgres", "connection": conn.name, "table": table, "mode": mode,
+               "rows": rows[0]}
+    if len(rows) > 1:
+        written.update(challenger_table=targets[1][1], challenger_rows=rows[1])
+    return written
 

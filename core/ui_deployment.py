@@ -7,7 +7,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import deployments, pipeline, registry, runs, sidecars, ui
+from core import (
+    deployments,
+    incremental,
+    pipeline,
+    registry,
+    runs,
+    sidecars,
+    ui,
+    ui_connections,
+    ui_validation,
+)
 from core.entities import ACCESS_LEVELS, Deployment, Run
 from core.store import Store
 from core.workspace import save_upload
@@ -43,11 +53,14 @@ def general(store: Store, d: Deployment) -> None:
             st.markdown("**Promote to production**")
             copy = {w: st.checkbox(f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}")
                     for w in ("pipeline", "schedule", "report")}
-            if st.button("Promote to production", type="primary", key=f"promote_{d.id}"):
+            allowed, reason = ui_validation.promotion_checks(store, d)
+            if st.button("Promote to production", type="primary", key=f"promote_{d.id}",
+                         disabled=not allowed):
                 with ui.guarded():
                     prod = deployments.promote(store, d.name, copy_pipeline=copy["pipeline"],
                                                copy_schedule=copy["schedule"],
-                                               copy_report=copy["report"])
+                                               copy_report=copy["report"],
+                                               override_reason=reason)
                     st.success(f"{prod.name} now serves version {prod.current.number}.")
     with st.expander("Delete this deployment"):
         st.caption("Runs and their results stay downloadable until you purge them.")
@@ -60,14 +73,18 @@ def general(store: Store, d: Deployment) -> None:
 
 
 def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[str, Any]:
-    kinds = ["file", "sql"]
+    kinds = ["file", "sql", "postgres"]
     kind = st.radio("Source", kinds, horizontal=True, key=f"src_kind_{d.id}",
                     index=kinds.index(source.get("kind")) if source.get("kind") in kinds else 0,
-                    format_func={"file": "File or glob", "sql": "DuckDB SQL over files"}.get)
+                    format_func={"file": "File or glob", "sql": "DuckDB SQL over files",
+                                 "postgres": "PostgreSQL query"}.get)
+    if kind == "postgres":
+        return ui_connections.source_fields(store, d, source)
     if kind == "sql":
         sql = st.text_area("Source query", value=source.get("sql", ""), key=f"src_sql_{d.id}",
                            help="A SELECT over files in the workspace, e.g. "
                            "SELECT * FROM read_csv('exports/*.csv')")
+        st.caption(incremental.SQL_PARAMETERS_HELP)
         return {"kind": "sql", "sql": sql}
     upload = st.file_uploader("Upload a file to score", type=["csv", "parquet", "json"],
                               key=f"src_upload_{d.id}")
@@ -76,7 +93,9 @@ def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[
         path = str(save_upload(store.workspace, upload.name, upload.getvalue()))
     path = st.text_input("Path or glob (inside the workspace)", value=path,
                          key=f"src_path_{d.id}_{path}")
-    return {"kind": "file", "path": path}
+    only_new = st.checkbox("Only new data", value=bool(source.get("incremental")),
+                           key=f"src_incremental_{d.id}", help=incremental.FILES_HELP)
+    return {"kind": "file", "path": path, **({"incremental": True} if only_new else {})}
 
 
 def _transforms_editor(d: Deployment, transforms: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -119,7 +138,8 @@ def _sinks_editor(d: Deployment, sinks: list[dict[str, Any]]) -> list[dict[str, 
                     "table": b.text_input("Table", table.get("table", d.name.replace("-", "_")),
                                           key=f"sink_tt_{d.id}"),
                     "mode": c.selectbox("Mode", ["append", "replace"], key=f"sink_tm_{d.id}")})
-    return out
+    postgres_sink = ui_connections.sink_fields(ui.get_store(), d, by_kind.get("postgres"))
+    return out + ([postgres_sink] if postgres_sink else [])
 
 
 def pipeline_editor(store: Store, d: Deployment) -> None:
@@ -141,7 +161,8 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
     left, right = st.columns(2)
     if left.button("Preview", key=f"preview_{d.id}"):
         model = registry.get_model(store, d.current.main_model_id) if d.current else None
-        shown = pipeline.preview(store.workspace, candidate, model.schema if model else None)
+        shown = pipeline.preview(store.workspace, candidate, model.schema if model else None,
+                                 params=incremental.preview_params(store, d.id))
         for stage in shown.stages:
             st.caption(f"After **{stage.name}**")
             if stage.error:

@@ -6,10 +6,13 @@ when the queue marker changed (a run was queued, or a schedule changed, by any p
 known schedule slot is due, the last drain did not reach an empty queue, or every
 FULL_CHECK_SECONDS (fail or retry runs whose lease expired, re-read the schedules, and look
 for queued runs as a safety net: the marker is only a hint, the store the truth). Once awake it
-queues due slots, then claims and executes runs, renewing their leases, until none is left.
-Every job is wrapped: one that raises is logged and the loop goes on, nothing a run does stops
-the worker. Start it as its own process (`modeldeck worker`), never forked from one that has
-the store open (DESIGN.md, traps).
+queues due slots, then claims and executes runs, renewing their leases, until none is left;
+the steps after each run (global importance, drift counts, validation report, HTML report)
+follow once no run is waiting (or after DEFER_SECONDS), so they never delay a queued run's
+start: a burst of scheduled runs starts as fast as runs alone can go. Every job is wrapped:
+one that raises is logged and the loop goes on, nothing a run does stops the worker. Start it
+as its own process (`modeldeck worker`), never forked from one that has the store open
+(DESIGN.md, traps).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from typing import Any
 import schedule
 
 import core.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import drift, explain, runs, scheduler
-from core.entities import Progress
+from core import drift, explain, reports, runs, scheduler, validation
+from core.entities import Progress, Run
 from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
 from core.workspace import atomic_write_bytes
@@ -41,6 +44,9 @@ HEARTBEAT_SECONDS = 5.0
 IDLE_SECONDS = 1.0  # how often an idle worker looks at the queue marker and its plan
 FULL_CHECK_SECONDS = 15.0  # how often it opens the store anyway: leases, schedules, queue
 WAIT_RECHECK_SECONDS = 5.0  # a slot left due (overlap "wait") is looked at again this late
+DEFER_SECONDS = 30.0  # the longest the steps after a run wait behind queued runs
+STOP_BUDGET_SECONDS = 10.0  # on the way out, at most this for steps after finished runs
+PRUNE_SECONDS = 3600.0  # how often old schedule slots are pruned (scheduler.prune_slots)
 
 log = logging.getLogger("modeldeck.worker")
 
@@ -90,8 +96,14 @@ def expire_lost_runs(store: Store) -> list[str]:
     return expired
 
 
-def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None) -> bool:
-    """Claim and execute the oldest queued run (no lease expiry). True if one was executed."""
+def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None,
+             deferred: list[Run] | None = None) -> bool:
+    """Claim and execute the oldest queued run (no lease expiry). True if one was executed.
+
+    The steps after a run (after_run) follow at once, or, given `deferred`, the run is put
+    there for the caller to finish when no run is waiting (Tick does), so those steps never
+    delay the start of queued runs.
+    """
     run = runs.claim_next_run(store, worker_id, lease_seconds)
     if run is None:
         return False
@@ -101,12 +113,22 @@ def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None
         done = runs.execute_run(store, run, worker_id, _beating(store),
                                 lease_seconds=lease_seconds)
         log.info("run %s %s%s", run.id, done.status, f": {done.error}" if done.error else "")
-        # Global importance: its own step after the outcome is recorded; never fails the run.
-        explain.after_run(store, done, _beating(store))
-        drift.after_run(store, done)  # per-run drift counts: its own step, never fails the run
+        if deferred is None:
+            after_run(store, done)
+        else:
+            deferred.append(done)
     finally:
         write_heartbeat(store, runs_in_flight=0)
     return True
+
+
+def after_run(store: Store, done: Run) -> None:
+    """The steps after a run's outcome is recorded, in order; none of them fails the run or
+    raises (each logs its own trouble)."""
+    explain.after_run(store, done, _beating(store))  # global importance
+    drift.after_run(store, done)  # per-run drift counts
+    validation.after_run(store, done)  # a validation run's report
+    reports.after_run(store, done)  # the run's HTML report (after drift: it shows it)
 
 
 def run_forever(store: Store, *, once: bool = False, idle_seconds: float = IDLE_SECONDS,
@@ -173,6 +195,8 @@ class Tick:
         self.marker: bytes | None = _UNSEEN
         self.full_check_at = float("-inf")  # time.monotonic() of the next full check
         self.has_pending = True  # True until a drain ended with an empty queue
+        self.prune_at = float("-inf")  # time.monotonic() of the next slot pruning
+        self.deferred: list[Run] = []  # finished runs whose after_run steps are still to do
 
     def __call__(self) -> int:
         """One tick: the number of runs executed (0 also when it did not open the store)."""
@@ -185,29 +209,72 @@ class Tick:
         # the marker after this read, so the next tick sees a new token.
         self.marker = marker
         self.has_pending = True
-        if is_full:
-            self._full_check()
-        elif is_changed:
-            self.plan.sync()
-        return self._drain()
+        try:
+            if is_full:
+                self._full_check()
+            elif is_changed:
+                self.plan.sync()
+            return self._drain()
+        except Exception:
+            # The store stayed locked, or a read failed: what this tick learned is unsure, so
+            # the next one starts over with a full check (leases, schedules, queue).
+            self.full_check_at = float("-inf")
+            raise
 
     def _full_check(self) -> None:
         self.full_check_at = time.monotonic() + self.full_check_seconds
         expire_lost_runs(self.store)
+        if time.monotonic() >= self.prune_at:
+            self.prune_at = time.monotonic() + PRUNE_SECONDS
+            if pruned := scheduler.prune_slots(self.store):
+                log.info("pruned %d schedule slots older than %s", pruned, scheduler.KEEP_SLOTS)
         self.plan.sync()
 
     def _drain(self) -> int:
-        """Queue due slots, then execute queued runs until none is left."""
+        """Queue due slots, execute queued runs until none is left, then the steps after
+        those runs (a run queued meanwhile goes first; a step waits at most DEFER_SECONDS)."""
         executed = 0
         self.plan.enqueue_due()
-        while run_next(self.store, self.worker_id):
-            executed += 1
-            _safe_heartbeat(self.store)
-            if time.monotonic() >= self.full_check_at:  # a long drain still expires leases
-                self._full_check()
-            self.plan.enqueue_due()
+        empty: bytes | None = None  # the marker's token when a claim last found no run
+        while True:
+            if self.deferred and (self._is_stale() or self._nothing_new(empty)):
+                after_run(self.store, self.deferred.pop(0))
+                continue
+            marker = runs.read_queue_marker(self.store.workspace)
+            if run_next(self.store, self.worker_id, deferred=self.deferred):
+                executed += 1
+                _safe_heartbeat(self.store)
+                if time.monotonic() >= self.full_check_at:  # a long drain still expires leases
+                    self._full_check()
+                self.plan.enqueue_due()
+                continue
+            self.marker = empty = marker  # the queue was empty after this token
+            if not self.deferred:
+                break
+            self.plan.enqueue_due()  # a slot come due goes before the steps, and once only
         self.has_pending = False
         return executed
+
+    def _is_stale(self) -> bool:
+        """The oldest deferred run has waited DEFER_SECONDS: its steps go before more runs."""
+        finished = self.deferred[0].finished_at
+        return finished is not None and utcnow() - finished > timedelta(seconds=DEFER_SECONDS)
+
+    def _nothing_new(self, empty: bytes | None) -> bool:
+        """A claim found the queue empty, and since then no run was queued (the marker is
+        the same) and no schedule slot came due."""
+        return (empty is not None and not self.plan.is_due()
+                and runs.read_queue_marker(self.store.workspace) == empty)
+
+    def finish_deferred(self, budget_seconds: float) -> None:
+        """On the way out: the steps after finished runs, for at most `budget_seconds`."""
+        deadline = time.monotonic() + budget_seconds
+        while self.deferred and time.monotonic() < deadline:
+            after_run(self.store, self.deferred.pop(0))
+        if self.deferred:
+            log.warning("stopping with the steps after %d run(s) not done (global importance, "
+                        "drift counts, reports): %s", len(self.deferred),
+                        ", ".join(r.id for r in self.deferred))
 
 
 def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
@@ -226,18 +293,22 @@ def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
 def _loop(store: Store, worker_id: str, *, once: bool, idle_seconds: float,
           max_ticks: int | None) -> None:
     jobs = schedule.Scheduler()
+    tick = Tick(store, worker_id)
     # `schedule` loops forever on a zero interval: a tick is at least 10 ms apart.
-    jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", Tick(store, worker_id)))
+    jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", tick))
     jobs.every(HEARTBEAT_SECONDS).seconds.do(_guarded("heartbeat",
                                                       lambda: _safe_heartbeat(store)))
-    jobs.run_all()  # the first tick at once (a full check), and the heartbeat
-    ticks = 1
-    while not once and (max_ticks is None or ticks < max_ticks):
-        # Sleep until the next job is due (never a busy loop: idle CPU stays low).
-        time.sleep(min(max(jobs.idle_seconds or 0.0, 0.0), idle_seconds))
-        if jobs.idle_seconds is not None and jobs.idle_seconds <= 0:
-            ticks += 1
-            jobs.run_pending()
+    try:
+        jobs.run_all()  # the first tick at once (a full check), and the heartbeat
+        ticks = 1
+        while not once and (max_ticks is None or ticks < max_ticks):
+            # Sleep until the next job is due (never a busy loop: idle CPU stays low).
+            time.sleep(min(max(jobs.idle_seconds or 0.0, 0.0), idle_seconds))
+            if jobs.idle_seconds is not None and jobs.idle_seconds <= 0:
+                ticks += 1
+                jobs.run_pending()
+    finally:
+        tick.finish_deferred(STOP_BUDGET_SECONDS)  # a stop mid-drain (SIGTERM) leaves some
 
 
 def _safe_heartbeat(store: Store) -> None:

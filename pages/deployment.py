@@ -1,8 +1,18 @@
-"""One deployment: general, pipeline, versions, runs, schedule, drift and audit log."""
+"""One deployment: general, pipeline, versions, runs, predictions, schedule, validation,
+challenger, drift and audit log."""
 
 import streamlit as st
 
-from core import audit, ui, ui_deployment, ui_drift
+from core import (
+    audit,
+    ui,
+    ui_challenger,
+    ui_connections,
+    ui_deployment,
+    ui_drift,
+    ui_reports,
+    ui_validation,
+)
 from core.errors import NotFound
 
 ui.header("Deployment")
@@ -17,20 +27,30 @@ deployment = st.selectbox("Deployment", found, key="deployment_pick",
                           format_func=lambda d: f"{d.name} ({d.environment})")
 st.query_params["name"] = deployment.name
 
-general, pipeline_tab, versions_tab, runs_tab, schedule_tab, drift_tab, audit_tab = st.tabs(
-    ["General", "Pipeline", "Versions", "Runs", "Schedule", "Drift", "Audit log"])
+(general, pipeline_tab, versions_tab, runs_tab, predictions_tab, schedule_tab, validation_tab,
+ challenger_tab, drift_tab, audit_tab) = st.tabs(
+    ["General", "Pipeline", "Versions", "Runs", "Predictions", "Schedule", "Validation",
+     "Challenger", "Drift", "Audit log"])
 with general:
     ui_drift.drift_banner(store, deployment)
     ui_deployment.general(store, deployment)
     ui_drift.drift_headline(store, deployment)
 with pipeline_tab:
     ui_deployment.pipeline_editor(store, deployment)
+    ui_connections.connections_panel(store, deployment)
 with versions_tab:
     ui_deployment.versions_table(store, deployment)
 with runs_tab:
     ui_deployment.runs_panel(store, deployment)
+with predictions_tab:
+    ui_challenger.predictions_tab(store, deployment)
 with schedule_tab:
     ui_deployment.schedule_panel(store, deployment)
+    ui_reports.report_settings(store, deployment)
+with validation_tab:
+    ui_validation.validation_tab(store, deployment)
+with challenger_tab:
+    ui_challenger.challenger_tab(store, deployment)
 with drift_tab:
     ui_drift.drift_tab(store, deployment)
 with audit_tab:

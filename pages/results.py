@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import results, runs, ui, ui_explain, ui_results
+from core import results, runs, ui, ui_connections, ui_explain, ui_reports, ui_results
 
 ui.header("Run results")
 store = ui.get_store()
@@ -32,8 +32,12 @@ if not run.is_finished:
     st.stop()
 if run.status != "succeeded":
     st.error(f"**The run {run.status}.** {run.error or ''}", icon="⚠️")
-    if not run.summary.get("results_written"):  # a failed sink still leaves readable results
-        st.stop()
+ui_connections.redeliver_panel(store, run)  # re-deliver to the sinks, without predicting again
+ui_reports.report_download(store, run)
+if not run.summary.get("results_written"):  # a failed sink still leaves readable results
+    if run.status == "succeeded":  # zero rows: no new data (incremental sources)
+        st.info(" ".join(run.summary.get("notes") or ["The run scored no rows."]))
+    st.stop()
 
 summary = results.summary(store, run.id)
 main = summary.get("main") or {}

@@ -22,7 +22,8 @@ def test_deploy_promote_rollback_and_delete(capsys: pytest.CaptureFixture[str],
     assert deployed["current"] == {"version": 1, "main": first, "challenger": second}
     again = run_json(capsys, "deploy", second, "--env", "staging")
     assert again["current"]["version"] == 2 and again["name"] == deployed["name"]
-    production = run_json(capsys, "promote", deployed["name"], "--no-pipeline")
+    production = run_json(capsys, "promote", deployed["name"], "--no-pipeline",
+                          "--override", "gate tested in test_gate.py")
     assert production["environment"] == "production"
     assert production["current"]["main"] == second
     rolled = run_json(capsys, "rollback", deployed["name"], "--version", "1")

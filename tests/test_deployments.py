@@ -13,6 +13,7 @@ from core.errors import ArtifactError, Conflict, InvalidInput, NotFound, Pipelin
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+UNGATED = "copying and idempotence tested here; the gate in test_gate.py"
 
 
 def churn_models(store: Store) -> list[str]:
@@ -54,7 +55,8 @@ def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> No
     staging = deployments.deploy(trained_store, main, "staging", challenger_id=challenger)
     deployments.update_pipeline(trained_store, staging.name, {
         **staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]})
-    production = deployments.promote(trained_store, staging.name, copy_pipeline=True)
+    production = deployments.promote(trained_store, staging.name, copy_pipeline=True,
+                                     override_reason=UNGATED)
     assert production.name == "churn-production" and production.environment == "production"
     assert (production.current.main_model_id, production.current.challenger_model_id) == (
         main, challenger)
@@ -71,7 +73,8 @@ def test_promotion_without_copying_keeps_production_pipeline(trained_store: Stor
     staging = deployments.deploy(trained_store, second, "staging")
     deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline,
                                 "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]})
-    production = deployments.promote(trained_store, staging.name, copy_pipeline=False)
+    production = deployments.promote(trained_store, staging.name, copy_pipeline=False,
+                                     override_reason=UNGATED)
     assert production.pipeline["transforms"] == []
     assert production.current.number == 2 and production.current.main_model_id == second
 
@@ -149,7 +152,8 @@ import sys
 from core import deployments
 from core.store import Store
 store = Store.open(sys.argv[1])
-print(deployments.promote(store, "churn-staging", actor=sys.argv[2]).current.number)
+print(deployments.promote(store, "churn-staging", actor=sys.argv[2],
+                          override_reason="testing concurrent promotion").current.number)
 """
 
 

@@ -225,6 +225,7 @@ def test_a_feature_absent_from_the_training_profile_is_reported_not_scored(
     profile = json.loads(json.dumps(model.profile))
     del profile["features"]["support_tickets"]
     trained_store.execute("UPDATE models SET profile = ? WHERE id = ?", [profile, model.id])
+    registry.clear_cache()  # model rows are immutable in the product; this test edits one
     run = score(trained_store, deployed.name, served(200))
     found = by_name(drift.drift_report(trained_store, deployed.name, run_id=run.id))
     assert found["support_tickets"] == FeatureDrift(
@@ -240,6 +241,7 @@ def test_a_constant_training_feature_uses_the_raw_distance(trained_store: Store,
     profile["features"]["support_tickets"].update(
         edges=[1.0], fractions=[1.0], std=0.0, mean=1.0, min=1.0, max=1.0, missing_rate=0.0)
     trained_store.execute("UPDATE models SET profile = ? WHERE id = ?", [profile, model.id])
+    registry.clear_cache()  # model rows are immutable in the product; this test edits one
     frame = served(400)
     frame["support_tickets"] = 1
     frame.loc[:99, "support_tickets"] = 3
@@ -284,3 +286,19 @@ def test_cli_json_shape(capsys: pytest.CaptureFixture[str], trained_store: Store
     assert text.startswith(f"{deployed.name}: 3 of 7 features drifted")
     assert cli.main(["drift", deployed.name, "--last", "0"]) == 2
     assert "at least one run" in capsys.readouterr().err
+
+
+def test_validation_runs_stay_out_of_drift_windows(trained_store: Store,
+                                                   deployed: Deployment) -> None:
+    from core import validation  # labelled test data is not served traffic
+
+    served_run = score(trained_store, deployed.name, served(300))
+    labelled = datasets.churn_frame(n_rows=200, seed=5)
+    labelled.to_parquet(trained_store.workspace.home / "labelled.parquet")
+    checked = validation.validate_here(trained_store, deployed.name, "labelled.parquet",
+                                       label="churn")
+    assert checked.status == "succeeded"
+    report = drift.drift_report(trained_store, deployed.name, last=5)
+    assert report.run_ids == (served_run.id,)
+    alone = drift.drift_report(trained_store, deployed.name, run_id=checked.run_id)
+    assert alone.run_ids == (checked.run_id,)  # still open to anyone who asks for it by id

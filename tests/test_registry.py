@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from core import registry
@@ -144,3 +146,39 @@ def test_discard_artifacts_removes_only_the_given_folders(trained_store: Store) 
     assert trained_store.workspace.artifact_dir(keep.id).is_dir()
     rows = registry.background_sample(trained_store, keep)
     assert len(registry.load_estimator(trained_store, keep).predict(rows)) == len(rows)
+
+
+# ---------------------------------------------------------------------------- process cache
+def test_a_model_row_is_read_from_the_store_once_per_process(
+        trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = registry.list_models(trained_store)[0]
+    registry.clear_cache()
+    reads: list[str] = []
+    original = Store._once
+
+    def counting(self: Store, fn: Any, *, write: bool) -> Any:
+        reads.append("write" if write else "read")
+        return original(self, fn, write=write)
+
+    monkeypatch.setattr(Store, "_once", counting)
+    assert registry.get_model(trained_store, model.id) == model
+    assert registry.get_model(trained_store, model.id) == model
+    assert reads == ["read"]
+    with pytest.raises(NotFound):  # unknown ids are never kept
+        registry.get_model(trained_store, "mdl_unknown")
+    with pytest.raises(NotFound):
+        registry.get_model(trained_store, "mdl_unknown")
+    assert reads == ["read"] * 3
+
+
+def test_a_kept_estimator_is_verified_again_once_its_file_changes(trained_store: Store) -> None:
+    model = registry.list_models(trained_store)[0]
+    first = registry.cached_estimator(trained_store, model)
+    assert registry.cached_estimator(trained_store, model) is first  # kept, not loaded again
+    path = trained_store.workspace.home / model.artifact_path
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match="changed on disk"):
+        registry.cached_estimator(trained_store, model)
+    path.unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        registry.cached_estimator(trained_store, model)

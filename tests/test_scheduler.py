@@ -129,7 +129,8 @@ def test_pause_without_a_schedule_and_unknown_deployments(trained_store: Store,
 def test_promotion_copies_the_schedule(trained_store: Store, deployed: Deployment) -> None:
     staging = scheduler.set_schedule(trained_store, deployed.name, "0 6 * * 1", "Europe/Berlin",
                                      overlap="wait", max_attempts=3)
-    production = deployments.promote(trained_store, deployed.name)
+    production = deployments.promote(trained_store, deployed.name,
+                                     override_reason="the gate is tested in test_gate.py")
     copied = scheduler.get_schedule(trained_store, production.name)
     assert (copied.cron, copied.timezone, copied.overlap, copied.max_attempts) == (
         "0 6 * * 1", "Europe/Berlin", "wait", 3)
@@ -306,3 +307,79 @@ def test_two_worker_processes_decide_each_slot_exactly_once(trained_store: Store
                  if r.trigger == "schedule"]
     assert len(scheduled) == 1  # the later slots were skipped: that run was still queued
     assert [r["outcome"] for r in rows] == ["queued", "skipped", "skipped"]
+
+
+# ---------------------------------------------------------------------------- store locked
+HOLD_SCRIPT = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+def _hold_lock(store: Store, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding the store's file (a writer's lock) for `seconds`."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(store.workspace.db_path),
+                               str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _due_every_minute(store: Store, deployed: Deployment) -> None:
+    scheduler.set_schedule(store, deployed.name, "* * * * *")
+    store.execute("UPDATE deployments SET schedule = json_merge_patch(schedule, ?)"
+                  " WHERE id = ?", ['{"since": "2000-01-01T00:00:00"}', deployed.id])
+
+
+@pytest.mark.slow
+def test_a_store_locked_for_a_few_seconds_delays_the_slot_and_loses_nothing(
+        trained_store: Store, deployed: Deployment) -> None:
+    _due_every_minute(trained_store, deployed)
+    with _hold_lock(trained_store, 2.0) as holder:
+        started = time.monotonic()
+        worker.run_forever(trained_store, once=True)  # waits out the lock with backoff
+        waited = time.monotonic() - started
+        holder.wait(timeout=30)
+    assert waited >= 1.0  # it really met the lock
+    [run] = runs.list_runs(trained_store, deployed.name)
+    assert (run.trigger, run.status) == ("schedule", "succeeded")
+    assert [r["outcome"] for r in slot_rows(trained_store)] == ["queued"]
+
+
+@pytest.mark.slow
+def test_a_tick_that_meets_a_longer_lock_gives_up_and_the_next_tick_catches_up(
+        trained_store: Store, deployed: Deployment) -> None:
+    _due_every_minute(trained_store, deployed)
+    impatient = Store(trained_store.workspace, lock_timeout=0.3)
+    tick = worker.Tick(impatient, worker.new_worker_id())
+    job = worker._guarded("tick", tick)
+    with _hold_lock(trained_store, 2.0) as holder:
+        job()  # StoreBusy after 0.3 s: logged, not raised, nothing half-written
+        assert holder.poll() is None  # the lock was still held during that tick
+        holder.wait(timeout=30)
+    assert runs.list_runs(trained_store, deployed.name) == []
+    assert slot_rows(trained_store) == []
+    job()  # the lock is gone: the same slot is decided once and its run executed
+    [run] = runs.list_runs(trained_store, deployed.name)
+    assert (run.trigger, run.status) == ("schedule", "succeeded")
+    assert [r["outcome"] for r in slot_rows(trained_store)] == ["queued"]
+
+
+def test_old_slots_are_pruned_but_each_deployments_latest_stays(trained_store: Store,
+                                                                deployed: Deployment) -> None:
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    slot = first_slot(trained_store, deployed.name)
+    for hours in range(3):
+        scheduler.enqueue_due(trained_store, slot + timedelta(hours=hours, seconds=1))
+        trained_store.execute("UPDATE runs SET status = 'cancelled' WHERE status = 'queued'")
+    assert len(slot_rows(trained_store)) == 3
+    later = slot + timedelta(days=40)
+    assert scheduler.prune_slots(trained_store, now=later) == 2
+    [kept] = slot_rows(trained_store)
+    assert kept["slot_at"] == slot + timedelta(hours=2)
+    # The pruned slots are not decided again: the next decision is a later slot only.
+    decided = scheduler.enqueue_due(trained_store, slot + timedelta(hours=2, minutes=30))
+    assert decided == []
+    assert scheduler.prune_slots(trained_store, now=later) == 0

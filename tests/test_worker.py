@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from core import datasets, deployments, registry, runs, worker
+from core import datasets, deployments, drift, explain, registry, runs, worker
 from core.entities import Deployment
 from core.sidecars import HEARTBEAT_FILE, worker_status
 from core.store import Store, Tx
@@ -128,8 +128,8 @@ def test_an_idle_tick_reads_the_queue_marker_not_the_store(
         trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     tick = worker.Tick(trained_store, "w1")
     opened = count_connections(monkeypatch)
-    assert tick() == 0  # the first tick is a full check: leases, schedules, the queue
-    assert opened == ["write", "read", "write"]
+    assert tick() == 0  # the first tick is a full check: leases, old slots, schedules, queue
+    assert opened == ["write", "write", "read", "write"]
     opened.clear()
     assert [tick() for _ in range(5)] == [0] * 5
     assert opened == []  # idle: nothing queued, no slot due, no full check due
@@ -235,3 +235,38 @@ def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
     assert failed.status == "failed" and failed.error.startswith("worker lost (lease expired")
     assert not partial.exists()
     assert earlier.read_bytes() == before
+
+
+def _record_order(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record "run ID" as each run starts executing and "after ID" as its after-steps start."""
+    order: list[str] = []
+    original_execute, original_after = runs.execute_run, worker.after_run
+    monkeypatch.setattr(runs, "execute_run", lambda store, run, *a, **k: (
+        order.append(f"run {run.id}"), original_execute(store, run, *a, **k))[1])
+    monkeypatch.setattr(worker, "after_run", lambda store, done: (
+        order.append(f"after {done.id}"), original_after(store, done))[1])
+    return order
+
+
+def test_steps_after_runs_wait_until_no_run_is_queued(trained_store: Store, deployed: Deployment,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    order = _record_order(monkeypatch)
+    queued = [runs.enqueue_run(trained_store, deployed.name) for _ in range(3)]
+    tick = worker.Tick(trained_store, "w1")
+    assert tick() == 3
+    assert order == [f"run {r.id}" for r in queued] + [f"after {r.id}" for r in queued]
+    assert tick.deferred == []
+    for run in queued:  # the steps really ran: global importance and drift counts are there
+        assert explain.get_importance(trained_store, run.id) is not None
+        assert drift.counts_path(trained_store, run.id, None).exists()
+
+
+def test_a_step_deferred_too_long_goes_before_the_next_run(
+        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "DEFER_SECONDS", 0.0)  # every finished run is already stale
+    order = _record_order(monkeypatch)
+    queued = [runs.enqueue_run(trained_store, deployed.name) for _ in range(2)]
+    tick = worker.Tick(trained_store, "w1")
+    assert tick() == 2
+    assert order == [f"{what} {r.id}" for r in queued for what in ("run", "after")]
+    assert [runs.get_run(trained_store, r.id).status for r in queued] == ["succeeded"] * 2

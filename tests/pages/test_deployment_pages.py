@@ -52,6 +52,9 @@ def test_promote_then_roll_back_from_the_deployment_page(
     at = open_page("pages/deployment.py", name=deployed)
     assert not at.exception and not errors(at)
     assert any("Model block (locked)" in i.value for i in at.info)
+    assert button(at, "Promote to production").disabled  # not validated: the gate fails
+    at.text_area(key=next(t.key for t in at.text_area if t.label.startswith("Override reason"))
+                 ).set_value("the gate is tested in test_validation_page.py").run()
     button(at, "Promote to production").click().run()
     assert any("churn-production now serves version 1" in s.value for s in at.success)
     other = registry.list_models(trained_store)[1].id

@@ -1,0 +1,346 @@
+"""PostgreSQL connections of a project, and the secrets they need.
+
+A connection is host, port, database, user and sslmode, stored per project (migration 0006),
+plus where its password comes from. The password never enters the DuckDB metadata in plain
+text: it is either the name of an environment variable read when connecting
+(`{"env": "VAR"}`), or a Fernet token encrypted with the workspace key, a file beside the
+store created 0600 on first use. The key file's name starts with the store's, so pipeline
+sources cannot read it and sinks cannot write it (core/pipeline_sql.py `_readable` and
+core/pipeline.py `_output_path` keep every `modeldeck.duckdb*` file out of their reach).
+Descriptions (`describe`, `to_dict`) say where the password comes from, never its value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from cryptography.fernet import Fernet, InvalidToken
+
+from core import audit, postgres
+from core.datasets import new_id
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError
+from core.store import Store, Tx, utcnow
+from core.workspace import DB_NAME, Workspace
+
+KEY_FILE = f"{DB_NAME}.key"
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class PgConnection:
+    """A stored connection; `password_ref` is a variable name or a token, never a password."""
+
+    id: str
+    project_id: str
+    name: str
+    host: str
+    port: int
+    database: str
+    user: str
+    sslmode: str
+    password_kind: str  # env | encrypted | none
+    password_ref: str
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PgConnection:
+        return cls(**{k: v for k, v in row.items() if k != "user_name"}, user=row["user_name"])
+
+    @property
+    def password_label(self) -> str:
+        """Where the password comes from, for people: never the value."""
+        if self.password_kind == "env":
+            return f"password: from ${self.password_ref}"
+        if self.password_kind == "encrypted":
+            return "password: stored encrypted"
+        return "password: none"
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description without the secret (the env var's name is not secret)."""
+        return {"name": self.name, "project_id": self.project_id, "host": self.host,
+                "port": self.port, "database": self.database, "user": self.user,
+                "sslmode": self.sslmode, "password": self.password_label.removeprefix(
+                    "password: "), "password_env": self.password_ref
+                if self.password_kind == "env" else None}
+
+
+# ---------------------------------------------------------------------------- the key
+def key_path(workspace: Workspace) -> Path:
+    return workspace.home / KEY_FILE
+
+
+def workspace_key(workspace: Workspace, create: bool = False) -> bytes:
+    """The workspace's Fernet key; created (0600, atomically, once across processes) when
+    `create`, else InvalidInput when missing."""
+    path = key_path(workspace)
+    if path.exists():
+        return path.read_bytes().strip()
+    if not create:
+        raise InvalidInput(f"The workspace key {path} is missing, so stored passwords cannot "
+                           "be decrypted.", "Restore the key file from a backup, or add the "
+                           "connection again with its password.")
+    workspace.home.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{KEY_FILE}.", dir=workspace.home)  # mode 0600
+    try:
+        os.write(fd, Fernet.generate_key())
+        os.close(fd)
+        try:
+            os.link(tmp, path)  # fails if another process created it first: theirs wins
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes().strip()
+
+
+def encrypt(workspace: Workspace, password: str) -> str:
+    return Fernet(workspace_key(workspace, create=True)).encrypt(password.encode()).decode()
+
+
+def password(workspace: Workspace, conn: PgConnection) -> str | None:
+    """The connection's password, read now; raises InvalidInput naming what is missing."""
+    if conn.password_kind == "env":
+        value = os.environ.get(conn.password_ref)
+        if value is None:
+            raise InvalidInput(f"Connection '{conn.name}' takes its password from the "
+                               f"environment variable ${conn.password_ref}, which is not set.",
+                               f"Set {conn.password_ref} in the environment of the worker and "
+                               "the UI (e.g. in the service's unit file), then retry.")
+        return value
+    if conn.password_kind == "encrypted":
+        try:
+            return Fernet(workspace_key(workspace)).decrypt(conn.password_ref.encode()).decode()
+        except InvalidToken as exc:
+            raise InvalidInput(f"The stored password of connection '{conn.name}' cannot be "
+                               f"decrypted with the workspace key {key_path(workspace)}.",
+                               "The key file was replaced: restore it, or add the connection "
+                               "again (--replace) with its password.") from exc
+    return None
+
+
+def connect_kwargs(workspace: Workspace, conn: PgConnection) -> dict[str, Any]:
+    """psycopg.connect() arguments for the connection (the password read now)."""
+    kwargs: dict[str, Any] = {"host": conn.host, "port": conn.port, "dbname": conn.database,
+                              "user": conn.user, "sslmode": conn.sslmode}
+    secret = password(workspace, conn)
+    if secret is not None:
+        kwargs["password"] = secret
+    return kwargs
+
+
+# ---------------------------------------------------------------------------- the rows
+def _project_id(tx: Tx, project: str) -> str:
+    row = tx.execute("SELECT id FROM projects WHERE id = ? OR name = ?",
+                     [project, project]).first()
+    if row is None:
+        raise NotFound("project", project, "Projects are created by training; the default "
+                       "project is called Default.")
+    return str(row["id"])
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not postgres.CONNECTION_NAME.match(name.strip()):
+        raise InvalidInput(f"{name!r} is not a valid connection name.",
+                           "Use letters, digits, '_' and '-', starting with a letter, e.g. "
+                           "warehouse.")
+    return name.strip()
+
+
+def _settings(host: str, port: int, database: str, user: str, sslmode: str) -> None:
+    for label, value in (("host", host), ("database", database), ("user", user)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"The connection's {label} is empty.", f"Give the {label}.")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise InvalidInput(f"{port!r} is not a port number.", "PostgreSQL's default is 5432.")
+    if sslmode not in SSLMODES:
+        raise InvalidInput(f"Unknown sslmode {sslmode!r}.", f"Choose one of: "
+                           f"{', '.join(SSLMODES)}.")
+
+
+def _secret(workspace: Workspace, password: str | None,
+            password_env: str | None) -> tuple[str, str]:
+    if password and password_env:
+        raise InvalidInput("Give either a password or an environment variable, not both.",
+                           "An environment variable keeps the password out of the workspace.")
+    if password_env:
+        if not _ENV_VAR.match(password_env.strip().lstrip("$")):
+            raise InvalidInput(f"{password_env!r} is not an environment variable name.",
+                               "Use letters, digits and '_', e.g. WAREHOUSE_PASSWORD.")
+        return "env", password_env.strip().lstrip("$")
+    if password:
+        return "encrypted", encrypt(workspace, password)
+    return "none", ""
+
+
+def add_connection(store: Store, project: str, name: str, *, host: str, port: int = 5432,
+                   database: str, user: str, sslmode: str = "prefer",
+                   password: str | None = None, password_env: str | None = None,
+                   replace: bool = False, actor: str | None = None) -> PgConnection:
+    """Store a connection of `project` (one transaction). Raises InvalidInput for a bad setting,
+    Conflict when the name is taken (unless `replace`), NotFound for an unknown project."""
+    name = check_name(name)
+    _settings(host, port, database, user, sslmode)
+    kind, ref = _secret(store.workspace, password, password_env)
+    actor = actor or audit.current_actor()
+
+    def write(tx: Tx) -> None:
+        project_id = _project_id(tx, project)
+        old = tx.execute("SELECT id, created_at FROM connections WHERE project_id = ?"
+                         " AND name = ?", [project_id, name]).first()
+        if old and not replace:
+            raise Conflict(f"Project '{project}' already has a connection '{name}'.",
+                           "Remove it first, or add it again with --replace.")
+        now = utcnow()
+        tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?",
+                   [project_id, name])
+        tx.execute("INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [old["id"] if old else new_id("con"), project_id, name, host.strip(), port,
+                    database.strip(), user.strip(), sslmode, kind, ref, actor,
+                    old["created_at"] if old else now, now])
+
+    store.write(write)
+    return get_connection(store, project, name)
+
+
+def get_connection(store: Store, project: str, name: str) -> PgConnection:
+    """One connection of a project (by project id or name); raises NotFound."""
+
+    def read(tx: Tx) -> dict[str, Any] | None:
+        return tx.execute("SELECT * FROM connections WHERE project_id = ? AND name = ?",
+                          [_project_id(tx, project), name]).first()
+
+    row = store.read(read)
+    if row is None:
+        raise NotFound("connection", name, f"Run `modeldeck connections list --project "
+                       f"{project}` to see names, or add it.")
+    return PgConnection.from_row(row)
+
+
+def list_connections(store: Store, project: str | None = None) -> list[PgConnection]:
+    """A project's connections by name (every project's for None)."""
+
+    def read(tx: Tx) -> list[dict[str, Any]]:
+        project_id = _project_id(tx, project) if project else None
+        return tx.execute("SELECT * FROM connections WHERE ? IS NULL OR project_id = ?"
+                          " ORDER BY name, project_id", [project_id, project_id]).dicts()
+
+    return [PgConnection.from_row(r) for r in store.read(read)]
+
+
+def test_connection(store: Store, project: str, name: str) -> dict[str, Any]:
+    """Connect with a stored connection and ask the server's version; raises InvalidInput
+    saying why it failed (unreachable, wrong password, variable not set)."""
+    conn = get_connection(store, project, name)
+    return {"name": conn.name, **postgres.ping(connect_kwargs(store.workspace, conn),
+                                               f"connection '{conn.name}'")}
+
+
+def users_of(pipeline: dict[str, Any], name: str) -> list[str]:
+    """The blocks of a pipeline that name connection `name` ('source', 'sink 2', ...)."""
+    blocks = [("source", pipeline.get("source"))] + [
+        (f"sink {i}", s) for i, s in enumerate(pipeline.get("sinks") or [], start=1)]
+    return [label for label, block in blocks if isinstance(block, dict)
+            and block.get("kind") == "postgres" and block.get("connection") == name]
+
+
+def remove_connection(store: Store, project: str, name: str) -> None:
+    """Delete a connection (one transaction); Conflict while a deployment's pipeline uses it."""
+
+    def write(tx: Tx) -> None:
+        project_id = _project_id(tx, project)
+        for row in tx.execute("SELECT name, pipeline FROM deployments WHERE project_id = ?",
+                              [project_id]):
+            used = users_of(json.loads(row["pipeline"]), name)
+            if used:
+                raise Conflict(f"Connection '{name}' is used by deployment '{row['name']}' "
+                               f"({', '.join(used)}).", "Change that pipeline first.")
+        if not tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?"
+                          " RETURNING id", [project_id, name]):
+            raise NotFound("connection", name, "Run `modeldeck connections list` to see names.")
+
+    store.write(write)
+
+
+def uses_postgres(pipeline: dict[str, Any] | None) -> bool:
+    """Whether a pipeline (or a lone source block) has a postgres block."""
+    if not isinstance(pipeline, dict):
+        return False
+    blocks = [pipeline, pipeline.get("source"), *(pipeline.get("sinks") or [])]
+    return any(isinstance(b, dict) and b.get("kind") == "postgres" for b in blocks)
+
+
+def bind_project(tx: Tx, pipeline: dict[str, Any], project_id: str) -> dict[str, Any]:
+    """The pipeline (or a lone source block) with every postgres block tied to `project_id`,
+    the deployment's project, so a run only ever uses its own project's connections.
+
+    Raises Forbidden when a block names another project (by id or name).
+    """
+    def bind(block: Any) -> Any:
+        if not isinstance(block, dict) or block.get("kind") != "postgres":
+            return block
+        named = block.get("project")
+        if named and _project_id(tx, str(named)) != project_id:
+            raise Forbidden(f"The PostgreSQL block using connection '{block.get('connection')}'"
+                            f" names project '{named}', which is not this deployment's "
+                            "project.", "A deployment uses its own project's connections: add "
+                            "the connection to the deployment's project and leave 'project' "
+                            "out of the block.")
+        return {**block, "project": project_id}
+
+    bound = bind(pipeline)
+    if bound is pipeline:  # a whole pipeline, not a source block
+        bound = dict(pipeline)
+        if "source" in bound:
+            bound["source"] = bind(bound["source"])
+        if isinstance(bound.get("sinks"), list):
+            bound["sinks"] = [bind(s) for s in bound["sinks"]]
+    return bound
+
+
+def for_block(store: Store, block: dict[str, Any]) -> PgConnection:
+    """The connection a pipeline's postgres block names: in the block's project, or, without
+    one, the only connection of that name in the workspace (NotFound / InvalidInput else)."""
+    name = block.get("connection", "")
+    if block.get("project"):
+        return get_connection(store, str(block["project"]), name)
+    rows = store.query("SELECT * FROM connections WHERE name = ?", [name]).dicts()
+    if not rows:
+        raise NotFound("connection", name, "Add it with `modeldeck connections add`, or on "
+                       "the deployment's Pipeline tab.")
+    if len(rows) > 1:
+        raise InvalidInput(f"{len(rows)} projects have a connection named '{name}'.",
+                           'Name the project in the block, e.g. "project": "Default".')
+    return PgConnection.from_row(rows[0])
+
+
+@contextlib.contextmanager
+def open_source(workspace: Workspace, block: dict[str, Any], batch_rows: int,
+                limit: int | None = None) -> Iterator[pa.RecordBatchReader]:
+    """A validated postgres source block's rows as Arrow batches (core/postgres.py
+    `read_query`); a missing connection or secret is a PipelineError of the source."""
+    label = postgres.source_label(block)
+    try:
+        conn = for_block(Store.open(workspace), block)
+        kwargs = connect_kwargs(workspace, conn)
+    except (NotFound, InvalidInput) as exc:
+        raise PipelineError(f"{label} cannot start: {exc.message}", exc.hint, "source") from exc
+    with postgres.read_query(kwargs, block["sql"], batch_rows, label,
+                             f"connection '{conn.name}'", limit) as reader:
+        yield reader

@@ -1,0 +1,616 @@
+"""Ground truth: true labels keyed by the prediction key, and live metrics of main and challenger.
+
+A label set is read from a pipeline source (a CSV/Parquet file or glob in the workspace, an
+upload, or a DuckDB SQL query over files: core.pipeline's source handling), checked (key and
+label columns present, no duplicate or empty keys, labels of the task's type and of classes
+the models know) and stored as an immutable Parquet file `labels/<deployment_id>/<id>.parquet`
+(`key` as text, `label` as text for classification or a number for regression), plus a row in
+`ground_truth` written with its audit entry. A later set overrides an earlier one for shared
+keys.
+
+Live metrics join each run's results with the labels on the key (as text) in DuckDB and feed
+the matched rows to core.run_metrics, as a labelled run would. The difference (challenger -
+main) of the headline metric gets a paired bootstrap confidence interval over the matched rows:
+for accuracy the rows fall in four outcomes (both right, only main, only challenger, neither),
+so resampling rows is exactly a multinomial draw of those four counts; for MAE the per-row
+difference of absolute errors is resampled (a systematic sample of BOOTSTRAP_ROWS rows when
+there are more).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core import audit, challenger, drift, pipeline
+from core.datasets import new_id
+from core.deployments import get_deployment
+from core.entities import Deployment, Model, Run
+from core.errors import InvalidInput
+from core.pipeline_sql import quote, reader_for
+from core.registry import get_model
+from core.run_metrics import LabelStats, Sample, Vocabulary, as_text
+from core.runs import result_path
+from core.scoring import Scored, proba_name
+from core.store import Store, Tx, utcnow, with_files
+from core.workspace import atomic_path
+
+LABELS_DIR = "labels"
+RESAMPLES = 1000
+SEED = 0
+BOOTSTRAP_ROWS = 50_000
+SHOWN = 5  # examples named in an error message
+MAX_CLASSES = 1000
+HEADLINE = {"binary": "accuracy", "multiclass": "accuracy", "regression": "mae"}
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """One stored set of true labels."""
+
+    id: str
+    deployment_id: str
+    deployment_name: str
+    path: str
+    source: dict[str, Any]
+    key_column: str
+    label_column: str
+    rows: int
+    counts: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> LabelSet:
+        return cls(**{**row, "source": json.loads(row["source"]),
+                      "counts": json.loads(row["counts"])})
+
+
+@dataclass(frozen=True)
+class Matching:
+    """How labels and predictions meet in a window of runs."""
+
+    labels: int  # distinct labelled keys (all sets)
+    matched_labels: int  # of them, found among the window's predictions
+    unmatched_labels: int
+    predictions: int  # predicted rows in the window
+    predictions_with_label: int
+    predictions_without_label: int
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """Metrics of main and challenger on one run's labelled rows (or a whole window's)."""
+
+    run_id: str  # "" for the whole window
+    at: datetime | None
+    rows: int  # matched rows
+    main: dict[str, Any] | None
+    challenger: dict[str, Any] | None
+    difference: dict[str, float] | None  # challenger - main, per metric
+    ci: tuple[float, float] | None  # of the headline metric's difference
+
+
+@dataclass(frozen=True)
+class LiveMetrics:
+    """Live metrics over a window of runs, newest first, and the whole window."""
+
+    deployment: str
+    task: str
+    metric: str  # the headline metric with a confidence interval
+    method: str
+    matching: Matching
+    runs: tuple[LiveRun, ...]
+    overall: LiveRun
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- adding labels
+def labels_dir(store: Store, deployment_id: str) -> Path:
+    return store.workspace.home / LABELS_DIR / deployment_id
+
+
+def add_labels(store: Store, name: str, source: dict[str, Any], key: str, label: str,
+               actor: str | None = None) -> LabelSet:
+    """Read, check and store a label set for a deployment; audited (`labels`).
+
+    `source` is a pipeline source block ({"kind": "file"|"upload", "path"} or {"kind":
+    "sql", "sql"}). Raises InvalidInput naming the problem: a missing column, no rows,
+    empty or duplicate keys (with counts and examples), text labels for a regression, classes
+    the models never saw, or keys that match no prediction; PipelineError for a bad source.
+    Rows without a label are left out and counted. Nothing is stored when a check fails.
+    """
+    actor = actor or audit.current_actor()
+    deployment = get_deployment(store, name)
+    if deployment.current is None:
+        raise InvalidInput(f"Deployment '{deployment.name}' has no model yet.",
+                           "Deploy a model and run it before adding labels.")
+    model = get_model(store, deployment.current.main_model_id)
+    labels_id = new_id("gt")
+    target = labels_dir(store, deployment.id) / f"{labels_id}.parquet"
+    with _scratch(target) as raw, atomic_path(target) as tmp:
+        _copy_columns(store, source, key, label, raw)
+        dropped = _check(raw, key, label, model, _classes(store, deployment))
+        _normalise(raw, tmp, model.task)
+        counts = {**_match(store, deployment, [str(tmp)]), "without_label": dropped}
+        if counts["matched_labels"] == 0:
+            raise InvalidInput(
+                f"None of the {counts['labels']:,} label keys in '{key}' matches a prediction "
+                f"of deployment '{deployment.name}' ({counts['predictions']:,} predicted rows, "
+                f"key column '{counts['key_column']}').",
+                "Check that the key column holds the same ids as the predictions' key, and "
+                "that the deployment has run on those rows.")
+    relative = str(target.relative_to(store.workspace.home))
+    row = {"id": labels_id, "deployment_id": deployment.id, "deployment_name": deployment.name,
+           "path": relative, "source": source, "key_column": key, "label_column": label,
+           "rows": counts["labels"], "counts": counts, "created_by": actor,
+           "created_at": utcnow()}
+
+    def write(tx: Tx) -> None:
+        tx.execute("INSERT INTO ground_truth VALUES ($id, $deployment_id, $deployment_name,"
+                   " $path, $source, $key_column, $label_column, $rows, $counts, $created_by,"
+                   " $created_at)", row)
+        audit.record(tx, actor=actor, action="labels", deployment_id=deployment.id,
+                     deployment_name=deployment.name, before=None,
+                     after={"labels": labels_id, "rows": counts["labels"],
+                            "matched": counts["matched_labels"]})
+
+    try:
+        store.write(write)
+    except BaseException:
+        target.unlink(missing_ok=True)  # never referenced: nothing to keep
+        raise
+    return LabelSet.from_row({**row, "source": _json(source), "counts": _json(counts)})
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+@contextlib.contextmanager
+def _scratch(beside: Path) -> Any:
+    """A temporary file next to `beside`, removed at the end whatever happens."""
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".raw-", suffix=".parquet", dir=beside.parent)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _copy_columns(store: Store, source: dict[str, Any], key: str, label: str,
+                  target: Path) -> None:
+    """Stream the source's key and label columns into `target` (as `key`, `label`)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        with pipeline.open_input(store.workspace, {"source": _as_text(source)}) as reader:
+            missing = [c for c in (key, label) if c not in reader.schema.names]
+            if missing:
+                raise InvalidInput(
+                    f"The label source has no column {', '.join(repr(c) for c in missing)}.",
+                    f"Its columns: {', '.join(reader.schema.names)}.")
+            if key == label:
+                raise InvalidInput("The key and the label are the same column.",
+                                   "Choose the column holding the ids as key and the one "
+                                   "holding the true outcome as label.")
+            for batch in reader:
+                part = pa.RecordBatch.from_arrays(
+                    [batch.column(key), batch.column(label)], names=["key", "label"])
+                if writer is None:
+                    writer = pq.ParquetWriter(target, part.schema)
+                writer.write_batch(part)
+            if writer is None:
+                writer = pq.ParquetWriter(target, pa.schema(
+                    [("key", reader.schema.field(key).type),
+                     ("label", reader.schema.field(label).type)]))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _as_text(source: dict[str, Any]) -> dict[str, Any]:
+    """A CSV/TSV file source read as text: DuckDB's sniffer would read a yes/no label column
+    as booleans (and ids like 007 as numbers), losing the classes as written."""
+    path = source.get("path")
+    if source.get("kind") not in ("file", "upload") or not isinstance(path, str):
+        return source
+    function, options = reader_for(path.strip())
+    if function != "read_csv":
+        return source
+    return {"kind": "sql", "sql": f"SELECT * FROM read_csv({quote(path.strip())}, all_varchar"
+                                  f" = true, union_by_name = true{options})"}
+
+
+def _classes(store: Store, deployment: Deployment) -> list[str]:
+    """The classes the deployment's current models know, as text."""
+    assert deployment.current is not None
+    found: list[str] = []
+    for model_id in (deployment.current.main_model_id, deployment.current.challenger_model_id):
+        if model_id:
+            classes = get_model(store, model_id).schema.classes
+            found += [c for c in as_text(np.asarray(list(classes))).tolist() if c not in found]
+    return found
+
+
+def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) -> int:
+    """Raise InvalidInput for a label file that cannot be stored; return rows without label."""
+    path = str(raw)
+
+    def read(tx: Tx) -> dict[str, Any]:
+        src = "read_parquet(?)"
+        stats = tx.execute(f"SELECT count(*) AS rows, count_if(key IS NULL) AS no_key,"
+                           f" count_if(label IS NULL) AS no_label FROM {src}", [path]).first()
+        dupes = tx.execute(f"SELECT CAST(key AS VARCHAR) AS k, count(*) AS n FROM {src}"
+                           " WHERE key IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
+                           " ORDER BY n DESC, k", [path]).rows
+        values: list[tuple[Any, ...]] = []
+        if model.task == "regression":
+            values = tx.execute(f"SELECT CAST(label AS VARCHAR), count(*) FROM {src}"
+                                " WHERE label IS NOT NULL AND TRY_CAST(label AS DOUBLE) IS NULL"
+                                " GROUP BY 1 ORDER BY 2 DESC, 1", [path]).rows
+        else:
+            values = tx.execute(f"SELECT label, count(*) FROM {src} WHERE label IS NOT NULL"
+                                f" GROUP BY 1 ORDER BY 2 DESC LIMIT {MAX_CLASSES + 1}",
+                                [path]).rows
+        return {**(stats or {}), "dupes": dupes, "values": values}
+
+    found = with_files(read)
+    if not found["rows"]:
+        raise InvalidInput("The label source has no rows.", "Give a file or query with labels.")
+    if found["no_key"]:
+        raise InvalidInput(f"{found['no_key']:,} of {found['rows']:,} labels have no key in "
+                           f"'{key}'.", "Every label needs the prediction key it belongs to.")
+    if found["dupes"]:
+        dupes = found["dupes"]
+        shown = ", ".join(f"'{k}' ({n}x)" for k, n in dupes[:SHOWN])
+        raise InvalidInput(f"{len(dupes):,} keys appear more than once in '{key}': {shown}"
+                           f"{', ...' if len(dupes) > SHOWN else ''}.",
+                           "Keep one label per key (the latest outcome), then add the file "
+                           "again.")
+    if found["no_label"] == found["rows"]:
+        raise InvalidInput(f"Every row's label in '{label}' is empty.",
+                           "Choose the column holding the true outcomes.")
+    if model.task == "regression":
+        if found["values"]:
+            bad = found["values"]
+            shown = ", ".join(f"'{v}'" for v, _ in bad[:SHOWN])
+            rows = sum(n for _, n in bad)
+            raise InvalidInput(f"The labels in '{label}' must be numbers for a regression: "
+                               f"{rows:,} rows hold text such as {shown}.",
+                               "Choose the column holding the measured value, or fix those "
+                               "rows.")
+        return int(found["no_label"])
+    texts = as_text(np.asarray([v for v, _ in found["values"]], dtype=object))
+    counts = dict(zip(texts.tolist(), (n for _, n in found["values"]), strict=True))
+    unknown = {c: n for c, n in counts.items() if c not in classes}
+    if unknown:
+        shown = ", ".join(f"'{c}' ({n:,} rows)" for c, n in list(unknown.items())[:SHOWN])
+        read_as = ""
+        if pa.types.is_boolean(pq.read_schema(raw).field("label").type):
+            read_as = (" The label column was read as true/false (DuckDB's CSV reader does "
+                       "that to yes/no columns): read it as text, e.g. read_csv('FILE', "
+                       "all_varchar = true).")
+        raise InvalidInput(f"The labels in '{label}' hold classes the models never saw: "
+                           f"{shown}{', ...' if len(unknown) > SHOWN else ''}.",
+                           f"The models know: {', '.join(classes)}. Map the labels to these "
+                           f"classes (or choose the right column).{read_as}")
+    return int(found["no_label"])
+
+
+def _normalise(raw: Path, target: Path, task: str) -> None:
+    """key as text; label as a number (regression) or as text like core.run_metrics.as_text
+    (a float 1.0 is "1"); rows without a label left out."""
+    kind = pq.read_schema(raw).field("label").type
+    if task == "regression":
+        label = "CAST(label AS DOUBLE)"
+    elif pa.types.is_floating(kind):
+        label = ("CASE WHEN label = round(label) THEN CAST(CAST(label AS BIGINT) AS VARCHAR)"
+                 " ELSE CAST(label AS VARCHAR) END")
+    elif pa.types.is_boolean(kind):
+        label = "CASE WHEN label THEN 'True' ELSE 'False' END"  # numpy's str(True)
+    else:
+        label = "CAST(label AS VARCHAR)"
+    sql = (f"COPY (SELECT CAST(key AS VARCHAR) AS key, {label} AS label FROM read_parquet(?)"
+           " WHERE label IS NOT NULL) TO ? (FORMAT parquet)")
+    with_files(lambda tx: tx.execute(sql, [str(raw), str(target)]))
+
+
+# ---------------------------------------------------------------------------- reading
+def list_labels(store: Store, name: str) -> list[LabelSet]:
+    """A deployment's label sets, newest first."""
+    deployment = get_deployment(store, name)
+    rows = store.query("SELECT * FROM ground_truth WHERE deployment_id = ?"
+                       " ORDER BY created_at DESC, id DESC", [deployment.id])
+    return [LabelSet.from_row(r) for r in rows]
+
+
+def _label_files(store: Store, deployment: Deployment) -> list[str]:
+    """The deployment's label files, oldest first (a later file wins for a shared key)."""
+    found = [store.workspace.home / s.path for s in reversed(list_labels(store, deployment.id))]
+    files = [str(p) for p in found if p.exists()]
+    if not files:
+        raise InvalidInput(f"Deployment '{deployment.name}' has no ground truth yet.",
+                           f"Add true labels: `modeldeck labels add {deployment.name} --file "
+                           "PATH --key COLUMN --label COLUMN`, or the Challenger tab.")
+    return files
+
+
+def labels_sql(files: list[str]) -> str:
+    """The labels of `files` (oldest first), one per key: the latest file's wins."""
+    listed = challenger.file_list(files)
+    return (f"(SELECT key, arg_max(label, list_position({listed}, filename)) AS label"
+            f" FROM read_parquet({listed}, filename = true, union_by_name = true) GROUP BY key)")
+
+
+def _key_column(runs: list[Run]) -> str:
+    key = next((k for r in runs if (k := (r.summary.get("columns") or {}).get("key"))), None)
+    if not key:
+        raise InvalidInput("The deployment's predictions carry no key column, so labels "
+                           "cannot be matched to them.",
+                           "Train the experiment with a key column (an id per row), deploy "
+                           "that model and run it again.")
+    return key
+
+
+def _usable_runs(store: Store, deployment: Deployment) -> list[Run]:
+    try:
+        return drift.window_runs(store, deployment.name, last=drift.MAX_WINDOW)
+    except InvalidInput as exc:
+        raise InvalidInput(f"No predictions to match labels with: {exc.message}",
+                           exc.hint) from exc
+
+
+def _match(store: Store, deployment: Deployment, files: list[str],
+           runs: list[Run] | None = None) -> dict[str, Any]:
+    """Matching counts of label `files` against the main results of `runs` (default: every
+    usable run of the deployment)."""
+    runs = runs if runs is not None else _usable_runs(store, deployment)
+    key = _key_column(runs)
+    mains = [str(result_path(store.workspace, r.id)) for r in runs]
+    sql = (f"WITH labels AS {labels_sql(files)}, preds AS (SELECT CAST({_q(key)} AS VARCHAR)"
+           f" AS key FROM read_parquet({challenger.file_list(mains)}, union_by_name = true)),"
+           " keys AS (SELECT DISTINCT key FROM"
+           " preds) SELECT (SELECT count(*) FROM labels) AS labels,"
+           " (SELECT count(*) FROM labels l SEMI JOIN keys k ON k.key = l.key) AS matched,"
+           " (SELECT count(*) FROM preds) AS predictions,"
+           " (SELECT count(*) FROM preds p SEMI JOIN labels l ON l.key = p.key) AS labelled")
+    row = with_files(lambda tx: tx.execute(sql).first()) or {}
+    return {"labels": int(row["labels"]), "matched_labels": int(row["matched"]),
+            "unmatched_labels": int(row["labels"] - row["matched"]),
+            "predictions": int(row["predictions"]),
+            "predictions_with_label": int(row["labelled"]),
+            "predictions_without_label": int(row["predictions"] - row["labelled"]),
+            "key_column": key}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def matching(store: Store, name: str, **window: Any) -> Matching:
+    """How the deployment's labels meet the predictions of a window (default: every run)."""
+    deployment = get_deployment(store, name)
+    runs = _window(store, deployment, window)
+    counts = _match(store, deployment, _label_files(store, deployment), runs)
+    return Matching(**{k: v for k, v in counts.items() if k != "key_column"})
+
+
+def _window(store: Store, deployment: Deployment, window: dict[str, Any]) -> list[Run]:
+    if not any(v is not None for v in window.values()):
+        return _usable_runs(store, deployment)
+    try:
+        return drift.window_runs(store, deployment.name, **window)
+    except InvalidInput as exc:
+        raise InvalidInput(f"No runs to measure: {exc.message}", exc.hint) from exc
+
+
+# ---------------------------------------------------------------------------- live metrics
+def live_metrics(store: Store, name: str, *, run_id: str | None = None,
+                 last: int | None = None, start: datetime | None = None,
+                 end: datetime | None = None, resamples: int = RESAMPLES,
+                 seed: int = SEED) -> LiveMetrics:
+    """Metrics of main and challenger per run on the labelled rows, their difference
+    (challenger - main) and a paired bootstrap CI of the headline metric's difference.
+
+    The window defaults to every run. Raises InvalidInput without labels, for an empty window
+    or a run with zero rows, and when no prediction of the window has a label.
+    """
+    deployment = get_deployment(store, name)
+    files = _label_files(store, deployment)
+    runs = _window(store, deployment, {"run_id": run_id, "last": last, "start": start,
+                                       "end": end})
+    counts = _match(store, deployment, files, runs)
+    if counts["predictions_with_label"] == 0:
+        raise InvalidInput(
+            f"None of the {counts['predictions']:,} predictions in the window has a label "
+            f"({counts['labels']:,} labels stored).",
+            "Add labels for these rows, or choose a window of runs the labels cover.")
+    task = drift._run_model(store, runs[0]).task
+    metric = HEADLINE[task]
+    rng = np.random.default_rng(seed)
+    models: dict[str, Model] = {}
+    per_run, totals = [], _Totals(task, metric)
+    for run in runs:
+        per_run.append(_live_run(store, run, files, counts["key_column"], models, totals,
+                                 rng, resamples))
+    notes = []
+    if not any(r.challenger for r in per_run):
+        notes.append("no run in the window had a challenger: main metrics only")
+    method = (f"paired bootstrap of the {metric} difference (challenger - main) over the "
+              f"matched rows, {resamples:,} resamples, seed {seed}, 95% percentile interval"
+              + (" (accuracy: multinomial draws of the four paired outcomes, exact for row "
+                 "resampling)" if metric == "accuracy" else
+                 f" (a systematic sample of {BOOTSTRAP_ROWS:,} rows when there are more)"))
+    measured = [r for r in per_run if r.rows]
+    overall = replace(measured[0], run_id="", at=None) if len(measured) == 1 \
+        else totals.result(rng, resamples)  # one run: its metrics are the window's
+    return LiveMetrics(deployment.name, task, metric, method,
+                       Matching(**{k: v for k, v in counts.items() if k != "key_column"}),
+                       tuple(per_run), overall, tuple(notes))
+
+
+class _Totals:
+    """The window's metrics: LabelStats summed over runs, plus the bootstrap's inputs."""
+
+    def __init__(self, task: str, metric: str) -> None:
+        self.task, self.metric = task, metric
+        self.stats: dict[str, LabelStats] = {}
+        self.outcomes = np.zeros(4, dtype=np.int64)
+        self.sample = Sample(BOOTSTRAP_ROWS)
+        self.paired_rows = 0
+
+    def result(self, rng: np.random.Generator, resamples: int) -> LiveRun:
+        main = self.stats["main"].result() if "main" in self.stats else None
+        other = self.stats["challenger"].result() if "challenger" in self.stats else None
+        values = self.sample.get("d")
+        ci = _ci(self.metric, self.outcomes, values, rng, resamples) if self.paired_rows \
+            else None
+        return LiveRun("", None, main["rows"] if main else 0, main, other,
+                       _difference(main, other), ci)
+
+
+def _live_run(store: Store, run: Run, files: list[str], key: str, models: dict[str, Model],
+              totals: _Totals, rng: np.random.Generator, resamples: int) -> LiveRun:
+    """One run's matched rows through core.run_metrics for main and challenger."""
+    roles = {"main": (run.summary.get("main") or {}).get("model_id")}
+    if challenger.has_challenger(store, run):
+        roles["challenger"] = (run.summary.get("challenger") or {}).get("model_id")
+    for model_id in roles.values():
+        if model_id and model_id not in models:
+            models[model_id] = get_model(store, model_id)
+    table = _matched(store, run, files, key, {r: models[m] for r, m in roles.items() if m})
+    if table.num_rows == 0:
+        return LiveRun(run.id, run.finished_at, 0, None, None, None, None)
+    main_model = models[roles["main"]]  # type: ignore[index]
+    task = main_model.task
+    vocabulary = Vocabulary(main_model.schema.classes)
+    labels = table.column("label").to_numpy(zero_copy_only=False)
+    y = labels.astype(np.float64) if task == "regression" else vocabulary.codes(
+        as_text(labels))
+    results, outcome = {}, {}
+    for role, model_id in roles.items():
+        if not model_id:
+            continue
+        model = models[model_id]
+        scored = _scored(table, role, model)
+        stats = LabelStats(task, vocabulary.n_classes)
+        whole = totals.stats.setdefault(role, LabelStats(task, vocabulary.n_classes))
+        if task == "regression":
+            for target in (stats, whole):
+                target.add_values(y, scored.prediction)
+            outcome[role] = np.abs(y - scored.prediction.astype(np.float64))
+        else:
+            codes = vocabulary.predictions(scored)
+            proba = vocabulary.proba(scored)
+            for target in (stats, whole):
+                target.add_codes(y, codes, proba)
+            outcome[role] = codes == y
+        results[role] = stats.result()
+    ci = None
+    if "challenger" in outcome:
+        outcomes, values = _paired(task, outcome["main"], outcome["challenger"])
+        totals.outcomes += outcomes
+        totals.paired_rows += len(y)
+        if values is not None:
+            totals.sample.add(d=values)
+        ci = _ci(totals.metric, outcomes, values, rng, resamples)
+    main, other = results.get("main"), results.get("challenger")
+    return LiveRun(run.id, run.finished_at, table.num_rows, main, other,
+                   _difference(main, other), ci)
+
+
+def _matched(store: Store, run: Run, files: list[str], key: str,
+             models: dict[str, Model]) -> pa.Table:
+    """label, and per role its prediction and class probabilities, of a run's labelled rows."""
+    main = str(result_path(store.workspace, run.id, "main"))
+    columns = set(pq.read_schema(main).names)
+    if key not in columns:
+        return pa.table({"label": pa.array([], pa.string())})
+    picked = ["l.label", "m.prediction AS main__prediction"]
+    join = ""
+    for role, model in models.items():
+        alias = "m" if role == "main" else "c"
+        if role == "challenger":
+            picked.append("m.challenger_prediction AS challenger__prediction")
+            join = " LEFT JOIN read_parquet(?) c ON c._row = m._row"
+            columns_of = set(pq.read_schema(result_path(store.workspace, run.id,
+                                                        "challenger")).names)
+        else:
+            columns_of = columns
+        for cls in model.schema.classes:
+            name = proba_name(cls)
+            if name in columns_of:
+                picked.append(f"{alias}.{_q(name)} AS {_q(f'{role}__{name}')}")
+    params: list[Any] = [main]
+    if join:
+        params.append(str(result_path(store.workspace, run.id, "challenger")))
+    sql = (f"WITH labels AS {labels_sql(files)} SELECT {', '.join(picked)} FROM read_parquet(?) m"
+           f"{join} JOIN labels l ON l.key = CAST(m.{_q(key)} AS VARCHAR) ORDER BY m._row")
+    return with_files(lambda tx: tx.arrow(sql, params))
+
+
+def _scored(table: pa.Table, role: str, model: Model) -> Scored:
+    """One role's columns of the matched rows as core.scoring would have held them."""
+    prediction = table.column(f"{role}__prediction").to_numpy(zero_copy_only=False)
+    nan = np.full(len(prediction), np.nan)
+    names = [f"{role}__{proba_name(c)}" for c in model.schema.classes]
+    if model.task == "regression" or not names or not all(
+            n in table.column_names for n in names):
+        return Scored(prediction, nan)
+    proba = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names])
+    return Scored(prediction, nan, proba.astype(np.float64), tuple(model.schema.classes))
+
+
+def _paired(task: str, main: np.ndarray, other: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The four paired outcome counts (classification) or per-row differences of absolute
+    errors, challenger - main (regression)."""
+    if task == "regression":
+        return np.zeros(4, dtype=np.int64), other - main
+    both, main_only = int((main & other).sum()), int((main & ~other).sum())
+    other_only, neither = int((~main & other).sum()), int((~main & ~other).sum())
+    return np.asarray([both, main_only, other_only, neither], dtype=np.int64), None
+
+
+def _ci(metric: str, outcomes: np.ndarray, values: np.ndarray | None,
+        rng: np.random.Generator, resamples: int) -> tuple[float, float] | None:
+    """95% percentile interval of the paired bootstrap of challenger - main."""
+    if metric == "accuracy":
+        n = int(outcomes.sum())
+        if not n:
+            return None
+        draws = rng.multinomial(n, outcomes / n, size=resamples)
+        diffs = (draws[:, 2] - draws[:, 1]) / n
+    else:
+        if values is None or not len(values):
+            return None
+        diffs = np.empty(resamples)
+        chunk = max(1, 2_000_000 // len(values))
+        for start in range(0, resamples, chunk):
+            size = min(chunk, resamples - start)
+            picks = rng.integers(0, len(values), size=(size, len(values)))
+            diffs[start:start + size] = values[picks].mean(axis=1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return round(float(low), 6), round(float(high), 6)
+
+
+def _difference(main: dict[str, Any] | None,
+                other: dict[str, Any] | None) -> dict[str, float] | None:
+    if not main or not other:
+        return None
+    return {k: round(other[k] - v, 6) for k, v in main.items()
+            if k != "rows" and isinstance(v, int | float) and isinstance(other.get(k), int | float)}

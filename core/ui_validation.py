@@ -1,0 +1,213 @@
+"""The Validation tab and the promotion gate's checks. Streamlit only; calls core.validation
+and core.gate. The tab queues validations for the worker (the UI never scores data itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import charts, explain, gate, registry, sidecars, ui, validation
+from core.entities import Deployment
+from core.store import Store
+from core.workspace import save_upload
+
+ROLES = ("main", "challenger", "production")
+
+
+# ---------------------------------------------------------------------------- figures
+def confusion_figure(confusion: dict[str, Any], title: str) -> go.Figure:
+    """The confusion matrix as a heatmap: true labels down, predicted across, counts shown."""
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues",
+                               text=matrix, texttemplate="%{text}", showscale=False))
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", height=360, margin={"t": 40})
+    return fig
+
+
+def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
+    """Residual (label - prediction) against prediction, with the zero line."""
+    fig = go.Figure(go.Scatter(x=residuals["prediction"], y=residuals["residual"],
+                               mode="markers", marker={"color": charts.ACCENT, "opacity": 0.6}))
+    fig.add_hline(y=0, line_dash="dash", line_color="grey")
+    fig.update_layout(title=title, xaxis_title="prediction", yaxis_title="label - prediction",
+                      height=360, margin={"t": 40})
+    return fig
+
+
+# ---------------------------------------------------------------------------- tab
+def _start(store: Store, d: Deployment) -> None:
+    with st.expander("Validate on labelled data", expanded=True):
+        upload = st.file_uploader("Upload a labelled file", type=["csv", "parquet", "json"],
+                                  key=f"val_upload_{d.id}")
+        path = st.text_input("…or a path or glob inside the workspace", key=f"val_path_{d.id}")
+        target = registry.get_model(store, d.current.main_model_id).schema.target \
+            if d.current else ""
+        label = st.text_input("Label column", value=target, key=f"val_label_{d.id}")
+        if st.button("Validate", type="primary", key=f"val_start_{d.id}"):
+            with ui.guarded():
+                if upload is not None:
+                    path = str(save_upload(store.workspace, upload.name, upload.getvalue()))
+                v = validation.start_validation(store, d.name, path, label)
+                note = "" if sidecars.worker_status(store.workspace).is_alive else (
+                    " The worker is not running: start it with `modeldeck worker`.")
+                st.success(f"Validation {v.id} queued; the worker runs it.{note}")
+
+
+def _headline(v: validation.Validation) -> dict[str, Any]:
+    metrics = (v.report.get("main") or {}).get("metrics") or {}
+    return {k: metrics.get(k) for k in ("accuracy", "f1", "roc_auc", "mae", "rmse", "r2")
+            if k in metrics}
+
+
+def _listing(found: list[validation.Validation], d: Deployment) -> None:
+    st.dataframe([{"id": v.id, "version": f"v{v.version_number}", "status": v.status,
+                   "when (UTC)": v.created_at, "by": v.created_by, "data": v.dataset_path,
+                   "label": v.label_column, **_headline(v)} for v in found],
+                 hide_index=True, key=f"val_list_{d.id}")
+
+
+def _metrics_table(report: dict[str, Any]) -> None:
+    rows = []
+    for role in ROLES:
+        part = report.get(role)
+        if part:
+            rows.append({"model": f"{role}: {part['algorithm']} ({part['model_id']})",
+                         **{k: v for k, v in (part.get("metrics") or {}).items()
+                            if k != "rows"}, "note": part.get("error") or ""})
+    st.dataframe(rows, hide_index=True)
+
+
+def _per_model(report: dict[str, Any], key: str) -> None:
+    for role in ROLES:
+        part = report.get(role)
+        if not part or part.get("error"):
+            continue
+        if part.get("confusion"):
+            st.plotly_chart(confusion_figure(part["confusion"], f"{role}: confusion matrix"),
+                            key=f"{key}_cm_{role}")
+            st.dataframe([{**c, "class": str(c["class"])} for c in part["per_class"]],
+                         hide_index=True, key=f"{key}_pc_{role}")
+            st.caption("Macro: " + ", ".join(f"{k} {v:.4f}" for k, v in part["macro"].items()
+                                             if v is not None))
+        if part.get("residuals"):
+            st.plotly_chart(residual_figure(part["residuals"], f"{role}: residuals"),
+                            key=f"{key}_res_{role}")
+
+
+def _errors(store: Store, v: validation.Validation, key: str) -> None:
+    errors = v.report["error_analysis"]
+    st.markdown(f"**Error analysis**: overall {errors['measure']} {errors['overall']:.4f}; "
+                f"slices of at least {errors['min_slice_rows']} rows, highest first.")
+    st.dataframe(errors["slices"], hide_index=True, key=f"{key}_slices")
+    worst = errors["worst_rows"]
+    if not worst:
+        return
+    by = "key" if errors.get("key") else "row"
+    st.dataframe([{**r, "label": str(r["label"]), "prediction": str(r["prediction"])}
+                  for r in worst], hide_index=True, key=f"{key}_worst")
+    st.page_link("pages/results.py", query_params={"run": v.run_id},
+                 label=f"All rows of this validation (run {v.run_id})",
+                 icon=":material/table:")
+    chosen = st.selectbox(f"Explain a worst row (by {by})", [r[by] for r in worst], index=None,
+                          key=f"{key}_explain", placeholder="choose a row")
+    if chosen is not None:
+        with ui.guarded():
+            [e] = explain.explain_rows(store, v.run_id, [chosen], "main", None, by=by)
+            st.plotly_chart(charts.explanation_figure(e), key=f"{key}_explained")
+
+
+def _report(store: Store, v: validation.Validation) -> None:
+    key = f"val_{v.id}"
+    if v.status == "queued":
+        st.info(f"Validation {v.id} is waiting for the worker or running.")
+        st.button("Refresh", key=f"{key}_refresh")
+        return
+    if v.status == "failed":
+        st.error(f"**Validation {v.id} failed.** {v.error}", icon="⚠️")
+        return
+    report = v.report
+    st.caption(f"v{v.version_number} on {v.dataset_path} (SHA-256 {v.dataset_sha256[:12]}…), "
+               f"{report['rows']:,} rows, label '{v.label_column}'.")
+    _metrics_table(report)
+    latency, throughput = report["latency"], report["throughput"]
+    cols = st.columns(3)
+    cols[0].metric("Single-row p50", f"{latency['p50_ms']:.1f} ms")
+    cols[1].metric("Single-row p99", f"{latency['p99_ms']:.1f} ms")
+    cols[2].metric("Batch throughput", f"{throughput['rows_per_second'] or 0:,.0f} rows/s")
+    _per_model(report, key)
+    _errors(store, v, key)
+
+
+def _comparison(found: list[validation.Validation], chosen: validation.Validation) -> None:
+    same = [v for v in found if v.status == "succeeded"
+            and v.dataset_sha256 == chosen.dataset_sha256]
+    if len(same) < 2 and not (chosen.report.get("production") or {}).get("metrics"):
+        return
+    st.markdown("**Across versions, on the same data**")
+    rows = [{"version": f"v{v.version_number}", "validation": v.id, **_headline(v)}
+            for v in same]
+    production = chosen.report.get("production") or {}
+    if production.get("metrics"):
+        rows.append({"version": f"production v{production['version']}",
+                     "validation": chosen.id, **{k: production["metrics"].get(k)
+                                                 for k in _headline(chosen)}})
+    st.dataframe(rows, hide_index=True, key=f"val_compare_{chosen.id}")
+
+
+def _thresholds(store: Store, d: Deployment) -> None:
+    current = gate.get_thresholds(store, d.name)
+    with st.expander("Promotion gate thresholds"), st.form(f"gate_thresholds_{d.id}"):
+        a, b, c = st.columns(3)
+        drop = a.number_input("Max metric drop (points)", 0.0, 1.0, current.max_metric_drop,
+                              0.005, format="%.3f", help="Accuracy, F1, ROC-AUC, R2")
+        rise = b.number_input("Max error increase (relative)", 0.0, None,
+                              current.max_error_increase, 0.005, format="%.3f",
+                              help="MAE and RMSE; 0.01 = 1 %")
+        budget = c.number_input("Latency budget p99 (ms)", 0.1, None,
+                                current.latency_budget_ms, 10.0)
+        if st.form_submit_button("Save thresholds"):
+            with ui.guarded():
+                gate.set_thresholds(store, d.name, gate.Thresholds(drop, rise, budget))
+                st.rerun()
+
+
+def validation_tab(store: Store, d: Deployment) -> None:
+    """Validate on labelled data; stored reports."""
+    if d.current is None:
+        st.info("Deploy a model first: a validation scores the current version.")
+        return
+    _start(store, d)
+    if d.environment == "staging":
+        _thresholds(store, d)
+    found = validation.list_validations(store, d.name)
+    if not found:
+        st.info(f"No validation yet. Give a labelled file above, or run `modeldeck validate "
+                f"{d.name} --data PATH`.")
+        return
+    _listing(found, d)
+    chosen = st.selectbox("Report", found, key=f"val_pick_{d.id}", format_func=lambda v: (
+        f"{v.id} · v{v.version_number} · {v.status} · {v.created_at:%Y-%m-%d %H:%M}"))
+    _report(store, chosen)
+    if chosen.status == "succeeded":
+        _comparison(found, chosen)
+
+
+# ---------------------------------------------------------------------------- gate
+def promotion_checks(store: Store, d: Deployment) -> tuple[bool, str | None]:
+    """Show each gate check; returns (may promote, override reason or None).
+
+    While a check fails, promoting needs a typed reason (audited as the override's reason).
+    """
+    checks = gate.check_gate(store, d.name)
+    for c in checks:
+        st.markdown(f"{'✅' if c.passed else '❌'} **{c.name}**: {c.detail}")
+        if not c.passed and c.fix:
+            st.caption(f"How to fix: {c.fix}")
+    if not gate.failing(checks):
+        return True, None
+    reason = st.text_area("Override reason (required while a check fails; kept in the audit "
+                          "log)", key=f"gate_override_{d.id}")
+    return bool(reason.strip()), reason.strip() or None

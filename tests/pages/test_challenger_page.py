@@ -1,0 +1,155 @@
+"""The Challenger and Predictions tabs rendered by AppTest on real runs: comparison, a label
+upload with key/label pickers, live metrics, the confirmed swap, and the downloads (plotly is
+not rendered by AppTest: the figures are checked as objects)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from core import audit, challenger, deployments, ground_truth, registry, runs, ui_challenger
+from core.entities import Deployment
+from core.store import Store
+from tests.test_challenger import deployed, score, served
+from tests.test_ground_truth import truth
+
+__all__ = ["deployed"]
+
+
+def panel(name: str, tab: str) -> None:
+    from core import deployments, ui, ui_challenger
+
+    store = ui.get_store()
+    d = deployments.get_deployment(store, name)
+    getattr(ui_challenger, tab)(store, d)
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_challenger_tab_compares_takes_labels_and_swaps(trained_store: Store,
+                                                        deployed: Deployment) -> None:
+    at = AppTest.from_function(panel, args=(deployed.name, "challenger_tab"),
+                               default_timeout=60).run()
+    assert not at.exception
+    assert "No runs to compare main and challenger on" in at.info[0].value
+    done = score(trained_store, deployed.name, served(400))
+    at.run()
+    assert not at.exception and not at.error
+    found = challenger.compare(trained_store, deployed.name)
+    assert at.metric[0].value == f"{found.agreement_rate:.1%}"
+    top = at.dataframe[0].value
+    assert set(top["run"]) == {f"results?run={done.id}"}
+    assert len(top) == len(found.top)
+    assert set(at.dataframe[1].value["feature"]) == {f.name for f in found.features}
+    assert any("has no ground truth yet" in i.value for i in at.info)
+    # ground truth: upload, pick the columns, add
+    labels = truth(400)[:300].rename(columns={"customer_id": "id", "churn": "outcome"})
+    at.file_uploader[0].upload("truth.csv", labels.to_csv(index=False).encode(), "text/csv")
+    at.run()
+    pickers = {s.label: s for s in at.selectbox}
+    pickers["Key column"].set_value("id")
+    pickers["Label column"].set_value("outcome")
+    at.run()
+    button(at, "Add labels").click().run()
+    assert not at.exception and not at.error
+    assert any("300 match a prediction" in s.value for s in at.success)
+    metrics = {m.label: m.value for m in at.metric}
+    live = ground_truth.live_metrics(trained_store, deployed.name, last=10)
+    assert metrics["Labelled predictions"] == "300"
+    assert metrics["Predictions without label"] == "100"
+    assert metrics["Main accuracy"] == f"{live.overall.main['accuracy']:.4f}"
+    assert any("95% CI" in c.value for c in at.caption)
+    # swap: refused until confirmed, then a new version
+    assert button(at, "Swap main and challenger").disabled
+    at.checkbox[0].check().run()
+    button(at, "Swap main and challenger").click().run()
+    assert not at.exception and any("Swapped: version 2 is current" in s.value
+                                    for s in at.success)
+    current = deployments.get_deployment(trained_store, deployed.name).current
+    assert current is not None and current.main_model_id == deployed.current.challenger_model_id
+    assert audit.list_entries(trained_store, deployed.name)[0].action == "swap"
+
+
+def test_challenger_tab_without_a_challenger_says_how_to_add_one(
+        trained_store: Store) -> None:
+    alone = deployments.deploy(trained_store, registry.list_models(trained_store)[0].id,
+                               "staging", name="alone")
+    score(trained_store, alone.name, served(100))
+    at = AppTest.from_function(panel, args=(alone.name, "challenger_tab"),
+                               default_timeout=60).run()
+    assert not at.exception
+    assert "scored a challenger" in at.info[0].value and "--challenger" in at.info[0].value
+    assert not [b for b in at.button if b.label == "Swap main and challenger"]
+
+
+def test_predictions_tab_lists_runs_and_downloads(trained_store: Store,
+                                                 deployed: Deployment) -> None:
+    at = AppTest.from_function(panel, args=(deployed.name, "predictions_tab"),
+                               default_timeout=60).run()
+    assert not at.exception and "No runs yet" in at.info[0].value
+    done = score(trained_store, deployed.name, served(120))
+    failed = score(trained_store, deployed.name, served(10), "f.parquet", transforms=[
+        {"name": "none", "sql": "SELECT * FROM input WHERE false"}])
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["run"]) == [f"results?run={failed.id}", f"results?run={done.id}"]
+    assert list(table["status"]) == ["failed", "succeeded"]
+    assert table["main results"][1].endswith("MB") and table["challenger results"][1]
+    assert "no rows after transforms" in table["note"][0].lower()
+    downloads = [e for e in at.get("download_button")]
+    assert len(downloads) == 4  # CSV and Parquet for main and challenger
+    assert runs.result_path(trained_store.workspace, done.id, "main").exists()
+
+
+def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) -> None:
+    score(trained_store, deployed.name, served(200, seed=1), "a.parquet")
+    score(trained_store, deployed.name, served(200, seed=2), "b.parquet")
+    found = challenger.compare(trained_store, deployed.name)
+    line = ui_challenger.agreement_figure(found)
+    assert list(line.data[0].y) == [r.agreement_rate for r in reversed(found.runs)]
+    bars = ui_challenger.distribution_figure(found)
+    assert [list(b.y) for b in bars.data] == [list(found.main), list(found.challenger)]
+    ground_truth.add_labels(trained_store, deployed.name, {
+        "kind": "file", "path": _write(trained_store)}, "customer_id", "churn")
+    live = ground_truth.live_metrics(trained_store, deployed.name)
+    figure = ui_challenger.live_figure(live)
+    assert [t.name for t in figure.data] == ["main", "challenger"]
+    assert list(figure.data[0].y) == [r.main["accuracy"] for r in reversed(live.runs)]
+
+
+def _write(store: Store) -> str:
+    path = store.workspace.home / "truth" / "t.parquet"
+    path.parent.mkdir(exist_ok=True)
+    truth(200, seed=1).to_parquet(path, index=False)
+    return "truth/t.parquet"
+
+
+def test_the_deployment_page_shows_both_tabs(trained_store: Store, deployed: Deployment,
+                                             open_page) -> None:
+    score(trained_store, deployed.name, served(100))
+    at = open_page("pages/deployment.py", name=deployed.name)
+    assert not at.exception
+    assert {"Predictions", "Challenger"} <= {t.label for t in at.tabs}
+    assert any(m.label == "Agreement" for m in at.metric)
+
+
+def test_bad_labels_show_the_error_and_store_nothing(trained_store: Store,
+                                                    deployed: Deployment) -> None:
+    score(trained_store, deployed.name, served(100))
+    path = trained_store.workspace.home / "truth" / "dupes.parquet"
+    path.parent.mkdir(exist_ok=True)
+    pd.concat([truth(100)[:3], truth(100)[:1]]).to_parquet(path, index=False)
+    at = AppTest.from_function(panel, args=(deployed.name, "challenger_tab"),
+                               default_timeout=60).run()
+    at.radio[1].set_value("sql").run()
+    at.text_area[0].input("SELECT * FROM read_parquet('truth/dupes.parquet')").run()
+    assert [s.value for s in at.selectbox if s.label == "Key column"] == ["customer_id"]
+    {s.label: s for s in at.selectbox}["Label column"].set_value("churn").run()
+    button(at, "Add labels").click().run()
+    assert not at.exception
+    assert any("1 keys appear more than once in 'customer_id': 'C100000' (2x)" in e.value
+               for e in at.error)
+    assert ground_truth.list_labels(trained_store, deployed.name) == []
