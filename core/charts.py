@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import plotly.graph_objects as go
 
 from core.entities import Model
 
 if TYPE_CHECKING:  # core.explain imports shap: not needed to draw its results
-    from core.explain import Explanation, Importance
+    from core.explain import Explanation, Importance, ShapSample
 
 ACCENT = "#3b5bdb"
 POSITIVE, NEGATIVE = "#2f9e44", "#1c7ed6"  # SHAP: green pushes the output up, blue down
@@ -105,6 +106,120 @@ def importance_figure(imp: Importance, shown: int = 20) -> go.Figure:
     fig.update_layout(title=f"{imp.which}: mean |SHAP| ({imp.scale}), {imp.rows:,} rows",
                       xaxis_title=f"mean |contribution| ({imp.scale})",
                       height=140 + 26 * len(top), margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    return fig
+
+
+LOW, HIGH, MISSING_COLOR = "#1c7ed6", "#e03131", "#adb5bd"  # a feature's value: low -> high
+BEESWARM_FEATURES = 10
+
+
+def normalised(values: list[Any], categorical: bool) -> tuple[np.ndarray, list[str]]:
+    """Colour positions in [0, 1] (NaN = missing) and hover texts of one feature's values.
+
+    Numbers are scaled between their 5th and 95th percentiles (clipped), so one outlier does
+    not wash out the colours; categories are coloured by their code in sorted order.
+    """
+    texts = [_shown(v) for v in values]
+    if categorical:
+        names = sorted({str(v) for v in values if v is not None})
+        codes = {n: i for i, n in enumerate(names)}
+        span = max(len(names) - 1, 1)
+        return np.asarray([np.nan if v is None else codes[str(v)] / span for v in values],
+                          dtype=np.float64), texts
+    numbers = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    present = numbers[~np.isnan(numbers)]
+    if not len(present):
+        return numbers, texts
+    low, high = np.percentile(present, [5, 95])
+    if high <= low:
+        low, high = float(present.min()), float(present.max())
+    scaled = (np.clip(numbers, low, high) - low) / (high - low) if high > low else \
+        np.where(np.isnan(numbers), np.nan, 0.5)
+    return scaled, texts
+
+
+def _jitter(x: np.ndarray, seed: int) -> np.ndarray:
+    """Vertical offsets in (-0.4, 0.4), wider where points are dense along x (a beeswarm)."""
+    if len(x) < 2 or np.ptp(x) == 0:
+        return np.random.default_rng(seed).uniform(-0.4, 0.4, len(x)) * (len(x) > 1)
+    counts, edges = np.histogram(x, bins=min(50, len(x)))
+    density = counts[np.clip(np.digitize(x, edges[1:-1]), 0, len(counts) - 1)] / counts.max()
+    return np.random.default_rng(seed).uniform(-0.4, 0.4, len(x)) * density
+
+
+def _value_traces(x: list[Any], y: list[float], scaled: np.ndarray, hovers: list[str],
+                  colour_title: str, size: int) -> list[go.Scatter]:
+    """Dots coloured by a value in [0, 1] (low blue, high red), and the missing ones grey."""
+    present = ~np.isnan(scaled)
+    traces = []
+    for keep, name in ((present, "value"), (~present, "missing")):
+        if name == "missing" and not keep.any():
+            continue
+        marker: dict[str, Any] = {"color": MISSING_COLOR, "size": size, "opacity": 0.8}
+        if name == "value":
+            marker.update(color=scaled[keep].tolist(), cmin=0, cmax=1,
+                          colorscale=[[0, LOW], [1, HIGH]],
+                          colorbar={"title": {"text": colour_title}, "tickvals": [0, 1],
+                                    "ticktext": ["low", "high"]})
+        traces.append(go.Scatter(
+            x=[v for v, k in zip(x, keep, strict=True) if k],
+            y=[v for v, k in zip(y, keep, strict=True) if k],
+            text=[t for t, k in zip(hovers, keep, strict=True) if k], hoverinfo="text",
+            mode="markers", name=f"{colour_title} {name}" if name == "missing" else name,
+            marker=marker))
+    return traces
+
+
+def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES) -> go.Figure:
+    """One dot per sampled row and top feature: x = its SHAP value, y = the feature (largest
+    mean |SHAP| on top), colour = the row's value of the feature (low blue, high red, missing
+    grey; categories by code, named in the hover)."""
+    features = sample.ranked()[:top][::-1]  # plotly puts the first category at the bottom
+    xs: list[Any] = []
+    ys: list[float] = []
+    colours, hovers = [], []
+    for position, feature in enumerate(features):
+        shap_values = sample.shap(feature)
+        scaled, texts = normalised(sample.values(feature), feature in sample.categorical)
+        xs += shap_values.tolist()
+        ys += (position + _jitter(shap_values, position)).tolist()
+        colours.append(scaled)
+        hovers += [f"{feature} = {t}<br>SHAP {x:+.4g}" for x, t in zip(shap_values, texts,
+                                                                       strict=True)]
+    scaled_all = np.concatenate(colours) if colours else np.zeros(0)
+    fig = go.Figure(_value_traces(xs, ys, scaled_all, hovers, "value", 5))
+    fig.update_layout(
+        title=title, xaxis_title=f"SHAP value ({sample.scale})", showlegend=False,
+        yaxis={"tickvals": list(range(len(features))), "ticktext": features,
+               "range": [-0.6, len(features) - 0.4]},
+        height=160 + 34 * len(features), margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig.add_vline(x=0, line_color="#868e96", line_width=1)
+    return fig
+
+
+def dependence_figure(sample: ShapSample, feature: str, title: str,
+                      colour_by: str | None = None) -> go.Figure:
+    """A feature's value (x) against its SHAP value (y), one dot per sampled row, coloured by
+    the value of `colour_by` (default: the feature itself). Missing values sit at "missing"
+    for a category and are counted in the title for a number."""
+    colour_by = colour_by or feature
+    values, shap_values = sample.values(feature), sample.shap(feature)
+    scaled, texts = normalised(sample.values(colour_by), colour_by in sample.categorical)
+    categorical = feature in sample.categorical
+    keep = [i for i, v in enumerate(values) if categorical or v is not None]
+    x = [("missing" if values[i] is None else str(values[i])) if categorical else values[i]
+         for i in keep]
+    hovers = [f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}<br>"
+              f"SHAP {shap_values[i]:+.4g}" for i in keep]
+    fig = go.Figure(_value_traces(x, shap_values[keep].tolist(), scaled[keep], hovers,
+                                  colour_by, 6))
+    dropped = len(values) - len(keep)
+    fig.update_layout(
+        title=title + (f" ({dropped} rows with {feature} missing not shown)" if dropped else ""),
+        xaxis_title=feature, yaxis_title=f"SHAP value of {feature} ({sample.scale})",
+        xaxis={"type": "category", "categoryorder": "category ascending"} if categorical
+        else {}, height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False)
+    fig.add_hline(y=0, line_color="#868e96", line_width=1)
     return fig
 
 

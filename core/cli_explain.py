@@ -1,4 +1,5 @@
-"""`modeldeck explain RUN`: a row's SHAP explanation, or the run's global importance.
+"""`modeldeck explain RUN`: a row's SHAP explanation, or the run's global importance;
+`modeldeck explain --model MODEL`: a model's global importance over its holdout rows.
 
 Thin like core/cli.py: parse, call core.explain, print. core.explain is imported in the
 handler, so other commands never pay for it.
@@ -18,7 +19,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register `explain` on the main parser's subparsers."""
     p = sub.add_parser("explain", parents=[common],
                        help="explain rows of a run (SHAP), or its global importance")
-    p.add_argument("run_id")
+    p.add_argument("run_id", nargs="?", help="the run (omit with --model)")
+    p.add_argument("--model", metavar="MODEL_ID",
+                   help="global importance of a model over its holdout rows (computed once)")
     p.add_argument("--row", action="append", default=[], metavar="KEY",
                    help="a prediction key (a row number when the run has no key); repeatable")
     p.add_argument("--by", choices=["auto", "key", "row"], default="auto",
@@ -34,18 +37,18 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from core import explain
+    from core.registry import get_model
 
     store = open_store()
+    if args.model:
+        return _print_importance(explain.model_importance(
+            store, get_model(store, args.model), args.sample), args.json)
+    if not args.run_id:
+        raise InvalidInput("Say which run to explain.",
+                           "Give a run id, or --model MODEL_ID for a model's holdout.")
     if args.is_global:
-        found = explain.global_importance(store, args.run_id, args.which, args.sample)
-        if args.json:
-            print_json({**asdict(found), "features": dict(found.features)})
-        else:
-            print(f"{found.which}: mean |SHAP| ({found.scale}) over {found.rows} rows, "
-                  f"{found.explainer}")
-            for name, value in found.features:
-                print(f"  {name:<30} {value:.6g}")
-        return 0
+        return _print_importance(explain.global_importance(store, args.run_id, args.which,
+                                                           args.sample), args.json)
     if not args.row:
         raise InvalidInput("Say which row to explain.",
                            "Add --row KEY (repeatable), or --global for the whole run.")
@@ -65,4 +68,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"  {c.contribution:+.6g}  {c.feature} = {value}")
         if e.note:
             print(f"  note: {e.note}")
+    return 0
+
+
+def _print_importance(found: Any, as_json: bool) -> int:
+    if as_json:
+        print_json({**asdict(found), "features": dict(found.features)})
+        return 0
+    print(f"{found.which}: mean |SHAP| ({found.scale}) over {found.rows} rows, "
+          f"{found.explainer}")
+    for name, value in found.features:
+        print(f"  {name:<30} {value:.6g}")
     return 0

@@ -4,9 +4,12 @@
 the explainer core.explainers picks for the model, and caches each explanation as a small JSON
 file under `runs/<id>/explanations/` (written atomically), so reopening a row reads one file.
 `global_importance` explains a sample of the run's rows, stratified by predicted class, and
-stores mean |SHAP| per original feature as `runs/<id>/importance_<which>.json`; the worker calls
-`after_run` for it once a run has succeeded, as its own step that never changes the run's
-outcome. Until the file exists the importance is "computing".
+stores mean |SHAP| per original feature as `runs/<id>/importance_<which>.json`, with each
+sampled row's feature values and SHAP values beside it (`shap_<which>.parquet`, for the
+beeswarm and dependence views); the worker calls `after_run` for it once a run has succeeded,
+as its own step that never changes the run's outcome. Until the file exists the importance is
+"computing". `model_importance` does the same once per model over the rows its metrics were
+measured on (the rebuilt holdout), stored under `artifacts/<model_id>/`.
 
 Every contribution is on one scale, named in the result (log-odds, logit, probability, value),
 and base value + sum of contributions = output on that scale.
@@ -23,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -31,15 +35,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import results
+from core.datasets import get_dataset, load_frame
 from core.entities import Model, Progress, Run, no_progress
-from core.errors import InvalidInput, ModelDeckError, NotFound
+from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
 from core.model_input import to_model_frame
 from core.profiles import plain
-from core.registry import background_sample, get_model, load_estimator
+from core.registry import background_sample, cached_estimator, get_model, list_versions
 from core.runs import result_path, results_dir
-from core.scoring import RESULT_COLUMNS, proba_name
+from core.scoring import RESULT_COLUMNS, Loaded, proba_name
 from core.store import Store, Tx, with_files
-from core.workspace import atomic_write_bytes
+from core.workspace import atomic_path, atomic_write_bytes
 
 if TYPE_CHECKING:  # core.explainers imports shap (~3 s): only when something is computed
     from core.explainers import Attribution, ModelExplainer
@@ -49,8 +54,8 @@ log = logging.getLogger("modeldeck.explain")
 GLOBAL_SAMPLE = 1000
 AGNOSTIC_SAMPLE = 100  # Kernel SHAP costs ~0.25 s a row: a smaller sample, said in the note
 MAX_ROWS = 100  # rows per explain_rows call
-CHUNK_ROWS = 100  # global step: rows explained between two progress calls
 CACHE_MODELS = 4
+VALUE, SHAP, SAMPLE_META = "value:", "shap:", "modeldeck.shap_sample"  # the sample's columns
 By = Literal["auto", "key", "row"]
 
 
@@ -114,10 +119,13 @@ _explainers: OrderedDict[tuple[str, str, str], ModelExplainer] = OrderedDict()
 _lock = threading.Lock()
 
 
-def model_explainer(store: Store, model: Model) -> ModelExplainer:
+def model_explainer(store: Store, model: Model, estimator: Any = None) -> ModelExplainer:
     """The explainer of a model, built once per process (a few most recent are kept).
 
-    Raises ArtifactError when the model's file is missing or changed.
+    `estimator`: the model already loaded (and checked) by the caller; otherwise the
+    process's kept estimator (registry.cached_estimator), so in the worker the global step
+    reuses the model the run was just scored with. Raises ArtifactError when the model's file
+    is missing or changed.
     """
     from core.explainers import ModelExplainer
 
@@ -126,8 +134,8 @@ def model_explainer(store: Store, model: Model) -> ModelExplainer:
         if key in _explainers:
             _explainers.move_to_end(key)
             return _explainers[key]
-    built = ModelExplainer(load_estimator(store, model), model.schema,
-                           background_sample(store, model))
+    built = ModelExplainer(cached_estimator(store, model) if estimator is None else estimator,
+                           model.schema, lambda: background_sample(store, model))
     with _lock:
         _explainers[key] = built
         while len(_explainers) > CACHE_MODELS:
@@ -363,17 +371,37 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- global
-def importance_path(store: Store, run_id: str, which: str) -> Any:
+def importance_path(store: Store, run_id: str, which: str) -> Path:
     return results_dir(store.workspace, run_id) / f"importance_{which}.json"
+
+
+def sample_path(store: Store, run_id: str, which: str) -> Path:
+    """The global step's per-row SHAP values beside its importance file."""
+    return results_dir(store.workspace, run_id) / f"shap_{which}.parquet"
 
 
 def get_importance(store: Store, run_id: str, which: str = "main") -> Importance | None:
     """The stored global importance of a run, or None while it is being computed."""
+    _check_which(which)
+    return _read_importance(importance_path(store, run_id, which))
+
+
+def get_shap_sample(store: Store, run_id: str, which: str = "main") -> ShapSample | None:
+    """The per-row SHAP values behind a run's global importance (None until computed, or for
+    importance files older than the sample file)."""
+    _check_which(which)
+    return _read_sample(sample_path(store, run_id, which))
+
+
+def _check_which(which: str) -> None:
     if which not in results.WHICH:
         raise InvalidInput(f"Unknown results '{which}'.",
                            f"Choose one of: {', '.join(results.WHICH)}.")
+
+
+def _read_importance(path: Path) -> Importance | None:
     try:
-        data = json.loads(importance_path(store, run_id, which).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return Importance(**{**data, "features": tuple(tuple(f) for f in data["features"])})
@@ -384,116 +412,322 @@ def global_importance(store: Store, run_id: str, which: str = "main",
                       ) -> Importance:
     """Compute and store mean |SHAP| per original feature over a stratified sample of a run.
 
-    Idempotent (recomputes and replaces the file). Raises Conflict/InvalidInput for a run
+    Idempotent (recomputes and replaces the files). Raises Conflict/InvalidInput for a run
     without readable results, InvalidInput for a sample size below 1.
     """
+    _check_sample(sample)
+    run, _ = results.readable(store, run_id, which)
+    return run_importance(store, run, which, sample, progress)
+
+
+def _check_sample(sample: int) -> None:
     if sample < 1:
         raise InvalidInput(f"The sample size must be at least 1, not {sample}.",
                            f"The default is {GLOBAL_SAMPLE} rows.")
+
+
+def run_importance(store: Store, run: Run, which: str, sample: int = GLOBAL_SAMPLE,
+                   progress: Progress = no_progress, loaded: Loaded | None = None
+                   ) -> Importance:
+    """global_importance for a run already read (the worker's step: no store connection when
+    `loaded` is the model the run was scored with)."""
     started = time.perf_counter()
-    run, _ = results.readable(store, run_id, which)
-    model = _model_of(store, run, which)
-    explainer = model_explainer(store, model)
+    model = loaded.model if loaded is not None else _model_of(store, run, which)
+    explainer = model_explainer(store, model, loaded.estimator if loaded else None)
+    sample, note = _sample_size(explainer, sample)
+    columns = ["_row", "prediction", *_feature_columns(
+        model, pq.read_schema(result_path(store.workspace, run.id, which)).names).values()]
+    table = sample_rows(store, run, which, sample, model.task != "regression", columns)
+    result, rows = _explain_sample(explainer, _model_frame(table, model),
+                                   table.column("prediction").to_pylist(),
+                                   table.column("_row").to_numpy(), progress)
+    importance = replace(result, run_id=run.id, which=which, model_id=model.id, note=note,
+                         seconds=round(time.perf_counter() - started, 4))
+    _write_results(importance_path(store, run.id, which), sample_path(store, run.id, which),
+                   importance, rows)
+    return importance
+
+
+def _sample_size(explainer: ModelExplainer, sample: int) -> tuple[int, str]:
     note = explainer.note
     if explainer.kind == "agnostic" and sample > AGNOSTIC_SAMPLE:
         sample = AGNOSTIC_SAMPLE
         note = (note + " " if note else "") + (
             f"Model-agnostic SHAP is slow, so {AGNOSTIC_SAMPLE} rows were sampled.")
-    table = sample_rows(store, run, which, sample, model.task != "regression")
-    attribution = _explain_in_chunks(explainer, _model_frame(table, model), progress)
+    return sample, note
+
+
+def _explain_sample(explainer: ModelExplainer, frame: pd.DataFrame, predictions: list[Any],
+                    row_numbers: np.ndarray, progress: Progress) -> tuple[Importance, pa.Table]:
+    """Mean |SHAP| of each row's predicted class (the one output for regression/binary), per
+    class output for multiclass, and the rows' values and SHAP values as a table."""
+    attribution = explainer.explain(frame, lambda f: progress(f, "explaining the sample"))
     features = explainer.features
-    chosen = _chosen_values(attribution, table, model)
-    mean_abs = np.abs(chosen).mean(axis=0)
+    picks = _picks(attribution, predictions)
+    everyone = np.arange(len(frame))
+    chosen = attribution.values[everyone, :, picks]
     by_class = {}
     if len(attribution.outputs) > 1:
         by_class = {str(c): dict(zip(features, np.abs(attribution.values[:, :, k]).mean(axis=0)
                                      .round(10).tolist(), strict=True))
                     for k, c in enumerate(attribution.outputs)}
-    ranked = sorted(zip(features, mean_abs.round(10).tolist(), strict=True),
+    ranked = sorted(zip(features, np.abs(chosen).mean(axis=0).round(10).tolist(), strict=True),
                     key=lambda f: -f[1])
-    result = Importance(run.id, which, model.id, explainer.name, explainer.scale, table.num_rows,
-                        tuple(ranked), by_class, round(time.perf_counter() - started, 4), note)
-    _write_importance(store, result)
-    return result
+    classes = [attribution.outputs[k] for k in picks]
+    columns: dict[str, Any] = {
+        "_row": pa.array(row_numbers, pa.int64()),
+        "_class": pa.array([None if c is None else str(c) for c in classes], pa.string()),
+        "_base": pa.array(attribution.base[picks], pa.float64()),
+        "_output": pa.array(attribution.output[everyone, picks], pa.float64())}
+    for j, name in enumerate(features):
+        column = frame[name]
+        columns[VALUE + name] = pa.array(  # NaN -> null: missing
+            column, pa.string() if name in explainer.categorical else pa.float64(),
+            from_pandas=True)
+        columns[SHAP + name] = pa.array(chosen[:, j], pa.float64())
+    table = pa.table(columns).replace_schema_metadata({SAMPLE_META: json.dumps(
+        {"scale": explainer.scale, "features": features,
+         "categorical": sorted(explainer.categorical)})})
+    result = Importance("", "", "", explainer.name, explainer.scale, len(frame), tuple(ranked),
+                        by_class, 0.0)
+    return result, table
 
 
-def _explain_in_chunks(explainer: ModelExplainer, frame: pd.DataFrame,
-                       progress: Progress) -> Attribution:
-    """explainer.explain in chunks, reporting progress (a worker refreshes its heartbeat)."""
-    parts = []
-    for start in range(0, len(frame), CHUNK_ROWS):
-        parts.append(explainer.explain(frame.iloc[start:start + CHUNK_ROWS]))
-        progress(min(1.0, (start + CHUNK_ROWS) / len(frame)), "explaining the sample")
-    first = parts[0]
-    return replace(first, values=np.concatenate([p.values for p in parts]),
-                   output=np.concatenate([p.output for p in parts]))
-
-
-def _chosen_values(attribution: Attribution, table: pa.Table, model: Model) -> np.ndarray:
-    """Each row's SHAP values for its predicted class (the one output for regression/binary)."""
+def _picks(attribution: Attribution, predictions: list[Any]) -> np.ndarray:
+    """The output explained for each row: its predicted class's, or the one output."""
     if len(attribution.outputs) == 1:
-        return attribution.values[:, :, 0]
+        return np.zeros(len(predictions), dtype=np.int64)
     index = {str(c): k for k, c in enumerate(attribution.outputs)}
-    picks = [index.get(str(p), 0) for p in table.column("prediction").to_pylist()]
-    return attribution.values[np.arange(len(picks)), :, picks]
+    return np.asarray([index.get(str(p), 0) for p in predictions], dtype=np.int64)
 
 
-def _write_importance(store: Store, result: Importance) -> None:
+def _write_results(importance_file: Path, sample_file: Path, result: Importance,
+                   rows: pa.Table | None) -> None:
+    """The sample first, then the importance file whose presence says "done"."""
+    if rows is None:
+        sample_file.unlink(missing_ok=True)  # an older sample would not match the error
+    else:
+        with atomic_path(sample_file) as tmp:
+            pq.write_table(rows, tmp, compression="none", write_statistics=False)  # small
     data = {**asdict(result), "features": [list(f) for f in result.features]}
-    atomic_write_bytes(importance_path(store, result.run_id, result.which),
-                       json.dumps(data).encode())
+    atomic_write_bytes(importance_file, json.dumps(data).encode())
 
 
-def sample_rows(store: Store, run: Run, which: str, size: int, stratified: bool) -> pa.Table:
-    """About `size` rows of a run's results, each predicted class in its share (at least one).
+@dataclass(frozen=True, eq=False)
+class ShapSample:
+    """The rows behind a global importance: per row and original feature its value (None =
+    missing) and SHAP value, for the output explained (`_class`): base + sum = output."""
 
-    One scan: a deterministic hash of `_row` against a per-class rate, then trimmed per class.
+    scale: str
+    features: tuple[str, ...]
+    categorical: frozenset[str]
+    table: pa.Table  # _row, _class, _base, _output, value:<feature>..., shap:<feature>...
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
+    def values(self, feature: str) -> list[Any]:
+        return self.table.column(VALUE + feature).to_pylist()
+
+    def shap(self, feature: str) -> np.ndarray:
+        return self.table.column(SHAP + feature).to_numpy()
+
+    def column(self, name: str) -> np.ndarray:
+        return self.table.column(name).to_numpy(zero_copy_only=False)
+
+    def ranked(self) -> list[str]:
+        """Features by mean |SHAP| over the sample, largest first."""
+        return sorted(self.features, key=lambda f: -float(np.abs(self.shap(f)).mean()))
+
+
+def _read_sample(path: Path) -> ShapSample | None:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return None
+    meta = json.loads((table.schema.metadata or {}).get(SAMPLE_META.encode(), b"{}"))
+    return ShapSample(meta.get("scale", ""), tuple(meta.get("features", ())),
+                      frozenset(meta.get("categorical", ())), table)
+
+
+def sample_rows(store: Store, run: Run, which: str, size: int, stratified: bool,
+                columns: Sequence[str] = ()) -> pa.Table:
+    """About `size` rows of a run's results, each predicted class in its share (at least one),
+    with `columns` only (default: all).
+
+    One scan: a deterministic hash of `_row` against a per-class rate (from the class counts
+    in the run's summary), then trimmed per class.
     """
+    selected = ", ".join(_quote(c) for c in columns) or "*"
     path = str(result_path(store.workspace, run.id, which))
     total = run.rows_out or 0
+    fallback = min(1.0, 1.5 * size / max(total, 1) + 1e-9)
+    counts = (run.summary.get(which) or {}).get("class_counts") or {}
+    cases, params = [], []
+    if stratified and total > size:
+        for label, n in counts.items():  # oversample by half so the trim rarely runs short
+            if n:
+                quota = max(1, round(size * n / total))
+                cases.append("WHEN CAST(prediction AS VARCHAR) = ? THEN ?")
+                params += [label, min(1.0, 1.5 * quota / n + 10 / n)]
+    rate_sql = f"CASE {' '.join(cases)} ELSE ? END" if cases else "?"
 
     def read(tx: Tx) -> pa.Table:
-        if not stratified or total <= size:
-            rate_sql, params = "?", [min(1.0, 1.5 * size / max(total, 1) + 1e-9)]
-        else:
-            counts = tx.execute("SELECT CAST(prediction AS VARCHAR) AS p, count(*) AS n"
-                                " FROM read_parquet(?) GROUP BY ALL", [path]).dicts()
-            cases, params = [], []
-            for c in counts:  # oversample by half so the trim below rarely runs short
-                quota = max(1, round(size * c["n"] / total))
-                cases.append("WHEN CAST(prediction AS VARCHAR) = ? THEN ?")
-                params += [c["p"], min(1.0, 1.5 * quota / c["n"] + 10 / c["n"])]
-            rate_sql = f"CASE {' '.join(cases)} ELSE 0 END"
-        return tx.arrow(f"SELECT * FROM read_parquet(?) WHERE (hash(_row) % 1000000) / 1e6"
-                        f" < {rate_sql} ORDER BY _row", [path, *params])
+        return tx.arrow(f"SELECT {selected} FROM read_parquet(?)"
+                        " WHERE (hash(_row) % 1000000) / 1e6"
+                        f" < {rate_sql} ORDER BY _row", [path, *params, fallback])
 
     table = with_files(read)
     if table.num_rows <= size:
         return table
-    frame_keys = pd.Series([str(p) for p in table.column("prediction").to_pylist()]) \
-        if stratified else pd.Series(["all"] * table.num_rows)
+    labels = ([str(p) for p in table.column("prediction").to_pylist()] if stratified
+              else ["all"] * table.num_rows)
+    return table.take(_stratified_take(labels, size))
+
+
+def _stratified_take(labels: Sequence[str], size: int) -> list[int]:
+    """Positions of about `size` rows, the first of each label in its share (at least one),
+    in their original order."""
+    keys = pd.Series(labels)
     keep: list[int] = []
-    for _, group in frame_keys.groupby(frame_keys, sort=False):
-        quota = max(1, round(size * len(group) / table.num_rows))
-        keep += group.index[:quota].tolist()
-    return table.take(sorted(keep))
+    for _, group in keys.groupby(keys, sort=False):
+        keep += group.index[:max(1, round(size * len(group) / len(keys)))].tolist()
+    return sorted(keep)
 
 
-def after_run(store: Store, run: Run, progress: Progress = no_progress) -> None:
+def after_run(store: Store, run: Run, progress: Progress = no_progress,
+              loaded: Sequence[Loaded] = ()) -> None:
     """The worker's step after a run: global importance of each results file of a succeeded
     run. Never raises: a failure is stored in the importance file (and logged), the run stays
-    as it ended."""
+    as it ended. `loaded`: the models the run was scored with, so they are not loaded again.
+    """
     if run.status != "succeeded" or not run.summary.get("results_written"):
         return
     for which in results.WHICH:
         if not result_path(store.workspace, run.id, which).exists():
             continue
+        model_id = (run.summary.get(which) or {}).get("model_id", "")
+        mine = next((m for m in loaded if m.model.id == model_id), None)
         try:
-            global_importance(store, run.id, which, progress=progress)
+            run_importance(store, run, which, progress=progress, loaded=mine)
         except Exception as exc:  # the run's outcome must not depend on this step
             if not isinstance(exc, ModelDeckError):
                 log.exception("global importance of run %s (%s) failed", run.id, which)
-            model_id = (run.summary.get(which) or {}).get("model_id", "")
-            _write_importance(store, Importance(
+            _write_results(importance_path(store, run.id, which), sample_path(
+                store, run.id, which), Importance(
                 run.id, which, model_id, "", "", 0, (), {}, 0.0,
-                error=f"Global importance could not be computed: {exc}"))
+                error=f"Global importance could not be computed: {exc}"), None)
+
+
+# ---------------------------------------------------------------------------- model holdout
+def model_importance_path(store: Store, model: Model) -> Path:
+    return store.workspace.artifact_dir(model.id) / "importance_holdout.json"
+
+
+def model_sample_path(store: Store, model: Model) -> Path:
+    return store.workspace.artifact_dir(model.id) / "shap_holdout.parquet"
+
+
+def get_model_importance(store: Store, model: Model) -> Importance | None:
+    """The stored global importance of a model over its holdout rows, or None (not yet)."""
+    return _read_importance(model_importance_path(store, model))
+
+
+def get_model_shap_sample(store: Store, model: Model) -> ShapSample | None:
+    return _read_sample(model_sample_path(store, model))
+
+
+_computing: dict[str, threading.Lock] = {}
+
+
+def model_importance(store: Store, model: Model, sample: int = GLOBAL_SAMPLE,
+                     progress: Progress = no_progress) -> Importance:
+    """Mean |SHAP| per feature over the rows the model's metrics were measured on (the
+    training holdout, rebuilt; the reference dataset of an imported model), stored once under
+    the model's artifact folder: a later call reads the file. Sessions of one process asking
+    at once compute it once. Raises DatasetError when the rows cannot be rebuilt,
+    ArtifactError when the model cannot be loaded, InvalidInput for a sample below 1.
+    """
+    _check_sample(sample)
+    with _lock:
+        lock = _computing.setdefault(f"{store.workspace.home}:{model.id}", threading.Lock())
+    with lock:
+        found = get_model_importance(store, model)
+        if found is not None:
+            return found
+        started = time.perf_counter()
+        progress(0.0, "Rebuilding the holdout rows")
+        rows, which = evaluation_rows(store, model)
+        explainer = model_explainer(store, model)
+        size, note = _sample_size(explainer, sample)
+        frame = to_model_frame(pa.RecordBatch.from_pandas(rows, preserve_index=False),
+                               model.schema)
+        numbers = rows.index.to_numpy()
+        predictions = [None] * len(frame)
+        if model.task != "regression":
+            predictions = [plain(p) for p in explainer.estimator.predict(frame)]
+            note = _check_accuracy(model, rows[model.schema.target], predictions, note)
+        if len(frame) > size:
+            order = np.random.default_rng(0).permutation(len(frame))
+            labels = [str(predictions[i]) for i in order]
+            keep = np.sort(order[_stratified_take(labels, size)])
+            frame, numbers = frame.iloc[keep].reset_index(drop=True), numbers[keep]
+            predictions = [predictions[i] for i in keep]
+        progress(0.05, "Explaining the sample")
+        result, table = _explain_sample(explainer, frame, predictions, numbers,
+                                        lambda f, t: progress(0.05 + 0.95 * f, t))
+        importance = replace(result, which=which, model_id=model.id, note=note,
+                             seconds=round(time.perf_counter() - started, 4))
+        _write_results(model_importance_path(store, model), model_sample_path(store, model),
+                       importance, table)
+        return importance
+
+
+def _check_accuracy(model: Model, labels: pd.Series, predictions: list[Any], note: str) -> str:
+    """The note, plus a warning when the rebuilt rows do not give the recorded accuracy."""
+    recorded = model.metrics.get("accuracy")
+    accuracy = float(np.mean([str(p) == str(plain(y)) for p, y in zip(predictions, labels,
+                                                                       strict=True)]))
+    if recorded is None or abs(accuracy - recorded) < 1e-6:
+        return note
+    return (note + " " if note else "") + (
+        f"These rows give accuracy {accuracy:.4f}, not the recorded {recorded:.4f}: they may "
+        "not be exactly the rows the metrics were measured on.")
+
+
+def evaluation_rows(store: Store, model: Model) -> tuple[pd.DataFrame, str]:
+    """(the rows the model's metrics were measured on: features and target, "holdout" |
+    "reference").
+
+    A trained model's holdout is rebuilt exactly from its version: the dataset's immutable
+    snapshot, the target's labelled rows and the same split (test share, seed, stratified
+    for classification); the row count is checked against the one recorded at training. An
+    imported model was measured on all labelled rows of its reference dataset.
+    """
+    version = next(v for v in list_versions(store, model.experiment_id)
+                   if v.id == model.version_id)
+    dataset = get_dataset(store, version.dataset_id)
+    try:
+        frame = load_frame(store, dataset)
+    except OSError as exc:
+        raise DatasetError(f"The snapshot of dataset '{dataset.name}' is missing, so the rows "
+                           f"model {model.id} was measured on cannot be rebuilt.",
+                           "Restore the workspace's datasets folder from a backup.") from exc
+    target, features = model.schema.target, model.schema.feature_names
+    labelled = frame[frame[target].notna()][[*features, target]]
+    if model.origin == "imported":
+        return labelled, "reference"
+    from sklearn.model_selection import train_test_split  # as core.training split it
+
+    settings = version.settings
+    y = labelled[target]
+    _, holdout = train_test_split(
+        labelled, test_size=settings["test_size"], random_state=settings["seed"],
+        stratify=y if model.task != "regression" else None)
+    expected = settings.get("holdout_rows", len(holdout))
+    if len(holdout) != expected:
+        raise DatasetError(f"The holdout of model {model.id} has {len(holdout)} rows, not the "
+                           f"{expected} it was measured on.",
+                           "The dataset snapshot changed; retrain the model.")
+    return holdout, "holdout"

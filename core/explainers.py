@@ -21,6 +21,7 @@ base value + sum of contributions = the model's output on the scale named.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ BOOSTING = (GradientBoostingClassifier, GradientBoostingRegressor,
             HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 AGNOSTIC = "KernelExplainer (model-agnostic)"
 KERNEL_BACKGROUND = 50  # rows: Kernel SHAP costs (background rows x samples) predictions a row
+CHUNK_ROWS = 100  # rows per shap call when progress is reported
+AGNOSTIC_CHUNK_ROWS = 10  # Kernel SHAP: ~0.25 s a row, so progress every few seconds
 
 
 class Unexplainable(Exception):
@@ -76,20 +79,29 @@ class Attribution:
 class ModelExplainer:
     """The explainer chosen for one fitted model, with what it needs to map back and rescale."""
 
-    def __init__(self, estimator: Any, schema: ModelSchema, background: pd.DataFrame) -> None:
+    def __init__(self, estimator: Any, schema: ModelSchema,
+                 background: pd.DataFrame | Callable[[], pd.DataFrame]) -> None:
+        """`background`: the model's background rows, or a function reading them (only the
+        linear and model-agnostic explainers need them: tree explainers skip the read)."""
         self.estimator, self.schema = estimator, schema
         self.features = schema.feature_names
+        self.categorical = frozenset(f.name for f in schema.features if f.kind == "categorical")
         self.is_classifier = schema.task != "regression"
         self.note = ""
-        background = background[self.features]
+        self._background = background
         try:
-            self._init_fast(background)
+            self._init_fast()
         except Unexplainable as why:
             self.note = f"{why} The model-agnostic explainer is used instead."
-            self._init_agnostic(background)
+            self._init_agnostic(self.background())
+
+    def background(self) -> pd.DataFrame:
+        if callable(self._background):
+            self._background = self._background()
+        return self._background[self.features]
 
     # ---------------------------------------------------------------- choosing
-    def _init_fast(self, background: pd.DataFrame) -> None:
+    def _init_fast(self) -> None:
         pre, final = split_pipeline(self.estimator)
         if not isinstance(final, (*FORESTS, *BOOSTING, LinearClassifierMixin, LinearModel)):
             raise Unexplainable(f"shap has no exact explainer for {type(final).__name__}.")
@@ -106,7 +118,7 @@ class ModelExplainer:
             self.name = "TreeExplainer"
             probability = isinstance(final, FORESTS) and self.is_classifier
         else:
-            self.shap = shap.LinearExplainer(final, self._transform(background))
+            self.shap = shap.LinearExplainer(final, self._transform(self.background()))
             self.name = "LinearExplainer"
             probability = False
         self.kind = "fast"
@@ -125,23 +137,31 @@ class ModelExplainer:
     def classes(self) -> tuple[Any, ...]:
         return tuple(getattr(self.estimator, "classes_", ())) if self.is_classifier else ()
 
-    def explain(self, frame: pd.DataFrame) -> Attribution:
-        """SHAP values of `frame` (the model's raw feature columns) on the original features."""
+    def explain(self, frame: pd.DataFrame, progress: Callable[[float], None] | None = None,
+                chunk: int = CHUNK_ROWS) -> Attribution:
+        """SHAP values of `frame` (the model's raw feature columns) on the original features.
+
+        With `progress`, shap is called on `chunk` rows at a time and `progress(fraction)`
+        after each (a worker refreshes its heartbeat); the rows are transformed once.
+        """
         frame = frame[self.features]
         if self.kind == "agnostic":
-            return self._explain_agnostic(frame)
+            return self._explain_agnostic(frame, progress, chunk)
         transformed = self._transform(frame)
         if self.name == "TreeExplainer":
-            raw = self.shap.shap_values(transformed, check_additivity=False)
+            raw = _chunked(lambda rows: self.shap.shap_values(rows, check_additivity=False),
+                           transformed, progress, chunk)
         else:
-            raw = self.shap.shap_values(transformed)
+            raw = _chunked(self.shap.shap_values, transformed, progress, chunk)
         values = np.asarray(raw, dtype=np.float64)
         if values.ndim == 2:
             values = values[:, :, None]
         base = np.atleast_1d(np.asarray(self.shap.expected_value, dtype=np.float64))
         output = self._fast_output(transformed)
-        summed = np.zeros((len(frame), len(self.features), values.shape[2]))
-        np.add.at(summed, (slice(None), self.sources), values)  # one-hot etc. back onto inputs
+        # One-hot etc. back onto inputs: (rows, outputs, columns) @ (columns, features).
+        fold = np.zeros((len(self.sources), len(self.features)))
+        fold[np.arange(len(self.sources)), self.sources] = 1.0
+        summed = np.ascontiguousarray((values.transpose(0, 2, 1) @ fold).transpose(0, 2, 1))
         classes = self.classes
         if classes and values.shape[2] == 1:  # binary, one log-odds output for classes_[1]
             return Attribution(summed, base, output, (classes[1],), classes[0])
@@ -174,9 +194,11 @@ class ModelExplainer:
             return np.asarray(self.estimator.predict_proba(frame), dtype=np.float64)
         return np.asarray(self.estimator.predict(frame), dtype=np.float64)
 
-    def _explain_agnostic(self, frame: pd.DataFrame) -> Attribution:
+    def _explain_agnostic(self, frame: pd.DataFrame, progress: Callable[[float], None] | None,
+                          chunk: int) -> Attribution:
         codes = self.codec.encode(frame)
-        raw = self.shap.shap_values(codes, silent=True)
+        raw = _chunked(lambda rows: self.shap.shap_values(rows, silent=True), codes, progress,
+                       min(chunk, AGNOSTIC_CHUNK_ROWS))
         values = np.asarray(raw, dtype=np.float64)
         if values.ndim == 2:
             values = values[:, :, None]
@@ -184,6 +206,21 @@ class ModelExplainer:
         output = self._agnostic_output(codes)
         output = output[:, None] if output.ndim == 1 else output
         return Attribution(values, base, output, self.classes or (None,))
+
+
+def _chunked(shap_values: Callable[[np.ndarray], Any], rows: np.ndarray,
+             progress: Callable[[float], None] | None, chunk: int) -> np.ndarray:
+    """shap_values(rows), in chunks of `chunk` rows with progress after each when asked."""
+    if progress is None or len(rows) <= chunk:
+        out = np.asarray(shap_values(rows), dtype=np.float64)
+        if progress is not None:
+            progress(1.0)
+        return out
+    parts = []
+    for start in range(0, len(rows), chunk):
+        parts.append(np.asarray(shap_values(rows[start:start + chunk]), dtype=np.float64))
+        progress(min(1.0, (start + chunk) / len(rows)))
+    return np.concatenate(parts)  # rows first: (rows, columns[, outputs])
 
 
 def split_pipeline(estimator: Any) -> tuple[Any, Any]:

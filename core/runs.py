@@ -160,6 +160,11 @@ def list_runs(store: Store, deployment_name: str | None, limit: int = 50) -> lis
     return [Run.from_row(r) for r in rows]
 
 
+# The version pins of runs this process claimed, read in the claim's transaction (popped by
+# _load_models; a handful at most, one per run in flight).
+_CLAIMED_PINS: dict[str, dict[str, Any]] = {}
+
+
 def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = None
                    ) -> Run | None:
     """Claim the oldest queued run for `worker_id` (one transaction), or None when idle.
@@ -169,13 +174,27 @@ def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = N
     """
     lease = lease_seconds or default_lease_seconds()
     now = utcnow()
-    row = store.write(lambda tx: tx.execute(
-        "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
-        " started_at = ?, attempt = attempt + 1, progress = 0, message = 'starting'"
-        " WHERE status = 'queued' AND id = (SELECT id FROM runs WHERE status = 'queued'"
-        " ORDER BY queued_at, id LIMIT 1) RETURNING *",
-        [worker_id, now + timedelta(seconds=lease), now]).first())
-    return Run.from_row(row) if row else None
+
+    def claim(tx: Tx) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        row = tx.execute(
+            "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
+            " started_at = ?, attempt = attempt + 1, progress = 0, message = 'starting'"
+            " WHERE status = 'queued' AND id = (SELECT id FROM runs WHERE status = 'queued'"
+            " ORDER BY queued_at, id LIMIT 1) RETURNING *",
+            [worker_id, now + timedelta(seconds=lease), now]).first()
+        if row is None:
+            return None, None
+        return row, tx.execute("SELECT * FROM deployment_versions WHERE id = ?",
+                               [row["version_id"]]).first()
+
+    row, pins = store.write(claim)
+    if row is None:
+        return None
+    if pins is not None:  # read in the claim's transaction: execute_run needs no read for it
+        while len(_CLAIMED_PINS) >= 64:  # claimed and never executed here (tests, a crash)
+            _CLAIMED_PINS.pop(next(iter(_CLAIMED_PINS)))
+        _CLAIMED_PINS[row["id"]] = pins
+    return Run.from_row(row)
 
 
 def renew_lease(store: Store, run: Run, worker_id: str, *, lease_seconds: float | None = None,
@@ -232,14 +251,16 @@ def expire_leases(store: Store) -> list[str]:
 
 
 def _finish(store: Store, run: Run, worker_id: str, status: str, *, error: str | None = None,
-            summary: dict[str, Any] | None = None, rows: int | None = None) -> bool:
-    """Record the outcome if the run is still this worker's; False if it was taken away."""
-    found = store.write(lambda tx: tx.execute(
+            summary: dict[str, Any] | None = None, rows: int | None = None) -> Run | None:
+    """Record the outcome if the run is still this worker's: the run as recorded, or None
+    if it was taken away (cancelled, or failed by lease expiry)."""
+    row = store.write(lambda tx: tx.execute(
         "UPDATE runs SET status = ?, error = ?, summary = ?, rows_in = ?, rows_out = ?,"
         " finished_at = ?, progress = 1, message = ?, lease_expires_at = NULL"
-        " WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING id",
-        [status, error, summary or {}, rows, rows, utcnow(), status, run.id, worker_id]))
-    return len(found) > 0
+        " WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING *",
+        [status, error, summary or {}, rows, rows, utcnow(), status, run.id, worker_id]
+    ).first())
+    return Run.from_row(row) if row else None
 
 
 # ---------------------------------------------------------------------------- executing
@@ -301,9 +322,8 @@ def execute_run(store: Store, run: Run, worker_id: str, progress: Progress = no_
         return get_run(store, run.id)
     except Exception as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        _finish(store, run, worker_id, "failed", error=_error_text(exc, run),
-                summary={"timings": timings.rounded()})
-        return get_run(store, run.id)
+        return _finish(store, run, worker_id, "failed", error=_error_text(exc, run),
+                       summary={"timings": timings.rounded()}) or get_run(store, run.id)
     except BaseException:  # KeyboardInterrupt / SystemExit: stop cleanly, then go on stopping
         shutil.rmtree(folder, ignore_errors=True)
         _finish(store, run, worker_id, "failed",
@@ -324,10 +344,11 @@ def execute_run(store: Store, run: Run, worker_id: str, progress: Progress = no_
         status, error = "failed", _error_text(exc, run)
     timings["total"] = time.perf_counter() - started
     summary["timings"] = timings.rounded()
-    if not _finish(store, run, worker_id, status, error=error, summary=summary,
-                   rows=summary["rows"]):
+    done = _finish(store, run, worker_id, status, error=error, summary=summary,
+                   rows=summary["rows"])
+    if done is None:
         shutil.rmtree(folder, ignore_errors=True)  # cancelled at the last moment
-    return get_run(store, run.id)
+    return done or get_run(store, run.id)
 
 
 def _error_text(exc: BaseException, run: Run) -> str:
@@ -341,7 +362,8 @@ def _error_text(exc: BaseException, run: Run) -> str:
 def _load_models(store: Store, run: Run) -> tuple[Loaded, Loaded | None]:
     """The run's main and challenger models; rows and estimators come from the process's
     cache when it has them (core/registry.py), so a worker pays for a model once."""
-    row = store.query("SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
+    row = _CLAIMED_PINS.pop(run.id, None) or store.query(
+        "SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
     if row is None:
         raise InvalidInput(f"The deployment version this run was queued for ({run.version_id}) "
                            "no longer exists.", "Queue a new run of the deployment.")

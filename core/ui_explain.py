@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, explain, ui
-from core.entities import Run
+from core.entities import Model, Run
 from core.store import Store
 
 PREDICTED = "predicted class"
@@ -75,7 +75,59 @@ def _importance(store: Store, run: Run, which: str) -> bool:
     if found.error:
         st.warning(f"{which}: {found.error}")
         return False
-    st.plotly_chart(charts.importance_figure(found), key=f"importance_chart_{which}")
-    st.caption(f"{found.explainer} on {found.rows:,} sampled rows (stratified by predicted "
-               f"class), {found.seconds:.2f} s." + (f" {found.note}" if found.note else ""))
+    importance_views(found, explain.get_shap_sample(store, run.id, which), key=which,
+                     rows_text="sampled rows (stratified by predicted class)")
     return False
+
+
+def model_importance(store: Store, model: Model) -> None:
+    """Mean |SHAP| per feature over the model's holdout rows: computed once (with a progress
+    bar) and stored beside the model, then read from the file."""
+    found = explain.get_model_importance(store, model)
+    if found is None:
+        st.caption("Explaining the holdout rows once; later views read the stored result.")
+        progress = ui.progress_bar("Rebuilding the holdout rows")
+        with ui.guarded():
+            found = explain.model_importance(store, model, progress=progress)
+    if found is None:
+        return
+    rows = ("rows of the reference dataset" if found.which == "reference"
+            else "holdout rows (stratified by predicted class)")
+    importance_views(found, explain.get_model_shap_sample(store, model), key="model",
+                     rows_text=rows)
+
+
+def importance_views(found: explain.Importance, sample: explain.ShapSample | None, key: str,
+                     rows_text: str) -> None:
+    """The bars, and for readers who want more a beeswarm of the top features or one
+    feature's dependence view, drawn from the stored per-row SHAP values."""
+    views = ["Bars"] + (["Beeswarm", "Dependence"] if sample is not None else [])
+    view = st.radio("View", views, horizontal=True, key=f"importance_view_{key}",
+                    label_visibility="collapsed")
+    scale = f"SHAP on the {found.scale} scale"
+    if view == "Beeswarm" and sample is not None:
+        st.plotly_chart(charts.beeswarm_figure(sample, f"{found.which}: {scale}, top features"),
+                        key=f"beeswarm_chart_{key}")
+        st.caption(_explained_output(sample) + " Colour: the row's value of the feature "
+                   "(low blue, high red, missing grey; categories by name order).")
+    elif view == "Dependence" and sample is not None:
+        ranked = sample.ranked()
+        a, b = st.columns(2)
+        feature = a.selectbox("Feature", ranked, key=f"dependence_feature_{key}")
+        colour_by = b.selectbox("Colour by", ranked, index=ranked.index(feature),
+                                key=f"dependence_colour_{key}")
+        st.plotly_chart(charts.dependence_figure(sample, feature, f"{found.which}: {feature}",
+                                                 colour_by), key=f"dependence_chart_{key}")
+        st.caption(_explained_output(sample))
+    else:
+        st.plotly_chart(charts.importance_figure(found), key=f"importance_chart_{key}")
+    st.caption(f"{found.explainer} on {found.rows:,} {rows_text}, {found.seconds:.2f} s."
+               + (f" {found.note}" if found.note else ""))
+
+
+def _explained_output(sample: explain.ShapSample) -> str:
+    classes = sorted({str(c) for c in sample.column("_class") if c is not None})
+    if not classes:
+        return f"One dot per sampled row, SHAP on the {sample.scale} scale."
+    what = f"class {classes[0]}" if len(classes) == 1 else "each row's predicted class"
+    return f"One dot per sampled row: SHAP of {what}, on the {sample.scale} scale."

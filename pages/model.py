@@ -1,9 +1,10 @@
-"""One model: metrics, parameters, input schema, training profile and artifact."""
+"""One model: metrics, parameters, input schema, training profile, holdout
+explainability and artifact."""
 
 import pandas as pd
 import streamlit as st
 
-from core import charts, registry, ui
+from core import charts, registry, ui, ui_explain
 from core.errors import NotFound
 
 ui.header("Model")
@@ -35,8 +36,11 @@ for col, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(
 scope = "reference dataset" if model.origin == "imported" else "20% holdout"
 st.caption(f"Metrics on the {scope}.")
 
-metrics_tab, deploy_tab, schema_tab, profile_tab, params_tab, artifact_tab = st.tabs(
-    ["Leaderboard", "Deploy", "Schema", "Training profile", "Parameters", "Artifact"])
+# Tabs rerun on a switch, so the Explainability tab's content runs only while it is open.
+(metrics_tab, deploy_tab, schema_tab, profile_tab, explain_tab, params_tab,
+ artifact_tab) = st.tabs(["Leaderboard", "Deploy", "Schema", "Training profile",
+                          "Explainability", "Parameters", "Artifact"],
+                         key="model_tabs", on_change="rerun")
 with deploy_tab:
     ui.deploy_form(store, model, key="model_deploy")
 with metrics_tab:
@@ -64,6 +68,9 @@ with profile_tab:
     if "prediction" in model.profile:
         st.plotly_chart(charts.profile_figure("prediction", model.profile["prediction"]),
                         key="prediction_chart")
+with explain_tab:
+    if explain_tab.open:
+        ui_explain.model_importance(store, model)
 with params_tab:
     st.json(model.params)
 with artifact_tab:

@@ -3,6 +3,7 @@ and every bad input of issue 5."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Any
@@ -19,11 +20,14 @@ from sklearn.preprocessing import StandardScaler
 
 from core import charts, cli, datasets, deployments, explain, registry, runs, worker
 from core.entities import Deployment, Model, Run
-from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
+from core.errors import ArtifactError, Conflict, DatasetError, InvalidInput, NotFound
 from core.explainers import AGNOSTIC, ModelExplainer
 from core.model_import import ImportRequest, import_model
+from core.scoring import proba_name
 from core.store import Store
 from core.training import ALGORITHMS
+from tests.cli_helpers import run as run_cli
+from tests.cli_helpers import run_json
 
 EXACT = 1e-6
 WINE = datasets.demo_frame("wine")
@@ -226,6 +230,47 @@ def test_a_row_with_missing_features_is_explained_with_a_note(trained_store: Sto
     assert abs(e.base_value + sum(c.contribution for c in e.contributions) - e.output) < EXACT
 
 
+def test_a_row_with_every_feature_missing(trained_store: Store, deployed: Deployment) -> None:
+    frame = source(trained_store, deployed).head(20).copy()
+    features = sorted(CHURN_FEATURES)
+    frame[features] = frame[features].astype(object)
+    frame.loc[4, features] = None
+    path = trained_store.workspace.home / "incoming" / "blank.parquet"
+    path.parent.mkdir()
+    frame.to_parquet(path, index=False)
+    done = run_by_worker(trained_store, deployed.name,
+                         source_override={"kind": "file", "path": "incoming/blank.parquet"})
+    assert done.status == "succeeded", done.error
+    [e] = explain.explain_rows(trained_store, done.id, [frame.loc[4, "customer_id"]])
+    assert all(c.value is None for c in e.contributions) and len(e.contributions) == 7
+    assert e.note == (f"Missing in this row: {', '.join(c.feature for c in e.contributions)}; "
+                      "the model's pipeline imputed them, and their contributions are those of "
+                      "the imputed values.")
+    assert abs(e.base_value + sum(c.contribution for c in e.contributions) - e.output) < EXACT
+    labels = charts.explanation_bars(e)
+    assert all(label.endswith(" = missing") for label, _ in labels)
+
+
+def test_a_run_of_a_model_shap_cannot_explain_names_the_fallback(store: Store) -> None:
+    X, y = WINE.drop(columns="cultivar"), WINE["cultivar"]
+    model = _imported(store, KNeighborsClassifier().fit(X, y), "knn")
+    name = deployments.deploy(store, model.id, "staging").name
+    runs.enqueue_run(store, name)
+    claimed = runs.claim_next_run(store, "w")
+    assert claimed is not None
+    done = runs.execute_run(store, claimed, "w")  # without the worker's (slow) global step
+    [e] = explain.explain_rows(store, done.id, [7], by="row")
+    assert e.explainer == AGNOSTIC and e.scale == "probability"
+    assert e.note == ("shap has no exact explainer for KNeighborsClassifier. "
+                      "The model-agnostic explainer is used instead.")
+    assert abs(e.base_value + sum(c.contribution for c in e.contributions) - e.output) < EXACT
+    scored = pd.read_parquet(runs.result_path(store.workspace, done.id))
+    assert e.output == pytest.approx(scored.loc[7, proba_name(e.class_)])  # the probability
+    found = explain.global_importance(store, done.id, sample=4)
+    assert found.explainer == AGNOSTIC and found.rows == 4
+    assert found.note.startswith("shap has no exact explainer for KNeighborsClassifier.")
+
+
 def test_explaining_asks_for_a_few_rows(trained_store: Store, run: Run) -> None:
     with pytest.raises(InvalidInput, match="Explain between 1 and 100 rows at a time"):
         explain.explain_rows(trained_store, run.id, [])
@@ -267,16 +312,17 @@ def test_importance_is_computing_until_its_file_exists(trained_store: Store,
 
 def test_a_failing_importance_step_keeps_the_run_succeeded(trained_store: Store,
                                                            deployed: Deployment) -> None:
-    main = registry.get_model(trained_store, deployed.current.main_model_id)  # type: ignore[union-attr]
-    (trained_store.workspace.artifact_dir(main.id) / "background.parquet").unlink(
-        missing_ok=True)
+    # The linear model needs its background rows (a tree explainer does not read them).
+    linear = registry.get_model(trained_store, deployed.current.challenger_model_id)  # type: ignore[union-attr,arg-type]
+    (trained_store.workspace.artifact_dir(linear.id) / "background.parquet").unlink()
     explain._explainers.clear()
     done = run_by_worker(trained_store, deployed.name)
     assert done.status == "succeeded"
-    failed = explain.get_importance(trained_store, done.id, "main")
+    failed = explain.get_importance(trained_store, done.id, "challenger")
     assert failed is not None and failed.error is not None
     assert failed.error.startswith("Global importance could not be computed: ")
-    assert explain.get_importance(trained_store, done.id, "challenger").error is None
+    assert explain.get_shap_sample(trained_store, done.id, "challenger") is None
+    assert explain.get_importance(trained_store, done.id, "main").error is None
 
 
 # ---------------------------------------------------------------------------- chart and CLI
@@ -308,3 +354,197 @@ def test_cli_explain_json_and_errors(capsys: pytest.CaptureFixture[str], trained
     assert capsys.readouterr().err.startswith("error: No row with customer_id 'nope'.\n")
     assert cli.main(["explain", run.id, "--global", "--sample", "30", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] <= 31
+
+
+# ---------------------------------------------------------------------------- per-row sample
+CHURN_FEATURES = {"age", "tenure_months", "monthly_charges", "support_tickets", "contract",
+                  "internet_service", "payment_method"}
+CHURN_CATEGORIES = {"contract", "internet_service", "payment_method"}
+
+
+def test_the_global_step_keeps_each_sampled_rows_shap_values(trained_store: Store,
+                                                             run: Run) -> None:
+    importance = explain.get_importance(trained_store, run.id, "main")
+    sample = explain.get_shap_sample(trained_store, run.id, "main")
+    assert importance is not None and sample is not None
+    assert sample.rows == importance.rows == 600 and sample.scale == "log-odds"
+    assert set(sample.features) == CHURN_FEATURES and sample.categorical == CHURN_CATEGORIES
+    matrix = np.column_stack([sample.shap(f) for f in sample.features])
+    assert matrix.shape == (600, 7)
+    # Each row is additive on the scale shown, and the bars are the sample's mean |SHAP|.
+    assert np.abs(sample.column("_base") + matrix.sum(axis=1) - sample.column("_output")).max() \
+        < EXACT
+    assert dict(importance.features) == pytest.approx(
+        {f: float(np.abs(sample.shap(f)).mean()) for f in sample.features})
+    assert set(sample.column("_class")) == {"yes"}  # binary: the positive class's log-odds
+    # The values are the rows' own, and a row's SHAP values are its local explanation's.
+    rows = sample.column("_row")
+    frame = source(trained_store, explain_deployment(trained_store))
+    contract = sample.values("contract")
+    assert contract[10] == frame.loc[rows[10], "contract"]
+    [e] = explain.explain_rows(trained_store, run.id, [int(rows[10])], class_="yes", by="row")
+    assert {c.feature: c.contribution for c in e.contributions} == pytest.approx(
+        {f: float(sample.shap(f)[10]) for f in sample.features}, abs=EXACT)
+
+
+def test_multiclass_samples_explain_each_rows_predicted_class(
+    every_algorithm: dict[str, Any]
+) -> None:
+    trained = every_algorithm["multiclass"]
+    model = next(m for m in trained.result.models if m.algorithm == "random_forest")
+    explainer = explainer_of(trained.store, model)
+    frame = trained.frame[model.schema.feature_names].iloc[:30].reset_index(drop=True)
+    predictions = explainer.estimator.predict(frame).tolist()
+    result, table = explain._explain_sample(explainer, frame, predictions, np.arange(30),
+                                            lambda f, t: None)
+    assert table.column("_class").to_pylist() == [str(p) for p in predictions]
+    a = explainer.explain(frame)
+    k = [list(a.outputs).index(p) for p in predictions]
+    assert table.column("_output").to_numpy() == pytest.approx(a.output[np.arange(30), k])
+    assert set(result.by_class) == {str(c) for c in a.outputs}
+
+
+def test_the_beeswarm_shows_every_sampled_row_of_the_top_features(trained_store: Store,
+                                                                  run: Run) -> None:
+    sample = explain.get_shap_sample(trained_store, run.id, "main")
+    assert sample is not None
+    fig = charts.beeswarm_figure(sample, "main", top=3)
+    top = sample.ranked()[:3]
+    assert list(fig.layout.yaxis.ticktext) == top[::-1]  # the strongest on top
+    points = [(x, y, text) for trace in fig.data
+              for x, y, text in zip(trace.x, trace.y, trace.text, strict=True)]
+    assert len(points) == 3 * sample.rows
+    for position, feature in enumerate(top[::-1]):
+        mine = [p for p in points if round(p[1]) == position]
+        assert all(abs(p[1] - position) < 0.41 for p in mine)
+        assert sorted(p[0] for p in mine) == pytest.approx(sorted(sample.shap(feature)))
+    colours = np.asarray(fig.data[0].marker.color)
+    assert colours.min() == 0.0 and colours.max() == 1.0
+    # A category is coloured by its code and named in the hover.
+    fig = charts.beeswarm_figure(sample, "main", top=7)
+    coloured = fig.data[0]
+    by_contract = {t.split("<br>")[0]: c for t, c in zip(coloured.text, coloured.marker.color,
+                                                         strict=True) if t.startswith("contract")}
+    assert by_contract == {"contract = month-to-month": 0.0, "contract = one-year": 0.5,
+                           "contract = two-year": 1.0}
+    assert fig.data[1].name == "value missing"  # payment_method and age have gaps: grey
+    assert all(t.split(" = ")[0] in {"age", "payment_method"} for t in fig.data[1].text)
+
+
+def test_value_colours_of_numbers_and_categories() -> None:
+    scaled, texts = charts.normalised([1.0, None, 3.0, 2.0, 100.0], categorical=False)
+    assert np.isnan(scaled[1]) and texts[1] == "missing"
+    assert scaled[0] == 0.0 and scaled[4] == 1.0 and 0 < scaled[3] < scaled[2] < 1
+    scaled, texts = charts.normalised(["b", "a", None, "c"], categorical=True)
+    assert scaled[:2].tolist() == [0.5, 0.0] and np.isnan(scaled[2]) and scaled[3] == 1.0
+
+
+def test_the_dependence_view_plots_value_against_contribution(trained_store: Store,
+                                                              run: Run) -> None:
+    sample = explain.get_shap_sample(trained_store, run.id, "main")
+    assert sample is not None
+    fig = charts.dependence_figure(sample, "tenure_months", "main: tenure_months")
+    values, shap_values = sample.values("tenure_months"), sample.shap("tenure_months")
+    present = [i for i, v in enumerate(values) if v is not None]
+    assert list(fig.data[0].x) == [values[i] for i in present]
+    assert list(fig.data[0].y) == pytest.approx([shap_values[i] for i in present])
+    assert fig.layout.xaxis.title.text == "tenure_months"
+    fig = charts.dependence_figure(sample, "contract", "main: contract", colour_by="age")
+    xs = [x for trace in fig.data for x in trace.x]
+    assert set(xs) <= {*(str(v) for v in sample.values("contract")), "missing"}
+    assert len(xs) == sample.rows  # a missing category is plotted as "missing"
+    assert fig.data[0].marker.colorbar.title.text == "age"
+    missing_age = sum(v is None for v in sample.values("age"))
+    assert len(fig.data) == 1 + bool(missing_age)  # rows without an age are grey
+    if missing_age:
+        assert len(fig.data[1].x) == missing_age and fig.data[1].marker.color == "#adb5bd"
+
+
+# ---------------------------------------------------------------------------- model holdout
+def _by_algorithm(store: Store, algorithm: str) -> Model:
+    return next(m for m in registry.list_models(store) if m.algorithm == algorithm)
+
+
+def test_the_holdout_is_rebuilt_exactly(trained_store: Store) -> None:
+    model = _by_algorithm(trained_store, "gradient_boosting")
+    rows, which = explain.evaluation_rows(trained_store, model)
+    assert which == "holdout" and len(rows) == model.metrics["holdout_rows"] == 120
+    dataset = datasets.list_datasets(trained_store)[0]
+    labels = datasets.load_frame(trained_store, dataset).loc[rows.index, "churn"]
+    assert (rows["churn"] == labels).all()
+    estimator = registry.load_estimator(trained_store, model)
+    accuracy = float((estimator.predict(rows[model.schema.feature_names]) == labels).mean())
+    assert accuracy == pytest.approx(model.metrics["accuracy"])  # the same rows as at training
+
+
+def test_model_importance_is_computed_once_and_stored(trained_store: Store) -> None:
+    model = _by_algorithm(trained_store, "gradient_boosting")
+    assert explain.get_model_importance(trained_store, model) is None
+    seen: list[float] = []
+    found = explain.model_importance(trained_store, model, sample=50,
+                                     progress=lambda f, t: seen.append(f))
+    assert (found.which, found.model_id, found.scale) == ("holdout", model.id, "log-odds")
+    assert found.note == ""  # the rebuilt rows give the recorded accuracy
+    assert 48 <= found.rows <= 52 and seen[-1] == 1.0
+    folder = trained_store.workspace.artifact_dir(model.id)
+    assert (folder / "importance_holdout.json").exists()
+    sample = explain.get_model_shap_sample(trained_store, model)
+    assert sample is not None and sample.rows == found.rows
+    rows, _ = explain.evaluation_rows(trained_store, model)
+    assert set(sample.column("_row")) <= set(rows.index)
+    matrix = np.column_stack([sample.shap(f) for f in sample.features])
+    assert np.abs(sample.column("_base") + matrix.sum(axis=1) - sample.column("_output")).max() \
+        < EXACT
+    # A later call reads the file: it works without the model file or an explainer in memory.
+    (trained_store.workspace.home / model.artifact_path).unlink()
+    explain._explainers.clear()
+    assert explain.model_importance(trained_store, model) == found
+    with pytest.raises(InvalidInput, match="at least 1"):
+        explain.model_importance(trained_store, model, sample=0)
+
+
+def test_model_importance_needs_the_dataset_snapshot(trained_store: Store) -> None:
+    model = _by_algorithm(trained_store, "linear")
+    dataset = datasets.list_datasets(trained_store)[0]
+    (trained_store.workspace.home / dataset.snapshot_path).unlink()
+    with pytest.raises(DatasetError) as caught:
+        explain.model_importance(trained_store, model)
+    assert caught.value.message == (f"The snapshot of dataset 'churn' is missing, so the rows "
+                                    f"model {model.id} was measured on cannot be rebuilt.")
+    assert explain.get_model_importance(trained_store, model) is None  # nothing half-stored
+
+
+def test_an_imported_model_is_explained_on_its_reference_rows(store: Store) -> None:
+    X, y = WINE.drop(columns="cultivar"), WINE["cultivar"]
+    model = _imported(store, RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y),
+                      "forest")
+    found = explain.model_importance(store, model, sample=40)
+    assert found.which == "reference" and found.explainer == "TreeExplainer"
+    assert 38 <= found.rows <= 42 and found.by_class.keys() == {str(c) for c in set(y)}
+
+
+def test_cli_explain_a_models_holdout(capsys: pytest.CaptureFixture[str],
+                                      trained_store: Store) -> None:
+    model = _by_algorithm(trained_store, "linear")
+    shown = run_json(capsys, "explain", "--model", model.id, "--sample", "30")
+    assert (shown["which"], shown["model_id"], shown["explainer"]) == (
+        "holdout", model.id, "LinearExplainer")
+    assert 28 <= shown["rows"] <= 32 and set(shown["features"]) == CHURN_FEATURES
+    code, out, _ = run_cli(capsys, "explain", "--model", model.id)  # stored: read, not recomputed
+    assert code == 0 and out.startswith(f"holdout: mean |SHAP| (log-odds) over {shown['rows']}")
+    code, _, err = run_cli(capsys, "explain", "--model", "mdl_nope")
+    assert code == 2 and err.startswith("error: No model 'mdl_nope'.")
+    code, _, err = run_cli(capsys, "explain")
+    assert code == 2 and err.startswith("error: Say which run to explain.\n")
+
+
+def test_rows_that_do_not_give_the_recorded_accuracy_are_flagged(trained_store: Store) -> None:
+    model = _by_algorithm(trained_store, "gradient_boosting")
+    rows, _ = explain.evaluation_rows(trained_store, model)
+    predictions = registry.load_estimator(trained_store, model).predict(
+        rows[model.schema.feature_names]).tolist()
+    assert explain._check_accuracy(model, rows["churn"], predictions, "") == ""
+    moved = dataclasses.replace(model, metrics={**model.metrics, "accuracy": 0.5})
+    note = explain._check_accuracy(moved, rows["churn"], predictions, "")
+    assert note == (f"These rows give accuracy {model.metrics['accuracy']:.4f}, not the recorded "
+                    "0.5000: they may not be exactly the rows the metrics were measured on.")

@@ -8,9 +8,10 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import deployments, explain, registry, runs, worker
+from core import datasets, deployments, explain, registry, runs, worker
 from core.entities import Run
 from core.store import Store
+from core.training import TrainRequest, train
 
 OpenPage = Callable[..., AppTest]
 
@@ -59,3 +60,100 @@ def test_global_importance_main_and_challenger(trained_store: Store, run: Run,
     at = open_page("pages/results.py", run=run.id)
     assert any(i.value == "challenger: computing…" for i in at.info)
     assert any(b.label == "Refresh" for b in at.button)
+
+
+def test_beeswarm_and_dependence_views_of_a_run(trained_store: Store, run: Run,
+                                                open_page: OpenPage) -> None:
+    at = open_page("pages/results.py", run=run.id)
+    at.radio(key="importance_view_main").set_value("Beeswarm").run()
+    assert not at.exception and not at.error
+    sample = explain.get_shap_sample(trained_store, run.id, "main")
+    assert sample is not None
+    swarm = next(f for f in charts(at) if f["layout"]["title"]["text"]
+                 == "main: SHAP on the log-odds scale, top features")
+    assert swarm["layout"]["yaxis"]["ticktext"] == sample.ranked()[:10][::-1]
+    assert sum(len(trace["x"]) for trace in swarm["data"]) == 7 * sample.rows
+    assert any("SHAP of class yes" in c.value for c in at.caption)
+    at.radio(key="importance_view_main").set_value("Dependence").run()
+    at.selectbox(key="dependence_feature_main").set_value("tenure_months").run()
+    assert not at.exception and not at.error
+    view = next(f for f in charts(at) if f["layout"]["title"]["text"]
+                == "main: tenure_months")
+    assert view["data"][0]["y"] == pytest.approx(sample.shap("tenure_months").tolist())
+
+
+def test_the_model_page_explains_the_holdout_once(trained_store: Store,
+                                                  open_page: OpenPage) -> None:
+    model = next(m for m in registry.list_models(trained_store)
+                 if m.algorithm == "gradient_boosting")
+    stored = explain.model_importance_path(trained_store, model)
+    at = open_page("pages/model.py", id=model.id)
+    assert not at.exception and not stored.exists()  # a closed tab computes nothing
+    at.session_state["model_tabs"] = "Explainability"
+    at.run()
+    assert not at.exception and not at.error
+    assert at.get("progress")  # computed now, with a progress bar
+    titles = [f["layout"]["title"]["text"] for f in charts(at)]
+    assert "holdout: mean |SHAP| (log-odds), 120 rows" in titles, titles
+    assert any("120 holdout rows" in c.value for c in at.caption)
+    written = stored.stat().st_mtime_ns
+    at.radio(key="importance_view_model").set_value("Beeswarm").run()
+    assert not at.exception and not at.get("progress")  # read from the file
+    assert any(f["layout"]["title"]["text"] == "holdout: SHAP on the log-odds scale, top "
+               "features" for f in charts(at))
+    assert stored.stat().st_mtime_ns == written
+
+
+def test_the_model_page_shows_why_the_holdout_cannot_be_rebuilt(
+    trained_store: Store, open_page: OpenPage
+) -> None:
+    model = next(m for m in registry.list_models(trained_store) if m.algorithm == "linear")
+    (trained_store.workspace.home / datasets.list_datasets(trained_store)[0].snapshot_path
+     ).unlink()
+    at = open_page("pages/model.py", id=model.id)
+    at.session_state["model_tabs"] = "Explainability"
+    at.run()
+    assert not at.exception
+    assert at.error[0].value.startswith("**The snapshot of dataset 'churn' is missing")
+
+
+@pytest.fixture
+def wine_run(store: Store) -> Run:
+    """A succeeded run of a multiclass (wine) logistic regression, rows without a key."""
+    dataset = datasets.add_demo(store, "wine")
+    result = train(store, TrainRequest(dataset_id=dataset.id, target="cultivar",
+                                       algorithms=("linear",)))
+    name = deployments.deploy(store, result.models[0].id, "staging").name
+    queued = runs.enqueue_run(store, name)
+    assert worker.run_once(store)
+    done = runs.get_run(store, queued.id)
+    assert done.status == "succeeded", done.error
+    return done
+
+
+def test_the_class_selector_of_a_multiclass_run(store: Store, wine_run: Run,
+                                                open_page: OpenPage) -> None:
+    at = open_page("pages/results.py", run=wine_run.id)
+    at.selectbox(key="explain_row_main").set_value(0).run()
+    assert not at.exception and not at.error
+    chooser = at.selectbox(key="explain_class_main")
+    assert chooser.value == "predicted class"
+    [e] = explain.explain_rows(store, wine_run.id, [0], by="row")
+    assert e.class_ == e.prediction
+
+    def shown() -> tuple[str, list[float]]:
+        caption = next(c.value for c in at.caption if c.value.startswith("Base value"))
+        bars = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("logit"))
+        return caption, bars["data"][0]["x"]
+
+    caption, predicted_bars = shown()
+    assert f"of class {e.class_} scale" in caption
+    other = next(c for c in chooser.options if c not in ("predicted class", str(e.class_)))
+    chooser.set_value(other).run()
+    assert not at.exception and not at.error
+    caption, other_bars = shown()
+    assert f"of class {other} scale" in caption
+    [o] = explain.explain_rows(store, wine_run.id, [0], class_=other, by="row")
+    assert f"output {o.output:.4g}" in caption and o.output != pytest.approx(e.output)
+    assert sorted(other_bars) == pytest.approx(sorted(c.contribution for c in o.contributions))
+    assert sorted(other_bars) != pytest.approx(sorted(predicted_bars))
