@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import results
+from core import results, scoring
 from core.datasets import get_dataset, load_frame
 from core.entities import Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
@@ -556,9 +556,13 @@ def sample_rows(store: Store, run: Run, which: str, size: int, stratified: bool,
     """About `size` rows of a run's results, each predicted class in its share (at least one),
     with `columns` only (default: all).
 
-    One scan: a deterministic hash of `_row` against a per-class rate (from the class counts
-    in the run's summary), then trimmed per class.
+    From the sample scoring kept (scoring.Sampler: no scan of the results) when it holds at
+    least `size` rows' worth; else one scan: a deterministic hash of `_row` against a
+    per-class rate (from the class counts in the run's summary), then trimmed per class.
     """
+    kept = _kept_sample(store, run, which, size, stratified, columns)
+    if kept is not None:
+        return kept
     selected = ", ".join(_quote(c) for c in columns) or "*"
     path = str(result_path(store.workspace, run.id, which))
     total = run.rows_out or 0
@@ -584,6 +588,40 @@ def sample_rows(store: Store, run: Run, which: str, size: int, stratified: bool,
     labels = ([str(p) for p in table.column("prediction").to_pylist()] if stratified
               else ["all"] * table.num_rows)
     return table.take(_stratified_take(labels, size))
+
+
+def _kept_sample(store: Store, run: Run, which: str, size: int, stratified: bool,
+                 columns: Sequence[str]) -> pa.Table | None:
+    """`size` rows from the sample scoring kept, or None when there is none big enough (an
+    older run, a larger size, or an unstratified request on a classification run)."""
+    info = (run.summary.get(which) or {}).get("sample") or {}
+    is_classes = run.summary.get("task") not in (None, "regression")
+    if not info or info.get("size", 0) < size or stratified != is_classes:
+        return None
+    path = results_dir(store.workspace, run.id) / str(info.get("path"))
+    try:
+        table = pq.read_table(path, columns=list(columns) or None)
+    except (OSError, pa.ArrowException):
+        return None  # purged or damaged: the scan says what is wrong
+    if info["size"] == size or table.num_rows <= size:
+        return table
+    # A smaller sample is the same rule with a smaller size: the smallest keys of each group.
+    groups = ([str(p) for p in table.column("prediction").to_pylist()] if stratified
+              else ["all"] * table.num_rows)
+    counts = {g: int(n) for g, n in pd.Series(groups).value_counts().items()}
+    total = (run.summary.get(which) or {}).get("class_counts") if stratified else None
+    quotas = scoring.stratified_quotas(
+        {g: int(total.get(g, counts[g])) for g in counts} if total else counts, size)
+    keys = scoring.row_keys(table.column("_row").to_numpy())
+    order = np.lexsort((keys, np.array(groups, dtype=str)))  # by group, then key
+    taken: dict[str, int] = {}
+    keep = []
+    for i in order:
+        g = groups[i]
+        if taken.get(g, 0) < quotas.get(g, 0):
+            taken[g] = taken.get(g, 0) + 1
+            keep.append(i)
+    return table.take(sorted(keep))
 
 
 def _stratified_take(labels: Sequence[str], size: int) -> list[int]:

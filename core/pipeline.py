@@ -105,11 +105,29 @@ def validate_pipeline(pipeline: dict[str, Any],
     Defaults: no transforms, no sinks, no label column, DEFAULT_BATCH_ROWS. Paths are checked
     against `workspace` (default: the current one, $MODELDECK_HOME) and kept as written.
     """
+    if not _runs_sql(pipeline):  # a file source without transforms: no connection to open
+        return _validate(pipeline, workspace or Workspace.resolve(), None)
     with transform_connection() as con:
         return _validate(pipeline, workspace or Workspace.resolve(), con)
 
 
-def _validate(pipeline: Any, ws: Workspace, con: Connection) -> dict[str, Any]:
+def _runs_sql(pipeline: Any) -> bool:
+    """Whether checking the pipeline parses SQL (transforms, or a DuckDB SQL source), so needs
+    a connection (~15 ms to open: a run of a plain file source skips it)."""
+    if not isinstance(pipeline, dict):
+        return False
+    source = pipeline.get("source")
+    return bool(pipeline.get("transforms")) or (isinstance(source, dict)
+                                                and source.get("kind") == "sql")
+
+
+def _sql(con: Connection | None) -> Connection:
+    if con is None:  # _runs_sql said no SQL, yet a block has some: a bug, not bad input
+        raise RuntimeError("A pipeline block needs SQL checking without a connection.")
+    return con
+
+
+def _validate(pipeline: Any, ws: Workspace, con: Connection | None) -> dict[str, Any]:
     if not isinstance(pipeline, dict):
         raise PipelineError("A pipeline must be an object with a source block.",
                             'For example {"source": {"kind": "file", "path": "data.csv"}}.',
@@ -144,7 +162,7 @@ def _check_keys(block: dict[str, Any], allowed: tuple[str, ...], what: str, name
                             f"Allowed fields: {', '.join(allowed)}.", name)
 
 
-def _check_source(ws: Workspace, source: Any, con: Connection) -> dict[str, str]:
+def _check_source(ws: Workspace, source: Any, con: Connection | None) -> dict[str, str]:
     if not isinstance(source, dict):
         raise PipelineError("The pipeline has no source block.",
                             'Add one, e.g. {"kind": "file", "path": "uploads/new.csv"}.',
@@ -159,7 +177,7 @@ def _check_source(ws: Workspace, source: Any, con: Connection) -> dict[str, str]
     if kind == "sql":
         raw = source.get("sql")
         # Checked with sample {{run_at}}/{{last_run_at}} values, stored with the placeholders.
-        sql = check_select(con, incremental.render_sql(raw, incremental.default_params())
+        sql = check_select(_sql(con), incremental.render_sql(raw, incremental.default_params())
                            if isinstance(raw, str) else raw, "The source SQL", "source")
         absolute_sql_paths(ws, sql)  # refuses a path outside the allowed folders, with a hint
         return {"kind": "sql", "sql": strip_trailing(raw)}
@@ -182,7 +200,8 @@ def _check_source(ws: Workspace, source: Any, con: Connection) -> dict[str, str]
                                            if source.get("incremental") else {})}
 
 
-def _check_transform(con: Connection, block: Any, i: int, taken: set[str]) -> dict[str, str]:
+def _check_transform(con: Connection | None, block: Any, i: int,
+                     taken: set[str]) -> dict[str, str]:
     default = f"transform_{i + 1}"
     if not isinstance(block, dict):
         raise PipelineError(f"Transform {i + 1} must be an object with a name and SQL.",
@@ -199,7 +218,7 @@ def _check_transform(con: Connection, block: Any, i: int, taken: set[str]) -> di
                             + ("the name of the source block." if name == "source"
                                else "like an earlier transform."),
                             "Give every transform a unique name.", name)
-    return {"name": name, "sql": check_select(con, block.get("sql"), f"Transform '{name}'",
+    return {"name": name, "sql": check_select(_sql(con), block.get("sql"), f"Transform '{name}'",
                                                name)}
 
 
@@ -294,8 +313,9 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
     both on entry and while batches are read. Batches hold at most `batch_rows` rows (default:
     the pipeline's); an empty result is an empty stream, not an error.
     """
-    with transform_connection() as tcon, source_connection(workspace) as scon, \
-            contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        # Connections only where needed (~15 ms each): transforms (or SQL to check), a source.
+        tcon = stack.enter_context(transform_connection()) if _runs_sql(pipeline) else None
         spec = _validate(pipeline, workspace, tcon)
         rows = _check_batch_rows(batch_rows or spec["batch_rows"])
         labels = _labels(spec)
@@ -303,12 +323,14 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
             readers = [stack.enter_context(
                 connections.open_source(workspace, spec["source"], rows))]
         else:
+            scon = stack.enter_context(source_connection(workspace))
             source_sql = source_query(workspace,
                                       incremental.bind_source(spec["source"], params))
             readers = [attempt(lambda: scon.sql(source_sql).to_arrow_reader(rows), labels,
                                "source", source_chain(source_sql))]
         chain = None
         if spec["transforms"]:
+            tcon = _sql(tcon)
             chain = compile_chain(tcon, spec["transforms"], readers[0].schema, labels)
             tcon.register(SOURCE_TABLE, readers[0])
             readers.append(attempt(lambda: tcon.sql(chain.sql).to_arrow_reader(rows), labels,

@@ -402,7 +402,7 @@ def _estimate_rows(workspace: Workspace, source: dict[str, Any]) -> int | None:
 def _score_run(store: Store, run: Run, beat: _Beat, folder: Path,
                timings: _Timings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score every batch and put the results files in place; returns (summary, sinks)."""
-    beat(0.01, "loading models", force=True)
+    beat(0.01, "loading models")  # the claim just wrote the lease: no write needed yet
     with timings("load_models"):
         main, challenger = _load_models(store, run)
     spec = pipeline.validate_pipeline(effective_pipeline(run), store.workspace)

@@ -26,6 +26,7 @@ from core.entities import Model
 from core.errors import InvalidInput
 from core.profiles import plain
 from core.run_metrics import ModelStats, Vocabulary, as_text
+from core.workspace import atomic_path
 
 RESULT_COLUMNS = ("_row", "prediction", "confidence", "input_quality", "challenger_prediction")
 
@@ -192,6 +193,86 @@ class Output:
         self.tmp.unlink(missing_ok=True)
 
 
+SAMPLE_ROWS = 1000  # rows per results file kept for the global explanation (explain.py)
+
+
+def row_keys(rows: np.ndarray) -> np.ndarray:
+    """A pseudo-random uint64 key per row number (splitmix64): the same in every process, so
+    "the k smallest keys" is a reproducible simple random sample of k rows."""
+    z = rows.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def stratified_quotas(counts: dict[Any, int], size: int) -> dict[Any, int]:
+    """Rows to take per group for a sample of `size`: each group in its share of the rows
+    (largest remainders round it to exactly `size`), at least one per group (so a sample can
+    exceed `size` by a few rare groups); every row when there are no more than `size`."""
+    total = sum(counts.values())
+    if total <= size:
+        return dict(counts)
+    exact = {g: size * n / total for g, n in counts.items() if n}
+    quotas = {g: int(q) for g, q in exact.items()}
+    by_remainder = sorted(exact, key=lambda g: exact[g] - quotas[g], reverse=True)
+    for g in by_remainder[:size - sum(quotas.values())]:
+        quotas[g] += 1
+    return {g: min(counts[g], max(1, q)) for g, q in quotas.items()}
+
+
+class Sampler:
+    """A stratified random sample of a results file, kept while the file is written, so the
+    global explanation step reads ~1,000 rows instead of scanning the whole file.
+
+    Per group (the predicted class; one group for a regression) it keeps the `size` rows with
+    the smallest row_keys (a bottom-k sample: uniform within the group); at the end each group
+    is trimmed to its share of the rows (stratified_quotas). Any smaller sample is the same
+    rule with a smaller size, so explain can take one from this one exactly.
+    """
+
+    def __init__(self, target: Path, size: int = SAMPLE_ROWS) -> None:
+        self.target, self.size = target, size
+        self.kept: dict[int, tuple[np.ndarray, pa.Table]] = {}
+        self.counts: dict[int, int] = {}
+
+    def add(self, batch: pa.RecordBatch, groups: np.ndarray | None, first_row: int) -> None:
+        keys = row_keys(np.arange(first_row, first_row + batch.num_rows))
+        groups = np.zeros(batch.num_rows, dtype=np.int64) if groups is None else groups
+        table = pa.Table.from_batches([batch])
+        for group in np.unique(groups):
+            mask = groups == group
+            self.counts[int(group)] = self.counts.get(int(group), 0) + int(mask.sum())
+            old = self.kept.get(int(group))
+            if old is not None and len(old[0]) >= self.size:
+                mask &= keys < old[0].max()  # only rows that would enter the bottom k
+            picked = np.flatnonzero(mask)
+            if not len(picked):
+                continue
+            new_keys, new = keys[picked], table.take(picked)
+            if old is not None:
+                new_keys = np.concatenate([old[0], new_keys])
+                new = pa.concat_tables([old[1], new.cast(old[1].schema)])
+            if len(new_keys) > self.size:
+                smallest = np.argpartition(new_keys, self.size - 1)[:self.size]
+                new_keys, new = new_keys[smallest], new.take(smallest)
+            self.kept[int(group)] = (new_keys, new)
+
+    def commit(self) -> dict[str, int]:
+        """Write the sample (rows in `_row` order) next to the results; what it holds."""
+        quotas = stratified_quotas(self.counts, self.size)
+        parts = []
+        for group, (keys, table) in self.kept.items():
+            parts.append(table.take(np.argsort(keys, kind="stable")[:quotas.get(group, 0)]))
+        if not parts:
+            return {}
+        sample = pa.concat_tables(parts)
+        sample = sample.take(pc.sort_indices(sample, [("_row", "ascending")]))
+        with atomic_path(self.target) as tmp:
+            pq.write_table(sample, tmp, compression="none")
+        return {"size": self.size, "rows": sample.num_rows,
+                "path": self.target.name}
+
+
 class RunScorer:
     """Scores a run's batches with its main and challenger models, keeping its statistics.
 
@@ -222,6 +303,7 @@ class RunScorer:
                                        else {})}
         self.stats = {role: ModelStats(self.task, self.vocabulary) for role in self.roles}
         self.outputs = {role: Output(folder / f"{role}.parquet") for role in self.roles}
+        self.samplers = {role: Sampler(folder / f"sample_{role}.parquet") for role in self.roles}
         self.rows, self.agreement, self.quality_sum = 0, 0.0, 0.0
         self.quality_counts: dict[str, int] = {}
 
@@ -239,20 +321,24 @@ class RunScorer:
         with self.time("quality"):
             quality, counts = pipeline.input_quality(frame, schema, self.main.model.profile)
             quality = np.asarray(quality, dtype=np.float64)
-        with self.time("statistics"):
-            self._count(batch, scored, quality, counts)
-        with self.time("write"):
-            for role, result in scored.items():
-                self.outputs[role].write(result_batch(
-                    batch, self.rows, result, quality, self.plan, has_key=self.has_key,
-                    challenger=scored.get("challenger") if role == "main" else None))
-        self.rows += batch.num_rows
-
-    def _count(self, batch: pa.RecordBatch, scored: dict[str, Scored], quality: np.ndarray,
-               counts: dict[str, int]) -> None:
         is_classes = self.task != "regression"
         codes = {role: self.vocabulary.predictions(s) if is_classes else None
                  for role, s in scored.items()}
+        with self.time("statistics"):
+            self._count(batch, scored, codes, quality, counts)
+        with self.time("write"):
+            for role, result in scored.items():
+                written = result_batch(
+                    batch, self.rows, result, quality, self.plan, has_key=self.has_key,
+                    challenger=scored.get("challenger") if role == "main" else None)
+                self.outputs[role].write(written)
+                self.samplers[role].add(written, codes[role], self.rows)
+        self.rows += batch.num_rows
+
+    def _count(self, batch: pa.RecordBatch, scored: dict[str, Scored],
+               codes: dict[str, np.ndarray | None], quality: np.ndarray,
+               counts: dict[str, int]) -> None:
+        is_classes = self.task != "regression"
         labels = labelled = None
         if self.label is not None:
             column = batch.column(self.label)
@@ -270,13 +356,17 @@ class RunScorer:
             self.quality_counts[name] = self.quality_counts.get(name, 0) + int(n)
 
     def commit(self) -> None:
-        """Rename every results file into place."""
+        """Write the explanation samples, then rename every results file into place."""
+        self.samples = {role: sampler.commit() for role, sampler in self.samplers.items()}
         for output in self.outputs.values():
             output.commit()
 
     def discard(self) -> None:
         for output in self.outputs.values():
             output.discard()
+        if not getattr(self, "samples", None):  # not committed: no sample either
+            for sampler in self.samplers.values():
+                sampler.target.unlink(missing_ok=True)
 
     def column_roles(self) -> dict[str, Any]:
         """Which result columns are what, for the results page's show/hide toggles."""
@@ -294,7 +384,8 @@ class RunScorer:
         """The run's summary JSON (see core.runs)."""
         models = {role: {"model_id": loaded.model.id, "algorithm": loaded.model.algorithm,
                          "confidence_kind": confidence_kind(loaded.estimator, self.task),
-                         **self.stats[role].result()}
+                         **self.stats[role].result(),
+                         "sample": getattr(self, "samples", {}).get(role) or None}
                   for role, loaded in self.roles.items()}
         if "challenger" in models:
             key = "mean_abs_difference" if self.task == "regression" else "agreement_rate"

@@ -6,11 +6,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -18,7 +21,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core import charts, cli, datasets, deployments, explain, registry, runs, worker
+from core import charts, cli, datasets, deployments, explain, registry, runs, scoring, worker
 from core.entities import Deployment, Model, Run
 from core.errors import ArtifactError, Conflict, DatasetError, InvalidInput, NotFound
 from core.explainers import AGNOSTIC, ModelExplainer
@@ -548,3 +551,52 @@ def test_rows_that_do_not_give_the_recorded_accuracy_are_flagged(trained_store: 
     note = explain._check_accuracy(moved, rows["churn"], predictions, "")
     assert note == (f"These rows give accuracy {model.metrics['accuracy']:.4f}, not the recorded "
                     "0.5000: they may not be exactly the rows the metrics were measured on.")
+
+
+# ---------------------------------------------------------------------------- kept samples
+def _bottom_k(frame: pd.DataFrame, quotas: dict[str, int]) -> list[int]:
+    """By brute force: per predicted class, the rows with the smallest row keys."""
+    keyed = frame.assign(key=scoring.row_keys(frame["_row"].to_numpy()),
+                         group=frame["prediction"].astype(str))
+    return sorted(int(r) for g, n in quotas.items()
+                  for r in keyed[keyed["group"] == g].nsmallest(n, "key")["_row"])
+
+
+def test_the_sampler_keeps_the_bottom_k_of_each_class_across_batches(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"_row": np.arange(5000),
+                          "prediction": rng.choice(["no", "yes", "maybe"], 5000,
+                                                   p=[0.7, 0.28, 0.02]),
+                          "x": rng.normal(size=5000)})
+    sampler = scoring.Sampler(tmp_path / "sample_main.parquet", size=200)
+    codes = {"no": 0, "yes": 1, "maybe": 2}
+    for start in range(0, 5000, 700):  # uneven batches
+        part = frame.iloc[start:start + 700]
+        sampler.add(pa.RecordBatch.from_pandas(part, preserve_index=False),
+                    part["prediction"].map(codes).to_numpy(), start)
+    info = sampler.commit()
+    kept = pd.read_parquet(tmp_path / "sample_main.parquet")
+    counts = frame["prediction"].value_counts().to_dict()
+    quotas = scoring.stratified_quotas(counts, 200)
+    assert sum(quotas.values()) == 200 and info == {"size": 200, "rows": 200,
+                                                   "path": "sample_main.parquet"}
+    assert kept["_row"].tolist() == _bottom_k(frame, quotas)
+    assert kept["prediction"].value_counts().to_dict() == quotas
+
+
+def test_a_smaller_global_sample_is_taken_exactly_from_the_kept_one(trained_store: Store,
+                                                                    run: Run) -> None:
+    info = run.summary["main"]["sample"]
+    assert info["rows"] == run.rows_out  # 600 rows: all kept
+    table = explain.sample_rows(trained_store, run, "main", 40, True)
+    results = pd.read_parquet(runs.result_path(trained_store.workspace, run.id))
+    quotas = scoring.stratified_quotas(
+        results["prediction"].astype(str).value_counts().to_dict(), 40)
+    assert table.column("_row").to_pylist() == _bottom_k(results, quotas)
+    # A run scored before samples were kept: the scan gives a sample all the same.
+    older = replace(run, summary={**run.summary, "main": {
+        k: v for k, v in run.summary["main"].items() if k != "sample"}})
+    scanned = explain.sample_rows(trained_store, older, "main", 40, True)
+    assert 38 <= scanned.num_rows <= 42
+    assert set(scanned.column("prediction").to_pylist()) == set(
+        results["prediction"].astype(str))

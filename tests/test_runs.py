@@ -123,7 +123,8 @@ def test_a_full_run_with_challenger_and_labelled_metrics(trained_store: Store,
     assert (run.rows_in, run.rows_out, run.progress, run.error) == (len(frame), len(frame), 1,
                                                                      None)
     folder = runs.results_dir(trained_store.workspace, run.id)
-    assert sorted(p.name for p in folder.iterdir()) == ["challenger.parquet", "main.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "challenger.parquet", "main.parquet", "sample_challenger.parquet", "sample_main.parquet"]
     main = pd.read_parquet(folder / "main.parquet")
     features = [c for c in frame.columns if c not in ("customer_id", "churn")]
     assert list(main.columns) == ["_row", "customer_id", "prediction", "confidence",
