@@ -221,6 +221,12 @@ def _plan(model: Model, profile: dict[str, Any], columns: list[str]
     return planned, skipped
 
 
+# The count is one pass of small aggregates: a tighter limit than the shared files database's
+# keeps its peak (DuckDB's read buffers) at ~330 MB over 1M rows x 20 features, for ~0.07 s
+# more (bench/drift_bench.py: 563 MB peak with imports, vs 773 MB at 1 GB).
+COUNT_MEMORY_LIMIT = "400MB"
+
+
 def count_file(path: Any, model: Model, profile: dict[str, Any]) -> dict[str, Any]:
     """Bucket counts of one results file against `profile`: one DuckDB aggregation."""
     schema = pq.read_schema(path)
@@ -239,7 +245,8 @@ def count_file(path: Any, model: Model, profile: dict[str, Any]) -> dict[str, An
     # pyarrow leaves NaN out of a column's min/max statistics; without can_have_nan DuckDB
     # takes them to mean "no NaN" and folds isnan() and comparisons to constants.
     sql = f"SELECT {', '.join(aggregates)} FROM read_parquet(?, can_have_nan = true)"
-    row = with_files(lambda tx: tx.execute(sql, [*params, str(path)]).rows[0])
+    row = with_files(lambda tx: tx.execute(sql, [*params, str(path)]).rows[0],
+                     memory_limit=COUNT_MEMORY_LIMIT)
     return _unpack(list(row), planned, skipped, model)
 
 

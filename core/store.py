@@ -235,14 +235,23 @@ def _files_database() -> duckdb.DuckDBPyConnection:
         return _files_db[1]
 
 
-def with_files(fn: Callable[[Tx], T]) -> T:
+def with_files(fn: Callable[[Tx], T], *, memory_limit: str | None = None) -> T:
     """Run `fn` on a cursor of this process's in-memory DuckDB, for queries over Parquet files.
 
     The in-memory database holds no file lock (unlike the store's), so it is kept for the
     process: a fresh one costs ~25 ms to open and re-reads every Parquet footer, while this
     one keeps them cached (the second page of a 1M-row run is served warm). Each call gets
-    its own cursor, so threads never share a half-read result.
+    its own cursor, so threads never share a half-read result. With `memory_limit`, a fresh
+    database with that limit instead, closed after `fn` (a one-off scan of a whole file, such
+    as the drift counts, whose memory should not grow with the file).
     """
+    if memory_limit is not None:
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            return fn(Tx(con))
+        finally:
+            con.close()
     cursor = _files_database().cursor()
     try:
         return fn(Tx(cursor))

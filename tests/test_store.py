@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core.errors import StoreBusy
-from core.store import Rows, Store, Tx, migrations, query_files, utcnow
+from core.store import Rows, Store, Tx, migrations, query_files, utcnow, with_files
 from core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,3 +207,15 @@ def test_two_processes_writing_at_once_lose_nothing(store: Store) -> None:
         assert out.strip() == "done" and "Traceback" not in err
     names = {r["name"] for r in store.query(f"SELECT name {USER_PROJECTS}")}
     assert names == {f"{tag}-{i}" for tag in ("a", "b") for i in range(count)}
+
+
+def test_a_one_off_scan_gets_its_own_memory_limit(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"x": [1, 2, 3]}).to_parquet(path)
+
+    def limit_and_sum(tx: Tx) -> tuple[str, int]:
+        limit = tx.execute("SELECT current_setting('memory_limit')").scalar()
+        return limit, tx.execute("SELECT sum(x) FROM read_parquet(?)", [str(path)]).scalar()
+
+    assert with_files(limit_and_sum, memory_limit="400MB") == ("381.4 MiB", 6)
+    assert with_files(limit_and_sum)[0] == "953.6 MiB"  # the shared database is untouched
