@@ -44,7 +44,7 @@ HEARTBEAT_SECONDS = 5.0
 IDLE_SECONDS = 1.0  # how often an idle worker looks at the queue marker and its plan
 FULL_CHECK_SECONDS = 15.0  # how often it opens the store anyway: leases, schedules, queue
 WAIT_RECHECK_SECONDS = 5.0  # a slot left due (overlap "wait") is looked at again this late
-DEFER_SECONDS = 30.0  # the longest the steps after a run wait behind queued runs
+DEFER_SECONDS = 120.0  # the longest the steps after a run wait behind queued runs
 STOP_BUDGET_SECONDS = 10.0  # on the way out, at most this for steps after finished runs
 PRUNE_SECONDS = 3600.0  # how often old schedule slots are pruned (scheduler.prune_slots)
 
