@@ -267,14 +267,15 @@ def _top(model: Model, task: str, agree: str, mains: list[str],
     key = (runs[0].summary.get("columns") or {}).get("key")
     features = [c for c in (drift._feature_column(model, f, _columns(mains[0]))
                             for f in model.schema.feature_names) if c]
-    picked = [c for c in [key, *features] if c]
+    picked = [c for c in features if c and c != key]
     source = "read_parquet({}, filename = true, union_by_name = true, can_have_nan = true)"
     order = ("abs(m.prediction - m.challenger_prediction) DESC" if task == "regression"
              else "coalesce(m.confidence, 0) + coalesce(c.confidence, 0) DESC")
     ours, theirs = file_list(mains), file_list(challengers)
-    sql = (f"SELECT m.i, m._row, {''.join(f'm.{_quote(p)}, ' for p in picked)}"
+    sql = (f"SELECT m.i, m._row, {f'm.{_quote(key)}, ' if key else ''}"  # what differs first
            "m.prediction, m.confidence, m.challenger_prediction,"
-           " c.confidence AS challenger_confidence, m.input_quality"
+           " c.confidence AS challenger_confidence,"
+           f" {''.join(f'm.{_quote(p)}, ' for p in picked)}m.input_quality"
            f" FROM (SELECT list_position({ours}, filename) AS i, * FROM {source.format(ours)}"
            f" WHERE NOT {agree}) m LEFT JOIN (SELECT list_position({theirs}, filename) AS i,"
            f" _row, confidence FROM {source.format(theirs)}) c ON c.i = m.i AND c._row = m._row"
