@@ -1,9 +1,11 @@
 """Incremental sources ("acquire new data"): score only what earlier runs have not.
 
-A file source with `"incremental": true` scores the files of its glob that no succeeded run
-of the deployment scored. The files a run scored are rows of `run_files` (migration 0007),
-written just before the run finishes; they count only through a succeeded run (a join on
-`runs.status`), so a failed run's files are picked up again. A file is identified by its path
+A file source with `"incremental": true` scores the files of its glob that no succeeded or
+running run of the deployment took. A run takes its files (rows of `run_files`, migration
+0007) in the same transaction that reads which files are taken, so two runs of a deployment
+in flight at once (two workers, or a manual run beside a scheduled one) never score the same
+file; they count only through a running or succeeded run (a join on `runs.status`), so a
+failed or cancelled run's files are picked up again. A file is identified by its path
 (workspace-relative, or absolute in an allowed root), size and modification time: one stat
 per file, where a content hash would read every file of the glob at every run. A file
 rewritten in place is new data; a file renamed or copied elsewhere is scored again.
@@ -29,7 +31,7 @@ from typing import Any
 from core.entities import Run
 from core.errors import PipelineError
 from core.pipeline_sql import confine, quote, reader_for, source_files
-from core.store import Store, utcnow
+from core.store import Store, Tx, utcnow
 from core.workspace import Workspace
 
 EPOCH = datetime(1970, 1, 1)
@@ -146,7 +148,7 @@ class Plan:
 
 
 def plan_run(store: Store, run: Run, source: dict[str, Any]) -> Plan:
-    """The plan of a claimed run over its validated source block (reads the store twice at
+    """The plan of a claimed run over its validated source block (two store transactions at
     most). An incremental file source becomes a SQL source over its new files only."""
     kind = source.get("kind")
     used = placeholders(source["sql"]) if kind == "sql" else []
@@ -176,16 +178,26 @@ def _since(params: Mapping[str, datetime]) -> str:
 def _plan_files(store: Store, run: Run, plan: Plan) -> None:
     ws, pattern = store.workspace, plan.source["path"]
     found = _stat_files(ws, pattern)
-    seen = {(r["path"], r["size"], r["mtime_ns"]) for r in store.query(
-        "SELECT f.path, f.size, f.mtime_ns FROM run_files f JOIN runs r ON r.id = f.run_id"
-        " WHERE f.deployment_id = ? AND r.status = 'succeeded'", [run.deployment_id])}
-    plan.files = [f for f in found if (f.path, f.size, f.mtime_ns) not in seen]
+
+    def take(tx: Tx) -> list[SeenFile]:
+        """The new files, taken for this run: read and recorded in one transaction."""
+        taken = {(r["path"], r["size"], r["mtime_ns"]) for r in tx.execute(
+            "SELECT f.path, f.size, f.mtime_ns FROM run_files f JOIN runs r ON r.id = f.run_id"
+            " WHERE f.deployment_id = ? AND r.id <> ? AND r.status IN ('succeeded', 'running')",
+            [run.deployment_id, run.id])}
+        new = [f for f in found if (f.path, f.size, f.mtime_ns) not in taken]
+        tx.execute("DELETE FROM run_files WHERE run_id = ?", [run.id])  # an earlier attempt
+        _insert_files(tx, run, new)
+        return new
+
+    plan.files = store.write(take)
     plan.info.update(files=len(plan.files), skipped_files=len(found) - len(plan.files))
     if not found:
         plan.nothing_new = f"No new data since {_since(plan.params)}: no file matches '{pattern}'."
     elif not plan.files:
         plan.nothing_new = (f"No new data since {_since(plan.params)}: all {len(found)} file(s) "
-                            f"of '{pattern}' were scored by earlier runs.")
+                            f"of '{pattern}' were scored by earlier runs (or are being "
+                            "scored by a run in flight).")
     else:
         plan.source = files_source(ws, pattern, [f.path for f in plan.files])
 
@@ -213,15 +225,15 @@ def files_source(ws: Workspace, pattern: str, paths: list[str]) -> dict[str, Any
     return {"kind": "sql", "sql": f"SELECT * FROM {function}([{files}]{options})"}
 
 
-def record_files(store: Store, run: Run, files: list[SeenFile]) -> None:
-    """Record the files a run scored (one transaction); they count once the run succeeded."""
+def _insert_files(tx: Tx, run: Run, files: list[SeenFile]) -> None:
+    """Record the files a run takes (in the caller's transaction)."""
     if not files:
         return
     rows = json.dumps([{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for f in files])
     shape = '[{"path": "VARCHAR", "size": "BIGINT", "mtime_ns": "BIGINT"}]'
-    store.execute("INSERT INTO run_files SELECT ?, ?, f.path, f.size, f.mtime_ns, ? FROM"
-                  f" (SELECT unnest(from_json(?, '{shape}'), recursive := true)) f"
-                  " ON CONFLICT DO NOTHING", [run.id, run.deployment_id, utcnow(), rows])
+    tx.execute("INSERT INTO run_files SELECT ?, ?, f.path, f.size, f.mtime_ns, ? FROM"
+               f" (SELECT unnest(from_json(?, '{shape}'), recursive := true)) f"
+               " ON CONFLICT DO NOTHING", [run.id, run.deployment_id, utcnow(), rows])
 
 
 def empty_summary(plan: Plan, label_column: str | None, note: str) -> dict[str, Any]:

@@ -435,7 +435,6 @@ def _score_run(store: Store, run: Run, beat: _Beat, folder: Path,
         raise InvalidInput("The pipeline gave no rows after transforms: there is nothing to "
                            "score.", "Check that the source has rows and that the transforms' "
                            "filters keep some (Preview shows the rows after each block).")
-    incremental.record_files(store, run, plan.files)  # they count once the run succeeded
     return plan.annotate(scorer.summary(store.workspace.home)), spec["sinks"]
 
 

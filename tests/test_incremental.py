@@ -4,6 +4,7 @@ no new data is a zero-row success, and SQL sources get {{run_at}} / {{last_run_a
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -134,6 +135,31 @@ def test_a_failed_runs_files_are_scored_again(trained_store: Store,
     (trained_store.workspace.home / "exports").unlink()
     again = execute(trained_store, deployed.name)
     assert (again.status, again.rows_out) == ("succeeded", 10)
+
+
+def test_two_runs_in_flight_never_take_the_same_file(trained_store: Store,
+                                                    deployed: Deployment) -> None:
+    path = drop(trained_store, "a.parquet", 10, 1)
+    set_source(trained_store, deployed, {"kind": "file", "path": "incoming/*.parquet",
+                                         "incremental": True})
+
+    def claim_and_plan(worker: str, lease: float | None = None) -> incremental.Plan:
+        runs.enqueue_run(trained_store, deployed.name)
+        run = runs.claim_next_run(trained_store, worker, lease)
+        assert run is not None
+        source = pipeline.validate_pipeline(runs.effective_pipeline(run),
+                                            trained_store.workspace)["source"]
+        return incremental.plan_run(trained_store, run, source)
+
+    first = claim_and_plan("w1", lease=0.001)  # a worker that is about to die
+    assert [f.path for f in first.files] == [path]
+    second = claim_and_plan("w2")  # another worker, while the first run is still running
+    assert second.files == [] and second.nothing_new is not None
+    assert second.nothing_new.endswith("(or are being scored by a run in flight).")
+    time.sleep(0.01)
+    runs.expire_leases(trained_store)  # the first run fails: its file is free again
+    third = claim_and_plan("w3")
+    assert [f.path for f in third.files] == [path]
 
 
 def test_an_incremental_flag_must_be_a_boolean(trained_store: Store,
