@@ -7,7 +7,9 @@ state. The pipeline's model block is not stored at all: it is always the current
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from core import audit
@@ -308,6 +310,31 @@ def update_pipeline(store: Store, name: str, pipeline: dict[str, Any],
 
     store.write(write)
     return get_deployment(store, name)
+
+
+def change_report(store: Store, name: str, action: str,
+                  change: Callable[[dict[str, Any]], tuple[dict[str, Any], Any, Any]],
+                  actor: str | None = None) -> dict[str, Any]:
+    """Read-modify-write a deployment's `report` JSON (report settings and drift thresholds,
+    which promotion copies together) with its audit entry, in one transaction.
+
+    `change(report)` returns (the new report, what the audit shows before, and after); it may
+    raise to refuse. Returns the new report. Raises NotFound for an unknown deployment.
+    """
+    def write(tx: Tx) -> dict[str, Any]:
+        row = tx.execute("SELECT id, name, report FROM deployments WHERE name = ?",
+                         [name]).first()
+        if row is None:
+            raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
+        report, before, after = change(json.loads(row["report"] or "{}"))
+        tx.execute("UPDATE deployments SET report = ?, updated_at = ? WHERE id = ?",
+                   [report, utcnow(), row["id"]])
+        audit.record(tx, actor=actor or audit.current_actor(), action=action,
+                     deployment_id=row["id"], deployment_name=row["name"],
+                     before=before, after=after)
+        return report
+
+    return store.write(write)
 
 
 def set_access(store: Store, name: str, access: str, actor: str | None = None) -> Deployment:

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import audit
+from core import deployments
 from core.drift_scores import (
     DEFAULT_DRIFTED,
     DEFAULT_MODERATE,
@@ -41,7 +41,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import get_model
 from core.runs import get_run, list_runs, result_path, results_dir
 from core.scoring import RESULT_COLUMNS, proba_name
-from core.store import Store, Tx, utcnow, with_files
+from core.store import Store, utcnow, with_files
 from core.workspace import atomic_write_bytes
 
 log = logging.getLogger("modeldeck.drift")
@@ -124,20 +124,9 @@ def set_thresholds(store: Store, name: str, moderate: float, drifted: float,
                            f"moderate {moderate:g}, drifted {drifted:g}.",
                            "The defaults are 0.1 (moderate) and 0.25 (drifted).")
 
-    def write(tx: Tx) -> None:
-        row = tx.execute("SELECT id, name, report FROM deployments WHERE name = ?",
-                         [name]).first()
-        if row is None:
-            raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
-        before = json.loads(row["report"] or "{}")
-        after = {**before, "drift": {"moderate": moderate, "drifted": drifted}}
-        tx.execute("UPDATE deployments SET report = ?, updated_at = ? WHERE id = ?",
-                   [after, utcnow(), row["id"]])
-        audit.record(tx, actor=actor or audit.current_actor(), action="drift-thresholds",
-                     deployment_id=row["id"], deployment_name=row["name"],
-                     before=before.get("drift"), after=after["drift"])
-
-    store.write(write)
+    chosen = {"moderate": moderate, "drifted": drifted}
+    deployments.change_report(store, name, "drift-thresholds", lambda report: (
+        {**report, "drift": chosen}, report.get("drift"), chosen), actor)
     return Thresholds(moderate, drifted)
 
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core import audit, drift, explain
+from core import deployments, drift, explain
 from core.entities import Run
 from core.errors import InvalidInput, ModelDeckError, NotFound
 from core.runs import get_run, result_path, results_dir
@@ -85,25 +85,16 @@ def set_report_settings(store: Store, name: str, *, enabled: bool | None = None,
         copy_to = copy_to.strip()
         _copy_folder(store.workspace, copy_to)
 
-    def write(tx: Tx) -> ReportSettings:
-        row = tx.execute("SELECT id, name, report FROM deployments WHERE name = ?",
-                         [name]).first()
-        if row is None:
-            raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
-        report = json.loads(row["report"] or "{}")
+    def change(report: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
         before = ReportSettings.from_report(report)
-        changes = {"enabled": enabled, "runs": runs, "copy_to": copy_to}
-        after = ReportSettings(**{**asdict(before), **{k: v for k, v in changes.items()
+        chosen = {"enabled": enabled, "runs": runs, "copy_to": copy_to}
+        after = ReportSettings(**{**asdict(before), **{k: v for k, v in chosen.items()
                                                        if v is not None}})
         after = ReportSettings(after.enabled, after.runs, after.copy_to or None)
-        tx.execute("UPDATE deployments SET report = ?, updated_at = ? WHERE id = ?",
-                   [{**report, **asdict(after)}, utcnow(), row["id"]])
-        audit.record(tx, actor=actor or audit.current_actor(), action="report-settings",
-                     deployment_id=row["id"], deployment_name=row["name"],
-                     before=asdict(before), after=asdict(after))
-        return after
+        return {**report, **asdict(after)}, asdict(before), asdict(after)
 
-    return store.write(write)
+    return ReportSettings.from_report(
+        deployments.change_report(store, name, "report-settings", change, actor))
 
 
 def _copy_folder(ws: Workspace, folder: str) -> Path:

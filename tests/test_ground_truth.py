@@ -18,6 +18,7 @@ from core.errors import InvalidInput, PipelineError
 from core.store import Store
 from core.training import TrainRequest, train
 from tests.cli_helpers import run, run_json
+from tests.files import write_frame
 from tests.test_challenger import deployed, results, score, served
 
 __all__ = ["deployed"]
@@ -34,13 +35,7 @@ def other_customers(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write(store: Store, frame: pd.DataFrame, name: str = "labels.csv") -> str:
-    path = store.workspace.home / "truth" / name
-    path.parent.mkdir(exist_ok=True)
-    if name.endswith(".csv"):
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
-    return str(path.relative_to(store.workspace.home))
+    return write_frame(store, "truth", name, frame)
 
 
 def add(store: Store, name: str, frame: pd.DataFrame, file: str = "labels.csv",

@@ -14,6 +14,7 @@ from core.errors import DatasetError, InvalidInput, NotFound, PipelineError
 from core.store import Store
 from core.training import TrainRequest, train
 from tests.cli_helpers import run, run_json
+from tests.files import write_frame
 
 
 def models(store: Store) -> dict[str, str]:
@@ -31,13 +32,7 @@ def labelled_file(store: Store, frame: pd.DataFrame | None = None,
                   name: str = "val.parquet") -> str:
     """Write a labelled churn file inside the workspace; its workspace-relative path."""
     frame = datasets.churn_frame(n_rows=800, seed=3) if frame is None else frame
-    path = store.workspace.home / "labelled" / name
-    path.parent.mkdir(exist_ok=True)
-    if name.endswith(".csv"):
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
-    return str(path.relative_to(store.workspace.home))
+    return write_frame(store, "labelled", name, frame)
 
 
 def results(store: Store, v: validation.Validation, which: str = "main") -> pd.DataFrame:
