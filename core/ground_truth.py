@@ -298,7 +298,8 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
     counts = dict(zip(texts.tolist(), (n for _, n in found["values"]), strict=True))
     unknown = {c: n for c, n in counts.items() if c not in classes}
     if unknown:
-        shown = ", ".join(f"'{c}' ({n:,} rows)" for c, n in list(unknown.items())[:SHOWN])
+        shown = ", ".join(f"'{c}' ({n:,} row{'s' if n != 1 else ''})"
+                          for c, n in list(unknown.items())[:SHOWN])
         read_as = ""
         if pa.types.is_boolean(pq.read_schema(raw).field("label").type):
             read_as = (" The label column was read as true/false (DuckDB's CSV reader does "

@@ -11,7 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import challenger, drift, ground_truth, pipeline, runs, ui
+from core import challenger, drift, ground_truth, pipeline, runs, ui, ui_drift
 from core.entities import Deployment
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store
@@ -80,20 +80,6 @@ def _live_metrics(home: str, name: str, window: tuple[tuple[str, Any], ...],
 
 
 # ---------------------------------------------------------------------------- challenger
-def _window(store: Store, d: Deployment) -> dict[str, Any]:
-    kind = st.radio("Window", ["Last runs", "One run"], horizontal=True,
-                    key=f"ch_window_{d.id}")
-    if kind == "Last runs":
-        return {"last": int(st.number_input("Runs", 1, 500, challenger.DEFAULT_LAST,
-                                            key=f"ch_last_{d.id}"))}
-    found = [r for r in runs.list_runs(store, d.name, limit=100) if r.status == "succeeded"]
-    if not found:
-        return {"last": 1}  # the comparison says there are no runs
-    run = st.selectbox("Run", found, key=f"ch_run_{d.id}", format_func=lambda r: (
-        f"{r.id} · {r.finished_at or r.queued_at:%Y-%m-%d %H:%M} · {r.rows_out} rows"))
-    return {"run_id": run.id}
-
-
 def _comparison(found: challenger.Comparison, d: Deployment) -> None:
     cols = st.columns(3)
     cols[0].metric("Agreement", f"{found.agreement_rate:.1%}")
@@ -231,7 +217,8 @@ def _swap(store: Store, d: Deployment) -> None:
 
 def challenger_tab(store: Store, d: Deployment) -> None:
     """Champion vs challenger over a window of runs, ground truth and live metrics, swap."""
-    window = _window(store, d)
+    window = ui_drift.run_window(store, d, "ch", default_last=challenger.DEFAULT_LAST,
+                                 max_last=500, dates=False)
     try:
         found = _compare(str(store.workspace.home), d.name, tuple(window.items()),
                          _token(store, d))

@@ -20,23 +20,26 @@ from core.store import Store, utcnow
 OVER_TIME = 30  # runs in the over-time charts
 
 
-def _window(store: Store, d: Deployment) -> dict[str, Any]:
-    """The window the user picks: the last N runs, one run, or a date range (UTC)."""
-    kind = st.radio("Window", ["Last runs", "One run", "Date range"], horizontal=True,
-                    key=f"drift_window_{d.id}")
+def run_window(store: Store, d: Deployment, prefix: str, *, default_last: int = 1,
+               max_last: int = drift.MAX_WINDOW, dates: bool = True) -> dict[str, Any]:
+    """The window of runs the user picks (drift and challenger tabs; `prefix` keeps their
+    widgets apart): the last N runs, one run, or (with `dates`) a date range in UTC. Returns
+    the keyword arguments of drift.window_runs."""
+    kinds = ["Last runs", "One run", *(["Date range"] if dates else [])]
+    kind = st.radio("Window", kinds, horizontal=True, key=f"{prefix}_window_{d.id}")
     if kind == "Last runs":
-        return {"last": int(st.number_input("Runs", 1, drift.MAX_WINDOW, 1,
-                                            key=f"drift_last_{d.id}"))}
+        return {"last": int(st.number_input("Runs", 1, max_last, default_last,
+                                            key=f"{prefix}_last_{d.id}"))}
     if kind == "One run":
         found = [r for r in runs.list_runs(store, d.name, limit=100) if r.status == "succeeded"]
         if not found:
             return {"last": 1}  # the report says there are no runs
-        run = st.selectbox("Run", found, key=f"drift_run_{d.id}", format_func=lambda r: (
+        run = st.selectbox("Run", found, key=f"{prefix}_run_{d.id}", format_func=lambda r: (
             f"{r.id} · {r.finished_at or r.queued_at:%Y-%m-%d %H:%M} · {r.rows_out} rows"))
         return {"run_id": run.id}
     today = utcnow().date()
     picked = st.date_input("Dates (UTC)", (today - timedelta(days=7), today),
-                           key=f"drift_dates_{d.id}")
+                           key=f"{prefix}_dates_{d.id}")
     days = list(picked) if isinstance(picked, tuple | list) else [picked]
     first, last = days[0], days[-1]  # while picking, the range has one end only
     return {"start": datetime.combine(first, time()),
@@ -82,7 +85,7 @@ def drift_tab(store: Store, d: Deployment) -> None:
         st.info("Drift compares the data this deployment scored with the training data: it "
                 "appears once a run has succeeded (Runs tab, Run now).")
         return
-    window = _window(store, d)
+    window = run_window(store, d, "drift")
     try:
         report = drift.drift_report(store, d.name, **window)
     except InvalidInput as exc:

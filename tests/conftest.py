@@ -10,14 +10,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from core import datasets
+from core import datasets, deployments, registry
 from core.demo import create_demo
-from core.entities import Dataset
+from core.entities import Dataset, Deployment
 from core.store import Store
 from core.training import ALGORITHMS, TrainingResult, TrainRequest, train
 
@@ -111,6 +112,23 @@ def trained_store(trained_home: tuple[Path, TrainingResult], tmp_path: Path,
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MODELDECK_HOME", str(path))
     return Store.open(path)
+
+
+DeployChurn = Callable[..., Deployment]
+
+
+@pytest.fixture
+def deploy_churn(trained_store: Store) -> DeployChurn:
+    """Deploy `trained_store`'s churn models to staging by algorithm name, e.g.
+    `deploy_churn("gradient_boosting", challenger="linear", actor="ana")`."""
+    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
+
+    def deploy(main: str, challenger: str | None = None, **options: Any) -> Deployment:
+        return deployments.deploy(trained_store, by_algorithm[main], "staging",
+                                  challenger_id=by_algorithm[challenger] if challenger else None,
+                                  **options)
+
+    return deploy
 
 
 def workspace_state(store: Store) -> dict[str, object]:

@@ -4,6 +4,7 @@ input of issue 7 item 8, and the CLI."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,9 @@ WORKER = "challenger-test"
 
 
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
     """churn-staging: gradient boosting as main, the linear model as challenger."""
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["gradient_boosting"], "staging",
-                              name="churn-staging", challenger_id=by_algorithm["linear"],
-                              actor="ana")
+    return deploy_churn("gradient_boosting", challenger="linear", name="churn-staging", actor="ana")
 
 
 def served(n_rows: int = 800, seed: int = 11) -> pd.DataFrame:

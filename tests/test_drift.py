@@ -4,6 +4,7 @@ issue 7's drift part, and the CLI's JSON shape."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core import charts, cli, datasets, deployments, drift, registry, runs
+from core import charts, cli, datasets, drift, registry, runs
 from core.drift_scores import FeatureDrift, Thresholds, psi
 from core.entities import Deployment, Run
 from core.errors import Conflict, InvalidInput, NotFound
@@ -24,10 +25,8 @@ UNTOUCHED = {"tenure_months", "support_tickets", "internet_service", "payment_me
 
 
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["gradient_boosting"], "staging",
-                              actor="ana")
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
+    return deploy_churn("gradient_boosting", actor="ana")
 
 
 def served(n_rows: int = 3000, seed: int = 11, shifted: bool = False) -> pd.DataFrame:

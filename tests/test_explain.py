@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,9 @@ def test_a_model_shap_cannot_explain_falls_back_and_says_so(store: Store) -> Non
 
 # ---------------------------------------------------------------------------- runs
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
     """churn-staging: gradient boosting as main, the linear model as challenger."""
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["gradient_boosting"], "staging",
-                              challenger_id=by_algorithm["linear"], actor="ana")
+    return deploy_churn("gradient_boosting", challenger="linear", actor="ana")
 
 
 def run_by_worker(store: Store, name: str, **enqueue: Any) -> Run:

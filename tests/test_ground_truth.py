@@ -199,7 +199,7 @@ def test_classes_the_models_never_saw_are_named(trained_store: Store,
     labels.loc[:4, "churn"] = "maybe"
     labels.loc[5, "churn"] = "YES"
     with pytest.raises(InvalidInput, match="classes the models never saw: 'maybe' \\(5 rows\\),"
-                                           " 'YES' \\(1 rows\\)") as caught:
+                                           " 'YES' \\(1 row\\)") as caught:
         add(trained_store, deployed.name, labels)
     assert "The models know: no, yes" in caught.value.hint
     assert nothing_stored(trained_store)

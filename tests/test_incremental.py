@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,6 @@ from core import (
     explain,
     incremental,
     pipeline,
-    registry,
     results,
     runs,
     scheduler,
@@ -31,9 +31,8 @@ WORKER = "incremental-test"
 
 
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["linear"], "staging", actor="ana")
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
+    return deploy_churn("linear", actor="ana")
 
 
 def drop(store: Store, name: str, rows: int, seed: int) -> str:

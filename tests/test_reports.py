@@ -4,12 +4,13 @@ copied on promotion), which runs get one, content, escaping, size, copies and th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from core import audit, datasets, deployments, registry, reports, runs, scheduler, worker
+from core import audit, datasets, deployments, reports, runs, scheduler, worker
 from core.entities import Deployment, Run
 from core.errors import InvalidInput, NotFound
 from core.store import Store
@@ -20,11 +21,9 @@ WORKER = "reports-test"
 
 
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
     """churn-staging: gradient boosting as main, the linear model as challenger."""
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["gradient_boosting"], "staging",
-                              challenger_id=by_algorithm["linear"], actor="ana")
+    return deploy_churn("gradient_boosting", challenger="linear", actor="ana")
 
 
 def run_by_worker(store: Store, name: str, **enqueue: object) -> Run:

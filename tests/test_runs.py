@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,9 @@ WORKER = "test-worker"
 
 
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
     """churn-staging: gradient boosting as main, the linear model as challenger."""
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["gradient_boosting"], "staging",
-                              challenger_id=by_algorithm["linear"], actor="ana")
+    return deploy_churn("gradient_boosting", challenger="linear", actor="ana")
 
 
 def execute(store: Store, name: str, **enqueue: Any) -> Run:

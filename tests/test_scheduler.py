@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from core import audit, deployments, registry, runs, scheduler, worker
+from core import audit, deployments, runs, scheduler, worker
 from core.entities import Deployment
 from core.errors import InvalidInput, NotFound
 from core.store import Store
@@ -20,9 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["linear"], "staging")
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
+    return deploy_churn("linear")
 
 
 def first_slot(store: Store, name: str) -> datetime:

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from core import datasets, deployments, drift, explain, registry, runs, worker
+from core import datasets, deployments, drift, explain, runs, worker
 from core.entities import Deployment
 from core.sidecars import HEARTBEAT_FILE, worker_status
 from core.store import Store, Tx
@@ -57,10 +57,8 @@ print(runs.enqueue_run(Store.open(sys.argv[1]), sys.argv[2]).id)
 
 
 @pytest.fixture
-def deployed(trained_store: Store) -> Deployment:
-    by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by_algorithm["gradient_boosting"], "staging",
-                              challenger_id=by_algorithm["linear"])
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
+    return deploy_churn("gradient_boosting", challenger="linear")
 
 
 def start_worker(store: Store, worker_id: str, script: str = WORKER_SCRIPT, *args: str,
