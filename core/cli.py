@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=text)
         if name in ("ui", "api"):
             p.add_argument("--port", type=int, default=8501 if name == "ui" else 8000)
+        if name == "worker":
+            p.add_argument("--executors", type=int, default=None, metavar="N",
+                           help="executor processes that run pipelines (default: "
+                           "$MODELDECK_EXECUTORS, else one per core, at most 4; 0 runs them "
+                           "in the worker's own process)")
         p.set_defaults(handler=globals()[f"cmd_{name}"])
     return parser
 
@@ -294,9 +299,10 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from core.executors import executor_count
     from core.worker import run_forever
 
-    run_forever(open_store())
+    run_forever(open_store(), executors=executor_count(args.executors))
     return 0
 
 

@@ -29,9 +29,10 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from glob import glob
 from pathlib import Path
 from typing import Any
@@ -160,41 +161,131 @@ def list_runs(store: Store, deployment_name: str | None, limit: int = 50) -> lis
     return [Run.from_row(r) for r in rows]
 
 
-# The version pins of runs this process claimed, read in the claim's transaction (popped by
-# _load_models; a handful at most, one per run in flight).
+@dataclass(frozen=True)
+class Claim:
+    """A run claimed by a worker, with its version pins (the deployment_versions row) read in
+    the claim's transaction, so executing it needs no read of the store."""
+    run: Run
+    pins: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What executing a claimed run came to, to be recorded by `claim_runs` (or `execute_run`).
+
+    `status` is None when the run was taken away meanwhile (cancelled, or failed by lease
+    expiry): nothing to record, its files are gone. `started_at` is when execution began
+    (a claimed run may wait for an executor), `finished_at` when it ended.
+    """
+    run_id: str
+    status: str | None
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    rows: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+# The version pins of runs claimed by claim_next_run (popped by execute_run; a handful at most).
 _CLAIMED_PINS: dict[str, dict[str, Any]] = {}
 
 
 def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = None
                    ) -> Run | None:
-    """Claim the oldest queued run for `worker_id` (one transaction), or None when idle.
+    """Claim the oldest queued run for `worker_id` (one transaction), or None when idle."""
+    claims, _ = claim_runs(store, worker_id, 1, lease_seconds)
+    if not claims:
+        return None
+    claim = claims[0]
+    if claim.pins is not None:  # execute_run needs no read for them
+        while len(_CLAIMED_PINS) >= 64:  # claimed and never executed here (tests, a crash)
+            _CLAIMED_PINS.pop(next(iter(_CLAIMED_PINS)))
+        _CLAIMED_PINS[claim.run.id] = claim.pins
+    return claim.run
 
-    The store's writer lock serialises claims across processes and the claim re-checks the
-    status, so a queued run is claimed exactly once however many workers poll.
+
+def claim_runs(store: Store, worker_id: str, limit: int, lease_seconds: float | None = None,
+               outcomes: Sequence[Outcome] = ()) -> tuple[list[Claim], list[Run]]:
+    """Record `outcomes`, then claim up to `limit` of the oldest queued runs, in one transaction.
+
+    Returns the claims (oldest first) and the runs as recorded (a run taken away meanwhile is
+    left as the store says, and its files are removed). The store's writer lock serialises
+    claims across processes and the claim re-checks the status, so a queued run is claimed
+    exactly once however many workers poll; one transaction for a batch of outcomes and claims
+    keeps a busy worker's store traffic to one connection per batch (~25 ms each).
     """
     lease = lease_seconds or default_lease_seconds()
     now = utcnow()
 
-    def claim(tx: Tx) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        row = tx.execute(
+    def write(tx: Tx) -> tuple[list[Claim], list[tuple[Outcome, dict[str, Any] | None]]]:
+        recorded = [(o, _record(tx, worker_id, o)) for o in outcomes if o.status is not None]
+        if limit <= 0:
+            return [], recorded
+        rows = tx.execute(
             "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
             " started_at = ?, attempt = attempt + 1, progress = 0, message = 'starting'"
-            " WHERE status = 'queued' AND id = (SELECT id FROM runs WHERE status = 'queued'"
-            " ORDER BY queued_at, id LIMIT 1) RETURNING *",
-            [worker_id, now + timedelta(seconds=lease), now]).first()
-        if row is None:
-            return None, None
-        return row, tx.execute("SELECT * FROM deployment_versions WHERE id = ?",
-                               [row["version_id"]]).first()
+            " WHERE status = 'queued' AND id IN (SELECT id FROM runs WHERE status = 'queued'"
+            " ORDER BY queued_at, id LIMIT ?) RETURNING *",
+            [worker_id, now + timedelta(seconds=lease), now, limit]).dicts()
+        if not rows:
+            return [], recorded
+        wanted = sorted({r["version_id"] for r in rows})
+        versions = {v["id"]: v for v in tx.execute(
+            f"SELECT * FROM deployment_versions WHERE id IN ({_marks(wanted)})", wanted)}
+        rows.sort(key=lambda r: (r["queued_at"], r["id"]))
+        return [Claim(Run.from_row(r), versions.get(r["version_id"])) for r in rows], recorded
 
-    row, pins = store.write(claim)
-    if row is None:
-        return None
-    if pins is not None:  # read in the claim's transaction: execute_run needs no read for it
-        while len(_CLAIMED_PINS) >= 64:  # claimed and never executed here (tests, a crash)
-            _CLAIMED_PINS.pop(next(iter(_CLAIMED_PINS)))
-        _CLAIMED_PINS[row["id"]] = pins
-    return Run.from_row(row)
+    claims, recorded = store.write(write)
+    done = []
+    for outcome, row in recorded:
+        if row is None:  # taken away at the last moment: the store's word stands
+            shutil.rmtree(results_dir(store.workspace, outcome.run_id), ignore_errors=True)
+        else:
+            done.append(Run.from_row(row))
+    return claims, done
+
+
+def _record(tx: Tx, worker_id: str, outcome: Outcome) -> dict[str, Any] | None:
+    """Record an outcome if the run is still this worker's: its row, else None."""
+    return tx.execute(
+        "UPDATE runs SET status = ?, error = ?, summary = ?, rows_in = ?, rows_out = ?,"
+        " started_at = coalesce(?, started_at), finished_at = ?, progress = 1, message = ?,"
+        " lease_expires_at = NULL WHERE id = ? AND status = 'running' AND lease_owner = ?"
+        " RETURNING *",
+        [outcome.status, outcome.error, outcome.summary, outcome.rows, outcome.rows,
+         outcome.started_at, outcome.finished_at or utcnow(), outcome.status, outcome.run_id,
+         worker_id]).first()
+
+
+def renew_leases(store: Store, worker_id: str, run_ids: Sequence[str],
+                 lease_seconds: float | None = None) -> None:
+    """Extend the leases of runs this worker holds (claimed, maybe waiting for an executor),
+    in one transaction; runs no longer its own are left alone."""
+    if not run_ids:
+        return
+    lease = lease_seconds or default_lease_seconds()
+    store.write(lambda tx: tx.execute(
+        f"UPDATE runs SET lease_expires_at = ? WHERE id IN ({_marks(run_ids)})"
+        " AND status = 'running' AND lease_owner = ?",
+        [utcnow() + timedelta(seconds=lease), *run_ids, worker_id]))
+
+
+def release_claims(store: Store, worker_id: str, run_ids: Sequence[str]) -> None:
+    """Queue again runs this worker claimed and never started (it is stopping), as if never
+    claimed; one transaction."""
+    if run_ids:
+        store.write(lambda tx: tx.execute(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,"
+            " started_at = NULL, attempt = attempt - 1, progress = 0,"
+            " message = 'queued again: the worker that claimed it stopped before starting it'"
+            f" WHERE id IN ({_marks(run_ids)}) AND status = 'running' AND lease_owner = ?",
+            [*run_ids, worker_id]))
+        touch_queue_marker(store.workspace)
+
+
+def _marks(values: Sequence[Any]) -> str:
+    """One `?` per value, for an IN list (list parameters are stored as JSON text)."""
+    return ", ".join("?" * len(values))
 
 
 def renew_lease(store: Store, run: Run, worker_id: str, *, lease_seconds: float | None = None,
@@ -254,12 +345,8 @@ def _finish(store: Store, run: Run, worker_id: str, status: str, *, error: str |
             summary: dict[str, Any] | None = None, rows: int | None = None) -> Run | None:
     """Record the outcome if the run is still this worker's: the run as recorded, or None
     if it was taken away (cancelled, or failed by lease expiry)."""
-    row = store.write(lambda tx: tx.execute(
-        "UPDATE runs SET status = ?, error = ?, summary = ?, rows_in = ?, rows_out = ?,"
-        " finished_at = ?, progress = 1, message = ?, lease_expires_at = NULL"
-        " WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING *",
-        [status, error, summary or {}, rows, rows, utcnow(), status, run.id, worker_id]
-    ).first())
+    outcome = Outcome(run.id, status, error, summary or {}, rows)
+    row = store.write(lambda tx: _record(tx, worker_id, outcome))
     return Run.from_row(row) if row else None
 
 
@@ -301,54 +388,82 @@ class _Timings(dict[str, float]):
         return {k: round(v, 4) for k, v in self.items()}
 
 
+STOPPED = "The worker was stopped during the run. Run it again."
+
+
 def execute_run(store: Store, run: Run, worker_id: str, progress: Progress = no_progress, *,
                 lease_seconds: float | None = None) -> Run:
-    """Execute a claimed run to its end and return it as recorded; never raises for run errors.
+    """Execute a run claimed by claim_next_run to its end, record the outcome and return the
+    run as recorded; never raises for run errors (see execute_claimed)."""
+    try:
+        outcome = execute_claimed(store, run, worker_id, progress, lease_seconds=lease_seconds,
+                                  pins=_CLAIMED_PINS.pop(run.id, None))
+    except BaseException:  # KeyboardInterrupt / SystemExit: stop cleanly, then go on stopping
+        _finish(store, run, worker_id, "failed", error=STOPPED)
+        raise
+    if outcome.status is None:
+        return get_run(store, run.id)
+    row = store.write(lambda tx: _record(tx, worker_id, outcome))
+    if row is None:
+        shutil.rmtree(results_dir(store.workspace, run.id), ignore_errors=True)  # taken away
+    return Run.from_row(row) if row else get_run(store, run.id)
 
-    Every failure marks the run failed with a message saying what is wrong and how to fix it,
-    and removes its partial files (a failing sink keeps the complete Parquet results). A run
-    taken away meanwhile (deployment deleted, lease expired) stops at its next batch, cleans
-    up and is left as the store says.
+
+def execute_claimed(store: Store, run: Run, worker_id: str, progress: Progress = no_progress,
+                    *, lease_seconds: float | None = None,
+                    pins: dict[str, Any] | None = None) -> Outcome:
+    """Execute a claimed run to its end and return its outcome, not yet recorded; never
+    raises for run errors.
+
+    Every failure is a failed outcome with a message saying what is wrong and how to fix it,
+    and removes the run's partial files (a failing sink keeps the complete Parquet results).
+    A run taken away meanwhile (deployment deleted, lease expired) stops at its next batch,
+    cleans up and gives a None status. The only store writes are the throttled progress and
+    lease renewals of a run longer than a second. On KeyboardInterrupt/SystemExit the partial
+    files go and the exception propagates: the caller records the run as stopped.
     """
     lease = lease_seconds or default_lease_seconds()
+    started_at = utcnow()
     beat = _Beat(store, run, worker_id, lease, progress)
     folder = results_dir(store.workspace, run.id)
     timings = _Timings()
     started = time.perf_counter()
+
+    def outcome(status: str | None, error: str | None = None,
+                summary: dict[str, Any] | None = None) -> Outcome:
+        if status != "succeeded" and (status is None or summary is None):
+            shutil.rmtree(folder, ignore_errors=True)  # a failing sink keeps the results
+        summary = summary if summary is not None else {}
+        if status is not None:
+            timings["total"] = time.perf_counter() - started
+            summary["timings"] = timings.rounded()
+        return Outcome(run.id, status, error, summary, summary.get("rows"), started_at,
+                       utcnow())
+
     try:
-        summary, sink_blocks = _score_run(store, run, beat, folder, timings)
-    except RunCancelled:
-        shutil.rmtree(folder, ignore_errors=True)
-        return get_run(store, run.id)
-    except Exception as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        return _finish(store, run, worker_id, "failed", error=_error_text(exc, run),
-                       summary={"timings": timings.rounded()}) or get_run(store, run.id)
-    except BaseException:  # KeyboardInterrupt / SystemExit: stop cleanly, then go on stopping
-        shutil.rmtree(folder, ignore_errors=True)
-        _finish(store, run, worker_id, "failed",
-                error="The worker was stopped during the run. Run it again.")
-        raise
-    status, error = "succeeded", None
-    try:
+        summary, sink_blocks = _score_run(store, run, beat, folder, timings, pins)
         if sink_blocks:
             beat(0.97, "writing sinks", force=True)
+    except RunCancelled:
+        return outcome(None)
+    except Exception as exc:
+        return outcome("failed", _error_text(exc, run))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    try:
         with timings("sinks"):
             summary["sinks"] = sinks.write_sinks(
                 store.workspace, sink_blocks,
                 result_path(store.workspace, run.id), f"{run.deployment_name}-{run.id}")
     except RunCancelled:
-        shutil.rmtree(folder, ignore_errors=True)
-        return get_run(store, run.id)
+        return outcome(None)
     except Exception as exc:
-        status, error = "failed", _error_text(exc, run)
-    timings["total"] = time.perf_counter() - started
-    summary["timings"] = timings.rounded()
-    done = _finish(store, run, worker_id, status, error=error, summary=summary,
-                   rows=summary["rows"])
-    if done is None:
-        shutil.rmtree(folder, ignore_errors=True)  # cancelled at the last moment
-    return done or get_run(store, run.id)
+        return outcome("failed", _error_text(exc, run), summary)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return outcome("succeeded", None, summary)
 
 
 def _error_text(exc: BaseException, run: Run) -> str:
@@ -359,10 +474,12 @@ def _error_text(exc: BaseException, run: Run) -> str:
             "your data: the worker's log has the details.")
 
 
-def _load_models(store: Store, run: Run) -> tuple[Loaded, Loaded | None]:
-    """The run's main and challenger models; rows and estimators come from the process's
-    cache when it has them (core/registry.py), so a worker pays for a model once."""
-    row = _CLAIMED_PINS.pop(run.id, None) or store.query(
+def _load_models(store: Store, run: Run, pins: dict[str, Any] | None
+                 ) -> tuple[Loaded, Loaded | None]:
+    """The run's main and challenger models (`pins`: its version row, read by the claim);
+    rows and estimators come from the process's cache when it has them (core/registry.py),
+    so a worker pays for a model once."""
+    row = pins or store.query(
         "SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
     if row is None:
         raise InvalidInput(f"The deployment version this run was queued for ({run.version_id}) "
@@ -399,12 +516,12 @@ def _estimate_rows(workspace: Workspace, source: dict[str, Any]) -> int | None:
         return None
 
 
-def _score_run(store: Store, run: Run, beat: _Beat, folder: Path,
-               timings: _Timings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _score_run(store: Store, run: Run, beat: _Beat, folder: Path, timings: _Timings,
+               pins: dict[str, Any] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score every batch and put the results files in place; returns (summary, sinks)."""
     beat(0.01, "loading models")  # the claim just wrote the lease: no write needed yet
     with timings("load_models"):
-        main, challenger = _load_models(store, run)
+        main, challenger = _load_models(store, run, pins)
     spec = pipeline.validate_pipeline(effective_pipeline(run), store.workspace)
     plan = incremental.plan_run(store, run, spec["source"])  # only new data, SQL parameters
     if plan.nothing_new:

@@ -21,12 +21,14 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,8 @@ from typing import Any
 import schedule
 
 import core.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import drift, explain, reports, runs, scheduler, validation
+from core import executors, runs, scheduler
+from core import executors as _executors
 from core.entities import Progress, Run
 from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
@@ -96,14 +99,9 @@ def expire_lost_runs(store: Store) -> list[str]:
     return expired
 
 
-def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None,
-             deferred: list[Run] | None = None) -> bool:
-    """Claim and execute the oldest queued run (no lease expiry). True if one was executed.
-
-    The steps after a run (after_run) follow at once, or, given `deferred`, the run is put
-    there for the caller to finish when no run is waiting (Tick does), so those steps never
-    delay the start of queued runs.
-    """
+def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None) -> bool:
+    """Claim and execute the oldest queued run, then the steps after it (no lease expiry).
+    True if one was executed."""
     run = runs.claim_next_run(store, worker_id, lease_seconds)
     if run is None:
         return False
@@ -113,34 +111,30 @@ def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None
         done = runs.execute_run(store, run, worker_id, _beating(store),
                                 lease_seconds=lease_seconds)
         log.info("run %s %s%s", run.id, done.status, f": {done.error}" if done.error else "")
-        if deferred is None:
-            after_run(store, done)
-        else:
-            deferred.append(done)
+        after_run(store, done)
     finally:
         write_heartbeat(store, runs_in_flight=0)
     return True
 
 
 def after_run(store: Store, done: Run) -> None:
-    """The steps after a run's outcome is recorded, in order; none of them fails the run or
-    raises (each logs its own trouble)."""
-    explain.after_run(store, done, _beating(store))  # global importance
-    drift.after_run(store, done)  # per-run drift counts
-    validation.after_run(store, done)  # a validation run's report
-    reports.after_run(store, done)  # the run's HTML report (after drift: it shows it)
+    """The steps after a run (core/executors.py), refreshing the heartbeat meanwhile."""
+    executors.after_run(store, done, _beating(store))
 
 
 def run_forever(store: Store, *, once: bool = False, idle_seconds: float = IDLE_SECONDS,
-                max_ticks: int | None = None) -> None:
-    """Execute runs until interrupted (`once`: one tick; `max_ticks`: stop after that many)."""
+                max_ticks: int | None = None, executors: int = 0) -> None:
+    """Execute runs until interrupted (`once`: one tick; `max_ticks`: stop after that many),
+    in this process (`executors` 0) or on that many executor processes."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     worker_id = new_worker_id()
-    print(f"ModelDeck worker {worker_id} on {store.workspace.home}", flush=True)
+    where = f"{executors} executor process(es)" if executors else "in-process"
+    print(f"ModelDeck worker {worker_id} on {store.workspace.home}, {where}", flush=True)
     previous = _exit_on_sigterm()
     try:
-        _loop(store, worker_id, once=once, idle_seconds=idle_seconds, max_ticks=max_ticks)
+        _loop(store, worker_id, once=once, idle_seconds=idle_seconds, max_ticks=max_ticks,
+              executors=executors)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -188,15 +182,25 @@ class Tick:
     """The worker's tick: open the store only when there may be work (see the module doc)."""
 
     def __init__(self, store: Store, worker_id: str, *,
-                 full_check_seconds: float = FULL_CHECK_SECONDS) -> None:
+                 full_check_seconds: float = FULL_CHECK_SECONDS,
+                 executor: executors.Inline | executors.Pool | None = None,
+                 lease_seconds: float | None = None) -> None:
         self.store, self.worker_id = store, worker_id
         self.full_check_seconds = full_check_seconds
+        self.executor = executor or executors.Inline(store, lambda: _beating(store))
+        self.lease_seconds = lease_seconds
         self.plan = _Plan(store)
         self.marker: bytes | None = _UNSEEN
         self.full_check_at = float("-inf")  # time.monotonic() of the next full check
         self.has_pending = True  # True until a drain ended with an empty queue
         self.prune_at = float("-inf")  # time.monotonic() of the next slot pruning
+        self.claimed: dict[str, Run] = {}  # claimed by this tick, outcome not recorded yet
+        self.waiting: list[runs.Claim] = []  # claimed, waiting for a free executor
+        self.running: dict[Future[runs.Outcome], str] = {}  # submitted, not done: run id
+        self.outcomes: list[runs.Outcome] = []  # done, to record with the next claim
+        self.steps: set[Future[None]] = set()  # after-run steps submitted, not done
         self.deferred: list[Run] = []  # finished runs whose after_run steps are still to do
+        self.beat_at = self.renew_at = time.monotonic()
 
     def __call__(self) -> int:
         """One tick: the number of runs executed (0 also when it did not open the store)."""
@@ -231,29 +235,116 @@ class Tick:
         self.plan.sync()
 
     def _drain(self) -> int:
-        """Queue due slots, execute queued runs until none is left, then the steps after
-        those runs (a run queued meanwhile goes first; a step waits at most DEFER_SECONDS)."""
+        """Queue due slots and execute queued runs until none is left, then the steps after
+        those runs (a run queued meanwhile goes first; a step waits at most DEFER_SECONDS).
+
+        Each transaction records the outcomes ready so far and claims what the executor can
+        take next (one run in-process; CLAIM_AHEAD per executor process), so a busy worker
+        opens the store about once per run in-process and once per `size` runs on a pool.
+        A claimed run waits here, not in the pool, until an executor is free: a run is handed
+        over only to start at once, so a dying executor takes no waiting run with it.
+        """
+        executor = self.executor
         executed = 0
         self.plan.enqueue_due()
-        empty: bytes | None = None  # the marker's token when a claim last found no run
+        empty: bytes | None = _UNSEEN  # the marker when a claim last found no run
         while True:
-            if self.deferred and (self._is_stale() or self._nothing_new(empty)):
-                after_run(self.store, self.deferred.pop(0))
-                continue
+            self._collect()
+            self._submit()
+            stepped = self._start_steps(empty)
             marker = runs.read_queue_marker(self.store.workspace)
-            if run_next(self.store, self.worker_id, deferred=self.deferred):
-                executed += 1
-                _safe_heartbeat(self.store)
-                if time.monotonic() >= self.full_check_at:  # a long drain still expires leases
-                    self._full_check()
-                self.plan.enqueue_due()
+            is_open = marker != empty  # the queue may hold runs
+            want = executor.depth - len(self.running) - len(self.waiting)
+            claim = is_open and want > 0 and (want >= executor.size
+                                              or not (self.running or self.waiting))
+            if claim or (self.outcomes and not is_open):
+                claims = self._record_and_claim(want if claim else 0)
+                if claim and len(claims) < want:
+                    empty = marker  # the queue was empty after this token
+                executed += len(claims)
+                self._housekeeping()
                 continue
-            self.marker = empty = marker  # the queue was empty after this token
-            if not self.deferred:
+            if not (self.running or self.waiting or self.steps or self.outcomes or self.deferred
+                    or is_open):
                 break
-            self.plan.enqueue_due()  # a slot come due goes before the steps, and once only
+            if not stepped and (self.running or self.steps):
+                wait(set(self.running) | self.steps, timeout=IDLE_SECONDS,
+                     return_when=FIRST_COMPLETED)
+            self._housekeeping()
         self.has_pending = False
         return executed
+
+    def _record_and_claim(self, limit: int) -> list[runs.Claim]:
+        """One transaction: record the outcomes so far and claim up to `limit` runs; start
+        what an executor can take now."""
+        outcomes, self.outcomes = self.outcomes, []
+        claims, done = runs.claim_runs(self.store, self.worker_id, limit, self.lease_seconds,
+                                       outcomes)
+        for outcome in outcomes:
+            self.claimed.pop(outcome.run_id, None)
+        for run in done:
+            log.info("run %s %s%s", run.id, run.status, f": {run.error}" if run.error else "")
+        self.deferred.extend(done)
+        for claim in claims:
+            log.info("run %s of %s claimed", claim.run.id, claim.run.deployment_name)
+            self.claimed[claim.run.id] = claim.run
+        self.waiting.extend(claims)
+        self._submit()
+        return claims
+
+    def _submit(self) -> None:
+        """Hand claimed runs to free executors, oldest first."""
+        while self.waiting and len(self.running) + len(self.steps) < self.executor.size:
+            claim = self.waiting.pop(0)
+            future = self.executor.run(claim, self.worker_id, self.lease_seconds)
+            self.running[future] = claim.run.id
+            self._collect()  # in-process, the run is already done
+
+    def _collect(self) -> None:
+        """Outcomes of runs done, steps done; a pool whose process died is started again."""
+        for future in [f for f in self.running if f.done()]:
+            run_id = self.running.pop(future)
+            self.outcomes.append(executors.result_or(
+                future, lambda exc, run_id=run_id: self._lost(run_id, exc)))
+        for future in [f for f in self.steps if f.done()]:
+            self.steps.discard(future)
+            executors.result_or(future, lambda exc: log.error("steps after a run failed: %s",
+                                                              executors.describe(exc)))
+        if self.executor.broken:
+            log.error("an executor process died; starting new ones")
+            self.executor.restart()
+
+    def _lost(self, run_id: str, exc: BaseException) -> runs.Outcome:
+        """The outcome of a run whose executor died (or raised, which is a bug)."""
+        log.error("run %s: %s", run_id, executors.describe(exc))
+        shutil.rmtree(runs.results_dir(self.store.workspace, run_id), ignore_errors=True)
+        return runs.Outcome(run_id, "failed", executors.describe(exc), finished_at=utcnow())
+
+    def _start_steps(self, empty: bytes | None) -> bool:
+        """Submit the steps after finished runs: stale ones at once, the others when no run
+        is waiting and an executor is free. True if any was submitted."""
+        started = False
+        while self.deferred and (self._is_stale() or (
+                len(self.running) + len(self.steps) < self.executor.size
+                and not (self.waiting or self.outcomes) and self._nothing_new(empty))):
+            self.steps.add(self.executor.after(self.deferred.pop(0)))
+            started = True
+            self._collect()
+        return started
+
+    def _housekeeping(self) -> None:
+        """Between claims: due slots, the heartbeat, leases of claimed runs, the full check."""
+        now = time.monotonic()
+        self.plan.enqueue_due()
+        if now - self.beat_at >= HEARTBEAT_SECONDS:
+            self.beat_at = now
+            _safe_heartbeat(self.store, len(self.claimed))
+        lease = self.lease_seconds or runs.default_lease_seconds()
+        if self.claimed and now - self.renew_at >= lease / 3:
+            self.renew_at = now
+            runs.renew_leases(self.store, self.worker_id, list(self.claimed), self.lease_seconds)
+        if now >= self.full_check_at:  # a long drain still expires leases
+            self._full_check()
 
     def _is_stale(self) -> bool:
         """The oldest deferred run has waited DEFER_SECONDS: its steps go before more runs."""
@@ -263,18 +354,52 @@ class Tick:
     def _nothing_new(self, empty: bytes | None) -> bool:
         """A claim found the queue empty, and since then no run was queued (the marker is
         the same) and no schedule slot came due."""
-        return (empty is not None and not self.plan.is_due()
+        return (empty is not _UNSEEN and not self.plan.is_due()
                 and runs.read_queue_marker(self.store.workspace) == empty)
 
-    def finish_deferred(self, budget_seconds: float) -> None:
-        """On the way out: the steps after finished runs, for at most `budget_seconds`."""
+    def close(self, budget_seconds: float) -> None:
+        """On the way out: stop the executor, record what was claimed (runs cut short as
+        stopped, runs not started queued again), then the steps after finished runs, for at
+        most `budget_seconds`."""
+        self.executor.close()
+        if self.waiting:
+            try:
+                runs.release_claims(self.store, self.worker_id,
+                                    [c.run.id for c in self.waiting])
+                for claim in self.waiting:
+                    self.claimed.pop(claim.run.id, None)
+            except Exception:
+                log.exception("could not queue runs %s again; their leases will expire",
+                              ", ".join(c.run.id for c in self.waiting))
+            self.waiting.clear()
+        self._collect_stopped()
+        if self.outcomes:
+            try:
+                self._record_and_claim(0)
+            except Exception:
+                log.exception("could not record the outcome of runs %s; their leases will "
+                              "expire", ", ".join(o.run_id for o in self.outcomes))
         deadline = time.monotonic() + budget_seconds
         while self.deferred and time.monotonic() < deadline:
-            after_run(self.store, self.deferred.pop(0))
+            executors.after_run(self.store, self.deferred.pop(0))
         if self.deferred:
             log.warning("stopping with the steps after %d run(s) not done (global importance, "
                         "drift counts, reports): %s", len(self.deferred),
                         ", ".join(r.id for r in self.deferred))
+
+    def _collect_stopped(self) -> None:
+        """Outcomes of every claimed run: as executed if it ended, else stopped."""
+        for future in list(self.running):
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.outcomes.append(future.result())
+                del self.running[future]
+        ready = {o.run_id for o in self.outcomes}
+        for run_id in self.claimed:
+            if run_id not in ready:
+                shutil.rmtree(runs.results_dir(self.store.workspace, run_id), ignore_errors=True)
+                self.outcomes.append(runs.Outcome(run_id, "failed", runs.STOPPED,
+                                                  finished_at=utcnow()))
+        self.running.clear()
 
 
 def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
@@ -291,13 +416,14 @@ def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
 
 
 def _loop(store: Store, worker_id: str, *, once: bool, idle_seconds: float,
-          max_ticks: int | None) -> None:
+          max_ticks: int | None, executors: int) -> None:
     jobs = schedule.Scheduler()
-    tick = Tick(store, worker_id)
+    pool = _executors.Pool(store.workspace.home, executors) if executors else None
+    tick = Tick(store, worker_id, executor=pool)
     # `schedule` loops forever on a zero interval: a tick is at least 10 ms apart.
     jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", tick))
-    jobs.every(HEARTBEAT_SECONDS).seconds.do(_guarded("heartbeat",
-                                                      lambda: _safe_heartbeat(store)))
+    jobs.every(HEARTBEAT_SECONDS).seconds.do(_guarded(
+        "heartbeat", lambda: _safe_heartbeat(store, len(tick.claimed))))
     try:
         jobs.run_all()  # the first tick at once (a full check), and the heartbeat
         ticks = 1
@@ -308,12 +434,12 @@ def _loop(store: Store, worker_id: str, *, once: bool, idle_seconds: float,
                 ticks += 1
                 jobs.run_pending()
     finally:
-        tick.finish_deferred(STOP_BUDGET_SECONDS)  # a stop mid-drain (SIGTERM) leaves some
+        tick.close(STOP_BUDGET_SECONDS)  # a stop mid-drain (SIGTERM) leaves some
 
 
-def _safe_heartbeat(store: Store) -> None:
+def _safe_heartbeat(store: Store, runs_in_flight: int = 0) -> None:
     try:
-        write_heartbeat(store)
+        write_heartbeat(store, runs_in_flight)
     except OSError:
         log.exception("could not write the heartbeat file %s",
                       Path(store.workspace.home) / HEARTBEAT_FILE)

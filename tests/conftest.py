@@ -28,7 +28,8 @@ from core.training import ALGORITHMS, TrainingResult, TrainRequest, train
 threadpool_limits(limits=1, user_api="openmp")
 
 CHURN_ROWS = 600  # enough for every class and category in both splits, quick to fit
-ENV_VARS = ("MODELDECK_HOME", "MODELDECK_ALLOWED_ROOTS", "MODELDECK_LOCK_TIMEOUT")
+ENV_VARS = ("MODELDECK_HOME", "MODELDECK_ALLOWED_ROOTS", "MODELDECK_LOCK_TIMEOUT",
+            "MODELDECK_EXECUTORS")
 
 
 @pytest.fixture

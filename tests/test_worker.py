@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from core import datasets, deployments, drift, explain, runs, worker
+from core import datasets, deployments, drift, executors, explain, runs, worker
 from core.entities import Deployment
 from core.sidecars import HEARTBEAT_FILE, worker_status
 from core.store import Store, Tx
@@ -99,21 +99,37 @@ def test_run_once_executes_the_oldest_queued_run(trained_store: Store,
 def test_a_job_that_raises_does_not_stop_the_worker(trained_store: Store, deployed: Deployment,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    runs.enqueue_run(trained_store, deployed.name)
-    runs.enqueue_run(trained_store, deployed.name)
-    calls = []
+    queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(2)]
+    original, calls = runs.claim_runs, []
 
-    def explode(*args: object, **kwargs: object) -> None:
+    def locked_once(*args: object, **kwargs: object) -> object:
         calls.append(args)
-        raise RuntimeError("boom")
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runs, "execute_run", explode)
+    monkeypatch.setattr(runs, "claim_runs", locked_once)
     with caplog.at_level(logging.ERROR, logger="modeldeck.worker"):
         worker.run_forever(trained_store, max_ticks=3, idle_seconds=0)
-    assert len(calls) == 2  # both runs were tried, the third tick found the queue empty
     assert "worker tick failed; going on" in caplog.text and "boom" in caplog.text
+    assert [runs.get_run(trained_store, r).status for r in queued] == ["succeeded"] * 2
     beat = json.loads((trained_store.workspace.home / HEARTBEAT_FILE).read_text())
     assert beat["runs_in_flight"] == 0
+
+
+def test_a_run_that_raises_is_failed_and_the_worker_goes_on(
+        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(2)]
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runs, "execute_claimed", explode)
+    worker.run_forever(trained_store, max_ticks=2, idle_seconds=0)
+    failed = [runs.get_run(trained_store, r) for r in queued]
+    assert [r.status for r in failed] == ["failed"] * 2
+    assert all(r.error.startswith("Internal error (RuntimeError: boom)") for r in failed)
+    assert all("bug in ModelDeck" in r.error for r in failed)
 
 
 def test_the_heartbeat_of_an_idle_worker(store: Store) -> None:
@@ -204,7 +220,7 @@ def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
     before = earlier.read_bytes()
     big = trained_store.workspace.home / "incoming" / "big.parquet"
     big.parent.mkdir()
-    datasets.churn_frame(n_rows=30_000).to_parquet(big, index=False)
+    datasets.churn_frame(n_rows=120_000).to_parquet(big, index=False)
     deployments.update_pipeline(trained_store, deployed.name,
                                 {**deployed.pipeline, "batch_rows": 500})
     doomed = runs.enqueue_run(trained_store, deployed.name,
@@ -238,11 +254,11 @@ def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
 def _record_order(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record "run ID" as each run starts executing and "after ID" as its after-steps start."""
     order: list[str] = []
-    original_execute, original_after = runs.execute_run, worker.after_run
-    monkeypatch.setattr(runs, "execute_run", lambda store, run, *a, **k: (
+    original_execute, original_after = runs.execute_claimed, executors.after_run
+    monkeypatch.setattr(runs, "execute_claimed", lambda store, run, *a, **k: (
         order.append(f"run {run.id}"), original_execute(store, run, *a, **k))[1])
-    monkeypatch.setattr(worker, "after_run", lambda store, done: (
-        order.append(f"after {done.id}"), original_after(store, done))[1])
+    monkeypatch.setattr(executors, "after_run", lambda store, done, *a: (
+        order.append(f"after {done.id}"), original_after(store, done, *a))[1])
     return order
 
 
@@ -263,8 +279,12 @@ def test_a_step_deferred_too_long_goes_before_the_next_run(
         trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker, "DEFER_SECONDS", 0.0)  # every finished run is already stale
     order = _record_order(monkeypatch)
-    queued = [runs.enqueue_run(trained_store, deployed.name) for _ in range(2)]
+    first, second, third = [runs.enqueue_run(trained_store, deployed.name) for _ in range(3)]
     tick = worker.Tick(trained_store, "w1")
-    assert tick() == 2
-    assert order == [f"{what} {r.id}" for r in queued for what in ("run", "after")]
-    assert [runs.get_run(trained_store, r.id).status for r in queued] == ["succeeded"] * 2
+    assert tick() == 3
+    # A run's outcome is recorded with the next claim: the first run's steps go as soon as
+    # it is recorded, before the third run starts, and so on.
+    assert order == [f"run {first.id}", f"run {second.id}", f"after {first.id}",
+                     f"run {third.id}", f"after {second.id}", f"after {third.id}"]
+    assert [runs.get_run(trained_store, r.id).status
+            for r in (first, second, third)] == ["succeeded"] * 3

@@ -1,0 +1,221 @@
+"""Where the worker executes claimed runs and the steps after them.
+
+`Inline` executes in the worker's own process, one thing at a time: what tests and
+`modeldeck worker --executors 0` use. `Pool` keeps `size` executor processes, started with
+`spawn` (never forked from a process that may hold the store open: DESIGN.md, traps) and warm
+(models and libraries loaded once per process), so runs use more than one core while the
+worker's own loop claims runs, records outcomes and queues due slots.
+
+An executor process writes to the store only for a run longer than a second (throttled
+progress and lease renewals, which also tell it the run was cancelled) and in the steps after
+a run; claims and outcomes are the worker's, batched into one transaction. It ignores Ctrl-C
+(the worker decides how to stop) and exits on its own when the worker process is gone (a
+SIGKILLed worker leaves no executor scoring behind it). One that dies (killed, out of memory)
+breaks the pool: the worker fails the runs that were on it, saying so, and starts a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from core import drift, explain, reports, runs, validation
+from core.entities import Progress, Run, no_progress
+from core.errors import InvalidInput
+from core.store import Store
+
+EXECUTORS_ENV = "MODELDECK_EXECUTORS"
+MAX_DEFAULT_EXECUTORS = 4
+CLAIM_AHEAD = 2  # runs claimed per executor process: one executing, the rest next in line
+PARENT_CHECK_SECONDS = 0.5  # how often an executor process looks for its worker
+DIED = ("The worker's executor process running it died (killed, or out of memory); the worker "
+        "started a new one. Run it again; if it keeps happening, check the worker's log and "
+        "the machine's memory.")
+
+log = logging.getLogger("modeldeck.worker")
+T = TypeVar("T")
+
+
+def executor_count(given: int | None = None) -> int:
+    """How many executor processes a worker starts: `given` (`--executors`), else
+    $MODELDECK_EXECUTORS, else one per core, 1 to 4 (each holds its own copy of the libraries
+    and of the models it ran, ~300 MB). 0 means in the worker's own process."""
+    where, value = ("--executors", str(given)) if given is not None else (
+        f"${EXECUTORS_ENV}", os.environ.get(EXECUTORS_ENV, "").strip())
+    if not value:
+        return min(max(os.cpu_count() or 1, 1), MAX_DEFAULT_EXECUTORS)
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise InvalidInput(f"{where} must be a whole number, 0 or more, not '{value}'.",
+                           "Give 0 to run pipelines in the worker's own process, or how many "
+                           "processes to run them on (e.g. the machine's cores).")
+    return count
+
+
+def after_run(store: Store, done: Run, progress: Progress = no_progress) -> None:
+    """The steps after a run's outcome is recorded, in order; none of them fails the run or
+    raises (each logs its own trouble)."""
+    explain.after_run(store, done, progress)  # global importance
+    drift.after_run(store, done)  # per-run drift counts
+    validation.after_run(store, done)  # a validation run's report
+    reports.after_run(store, done)  # the run's HTML report (after drift: it shows it)
+
+
+class Inline:
+    """Executes at submit time, in this process; the returned future is already done."""
+
+    size = 1
+    depth = 1  # a run waiting behind a long one here would get no lease renewal: claim one
+
+    def __init__(self, store: Store, progress: Callable[[], Progress] = lambda: no_progress
+                 ) -> None:
+        self.store, self.progress = store, progress
+
+    def run(self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
+            ) -> Future[runs.Outcome]:
+        return _now(lambda: runs.execute_claimed(self.store, claim.run, worker_id,
+                                                 self.progress(), lease_seconds=lease_seconds,
+                                                 pins=claim.pins))
+
+    def after(self, done: Run) -> Future[None]:
+        return _now(lambda: after_run(self.store, done, self.progress()))
+
+    @property
+    def broken(self) -> bool:
+        return False
+
+    def restart(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _now(job: Callable[[], T]) -> Future[T]:
+    """A done future holding job()'s result (an Exception is kept in it, not raised)."""
+    future: Future[T] = Future()
+    try:
+        future.set_result(job())
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
+class Pool:
+    """`size` spawned executor processes (see the module doc)."""
+
+    def __init__(self, home: Path, size: int) -> None:
+        if size < 1:
+            raise ValueError("a pool needs at least one executor process")
+        self.home, self.size, self.depth = home, size, size * CLAIM_AHEAD
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_child_start,
+                                   initargs=(str(self.home), os.getpid(),
+                                             logging.getLogger().level))
+        for _ in range(self.size):  # start every process now, not at the first run
+            pool.submit(_child_ready)
+        return pool
+
+    def run(self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
+            ) -> Future[runs.Outcome]:
+        return self._pool.submit(_child_run, claim, worker_id, lease_seconds)
+
+    def after(self, done: Run) -> Future[None]:
+        return self._pool.submit(_child_after, done)
+
+    @property
+    def broken(self) -> bool:
+        return bool(getattr(self._pool, "_broken", False))
+
+    def pids(self) -> list[int]:
+        """The executor processes' ids (started by now, unless one died)."""
+        return sorted(getattr(self._pool, "_processes", None) or {})
+
+    def restart(self) -> None:
+        """A new set of processes after one died (its futures already failed)."""
+        self.close()
+        self._pool = self._start()
+
+    def close(self) -> None:
+        """Stop at once: runs still executing are killed (the worker records them)."""
+        # ProcessPoolExecutor has no terminate before Python 3.14; its process table is the
+        # documented-in-source way to stop them instead of waiting for runs to end.
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+
+
+# ---------------------------------------------------------------------------- in the child
+_STORE: Store | None = None
+
+
+def _child_start(home: str, parent_pid: int, level: int) -> None:
+    global _STORE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
+    logging.basicConfig(level=level or logging.INFO,
+                        format="%(asctime)s %(name)s[executor %(process)d] %(message)s")
+    _STORE = Store.open(home)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True,
+                     name="watch-worker").start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)  # the worker is gone: its runs will be failed by lease expiry
+
+
+def _child_store() -> Store:
+    assert _STORE is not None, "executor process not initialised"
+    return _STORE
+
+
+def _child_ready() -> int:
+    return os.getpid()
+
+
+def _child_run(claim: runs.Claim, worker_id: str, lease_seconds: float | None
+               ) -> runs.Outcome:
+    return runs.execute_claimed(_child_store(), claim.run, worker_id,
+                                lease_seconds=lease_seconds, pins=claim.pins)
+
+
+def _child_after(done: Run) -> None:
+    after_run(_child_store(), done)
+
+
+def result_or(future: Future[T], fallback: Callable[[BaseException], T]) -> T:
+    """A done future's result; an exception (a dead executor, a bug) goes through fallback."""
+    try:
+        return future.result()
+    except Exception as exc:  # BrokenProcessPool, or whatever the job raised
+        return fallback(exc)
+
+
+def describe(exc: BaseException) -> str:
+    name = type(exc).__name__
+    return DIED if name == "BrokenProcessPool" else (
+        f"Internal error ({name}: {exc}). This is a bug in ModelDeck, not in your data: the "
+        "worker's log has the details.")
+
+
+__all__ = ["CLAIM_AHEAD", "DIED", "EXECUTORS_ENV", "Inline", "Pool", "after_run",
+           "describe", "executor_count", "result_or"]
