@@ -1,21 +1,26 @@
 """The worker sidecar under 200 every-minute schedules: slot-to-start lag and idle CPU.
 
-Run: `.venv/bin/python bench/worker_bench.py [--minutes 2] [--deployments 200] [--keep DIR]`.
+Run: `.venv/bin/python bench/worker_bench.py [--minutes 2] [--deployments 200] [--executors N]
+[--no-baseline] [--keep DIR]`.
 
 Builds a temp workspace with one tiny trained model (core.training, linear, on a generated
 200-row churn frame) and `--deployments` deployments of it, each on that tiny frame as its
 source, each scheduled `* * * * *` (set paused, in one transaction). Then starts one worker
-process (`python -m core.cli --home DIR worker`, a new process as `modeldeck up` does) and:
+process (`python -m core.cli --home DIR worker --executors N`, a new process as `modeldeck up`
+does; N defaults to the worker's own default, one executor process per core) and:
 
-1. idle: with every schedule paused and nothing queued, reads the worker's CPU time
-   (utime + stime from /proc/<pid>/stat) over `--idle-seconds`;
+1. idle: with every schedule paused and nothing queued, reads the CPU time of the worker and
+   its executor processes (utime + stime from /proc/<pid>/stat) over `--idle-seconds`;
 2. scheduled: resumes every schedule and lets them fire for `--minutes` minutes, then pauses
    them again and gives the worker up to `--drain-seconds` to finish what is queued;
 3. stops the worker (SIGTERM) and reads, per decided slot, the run's lag
    (runs.started_at - schedule_slots.slot_at), and how many slots were skipped (overlap).
 
-Targets (issue 4, Performance): median lag < 5 s, idle CPU < 2 % of a core. The bench stops
-by itself; the workspace is deleted unless `--keep DIR` names where to build it.
+Targets (issue 4, Performance): median lag < 5 s, idle CPU < 2 % of a core. The baseline,
+measured first in the same run unless `--no-baseline`, is the same worker with `--executors 0`
+(runs in the worker's own process, the design before executor processes); the ratios compare
+the two. The bench stops by itself; the workspaces are deleted unless `--keep DIR` names where
+to build them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import datasets, deployments, runs, scheduler
+from core.executors import executor_count
 from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
 from core.training import TrainRequest, train
@@ -77,17 +83,31 @@ def set_paused(store: Store, paused: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- the worker
-def start_worker(home: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(home: Path, log_path: Path, executors: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "core.cli", "--home", str(home), "worker"],
+        return subprocess.Popen([sys.executable, "-m", "core.cli", "--home", str(home), "worker",
+                                 "--executors", str(executors)],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds (psutil is not installed)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of a process and its children (utime + stime, the reaped children's too),
+    from /proc: psutil is not installed."""
+    ticks = sum(int(v) for v in _stat(pid)[11:15])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _stat(int(entry.name))
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_heartbeat(home: Path, worker: subprocess.Popen[bytes], timeout: float) -> None:
@@ -146,30 +166,42 @@ def lags(store: Store) -> dict[str, Any]:
     }
 
 
-def report(idle: float, busy: float, busy_seconds: float, figures: dict[str, Any]) -> bool:
-    median = figures["lag_median"]
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def report(figures: dict[str, Any]) -> bool:
+    median, idle = figures["lag_median"], figures["idle_cpu_share"]
     ok_lag = median is not None and median < TARGET_MEDIAN_LAG
     ok_idle = idle < TARGET_IDLE_CPU
-    print(json.dumps({**figures, "idle_cpu_share": round(idle, 4),
-                      "busy_cpu_share": round(busy, 4)}, default=str, indent=2))
-
-    def fmt(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f} s"
-
-    print(f"slot-to-start lag: median {fmt(median)} (target < {TARGET_MEDIAN_LAG:g} s: "
+    print(json.dumps(figures, default=str, indent=2))
+    print(f"executors {figures['executors']}: slot-to-start lag: median {fmt(median)} "
+          f"(target < {TARGET_MEDIAN_LAG:g} s: "
           f"{'ok' if ok_lag else 'MISSED'}), p95 {fmt(figures['lag_p95'])}, "
           f"max {fmt(figures['lag_max'])}; {figures['started']} runs started, "
           f"{figures['skipped']} slots skipped (a run of that deployment still in flight)")
     print(f"idle CPU: {idle:.2%} of a core (target < {TARGET_IDLE_CPU:.0%}: "
-          f"{'ok' if ok_idle else 'MISSED'}); busy: {busy:.0%} of a core over "
-          f"{busy_seconds:.0f} s")
+          f"{'ok' if ok_idle else 'MISSED'}); busy: {figures['busy_cpu_share']:.0%} of a core "
+          f"over {figures['busy_seconds']:.0f} s (worker and executors)")
     return ok_lag and ok_idle
 
 
-def measure(home: Path, args: argparse.Namespace) -> bool:
+def compare(baseline: dict[str, Any], measured: dict[str, Any]) -> None:
+    def ratio(key: str) -> str:
+        a, b = baseline[key], measured[key]
+        return "n/a" if not a or b is None else f"{b / a:.2f}"
+
+    print(f"against the baseline (executors 0, same run): median lag {fmt(measured['lag_median'])}"
+          f" vs {fmt(baseline['lag_median'])} (ratio {ratio('lag_median')}), p95 "
+          f"{fmt(measured['lag_p95'])} vs {fmt(baseline['lag_p95'])} (ratio {ratio('lag_p95')}), "
+          f"idle CPU {measured['idle_cpu_share']:.2%} vs {baseline['idle_cpu_share']:.2%}")
+
+
+def measure(home: Path, args: argparse.Namespace, executors: int) -> dict[str, Any]:
+    print(f"executors {executors}:", flush=True)
     store = Store.open(home)
     build(store, args.deployments)
-    worker = start_worker(home, home / "worker.log")
+    worker = start_worker(home, home / "worker.log", executors)
     try:
         wait_for_heartbeat(home, worker, timeout=120)
         time.sleep(args.settle_seconds)  # past the first full check
@@ -195,7 +227,8 @@ def measure(home: Path, args: argparse.Namespace) -> bool:
         stop_worker(worker)
     if worker.returncode not in (0, 143, -signal.SIGTERM):
         print((home / "worker.log").read_text()[-3000:], file=sys.stderr)
-    return report(idle, busy, busy_seconds, lags(store))
+    return {"executors": executors, **lags(store), "idle_cpu_share": round(idle, 4),
+            "busy_cpu_share": round(busy, 4), "busy_seconds": round(busy_seconds, 1)}
 
 
 def main() -> int:
@@ -207,16 +240,29 @@ def main() -> int:
     parser.add_argument("--settle-seconds", type=float, default=5.0)
     parser.add_argument("--drain-seconds", type=float, default=120.0,
                         help="after the schedules stop, wait at most this for queued runs")
-    parser.add_argument("--keep", type=Path, help="build the workspace here and keep it")
+    parser.add_argument("--executors", type=int, default=executor_count(),
+                        help="executor processes of the measured worker (default: the "
+                        "worker's default, one per core)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the baseline (the same worker with --executors 0)")
+    parser.add_argument("--keep", type=Path, help="build the workspaces here and keep them")
     args = parser.parse_args()
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        return 0 if measure(args.keep.resolve(), args) else 1
-    home = Path(tempfile.mkdtemp(prefix="worker_bench_"))
-    try:
-        return 0 if measure(home, args) else 1
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    results = {}
+    for executors in ([] if args.no_baseline else [0]) + [args.executors]:
+        if args.keep:
+            home = (args.keep / f"executors-{executors}").resolve()
+            home.mkdir(parents=True, exist_ok=True)
+            results[executors] = measure(home, args, executors)
+            continue
+        home = Path(tempfile.mkdtemp(prefix="worker_bench_"))
+        try:
+            results[executors] = measure(home, args, executors)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+    ok = [report(figures) for figures in results.values()][-1]
+    if len(results) > 1:
+        compare(results[0], results[args.executors])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -302,7 +302,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from core.executors import executor_count
     from core.worker import run_forever
 
-    run_forever(open_store(), executors=executor_count(args.executors))
+    run_forever(open_store(), processes=executor_count(args.executors))
     return 0
 
 

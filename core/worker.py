@@ -6,13 +6,13 @@ when the queue marker changed (a run was queued, or a schedule changed, by any p
 known schedule slot is due, the last drain did not reach an empty queue, or every
 FULL_CHECK_SECONDS (fail or retry runs whose lease expired, re-read the schedules, and look
 for queued runs as a safety net: the marker is only a hint, the store the truth). Once awake it
-queues due slots, then claims and executes runs, renewing their leases, until none is left;
-the steps after each run (global importance, drift counts, validation report, HTML report)
-follow once no run is waiting (or after DEFER_SECONDS), so they never delay a queued run's
-start: a burst of scheduled runs starts as fast as runs alone can go. Every job is wrapped:
-one that raises is logged and the loop goes on, nothing a run does stops the worker. Start it
-as its own process (`modeldeck worker`), never forked from one that has the store open
-(DESIGN.md, traps).
+queues due slots, then claims runs and executes them (on executor processes, or in-process:
+core/executors.py), renewing their leases, until none is left; the steps after each run
+(global importance, drift counts, validation report, HTML report) follow once no run is
+waiting (or after DEFER_SECONDS), so they never delay a queued run's start: a burst of
+scheduled runs starts as fast as runs alone can go. Every job is wrapped: one that raises is
+logged and the loop goes on, nothing a run does stops the worker. Start it as its own process
+(`modeldeck worker`), never forked from one that has the store open (DESIGN.md, traps).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import schedule
 
 import core.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
 from core import executors, runs, scheduler
-from core import executors as _executors
 from core.entities import Progress, Run
 from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
@@ -123,18 +122,18 @@ def after_run(store: Store, done: Run) -> None:
 
 
 def run_forever(store: Store, *, once: bool = False, idle_seconds: float = IDLE_SECONDS,
-                max_ticks: int | None = None, executors: int = 0) -> None:
+                max_ticks: int | None = None, processes: int = 0) -> None:
     """Execute runs until interrupted (`once`: one tick; `max_ticks`: stop after that many),
-    in this process (`executors` 0) or on that many executor processes."""
+    in this process (`processes` 0) or on that many executor processes."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     worker_id = new_worker_id()
-    where = f"{executors} executor process(es)" if executors else "in-process"
+    where = f"{processes} executor process(es)" if processes else "runs in-process"
     print(f"ModelDeck worker {worker_id} on {store.workspace.home}, {where}", flush=True)
     previous = _exit_on_sigterm()
     try:
         _loop(store, worker_id, once=once, idle_seconds=idle_seconds, max_ticks=max_ticks,
-              executors=executors)
+              processes=processes)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -416,9 +415,9 @@ def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
 
 
 def _loop(store: Store, worker_id: str, *, once: bool, idle_seconds: float,
-          max_ticks: int | None, executors: int) -> None:
+          max_ticks: int | None, processes: int) -> None:
     jobs = schedule.Scheduler()
-    pool = _executors.Pool(store.workspace.home, executors) if executors else None
+    pool = executors.Pool(store.workspace.home, processes) if processes else None
     tick = Tick(store, worker_id, executor=pool)
     # `schedule` loops forever on a zero interval: a tick is at least 10 ms apart.
     jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", tick))
