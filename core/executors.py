@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TypeVar
 
@@ -211,10 +212,10 @@ def result_or(future: Future[T], fallback: Callable[[BaseException], T]) -> T:
 
 
 def describe(exc: BaseException) -> str:
-    name = type(exc).__name__
-    return DIED if name == "BrokenProcessPool" else (
-        f"Internal error ({name}: {exc}). This is a bug in ModelDeck, not in your data: the "
-        "worker's log has the details.")
+    """The error recorded on a run whose executor job raised."""
+    return DIED if isinstance(exc, BrokenProcessPool) else (
+        f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in your "
+        "data: the worker's log has the details.")
 
 
 __all__ = ["CLAIM_AHEAD", "DIED", "EXECUTORS_ENV", "Inline", "Pool", "after_run",

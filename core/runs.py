@@ -401,12 +401,8 @@ def execute_run(store: Store, run: Run, worker_id: str, progress: Progress = no_
     except BaseException:  # KeyboardInterrupt / SystemExit: stop cleanly, then go on stopping
         _finish(store, run, worker_id, "failed", error=STOPPED)
         raise
-    if outcome.status is None:
-        return get_run(store, run.id)
-    row = store.write(lambda tx: _record(tx, worker_id, outcome))
-    if row is None:
-        shutil.rmtree(results_dir(store.workspace, run.id), ignore_errors=True)  # taken away
-    return Run.from_row(row) if row else get_run(store, run.id)
+    _, done = claim_runs(store, worker_id, 0, outcomes=[outcome])  # records, claims none
+    return done[0] if done else get_run(store, run.id)
 
 
 def execute_claimed(store: Store, run: Run, worker_id: str, progress: Progress = no_progress,

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from core import datasets, deployments, executors, explain, runs, worker
-from core.entities import Deployment, Run
+from core import executors, explain, runs, worker
+from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store
+from tests.worker_helpers import failed_by_lease_expiry, queue_big_run, wait_until_scoring
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,23 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
     return deploy_churn("gradient_boosting", challenger="linear")
-
-
-def queue_big_run(store: Store, deployed: Deployment) -> Run:
-    """A run long enough to be caught mid-way (120k rows in batches of 500: seconds)."""
-    big = store.workspace.home / "incoming" / "big.parquet"
-    big.parent.mkdir(exist_ok=True)
-    datasets.churn_frame(n_rows=120_000).to_parquet(big, index=False)
-    deployments.update_pipeline(store, deployed.name, {**deployed.pipeline, "batch_rows": 500})
-    return runs.enqueue_run(store, deployed.name,
-                            source_override={"kind": "file", "path": "incoming/big.parquet"})
-
-
-def wait_until_scoring(store: Store, run_id: str, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 90
-    while not runs.get_run(store, run_id).message.endswith("rows scored"):
-        assert alive() and time.monotonic() < deadline, runs.get_run(store, run_id)
-        time.sleep(0.05)
 
 
 def children_of(pid: int) -> list[int]:
@@ -197,11 +181,6 @@ def test_executors_of_a_killed_worker_stop_and_its_run_fails_by_lease(
             child.kill()
             child.communicate()
     wait_gone(executor_pids)  # an executor looks for its worker twice a second
-    deadline = time.monotonic() + 10
-    while runs.get_run(trained_store, doomed.id).status == "running":  # until the lease ends
-        assert time.monotonic() < deadline
-        assert worker.run_once(trained_store, "next-worker") is False
-        time.sleep(0.2)
-    failed = runs.get_run(trained_store, doomed.id)
+    failed = failed_by_lease_expiry(trained_store, doomed.id)
     assert failed.status == "failed" and failed.error.startswith("worker lost (lease expired")
     assert not runs.results_dir(trained_store.workspace, doomed.id).exists()

@@ -15,10 +15,11 @@ from typing import TypeVar
 
 import pytest
 
-from core import datasets, deployments, drift, executors, explain, runs, worker
+from core import drift, executors, explain, runs, worker
 from core.entities import Deployment
 from core.sidecars import HEARTBEAT_FILE, worker_status
 from core.store import Store, Tx
+from tests.worker_helpers import failed_by_lease_expiry, queue_big_run, wait_until_scoring
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -218,19 +219,10 @@ def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
     assert worker.run_once(trained_store, "in-process")
     earlier = runs.result_path(trained_store.workspace, earlier_id)
     before = earlier.read_bytes()
-    big = trained_store.workspace.home / "incoming" / "big.parquet"
-    big.parent.mkdir()
-    datasets.churn_frame(n_rows=120_000).to_parquet(big, index=False)
-    deployments.update_pipeline(trained_store, deployed.name,
-                                {**deployed.pipeline, "batch_rows": 500})
-    doomed = runs.enqueue_run(trained_store, deployed.name,
-                              source_override={"kind": "file", "path": "incoming/big.parquet"})
+    doomed = queue_big_run(trained_store, deployed)
     child = start_worker(trained_store, "doomed", MODELDECK_LEASE_SECONDS="2")
     try:
-        deadline = time.monotonic() + 60
-        while not runs.get_run(trained_store, doomed.id).message.endswith("rows scored"):
-            assert child.poll() is None and time.monotonic() < deadline, child.communicate()
-            time.sleep(0.05)
+        wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)
         partial = runs.results_dir(trained_store.workspace, doomed.id)
         assert (partial / ".main.parquet.tmp").exists()
         child.send_signal(signal.SIGKILL)
@@ -240,12 +232,7 @@ def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
             child.kill()
         child.communicate()
     assert runs.get_run(trained_store, doomed.id).status == "running"  # nobody knows yet
-    deadline = time.monotonic() + 10
-    while runs.get_run(trained_store, doomed.id).status == "running":  # until the lease ends
-        assert time.monotonic() < deadline
-        assert worker.run_once(trained_store, "next-worker") is False  # nothing else queued
-        time.sleep(0.2)
-    failed = runs.get_run(trained_store, doomed.id)
+    failed = failed_by_lease_expiry(trained_store, doomed.id)
     assert failed.status == "failed" and failed.error.startswith("worker lost (lease expired")
     assert not partial.exists()
     assert earlier.read_bytes() == before
