@@ -1,6 +1,7 @@
 """`modeldeck`: every UI action as a command, for scripting. Thin: parse, call core, print.
 
-Errors a user can cause print `error: …` and `hint: …` to stderr and exit with status 2.
+Errors a user can cause print `error: …` and `hint: …` to stderr and exit with status 2; a bug
+prints one line naming the log file that holds its traceback and exits with status 1.
 """
 
 from __future__ import annotations
@@ -38,6 +39,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback for a report
+        log = log_internal_error(argv if argv is not None else sys.argv[1:])
+        where = f"; details in {log}" if log else ""
+        print(f"error: internal error while running `modeldeck {_command(args)}`: "
+              f"{type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        print("hint: this is a bug in ModelDeck, not in your input; please report it with "
+              "that file.", file=sys.stderr)
+        return 1
+
+
+ERROR_LOG = "logs/cli-errors.log"
+
+
+def _command(args: argparse.Namespace) -> str:
+    return " ".join(str(v) for v in (args.command, getattr(args, "action", None)) if v)
+
+
+def log_internal_error(argv: Sequence[str]) -> Path | None:
+    """Append the exception being handled, with the command line and the time, to the
+    workspace's CLI error log; its path, or None when it cannot be written."""
+    import traceback
+
+    try:
+        path = Workspace.resolve().home / ERROR_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} modeldeck "
+                      f"{' '.join(argv)}\n{traceback.format_exc()}\n")
+        return path
+    except OSError:
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:

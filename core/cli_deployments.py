@@ -10,9 +10,11 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from core import deployments, runs
+from core import deployments, runs, sidecars
 from core.cli import open_store, print_json, progress_printer
 from core.entities import ENVIRONMENTS, Deployment, Run
+from core.errors import WorkerMissing
+from core.store import Store
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -175,16 +177,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     override = {"kind": "file", "path": args.source} if args.source else None
     run = runs.enqueue_run(store, args.name, source_override=override)
     if args.wait:
-        show = progress_printer()
-        while not run.is_finished:
-            show(run.progress, run.message or run.status)
-            time.sleep(0.5)
-            run = runs.get_run(store, run.id)
-        show(1.0, run.status)
+        run = wait_for(store, run)
     if args.json:
-        return _output(args, run_json(run), None)
-    print(f"{run.id}  {run.status}" + (f": {run.error}" if run.error else ""))
+        _output(args, run_json(run), None)
+    else:
+        print(f"{run.id}  {run.status}" + (f": {run.error}" if run.error else ""))
     return 1 if run.status == "failed" else 0
+
+
+NO_WORKER_GRACE = 5.0  # seconds a queued run waits for a worker before we say none is alive
+
+
+def wait_for(store: Store, run: Run) -> Run:
+    """Poll a run until it finishes, with a progress bar; raises WorkerMissing when it is
+    still queued after NO_WORKER_GRACE seconds and no worker's heartbeat is fresh."""
+    show = progress_printer()
+    started = time.monotonic()
+    while not run.is_finished:
+        show(run.progress, run.message or run.status)
+        if (run.status == "queued" and time.monotonic() - started > NO_WORKER_GRACE
+                and not sidecars.worker_status(store.workspace).is_alive):
+            raise WorkerMissing(run.id)
+        time.sleep(0.5)
+        run = runs.get_run(store, run.id)
+    show(1.0, run.status)
+    return run
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The demo workspace: four experiments from data scikit-learn ships or that we generate."""
+"""The demo workspace: five experiments from data scikit-learn ships or that we generate."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ DEMO_EXPERIMENTS = {  # dataset -> experiment name
     "wine": "Wine cultivar",
     "diabetes": "Diabetes progression",
     "customer_churn": "Customer churn",
+    "loan_defaults": "Loan defaults",  # integer 0/1 labels, yes/no text, non-ASCII
 }
 
 

@@ -82,3 +82,29 @@ class StoreBusy(ModelDeckError):
     """The metadata store stayed locked by another process for longer than we wait."""
 
     status = 503
+
+
+class WorkerMissing(ModelDeckError):
+    """A caller waits for a queued run and no worker is alive to execute it."""
+
+    status = 503
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"No worker is running, so run {run_id} is still queued (no worker heartbeat in "
+            "the workspace).",
+            "Start one with `modeldeck worker` (or `make run`, which starts everything): the "
+            "run starts as soon as it is up. `modeldeck runs show RUN` follows it.")
+
+
+class DamagedResults(ModelDeckError):
+    """A run's results file exists but cannot be read (truncated, overwritten)."""
+
+    status = 409
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"The results file of run {run_id} is damaged ({detail}).",
+            "Purge the run (its results are lost) or run it again.")

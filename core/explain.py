@@ -35,10 +35,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import results, scoring
+from core.classes import class_texts, label_texts
 from core.datasets import get_dataset, load_frame
 from core.entities import Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
-from core.model_input import to_model_frame
+from core.model_input import finite, to_model_frame
 from core.profiles import plain
 from core.registry import background_sample, cached_estimator, get_model, list_versions
 from core.runs import result_path, results_dir
@@ -156,7 +157,9 @@ def _readable(store: Store, run_id: str, which: str) -> Run:
     """
     key = (str(store.workspace.home), run_id, which)
     run = _readable_runs.get(key)
-    if run is not None and result_path(store.workspace, run.id, which).exists():
+    path = result_path(store.workspace, run_id, which)
+    if run is not None and path.exists():
+        results.check_intact(run, path)  # a footer read: a file damaged since is named
         return run
     run, _ = results.readable(store, run_id, which)
     _readable_runs[key] = run
@@ -236,7 +239,7 @@ def _row_number(value: Any) -> int:
 def _model_frame(table: pa.Table, model: Model) -> pd.DataFrame:
     mapping = _feature_columns(model, table.column_names)
     renamed = pa.table({name: table.column(col) for name, col in mapping.items()})
-    return to_model_frame(renamed.combine_chunks().to_batches()[0], model.schema)
+    return finite(to_model_frame(renamed.combine_chunks().to_batches()[0], model.schema))
 
 
 # ---------------------------------------------------------------------------- local
@@ -289,8 +292,9 @@ def _class_of(model: Model, row: dict[str, Any], class_: Any) -> Any:
         return None
     classes = list(model.schema.classes)
     chosen = row["prediction"] if class_ is None else class_
-    for c in classes:
-        if str(c) == str(chosen):
+    wanted = label_texts(np.asarray([chosen], dtype=object), classes)[0]  # "2" meets class 2
+    for c, text in zip(classes, class_texts(classes), strict=True):
+        if text == wanted:
             return c
     raise NotFound("class", str(chosen), f"Classes of this model: {', '.join(map(str, classes))}.")
 
@@ -699,8 +703,8 @@ def model_importance(store: Store, model: Model, sample: int = GLOBAL_SAMPLE,
         rows, which = evaluation_rows(store, model)
         explainer = model_explainer(store, model)
         size, note = _sample_size(explainer, sample)
-        frame = to_model_frame(pa.RecordBatch.from_pandas(rows, preserve_index=False),
-                               model.schema)
+        frame = finite(to_model_frame(pa.RecordBatch.from_pandas(rows, preserve_index=False),
+                                      model.schema))
         numbers = rows.index.to_numpy()
         predictions = [None] * len(frame)
         if model.task != "regression":
@@ -753,7 +757,11 @@ def evaluation_rows(store: Store, model: Model) -> tuple[pd.DataFrame, str]:
                            f"model {model.id} was measured on cannot be rebuilt.",
                            "Restore the workspace's datasets folder from a backup.") from exc
     target, features = model.schema.target, model.schema.feature_names
-    labelled = frame[frame[target].notna()][[*features, target]]
+    from core.training import class_values, has_label  # the rows and classes training saw
+
+    labelled = frame[has_label(frame[target])][[*features, target]]
+    if model.task != "regression":
+        labelled = labelled.assign(**{target: class_values(labelled[target])})
     if model.origin == "imported":
         return labelled, "reference"
     from sklearn.model_selection import train_test_split  # as core.training split it

@@ -33,13 +33,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import audit, challenger, drift, pipeline
+from core.classes import class_texts, label_texts
 from core.datasets import new_id
 from core.deployments import get_deployment
 from core.entities import Deployment, Model, Run
 from core.errors import InvalidInput
 from core.pipeline_sql import quote, reader_for
 from core.registry import get_model
-from core.run_metrics import LabelStats, Sample, Vocabulary, as_text
+from core.run_metrics import LabelStats, Sample, Vocabulary
 from core.runs import result_path
 from core.scoring import Scored, proba_name
 from core.store import Store, Tx, utcnow, with_files
@@ -144,7 +145,7 @@ def add_labels(store: Store, name: str, source: dict[str, Any], key: str, label:
     with _scratch(target) as raw, atomic_path(target) as tmp:
         _copy_columns(store, source, key, label, raw)
         dropped = _check(raw, key, label, model, _classes(store, deployment))
-        _normalise(raw, tmp, model.task)
+        _normalise(raw, tmp, model)
         counts = {**_match(store, deployment, [str(tmp)]), "without_label": dropped}
         if counts["matched_labels"] == 0:
             raise InvalidInput(
@@ -242,7 +243,7 @@ def _classes(store: Store, deployment: Deployment) -> list[str]:
     for model_id in (deployment.current.main_model_id, deployment.current.challenger_model_id):
         if model_id:
             classes = get_model(store, model_id).schema.classes
-            found += [c for c in as_text(np.asarray(list(classes))).tolist() if c not in found]
+            found += [c for c in class_texts(classes) if c not in found]
     return found
 
 
@@ -294,8 +295,8 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
                                "Choose the column holding the measured value, or fix those "
                                "rows.")
         return int(found["no_label"])
-    texts = as_text(np.asarray([v for v, _ in found["values"]], dtype=object))
-    counts = dict(zip(texts.tolist(), (n for _, n in found["values"]), strict=True))
+    texts = _label_texts([v for v, _ in found["values"]], model)
+    counts = dict(zip(texts, (n for _, n in found["values"]), strict=True))
     unknown = {c: n for c, n in counts.items() if c not in classes}
     if unknown:
         shown = ", ".join(f"'{c}' ({n:,} row{'s' if n != 1 else ''})"
@@ -312,19 +313,29 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
     return int(found["no_label"])
 
 
-def _normalise(raw: Path, target: Path, task: str) -> None:
-    """key as text; label as a number (regression) or as text like core.run_metrics.as_text
-    (a float 1.0 is "1"); rows without a label left out."""
-    kind = pq.read_schema(raw).field("label").type
-    if task == "regression":
+def _label_texts(values: list[Any], model: Model) -> list[str]:
+    """Labels as the canonical text of the class they meet (core.classes): "1", 1 and 1.0
+    meet class 1, yes/no a boolean class."""
+    kinds = {type(v) for v in values}
+    typed = np.asarray(values) if len(kinds) == 1 and kinds <= {bool, int, float} else (
+        np.asarray(values, dtype=object))
+    return label_texts(typed, model.schema.classes).tolist() if values else []
+
+
+def _normalise(raw: Path, target: Path, model: Model) -> None:
+    """key as text; label as a number (regression) or as the canonical text of its class
+    (core.classes); rows without a label left out."""
+    if model.task == "regression":
         label = "CAST(label AS DOUBLE)"
-    elif pa.types.is_floating(kind):
-        label = ("CASE WHEN label = round(label) THEN CAST(CAST(label AS BIGINT) AS VARCHAR)"
-                 " ELSE CAST(label AS VARCHAR) END")
-    elif pa.types.is_boolean(kind):
-        label = "CASE WHEN label THEN 'True' ELSE 'False' END"  # numpy's str(True)
     else:
-        label = "CAST(label AS VARCHAR)"
+        rows = with_files(lambda tx: tx.execute(
+            "SELECT DISTINCT CAST(label AS VARCHAR) AS raw, label AS v FROM read_parquet(?)"
+            f" WHERE label IS NOT NULL LIMIT {MAX_CLASSES + 1}", [str(raw)]).dicts())
+        canon = _label_texts([r["v"] for r in rows], model)
+        cases = " ".join(f"WHEN {quote(r['raw'])} THEN {quote(c)}"
+                         for r, c in zip(rows, canon, strict=True) if r["raw"] != c)
+        label = f"CASE CAST(label AS VARCHAR) {cases} ELSE CAST(label AS VARCHAR) END" \
+            if cases else "CAST(label AS VARCHAR)"
     sql = (f"COPY (SELECT CAST(key AS VARCHAR) AS key, {label} AS label FROM read_parquet(?)"
            " WHERE label IS NOT NULL) TO ? (FORMAT parquet)")
     with_files(lambda tx: tx.execute(sql, [str(raw), str(target)]))
@@ -382,7 +393,9 @@ def _match(store: Store, deployment: Deployment, files: list[str],
     runs = runs if runs is not None else _usable_runs(store, deployment)
     key = _key_column(runs)
     mains = [str(result_path(store.workspace, r.id)) for r in runs]
-    sql = (f"WITH labels AS {labels_sql(files)}, preds AS (SELECT CAST({_q(key)} AS VARCHAR)"
+    typed = _key_type(mains[0], key)
+    sql = (f"WITH labels AS (SELECT {_label_key(typed)} AS key, label FROM"
+           f" {labels_sql(files)}), preds AS (SELECT {_result_key(typed, _q(key))}"
            f" AS key FROM read_parquet({challenger.file_list(mains)}, union_by_name = true)),"
            " keys AS (SELECT DISTINCT key FROM"
            " preds) SELECT (SELECT count(*) FROM labels) AS labels,"
@@ -400,6 +413,23 @@ def _match(store: Store, deployment: Deployment, files: list[str],
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _key_type(results: str, key: str) -> str:
+    """How keys are compared: as the results' key column is typed (integer, number, text)."""
+    field = pq.read_schema(results).field(key).type
+    if pa.types.is_integer(field):
+        return "BIGINT"
+    return "DOUBLE" if pa.types.is_floating(field) or pa.types.is_decimal(field) else "VARCHAR"
+
+
+def _label_key(typed: str) -> str:
+    """A stored label key (text) as the results' key type: "007" meets integer key 7."""
+    return "key" if typed == "VARCHAR" else f"TRY_CAST(key AS {typed})"
+
+
+def _result_key(typed: str, column: str) -> str:
+    return f"CAST({column} AS VARCHAR)" if typed == "VARCHAR" else f"CAST({column} AS {typed})"
 
 
 def matching(store: Store, name: str, **window: Any) -> Matching:
@@ -501,7 +531,7 @@ def _live_run(store: Store, run: Run, files: list[str], key: str, models: dict[s
     vocabulary = Vocabulary(main_model.schema.classes)
     labels = table.column("label").to_numpy(zero_copy_only=False)
     y = labels.astype(np.float64) if task == "regression" else vocabulary.codes(
-        as_text(labels))
+        label_texts(labels, main_model.schema.classes))
     results, outcome = {}, {}
     for role, model_id in roles.items():
         if not model_id:
@@ -559,8 +589,10 @@ def _matched(store: Store, run: Run, files: list[str], key: str,
     params: list[Any] = [main]
     if join:
         params.append(str(result_path(store.workspace, run.id, "challenger")))
-    sql = (f"WITH labels AS {labels_sql(files)} SELECT {', '.join(picked)} FROM read_parquet(?) m"
-           f"{join} JOIN labels l ON l.key = CAST(m.{_q(key)} AS VARCHAR) ORDER BY m._row")
+    typed = _key_type(main, key)
+    sql = (f"WITH labels AS (SELECT {_label_key(typed)} AS key, label FROM {labels_sql(files)})"
+           f" SELECT {', '.join(picked)} FROM read_parquet(?) m{join} JOIN labels l"
+           f" ON l.key = {_result_key(typed, 'm.' + _q(key))} ORDER BY m._row")
     return with_files(lambda tx: tx.arrow(sql, params))
 
 

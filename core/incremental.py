@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core import tables
 from core.entities import Run
 from core.errors import PipelineError
 from core.pipeline_sql import confine, quote, reader_for, source_files
@@ -219,6 +220,8 @@ def _stat_files(ws: Workspace, pattern: str) -> list[SeenFile]:
 def files_source(ws: Workspace, pattern: str, paths: list[str]) -> dict[str, Any]:
     """A SQL source reading exactly `paths` (as recorded) with the reader of `pattern`."""
     function, options = reader_for(pattern)
+    if function == "read_csv" and paths:
+        options = tables.csv_options(ws.home.resolve() / paths[0])
     if len(paths) > 1:
         options += ", union_by_name = true"
     files = ", ".join(quote(str(ws.home.resolve() / p)) for p in paths)

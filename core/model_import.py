@@ -26,7 +26,15 @@ from core.registry import (
     save_artifact_bytes,
 )
 from core.store import Store
-from core.training import BACKGROUND_ROWS, evaluate, plain_params, plan_training
+from core.training import (
+    BACKGROUND_ROWS,
+    class_values,
+    evaluate,
+    finite_features,
+    has_label,
+    plain_params,
+    plan_training,
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,10 @@ def import_model(store: Store, request: ImportRequest,
     features = _model_features(estimator, frame, request)
     plan = plan_training(frame, request.target, task=request.task or _model_task(estimator),
                          features=features, key_column=request.key_column)
-    labelled = frame[frame[plan.target].notna()]
-    X, y = labelled[plan.features], labelled[plan.target]
+    labelled = frame[has_label(frame[plan.target])]
+    X = finite_features(labelled, plan.features)
+    y = labelled[plan.target] if plan.task == "regression" else class_values(
+        labelled[plan.target])
     classes = [profiles.plain(c) for c in getattr(estimator, "classes_", plan.classes)]
     try:
         metrics, predictions = evaluate(estimator, X, y, plan.task, classes)

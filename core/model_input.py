@@ -8,6 +8,7 @@ row's quality against the training profile.
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.entities import ModelSchema
+from core.classes import FALSE_WORDS, TRUE_WORDS, truth_pair
+from core.entities import FeatureSchema, ModelSchema
 from core.errors import SchemaMismatch
 
 EXPECTED = {"numeric": "numeric (a number or boolean)", "categorical": "categorical (text)"}
@@ -29,6 +31,7 @@ class SchemaCheck:
     missing: tuple[str, ...]                       # model features absent from the input
     mismatched: tuple[tuple[str, str, str], ...]   # (column, expected kind, found dtype)
     extra: tuple[str, ...]                         # input columns the model ignores (kept)
+    wanted: tuple[tuple[str, str], ...] = ()       # (column, what it takes in words)
 
     @property
     def is_ok(self) -> bool:
@@ -42,9 +45,10 @@ class SchemaCheck:
                 c for c in self.extra if c.lower() == name.lower()]
             guess = f" (the input has '{close[0]}')" if close else ""
             sentences.append(f"Column '{name}' is missing from the input{guess}.")
-        for name, expected, found in self.mismatched:
-            sentences.append(f"Column '{name}' should be {EXPECTED.get(expected, expected)} "
-                             f"but is {found}.")
+        words = dict(self.wanted)
+        for name, kind, found in self.mismatched:
+            sentences.append(f"Column '{name}' should be "
+                             f"{words.get(name) or EXPECTED.get(kind, kind)} but is {found}.")
         return " ".join(sentences)
 
     def raise_for_problems(self) -> None:
@@ -84,30 +88,70 @@ def _blank_to_null(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
 
 
-def _first_non_number(column: pa.Array | pa.ChunkedArray) -> str | None:
-    """The first text value that is not a number, or None when all are numbers or blank."""
+def _first_non_number(column: pa.Array | pa.ChunkedArray, flags: bool = False) -> str | None:
+    """The first text value that is not a number (nor, for `flags`, a true/false word), or
+    None when all are numbers or blank."""
     values = _blank_to_null(column)
     try:
-        pc.cast(values, pa.float64())
+        _text_numbers(values, flags)
         return None
     except pa.ArrowInvalid:
         text = values.to_pandas()
         bad = text[pd.to_numeric(text, errors="coerce").isna() & text.notna()]
+        if flags:
+            bad = bad[~bad.str.lower().isin(TRUE_WORDS | FALSE_WORDS)]
         return str(bad.iloc[0]) if len(bad) else None
 
 
-def _type_problem(kind: str, dtype: pa.DataType,
+def _text_numbers(values: pa.Array | pa.ChunkedArray, flags: bool) -> np.ndarray:
+    """Text as float64 (blank already null); for `flags` true/false words as 1/0 too.
+    Raises ArrowInvalid for any other text."""
+    if flags:
+        lowered = pc.utf8_lower(values)
+        values = pc.if_else(pc.is_in(lowered, pa.array(sorted(TRUE_WORDS))), "1",
+                            pc.if_else(pc.is_in(lowered, pa.array(sorted(FALSE_WORDS))), "0",
+                                       values))
+    return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _type_problem(feature: FeatureSchema, dtype: pa.DataType,
                   sample: pa.Array | pa.ChunkedArray | None) -> str | None:
-    """What is wrong with a column of `dtype` for a feature of `kind`, or None."""
+    """What is wrong with a column of `dtype` for `feature`, or None."""
     dtype = _value_type(dtype)
-    if kind != "numeric":
+    if feature.kind != "numeric":
+        if pa.types.is_boolean(dtype) and not _reads_as_truth(feature):
+            return "true/false (boolean)"
         return str(dtype) if _is_opaque(dtype) else None
     if _is_number(dtype):
         return None
     if _is_text(dtype):
-        bad = _first_non_number(sample) if sample is not None else None
+        bad = _first_non_number(sample, _is_flag(feature)) if sample is not None else None
         return f"text with non-numeric values such as '{bad}'" if bad is not None else None
     return str(dtype)
+
+
+def _is_flag(feature: FeatureSchema) -> bool:
+    """A numeric feature trained on true/false values: yes/no text reads as 1/0."""
+    return feature.dtype in ("bool", "boolean")
+
+
+def _reads_as_truth(feature: FeatureSchema) -> bool:
+    """A categorical feature whose two categories read as true and false (yes/no, Y/N, ...):
+    a boolean column meets them (a SQL source's read_csv may guess yes/no as booleans)."""
+    return truth_pair(feature.categories) is not None
+
+
+def nfc(name: str) -> str:
+    """A column name in Unicode's composed form: a decomposed é meets a composed one."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _positions(names: list[str]) -> dict[str, int]:
+    """Input column positions by NFC name (the first of equal names)."""
+    found: dict[str, int] = {}
+    for i, name in enumerate(names):
+        found.setdefault(nfc(name), i)
+    return found
 
 
 def check_schema(columns: pa.Schema, schema: ModelSchema,
@@ -118,49 +162,69 @@ def check_schema(columns: pa.Schema, schema: ModelSchema,
     (e.g. the first batch) to have them checked here; `to_model_frame` checks every batch.
     """
     names = columns.names
-    wanted = set(schema.feature_names)
-    missing = tuple(f.name for f in schema.features if f.name not in names)
+    at = _positions(names)
+    wanted = {nfc(n) for n in schema.feature_names}
+    missing = tuple(f.name for f in schema.features if nfc(f.name) not in at)
     mismatched = []
     for feature in schema.features:
         if feature.name in missing:
             continue
-        found = columns.field(names.index(feature.name)).type
-        values = (sample.column(sample.schema.names.index(feature.name))
-                  if sample is not None else None)
-        problem = _type_problem(feature.kind, found, values)
+        i = at[nfc(feature.name)]
+        values = sample.column(i) if sample is not None else None
+        problem = _type_problem(feature, columns.field(i).type, values)
         if problem is not None:
             mismatched.append((feature.name, feature.kind, problem))
-    extra = tuple(n for n in dict.fromkeys(names) if n not in wanted)
-    return SchemaCheck(missing, tuple(mismatched), extra)
+    extra = tuple(n for n in dict.fromkeys(names) if nfc(n) not in wanted)
+    return SchemaCheck(missing, tuple(mismatched), extra, _words(schema, mismatched))
+
+
+def _words(schema: ModelSchema, mismatched: list[tuple[str, str, str]]
+           ) -> tuple[tuple[str, str], ...]:
+    bad = {name for name, _, _ in mismatched}
+    return tuple((f.name, expected(f)) for f in schema.features if f.name in bad)
+
+
+def expected(feature: FeatureSchema) -> str:
+    """What a feature takes, in words: its kind and, for a category, the known values."""
+    if feature.kind == "numeric":
+        return EXPECTED["numeric"] if not _is_flag(feature) else (
+            "numeric (true/false, 1/0 or yes/no)")
+    shown = ", ".join(f"'{c}'" for c in feature.categories[:4])
+    more = ", …" if len(feature.categories) > 4 else ""
+    return f"categorical (text such as {shown}{more})" if shown else EXPECTED["categorical"]
 
 
 class _Unfit(Exception):
     """A column that cannot be coerced to its feature's kind; args[0] describes it."""
 
 
-def _as_numbers(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def _as_numbers(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> np.ndarray:
     dtype = _value_type(column.type)
     if pa.types.is_dictionary(column.type):
         column = pc.cast(column, dtype)
     if _is_number(dtype):
         return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     if _is_text(dtype):
+        flags = _is_flag(feature)
         try:
-            return pc.cast(_blank_to_null(column), pa.float64()).to_numpy(zero_copy_only=False)
+            return _text_numbers(_blank_to_null(column), flags)
         except pa.ArrowInvalid:
             raise _Unfit(f"text with non-numeric values such as "
-                         f"'{_first_non_number(column)}'") from None
+                         f"'{_first_non_number(column, flags)}'") from None
     raise _Unfit(str(dtype))
 
 
-def _as_text(column: pa.Array | pa.ChunkedArray) -> pd.Series:
+def _as_text(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> pd.Series:
     dtype = _value_type(column.type)
     if pa.types.is_dictionary(column.type):
         column = pc.cast(column, dtype)
     if _is_opaque(dtype):
         raise _Unfit(str(dtype))
     if pa.types.is_boolean(dtype):
-        column = pc.if_else(column, "True", "False")  # as str() spells them in training
+        pair = truth_pair(feature.categories)
+        if pair is None:
+            raise _Unfit("true/false (boolean)")
+        column = pc.if_else(column, pair[True], pair[False])  # as the training file spelt them
     elif not pa.types.is_string(dtype):
         column = pc.cast(column, pa.string())
     return column.to_pandas()
@@ -172,37 +236,49 @@ def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:
     Numbers and booleans become float64, categories text with missing values kept as NaN.
     Raises SchemaMismatch naming every column that is missing or cannot be coerced.
     """
-    names = batch.schema.names
-    missing = tuple(f.name for f in schema.features if f.name not in names)
+    at = _positions(batch.schema.names)
+    missing = tuple(f.name for f in schema.features if nfc(f.name) not in at)
     data: dict[str, Any] = {}
     problems = []
     for feature in schema.features:
         if feature.name in missing:
             continue
-        column = batch.column(names.index(feature.name))
+        column = batch.column(at[nfc(feature.name)])
         try:
-            data[feature.name] = (_as_numbers(column) if feature.kind == "numeric"
-                                  else _as_text(column))
+            data[feature.name] = (_as_numbers(column, feature) if feature.kind == "numeric"
+                                  else _as_text(column, feature))
         except _Unfit as unfit:
             problems.append((feature.name, feature.kind, str(unfit)))
-    SchemaCheck(missing, tuple(problems), ()).raise_for_problems()
+    SchemaCheck(missing, tuple(problems), (), _words(schema, problems)).raise_for_problems()
     return pd.DataFrame(data, columns=schema.feature_names)
 
 
+PROBLEMS = (("missing", "missing values"), ("out_of_range", "out of training range"),
+            ("unseen_category", "unseen categories"))
+
+
 def input_quality(frame: pd.DataFrame, schema: ModelSchema,
-                  profile: dict[str, Any]) -> tuple[pd.Series, dict[str, int]]:
+                  profile: dict[str, Any]) -> tuple[pd.Series, dict[str, Any]]:
     """Per-row quality in [0, 1] (share of features present, in training range, of known
-    category) and counts: {"missing": n, "out_of_range": n, "unseen_category": n}.
+    category) and counts: {"missing": n, "out_of_range": n, "unseen_category": n,
+    "columns": {problem: {column: n}}} (only columns with problems are listed).
 
     Vectorised per feature. A feature without a reference (no training range, no known
-    categories) counts every present value as good.
+    categories) counts every present value as good; +/-inf is present and out of range.
     """
     good = np.zeros(len(frame), dtype=np.int32)
-    counts = {"missing": 0, "out_of_range": 0, "unseen_category": 0}
+    counts: dict[str, Any] = {name: 0 for name, _ in PROBLEMS}
+    by_column: dict[str, dict[str, int]] = {name: {} for name, _ in PROBLEMS}
     stats = profile.get("features", {}) if isinstance(profile, dict) else {}
+
+    def count(problem: str, column: str, n: int) -> None:
+        if n:
+            counts[problem] += n
+            by_column[problem][column] = by_column[problem].get(column, 0) + n
+
     for feature in schema.features:
         if feature.name not in frame.columns:
-            counts["missing"] += len(frame)
+            count("missing", feature.name, len(frame))
             continue
         ref = stats.get(feature.name, {})
         if feature.kind == "numeric":
@@ -211,15 +287,50 @@ def input_quality(frame: pd.DataFrame, schema: ModelSchema,
             present = ~np.isnan(values)
             low, high = ref.get("min"), ref.get("max")
             fine = present & (values >= low) & (values <= high) if (
-                low is not None and high is not None) else present
-            counts["out_of_range"] += int(present.sum() - fine.sum())
+                low is not None and high is not None) else present & np.isfinite(values)
+            count("out_of_range", feature.name, int(present.sum() - fine.sum()))
         else:
             column = frame[feature.name]
             present = column.notna().to_numpy()
             known = feature.categories or tuple(ref.get("frequencies", {}))
             fine = present & column.isin(known).to_numpy() if known else present
-            counts["unseen_category"] += int(present.sum() - fine.sum())
-        counts["missing"] += int(len(frame) - present.sum())
+            count("unseen_category", feature.name, int(present.sum() - fine.sum()))
+        count("missing", feature.name, int(len(frame) - present.sum()))
         good += fine
     n_features = max(len(schema.features), 1)
+    counts["columns"] = {k: v for k, v in by_column.items() if v}
     return pd.Series(good / n_features, index=frame.index, name="input_quality"), counts
+
+
+def add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
+    """Add one batch's `input_quality` counts into `total` (per column too)."""
+    for name, _ in PROBLEMS:
+        total[name] = total.get(name, 0) + int(counts.get(name, 0))
+    columns = total.setdefault("columns", {})
+    for problem, per_column in counts.get("columns", {}).items():
+        into = columns.setdefault(problem, {})
+        for column, n in per_column.items():
+            into[column] = into.get(column, 0) + int(n)
+
+
+def describe_problems(quality: dict[str, Any], limit: int = 3) -> str:
+    """"3 missing values (age 2, plan 1), 0 out of training range, 0 unseen categories": each
+    count with the columns behind it, most affected first."""
+    parts = []
+    for name, words in PROBLEMS:
+        n = int(quality.get(name, 0) or 0)
+        per_column = sorted((quality.get("columns") or {}).get(name, {}).items(),
+                            key=lambda item: (-item[1], item[0]))
+        shown = ", ".join(f"{c} {v:,}" for c, v in per_column[:limit])
+        more = f", {len(per_column) - limit} more" if len(per_column) > limit else ""
+        parts.append(f"{n:,} {words}" + (f" ({shown}{more})" if shown else ""))
+    return ", ".join(parts)
+
+
+def finite(frame: pd.DataFrame) -> pd.DataFrame:
+    """The model frame with +/-inf as missing values: the models' imputers fill them, as in
+    training (input_quality counts them as out of range first)."""
+    numbers = frame.select_dtypes(include="number")
+    if numbers.empty or np.isfinite(numbers.to_numpy(dtype=np.float64, na_value=0.0)).all():
+        return frame
+    return frame.replace([np.inf, -np.inf], np.nan)

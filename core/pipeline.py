@@ -41,10 +41,17 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from core import connections, incremental, postgres
+from core import connections, incremental, postgres, tables
 from core.entities import ModelSchema
 from core.errors import PipelineError
-from core.model_input import SchemaCheck, check_schema, input_quality, to_model_frame
+from core.model_input import (
+    SchemaCheck,
+    check_schema,
+    describe_problems,
+    finite,
+    input_quality,
+    to_model_frame,
+)
 from core.pipeline_sql import (
     READ_ERRORS,
     SOURCE_TABLE,
@@ -67,7 +74,8 @@ from core.pipeline_sql import (
 from core.workspace import DB_NAME, Workspace
 
 __all__ = ["DEFAULT_BATCH_ROWS", "Preview", "SchemaCheck", "StagePreview", "check_schema",
-           "input_quality", "open_input", "preview", "to_model_frame", "validate_pipeline"]
+           "describe_problems", "finite", "input_quality", "open_input", "preview",
+           "to_model_frame", "validate_pipeline"]
 
 DEFAULT_BATCH_ROWS = 100_000
 MAX_BATCH_ROWS = 5_000_000
@@ -328,6 +336,8 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
                                       incremental.bind_source(spec["source"], params))
             readers = [attempt(lambda: scon.sql(source_sql).to_arrow_reader(rows), labels,
                                "source", source_chain(source_sql))]
+        # Column names as training read them: Unicode NFC (core.tables).
+        readers[0] = tables.normalized_reader(readers[0])
         chain = None
         if spec["transforms"]:
             tcon = _sql(tcon)
@@ -396,6 +406,7 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
                                 head)
         except PipelineError as exc:
             return Preview([StagePreview("source", pd.DataFrame(), str(exc))])
+        table = table.rename_columns([tables.nfc(n) for n in table.column_names])
         stages.append(StagePreview("source", table.to_pandas()))
         notes = [] if table.num_rows else ["No rows after the source."]
         chain, names = Chain(), set()
@@ -429,7 +440,8 @@ def _preview_stage(scon: Connection, tcon: Connection, source_sql: str | pa.Tabl
         stream = source_sql if isinstance(source_sql, pa.Table) else attempt(
             lambda: cursor.sql(source_sql).to_arrow_reader(PREVIEW_BATCH_ROWS), labels,
             "source")
-        tcon.register(SOURCE_TABLE, stream)
+        tcon.register(SOURCE_TABLE, stream if isinstance(stream, pa.Table)
+                      else tables.normalized_reader(stream))
         head = chain.limited(rows)
         return attempt(lambda: tcon.sql(head.sql).to_arrow_table(), labels, name, head)
 

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from core.errors import InvalidInput, PipelineError
+from core import tables
+from core.errors import DatasetError, InvalidInput, PipelineError
 from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, Workspace
 
 Connection = duckdb.DuckDBPyConnection
@@ -95,14 +96,15 @@ def data_suffix(path: str) -> str:
 
 
 def reader_for(path: str) -> tuple[str, str]:
-    """DuckDB's reader for a path's suffix, and its options."""
+    """DuckDB's reader for a path's suffix, and its options (for CSV, core.tables' rules: the
+    file is read as it was when it trained a model)."""
     suffix = data_suffix(path)
     if suffix not in READERS:
         raise PipelineError(f"The source '{path}' is not a CSV, TSV, Parquet or JSON file "
                             "(judged by its suffix).",
                             f"Name files ending in {', '.join(READERS)} (a glob works too, e.g. "
                             "exports/*.csv), or use a SQL source.", "source")
-    return READERS[suffix], ", delim = '\\t'" if suffix == ".tsv" else ""
+    return READERS[suffix], tables.csv_options(path) if READERS[suffix] == "read_csv" else ""
 
 
 def source_files(ws: Workspace, path: str) -> list[str]:
@@ -115,6 +117,9 @@ def source_files(ws: Workspace, path: str) -> list[str]:
                        if p.is_file())
         if not files:
             raise PipelineError(f"No file matches the source '{path}'.", hint, "source")
+        # A 0-byte file among many is one being written (or a failed export): it holds no
+        # rows yet, and an incremental source takes it once it has some.
+        files = [f for f in files if f.stat().st_size > 0] or files[:1]
     elif pattern.is_dir():
         raise PipelineError(f"The source '{path}' is a folder.",
                             f"Name the files, e.g. {path.rstrip('/')}/*.parquet.", "source")
@@ -122,7 +127,16 @@ def source_files(ws: Workspace, path: str) -> list[str]:
         raise PipelineError(f"The source file '{path}' does not exist.", hint, "source")
     else:
         files = [pattern]
-    return [linked(ws, f) for f in files]
+    return [checked(linked(ws, f)) for f in files]
+
+
+def checked(file: str) -> str:
+    """The file, refused (as a source error naming it) when empty or its header repeats a name."""
+    try:
+        tables.check_file(Path(file))
+    except DatasetError as exc:
+        raise PipelineError(exc.message, exc.hint, "source") from exc
+    return file
 
 
 def linked(ws: Workspace, file: Path) -> str:
@@ -140,6 +154,8 @@ def source_query(ws: Workspace, source: dict[str, str]) -> str:
         return absolute_sql_paths(ws, source["sql"], must_exist=True)
     function, options = reader_for(source["path"])
     files = source_files(ws, source["path"])
+    if function == "read_csv":  # the delimiter of the first file's header
+        options = tables.csv_options(files[0])
     if len(files) > 1:
         options += ", union_by_name = true"
     return f"SELECT * FROM {function}([{', '.join(map(quote, files))}]{options})"

@@ -334,10 +334,20 @@ def _quality(summary: dict[str, Any]) -> str:
     if not quality or quality.get("mean") is None:
         return ""
     rows = [[_e("Mean input quality"), _num(quality["mean"])]]
-    rows += [[_e(label), _num(quality.get(key, 0))] for key, label in (
-        ("missing", "Missing values"), ("out_of_range", "Out of training range"),
-        ("unseen_category", "Unseen categories"))]
+    columns = quality.get("columns") or {}
+    rows += [[_e(label), _num(quality.get(key, 0)) + _e(_columns(columns.get(key)))]
+             for key, label in (("missing", "Missing values"),
+                                ("out_of_range", "Out of training range"),
+                                ("unseen_category", "Unseen categories"))]
     return _section("Input quality", _table(["", ""], rows))
+
+
+def _columns(per_column: dict[str, int] | None) -> str:
+    """" (age 2, plan 1)": the columns behind a count, most affected first."""
+    if not per_column:
+        return ""
+    ranked = sorted(per_column.items(), key=lambda item: (-item[1], item[0]))
+    return " (" + ", ".join(f"{c} {n:,}" for c, n in ranked[:5]) + ")"
 
 
 def _drift(store: Store, run: Run, summary: dict[str, Any]) -> str:

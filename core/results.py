@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from core import audit
 from core.entities import Run
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, DamagedResults, InvalidInput, NotFound
 from core.runs import get_run, result_path, results_dir
 from core.sinks import FORMATS, copy_as
 from core.store import Store, Tx, utcnow, with_files
@@ -52,7 +52,19 @@ def _readable(store: Store, run_id: str, which: str) -> tuple[Run, Path]:
         raise NotFound("results file", str(path), "The files were removed outside ModelDeck.")
     if not run.rows_out:
         raise InvalidInput(f"Run {run.id} produced no rows.", "There is nothing to show.")
+    check_intact(run, path)
     return run, path
+
+
+def check_intact(run: Run, path: Path) -> None:
+    """Raise DamagedResults unless `path` is a whole Parquet file of the run's rows (its footer
+    read, ~0.1 ms): a truncated or overwritten file is named, not an ArrowInvalid later."""
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise DamagedResults(run.id, str(exc).strip().splitlines()[0][:200]) from exc
+    if run.rows_out is not None and rows != run.rows_out:
+        raise DamagedResults(run.id, f"it holds {rows:,} rows, the run wrote {run.rows_out:,}")
 
 
 def readable(store: Store, run_id: str, which: str = "main") -> tuple[Run, Path]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.classes import as_text, class_texts
 from core.training import classification_metrics
 
 if TYPE_CHECKING:  # core.scoring imports this module
@@ -22,14 +23,6 @@ SAMPLE_ROWS = 200_000
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def as_text(values: np.ndarray) -> np.ndarray:
-    """Labels as text for comparing: 1, 1.0 and "1" agree (a null-holding int column is float)."""
-    values = np.asarray(values)
-    if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
-        values = values.astype(np.int64)
-    return values.astype(str)
-
-
 class Vocabulary:
     """Class labels as text with stable integer codes: the schema's classes first (in their
     order, so the positive class of a binary task is the last of them), then any other label
@@ -37,7 +30,7 @@ class Vocabulary:
 
     def __init__(self, classes: tuple[Any, ...]) -> None:
         self.n_classes = len(classes)
-        self.names: list[str] = as_text(np.asarray(list(classes))).tolist() if classes else []
+        self.names: list[str] = class_texts(classes)
         self._index = pd.Index(self.names)
 
     def codes(self, texts: np.ndarray) -> np.ndarray:
@@ -51,14 +44,14 @@ class Vocabulary:
     def predictions(self, scored: Scored) -> np.ndarray:
         """Each prediction's code."""
         if scored.codes is not None and scored.classes:
-            return self.codes(as_text(np.asarray(list(scored.classes))))[scored.codes]
+            return self.codes(np.asarray(class_texts(scored.classes)))[scored.codes]
         return self.codes(as_text(scored.prediction))
 
     def proba(self, scored: Scored) -> np.ndarray | None:
         """Probabilities in the schema's class order (None unless the model's classes match)."""
         if scored.proba is None:
             return None
-        order = self.codes(as_text(np.asarray(list(scored.classes))))
+        order = self.codes(np.asarray(class_texts(scored.classes)))
         if sorted(order.tolist()) != list(range(self.n_classes)):
             return None
         out = np.empty_like(scored.proba)

@@ -44,6 +44,7 @@ from core import audit, incremental, pipeline, sinks
 from core.datasets import new_id
 from core.entities import Progress, Run, no_progress
 from core.errors import ArtifactError, InvalidInput, ModelDeckError, NotFound
+from core.pipeline_sql import reader_for, source_files
 from core.registry import cached_estimator, get_model
 from core.scoring import Loaded, RunScorer
 from core.store import Store, Tx, utcnow
@@ -90,11 +91,25 @@ def enqueue_run(store: Store, deployment_name: str, *,
                                             and source_override.get("kind")):
         raise InvalidInput("A source override must be a source block with a 'kind'.",
                            'For a file: {"kind": "file", "path": "data/new.parquet"}.')
+    if source_override is not None and source_override.get("kind") in ("file", "upload"):
+        check_source_files(store.workspace, source_override)
     actor = actor or audit.current_actor()
     run_id = store.write(
         lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor))
     touch_queue_marker(store.workspace)  # after the commit: a woken worker must see the row
     return get_run(store, run_id)
+
+
+def check_source_files(workspace: Workspace, source: dict[str, Any]) -> None:
+    """Refuse a file source whose files cannot be read now (none there, outside the allowed
+    folders, empty, an unknown suffix), as a PipelineError naming the path: a run queued with
+    it would only fail later."""
+    path = source.get("path")
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidInput("The source override has no path.",
+                           "Give a file or a glob, e.g. uploads/new.csv or exports/*.parquet.")
+    reader_for(path.strip())
+    source_files(workspace, path.strip())
 
 
 def touch_queue_marker(workspace: Workspace) -> None:
@@ -331,8 +346,9 @@ def expire_leases(store: Store) -> list[str]:
                 continue
             error = (f"{lost}: the worker running it stopped or was killed. Run it again; if it "
                      "keeps happening, check the worker's log and memory.")
-            tx.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
-                       " WHERE id = ? AND status = 'running'", [error, now, row["id"]])
+            tx.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?,"
+                       " progress = 1, message = 'failed' WHERE id = ? AND status = 'running'",
+                       [error, now, row["id"]])
         return [row["id"] for row in expired]
 
     ids = store.write(write)

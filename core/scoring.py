@@ -21,11 +21,12 @@ from scipy import sparse
 from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
 from sklearn.pipeline import Pipeline
 
-from core import pipeline
+from core import model_input, pipeline
+from core.classes import label_texts
 from core.entities import Model
 from core.errors import InvalidInput
 from core.profiles import plain
-from core.run_metrics import ModelStats, Vocabulary, as_text
+from core.run_metrics import ModelStats, Vocabulary
 from core.workspace import atomic_path
 
 RESULT_COLUMNS = ("_row", "prediction", "confidence", "input_quality", "challenger_prediction")
@@ -53,7 +54,7 @@ def confidence_kind(estimator: Any, task: str) -> str | None:
 def score(estimator: Any, frame: pd.DataFrame, task: str, who: str) -> Scored:
     """Predict one batch; raises InvalidInput when the model rejects the rows."""
     try:
-        return _score(estimator, frame, task)
+        return _score(estimator, model_input.finite(frame), task)
     except (ValueError, TypeError, KeyError) as exc:
         raise InvalidInput(
             f"The {who} model could not predict these rows: {exc}",
@@ -305,7 +306,7 @@ class RunScorer:
         self.outputs = {role: Output(folder / f"{role}.parquet") for role in self.roles}
         self.samplers = {role: Sampler(folder / f"sample_{role}.parquet") for role in self.roles}
         self.rows, self.agreement, self.quality_sum = 0, 0.0, 0.0
-        self.quality_counts: dict[str, int] = {}
+        self.quality_counts: dict[str, Any] = {}
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Score one batch and append its result rows."""
@@ -344,7 +345,8 @@ class RunScorer:
             column = batch.column(self.label)
             labelled = np.asarray(pc.is_valid(column))
             values = column.filter(pc.is_valid(column)).to_numpy(zero_copy_only=False)
-            labels = self.vocabulary.codes(as_text(values)) if is_classes else values
+            labels = (self.vocabulary.codes(label_texts(values, self.main.model.schema.classes))
+                      if is_classes else values)
         for role, result in scored.items():
             self.stats[role].add(result, codes[role], labels, labelled)
         if "challenger" in scored:
@@ -352,8 +354,7 @@ class RunScorer:
             self.agreement += (float((codes["main"] == codes["challenger"]).sum())
                                if is_classes else float(np.abs(main - other).sum()))
         self.quality_sum += float(np.nansum(quality))
-        for name, n in counts.items():
-            self.quality_counts[name] = self.quality_counts.get(name, 0) + int(n)
+        model_input.add_counts(self.quality_counts, counts)
 
     def commit(self) -> None:
         """Write the explanation samples, then rename every results file into place."""

@@ -32,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from core import profiles
+from core.classes import sort_classes
 from core.datasets import get_dataset, load_frame, new_id
 from core.entities import (
     DEFAULT_PROJECT,
@@ -117,6 +118,7 @@ class TrainingPlan:
     classes: list[Any]
     excluded: dict[str, str] = field(default_factory=dict)  # column -> why it is left out
     dropped_rows: int = 0
+    infinite: dict[str, int] = field(default_factory=dict)  # feature -> +/-inf values (missing)
 
 
 def default_exclusions(reports: list[profiles.ColumnReport], target: str,
@@ -159,7 +161,7 @@ def plan_training(frame: pd.DataFrame, target: str, *, task: str | None = None,
     if key_column:
         _require_columns(columns, [key_column], "key column")
     _require_columns(columns, list(exclude), "excluded column")
-    labelled = frame[frame[target].notna()]
+    labelled = frame[has_label(frame[target])]
     y = labelled[target]
     chosen_task = _check_task(y, target, task)
     excluded = default_exclusions(reports, target, key_column)
@@ -175,11 +177,54 @@ def plan_training(frame: pd.DataFrame, target: str, *, task: str | None = None,
     if not features:
         raise DatasetError(f"No feature columns are left besides the target '{target}'.",
                            "Include at least one column other than the target and the key.")
-    classes = sorted(y.unique().tolist(), key=str) if chosen_task != "regression" else []
+    classes = (sort_classes(class_values(y).unique().tolist()) if chosen_task != "regression"
+               else [])
     _check_rows(y, chosen_task, target)
     return TrainingPlan(target, chosen_task, list(features), key_column or None, classes,
                         {c: r for c, r in excluded.items() if c not in features},
-                        len(frame) - len(labelled))
+                        len(frame) - len(labelled), _infinite(frame, features))
+
+
+def has_label(target: pd.Series) -> pd.Series:
+    """Rows whose target is present (an infinite number is no label either)."""
+    present = target.notna()
+    if pd.api.types.is_float_dtype(target):
+        present &= ~np.isinf(target.to_numpy(dtype=np.float64, na_value=np.nan))
+    return present
+
+
+def class_values(y: pd.Series) -> pd.Series:
+    """The classes of a target as the file meant them: a whole-number float column (what a
+    0/1 column with holes becomes once read) as integers, anything else unchanged."""
+    if pd.api.types.is_float_dtype(y):
+        values = y.to_numpy(dtype=np.float64)
+        if np.isfinite(values).all() and (np.mod(values, 1) == 0).all():
+            return pd.Series(values.astype(np.int64), index=y.index, name=y.name)
+    return y
+
+
+def _infinite(frame: pd.DataFrame, features: list[str]) -> dict[str, int]:
+    """Per numeric feature, how many values are +/-inf (training treats them as missing)."""
+    out = {}
+    for name in features:
+        column = frame[name]
+        if pd.api.types.is_float_dtype(column):
+            n = int(np.isinf(column.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
+            if n:
+                out[name] = n
+    return out
+
+
+def finite_features(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """The feature columns with +/-inf as missing values (the imputer fills them)."""
+    X = frame[features]
+    infinite = _infinite(frame, features)
+    if not infinite:
+        return X
+    X = X.copy()
+    for name in infinite:
+        X[name] = X[name].replace([np.inf, -np.inf], np.nan)
+    return X
 
 
 def _require_columns(columns: list[str], wanted: list[str], what: str) -> None:
@@ -303,8 +348,9 @@ def evaluate(estimator: Any, X: pd.DataFrame, y: pd.Series, task: Task,
     if hasattr(estimator, "predict_proba") and model_classes:
         raw = estimator.predict_proba(X)
         # The class of highest probability is what predict() returns for our estimators;
-        # deriving it saves a second pass over the holdout.
-        pred = np.asarray(model_classes, dtype=object)[raw.argmax(axis=1)]
+        # deriving it saves a second pass over the holdout. classes_ keeps the labels' dtype:
+        # an object array of Python ints would be "unknown" to sklearn's metrics.
+        pred = np.asarray(estimator.classes_)[raw.argmax(axis=1)]
         proba = raw[:, [model_classes.index(c) for c in classes]]
     else:
         pred, proba = estimator.predict(X), None
@@ -338,8 +384,10 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
     frame = load_frame(store, dataset)
     plan = plan_training(frame, request.target, task=request.task, features=request.features,
                          key_column=request.key_column, exclude=request.exclude)
-    labelled = frame[frame[plan.target].notna()]
-    X, y = labelled[plan.features], labelled[plan.target]
+    labelled = frame[has_label(frame[plan.target])]
+    X = finite_features(labelled, plan.features)
+    y = labelled[plan.target] if plan.task == "regression" else class_values(
+        labelled[plan.target])
     stratify = y if plan.task != "regression" else None
     try:
         X_train, X_test, y_train, y_test = train_test_split(

@@ -21,7 +21,6 @@ worker's step, or the CLI's in its own process) builds the report:
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import logging
@@ -40,14 +39,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import audit, pipeline, runs
+from core.classes import class_texts, label_texts
 from core.datasets import new_id
 from core.deployments import get_deployment
 from core.drift import _feature_column, _quote
 from core.entities import Deployment, Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
-from core.pipeline_sql import quote, reader_for, source_files
+from core.pipeline_sql import quote, source_files
 from core.registry import get_model, load_estimator, sha256_file
-from core.run_metrics import as_text
 from core.scoring import Loaded, RunScorer, score
 from core.store import Store, Tx, utcnow, with_files
 
@@ -102,8 +101,9 @@ def _label_problem(column: pa.ChunkedArray, model: Model) -> str | None:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return f"holds {present.type} values such as '{present[0]}', not numbers"
         return None
-    seen = set(as_text(present.to_numpy(zero_copy_only=False)).tolist())
-    classes = set(as_text(np.asarray(list(model.schema.classes))).tolist())
+    seen = set(label_texts(present.to_numpy(zero_copy_only=False),
+                           model.schema.classes).tolist())
+    classes = set(class_texts(model.schema.classes))
     if not seen & classes:
         shown = ", ".join(sorted(seen)[:5])
         return (f"holds none of the model's classes ({', '.join(sorted(classes))}); "
@@ -112,15 +112,9 @@ def _label_problem(column: pa.ChunkedArray, model: Model) -> str | None:
 
 
 def _source(path: str, label: str, model: Model) -> dict[str, str]:
-    """The run's source: the file, or for CSV and a classifier an SQL source reading the label
-    as text, because DuckDB's CSV sniffer reads yes/no as booleans, which match no class."""
-    function, options = reader_for(path)
-    if function != "read_csv" or model.task == "regression" or all(
-            isinstance(c, bool) for c in model.schema.classes):
-        return {"kind": "file", "path": path}
-    options += ", union_by_name = true" if glob.has_magic(path) else ""
-    return {"kind": "sql", "sql": f"SELECT * FROM read_csv({quote(path)}{options},"
-            f" types = {{{quote(label)}: 'VARCHAR'}})"}
+    """The run's source: the file, read by core.tables' rules (a yes/no label stays text);
+    labels of any type meet the model's classes through core.classes."""
+    return {"kind": "file", "path": path}
 
 
 def _check_data(store: Store, d: Deployment, spec: dict[str, Any], label: str,
@@ -296,11 +290,28 @@ def build_report(store: Store, v: Validation, run: Run) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- metrics
-def _text(value: Any) -> str:
-    """A label or class as text, as core.run_metrics.as_text compares them (1.0 == 1)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value)
+def _texts(values: list[Any], model: Model) -> list[str]:
+    """Labels or predictions as the canonical text of the class they meet (core.classes)."""
+    if not values:
+        return []
+    typed = np.asarray(values, dtype=object)
+    kinds = {type(v) for v in values}
+    if len(kinds) == 1 and kinds <= {bool, int, float}:
+        typed = np.asarray(values)
+    return label_texts(typed, model.schema.classes).tolist()
+
+
+def _canonical_sql(path: Path, column: str, model: Model) -> str:
+    """SQL of `column` as the canonical text of the class each value meets."""
+    y = _quote(column)
+    rows = with_files(lambda tx: tx.execute(
+        f"SELECT DISTINCT CAST({y} AS VARCHAR) AS raw, {y} AS v FROM read_parquet(?)"
+        f" WHERE {y} IS NOT NULL LIMIT 1001", [str(path)]).dicts())
+    canon = _texts([r["v"] for r in rows], model)
+    cases = " ".join(f"WHEN {quote(r['raw'])} THEN {quote(c)}"
+                     for r, c in zip(rows, canon, strict=True) if r["raw"] != c)
+    raw = f"CAST({y} AS VARCHAR)"
+    return f"(CASE {raw} {cases} ELSE {raw} END)" if cases else raw
 
 
 def _label_sql(path: Path, model: Model, label: str) -> tuple[str, str]:
@@ -312,11 +323,10 @@ def _label_sql(path: Path, model: Model, label: str) -> tuple[str, str]:
     y = _quote(column)
     if model.task == "regression":
         return column, f"abs(TRY_CAST({y} AS DOUBLE) - prediction)"
-    if (pa.types.is_floating(schema.field(column).type)
-            and pa.types.is_integer(schema.field("prediction").type)):
-        y = f"TRY_CAST({y} AS BIGINT)"  # a null-holding integer label read as float
-    return column, (f"CASE WHEN CAST(prediction AS VARCHAR) = CAST({y} AS VARCHAR)"
-                    " THEN 0.0 ELSE 1.0 END")
+    # Labels and predictions compared as the classes they meet: 1, 1.0, "1" and "001" meet
+    # class 1; yes/no meets a boolean class (core.classes).
+    return column, (f"CASE WHEN {_canonical_sql(path, 'prediction', model)}"
+                    f" = {_canonical_sql(path, column, model)} THEN 0.0 ELSE 1.0 END")
 
 
 def labelled(path: Path, model: Model, label: str) -> dict[str, Any]:
@@ -334,7 +344,9 @@ def labelled(path: Path, model: Model, label: str) -> dict[str, Any]:
     counts = with_files(lambda tx: tx.execute(
         f"SELECT {y} AS y, prediction AS p, count(*) AS n FROM {source} GROUP BY ALL",
         [str(path)]).dicts())
-    return confusion_report(counts, [_text(c) for c in model.schema.classes])
+    ys, ps = _texts([r["y"] for r in counts], model), _texts([r["p"] for r in counts], model)
+    canonical = [{**r, "y": y, "p": p} for r, y, p in zip(counts, ys, ps, strict=True)]
+    return confusion_report(canonical, class_texts(model.schema.classes))
 
 
 def confusion_report(counts: list[dict[str, Any]], classes: list[str]) -> dict[str, Any]:
@@ -342,7 +354,7 @@ def confusion_report(counts: list[dict[str, Any]], classes: list[str]) -> dict[s
     (y, p, n) counts. Macro means are over the labels met, as scikit-learn takes them."""
     pairs: dict[tuple[str, str], int] = {}
     for row in counts:
-        key = (_text(row["y"]), _text(row["p"]))
+        key = (str(row["y"]), str(row["p"]))
         pairs[key] = pairs.get(key, 0) + int(row["n"])
     met = {x for pair in pairs for x in pair}
     labels = [c for c in classes if c in met] + sorted(met - set(classes))
@@ -504,7 +516,8 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
                     "lift": round(float(r["e"]) / mean, 3) if mean else None}
                    for r in slices],
         "worst_rows": [{"row": r["_row"], "key": r.get(key) if key else None,
-                        "label": _text(r[column]) if model.task != "regression" else r[column],
+                        "label": _texts([r[column]], model)[0] if model.task != "regression"
+                        else r[column],
                         "prediction": r["prediction"], "confidence": r["confidence"],
                         "error": round(float(r["_err"]), 6)} for r in worst],
     }

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core import results, runs, ui, ui_connections, ui_explain, ui_reports, ui_results
+from core.model_input import describe_problems
 
 ui.header("Run results")
 store = ui.get_store()
@@ -57,9 +58,7 @@ if main.get("prediction_summary"):
                                            for k, v in main["prediction_summary"].items()
                                            if v is not None))
 quality = summary["input_quality"]
-st.caption(f"Input problems: {quality.get('missing', 0)} missing values, "
-           f"{quality.get('out_of_range', 0)} out of training range, "
-           f"{quality.get('unseen_category', 0)} unseen categories.")
+st.caption(f"Input problems: {describe_problems(quality)}.")
 if main.get("metrics"):
     st.caption("Labelled metrics: " + ", ".join(
         f"{k} {v:.4f}" for k, v in main["metrics"].items() if isinstance(v, float)))

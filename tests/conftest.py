@@ -51,7 +51,7 @@ def store(home: Path) -> Store:
 
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace built by the code behind `modeldeck demo`: 4 experiments x 3 models."""
+    """A workspace built by the code behind `modeldeck demo`: 5 experiments x 3 models."""
     path = tmp_path_factory.mktemp("demo_home")
     create_demo(Store.open(path))
     return path

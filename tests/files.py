@@ -17,3 +17,20 @@ def write_frame(store: Store, folder: str, name: str, frame: pd.DataFrame) -> st
     else:
         frame.to_parquet(path, index=False)
     return str(path.relative_to(store.workspace.home))
+
+
+def unfit_source(store: Store) -> dict[str, str]:
+    """A file source that exists but has none of the model's columns: a run of it is queued,
+    then fails at its schema check (a missing file is refused when the run is queued)."""
+    return {"kind": "file",
+            "path": write_frame(store, "incoming", "unfit.parquet", pd.DataFrame({"x": [1]}))}
+
+
+def source_gone(store: Store, name: str, path: str) -> None:
+    """Point deployment `name`'s pipeline source at `path`, a file that does not exist (as
+    when an export was removed after the pipeline was saved): its next run fails saying so."""
+    from core import deployments
+
+    current = deployments.get_deployment(store, name).pipeline
+    deployments.update_pipeline(store, name, {**current, "source": {"kind": "file",
+                                                                    "path": path}})

@@ -228,3 +228,16 @@ def test_numeric_model_on_text_columns_is_a_schema_mismatch(store: Store, state:
     dataset = datasets.register_frame(store, frame, name="text", kind="upload", source="t")
     _refused(store, state, dataset, SchemaMismatch, "m.skops", sio.dumps(fitted),
              "could not predict the reference dataset 'text'", target="y")
+
+
+def test_a_model_fitted_on_integer_labels_imports_with_its_classes(store: Store) -> None:
+    frame = datasets.loans_frame(n_rows=600)
+    dataset = datasets.register_frame(store, frame, name="loans", kind="upload",
+                                      source="loans.csv")
+    X = frame[["credit_score", "loan_amount"]]  # no holes: a bare estimator has no imputer
+    fitted = LogisticRegression(max_iter=2000).fit(X, frame["default"])
+    model = _import(store, dataset, "loans.skops", sio.dumps(fitted), target="default",
+                    features=list(X.columns), key_column="loan_id")
+    assert model.task == "binary" and model.schema.classes == (0, 1)
+    assert [type(c) for c in model.schema.classes] == [int, int]
+    assert model.metrics["accuracy"] > 0.6 and model.metrics["reference_rows"] == 600

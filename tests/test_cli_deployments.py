@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+
 import pytest
 
-from core import registry
+from core import cli_deployments, registry, worker
 from core.store import Store
 from tests.cli_helpers import run, run_json
+from tests.files import unfit_source
 
 DEPLOYMENT_FIELDS = {"id", "name", "environment", "access", "current", "pipeline",
                      "created_at", "updated_at"}
@@ -64,9 +69,68 @@ def test_run_queues_and_runs_show_the_outcome(capsys: pytest.CaptureFixture[str]
     shown = run_json(capsys, "runs", "show", queued["id"])
     assert shown["status"] == "succeeded" and shown["rows_out"] == shown["summary"]["rows"] > 0
     assert [r["id"] for r in run_json(capsys, "runs", "list", name)] == [queued["id"]]
-    failing = run_json(capsys, "run", name, "--source", "nowhere/*.csv")
+    failing = run_json(capsys, "run", name, "--source", unfit_source(trained_store)["path"])
     assert worker.run_once(trained_store)
     code, out, _ = run(capsys, "runs", "show", failing["id"])
-    assert code == 0 and "failed" in out and "nowhere" in out
+    assert code == 0 and "failed" in out and "does not fit the model's schema" in out
+    code, _, err = run(capsys, "run", name, "--source", "nowhere/*.csv")
+    assert code == 2 and "No file matches the source 'nowhere/*.csv'." in err
+    assert run_json(capsys, "runs", "list", name)[0]["id"] == failing["id"]
     code, _, err = run(capsys, "runs", "show", "run_nope")
     assert code == 2 and "error: No run 'run_nope'." in err
+
+
+def test_run_wait_says_when_no_worker_is_running(
+        trained_store: Store, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = registry.list_models(trained_store)[0].id
+    name = run_json(capsys, "deploy", first, "--env", "staging")["name"]
+    monkeypatch.setattr(cli_deployments, "NO_WORKER_GRACE", 0.2)
+    code, _, err = run(capsys, "run", name, "--wait")
+    assert code == 2 and "error: No worker is running, so run run_" in err
+    assert "is still queued" in err and "hint: Start one with `modeldeck worker`" in err
+    queued = run_json(capsys, "runs", "list", name)
+    assert [r["status"] for r in queued] == ["queued"]  # kept: a worker started later runs it
+
+
+def test_run_wait_json_exits_1_for_a_failed_run(
+        trained_store: Store, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_deployments, "NO_WORKER_GRACE", 60.0)  # the thread is the worker
+    first = registry.list_models(trained_store)[0].id
+    name = run_json(capsys, "deploy", first, "--env", "staging")["name"]
+    source = unfit_source(trained_store)["path"]
+    worker_thread = threading.Thread(target=lambda: _drain(trained_store), daemon=True)
+    worker_thread.start()
+    code, out, _ = run(capsys, "run", name, "--source", source, "--wait", "--json")
+    worker_thread.join(timeout=60)
+    shown = json.loads(out[out.index("{"):])
+    assert code == 1 and shown["status"] == "failed"
+    assert "does not fit the model's schema" in shown["error"]
+    assert shown["message"] == "failed"  # not the last progress text
+
+
+def _drain(store: Store) -> None:
+    """A worker for one run: tick until something was executed (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not worker.run_once(store):
+        time.sleep(0.1)
+
+
+def test_an_unexpected_error_prints_one_line_and_logs_the_traceback(
+        trained_store: Store, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli_deployments.deployments, "list_deployments", broken)
+    code, out, err = run(capsys, "deployments", "list")
+    log = trained_store.workspace.home / "logs" / "cli-errors.log"
+    assert code == 1 and out == ""
+    assert err.splitlines()[0] == (
+        "error: internal error while running `modeldeck deployments list`: ZeroDivisionError: "
+        f"division by zero; details in {log}")
+    assert "Traceback" not in err
+    logged = log.read_text()
+    assert "modeldeck deployments list" in logged and "Traceback (most recent call last)" in logged
+    assert "ZeroDivisionError: division by zero" in logged

@@ -1,4 +1,4 @@
-"""The demo workspace: four experiments of three models each, built once, never duplicated."""
+"""The demo workspace: five experiments of three models each, built once, never duplicated."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ EXPECTED = {  # experiment -> (dataset, task, target, key column, classes)
     "Wine cultivar": ("wine", "multiclass", "cultivar", None, ("class_0", "class_1", "class_2")),
     "Diabetes progression": ("diabetes", "regression", "progression", None, ()),
     "Customer churn": ("customer_churn", "binary", "churn", "customer_id", ("no", "yes")),
+    "Loan defaults": ("loan_defaults", "binary", "default", "loan_id", (0, 1)),
 }
 
 
@@ -25,10 +26,10 @@ def _counts(store: Store) -> dict[str, int]:
             for table in ("projects", "datasets", "experiments", "versions", "models")}
 
 
-def test_demo_has_four_experiments_of_three_models(demo_home: Path) -> None:
+def test_demo_has_five_experiments_of_three_models(demo_home: Path) -> None:
     store = Store.open(demo_home)
-    assert _counts(store) == {"projects": 2, "datasets": 4, "experiments": 4, "versions": 4,
-                              "models": 12}
+    assert _counts(store) == {"projects": 2, "datasets": 5, "experiments": 5, "versions": 5,
+                              "models": 15}
     assert [p.name for p in registry.list_projects(store)] == ["Default", demo.DEMO_PROJECT]
     experiments = {e.name: e for e in registry.list_experiments(store)}
     assert set(experiments) == set(EXPECTED)
@@ -42,6 +43,7 @@ def test_demo_has_four_experiments_of_three_models(demo_home: Path) -> None:
         assert sorted(m.algorithm for m in models) == sorted(DEFAULT_ALGORITHMS)
         for model in models:
             assert model.schema.classes == classes and model.version == 1
+            assert [type(c) for c in model.schema.classes] == [type(c) for c in classes]
             assert (model.schema.key_column, model.task) == (key, task)
             assert target not in model.schema.feature_names
             assert key is None or key not in model.schema.feature_names
@@ -82,10 +84,10 @@ def test_demo_if_empty_twice_does_not_duplicate(home: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "--if-empty"]) == 0
     out, err = capsys.readouterr()
-    assert "Demo workspace ready" in out and "4 experiments, 12 models" in out
+    assert "Demo workspace ready" in out and "5 experiments, 15 models" in out
     assert "100%" in err
     created = _counts(Store.open(home))
-    assert created["models"] == 12 and created["experiments"] == 4
+    assert created["models"] == 15 and created["experiments"] == 5
     assert cli.main(["demo", "--if-empty"]) == 0
     assert "already has data" in capsys.readouterr().out
     assert _counts(Store.open(home)) == created

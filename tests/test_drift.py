@@ -18,6 +18,7 @@ from core.drift_scores import FeatureDrift, Thresholds, psi
 from core.entities import Deployment, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store
+from tests.files import source_gone
 
 WORKER = "drift-test"
 SHIFTED = {"age", "monthly_charges", "contract"}
@@ -205,8 +206,8 @@ def test_a_run_with_zero_rows_stores_nothing(trained_store: Store,
 
 
 def test_a_failed_run_has_no_counts(trained_store: Store, deployed: Deployment) -> None:
-    runs.enqueue_run(trained_store, deployed.name, source_override={
-        "kind": "file", "path": "incoming/none.parquet"})
+    source_gone(trained_store, deployed.name, "incoming/none.parquet")
+    runs.enqueue_run(trained_store, deployed.name)
     claimed = runs.claim_next_run(trained_store, WORKER)
     assert claimed is not None
     failed = runs.execute_run(trained_store, claimed, WORKER)

@@ -32,6 +32,7 @@ from core.store import Store
 from core.training import ALGORITHMS
 from tests.cli_helpers import run as run_cli
 from tests.cli_helpers import run_json
+from tests.files import unfit_source
 
 EXACT = 1e-6
 WINE = datasets.demo_frame("wine")
@@ -196,7 +197,7 @@ def test_a_key_not_in_the_run(trained_store: Store, run: Run) -> None:
 
 def test_a_failed_run_cannot_be_explained(trained_store: Store, deployed: Deployment) -> None:
     failed = run_by_worker(trained_store, deployed.name,
-                           source_override={"kind": "file", "path": "nowhere/*.parquet"})
+                           source_override=unfit_source(trained_store))
     assert failed.status == "failed"
     with pytest.raises(Conflict) as caught:
         explain.explain_rows(trained_store, failed.id, ["C100003"])

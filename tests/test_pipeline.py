@@ -346,7 +346,8 @@ def test_schema_check_lists_each_problem() -> None:
     assert "Column 'age' is missing from the input (the input has 'Age')." in message
     assert "Column 'region' is missing from the input." in message
     assert "Column 'visits' should be numeric (a number or boolean) but is text" in message
-    assert "Column 'plan' should be categorical (text) but is list<item: int64>." in message
+    assert ("Column 'plan' should be categorical (text such as 'basic', 'pro') but is "
+            "list<item: int64>.") in message
     with pytest.raises(SchemaMismatch) as info:
         check.raise_for_problems()
     assert message in info.value.message and "transform" in info.value.hint
@@ -391,7 +392,8 @@ def test_to_model_frame_names_every_bad_column() -> None:
     assert "Column 'region' is missing" in message
     assert "Column 'age' should be numeric (a number or boolean) but is text with " \
            "non-numeric values such as 'old'." in message
-    assert "Column 'plan' should be categorical (text) but is binary." in message
+    assert "Column 'plan' should be categorical (text such as 'basic', 'pro') but is binary." \
+        in message
 
 
 def test_a_trained_model_predicts_on_pipeline_batches(
@@ -430,7 +432,23 @@ def test_input_quality_per_row_and_counts() -> None:
     # all good; one missing; one out of range; one unseen; all missing; edges in, one unseen
     assert quality.tolist() == [1.0, 0.75, 0.75, 0.75, 0.0, 0.75]
     assert quality.name == "input_quality" and quality.index.equals(frame.index)
-    assert counts == {"missing": 5, "out_of_range": 1, "unseen_category": 2}
+    assert counts == {"missing": 5, "out_of_range": 1, "unseen_category": 2, "columns": {
+        "missing": {"age": 2, "visits": 1, "plan": 1, "region": 1},
+        "out_of_range": {"age": 1}, "unseen_category": {"plan": 1, "region": 1}}}
+    assert pipeline.describe_problems(counts) == (
+        "5 missing values (age 2, plan 1, region 1, 1 more), 1 out of training range (age 1), "
+        "2 unseen categories (plan 1, region 1)")
+
+
+def test_infinite_values_count_as_out_of_range_and_are_predicted_as_missing() -> None:
+    frame = pd.DataFrame({"age": [30.0, np.inf, -np.inf], "visits": [1.0, 2.0, 3.0],
+                          "plan": ["pro"] * 3, "region": ["north"] * 3})
+    quality, counts = pipeline.input_quality(frame, SCHEMA, PROFILE)
+    assert quality.tolist() == [1.0, 0.75, 0.75]
+    assert counts["out_of_range"] == 2 and counts["columns"]["out_of_range"] == {"age": 2}
+    cleaned = pipeline.finite(frame)
+    assert cleaned["age"].isna().tolist() == [False, True, True]
+    assert pipeline.finite(cleaned) is cleaned  # nothing to replace: the same frame
 
 
 def test_input_quality_without_a_reference_counts_presence_only() -> None:
@@ -439,7 +457,8 @@ def test_input_quality_without_a_reference_counts_presence_only() -> None:
     frame = pd.DataFrame({"x": [1e9, np.nan], "c": ["anything", None]})
     quality, counts = pipeline.input_quality(frame, schema, {})
     assert quality.tolist() == [1.0, 0.0]
-    assert counts == {"missing": 2, "out_of_range": 0, "unseen_category": 0}
+    assert counts == {"missing": 2, "out_of_range": 0, "unseen_category": 0,
+                      "columns": {"missing": {"x": 1, "c": 1}}}
 
 
 # ---------------------------------------------------------------------------- preview

@@ -16,6 +16,7 @@ from core.errors import InvalidInput, NotFound
 from core.store import Store
 from core.training import TrainRequest, train
 from tests.cli_helpers import run, run_json
+from tests.files import source_gone, unfit_source
 
 WORKER = "reports-test"
 
@@ -145,8 +146,8 @@ def test_a_report_is_self_contained_small_and_complete(trained_store: Store,
 def test_a_failed_runs_report_says_why_and_escapes_it(trained_store: Store,
                                                       deployed: Deployment) -> None:
     reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
-    done = run_by_worker(trained_store, deployed.name, source_override={
-        "kind": "file", "path": "incoming/<b>missing</b>.parquet"})
+    source_gone(trained_store, deployed.name, "incoming/<b>missing</b>.parquet")
+    done = run_by_worker(trained_store, deployed.name)
     assert done.status == "failed"
     page = report_of(trained_store, done.id)
     assert "Why the run failed:" in page and "does not exist" in page
@@ -210,8 +211,8 @@ def test_report_file_writes_a_missing_report_and_refuses_unfinished_runs(
 def test_after_run_never_raises(trained_store: Store, deployed: Deployment,
                                 caplog: pytest.LogCaptureFixture) -> None:
     reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
-    failed = run_by_worker(trained_store, deployed.name, source_override={
-        "kind": "file", "path": "incoming/missing.parquet"})
+    failed = run_by_worker(trained_store, deployed.name,
+                           source_override=unfit_source(trained_store))
     path = reports.report_path(trained_store.workspace, failed.id)
     path.unlink()
     path.parent.rmdir()

@@ -10,9 +10,10 @@ import pytest
 
 from core import audit, deployments, registry, results, runs
 from core.entities import Run
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, DamagedResults, InvalidInput, NotFound
 from core.store import Store
 from core.training import TrainingResult
+from tests.files import unfit_source
 
 WORKER = "test-worker"
 
@@ -141,7 +142,7 @@ def test_runs_without_results_say_why(trained_store: Store) -> None:
     assert claimed is not None and runs.execute_run(trained_store, claimed, WORKER).status == (
         "succeeded")
     broken = runs.enqueue_run(trained_store, name,
-                              source_override={"kind": "file", "path": "nowhere.parquet"})
+                              source_override=unfit_source(trained_store))
     claimed = runs.claim_next_run(trained_store, WORKER)
     assert claimed is not None and claimed.id == broken.id
     broken = runs.execute_run(trained_store, claimed, WORKER)
@@ -173,3 +174,30 @@ def test_purge_refuses_an_unfinished_run(trained_store: Store) -> None:
     queued = runs.enqueue_run(trained_store, deploy_churn(trained_store))
     with pytest.raises(Conflict, match="is still queued"):
         results.purge(trained_store, queued.id)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_a_damaged_results_file_is_named_everywhere(trained_store: Store, damage: str) -> None:
+    from core import explain
+
+    name = deploy_churn(trained_store)
+    done = execute(trained_store, name)
+    path = runs.result_path(trained_store.workspace, done.id)
+    key = results.page(trained_store, done.id, limit=1)[0]["customer_id"].iloc[0]
+    explain.explain_rows(trained_store, done.id, [key])  # remembered as readable
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        detail = "Parquet magic bytes not found"
+    else:
+        pd.DataFrame({"x": [1, 2]}).to_parquet(path)
+        detail = f"it holds 2 rows, the run wrote {done.rows_out:,}"
+    for action in (lambda: results.page(trained_store, done.id),
+                   lambda: results.export(trained_store, done.id, "csv"),
+                   lambda: explain.explain_rows(trained_store, done.id, [key])):
+        with pytest.raises(DamagedResults) as caught:
+            action()
+        assert caught.value.message.startswith(
+            f"The results file of run {done.id} is damaged (")
+        assert detail in caught.value.message
+        assert caught.value.hint == "Purge the run (its results are lost) or run it again."
+    assert results.purge(trained_store, done.id, actor="ana").purged_at is not None

@@ -17,6 +17,7 @@ from core.entities import Deployment, Run
 from core.errors import InvalidInput, NotFound
 from core.store import Store
 from core.training import TrainRequest, classification_metrics, regression_metrics, train
+from tests.files import source_gone
 
 WORKER = "test-worker"
 
@@ -205,8 +206,8 @@ def assert_failed(store: Store, run: Run, *fragments: str) -> None:
 def test_a_missing_source_fails_the_run_and_keeps_earlier_ones(trained_store: Store,
                                                                deployed: Deployment) -> None:
     earlier = execute(trained_store, deployed.name)
-    run = execute(trained_store, deployed.name,
-                  source_override={"kind": "file", "path": "incoming/gone.parquet"})
+    source_gone(trained_store, deployed.name, "incoming/gone.parquet")
+    run = execute(trained_store, deployed.name)
     assert_failed(trained_store, run, "gone.parquet")
     assert runs.get_run(trained_store, earlier.id).status == "succeeded"
     assert pd.read_parquet(runs.result_path(trained_store.workspace, earlier.id)).shape[0] == 600

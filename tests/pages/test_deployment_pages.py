@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import audit, deployments, registry, runs, worker
 from core.store import Store
+from tests.files import source_gone
 
 OpenPage = Callable[..., AppTest]
 
@@ -129,9 +130,8 @@ def test_run_now_then_open_the_results(
 def test_results_of_a_failed_run_show_the_reason(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
-    run = runs.enqueue_run(
-        trained_store, deployed, source_override={"kind": "file", "path": "missing.csv"}
-    )
+    source_gone(trained_store, deployed, "missing.csv")
+    run = runs.enqueue_run(trained_store, deployed)
     worker.run_once(trained_store)
     at = open_page("pages/results.py", run=run.id)
     assert any("The run failed" in e and "missing.csv" in e for e in errors(at)), errors(at)
