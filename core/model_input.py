@@ -227,7 +227,22 @@ def _as_text(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> pd.S
         column = pc.if_else(column, pair[True], pair[False])  # as the training file spelt them
     elif not pa.types.is_string(dtype):
         column = pc.cast(column, pa.string())
+    else:
+        column = _truth_spelling(column, feature)
     return column.to_pandas()
+
+
+def _truth_spelling(column: pa.Array | pa.ChunkedArray,
+                    feature: FeatureSchema) -> pa.Array | pa.ChunkedArray:
+    """For a yes/no-like category pair, any spelling of a truth value ("True", "YES", "t") as
+    the training file spelt it ("true", "yes"): exports differ in case and words."""
+    pair = truth_pair(feature.categories)
+    if pair is None:
+        return column
+    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
+    return pc.if_else(pc.is_in(lowered, pa.array(sorted(TRUE_WORDS))), pair[True],
+                      pc.if_else(pc.is_in(lowered, pa.array(sorted(FALSE_WORDS))),
+                                 pair[False], column))
 
 
 def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:

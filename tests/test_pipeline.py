@@ -516,3 +516,26 @@ def test_json_lines_with_nested_values_preview(ws: Workspace) -> None:
     (ws.home / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     shown = pipeline.preview(ws, _file("d.jsonl"), SCHEMA)
     assert shown.stages[0].frame["id"].tolist() == ["a", "b"]
+
+
+def test_yes_no_categories_meet_any_spelling_and_booleans() -> None:
+    schema = ModelSchema((FeatureSchema("owner", "categorical", "str", ("no", "yes")),
+                          FeatureSchema("flag", "categorical", "str", ("false", "true")),
+                          FeatureSchema("plan", "categorical", "str", ("basic", "pro")),
+                          FeatureSchema("verified", "numeric", "bool")), "y", "binary")
+    batch = pa.record_batch({"owner": [True, False, None], "flag": ["True", "FALSE", " t "],
+                             "plan": ["pro", "basic", "pro"], "verified": ["yes", "N", ""]})
+    frame = pipeline.to_model_frame(batch, schema)
+    assert frame["owner"].tolist()[:2] == ["yes", "no"] and pd.isna(frame["owner"].iloc[2])
+    assert frame["flag"].tolist() == ["true", "false", "true"]
+    np.testing.assert_array_equal(frame["verified"], [1.0, 0.0, np.nan])
+    assert pipeline.check_schema(batch.schema, schema, sample=batch).is_ok
+    wrong = pa.record_batch({"owner": ["yes"], "flag": ["true"], "plan": [True],
+                             "verified": ["perhaps"]})
+    check = pipeline.check_schema(wrong.schema, schema, sample=wrong)
+    assert check.message() == (
+        "Column 'plan' should be categorical (text such as 'basic', 'pro') but is true/false "
+        "(boolean). Column 'verified' should be numeric (true/false, 1/0 or yes/no) but is "
+        "text with non-numeric values such as 'perhaps'.")
+    with pytest.raises(SchemaMismatch, match="'plan' should be categorical"):
+        pipeline.to_model_frame(wrong, schema)
