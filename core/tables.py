@@ -120,9 +120,15 @@ def _first_line(path: Path) -> str:
     """The first non-blank line of a (possibly gzipped) text file ("" when there is none)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as raw:  # type: ignore[operator]
-        head = raw.read(1 << 16)
-    text = head.decode("utf-8-sig", errors="replace")
-    return next((line for line in text.splitlines() if line.strip()), "")
+        # Line by line (a buffered read of a few KB): a run checks every file of a glob.
+        for number in range(100):
+            line = raw.readline(1 << 20)
+            if not line:
+                break
+            text = line.decode("utf-8-sig" if number == 0 else "utf-8", errors="replace")
+            if text.strip():
+                return text.rstrip("\r\n")
+    return ""
 
 
 def read_header(path: Path) -> list[str] | None:
