@@ -5,8 +5,8 @@ plus where its password comes from. The password never enters the DuckDB metadat
 text: it is either the name of an environment variable read when connecting
 (`{"env": "VAR"}`), or a Fernet token encrypted with the workspace key, a file beside the
 store created 0600 on first use. The key file's name starts with the store's, so pipeline
-sources cannot read it and sinks cannot write it (core/pipeline_sql.py `_readable` and
-core/pipeline.py `_output_path` keep every `modeldeck.duckdb*` file out of their reach).
+sources cannot read it and sinks cannot write it (core/workspace.py refuses every
+`modeldeck.duckdb*` file and any allowed root above the workspace).
 Descriptions (`describe`, `to_dict`) say where the password comes from, never its value.
 """
 

@@ -64,7 +64,7 @@ from core.pipeline_sql import (
     strip_trailing,
     transform_connection,
 )
-from core.workspace import DB_NAME, Workspace
+from core.workspace import Workspace
 
 __all__ = ["DEFAULT_BATCH_ROWS", "Preview", "SchemaCheck", "StagePreview", "check_schema",
            "input_quality", "open_input", "preview", "to_model_frame", "validate_pipeline"]
@@ -107,8 +107,9 @@ def validate_pipeline(pipeline: dict[str, Any],
     """
     if not _runs_sql(pipeline):  # a file source without transforms: no connection to open
         return _validate(pipeline, workspace or Workspace.resolve(), None)
-    with transform_connection() as con:
-        return _validate(pipeline, workspace or Workspace.resolve(), con)
+    ws = workspace or Workspace.resolve()
+    with transform_connection(ws) as con:
+        return _validate(pipeline, ws, con)
 
 
 def _runs_sql(pipeline: Any) -> bool:
@@ -262,9 +263,7 @@ def _output_path(ws: Workspace, path: str, label: str, block: str) -> Path:
     if not resolved.is_relative_to(home) or resolved == home:
         raise PipelineError(f"{label} writes to '{path}', outside the workspace {home}.",
                             "Sinks write inside the workspace only, e.g. exports/scores.", block)
-    own = [ws.datasets_dir, ws.artifacts_dir, ws.runs_dir, ws.logs_dir, ws.uploads_dir]
-    if (resolved.parent == home and resolved.name.startswith(DB_NAME)) or any(
-            resolved.is_relative_to(d.resolve()) for d in own):
+    if ws.is_own(resolved):
         raise PipelineError(f"{label} writes to '{path}', among ModelDeck's own files.",
                             "Write sinks to a folder of your own, e.g. exports/.", block)
     return resolved
@@ -315,7 +314,8 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
     """
     with contextlib.ExitStack() as stack:
         # Connections only where needed (~15 ms each): transforms (or SQL to check), a source.
-        tcon = stack.enter_context(transform_connection()) if _runs_sql(pipeline) else None
+        tcon = (stack.enter_context(transform_connection(workspace)) if _runs_sql(pipeline)
+                else None)
         spec = _validate(pipeline, workspace, tcon)
         rows = _check_batch_rows(batch_rows or spec["batch_rows"])
         labels = _labels(spec)
@@ -380,8 +380,10 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
     (a failing stage carries its message, later stages are not shown)."""
     raw = pipeline if isinstance(pipeline, dict) else {}
     stages: list[StagePreview] = []
-    with transform_connection() as tcon, source_connection(workspace) as scon:
+    with contextlib.ExitStack() as stack:
         try:
+            tcon = stack.enter_context(transform_connection(workspace))
+            scon = stack.enter_context(source_connection(workspace))
             source = _check_source(workspace, raw.get("source"), tcon)
             labels = _labels({"source": source, "transforms": []})
             if source["kind"] == "postgres":  # one query: a sample the transforms run on

@@ -25,7 +25,8 @@ import duckdb
 import pyarrow as pa
 
 from core.errors import InvalidInput, PipelineError
-from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, Workspace
+from core.store import memory_database
+from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, PRIVATE_DIR, Workspace
 
 Connection = duckdb.DuckDBPyConnection
 READERS = {".csv": "read_csv", ".tsv": "read_csv", ".txt": "read_csv",
@@ -82,9 +83,11 @@ def confine(ws: Workspace, path: str) -> Path:
     """`Workspace.confine` for a source path, refusing as a PipelineError of the source."""
     try:
         return ws.confine(path)
-    except InvalidInput as exc:
-        raise PipelineError(f"The source path {exc.message.removeprefix('The path ')}",
-                            exc.hint, "source") from exc
+    except InvalidInput as exc:  # outside the roots, or a root that is itself refused
+        message = exc.message
+        if message.startswith("The path "):
+            message = f"The source path {message.removeprefix('The path ')}"
+        raise PipelineError(message, exc.hint, "source") from exc
 
 
 def data_suffix(path: str) -> str:
@@ -184,7 +187,9 @@ def _literal_end(sql: str, start: int) -> int:
 
 def _readable(ws: Workspace) -> tuple[list[str], list[str]]:
     """Directories and files a source may read: the allowed roots, with the workspace listed
-    entry by entry so that the metadata file (and its WAL) stay out of reach."""
+    entry by entry so that the metadata file (its WAL, its key) and the private folder
+    (DuckDB's temporary files) stay out of reach. Raises InvalidInput for a root that would
+    reach them (Workspace.allowed_roots)."""
     home = ws.home.resolve()
     dirs, files = [], []
     for root in ws.allowed_roots():
@@ -192,6 +197,8 @@ def _readable(ws: Workspace) -> tuple[list[str], list[str]]:
             dirs.append(str(root).rstrip("/") + "/")
         elif home.is_dir():
             for entry in home.iterdir():
+                if entry.name == PRIVATE_DIR:
+                    continue
                 if entry.is_dir():
                     dirs.append(f"{entry}/")
                 elif not entry.name.startswith(DB_NAME):
@@ -212,12 +219,15 @@ _SOURCE_DBS_LOCK = threading.Lock()
 def source_connection(ws: Workspace) -> Iterator[Connection]:
     """An in-memory connection that can read only the allowed folders (a fresh cursor on a
     database kept per allow-list: the list is re-read from the workspace on every call)."""
-    dirs, files = _readable(ws)
+    try:
+        dirs, files = _readable(ws)
+    except InvalidInput as exc:
+        raise PipelineError(exc.message, exc.hint, "source") from exc
     key = (tuple(dirs), tuple(files))
     with _SOURCE_DBS_LOCK:
         base = _SOURCE_DBS.get(key)
         if base is None:
-            base = duckdb.connect(":memory:")
+            base = memory_database(ws)
             # In this order: the allow-lists cannot change once external access is off.
             base.execute("SET allowed_directories = ?", [dirs])
             base.execute("SET allowed_paths = ?", [files])
@@ -233,9 +243,10 @@ def source_connection(ws: Workspace) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
-def transform_connection() -> Iterator[Connection]:
-    """An in-memory connection that can touch no file: transforms see only `input`."""
-    con = duckdb.connect(":memory:")
+def transform_connection(ws: Workspace) -> Iterator[Connection]:
+    """An in-memory connection that can touch no file: transforms see only `input` (its spill
+    files go to the workspace's private folder)."""
+    con = memory_database(ws)
     try:
         con.execute("SET enable_external_access = false")
         yield con
