@@ -93,6 +93,8 @@ def expire_lost_runs(store: Store) -> list[str]:
     expired = runs.expire_leases(store)
     for run_id in expired:
         log.warning("run %s: its worker was lost (lease expired)", run_id)
+    for folder in store.workspace.remove_dead_temp_dirs():
+        log.info("removed %s: DuckDB spill files of a process that is gone", folder)
     if expired:
         runs.touch_queue_marker(store.workspace)  # a retried run is queued again
     return expired
@@ -314,8 +316,12 @@ class Tick:
             self.executor.restart()
 
     def _lost(self, run_id: str, exc: BaseException) -> runs.Outcome:
-        """The outcome of a run whose executor died (or raised, which is a bug)."""
+        """The outcome of a run whose executor died (settled by the retry policy when
+        recorded: core/lost_runs.py), or raised, which is a bug."""
         log.error("run %s: %s", run_id, executors.describe(exc))
+        if executors.is_dead(exc):
+            return runs.Outcome(run_id, "failed", executors.DIED, finished_at=utcnow(),
+                                lost=executors.LOST)
         shutil.rmtree(runs.results_dir(self.store.workspace, run_id), ignore_errors=True)
         return runs.Outcome(run_id, "failed", executors.describe(exc), finished_at=utcnow())
 

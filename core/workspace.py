@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -124,6 +125,18 @@ class Workspace:
         parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return parent / f"{os.getpid()}-{secrets.token_hex(4)}"
 
+    def remove_dead_temp_dirs(self) -> list[Path]:
+        """Remove the DuckDB spill folders of processes that no longer exist (a SIGKILLed
+        executor never closes its databases); returns what was removed."""
+        removed = []
+        parent = self.private_dir / "tmp"
+        for folder in parent.iterdir() if parent.is_dir() else ():
+            pid = folder.name.split("-", 1)[0]
+            if pid.isdigit() and not _is_running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
+
     def confine(self, path: str | os.PathLike[str]) -> Path:
         """Resolve `path` (relative to the workspace) and refuse it outside the allowed roots or
         when it is one of the private files (the store, its key, DuckDB's temporary files)."""
@@ -160,6 +173,16 @@ class Workspace:
         home = self.home.resolve()
         return (path.parent == home and path.name.startswith(DB_NAME)) or path.is_relative_to(
             self.private_dir.resolve())
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 @contextlib.contextmanager

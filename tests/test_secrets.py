@@ -260,3 +260,17 @@ def test_a_pickle_that_runs_code_is_never_loaded_without_trust(tmp_path: Path) -
     with pytest.raises(UntrustedArtifact, match="runs any code"):
         artifacts.load_bytes("model.pkl", pickle.dumps(_RunsCode(marker)))
     assert not marker.exists()
+
+
+def test_spill_folders_of_dead_processes_are_removed_by_the_worker(store: Store) -> None:
+    from core import worker
+
+    parent = store.workspace.private_dir / "tmp"
+    parent.mkdir(parents=True, exist_ok=True)
+    dead = parent / "999999999-dead"  # no such pid (above Linux's pid_max)
+    alive = parent / f"{os.getpid()}-mine"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "duckdb_temp_storage-0.tmp").write_bytes(b"x" * 1024)
+    assert worker.run_once(store, "cleaner") is False  # nothing queued; the check still ran
+    assert not dead.exists() and alive.exists()
