@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from core import sql_limits
 from core.errors import InvalidInput, PipelineError
 from core.store import memory_database
 from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, PRIVATE_DIR, Workspace
@@ -210,24 +211,26 @@ def _readable(ws: Workspace) -> tuple[list[str], list[str]]:
 # many small runs keeps one confined database per allow-list and hands out cursors. Cursors
 # share the locked settings (external access off can not be turned back on) but not temporary
 # objects, and a cursor per use keeps threads apart (DESIGN.md, traps: duckdb 2.0).
-_SOURCE_DBS: dict[tuple[tuple[str, ...], tuple[str, ...]], Connection] = {}
+_SOURCE_DBS: dict[tuple[tuple[str, ...], tuple[str, ...], str], Connection] = {}
 _SOURCE_DBS_MAX = 4
 _SOURCE_DBS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def source_connection(ws: Workspace) -> Iterator[Connection]:
-    """An in-memory connection that can read only the allowed folders (a fresh cursor on a
-    database kept per allow-list: the list is re-read from the workspace on every call)."""
+def source_connection(ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
+                      ) -> Iterator[Connection]:
+    """An in-memory connection that can read only the allowed folders, with DuckDB's memory
+    limit `memory` (a fresh cursor on a database kept per allow-list and limit: the list is
+    re-read from the workspace on every call)."""
     try:
         dirs, files = _readable(ws)
     except InvalidInput as exc:
         raise PipelineError(exc.message, exc.hint, "source") from exc
-    key = (tuple(dirs), tuple(files))
+    key = (tuple(dirs), tuple(files), memory)
     with _SOURCE_DBS_LOCK:
         base = _SOURCE_DBS.get(key)
         if base is None:
-            base = memory_database(ws)
+            base = memory_database(ws, memory)
             # In this order: the allow-lists cannot change once external access is off.
             base.execute("SET allowed_directories = ?", [dirs])
             base.execute("SET allowed_paths = ?", [files])
@@ -243,10 +246,11 @@ def source_connection(ws: Workspace) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
-def transform_connection(ws: Workspace) -> Iterator[Connection]:
+def transform_connection(ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
+                         ) -> Iterator[Connection]:
     """An in-memory connection that can touch no file: transforms see only `input` (its spill
-    files go to the workspace's private folder)."""
-    con = memory_database(ws)
+    files go to the workspace's private folder; DuckDB's memory limit is `memory`)."""
+    con = memory_database(ws, memory)
     try:
         con.execute("SET enable_external_access = false")
         yield con
@@ -308,6 +312,9 @@ def failure(exc: BaseException, labels: Labels, block: str | None,
     elif where and located:
         block = where[0]
         text = _renumber(text, located, where[1])
+    limited = sql_limits.limit_error(text, block)  # stopped by a time or memory limit
+    if limited is not None:
+        return limited
     return PipelineError(f"{labels.get(block, labels[None])} failed: {excerpt(text)}",
                          hint_for(text, block), block)
 
