@@ -35,7 +35,7 @@ from typing import TypeVar
 
 from core import drift, explain, reports, runs, validation
 from core.entities import Progress, Run, no_progress
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.store import Store
 
 EXECUTORS_ENV = "MODELDECK_EXECUTORS"
@@ -72,11 +72,38 @@ def executor_count(given: int | None = None) -> int:
 
 def after_run(store: Store, done: Run, progress: Progress = no_progress) -> None:
     """The steps after a run's outcome is recorded, in order; none of them fails the run or
-    raises (each logs its own trouble)."""
+    raises (each logs its own trouble). Then the run's pending mark goes."""
     explain.after_run(store, done, progress)  # global importance
     drift.after_run(store, done)  # per-run drift counts
     validation.after_run(store, done)  # a validation run's report
     reports.after_run(store, done)  # the run's HTML report (after drift: it shows it)
+    (store.workspace.pending_dir / done.id).unlink(missing_ok=True)
+
+
+def mark_pending(store: Store, run_ids: list[str]) -> None:
+    """Note that these runs' after-run steps are still to do (an empty file each), so a worker
+    stopped or killed before doing them leaves them to the next one (`pending_runs`)."""
+    if run_ids:
+        store.workspace.pending_dir.mkdir(exist_ok=True)
+        for run_id in run_ids:
+            (store.workspace.pending_dir / run_id).touch()
+
+
+def pending_runs(store: Store) -> list[Run]:
+    """Finished runs whose after-run steps a stopped worker left, oldest first; marks of runs
+    that are gone or not finished are dropped."""
+    folder = store.workspace.pending_dir
+    found = []
+    for mark in sorted(folder.iterdir()) if folder.is_dir() else ():
+        try:
+            run = runs.get_run(store, mark.name)
+        except NotFound:
+            run = None
+        if run is None or run.status not in ("succeeded", "failed"):
+            mark.unlink(missing_ok=True)
+        else:
+            found.append(run)
+    return sorted(found, key=lambda r: (r.finished_at or r.queued_at, r.id))
 
 
 class Inline:
@@ -265,4 +292,5 @@ def describe(exc: BaseException) -> str:
 
 
 __all__ = ["CLAIM_AHEAD", "DIED", "EXECUTORS_ENV", "LOST", "Inline", "Pool", "after_run",
-           "describe", "executor_count", "is_dead", "result_or"]
+           "describe", "executor_count", "is_dead", "mark_pending", "pending_runs",
+           "result_or"]

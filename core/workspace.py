@@ -19,7 +19,9 @@ ALLOWED_ROOTS_ENV = "MODELDECK_ALLOWED_ROOTS"
 PRIVATE_DIR = "private"  # DuckDB's temporary files: no source reads it, no sink writes it
 # Folders whose files ModelDeck writes itself and references from the metadata: never a sink
 # or a report copy target (labels/ is core/ground_truth.py's LABELS_DIR).
-OWN_DIRS = ("datasets", "artifacts", "runs", "logs", "uploads", "labels", PRIVATE_DIR)
+PENDING_DIR = "pending"  # one empty file per finished run whose after-run steps are to do
+OWN_DIRS = ("datasets", "artifacts", "runs", "logs", "uploads", "labels", PRIVATE_DIR,
+            PENDING_DIR)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class Workspace:
     @property
     def private_dir(self) -> Path:
         return self.home / PRIVATE_DIR
+
+    @property
+    def pending_dir(self) -> Path:
+        return self.home / PENDING_DIR
 
     def ensure(self) -> Workspace:
         for folder in (self.datasets_dir, self.artifacts_dir, self.runs_dir, self.logs_dir,

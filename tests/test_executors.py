@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core import executors, explain, runs, scheduler, worker
+from core import drift, executors, explain, runs, scheduler, worker
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store
@@ -225,3 +225,27 @@ def test_a_dead_executor_fails_only_its_own_run_which_is_retried_by_its_policy(
     assert (retried.status, retried.attempt, retried.error) == ("succeeded", 2, None)
     assert runs.result_path(trained_store.workspace, doomed.id).exists()
     assert len(pool.pids()) == 0  # closed
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_leaves_its_pending_steps_to_the_next_one(
+        trained_store: Store, deployed: Deployment) -> None:
+    small = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(6)]
+    doomed = queue_big_run(trained_store, deployed)  # queued last: the steps wait behind it
+    with worker_process(trained_store, "--executors", "1") as child:
+        wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)
+        assert [runs.get_run(trained_store, r).status for r in small] == ["succeeded"] * 6
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=60)
+    assert child.returncode in (0, 143), out
+    pending = trained_store.workspace.pending_dir
+    # Nothing was computed on the way out (a step can outlast any stop budget) ...
+    assert [r for r in small if explain.get_importance(trained_store, r) is None] == small
+    assert set(small) | {doomed.id} == {p.name for p in pending.iterdir()}
+    # ... and the next worker does it, before anything else.
+    tick = worker.Tick(trained_store, "next-worker")
+    assert tick() == 0
+    for run_id in small:
+        assert explain.get_importance(trained_store, run_id) is not None
+        assert drift.counts_path(trained_store, run_id, None).exists()
+    assert list(pending.iterdir()) == [] and tick.deferred == []
