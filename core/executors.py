@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from core import drift, explain, reports, runs, validation
 from core.entities import Progress, Run, no_progress
@@ -154,7 +154,7 @@ class Pool:
             raise ValueError("a pool needs at least one executor process")
         self.home, self.size, self.depth = home, size, size * CLAIM_AHEAD
         self._slots = [self._start() for _ in range(size)]
-        self._jobs: dict[Future[object], int] = {}  # submitted, maybe not done: its slot
+        self._jobs: dict[Future[Any], int] = {}  # submitted, maybe not done: its slot
 
     def _start(self) -> ProcessPoolExecutor:
         slot = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
@@ -172,7 +172,7 @@ class Pool:
             busy[index] += 1
         index = busy.index(min(busy))
         future = self._slots[index].submit(job, *args)
-        self._jobs[future] = index  # type: ignore[index]
+        self._jobs[future] = index
         return future
 
     def run(self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
@@ -190,7 +190,7 @@ class Pool:
         """The executor processes' ids (started by now, unless one died)."""
         return sorted(pid for slot in self._slots for pid in _processes(slot))
 
-    def pid_of(self, future: Future[object]) -> int | None:
+    def pid_of(self, future: Future[Any]) -> int | None:
         """The process executing a job submitted here (None once it is done)."""
         index = self._jobs.get(future)
         if index is None or future.done():

@@ -134,8 +134,10 @@ def linked(ws: Workspace, file: Path) -> str:
     try:
         return str(ws.confine(file))
     except InvalidInput as exc:
-        raise PipelineError(f"The source file '{file}' links to '{file.resolve()}', outside the "
-                            "workspace and the allowed folders.", exc.hint, "source") from exc
+        where = ("one of ModelDeck's private files" if ws.is_secret(file.resolve()) else
+                 "outside the workspace and the allowed folders")
+        raise PipelineError(f"The source file '{file}' links to '{file.resolve()}', {where}.",
+                            exc.hint, "source") from exc
 
 
 def source_query(ws: Workspace, source: dict[str, str]) -> str:

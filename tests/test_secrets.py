@@ -122,6 +122,8 @@ def test_no_confined_read_takes_a_private_file_as_data(keyed: Store) -> None:
     with pytest.raises(InvalidInput, match="private files"):
         datasets.add_path(keyed, "key.csv", confined=True)
     _refused(ws, _sql("SELECT * FROM read_csv('key.csv')"), "private files")
+    _refused(ws, {"source": {"kind": "file", "path": "*.csv"}},
+             "key.csv' links to", "one of ModelDeck's private files")
 
 
 def test_the_unconfined_cli_still_never_registers_a_private_file(
