@@ -308,8 +308,11 @@ def list_connections(store: Store, project: str | None = None) -> list[PgConnect
 
 def _audit(tx: Tx, actor: str, action: str, project: str, name: str,
            after: dict[str, Any] | None = None, reason: str = "") -> None:
+    """An audit entry named by the project's name, however the caller named the project."""
+    shown = tx.execute("SELECT name FROM projects WHERE id = ? OR name = ?",
+                       [project, project]).scalar() or project
     audit.record(tx, actor=actor, action=action, deployment_id=None,
-                 deployment_name=AUDIT_NAME.format(project=project, name=name), after=after,
+                 deployment_name=AUDIT_NAME.format(project=shown, name=name), after=after,
                  reason=reason)
 
 

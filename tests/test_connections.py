@@ -319,8 +319,8 @@ def test_adding_testing_and_removing_a_connection_is_audited(store: Store, pg: P
         password=pg.password, actor="ana")
     add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user,
         password="nope", replace=True, actor="bob")
-    with pytest.raises(InvalidInput):
-        connections.test_connection(store, "Default", "warehouse", actor="bob")
+    with pytest.raises(InvalidInput):  # by project id, as the UI names it: the same entry
+        connections.test_connection(store, "prj_default", "warehouse", actor="bob")
     connections.remove_connection(store, "Default", "warehouse", actor="ana")
     entries = [e for e in audit.list_entries(store) if e.action.startswith("connection-")]
     assert [(e.action, e.actor, e.deployment_name) for e in reversed(entries)] == [
