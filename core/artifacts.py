@@ -95,14 +95,6 @@ def load_bytes(filename: str, data: bytes, *, trusted_types: list[str] | tuple[s
     return require_model(model, filename)
 
 
-def load_file(path: Path, fmt: str, *, trusted_types: list[str],
-              trust_pickle: bool) -> Any:
-    """Load a stored model file of a known format (the caller checked its hash)."""
-    name = path.name if path.suffix else f"{path.name}.{fmt}"
-    return load_bytes(name, path.read_bytes(), trusted_types=trusted_types,
-                      trust_pickle=trust_pickle)
-
-
 def require_model(obj: Any, filename: str) -> Any:
     """Return `obj` if it can predict; raises ArtifactError naming what it is instead."""
     if not callable(getattr(obj, "predict", None)):

@@ -31,9 +31,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--sslmode", default="prefer")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument("--password-env", metavar="VAR",
-                        help="read the password from this environment variable when connecting")
+                        help="read the password from this environment variable when connecting "
+                             "(its name must start with MODELDECK_SECRET_)")
     secret.add_argument("--password-stdin", action="store_true",
                         help="read the password from stdin; stored encrypted")
+    p.add_argument("--allow-cleartext-password", action="store_true",
+                   help="send the password to a host outside the loopback even without TLS "
+                        "(only on a network you trust)")
     p.add_argument("--replace", action="store_true", help="overwrite a connection of that name")
     p.set_defaults(handler=cmd_add)
     for action, handler, text in (("list", cmd_list, "a project's connections"),
@@ -62,7 +66,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     conn = connections.add_connection(
         open_store(), args.project, args.name, host=args.host, port=args.port,
         database=args.database, user=args.user, sslmode=args.sslmode, password=password,
-        password_env=args.password_env, replace=args.replace)
+        password_env=args.password_env, replace=args.replace,
+        allow_cleartext=args.allow_cleartext_password)
     if args.json:
         print_json(conn.to_dict())
     else:

@@ -5,14 +5,21 @@ plus where its password comes from. The password never enters the DuckDB metadat
 text: it is either the name of an environment variable read when connecting
 (`{"env": "VAR"}`), or a Fernet token encrypted with the workspace key, a file beside the
 store created 0600 on first use. The key file's name starts with the store's, so pipeline
-sources cannot read it and sinks cannot write it (core/pipeline_sql.py `_readable` and
-core/pipeline.py `_output_path` keep every `modeldeck.duckdb*` file out of their reach).
+sources cannot read it and sinks cannot write it (core/workspace.py refuses every
+`modeldeck.duckdb*` file and any allowed root above the workspace).
 Descriptions (`describe`, `to_dict`) say where the password comes from, never its value.
+
+Only variables named `MODELDECK_SECRET_…` may hold a password, so a connection cannot be
+pointed at another secret of the process's environment (a cloud token, the API's key) and
+send it to a host of its choosing. A password goes to a host outside the loopback only over
+TLS (sslmode require, verify-ca, verify-full) unless the connection says `allow_cleartext`.
+Adding, replacing, testing and removing a connection are written to the audit log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -34,7 +41,10 @@ from core.workspace import DB_NAME, Workspace
 
 KEY_FILE = f"{DB_NAME}.key"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+TLS_SSLMODES = ("require", "verify-ca", "verify-full")  # never fall back to cleartext
+SECRET_PREFIX = "MODELDECK_SECRET_"
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+AUDIT_NAME = "connection {project}/{name}"  # the audit log's name column for connections
 
 
 @dataclass(frozen=True)
@@ -54,10 +64,12 @@ class PgConnection:
     created_by: str
     created_at: datetime
     updated_at: datetime
+    allow_cleartext: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> PgConnection:
-        return cls(**{k: v for k, v in row.items() if k != "user_name"}, user=row["user_name"])
+        fields = {k: v for k, v in row.items() if k not in ("user_name", "allow_cleartext")}
+        return cls(**fields, user=row["user_name"], allow_cleartext=bool(row["allow_cleartext"]))
 
     @property
     def password_label(self) -> str:
@@ -78,7 +90,8 @@ class PgConnection:
                 "port": self.port, "database": self.database, "user": self.user,
                 "sslmode": self.sslmode, "password": self.password_label.removeprefix(
                     "password: "), "password_env": self.password_ref
-                if self.password_kind == "env" else None}
+                if self.password_kind == "env" else None,
+                "allow_cleartext": self.allow_cleartext}
 
 
 # ---------------------------------------------------------------------------- the key
@@ -117,6 +130,13 @@ def encrypt(workspace: Workspace, password: str) -> str:
 def password(workspace: Workspace, conn: PgConnection) -> str | None:
     """The connection's password, read now; raises InvalidInput naming what is missing."""
     if conn.password_kind == "env":
+        if not conn.password_ref.startswith(SECRET_PREFIX):  # stored before the rule
+            raise InvalidInput(f"Connection '{conn.name}' takes its password from "
+                               f"${conn.password_ref}; only variables named {SECRET_PREFIX}… "
+                               "may hold a password.",
+                               f"Set {SECRET_PREFIX}{conn.password_ref} instead and add the "
+                               "connection again with --replace --password-env "
+                               f"{SECRET_PREFIX}{conn.password_ref}.")
         value = os.environ.get(conn.password_ref)
         if value is None:
             raise InvalidInput(f"Connection '{conn.name}' takes its password from the "
@@ -141,8 +161,37 @@ def connect_kwargs(workspace: Workspace, conn: PgConnection) -> dict[str, Any]:
                               "user": conn.user, "sslmode": conn.sslmode}
     secret = password(workspace, conn)
     if secret is not None:
+        refuse_cleartext(conn)
         kwargs["password"] = secret
     return kwargs
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every host of a libpq host list is this machine (localhost, 127.x, ::1, or a
+    Unix socket folder); any other name may cross a network."""
+    for part in host.split(","):
+        part = part.strip()
+        if part.startswith("/") or part == "localhost":
+            continue
+        try:
+            if ipaddress.ip_address(part).is_loopback:
+                continue
+        except ValueError:
+            pass
+        return False
+    return True
+
+
+def refuse_cleartext(conn: PgConnection) -> None:
+    """InvalidInput when the password could travel in cleartext to a host outside the
+    loopback: sslmode disable/allow/prefer can all end without TLS."""
+    if conn.sslmode in TLS_SSLMODES or conn.allow_cleartext or is_loopback(conn.host):
+        return
+    raise InvalidInput(f"Connection '{conn.name}' would send its password to {conn.host} "
+                       f"without TLS (sslmode {conn.sslmode}).",
+                       "Use sslmode require (or verify-full) if the server speaks TLS; on a "
+                       "network you trust, add the connection again with --replace "
+                       "--allow-cleartext-password.")
 
 
 # ---------------------------------------------------------------------------- the rows
@@ -180,10 +229,16 @@ def _secret(workspace: Workspace, password: str | None,
         raise InvalidInput("Give either a password or an environment variable, not both.",
                            "An environment variable keeps the password out of the workspace.")
     if password_env:
-        if not _ENV_VAR.match(password_env.strip().lstrip("$")):
+        variable = password_env.strip().lstrip("$")
+        if not _ENV_VAR.match(variable):
             raise InvalidInput(f"{password_env!r} is not an environment variable name.",
-                               "Use letters, digits and '_', e.g. WAREHOUSE_PASSWORD.")
-        return "env", password_env.strip().lstrip("$")
+                               f"Use letters, digits and '_', e.g. {SECRET_PREFIX}WAREHOUSE.")
+        if not variable.startswith(SECRET_PREFIX):
+            raise InvalidInput(f"${variable} cannot hold a connection's password: only "
+                               f"variables named {SECRET_PREFIX}… may.",
+                               f"Put the password in e.g. {SECRET_PREFIX}{variable} and name "
+                               "that; other variables of the environment stay private.")
+        return "env", variable
     if password:
         return "encrypted", encrypt(workspace, password)
     return "none", ""
@@ -192,9 +247,11 @@ def _secret(workspace: Workspace, password: str | None,
 def add_connection(store: Store, project: str, name: str, *, host: str, port: int = 5432,
                    database: str, user: str, sslmode: str = "prefer",
                    password: str | None = None, password_env: str | None = None,
-                   replace: bool = False, actor: str | None = None) -> PgConnection:
-    """Store a connection of `project` (one transaction). Raises InvalidInput for a bad setting,
-    Conflict when the name is taken (unless `replace`), NotFound for an unknown project."""
+                   replace: bool = False, allow_cleartext: bool = False,
+                   actor: str | None = None) -> PgConnection:
+    """Store a connection of `project` and its audit entry (one transaction). Raises
+    InvalidInput for a bad setting, Conflict when the name is taken (unless `replace`),
+    NotFound for an unknown project."""
     name = check_name(name)
     _settings(host, port, database, user, sslmode)
     kind, ref = _secret(store.workspace, password, password_env)
@@ -210,10 +267,15 @@ def add_connection(store: Store, project: str, name: str, *, host: str, port: in
         now = utcnow()
         tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?",
                    [project_id, name])
-        tx.execute("INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        tx.execute("INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    [old["id"] if old else new_id("con"), project_id, name, host.strip(), port,
                     database.strip(), user.strip(), sslmode, kind, ref, actor,
-                    old["created_at"] if old else now, now])
+                    old["created_at"] if old else now, now, allow_cleartext])
+        after = {"host": host.strip(), "port": port, "database": database.strip(),
+                 "user": user.strip(), "sslmode": sslmode, "password": kind,
+                 "allow_cleartext": allow_cleartext}
+        _audit(tx, actor, "connection-replace" if old else "connection-add", project, name,
+               after=after)
 
     store.write(write)
     return get_connection(store, project, name)
@@ -244,12 +306,35 @@ def list_connections(store: Store, project: str | None = None) -> list[PgConnect
     return [PgConnection.from_row(r) for r in store.read(read)]
 
 
-def test_connection(store: Store, project: str, name: str) -> dict[str, Any]:
-    """Connect with a stored connection and ask the server's version; raises InvalidInput
-    saying why it failed (unreachable, wrong password, variable not set)."""
+def _audit(tx: Tx, actor: str, action: str, project: str, name: str,
+           after: dict[str, Any] | None = None, reason: str = "") -> None:
+    """An audit entry named by the project's name, however the caller named the project."""
+    shown = tx.execute("SELECT name FROM projects WHERE id = ? OR name = ?",
+                       [project, project]).scalar() or project
+    audit.record(tx, actor=actor, action=action, deployment_id=None,
+                 deployment_name=AUDIT_NAME.format(project=shown, name=name), after=after,
+                 reason=reason)
+
+
+def test_connection(store: Store, project: str, name: str,
+                    actor: str | None = None) -> dict[str, Any]:
+    """Connect with a stored connection and ask the server's version; the attempt and its
+    outcome are audited. Raises InvalidInput saying why it failed (unreachable, wrong
+    password, variable not set, password refused to a host without TLS)."""
     conn = get_connection(store, project, name)
-    return {"name": conn.name, **postgres.ping(connect_kwargs(store.workspace, conn),
-                                               f"connection '{conn.name}'")}
+    actor = actor or audit.current_actor()
+    where = {"host": conn.host, "port": conn.port, "sslmode": conn.sslmode}
+    try:
+        result = {"name": conn.name, **postgres.ping(connect_kwargs(store.workspace, conn),
+                                                     f"connection '{conn.name}'")}
+    except InvalidInput as exc:
+        reason = exc.message
+        store.write(lambda tx: _audit(tx, actor, "connection-test", project, name,
+                                      {**where, "ok": False}, reason))
+        raise
+    store.write(lambda tx: _audit(tx, actor, "connection-test", project, name,
+                                  {**where, "ok": True}))
+    return result
 
 
 def users_of(pipeline: dict[str, Any], name: str) -> list[str]:
@@ -260,8 +345,10 @@ def users_of(pipeline: dict[str, Any], name: str) -> list[str]:
             and block.get("kind") == "postgres" and block.get("connection") == name]
 
 
-def remove_connection(store: Store, project: str, name: str) -> None:
-    """Delete a connection (one transaction); Conflict while a deployment's pipeline uses it."""
+def remove_connection(store: Store, project: str, name: str, actor: str | None = None) -> None:
+    """Delete a connection and audit it (one transaction); Conflict while a deployment's
+    pipeline uses it."""
+    actor = actor or audit.current_actor()
 
     def write(tx: Tx) -> None:
         project_id = _project_id(tx, project)
@@ -274,6 +361,7 @@ def remove_connection(store: Store, project: str, name: str) -> None:
         if not tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?"
                           " RETURNING id", [project_id, name]):
             raise NotFound("connection", name, "Run `modeldeck connections list` to see names.")
+        _audit(tx, actor, "connection-remove", project, name)
 
     store.write(write)
 

@@ -200,6 +200,9 @@ def add_path(store: Store, path: str, *, name: str | None = None,
         path = str(store.workspace.confine(path))
         for match in glob.glob(path) if glob.has_magic(path) else ():
             store.workspace.confine(match)  # a matched file may be a symlink leading outside
+    else:  # the CLI reads with the user's own access, but never the store's files as data
+        for match in glob.glob(path) if glob.has_magic(path) else (path,):
+            store.workspace.refuse_secret(match)
     frame = read_path(str(Path(path).expanduser()))
     label = name or Path(path).stem.replace("*", "all")
     return register_frame(store, frame, name=label, kind="path", source=path)

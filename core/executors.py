@@ -10,8 +10,13 @@ An executor process writes to the store only for a run longer than a second (thr
 progress and lease renewals, which also tell it the run was cancelled) and in the steps after
 a run; claims and outcomes are the worker's, batched into one transaction. It ignores Ctrl-C
 (the worker decides how to stop) and exits on its own when the worker process is gone (a
-SIGKILLed worker leaves no executor scoring behind it). One that dies (killed, out of memory)
-breaks the pool: the worker fails the runs that were on it, saying so, and starts a new one.
+SIGKILLed worker leaves no executor scoring behind it).
+
+Each executor process is its own one-process `ProcessPoolExecutor` (a slot), and a job goes
+to a free slot: a `ProcessPoolExecutor` of N processes breaks as a whole when one of them
+dies, failing every job in flight on it. So an executor that dies (killed, out of memory)
+takes only its own run with it; the worker settles that run by its retry policy
+(core/lost_runs.py) and starts a new process in that slot only.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from core import drift, explain, reports, runs, validation
 from core.entities import Progress, Run, no_progress
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.store import Store
 
 EXECUTORS_ENV = "MODELDECK_EXECUTORS"
@@ -40,6 +45,7 @@ PARENT_CHECK_SECONDS = 0.5  # how often an executor process looks for its worker
 DIED = ("The worker's executor process running it died (killed, or out of memory); the worker "
         "started a new one. Run it again; if it keeps happening, check the worker's log and "
         "the machine's memory.")
+LOST = "its executor process died"  # the message of a run queued again after that
 
 log = logging.getLogger("modeldeck.worker")
 T = TypeVar("T")
@@ -66,11 +72,38 @@ def executor_count(given: int | None = None) -> int:
 
 def after_run(store: Store, done: Run, progress: Progress = no_progress) -> None:
     """The steps after a run's outcome is recorded, in order; none of them fails the run or
-    raises (each logs its own trouble)."""
+    raises (each logs its own trouble). Then the run's pending mark goes."""
     explain.after_run(store, done, progress)  # global importance
     drift.after_run(store, done)  # per-run drift counts
     validation.after_run(store, done)  # a validation run's report
     reports.after_run(store, done)  # the run's HTML report (after drift: it shows it)
+    (store.workspace.pending_dir / done.id).unlink(missing_ok=True)
+
+
+def mark_pending(store: Store, run_ids: list[str]) -> None:
+    """Note that these runs' after-run steps are still to do (an empty file each), so a worker
+    stopped or killed before doing them leaves them to the next one (`pending_runs`)."""
+    if run_ids:
+        store.workspace.pending_dir.mkdir(exist_ok=True)
+        for run_id in run_ids:
+            (store.workspace.pending_dir / run_id).touch()
+
+
+def pending_runs(store: Store) -> list[Run]:
+    """Finished runs whose after-run steps a stopped worker left, oldest first; marks of runs
+    that are gone or not finished are dropped."""
+    folder = store.workspace.pending_dir
+    found = []
+    for mark in sorted(folder.iterdir()) if folder.is_dir() else ():
+        try:
+            run = runs.get_run(store, mark.name)
+        except NotFound:
+            run = None
+        if run is None or run.status not in ("succeeded", "failed"):
+            mark.unlink(missing_ok=True)
+        else:
+            found.append(run)
+    return sorted(found, key=lambda r: (r.finished_at or r.queued_at, r.id))
 
 
 class Inline:
@@ -114,54 +147,89 @@ def _now(job: Callable[[], T]) -> Future[T]:
 
 
 class Pool:
-    """`size` spawned executor processes (see the module doc)."""
+    """`size` spawned executor processes, one slot each (see the module doc)."""
 
     def __init__(self, home: Path, size: int) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one executor process")
         self.home, self.size, self.depth = home, size, size * CLAIM_AHEAD
-        self._pool = self._start()
+        self._slots = [self._start() for _ in range(size)]
+        self._jobs: dict[Future[Any], int] = {}  # submitted, maybe not done: its slot
 
     def _start(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"),
+        slot = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_child_start,
                                    initargs=(str(self.home), os.getpid(),
                                              logging.getLogger().level))
-        for _ in range(self.size):  # start every process now, not at the first run
-            pool.submit(_child_ready)
-        return pool
+        slot.submit(_child_ready)  # start the process now, not at the first run
+        return slot
+
+    def _submit(self, job: Callable[..., T], *args: object) -> Future[T]:
+        """Submit to a slot with no unfinished job (the least busy one if none is free)."""
+        self._jobs = {f: i for f, i in self._jobs.items() if not f.done()}
+        busy = [0] * self.size
+        for index in self._jobs.values():
+            busy[index] += 1
+        index = busy.index(min(busy))
+        future = self._slots[index].submit(job, *args)
+        self._jobs[future] = index
+        return future
 
     def run(self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
             ) -> Future[runs.Outcome]:
-        return self._pool.submit(_child_run, claim, worker_id, lease_seconds)
+        return self._submit(_child_run, claim, worker_id, lease_seconds)
 
     def after(self, done: Run) -> Future[None]:
-        return self._pool.submit(_child_after, done)
+        return self._submit(_child_after, done)
 
     @property
     def broken(self) -> bool:
-        return bool(getattr(self._pool, "_broken", False))
+        return any(_is_broken(slot) for slot in self._slots)
 
     def pids(self) -> list[int]:
         """The executor processes' ids (started by now, unless one died)."""
-        return sorted(getattr(self._pool, "_processes", None) or {})
+        return sorted(pid for slot in self._slots for pid in _processes(slot))
+
+    def pid_of(self, future: Future[Any]) -> int | None:
+        """The process executing a job submitted here (None once it is done)."""
+        index = self._jobs.get(future)
+        if index is None or future.done():
+            return None
+        return next(iter(_processes(self._slots[index])), None)
 
     def restart(self) -> None:
-        """A new set of processes after one died (its futures already failed)."""
-        self.close()
-        self._pool = self._start()
+        """A new process in each slot whose process died, once its job has failed (the pool
+        marks itself broken just before it fails the job)."""
+        unfinished = {i for f, i in self._jobs.items() if not f.done()}
+        for index, slot in enumerate(self._slots):
+            if _is_broken(slot) and index not in unfinished:
+                _stop(slot)
+                self._slots[index] = self._start()
 
     def close(self) -> None:
         """Stop at once: runs still executing are killed (the worker records them)."""
-        # ProcessPoolExecutor has no terminate before Python 3.14; its process table is the
-        # documented-in-source way to stop them instead of waiting for runs to end.
-        processes = list((getattr(self._pool, "_processes", None) or {}).values())
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=10)
+        for slot in self._slots:
+            _stop(slot)
+
+
+def _is_broken(slot: ProcessPoolExecutor) -> bool:
+    return bool(getattr(slot, "_broken", False))
+
+
+def _processes(slot: ProcessPoolExecutor) -> dict[int, multiprocessing.Process]:
+    # ProcessPoolExecutor has no terminate before Python 3.14; its process table is the
+    # documented-in-source way to stop them instead of waiting for runs to end.
+    return dict(getattr(slot, "_processes", None) or {})
+
+
+def _stop(slot: ProcessPoolExecutor) -> None:
+    processes = list(_processes(slot).values())
+    slot.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
 
 
 # ---------------------------------------------------------------------------- in the child
@@ -211,12 +279,18 @@ def result_or(future: Future[T], fallback: Callable[[BaseException], T]) -> T:
         return fallback(exc)
 
 
+def is_dead(exc: BaseException) -> bool:
+    """Whether a job failed because its executor process died."""
+    return isinstance(exc, BrokenProcessPool)
+
+
 def describe(exc: BaseException) -> str:
     """The error recorded on a run whose executor job raised."""
-    return DIED if isinstance(exc, BrokenProcessPool) else (
+    return DIED if is_dead(exc) else (
         f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in your "
         "data: the worker's log has the details.")
 
 
-__all__ = ["CLAIM_AHEAD", "DIED", "EXECUTORS_ENV", "Inline", "Pool", "after_run",
-           "describe", "executor_count", "result_or"]
+__all__ = ["CLAIM_AHEAD", "DIED", "EXECUTORS_ENV", "LOST", "Inline", "Pool", "after_run",
+           "describe", "executor_count", "is_dead", "mark_pending", "pending_runs",
+           "result_or"]

@@ -41,9 +41,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from core import connections, incremental, postgres, tables
+from core import connections, incremental, postgres, sql_limits, tables
 from core.entities import ModelSchema
-from core.errors import PipelineError
+from core.errors import InvalidInput, PipelineError
 from core.model_input import (
     SchemaCheck,
     check_schema,
@@ -71,7 +71,7 @@ from core.pipeline_sql import (
     strip_trailing,
     transform_connection,
 )
-from core.workspace import DB_NAME, Workspace
+from core.workspace import Workspace
 
 __all__ = ["DEFAULT_BATCH_ROWS", "Preview", "SchemaCheck", "StagePreview", "check_schema",
            "describe_problems", "finite", "input_quality", "open_input", "preview",
@@ -115,8 +115,9 @@ def validate_pipeline(pipeline: dict[str, Any],
     """
     if not _runs_sql(pipeline):  # a file source without transforms: no connection to open
         return _validate(pipeline, workspace or Workspace.resolve(), None)
-    with transform_connection() as con:
-        return _validate(pipeline, workspace or Workspace.resolve(), con)
+    ws = workspace or Workspace.resolve()
+    with transform_connection(ws) as con:
+        return _validate(pipeline, ws, con)
 
 
 def _runs_sql(pipeline: Any) -> bool:
@@ -270,9 +271,7 @@ def _output_path(ws: Workspace, path: str, label: str, block: str) -> Path:
     if not resolved.is_relative_to(home) or resolved == home:
         raise PipelineError(f"{label} writes to '{path}', outside the workspace {home}.",
                             "Sinks write inside the workspace only, e.g. exports/scores.", block)
-    own = [ws.datasets_dir, ws.artifacts_dir, ws.runs_dir, ws.logs_dir, ws.uploads_dir]
-    if (resolved.parent == home and resolved.name.startswith(DB_NAME)) or any(
-            resolved.is_relative_to(d.resolve()) for d in own):
+    if ws.is_own(resolved):
         raise PipelineError(f"{label} writes to '{path}', among ModelDeck's own files.",
                             "Write sinks to a folder of your own, e.g. exports/.", block)
     return resolved
@@ -322,8 +321,11 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
     the pipeline's); an empty result is an empty stream, not an error.
     """
     with contextlib.ExitStack() as stack:
+        watchdog = stack.enter_context(sql_limits.bounded("run"))
+        memory = watchdog.limits.memory
         # Connections only where needed (~15 ms each): transforms (or SQL to check), a source.
-        tcon = stack.enter_context(transform_connection()) if _runs_sql(pipeline) else None
+        tcon = (watchdog.watch(stack.enter_context(transform_connection(workspace, memory)))
+                if _runs_sql(pipeline) else None)
         spec = _validate(pipeline, workspace, tcon)
         rows = _check_batch_rows(batch_rows or spec["batch_rows"])
         labels = _labels(spec)
@@ -331,7 +333,7 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
             readers = [stack.enter_context(
                 connections.open_source(workspace, spec["source"], rows))]
         else:
-            scon = stack.enter_context(source_connection(workspace))
+            scon = watchdog.watch(stack.enter_context(source_connection(workspace, memory)))
             source_sql = source_query(workspace,
                                       incremental.bind_source(spec["source"], params))
             readers = [attempt(lambda: scon.sql(source_sql).to_arrow_reader(rows), labels,
@@ -347,7 +349,7 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
                                    None, chain))
         closed = threading.Event()
         batches = _rebatched(readers[-1], rows, labels, None if chain else "source", chain,
-                             closed)
+                             closed, watchdog)
         try:
             yield pa.RecordBatchReader.from_batches(readers[-1].schema, batches)
         finally:
@@ -359,14 +361,15 @@ def open_input(workspace: Workspace, pipeline: dict[str, Any], batch_rows: int |
 
 
 def _rebatched(reader: pa.RecordBatchReader, rows: int, labels: Labels,
-               block: str | None, chain: Chain | None,
-               closed: threading.Event) -> Iterator[pa.RecordBatch]:
+               block: str | None, chain: Chain | None, closed: threading.Event,
+               watchdog: sql_limits.Watchdog) -> Iterator[pa.RecordBatch]:
     """Batches of exactly `rows` rows (the last one shorter): a selective filter would
-    otherwise hand the model thousands of tiny batches."""
+    otherwise hand the model thousands of tiny batches. Past the time limit, no more."""
     pending: list[pa.RecordBatch] = []
     count = 0
     try:
         for batch in reader:
+            watchdog.check(block)
             if not batch.num_rows:
                 continue
             pending.append(batch)
@@ -390,8 +393,12 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
     (a failing stage carries its message, later stages are not shown)."""
     raw = pipeline if isinstance(pipeline, dict) else {}
     stages: list[StagePreview] = []
-    with transform_connection() as tcon, source_connection(workspace) as scon:
+    with contextlib.ExitStack() as stack:
         try:
+            watchdog = stack.enter_context(sql_limits.bounded("preview"))
+            memory = watchdog.limits.memory
+            tcon = watchdog.watch(stack.enter_context(transform_connection(workspace, memory)))
+            scon = watchdog.watch(stack.enter_context(source_connection(workspace, memory)))
             source = _check_source(workspace, raw.get("source"), tcon)
             labels = _labels({"source": source, "transforms": []})
             if source["kind"] == "postgres":  # one query: a sample the transforms run on
@@ -404,7 +411,7 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
                 head = source_chain(source_sql).limited(rows)
                 table = attempt(lambda: scon.sql(head.sql).to_arrow_table(), labels, "source",
                                 head)
-        except PipelineError as exc:
+        except InvalidInput as exc:  # a PipelineError, or a bad limit setting
             return Preview([StagePreview("source", pd.DataFrame(), str(exc))])
         table = table.rename_columns([tables.nfc(n) for n in table.column_names])
         stages.append(StagePreview("source", table.to_pandas()))
@@ -419,7 +426,8 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
                 names.add(name)
                 labels[name] = f"Transform '{name}'"
                 chain = chain.then(name, checked["sql"])
-                table = _preview_stage(scon, tcon, source_sql, chain, rows, labels, name)
+                table = _preview_stage(watchdog, scon, tcon, source_sql, chain, rows, labels,
+                                       name)
             except PipelineError as exc:
                 stages.append(StagePreview(str(name), pd.DataFrame(), str(exc)))
                 return Preview(stages, None, notes)
@@ -431,12 +439,13 @@ def preview(workspace: Workspace, pipeline: dict[str, Any], schema: ModelSchema 
     return Preview(stages, check, notes)
 
 
-def _preview_stage(scon: Connection, tcon: Connection, source_sql: str | pa.Table,
-                   chain: Chain, rows: int, labels: Labels, name: str) -> pa.Table:
+def _preview_stage(watchdog: sql_limits.Watchdog, scon: Connection, tcon: Connection,
+                   source_sql: str | pa.Table, chain: Chain, rows: int, labels: Labels,
+                   name: str) -> pa.Table:
     """The first rows of the source followed by the chain. Each stage reads a fresh source
     stream on its own cursor: a stream is read once, and a half-read one blocks its cursor.
     (A postgres source comes as its sample table, read once.)"""
-    with contextlib.closing(scon.cursor()) as cursor:
+    with contextlib.closing(watchdog.watch(scon.cursor())) as cursor:
         stream = source_sql if isinstance(source_sql, pa.Table) else attempt(
             lambda: cursor.sql(source_sql).to_arrow_reader(PREVIEW_BATCH_ROWS), labels,
             "source")

@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from core import tables
+from core import sql_limits, tables
 from core.errors import DatasetError, InvalidInput, PipelineError
-from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, Workspace
+from core.store import memory_database
+from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, PRIVATE_DIR, Workspace
 
 Connection = duckdb.DuckDBPyConnection
 READERS = {".csv": "read_csv", ".tsv": "read_csv", ".txt": "read_csv",
@@ -83,9 +84,11 @@ def confine(ws: Workspace, path: str) -> Path:
     """`Workspace.confine` for a source path, refusing as a PipelineError of the source."""
     try:
         return ws.confine(path)
-    except InvalidInput as exc:
-        raise PipelineError(f"The source path {exc.message.removeprefix('The path ')}",
-                            exc.hint, "source") from exc
+    except InvalidInput as exc:  # outside the roots, or a root that is itself refused
+        message = exc.message
+        if message.startswith("The path "):
+            message = f"The source path {message.removeprefix('The path ')}"
+        raise PipelineError(message, exc.hint, "source") from exc
 
 
 def data_suffix(path: str) -> str:
@@ -144,8 +147,10 @@ def linked(ws: Workspace, file: Path) -> str:
     try:
         return str(ws.confine(file))
     except InvalidInput as exc:
-        raise PipelineError(f"The source file '{file}' links to '{file.resolve()}', outside the "
-                            "workspace and the allowed folders.", exc.hint, "source") from exc
+        where = ("one of ModelDeck's private files" if ws.is_secret(file.resolve()) else
+                 "outside the workspace and the allowed folders")
+        raise PipelineError(f"The source file '{file}' links to '{file.resolve()}', {where}.",
+                            exc.hint, "source") from exc
 
 
 def source_query(ws: Workspace, source: dict[str, str]) -> str:
@@ -200,7 +205,9 @@ def _literal_end(sql: str, start: int) -> int:
 
 def _readable(ws: Workspace) -> tuple[list[str], list[str]]:
     """Directories and files a source may read: the allowed roots, with the workspace listed
-    entry by entry so that the metadata file (and its WAL) stay out of reach."""
+    entry by entry so that the metadata file (its WAL, its key) and the private folder
+    (DuckDB's temporary files) stay out of reach. Raises InvalidInput for a root that would
+    reach them (Workspace.allowed_roots)."""
     home = ws.home.resolve()
     dirs, files = [], []
     for root in ws.allowed_roots():
@@ -208,6 +215,8 @@ def _readable(ws: Workspace) -> tuple[list[str], list[str]]:
             dirs.append(str(root).rstrip("/") + "/")
         elif home.is_dir():
             for entry in home.iterdir():
+                if entry.name == PRIVATE_DIR:
+                    continue
                 if entry.is_dir():
                     dirs.append(f"{entry}/")
                 elif not entry.name.startswith(DB_NAME):
@@ -219,21 +228,26 @@ def _readable(ws: Workspace) -> tuple[list[str], list[str]]:
 # many small runs keeps one confined database per allow-list and hands out cursors. Cursors
 # share the locked settings (external access off can not be turned back on) but not temporary
 # objects, and a cursor per use keeps threads apart (DESIGN.md, traps: duckdb 2.0).
-_SOURCE_DBS: dict[tuple[tuple[str, ...], tuple[str, ...]], Connection] = {}
+_SOURCE_DBS: dict[tuple[tuple[str, ...], tuple[str, ...], str], Connection] = {}
 _SOURCE_DBS_MAX = 4
 _SOURCE_DBS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def source_connection(ws: Workspace) -> Iterator[Connection]:
-    """An in-memory connection that can read only the allowed folders (a fresh cursor on a
-    database kept per allow-list: the list is re-read from the workspace on every call)."""
-    dirs, files = _readable(ws)
-    key = (tuple(dirs), tuple(files))
+def source_connection(ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
+                      ) -> Iterator[Connection]:
+    """An in-memory connection that can read only the allowed folders, with DuckDB's memory
+    limit `memory` (a fresh cursor on a database kept per allow-list and limit: the list is
+    re-read from the workspace on every call)."""
+    try:
+        dirs, files = _readable(ws)
+    except InvalidInput as exc:
+        raise PipelineError(exc.message, exc.hint, "source") from exc
+    key = (tuple(dirs), tuple(files), memory)
     with _SOURCE_DBS_LOCK:
         base = _SOURCE_DBS.get(key)
         if base is None:
-            base = duckdb.connect(":memory:")
+            base = memory_database(ws, memory)
             # In this order: the allow-lists cannot change once external access is off.
             base.execute("SET allowed_directories = ?", [dirs])
             base.execute("SET allowed_paths = ?", [files])
@@ -249,9 +263,11 @@ def source_connection(ws: Workspace) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
-def transform_connection() -> Iterator[Connection]:
-    """An in-memory connection that can touch no file: transforms see only `input`."""
-    con = duckdb.connect(":memory:")
+def transform_connection(ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
+                         ) -> Iterator[Connection]:
+    """An in-memory connection that can touch no file: transforms see only `input` (its spill
+    files go to the workspace's private folder; DuckDB's memory limit is `memory`)."""
+    con = memory_database(ws, memory)
     try:
         con.execute("SET enable_external_access = false")
         yield con
@@ -313,6 +329,9 @@ def failure(exc: BaseException, labels: Labels, block: str | None,
     elif where and located:
         block = where[0]
         text = _renumber(text, located, where[1])
+    limited = sql_limits.limit_error(text, block)  # stopped by a time or memory limit
+    if limited is not None:
+        return limited
     return PipelineError(f"{labels.get(block, labels[None])} failed: {excerpt(text)}",
                          hint_for(text, block), block)
 

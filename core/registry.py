@@ -229,31 +229,40 @@ def verify_artifact(store: Store, model: Model) -> Path:
 
     Raises ArtifactError when the file is missing or changed.
     """
+    read_artifact(store, model)
+    return store.workspace.home / model.artifact_path
+
+
+def read_artifact(store: Store, model: Model) -> bytes:
+    """The artifact's bytes, read once and checked against the recorded SHA-256: the bytes that
+    were hashed are the bytes a caller loads, so a file swapped after the check is never
+    unpickled. Raises ArtifactError when the file is missing or changed."""
     path = store.workspace.home / model.artifact_path
-    if not path.is_file():
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise ArtifactError(f"The artifact of model {model.id} is missing ({path}).",
-                            "Restore the workspace from a backup, or retrain the model.")
-    actual = sha256_file(path)
+                            "Restore the workspace from a backup, or retrain the model.") from exc
+    actual = hashlib.sha256(data).hexdigest()
     if actual != model.sha256:
         raise ArtifactError(
             f"The artifact of model {model.id} changed on disk: its SHA-256 is {actual[:12]}…,"
             f" the registry recorded {model.sha256[:12]}….",
             "Someone or something modified the file; restore it from a backup or retrain. "
             "ModelDeck will not load it.")
-    return path
+    return data
 
 
 def load_estimator(store: Store, model: Model) -> Any:
-    """The fitted estimator of `model`, after checking the file's SHA-256 against the record.
-
-    Raises ArtifactError when the file is missing, changed, or not loadable.
-    """
+    """The fitted estimator of `model`, loaded from the very bytes whose SHA-256 matched the
+    record. Raises ArtifactError when the file is missing, changed, or not loadable."""
     # Imported here: core.artifacts pulls in skops, which most callers never need.
-    from core.artifacts import load_file
+    from core.artifacts import load_bytes
 
-    path = verify_artifact(store, model)
-    return load_file(path, model.artifact_format, trusted_types=list(model.trusted_types),
-                     trust_pickle=True)
+    data = read_artifact(store, model)
+    path = Path(model.artifact_path)
+    name = path.name if path.suffix else f"{path.name}.{model.artifact_format}"
+    return load_bytes(name, data, trusted_types=list(model.trusted_types), trust_pickle=True)
 
 
 def cached_estimator(store: Store, model: Model) -> Any:

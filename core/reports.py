@@ -98,8 +98,9 @@ def set_report_settings(store: Store, name: str, *, enabled: bool | None = None,
 
 
 def _copy_folder(ws: Workspace, folder: str) -> Path:
-    """The copy-to folder, confined; raises InvalidInput outside the roots or for a file."""
-    path = ws.confine(folder)
+    """The copy-to folder, confined; raises InvalidInput outside the roots, for a file, or for
+    one of ModelDeck's own folders."""
+    path = ws.output_path(folder)
     if path.exists() and not path.is_dir():
         raise InvalidInput(f"The report folder '{folder}' is a file.",
                            "Give a folder (it is created when missing), e.g. exports/reports.")

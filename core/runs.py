@@ -40,7 +40,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import audit, incremental, pipeline, sinks
+from core import audit, incremental, lost_runs, pipeline, sinks
 from core.datasets import new_id
 from core.entities import Progress, Run, no_progress
 from core.errors import ArtifactError, InvalidInput, ModelDeckError, NotFound
@@ -199,6 +199,7 @@ class Outcome:
     rows: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    lost: str | None = None  # its process died ("its executor process died"): see _record
 
 
 # The version pins of runs claimed by claim_next_run (popped by execute_run; a handful at most).
@@ -233,7 +234,8 @@ def claim_runs(store: Store, worker_id: str, limit: int, lease_seconds: float | 
     now = utcnow()
 
     def write(tx: Tx) -> tuple[list[Claim], list[tuple[Outcome, dict[str, Any] | None]]]:
-        recorded = [(o, _record(tx, worker_id, o)) for o in outcomes if o.status is not None]
+        recorded = [(o, _record(tx, worker_id, o, store.workspace)) for o in outcomes
+                    if o.status is not None]
         if limit <= 0:
             return [], recorded
         rows = tx.execute(
@@ -255,13 +257,26 @@ def claim_runs(store: Store, worker_id: str, limit: int, lease_seconds: float | 
     for outcome, row in recorded:
         if row is None:  # taken away at the last moment: the store's word stands
             shutil.rmtree(results_dir(store.workspace, outcome.run_id), ignore_errors=True)
+        elif isinstance(row, lost_runs.Lost):
+            lost_runs.clean_up(store.workspace, row)
+            if row.requeued:
+                touch_queue_marker(store.workspace)
+            else:
+                done.append(get_run(store, row.run_id))
         else:
             done.append(Run.from_row(row))
     return claims, done
 
 
-def _record(tx: Tx, worker_id: str, outcome: Outcome) -> dict[str, Any] | None:
-    """Record an outcome if the run is still this worker's: its row, else None."""
+def _record(tx: Tx, worker_id: str, outcome: Outcome, workspace: Workspace
+            ) -> dict[str, Any] | lost_runs.Lost | None:
+    """Record an outcome if the run is still this worker's: its row, else None. A lost run
+    (its executor died) is settled by core/lost_runs.py: kept, queued again or failed."""
+    if outcome.lost is not None:
+        found = lost_runs.running(tx, "r.id = ? AND r.lease_owner = ?",
+                                  [outcome.run_id, worker_id])
+        return lost_runs.settle(tx, found[0], workspace, outcome.lost,
+                                outcome.error or outcome.lost) if found else None
     return tx.execute(
         "UPDATE runs SET status = ?, error = ?, summary = ?, rows_in = ?, rows_out = ?,"
         " started_at = coalesce(?, started_at), finished_at = ?, progress = 1, message = ?,"
@@ -304,7 +319,8 @@ def _marks(values: Sequence[Any]) -> str:
 
 
 def renew_lease(store: Store, run: Run, worker_id: str, *, lease_seconds: float | None = None,
-                progress: float | None = None, message: str | None = None) -> bool:
+                progress: float | None = None, message: str | None = None,
+                summary: dict[str, Any] | None = None) -> bool:
     """Extend the lease (and record progress) in one short transaction.
 
     Returns False when the run is no longer this worker's to run: cancelled (its deployment
@@ -313,48 +329,34 @@ def renew_lease(store: Store, run: Run, worker_id: str, *, lease_seconds: float 
     lease = lease_seconds or default_lease_seconds()
     found = store.write(lambda tx: tx.execute(
         "UPDATE runs SET lease_expires_at = ?, progress = coalesce(?, progress),"
-        " message = coalesce(?, message) WHERE id = ? AND status = 'running'"
-        " AND lease_owner = ? RETURNING id",
-        [utcnow() + timedelta(seconds=lease), progress, message, run.id, worker_id]))
+        " message = coalesce(?, message), summary = coalesce(?, summary) WHERE id = ?"
+        " AND status = 'running' AND lease_owner = ? RETURNING id",
+        [utcnow() + timedelta(seconds=lease), progress, message, summary, run.id, worker_id]))
     return len(found) > 0
 
 
 def expire_leases(store: Store) -> list[str]:
-    """Fail running runs whose lease has expired (their worker died); returns their ids.
+    """Settle running runs whose lease has expired (their worker died); returns their ids.
 
-    A run whose deployment has a retry policy (schedule JSON `max_attempts` > its attempts so
-    far) is queued again instead, saying so in its message. Their partial files are removed;
-    no other run's files are touched.
+    core/lost_runs.py decides, in one transaction: complete results kept for re-delivery,
+    queued again per the deployment's retry policy (`max_attempts`), or failed. Then their
+    partial files (and an interrupted folder sink's temporary file) are removed; no other
+    run's files are touched.
     """
 
-    def write(tx: Tx) -> list[str]:
-        now = utcnow()
-        expired = tx.execute(
-            "SELECT r.id, r.lease_expires_at, r.attempt, coalesce(TRY_CAST(json_extract_string("
-            "d.schedule, '$.max_attempts') AS INTEGER), 1) AS max_attempts FROM runs r"
-            " LEFT JOIN deployments d ON d.id = r.deployment_id"
-            " WHERE r.status = 'running' AND r.lease_expires_at < ?", [now])
-        for row in expired:
-            lost = (f"worker lost (lease expired at {row['lease_expires_at']:%Y-%m-%d %H:%M:%S}"
-                    " UTC)")
-            if row["attempt"] < row["max_attempts"]:  # retry policy (core/scheduler.py)
-                tx.execute("UPDATE runs SET status = 'queued', lease_owner = NULL,"
-                           " lease_expires_at = NULL, started_at = NULL, progress = 0,"
-                           " message = ? WHERE id = ? AND status = 'running'",
-                           [f"{lost}; queued again (attempt {row['attempt'] + 1} of "
-                            f"{row['max_attempts']})", row["id"]])
-                continue
-            error = (f"{lost}: the worker running it stopped or was killed. Run it again; if it "
-                     "keeps happening, check the worker's log and memory.")
-            tx.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?,"
-                       " progress = 1, message = 'failed' WHERE id = ? AND status = 'running'",
-                       [error, now, row["id"]])
-        return [row["id"] for row in expired]
+    def write(tx: Tx) -> list[lost_runs.Lost]:
+        settled = []
+        for row in lost_runs.running(tx, "r.lease_expires_at < ?", [utcnow()]):
+            lost = lost_runs.lease_text(row["lease_expires_at"])
+            error = (f"{lost}: the worker running it stopped or was killed. Run it again; if "
+                     "it keeps happening, check the worker's log and memory.")
+            settled.append(lost_runs.settle(tx, row, store.workspace, lost, error))
+        return settled
 
-    ids = store.write(write)
-    for run_id in ids:
-        shutil.rmtree(results_dir(store.workspace, run_id), ignore_errors=True)
-    return ids
+    settled = store.write(write)
+    for lost in settled:
+        lost_runs.clean_up(store.workspace, lost)
+    return [lost.run_id for lost in settled]
 
 
 def _finish(store: Store, run: Run, worker_id: str, status: str, *, error: str | None = None,
@@ -362,8 +364,8 @@ def _finish(store: Store, run: Run, worker_id: str, status: str, *, error: str |
     """Record the outcome if the run is still this worker's: the run as recorded, or None
     if it was taken away (cancelled, or failed by lease expiry)."""
     outcome = Outcome(run.id, status, error, summary or {}, rows)
-    row = store.write(lambda tx: _record(tx, worker_id, outcome))
-    return Run.from_row(row) if row else None
+    row = store.write(lambda tx: _record(tx, worker_id, outcome, store.workspace))
+    return Run.from_row(row) if isinstance(row, dict) else None
 
 
 # ---------------------------------------------------------------------------- executing
@@ -380,14 +382,15 @@ class _Beat:
         self.progress = progress
         self.last = time.monotonic()  # the claim just set the lease and "starting"
 
-    def __call__(self, fraction: float, text: str, *, force: bool = False) -> None:
+    def __call__(self, fraction: float, text: str, *, force: bool = False,
+                 summary: dict[str, Any] | None = None) -> None:
         self.progress(fraction, text)
         now = time.monotonic()
         if not force and now - self.last < BEAT_SECONDS:
             return
         self.last = now
         if not renew_lease(self.store, self.run, self.worker_id, lease_seconds=self.lease,
-                           progress=round(fraction, 4), message=text):
+                           progress=round(fraction, 4), message=text, summary=summary):
             raise RunCancelled(self.run.id)
 
 
@@ -454,8 +457,8 @@ def execute_claimed(store: Store, run: Run, worker_id: str, progress: Progress =
 
     try:
         summary, sink_blocks = _score_run(store, run, beat, folder, timings, pins)
-        if sink_blocks:
-            beat(0.97, "writing sinks", force=True)
+        if sink_blocks:  # the summary too: a run lost while writing sinks keeps its results
+            beat(0.97, "writing sinks", force=True, summary=summary)
     except RunCancelled:
         return outcome(None)
     except Exception as exc:

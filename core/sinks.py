@@ -75,7 +75,7 @@ def _write_one(workspace: Workspace, sink: dict[str, Any], results: Path,
     kind = sink.get("kind")
     if kind == "folder":
         fmt = sink.get("format", "parquet")
-        folder = workspace.confine(sink["path"])
+        folder = workspace.output_path(sink["path"])
         folder.mkdir(parents=True, exist_ok=True)
         target = copy_as(results, folder / f"{file_stem}.{fmt}", fmt)
         return {"kind": kind, "path": str(target)}
@@ -86,10 +86,7 @@ def _write_one(workspace: Workspace, sink: dict[str, Any], results: Path,
                                "Use letters, digits and underscores, starting with a letter.")
         if mode not in ("append", "replace"):
             raise InvalidInput(f"Unknown mode '{mode}'.", "Choose 'append' or 'replace'.")
-        db_path = workspace.confine(sink["path"])
-        if db_path == workspace.db_path:
-            raise InvalidInput("A sink cannot write into ModelDeck's own store.",
-                               "Choose another DuckDB file, e.g. exports/scores.duckdb.")
+        db_path = workspace.output_path(sink["path"])
         db_path.parent.mkdir(parents=True, exist_ok=True)
         rows = write_duckdb_table(db_path, table, results, replace=mode == "replace")
         return {"kind": kind, "path": str(db_path), "table": table, "mode": mode, "rows": rows}

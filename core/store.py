@@ -211,9 +211,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def memory_database(workspace: Workspace | None = None,
+                    memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB whose spill files go to the workspace's private folder (default:
+    the current workspace), never the process's working folder, where an allowed root might
+    let a SQL source read them."""
+    con = duckdb.connect(":memory:")
+    try:
+        folder = (workspace or Workspace.resolve()).duckdb_temp_dir()
+        con.execute("SET temp_directory = ?", [str(folder)])
+        if memory_limit is not None:
+            con.execute("SET memory_limit = ?", [memory_limit])
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def query_files(sql: str, params: Sequence[Any] | None = None) -> Rows:
     """Run a query over Parquet/CSV files on a private in-memory DuckDB (never the store's lock)."""
-    con = duckdb.connect(":memory:")
+    con = memory_database()
     try:
         return Tx(con).execute(sql, params)
     finally:
@@ -221,17 +238,17 @@ def query_files(sql: str, params: Sequence[Any] | None = None) -> Rows:
 
 
 FILES_MEMORY_LIMIT = "1GB"
-_files_db: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_files_db: tuple[tuple[int, Path], duckdb.DuckDBPyConnection] | None = None
 _files_lock = threading.Lock()
 
 
 def _files_database() -> duckdb.DuckDBPyConnection:
     global _files_db
+    workspace = Workspace.resolve()
+    key = (os.getpid(), workspace.home)  # a forked child builds its own, and so does a new home
     with _files_lock:
-        if _files_db is None or _files_db[0] != os.getpid():  # a forked child builds its own
-            con = duckdb.connect(":memory:")
-            con.execute(f"SET memory_limit = '{FILES_MEMORY_LIMIT}'")
-            _files_db = (os.getpid(), con)
+        if _files_db is None or _files_db[0] != key:
+            _files_db = (key, memory_database(workspace, FILES_MEMORY_LIMIT))
         return _files_db[1]
 
 
@@ -246,9 +263,8 @@ def with_files(fn: Callable[[Tx], T], *, memory_limit: str | None = None) -> T:
     as the drift counts, whose memory should not grow with the file).
     """
     if memory_limit is not None:
-        con = duckdb.connect(":memory:")
+        con = memory_database(memory_limit=memory_limit)
         try:
-            con.execute(f"SET memory_limit = '{memory_limit}'")
             return fn(Tx(con))
         finally:
             con.close()
@@ -266,7 +282,7 @@ def write_duckdb_table(db_path: Path, table: str, parquet: Path, *, replace: boo
     table as it was. `table` must already be a validated identifier. Returns the rows written;
     raises InvalidInput quoting DuckDB's message (locked file, incompatible columns, ...).
     """
-    con = duckdb.connect(":memory:")
+    con = memory_database()
     quoted = '"' + table.replace('"', '""') + '"'
     try:
         con.execute("ATTACH ? AS sink", [str(db_path)])

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import DatasetError
+from core.store import memory_database
 
 TYPE_CANDIDATES = ("BIGINT", "DOUBLE", "DATE", "TIMESTAMP", "VARCHAR")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -202,7 +203,7 @@ def read_bytes(data: bytes, filename: str) -> pa.Table:
 
 
 def _read_csv(path: Path, label: str) -> pa.Table:
-    con = duckdb.connect(":memory:")
+    con = memory_database()  # spill files in the workspace's private folder
     try:
         # This connection may read the one file and nothing else.
         con.execute("SET allowed_paths = ?", [[str(path)]])

@@ -118,7 +118,7 @@ def _add_form(store: Store, d: Deployment) -> None:
         source = st.radio("Password", list(PASSWORD_FROM), format_func=PASSWORD_FROM.get,
                           horizontal=False)
         a, b = st.columns(2)
-        variable = a.text_input("Environment variable", placeholder="WAREHOUSE_PASSWORD")
+        variable = a.text_input("Environment variable", placeholder="MODELDECK_SECRET_WAREHOUSE")
         secret = b.text_input("Password", type="password")
         replace = st.checkbox("Replace a connection of that name")
         if not st.form_submit_button("Save connection"):

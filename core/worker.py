@@ -46,8 +46,8 @@ HEARTBEAT_SECONDS = 5.0
 IDLE_SECONDS = 1.0  # how often an idle worker looks at the queue marker and its plan
 FULL_CHECK_SECONDS = 15.0  # how often it opens the store anyway: leases, schedules, queue
 WAIT_RECHECK_SECONDS = 5.0  # a slot left due (overlap "wait") is looked at again this late
-DEFER_SECONDS = 120.0  # the longest the steps after a run wait behind queued runs
-STOP_BUDGET_SECONDS = 10.0  # on the way out, at most this for steps after finished runs
+DEFER_SECONDS = 30.0  # after this, a run's steps get a share of the executors (see _drain)
+STOP_BUDGET_SECONDS = 10.0  # SIGTERM to exit, at most (steps left are kept: pending_runs)
 PRUNE_SECONDS = 3600.0  # how often old schedule slots are pruned (scheduler.prune_slots)
 
 log = logging.getLogger("modeldeck.worker")
@@ -93,6 +93,8 @@ def expire_lost_runs(store: Store) -> list[str]:
     expired = runs.expire_leases(store)
     for run_id in expired:
         log.warning("run %s: its worker was lost (lease expired)", run_id)
+    for folder in store.workspace.remove_dead_temp_dirs():
+        log.info("removed %s: DuckDB spill files of a process that is gone", folder)
     if expired:
         runs.touch_queue_marker(store.workspace)  # a retried run is queued again
     return expired
@@ -199,6 +201,7 @@ class Tick:
         self.outcomes: list[runs.Outcome] = []  # done, to record with the next claim
         self.steps: set[Future[None]] = set()  # after-run steps submitted, not done
         self.deferred: list[Run] = []  # finished runs whose after_run steps are still to do
+        self.resumed = False  # the steps a stopped worker left were taken over
         self.beat_at = self.renew_at = time.monotonic()
 
     def __call__(self) -> int:
@@ -227,6 +230,14 @@ class Tick:
     def _full_check(self) -> None:
         self.full_check_at = time.monotonic() + self.full_check_seconds
         expire_lost_runs(self.store)
+        if not self.resumed:  # once per worker: the steps a stopped worker left
+            self.resumed = True
+            left = executors.pending_runs(self.store)
+            known = {r.id for r in self.deferred}
+            self.deferred[:0] = [r for r in left if r.id not in known]
+            if left:
+                log.info("resuming the after-run steps of %d run(s) left by a stopped "
+                         "worker", len(left))
         if time.monotonic() >= self.prune_at:
             self.prune_at = time.monotonic() + PRUNE_SECONDS
             if pruned := scheduler.prune_slots(self.store):
@@ -249,8 +260,9 @@ class Tick:
         empty: bytes | None = _UNSEEN  # the marker when a claim last found no run
         while True:
             self._collect()
+            stepped = self._start_steps(empty, stale_only=True)  # their share first
             self._submit()
-            stepped = self._start_steps(empty)
+            stepped = self._start_steps(empty) or stepped
             marker = runs.read_queue_marker(self.store.workspace)
             is_open = marker != empty  # the queue may hold runs
             want = executor.depth - len(self.running) - len(self.waiting)
@@ -277,6 +289,8 @@ class Tick:
         """One transaction: record the outcomes so far and claim up to `limit` runs; start
         what an executor can take now."""
         outcomes, self.outcomes = self.outcomes, []
+        # Marked before recording: a worker killed right after the commit leaves the steps.
+        executors.mark_pending(self.store, [o.run_id for o in outcomes if o.status])
         claims, done = runs.claim_runs(self.store, self.worker_id, limit, self.lease_seconds,
                                        outcomes)
         for outcome in outcomes:
@@ -314,18 +328,26 @@ class Tick:
             self.executor.restart()
 
     def _lost(self, run_id: str, exc: BaseException) -> runs.Outcome:
-        """The outcome of a run whose executor died (or raised, which is a bug)."""
+        """The outcome of a run whose executor died (settled by the retry policy when
+        recorded: core/lost_runs.py), or raised, which is a bug."""
         log.error("run %s: %s", run_id, executors.describe(exc))
+        if executors.is_dead(exc):
+            return runs.Outcome(run_id, "failed", executors.DIED, finished_at=utcnow(),
+                                lost=executors.LOST)
         shutil.rmtree(runs.results_dir(self.store.workspace, run_id), ignore_errors=True)
         return runs.Outcome(run_id, "failed", executors.describe(exc), finished_at=utcnow())
 
-    def _start_steps(self, empty: bytes | None) -> bool:
-        """Submit the steps after finished runs: stale ones at once, the others when no run
-        is waiting and an executor is free. True if any was submitted."""
+    def _start_steps(self, empty: bytes | None, stale_only: bool = False) -> bool:
+        """Submit the steps after finished runs to free executors: when no run is waiting
+        (nor newly queued), or, once the oldest has waited DEFER_SECONDS, on a share of the
+        executors (half, at least one) even while runs wait: steps yield to runs but are
+        never starved, and runs never wait behind a pile of steps. True if any started."""
         started = False
-        while self.deferred and (self._is_stale() or (
-                len(self.running) + len(self.steps) < self.executor.size
-                and not (self.waiting or self.outcomes) and self._nothing_new(empty))):
+        share = max(1, self.executor.size // 2)
+        while self.deferred and len(self.running) + len(self.steps) < self.executor.size and (
+                (self._is_stale() and len(self.steps) < share) or (
+                    not stale_only and not (self.waiting or self.outcomes)
+                    and self._nothing_new(empty))):
             self.steps.add(self.executor.after(self.deferred.pop(0)))
             started = True
             self._collect()
@@ -357,10 +379,15 @@ class Tick:
                 and runs.read_queue_marker(self.store.workspace) == empty)
 
     def close(self, budget_seconds: float) -> None:
-        """On the way out: stop the executor, record what was claimed (runs cut short as
-        stopped, runs not started queued again), then the steps after finished runs, for at
-        most `budget_seconds`."""
+        """On the way out, within about `budget_seconds`: stop the executor, record what was
+        claimed (runs cut short as stopped, runs not started queued again). Steps after
+        finished runs are not done here: their pending marks leave them to the next worker
+        (a step can take longer than any budget)."""
+        deadline = time.monotonic() + budget_seconds
         self.executor.close()
+        # The store's usual 30 s wait for a lock would break the budget: wait what is left.
+        self.store = Store(self.store.workspace,
+                           lock_timeout=max(deadline - time.monotonic(), 1.0))
         if self.waiting:
             try:
                 runs.release_claims(self.store, self.worker_id,
@@ -378,13 +405,10 @@ class Tick:
             except Exception:
                 log.exception("could not record the outcome of runs %s; their leases will "
                               "expire", ", ".join(o.run_id for o in self.outcomes))
-        deadline = time.monotonic() + budget_seconds
-        while self.deferred and time.monotonic() < deadline:
-            executors.after_run(self.store, self.deferred.pop(0))
         if self.deferred:
-            log.warning("stopping with the steps after %d run(s) not done (global importance, "
-                        "drift counts, reports): %s", len(self.deferred),
-                        ", ".join(r.id for r in self.deferred))
+            log.info("stopping: the steps after %d run(s) (global importance, drift counts, "
+                     "reports) are left to the next worker: %s", len(self.deferred),
+                     ", ".join(r.id for r in self.deferred))
 
     def _collect_stopped(self) -> None:
         """Outcomes of every claimed run: as executed if it ended, else stopped."""

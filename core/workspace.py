@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ from core.errors import InvalidInput
 DEFAULT_HOME = Path(__file__).resolve().parent.parent / "data"
 DB_NAME = "modeldeck.duckdb"
 ALLOWED_ROOTS_ENV = "MODELDECK_ALLOWED_ROOTS"
+PRIVATE_DIR = "private"  # DuckDB's temporary files: no source reads it, no sink writes it
+# Folders whose files ModelDeck writes itself and references from the metadata: never a sink
+# or a report copy target (labels/ is core/ground_truth.py's LABELS_DIR).
+PENDING_DIR = "pending"  # one empty file per finished run whose after-run steps are to do
+OWN_DIRS = ("datasets", "artifacts", "runs", "logs", "uploads", "labels", PRIVATE_DIR,
+            PENDING_DIR)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,14 @@ class Workspace:
     def uploads_dir(self) -> Path:
         return self.home / "uploads"
 
+    @property
+    def private_dir(self) -> Path:
+        return self.home / PRIVATE_DIR
+
+    @property
+    def pending_dir(self) -> Path:
+        return self.home / PENDING_DIR
+
     def ensure(self) -> Workspace:
         for folder in (self.datasets_dir, self.artifacts_dir, self.runs_dir, self.logs_dir,
                        self.uploads_dir):
@@ -66,13 +81,87 @@ class Workspace:
         return self.artifacts_dir / model_id
 
     def allowed_roots(self) -> list[Path]:
-        """Roots a UI user may read files from: the workspace plus $MODELDECK_ALLOWED_ROOTS."""
+        """Roots a UI user may read files from: the workspace plus $MODELDECK_ALLOWED_ROOTS.
+
+        Raises InvalidInput naming a root that would expose the store, its key, its WAL or
+        DuckDB's temporary files (a folder above the workspace, or inside its private folder).
+        """
         extra = os.environ.get(ALLOWED_ROOTS_ENV, "")
-        roots = [self.home] + [Path(p).expanduser().resolve() for p in extra.split(os.pathsep) if p]
-        return roots
+        roots = [Path(p).expanduser().resolve() for p in extra.split(os.pathsep) if p]
+        for root in roots:
+            self._check_root(root)
+        return [self.home, *(r for r in roots if r != self.home)]
+
+    def _check_root(self, root: Path) -> None:
+        home = self.home.resolve()
+        private = self.private_dir.resolve()
+        if (home != root and home.is_relative_to(root)) or root.is_relative_to(private) or (
+                root.parent == home and root.name.startswith(DB_NAME)):
+            raise InvalidInput(
+                f"The allowed root '{root}' in {ALLOWED_ROOTS_ENV} contains or lies inside "
+                f"ModelDeck's private files (the store {self.db_path.name}, its key and "
+                f"temporary files in {home}), so no source may read from it.",
+                f"List folders beside or inside the workspace instead, e.g. {root / 'shared'} "
+                "(the workspace itself is always readable, its private files excepted).")
+
+    def is_own(self, path: Path) -> bool:
+        """Whether a resolved path is the workspace itself, one of ModelDeck's own folders
+        (or inside one), or a file of the store (the metadata file, its WAL, its key)."""
+        home = self.home.resolve()
+        if path == home or self.is_secret(path):
+            return True
+        return any(path.is_relative_to(home / name) for name in OWN_DIRS)
+
+    def output_path(self, path: str | os.PathLike[str]) -> Path:
+        """A folder or file ModelDeck may write into for a user (a report copy, a sink):
+        within the allowed roots, and never the workspace itself nor one of its own files or
+        folders (InvalidInput)."""
+        resolved = self._within_roots(path)
+        if self.is_own(resolved):
+            raise InvalidInput(
+                f"'{path}' is among ModelDeck's own files and folders ({resolved}); nothing "
+                "is written there for you.",
+                f"Choose a folder of your own, e.g. {self.home / 'exports'}.")
+        return resolved
+
+    def duckdb_temp_dir(self) -> Path:
+        """A fresh folder name for one DuckDB database's spill files, inside the private
+        folder (DuckDB creates it when it first spills and removes it when closed)."""
+        parent = self.private_dir / "tmp"
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return parent / f"{os.getpid()}-{secrets.token_hex(4)}"
+
+    def remove_dead_temp_dirs(self) -> list[Path]:
+        """Remove the DuckDB spill folders of processes that no longer exist (a SIGKILLed
+        executor never closes its databases); returns what was removed."""
+        removed = []
+        parent = self.private_dir / "tmp"
+        for folder in parent.iterdir() if parent.is_dir() else ():
+            pid = folder.name.split("-", 1)[0]
+            if pid.isdigit() and not _is_running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
     def confine(self, path: str | os.PathLike[str]) -> Path:
-        """Resolve `path` (relative to the workspace) and refuse it outside the allowed roots."""
+        """Resolve `path` (relative to the workspace) and refuse it outside the allowed roots or
+        when it is one of the private files (the store, its key, DuckDB's temporary files)."""
+        return self.refuse_secret(path, self._within_roots(path))
+
+    def refuse_secret(self, path: str | os.PathLike[str], resolved: Path | None = None) -> Path:
+        """The resolved path, unless it is one of the private files (then InvalidInput): the
+        rule even the unconfined CLI follows."""
+        if resolved is None:
+            raw = Path(path).expanduser()
+            resolved = (raw if raw.is_absolute() else Path.cwd() / raw).resolve()
+        if self.is_secret(resolved):
+            raise InvalidInput(
+                f"The path '{path}' is one of ModelDeck's private files ({resolved}).",
+                "The store, its key and DuckDB's temporary files are never read as data; "
+                "choose a data file.")
+        return resolved
+
+    def _within_roots(self, path: str | os.PathLike[str]) -> Path:
         raw = Path(path).expanduser()
         resolved = (raw if raw.is_absolute() else self.home / raw).resolve()
         roots = self.allowed_roots()
@@ -84,6 +173,22 @@ class Workspace:
                 f"folder to {ALLOWED_ROOTS_ENV}.",
             )
         return resolved
+
+    def is_secret(self, path: Path) -> bool:
+        """Whether a resolved path is the store, its WAL or key, or in the private folder."""
+        home = self.home.resolve()
+        return (path.parent == home and path.name.startswith(DB_NAME)) or path.is_relative_to(
+            self.private_dir.resolve())
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 @contextlib.contextmanager

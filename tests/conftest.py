@@ -29,7 +29,8 @@ threadpool_limits(limits=1, user_api="openmp")
 
 CHURN_ROWS = 600  # enough for every class and category in both splits, quick to fit
 ENV_VARS = ("MODELDECK_HOME", "MODELDECK_ALLOWED_ROOTS", "MODELDECK_LOCK_TIMEOUT",
-            "MODELDECK_EXECUTORS")
+            "MODELDECK_EXECUTORS", "MODELDECK_PREVIEW_SECONDS", "MODELDECK_RUN_SQL_SECONDS",
+            "MODELDECK_SQL_MEMORY")
 
 
 @pytest.fixture

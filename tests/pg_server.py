@@ -152,12 +152,13 @@ def _clean(pg: PgServer) -> None:
 @pytest.fixture
 def warehouse(trained_store: Store, pg: PgServer, churn_small: pd.DataFrame,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Connection 'warehouse' of the Default project (password from $WAREHOUSE_PW) and the
-    churn rows in table `customers`; the database is emptied afterwards."""
-    monkeypatch.setenv("WAREHOUSE_PW", pg.password)
+    """Connection 'warehouse' of the Default project (password from
+    $MODELDECK_SECRET_WAREHOUSE) and the churn rows in table `customers`; the database is
+    emptied afterwards."""
+    monkeypatch.setenv("MODELDECK_SECRET_WAREHOUSE", pg.password)
     connections.add_connection(trained_store, "Default", "warehouse", host=pg.host,
                                port=pg.port, database=pg.database, user=pg.user,
-                               password_env="WAREHOUSE_PW")
+                               password_env="MODELDECK_SECRET_WAREHOUSE")
     seed(pg, "customers", churn_small)
     yield "warehouse"
     _clean(pg)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import ipaddress
+import socket
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
-from core import connections, deployments, pipeline, registry, runs
+from core import audit, connections, deployments, pipeline, registry, runs
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError
 from core.store import Store
 from tests import pg_server
@@ -17,6 +21,7 @@ from tests.pg_server import PgServer, free_port
 
 pg = pg_server.pg  # the session's PostgreSQL server (a fixture)
 SECRET = "correct horse battery staple"
+ENV_PW = "MODELDECK_SECRET_DWH_PW"
 
 
 def add(store: Store, name: str = "warehouse", **changes: object) -> connections.PgConnection:
@@ -46,16 +51,16 @@ def test_an_encrypted_password_never_reaches_the_store(store: Store) -> None:
 
 def test_an_env_password_is_read_when_connecting(store: Store,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    conn = add(store, password_env="$DWH_PASSWORD")
-    assert (conn.password_kind, conn.password_ref) == ("env", "DWH_PASSWORD")
-    assert conn.password_label == "password: from $DWH_PASSWORD"
-    monkeypatch.setenv("DWH_PASSWORD", SECRET)
+    conn = add(store, password_env="$MODELDECK_SECRET_DWH", sslmode="require")
+    assert (conn.password_kind, conn.password_ref) == ("env", "MODELDECK_SECRET_DWH")
+    assert conn.password_label == "password: from $MODELDECK_SECRET_DWH"
+    monkeypatch.setenv("MODELDECK_SECRET_DWH", SECRET)
     assert connections.connect_kwargs(store.workspace, conn)["password"] == SECRET
-    monkeypatch.delenv("DWH_PASSWORD")
+    monkeypatch.delenv("MODELDECK_SECRET_DWH")
     with pytest.raises(InvalidInput) as caught:
         connections.password(store.workspace, conn)
     assert caught.value.message == ("Connection 'warehouse' takes its password from the "
-                                    "environment variable $DWH_PASSWORD, which is not set.")
+                                    "environment variable $MODELDECK_SECRET_DWH, which is not set.")
     assert not connections.key_path(store.workspace).exists()  # no key needed, none made
 
 
@@ -195,18 +200,137 @@ def test_cli_add_list_test_remove(home: Path, pg: PgServer, capsys: pytest.Captu
     code, out, _ = run(capsys, "connections", "test", "warehouse")
     assert out.startswith("warehouse: connected to PostgreSQL 15.")
     code, _, err = run(capsys, "connections", "add", "warehouse", "--host", "h",
-                       "--database", "d", "--user", "u", "--password-env", "DWH_PW")
+                       "--database", "d", "--user", "u", "--password-env", ENV_PW)
     assert code == 2 and "error: Project 'Default' already has a connection 'warehouse'." \
         in err and "hint: Remove it first" in err
     code, _, err = run(capsys, "connections", "add", "envy", "--host", pg.host, "--port",
                        str(pg.port), "--database", pg.database, "--user", pg.user,
-                       "--password-env", "DWH_PW")
+                       "--password-env", ENV_PW)
     assert code == 0
     listed = run_json(capsys, "connections", "list")
-    assert [(c["name"], c["password"]) for c in listed] == [("envy", "from $DWH_PW"),
+    assert [(c["name"], c["password"]) for c in listed] == [("envy", f"from ${ENV_PW}"),
                                                             ("warehouse", "stored encrypted")]
     code, _, err = run(capsys, "connections", "test", "envy")
-    assert code == 2 and "$DWH_PW, which is not set" in err and "hint: Set DWH_PW" in err
+    assert code == 2 and f"${ENV_PW}, which is not set" in err and f"hint: Set {ENV_PW}" in err
     assert run_json(capsys, "connections", "remove", "envy") == {"removed": "envy"}
     code, _, err = run(capsys, "connections", "remove", "envy")
     assert code == 2 and "error: No connection 'envy'." in err
+
+
+# ---------------------------------------------------------------------------- issue 14, item 3
+def test_only_modeldeck_secret_variables_may_hold_a_password(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not for postgres")
+    for name in ("AWS_SECRET_ACCESS_KEY", "$HOME", "MODELDECK_SECRET"):
+        with pytest.raises(InvalidInput) as caught:
+            add(store, password_env=name)
+        variable = name.lstrip("$")
+        assert caught.value.message == (f"${variable} cannot hold a connection's password: "
+                                        "only variables named MODELDECK_SECRET_… may.")
+        assert f"MODELDECK_SECRET_{variable}" in caught.value.hint
+    assert connections.list_connections(store) == []
+    # A connection stored before the rule is refused when connecting, with the way out.
+    add(store, host="127.0.0.1", password_env=ENV_PW)
+    store.execute("UPDATE connections SET password_ref = 'AWS_SECRET_ACCESS_KEY'")
+    conn = connections.get_connection(store, "Default", "warehouse")
+    with pytest.raises(InvalidInput, match="only variables named MODELDECK_SECRET_") as caught:
+        connections.connect_kwargs(store.workspace, conn)
+    assert "--replace --password-env MODELDECK_SECRET_AWS_SECRET_ACCESS_KEY" in caught.value.hint
+
+
+def _local_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.123", 9))
+        except OSError:
+            pytest.skip("no non-loopback IPv4 address on this machine")
+        address = probe.getsockname()[0]
+    if ipaddress.ip_address(address).is_loopback:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    return address
+
+
+class Listener:
+    """A TCP server on every address that records what clients send (a fake PostgreSQL)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("0.0.0.0", 0))
+        self.port = self.server.getsockname()[1]
+        self.received = b""
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.server.settimeout(10)
+        try:
+            client, _ = self.server.accept()
+        except OSError:
+            return
+        with client:
+            client.settimeout(2)
+            with contextlib.suppress(OSError):
+                while chunk := client.recv(4096):
+                    self.received += chunk
+                    # libpq's startup message names the user; ask for a cleartext password.
+                    if b"user" in self.received and b"p" not in self.received[-1:]:
+                        client.sendall(b"R\x00\x00\x00\x08\x00\x00\x00\x03")
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=15)
+
+
+def test_no_cleartext_password_to_a_host_outside_the_loopback(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    address = _local_address()
+    monkeypatch.setenv(ENV_PW, SECRET)
+    listener = Listener()
+    try:
+        for sslmode in ("disable", "allow", "prefer"):
+            add(store, host=address, port=listener.port, sslmode=sslmode, password_env=ENV_PW,
+                replace=True)
+            with pytest.raises(InvalidInput) as caught:
+                connections.test_connection(store, "Default", "warehouse")
+            assert caught.value.message == (f"Connection 'warehouse' would send its password "
+                                            f"to {address} without TLS (sslmode {sslmode}).")
+            assert "--allow-cleartext-password" in caught.value.hint
+        # Explicitly allowed: the password does travel (which is what the check prevented).
+        add(store, host=address, port=listener.port, sslmode="disable", password_env=ENV_PW,
+            replace=True, allow_cleartext=True)
+        with pytest.raises(InvalidInput):
+            connections.test_connection(store, "Default", "warehouse")
+    finally:
+        listener.close()
+    assert SECRET.encode() in listener.received  # only the explicitly allowed attempt
+    assert listener.received.count(b"user\x00deck") == 1
+
+
+def test_loopback_hosts_and_tls_modes_may_carry_a_password() -> None:
+    for host in ("localhost", "127.0.0.1", "127.8.0.1", "::1", "/var/run/postgresql",
+                 "localhost,127.0.0.1"):
+        assert connections.is_loopback(host), host
+    for host in ("db.internal", "10.0.0.5", "localhost,db.internal", "localhost.evil.com"):
+        assert not connections.is_loopback(host), host
+
+
+def test_adding_testing_and_removing_a_connection_is_audited(store: Store, pg: PgServer) -> None:
+    add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user,
+        password=pg.password, actor="ana")
+    add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user,
+        password="nope", replace=True, actor="bob")
+    with pytest.raises(InvalidInput):  # by project id, as the UI names it: the same entry
+        connections.test_connection(store, "prj_default", "warehouse", actor="bob")
+    connections.remove_connection(store, "Default", "warehouse", actor="ana")
+    entries = [e for e in audit.list_entries(store) if e.action.startswith("connection-")]
+    assert [(e.action, e.actor, e.deployment_name) for e in reversed(entries)] == [
+        ("connection-add", "ana", "connection Default/warehouse"),
+        ("connection-replace", "bob", "connection Default/warehouse"),
+        ("connection-test", "bob", "connection Default/warehouse"),
+        ("connection-remove", "ana", "connection Default/warehouse")]
+    tested = entries[1]
+    assert tested.after == {"host": pg.host, "port": pg.port, "sslmode": "prefer", "ok": False}
+    assert tested.reason.startswith("PostgreSQL refused the password")
+    assert entries[3].after is not None and entries[3].after["password"] == "encrypted"
+    assert pg.password not in str([e.after for e in entries]) and "nope" not in str(
+        [e.after for e in entries])

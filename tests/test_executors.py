@@ -5,18 +5,19 @@ These start real processes (`spawn`: each imports the libraries, ~2 s), so they 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from core import executors, explain, runs, worker
+from core import drift, executors, explain, runs, scheduler, worker
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store
@@ -58,6 +59,33 @@ def wait_gone(pids: list[int]) -> None:
     while alive := [p for p in pids if is_alive(p)]:
         assert time.monotonic() < deadline, f"processes {alive} outlived their worker"
         time.sleep(0.1)
+
+
+def kill_executor(pid: int, ticking: threading.Thread) -> None:
+    """SIGKILL an executor process (as the kernel's OOM killer would); the tick then ends."""
+    os.kill(pid, signal.SIGKILL)
+    ticking.join(timeout=240)
+    assert not ticking.is_alive()
+
+
+def sigkill_worker(child: subprocess.Popen[str]) -> None:
+    """SIGKILL a worker process, then wait until its executor processes are gone too."""
+    executor_pids = children_of(child.pid)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=10)
+    wait_gone(executor_pids)  # an executor looks for its worker twice a second
+
+
+@contextlib.contextmanager
+def worker_process(store: Store, *args: str, **env: str) -> Iterator[subprocess.Popen[str]]:
+    """`start_worker`, killed on the way out if the test left it running."""
+    child = start_worker(store, *args, **env)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
 
 
 def start_worker(store: Store, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -130,9 +158,7 @@ def test_a_dead_executor_fails_its_run_and_the_next_run_goes_on(
     try:
         wait_until_scoring(trained_store, doomed.id, ticking.is_alive)
         [executor_pid] = pool.pids()
-        os.kill(executor_pid, signal.SIGKILL)  # as the kernel's OOM killer would
-        ticking.join(timeout=120)
-        assert not ticking.is_alive()
+        kill_executor(executor_pid, ticking)
     finally:
         tick.close(budget_seconds=30)
     failed = runs.get_run(trained_store, doomed.id)
@@ -146,16 +172,11 @@ def test_a_stopped_pool_worker_records_its_run_as_stopped(trained_store: Store,
                                                           deployed: Deployment) -> None:
     doomed = queue_big_run(trained_store, deployed)
     later = runs.enqueue_run(trained_store, deployed.name)  # claimed too, waits its turn
-    child = start_worker(trained_store, "--executors", "1")
-    try:
+    with worker_process(trained_store, "--executors", "1") as child:
         wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)
         executor_pids = children_of(child.pid)
         child.send_signal(signal.SIGTERM)  # `modeldeck up` stopping, systemd, a CI timeout
         out, _ = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
     assert child.returncode in (0, 143), out
     stopped = runs.get_run(trained_store, doomed.id)
     assert (stopped.status, stopped.error) == ("failed", runs.STOPPED)
@@ -170,17 +191,61 @@ def test_a_stopped_pool_worker_records_its_run_as_stopped(trained_store: Store,
 def test_executors_of_a_killed_worker_stop_and_its_run_fails_by_lease(
         trained_store: Store, deployed: Deployment) -> None:
     doomed = queue_big_run(trained_store, deployed)
-    child = start_worker(trained_store, "--executors", "1", MODELDECK_LEASE_SECONDS="2")
-    try:
+    with worker_process(trained_store, "--executors", "1", MODELDECK_LEASE_SECONDS="2") as child:
         wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)
-        executor_pids = children_of(child.pid)
-        child.send_signal(signal.SIGKILL)
-        child.communicate(timeout=10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-    wait_gone(executor_pids)  # an executor looks for its worker twice a second
+        sigkill_worker(child)
     failed = failed_by_lease_expiry(trained_store, doomed.id)
     assert failed.status == "failed" and failed.error.startswith("worker lost (lease expired")
     assert not runs.results_dir(trained_store.workspace, doomed.id).exists()
+
+
+@pytest.mark.slow
+def test_a_dead_executor_fails_only_its_own_run_which_is_retried_by_its_policy(
+        trained_store: Store, deployed: Deployment) -> None:
+    scheduler.set_schedule(trained_store, deployed.name, "@yearly", max_attempts=3)
+    doomed = queue_big_run(trained_store, deployed)
+    other = runs.enqueue_run(trained_store, deployed.name, source_override={
+        "kind": "file", "path": "incoming/big.parquet"})
+    pool = executors.Pool(trained_store.workspace.home, 2)
+    tick = worker.Tick(trained_store, "w1", executor=pool)
+    ticking = threading.Thread(target=tick)
+    ticking.start()
+    try:
+        for run_id in (doomed.id, other.id):  # both in flight, each on its own process
+            wait_until_scoring(trained_store, run_id, ticking.is_alive)
+        future = next(f for f, r in list(tick.running.items()) if r == doomed.id)
+        victim = pool.pid_of(future)
+        assert victim is not None and victim in pool.pids()
+        kill_executor(victim, ticking)
+    finally:
+        tick.close(budget_seconds=30)
+    spared = runs.get_run(trained_store, other.id)
+    assert (spared.status, spared.attempt, spared.error) == ("succeeded", 1, None)
+    retried = runs.get_run(trained_store, doomed.id)
+    assert (retried.status, retried.attempt, retried.error) == ("succeeded", 2, None)
+    assert runs.result_path(trained_store.workspace, doomed.id).exists()
+    assert len(pool.pids()) == 0  # closed
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_leaves_its_pending_steps_to_the_next_one(
+        trained_store: Store, deployed: Deployment) -> None:
+    small = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(6)]
+    doomed = queue_big_run(trained_store, deployed)  # queued last: the steps wait behind it
+    with worker_process(trained_store, "--executors", "1") as child:
+        wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)
+        assert [runs.get_run(trained_store, r).status for r in small] == ["succeeded"] * 6
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=60)
+    assert child.returncode in (0, 143), out
+    pending = trained_store.workspace.pending_dir
+    # Nothing was computed on the way out (a step can outlast any stop budget) ...
+    assert [r for r in small if explain.get_importance(trained_store, r) is None] == small
+    assert set(small) | {doomed.id} == {p.name for p in pending.iterdir()}
+    # ... and the next worker does it, before anything else.
+    tick = worker.Tick(trained_store, "next-worker")
+    assert tick() == 0
+    for run_id in small:
+        assert explain.get_importance(trained_store, run_id) is not None
+        assert drift.counts_path(trained_store, run_id, None).exists()
+    assert list(pending.iterdir()) == [] and tick.deferred == []

@@ -163,7 +163,7 @@ def test_challenger_in_its_own_table_or_left_out(trained_store: Store, pg: PgSer
 # ---------------------------------------------------------------------------- faults
 def point_at(store: Store, pg: PgServer, **changes: Any) -> None:
     settings = {"host": pg.host, "port": pg.port, "database": pg.database, "user": pg.user,
-                "password_env": "WAREHOUSE_PW", **changes}
+                "password_env": "MODELDECK_SECRET_WAREHOUSE", **changes}
     connections.add_connection(store, "Default", "warehouse", replace=True, **settings)
 
 
@@ -189,7 +189,7 @@ def test_unreachable_server_fails_source_and_sink(trained_store: Store, pg: PgSe
 
 def test_wrong_password(trained_store: Store, pg: PgServer, warehouse: str,
                         deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WAREHOUSE_PW", "not-the-password")
+    monkeypatch.setenv("MODELDECK_SECRET_WAREHOUSE", "not-the-password")
     run = execute(trained_store, deployed, source=pg_source())
     assert run.status == "failed"
     assert "PostgreSQL refused the password of connection 'warehouse' (deck@127.0.0.1:" \
@@ -218,13 +218,14 @@ def test_a_source_query_with_a_syntax_error(trained_store: Store, warehouse: str
 def test_a_secret_variable_that_is_not_set(trained_store: Store, warehouse: str,
                                            deployed: Deployment,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WAREHOUSE_PW")
+    monkeypatch.delenv("MODELDECK_SECRET_WAREHOUSE")
     run = execute(trained_store, deployed, source=pg_source())
     assert run.status == "failed"
     assert run.error.startswith("The source query (PostgreSQL connection 'warehouse') cannot "
                                 "start: Connection 'warehouse' takes its password from the "
-                                "environment variable $WAREHOUSE_PW, which is not set.")
-    assert "Set WAREHOUSE_PW in the environment of the worker" in run.error
+                                "environment variable $MODELDECK_SECRET_WAREHOUSE, which is "
+                                "not set.")
+    assert "Set MODELDECK_SECRET_WAREHOUSE in the environment of the worker" in run.error
 
 
 def test_a_sink_table_with_incompatible_columns(trained_store: Store, pg: PgServer,

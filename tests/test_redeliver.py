@@ -21,7 +21,7 @@ pg, warehouse, deployed = pg_server.pg, pg_server.warehouse, test_runs.deployed
 def point_at(store: Store, pg: PgServer, port: int) -> None:
     connections.add_connection(store, "Default", "warehouse", host=pg.host, port=port,
                                database=pg.database, user=pg.user,
-                               password_env="WAREHOUSE_PW", replace=True)
+                               password_env="MODELDECK_SECRET_WAREHOUSE", replace=True)
 
 
 def failed_at_delivery(store: Store, pg: PgServer, d: Deployment, **sink: str) -> Run:

@@ -343,8 +343,10 @@ def test_a_sink_may_not_write_into_the_store(trained_store: Store,
         sinks.write_sinks(trained_store.workspace, [
             {"kind": "duckdb_table", "path": "modeldeck.duckdb", "table": "deployments",
              "mode": "replace"}], results, "x")
-    assert caught.value.message == ("Sink 1 (duckdb_table modeldeck.duckdb) failed: A sink "
-                                    "cannot write into ModelDeck's own store.")
+    assert caught.value.message == (
+        "Sink 1 (duckdb_table modeldeck.duckdb) failed: 'modeldeck.duckdb' is among ModelDeck's "
+        f"own files and folders ({trained_store.workspace.db_path}); nothing is written there "
+        "for you.")
     assert deployments.get_deployment(trained_store, deployed.name).id == deployed.id
 
 
