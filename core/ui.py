@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import runpy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from core.errors import ModelDeckError
 from core.store import Store
 
 APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
+FLASH_KEY = "_modeldeck_flash"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,35 @@ def header(title: str, caption: str = "") -> None:
     st.title(title)
     if caption:
         st.caption(caption)
+    show_flash()
+
+
+def flash(text: str) -> None:
+    """Say what an action did at the top of the next run, which re-reads the state it changed."""
+    st.session_state[FLASH_KEY] = ("success", text)
+
+
+def flash_error(exc: ModelDeckError) -> None:
+    """Show a ModelDeckError raised by a widget callback at the top of the next run."""
+    st.session_state[FLASH_KEY] = ("error", exc)
+
+
+def show_flash() -> None:
+    """The message left by the previous run's action, once."""
+    kind, item = st.session_state.pop(FLASH_KEY, (None, None))
+    if kind == "success":
+        st.success(item, icon="✅")
+    elif kind == "error":
+        show_error(item)
+
+
+def act(action: Callable[[], str]) -> None:
+    """Run a write from a widget callback (before the page renders, so the page shows its
+    result at once) and flash what it did, or its error."""
+    try:
+        flash(action())
+    except ModelDeckError as exc:
+        flash_error(exc)
 
 
 def show_error(exc: ModelDeckError) -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import (
+    audit,
     deployments,
     incremental,
     pipeline,
@@ -19,8 +20,70 @@ from core import (
     ui_validation,
 )
 from core.entities import ACCESS_LEVELS, Deployment, Run
+from core.errors import NotFound
 from core.store import Store
 from core.workspace import save_upload
+
+SECTION_TITLES = {"general": "General", "pipeline": "Pipeline", "versions": "Versions",
+                  "runs": "Runs", "predictions": "Predictions", "schedule": "Schedule",
+                  "validation": "Validation", "challenger": "Challenger", "drift": "Drift",
+                  "audit": "Audit log"}
+PICK_KEY = "deployment_pick"
+SECTION_KEY = "deployment_section"
+
+
+def _follow_pick() -> None:
+    st.query_params["name"] = st.session_state[PICK_KEY]
+
+
+def _explain_missing(store: Store, name: str) -> None:
+    deleted = audit.deletion(store, name)
+    if deleted is None:
+        ui.show_error(NotFound("deployment", name, "Choose one of the deployments below."))
+        return
+    st.warning(f"**Deployment '{name}' was deleted** on {deleted.logged_at:%Y-%m-%d %H:%M} UTC"
+               f" by {deleted.actor}. Its runs and their results are kept.", icon="🗑️")
+    st.page_link("pages/results.py", query_params={"deployment": name},
+                 label=f"Open the kept runs of {name}", icon=":material/table_view:")
+
+
+def pick_deployment(store: Store) -> Deployment:
+    """The deployment named in the URL, read in this run (never a copy kept by a widget).
+
+    A deleted or unknown name is said so, and nothing else is shown in its place until the user
+    picks a deployment. Stops the page when there is none to show.
+    """
+    found = ui.require_deployments(store)
+    by_name = {d.name: d for d in found}
+    wanted = st.query_params.get("name")
+    missing = bool(wanted) and wanted not in by_name
+    if missing:
+        _explain_missing(store, wanted)
+        st.session_state.pop(PICK_KEY, None)
+    elif wanted:
+        st.session_state[PICK_KEY] = wanted  # a link to another deployment wins
+    name = st.selectbox("Deployment", list(by_name), key=PICK_KEY, on_change=_follow_pick,
+                        index=None if missing else 0, placeholder="Choose a deployment",
+                        format_func=lambda n: f"{n} ({by_name[n].environment})")
+    if name is None:
+        st.stop()
+    st.query_params["name"] = name
+    return by_name[name]
+
+
+def _follow_section() -> None:
+    st.query_params["section"] = st.session_state[SECTION_KEY]
+
+
+def section_picker(sections: list[str]) -> str:
+    """The section shown, kept in the URL as `section`; only that section computes."""
+    wanted = st.query_params.get("section")
+    st.session_state[SECTION_KEY] = wanted if wanted in sections else sections[0]
+    section = st.segmented_control("Section", sections, key=SECTION_KEY, required=True,
+                                   on_change=_follow_section, format_func=SECTION_TITLES.get,
+                                   label_visibility="collapsed")
+    st.query_params["section"] = section
+    return section
 
 
 def _model_link(store: Store, model_id: str | None, label: str) -> None:
@@ -42,12 +105,7 @@ def general(store: Store, d: Deployment) -> None:
     if d.current:
         _model_link(store, d.current.main_model_id, "Main model")
         _model_link(store, d.current.challenger_model_id, "Challenger")
-    access = st.selectbox("Who may call it", ACCESS_LEVELS, index=ACCESS_LEVELS.index(d.access),
-                          key=f"access_{d.id}", help="Enforced by the API once serving lands.")
-    if access != d.access:
-        with ui.guarded():
-            deployments.set_access(store, d.name, access)
-            st.rerun()
+    _access_picker(store, d)
     if d.environment == "staging":
         with st.container(border=True):
             st.markdown("**Promote to production**")
@@ -72,6 +130,20 @@ def general(store: Store, d: Deployment) -> None:
                 st.switch_page("pages/deployments.py")
 
 
+def _access_picker(store: Store, d: Deployment) -> None:
+    key = f"access_{d.id}"
+    st.session_state[key] = d.access  # the store's value, also when changed elsewhere
+
+    def change() -> str:
+        chosen = st.session_state[key]
+        deployments.set_access(store, d.name, chosen)
+        return f"Access of {d.name} changed to '{chosen}' (was '{d.access}')."
+
+    # A callback fires once per user change, before the page renders: one change, one write.
+    st.selectbox("Who may call it", ACCESS_LEVELS, key=key, on_change=ui.act, args=(change,),
+                 help="Enforced by the API once serving lands.")
+
+
 def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[str, Any]:
     kinds = ["file", "sql", "postgres"]
     kind = st.radio("Source", kinds, horizontal=True, key=f"src_kind_{d.id}",
@@ -86,13 +158,16 @@ def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[
                            "SELECT * FROM read_csv('exports/*.csv')")
         st.caption(incremental.SQL_PARAMETERS_HELP)
         return {"kind": "sql", "sql": sql}
+    path_key = f"src_path_{d.id}"
     upload = st.file_uploader("Upload a file to score", type=["csv", "parquet", "json"],
                               key=f"src_upload_{d.id}")
-    path = source.get("path", "")
-    if upload is not None:
-        path = str(save_upload(store.workspace, upload.name, upload.getvalue()))
-    path = st.text_input("Path or glob (inside the workspace)", value=path,
-                         key=f"src_path_{d.id}_{path}")
+    if upload is not None and st.session_state.get(f"{path_key}_file") != upload.file_id:
+        # Saved once per upload (reruns hand the same file back), then it is just a path.
+        st.session_state[f"{path_key}_file"] = upload.file_id
+        st.session_state[path_key] = str(save_upload(store.workspace, upload.name,
+                                                     upload.getvalue()))
+    st.session_state.setdefault(path_key, source.get("path", ""))
+    path = st.text_input("Path or glob (inside the workspace)", key=path_key)
     only_new = st.checkbox("Only new data", value=bool(source.get("incremental")),
                            key=f"src_incremental_{d.id}", help=incremental.FILES_HELP)
     return {"kind": "file", "path": path, **({"incremental": True} if only_new else {})}
@@ -194,10 +269,15 @@ def versions_table(store: Store, d: Deployment) -> None:
         cols[1].caption(f"main {v.main_model_id}")
         cols[2].caption(f"challenger {v.challenger_model_id or 'none'}")
         cols[3].caption(f"{v.created_by}, {v.created_at:%Y-%m-%d %H:%M}")
-        if not is_current and cols[4].button("Make current", key=f"rollback_{v.id}"):
-            with ui.guarded():
-                deployments.rollback(store, d.name, v.number)
-                st.rerun()
+        if not is_current:
+            cols[4].button("Make current", key=f"rollback_{v.id}", on_click=ui.act,
+                           args=(lambda n=v.number: _rollback(store, d, n),))
+
+
+def _rollback(store: Store, d: Deployment, number: int) -> str:
+    after = deployments.rollback(store, d.name, number)
+    return (f"Version v{number} of {d.name} is current again (main {after.current.main_model_id}"
+            "); callers get it from their next request.")
 
 
 def runs_panel(store: Store, d: Deployment) -> None:
@@ -256,6 +336,7 @@ def schedule_panel(store: Store, d: Deployment) -> None:
         if st.button(label, key=f"sched_toggle_{d.id}"):
             with ui.guarded():
                 (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
+                ui.flash(f"Schedule {'resumed' if current.is_paused else 'paused'}.")
                 st.rerun()
     else:
         st.caption("No schedule: runs start only when someone queues them.")
@@ -284,7 +365,8 @@ def schedule_panel(store: Store, d: Deployment) -> None:
         with ui.guarded():
             saved = scheduler.set_schedule(store, d.name, cron, tz, catch_up=catch_up,
                                            overlap=overlap, max_attempts=int(attempts))
-            st.success(f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone}).")
+            ui.flash(f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone}).")
+            st.rerun()  # re-read: "Current schedule" shows what was saved
     slots = scheduler.list_slots(store, d.name)
     if slots:
         st.markdown("**Recent slots**")

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from core import registry, results
 from core.entities import Run
@@ -15,10 +16,21 @@ PAGE_SIZES = (25, 50, 100, 500)
 PREDICTION_COLUMNS = ("prediction", "confidence", "input_quality")
 
 
-def _remembered(key: str, options: list[str]) -> list[str]:
-    """The columns this session last chose for the deployment, still present in this run."""
-    chosen = st.session_state.get(key)
-    return [c for c in chosen if c in options] if chosen else options
+def _column_picker(container: DeltaGenerator, label: str,
+                   options: list[str], key: str) -> list[str]:
+    """A multiselect whose choice sticks: its state is set once (from the choice this session
+    last made for the deployment, still present in this run), never from a changing default."""
+    saved = f"{key}_saved"
+    if key not in st.session_state:
+        chosen = st.session_state.get(saved)
+        st.session_state[key] = [c for c in chosen if c in options] if chosen else options
+    else:
+        st.session_state[key] = [c for c in st.session_state[key] if c in options]
+
+    def remember() -> None:
+        st.session_state[saved] = st.session_state[key]
+
+    return container.multiselect(label, options, key=key, on_change=remember)
 
 
 def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
@@ -32,12 +44,8 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     inputs = [c for c in columns if c not in predicted and c not in ("_row", key_column)]
     memory = f"results_columns_{run.deployment_name}"
     left, right = st.columns(2)
-    shown_predicted = left.multiselect("Prediction columns", predicted, key=f"{memory}_p",
-                                       default=_remembered(f"{memory}_p_saved", predicted))
-    shown_inputs = right.multiselect("Input columns", inputs, key=f"{memory}_i",
-                                     default=_remembered(f"{memory}_i_saved", inputs))
-    st.session_state[f"{memory}_p_saved"] = shown_predicted
-    st.session_state[f"{memory}_i_saved"] = shown_inputs
+    shown_predicted = _column_picker(left, "Prediction columns", predicted, f"{memory}_p")
+    shown_inputs = _column_picker(right, "Input columns", inputs, f"{memory}_i")
 
     classes = list((run.summary[which].get("class_counts") or {}).keys())
     a, b, c = st.columns(3)

@@ -8,9 +8,11 @@ ui.header("Run results")
 store = ui.get_store()
 run_id = st.query_params.get("run")
 if not run_id:
-    recent = runs.list_runs(store, None, limit=200)  # deleted deployments' runs included
+    of = st.query_params.get("deployment")  # a deleted deployment's kept runs, for one
+    recent = runs.list_runs(store, of, limit=200)  # deleted deployments' runs included
     if not recent:
-        st.info("No run yet: open a deployment and press Run now.")
+        st.info(f"No run of {of} yet." if of else "No run yet: open a deployment and press "
+                "Run now.")
         st.page_link("pages/deployments.py", label="Deployments", icon=":material/rocket_launch:")
         st.stop()
     run_id = st.selectbox("Run", [r.id for r in recent], key="results_pick",

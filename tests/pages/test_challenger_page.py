@@ -127,12 +127,12 @@ def _write(store: Store) -> str:
     return "truth/t.parquet"
 
 
-def test_the_deployment_page_shows_both_tabs(trained_store: Store, deployed: Deployment,
-                                             open_page) -> None:
+def test_the_deployment_page_has_both_sections(trained_store: Store, deployed: Deployment,
+                                               open_page) -> None:
     score(trained_store, deployed.name, served(100))
-    at = open_page("pages/deployment.py", name=deployed.name)
+    at = open_page("pages/deployment.py", name=deployed.name, section="challenger")
     assert not at.exception
-    assert {"Predictions", "Challenger"} <= {t.label for t in at.tabs}
+    assert {"Predictions", "Challenger"} <= set(at.get("button_group")[0].options)
     assert any(m.label == "Agreement" for m in at.metric)
 
 

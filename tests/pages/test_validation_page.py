@@ -40,7 +40,7 @@ def texts(at: AppTest) -> str:
 
 def test_the_tab_queues_a_validation_and_shows_its_report(
         trained_store: Store, staging: Deployment, open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=staging.name)
+    at = open_page("pages/deployment.py", name=staging.name, section="validation")
     assert not at.exception
     assert f"No validation yet. Give a labelled file above, or run `modeldeck validate " \
            f"{staging.name} --data PATH`." in texts(at)
@@ -50,7 +50,7 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
     [queued] = validation.list_validations(trained_store, staging.name)
     assert queued.status == "queued" and queued.label_column == "churn"
     assert worker.run_once(trained_store)
-    at = open_page("pages/deployment.py", name=staging.name)
+    at = open_page("pages/deployment.py", name=staging.name, section="validation")
     assert not at.exception and not [e.value for e in at.error if "alidation" in e.value], \
         [e.value for e in at.error]
     assert [m.label for m in at.metric if "Single-row" in m.label] == [
@@ -66,7 +66,7 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
 
 def test_a_validation_without_the_label_column_is_refused_on_the_page(
         trained_store: Store, staging: Deployment, open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=staging.name)
+    at = open_page("pages/deployment.py", name=staging.name, section="validation")
     at.text_input(key=f"val_path_{staging.id}").set_value(
         labelled(trained_store, drop_label=True)).run()
     button(at, "Validate").click().run()

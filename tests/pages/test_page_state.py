@@ -1,0 +1,134 @@
+"""Pages stay true after every action (issue 13): each action re-reads what it changed, one
+change is one write, and widgets keep what the user chose (AppTest on a real store)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import audit, deployments, registry, runs, scheduler, worker
+from core.store import Store
+
+OpenPage = Callable[..., AppTest]
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.fixture
+def deployed(trained_store: Store) -> str:
+    main, challenger = (m.id for m in registry.list_models(trained_store))
+    return deployments.deploy(trained_store, main, "staging", challenger_id=challenger).name
+
+
+def test_an_access_change_is_one_audit_entry_and_shows_at_once(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    at = open_page("pages/deployment.py", name=deployed)
+    assert metric(at, "Access") == "project"
+    at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Who may call it")
+                 ).set_value("public").run()
+    assert not at.exception and not at.error
+    assert metric(at, "Access") == "public"
+    assert any("changed to 'public'" in s.value for s in at.success)
+    at.run()  # an unrelated rerun writes nothing
+    changes = [e for e in audit.list_entries(trained_store, deployed) if e.action == "access"]
+    assert [(e.before, e.after) for e in changes] == [({"access": "project"},
+                                                      {"access": "public"})]
+    assert deployments.get_deployment(trained_store, deployed).access == "public"
+
+
+def test_make_current_shows_the_rolled_back_version_at_once(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    first = deployments.get_deployment(trained_store, deployed).current
+    main, challenger = (m.id for m in registry.list_models(trained_store))
+    deployments.deploy(trained_store, challenger, "staging")  # v2: the other model
+    at = open_page("pages/deployment.py", name=deployed, section="versions")
+    assert any(m.value == "**v2** (current)" for m in at.markdown)
+    button(at, "Make current").click().run()
+    assert not at.exception and not at.error
+    assert any(m.value == "**v1** (current)" for m in at.markdown)
+    assert any("v1 of" in s.value and "current again" in s.value for s in at.success)
+    assert [b.key for b in at.button if b.label == "Make current"] != [f"rollback_{first.id}"]
+    at = open_page("pages/deployment.py", name=deployed)  # General: the model block follows
+    assert metric(at, "Current version") == "v1"
+    assert any(main in p.proto.label for p in at.get("page_link"))
+    rollbacks = [e for e in audit.list_entries(trained_store, deployed) if e.action == "rollback"]
+    assert len(rollbacks) == 1
+
+
+def test_save_schedule_shows_the_saved_schedule(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="schedule")
+    assert any("No schedule" in c.value for c in at.caption)
+    button(at, "Save schedule").click().run()
+    assert not at.exception and not at.error
+    assert any("Schedule saved" in s.value for s in at.success)
+    assert not any("No schedule" in c.value for c in at.caption)
+    assert any("Current schedule" in m.value and "0 6 * * 1" in m.value for m in at.markdown)
+    assert scheduler.get_schedule(trained_store, deployed) is not None
+
+
+def test_results_column_toggles_stick(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    run = runs.enqueue_run(trained_store, deployed)
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=run.id)
+    for label, picks in (("Input columns", (["age", "contract"], ["age"])),
+                         ("Prediction columns", (["prediction", "confidence"], ["prediction"]))):
+        for chosen in picks:  # the second change used to be undone
+            key = next(m.key for m in at.multiselect if m.label == label)
+            at.multiselect(key=key).set_value(chosen).run()
+            assert at.multiselect(key=key).value == chosen
+            at.run()
+            assert at.multiselect(key=key).value == chosen
+    assert set(at.dataframe[0].value.columns) == {"customer_id", "prediction", "age"}
+
+
+def test_an_upload_to_score_is_saved_once(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
+    at.file_uploader[0].upload("new.csv", b"customer_id,age\n1,30\n", "text/csv")
+    at.run()
+    path = next(t for t in at.text_input if t.label.startswith("Path or glob")).value
+    assert path.startswith("uploads/") and path.endswith("new.csv")
+    button(at, "Add a transform").click().run()
+    at.run()
+    assert next(t for t in at.text_input if t.label.startswith("Path or glob")).value == path
+    saved = list((trained_store.workspace.home / "uploads").rglob("new.csv"))
+    assert len(saved) == 1
+
+
+def test_a_deleted_deployment_link_says_so_and_links_its_runs(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    run = runs.enqueue_run(trained_store, deployed)
+    assert worker.run_once(trained_store)
+    other = registry.list_models(trained_store)[0].id
+    deployments.deploy(trained_store, other, "production")  # another one stays listed
+    deployments.delete_deployment(trained_store, deployed, confirm=deployed)
+    at = open_page("pages/deployment.py", name=deployed)
+    assert not at.exception
+    assert any(f"Deployment '{deployed}' was deleted" in w.value for w in at.warning)
+    assert not at.metric  # nothing of another deployment is shown in its place
+    link = next(p for p in at.get("page_link") if "kept runs" in p.proto.label)
+    assert link.proto.page == "results" and link.proto.query_string == f"deployment={deployed}"
+    at = open_page("pages/results.py", deployment=deployed)
+    assert at.selectbox(key="results_pick").options == [
+        f"{deployed} · succeeded · {runs.get_run(trained_store, run.id).queued_at:%Y-%m-%d %H:%M}"
+        f" ({run.id})"]
+
+
+def test_an_unknown_deployment_link_is_explained_and_shows_no_other(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    at = open_page("pages/deployment.py", name="nope")
+    assert any("No deployment 'nope'" in e.value for e in at.error)
+    assert not at.metric and not at.exception
+    at.selectbox(key="deployment_pick").set_value(deployed).run()
+    assert metric(at, "Environment") == "staging"
+    assert at.query_params["name"] == deployed
