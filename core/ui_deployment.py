@@ -28,6 +28,9 @@ SECTION_TITLES = {"general": "General", "pipeline": "Pipeline", "versions": "Ver
                   "runs": "Runs", "predictions": "Predictions", "schedule": "Schedule",
                   "validation": "Validation", "challenger": "Challenger", "drift": "Drift",
                   "audit": "Audit log"}
+TRAINING_SOURCE = ("**Run now scores the training data** (the snapshot the model was trained "
+                   "on, label included): the deployment's source is still the one it was "
+                   "created with.")
 PICK_KEY = "deployment_pick"
 SECTION_KEY = "deployment_section"
 
@@ -111,6 +114,7 @@ def general(store: Store, d: Deployment) -> None:
             st.markdown("**Promote to production**")
             copy = {w: st.checkbox(f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}")
                     for w in ("pipeline", "schedule", "report")}
+            sinks = _production_sinks(store, d) if copy["pipeline"] else None
             allowed, reason = ui_validation.promotion_checks(store, d)
             if st.button("Promote to production", type="primary", key=f"promote_{d.id}",
                          disabled=not allowed):
@@ -118,8 +122,10 @@ def general(store: Store, d: Deployment) -> None:
                     prod = deployments.promote(store, d.name, copy_pipeline=copy["pipeline"],
                                                copy_schedule=copy["schedule"],
                                                copy_report=copy["report"],
-                                               override_reason=reason)
+                                               override_reason=reason, sinks=sinks)
                     st.success(f"{prod.name} now serves version {prod.current.number}.")
+                    st.page_link("pages/deployment.py", query_params={"name": prod.name},
+                                 label=f"Open {prod.name}", icon=":material/deployed_code:")
     with st.expander("Delete this deployment"):
         st.caption("Runs and their results stay downloadable until you purge them.")
         typed = st.text_input(f"Type '{d.name}' to confirm", key=f"delete_confirm_{d.id}")
@@ -128,6 +134,22 @@ def general(store: Store, d: Deployment) -> None:
                 deployments.delete_deployment(store, d.name, confirm=typed)
                 st.query_params.clear()
                 st.switch_page("pages/deployments.py")
+
+
+def _production_sinks(store: Store, d: Deployment) -> list[dict[str, Any]]:
+    """Production's own sinks (staging's, renamed for production), editable before promoting."""
+    proposed = deployments.production_sinks(store, d.name)
+    if not proposed:
+        return []
+    st.caption("Production writes to its own sinks, never into staging's:")
+    out = []
+    for i, sink in enumerate(proposed):
+        field = "path" if sink["kind"] == "folder" else "table"
+        label = f"{sink['kind'].replace('_', ' ')} {field}" + (
+            f" (in {sink['path']})" if field == "table" and sink.get("path") else "")
+        value = st.text_input(label, value=sink[field], key=f"prod_sink_{d.id}_{i}")
+        out.append({**sink, field: value.strip()})
+    return out
 
 
 def _access_picker(store: Store, d: Deployment) -> None:
@@ -220,6 +242,10 @@ def _sinks_editor(d: Deployment, sinks: list[dict[str, Any]]) -> list[dict[str, 
 def pipeline_editor(store: Store, d: Deployment) -> None:
     """Source, transforms, locked model block, sinks; preview and save."""
     current = d.pipeline
+    if deployments.scores_training_data(store, d):
+        st.info(TRAINING_SOURCE + " Set the data to score here: upload a file, give a path or "
+                "glob, a SQL query or a PostgreSQL query, then **Save pipeline**.",
+                icon=":material/info:")
     source = _source_editor(store, d, current.get("source", {}))
     st.markdown("**Transformations** (DuckDB SELECTs over `input`; they cannot read files)")
     transforms = _transforms_editor(d, current.get("transforms", []))
@@ -286,6 +312,9 @@ def runs_panel(store: Store, d: Deployment) -> None:
     if not worker.is_alive:
         st.warning(f"The worker is not running ({worker.detail}): queued runs wait for it. "
                    "Start it with `modeldeck worker` (or `make run`).")
+    if deployments.scores_training_data(store, d):
+        st.warning(TRAINING_SOURCE + " Set your own source in the Pipeline section, or give a "
+                   "file below.", icon=":material/info:")
     override = st.text_input("Score another file instead (optional path or glob)",
                              key=f"run_source_{d.id}")
     if st.button("Run now", type="primary", key=f"run_{d.id}"):

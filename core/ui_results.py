@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from core import registry, results
+from core import registry, results, runs
 from core.entities import Run
 from core.store import Store
 
@@ -75,3 +75,13 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
                + (" (past the last page)" if number > pages else ""))
     st.dataframe(frame, hide_index=True)
     return frame
+
+
+@st.fragment(run_every=2)
+def run_progress(store: Store, run_id: str) -> None:
+    """A queued or running run's progress, polled; the whole page redraws once it ends."""
+    run = runs.get_run(store, run_id)
+    if run.is_finished:
+        st.rerun()
+    st.progress(run.progress, text=run.message or run.status)
+    st.caption("This page shows the results by itself when the run ends.")

@@ -122,8 +122,7 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
 def _report(store: Store, v: validation.Validation) -> None:
     key = f"val_{v.id}"
     if v.status == "queued":
-        st.info(f"Validation {v.id} is waiting for the worker or running.")
-        st.button("Refresh", key=f"{key}_refresh")
+        _waiting(store, v.id)
         return
     if v.status == "failed":
         st.error(f"**Validation {v.id} failed.** {v.error}", icon="⚠️")
@@ -139,6 +138,16 @@ def _report(store: Store, v: validation.Validation) -> None:
     cols[2].metric("Batch throughput", f"{throughput['rows_per_second'] or 0:,.0f} rows/s")
     _per_model(report, key)
     _errors(store, v, key)
+
+
+@st.fragment(run_every=2)
+def _waiting(store: Store, validation_id: str) -> None:
+    """Polls while the validation is in flight; redraws the whole tab once it has ended."""
+    v = validation.get_validation(store, validation_id)
+    if v.status != "queued":
+        st.rerun()  # the report (and the listing's status) in one redraw, without the timer
+    st.info(f"Validation {v.id} is waiting for the worker or running. This shows the report "
+            "by itself when it is done.", icon="⏳")
 
 
 def _comparison(found: list[validation.Validation], chosen: validation.Validation) -> None:
@@ -188,8 +197,12 @@ def validation_tab(store: Store, d: Deployment) -> None:
                 f"{d.name} --data PATH`.")
         return
     _listing(found, d)
-    chosen = st.selectbox("Report", found, key=f"val_pick_{d.id}", format_func=lambda v: (
-        f"{v.id} · v{v.version_number} · {v.status} · {v.created_at:%Y-%m-%d %H:%M}"))
+    # Pick an id, not a Validation: a selectbox hands back the object of an earlier run, which
+    # kept showing "queued" after the validation had finished.
+    by_id = {v.id: v for v in found}
+    chosen = by_id[st.selectbox("Report", list(by_id), key=f"val_pick_{d.id}",
+                                format_func=lambda i: f"{i} · v{by_id[i].version_number} · "
+                                f"{by_id[i].status} · {by_id[i].created_at:%Y-%m-%d %H:%M}")]
     _report(store, chosen)
     if chosen.status == "succeeded":
         _comparison(found, chosen)

@@ -188,7 +188,8 @@ def start_validation(store: Store, name: str, path: str, label: str | None = Non
     def write(tx: Tx) -> str:
         run_id = runs.insert_run(tx, d.id, "validation", spec["source"], actor)
         row = tx.execute("UPDATE runs SET pipeline = ? WHERE id = ? RETURNING version_id",
-                         [{**d.pipeline, "label_column": label}, run_id]).first()
+                         # never delivered: a validation's results stay in the run
+                         [{**d.pipeline, "label_column": label, "sinks": []}, run_id]).first()
         version = tx.execute("SELECT * FROM deployment_versions WHERE id = ?",
                              [row["version_id"]]).first()
         if worker_id is not None:

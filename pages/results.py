@@ -29,8 +29,7 @@ if run is None:
 st.caption(f"{run.deployment_name} · run {run.id} · {run.trigger} by {run.queued_by} · "
            f"{run.status}")
 if not run.is_finished:
-    st.progress(run.progress, text=run.message or run.status)
-    st.button("Refresh")
+    ui_results.run_progress(store, run.id)  # polls; redraws the page when the run ends
     st.stop()
 if run.status != "succeeded":
     st.error(f"**The run {run.status}.** {run.error or ''}", icon="⚠️")

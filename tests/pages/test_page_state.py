@@ -132,3 +132,35 @@ def test_an_unknown_deployment_link_is_explained_and_shows_no_other(
     at.selectbox(key="deployment_pick").set_value(deployed).run()
     assert metric(at, "Environment") == "staging"
     assert at.query_params["name"] == deployed
+
+
+def test_a_new_deployment_says_it_scores_the_training_data(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    for section in ("runs", "pipeline"):
+        at = open_page("pages/deployment.py", name=deployed, section=section)
+        notes = [e.value for e in (*at.warning, *at.info)]
+        assert any("Run now scores the training data" in n for n in notes), (section, notes)
+    d = deployments.get_deployment(trained_store, deployed)
+    deployments.update_pipeline(trained_store, deployed, {
+        **d.pipeline, "source": {"kind": "file", "path": "incoming/*.csv"}})
+    at = open_page("pages/deployment.py", name=deployed, section="runs")
+    assert not any("training data" in w.value for w in at.warning)
+
+
+def test_the_promote_box_proposes_production_sinks(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    d = deployments.get_deployment(trained_store, deployed)
+    deployments.update_pipeline(trained_store, deployed, {**d.pipeline, "sinks": [
+        {"kind": "folder", "path": f"exports/{deployed}"}]})
+    at = open_page("pages/deployment.py", name=deployed)
+    field = next(t for t in at.text_input if t.label == "folder path")
+    assert field.value == "exports/churn-production"
+    field.set_value("exports/live").run()
+    at.text_area(key=next(t.key for t in at.text_area if t.label.startswith("Override reason"))
+                 ).set_value("sinks tested here").run()
+    button(at, "Promote to production").click().run()
+    assert not at.exception and not at.error
+    production = deployments.get_deployment(trained_store, "churn-production")
+    assert production.pipeline["sinks"][0]["path"] == "exports/live"
+    link = next(p for p in at.get("page_link") if p.proto.label == "Open churn-production")
+    assert link.proto.query_string == "name=churn-production"

@@ -49,8 +49,10 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
     assert not at.exception and "queued; the worker runs it" in texts(at)
     [queued] = validation.list_validations(trained_store, staging.name)
     assert queued.status == "queued" and queued.label_column == "churn"
+    assert "shows the report by itself when it is done" in texts(at)  # it polls: no Refresh
+    assert not any(b.label == "Refresh" for b in at.button)
     assert worker.run_once(trained_store)
-    at = open_page("pages/deployment.py", name=staging.name, section="validation")
+    at.run()  # the same session, as the poll's redraw: the report, not a stale "queued"
     assert not at.exception and not [e.value for e in at.error if "alidation" in e.value], \
         [e.value for e in at.error]
     assert [m.label for m in at.metric if "Single-row" in m.label] == [
