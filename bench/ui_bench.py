@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -145,8 +146,7 @@ def type_cron(page: Page) -> None:
 
 
 def pick_drift_feature(page: Page) -> None:
-    picker = page.locator('[data-testid="stSelectbox"]', has_text="Feature").last
-    picker.click()
+    page.get_by_role("combobox", name="Feature", exact=True).click()
     page.get_by_role("option").nth(1).click()
 
 
@@ -186,6 +186,7 @@ def measure(browser: Browser, url: str, name: str, run_id: str, model_id: str,
         for label, path in deep.items():
             page, seconds = open_page(browser, url + path)
             add(f"page ready: {label}", seconds)
+            print(f"  {label}: {seconds:.2f} s", file=sys.stderr, flush=True)
             page.context.close()
         for label, path, section, action in actions:
             page, _ = open_page(browser, url + path)
@@ -195,7 +196,10 @@ def measure(browser: Browser, url: str, name: str, run_id: str, model_id: str,
                     '[data-testid="stButtonGroup"]').count():
                 page.context.close()
                 continue  # the all-tabs page switches tabs in the browser, without a rerun
-            add(f"action: {label}", act(page, action))
+            try:
+                add(f"action: {label}", act(page, action))
+            except PlaywrightError as exc:  # a missing widget: say so, measure the rest
+                print(f"action '{label}' failed: {str(exc).splitlines()[0]}", flush=True)
             page.context.close()
     return figures
 

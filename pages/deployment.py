@@ -22,9 +22,10 @@ from core.store import Store
 
 
 def general(store: Store, d: Deployment) -> None:
-    ui_drift.drift_banner(store, d)
+    series = ui_drift.over_time(store, d)  # one computation for the banner and the headline
+    ui_drift.drift_banner(store, d, series)
     ui_deployment.general(store, d)
-    ui_drift.drift_headline(store, d)
+    ui_drift.drift_headline(d, series)
 
 
 def pipeline(store: Store, d: Deployment) -> None:

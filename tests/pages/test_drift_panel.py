@@ -20,7 +20,7 @@ def panel(name: str) -> None:
 
     store = ui.get_store()
     d = deployments.get_deployment(store, name)
-    ui_drift.drift_headline(store, d)
+    ui_drift.drift_headline(d, ui_drift.over_time(store, d))
     _general, drift_tab = st.tabs(["General", "Drift"])
     with drift_tab:
         ui_drift.drift_tab(store, d)
