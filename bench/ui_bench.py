@@ -2,7 +2,8 @@
 
 Run: `.venv/bin/python bench/ui_bench.py [--home DIR] [--app-dir DIR] [--repeat 3] [--runs 20]`.
 
-Builds (unless `--home` names an existing one) a demo workspace (`modeldeck demo`) with the
+Builds (in `--home` when it is missing, else in a temporary folder deleted afterwards) a demo
+workspace (`modeldeck demo`) with the
 churn experiment deployed to staging with a challenger and `--runs` succeeded runs, executed by
 `worker.run_once`. Then starts `streamlit run app.py` from `--app-dir` (default: this checkout;
 point it at an export of an older commit to measure the same workspace before a change) on a
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -237,6 +239,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)  # built here: not kept
     print(f"app {args.app_dir.resolve()} · workspace {home} · {args.runs} runs of {name} · "
           f"{args.repeat} tries · {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     report(figures)
