@@ -200,6 +200,19 @@ def _check_source(ws: Workspace, source: Any, con: Connection | None) -> dict[st
                                            if source.get("incremental") else {})}
 
 
+def check_file_source(workspace: Workspace, path: str) -> dict[str, str]:
+    """A file source block for `path`, checked now: inside the allowed folders, a readable
+    format, and matching at least one file. Raises PipelineError saying which."""
+    block = _check_source(workspace, {"kind": "file", "path": path}, None)
+    resolved = confine(workspace, block["path"])
+    pattern = str(resolved.relative_to(resolved.anchor))
+    if not any(Path(resolved.anchor).glob(pattern)):
+        raise PipelineError(f"No file matches '{block['path']}'.",
+                            f"Check the name; paths are relative to the workspace "
+                            f"({workspace.home}).", "source")
+    return block
+
+
 def _check_transform(con: Connection | None, block: Any, i: int,
                      taken: set[str]) -> dict[str, str]:
     default = f"transform_{i + 1}"

@@ -116,9 +116,17 @@ def act(action: Callable[[], str]) -> None:
         flash_error(exc)
 
 
+def literal(text: str) -> str:
+    """`text` for st.markdown with its asterisks shown as typed (a cron expression's `*` would
+    turn into italics); code spans in backticks are left alone."""
+    parts = text.split("`")
+    return "`".join(p if i % 2 else p.replace("*", "\\*") for i, p in enumerate(parts))
+
+
 def show_error(exc: ModelDeckError) -> None:
     """A user-facing error: what is wrong, then how to fix it."""
-    st.error(f"**{exc.message}**" + (f"\n\n{exc.hint}" if exc.hint else ""), icon="⚠️")
+    st.error(f"**{literal(exc.message)}**" + (f"\n\n{literal(exc.hint)}" if exc.hint else ""),
+             icon="⚠️")
 
 
 @contextlib.contextmanager

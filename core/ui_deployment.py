@@ -132,6 +132,8 @@ def general(store: Store, d: Deployment) -> None:
         if st.button("Delete", disabled=typed != d.name, key=f"delete_{d.id}"):
             with ui.guarded():
                 deployments.delete_deployment(store, d.name, confirm=typed)
+                ui.flash(f"Deleted {d.name}. Its runs and their results are kept: Run results "
+                         "lists them.")
                 st.query_params.clear()
                 st.switch_page("pages/deployments.py")
 
@@ -319,8 +321,8 @@ def runs_panel(store: Store, d: Deployment) -> None:
                              key=f"run_source_{d.id}")
     if st.button("Run now", type="primary", key=f"run_{d.id}"):
         with ui.guarded():
-            run = runs.enqueue_run(store, d.name, source_override=(
-                {"kind": "file", "path": override} if override else None))
+            source = pipeline.check_file_source(store.workspace, override) if override else None
+            run = runs.enqueue_run(store, d.name, source_override=source)
             st.toast(f"Queued run {run.id}.")
     found = runs.list_runs(store, d.name)
     if any(not r.is_finished for r in found):

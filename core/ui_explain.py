@@ -102,10 +102,13 @@ def model_importance(store: Store, model: Model) -> None:
     bar) and stored beside the model, then read from the file."""
     found = explain.get_model_importance(store, model)
     if found is None:
-        st.caption("Explaining the holdout rows once; later views read the stored result.")
-        progress = ui.progress_bar("Rebuilding the holdout rows")
+        working = st.empty()  # the note and the bar go once the result is there
+        with working.container():
+            st.caption("Explaining the holdout rows once; later views read the stored result.")
+            progress = ui.progress_bar("Rebuilding the holdout rows")
         with ui.guarded():
             found = explain.model_importance(store, model, progress=progress)
+            working.empty()
     if found is None:
         return
     rows = ("rows of the reference dataset" if found.which == "reference"

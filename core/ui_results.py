@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -60,6 +61,7 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     where = {"prediction": wanted or None,
              "confidence": min_confidence or None, "input_quality": min_quality or None}
     number = int(d.number_input("Page", min_value=1, value=1, key="results_page"))
+    asked = number
     # Columns the user hid are not even read, so the grid's own menu cannot re-show them.
     # Without a key column, the row number identifies a row (to explain it, for one).
     keep = [col for col in ([key_column] if key_column else ["_row"]) + shown_predicted
@@ -67,12 +69,18 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     if not key_column and not shown_predicted and not shown_inputs:
         st.info("Choose at least one column to show.")
         return pd.DataFrame()
-    frame, total = results.page(store, run.id, which=which, offset=(number - 1) * size,
-                                limit=size, sort_by=sort_by, descending=descending,
-                                where=where, columns=keep)
+    def read(number: int) -> tuple[pd.DataFrame, int]:
+        return results.page(store, run.id, which=which, offset=(number - 1) * size,
+                            limit=size, sort_by=sort_by, descending=descending, where=where,
+                            columns=keep)
+
+    frame, total = read(number)
     pages = max(1, math.ceil(total / size))
+    if number > pages:  # a narrower filter or bigger pages: show the last page instead
+        number = pages
+        frame, total = read(number)
     st.caption(f"{total:,} rows match · page {number} of {pages}"
-               + (" (past the last page)" if number > pages else ""))
+               + (f" (page {asked} asked: there are only {pages})" if asked > pages else ""))
     st.dataframe(frame, hide_index=True)
     return frame
 
@@ -85,3 +93,30 @@ def run_progress(store: Store, run_id: str) -> None:
         st.rerun()
     st.progress(run.progress, text=run.message or run.status)
     st.caption("This page shows the results by itself when the run ends.")
+
+
+def box_metrics(summary: dict[str, Any], which: str) -> None:
+    """Rows, mean confidence, input quality, agreement and the captions of one model's
+    results (`which`: main or challenger)."""
+    part = summary.get(which) or {}
+    boxes = st.columns(4)
+    boxes[0].metric("Rows", f"{summary['rows']:,}")
+    confidence = part.get("mean_confidence")
+    boxes[1].metric(f"Mean confidence ({which})",
+                    "n/a" if confidence is None else f"{confidence:.3f}")
+    boxes[2].metric("Mean input quality", f"{summary['input_quality']['mean']:.3f}")
+    agreement = (summary.get("challenger") or {}).get("agreement_rate")
+    boxes[3].metric("Challenger agreement", "n/a" if agreement is None else f"{agreement:.1%}")
+    if part.get("class_balance"):
+        st.caption(f"Class balance ({which}): " + ", ".join(
+            f"{k} {v:.1%}" for k, v in part["class_balance"].items()))
+    if part.get("prediction_summary"):
+        st.caption(f"Predictions ({which}): " + ", ".join(
+            f"{k} {v:.4g}" for k, v in part["prediction_summary"].items() if v is not None))
+    quality = summary["input_quality"]
+    st.caption(f"Input problems: {quality.get('missing', 0)} missing values, "
+               f"{quality.get('out_of_range', 0)} out of training range, "
+               f"{quality.get('unseen_category', 0)} unseen categories.")
+    if part.get("metrics"):
+        st.caption(f"Labelled metrics ({which}): " + ", ".join(
+            f"{k} {v:.4f}" for k, v in part["metrics"].items() if isinstance(v, float)))

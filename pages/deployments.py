@@ -12,7 +12,8 @@ found = ui.require_deployments(store)
 
 rows = []
 for d in found:
-    last = runs.list_runs(store, d.name, limit=1)
+    # a validation is not a run of the pipeline's data: it does not count as the last run
+    last = [r for r in runs.list_runs(store, d.name, limit=20) if r.trigger != "validation"]
     current = d.current
     rows.append({
         "deployment": f"deployment?name={d.name}",

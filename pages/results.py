@@ -41,32 +41,9 @@ if not run.summary.get("results_written"):  # a failed sink still leaves readabl
     st.stop()
 
 summary = results.summary(store, run.id)
-main = summary.get("main") or {}
-boxes = st.columns(4)
-boxes[0].metric("Rows", f"{summary['rows']:,}")
-confidence = main.get("mean_confidence")
-boxes[1].metric("Mean confidence", "n/a" if confidence is None else f"{confidence:.3f}")
-boxes[2].metric("Mean input quality", f"{summary['input_quality']['mean']:.3f}")
-challenger = summary.get("challenger") or {}
-agreement = challenger.get("agreement_rate")
-boxes[3].metric("Challenger agreement", "n/a" if agreement is None else f"{agreement:.1%}")
-if main.get("class_balance"):
-    st.caption("Class balance: " + ", ".join(f"{k} {v:.1%}"
-                                             for k, v in main["class_balance"].items()))
-if main.get("prediction_summary"):
-    st.caption("Predictions: " + ", ".join(f"{k} {v:.4g}"
-                                           for k, v in main["prediction_summary"].items()
-                                           if v is not None))
-quality = summary["input_quality"]
-st.caption(f"Input problems: {quality.get('missing', 0)} missing values, "
-           f"{quality.get('out_of_range', 0)} out of training range, "
-           f"{quality.get('unseen_category', 0)} unseen categories.")
-if main.get("metrics"):
-    st.caption("Labelled metrics: " + ", ".join(
-        f"{k} {v:.4f}" for k, v in main["metrics"].items() if isinstance(v, float)))
-
-which = st.radio("Results of", ["main", "challenger"] if challenger else ["main"],
+which = st.radio("Results of", ["main", "challenger"] if summary.get("challenger") else ["main"],
                  horizontal=True, key="results_which")
+ui_results.box_metrics(summary, which)  # of the results shown: main or challenger
 with ui.guarded():
     shown = ui_results.results_table(store, run, which)
     ui.download_results(run.id, which, key="results_download")

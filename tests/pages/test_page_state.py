@@ -164,3 +164,62 @@ def test_the_promote_box_proposes_production_sinks(
     assert production.pipeline["sinks"][0]["path"] == "exports/live"
     link = next(p for p in at.get("page_link") if p.proto.label == "Open churn-production")
     assert link.proto.query_string == "name=churn-production"
+
+
+def test_run_now_checks_another_file_on_click(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="runs")
+    at.text_input(key=next(t.key for t in at.text_input if t.label.startswith("Score another"))
+                  ).set_value("incoming/nope.csv").run()
+    button(at, "Run now").click().run()
+    assert any("No file matches 'incoming/nope.csv'" in e.value for e in at.error)
+    assert runs.list_runs(trained_store, deployed) == []  # nothing queued to fail later
+
+
+def test_delete_says_what_happened(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    other = registry.list_models(trained_store)[0].id
+    deployments.deploy(trained_store, other, "production")
+    at = open_page("pages/deployment.py", name=deployed)
+    at.text_input(key=next(t.key for t in at.text_input if "to confirm" in t.label)
+                  ).set_value(deployed).run()
+    button(at, "Delete").click().run()
+    assert any(f"Deleted {deployed}" in s.value for s in at.success)
+    assert at.title[0].value == "Deployments"
+
+
+def test_a_cron_error_shows_its_asterisks(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="schedule")
+    next(t for t in at.text_input if t.label.startswith("Cron expression")).set_value(
+        "61 * * * *").run()
+    assert any("'61 \\* \\* \\* \\*'" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_results_page_number_and_box_metrics_follow_the_view(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    run = runs.enqueue_run(trained_store, deployed)
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=run.id)
+    at.number_input(key="results_page").set_value(99).run()
+    assert any("page 12 of 12 (page 99 asked: there are only 12)" in c.value
+               for c in at.caption), [c.value for c in at.caption]  # 600 rows, 50 a page
+    assert len(at.dataframe[0].value) == 600 - 11 * 50
+    summary = runs.get_run(trained_store, run.id).summary
+    at.radio(key="results_which").set_value("challenger").run()
+    confidence = summary["challenger"]["mean_confidence"]
+    assert metric(at, "Mean confidence (challenger)") == f"{confidence:.3f}"
+
+
+def test_a_validation_is_not_the_last_run(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    import pandas as pd
+
+    from core import datasets, validation
+
+    path = trained_store.workspace.home / "labelled" / "val.parquet"
+    path.parent.mkdir()
+    pd.DataFrame(datasets.churn_frame(n_rows=200, seed=3)).to_parquet(path, index=False)
+    validation.start_validation(trained_store, deployed, "labelled/val.parquet")
+    at = open_page("pages/deployments.py")
+    assert list(at.dataframe[0].value["last run"]) == ["never"]
