@@ -242,6 +242,12 @@ def download_results(run_id: str, which: str, key: str) -> None:
             data=lambda fmt=fmt: results.export(store, run_id, fmt, which).read_bytes())
 
 
+def model_names(store: Store, experiment_id: str | None = None) -> dict[str, str]:
+    """Model id -> "linear · v1" (algorithm and version), for text a person reads; one read."""
+    return {m.id: f"{m.algorithm} · v{m.version}"
+            for m in registry.list_models(store, experiment_id=experiment_id)}
+
+
 def require_deployments(store: Store) -> list[Deployment]:
     """Every deployment; when there is none, say how to make one and stop the page."""
     from core import deployments

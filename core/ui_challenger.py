@@ -201,8 +201,11 @@ def _swap(store: Store, d: Deployment) -> None:
     if d.current is None or not d.current.challenger_model_id:
         st.caption(f"No challenger to swap in. {challenger.ADD_CHALLENGER_HINT}")
         return
-    st.write(f"Make **{d.current.challenger_model_id}** the main model and "
-             f"**{d.current.main_model_id}** the challenger (a new version; roll back to undo).")
+    names = ui.model_names(store, d.experiment_id)
+    shadow, main = d.current.challenger_model_id, d.current.main_model_id
+    st.write(f"Make **{names.get(shadow)}** ({shadow}) the main model and "
+             f"**{names.get(main)}** ({main}) the challenger (a new version; roll back to "
+             "undo).")
     confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")
     if st.button("Swap main and challenger", key=f"ch_swap_{d.id}", disabled=not confirm):
         with ui.guarded():

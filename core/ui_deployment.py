@@ -251,10 +251,12 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
     source = _source_editor(store, d, current.get("source", {}))
     st.markdown("**Transformations** (DuckDB SELECTs over `input`; they cannot read files)")
     transforms = _transforms_editor(d, current.get("transforms", []))
-    main = d.current.main_model_id if d.current else "none"
-    challenger = (d.current.challenger_model_id if d.current else None) or "none"
-    st.info(f"**Model block (locked)**: main {main}, challenger {challenger}. To change the "
-            "model, deploy another one or roll back on the Versions tab.", icon="🔒")
+    names = ui.model_names(store, d.experiment_id)
+    main = d.current.main_model_id if d.current else None
+    challenger = d.current.challenger_model_id if d.current else None
+    st.info(f"**Model block (locked)**: main {_named(names, main)}, challenger "
+            f"{_named(names, challenger)}. To change the model, deploy another one or roll "
+            "back in the Versions section.", icon="🔒")
     label = st.text_input("Label column (metrics when present)",
                           value=current.get("label_column") or "", key=f"label_{d.id}")
     st.markdown("**Sinks** (the run's Parquet results are always kept)")
@@ -290,22 +292,30 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
 
 def versions_table(store: Store, d: Deployment) -> None:
     """Every version; "make current" on another one is a rollback."""
+    names = ui.model_names(store, d.experiment_id)
     for v in deployments.list_versions(store, d.id):
         is_current = d.current is not None and v.id == d.current.id
         cols = st.columns([1, 3, 3, 2, 2])
         cols[0].markdown(f"**v{v.number}**" + (" (current)" if is_current else ""))
-        cols[1].caption(f"main {v.main_model_id}")
-        cols[2].caption(f"challenger {v.challenger_model_id or 'none'}")
+        cols[1].caption(f"main **{names.get(v.main_model_id, '?')}** ({v.main_model_id})")
+        cols[2].caption(f"challenger **{names.get(v.challenger_model_id, '?')}** "
+                        f"({v.challenger_model_id})" if v.challenger_model_id
+                        else "challenger none")
         cols[3].caption(f"{v.created_by}, {v.created_at:%Y-%m-%d %H:%M}")
         if not is_current:
             cols[4].button("Make current", key=f"rollback_{v.id}", on_click=ui.act,
                            args=(lambda n=v.number: _rollback(store, d, n),))
 
 
+def _named(names: dict[str, str], model_id: str | None) -> str:
+    return f"{names.get(model_id, '?')} ({model_id})" if model_id else "none"
+
+
 def _rollback(store: Store, d: Deployment, number: int) -> str:
     after = deployments.rollback(store, d.name, number)
-    return (f"Version v{number} of {d.name} is current again (main {after.current.main_model_id}"
-            "); callers get it from their next request.")
+    main = registry.get_model(store, after.current.main_model_id)
+    return (f"Version v{number} of {d.name} is current again (main {main.algorithm} · "
+            f"v{main.version}, {main.id}); callers get it from their next request.")
 
 
 def runs_panel(store: Store, d: Deployment) -> None:

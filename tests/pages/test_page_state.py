@@ -63,6 +63,22 @@ def test_make_current_shows_the_rolled_back_version_at_once(
     assert len(rollbacks) == 1
 
 
+def test_models_are_named_by_algorithm_and_version(
+        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    by_id = {m.id: f"{m.algorithm} · v{m.version}" for m in registry.list_models(trained_store)}
+    current = deployments.get_deployment(trained_store, deployed).current
+    main, challenger = by_id[current.main_model_id], by_id[current.challenger_model_id]
+    at = open_page("pages/deployments.py")
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["main model"], row["challenger"]) == (main, challenger)
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
+    assert any(f"main {main} ({current.main_model_id})" in i.value for i in at.info)
+    at = open_page("pages/deployment.py", name=deployed, section="versions")
+    assert any(f"main **{main}**" in c.value for c in at.caption)
+    at = open_page("pages/deployment.py", name=deployed, section="challenger")
+    assert any(f"Make **{challenger}**" in m.value for m in at.markdown)
+
+
 def test_save_schedule_shows_the_saved_schedule(
         trained_store: Store, deployed: str, open_page: OpenPage) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="schedule")
