@@ -148,8 +148,10 @@ def type_cron(page: Page) -> None:
 
 
 def pick_drift_feature(page: Page) -> None:
-    page.get_by_role("combobox", name="Feature", exact=True).click()
-    page.get_by_role("option").nth(1).click()
+    box = page.get_by_role("combobox", name="Feature", exact=True)
+    box.click()
+    box.press_sequentially("tenure")  # the selectbox filters as one types; Enter picks
+    box.press("Enter")
 
 
 def toggle_column(page: Page) -> None:

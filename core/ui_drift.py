@@ -46,11 +46,16 @@ def run_window(store: Store, d: Deployment, prefix: str, *, default_last: int = 
             "end": datetime.combine(last, time()) + timedelta(days=1)}
 
 
+def most_drifted_first(report: drift.DriftReport) -> list[FeatureDrift]:
+    """The features by PSI, highest first (unscored ones last): the table's and picker's order."""
+    return sorted(report.features, key=lambda f: -(f.psi or -1))
+
+
 def _table(report: drift.DriftReport) -> None:
     rows = [{"feature": f.name, "kind": f.kind, "status": f.status, "PSI": f.psi,
              "distance": f.distance, "distance kind": f.distance_kind, "p-value": f.p_value,
              "test": f.test, "rows": f.served_rows, "note": f.note}
-            for f in sorted(report.features, key=lambda f: -(f.psi or -1))]
+            for f in most_drifted_first(report)]
     st.dataframe(rows, hide_index=True, key=f"drift_table_{report.deployment}",
                  column_config={"PSI": st.column_config.NumberColumn(format="%.3f"),
                                 "distance": st.column_config.NumberColumn(format="%.3f"),
@@ -100,7 +105,7 @@ def drift_tab(store: Store, d: Deployment) -> None:
         st.caption(note)
     _thresholds(store, d, report.thresholds)
     _table(report)
-    names = [f.name for f in report.features]
+    names = [f.name for f in most_drifted_first(report)]  # opens on the most drifted one
     chosen = st.selectbox("Feature", names, key=f"drift_feature_{d.id}")
     feature = next(f for f in report.features if f.name == chosen)
     _overlay(feature, key=f"drift_overlay_{d.id}")
