@@ -95,7 +95,7 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
         return
     model = registry.get_model(store, model_id)
     st.page_link("pages/model.py", query_params={"id": model.id}, icon=":material/insights:",
-                 label=f"{label}: {model.algorithm} v{model.version} ({model.id})")
+                 label=f"{label}: {model.algorithm} · v{model.version} ({model.id})")
 
 
 def general(store: Store, d: Deployment) -> None:
@@ -364,23 +364,30 @@ def _runs_table(found: list[Run]) -> None:
             "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
 
 
+def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
+    from core import scheduler
+
+    if current is None:
+        st.caption("No schedule: runs start only when someone queues them.")
+        return
+    state = "paused" if current.is_paused else "active"
+    st.markdown(f"**Current schedule** ({state}): `{current.cron}` in {current.timezone}"
+                f" — {scheduler.describe(current.cron)}")
+
+    def toggle() -> str:
+        (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
+        return f"Schedule {'resumed' if current.is_paused else 'paused'}."
+
+    st.button("Resume" if current.is_paused else "Pause", key=f"sched_toggle_{d.id}",
+              on_click=ui.act, args=(toggle,))
+
+
 def schedule_panel(store: Store, d: Deployment) -> None:
     """Cron expression (or a preset) and time zone with a live preview; pause/resume; save."""
     from core import scheduler  # cronsim only where schedules are shown
 
     current = scheduler.get_schedule(store, d.name)  # fresh: `d` may predate a rerun
-    if current is not None:
-        state = "paused" if current.is_paused else "active"
-        st.markdown(f"**Current schedule** ({state}): `{current.cron}` in {current.timezone}"
-                    f" — {scheduler.describe(current.cron)}")
-        label = "Resume" if current.is_paused else "Pause"
-        if st.button(label, key=f"sched_toggle_{d.id}"):
-            with ui.guarded():
-                (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
-                ui.flash(f"Schedule {'resumed' if current.is_paused else 'paused'}.")
-                st.rerun()
-    else:
-        st.caption("No schedule: runs start only when someone queues them.")
+    _current_schedule(store, d, current)
     presets = ["custom", *scheduler.PRESETS]
     preset = st.radio("Preset", presets, horizontal=True, key=f"sched_preset_{d.id}")
     default = scheduler.PRESETS.get(preset) or (current.cron if current else "0 6 * * 1")
@@ -402,12 +409,19 @@ def schedule_panel(store: Store, d: Deployment) -> None:
                           index=scheduler.OVERLAP.index(base.overlap), key=f"sched_ov_{d.id}")
     attempts = c.number_input("Attempts if the worker dies", 1, 10, base.max_attempts,
                               key=f"sched_att_{d.id}", help="1 = no retry")
-    if st.button("Save schedule", type="primary", key=f"sched_save_{d.id}"):
-        with ui.guarded():
-            saved = scheduler.set_schedule(store, d.name, cron, tz, catch_up=catch_up,
-                                           overlap=overlap, max_attempts=int(attempts))
-            ui.flash(f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone}).")
-            st.rerun()  # re-read: "Current schedule" shows what was saved
+
+    def save() -> str:  # a callback: the page then renders the saved schedule at once
+        now = st.session_state  # the widgets' values of this click, not of the last render
+        chosen = now.get(f"sched_cron_{d.id}_{now.get(f'sched_preset_{d.id}')}", cron)
+        saved = scheduler.set_schedule(
+            store, d.name, chosen, now.get(f"sched_tz_{d.id}", tz),
+            catch_up=now.get(f"sched_catch_{d.id}", catch_up),
+            overlap=now.get(f"sched_ov_{d.id}", overlap),
+            max_attempts=int(now.get(f"sched_att_{d.id}", attempts)))
+        return f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone})."
+
+    st.button("Save schedule", type="primary", key=f"sched_save_{d.id}", on_click=ui.act,
+              args=(save,))
     slots = scheduler.list_slots(store, d.name)
     if slots:
         st.markdown("**Recent slots**")

@@ -48,7 +48,12 @@ def test_deployment_sections_follow_the_url(
     section = page.locator('[data-testid="stButtonGroup"] button', has_text="Schedule")
     rerun_after(page, section.click)
     expect(page).to_have_url(f"{streamlit_server.url}deployment?name={name}&section=schedule")
-    expect(page.get_by_role("button", name="Save schedule")).to_be_visible()
+    save = page.get_by_role("button", name="Save schedule")
+    rerun_after(page, save.click)
+    # at once, not after a second run: the first settled page already shows the new state
+    assert page.get_by_text("Schedule saved").count() == 1
+    assert page.get_by_text("Current schedule").count() == 1
+    assert page.get_by_text("No schedule").count() == 0
     assert_no_exception(page)
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "state_deployment_schedule.png"))

@@ -239,3 +239,19 @@ def test_a_validation_is_not_the_last_run(
     validation.start_validation(trained_store, deployed, "labelled/val.parquet")
     at = open_page("pages/deployments.py")
     assert list(at.dataframe[0].value["last run"]) == ["never"]
+
+
+def test_a_registered_dataset_is_shown_and_offered_for_training(
+        store: Store, open_page: OpenPage) -> None:
+    from core import datasets
+
+    datasets.add_demo(store, datasets.DEMO_NAMES[0])
+    at = open_page("pages/datasets.py")
+    first = at.selectbox(key="ds_show").value
+    at.selectbox(key="ds_demo").set_value(datasets.DEMO_NAMES[1]).run()
+    next(b for b in at.button if b.label == "Register demo set").click().run()
+    assert not at.exception and not at.error
+    added = next(d for d in datasets.list_datasets(store) if d.id != first)
+    assert at.selectbox(key="ds_show").value == added.id  # not the one shown before
+    link = next(p for p in at.get("page_link") if p.proto.label.startswith("Train on"))
+    assert link.proto.page == "train" and link.proto.query_string == f"dataset={added.id}"
