@@ -242,6 +242,19 @@ def download_results(run_id: str, which: str, key: str) -> None:
             data=lambda fmt=fmt: results.export(store, run_id, fmt, which).read_bytes())
 
 
+def settings_table(values: dict[str, object], what: str) -> None:
+    """A flat dict as a two-column table a person reads: "none" for None, lists joined."""
+    def shown(value: object) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, list | tuple):
+            return ", ".join(map(str, value)) or "none"
+        return str(value)
+
+    st.dataframe(pd.DataFrame({what: list(values), "value": [shown(v) for v in values.values()]}),
+                 hide_index=True)
+
+
 def model_names(store: Store, experiment_id: str | None = None) -> dict[str, str]:
     """Model id -> "linear · v1" (algorithm and version), for text a person reads; one read."""
     return {m.id: f"{m.algorithm} · v{m.version}"

@@ -255,3 +255,16 @@ def test_a_registered_dataset_is_shown_and_offered_for_training(
     assert at.selectbox(key="ds_show").value == added.id  # not the one shown before
     link = next(p for p in at.get("page_link") if p.proto.label.startswith("Train on"))
     assert link.proto.page == "train" and link.proto.query_string == f"dataset={added.id}"
+
+
+def test_model_parameters_and_artifact_read_as_tables(
+        trained_store: Store, open_page: OpenPage) -> None:
+    model = registry.list_models(trained_store)[0]
+    at = open_page("pages/model.py", id=model.id)
+    assert not at.get("json")
+    params = at.dataframe[-2].value
+    assert set(params["parameter"]) == set(model.params)
+    assert "None" not in set(params["value"]) and "null" not in set(params["value"])
+    artifact = dict(zip(at.dataframe[-1].value["field"], at.dataframe[-1].value["value"],
+                        strict=True))
+    assert artifact["sha256"] == model.details()["artifact"]["sha256"]
