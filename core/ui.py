@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import runpy
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -162,6 +164,25 @@ def sidebar_status(store: Store) -> None:
             st.caption(f"{mark} {status.name}: {status.detail}")
 
 
+def link_table(data: pd.DataFrame | list[dict[str, Any]], link: str, key: str,
+               column_config: dict[str, Any] | None = None) -> None:
+    """A table whose `link` column holds "page?param=value": selecting a row opens that page
+    in this browser tab. (A LinkColumn opens a new tab per click.) The column shows the value."""
+    frame = pd.DataFrame(data)
+    targets = [urllib.parse.urlsplit(str(t)) for t in frame.get(link, [])]
+    if link in frame:
+        frame[link] = [dict(urllib.parse.parse_qsl(t.query)).popitem()[1] if t.query else t.path
+                       for t in targets]
+    event = st.dataframe(frame, hide_index=True, key=key, on_select="rerun",
+                         selection_mode="single-row", column_config=column_config)
+    st.caption("Select a row to open it.")
+    chosen = event.selection.rows if event else []
+    if chosen:
+        target = targets[chosen[0]]
+        page = next(p.path for p in PAGES if p.url_path == target.path)
+        st.switch_page(page, query_params=dict(urllib.parse.parse_qsl(target.query)))
+
+
 def show_leaderboard(models: list[Model], key: str) -> None:
     """A version's models as a table: metrics, training time and size, each linking its page."""
     if not models:
@@ -177,12 +198,8 @@ def show_leaderboard(models: list[Model], key: str) -> None:
         "size (KB)": round(m.size_bytes / 1024, 1),
         "origin": m.origin,
     } for m in models]
-    st.dataframe(
-        pd.DataFrame(rows), hide_index=True, key=key,
-        column_config={
-            "model": st.column_config.LinkColumn("model", display_text=r"model\?id=(.*)"),
-            **{n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names},
-        })
+    link_table(rows, "model", key, column_config={
+        n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names})
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the dataset…")
@@ -204,8 +221,7 @@ def show_model_list(models: list[Model], key: str) -> None:
             "headline metric": f"{metric} {value:.4f}" if value is not None else f"{metric} n/a",
             "created (UTC)": m.created_at,
         })
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key=key, column_config={
-        "model": st.column_config.LinkColumn("model", display_text=r"model\?id=(.*)")})
+    link_table(rows, "model", key)
 
 
 def deploy_form(store: Store, model: Model, key: str) -> None:

@@ -96,8 +96,7 @@ def _comparison(found: challenger.Comparison, d: Deployment) -> None:
         rows = [{"run": f"results?run={r['run_id']}", **{k: v for k, v in r.items()
                                                          if k != "run_id"}}
                 for r in found.top]
-        st.dataframe(rows, hide_index=True, key=f"ch_top_{d.id}", column_config={
-            "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
+        ui.link_table(rows, "run", key=f"ch_top_{d.id}")
     if found.features:
         st.subheader("Features that differ most where the models disagree")
         st.caption("PSI and Jensen-Shannon distance between the feature's distribution in "
@@ -182,14 +181,12 @@ def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
     for note in live.notes:
         st.caption(note)
     st.plotly_chart(live_figure(live), key=f"ch_live_{d.id}")
-    st.dataframe([{"run": f"results?run={r.run_id}", "labelled rows": r.rows,
+    ui.link_table([{"run": f"results?run={r.run_id}", "labelled rows": r.rows,
                    f"main {metric}": (r.main or {}).get(metric),
                    f"challenger {metric}": (r.challenger or {}).get(metric),
                    "difference": (r.difference or {}).get(metric),
                    "CI low": r.ci[0] if r.ci else None, "CI high": r.ci[1] if r.ci else None}
-                  for r in live.runs], hide_index=True, key=f"ch_live_table_{d.id}",
-                 column_config={"run": st.column_config.LinkColumn(
-                     "run", display_text=r"results\?run=(.*)")})
+                   for r in live.runs], "run", key=f"ch_live_table_{d.id}")
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -248,14 +245,12 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     def size(path: Any) -> str:
         return f"{path.stat().st_size / 1e6:.2f} MB" if path is not None else ""
 
-    st.dataframe([{"run": f"results?run={r.id}", "status": r.status, "rows": r.rows_out,
+    ui.link_table([{"run": f"results?run={r.id}", "status": r.status, "rows": r.rows_out,
                    "finished": r.finished_at, "trigger": r.trigger,
                    "main results": size(files[r.id]["main"]),
                    "challenger results": size(files[r.id]["challenger"]),
                    "note": "purged" if r.purged_at else (r.error or "")} for r in found],
-                 hide_index=True, key=f"pred_table_{d.id}", column_config={
-                     "run": st.column_config.LinkColumn("run",
-                                                        display_text=r"results\?run=(.*)")})
+                  "run", key=f"pred_table_{d.id}")
     ready = [r for r in found if files[r.id]["main"] is not None]
     if not ready:
         st.caption("No run has results to download yet.")

@@ -356,12 +356,10 @@ def _runs_table(found: list[Run]) -> None:
     if not found:
         st.caption("No run yet.")
         return
-    st.dataframe(pd.DataFrame([{
+    ui.link_table([{
         "run": f"results?run={r.id}", "status": r.status, "trigger": r.trigger,
         "queued (UTC)": r.queued_at, "rows": "" if r.rows_out is None else f"{r.rows_out:,}",
-        "by": r.queued_by, "error": r.error or ""} for r in found]), hide_index=True,
-        column_config={
-            "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
+        "by": r.queued_by, "error": r.error or ""} for r in found], "run", key="runs_table")
 
 
 def _current_schedule(store: Store, d: Deployment, current: Any) -> None:

@@ -1,6 +1,5 @@
 """Every deployment: environment, current models, status, last run, link."""
 
-import pandas as pd
 import streamlit as st
 
 from core import deployments, runs, ui
@@ -29,8 +28,6 @@ for d in found:
         "model ids": " / ".join(i for i in (current.main_model_id, current.challenger_model_id)
                                 if i) if current else "",
     })
-st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-    "deployment": st.column_config.LinkColumn("deployment",
-                                              display_text=r"deployment\?name=(.*)")})
+ui.link_table(rows, "deployment", key="deployments_table")
 st.caption("Status \"deployed\": the current models' artifacts are present and intact. "
            "The prediction form URL and the API status arrive with the serving release.")

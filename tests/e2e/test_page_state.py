@@ -57,3 +57,19 @@ def test_deployment_sections_follow_the_url(
     assert_no_exception(page)
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "state_deployment_schedule.png"))
+
+
+def test_a_table_row_opens_its_page_in_the_same_tab(
+    e2e_run: tuple[str, str], page: Page, streamlit_server: Any,
+    wait_rendered: Callable[[Page], None], assert_no_exception: Callable[[Page], None]
+) -> None:
+    page.goto(f"{streamlit_server.url}deployments")  # e2e_run: at least one deployment
+    wait_rendered(page)
+    grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    assert grid is not None
+    # the first row's selection box: left of the row, below the header (35 px rows)
+    page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 18)
+    page.wait_for_url("**/deployment?name=*")
+    wait_rendered(page)
+    assert len(page.context.pages) == 1  # no new browser tab
+    assert_no_exception(page)

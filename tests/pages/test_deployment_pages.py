@@ -42,8 +42,13 @@ def test_deployments_list_shows_status_and_link(
 ) -> None:
     at = open_page("pages/deployments.py")
     table = at.dataframe[0].value
-    assert list(table["deployment"]) == [f"deployment?name={deployed}"]
+    assert list(table["deployment"]) == [deployed]
     assert list(table["status"]) == ["deployed"] and list(table["last run"]) == ["never"]
+    # selecting a row opens the deployment in the same browser tab (no LinkColumn, no new tab)
+    at.session_state["deployments_table"] = {"selection": {"rows": [0], "columns": [],
+                                                           "cells": []}}
+    at.run()
+    assert at.title[0].value == "Deployment" and at.query_params["name"] == deployed
 
 
 def test_promote_then_roll_back_from_the_deployment_page(

@@ -96,7 +96,7 @@ def test_the_model_page_explains_the_holdout_once(trained_store: Store,
     at.session_state["model_tabs"] = "Explainability"
     at.run()
     assert not at.exception and not at.error
-    assert at.get("progress")  # computed now, with a progress bar
+    assert stored.exists() and not at.get("progress")  # computed now; the bar went when done
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
     assert "holdout: mean |SHAP| (log-odds), 120 rows" in titles, titles
     assert any("120 holdout rows" in c.value for c in at.caption)
