@@ -106,8 +106,8 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
     if not worst:
         return
     by = "key" if errors.get("key") else "row"
-    st.dataframe([{**r, "label": str(r["label"]), "prediction": str(r["prediction"])}
-                  for r in worst], hide_index=True, key=f"{key}_worst")
+    st.dataframe([_worst_row(r, has_key=by == "key") for r in worst], hide_index=True,
+                 key=f"{key}_worst")
     st.page_link("pages/results.py", query_params={"run": v.run_id},
                  label=f"All rows of this validation (run {v.run_id})",
                  icon=":material/table:")
@@ -117,6 +117,17 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
         with ui.guarded():
             [e] = explain.explain_rows(store, v.run_id, [chosen], "main", None, by=by)
             st.plotly_chart(charts.explanation_figure(e), key=f"{key}_explained")
+
+
+def _worst_row(row: dict[str, Any], has_key: bool) -> dict[str, Any]:
+    """A worst row as a person reads it: no empty key column, plain numbers."""
+    def shown(value: Any) -> Any:
+        if isinstance(value, float):
+            return validation.plain_number(value)
+        return "" if value is None else str(value)
+
+    return {k: shown(v) if k != "row" else v for k, v in row.items()
+            if k != "key" or has_key}
 
 
 def _report(store: Store, v: validation.Validation) -> None:

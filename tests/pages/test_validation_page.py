@@ -98,3 +98,14 @@ def test_figures_show_the_report_numbers() -> None:
     fig = residual_figure({"prediction": [1.0, 2.0], "residual": [0.5, -0.25]}, "main")
     assert list(fig.data[0].y) == [0.5, -0.25]
     assert fig.layout.yaxis.title.text == "label - prediction"
+
+
+def test_numbers_read_plainly() -> None:
+    from core.ui_validation import _worst_row
+
+    assert [validation.plain_number(x) for x in (42390.2, 4.2e-05, 0.123456, -1234.5, 0.0)] == [
+        "42,390", "0.000042", "0.1235", "-1,234", "0"]
+    row = {"row": 7, "key": None, "label": 151.0, "prediction": 147.12345678901234,
+           "confidence": None, "error": 3.876543}
+    assert _worst_row(row, has_key=False) == {"row": 7, "label": "151", "prediction": "147.1",
+                                              "confidence": "", "error": "3.877"}
