@@ -32,6 +32,15 @@ def list_entries(store: Store, deployment_name: str | None = None) -> list[Audit
     return [AuditEntry.from_row(r) for r in rows]
 
 
+def deletion(store: Store, deployment_name: str) -> AuditEntry | None:
+    """The entry that deleted the deployment of this name, when it is gone (else None)."""
+    row = store.query("SELECT * FROM audit_log WHERE deployment_name = ? AND action = 'delete'"
+                      " AND NOT EXISTS (SELECT 1 FROM deployments WHERE name = ?)"
+                      " ORDER BY logged_at DESC LIMIT 1", [deployment_name, deployment_name]
+                      ).first()
+    return AuditEntry.from_row(row) if row else None
+
+
 def describe(value: dict[str, Any] | None) -> str:
     """A short human reading of an entry's before/after, for tables ('' when absent)."""
     if not value:

@@ -41,6 +41,15 @@ def default_pipeline(store: Store, model: Model) -> dict[str, Any]:
     }
 
 
+def scores_training_data(store: Store, deployment: Deployment) -> bool:
+    """True while the pipeline's source is still the training snapshot it was created with."""
+    source = deployment.pipeline.get("source") or {}
+    if source.get("kind") != "file":
+        return False
+    experiment = get_experiment(store, deployment.experiment_id)
+    return source.get("path") == get_dataset(store, experiment.dataset_id).snapshot_path
+
+
 # ---------------------------------------------------------------------------- reading
 def _version(row: dict[str, Any] | None) -> DeploymentVersion | None:
     return DeploymentVersion(**row) if row else None
@@ -171,7 +180,10 @@ def _find(tx: Tx, experiment_id: str, environment: str) -> Deployment | None:
 
 
 def _free_name(tx: Tx, model: Model, environment: str) -> str:
-    base = f"{slug(model.experiment)}-{environment}"
+    return _free_name_from(tx, f"{slug(model.experiment)}-{environment}")
+
+
+def _free_name_from(tx: Tx, base: str) -> str:
     taken = {r["name"] for r in tx.execute(
         "SELECT name FROM deployments WHERE name LIKE ?", [base + "%"])}
     return next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)
@@ -191,16 +203,59 @@ def _create(tx: Tx, name: str, model: Model, environment: str,
     return Deployment.from_row(row)
 
 
+def production_name(store: Store, staging: Deployment) -> str:
+    """The name promotion gives (or gave) the staging deployment's production counterpart."""
+    main = get_model(store, staging.current.main_model_id) if staging.current else None
+
+    def read(tx: Tx) -> str:
+        found = _find(tx, staging.experiment_id, "production")
+        if found is not None or main is None:
+            return found.name if found else f"{staging.name}-production"
+        return _free_name(tx, main, "production")
+
+    return store.read(read)
+
+
+def _for_environment(text: str, staging_name: str, production_name: str, sep: str) -> str:
+    """A staging sink's path or table renamed for production: the staging deployment's name,
+    else the word staging, is replaced; a path naming neither gets the environment appended."""
+    if staging_name in text:
+        return text.replace(staging_name, production_name)
+    if staging_name.replace("-", "_") in text:
+        return text.replace(staging_name.replace("-", "_"), production_name.replace("-", "_"))
+    if "staging" in text:
+        return text.replace("staging", "production")
+    return f"{text}{sep}production"
+
+
+def production_sinks(store: Store, staging_name: str) -> list[dict[str, Any]]:
+    """Staging's sinks with their own production paths and tables (what promote proposes), so
+    production never writes into staging's folder or table."""
+    staging = get_deployment(store, staging_name)
+    target = production_name(store, staging)
+    out = []
+    for sink in staging.pipeline.get("sinks", []):
+        sink = dict(sink)
+        if sink.get("kind") == "folder":
+            sink["path"] = _for_environment(sink["path"], staging.name, target, "-")
+        elif sink.get("table"):
+            sink["table"] = _for_environment(sink["table"], staging.name, target, "_")
+        out.append(sink)
+    return out
+
+
 def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
             copy_schedule: bool = True, copy_report: bool = True,
-            actor: str | None = None, override_reason: str | None = None) -> Deployment:
+            actor: str | None = None, override_reason: str | None = None,
+            sinks: list[dict[str, Any]] | None = None) -> Deployment:
     """Make staging's current models production's current version; one transaction.
 
     Creates the production deployment on first promotion. Idempotent: promoting models that
     production already serves changes nothing, so two people promoting at once yield one new
     version. Guarded by the promotion gate (core.gate): raises Forbidden naming every failing
     check unless a written `override_reason` is given (InvalidInput when it is blank); the
-    audit entry keeps the reason and the checks' outcomes.
+    audit entry keeps the reason and the checks' outcomes. A copied pipeline gets production's
+    own sinks: `sinks` as given, else `production_sinks` (staging's, renamed).
     """
     from core import gate  # core.gate reads deployments through this module
 
@@ -214,6 +269,8 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
                            "Say why promoting despite the failing checks is right; it is "
                            "kept in the audit log.")
     reason = (override_reason or "").strip()
+    own_sinks = sinks if sinks is not None else production_sinks(store, staging.name)
+    prod_pipeline = validate_pipeline({**staging.pipeline, "sinks": own_sinks}, store.workspace)
     main = get_model(store, staging.current.main_model_id)
     checks = gate.check_gate(store, staging.name)
     failed = gate.failing(checks)
@@ -235,7 +292,7 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
         target = _find(tx, fresh.experiment_id, "production")
         if target is None:
             target = _create(tx, _free_name(tx, main, "production"), main, "production",
-                             fresh.pipeline)
+                             {**fresh.pipeline, "sinks": prod_pipeline["sinks"]})
         pins = (fresh.current.main_model_id, fresh.current.challenger_model_id)
         if target.current and (target.current.main_model_id,
                                target.current.challenger_model_id) == pins:
@@ -244,6 +301,8 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
         for column, wanted in copied.items():
             if wanted:
                 value = getattr(fresh, column)
+                if column == "pipeline":  # production writes to its own sinks
+                    value = {**value, "sinks": prod_pipeline["sinks"]}
                 if column == "schedule" and value:  # active from now: no catch-up of the
                     value = {**value, "since": utcnow().isoformat()}  # slots before promotion
                 tx.execute(f"UPDATE deployments SET {column} = ? WHERE id = ?",

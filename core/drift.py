@@ -488,6 +488,11 @@ def drift_alert(store: Store, deployment_name: str, last: int = 30) -> DriftAler
         series = drift_over_time(store, deployment_name, last)
     except InvalidInput:
         return None
+    return alert_of(series)
+
+
+def alert_of(series: DriftSeries) -> DriftAlert | None:
+    """drift_alert from an already computed series (None when the latest run has no drift)."""
     if not series.shares or series.shares[-1][2] == 0:
         return None
     since = series.shares[-1][1]

@@ -67,6 +67,7 @@ from core.pipeline_sql import (
     reader_for,
     source_chain,
     source_connection,
+    source_files,
     source_query,
     strip_trailing,
     transform_connection,
@@ -207,6 +208,15 @@ def _check_source(ws: Workspace, source: Any, con: Connection | None) -> dict[st
                             "true scores only files no earlier succeeded run scored.", "source")
     return {"kind": kind, "path": path, **({"incremental": True}
                                            if source.get("incremental") else {})}
+
+
+def check_file_source(workspace: Workspace, path: str) -> dict[str, str]:
+    """A file source block for `path`, checked now: inside the allowed folders, a readable
+    format, at least one file, none empty or with a repeated header (what a run's source
+    reading would refuse). Raises PipelineError saying which."""
+    block = _check_source(workspace, {"kind": "file", "path": path}, None)
+    source_files(workspace, block["path"])  # there, readable, not empty: as a run reads it
+    return block
 
 
 def _check_transform(con: Connection | None, block: Any, i: int,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import runpy
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +19,7 @@ from core.errors import ModelDeckError
 from core.store import Store
 
 APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
+FLASH_KEY = "_modeldeck_flash"
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,48 @@ def header(title: str, caption: str = "") -> None:
     st.title(title)
     if caption:
         st.caption(caption)
+    show_flash()
+
+
+def flash(text: str) -> None:
+    """Say what an action did at the top of the next run, which re-reads the state it changed."""
+    st.session_state[FLASH_KEY] = ("success", text)
+
+
+def flash_error(exc: ModelDeckError) -> None:
+    """Show a ModelDeckError raised by a widget callback at the top of the next run."""
+    st.session_state[FLASH_KEY] = ("error", exc)
+
+
+def show_flash() -> None:
+    """The message left by the previous run's action, once."""
+    kind, item = st.session_state.pop(FLASH_KEY, (None, None))
+    if kind == "success":
+        st.success(item, icon="✅")
+    elif kind == "error":
+        show_error(item)
+
+
+def act(action: Callable[[], str]) -> None:
+    """Run a write from a widget callback (before the page renders, so the page shows its
+    result at once) and flash what it did, or its error."""
+    try:
+        flash(action())
+    except ModelDeckError as exc:
+        flash_error(exc)
+
+
+def literal(text: str) -> str:
+    """`text` for st.markdown with its asterisks shown as typed (a cron expression's `*` would
+    turn into italics); code spans in backticks are left alone."""
+    parts = text.split("`")
+    return "`".join(p if i % 2 else p.replace("*", "\\*") for i, p in enumerate(parts))
 
 
 def show_error(exc: ModelDeckError) -> None:
     """A user-facing error: what is wrong, then how to fix it."""
-    st.error(f"**{exc.message}**" + (f"\n\n{exc.hint}" if exc.hint else ""), icon="⚠️")
+    st.error(f"**{literal(exc.message)}**" + (f"\n\n{literal(exc.hint)}" if exc.hint else ""),
+             icon="⚠️")
 
 
 @contextlib.contextmanager
@@ -124,6 +164,25 @@ def sidebar_status(store: Store) -> None:
             st.caption(f"{mark} {status.name}: {status.detail}")
 
 
+def link_table(data: pd.DataFrame | list[dict[str, Any]], link: str, key: str,
+               column_config: dict[str, Any] | None = None) -> None:
+    """A table whose `link` column holds "page?param=value": selecting a row opens that page
+    in this browser tab. (A LinkColumn opens a new tab per click.) The column shows the value."""
+    frame = pd.DataFrame(data)
+    targets = [urllib.parse.urlsplit(str(t)) for t in frame.get(link, [])]
+    if link in frame:
+        frame[link] = [dict(urllib.parse.parse_qsl(t.query)).popitem()[1] if t.query else t.path
+                       for t in targets]
+    event = st.dataframe(frame, hide_index=True, key=key, on_select="rerun",
+                         selection_mode="single-row", column_config=column_config)
+    st.caption("Select a row to open it.")
+    chosen = event.selection.rows if event else []
+    if chosen:
+        target = targets[chosen[0]]
+        page = next(p.path for p in PAGES if p.url_path == target.path)
+        st.switch_page(page, query_params=dict(urllib.parse.parse_qsl(target.query)))
+
+
 def show_leaderboard(models: list[Model], key: str) -> None:
     """A version's models as a table: metrics, training time and size, each linking its page."""
     if not models:
@@ -139,12 +198,8 @@ def show_leaderboard(models: list[Model], key: str) -> None:
         "size (KB)": round(m.size_bytes / 1024, 1),
         "origin": m.origin,
     } for m in models]
-    st.dataframe(
-        pd.DataFrame(rows), hide_index=True, key=key,
-        column_config={
-            "model": st.column_config.LinkColumn("model", display_text=r"model\?id=(.*)"),
-            **{n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names},
-        })
+    link_table(rows, "model", key, column_config={
+        n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names})
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the dataset…")
@@ -166,8 +221,7 @@ def show_model_list(models: list[Model], key: str) -> None:
             "headline metric": f"{metric} {value:.4f}" if value is not None else f"{metric} n/a",
             "created (UTC)": m.created_at,
         })
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key=key, column_config={
-        "model": st.column_config.LinkColumn("model", display_text=r"model\?id=(.*)")})
+    link_table(rows, "model", key)
 
 
 def deploy_form(store: Store, model: Model, key: str) -> None:
@@ -202,6 +256,25 @@ def download_results(run_id: str, which: str, key: str) -> None:
             f"Download {fmt.upper()}", key=f"{key}_{fmt}", mime=mime,
             file_name=f"{run_id}-{which}.{fmt}", on_click="ignore",
             data=lambda fmt=fmt: results.export(store, run_id, fmt, which).read_bytes())
+
+
+def settings_table(values: dict[str, object], what: str) -> None:
+    """A flat dict as a two-column table a person reads: "none" for None, lists joined."""
+    def shown(value: object) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, list | tuple):
+            return ", ".join(map(str, value)) or "none"
+        return str(value)
+
+    st.dataframe(pd.DataFrame({what: list(values), "value": [shown(v) for v in values.values()]}),
+                 hide_index=True)
+
+
+def model_names(store: Store, experiment_id: str | None = None) -> dict[str, str]:
+    """Model id -> "linear · v1" (algorithm and version), for text a person reads; one read."""
+    return {m.id: f"{m.algorithm} · v{m.version}"
+            for m in registry.list_models(store, experiment_id=experiment_id)}
 
 
 def require_deployments(store: Store) -> list[Deployment]:

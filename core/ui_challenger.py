@@ -96,8 +96,7 @@ def _comparison(found: challenger.Comparison, d: Deployment) -> None:
         rows = [{"run": f"results?run={r['run_id']}", **{k: v for k, v in r.items()
                                                          if k != "run_id"}}
                 for r in found.top]
-        st.dataframe(rows, hide_index=True, key=f"ch_top_{d.id}", column_config={
-            "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
+        ui.link_table(rows, "run", key=f"ch_top_{d.id}")
     if found.features:
         st.subheader("Features that differ most where the models disagree")
         st.caption("PSI and Jensen-Shannon distance between the feature's distribution in "
@@ -182,14 +181,12 @@ def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
     for note in live.notes:
         st.caption(note)
     st.plotly_chart(live_figure(live), key=f"ch_live_{d.id}")
-    st.dataframe([{"run": f"results?run={r.run_id}", "labelled rows": r.rows,
+    ui.link_table([{"run": f"results?run={r.run_id}", "labelled rows": r.rows,
                    f"main {metric}": (r.main or {}).get(metric),
                    f"challenger {metric}": (r.challenger or {}).get(metric),
                    "difference": (r.difference or {}).get(metric),
                    "CI low": r.ci[0] if r.ci else None, "CI high": r.ci[1] if r.ci else None}
-                  for r in live.runs], hide_index=True, key=f"ch_live_table_{d.id}",
-                 column_config={"run": st.column_config.LinkColumn(
-                     "run", display_text=r"results\?run=(.*)")})
+                   for r in live.runs], "run", key=f"ch_live_table_{d.id}")
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -201,8 +198,11 @@ def _swap(store: Store, d: Deployment) -> None:
     if d.current is None or not d.current.challenger_model_id:
         st.caption(f"No challenger to swap in. {challenger.ADD_CHALLENGER_HINT}")
         return
-    st.write(f"Make **{d.current.challenger_model_id}** the main model and "
-             f"**{d.current.main_model_id}** the challenger (a new version; roll back to undo).")
+    names = ui.model_names(store, d.experiment_id)
+    shadow, main = d.current.challenger_model_id, d.current.main_model_id
+    st.write(f"Make **{names.get(shadow)}** ({shadow}) the main model and "
+             f"**{names.get(main)}** ({main}) the challenger (a new version; roll back to "
+             "undo).")
     confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")
     if st.button("Swap main and challenger", key=f"ch_swap_{d.id}", disabled=not confirm):
         with ui.guarded():
@@ -245,14 +245,12 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     def size(path: Any) -> str:
         return f"{path.stat().st_size / 1e6:.2f} MB" if path is not None else ""
 
-    st.dataframe([{"run": f"results?run={r.id}", "status": r.status, "rows": r.rows_out,
+    ui.link_table([{"run": f"results?run={r.id}", "status": r.status, "rows": r.rows_out,
                    "finished": r.finished_at, "trigger": r.trigger,
                    "main results": size(files[r.id]["main"]),
                    "challenger results": size(files[r.id]["challenger"]),
                    "note": "purged" if r.purged_at else (r.error or "")} for r in found],
-                 hide_index=True, key=f"pred_table_{d.id}", column_config={
-                     "run": st.column_config.LinkColumn("run",
-                                                        display_text=r"results\?run=(.*)")})
+                  "run", key=f"pred_table_{d.id}")
     ready = [r for r in found if files[r.id]["main"] is not None]
     if not ready:
         st.caption("No run has results to download yet.")

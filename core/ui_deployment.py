@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import (
+    audit,
     deployments,
     incremental,
     pipeline,
@@ -19,8 +20,73 @@ from core import (
     ui_validation,
 )
 from core.entities import ACCESS_LEVELS, Deployment, Run
+from core.errors import NotFound
 from core.store import Store
 from core.workspace import save_upload
+
+SECTION_TITLES = {"general": "General", "pipeline": "Pipeline", "versions": "Versions",
+                  "runs": "Runs", "predictions": "Predictions", "schedule": "Schedule",
+                  "validation": "Validation", "challenger": "Challenger", "drift": "Drift",
+                  "audit": "Audit log"}
+TRAINING_SOURCE = ("**Run now scores the training data** (the snapshot the model was trained "
+                   "on, label included): the deployment's source is still the one it was "
+                   "created with.")
+PICK_KEY = "deployment_pick"
+SECTION_KEY = "deployment_section"
+
+
+def _follow_pick() -> None:
+    st.query_params["name"] = st.session_state[PICK_KEY]
+
+
+def _explain_missing(store: Store, name: str) -> None:
+    deleted = audit.deletion(store, name)
+    if deleted is None:
+        ui.show_error(NotFound("deployment", name, "Choose one of the deployments below."))
+        return
+    st.warning(f"**Deployment '{name}' was deleted** on {deleted.logged_at:%Y-%m-%d %H:%M} UTC"
+               f" by {deleted.actor}. Its runs and their results are kept.", icon="🗑️")
+    st.page_link("pages/results.py", query_params={"deployment": name},
+                 label=f"Open the kept runs of {name}", icon=":material/table_view:")
+
+
+def pick_deployment(store: Store) -> Deployment:
+    """The deployment named in the URL, read in this run (never a copy kept by a widget).
+
+    A deleted or unknown name is said so, and nothing else is shown in its place until the user
+    picks a deployment. Stops the page when there is none to show.
+    """
+    found = ui.require_deployments(store)
+    by_name = {d.name: d for d in found}
+    wanted = st.query_params.get("name")
+    missing = bool(wanted) and wanted not in by_name
+    if missing:
+        _explain_missing(store, wanted)
+        st.session_state.pop(PICK_KEY, None)
+    elif wanted:
+        st.session_state[PICK_KEY] = wanted  # a link to another deployment wins
+    name = st.selectbox("Deployment", list(by_name), key=PICK_KEY, on_change=_follow_pick,
+                        index=None if missing else 0, placeholder="Choose a deployment",
+                        format_func=lambda n: f"{n} ({by_name[n].environment})")
+    if name is None:
+        st.stop()
+    st.query_params["name"] = name
+    return by_name[name]
+
+
+def _follow_section() -> None:
+    st.query_params["section"] = st.session_state[SECTION_KEY]
+
+
+def section_picker(sections: list[str]) -> str:
+    """The section shown, kept in the URL as `section`; only that section computes."""
+    wanted = st.query_params.get("section")
+    st.session_state[SECTION_KEY] = wanted if wanted in sections else sections[0]
+    section = st.segmented_control("Section", sections, key=SECTION_KEY, required=True,
+                                   on_change=_follow_section, format_func=SECTION_TITLES.get,
+                                   label_visibility="collapsed")
+    st.query_params["section"] = section
+    return section
 
 
 def _model_link(store: Store, model_id: str | None, label: str) -> None:
@@ -29,7 +95,7 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
         return
     model = registry.get_model(store, model_id)
     st.page_link("pages/model.py", query_params={"id": model.id}, icon=":material/insights:",
-                 label=f"{label}: {model.algorithm} v{model.version} ({model.id})")
+                 label=f"{label}: {model.algorithm} · v{model.version} ({model.id})")
 
 
 def general(store: Store, d: Deployment) -> None:
@@ -42,17 +108,13 @@ def general(store: Store, d: Deployment) -> None:
     if d.current:
         _model_link(store, d.current.main_model_id, "Main model")
         _model_link(store, d.current.challenger_model_id, "Challenger")
-    access = st.selectbox("Who may call it", ACCESS_LEVELS, index=ACCESS_LEVELS.index(d.access),
-                          key=f"access_{d.id}", help="Enforced by the API once serving lands.")
-    if access != d.access:
-        with ui.guarded():
-            deployments.set_access(store, d.name, access)
-            st.rerun()
+    _access_picker(store, d)
     if d.environment == "staging":
         with st.container(border=True):
             st.markdown("**Promote to production**")
             copy = {w: st.checkbox(f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}")
                     for w in ("pipeline", "schedule", "report")}
+            sinks = _production_sinks(store, d) if copy["pipeline"] else None
             allowed, reason = ui_validation.promotion_checks(store, d)
             if st.button("Promote to production", type="primary", key=f"promote_{d.id}",
                          disabled=not allowed):
@@ -60,16 +122,50 @@ def general(store: Store, d: Deployment) -> None:
                     prod = deployments.promote(store, d.name, copy_pipeline=copy["pipeline"],
                                                copy_schedule=copy["schedule"],
                                                copy_report=copy["report"],
-                                               override_reason=reason)
+                                               override_reason=reason, sinks=sinks)
                     st.success(f"{prod.name} now serves version {prod.current.number}.")
+                    st.page_link("pages/deployment.py", query_params={"name": prod.name},
+                                 label=f"Open {prod.name}", icon=":material/deployed_code:")
     with st.expander("Delete this deployment"):
         st.caption("Runs and their results stay downloadable until you purge them.")
         typed = st.text_input(f"Type '{d.name}' to confirm", key=f"delete_confirm_{d.id}")
         if st.button("Delete", disabled=typed != d.name, key=f"delete_{d.id}"):
             with ui.guarded():
                 deployments.delete_deployment(store, d.name, confirm=typed)
+                ui.flash(f"Deleted {d.name}. Its runs and their results are kept: Run results "
+                         "lists them.")
                 st.query_params.clear()
                 st.switch_page("pages/deployments.py")
+
+
+def _production_sinks(store: Store, d: Deployment) -> list[dict[str, Any]]:
+    """Production's own sinks (staging's, renamed for production), editable before promoting."""
+    proposed = deployments.production_sinks(store, d.name)
+    if not proposed:
+        return []
+    st.caption("Production writes to its own sinks, never into staging's:")
+    out = []
+    for i, sink in enumerate(proposed):
+        field = "path" if sink["kind"] == "folder" else "table"
+        label = f"{sink['kind'].replace('_', ' ')} {field}" + (
+            f" (in {sink['path']})" if field == "table" and sink.get("path") else "")
+        value = st.text_input(label, value=sink[field], key=f"prod_sink_{d.id}_{i}")
+        out.append({**sink, field: value.strip()})
+    return out
+
+
+def _access_picker(store: Store, d: Deployment) -> None:
+    key = f"access_{d.id}"
+    st.session_state[key] = d.access  # the store's value, also when changed elsewhere
+
+    def change() -> str:
+        chosen = st.session_state[key]
+        deployments.set_access(store, d.name, chosen)
+        return f"Access of {d.name} changed to '{chosen}' (was '{d.access}')."
+
+    # A callback fires once per user change, before the page renders: one change, one write.
+    st.selectbox("Who may call it", ACCESS_LEVELS, key=key, on_change=ui.act, args=(change,),
+                 help="Enforced by the API once serving lands.")
 
 
 def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[str, Any]:
@@ -86,13 +182,16 @@ def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[
                            "SELECT * FROM read_csv('exports/*.csv')")
         st.caption(incremental.SQL_PARAMETERS_HELP)
         return {"kind": "sql", "sql": sql}
+    path_key = f"src_path_{d.id}"
     upload = st.file_uploader("Upload a file to score", type=["csv", "parquet", "json"],
                               key=f"src_upload_{d.id}")
-    path = source.get("path", "")
-    if upload is not None:
-        path = str(save_upload(store.workspace, upload.name, upload.getvalue()))
-    path = st.text_input("Path or glob (inside the workspace)", value=path,
-                         key=f"src_path_{d.id}_{path}")
+    if upload is not None and st.session_state.get(f"{path_key}_file") != upload.file_id:
+        # Saved once per upload (reruns hand the same file back), then it is just a path.
+        st.session_state[f"{path_key}_file"] = upload.file_id
+        st.session_state[path_key] = str(save_upload(store.workspace, upload.name,
+                                                     upload.getvalue()))
+    st.session_state.setdefault(path_key, source.get("path", ""))
+    path = st.text_input("Path or glob (inside the workspace)", key=path_key)
     only_new = st.checkbox("Only new data", value=bool(source.get("incremental")),
                            key=f"src_incremental_{d.id}", help=incremental.FILES_HELP)
     return {"kind": "file", "path": path, **({"incremental": True} if only_new else {})}
@@ -145,13 +244,19 @@ def _sinks_editor(d: Deployment, sinks: list[dict[str, Any]]) -> list[dict[str, 
 def pipeline_editor(store: Store, d: Deployment) -> None:
     """Source, transforms, locked model block, sinks; preview and save."""
     current = d.pipeline
+    if deployments.scores_training_data(store, d):
+        st.info(TRAINING_SOURCE + " Set the data to score here: upload a file, give a path or "
+                "glob, a SQL query or a PostgreSQL query, then **Save pipeline**.",
+                icon=":material/info:")
     source = _source_editor(store, d, current.get("source", {}))
     st.markdown("**Transformations** (DuckDB SELECTs over `input`; they cannot read files)")
     transforms = _transforms_editor(d, current.get("transforms", []))
-    main = d.current.main_model_id if d.current else "none"
-    challenger = (d.current.challenger_model_id if d.current else None) or "none"
-    st.info(f"**Model block (locked)**: main {main}, challenger {challenger}. To change the "
-            "model, deploy another one or roll back on the Versions tab.", icon="🔒")
+    names = ui.model_names(store, d.experiment_id)
+    main = d.current.main_model_id if d.current else None
+    challenger = d.current.challenger_model_id if d.current else None
+    st.info(f"**Model block (locked)**: main {_named(names, main)}, challenger "
+            f"{_named(names, challenger)}. To change the model, deploy another one or roll "
+            "back in the Versions section.", icon="🔒")
     label = st.text_input("Label column (metrics when present)",
                           value=current.get("label_column") or "", key=f"label_{d.id}")
     st.markdown("**Sinks** (the run's Parquet results are always kept)")
@@ -187,17 +292,30 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
 
 def versions_table(store: Store, d: Deployment) -> None:
     """Every version; "make current" on another one is a rollback."""
+    names = ui.model_names(store, d.experiment_id)
     for v in deployments.list_versions(store, d.id):
         is_current = d.current is not None and v.id == d.current.id
         cols = st.columns([1, 3, 3, 2, 2])
         cols[0].markdown(f"**v{v.number}**" + (" (current)" if is_current else ""))
-        cols[1].caption(f"main {v.main_model_id}")
-        cols[2].caption(f"challenger {v.challenger_model_id or 'none'}")
+        cols[1].caption(f"main **{names.get(v.main_model_id, '?')}** ({v.main_model_id})")
+        cols[2].caption(f"challenger **{names.get(v.challenger_model_id, '?')}** "
+                        f"({v.challenger_model_id})" if v.challenger_model_id
+                        else "challenger none")
         cols[3].caption(f"{v.created_by}, {v.created_at:%Y-%m-%d %H:%M}")
-        if not is_current and cols[4].button("Make current", key=f"rollback_{v.id}"):
-            with ui.guarded():
-                deployments.rollback(store, d.name, v.number)
-                st.rerun()
+        if not is_current:
+            cols[4].button("Make current", key=f"rollback_{v.id}", on_click=ui.act,
+                           args=(lambda n=v.number: _rollback(store, d, n),))
+
+
+def _named(names: dict[str, str], model_id: str | None) -> str:
+    return f"{names.get(model_id, '?')} ({model_id})" if model_id else "none"
+
+
+def _rollback(store: Store, d: Deployment, number: int) -> str:
+    after = deployments.rollback(store, d.name, number)
+    main = registry.get_model(store, after.current.main_model_id)
+    return (f"Version v{number} of {d.name} is current again (main {main.algorithm} · "
+            f"v{main.version}, {main.id}); callers get it from their next request.")
 
 
 def runs_panel(store: Store, d: Deployment) -> None:
@@ -206,12 +324,15 @@ def runs_panel(store: Store, d: Deployment) -> None:
     if not worker.is_alive:
         st.warning(f"The worker is not running ({worker.detail}): queued runs wait for it. "
                    "Start it with `modeldeck worker` (or `make run`).")
+    if deployments.scores_training_data(store, d):
+        st.warning(TRAINING_SOURCE + " Set your own source in the Pipeline section, or give a "
+                   "file below.", icon=":material/info:")
     override = st.text_input("Score another file instead (optional path or glob)",
                              key=f"run_source_{d.id}")
     if st.button("Run now", type="primary", key=f"run_{d.id}"):
         with ui.guarded():
-            run = runs.enqueue_run(store, d.name, source_override=(
-                {"kind": "file", "path": override} if override else None))
+            source = pipeline.check_file_source(store.workspace, override) if override else None
+            run = runs.enqueue_run(store, d.name, source_override=source)
             st.toast(f"Queued run {run.id}.")
     found = runs.list_runs(store, d.name)
     if any(not r.is_finished for r in found):
@@ -235,12 +356,28 @@ def _runs_table(found: list[Run]) -> None:
     if not found:
         st.caption("No run yet.")
         return
-    st.dataframe(pd.DataFrame([{
+    ui.link_table([{
         "run": f"results?run={r.id}", "status": r.status, "trigger": r.trigger,
         "queued (UTC)": r.queued_at, "rows": "" if r.rows_out is None else f"{r.rows_out:,}",
-        "by": r.queued_by, "error": r.error or ""} for r in found]), hide_index=True,
-        column_config={
-            "run": st.column_config.LinkColumn("run", display_text=r"results\?run=(.*)")})
+        "by": r.queued_by, "error": r.error or ""} for r in found], "run", key="runs_table")
+
+
+def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
+    from core import scheduler
+
+    if current is None:
+        st.caption("No schedule: runs start only when someone queues them.")
+        return
+    state = "paused" if current.is_paused else "active"
+    st.markdown(f"**Current schedule** ({state}): `{current.cron}` in {current.timezone}"
+                f" — {scheduler.describe(current.cron)}")
+
+    def toggle() -> str:
+        (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
+        return f"Schedule {'resumed' if current.is_paused else 'paused'}."
+
+    st.button("Resume" if current.is_paused else "Pause", key=f"sched_toggle_{d.id}",
+              on_click=ui.act, args=(toggle,))
 
 
 def schedule_panel(store: Store, d: Deployment) -> None:
@@ -248,17 +385,7 @@ def schedule_panel(store: Store, d: Deployment) -> None:
     from core import scheduler  # cronsim only where schedules are shown
 
     current = scheduler.get_schedule(store, d.name)  # fresh: `d` may predate a rerun
-    if current is not None:
-        state = "paused" if current.is_paused else "active"
-        st.markdown(f"**Current schedule** ({state}): `{current.cron}` in {current.timezone}"
-                    f" — {scheduler.describe(current.cron)}")
-        label = "Resume" if current.is_paused else "Pause"
-        if st.button(label, key=f"sched_toggle_{d.id}"):
-            with ui.guarded():
-                (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
-                st.rerun()
-    else:
-        st.caption("No schedule: runs start only when someone queues them.")
+    _current_schedule(store, d, current)
     presets = ["custom", *scheduler.PRESETS]
     preset = st.radio("Preset", presets, horizontal=True, key=f"sched_preset_{d.id}")
     default = scheduler.PRESETS.get(preset) or (current.cron if current else "0 6 * * 1")
@@ -280,11 +407,19 @@ def schedule_panel(store: Store, d: Deployment) -> None:
                           index=scheduler.OVERLAP.index(base.overlap), key=f"sched_ov_{d.id}")
     attempts = c.number_input("Attempts if the worker dies", 1, 10, base.max_attempts,
                               key=f"sched_att_{d.id}", help="1 = no retry")
-    if st.button("Save schedule", type="primary", key=f"sched_save_{d.id}"):
-        with ui.guarded():
-            saved = scheduler.set_schedule(store, d.name, cron, tz, catch_up=catch_up,
-                                           overlap=overlap, max_attempts=int(attempts))
-            st.success(f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone}).")
+
+    def save() -> str:  # a callback: the page then renders the saved schedule at once
+        now = st.session_state  # the widgets' values of this click, not of the last render
+        chosen = now.get(f"sched_cron_{d.id}_{now.get(f'sched_preset_{d.id}')}", cron)
+        saved = scheduler.set_schedule(
+            store, d.name, chosen, now.get(f"sched_tz_{d.id}", tz),
+            catch_up=now.get(f"sched_catch_{d.id}", catch_up),
+            overlap=now.get(f"sched_ov_{d.id}", overlap),
+            max_attempts=int(now.get(f"sched_att_{d.id}", attempts)))
+        return f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone})."
+
+    st.button("Save schedule", type="primary", key=f"sched_save_{d.id}", on_click=ui.act,
+              args=(save,))
     slots = scheduler.list_slots(store, d.name)
     if slots:
         st.markdown("**Recent slots**")

@@ -46,11 +46,16 @@ def run_window(store: Store, d: Deployment, prefix: str, *, default_last: int = 
             "end": datetime.combine(last, time()) + timedelta(days=1)}
 
 
+def most_drifted_first(report: drift.DriftReport) -> list[FeatureDrift]:
+    """The features by PSI, highest first (unscored ones last): the table's and picker's order."""
+    return sorted(report.features, key=lambda f: -(f.psi or -1))
+
+
 def _table(report: drift.DriftReport) -> None:
     rows = [{"feature": f.name, "kind": f.kind, "status": f.status, "PSI": f.psi,
              "distance": f.distance, "distance kind": f.distance_kind, "p-value": f.p_value,
              "test": f.test, "rows": f.served_rows, "note": f.note}
-            for f in sorted(report.features, key=lambda f: -(f.psi or -1))]
+            for f in most_drifted_first(report)]
     st.dataframe(rows, hide_index=True, key=f"drift_table_{report.deployment}",
                  column_config={"PSI": st.column_config.NumberColumn(format="%.3f"),
                                 "distance": st.column_config.NumberColumn(format="%.3f"),
@@ -100,21 +105,43 @@ def drift_tab(store: Store, d: Deployment) -> None:
         st.caption(note)
     _thresholds(store, d, report.thresholds)
     _table(report)
-    names = [f.name for f in report.features]
+    names = [f.name for f in most_drifted_first(report)]  # opens on the most drifted one
     chosen = st.selectbox("Feature", names, key=f"drift_feature_{d.id}")
     feature = next(f for f in report.features if f.name == chosen)
     _overlay(feature, key=f"drift_overlay_{d.id}")
-    series = drift.drift_over_time(store, d.name, OVER_TIME, report.thresholds)
-    if feature.status != "n/a":
+    series = over_time(store, d)  # the deployment's thresholds, as the report's
+    if series is not None and feature.status != "n/a":
         st.plotly_chart(charts.drift_time_figure(series, chosen), key=f"drift_time_{d.id}")
     if report.prediction is not None:
         st.subheader("Prediction")
         _overlay(report.prediction, key=f"drift_prediction_{d.id}")
 
 
-def drift_banner(store: Store, d: Deployment) -> None:
+def runs_token(store: Store, d: Deployment) -> tuple[str, ...]:
+    """What drift results depend on: the deployment's settings (thresholds) and its runs'
+    states. A cached result keyed by it is dropped by any run or settings change."""
+    found = runs.list_runs(store, d.name, limit=drift.MAX_WINDOW)
+    return (str(d.updated_at), "|".join(f"{r.id}:{r.status}:{r.purged_at}" for r in found))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _over_time(home: str, name: str, last: int,
+               token: tuple[str, ...]) -> drift.DriftSeries | None:
+    """drift.drift_over_time (None without a succeeded run), kept while `token` holds."""
+    try:
+        return drift.drift_over_time(Store.open(home), name, last)
+    except InvalidInput:
+        return None
+
+
+def over_time(store: Store, d: Deployment) -> drift.DriftSeries | None:
+    """The share of drifted features over the last runs; cached per runs and settings."""
+    return _over_time(str(store.workspace.home), d.name, OVER_TIME, runs_token(store, d))
+
+
+def drift_banner(store: Store, d: Deployment, series: drift.DriftSeries | None) -> None:
     """A warning when the latest run shows drifted features, linking to retraining."""
-    alert = drift.drift_alert(store, d.name, OVER_TIME)
+    alert = drift.alert_of(series) if series is not None else None
     if alert is None:
         return
     st.warning(f"**Model may be obsolete: {alert.n_drifted} of {alert.n_features} features "
@@ -126,11 +153,9 @@ def drift_banner(store: Store, d: Deployment) -> None:
                  icon=":material/model_training:")
 
 
-def drift_headline(store: Store, d: Deployment) -> None:
+def drift_headline(d: Deployment, series: drift.DriftSeries | None) -> None:
     """The share of drifted features per run over the last runs."""
-    try:
-        series = drift.drift_over_time(store, d.name, OVER_TIME)
-    except InvalidInput:
+    if series is None:
         st.caption("Drift appears here once the deployment has a succeeded run.")
         return
     st.plotly_chart(charts.drift_share_figure(series), key=f"drift_headline_{d.id}")

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts, explain, ui
+from core import charts, explain, sidecars, ui
 from core.entities import Model, Run
 from core.store import Store
 
@@ -58,12 +58,29 @@ def global_importance(store: Store, run: Run) -> None:
     """Mean |SHAP| per feature for main (and challenger, side by side), or "computing…"."""
     roles = ["main", *(["challenger"] if run.summary.get("challenger") else [])]
     with st.expander("Global explainability"):
-        waiting = False
-        for column, which in zip(st.columns(len(roles)), roles, strict=True):
-            with column:
-                waiting |= _importance(store, run, which)
-        if waiting:
-            st.button("Refresh", key="importance_refresh")
+        if any(explain.get_importance(store, run.id, which) is None for which in roles):
+            _importance_polling(store, run, roles)
+        else:
+            _importances(store, run, roles)
+
+
+def _importances(store: Store, run: Run, roles: list[str]) -> bool:
+    waiting = False
+    for column, which in zip(st.columns(len(roles)), roles, strict=True):
+        with column:
+            waiting |= _importance(store, run, which)
+    return waiting
+
+
+@st.fragment(run_every=2)
+def _importance_polling(store: Store, run: Run, roles: list[str]) -> None:
+    """Polls while an importance is being computed; redraws the page once all are there."""
+    if not _importances(store, run, roles):
+        st.rerun()  # once more without the timer
+    worker = sidecars.worker_status(store.workspace)
+    st.caption("This updates by itself when the worker has computed it."
+               + ("" if worker.is_alive else f" The worker is not running ({worker.detail}): "
+                  "start it with `modeldeck worker`."))
 
 
 def _importance(store: Store, run: Run, which: str) -> bool:
@@ -85,10 +102,13 @@ def model_importance(store: Store, model: Model) -> None:
     bar) and stored beside the model, then read from the file."""
     found = explain.get_model_importance(store, model)
     if found is None:
-        st.caption("Explaining the holdout rows once; later views read the stored result.")
-        progress = ui.progress_bar("Rebuilding the holdout rows")
+        working = st.empty()  # the note and the bar go once the result is there
+        with working.container():
+            st.caption("Explaining the holdout rows once; later views read the stored result.")
+            progress = ui.progress_bar("Rebuilding the holdout rows")
         with ui.guarded():
             found = explain.model_importance(store, model, progress=progress)
+            working.empty()
     if found is None:
         return
     rows = ("rows of the reference dataset" if found.which == "reference"

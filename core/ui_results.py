@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
-from core import registry, results
+from core import registry, results, runs
 from core.entities import Run
+from core.model_input import describe_problems
 from core.store import Store
 
 PAGE_SIZES = (25, 50, 100, 500)
 PREDICTION_COLUMNS = ("prediction", "confidence", "input_quality")
 
 
-def _remembered(key: str, options: list[str]) -> list[str]:
-    """The columns this session last chose for the deployment, still present in this run."""
-    chosen = st.session_state.get(key)
-    return [c for c in chosen if c in options] if chosen else options
+def _column_picker(container: DeltaGenerator, label: str,
+                   options: list[str], key: str) -> list[str]:
+    """A multiselect whose choice sticks: its state is set once (from the choice this session
+    last made for the deployment, still present in this run), never from a changing default."""
+    saved = f"{key}_saved"
+    if key not in st.session_state:
+        chosen = st.session_state.get(saved)
+        st.session_state[key] = [c for c in chosen if c in options] if chosen else options
+    else:
+        st.session_state[key] = [c for c in st.session_state[key] if c in options]
+
+    def remember() -> None:
+        st.session_state[saved] = st.session_state[key]
+
+    return container.multiselect(label, options, key=key, on_change=remember)
 
 
 def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
@@ -32,12 +46,8 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     inputs = [c for c in columns if c not in predicted and c not in ("_row", key_column)]
     memory = f"results_columns_{run.deployment_name}"
     left, right = st.columns(2)
-    shown_predicted = left.multiselect("Prediction columns", predicted, key=f"{memory}_p",
-                                       default=_remembered(f"{memory}_p_saved", predicted))
-    shown_inputs = right.multiselect("Input columns", inputs, key=f"{memory}_i",
-                                     default=_remembered(f"{memory}_i_saved", inputs))
-    st.session_state[f"{memory}_p_saved"] = shown_predicted
-    st.session_state[f"{memory}_i_saved"] = shown_inputs
+    shown_predicted = _column_picker(left, "Prediction columns", predicted, f"{memory}_p")
+    shown_inputs = _column_picker(right, "Input columns", inputs, f"{memory}_i")
 
     classes = list((run.summary[which].get("class_counts") or {}).keys())
     a, b, c = st.columns(3)
@@ -52,6 +62,7 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     where = {"prediction": wanted or None,
              "confidence": min_confidence or None, "input_quality": min_quality or None}
     number = int(d.number_input("Page", min_value=1, value=1, key="results_page"))
+    asked = number
     # Columns the user hid are not even read, so the grid's own menu cannot re-show them.
     # Without a key column, the row number identifies a row (to explain it, for one).
     keep = [col for col in ([key_column] if key_column else ["_row"]) + shown_predicted
@@ -59,11 +70,52 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     if not key_column and not shown_predicted and not shown_inputs:
         st.info("Choose at least one column to show.")
         return pd.DataFrame()
-    frame, total = results.page(store, run.id, which=which, offset=(number - 1) * size,
-                                limit=size, sort_by=sort_by, descending=descending,
-                                where=where, columns=keep)
+    def read(number: int) -> tuple[pd.DataFrame, int]:
+        return results.page(store, run.id, which=which, offset=(number - 1) * size,
+                            limit=size, sort_by=sort_by, descending=descending, where=where,
+                            columns=keep)
+
+    frame, total = read(number)
     pages = max(1, math.ceil(total / size))
+    if number > pages:  # a narrower filter or bigger pages: show the last page instead
+        number = pages
+        frame, total = read(number)
     st.caption(f"{total:,} rows match · page {number} of {pages}"
-               + (" (past the last page)" if number > pages else ""))
+               + (f" (page {asked} asked: there are only {pages})" if asked > pages else ""))
     st.dataframe(frame, hide_index=True)
     return frame
+
+
+@st.fragment(run_every=2)
+def run_progress(store: Store, run_id: str) -> None:
+    """A queued or running run's progress, polled; the whole page redraws once it ends."""
+    run = runs.get_run(store, run_id)
+    if run.is_finished:
+        st.rerun()
+    st.progress(run.progress, text=run.message or run.status)
+    st.caption("This page shows the results by itself when the run ends.")
+
+
+def box_metrics(summary: dict[str, Any], which: str) -> None:
+    """Rows, mean confidence, input quality, agreement and the captions of one model's
+    results (`which`: main or challenger)."""
+    part = summary.get(which) or {}
+    boxes = st.columns(4)
+    boxes[0].metric("Rows", f"{summary['rows']:,}")
+    confidence = part.get("mean_confidence")
+    boxes[1].metric(f"Mean confidence ({which})",
+                    "n/a" if confidence is None else f"{confidence:.3f}")
+    boxes[2].metric("Mean input quality", f"{summary['input_quality']['mean']:.3f}")
+    agreement = (summary.get("challenger") or {}).get("agreement_rate")
+    boxes[3].metric("Challenger agreement", "n/a" if agreement is None else f"{agreement:.1%}")
+    if part.get("class_balance"):
+        st.caption(f"Class balance ({which}): " + ", ".join(
+            f"{k} {v:.1%}" for k, v in part["class_balance"].items()))
+    if part.get("prediction_summary"):
+        st.caption(f"Predictions ({which}): " + ", ".join(
+            f"{k} {v:.4g}" for k, v in part["prediction_summary"].items() if v is not None))
+    quality = summary["input_quality"]
+    st.caption(f"Input problems: {describe_problems(quality)}.")
+    if part.get("metrics"):
+        st.caption(f"Labelled metrics ({which}): " + ", ".join(
+            f"{k} {v:.4f}" for k, v in part["metrics"].items() if isinstance(v, float)))

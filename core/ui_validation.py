@@ -106,8 +106,8 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
     if not worst:
         return
     by = "key" if errors.get("key") else "row"
-    st.dataframe([{**r, "label": str(r["label"]), "prediction": str(r["prediction"])}
-                  for r in worst], hide_index=True, key=f"{key}_worst")
+    st.dataframe([_worst_row(r, has_key=by == "key") for r in worst], hide_index=True,
+                 key=f"{key}_worst")
     st.page_link("pages/results.py", query_params={"run": v.run_id},
                  label=f"All rows of this validation (run {v.run_id})",
                  icon=":material/table:")
@@ -119,11 +119,21 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
             st.plotly_chart(charts.explanation_figure(e), key=f"{key}_explained")
 
 
+def _worst_row(row: dict[str, Any], has_key: bool) -> dict[str, Any]:
+    """A worst row as a person reads it: no empty key column, plain numbers."""
+    def shown(value: Any) -> Any:
+        if isinstance(value, float):
+            return validation.plain_number(value)
+        return "" if value is None else str(value)
+
+    return {k: shown(v) if k != "row" else v for k, v in row.items()
+            if k != "key" or has_key}
+
+
 def _report(store: Store, v: validation.Validation) -> None:
     key = f"val_{v.id}"
     if v.status == "queued":
-        st.info(f"Validation {v.id} is waiting for the worker or running.")
-        st.button("Refresh", key=f"{key}_refresh")
+        _waiting(store, v.id)
         return
     if v.status == "failed":
         st.error(f"**Validation {v.id} failed.** {v.error}", icon="⚠️")
@@ -139,6 +149,16 @@ def _report(store: Store, v: validation.Validation) -> None:
     cols[2].metric("Batch throughput", f"{throughput['rows_per_second'] or 0:,.0f} rows/s")
     _per_model(report, key)
     _errors(store, v, key)
+
+
+@st.fragment(run_every=2)
+def _waiting(store: Store, validation_id: str) -> None:
+    """Polls while the validation is in flight; redraws the whole tab once it has ended."""
+    v = validation.get_validation(store, validation_id)
+    if v.status != "queued":
+        st.rerun()  # the report (and the listing's status) in one redraw, without the timer
+    st.info(f"Validation {v.id} is waiting for the worker or running. This shows the report "
+            "by itself when it is done.", icon="⏳")
 
 
 def _comparison(found: list[validation.Validation], chosen: validation.Validation) -> None:
@@ -188,8 +208,12 @@ def validation_tab(store: Store, d: Deployment) -> None:
                 f"{d.name} --data PATH`.")
         return
     _listing(found, d)
-    chosen = st.selectbox("Report", found, key=f"val_pick_{d.id}", format_func=lambda v: (
-        f"{v.id} · v{v.version_number} · {v.status} · {v.created_at:%Y-%m-%d %H:%M}"))
+    # Pick an id, not a Validation: a selectbox hands back the object of an earlier run, which
+    # kept showing "queued" after the validation had finished.
+    by_id = {v.id: v for v in found}
+    chosen = by_id[st.selectbox("Report", list(by_id), key=f"val_pick_{d.id}",
+                                format_func=lambda i: f"{i} · v{by_id[i].version_number} · "
+                                f"{by_id[i].status} · {by_id[i].created_at:%Y-%m-%d %H:%M}")]
     _report(store, chosen)
     if chosen.status == "succeeded":
         _comparison(found, chosen)

@@ -182,7 +182,8 @@ def start_validation(store: Store, name: str, path: str, label: str | None = Non
     def write(tx: Tx) -> str:
         run_id = runs.insert_run(tx, d.id, "validation", spec["source"], actor)
         row = tx.execute("UPDATE runs SET pipeline = ? WHERE id = ? RETURNING version_id",
-                         [{**d.pipeline, "label_column": label}, run_id]).first()
+                         # never delivered: a validation's results stay in the run
+                         [{**d.pipeline, "label_column": label, "sinks": []}, run_id]).first()
         version = tx.execute("SELECT * FROM deployment_versions WHERE id = ?",
                              [row["version_id"]]).first()
         if worker_id is not None:
@@ -459,17 +460,28 @@ def _bucket_sql(column: str, edges: list[float], params: list[Any]) -> str:
             f" WHEN {x} > ? THEN 'above' ELSE CAST({inner} AS VARCHAR) END")
 
 
+def plain_number(x: float) -> str:
+    """A number as a person reads it: about 4 significant digits, thousands separated, never
+    scientific notation (42,390 and 0.00012, not 4.239e+04 and 1.2e-04)."""
+    if x == 0 or not np.isfinite(x):
+        return str(0 if x == 0 else x)
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    decimals = max(0, 3 - int(np.floor(np.log10(abs(x)))))
+    return f"{x:,.{decimals}f}".rstrip("0").rstrip(".")
+
+
 def _slice_name(kind: str, found: dict[str, Any], value: str) -> str:
     if kind != "numeric" or value == "missing":
         return value
     edges = found["edges"]
     if value == "below":
-        return f"< {edges[0]:.4g}"
+        return f"< {plain_number(edges[0])}"
     if value == "above":
-        return f"> {edges[-1]:.4g}"
+        return f"> {plain_number(edges[-1])}"
     i = int(value)
     close = "]" if i == len(edges) - 2 else ")"
-    return f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{close}"
+    return f"[{plain_number(edges[i])}, {plain_number(edges[i + 1])}{close}"
 
 
 def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:

@@ -4,10 +4,21 @@ import pandas as pd
 import streamlit as st
 
 from core import datasets, profiles, ui
+from core.entities import Dataset
 
 ui.header("Datasets", "Every dataset is snapshotted to Parquet when registered, so training "
           "always sees exactly these rows.")
 store = ui.get_store()
+
+
+
+def registered(added: Dataset) -> None:
+    """Say what was registered, show it below, and offer the next step."""
+    st.success(f"Registered {added.name} ({added.n_rows} rows) as {added.id}.")
+    st.page_link("pages/train.py", query_params={"dataset": added.id},
+                 label=f"Train on {added.name}", icon=":material/model_training:")
+    st.session_state["ds_show"] = added.id  # the picker below opens on the new dataset
+
 
 upload_tab, path_tab, demo_tab = st.tabs(["Upload a file", "From a path", "Demo sets"])
 with upload_tab:
@@ -16,7 +27,7 @@ with upload_tab:
     if upload is not None and st.button("Register upload", key="ds_upload_go"):
         with ui.guarded():
             added = datasets.add_upload(store, upload.name, upload.getvalue())
-            st.success(f"Registered {added.name} ({added.n_rows} rows) as {added.id}.")
+            registered(added)
 with path_tab:
     st.caption(f"Files inside the workspace ({store.workspace.home}) or a folder the "
                "administrator allowed. Globs such as `exports/*.csv` read every match.")
@@ -24,13 +35,13 @@ with path_tab:
     if st.button("Register path", key="ds_path_go", disabled=not path):
         with ui.guarded():
             added = datasets.add_path(store, path, confined=True)
-            st.success(f"Registered {added.name} ({added.n_rows} rows) as {added.id}.")
+            registered(added)
 with demo_tab:
     name = st.selectbox("Demo set", datasets.DEMO_NAMES, key="ds_demo")
     if st.button("Register demo set", key="ds_demo_go"):
         with ui.guarded():
             added = datasets.add_demo(store, name)
-            st.success(f"Registered {added.name} ({added.n_rows} rows) as {added.id}.")
+            registered(added)
 
 found = datasets.list_datasets(store)
 st.subheader(f"Registered datasets ({len(found)})")
@@ -41,8 +52,9 @@ st.dataframe(pd.DataFrame([{
     "id": d.id, "name": d.name, "kind": d.kind, "source": d.source, "rows": d.n_rows,
     "columns": len(d.columns), "registered": d.created_at} for d in found]), hide_index=True)
 
-chosen = st.selectbox("Look at a dataset", found, format_func=lambda d: f"{d.name} ({d.id})",
-                      key="ds_show")
+by_id = {d.id: d for d in found}  # an id, not a Dataset: a selectbox hands back stale objects
+chosen = by_id[st.selectbox("Look at a dataset", list(by_id), key="ds_show",
+                            format_func=lambda i: f"{by_id[i].name} ({i})")]
 frame = datasets.load_frame(store, chosen)
 st.dataframe(frame.head(50), hide_index=True)
 reports = profiles.describe_columns(frame)

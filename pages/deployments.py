@@ -1,6 +1,5 @@
 """Every deployment: environment, current models, status, last run, link."""
 
-import pandas as pd
 import streamlit as st
 
 from core import deployments, runs, ui
@@ -11,22 +10,24 @@ store = ui.get_store()
 found = ui.require_deployments(store)
 
 rows = []
+names = ui.model_names(store)
 for d in found:
-    last = runs.list_runs(store, d.name, limit=1)
+    # a validation is not a run of the pipeline's data: it does not count as the last run
+    last = [r for r in runs.list_runs(store, d.name, limit=20) if r.trigger != "validation"]
     current = d.current
     rows.append({
         "deployment": f"deployment?name={d.name}",
         "environment": d.environment,
         "version": f"v{current.number}" if current else "none",
-        "main model": current.main_model_id if current else "",
-        "challenger": (current.challenger_model_id or "") if current else "",
+        "main model": names.get(current.main_model_id, "") if current else "",
+        "challenger": names.get(current.challenger_model_id or "", "") if current else "",
         "status": deployments.status(store, d),
         "last run": (f"{last[0].status} · {last[0].queued_at:%Y-%m-%d %H:%M}" if last
                      else "never"),
         "access": d.access,
+        "model ids": " / ".join(i for i in (current.main_model_id, current.challenger_model_id)
+                                if i) if current else "",
     })
-st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-    "deployment": st.column_config.LinkColumn("deployment",
-                                              display_text=r"deployment\?name=(.*)")})
+ui.link_table(rows, "deployment", key="deployments_table")
 st.caption("Status \"deployed\": the current models' artifacts are present and intact. "
            "The prediction form URL and the API status arrive with the serving release.")

@@ -72,7 +72,7 @@ with explain_tab:
     if explain_tab.open:
         ui_explain.model_importance(store, model)
 with params_tab:
-    st.json(model.params)
+    ui.settings_table(model.params, "parameter")
 with artifact_tab:
-    st.json(model.details()["artifact"])
+    ui.settings_table(model.details()["artifact"], "field")
     st.caption(f"{model.size_bytes / 1024:.1f} KB · checked against its SHA-256 on every load.")

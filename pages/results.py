@@ -3,15 +3,16 @@
 import streamlit as st
 
 from core import results, runs, ui, ui_connections, ui_explain, ui_reports, ui_results
-from core.model_input import describe_problems
 
 ui.header("Run results")
 store = ui.get_store()
 run_id = st.query_params.get("run")
 if not run_id:
-    recent = runs.list_runs(store, None, limit=200)  # deleted deployments' runs included
+    of = st.query_params.get("deployment")  # a deleted deployment's kept runs, for one
+    recent = runs.list_runs(store, of, limit=200)  # deleted deployments' runs included
     if not recent:
-        st.info("No run yet: open a deployment and press Run now.")
+        st.info(f"No run of {of} yet." if of else "No run yet: open a deployment and press "
+                "Run now.")
         st.page_link("pages/deployments.py", label="Deployments", icon=":material/rocket_launch:")
         st.stop()
     run_id = st.selectbox("Run", [r.id for r in recent], key="results_pick",
@@ -28,8 +29,7 @@ if run is None:
 st.caption(f"{run.deployment_name} · run {run.id} · {run.trigger} by {run.queued_by} · "
            f"{run.status}")
 if not run.is_finished:
-    st.progress(run.progress, text=run.message or run.status)
-    st.button("Refresh")
+    ui_results.run_progress(store, run.id)  # polls; redraws the page when the run ends
     st.stop()
 if run.status != "succeeded":
     st.error(f"**The run {run.status}.** {run.error or ''}", icon="⚠️")
@@ -41,30 +41,9 @@ if not run.summary.get("results_written"):  # a failed sink still leaves readabl
     st.stop()
 
 summary = results.summary(store, run.id)
-main = summary.get("main") or {}
-boxes = st.columns(4)
-boxes[0].metric("Rows", f"{summary['rows']:,}")
-confidence = main.get("mean_confidence")
-boxes[1].metric("Mean confidence", "n/a" if confidence is None else f"{confidence:.3f}")
-boxes[2].metric("Mean input quality", f"{summary['input_quality']['mean']:.3f}")
-challenger = summary.get("challenger") or {}
-agreement = challenger.get("agreement_rate")
-boxes[3].metric("Challenger agreement", "n/a" if agreement is None else f"{agreement:.1%}")
-if main.get("class_balance"):
-    st.caption("Class balance: " + ", ".join(f"{k} {v:.1%}"
-                                             for k, v in main["class_balance"].items()))
-if main.get("prediction_summary"):
-    st.caption("Predictions: " + ", ".join(f"{k} {v:.4g}"
-                                           for k, v in main["prediction_summary"].items()
-                                           if v is not None))
-quality = summary["input_quality"]
-st.caption(f"Input problems: {describe_problems(quality)}.")
-if main.get("metrics"):
-    st.caption("Labelled metrics: " + ", ".join(
-        f"{k} {v:.4f}" for k, v in main["metrics"].items() if isinstance(v, float)))
-
-which = st.radio("Results of", ["main", "challenger"] if challenger else ["main"],
+which = st.radio("Results of", ["main", "challenger"] if summary.get("challenger") else ["main"],
                  horizontal=True, key="results_which")
+ui_results.box_metrics(summary, which)  # of the results shown: main or challenger
 with ui.guarded():
     shown = ui_results.results_table(store, run, which)
     ui.download_results(run.id, which, key="results_download")

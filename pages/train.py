@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import datasets, registry, training, ui
+from core import charts, datasets, registry, training, ui
 from core.entities import TASKS
 
 ui.header("Train", "Fit scikit-learn pipelines on a dataset; each round is a new version of "
@@ -71,4 +71,9 @@ if st.button("Train", type="primary", disabled=plan is None or not algorithms):
 version_id = st.session_state.get("trained_version")
 if version_id:
     st.subheader("Leaderboard")
-    ui.show_leaderboard(registry.list_models(store, version_id=version_id), key="train_board")
+    trained = registry.list_models(store, version_id=version_id)
+    ui.show_leaderboard(trained, key="train_board")
+    if trained:  # the next step: deploy the best of them (or open another from the table)
+        best = charts.ranked(trained, charts.headline_metric(trained[0].task))[0]
+        st.subheader(f"Deploy the best: {best.algorithm} · v{best.version}")
+        ui.deploy_form(store, best, key="train_deploy")

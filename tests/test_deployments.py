@@ -67,6 +67,39 @@ def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> No
     assert actions == ["promote"]
 
 
+def test_promotion_gives_production_its_own_sinks(trained_store: Store) -> None:
+    main, _ = churn_models(trained_store)
+    staging = deployments.deploy(trained_store, main, "staging")
+    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline, "sinks": [
+        {"kind": "folder", "path": "exports/churn-staging", "format": "csv"},
+        {"kind": "duckdb_table", "path": "exports/scores.duckdb", "table": "churn_staging",
+         "mode": "append"},
+        {"kind": "folder", "path": "exports/scores"}]})
+    proposed = deployments.production_sinks(trained_store, staging.name)
+    assert [s.get("table") or s["path"] for s in proposed] == [
+        "exports/churn-production", "churn_production", "exports/scores-production"]
+    assert proposed[1]["path"] == "exports/scores.duckdb"  # one file, its own table
+    production = deployments.promote(trained_store, staging.name, override_reason=UNGATED)
+    assert [s.get("table") or s["path"] for s in production.pipeline["sinks"]] == [
+        "exports/churn-production", "churn_production", "exports/scores-production"]
+    assert deployments.get_deployment(trained_store, staging.name).pipeline["sinks"][0][
+        "path"] == "exports/churn-staging"  # staging keeps its own
+
+
+def test_promotion_takes_edited_sinks(trained_store: Store) -> None:
+    main, _ = churn_models(trained_store)
+    staging = deployments.deploy(trained_store, main, "staging")
+    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline, "sinks": [
+        {"kind": "folder", "path": "exports/churn-staging"}]})
+    production = deployments.promote(
+        trained_store, staging.name, override_reason=UNGATED,
+        sinks=[{"kind": "folder", "path": "exports/live"}])
+    assert [s["path"] for s in production.pipeline["sinks"]] == ["exports/live"]
+    with pytest.raises(InvalidInput, match="outside"):
+        deployments.promote(trained_store, staging.name, override_reason=UNGATED,
+                            sinks=[{"kind": "folder", "path": "../outside"}])
+
+
 def test_promotion_without_copying_keeps_production_pipeline(trained_store: Store) -> None:
     first, second = churn_models(trained_store)
     deployments.deploy(trained_store, first, "production")
@@ -180,3 +213,22 @@ def test_audit_entries_read_as_text() -> None:
                            "from": "x-staging", "copied": {"pipeline": True}}) == (
         "v1: main mdl_a, challenger mdl_b (from x-staging, copied [pipeline True])")
     assert audit.describe({"access": "public"}) == "access public"
+
+
+def test_a_validation_run_never_delivers_to_the_sinks(trained_store: Store) -> None:
+    import pandas as pd
+
+    from core import datasets, runs, validation, worker
+
+    main, _ = churn_models(trained_store)
+    staging = deployments.deploy(trained_store, main, "staging")
+    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline, "sinks": [
+        {"kind": "folder", "path": "exports/churn-staging"}]})
+    path = trained_store.workspace.home / "labelled" / "val.parquet"
+    path.parent.mkdir()
+    pd.DataFrame(datasets.churn_frame(n_rows=300, seed=3)).to_parquet(path, index=False)
+    v = validation.start_validation(trained_store, staging.name, "labelled/val.parquet")
+    assert worker.run_once(trained_store)
+    assert validation.get_validation(trained_store, v.id).status == "succeeded"
+    assert runs.get_run(trained_store, v.run_id).summary.get("sinks") in (None, [])
+    assert not (trained_store.workspace.home / "exports").exists()

@@ -42,6 +42,17 @@ RENDERED = (
 EXCEPTION = '[data-testid="stException"]'
 # Placeholder of an element whose frontend code is still loading (dataframes, page links, ...).
 SKELETON = '[data-testid="stSkeleton"]'
+# After a user action: WATCH notes any change of the app root's script state (a rerun
+# started); SETTLED is true once that rerun has finished.
+WATCH = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  window.__reran = false;
+  if (window.__watch) window.__watch.disconnect();
+  window.__watch = new MutationObserver(() => { window.__reran = true; });
+  window.__watch.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+SETTLED = """() => window.__reran && document.querySelector('[data-testid="stApp"]')
+  .getAttribute('data-test-script-state') === 'notRunning'"""
 STARTUP_TIMEOUT_S = 60
 RENDER_TIMEOUT_MS = 30_000
 LOG_TAIL_LINES = 200
@@ -161,6 +172,21 @@ def _assert_no_exception(page: Page) -> None:
 def wait_rendered() -> Callable[[Page], None]:
     """wait_rendered(page): block until the script run has finished and every element shows."""
     return _wait_rendered
+
+
+def _rerun_after(page: Page, action: Callable[[], None]) -> None:
+    page.evaluate(WATCH)
+    action()
+    page.wait_for_function(SETTLED)
+    _wait_rendered(page)
+
+
+@pytest.fixture
+def rerun_after() -> Callable[[Page, Callable[[], None]], None]:
+    """rerun_after(page, action): do the action, then wait until the rerun it caused has
+    finished rendering (the previous run also reads notRunning, so wait_rendered alone
+    could return at once)."""
+    return _rerun_after
 
 
 @pytest.fixture

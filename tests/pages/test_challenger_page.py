@@ -40,7 +40,7 @@ def test_challenger_tab_compares_takes_labels_and_swaps(trained_store: Store,
     found = challenger.compare(trained_store, deployed.name)
     assert at.metric[0].value == f"{found.agreement_rate:.1%}"
     top = at.dataframe[0].value
-    assert set(top["run"]) == {f"results?run={done.id}"}
+    assert set(top["run"]) == {done.id}
     assert len(top) == len(found.top)
     assert set(at.dataframe[1].value["feature"]) == {f.name for f in found.features}
     assert any("has no ground truth yet" in i.value for i in at.info)
@@ -95,7 +95,7 @@ def test_predictions_tab_lists_runs_and_downloads(trained_store: Store,
     at.run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table["run"]) == [f"results?run={failed.id}", f"results?run={done.id}"]
+    assert list(table["run"]) == [failed.id, done.id]
     assert list(table["status"]) == ["failed", "succeeded"]
     assert table["main results"][1].endswith("MB") and table["challenger results"][1]
     assert "no rows after transforms" in table["note"][0].lower()
@@ -127,12 +127,12 @@ def _write(store: Store) -> str:
     return "truth/t.parquet"
 
 
-def test_the_deployment_page_shows_both_tabs(trained_store: Store, deployed: Deployment,
-                                             open_page) -> None:
+def test_the_deployment_page_has_both_sections(trained_store: Store, deployed: Deployment,
+                                               open_page) -> None:
     score(trained_store, deployed.name, served(100))
-    at = open_page("pages/deployment.py", name=deployed.name)
+    at = open_page("pages/deployment.py", name=deployed.name, section="challenger")
     assert not at.exception
-    assert {"Predictions", "Challenger"} <= {t.label for t in at.tabs}
+    assert {"Predictions", "Challenger"} <= set(at.get("button_group")[0].options)
     assert any(m.label == "Agreement" for m in at.metric)
 
 

@@ -64,7 +64,7 @@ def test_add_test_and_list_connections_without_showing_passwords(
 def test_the_pipeline_tab_saves_a_postgres_source_and_sink(
         trained_store: Store, warehouse: str, deployed: Deployment,
         open_page: Callable[..., AppTest]) -> None:
-    at = open_page("pages/deployment.py", name=deployed.name)
+    at = open_page("pages/deployment.py", name=deployed.name, section="pipeline")
     assert not at.exception
     at.radio(key=f"src_kind_{deployed.id}").set_value("postgres").run()
     at.text_area(key=f"src_pg_sql_{deployed.id}").set_value("SELECT * FROM customers")

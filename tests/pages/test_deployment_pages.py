@@ -43,8 +43,13 @@ def test_deployments_list_shows_status_and_link(
 ) -> None:
     at = open_page("pages/deployments.py")
     table = at.dataframe[0].value
-    assert list(table["deployment"]) == [f"deployment?name={deployed}"]
+    assert list(table["deployment"]) == [deployed]
     assert list(table["status"]) == ["deployed"] and list(table["last run"]) == ["never"]
+    # selecting a row opens the deployment in the same browser tab (no LinkColumn, no new tab)
+    at.session_state["deployments_table"] = {"selection": {"rows": [0], "columns": [],
+                                                           "cells": []}}
+    at.run()
+    assert at.title[0].value == "Deployment" and at.query_params["name"] == deployed
 
 
 def test_promote_then_roll_back_from_the_deployment_page(
@@ -52,7 +57,6 @@ def test_promote_then_roll_back_from_the_deployment_page(
 ) -> None:
     at = open_page("pages/deployment.py", name=deployed)
     assert not at.exception and not errors(at)
-    assert any("Model block (locked)" in i.value for i in at.info)
     assert button(at, "Promote to production").disabled  # not validated: the gate fails
     at.text_area(key=next(t.key for t in at.text_area if t.label.startswith("Override reason"))
                  ).set_value("the gate is tested in test_validation_page.py").run()
@@ -60,7 +64,7 @@ def test_promote_then_roll_back_from_the_deployment_page(
     assert any("churn-production now serves version 1" in s.value for s in at.success)
     other = registry.list_models(trained_store)[1].id
     deployments.deploy(trained_store, other, "staging")
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="versions")
     button(at, "Make current").click().run()
     assert deployments.get_deployment(trained_store, deployed).current.number == 1
     assert audit.list_entries(trained_store, deployed)[0].action == "rollback"
@@ -89,7 +93,8 @@ def test_unknown_deployment_name_is_explained(
 def test_pipeline_preview_shows_each_block_and_a_sql_error(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
+    assert any("Model block (locked)" in i.value for i in at.info)
     button(at, "Add a transform").click().run()
     sql = next(t for t in at.text_area if t.label == "SELECT over `input`")
     sql.set_value("SELECT * FROM input WHERE tenure_months > 12").run()
@@ -105,7 +110,7 @@ def test_pipeline_preview_shows_each_block_and_a_sql_error(
 def test_run_now_then_open_the_results(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="runs")
     button(at, "Run now").click().run()
     assert not at.exception and not errors(at)
     [queued] = runs.list_runs(trained_store, deployed)

@@ -20,7 +20,7 @@ def panel(name: str) -> None:
 
     store = ui.get_store()
     d = deployments.get_deployment(store, name)
-    ui_drift.drift_headline(store, d)
+    ui_drift.drift_headline(d, ui_drift.over_time(store, d))
     _general, drift_tab = st.tabs(["General", "Drift"])
     with drift_tab:
         ui_drift.drift_tab(store, d)
@@ -37,6 +37,7 @@ def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
     assert list(table["feature"][:3]) and set(table["feature"][:3]) == {
         "age", "monthly_charges", "contract"}  # sorted by PSI, highest first
     assert at.metric[0].value == "3 of 7"
+    assert at.selectbox(key=f"drift_feature_{deployed.id}").value == table["feature"][0]
     inputs = {n.label: n for n in at.number_input}
     inputs["Moderate from"].set_value(5.0)
     inputs["Drifted from"].set_value(50.0)

@@ -59,7 +59,11 @@ def test_global_importance_main_and_challenger(trained_store: Store, run: Run,
     explain.importance_path(trained_store, run.id, "challenger").unlink()
     at = open_page("pages/results.py", run=run.id)
     assert any(i.value == "challenger: computing…" for i in at.info)
-    assert any(b.label == "Refresh" for b in at.button)
+    assert not any(b.label == "Refresh" for b in at.button)  # it polls by itself
+    assert any("updates by itself" in c.value for c in at.caption)
+    explain.global_importance(trained_store, run.id, "challenger")
+    at.run()
+    assert not any("computing" in i.value for i in at.info)
 
 
 def test_beeswarm_and_dependence_views_of_a_run(trained_store: Store, run: Run,
@@ -92,7 +96,7 @@ def test_the_model_page_explains_the_holdout_once(trained_store: Store,
     at.session_state["model_tabs"] = "Explainability"
     at.run()
     assert not at.exception and not at.error
-    assert at.get("progress")  # computed now, with a progress bar
+    assert stored.exists() and not at.get("progress")  # computed now; the bar went when done
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
     assert "holdout: mean |SHAP| (log-odds), 120 rows" in titles, titles
     assert any("120 holdout rows" in c.value for c in at.caption)

@@ -73,6 +73,8 @@ def test_training_flow_detects_the_key_and_shows_a_leaderboard(
     assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(board.columns)
     models = registry.list_models(store)
     assert len(models) == 2 and all(m.schema.key_column == "customer_id" for m in models)
+    next(b for b in at.button if b.label == "Deploy to staging").click().run()  # next step
+    assert any("Deployed as version 1" in s.value for s in at.success), errors(at)
 
 
 def test_training_form_explains_a_bad_target_and_disables_training(

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import deployments, registry, reports, runs, worker
 from core.store import Store
+from core.ui_deployment import SECTION_TITLES
 
 OpenPage = Callable[..., AppTest]
 
@@ -29,7 +30,7 @@ def downloads(at: AppTest) -> list[str]:
 
 
 def test_save_report_settings(trained_store: Store, deployed: str, open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="schedule")
     assert not at.exception
     assert any(h.value == "Run reports" for h in at.subheader)
     by_label(at.checkbox, "Write a report after each run").check()
@@ -45,7 +46,7 @@ def test_save_report_settings(trained_store: Store, deployed: str, open_page: Op
 
 def test_a_bad_copy_folder_is_explained_and_not_saved(trained_store: Store, deployed: str,
                                                       open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="schedule")
     by_label(at.checkbox, "Write a report after each run").check()
     by_label(at.text_input, "Also copy reports to (folder in the workspace, optional)"
              ).set_value("/elsewhere/reports")
@@ -72,7 +73,7 @@ def test_the_run_page_offers_the_report(trained_store: Store, deployed: str,
 def test_only_new_data_checkbox_saves_an_incremental_source(trained_store: Store,
                                                             deployed: str,
                                                             open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
     box = by_label(at.checkbox, "Only new data")
     assert box.value is False
     box.check().run()
@@ -104,8 +105,9 @@ def zero_row_run(store: Store, deployed: str) -> str:
 def test_the_deployment_page_copes_with_a_zero_row_run(trained_store: Store, deployed: str,
                                                        open_page: OpenPage) -> None:
     zero_row_run(trained_store, deployed)
-    at = open_page("pages/deployment.py", name=deployed)
-    assert not at.exception, at.exception
+    for section in SECTION_TITLES:
+        at = open_page("pages/deployment.py", name=deployed, section=section)
+        assert not at.exception, (section, at.exception)
 
 
 def test_a_zero_row_run_page_says_no_new_data(trained_store: Store, deployed: str,

@@ -29,7 +29,7 @@ def button(at: AppTest, label: str):
 
 def test_set_a_schedule_with_preview_then_pause_and_resume(
         trained_store: Store, deployed: str, open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="schedule")
     assert not at.exception
     assert any("At 06:00 on Monday" in i.value for i in at.info)  # the default's preview
     at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Time zone")).set_value(
@@ -42,7 +42,7 @@ def test_set_a_schedule_with_preview_then_pause_and_resume(
     assert not at.exception and not at.error
     saved = scheduler.get_schedule(trained_store, deployed)
     assert (saved.cron, saved.timezone, saved.paused) == ("30 7 * * 1-5", "Europe/Berlin", False)
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="schedule")
     button(at, "Pause").click().run()
     assert scheduler.get_schedule(trained_store, deployed).is_paused
     button(at, "Resume").click().run()
@@ -51,7 +51,7 @@ def test_set_a_schedule_with_preview_then_pause_and_resume(
 
 def test_an_invalid_expression_is_explained_and_not_saved(
         trained_store: Store, deployed: str, open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=deployed)
+    at = open_page("pages/deployment.py", name=deployed, section="schedule")
     cron_input(at).set_value("61 * * * *").run()
     assert any("the minute field ('61') is wrong" in e.value for e in at.error)
     button(at, "Save schedule").click().run()

@@ -40,7 +40,7 @@ def texts(at: AppTest) -> str:
 
 def test_the_tab_queues_a_validation_and_shows_its_report(
         trained_store: Store, staging: Deployment, open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=staging.name)
+    at = open_page("pages/deployment.py", name=staging.name, section="validation")
     assert not at.exception
     assert f"No validation yet. Give a labelled file above, or run `modeldeck validate " \
            f"{staging.name} --data PATH`." in texts(at)
@@ -49,8 +49,10 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
     assert not at.exception and "queued; the worker runs it" in texts(at)
     [queued] = validation.list_validations(trained_store, staging.name)
     assert queued.status == "queued" and queued.label_column == "churn"
+    assert "shows the report by itself when it is done" in texts(at)  # it polls: no Refresh
+    assert not any(b.label == "Refresh" for b in at.button)
     assert worker.run_once(trained_store)
-    at = open_page("pages/deployment.py", name=staging.name)
+    at.run()  # the same session, as the poll's redraw: the report, not a stale "queued"
     assert not at.exception and not [e.value for e in at.error if "alidation" in e.value], \
         [e.value for e in at.error]
     assert [m.label for m in at.metric if "Single-row" in m.label] == [
@@ -66,7 +68,7 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
 
 def test_a_validation_without_the_label_column_is_refused_on_the_page(
         trained_store: Store, staging: Deployment, open_page: OpenPage) -> None:
-    at = open_page("pages/deployment.py", name=staging.name)
+    at = open_page("pages/deployment.py", name=staging.name, section="validation")
     at.text_input(key=f"val_path_{staging.id}").set_value(
         labelled(trained_store, drop_label=True)).run()
     button(at, "Validate").click().run()
@@ -96,3 +98,14 @@ def test_figures_show_the_report_numbers() -> None:
     fig = residual_figure({"prediction": [1.0, 2.0], "residual": [0.5, -0.25]}, "main")
     assert list(fig.data[0].y) == [0.5, -0.25]
     assert fig.layout.yaxis.title.text == "label - prediction"
+
+
+def test_numbers_read_plainly() -> None:
+    from core.ui_validation import _worst_row
+
+    assert [validation.plain_number(x) for x in (42390.2, 4.2e-05, 0.123456, -1234.5, 0.0)] == [
+        "42,390", "0.000042", "0.1235", "-1,234", "0"]
+    row = {"row": 7, "key": None, "label": 151.0, "prediction": 147.12345678901234,
+           "confidence": None, "error": 3.876543}
+    assert _worst_row(row, has_key=False) == {"row": 7, "label": "151", "prediction": "147.1",
+                                              "confidence": "", "error": "3.877"}

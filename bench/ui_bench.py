@@ -1,0 +1,252 @@
+"""The UI in a real browser: how long each page takes to be ready, and each common action.
+
+Run: `.venv/bin/python bench/ui_bench.py [--home DIR] [--app-dir DIR] [--repeat 3] [--runs 20]`.
+
+Builds (in `--home` when it is missing, else in a temporary folder deleted afterwards) a demo
+workspace (`modeldeck demo`) with the
+churn experiment deployed to staging with a challenger and `--runs` succeeded runs, executed by
+`worker.run_once`. Then starts `streamlit run app.py` from `--app-dir` (default: this checkout;
+point it at an export of an older commit to measure the same workspace before a change) on a
+free port and drives Debian's Chromium (1400 px wide), as tests/e2e does:
+
+- page ready: a fresh browser context opens each deep link (every page, the deployment page's
+  sections, a run's results) and waits until Streamlit's app root reads CONNECTED and
+  notRunning and no skeleton is left, i.e. what a user can read and click;
+- widget action: on an open page, one user action (typing a cron expression, picking a drift
+  feature, Preview, switching section, toggling a results column, the next results page) until
+  the rerun it caused has finished and the page has settled.
+
+Prints the median and the worst of `--repeat` tries per line, in seconds. Issue 13's targets on
+a quiet box: every page ready in <= 1.5 s, every widget action <= 0.5 s. Not a test: nothing
+is asserted, the figures depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The e2e harness's browser and "page settled" conditions, so the bench waits as tests do.
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, RENDERED, SETTLED, SKELETON, WATCH  # noqa: E402
+
+TIMEOUT_MS = 120_000
+TARGET_PAGE_S = 1.5
+TARGET_ACTION_S = 0.5
+SECTIONS = ("general", "pipeline", "versions", "runs", "predictions", "schedule", "validation",
+            "challenger", "drift", "audit")
+
+
+# ---------------------------------------------------------------------------- workspace
+def build(home: Path, n_runs: int) -> tuple[str, str]:
+    """The demo workspace plus a churn staging deployment with `n_runs` runs; (name, run)."""
+    from core import deployments, registry, runs, worker
+    from core.store import Store
+
+    if not (home / "modeldeck.duckdb").exists():
+        subprocess.run([sys.executable, "-m", "core.cli", "--home", str(home), "demo"],
+                       cwd=ROOT, check=True, capture_output=True)
+    store = Store.open(home)
+    churn = [m for m in registry.list_models(store) if m.experiment == "Customer churn"]
+    found = deployments.list_deployments(store)
+    staging = next((d for d in found if d.experiment_id == churn[0].experiment_id
+                    and d.environment == "staging"), None)
+    if staging is None:
+        staging = deployments.deploy(store, churn[0].id, "staging", challenger_id=churn[1].id)
+    done = runs.list_runs(store, staging.name, limit=1000)
+    for _ in range(n_runs - len(done)):
+        runs.enqueue_run(store, staging.name)
+        worker.run_once(store)
+    last = runs.list_runs(store, staging.name, limit=1)[0]
+    return staging.name, last.id
+
+
+# ---------------------------------------------------------------------------- server
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(app_dir: Path, home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+           "--server.headless", "true", "--server.address", "127.0.0.1",
+           "--server.fileWatcherType", "none"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=app_dir, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "MODELDECK_HOME": str(home),
+                                     "PYTHONPATH": str(app_dir)})
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+
+
+# ---------------------------------------------------------------------------- timing
+def settle(page: Page) -> None:
+    page.wait_for_selector(RENDERED, state="attached")
+    page.wait_for_selector(SKELETON, state="detached")
+
+
+def open_page(browser: Browser, url: str) -> tuple[Page, float]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    started = time.perf_counter()
+    page.goto(url)
+    settle(page)
+    return page, time.perf_counter() - started
+
+
+def act(page: Page, action: Callable[[Page], None]) -> float:
+    """Seconds from the action until the rerun it caused has finished and the page settled."""
+    page.evaluate(WATCH)
+    started = time.perf_counter()
+    action(page)
+    page.wait_for_function(SETTLED)
+    page.wait_for_selector(SKELETON, state="detached")
+    return time.perf_counter() - started
+
+
+def go_to_section(page: Page, title: str) -> None:
+    """The section's button (sections) or tab (the earlier all-tabs page), then settle."""
+    button = page.locator('[data-testid="stButtonGroup"] button', has_text=title)
+    if button.count():
+        if button.first.get_attribute("aria-checked") != "true":
+            act(page, lambda p: button.first.click())
+    else:
+        page.get_by_role("tab", name=title).click()
+
+
+def type_cron(page: Page) -> None:
+    box = page.get_by_label("Cron expression (minute hour day-of-month month day-of-week)")
+    box.fill("30 7 * * 1-5")
+    box.press("Enter")
+
+
+def pick_drift_feature(page: Page) -> None:
+    box = page.get_by_role("combobox", name="Feature", exact=True)
+    box.click()
+    box.press_sequentially("tenure")  # the selectbox filters as one types; Enter picks
+    box.press("Enter")
+
+
+def toggle_column(page: Page) -> None:
+    page.locator('[data-testid="stMultiSelect"]', has_text="Input columns") \
+        .locator('button[aria-label^="Remove"]').first.click()
+
+
+def next_page(page: Page) -> None:
+    page.locator('[data-testid="stNumberInput"]', has_text="Page") \
+        .get_by_test_id("stNumberInputStepUp").click()
+
+
+# ---------------------------------------------------------------------------- bench
+def measure(browser: Browser, url: str, name: str, run_id: str, model_id: str,
+            repeat: int) -> dict[str, list[float]]:
+    figures: dict[str, list[float]] = {}
+
+    def add(label: str, seconds: float) -> None:
+        figures.setdefault(label, []).append(seconds)
+
+    deep = {"overview": "", "datasets": "datasets", "train": "train", "models": "models",
+            "model": f"model?id={model_id}", "import_model": "import_model",
+            "deployments": "deployments", "results": f"results?run={run_id}",
+            **{f"deployment · {s}": f"deployment?name={name}&section={s}" for s in SECTIONS}}
+    actions: list[tuple[str, str, str | None, Callable[[Page], None]]] = [
+        ("type a cron expression", f"deployment?name={name}", "Schedule", type_cron),
+        ("pick a drift feature", f"deployment?name={name}", "Drift", pick_drift_feature),
+        ("Preview the pipeline", f"deployment?name={name}", "Pipeline",
+         lambda p: p.get_by_role("button", name="Preview").click()),
+        ("switch section General → Runs", f"deployment?name={name}", None,
+         lambda p: go_to_section(p, "Runs")),
+        ("toggle a results column", f"results?run={run_id}", None, toggle_column),
+        ("next results page", f"results?run={run_id}", None, next_page),
+    ]
+    for _ in range(repeat):
+        for label, path in deep.items():
+            page, seconds = open_page(browser, url + path)
+            add(f"page ready: {label}", seconds)
+            print(f"  {label}: {seconds:.2f} s", file=sys.stderr, flush=True)
+            page.context.close()
+        for label, path, section, action in actions:
+            page, _ = open_page(browser, url + path)
+            if section:
+                go_to_section(page, section)
+            if label.startswith("switch") and not page.locator(
+                    '[data-testid="stButtonGroup"]').count():
+                page.context.close()
+                continue  # the all-tabs page switches tabs in the browser, without a rerun
+            try:
+                add(f"action: {label}", act(page, action))
+            except PlaywrightError as exc:  # a missing widget: say so, measure the rest
+                print(f"action '{label}' failed: {str(exc).splitlines()[0]}", flush=True)
+            page.context.close()
+    return figures
+
+
+def report(figures: dict[str, list[float]]) -> None:
+    print(f"{'what':<48} {'median s':>9} {'worst s':>8}  target")
+    for label, values in figures.items():
+        target = TARGET_PAGE_S if label.startswith("page") else TARGET_ACTION_S
+        median = statistics.median(values)
+        mark = "ok" if median <= target else f"> {target}"
+        print(f"{label:<48} {median:>9.2f} {max(values):>8.2f}  {mark}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, help="workspace (built when missing)")
+    parser.add_argument("--app-dir", type=Path, default=ROOT, help="checkout to serve")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    home = args.home or Path(tempfile.mkdtemp(prefix="ui_bench_"))
+    name, run_id = build(home, args.runs)
+    from core import registry
+    from core.store import Store
+
+    model_id = registry.list_models(Store.open(home))[0].id
+    proc, url = serve(args.app_dir.resolve(), home, home / "ui_bench_streamlit.log")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                        args=CHROMIUM_ARGS)
+            open_page(browser, url)[0].context.close()  # the server's first import, not timed
+            figures = measure(browser, url, name, run_id, model_id, args.repeat)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)  # built here: not kept
+    print(f"app {args.app_dir.resolve()} · workspace {home} · {args.runs} runs of {name} · "
+          f"{args.repeat} tries · {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    report(figures)
+
+
+if __name__ == "__main__":
+    main()
