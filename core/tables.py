@@ -81,6 +81,8 @@ def csv_options(path: str | os.PathLike[str], *, full_scan: bool = False) -> str
 
 
 def _delimiter(path: Path) -> str:
+    if path.name.lower().endswith(".zst"):
+        return ","
     try:
         first = _first_line(path)
     except OSError:  # a glob, or not there (yet): the reader will say so
@@ -100,8 +102,8 @@ def check_file(path: Path, label: str | None = None) -> None:
     label = label or path.name
     if path.stat().st_size == 0:
         raise DatasetError(f"The file '{label}' is empty (0 bytes).", EMPTY_HINT)
-    if _suffix(path) in CSV_SUFFIXES:
-        header = read_header(path)
+    if _suffix(path) in CSV_SUFFIXES and not path.name.lower().endswith(".zst"):
+        header = read_header(path)  # (zstd: no reader here; DuckDB reads those itself)
         if header is None:
             raise DatasetError(f"The file '{label}' is empty.", EMPTY_HINT)
         check_names(header, label)
