@@ -25,7 +25,9 @@ from core.store import Store, Tx, utcnow, with_files
 
 WHICH = ("main", "challenger")
 MAX_PAGE = 10_000
-FILTERS = {"prediction": "=", "confidence": ">=", "input_quality": ">="}
+FILTERS = {"prediction": "=", "confidence": ">=", "input_quality": ">=",
+           "spread_at_most": "<="}  # a regression forest's `confidence`: its trees' spread
+FILTER_COLUMNS = {"spread_at_most": "confidence"}
 
 
 def _readable(store: Store, run_id: str, which: str) -> tuple[Run, Path]:
@@ -129,7 +131,8 @@ def _where(where: dict[str, Any], schema: pa.Schema) -> tuple[str, list[Any]]:
                            f"Filters: {', '.join(FILTERS)}.")
     parts, params = [], []
     for name, value in where.items():
-        if value is None or name not in schema.names:
+        column = FILTER_COLUMNS.get(name, name)
+        if value is None or column not in schema.names:
             continue
         if name == "prediction":
             values = value if isinstance(value, list | tuple | set) else [value]
@@ -139,7 +142,7 @@ def _where(where: dict[str, Any], schema: pa.Schema) -> tuple[str, list[Any]]:
             parts.append(f"prediction IN ({', '.join('?' * len(values))})")
             params += values
         else:
-            parts.append(f"{_quote(name)} >= ?")
+            parts.append(f"{_quote(column)} {FILTERS[name]} ?")
             params.append(_number(value, name))
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
@@ -164,7 +167,23 @@ def _number(value: Any, name: str) -> float:
         return float(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"The {name} filter needs a number, not '{value}'.",
-                           "Give a value between 0 and 1.") from exc
+                           "Give a number (confidence and input quality are between 0 and "
+                           "1; a spread is in the target's unit).") from exc
+
+
+def value_range(store: Store, run_id: str, column: str,
+                which: str = "main") -> tuple[float, float] | None:
+    """(min, max) of a numeric result column (None when it holds no number), for a filter
+    on the column's own scale."""
+    _, path = _readable(store, run_id, which)
+    if column not in pq.read_schema(path).names:
+        raise InvalidInput(f"The results have no column '{column}'.", "Choose another column.")
+    row = with_files(lambda tx: tx.execute(
+        f"SELECT min({_quote(column)}) AS lo, max({_quote(column)}) AS hi FROM read_parquet(?)"
+        f" WHERE NOT isnan({_quote(column)})", [str(path)]).first())
+    if not row or row["lo"] is None:
+        return None
+    return float(row["lo"]), float(row["hi"])
 
 
 def summary(store: Store, run_id: str) -> dict[str, Any]:

@@ -52,15 +52,18 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     classes = list((run.summary[which].get("class_counts") or {}).keys())
     a, b, c = st.columns(3)
     wanted = a.multiselect("Prediction is", classes, key="results_classes") if classes else []
-    min_confidence = b.slider("Confidence at least", 0.0, 1.0, 0.0, 0.05, key="results_conf")
+    spread = is_spread(run.summary, which)
+    confidence_filter = (_spread_filter(b, store, run, which) if spread else
+                         {"confidence": b.slider("Confidence at least", 0.0, 1.0, 0.0, 0.05,
+                                                 key="results_conf") or None})
     min_quality = c.slider("Input quality at least", 0.0, 1.0, 0.0, 0.05, key="results_qual")
     a, b, c, d = st.columns([2, 1, 1, 1])
     sort_by = a.selectbox("Sort by", [None, *columns], key="results_sort",
                           format_func=lambda col: "file order" if col is None else col)
     descending = b.toggle("Descending", key="results_desc")
     size = c.selectbox("Rows per page", PAGE_SIZES, index=1, key="results_size")
-    where = {"prediction": wanted or None,
-             "confidence": min_confidence or None, "input_quality": min_quality or None}
+    where = {"prediction": wanted or None, **confidence_filter,
+             "input_quality": min_quality or None}
     number = int(d.number_input("Page", min_value=1, value=1, key="results_page"))
     asked = number
     # Columns the user hid are not even read, so the grid's own menu cannot re-show them.
@@ -82,8 +85,33 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
         frame, total = read(number)
     st.caption(f"{total:,} rows match · page {number} of {pages}"
                + (f" (page {asked} asked: there are only {pages})" if asked > pages else ""))
-    st.dataframe(frame, hide_index=True)
+    st.dataframe(frame, hide_index=True, column_config={"confidence": st.column_config.NumberColumn(
+        SPREAD_LABEL, help=SPREAD_HELP)} if spread else None)
     return frame
+
+
+SPREAD_LABEL = "spread of trees (±)"
+SPREAD_HELP = ("The standard deviation of the forest's trees' predictions, in the target's "
+               "unit: how far the trees disagree about this row. Larger means less certain.")
+
+
+def is_spread(summary: dict[str, Any], which: str) -> bool:
+    """Whether a run's `confidence` column is a regression forest's spread (target units),
+    not a probability."""
+    kind = (summary.get(which) or {}).get("confidence_kind") or ""
+    return summary.get("task") == "regression" and kind.startswith("spread")
+
+
+def _spread_filter(container: Any, store: Store, run: Run, which: str) -> dict[str, Any]:
+    """A 'spread at most' slider on the spread's own scale (0 to the run's largest)."""
+    found = results.value_range(store, run.id, "confidence", which)
+    if found is None or found[1] <= 0:
+        container.caption("No spread to filter on: the trees agree on every row.")
+        return {}
+    top = found[1]
+    limit = container.slider("Spread of trees at most (±, target units)", 0.0, top, top,
+                             key=f"results_spread_{which}", help=SPREAD_HELP)
+    return {"spread_at_most": limit if limit < top else None}
 
 
 @st.fragment(run_every=2)
@@ -103,8 +131,13 @@ def box_metrics(summary: dict[str, Any], which: str) -> None:
     boxes = st.columns(4)
     boxes[0].metric("Rows", f"{summary['rows']:,}")
     confidence = part.get("mean_confidence")
-    boxes[1].metric(f"Mean confidence ({which})",
-                    "n/a" if confidence is None else f"{confidence:.3f}")
+    if is_spread(summary, which):
+        boxes[1].metric(f"Mean spread of trees ({which})",
+                        "n/a" if confidence is None else f"± {confidence:,.4g}",
+                        help=SPREAD_HELP)
+    else:
+        boxes[1].metric(f"Mean confidence ({which})",
+                        "n/a" if confidence is None else f"{confidence:.3f}")
     boxes[2].metric("Mean input quality", f"{summary['input_quality']['mean']:.3f}")
     agreement = (summary.get("challenger") or {}).get("agreement_rate")
     boxes[3].metric("Challenger agreement", "n/a" if agreement is None else f"{agreement:.1%}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -161,3 +162,29 @@ def test_the_class_selector_of_a_multiclass_run(store: Store, wine_run: Run,
     assert f"output {o.output:.4g}" in caption and o.output != pytest.approx(e.output)
     assert sorted(other_bars) == pytest.approx(sorted(c.contribution for c in o.contributions))
     assert sorted(other_bars) != pytest.approx(sorted(predicted_bars))
+
+
+def test_a_regression_forest_shows_its_spread_not_a_confidence(
+        store: Store, open_page: OpenPage) -> None:
+    dataset = datasets.add_demo(store, "diabetes")
+    result = train(store, TrainRequest(dataset_id=dataset.id, target="progression",
+                                       algorithms=("random_forest",)))
+    name = deployments.deploy(store, result.models[0].id, "staging").name
+    queued = runs.enqueue_run(store, name)
+    assert worker.run_once(store)
+    run = runs.get_run(store, queued.id)
+    spreads = pd.read_parquet(runs.result_path(store.workspace, run.id))["confidence"]
+    at = open_page("pages/results.py", run=run.id)
+    assert not at.exception and not at.error
+    labels = [m.label for m in at.metric]
+    assert "Mean spread of trees (main)" in labels and not any("confidence" in x for x in labels)
+    shown = next(m.value for m in at.metric if m.label.startswith("Mean spread"))
+    assert shown == f"± {spreads.mean():,.4g}"
+    assert not [s for s in at.slider if s.label.startswith("Confidence")]
+    slider = at.slider(key="results_spread_main")
+    assert slider.value == pytest.approx(spreads.max()) and slider.max == pytest.approx(
+        spreads.max())
+    cut = float(spreads.median())
+    slider.set_value(cut).run()
+    caption = next(c.value for c in at.caption if "rows match" in c.value)
+    assert caption.startswith(f"{int((spreads <= cut).sum()):,} rows match")
