@@ -101,3 +101,28 @@ def sort_classes(values: list[Any]) -> list[Any]:
     if class_kind(values) in ("number", "bool"):
         return sorted(values)
     return sorted(values, key=str)
+
+
+def texts_of(values: list[Any], classes: tuple[Any, ...] | list[Any]) -> list[str]:
+    """`label_texts` of Python values as a query returns them (one column, so one type)."""
+    if not values:
+        return []
+    kinds = {type(v) for v in values}
+    typed = np.asarray(values) if len(kinds) == 1 and kinds <= {bool, int, float} else (
+        np.asarray(values, dtype=object))
+    return label_texts(typed, classes).tolist()
+
+
+def canonical_sql(raw: str, found: list[tuple[str, Any]],
+                  classes: tuple[Any, ...] | list[Any]) -> str:
+    """SQL mapping `raw` (a VARCHAR expression of a column) to each value's canonical class
+    text, from the column's distinct (text, value) pairs `found`; values whose text already is
+    canonical are left as they are."""
+    canon = texts_of([value for _, value in found], classes)
+    cases = " ".join(f"WHEN {_literal(text)} THEN {_literal(c)}"
+                     for (text, _), c in zip(found, canon, strict=True) if text != c)
+    return f"(CASE {raw} {cases} ELSE {raw} END)" if cases else raw
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import audit, challenger, drift, pipeline
-from core.classes import class_texts, label_texts
+from core.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.datasets import new_id
 from core.deployments import get_deployment
 from core.entities import Deployment, Model, Run
@@ -295,7 +295,7 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
                                "Choose the column holding the measured value, or fix those "
                                "rows.")
         return int(found["no_label"])
-    texts = _label_texts([v for v, _ in found["values"]], model)
+    texts = texts_of([v for v, _ in found["values"]], model.schema.classes)
     counts = dict(zip(texts, (n for _, n in found["values"]), strict=True))
     unknown = {c: n for c, n in counts.items() if c not in classes}
     if unknown:
@@ -313,15 +313,6 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
     return int(found["no_label"])
 
 
-def _label_texts(values: list[Any], model: Model) -> list[str]:
-    """Labels as the canonical text of the class they meet (core.classes): "1", 1 and 1.0
-    meet class 1, yes/no a boolean class."""
-    kinds = {type(v) for v in values}
-    typed = np.asarray(values) if len(kinds) == 1 and kinds <= {bool, int, float} else (
-        np.asarray(values, dtype=object))
-    return label_texts(typed, model.schema.classes).tolist() if values else []
-
-
 def _normalise(raw: Path, target: Path, model: Model) -> None:
     """key as text; label as a number (regression) or as the canonical text of its class
     (core.classes); rows without a label left out."""
@@ -331,11 +322,8 @@ def _normalise(raw: Path, target: Path, model: Model) -> None:
         rows = with_files(lambda tx: tx.execute(
             "SELECT DISTINCT CAST(label AS VARCHAR) AS raw, label AS v FROM read_parquet(?)"
             f" WHERE label IS NOT NULL LIMIT {MAX_CLASSES + 1}", [str(raw)]).dicts())
-        canon = _label_texts([r["v"] for r in rows], model)
-        cases = " ".join(f"WHEN {quote(r['raw'])} THEN {quote(c)}"
-                         for r, c in zip(rows, canon, strict=True) if r["raw"] != c)
-        label = f"CASE CAST(label AS VARCHAR) {cases} ELSE CAST(label AS VARCHAR) END" \
-            if cases else "CAST(label AS VARCHAR)"
+        label = canonical_sql("CAST(label AS VARCHAR)", [(r["raw"], r["v"]) for r in rows],
+                              model.schema.classes)
     sql = (f"COPY (SELECT CAST(key AS VARCHAR) AS key, {label} AS label FROM read_parquet(?)"
            " WHERE label IS NOT NULL) TO ? (FORMAT parquet)")
     with_files(lambda tx: tx.execute(sql, [str(raw), str(target)]))

@@ -8,7 +8,6 @@ row's quality against the training profile.
 from __future__ import annotations
 
 import difflib
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import pyarrow.compute as pc
 from core.classes import FALSE_WORDS, TRUE_WORDS, truth_pair
 from core.entities import FeatureSchema, ModelSchema
 from core.errors import SchemaMismatch
+from core.tables import nfc  # a decomposed é meets a composed one
 
 EXPECTED = {"numeric": "numeric (a number or boolean)", "categorical": "categorical (text)"}
 
@@ -139,11 +139,6 @@ def _reads_as_truth(feature: FeatureSchema) -> bool:
     """A categorical feature whose two categories read as true and false (yes/no, Y/N, ...):
     a boolean column meets them (a SQL source's read_csv may guess yes/no as booleans)."""
     return truth_pair(feature.categories) is not None
-
-
-def nfc(name: str) -> str:
-    """A column name in Unicode's composed form: a decomposed é meets a composed one."""
-    return unicodedata.normalize("NFC", name)
 
 
 def _positions(names: list[str]) -> dict[str, int]:

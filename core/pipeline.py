@@ -210,11 +210,11 @@ def _check_source(ws: Workspace, source: Any, con: Connection | None) -> dict[st
                                            if source.get("incremental") else {})}
 
 
-def check_file_source(workspace: Workspace, path: str) -> dict[str, str]:
-    """A file source block for `path`, checked now: inside the allowed folders, a readable
-    format, at least one file, none empty or with a repeated header (what a run's source
-    reading would refuse). Raises PipelineError saying which."""
-    block = _check_source(workspace, {"kind": "file", "path": path}, None)
+def check_file_source(workspace: Workspace, path: Any, kind: str = "file") -> dict[str, str]:
+    """A file (or upload) source block for `path`, checked now: inside the allowed folders,
+    a readable format, at least one file, none empty or with a repeated header (what a run's
+    source reading would refuse). Raises PipelineError saying which."""
+    block = _check_source(workspace, {"kind": kind, "path": path}, None)
     source_files(workspace, block["path"])  # there, readable, not empty: as a run reads it
     return block
 

@@ -44,7 +44,6 @@ from core import audit, incremental, lost_runs, pipeline, sinks
 from core.datasets import new_id
 from core.entities import Progress, Run, no_progress
 from core.errors import ArtifactError, InvalidInput, ModelDeckError, NotFound
-from core.pipeline_sql import reader_for, source_files
 from core.registry import cached_estimator, get_model
 from core.scoring import Loaded, RunScorer
 from core.store import Store, Tx, utcnow
@@ -92,24 +91,14 @@ def enqueue_run(store: Store, deployment_name: str, *,
         raise InvalidInput("A source override must be a source block with a 'kind'.",
                            'For a file: {"kind": "file", "path": "data/new.parquet"}.')
     if source_override is not None and source_override.get("kind") in ("file", "upload"):
-        check_source_files(store.workspace, source_override)
+        # Files that cannot be read now would only fail the run later: refuse them here.
+        pipeline.check_file_source(store.workspace, source_override.get("path"),
+                                   source_override["kind"])
     actor = actor or audit.current_actor()
     run_id = store.write(
         lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor))
     touch_queue_marker(store.workspace)  # after the commit: a woken worker must see the row
     return get_run(store, run_id)
-
-
-def check_source_files(workspace: Workspace, source: dict[str, Any]) -> None:
-    """Refuse a file source whose files cannot be read now (none there, outside the allowed
-    folders, empty, an unknown suffix), as a PipelineError naming the path: a run queued with
-    it would only fail later."""
-    path = source.get("path")
-    if not isinstance(path, str) or not path.strip():
-        raise InvalidInput("The source override has no path.",
-                           "Give a file or a glob, e.g. uploads/new.csv or exports/*.parquet.")
-    reader_for(path.strip())
-    source_files(workspace, path.strip())
 
 
 def touch_queue_marker(workspace: Workspace) -> None:

@@ -71,7 +71,7 @@ def csv_options(path: str | os.PathLike[str], *, full_scan: bool = False) -> str
     before it settles a column's type (training reads the whole file anyway); runs sniff the
     default sample and fail with the column named if a later value does not fit.
     """
-    delimiter = "\t" if _suffix(path) == ".tsv" else _delimiter(Path(path))
+    delimiter = _delimiter(Path(path))
     options = [", header = true", "skip = 0", "quote = '\"'", "escape = '\"'",
                "delim = '" + ("\\t" if delimiter == "\t" else delimiter) + "'",
                "auto_type_candidates = [" + ", ".join(f"'{t}'" for t in TYPE_CANDIDATES) + "]"]
@@ -80,13 +80,16 @@ def csv_options(path: str | os.PathLike[str], *, full_scan: bool = False) -> str
     return ", ".join(options)
 
 
-def _delimiter(path: Path) -> str:
-    if path.name.lower().endswith(".zst"):
-        return ","
-    try:
-        first = _first_line(path)
-    except OSError:  # a glob, or not there (yet): the reader will say so
-        return ","
+def _delimiter(path: Path, first: str | None = None) -> str:
+    """The delimiter of a CSV: tab for .tsv, else the one its header line (`first`, read here
+    when not given) uses most; `,` when there is no line to judge by."""
+    if _suffix(path) == ".tsv":
+        return "\t"
+    if first is None and not path.name.lower().endswith(".zst"):
+        try:
+            first = _first_line(path)
+        except OSError:  # a glob, or not there (yet): the reader will say so
+            first = ""
     return max(DELIMITERS, key=first.count) if first else ","
 
 
@@ -140,8 +143,7 @@ def read_header(path: Path) -> list[str] | None:
     first = _first_line(path)
     if not first:
         return None
-    delimiter = "\t" if _suffix(path) == ".tsv" else max(DELIMITERS, key=first.count)
-    return next(csv.reader(io.StringIO(first), delimiter=delimiter))
+    return next(csv.reader(io.StringIO(first), delimiter=_delimiter(path, first)))
 
 
 def normalized(table: pa.Table, label: str = "The table") -> pa.Table:
@@ -225,8 +227,7 @@ def _read_csv(path: Path, label: str) -> pa.Table:
 
 def _ragged(path: Path) -> str | None:
     """Where a CSV's lines stop matching its header ("line 3 has 4 fields, ..."), if they do."""
-    first = _first_line(path)
-    delimiter = "\t" if _suffix(path) == ".tsv" else max(DELIMITERS, key=first.count)
+    delimiter = _delimiter(path)
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as text:  # type: ignore[operator]

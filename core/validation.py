@@ -39,13 +39,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import audit, pipeline, runs
-from core.classes import class_texts, label_texts
+from core.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.datasets import new_id
 from core.deployments import get_deployment
 from core.drift import _feature_column, _quote
 from core.entities import Deployment, Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
-from core.pipeline_sql import quote, source_files
+from core.pipeline_sql import source_files
 from core.registry import get_model, load_estimator, sha256_file
 from core.scoring import Loaded, RunScorer, score
 from core.store import Store, Tx, utcnow, with_files
@@ -293,13 +293,7 @@ def build_report(store: Store, v: Validation, run: Run) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- metrics
 def _texts(values: list[Any], model: Model) -> list[str]:
     """Labels or predictions as the canonical text of the class they meet (core.classes)."""
-    if not values:
-        return []
-    typed = np.asarray(values, dtype=object)
-    kinds = {type(v) for v in values}
-    if len(kinds) == 1 and kinds <= {bool, int, float}:
-        typed = np.asarray(values)
-    return label_texts(typed, model.schema.classes).tolist()
+    return texts_of(values, model.schema.classes)
 
 
 def _canonical_sql(path: Path, column: str, model: Model) -> str:
@@ -308,11 +302,8 @@ def _canonical_sql(path: Path, column: str, model: Model) -> str:
     rows = with_files(lambda tx: tx.execute(
         f"SELECT DISTINCT CAST({y} AS VARCHAR) AS raw, {y} AS v FROM read_parquet(?)"
         f" WHERE {y} IS NOT NULL LIMIT 1001", [str(path)]).dicts())
-    canon = _texts([r["v"] for r in rows], model)
-    cases = " ".join(f"WHEN {quote(r['raw'])} THEN {quote(c)}"
-                     for r, c in zip(rows, canon, strict=True) if r["raw"] != c)
-    raw = f"CAST({y} AS VARCHAR)"
-    return f"(CASE {raw} {cases} ELSE {raw} END)" if cases else raw
+    return canonical_sql(f"CAST({y} AS VARCHAR)", [(r["raw"], r["v"]) for r in rows],
+                         model.schema.classes)
 
 
 def _label_sql(path: Path, model: Model, label: str) -> tuple[str, str]:

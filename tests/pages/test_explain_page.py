@@ -122,18 +122,23 @@ def test_the_model_page_shows_why_the_holdout_cannot_be_rebuilt(
     assert at.error[0].value.startswith("**The snapshot of dataset 'churn' is missing")
 
 
-@pytest.fixture
-def wine_run(store: Store) -> Run:
-    """A succeeded run of a multiclass (wine) logistic regression, rows without a key."""
-    dataset = datasets.add_demo(store, "wine")
-    result = train(store, TrainRequest(dataset_id=dataset.id, target="cultivar",
-                                       algorithms=("linear",)))
+def demo_run(store: Store, demo: str, target: str, algorithm: str) -> Run:
+    """A succeeded run, by the worker, of one model trained on a demo table, deployed alone."""
+    dataset = datasets.add_demo(store, demo)
+    result = train(store, TrainRequest(dataset_id=dataset.id, target=target,
+                                       algorithms=(algorithm,)))
     name = deployments.deploy(store, result.models[0].id, "staging").name
     queued = runs.enqueue_run(store, name)
     assert worker.run_once(store)
     done = runs.get_run(store, queued.id)
     assert done.status == "succeeded", done.error
     return done
+
+
+@pytest.fixture
+def wine_run(store: Store) -> Run:
+    """A succeeded run of a multiclass (wine) logistic regression, rows without a key."""
+    return demo_run(store, "wine", "cultivar", "linear")
 
 
 def test_the_class_selector_of_a_multiclass_run(store: Store, wine_run: Run,
@@ -166,13 +171,7 @@ def test_the_class_selector_of_a_multiclass_run(store: Store, wine_run: Run,
 
 def test_a_regression_forest_shows_its_spread_not_a_confidence(
         store: Store, open_page: OpenPage) -> None:
-    dataset = datasets.add_demo(store, "diabetes")
-    result = train(store, TrainRequest(dataset_id=dataset.id, target="progression",
-                                       algorithms=("random_forest",)))
-    name = deployments.deploy(store, result.models[0].id, "staging").name
-    queued = runs.enqueue_run(store, name)
-    assert worker.run_once(store)
-    run = runs.get_run(store, queued.id)
+    run = demo_run(store, "diabetes", "progression", "random_forest")
     spreads = pd.read_parquet(runs.result_path(store.workspace, run.id))["confidence"]
     at = open_page("pages/results.py", run=run.id)
     assert not at.exception and not at.error
