@@ -35,6 +35,7 @@ run: install
 # Plain `pytest` runs every test, slow and e2e included: no marker is deselected by default.
 test: install browser postgres
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 lint: install

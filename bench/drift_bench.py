@@ -49,8 +49,9 @@ NUMERIC_COLUMNS = [f"num_{i}" for i in range(NUMERIC)]
 CATEGORICAL_COLUMNS = [f"cat_{i}" for i in range(CATEGORICAL)]
 SHIFTED = {"num_0", "num_1", "cat_0", "cat_1"}
 EVIDENTLY = Path("/tmp/evvenv/bin/python")
-SETUP = ('python3.11 -m venv /tmp/evvenv && /tmp/evvenv/bin/pip install "evidently==0.7.*" '
-         '"pandas<3"')
+SETUP = (
+    'python3.11 -m venv /tmp/evvenv && /tmp/evvenv/bin/pip install "evidently==0.7.*" "pandas<3"'
+)
 
 # Run by the Evidently venv's interpreter after peak_mb's source; argv = folder, numeric
 # columns, categorical columns.
@@ -98,33 +99,64 @@ def frame(n: int, seed: int, shifted: bool) -> pd.DataFrame:
 
 def profile_of(reference: pd.DataFrame) -> dict[str, Any]:
     """The training profile a model trained on `reference` would carry."""
-    return {"features": {**{n: numeric_profile(reference[n]) for n in NUMERIC_COLUMNS},
-                         **{n: categorical_profile(reference[n]) for n in CATEGORICAL_COLUMNS}},
-            "prediction": categorical_profile(reference["prediction"])}
+    return {
+        "features": {
+            **{n: numeric_profile(reference[n]) for n in NUMERIC_COLUMNS},
+            **{n: categorical_profile(reference[n]) for n in CATEGORICAL_COLUMNS},
+        },
+        "prediction": categorical_profile(reference["prediction"]),
+    }
 
 
 def bench_model(profile: dict[str, Any]) -> Model:
     features = [FeatureSchema(n, "numeric", "float64") for n in NUMERIC_COLUMNS]
-    features += [FeatureSchema(n, "categorical", "str", ("a", "b", "c", "d"))
-                 for n in CATEGORICAL_COLUMNS]
+    features += [
+        FeatureSchema(n, "categorical", "str", ("a", "b", "c", "d")) for n in CATEGORICAL_COLUMNS
+    ]
     schema = ModelSchema(tuple(features), "y", "binary", ("no", "yes"))
-    return Model("mdl_bench", "ver", "bench", "binary", "bench", {}, {}, schema, profile, "",
-                 "joblib", (), "", 0, 0.0, datetime(2020, 1, 1))
+    return Model(
+        "mdl_bench",
+        "ver",
+        "bench",
+        "binary",
+        "bench",
+        {},
+        {},
+        schema,
+        profile,
+        "",
+        "joblib",
+        (),
+        "",
+        0,
+        0.0,
+        datetime(2020, 1, 1),
+    )
 
 
 def write_like_a_run(data: pd.DataFrame, path: Path) -> None:
     """Parquet laid out like core.scoring's results files."""
     table = pa.Table.from_pandas(data, preserve_index=False)
-    text = [f.name for f in table.schema
-            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    pq.write_table(table, path, row_group_size=DEFAULT_BATCH_ROWS, compression="snappy",
-                   use_dictionary=text or False)
+    text = [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    pq.write_table(
+        table,
+        path,
+        row_group_size=DEFAULT_BATCH_ROWS,
+        compression="snappy",
+        use_dictionary=text or False,
+    )
 
 
 def scores(model: Model, counts: dict, thresholds: Thresholds) -> dict[str, str]:
     profiles = {**model.profile["features"], "prediction": model.profile["prediction"]}
-    return {name: score_feature(name, profiles[name], c, thresholds).status
-            for name, c in counts["features"].items()}
+    return {
+        name: score_feature(name, profiles[name], c, thresholds).status
+        for name, c in counts["features"].items()
+    }
 
 
 def peak_mb() -> float:
@@ -144,13 +176,21 @@ def measure_ours(folder: Path, repeat: int) -> None:
         counts = drift.count_file(folder / "current.parquet", model, model.profile)
         verdict = scores(model, counts, Thresholds())
         seconds.append(time.perf_counter() - started)
-    print(json.dumps({"seconds": seconds, "imported_mb": imported, "peak_mb": peak_mb(),
-                      "counts": counts, "verdict": verdict}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "imported_mb": imported,
+                "peak_mb": peak_mb(),
+                "counts": counts,
+                "verdict": verdict,
+            }
+        )
+    )
 
 
 def child(command: list[str], timeout: float) -> dict[str, Any]:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{command[0]} exited {done.returncode}: {done.stderr[-2000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -167,14 +207,21 @@ def window_ms(model: Model, counts: dict[str, Any], repeat: int) -> float:
     return statistics.median(times)
 
 
-def compare_evidently(folder: Path, repeat: int, ours_seconds: float, ours_mb: float,
-                      ours_drifted: dict[str, bool]) -> None:
+def compare_evidently(
+    folder: Path, repeat: int, ours_seconds: float, ours_mb: float, ours_drifted: dict[str, bool]
+) -> None:
     if not EVIDENTLY.exists():
         print(f"Evidently: not measured: {EVIDENTLY} is missing. Create it with\n    {SETUP}")
         return
     code = f"{inspect.getsource(peak_mb)}\n{EVIDENTLY_CHILD}"
-    command = [str(EVIDENTLY), "-c", code, str(folder),
-               json.dumps(NUMERIC_COLUMNS), json.dumps([*CATEGORICAL_COLUMNS, "prediction"])]
+    command = [
+        str(EVIDENTLY),
+        "-c",
+        code,
+        str(folder),
+        json.dumps(NUMERIC_COLUMNS),
+        json.dumps([*CATEGORICAL_COLUMNS, "prediction"]),
+    ]
     try:
         runs = [child(command, timeout=1800) for _ in range(repeat)]
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -184,17 +231,23 @@ def compare_evidently(folder: Path, repeat: int, ours_seconds: float, ours_mb: f
     read = statistics.median(r["read_seconds"] for r in runs)
     peak = statistics.median(r["peak_mb"] for r in runs)
     drifted: dict[str, bool] = runs[0]["drifted"]
-    print(f"Evidently DataDriftPreset (100k reference vs current, median of {repeat}): "
-          f"{total:.1f} s, of which reading both files into pandas {read:.1f} s; "
-          f"peak {peak:,.0f} MB")
+    print(
+        f"Evidently DataDriftPreset (100k reference vs current, median of {repeat}): "
+        f"{total:.1f} s, of which reading both files into pandas {read:.1f} s; "
+        f"peak {peak:,.0f} MB"
+    )
     speedup = (total - read) / ours_seconds  # Evidently's report alone vs our whole count
-    print(f"ours vs Evidently: {speedup:.0f}x faster (target >= 30x), peak memory "
-          f"{ours_mb / peak:.0%} of Evidently's (target < 50%)")
+    print(
+        f"ours vs Evidently: {speedup:.0f}x faster (target >= 30x), peak memory "
+        f"{ours_mb / peak:.0%} of Evidently's (target < 50%)"
+    )
     wrong = sorted(n for n, d in drifted.items() if d != (n in SHIFTED))
     differ = sorted(n for n in ours_drifted if drifted.get(n) != ours_drifted[n])
-    print(f"Evidently verdicts: drifted {sorted(n for n, d in drifted.items() if d)}; "
-          f"{'all as injected' if not wrong else f'WRONG: {wrong}'}; "
-          f"{'same as ours on every column' if not differ else f'differs from ours: {differ}'}")
+    print(
+        f"Evidently verdicts: drifted {sorted(n for n, d in drifted.items() if d)}; "
+        f"{'all as injected' if not wrong else f'WRONG: {wrong}'}; "
+        f"{'same as ours on every column' if not differ else f'differs from ours: {differ}'}"
+    )
 
 
 def main() -> None:
@@ -216,24 +269,37 @@ def main() -> None:
         (folder / "profile.json").write_text(json.dumps(profile))
         write_like_a_run(reference, folder / "reference.parquet")
         write_like_a_run(frame(args.rows, 2, shifted=True), folder / "current.parquet")
-        ours = child([sys.executable, __file__, "--ours", str(folder),
-                      "--repeat", str(args.repeat)], timeout=600)
+        ours = child(
+            [sys.executable, __file__, "--ours", str(folder), "--repeat", str(args.repeat)],
+            timeout=600,
+        )
         seconds = statistics.median(ours["seconds"][1:])
-        print(f"{args.rows:,} rows, 20 features + prediction: counts + scores {seconds:.3f} s "
-              f"(median of {args.repeat}, target < 1 s; first, cold: {ours['seconds'][0]:.3f} s)"
-              f"; peak memory {ours['peak_mb']:,.0f} MB ({ours['imported_mb']:,.0f} MB after "
-              f"imports)")
+        print(
+            f"{args.rows:,} rows, 20 features + prediction: counts + scores {seconds:.3f} s "
+            f"(median of {args.repeat}, target < 1 s; first, cold: {ours['seconds'][0]:.3f} s)"
+            f"; peak memory {ours['peak_mb']:,.0f} MB ({ours['imported_mb']:,.0f} MB after "
+            f"imports)"
+        )
         verdict = ours["verdict"]
         wrong = sorted(n for n, s in verdict.items() if (s == "drifted") != (n in SHIFTED))
-        print(f"verdicts: drifted {sorted(n for n, s in verdict.items() if s == 'drifted')}; "
-              f"{'all as injected' if not wrong else f'WRONG: {wrong}'}")
-        print(f"30-run window from stored counts (parse, add, score): "
-              f"{window_ms(model, ours['counts'], args.repeat):.1f} ms")
+        print(
+            f"verdicts: drifted {sorted(n for n, s in verdict.items() if s == 'drifted')}; "
+            f"{'all as injected' if not wrong else f'WRONG: {wrong}'}"
+        )
+        print(
+            f"30-run window from stored counts (parse, add, score): "
+            f"{window_ms(model, ours['counts'], args.repeat):.1f} ms"
+        )
         if args.no_evidently:
             print("Evidently: skipped (--no-evidently).")
         else:
-            compare_evidently(folder, args.evidently_repeat, seconds, ours["peak_mb"],
-                              {n: s == "drifted" for n, s in verdict.items()})
+            compare_evidently(
+                folder,
+                args.evidently_repeat,
+                seconds,
+                ours["peak_mb"],
+                {n: s == "drifted" for n, s in verdict.items()},
+            )
 
 
 if __name__ == "__main__":

@@ -54,18 +54,34 @@ def prepare(home: Path, rows: int, train_rows: int, algorithms: list[str]) -> di
     sample = chunk(10**9, train_rows, seed=11)
     dataset = datasets.register_frame(store, sample, name="bench", kind="upload", source="b")
     started = time.perf_counter()
-    result = training.train(store, training.TrainRequest(
-        dataset_id=dataset.id, target="target", key_column="row_id",
-        algorithms=tuple(algorithms)))
-    print(f"trained {len(algorithms)} models on {train_rows:,} rows in "
-          f"{time.perf_counter() - started:.1f} s", flush=True)
+    result = training.train(
+        store,
+        training.TrainRequest(
+            dataset_id=dataset.id,
+            target="target",
+            key_column="row_id",
+            algorithms=tuple(algorithms),
+        ),
+    )
+    print(
+        f"trained {len(algorithms)} models on {train_rows:,} rows in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
     names = {}
     for model in result.models:
         name = f"bench-{model.algorithm.replace('_', '-')}"
         d = deployments.deploy(store, model.id, "staging", name=name)
-        deployments.update_pipeline(store, d.name, {
-            "source": {"kind": "file", "path": SOURCE}, "transforms": [], "sinks": [],
-            "label_column": "target"})
+        deployments.update_pipeline(
+            store,
+            d.name,
+            {
+                "source": {"kind": "file", "path": SOURCE},
+                "transforms": [],
+                "sinks": [],
+                "label_column": "target",
+            },
+        )
         names[model.algorithm] = d.name
     return names
 
@@ -104,15 +120,15 @@ def measure(store: Any, name: str, sample: int) -> dict[str, Any]:
     queued = runs.enqueue_run(store, name, actor="bench")
     claimed = runs.claim_next_run(store, "bench", lease_seconds=600)
     assert claimed is not None and claimed.id == queued.id
-    run, run_seconds = timed(lambda: runs.execute_run(store, claimed, "bench",
-                                                      lease_seconds=600))
+    run, run_seconds = timed(lambda: runs.execute_run(store, claimed, "bench", lease_seconds=600))
     if run.status != "succeeded":
         raise SystemExit(f"run failed: {run.error}")
     model = registry.get_model(store, run.summary["main"]["model_id"])
     loaded = Loaded(model, registry.load_estimator(store, model), "main")  # as the worker has it
     explain._explainers.clear()
-    importance, global_seconds = timed(lambda: explain.run_importance(
-        store, run, "main", sample, loaded=loaded))
+    importance, global_seconds = timed(
+        lambda: explain.run_importance(store, run, "main", sample, loaded=loaded)
+    )
     bare = bare_shap(store, run, sample)
     explain._explainers.clear()
     explain._models.clear()
@@ -122,12 +138,23 @@ def measure(store: Any, name: str, sample: int) -> dict[str, Any]:
     explain._explainers.clear()
     registry.clear_cache()
     _, open_seconds = timed(lambda: explain.explain_rows(store, run.id, [12345 % run.rows_out]))
-    reopen = min(timed(lambda: explain.explain_rows(store, run.id, [12345 % run.rows_out]))[1]
-                 for _ in range(5))
-    return {"rows": run.rows_out, "run": run_seconds, "global": global_seconds, "cold": cold,
-            "sampled": importance.rows, "bare": bare, "ratio": global_seconds / bare,
-            "open": open_seconds, "reopen": reopen, "explainer": importance.explainer,
-            "top": importance.features[0][0]}
+    reopen = min(
+        timed(lambda: explain.explain_rows(store, run.id, [12345 % run.rows_out]))[1]
+        for _ in range(5)
+    )
+    return {
+        "rows": run.rows_out,
+        "run": run_seconds,
+        "global": global_seconds,
+        "cold": cold,
+        "sampled": importance.rows,
+        "bare": bare,
+        "ratio": global_seconds / bare,
+        "open": open_seconds,
+        "reopen": reopen,
+        "explainer": importance.explainer,
+        "top": importance.features[0][0],
+    }
 
 
 def main() -> None:
@@ -152,21 +179,26 @@ def main() -> None:
 
         names = prepare(home, args.rows, args.train_rows, args.algorithms.split(","))
         store = Store.open(home)
-        print(f"\n{'model':<24}{'rows':>10}{'run s':>8}{'global s':>10}{'bare s':>8}"
-              f"{'ratio':>7}{'extra s':>8}{'cold s':>8}{'open s':>8}{'reopen ms':>11}"
-              f"{'run+global s':>14}  explainer")
+        print(
+            f"\n{'model':<24}{'rows':>10}{'run s':>8}{'global s':>10}{'bare s':>8}"
+            f"{'ratio':>7}{'extra s':>8}{'cold s':>8}{'open s':>8}{'reopen ms':>11}"
+            f"{'run+global s':>14}  explainer"
+        )
         for algorithm, name in names.items():
             m = measure(store, name, args.sample)
-            flags = [f"ratio>{TARGET_RATIO}" if m["ratio"] > TARGET_RATIO else "",
-                     f"open>{TARGET_OPEN}" if m["open"] > TARGET_OPEN else "",
-                     f"reopen>{TARGET_REOPEN * 1000:.0f}ms" if m["reopen"] > TARGET_REOPEN
-                     else ""]
-            print(f"{algorithm:<24}{m['rows']:>10,}{m['run']:>8.2f}{m['global']:>10.3f}"
-                  f"{m['bare']:>8.3f}{m['ratio']:>7.2f}{m['global'] - m['bare']:>8.3f}"
-                  f"{m['cold']:>8.3f}{m['open']:>8.3f}"
-                  f"{m['reopen'] * 1000:>11.1f}{m['run'] + m['global']:>14.2f}  "
-                  f"{m['explainer']} ({m['sampled']} rows) {' '.join(f for f in flags if f)}",
-                  flush=True)
+            flags = [
+                f"ratio>{TARGET_RATIO}" if m["ratio"] > TARGET_RATIO else "",
+                f"open>{TARGET_OPEN}" if m["open"] > TARGET_OPEN else "",
+                f"reopen>{TARGET_REOPEN * 1000:.0f}ms" if m["reopen"] > TARGET_REOPEN else "",
+            ]
+            print(
+                f"{algorithm:<24}{m['rows']:>10,}{m['run']:>8.2f}{m['global']:>10.3f}"
+                f"{m['bare']:>8.3f}{m['ratio']:>7.2f}{m['global'] - m['bare']:>8.3f}"
+                f"{m['cold']:>8.3f}{m['open']:>8.3f}"
+                f"{m['reopen'] * 1000:>11.1f}{m['run'] + m['global']:>14.2f}  "
+                f"{m['explainer']} ({m['sampled']} rows) {' '.join(f for f in flags if f)}",
+                flush=True,
+            )
     finally:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)

@@ -57,8 +57,14 @@ def chunk(start: int, n: int, seed: int) -> pd.DataFrame:
         data[f"x{i:02d}"] = rng.normal(i % 5, 1 + i % 3, n)
     data["region"] = rng.choice(["north", "south", "east", "west"], n)
     data["plan"] = rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2])
-    logit = (data["x00"] - data["x01"] * 0.5 + 0.3 * data["x02"] * data["x03"]
-             + 0.8 * (data["region"] == "north") - 0.6 * (data["plan"] == "pro") - 1.0)
+    logit = (
+        data["x00"]
+        - data["x01"] * 0.5
+        + 0.3 * data["x02"] * data["x03"]
+        + 0.8 * (data["region"] == "north")
+        - 0.6 * (data["plan"] == "pro")
+        - 1.0
+    )
     data["target"] = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")
     frame = pd.DataFrame(data)
     frame.loc[rng.random(n) < 0.01, "x04"] = np.nan  # a few holes, as in real exports
@@ -70,8 +76,9 @@ def write_source(path: Path, rows: int, seed: int = 11) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     writer: pq.ParquetWriter | None = None
     for start in range(0, rows, CHUNK_ROWS):
-        table = pa.Table.from_pandas(chunk(start, min(CHUNK_ROWS, rows - start), seed),
-                                     preserve_index=False)
+        table = pa.Table.from_pandas(
+            chunk(start, min(CHUNK_ROWS, rows - start), seed), preserve_index=False
+        )
         writer = writer or pq.ParquetWriter(path, table.schema)
         writer.write_table(table, row_group_size=100_000)
         print(f"  source: {min(start + CHUNK_ROWS, rows):,}/{rows:,} rows", flush=True)
@@ -89,22 +96,41 @@ def prepare(home: Path, rows: int, train_rows: int) -> dict[str, Any]:
     write_source(home / SOURCE, rows)
     print(f"source written in {time.perf_counter() - started:.1f} s", flush=True)
     sample = chunk(10**9, train_rows, seed=11)  # a different slice, same distribution
-    dataset = datasets.register_frame(store, sample, name="bench", kind="upload",
-                                      source="bench")
+    dataset = datasets.register_frame(store, sample, name="bench", kind="upload", source="bench")
     started = time.perf_counter()
-    result = training.train(store, training.TrainRequest(
-        dataset_id=dataset.id, target="target", key_column="row_id",
-        algorithms=("hist_gradient_boosting", "linear")))
+    result = training.train(
+        store,
+        training.TrainRequest(
+            dataset_id=dataset.id,
+            target="target",
+            key_column="row_id",
+            algorithms=("hist_gradient_boosting", "linear"),
+        ),
+    )
     models = {m.algorithm: m.id for m in result.models}
-    print(f"trained on {train_rows:,} rows in {time.perf_counter() - started:.1f} s",
-          flush=True)
-    deployment = deployments.deploy(store, models["hist_gradient_boosting"], "staging",
-                                    name="bench", challenger_id=models["linear"])
-    deployments.update_pipeline(store, deployment.name, {
-        "source": {"kind": "file", "path": SOURCE}, "transforms": [], "sinks": [],
-        "label_column": "target"})
-    return {"deployment": deployment.name, "main": models["hist_gradient_boosting"],
-            "challenger": models["linear"]}
+    print(f"trained on {train_rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)
+    deployment = deployments.deploy(
+        store,
+        models["hist_gradient_boosting"],
+        "staging",
+        name="bench",
+        challenger_id=models["linear"],
+    )
+    deployments.update_pipeline(
+        store,
+        deployment.name,
+        {
+            "source": {"kind": "file", "path": SOURCE},
+            "transforms": [],
+            "sinks": [],
+            "label_column": "target",
+        },
+    )
+    return {
+        "deployment": deployment.name,
+        "main": models["hist_gradient_boosting"],
+        "challenger": models["linear"],
+    }
 
 
 # ---------------------------------------------------------------------------- the two paths
@@ -128,8 +154,12 @@ def child_modeldeck(home: Path, deployment: str) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if run.status != "succeeded":
         raise SystemExit(f"run failed: {run.error}")
-    return {"seconds": seconds, "run_id": run.id, "rows": run.rows_out,
-            "timings": run.summary["timings"]}
+    return {
+        "seconds": seconds,
+        "run_id": run.id,
+        "rows": run.rows_out,
+        "timings": run.summary["timings"],
+    }
 
 
 def child_plain(home: Path, main_id: str, challenger_id: str) -> dict[str, Any]:
@@ -177,10 +207,11 @@ def page_seconds(home: Path, run_id: str) -> dict[str, float]:
 
     store = Store.open(home)
     out = {}
-    cases = {"first page": {}, "sorted by confidence": {"sort_by": "confidence",
-                                                        "descending": True},
-             "filtered (prediction, confidence)": {"where": {"prediction": "yes",
-                                                             "confidence": 0.8}}}
+    cases = {
+        "first page": {},
+        "sorted by confidence": {"sort_by": "confidence", "descending": True},
+        "filtered (prediction, confidence)": {"where": {"prediction": "yes", "confidence": 0.8}},
+    }
     for label, kwargs in cases.items():
         times = []
         for _ in range(6):
@@ -200,8 +231,11 @@ def child_main(argv: list[str]) -> None:
     # Both paths get the same thread limit (OpenMP spin-waiting on a shared machine slowed
     # histogram gradient boosting 10-20x; the limit changes no result, only the time).
     with threadpool_limits(limits=int(threads) if threads != "0" else None):
-        result = (child_modeldeck(Path(home), rest[0]) if kind == "modeldeck"
-                  else child_plain(Path(home), rest[0], rest[1]))
+        result = (
+            child_modeldeck(Path(home), rest[0])
+            if kind == "modeldeck"
+            else child_plain(Path(home), rest[0], rest[1])
+        )
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result), flush=True)
 
@@ -214,22 +248,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--train-rows", type=int, default=50_000)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS/OpenMP threads in both paths (0: the libraries' default)")
-    parser.add_argument("--skip-plain", action="store_true",
-                        help="only the ModelDeck run (for --rows 10000000)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP threads in both paths (0: the libraries' default)",
+    )
+    parser.add_argument(
+        "--skip-plain", action="store_true", help="only the ModelDeck run (for --rows 10000000)"
+    )
     parser.add_argument("--keep", type=Path, help="build the workspace here and keep it")
     args = parser.parse_args()
     temp = None if args.keep else tempfile.TemporaryDirectory(prefix="run_bench_")
     home = args.keep or Path(temp.name)  # type: ignore[union-attr]
     try:
-        print(f"workspace {home}; {args.rows:,} rows, {N_NUMERIC + N_CATEGORICAL} features",
-              flush=True)
+        print(
+            f"workspace {home}; {args.rows:,} rows, {N_NUMERIC + N_CATEGORICAL} features",
+            flush=True,
+        )
         setup = prepare(home, args.rows, args.train_rows)
         common = [str(home), str(args.threads)]
         ours = run_child(["--child", "modeldeck", *common, setup["deployment"]])
-        plain = None if args.skip_plain else run_child(
-            ["--child", "plain", *common, setup["main"], setup["challenger"]])
+        plain = (
+            None
+            if args.skip_plain
+            else run_child(["--child", "plain", *common, setup["main"], setup["challenger"]])
+        )
         pages = page_seconds(home, ours["run_id"])
         report(args.rows, ours, plain, pages)
     finally:
@@ -237,8 +281,9 @@ def main() -> None:
             temp.cleanup()
 
 
-def report(rows: int, ours: dict[str, Any], plain: dict[str, Any] | None,
-           pages: dict[str, float]) -> None:
+def report(
+    rows: int, ours: dict[str, Any], plain: dict[str, Any] | None, pages: dict[str, float]
+) -> None:
     print(f"\n{rows:,} rows scored by main + challenger")
     print(f"  ModelDeck run : {ours['seconds']:7.2f} s   peak {ours['peak_mb']:7.0f} MB")
     phases = ", ".join(f"{k} {v:.2f}" for k, v in ours["timings"].items())
@@ -247,13 +292,18 @@ def report(rows: int, ours: dict[str, Any], plain: dict[str, Any] | None,
         print(f"  plain script  : {plain['seconds']:7.2f} s   peak {plain['peak_mb']:7.0f} MB")
         time_ratio = ours["seconds"] / plain["seconds"]
         memory_ratio = ours["peak_mb"] / plain["peak_mb"]
-        print(f"  time ratio    : {time_ratio:.2f} (target <= {TARGET_RATIO}) "
-              f"{'OK' if time_ratio <= TARGET_RATIO else 'MISSED'}")
-        print(f"  memory ratio  : {memory_ratio:.2f} (target <= {TARGET_RATIO}) "
-              f"{'OK' if memory_ratio <= TARGET_RATIO else 'MISSED'}")
+        print(
+            f"  time ratio    : {time_ratio:.2f} (target <= {TARGET_RATIO}) "
+            f"{'OK' if time_ratio <= TARGET_RATIO else 'MISSED'}"
+        )
+        print(
+            f"  memory ratio  : {memory_ratio:.2f} (target <= {TARGET_RATIO}) "
+            f"{'OK' if memory_ratio <= TARGET_RATIO else 'MISSED'}"
+        )
     for label, seconds in pages.items():
-        verdict = "" if "median" in label else (
-            " OK" if seconds <= TARGET_PAGE_SECONDS else " MISSED")
+        verdict = (
+            "" if "median" in label else (" OK" if seconds <= TARGET_PAGE_SECONDS else " MISSED")
+        )
         print(f"  results.page {label}: {seconds:.3f} s{verdict}")
 
 

@@ -54,10 +54,15 @@ def plain_script_seconds(out: Path, churn_rows: int | None) -> tuple[float, floa
         plan = training.plan_training(frame, target)
         X, y = frame[plan.features], frame[plan.target]
         X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=training.TEST_SIZE, random_state=42,
-            stratify=y if plan.task != "regression" else None)
-        schema = profiles.build_schema(X_train, plan.features, plan.target, plan.task,
-                                       plan.classes, plan.key_column)
+            X,
+            y,
+            test_size=training.TEST_SIZE,
+            random_state=42,
+            stratify=y if plan.task != "regression" else None,
+        )
+        schema = profiles.build_schema(
+            X_train, plan.features, plan.target, plan.task, plan.classes, plan.key_column
+        )
         for algorithm in training.DEFAULT_ALGORITHMS:
             pipeline = training.make_pipeline(schema, algorithm)
             fit_started = time.perf_counter()
@@ -75,8 +80,9 @@ def modeldeck_seconds(home: Path, churn_rows: int | None) -> float:
     if not churn_rows:
         demo.create_demo(store)
         return time.perf_counter() - started
-    dataset = datasets.register_frame(store, table("customer_churn", churn_rows),
-                                      name="churn", kind="upload", source="bench")
+    dataset = datasets.register_frame(
+        store, table("customer_churn", churn_rows), name="churn", kind="upload", source="bench"
+    )
     training.train(store, training.TrainRequest(dataset_id=dataset.id, target="churn"))
     return time.perf_counter() - started
 
@@ -102,14 +108,16 @@ def main() -> None:
                     fits.append(fit)
                 else:
                     ours.append(modeldeck_seconds(folder, rows))
-            print(f"round {i + 1}/{args.repeat}: plain script {plain[-1]:.2f} s "
-                  f"(fitting {fits[-1]:.2f} s), ModelDeck {ours[-1]:.2f} s", flush=True)
+            print(
+                f"round {i + 1}/{args.repeat}: plain script {plain[-1]:.2f} s "
+                f"(fitting {fits[-1]:.2f} s), ModelDeck {ours[-1]:.2f} s",
+                flush=True,
+            )
     p, f, o = statistics.median(plain), statistics.median(fits), statistics.median(ours)
     what = f"churn table, {rows} rows" if rows else "demo workspace"
     print(f"\nworkload: {what}, algorithms {', '.join(training.DEFAULT_ALGORITHMS)}")
     print(f"plain scikit-learn script (median): {p:.2f} s, of which fitting {f:.2f} s")
-    print(f"ModelDeck (median):                 {o:.2f} s"
-          + ("" if rows else "  (limit 120 s)"))
+    print(f"ModelDeck (median):                 {o:.2f} s" + ("" if rows else "  (limit 120 s)"))
     print(f"ratio to the plain script: {o / p:.2f}  (target <= {TARGET_RATIO})")
     print(f"ratio to fitting alone:    {o / f:.2f}")
 

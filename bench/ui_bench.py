@@ -48,8 +48,18 @@ from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, RENDERED, SETTLED, SKELE
 TIMEOUT_MS = 120_000
 TARGET_PAGE_S = 1.5
 TARGET_ACTION_S = 0.5
-SECTIONS = ("general", "pipeline", "versions", "runs", "predictions", "schedule", "validation",
-            "challenger", "drift", "audit")
+SECTIONS = (
+    "general",
+    "pipeline",
+    "versions",
+    "runs",
+    "predictions",
+    "schedule",
+    "validation",
+    "challenger",
+    "drift",
+    "audit",
+)
 
 
 # ---------------------------------------------------------------------------- workspace
@@ -59,13 +69,23 @@ def build(home: Path, n_runs: int) -> tuple[str, str]:
     from core.store import Store
 
     if not (home / "modeldeck.duckdb").exists():
-        subprocess.run([sys.executable, "-m", "core.cli", "--home", str(home), "demo"],
-                       cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "core.cli", "--home", str(home), "demo"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
     store = Store.open(home)
     churn = [m for m in registry.list_models(store) if m.experiment == "Customer churn"]
     found = deployments.list_deployments(store)
-    staging = next((d for d in found if d.experiment_id == churn[0].experiment_id
-                    and d.environment == "staging"), None)
+    staging = next(
+        (
+            d
+            for d in found
+            if d.experiment_id == churn[0].experiment_id and d.environment == "staging"
+        ),
+        None,
+    )
     if staging is None:
         staging = deployments.deploy(store, churn[0].id, "staging", challenger_id=churn[1].id)
     done = runs.list_runs(store, staging.name, limit=1000)
@@ -85,13 +105,29 @@ def free_port() -> int:
 
 def serve(app_dir: Path, home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.headless", "true", "--server.address", "127.0.0.1",
-           "--server.fileWatcherType", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.fileWatcherType",
+        "none",
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=app_dir, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "MODELDECK_HOME": str(home),
-                                     "PYTHONPATH": str(app_dir)})
+        proc = subprocess.Popen(
+            cmd,
+            cwd=app_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MODELDECK_HOME": str(home), "PYTHONPATH": str(app_dir)},
+        )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -155,34 +191,52 @@ def pick_drift_feature(page: Page) -> None:
 
 
 def toggle_column(page: Page) -> None:
-    page.locator('[data-testid="stMultiSelect"]', has_text="Input columns") \
-        .locator('button[aria-label^="Remove"]').first.click()
+    page.locator('[data-testid="stMultiSelect"]', has_text="Input columns").locator(
+        'button[aria-label^="Remove"]'
+    ).first.click()
 
 
 def next_page(page: Page) -> None:
-    page.locator('[data-testid="stNumberInput"]', has_text="Page") \
-        .get_by_test_id("stNumberInputStepUp").click()
+    page.locator('[data-testid="stNumberInput"]', has_text="Page").get_by_test_id(
+        "stNumberInputStepUp"
+    ).click()
 
 
 # ---------------------------------------------------------------------------- bench
-def measure(browser: Browser, url: str, name: str, run_id: str, model_id: str,
-            repeat: int) -> dict[str, list[float]]:
+def measure(
+    browser: Browser, url: str, name: str, run_id: str, model_id: str, repeat: int
+) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {}
 
     def add(label: str, seconds: float) -> None:
         figures.setdefault(label, []).append(seconds)
 
-    deep = {"overview": "", "datasets": "datasets", "train": "train", "models": "models",
-            "model": f"model?id={model_id}", "import_model": "import_model",
-            "deployments": "deployments", "results": f"results?run={run_id}",
-            **{f"deployment · {s}": f"deployment?name={name}&section={s}" for s in SECTIONS}}
+    deep = {
+        "overview": "",
+        "datasets": "datasets",
+        "train": "train",
+        "models": "models",
+        "model": f"model?id={model_id}",
+        "import_model": "import_model",
+        "deployments": "deployments",
+        "results": f"results?run={run_id}",
+        **{f"deployment · {s}": f"deployment?name={name}&section={s}" for s in SECTIONS},
+    }
     actions: list[tuple[str, str, str | None, Callable[[Page], None]]] = [
         ("type a cron expression", f"deployment?name={name}", "Schedule", type_cron),
         ("pick a drift feature", f"deployment?name={name}", "Drift", pick_drift_feature),
-        ("Preview the pipeline", f"deployment?name={name}", "Pipeline",
-         lambda p: p.get_by_role("button", name="Preview").click()),
-        ("switch section General → Runs", f"deployment?name={name}", None,
-         lambda p: go_to_section(p, "Runs")),
+        (
+            "Preview the pipeline",
+            f"deployment?name={name}",
+            "Pipeline",
+            lambda p: p.get_by_role("button", name="Preview").click(),
+        ),
+        (
+            "switch section General → Runs",
+            f"deployment?name={name}",
+            None,
+            lambda p: go_to_section(p, "Runs"),
+        ),
         ("toggle a results column", f"results?run={run_id}", None, toggle_column),
         ("next results page", f"results?run={run_id}", None, next_page),
     ]
@@ -196,8 +250,10 @@ def measure(browser: Browser, url: str, name: str, run_id: str, model_id: str,
             page, _ = open_page(browser, url + path)
             if section:
                 go_to_section(page, section)
-            if label.startswith("switch") and not page.locator(
-                    '[data-testid="stButtonGroup"]').count():
+            if (
+                label.startswith("switch")
+                and not page.locator('[data-testid="stButtonGroup"]').count()
+            ):
                 page.context.close()
                 continue  # the all-tabs page switches tabs in the browser, without a rerun
             try:
@@ -233,8 +289,9 @@ def main() -> None:
     proc, url = serve(args.app_dir.resolve(), home, home / "ui_bench_streamlit.log")
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                        args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+            )
             open_page(browser, url)[0].context.close()  # the server's first import, not timed
             figures = measure(browser, url, name, run_id, model_id, args.repeat)
             browser.close()
@@ -243,8 +300,10 @@ def main() -> None:
         proc.wait(timeout=10)
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)  # built here: not kept
-    print(f"app {args.app_dir.resolve()} · workspace {home} · {args.runs} runs of {name} · "
-          f"{args.repeat} tries · {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"app {args.app_dir.resolve()} · workspace {home} · {args.runs} runs of {name} · "
+        f"{args.repeat} tries · {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    )
     report(figures)
 
 

@@ -68,15 +68,18 @@ def build(store: Store, n: int) -> None:
     """One tiny model, `n` deployments of it, each with a paused every-minute schedule."""
     started = time.perf_counter()
     frame = datasets.churn_frame(n_rows=SOURCE_ROWS)
-    dataset = datasets.register_frame(store, frame, name="churn", kind="upload",
-                                      source="churn.csv")
-    [model] = train(store, TrainRequest(dataset_id=dataset.id, target="churn",
-                                        algorithms=("linear",))).models
+    dataset = datasets.register_frame(store, frame, name="churn", kind="upload", source="churn.csv")
+    [model] = train(
+        store, TrainRequest(dataset_id=dataset.id, target="churn", algorithms=("linear",))
+    ).models
     for i in range(n):
         deployments.deploy(store, model.id, "staging", name=f"{PREFIX}{i:03d}", actor="bench")
     set_paused(store, True)
-    print(f"  setup: 1 model, {n} deployments with schedules in "
-          f"{time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"  setup: 1 model, {n} deployments with schedules in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
 
 
 def set_paused(store: Store, paused: bool) -> None:
@@ -85,10 +88,12 @@ def set_paused(store: Store, paused: bool) -> None:
     One UPDATE instead of `scheduler.pause` per deployment, so the bench's own store traffic
     stays out of the measurement; the marker is touched as the real calls do.
     """
-    schedule = scheduler.Schedule(cron=scheduler.normalize_cron("* * * * *"), paused=paused,
-                                  since=utcnow().isoformat())
-    store.execute("UPDATE deployments SET schedule = ? WHERE name LIKE ?",
-                  [schedule.to_dict(), PREFIX + "%"])
+    schedule = scheduler.Schedule(
+        cron=scheduler.normalize_cron("* * * * *"), paused=paused, since=utcnow().isoformat()
+    )
+    store.execute(
+        "UPDATE deployments SET schedule = ? WHERE name LIKE ?", [schedule.to_dict(), PREFIX + "%"]
+    )
     runs.touch_queue_marker(store.workspace)
 
 
@@ -96,9 +101,22 @@ def set_paused(store: Store, paused: bool) -> None:
 def start_worker(home: Path, log_path: Path, executors: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "core.cli", "--home", str(home), "worker",
-                                 "--executors", str(executors)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "core.cli",
+                "--home",
+                str(home),
+                "worker",
+                "--executors",
+                str(executors),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _stat(pid: int) -> list[str]:
@@ -139,27 +157,38 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 
 def in_flight(store: Store) -> int:
-    return int(store.query("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
-               .scalar())
+    return int(
+        store.query("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')").scalar()
+    )
 
 
 def progress_line(store: Store) -> str:
-    row = store.query("SELECT count(*) FILTER (WHERE outcome = 'queued') AS queued,"
-                      " count(*) FILTER (WHERE outcome = 'skipped') AS skipped"
-                      " FROM schedule_slots").first() or {}
-    done = store.query("SELECT count(*) FROM runs WHERE status IN ('succeeded', 'failed')"
-                       ).scalar()
-    return (f"slots queued {row.get('queued')}, skipped {row.get('skipped')}; "
-            f"runs finished {done}, in flight {in_flight(store)}")
+    row = (
+        store.query(
+            "SELECT count(*) FILTER (WHERE outcome = 'queued') AS queued,"
+            " count(*) FILTER (WHERE outcome = 'skipped') AS skipped"
+            " FROM schedule_slots"
+        ).first()
+        or {}
+    )
+    done = store.query("SELECT count(*) FROM runs WHERE status IN ('succeeded', 'failed')").scalar()
+    return (
+        f"slots queued {row.get('queued')}, skipped {row.get('skipped')}; "
+        f"runs finished {done}, in flight {in_flight(store)}"
+    )
 
 
 # ---------------------------------------------------------------------------- figures
 def lags(store: Store) -> dict[str, Any]:
     rows = store.query(
         "SELECT s.outcome, s.slot_at, r.started_at, r.status FROM schedule_slots s"
-        " LEFT JOIN runs r ON r.id = s.run_id").dicts()
-    started = [(r["started_at"] - r["slot_at"]).total_seconds() for r in rows
-               if r["outcome"] == "queued" and r["started_at"] is not None]
+        " LEFT JOIN runs r ON r.id = s.run_id"
+    ).dicts()
+    started = [
+        (r["started_at"] - r["slot_at"]).total_seconds()
+        for r in rows
+        if r["outcome"] == "queued" and r["started_at"] is not None
+    ]
     statuses: dict[str, int] = {}
     for r in rows:
         if r["outcome"] == "queued":
@@ -185,14 +214,18 @@ def report(figures: dict[str, Any]) -> bool:
     ok_lag = median is not None and median < TARGET_MEDIAN_LAG
     ok_idle = idle < TARGET_IDLE_CPU
     print(json.dumps(figures, default=str, indent=2))
-    print(f"executors {figures['executors']}: slot-to-start lag: median {fmt(median)} "
-          f"(target < {TARGET_MEDIAN_LAG:g} s: "
-          f"{'ok' if ok_lag else 'MISSED'}), p95 {fmt(figures['lag_p95'])}, "
-          f"max {fmt(figures['lag_max'])}; {figures['started']} runs started, "
-          f"{figures['skipped']} slots skipped (a run of that deployment still in flight)")
-    print(f"idle CPU: {idle:.2%} of a core (target < {TARGET_IDLE_CPU:.0%}: "
-          f"{'ok' if ok_idle else 'MISSED'}); busy: {figures['busy_cpu_share']:.0%} of a core "
-          f"over {figures['busy_seconds']:.0f} s (worker and executors)")
+    print(
+        f"executors {figures['executors']}: slot-to-start lag: median {fmt(median)} "
+        f"(target < {TARGET_MEDIAN_LAG:g} s: "
+        f"{'ok' if ok_lag else 'MISSED'}), p95 {fmt(figures['lag_p95'])}, "
+        f"max {fmt(figures['lag_max'])}; {figures['started']} runs started, "
+        f"{figures['skipped']} slots skipped (a run of that deployment still in flight)"
+    )
+    print(
+        f"idle CPU: {idle:.2%} of a core (target < {TARGET_IDLE_CPU:.0%}: "
+        f"{'ok' if ok_idle else 'MISSED'}); busy: {figures['busy_cpu_share']:.0%} of a core "
+        f"over {figures['busy_seconds']:.0f} s (worker and executors)"
+    )
     return ok_lag and ok_idle
 
 
@@ -201,10 +234,12 @@ def compare(baseline: dict[str, Any], measured: dict[str, Any]) -> None:
         a, b = baseline[key], measured[key]
         return "n/a" if not a or b is None else f"{b / a:.2f}"
 
-    print(f"against the baseline (executors 0, same run): median lag {fmt(measured['lag_median'])}"
-          f" vs {fmt(baseline['lag_median'])} (ratio {ratio('lag_median')}), p95 "
-          f"{fmt(measured['lag_p95'])} vs {fmt(baseline['lag_p95'])} (ratio {ratio('lag_p95')}), "
-          f"idle CPU {measured['idle_cpu_share']:.2%} vs {baseline['idle_cpu_share']:.2%}")
+    print(
+        f"against the baseline (executors 0, same run): median lag {fmt(measured['lag_median'])}"
+        f" vs {fmt(baseline['lag_median'])} (ratio {ratio('lag_median')}), p95 "
+        f"{fmt(measured['lag_p95'])} vs {fmt(baseline['lag_p95'])} (ratio {ratio('lag_p95')}), "
+        f"idle CPU {measured['idle_cpu_share']:.2%} vs {baseline['idle_cpu_share']:.2%}"
+    )
 
 
 def measure(home: Path, args: argparse.Namespace, executors: int) -> dict[str, Any]:
@@ -237,8 +272,13 @@ def measure(home: Path, args: argparse.Namespace, executors: int) -> dict[str, A
         stop_worker(worker)
     if worker.returncode not in (0, 143, -signal.SIGTERM):
         print((home / "worker.log").read_text()[-3000:], file=sys.stderr)
-    return {"executors": executors, **lags(store), "idle_cpu_share": round(idle, 4),
-            "busy_cpu_share": round(busy, 4), "busy_seconds": round(busy_seconds, 1)}
+    return {
+        "executors": executors,
+        **lags(store),
+        "idle_cpu_share": round(idle, 4),
+        "busy_cpu_share": round(busy, 4),
+        "busy_seconds": round(busy_seconds, 1),
+    }
 
 
 # ---------------------------------------------------------------------------- the burst
@@ -249,12 +289,15 @@ TARGET_WAIT_P95, TARGET_AFTER_P95, TARGET_STOP = 10.0, 60.0, 10.0
 def build_burst(store: Store, n: int) -> list[str]:
     """One gradient-boosting model on a 2,000-row churn frame, `n` deployments of it."""
     frame = datasets.churn_frame(n_rows=BURST_ROWS)
-    dataset = datasets.register_frame(store, frame, name="churn", kind="upload",
-                                      source="churn.csv")
-    [model] = train(store, TrainRequest(dataset_id=dataset.id, target="churn",
-                                        algorithms=("gradient_boosting",))).models
-    return [deployments.deploy(store, model.id, "staging", name=f"{PREFIX}{i:03d}",
-                               actor="bench").name for i in range(n)]
+    dataset = datasets.register_frame(store, frame, name="churn", kind="upload", source="churn.csv")
+    [model] = train(
+        store,
+        TrainRequest(dataset_id=dataset.id, target="churn", algorithms=("gradient_boosting",)),
+    ).models
+    return [
+        deployments.deploy(store, model.id, "staging", name=f"{PREFIX}{i:03d}", actor="bench").name
+        for i in range(n)
+    ]
 
 
 def warm_up(store: Store, names: list[str], executors: int) -> None:
@@ -268,8 +311,10 @@ def warm_up(store: Store, names: list[str], executors: int) -> None:
 
 def steps_done_at(store: Store, run_id: str) -> float | None:
     """When the run's after-run steps were done (their files' newest mtime), or None."""
-    files = [explain.importance_path(store, run_id, "main"),
-             Path(drift.counts_path(store, run_id, None))]
+    files = [
+        explain.importance_path(store, run_id, "main"),
+        Path(drift.counts_path(store, run_id, None)),
+    ]
     if not all(f.exists() for f in files):
         return None
     return max(f.stat().st_mtime for f in files)
@@ -277,8 +322,11 @@ def steps_done_at(store: Store, run_id: str) -> float | None:
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
     ordered = sorted(values)
-    pick = (lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]) if ordered else (
-        lambda q: None)
+    pick = (
+        (lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+        if ordered
+        else (lambda q: None)
+    )
     return {"median": pick(0.5), "p95": pick(0.95), "max": pick(1.0)}
 
 
@@ -296,12 +344,15 @@ def burst_figures(store: Store, run_ids: list[str]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     for run in done:
         statuses[run.status] = statuses.get(run.status, 0) + 1
-    return {"runs": statuses, "queue_wait": percentiles(waits),
-            "after_run_lag": percentiles(lags_after), "steps_missing": missing}
+    return {
+        "runs": statuses,
+        "queue_wait": percentiles(waits),
+        "after_run_lag": percentiles(lags_after),
+        "steps_missing": missing,
+    }
 
 
-def stop_and_resume(home: Path, store: Store, names: list[str], executors: int
-                    ) -> dict[str, Any]:
+def stop_and_resume(home: Path, store: Store, names: list[str], executors: int) -> dict[str, Any]:
     """Ten more runs; SIGTERM once they finished (steps pending): time to exit; then a new
     worker: time until it has done the steps the first one left."""
     worker = start_worker(home, home / "worker-stop.log", executors)
@@ -324,8 +375,11 @@ def stop_and_resume(home: Path, store: Store, names: list[str], executors: int
         resume_seconds = time.monotonic() - started
     finally:
         stop_worker(worker)
-    return {"stop_seconds": round(stop_seconds, 2), "steps_left_at_stop": left,
-            "resume_seconds": round(resume_seconds, 1)}
+    return {
+        "stop_seconds": round(stop_seconds, 2),
+        "steps_left_at_stop": left,
+        "resume_seconds": round(resume_seconds, 1),
+    }
 
 
 def measure_burst(home: Path, args: argparse.Namespace, executors: int) -> dict[str, Any]:
@@ -343,11 +397,11 @@ def measure_burst(home: Path, args: argparse.Namespace, executors: int) -> dict[
             time.sleep(max(started + i * args.burst_interval - time.monotonic(), 0.0))
             queued.append(runs.enqueue_run(store, names[i % len(names)]).id)
             if i % 30 == 29:
-                print(f"  {time.monotonic() - started:4.0f} s: {progress_line(store)}",
-                      flush=True)
+                print(f"  {time.monotonic() - started:4.0f} s: {progress_line(store)}", flush=True)
         deadline = time.monotonic() + args.drain_seconds
-        while time.monotonic() < deadline and (in_flight(store) or any(
-                steps_done_at(store, r) is None for r in queued[-5:])):
+        while time.monotonic() < deadline and (
+            in_flight(store) or any(steps_done_at(store, r) is None for r in queued[-5:])
+        ):
             time.sleep(1.0)
         print(f"  drained: {progress_line(store)}", flush=True)
     finally:
@@ -359,18 +413,22 @@ def measure_burst(home: Path, args: argparse.Namespace, executors: int) -> dict[
 
 def report_burst(figures: dict[str, Any]) -> bool:
     wait, lag = figures["queue_wait"]["p95"], figures["after_run_lag"]["p95"]
-    checks = [wait is not None and wait <= TARGET_WAIT_P95,
-              lag is not None and lag <= TARGET_AFTER_P95 and not figures["steps_missing"],
-              figures["stop_seconds"] <= TARGET_STOP]
+    checks = [
+        wait is not None and wait <= TARGET_WAIT_P95,
+        lag is not None and lag <= TARGET_AFTER_P95 and not figures["steps_missing"],
+        figures["stop_seconds"] <= TARGET_STOP,
+    ]
     print(json.dumps(figures, default=str, indent=2))
-    print(f"executors {figures['executors']}: {figures['queued']} runs; queue wait p95 "
-          f"{fmt(wait)} (target <= {TARGET_WAIT_P95:g} s: {'ok' if checks[0] else 'MISSED'}); "
-          f"after-run lag p95 {fmt(lag)}, max {fmt(figures['after_run_lag']['max'])}, "
-          f"{figures['steps_missing']} never done (target <= {TARGET_AFTER_P95:g} s: "
-          f"{'ok' if checks[1] else 'MISSED'}); SIGTERM to exit {figures['stop_seconds']} s "
-          f"with {figures['steps_left_at_stop']} step mark(s) kept (target <= "
-          f"{TARGET_STOP:g} s: {'ok' if checks[2] else 'MISSED'}), resumed by the next worker "
-          f"in {figures['resume_seconds']} s")
+    print(
+        f"executors {figures['executors']}: {figures['queued']} runs; queue wait p95 "
+        f"{fmt(wait)} (target <= {TARGET_WAIT_P95:g} s: {'ok' if checks[0] else 'MISSED'}); "
+        f"after-run lag p95 {fmt(lag)}, max {fmt(figures['after_run_lag']['max'])}, "
+        f"{figures['steps_missing']} never done (target <= {TARGET_AFTER_P95:g} s: "
+        f"{'ok' if checks[1] else 'MISSED'}); SIGTERM to exit {figures['stop_seconds']} s "
+        f"with {figures['steps_left_at_stop']} step mark(s) kept (target <= "
+        f"{TARGET_STOP:g} s: {'ok' if checks[2] else 'MISSED'}), resumed by the next worker "
+        f"in {figures['resume_seconds']} s"
+    )
     return all(checks)
 
 
@@ -379,32 +437,47 @@ def compare_burst(baseline: dict[str, Any], measured: dict[str, Any]) -> None:
         a, b = baseline[part]["p95"], measured[part]["p95"]
         return "n/a" if not a or b is None else f"{b / a:.2f}"
 
-    print(f"against the baseline (executors 0, same run): queue wait p95 ratio "
-          f"{ratio('queue_wait')}, after-run lag p95 ratio {ratio('after_run_lag')}")
+    print(
+        f"against the baseline (executors 0, same run): queue wait p95 ratio "
+        f"{ratio('queue_wait')}, after-run lag p95 ratio {ratio('after_run_lag')}"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=2.0,
-                        help="how long the schedules fire (default 2)")
+    parser.add_argument(
+        "--minutes", type=float, default=2.0, help="how long the schedules fire (default 2)"
+    )
     parser.add_argument("--deployments", type=int, help="default 200 (burst: 10)")
     parser.add_argument("--burst", action="store_true", help="measure a burst (issue 14)")
     parser.add_argument("--burst-seconds", type=float, default=180.0)
     parser.add_argument("--burst-interval", type=float, default=1.0)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--settle-seconds", type=float, default=5.0)
-    parser.add_argument("--drain-seconds", type=float, default=120.0,
-                        help="after the schedules stop, wait at most this for queued runs")
-    parser.add_argument("--executors", type=int, default=executor_count(),
-                        help="executor processes of the measured worker (default: the "
-                        "worker's default, one per core)")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the baseline (the same worker with --executors 0)")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=120.0,
+        help="after the schedules stop, wait at most this for queued runs",
+    )
+    parser.add_argument(
+        "--executors",
+        type=int,
+        default=executor_count(),
+        help="executor processes of the measured worker (default: the "
+        "worker's default, one per core)",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the baseline (the same worker with --executors 0)",
+    )
     parser.add_argument("--keep", type=Path, help="build the workspaces here and keep them")
     args = parser.parse_args()
     args.deployments = args.deployments or (10 if args.burst else 200)
-    run, show, versus = ((measure_burst, report_burst, compare_burst) if args.burst
-                         else (measure, report, compare))
+    run, show, versus = (
+        (measure_burst, report_burst, compare_burst) if args.burst else (measure, report, compare)
+    )
     results = {}
     for executors in ([] if args.no_baseline else [0]) + [args.executors]:
         if args.keep:

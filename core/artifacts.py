@@ -48,8 +48,10 @@ def detect_format(filename: str, data: bytes) -> str:
         return "joblib"
     if data[:4] == b"PK\x03\x04":
         return "skops"
-    raise ArtifactError(f"'{filename}' is not a model file ModelDeck can import.",
-                        "Export the model with skops (.skops) or joblib (.joblib, .pkl).")
+    raise ArtifactError(
+        f"'{filename}' is not a model file ModelDeck can import.",
+        "Export the model with skops (.skops) or joblib (.joblib, .pkl).",
+    )
 
 
 def inspect_bytes(filename: str, data: bytes) -> ArtifactCheck:
@@ -62,36 +64,45 @@ def inspect_bytes(filename: str, data: bytes) -> ArtifactCheck:
     try:
         found = sio.get_untrusted_types(data=data)
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
-        raise ArtifactError(f"'{filename}' is not a valid skops file ({exc}).",
-                            "It may be truncated; export it again with skops.io.dump.") from exc
+        raise ArtifactError(
+            f"'{filename}' is not a valid skops file ({exc}).",
+            "It may be truncated; export it again with skops.io.dump.",
+        ) from exc
     return ArtifactCheck("skops", tuple(t for t in found if t not in SAFE_SKOPS_TYPES))
 
 
-def load_bytes(filename: str, data: bytes, *, trusted_types: list[str] | tuple[str, ...] = (),
-               trust_pickle: bool = False) -> Any:
+def load_bytes(
+    filename: str,
+    data: bytes,
+    *,
+    trusted_types: list[str] | tuple[str, ...] = (),
+    trust_pickle: bool = False,
+) -> Any:
     """Load a model from bytes; raises UntrustedArtifact before running anything untrusted."""
     check = inspect_bytes(filename, data)
     if check.runs_code and not trust_pickle:
         raise UntrustedArtifact(
             f"'{filename}' is a pickle/joblib file: loading it runs any code it contains.",
             "Only import files from people you trust, then tick 'I trust this file' "
-            "(CLI: --trust-pickle), or export the model with skops instead.")
+            "(CLI: --trust-pickle), or export the model with skops instead.",
+        )
     missing = [t for t in check.untrusted_types if t not in trusted_types]
     if missing:
         raise UntrustedArtifact(
             f"'{filename}' contains types that are not trusted: {', '.join(missing)}.",
             "Review them and approve them if you expect them (CLI: --trust-type NAME).",
-            untrusted_types=missing)
+            untrusted_types=missing,
+        )
     try:
         if check.format == "skops":
-            model = sio.load(io.BytesIO(data),
-                             trusted=[*SAFE_SKOPS_TYPES, *check.untrusted_types])
+            model = sio.load(io.BytesIO(data), trusted=[*SAFE_SKOPS_TYPES, *check.untrusted_types])
         else:
             model = joblib.load(io.BytesIO(data))
     except Exception as exc:  # unpickling can raise anything; all of it means "damaged file"
         raise ArtifactError(
             f"'{filename}' could not be loaded ({type(exc).__name__}: {exc}).",
-            "The file may be truncated or damaged; export the model again.") from exc
+            "The file may be truncated or damaged; export the model again.",
+        ) from exc
     return require_model(model, filename)
 
 
@@ -100,5 +111,6 @@ def require_model(obj: Any, filename: str) -> Any:
     if not callable(getattr(obj, "predict", None)):
         raise ArtifactError(
             f"'{filename}' holds a {type(obj).__name__}, not a model with predict().",
-            "Export the fitted scikit-learn estimator or pipeline itself.")
+            "Export the fitted scikit-learn estimator or pipeline itself.",
+        )
     return obj

@@ -16,28 +16,52 @@ def current_actor() -> str:
     return os.environ.get("MODELDECK_USER") or getpass.getuser()
 
 
-def record(tx: Tx, *, actor: str, action: str, deployment_id: str | None,
-           deployment_name: str, before: dict[str, Any] | None = None,
-           after: dict[str, Any] | None = None, reason: str = "") -> None:
+def record(
+    tx: Tx,
+    *,
+    actor: str,
+    action: str,
+    deployment_id: str | None,
+    deployment_name: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+) -> None:
     """Append one entry inside the caller's transaction, so it commits with the change."""
-    tx.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               [new_id("aud"), utcnow(), actor, action, deployment_id, deployment_name,
-                before, after, reason])
+    tx.execute(
+        "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            new_id("aud"),
+            utcnow(),
+            actor,
+            action,
+            deployment_id,
+            deployment_name,
+            before,
+            after,
+            reason,
+        ],
+    )
 
 
 def list_entries(store: Store, deployment_name: str | None = None) -> list[AuditEntry]:
     """Entries, newest first, optionally of one deployment name (deleted ones included)."""
-    rows = store.query("SELECT * FROM audit_log WHERE ? IS NULL OR deployment_name = ?"
-                       " ORDER BY logged_at DESC, id DESC", [deployment_name, deployment_name])
+    rows = store.query(
+        "SELECT * FROM audit_log WHERE ? IS NULL OR deployment_name = ?"
+        " ORDER BY logged_at DESC, id DESC",
+        [deployment_name, deployment_name],
+    )
     return [AuditEntry.from_row(r) for r in rows]
 
 
 def deletion(store: Store, deployment_name: str) -> AuditEntry | None:
     """The entry that deleted the deployment of this name, when it is gone (else None)."""
-    row = store.query("SELECT * FROM audit_log WHERE deployment_name = ? AND action = 'delete'"
-                      " AND NOT EXISTS (SELECT 1 FROM deployments WHERE name = ?)"
-                      " ORDER BY logged_at DESC LIMIT 1", [deployment_name, deployment_name]
-                      ).first()
+    row = store.query(
+        "SELECT * FROM audit_log WHERE deployment_name = ? AND action = 'delete'"
+        " AND NOT EXISTS (SELECT 1 FROM deployments WHERE name = ?)"
+        " ORDER BY logged_at DESC LIMIT 1",
+        [deployment_name, deployment_name],
+    ).first()
     return AuditEntry.from_row(row) if row else None
 
 
@@ -50,5 +74,6 @@ def describe(value: dict[str, Any] | None) -> str:
         text += f", challenger {value['challenger']}" if value.get("challenger") else ""
         extra = {k: v for k, v in value.items() if k not in ("version", "main", "challenger")}
         return text + (f" ({describe(extra)})" if extra else "")
-    return ", ".join(f"{k} {v}" if not isinstance(v, dict) else f"{k} [{describe(v)}]"
-                     for k, v in value.items())
+    return ", ".join(
+        f"{k} {v}" if not isinstance(v, dict) else f"{k} [{describe(v)}]" for k, v in value.items()
+    )

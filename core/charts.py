@@ -27,20 +27,31 @@ def headline_metric(task: str) -> str:
 def ranked(models: list[Model], metric: str) -> list[Model]:
     """Models best first by `metric`; those without it last."""
     sign = -1 if metric in HIGHER_IS_BETTER else 1
-    return sorted(models, key=lambda m: (m.metrics.get(metric) is None,
-                                         sign * (m.metrics.get(metric) or 0.0)))
+    return sorted(
+        models, key=lambda m: (m.metrics.get(metric) is None, sign * (m.metrics.get(metric) or 0.0))
+    )
 
 
 def leaderboard_figure(models: list[Model], metric: str) -> go.Figure:
     """Horizontal bars of one holdout metric per model, best on top."""
     # Plotly draws the first bar at the bottom, so the ranking goes in reversed.
     scored = [m for m in ranked(models, metric) if m.metrics.get(metric) is not None][::-1]
-    fig = go.Figure(go.Bar(
-        x=[m.metrics[metric] for m in scored], y=[f"{m.algorithm} ({m.id})" for m in scored],
-        orientation="h", marker_color=ACCENT,
-        text=[f"{m.metrics[metric]:.4f}" for m in scored], textposition="auto"))
-    fig.update_layout(title=f"Holdout {metric}", height=120 + 40 * len(scored),
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=metric)
+    fig = go.Figure(
+        go.Bar(
+            x=[m.metrics[metric] for m in scored],
+            y=[f"{m.algorithm} ({m.id})" for m in scored],
+            orientation="h",
+            marker_color=ACCENT,
+            text=[f"{m.metrics[metric]:.4f}" for m in scored],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        title=f"Holdout {metric}",
+        height=120 + 40 * len(scored),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis_title=metric,
+    )
     return fig
 
 
@@ -59,9 +70,13 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
             labels.append("(other)")
             shares.append(feature["other_fraction"])
     fig = go.Figure(go.Bar(x=labels, y=shares, marker_color=ACCENT))
-    fig.update_layout(title=f"{name}: training distribution", yaxis_title="share of rows",
-                      yaxis_tickformat=".0%", height=320,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(
+        title=f"{name}: training distribution",
+        yaxis_title="share of rows",
+        yaxis_tickformat=".0%",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
     return fig
 
 
@@ -74,8 +89,7 @@ def _shown(value: Any) -> str:
 def explanation_bars(e: Explanation, shown: int = SHOWN_FEATURES) -> list[tuple[str, float]]:
     """("feature = value", contribution) largest first; beyond `shown`, one "other N features"
     bar holds the sum of the rest (so the bars still add up to output - base)."""
-    bars = [(f"{c.feature} = {_shown(c.value)}", c.contribution)
-            for c in e.contributions[:shown]]
+    bars = [(f"{c.feature} = {_shown(c.value)}", c.contribution) for c in e.contributions[:shown]]
     rest = e.contributions[shown:]
     if rest:
         bars.append((f"other {len(rest)} features", sum(c.contribution for c in rest)))
@@ -85,27 +99,45 @@ def explanation_bars(e: Explanation, shown: int = SHOWN_FEATURES) -> list[tuple[
 def explanation_figure(e: Explanation, shown: int = SHOWN_FEATURES) -> go.Figure:
     """Signed horizontal bars of one row's SHAP values, largest on top, green up / blue down."""
     bars = explanation_bars(e, shown)[::-1]  # plotly draws the first bar at the bottom
-    fig = go.Figure(go.Bar(
-        x=[v for _, v in bars], y=[label for label, _ in bars], orientation="h",
-        marker_color=[POSITIVE if v >= 0 else NEGATIVE for _, v in bars],
-        text=[f"{v:+.4g}" for _, v in bars], textposition="auto"))
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in bars],
+            y=[label for label, _ in bars],
+            orientation="h",
+            marker_color=[POSITIVE if v >= 0 else NEGATIVE for _, v in bars],
+            text=[f"{v:+.4g}" for _, v in bars],
+            textposition="auto",
+        )
+    )
     what = e.scale + (f" of class {e.class_}" if e.class_ is not None else "")
     fig.update_layout(
         title=f"{what}: base {e.base_value:.4g} → output {e.output:.4g}",
-        xaxis_title=f"contribution ({e.scale})", height=140 + 28 * len(bars),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10})
+        xaxis_title=f"contribution ({e.scale})",
+        height=140 + 28 * len(bars),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
 def importance_figure(imp: Importance, shown: int = 20) -> go.Figure:
     """Mean |SHAP| per original feature, largest on top."""
     top = list(imp.features[:shown])[::-1]
-    fig = go.Figure(go.Bar(x=[v for _, v in top], y=[f for f, _ in top], orientation="h",
-                           marker_color=ACCENT, text=[f"{v:.4g}" for _, v in top],
-                           textposition="auto"))
-    fig.update_layout(title=f"{imp.which}: mean |SHAP| ({imp.scale}), {imp.rows:,} rows",
-                      xaxis_title=f"mean |contribution| ({imp.scale})",
-                      height=140 + 26 * len(top), margin={"l": 10, "r": 10, "t": 50, "b": 10})
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in top],
+            y=[f for f, _ in top],
+            orientation="h",
+            marker_color=ACCENT,
+            text=[f"{v:.4g}" for _, v in top],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        title=f"{imp.which}: mean |SHAP| ({imp.scale}), {imp.rows:,} rows",
+        xaxis_title=f"mean |contribution| ({imp.scale})",
+        height=140 + 26 * len(top),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     return fig
 
 
@@ -124,8 +156,9 @@ def normalised(values: list[Any], categorical: bool) -> tuple[np.ndarray, list[s
         names = sorted({str(v) for v in values if v is not None})
         codes = {n: i for i, n in enumerate(names)}
         span = max(len(names) - 1, 1)
-        return np.asarray([np.nan if v is None else codes[str(v)] / span for v in values],
-                          dtype=np.float64), texts
+        return np.asarray(
+            [np.nan if v is None else codes[str(v)] / span for v in values], dtype=np.float64
+        ), texts
     numbers = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
     present = numbers[~np.isnan(numbers)]
     if not len(present):
@@ -133,8 +166,11 @@ def normalised(values: list[Any], categorical: bool) -> tuple[np.ndarray, list[s
     low, high = np.percentile(present, [5, 95])
     if high <= low:
         low, high = float(present.min()), float(present.max())
-    scaled = (np.clip(numbers, low, high) - low) / (high - low) if high > low else \
-        np.where(np.isnan(numbers), np.nan, 0.5)
+    scaled = (
+        (np.clip(numbers, low, high) - low) / (high - low)
+        if high > low
+        else np.where(np.isnan(numbers), np.nan, 0.5)
+    )
     return scaled, texts
 
 
@@ -147,8 +183,14 @@ def _jitter(x: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-0.4, 0.4, len(x)) * density
 
 
-def _value_traces(x: list[Any], y: list[float], scaled: np.ndarray, hovers: list[str],
-                  colour_title: str, size: int) -> list[go.Scatter]:
+def _value_traces(
+    x: list[Any],
+    y: list[float],
+    scaled: np.ndarray,
+    hovers: list[str],
+    colour_title: str,
+    size: int,
+) -> list[go.Scatter]:
     """Dots coloured by a value in [0, 1] (low blue, high red), and the missing ones grey."""
     present = ~np.isnan(scaled)
     traces = []
@@ -157,16 +199,28 @@ def _value_traces(x: list[Any], y: list[float], scaled: np.ndarray, hovers: list
             continue
         marker: dict[str, Any] = {"color": MISSING_COLOR, "size": size, "opacity": 0.8}
         if name == "value":
-            marker.update(color=scaled[keep].tolist(), cmin=0, cmax=1,
-                          colorscale=[[0, LOW], [1, HIGH]],
-                          colorbar={"title": {"text": colour_title}, "tickvals": [0, 1],
-                                    "ticktext": ["low", "high"]})
-        traces.append(go.Scatter(
-            x=[v for v, k in zip(x, keep, strict=True) if k],
-            y=[v for v, k in zip(y, keep, strict=True) if k],
-            text=[t for t, k in zip(hovers, keep, strict=True) if k], hoverinfo="text",
-            mode="markers", name=f"{colour_title} {name}" if name == "missing" else name,
-            marker=marker))
+            marker.update(
+                color=scaled[keep].tolist(),
+                cmin=0,
+                cmax=1,
+                colorscale=[[0, LOW], [1, HIGH]],
+                colorbar={
+                    "title": {"text": colour_title},
+                    "tickvals": [0, 1],
+                    "ticktext": ["low", "high"],
+                },
+            )
+        traces.append(
+            go.Scatter(
+                x=[v for v, k in zip(x, keep, strict=True) if k],
+                y=[v for v, k in zip(y, keep, strict=True) if k],
+                text=[t for t, k in zip(hovers, keep, strict=True) if k],
+                hoverinfo="text",
+                mode="markers",
+                name=f"{colour_title} {name}" if name == "missing" else name,
+                marker=marker,
+            )
+        )
     return traces
 
 
@@ -184,21 +238,30 @@ def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES
         xs += shap_values.tolist()
         ys += (position + _jitter(shap_values, position)).tolist()
         colours.append(scaled)
-        hovers += [f"{feature} = {t}<br>SHAP {x:+.4g}" for x, t in zip(shap_values, texts,
-                                                                       strict=True)]
+        hovers += [
+            f"{feature} = {t}<br>SHAP {x:+.4g}" for x, t in zip(shap_values, texts, strict=True)
+        ]
     scaled_all = np.concatenate(colours) if colours else np.zeros(0)
     fig = go.Figure(_value_traces(xs, ys, scaled_all, hovers, "value", 5))
     fig.update_layout(
-        title=title, xaxis_title=f"SHAP value ({sample.scale})", showlegend=False,
-        yaxis={"tickvals": list(range(len(features))), "ticktext": features,
-               "range": [-0.6, len(features) - 0.4]},
-        height=160 + 34 * len(features), margin={"l": 10, "r": 10, "t": 50, "b": 10})
+        title=title,
+        xaxis_title=f"SHAP value ({sample.scale})",
+        showlegend=False,
+        yaxis={
+            "tickvals": list(range(len(features))),
+            "ticktext": features,
+            "range": [-0.6, len(features) - 0.4],
+        },
+        height=160 + 34 * len(features),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
     fig.add_vline(x=0, line_color="#868e96", line_width=1)
     return fig
 
 
-def dependence_figure(sample: ShapSample, feature: str, title: str,
-                      colour_by: str | None = None) -> go.Figure:
+def dependence_figure(
+    sample: ShapSample, feature: str, title: str, colour_by: str | None = None
+) -> go.Figure:
     """A feature's value (x) against its SHAP value (y), one dot per sampled row, coloured by
     the value of `colour_by` (default: the feature itself). Missing values sit at "missing"
     for a category and are counted in the title for a number."""
@@ -207,18 +270,27 @@ def dependence_figure(sample: ShapSample, feature: str, title: str,
     scaled, texts = normalised(sample.values(colour_by), colour_by in sample.categorical)
     categorical = feature in sample.categorical
     keep = [i for i, v in enumerate(values) if categorical or v is not None]
-    x = [("missing" if values[i] is None else str(values[i])) if categorical else values[i]
-         for i in keep]
-    hovers = [f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}<br>"
-              f"SHAP {shap_values[i]:+.4g}" for i in keep]
-    fig = go.Figure(_value_traces(x, shap_values[keep].tolist(), scaled[keep], hovers,
-                                  colour_by, 6))
+    x = [
+        ("missing" if values[i] is None else str(values[i])) if categorical else values[i]
+        for i in keep
+    ]
+    hovers = [
+        f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}<br>SHAP {shap_values[i]:+.4g}"
+        for i in keep
+    ]
+    fig = go.Figure(
+        _value_traces(x, shap_values[keep].tolist(), scaled[keep], hovers, colour_by, 6)
+    )
     dropped = len(values) - len(keep)
     fig.update_layout(
         title=title + (f" ({dropped} rows with {feature} missing not shown)" if dropped else ""),
-        xaxis_title=feature, yaxis_title=f"SHAP value of {feature} ({sample.scale})",
-        xaxis={"type": "category", "categoryorder": "category ascending"} if categorical
-        else {}, height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10}, showlegend=False)
+        xaxis_title=feature,
+        yaxis_title=f"SHAP value of {feature} ({sample.scale})",
+        xaxis={"type": "category", "categoryorder": "category ascending"} if categorical else {},
+        height=380,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        showlegend=False,
+    )
     fig.add_hline(y=0, line_color="#868e96", line_width=1)
     return fig
 
@@ -230,37 +302,74 @@ STATUS_COLORS = {"stable": "#2f9e44", "moderate": "#f08c00", "drifted": "#e03131
 
 def drift_overlay_figure(f: Any) -> go.Figure:
     """A feature's (core.drift_scores.FeatureDrift) training vs served shares per bucket."""
-    fig = go.Figure([
-        go.Bar(x=list(f.buckets), y=list(f.training), name="training",
-               marker_color=TRAINING_COLOR, opacity=0.7),
-        go.Bar(x=list(f.buckets), y=list(f.served), name="served", marker_color=SERVED_COLOR,
-               opacity=0.7)])
-    fig.update_layout(barmode="overlay", title=f"{f.name}: {f.status} (PSI {f.psi or 0:.3f})",
-                      yaxis_title="share of rows", yaxis_tickformat=".0%",
-                      margin={"t": 40, "b": 10}, height=320)
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=list(f.buckets),
+                y=list(f.training),
+                name="training",
+                marker_color=TRAINING_COLOR,
+                opacity=0.7,
+            ),
+            go.Bar(
+                x=list(f.buckets),
+                y=list(f.served),
+                name="served",
+                marker_color=SERVED_COLOR,
+                opacity=0.7,
+            ),
+        ]
+    )
+    fig.update_layout(
+        barmode="overlay",
+        title=f"{f.name}: {f.status} (PSI {f.psi or 0:.3f})",
+        yaxis_title="share of rows",
+        yaxis_tickformat=".0%",
+        margin={"t": 40, "b": 10},
+        height=320,
+    )
     return fig
 
 
 def drift_time_figure(series: Any, feature: str) -> go.Figure:
     """PSI of one feature per run (core.drift.DriftSeries), oldest first, coloured by status."""
     points = [p for p in series.points if p.feature == feature]
-    fig = go.Figure(go.Scatter(
-        x=[p.at for p in points], y=[p.psi for p in points], mode="lines+markers", name=feature,
-        marker={"color": [STATUS_COLORS.get(p.status, ACCENT) for p in points], "size": 9},
-        line={"color": ACCENT}, text=[p.run_id for p in points],
-        hovertemplate="%{text}<br>PSI %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=f"{feature}: PSI per run", yaxis_title="PSI",
-                      margin={"t": 40, "b": 10}, height=300)
+    fig = go.Figure(
+        go.Scatter(
+            x=[p.at for p in points],
+            y=[p.psi for p in points],
+            mode="lines+markers",
+            name=feature,
+            marker={"color": [STATUS_COLORS.get(p.status, ACCENT) for p in points], "size": 9},
+            line={"color": ACCENT},
+            text=[p.run_id for p in points],
+            hovertemplate="%{text}<br>PSI %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"{feature}: PSI per run", yaxis_title="PSI", margin={"t": 40, "b": 10}, height=300
+    )
     return fig
 
 
 def drift_share_figure(series: Any) -> go.Figure:
     """The share of drifted features per run (core.drift.DriftSeries), oldest first."""
-    fig = go.Figure(go.Scatter(
-        x=[s[1] for s in series.shares], y=[s[2] for s in series.shares], mode="lines+markers",
-        name="drifted features", line={"color": STATUS_COLORS["drifted"]},
-        text=[s[0] for s in series.shares],
-        hovertemplate="%{text}<br>%{y:.0%} of features drifted<extra></extra>"))
-    fig.update_layout(title="Share of drifted features per run", yaxis_tickformat=".0%",
-                      yaxis_range=[0, 1.05], margin={"t": 40, "b": 10}, height=280)
+    fig = go.Figure(
+        go.Scatter(
+            x=[s[1] for s in series.shares],
+            y=[s[2] for s in series.shares],
+            mode="lines+markers",
+            name="drifted features",
+            line={"color": STATUS_COLORS["drifted"]},
+            text=[s[0] for s in series.shares],
+            hovertemplate="%{text}<br>%{y:.0%} of features drifted<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Share of drifted features per run",
+        yaxis_tickformat=".0%",
+        yaxis_range=[0, 1.05],
+        margin={"t": 40, "b": 10},
+        height=280,
+    )
     return fig

@@ -38,8 +38,10 @@ def class_kind(classes: tuple[Any, ...] | list[Any]) -> str:
     """bool, number or text: how the model's classes are typed."""
     if classes and all(isinstance(c, bool | np.bool_) for c in classes):
         return "bool"
-    if classes and all(isinstance(c, int | float | np.integer | np.floating)
-                       and not isinstance(c, bool | np.bool_) for c in classes):
+    if classes and all(
+        isinstance(c, int | float | np.integer | np.floating) and not isinstance(c, bool | np.bool_)
+        for c in classes
+    ):
         return "number"
     return "text"
 
@@ -91,8 +93,13 @@ def _bool_words(texts: np.ndarray) -> np.ndarray:
 
 def class_texts(classes: tuple[Any, ...] | list[Any]) -> list[str]:
     """The canonical text of each class, in the classes' order."""
-    return as_text(np.asarray(list(classes), dtype=object if class_kind(classes) == "text"
-                              else None)).tolist() if classes else []
+    return (
+        as_text(
+            np.asarray(list(classes), dtype=object if class_kind(classes) == "text" else None)
+        ).tolist()
+        if classes
+        else []
+    )
 
 
 def sort_classes(values: list[Any]) -> list[Any]:
@@ -108,19 +115,26 @@ def texts_of(values: list[Any], classes: tuple[Any, ...] | list[Any]) -> list[st
     if not values:
         return []
     kinds = {type(v) for v in values}
-    typed = np.asarray(values) if len(kinds) == 1 and kinds <= {bool, int, float} else (
-        np.asarray(values, dtype=object))
+    typed = (
+        np.asarray(values)
+        if len(kinds) == 1 and kinds <= {bool, int, float}
+        else (np.asarray(values, dtype=object))
+    )
     return label_texts(typed, classes).tolist()
 
 
-def canonical_sql(raw: str, found: list[tuple[str, Any]],
-                  classes: tuple[Any, ...] | list[Any]) -> str:
+def canonical_sql(
+    raw: str, found: list[tuple[str, Any]], classes: tuple[Any, ...] | list[Any]
+) -> str:
     """SQL mapping `raw` (a VARCHAR expression of a column) to each value's canonical class
     text, from the column's distinct (text, value) pairs `found`; values whose text already is
     canonical are left as they are."""
     canon = texts_of([value for _, value in found], classes)
-    cases = " ".join(f"WHEN {_literal(text)} THEN {_literal(c)}"
-                     for (text, _), c in zip(found, canon, strict=True) if text != c)
+    cases = " ".join(
+        f"WHEN {_literal(text)} THEN {_literal(c)}"
+        for (text, _), c in zip(found, canon, strict=True)
+        if text != c
+    )
     return f"(CASE {raw} {cases} ELSE {raw} END)" if cases else raw
 
 

@@ -42,10 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line for the user, the traceback for a report
         log = log_internal_error(argv if argv is not None else sys.argv[1:])
         where = f"; details in {log}" if log else ""
-        print(f"error: internal error while running `modeldeck {_command(args)}`: "
-              f"{type(exc).__name__}: {exc}{where}", file=sys.stderr)
-        print("hint: this is a bug in ModelDeck, not in your input; please report it with "
-              "that file.", file=sys.stderr)
+        print(
+            f"error: internal error while running `modeldeck {_command(args)}`: "
+            f"{type(exc).__name__}: {exc}{where}",
+            file=sys.stderr,
+        )
+        print(
+            "hint: this is a bug in ModelDeck, not in your input; please report it with that file.",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -65,8 +70,10 @@ def log_internal_error(argv: Sequence[str]) -> Path | None:
         path = Workspace.resolve().home / ERROR_LOG
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} modeldeck "
-                      f"{' '.join(argv)}\n{traceback.format_exc()}\n")
+            log.write(
+                f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} modeldeck "
+                f"{' '.join(argv)}\n{traceback.format_exc()}\n"
+            )
         return path
     except OSError:
         return None
@@ -81,15 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", parents=[common],
-                       help="create the demo workspace (4 experiments, 12 models)")
+    p = sub.add_parser(
+        "demo", parents=[common], help="create the demo workspace (4 experiments, 12 models)"
+    )
     p.add_argument("--if-empty", action="store_true", help="do nothing if the workspace has data")
     p.set_defaults(handler=cmd_demo)
 
     ds = sub.add_parser("datasets", help="register and list datasets")
     ds_sub = ds.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = ds_sub.add_parser("add", parents=[common],
-                          help="register a CSV/Parquet file or glob (snapshotted)")
+    p = ds_sub.add_parser(
+        "add", parents=[common], help="register a CSV/Parquet file or glob (snapshotted)"
+    )
     p.add_argument("path")
     p.add_argument("--name")
     p.add_argument("--json", action="store_true")
@@ -98,15 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets_list)
 
-    p = sub.add_parser("train", parents=[common],
-                       help="train models on a dataset as a new experiment version")
+    p = sub.add_parser(
+        "train", parents=[common], help="train models on a dataset as a new experiment version"
+    )
     p.add_argument("--dataset", required=True, help="dataset id or name, demo name, or file path")
     p.add_argument("--target", required=True)
     p.add_argument("--task", choices=["binary", "multiclass", "regression"])
     p.add_argument("--key", help="prediction key column ('' for none; default: detected id)")
     p.add_argument("--exclude", default="", help="comma-separated columns to leave out")
-    p.add_argument("--algorithms", default=",".join(training.DEFAULT_ALGORITHMS),
-                   help=f"comma-separated, from: {', '.join(training.ALGORITHMS)}")
+    p.add_argument(
+        "--algorithms",
+        default=",".join(training.DEFAULT_ALGORITHMS),
+        help=f"comma-separated, from: {', '.join(training.ALGORITHMS)}",
+    )
     p.add_argument("--project", default="Default")
     p.add_argument("--experiment", help="experiment name (default: the dataset's name)")
     p.add_argument("--json", action="store_true")
@@ -118,22 +131,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="only this experiment id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_list)
-    p = m_sub.add_parser("show", parents=[common],
-                         help="show one model (metrics, params, schema, profile)")
+    p = m_sub.add_parser(
+        "show", parents=[common], help="show one model (metrics, params, schema, profile)"
+    )
     p.add_argument("model_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_show)
-    p = m_sub.add_parser("import", parents=[common],
-                         help="import a trained .skops or joblib/pickle model")
+    p = m_sub.add_parser(
+        "import", parents=[common], help="import a trained .skops or joblib/pickle model"
+    )
     p.add_argument("file")
     p.add_argument("--dataset", required=True, help="reference dataset (id, name or path)")
     p.add_argument("--target", required=True)
     p.add_argument("--task", choices=["binary", "multiclass", "regression"])
     p.add_argument("--key", help="prediction key column")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="load a joblib/pickle file (it can run code: only files you trust)")
-    p.add_argument("--trust-type", action="append", default=[], metavar="TYPE",
-                   help="approve a type a .skops file needs (repeatable)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load a joblib/pickle file (it can run code: only files you trust)",
+    )
+    p.add_argument(
+        "--trust-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="approve a type a .skops file needs (repeatable)",
+    )
     p.add_argument("--project", default="Default")
     p.add_argument("--experiment")
     p.add_argument("--json", action="store_true")
@@ -158,17 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     cli_challenger.add_parsers(sub, common)
     cli_connections.add_parsers(sub, common)
     cli_reports.add_parsers(sub, common)
-    for name, text in (("ui", "start the Streamlit app"), ("api", "start the REST API server"),
-                       ("worker", "start the pipeline worker"),
-                       ("up", "start the app, the API and the worker together")):
+    for name, text in (
+        ("ui", "start the Streamlit app"),
+        ("api", "start the REST API server"),
+        ("worker", "start the pipeline worker"),
+        ("up", "start the app, the API and the worker together"),
+    ):
         p = sub.add_parser(name, parents=[common], help=text)
         if name in ("ui", "api"):
             p.add_argument("--port", type=int, default=8501 if name == "ui" else 8000)
         if name == "worker":
-            p.add_argument("--executors", type=int, default=None, metavar="N",
-                           help="executor processes that run pipelines (default: "
-                           "$MODELDECK_EXECUTORS, else one per core, at most 4; 0 runs them "
-                           "in the worker's own process)")
+            p.add_argument(
+                "--executors",
+                type=int,
+                default=None,
+                metavar="N",
+                help="executor processes that run pipelines (default: "
+                "$MODELDECK_EXECUTORS, else one per core, at most 4; 0 runs them "
+                "in the worker's own process)",
+            )
         p.set_defaults(handler=globals()[f"cmd_{name}"])
     return parser
 
@@ -207,14 +238,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = demo.create_demo(store, progress_printer())
     n_models = sum(len(r.models) for r in results)
-    print(f"Demo workspace ready in {store.workspace.home}: {len(results)} experiments, "
-          f"{n_models} models ({time.perf_counter() - started:.1f} s).")
+    print(
+        f"Demo workspace ready in {store.workspace.home}: {len(results)} experiments, "
+        f"{n_models} models ({time.perf_counter() - started:.1f} s)."
+    )
     return 0
 
 
 def _dataset_json(d: Any) -> dict[str, Any]:
-    return {"id": d.id, "name": d.name, "kind": d.kind, "source": d.source, "n_rows": d.n_rows,
-            "columns": [c.name for c in d.columns], "created_at": d.created_at.isoformat() + "Z"}
+    return {
+        "id": d.id,
+        "name": d.name,
+        "kind": d.kind,
+        "source": d.source,
+        "n_rows": d.n_rows,
+        "columns": [c.name for c in d.columns],
+        "created_at": d.created_at.isoformat() + "Z",
+    }
 
 
 def cmd_datasets_add(args: argparse.Namespace) -> int:
@@ -222,8 +262,9 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
     if args.json:
         print_json(_dataset_json(dataset))
     else:
-        print(f"{dataset.id}  {dataset.name}  {dataset.n_rows} rows, "
-              f"{len(dataset.columns)} columns")
+        print(
+            f"{dataset.id}  {dataset.name}  {dataset.n_rows} rows, {len(dataset.columns)} columns"
+        )
     return 0
 
 
@@ -245,11 +286,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = open_store()
     dataset = datasets.find_dataset(store, args.dataset)
     request = training.TrainRequest(
-        dataset_id=dataset.id, target=args.target, task=args.task, key_column=args.key,
-        exclude=tuple(_split(args.exclude)), algorithms=tuple(_split(args.algorithms)),
+        dataset_id=dataset.id,
+        target=args.target,
+        task=args.task,
+        key_column=args.key,
+        exclude=tuple(_split(args.exclude)),
+        algorithms=tuple(_split(args.algorithms)),
         project=args.project,
-        experiment=args.experiment or training.default_experiment_name(
-            store, dataset, args.target, args.project))
+        experiment=args.experiment
+        or training.default_experiment_name(store, dataset, args.target, args.project),
+    )
     result = training.train(store, request, progress_printer())
     if args.json:
         print_json([m.summary() for m in result.models])
@@ -296,11 +342,22 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ModelDeckError(f"The file '{args.file}' does not exist.", "Check the path.")
     dataset = datasets.find_dataset(store, args.dataset)
-    model = import_model(store, ImportRequest(
-        filename=path.name, data=path.read_bytes(), dataset_id=dataset.id, target=args.target,
-        task=args.task, key_column=args.key, trust_pickle=args.trust_pickle,
-        trusted_types=tuple(args.trust_type), project=args.project, experiment=args.experiment),
-        progress_printer())
+    model = import_model(
+        store,
+        ImportRequest(
+            filename=path.name,
+            data=path.read_bytes(),
+            dataset_id=dataset.id,
+            target=args.target,
+            task=args.task,
+            key_column=args.key,
+            trust_pickle=args.trust_pickle,
+            trusted_types=tuple(args.trust_type),
+            project=args.project,
+            experiment=args.experiment,
+        ),
+        progress_printer(),
+    )
     if args.json:
         print_json(model.summary())
     else:
@@ -317,8 +374,15 @@ def _child_env() -> dict[str, str]:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     open_store()  # migrate before the app's threads race to do it
-    command = [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"),
-               "--server.port", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO_ROOT / "app.py"),
+        "--server.port",
+        str(args.port),
+    ]
     return subprocess.call(command, cwd=REPO_ROOT, env=_child_env())
 
 
@@ -344,8 +408,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     # SIGTERM (systemd, `kill`, a CI timeout) must also stop the children: unwind via finally.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = [sys.executable, "-m", "core.cli"]
-    children = [subprocess.Popen([*base, name], cwd=REPO_ROOT, env=_child_env())
-                for name in ("worker", "api", "ui")]
+    children = [
+        subprocess.Popen([*base, name], cwd=REPO_ROOT, env=_child_env())
+        for name in ("worker", "api", "ui")
+    ]
     print("ModelDeck is starting: app http://localhost:8501, API http://127.0.0.1:8000/docs")
     try:
         while all(child.poll() is None for child in children):

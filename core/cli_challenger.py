@@ -20,13 +20,17 @@ from core.cli import open_store, print_json
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register `challenger`, `labels`, `live` and `swap`."""
-    p = sub.add_parser("challenger", parents=[common],
-                       help="main vs challenger over runs: agreement, disagreements")
+    p = sub.add_parser(
+        "challenger",
+        parents=[common],
+        help="main vs challenger over runs: agreement, disagreements",
+    )
     p.add_argument("name", help="the deployment")
     _window(p, "the last N runs together (default 10)")
     p.add_argument("--top", type=int, default=20, help="disagreeing rows shown (default 20)")
-    p.add_argument("--tolerance", type=float,
-                   help="regression: largest difference that still agrees")
+    p.add_argument(
+        "--tolerance", type=float, help="regression: largest difference that still agrees"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_challenger)
 
@@ -46,15 +50,17 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_labels_list)
 
-    p = sub.add_parser("live", parents=[common],
-                       help="live metrics of main and challenger on the labelled rows")
+    p = sub.add_parser(
+        "live", parents=[common], help="live metrics of main and challenger on the labelled rows"
+    )
     p.add_argument("name", help="the deployment")
     _window(p, "the last N runs (default: every run)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_live)
 
-    p = sub.add_parser("swap", parents=[common],
-                       help="make the challenger the main model (a new version)")
+    p = sub.add_parser(
+        "swap", parents=[common], help="make the challenger the main model (a new version)"
+    )
     p.add_argument("name", help="the deployment")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_swap)
@@ -73,17 +79,28 @@ def _num(value: float | None, digits: int = 4) -> str:
 def cmd_challenger(args: argparse.Namespace) -> int:
     from core import challenger
 
-    found = challenger.compare(open_store(), args.name, run_id=args.run, last=args.last,
-                               top=args.top, tolerance=args.tolerance)
+    found = challenger.compare(
+        open_store(),
+        args.name,
+        run_id=args.run,
+        last=args.last,
+        top=args.top,
+        tolerance=args.tolerance,
+    )
     if args.json:
         print_json(found.to_dict())
         return 0
     rule = f" (within {found.tolerance:g})" if found.tolerance is not None else ""
-    print(f"{found.deployment}: agreement {found.agreement_rate:.1%}{rule} over "
-          f"{found.rows:,} rows in {len(found.runs)} run(s)")
+    print(
+        f"{found.deployment}: agreement {found.agreement_rate:.1%}{rule} over "
+        f"{found.rows:,} rows in {len(found.runs)} run(s)"
+    )
     for r in found.runs:
-        extra = f"  mean |diff| {_num(r.mean_abs_difference)}" if r.mean_abs_difference \
-            is not None else ""
+        extra = (
+            f"  mean |diff| {_num(r.mean_abs_difference)}"
+            if r.mean_abs_difference is not None
+            else ""
+        )
         print(f"  {r.run_id}  {r.rows:>9,} rows  agreement {r.agreement_rate:.1%}{extra}")
     print("predictions (main / challenger):")
     for bucket, a, b in zip(found.buckets, found.main, found.challenger, strict=True):
@@ -95,9 +112,11 @@ def cmd_challenger(args: argparse.Namespace) -> int:
     if found.top:
         print("top disagreeing rows:")
         for row in found.top:
-            print(f"  {row['run_id']} row {row['_row']}: main {row['prediction']} "
-                  f"({_num(row['confidence'], 3)}), challenger {row['challenger_prediction']} "
-                  f"({_num(row['challenger_confidence'], 3)})")
+            print(
+                f"  {row['run_id']} row {row['_row']}: main {row['prediction']} "
+                f"({_num(row['confidence'], 3)}), challenger {row['challenger_prediction']} "
+                f"({_num(row['challenger_confidence'], 3)})"
+            )
     for note in found.notes:
         print(f"note: {note}")
     return 0
@@ -106,17 +125,18 @@ def cmd_challenger(args: argparse.Namespace) -> int:
 def cmd_labels_add(args: argparse.Namespace) -> int:
     from core import ground_truth
 
-    source = {"kind": "sql", "sql": args.sql} if args.sql else {"kind": "file",
-                                                                "path": args.file}
+    source = {"kind": "sql", "sql": args.sql} if args.sql else {"kind": "file", "path": args.file}
     added = ground_truth.add_labels(open_store(), args.name, source, args.key, args.label)
     if args.json:
         print_json(asdict(added))
         return 0
     c = added.counts
-    print(f"Added {added.rows:,} labels to {added.deployment_name} ({added.id}): "
-          f"{c['matched_labels']:,} match a prediction, {c['unmatched_labels']:,} match none; "
-          f"{c['predictions_without_label']:,} of {c['predictions']:,} predictions have no "
-          f"label; {c['without_label']:,} rows without a label left out.")
+    print(
+        f"Added {added.rows:,} labels to {added.deployment_name} ({added.id}): "
+        f"{c['matched_labels']:,} match a prediction, {c['unmatched_labels']:,} match none; "
+        f"{c['predictions_without_label']:,} of {c['predictions']:,} predictions have no "
+        f"label; {c['without_label']:,} rows without a label left out."
+    )
     return 0
 
 
@@ -128,9 +148,11 @@ def cmd_labels_list(args: argparse.Namespace) -> int:
         print_json([asdict(s) for s in found])
         return 0
     for s in found:
-        print(f"{s.id}  {s.rows:>9,} labels  {s.counts.get('matched_labels', 0):>9,} matched  "
-              f"key {s.key_column}  label {s.label_column}  by {s.created_by} "
-              f"{s.created_at:%Y-%m-%d %H:%M}")
+        print(
+            f"{s.id}  {s.rows:>9,} labels  {s.counts.get('matched_labels', 0):>9,} matched  "
+            f"key {s.key_column}  label {s.label_column}  by {s.created_by} "
+            f"{s.created_at:%Y-%m-%d %H:%M}"
+        )
     return 0
 
 
@@ -142,16 +164,20 @@ def cmd_live(args: argparse.Namespace) -> int:
         print_json(found.to_dict())
         return 0
     m = found.matching
-    print(f"{found.deployment}: {m.predictions_with_label:,} of {m.predictions:,} predictions "
-          f"labelled; {m.unmatched_labels:,} of {m.labels:,} labels match no prediction")
+    print(
+        f"{found.deployment}: {m.predictions_with_label:,} of {m.predictions:,} predictions "
+        f"labelled; {m.unmatched_labels:,} of {m.labels:,} labels match no prediction"
+    )
     print(f"{found.metric} (challenger - main, 95% CI):")
     for r in (*found.runs, found.overall):
         main = _num((r.main or {}).get(found.metric))
         other = _num((r.challenger or {}).get(found.metric))
         diff = _num((r.difference or {}).get(found.metric))
         ci = f"[{r.ci[0]:.4g}, {r.ci[1]:.4g}]" if r.ci else ""
-        print(f"  {r.run_id or 'window':<22} {r.rows:>9,} rows  main {main:<8} challenger "
-              f"{other:<8} difference {diff:<8} {ci}")
+        print(
+            f"  {r.run_id or 'window':<22} {r.rows:>9,} rows  main {main:<8} challenger "
+            f"{other:<8} difference {diff:<8} {ci}"
+        )
     print(f"method: {found.method}")
     for note in found.notes:
         print(f"note: {note}")
@@ -167,6 +193,8 @@ def cmd_swap(args: argparse.Namespace) -> int:
         print_json(deployment_json(d))
         return 0
     assert d.current is not None
-    print(f"{d.name} v{d.current.number}: main {d.current.main_model_id}, challenger "
-          f"{d.current.challenger_model_id} (roll back to undo)")
+    print(
+        f"{d.name} v{d.current.number}: main {d.current.main_model_id}, challenger "
+        f"{d.current.challenger_model_id} (roll back to undo)"
+    )
     return 0

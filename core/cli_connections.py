@@ -30,26 +30,40 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--user", required=True)
     p.add_argument("--sslmode", default="prefer")
     secret = p.add_mutually_exclusive_group()
-    secret.add_argument("--password-env", metavar="VAR",
-                        help="read the password from this environment variable when connecting "
-                             "(its name must start with MODELDECK_SECRET_)")
-    secret.add_argument("--password-stdin", action="store_true",
-                        help="read the password from stdin; stored encrypted")
-    p.add_argument("--allow-cleartext-password", action="store_true",
-                   help="send the password to a host outside the loopback even without TLS "
-                        "(only on a network you trust)")
+    secret.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="read the password from this environment variable when connecting "
+        "(its name must start with MODELDECK_SECRET_)",
+    )
+    secret.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin; stored encrypted",
+    )
+    p.add_argument(
+        "--allow-cleartext-password",
+        action="store_true",
+        help="send the password to a host outside the loopback even without TLS "
+        "(only on a network you trust)",
+    )
     p.add_argument("--replace", action="store_true", help="overwrite a connection of that name")
     p.set_defaults(handler=cmd_add)
-    for action, handler, text in (("list", cmd_list, "a project's connections"),
-                                  ("test", cmd_test, "connect and report the server version"),
-                                  ("remove", cmd_remove, "delete a connection")):
+    for action, handler, text in (
+        ("list", cmd_list, "a project's connections"),
+        ("test", cmd_test, "connect and report the server version"),
+        ("remove", cmd_remove, "delete a connection"),
+    ):
         p = c_sub.add_parser(action, parents=[common, project], help=text)
         if action != "list":
             p.add_argument("name")
         p.set_defaults(handler=handler)
 
-    p = sub.add_parser("redeliver", parents=[common],
-                       help="write a finished run's results to its sinks again (no predicting)")
+    p = sub.add_parser(
+        "redeliver",
+        parents=[common],
+        help="write a finished run's results to its sinks again (no predicting)",
+    )
     p.add_argument("run_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_redeliver)
@@ -64,10 +78,19 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
     conn = connections.add_connection(
-        open_store(), args.project, args.name, host=args.host, port=args.port,
-        database=args.database, user=args.user, sslmode=args.sslmode, password=password,
-        password_env=args.password_env, replace=args.replace,
-        allow_cleartext=args.allow_cleartext_password)
+        open_store(),
+        args.project,
+        args.name,
+        host=args.host,
+        port=args.port,
+        database=args.database,
+        user=args.user,
+        sslmode=args.sslmode,
+        password=password,
+        password_env=args.password_env,
+        replace=args.replace,
+        allow_cleartext=args.allow_cleartext_password,
+    )
     if args.json:
         print_json(conn.to_dict())
     else:
@@ -96,8 +119,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"{args.name}: connected to PostgreSQL {result['server_version']} in "
-              f"{result['seconds']:.2f} s")
+        print(
+            f"{args.name}: connected to PostgreSQL {result['server_version']} in "
+            f"{result['seconds']:.2f} s"
+        )
     return 0
 
 
@@ -119,6 +144,8 @@ def cmd_redeliver(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"run": run.id, "status": run.status, "sinks": run.summary.get("sinks")})
     else:
-        print(f"run {run.id} delivered to {len(run.summary.get('sinks') or [])} sink(s); "
-              f"status {run.status}")
+        print(
+            f"run {run.id} delivered to {len(run.summary.get('sinks') or [])} sink(s); "
+            f"status {run.status}"
+        )
     return 0

@@ -31,8 +31,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="the staging deployment")
     for what in ("pipeline", "schedule", "report"):
         p.add_argument(f"--no-{what}", action="store_true", help=f"keep production's {what}")
-    p.add_argument("--override", metavar="REASON",
-                   help="promote although a gate check fails; the reason is audited")
+    p.add_argument(
+        "--override",
+        metavar="REASON",
+        help="promote although a gate check fails; the reason is audited",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_promote)
 
@@ -78,13 +81,24 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def deployment_json(d: Deployment) -> dict[str, Any]:
     current = d.current
     return {
-        "id": d.id, "name": d.name, "environment": d.environment, "access": d.access,
-        "project_id": d.project_id, "experiment_id": d.experiment_id,
-        "current": None if current is None else {
-            "version": current.number, "main": current.main_model_id,
-            "challenger": current.challenger_model_id},
-        "pipeline": d.pipeline, "schedule": d.schedule, "report": d.report,
-        "created_at": d.created_at.isoformat() + "Z", "updated_at": d.updated_at.isoformat() + "Z",
+        "id": d.id,
+        "name": d.name,
+        "environment": d.environment,
+        "access": d.access,
+        "project_id": d.project_id,
+        "experiment_id": d.experiment_id,
+        "current": None
+        if current is None
+        else {
+            "version": current.number,
+            "main": current.main_model_id,
+            "challenger": current.challenger_model_id,
+        },
+        "pipeline": d.pipeline,
+        "schedule": d.schedule,
+        "report": d.report,
+        "created_at": d.created_at.isoformat() + "Z",
+        "updated_at": d.updated_at.isoformat() + "Z",
     }
 
 
@@ -93,18 +107,38 @@ def run_json(r: Run) -> dict[str, Any]:
         return value.isoformat() + "Z" if value else None
 
     return {
-        "id": r.id, "deployment": r.deployment_name, "version_id": r.version_id,
-        "trigger": r.trigger, "status": r.status, "progress": r.progress, "message": r.message,
-        "error": r.error, "rows_in": r.rows_in, "rows_out": r.rows_out, "summary": r.summary,
-        "queued_by": r.queued_by, "queued_at": iso(r.queued_at), "started_at": iso(r.started_at),
-        "finished_at": iso(r.finished_at), "attempt": r.attempt,
+        "id": r.id,
+        "deployment": r.deployment_name,
+        "version_id": r.version_id,
+        "trigger": r.trigger,
+        "status": r.status,
+        "progress": r.progress,
+        "message": r.message,
+        "error": r.error,
+        "rows_in": r.rows_in,
+        "rows_out": r.rows_out,
+        "summary": r.summary,
+        "queued_by": r.queued_by,
+        "queued_at": iso(r.queued_at),
+        "started_at": iso(r.started_at),
+        "finished_at": iso(r.finished_at),
+        "attempt": r.attempt,
     }
 
 
 def _show_deployment(d: Deployment) -> None:
-    pins = (f"v{d.current.number} main {d.current.main_model_id}"
-            + (f", challenger {d.current.challenger_model_id}"
-               if d.current.challenger_model_id else "")) if d.current else "no version"
+    pins = (
+        (
+            f"v{d.current.number} main {d.current.main_model_id}"
+            + (
+                f", challenger {d.current.challenger_model_id}"
+                if d.current.challenger_model_id
+                else ""
+            )
+        )
+        if d.current
+        else "no version"
+    )
     print(f"{d.name:<32} {d.environment:<10} {pins}")
 
 
@@ -117,8 +151,9 @@ def _output(args: argparse.Namespace, value: Any, text: Any) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    d = deployments.deploy(open_store(), args.model_id, args.env, name=args.name,
-                           challenger_id=args.challenger)
+    d = deployments.deploy(
+        open_store(), args.model_id, args.env, name=args.name, challenger_id=args.challenger
+    )
     return _output(args, deployment_json(d), lambda: _show_deployment(d))
 
 
@@ -128,9 +163,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     store = open_store()
     checks = gate.check_gate(store, args.name)
-    d = deployments.promote(store, args.name, copy_pipeline=not args.no_pipeline,
-                            copy_schedule=not args.no_schedule, copy_report=not args.no_report,
-                            override_reason=args.override)
+    d = deployments.promote(
+        store,
+        args.name,
+        copy_pipeline=not args.no_pipeline,
+        copy_schedule=not args.no_schedule,
+        copy_report=not args.no_report,
+        override_reason=args.override,
+    )
     value = {**deployment_json(d), "gate": [asdict(c) for c in checks]}
     return _output(args, value, lambda: (print_checks(checks), _show_deployment(d)))
 
@@ -142,26 +182,38 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_deployments_list(args: argparse.Namespace) -> int:
     found = deployments.list_deployments(open_store())
-    return _output(args, [deployment_json(d) for d in found],
-                   lambda: [_show_deployment(d) for d in found])
+    return _output(
+        args, [deployment_json(d) for d in found], lambda: [_show_deployment(d) for d in found]
+    )
 
 
 def cmd_deployments_show(args: argparse.Namespace) -> int:
     store = open_store()
     d = deployments.get_deployment(store, args.name)
     versions = deployments.list_versions(store, d.id)
-    value = {**deployment_json(d), "versions": [
-        {"version": v.number, "main": v.main_model_id, "challenger": v.challenger_model_id,
-         "created_by": v.created_by, "created_at": v.created_at.isoformat() + "Z"}
-        for v in versions]}
+    value = {
+        **deployment_json(d),
+        "versions": [
+            {
+                "version": v.number,
+                "main": v.main_model_id,
+                "challenger": v.challenger_model_id,
+                "created_by": v.created_by,
+                "created_at": v.created_at.isoformat() + "Z",
+            }
+            for v in versions
+        ],
+    }
 
     def text() -> None:
         _show_deployment(d)
         for v in versions:
             mark = "*" if d.current and v.id == d.current.id else " "
-            print(f"  {mark} v{v.number}  main {v.main_model_id}  challenger "
-                  f"{v.challenger_model_id or '-'}  by {v.created_by} "
-                  f"{v.created_at:%Y-%m-%d %H:%M}")
+            print(
+                f"  {mark} v{v.number}  main {v.main_model_id}  challenger "
+                f"{v.challenger_model_id or '-'}  by {v.created_by} "
+                f"{v.created_at:%Y-%m-%d %H:%M}"
+            )
 
     return _output(args, value, text)
 
@@ -195,8 +247,11 @@ def wait_for(store: Store, run: Run) -> Run:
     started = time.monotonic()
     while not run.is_finished:
         show(run.progress, run.message or run.status)
-        if (run.status == "queued" and time.monotonic() - started > NO_WORKER_GRACE
-                and not sidecars.worker_status(store.workspace).is_alive):
+        if (
+            run.status == "queued"
+            and time.monotonic() - started > NO_WORKER_GRACE
+            and not sidecars.worker_status(store.workspace).is_alive
+        ):
             raise WorkerMissing(run.id)
         time.sleep(0.5)
         run = runs.get_run(store, run.id)
@@ -209,15 +264,21 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
     def text() -> None:
         for r in found:
-            print(f"{r.id}  {r.status:<10} {r.trigger:<9} {r.queued_at:%Y-%m-%d %H:%M:%S}  "
-                  f"rows {r.rows_out if r.rows_out is not None else '-'}"
-                  + (f"  {r.error}" if r.error else ""))
+            print(
+                f"{r.id}  {r.status:<10} {r.trigger:<9} {r.queued_at:%Y-%m-%d %H:%M:%S}  "
+                f"rows {r.rows_out if r.rows_out is not None else '-'}"
+                + (f"  {r.error}" if r.error else "")
+            )
 
     return _output(args, [run_json(r) for r in found], text)
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
     run = runs.get_run(open_store(), args.run_id)
-    return _output(args, run_json(run), lambda: print(
-        f"{run.id}  {run.deployment_name}  {run.status}  rows {run.rows_out}  "
-        f"{run.error or ''}"))
+    return _output(
+        args,
+        run_json(run),
+        lambda: print(
+            f"{run.id}  {run.deployment_name}  {run.status}  rows {run.rows_out}  {run.error or ''}"
+        ),
+    )

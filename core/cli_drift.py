@@ -13,8 +13,9 @@ from core.cli import open_store, print_json
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register `drift` on the main parser's subparsers."""
-    p = sub.add_parser("drift", parents=[common],
-                       help="drift of a deployment's served data against training")
+    p = sub.add_parser(
+        "drift", parents=[common], help="drift of a deployment's served data against training"
+    )
     p.add_argument("name", help="the deployment")
     window = p.add_mutually_exclusive_group()
     window.add_argument("--run", help="one run (default: the latest run)")
@@ -27,8 +28,10 @@ def _line(f: Any) -> str:
     def num(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4g}"
 
-    text = (f"  {f.name:<28} {f.status:<9} psi {num(f.psi):<8} {f.distance_kind or 'distance'}"
-            f" {num(f.distance):<8} p {num(f.p_value)}")
+    text = (
+        f"  {f.name:<28} {f.status:<9} psi {num(f.psi):<8} {f.distance_kind or 'distance'}"
+        f" {num(f.distance):<8} p {num(f.p_value)}"
+    )
     return text + (f"  ({f.note})" if f.note else "")
 
 
@@ -40,9 +43,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
         return 0
     window = f"{len(report.run_ids)} run(s), {report.rows} rows"
-    print(f"{report.deployment}: {len(report.drifted)} of {len(report.scored)} features drifted"
-          f" ({window}; model {report.model_id}; PSI thresholds "
-          f"{report.thresholds.moderate:g} / {report.thresholds.drifted:g})")
+    print(
+        f"{report.deployment}: {len(report.drifted)} of {len(report.scored)} features drifted"
+        f" ({window}; model {report.model_id}; PSI thresholds "
+        f"{report.thresholds.moderate:g} / {report.thresholds.drifted:g})"
+    )
     for f in sorted(report.features, key=lambda f: -(f.psi or 0)):
         print(_line(f))
     if report.prediction is not None:

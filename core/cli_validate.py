@@ -16,11 +16,16 @@ from core.entities import no_progress
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register this module's subcommands."""
-    p = sub.add_parser("validate", parents=[common],
-                       help="score a deployment's current version on labelled data")
+    p = sub.add_parser(
+        "validate", parents=[common], help="score a deployment's current version on labelled data"
+    )
     p.add_argument("name", help="the deployment")
-    p.add_argument("--data", required=True, metavar="PATH",
-                   help="labelled CSV/Parquet/JSON file or glob inside the workspace")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="labelled CSV/Parquet/JSON file or glob inside the workspace",
+    )
     p.add_argument("--label", metavar="COL", help="label column (default: the target)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_validate)
@@ -30,46 +35,76 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_validations)
 
-    p = sub.add_parser("gate", parents=[common],
-                       help="the promotion gate's checks (and thresholds) of a staging deployment")
+    p = sub.add_parser(
+        "gate",
+        parents=[common],
+        help="the promotion gate's checks (and thresholds) of a staging deployment",
+    )
     p.add_argument("name", help="the staging deployment")
-    p.add_argument("--max-metric-drop", type=float, metavar="X",
-                   help="accuracy/F1/ROC-AUC/R2 may be at most X lower (0.01 = 1 point)")
-    p.add_argument("--max-error-increase", type=float, metavar="X",
-                   help="MAE/RMSE may be at most X higher, relative (0.01 = 1 %%)")
+    p.add_argument(
+        "--max-metric-drop",
+        type=float,
+        metavar="X",
+        help="accuracy/F1/ROC-AUC/R2 may be at most X lower (0.01 = 1 point)",
+    )
+    p.add_argument(
+        "--max-error-increase",
+        type=float,
+        metavar="X",
+        help="MAE/RMSE may be at most X higher, relative (0.01 = 1 %%)",
+    )
     p.add_argument("--latency-budget-ms", type=float, metavar="MS", help="single-row p99")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_gate)
 
 
 def validation_json(v: Any) -> dict[str, Any]:
-    return {"id": v.id, "deployment": v.deployment_name, "version": v.version_number,
-            "main": v.main_model_id, "challenger": v.challenger_model_id, "run_id": v.run_id,
-            "data": v.dataset_path, "sha256": v.dataset_sha256, "label": v.label_column,
-            "status": v.status, "error": v.error, "created_by": v.created_by,
-            "created_at": v.created_at.isoformat() + "Z", "report": v.report}
+    return {
+        "id": v.id,
+        "deployment": v.deployment_name,
+        "version": v.version_number,
+        "main": v.main_model_id,
+        "challenger": v.challenger_model_id,
+        "run_id": v.run_id,
+        "data": v.dataset_path,
+        "sha256": v.dataset_sha256,
+        "label": v.label_column,
+        "status": v.status,
+        "error": v.error,
+        "created_by": v.created_by,
+        "created_at": v.created_at.isoformat() + "Z",
+        "report": v.report,
+    }
 
 
 def _metrics(metrics: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in (metrics or {}).items()
-                     if isinstance(v, float)) or "n/a"
+    return (
+        ", ".join(f"{k} {v:.4f}" for k, v in (metrics or {}).items() if isinstance(v, float))
+        or "n/a"
+    )
 
 
 def _print_report(v: Any) -> None:
-    print(f"{v.id}  {v.deployment_name} v{v.version_number}  {v.status}"
-          + (f": {v.error}" if v.error else ""))
+    print(
+        f"{v.id}  {v.deployment_name} v{v.version_number}  {v.status}"
+        + (f": {v.error}" if v.error else "")
+    )
     r = v.report
     if not r:
         return
     for role in ("main", "challenger", "production"):
         part = r.get(role)
         if part:
-            print(f"  {role:<11} {part['model_id']} ({part['algorithm']}): "
-                  + (part.get("error") or _metrics(part.get("metrics"))))
+            print(
+                f"  {role:<11} {part['model_id']} ({part['algorithm']}): "
+                + (part.get("error") or _metrics(part.get("metrics")))
+            )
     latency, throughput = r["latency"], r["throughput"]
-    print(f"  latency     single row p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f}"
-          f" ms over {latency['rows']} rows; batch {throughput['rows_per_second'] or 0:,.0f}"
-          " rows/s")
+    print(
+        f"  latency     single row p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f}"
+        f" ms over {latency['rows']} rows; batch {throughput['rows_per_second'] or 0:,.0f}"
+        " rows/s"
+    )
     errors = r["error_analysis"]
     print(f"  {errors['measure']} {errors['overall']:.4f}; worst slices:")
     for s in errors["slices"][:5]:
@@ -80,8 +115,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from core import validation
 
     progress = no_progress if args.json else progress_printer()
-    v = validation.validate_here(open_store(), args.name, args.data, args.label,
-                                 progress=progress)
+    v = validation.validate_here(open_store(), args.name, args.data, args.label, progress=progress)
     if args.json:
         print_json(validation_json(v))
     else:
@@ -97,8 +131,10 @@ def cmd_validations(args: argparse.Namespace) -> int:
         print_json([validation_json(v) for v in found])
         return 0
     for v in found:
-        print(f"{v.id}  v{v.version_number}  {v.status:<9} {v.created_at:%Y-%m-%d %H:%M}  "
-              f"{v.dataset_path}  {_metrics((v.report.get('main') or {}).get('metrics'))}")
+        print(
+            f"{v.id}  v{v.version_number}  {v.status:<9} {v.created_at:%Y-%m-%d %H:%M}  "
+            f"{v.dataset_path}  {_metrics((v.report.get('main') or {}).get('metrics'))}"
+        )
     return 0
 
 
@@ -106,16 +142,24 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from core import gate
 
     store = open_store()
-    changes = {k: getattr(args, k) for k in ("max_metric_drop", "max_error_increase",
-                                             "latency_budget_ms") if getattr(args, k) is not None}
+    changes = {
+        k: getattr(args, k)
+        for k in ("max_metric_drop", "max_error_increase", "latency_budget_ms")
+        if getattr(args, k) is not None
+    }
     if changes:
-        gate.set_thresholds(store, args.name,
-                            replace(gate.get_thresholds(store, args.name), **changes))
+        gate.set_thresholds(
+            store, args.name, replace(gate.get_thresholds(store, args.name), **changes)
+        )
     checks = gate.check_gate(store, args.name)
     if args.json:
-        print_json({"thresholds": asdict(gate.get_thresholds(store, args.name)),
-                    "passed": not gate.failing(checks),
-                    "checks": [asdict(c) for c in checks]})
+        print_json(
+            {
+                "thresholds": asdict(gate.get_thresholds(store, args.name)),
+                "passed": not gate.failing(checks),
+                "checks": [asdict(c) for c in checks],
+            }
+        )
         return 0
     print_checks(checks)
     return 0

@@ -86,12 +86,18 @@ class PgConnection:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description without the secret (the env var's name is not secret)."""
-        return {"name": self.name, "project_id": self.project_id, "host": self.host,
-                "port": self.port, "database": self.database, "user": self.user,
-                "sslmode": self.sslmode, "password": self.password_label.removeprefix(
-                    "password: "), "password_env": self.password_ref
-                if self.password_kind == "env" else None,
-                "allow_cleartext": self.allow_cleartext}
+        return {
+            "name": self.name,
+            "project_id": self.project_id,
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "user": self.user,
+            "sslmode": self.sslmode,
+            "password": self.password_label.removeprefix("password: "),
+            "password_env": self.password_ref if self.password_kind == "env" else None,
+            "allow_cleartext": self.allow_cleartext,
+        }
 
 
 # ---------------------------------------------------------------------------- the key
@@ -106,9 +112,10 @@ def workspace_key(workspace: Workspace, create: bool = False) -> bytes:
     if path.exists():
         return path.read_bytes().strip()
     if not create:
-        raise InvalidInput(f"The workspace key {path} is missing, so stored passwords cannot "
-                           "be decrypted.", "Restore the key file from a backup, or add the "
-                           "connection again with its password.")
+        raise InvalidInput(
+            f"The workspace key {path} is missing, so stored passwords cannot be decrypted.",
+            "Restore the key file from a backup, or add the connection again with its password.",
+        )
     workspace.home.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{KEY_FILE}.", dir=workspace.home)  # mode 0600
     try:
@@ -131,34 +138,45 @@ def password(workspace: Workspace, conn: PgConnection) -> str | None:
     """The connection's password, read now; raises InvalidInput naming what is missing."""
     if conn.password_kind == "env":
         if not conn.password_ref.startswith(SECRET_PREFIX):  # stored before the rule
-            raise InvalidInput(f"Connection '{conn.name}' takes its password from "
-                               f"${conn.password_ref}; only variables named {SECRET_PREFIX}… "
-                               "may hold a password.",
-                               f"Set {SECRET_PREFIX}{conn.password_ref} instead and add the "
-                               "connection again with --replace --password-env "
-                               f"{SECRET_PREFIX}{conn.password_ref}.")
+            raise InvalidInput(
+                f"Connection '{conn.name}' takes its password from "
+                f"${conn.password_ref}; only variables named {SECRET_PREFIX}… "
+                "may hold a password.",
+                f"Set {SECRET_PREFIX}{conn.password_ref} instead and add the "
+                "connection again with --replace --password-env "
+                f"{SECRET_PREFIX}{conn.password_ref}.",
+            )
         value = os.environ.get(conn.password_ref)
         if value is None:
-            raise InvalidInput(f"Connection '{conn.name}' takes its password from the "
-                               f"environment variable ${conn.password_ref}, which is not set.",
-                               f"Set {conn.password_ref} in the environment of the worker and "
-                               "the UI (e.g. in the service's unit file), then retry.")
+            raise InvalidInput(
+                f"Connection '{conn.name}' takes its password from the "
+                f"environment variable ${conn.password_ref}, which is not set.",
+                f"Set {conn.password_ref} in the environment of the worker and "
+                "the UI (e.g. in the service's unit file), then retry.",
+            )
         return value
     if conn.password_kind == "encrypted":
         try:
             return Fernet(workspace_key(workspace)).decrypt(conn.password_ref.encode()).decode()
         except InvalidToken as exc:
-            raise InvalidInput(f"The stored password of connection '{conn.name}' cannot be "
-                               f"decrypted with the workspace key {key_path(workspace)}.",
-                               "The key file was replaced: restore it, or add the connection "
-                               "again (--replace) with its password.") from exc
+            raise InvalidInput(
+                f"The stored password of connection '{conn.name}' cannot be "
+                f"decrypted with the workspace key {key_path(workspace)}.",
+                "The key file was replaced: restore it, or add the connection "
+                "again (--replace) with its password.",
+            ) from exc
     return None
 
 
 def connect_kwargs(workspace: Workspace, conn: PgConnection) -> dict[str, Any]:
     """psycopg.connect() arguments for the connection (the password read now)."""
-    kwargs: dict[str, Any] = {"host": conn.host, "port": conn.port, "dbname": conn.database,
-                              "user": conn.user, "sslmode": conn.sslmode}
+    kwargs: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "dbname": conn.database,
+        "user": conn.user,
+        "sslmode": conn.sslmode,
+    }
     secret = password(workspace, conn)
     if secret is not None:
         refuse_cleartext(conn)
@@ -187,28 +205,33 @@ def refuse_cleartext(conn: PgConnection) -> None:
     loopback: sslmode disable/allow/prefer can all end without TLS."""
     if conn.sslmode in TLS_SSLMODES or conn.allow_cleartext or is_loopback(conn.host):
         return
-    raise InvalidInput(f"Connection '{conn.name}' would send its password to {conn.host} "
-                       f"without TLS (sslmode {conn.sslmode}).",
-                       "Use sslmode require (or verify-full) if the server speaks TLS; on a "
-                       "network you trust, add the connection again with --replace "
-                       "--allow-cleartext-password.")
+    raise InvalidInput(
+        f"Connection '{conn.name}' would send its password to {conn.host} "
+        f"without TLS (sslmode {conn.sslmode}).",
+        "Use sslmode require (or verify-full) if the server speaks TLS; on a "
+        "network you trust, add the connection again with --replace "
+        "--allow-cleartext-password.",
+    )
 
 
 # ---------------------------------------------------------------------------- the rows
 def _project_id(tx: Tx, project: str) -> str:
-    row = tx.execute("SELECT id FROM projects WHERE id = ? OR name = ?",
-                     [project, project]).first()
+    row = tx.execute("SELECT id FROM projects WHERE id = ? OR name = ?", [project, project]).first()
     if row is None:
-        raise NotFound("project", project, "Projects are created by training; the default "
-                       "project is called Default.")
+        raise NotFound(
+            "project",
+            project,
+            "Projects are created by training; the default project is called Default.",
+        )
     return str(row["id"])
 
 
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not postgres.CONNECTION_NAME.match(name.strip()):
-        raise InvalidInput(f"{name!r} is not a valid connection name.",
-                           "Use letters, digits, '_' and '-', starting with a letter, e.g. "
-                           "warehouse.")
+        raise InvalidInput(
+            f"{name!r} is not a valid connection name.",
+            "Use letters, digits, '_' and '-', starting with a letter, e.g. warehouse.",
+        )
     return name.strip()
 
 
@@ -219,36 +242,55 @@ def _settings(host: str, port: int, database: str, user: str, sslmode: str) -> N
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise InvalidInput(f"{port!r} is not a port number.", "PostgreSQL's default is 5432.")
     if sslmode not in SSLMODES:
-        raise InvalidInput(f"Unknown sslmode {sslmode!r}.", f"Choose one of: "
-                           f"{', '.join(SSLMODES)}.")
+        raise InvalidInput(
+            f"Unknown sslmode {sslmode!r}.", f"Choose one of: {', '.join(SSLMODES)}."
+        )
 
 
-def _secret(workspace: Workspace, password: str | None,
-            password_env: str | None) -> tuple[str, str]:
+def _secret(
+    workspace: Workspace, password: str | None, password_env: str | None
+) -> tuple[str, str]:
     if password and password_env:
-        raise InvalidInput("Give either a password or an environment variable, not both.",
-                           "An environment variable keeps the password out of the workspace.")
+        raise InvalidInput(
+            "Give either a password or an environment variable, not both.",
+            "An environment variable keeps the password out of the workspace.",
+        )
     if password_env:
         variable = password_env.strip().lstrip("$")
         if not _ENV_VAR.match(variable):
-            raise InvalidInput(f"{password_env!r} is not an environment variable name.",
-                               f"Use letters, digits and '_', e.g. {SECRET_PREFIX}WAREHOUSE.")
+            raise InvalidInput(
+                f"{password_env!r} is not an environment variable name.",
+                f"Use letters, digits and '_', e.g. {SECRET_PREFIX}WAREHOUSE.",
+            )
         if not variable.startswith(SECRET_PREFIX):
-            raise InvalidInput(f"${variable} cannot hold a connection's password: only "
-                               f"variables named {SECRET_PREFIX}… may.",
-                               f"Put the password in e.g. {SECRET_PREFIX}{variable} and name "
-                               "that; other variables of the environment stay private.")
+            raise InvalidInput(
+                f"${variable} cannot hold a connection's password: only "
+                f"variables named {SECRET_PREFIX}… may.",
+                f"Put the password in e.g. {SECRET_PREFIX}{variable} and name "
+                "that; other variables of the environment stay private.",
+            )
         return "env", variable
     if password:
         return "encrypted", encrypt(workspace, password)
     return "none", ""
 
 
-def add_connection(store: Store, project: str, name: str, *, host: str, port: int = 5432,
-                   database: str, user: str, sslmode: str = "prefer",
-                   password: str | None = None, password_env: str | None = None,
-                   replace: bool = False, allow_cleartext: bool = False,
-                   actor: str | None = None) -> PgConnection:
+def add_connection(
+    store: Store,
+    project: str,
+    name: str,
+    *,
+    host: str,
+    port: int = 5432,
+    database: str,
+    user: str,
+    sslmode: str = "prefer",
+    password: str | None = None,
+    password_env: str | None = None,
+    replace: bool = False,
+    allow_cleartext: bool = False,
+    actor: str | None = None,
+) -> PgConnection:
     """Store a connection of `project` and its audit entry (one transaction). Raises
     InvalidInput for a bad setting, Conflict when the name is taken (unless `replace`),
     NotFound for an unknown project."""
@@ -259,23 +301,48 @@ def add_connection(store: Store, project: str, name: str, *, host: str, port: in
 
     def write(tx: Tx) -> None:
         project_id = _project_id(tx, project)
-        old = tx.execute("SELECT id, created_at FROM connections WHERE project_id = ?"
-                         " AND name = ?", [project_id, name]).first()
+        old = tx.execute(
+            "SELECT id, created_at FROM connections WHERE project_id = ? AND name = ?",
+            [project_id, name],
+        ).first()
         if old and not replace:
-            raise Conflict(f"Project '{project}' already has a connection '{name}'.",
-                           "Remove it first, or add it again with --replace.")
+            raise Conflict(
+                f"Project '{project}' already has a connection '{name}'.",
+                "Remove it first, or add it again with --replace.",
+            )
         now = utcnow()
-        tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?",
-                   [project_id, name])
-        tx.execute("INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   [old["id"] if old else new_id("con"), project_id, name, host.strip(), port,
-                    database.strip(), user.strip(), sslmode, kind, ref, actor,
-                    old["created_at"] if old else now, now, allow_cleartext])
-        after = {"host": host.strip(), "port": port, "database": database.strip(),
-                 "user": user.strip(), "sslmode": sslmode, "password": kind,
-                 "allow_cleartext": allow_cleartext}
-        _audit(tx, actor, "connection-replace" if old else "connection-add", project, name,
-               after=after)
+        tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?", [project_id, name])
+        tx.execute(
+            "INSERT INTO connections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                old["id"] if old else new_id("con"),
+                project_id,
+                name,
+                host.strip(),
+                port,
+                database.strip(),
+                user.strip(),
+                sslmode,
+                kind,
+                ref,
+                actor,
+                old["created_at"] if old else now,
+                now,
+                allow_cleartext,
+            ],
+        )
+        after = {
+            "host": host.strip(),
+            "port": port,
+            "database": database.strip(),
+            "user": user.strip(),
+            "sslmode": sslmode,
+            "password": kind,
+            "allow_cleartext": allow_cleartext,
+        }
+        _audit(
+            tx, actor, "connection-replace" if old else "connection-add", project, name, after=after
+        )
 
     store.write(write)
     return get_connection(store, project, name)
@@ -285,13 +352,18 @@ def get_connection(store: Store, project: str, name: str) -> PgConnection:
     """One connection of a project (by project id or name); raises NotFound."""
 
     def read(tx: Tx) -> dict[str, Any] | None:
-        return tx.execute("SELECT * FROM connections WHERE project_id = ? AND name = ?",
-                          [_project_id(tx, project), name]).first()
+        return tx.execute(
+            "SELECT * FROM connections WHERE project_id = ? AND name = ?",
+            [_project_id(tx, project), name],
+        ).first()
 
     row = store.read(read)
     if row is None:
-        raise NotFound("connection", name, f"Run `modeldeck connections list --project "
-                       f"{project}` to see names, or add it.")
+        raise NotFound(
+            "connection",
+            name,
+            f"Run `modeldeck connections list --project {project}` to see names, or add it.",
+        )
     return PgConnection.from_row(row)
 
 
@@ -300,24 +372,44 @@ def list_connections(store: Store, project: str | None = None) -> list[PgConnect
 
     def read(tx: Tx) -> list[dict[str, Any]]:
         project_id = _project_id(tx, project) if project else None
-        return tx.execute("SELECT * FROM connections WHERE ? IS NULL OR project_id = ?"
-                          " ORDER BY name, project_id", [project_id, project_id]).dicts()
+        return tx.execute(
+            "SELECT * FROM connections WHERE ? IS NULL OR project_id = ? ORDER BY name, project_id",
+            [project_id, project_id],
+        ).dicts()
 
     return [PgConnection.from_row(r) for r in store.read(read)]
 
 
-def _audit(tx: Tx, actor: str, action: str, project: str, name: str,
-           after: dict[str, Any] | None = None, reason: str = "") -> None:
+def _audit(
+    tx: Tx,
+    actor: str,
+    action: str,
+    project: str,
+    name: str,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+) -> None:
     """An audit entry named by the project's name, however the caller named the project."""
-    shown = tx.execute("SELECT name FROM projects WHERE id = ? OR name = ?",
-                       [project, project]).scalar() or project
-    audit.record(tx, actor=actor, action=action, deployment_id=None,
-                 deployment_name=AUDIT_NAME.format(project=shown, name=name), after=after,
-                 reason=reason)
+    shown = (
+        tx.execute(
+            "SELECT name FROM projects WHERE id = ? OR name = ?", [project, project]
+        ).scalar()
+        or project
+    )
+    audit.record(
+        tx,
+        actor=actor,
+        action=action,
+        deployment_id=None,
+        deployment_name=AUDIT_NAME.format(project=shown, name=name),
+        after=after,
+        reason=reason,
+    )
 
 
-def test_connection(store: Store, project: str, name: str,
-                    actor: str | None = None) -> dict[str, Any]:
+def test_connection(
+    store: Store, project: str, name: str, actor: str | None = None
+) -> dict[str, Any]:
     """Connect with a stored connection and ask the server's version; the attempt and its
     outcome are audited. Raises InvalidInput saying why it failed (unreachable, wrong
     password, variable not set, password refused to a host without TLS)."""
@@ -325,24 +417,36 @@ def test_connection(store: Store, project: str, name: str,
     actor = actor or audit.current_actor()
     where = {"host": conn.host, "port": conn.port, "sslmode": conn.sslmode}
     try:
-        result = {"name": conn.name, **postgres.ping(connect_kwargs(store.workspace, conn),
-                                                     f"connection '{conn.name}'")}
+        result = {
+            "name": conn.name,
+            **postgres.ping(connect_kwargs(store.workspace, conn), f"connection '{conn.name}'"),
+        }
     except InvalidInput as exc:
         reason = exc.message
-        store.write(lambda tx: _audit(tx, actor, "connection-test", project, name,
-                                      {**where, "ok": False}, reason))
+        store.write(
+            lambda tx: _audit(
+                tx, actor, "connection-test", project, name, {**where, "ok": False}, reason
+            )
+        )
         raise
-    store.write(lambda tx: _audit(tx, actor, "connection-test", project, name,
-                                  {**where, "ok": True}))
+    store.write(
+        lambda tx: _audit(tx, actor, "connection-test", project, name, {**where, "ok": True})
+    )
     return result
 
 
 def users_of(pipeline: dict[str, Any], name: str) -> list[str]:
     """The blocks of a pipeline that name connection `name` ('source', 'sink 2', ...)."""
     blocks = [("source", pipeline.get("source"))] + [
-        (f"sink {i}", s) for i, s in enumerate(pipeline.get("sinks") or [], start=1)]
-    return [label for label, block in blocks if isinstance(block, dict)
-            and block.get("kind") == "postgres" and block.get("connection") == name]
+        (f"sink {i}", s) for i, s in enumerate(pipeline.get("sinks") or [], start=1)
+    ]
+    return [
+        label
+        for label, block in blocks
+        if isinstance(block, dict)
+        and block.get("kind") == "postgres"
+        and block.get("connection") == name
+    ]
 
 
 def remove_connection(store: Store, project: str, name: str, actor: str | None = None) -> None:
@@ -352,14 +456,20 @@ def remove_connection(store: Store, project: str, name: str, actor: str | None =
 
     def write(tx: Tx) -> None:
         project_id = _project_id(tx, project)
-        for row in tx.execute("SELECT name, pipeline FROM deployments WHERE project_id = ?",
-                              [project_id]):
+        for row in tx.execute(
+            "SELECT name, pipeline FROM deployments WHERE project_id = ?", [project_id]
+        ):
             used = users_of(json.loads(row["pipeline"]), name)
             if used:
-                raise Conflict(f"Connection '{name}' is used by deployment '{row['name']}' "
-                               f"({', '.join(used)}).", "Change that pipeline first.")
-        if not tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?"
-                          " RETURNING id", [project_id, name]):
+                raise Conflict(
+                    f"Connection '{name}' is used by deployment '{row['name']}' "
+                    f"({', '.join(used)}).",
+                    "Change that pipeline first.",
+                )
+        if not tx.execute(
+            "DELETE FROM connections WHERE project_id = ? AND name = ? RETURNING id",
+            [project_id, name],
+        ):
             raise NotFound("connection", name, "Run `modeldeck connections list` to see names.")
         _audit(tx, actor, "connection-remove", project, name)
 
@@ -380,16 +490,20 @@ def bind_project(tx: Tx, pipeline: dict[str, Any], project_id: str) -> dict[str,
 
     Raises Forbidden when a block names another project (by id or name).
     """
+
     def bind(block: Any) -> Any:
         if not isinstance(block, dict) or block.get("kind") != "postgres":
             return block
         named = block.get("project")
         if named and _project_id(tx, str(named)) != project_id:
-            raise Forbidden(f"The PostgreSQL block using connection '{block.get('connection')}'"
-                            f" names project '{named}', which is not this deployment's "
-                            "project.", "A deployment uses its own project's connections: add "
-                            "the connection to the deployment's project and leave 'project' "
-                            "out of the block.")
+            raise Forbidden(
+                f"The PostgreSQL block using connection '{block.get('connection')}'"
+                f" names project '{named}', which is not this deployment's "
+                "project.",
+                "A deployment uses its own project's connections: add "
+                "the connection to the deployment's project and leave 'project' "
+                "out of the block.",
+            )
         return {**block, "project": project_id}
 
     bound = bind(pipeline)
@@ -410,17 +524,23 @@ def for_block(store: Store, block: dict[str, Any]) -> PgConnection:
         return get_connection(store, str(block["project"]), name)
     rows = store.query("SELECT * FROM connections WHERE name = ?", [name]).dicts()
     if not rows:
-        raise NotFound("connection", name, "Add it with `modeldeck connections add`, or on "
-                       "the deployment's Pipeline tab.")
+        raise NotFound(
+            "connection",
+            name,
+            "Add it with `modeldeck connections add`, or on the deployment's Pipeline tab.",
+        )
     if len(rows) > 1:
-        raise InvalidInput(f"{len(rows)} projects have a connection named '{name}'.",
-                           'Name the project in the block, e.g. "project": "Default".')
+        raise InvalidInput(
+            f"{len(rows)} projects have a connection named '{name}'.",
+            'Name the project in the block, e.g. "project": "Default".',
+        )
     return PgConnection.from_row(rows[0])
 
 
 @contextlib.contextmanager
-def open_source(workspace: Workspace, block: dict[str, Any], batch_rows: int,
-                limit: int | None = None) -> Iterator[pa.RecordBatchReader]:
+def open_source(
+    workspace: Workspace, block: dict[str, Any], batch_rows: int, limit: int | None = None
+) -> Iterator[pa.RecordBatchReader]:
     """A validated postgres source block's rows as Arrow batches (core/postgres.py
     `read_query`); a missing connection or secret is a PipelineError of the source."""
     label = postgres.source_label(block)
@@ -429,6 +549,7 @@ def open_source(workspace: Workspace, block: dict[str, Any], batch_rows: int,
         kwargs = connect_kwargs(workspace, conn)
     except (NotFound, InvalidInput) as exc:
         raise PipelineError(f"{label} cannot start: {exc.message}", exc.hint, "source") from exc
-    with postgres.read_query(kwargs, block["sql"], batch_rows, label,
-                             f"connection '{conn.name}'", limit) as reader:
+    with postgres.read_query(
+        kwargs, block["sql"], batch_rows, label, f"connection '{conn.name}'", limit
+    ) as reader:
         yield reader

@@ -23,8 +23,13 @@ from core.store import Store, utcnow
 from core.workspace import atomic_path
 
 READABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
-DEMO_TARGETS = {"breast_cancer": "diagnosis", "wine": "cultivar", "diabetes": "progression",
-                "customer_churn": "churn", "loan_defaults": "default"}
+DEMO_TARGETS = {
+    "breast_cancer": "diagnosis",
+    "wine": "cultivar",
+    "diabetes": "progression",
+    "customer_churn": "churn",
+    "loan_defaults": "default",
+}
 DEMO_NAMES = tuple(DEMO_TARGETS)
 
 
@@ -66,22 +71,29 @@ def churn_frame(n_rows: int = 5000, seed: int = 7) -> pd.DataFrame:
     tickets = rng.poisson(1.2, n_rows)
     age = rng.integers(18, 85, n_rows).astype(float)
     logit = (
-        -1.2 + 1.4 * (contract == "month-to-month") - 0.9 * (contract == "two-year")
-        + 0.6 * (internet == "fiber") + 0.5 * (payment == "electronic check")
-        - 0.04 * tenure + 0.015 * (monthly - 65) + 0.35 * tickets
+        -1.2
+        + 1.4 * (contract == "month-to-month")
+        - 0.9 * (contract == "two-year")
+        + 0.6 * (internet == "fiber")
+        + 0.5 * (payment == "electronic check")
+        - 0.04 * tenure
+        + 0.015 * (monthly - 65)
+        + 0.35 * tickets
     )
     churned = rng.random(n_rows) < 1 / (1 + np.exp(-logit))
-    frame = pd.DataFrame({
-        "customer_id": [f"C{100000 + i}" for i in range(n_rows)],
-        "age": age,
-        "tenure_months": tenure,
-        "monthly_charges": monthly,
-        "support_tickets": tickets,
-        "contract": contract,
-        "internet_service": internet,
-        "payment_method": payment,
-        "churn": np.where(churned, "yes", "no"),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"C{100000 + i}" for i in range(n_rows)],
+            "age": age,
+            "tenure_months": tenure,
+            "monthly_charges": monthly,
+            "support_tickets": tickets,
+            "contract": contract,
+            "internet_service": internet,
+            "payment_method": payment,
+            "churn": np.where(churned, "yes", "no"),
+        }
+    )
     # Real exports have holes: some ages and payment methods are unknown.
     frame.loc[rng.random(n_rows) < 0.05, "age"] = np.nan
     frame["payment_method"] = frame["payment_method"].where(rng.random(n_rows) >= 0.03)
@@ -97,14 +109,25 @@ def loans_frame(n_rows: int = 3000, seed: int = 11) -> pd.DataFrame:
     amount = (rng.gamma(2.0, 6000, n_rows)).round(-2)
     owner = rng.choice(["yes", "no"], n_rows, p=[0.45, 0.55])
     region = rng.choice(["Nord", "Süd", "Île-de-France", "Bretagne"], n_rows)
-    logit = (-0.8 - 0.011 * (score - 575) + 0.00006 * (amount - 12_000)
-             - 0.000012 * (income - 50_000) + 0.5 * (owner == "no") + 0.3 * (region == "Süd"))
-    frame = pd.DataFrame({
-        "loan_id": [f"L{200000 + i}" for i in range(n_rows)],
-        "income": income, "credit_score": score, "loan_amount": amount,
-        "home_owner": owner, "region": region,
-        "default": (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype(np.int64),
-    })
+    logit = (
+        -0.8
+        - 0.011 * (score - 575)
+        + 0.00006 * (amount - 12_000)
+        - 0.000012 * (income - 50_000)
+        + 0.5 * (owner == "no")
+        + 0.3 * (region == "Süd")
+    )
+    frame = pd.DataFrame(
+        {
+            "loan_id": [f"L{200000 + i}" for i in range(n_rows)],
+            "income": income,
+            "credit_score": score,
+            "loan_amount": amount,
+            "home_owner": owner,
+            "region": region,
+            "default": (rng.random(n_rows) < 1 / (1 + np.exp(-logit))).astype(np.int64),
+        }
+    )
     frame.loc[rng.random(n_rows) < 0.04, "income"] = np.nan
     frame["home_owner"] = frame["home_owner"].where(rng.random(n_rows) >= 0.02)
     return frame
@@ -128,8 +151,10 @@ def read_bytes(data: bytes, filename: str) -> pd.DataFrame:
 
 def _check_suffix(filename: str) -> None:
     if Path(filename).suffix.lower() not in READABLE_SUFFIXES:
-        raise DatasetError(f"'{filename}' is not a CSV or Parquet file.",
-                           f"Use one of: {', '.join(READABLE_SUFFIXES)}.")
+        raise DatasetError(
+            f"'{filename}' is not a CSV or Parquet file.",
+            f"Use one of: {', '.join(READABLE_SUFFIXES)}.",
+        )
 
 
 def as_frame(table: pa.Table) -> pd.DataFrame:
@@ -140,16 +165,19 @@ def as_frame(table: pa.Table) -> pd.DataFrame:
 def check_frame(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     """Refuse tables with no rows or unusable column names; return it with NFC string names."""
     if frame.shape[1] == 0 or len(frame) == 0:
-        raise DatasetError(f"'{label}' has no data rows.",
-                           "A dataset needs a header row and at least one data row.")
+        raise DatasetError(
+            f"'{label}' has no data rows.",
+            "A dataset needs a header row and at least one data row.",
+        )
     tables.check_names(map(str, frame.columns), label)
     return frame.rename(columns=lambda c: tables.nfc(str(c)))
 
 
 def read_path(pattern: str) -> pd.DataFrame:
     """Read a file, or every file matching a glob, as one table."""
-    paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [
-        Path(pattern)]
+    paths = (
+        sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
+    )
     if not paths:
         raise DatasetError(f"No file matches '{pattern}'.", "Check the folder and the pattern.")
     frames = [read_table(p) for p in paths]
@@ -157,8 +185,9 @@ def read_path(pattern: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- registry
-def register_frame(store: Store, frame: pd.DataFrame, *, name: str, kind: str,
-                   source: str) -> Dataset:
+def register_frame(
+    store: Store, frame: pd.DataFrame, *, name: str, kind: str, source: str
+) -> Dataset:
     """Snapshot `frame` to Parquet (atomically) and record it; one transaction."""
     frame = check_frame(frame, name)
     dataset_id = new_id("ds")
@@ -168,14 +197,22 @@ def register_frame(store: Store, frame: pd.DataFrame, *, name: str, kind: str,
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     columns = [{"name": c, "dtype": str(frame[c].dtype)} for c in frame.columns]
     row = {
-        "id": dataset_id, "name": name, "kind": kind, "source": source,
-        "snapshot_path": str(target.relative_to(store.workspace.home)), "sha256": digest,
-        "n_rows": len(frame), "columns": columns, "created_at": utcnow(),
+        "id": dataset_id,
+        "name": name,
+        "kind": kind,
+        "source": source,
+        "snapshot_path": str(target.relative_to(store.workspace.home)),
+        "sha256": digest,
+        "n_rows": len(frame),
+        "columns": columns,
+        "created_at": utcnow(),
     }
     try:
         store.execute(
             "INSERT INTO datasets VALUES ($id, $name, $kind, $source, $snapshot_path, $sha256,"
-            " $n_rows, $columns, $created_at)", row)
+            " $n_rows, $columns, $created_at)",
+            row,
+        )
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -193,8 +230,9 @@ def add_upload(store: Store, filename: str, data: bytes) -> Dataset:
     return register_frame(store, frame, name=Path(filename).stem, kind="upload", source=filename)
 
 
-def add_path(store: Store, path: str, *, name: str | None = None,
-             confined: bool = False) -> Dataset:
+def add_path(
+    store: Store, path: str, *, name: str | None = None, confined: bool = False
+) -> Dataset:
     """Register a file or glob. `confined` (the UI) refuses paths outside the allowed roots."""
     if confined:
         path = str(store.workspace.confine(path))
@@ -226,16 +264,20 @@ def find_dataset(store: Store, id_or_path: str) -> Dataset:
     """A dataset by id or name, else a demo set by name or a file path, registered on the fly."""
     row = store.query(
         "SELECT * FROM datasets WHERE id = ? OR name = ? ORDER BY created_at DESC LIMIT 1",
-        [id_or_path, id_or_path]).first()
+        [id_or_path, id_or_path],
+    ).first()
     if row is not None:
         return Dataset.from_row(row)
     if id_or_path in DEMO_NAMES:
         return add_demo(store, id_or_path)
     if glob.has_magic(id_or_path) or Path(id_or_path).expanduser().exists():
         return add_path(store, id_or_path)
-    raise NotFound("dataset", id_or_path,
-                   "Give a dataset id or name (`modeldeck datasets list`), a demo name "
-                   f"({', '.join(DEMO_NAMES)}), or the path of a CSV/Parquet file.")
+    raise NotFound(
+        "dataset",
+        id_or_path,
+        "Give a dataset id or name (`modeldeck datasets list`), a demo name "
+        f"({', '.join(DEMO_NAMES)}), or the path of a CSV/Parquet file.",
+    )
 
 
 def load_frame(store: Store, dataset: Dataset) -> pd.DataFrame:

@@ -34,10 +34,15 @@ def why_not_deliverable(store: Store, run: Run) -> str | None:
     """None when the run can be re-delivered, else the reason (for the UI and the CLI)."""
     if run.status not in DELIVERABLE:
         return f"Run {run.id} is {run.status}; only a finished run can be delivered."
-    if not run.summary.get("results_written") or run.purged_at is not None or \
-            not runs.result_path(store.workspace, run.id).exists():
-        return (f"Run {run.id} has no results to deliver (it failed before writing them, or "
-                "its files were purged).")
+    if (
+        not run.summary.get("results_written")
+        or run.purged_at is not None
+        or not runs.result_path(store.workspace, run.id).exists()
+    ):
+        return (
+            f"Run {run.id} has no results to deliver (it failed before writing them, or "
+            "its files were purged)."
+        )
     if not run.pipeline.get("sinks"):
         return f"Run {run.id}'s pipeline has no sinks."
     return None
@@ -58,8 +63,9 @@ def redeliver(store: Store, run_id: str, actor: str | None = None) -> Run:
     blocks = sink_blocks(store, run)
     results = runs.result_path(store.workspace, run.id)
     try:
-        written = sinks.write_sinks(store.workspace, blocks, results,
-                                    f"{run.deployment_name}-{run.id}")
+        written = sinks.write_sinks(
+            store.workspace, blocks, results, f"{run.deployment_name}-{run.id}"
+        )
     except ModelDeckError as exc:
         error = str(exc)
         store.write(lambda tx: _record(tx, run, actor, None, error))
@@ -70,31 +76,45 @@ def redeliver(store: Store, run_id: str, actor: str | None = None) -> Run:
     return done
 
 
-def _record(tx: Tx, run: Run, actor: str, written: list[dict[str, Any]] | None,
-            error: str | None) -> Run:
+def _record(
+    tx: Tx, run: Run, actor: str, written: list[dict[str, Any]] | None, error: str | None
+) -> Run:
     row = tx.execute("SELECT status, summary FROM runs WHERE id = ?", [run.id]).first()
     if row is None or row["status"] not in DELIVERABLE:
-        raise Conflict(f"Run {run.id} changed while it was being delivered.",
-                       "Look at the run again and retry.")
+        raise Conflict(
+            f"Run {run.id} changed while it was being delivered.",
+            "Look at the run again and retry.",
+        )
     summary = json.loads(row["summary"] or "{}")
-    attempt = {"at": utcnow().isoformat(timespec="seconds"), "by": actor,
-               "ok": error is None, "error": error, "previous_error": run.error}
+    attempt = {
+        "at": utcnow().isoformat(timespec="seconds"),
+        "by": actor,
+        "ok": error is None,
+        "error": error,
+        "previous_error": run.error,
+    }
     summary["deliveries"] = [*summary.get("deliveries", []), attempt]
     if written is not None:
         summary["sinks"] = written
-        tx.execute("UPDATE runs SET status = 'succeeded', error = NULL, summary = ?,"
-                   " message = 'succeeded (re-delivered)' WHERE id = ?", [summary, run.id])
+        tx.execute(
+            "UPDATE runs SET status = 'succeeded', error = NULL, summary = ?,"
+            " message = 'succeeded (re-delivered)' WHERE id = ?",
+            [summary, run.id],
+        )
     elif row["status"] == "failed":
-        tx.execute("UPDATE runs SET error = ?, summary = ? WHERE id = ?",
-                   [error, summary, run.id])
+        tx.execute("UPDATE runs SET error = ?, summary = ? WHERE id = ?", [error, summary, run.id])
     else:
         tx.execute("UPDATE runs SET summary = ? WHERE id = ?", [summary, run.id])
-    audit.record(tx, actor=actor, action="redeliver", deployment_id=run.deployment_id,
-                 deployment_name=run.deployment_name,
-                 before={"run": run.id, "status": row["status"]},
-                 after={"run": run.id, "delivered": error is None,
-                        "sinks": len(written or [])},
-                 reason=error or "")
+    audit.record(
+        tx,
+        actor=actor,
+        action="redeliver",
+        deployment_id=run.deployment_id,
+        deployment_name=run.deployment_name,
+        before={"run": run.id, "status": row["status"]},
+        after={"run": run.id, "delivered": error is None, "sinks": len(written or [])},
+        reason=error or "",
+    )
     found = tx.execute("SELECT * FROM runs WHERE id = ?", [run.id]).first()
     return Run.from_row(found or {})
 

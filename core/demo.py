@@ -19,8 +19,9 @@ DEMO_EXPERIMENTS = {  # dataset -> experiment name
 
 def is_empty(store: Store) -> bool:
     """True when the workspace has no dataset and no model yet."""
-    return not store.query("SELECT (SELECT count(*) FROM datasets)"
-                           " + (SELECT count(*) FROM models) AS n").scalar()
+    return not store.query(
+        "SELECT (SELECT count(*) FROM datasets) + (SELECT count(*) FROM models) AS n"
+    ).scalar()
 
 
 def create_demo(store: Store, progress: Progress = no_progress) -> list[TrainingResult]:
@@ -28,12 +29,17 @@ def create_demo(store: Store, progress: Progress = no_progress) -> list[Training
     results = []
     steps = len(DEMO_EXPERIMENTS)
     for i, (name, experiment) in enumerate(DEMO_EXPERIMENTS.items()):
+
         def step(fraction: float, text: str, i: int = i, experiment: str = experiment) -> None:
             progress((i + fraction) / steps, f"{experiment}: {text}")
 
         dataset = datasets.add_demo(store, name)
-        request = TrainRequest(dataset_id=dataset.id, target=datasets.DEMO_TARGETS[name],
-                               algorithms=DEFAULT_ALGORITHMS, project=DEMO_PROJECT,
-                               experiment=experiment)
+        request = TrainRequest(
+            dataset_id=dataset.id,
+            target=datasets.DEMO_TARGETS[name],
+            algorithms=DEFAULT_ALGORITHMS,
+            project=DEMO_PROJECT,
+            experiment=experiment,
+        )
         results.append(train(store, request, step))
     return results

@@ -59,8 +59,9 @@ def _load(tx: Tx, where: str, value: str) -> Deployment | None:
     row = tx.execute(f"SELECT * FROM deployments WHERE {where} = ?", [value]).first()
     if row is None:
         return None
-    current = tx.execute("SELECT * FROM deployment_versions WHERE id = ?",
-                         [row["current_version_id"]]).first()
+    current = tx.execute(
+        "SELECT * FROM deployment_versions WHERE id = ?", [row["current_version_id"]]
+    ).first()
     return Deployment.from_row(row, _version(current))
 
 
@@ -76,54 +77,79 @@ def list_deployments(store: Store) -> list[Deployment]:
     """Every deployment with its current version, by name; one read."""
 
     def read(tx: Tx) -> list[Deployment]:
-        versions = {r["id"]: r for r in tx.execute(
-            "SELECT v.* FROM deployment_versions v JOIN deployments d"
-            " ON d.current_version_id = v.id")}
+        versions = {
+            r["id"]: r
+            for r in tx.execute(
+                "SELECT v.* FROM deployment_versions v JOIN deployments d"
+                " ON d.current_version_id = v.id"
+            )
+        }
         rows = tx.execute("SELECT * FROM deployments ORDER BY name")
-        return [Deployment.from_row(r, _version(versions.get(r["current_version_id"])))
-                for r in rows]
+        return [
+            Deployment.from_row(r, _version(versions.get(r["current_version_id"]))) for r in rows
+        ]
 
     return store.read(read)
 
 
 def list_versions(store: Store, deployment_id: str) -> list[DeploymentVersion]:
     """A deployment's versions, newest first."""
-    rows = store.query("SELECT * FROM deployment_versions WHERE deployment_id = ?"
-                       " ORDER BY number DESC", [deployment_id])
+    rows = store.query(
+        "SELECT * FROM deployment_versions WHERE deployment_id = ? ORDER BY number DESC",
+        [deployment_id],
+    )
     return [DeploymentVersion(**r) for r in rows]
 
 
 # ---------------------------------------------------------------------------- changing
-def _check_models(store: Store, main_id: str, challenger_id: str | None
-                  ) -> tuple[Model, Model | None]:
+def _check_models(
+    store: Store, main_id: str, challenger_id: str | None
+) -> tuple[Model, Model | None]:
     main = get_model(store, main_id)
     challenger = get_model(store, challenger_id) if challenger_id else None
     if challenger is not None:
         if challenger.id == main.id:
-            raise InvalidInput("The challenger is the main model.",
-                               "Choose another model of the experiment as challenger.")
+            raise InvalidInput(
+                "The challenger is the main model.",
+                "Choose another model of the experiment as challenger.",
+            )
         if challenger.experiment_id != main.experiment_id:
             raise InvalidInput(
                 f"The challenger {challenger.id} belongs to experiment '{challenger.experiment}',"
                 f" the main model to '{main.experiment}'.",
-                "A challenger must be a model of the same experiment (any version).")
+                "A challenger must be a model of the same experiment (any version).",
+            )
     for model in (main, challenger):
         if model is not None:
             load_estimator(store, model)  # "deployed" means loadable: fail now, not at run time
     return main, challenger
 
 
-def _add_version(tx: Tx, deployment_id: str, main_id: str, challenger_id: str | None,
-                 actor: str) -> dict[str, Any]:
-    number = tx.execute("SELECT coalesce(max(number), 0) + 1 FROM deployment_versions"
-                        " WHERE deployment_id = ?", [deployment_id]).scalar()
-    version = {"id": new_id("dv"), "deployment_id": deployment_id, "number": number,
-               "main_model_id": main_id, "challenger_model_id": challenger_id,
-               "created_by": actor, "created_at": utcnow()}
-    tx.execute("INSERT INTO deployment_versions VALUES ($id, $deployment_id, $number,"
-               " $main_model_id, $challenger_model_id, $created_by, $created_at)", version)
-    tx.execute("UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
-               [version["id"], utcnow(), deployment_id])
+def _add_version(
+    tx: Tx, deployment_id: str, main_id: str, challenger_id: str | None, actor: str
+) -> dict[str, Any]:
+    number = tx.execute(
+        "SELECT coalesce(max(number), 0) + 1 FROM deployment_versions WHERE deployment_id = ?",
+        [deployment_id],
+    ).scalar()
+    version = {
+        "id": new_id("dv"),
+        "deployment_id": deployment_id,
+        "number": number,
+        "main_model_id": main_id,
+        "challenger_model_id": challenger_id,
+        "created_by": actor,
+        "created_at": utcnow(),
+    }
+    tx.execute(
+        "INSERT INTO deployment_versions VALUES ($id, $deployment_id, $number,"
+        " $main_model_id, $challenger_model_id, $created_by, $created_at)",
+        version,
+    )
+    tx.execute(
+        "UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
+        [version["id"], utcnow(), deployment_id],
+    )
     return version
 
 
@@ -131,51 +157,77 @@ def _pins(version: DeploymentVersion | dict[str, Any] | None) -> dict[str, Any] 
     if version is None:
         return None
     get = version.get if isinstance(version, dict) else lambda k: getattr(version, k)
-    return {"version": get("number"), "main": get("main_model_id"),
-            "challenger": get("challenger_model_id")}
+    return {
+        "version": get("number"),
+        "main": get("main_model_id"),
+        "challenger": get("challenger_model_id"),
+    }
 
 
-def deploy(store: Store, model_id: str, environment: str, *, name: str | None = None,
-           challenger_id: str | None = None, actor: str | None = None) -> Deployment:
+def deploy(
+    store: Store,
+    model_id: str,
+    environment: str,
+    *,
+    name: str | None = None,
+    challenger_id: str | None = None,
+    actor: str | None = None,
+) -> Deployment:
     """Deploy a model (and challenger) as a new current version; creates the deployment if new.
 
     Without a name, an experiment has one deployment per environment: the first deploy creates
     it with the training pipeline, later ones only switch the models. One transaction.
     """
     if environment not in ENVIRONMENTS:
-        raise InvalidInput(f"Unknown environment '{environment}'.",
-                           f"Choose one of: {', '.join(ENVIRONMENTS)}.")
+        raise InvalidInput(
+            f"Unknown environment '{environment}'.", f"Choose one of: {', '.join(ENVIRONMENTS)}."
+        )
     if name is not None and not NAME_PATTERN.match(name):
-        raise InvalidInput(f"'{name}' is not a valid deployment name.",
-                           "Use lowercase letters, digits and dashes (it becomes a URL).")
+        raise InvalidInput(
+            f"'{name}' is not a valid deployment name.",
+            "Use lowercase letters, digits and dashes (it becomes a URL).",
+        )
     actor = actor or audit.current_actor()
     main, challenger = _check_models(store, model_id, challenger_id)
     pipeline = default_pipeline(store, main)
 
     def write(tx: Tx) -> str:
-        existing = (_load(tx, "name", name) if name else _find(tx, main.experiment_id,
-                                                                 environment))
-        if existing is not None and (existing.experiment_id != main.experiment_id
-                                     or existing.environment != environment):
+        existing = _load(tx, "name", name) if name else _find(tx, main.experiment_id, environment)
+        if existing is not None and (
+            existing.experiment_id != main.experiment_id or existing.environment != environment
+        ):
             raise Conflict(
                 f"Deployment '{existing.name}' serves another experiment or environment "
-                f"({existing.environment}).", "Choose another name.")
+                f"({existing.environment}).",
+                "Choose another name.",
+            )
         if existing is None:
-            existing = _create(tx, name or _free_name(tx, main, environment), main,
-                               environment, pipeline)
-        version = _add_version(tx, existing.id, main.id, challenger.id if challenger else None,
-                               actor)
-        audit.record(tx, actor=actor, action="deploy", deployment_id=existing.id,
-                     deployment_name=existing.name, before=_pins(existing.current),
-                     after=_pins(version))
+            existing = _create(
+                tx, name or _free_name(tx, main, environment), main, environment, pipeline
+            )
+        version = _add_version(
+            tx, existing.id, main.id, challenger.id if challenger else None, actor
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action="deploy",
+            deployment_id=existing.id,
+            deployment_name=existing.name,
+            before=_pins(existing.current),
+            after=_pins(version),
+        )
         return existing.id
 
     return get_deployment(store, store.write(write))
 
 
 def _find(tx: Tx, experiment_id: str, environment: str) -> Deployment | None:
-    row = tx.execute("SELECT id FROM deployments WHERE experiment_id = ? AND environment = ?"
-                     " ORDER BY created_at LIMIT 1", [experiment_id, environment]).first()
+    row = tx.execute(
+        "SELECT id FROM deployments WHERE experiment_id = ? AND environment = ?"
+        " ORDER BY created_at LIMIT 1",
+        [experiment_id, environment],
+    ).first()
     return _load(tx, "id", row["id"]) if row else None
 
 
@@ -184,22 +236,39 @@ def _free_name(tx: Tx, model: Model, environment: str) -> str:
 
 
 def _free_name_from(tx: Tx, base: str) -> str:
-    taken = {r["name"] for r in tx.execute(
-        "SELECT name FROM deployments WHERE name LIKE ?", [base + "%"])}
+    taken = {
+        r["name"]
+        for r in tx.execute("SELECT name FROM deployments WHERE name LIKE ?", [base + "%"])
+    }
     return next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)
 
 
-def _create(tx: Tx, name: str, model: Model, environment: str,
-            pipeline: dict[str, Any]) -> Deployment:
-    project_id = tx.execute("SELECT project_id FROM experiments WHERE id = ?",
-                            [model.experiment_id]).scalar()
-    row = {"id": new_id("dep"), "name": name, "project_id": project_id,
-           "experiment_id": model.experiment_id, "environment": environment,
-           "access": "project", "pipeline": pipeline, "schedule": {}, "report": {},
-           "current_version_id": None, "created_at": utcnow(), "updated_at": utcnow()}
-    tx.execute("INSERT INTO deployments VALUES ($id, $name, $project_id, $experiment_id,"
-               " $environment, $access, $pipeline, $schedule, $report, $current_version_id,"
-               " $created_at, $updated_at)", row)
+def _create(
+    tx: Tx, name: str, model: Model, environment: str, pipeline: dict[str, Any]
+) -> Deployment:
+    project_id = tx.execute(
+        "SELECT project_id FROM experiments WHERE id = ?", [model.experiment_id]
+    ).scalar()
+    row = {
+        "id": new_id("dep"),
+        "name": name,
+        "project_id": project_id,
+        "experiment_id": model.experiment_id,
+        "environment": environment,
+        "access": "project",
+        "pipeline": pipeline,
+        "schedule": {},
+        "report": {},
+        "current_version_id": None,
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+    }
+    tx.execute(
+        "INSERT INTO deployments VALUES ($id, $name, $project_id, $experiment_id,"
+        " $environment, $access, $pipeline, $schedule, $report, $current_version_id,"
+        " $created_at, $updated_at)",
+        row,
+    )
     return Deployment.from_row(row)
 
 
@@ -244,10 +313,17 @@ def production_sinks(store: Store, staging_name: str) -> list[dict[str, Any]]:
     return out
 
 
-def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
-            copy_schedule: bool = True, copy_report: bool = True,
-            actor: str | None = None, override_reason: str | None = None,
-            sinks: list[dict[str, Any]] | None = None) -> Deployment:
+def promote(
+    store: Store,
+    staging_name: str,
+    *,
+    copy_pipeline: bool = True,
+    copy_schedule: bool = True,
+    copy_report: bool = True,
+    actor: str | None = None,
+    override_reason: str | None = None,
+    sinks: list[dict[str, Any]] | None = None,
+) -> Deployment:
     """Make staging's current models production's current version; one transaction.
 
     Creates the production deployment on first promotion. Idempotent: promoting models that
@@ -262,12 +338,15 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
     actor = actor or audit.current_actor()
     staging = get_deployment(store, staging_name)
     if staging.environment != "staging" or staging.current is None:
-        raise InvalidInput(f"'{staging.name}' is not a staging deployment with a model.",
-                           "Promote from a staging deployment; deploy to it first.")
+        raise InvalidInput(
+            f"'{staging.name}' is not a staging deployment with a model.",
+            "Promote from a staging deployment; deploy to it first.",
+        )
     if override_reason is not None and not override_reason.strip():
-        raise InvalidInput("An override of the promotion gate needs a written reason.",
-                           "Say why promoting despite the failing checks is right; it is "
-                           "kept in the audit log.")
+        raise InvalidInput(
+            "An override of the promotion gate needs a written reason.",
+            "Say why promoting despite the failing checks is right; it is kept in the audit log.",
+        )
     reason = (override_reason or "").strip()
     own_sinks = sinks if sinks is not None else production_sinks(store, staging.name)
     prod_pipeline = validate_pipeline({**staging.pipeline, "sinks": own_sinks}, store.workspace)
@@ -275,15 +354,20 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
     checks = gate.check_gate(store, staging.name)
     failed = gate.failing(checks)
     target = store.read(lambda tx: _find(tx, staging.experiment_id, "production"))
-    serving = target is not None and target.current is not None and (
-        target.current.main_model_id, target.current.challenger_model_id) == (
-        staging.current.main_model_id, staging.current.challenger_model_id)
+    serving = (
+        target is not None
+        and target.current is not None
+        and (target.current.main_model_id, target.current.challenger_model_id)
+        == (staging.current.main_model_id, staging.current.challenger_model_id)
+    )
     if failed and not reason and not serving:
         raise Forbidden(
             f"The promotion gate of '{staging.name}' fails: "
             + " ".join(f"[{c.name}] {c.detail}" for c in failed),
-            "Fix them (" + " ".join(c.fix for c in failed if c.fix)
-            + ") or override with a reason (--override \"why\").")
+            "Fix them ("
+            + " ".join(c.fix for c in failed if c.fix)
+            + ') or override with a reason (--override "why").',
+        )
 
     def write(tx: Tx) -> str:
         fresh = _load(tx, "id", staging.id)
@@ -291,11 +375,18 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
             raise Conflict(f"'{staging.name}' changed while promoting.", "Try again.")
         target = _find(tx, fresh.experiment_id, "production")
         if target is None:
-            target = _create(tx, _free_name(tx, main, "production"), main, "production",
-                             {**fresh.pipeline, "sinks": prod_pipeline["sinks"]})
+            target = _create(
+                tx,
+                _free_name(tx, main, "production"),
+                main,
+                "production",
+                {**fresh.pipeline, "sinks": prod_pipeline["sinks"]},
+            )
         pins = (fresh.current.main_model_id, fresh.current.challenger_model_id)
-        if target.current and (target.current.main_model_id,
-                               target.current.challenger_model_id) == pins:
+        if (
+            target.current
+            and (target.current.main_model_id, target.current.challenger_model_id) == pins
+        ):
             return target.id  # already serving these models
         copied = {"pipeline": copy_pipeline, "schedule": copy_schedule, "report": copy_report}
         for column, wanted in copied.items():
@@ -305,14 +396,24 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
                     value = {**value, "sinks": prod_pipeline["sinks"]}
                 if column == "schedule" and value:  # active from now: no catch-up of the
                     value = {**value, "since": utcnow().isoformat()}  # slots before promotion
-                tx.execute(f"UPDATE deployments SET {column} = ? WHERE id = ?",
-                           [value, target.id])
+                tx.execute(f"UPDATE deployments SET {column} = ? WHERE id = ?", [value, target.id])
         version = _add_version(tx, target.id, *pins, actor)
-        audit.record(tx, actor=actor, action="promote", deployment_id=target.id,
-                     deployment_name=target.name, before=_pins(target.current),
-                     after={**_pins(version), "from": fresh.name, "copied": copied,
-                            "gate": gate.outcomes(checks), "overridden": bool(failed)},
-                     reason=reason)
+        audit.record(
+            tx,
+            actor=actor,
+            action="promote",
+            deployment_id=target.id,
+            deployment_name=target.name,
+            before=_pins(target.current),
+            after={
+                **_pins(version),
+                "from": fresh.name,
+                "copied": copied,
+                "gate": gate.outcomes(checks),
+                "overridden": bool(failed),
+            },
+            reason=reason,
+        )
         return target.id
 
     promoted = get_deployment(store, store.write(write))
@@ -322,31 +423,44 @@ def promote(store: Store, staging_name: str, *, copy_pipeline: bool = True,
     return promoted
 
 
-def rollback(store: Store, name: str, version_number: int,
-             actor: str | None = None) -> Deployment:
+def rollback(store: Store, name: str, version_number: int, actor: str | None = None) -> Deployment:
     """Make an earlier version current again (atomically); raises NotFound for a bad number."""
     actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> None:
-        row = tx.execute("SELECT * FROM deployment_versions WHERE deployment_id = ?"
-                         " AND number = ?", [deployment.id, version_number]).first()
+        row = tx.execute(
+            "SELECT * FROM deployment_versions WHERE deployment_id = ? AND number = ?",
+            [deployment.id, version_number],
+        ).first()
         if row is None:
-            raise NotFound("version", f"{name} v{version_number}",
-                           "The Versions tab (or `modeldeck deployments show`) lists them.")
+            raise NotFound(
+                "version",
+                f"{name} v{version_number}",
+                "The Versions tab (or `modeldeck deployments show`) lists them.",
+            )
         before = _load(tx, "id", deployment.id)
-        tx.execute("UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
-                   [row["id"], utcnow(), deployment.id])
-        audit.record(tx, actor=actor, action="rollback", deployment_id=deployment.id,
-                     deployment_name=deployment.name,
-                     before=_pins(before.current if before else None), after=_pins(row))
+        tx.execute(
+            "UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
+            [row["id"], utcnow(), deployment.id],
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action="rollback",
+            deployment_id=deployment.id,
+            deployment_name=deployment.name,
+            before=_pins(before.current if before else None),
+            after=_pins(row),
+        )
 
     store.write(write)
     return get_deployment(store, name)
 
 
-def update_pipeline(store: Store, name: str, pipeline: dict[str, Any],
-                    actor: str | None = None) -> Deployment:
+def update_pipeline(
+    store: Store, name: str, pipeline: dict[str, Any], actor: str | None = None
+) -> Deployment:
     """Replace the pipeline's source, transforms and sinks (never the model block); audited.
 
     Raises PipelineError naming the block that is wrong (a `model` block among them).
@@ -361,36 +475,56 @@ def update_pipeline(store: Store, name: str, pipeline: dict[str, Any],
         bound = pipeline
         if connections.uses_postgres(pipeline):  # its connections: this project's only
             bound = connections.bind_project(tx, pipeline, deployment.project_id)
-        tx.execute("UPDATE deployments SET pipeline = ?, updated_at = ? WHERE id = ?",
-                   [bound, utcnow(), deployment.id])
-        audit.record(tx, actor=actor, action="pipeline", deployment_id=deployment.id,
-                     deployment_name=deployment.name, before=deployment.pipeline,
-                     after=bound)
+        tx.execute(
+            "UPDATE deployments SET pipeline = ?, updated_at = ? WHERE id = ?",
+            [bound, utcnow(), deployment.id],
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action="pipeline",
+            deployment_id=deployment.id,
+            deployment_name=deployment.name,
+            before=deployment.pipeline,
+            after=bound,
+        )
 
     store.write(write)
     return get_deployment(store, name)
 
 
-def change_report(store: Store, name: str, action: str,
-                  change: Callable[[dict[str, Any]], tuple[dict[str, Any], Any, Any]],
-                  actor: str | None = None) -> dict[str, Any]:
+def change_report(
+    store: Store,
+    name: str,
+    action: str,
+    change: Callable[[dict[str, Any]], tuple[dict[str, Any], Any, Any]],
+    actor: str | None = None,
+) -> dict[str, Any]:
     """Read-modify-write a deployment's `report` JSON (report settings and drift thresholds,
     which promotion copies together) with its audit entry, in one transaction.
 
     `change(report)` returns (the new report, what the audit shows before, and after); it may
     raise to refuse. Returns the new report. Raises NotFound for an unknown deployment.
     """
+
     def write(tx: Tx) -> dict[str, Any]:
-        row = tx.execute("SELECT id, name, report FROM deployments WHERE name = ?",
-                         [name]).first()
+        row = tx.execute("SELECT id, name, report FROM deployments WHERE name = ?", [name]).first()
         if row is None:
             raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
         report, before, after = change(json.loads(row["report"] or "{}"))
-        tx.execute("UPDATE deployments SET report = ?, updated_at = ? WHERE id = ?",
-                   [report, utcnow(), row["id"]])
-        audit.record(tx, actor=actor or audit.current_actor(), action=action,
-                     deployment_id=row["id"], deployment_name=row["name"],
-                     before=before, after=after)
+        tx.execute(
+            "UPDATE deployments SET report = ?, updated_at = ? WHERE id = ?",
+            [report, utcnow(), row["id"]],
+        )
+        audit.record(
+            tx,
+            actor=actor or audit.current_actor(),
+            action=action,
+            deployment_id=row["id"],
+            deployment_name=row["name"],
+            before=before,
+            after=after,
+        )
         return report
 
     return store.write(write)
@@ -399,49 +533,67 @@ def change_report(store: Store, name: str, action: str,
 def set_access(store: Store, name: str, access: str, actor: str | None = None) -> Deployment:
     """Change who may call the deployment; audited."""
     if access not in ACCESS_LEVELS:
-        raise InvalidInput(f"Unknown access level '{access}'.",
-                           f"Choose one of: {', '.join(ACCESS_LEVELS)}.")
+        raise InvalidInput(
+            f"Unknown access level '{access}'.", f"Choose one of: {', '.join(ACCESS_LEVELS)}."
+        )
     actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> None:
-        tx.execute("UPDATE deployments SET access = ?, updated_at = ? WHERE id = ?",
-                   [access, utcnow(), deployment.id])
-        audit.record(tx, actor=actor, action="access", deployment_id=deployment.id,
-                     deployment_name=deployment.name, before={"access": deployment.access},
-                     after={"access": access})
+        tx.execute(
+            "UPDATE deployments SET access = ?, updated_at = ? WHERE id = ?",
+            [access, utcnow(), deployment.id],
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action="access",
+            deployment_id=deployment.id,
+            deployment_name=deployment.name,
+            before={"access": deployment.access},
+            after={"access": access},
+        )
 
     store.write(write)
     return get_deployment(store, name)
 
 
-def delete_deployment(store: Store, name: str, *, confirm: str,
-                      actor: str | None = None) -> None:
+def delete_deployment(store: Store, name: str, *, confirm: str, actor: str | None = None) -> None:
     """Delete a deployment once `confirm` repeats its name; its runs and results stay.
 
     Queued and running runs are cancelled in the same transaction (the worker stops a running
     one at its next batch). Raises InvalidInput when the confirmation does not match.
     """
     if confirm != name:
-        raise InvalidInput(f"Type the deployment's name '{name}' to confirm the deletion.",
-                           "Deleting cannot be undone; the runs' results stay downloadable.")
+        raise InvalidInput(
+            f"Type the deployment's name '{name}' to confirm the deletion.",
+            "Deleting cannot be undone; the runs' results stay downloadable.",
+        )
     actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> None:
-        tx.execute("UPDATE runs SET status = 'cancelled', error = 'deployment deleted',"
-                   " finished_at = ? WHERE deployment_id = ? AND status IN ('queued', 'running')",
-                   [utcnow(), deployment.id])
+        tx.execute(
+            "UPDATE runs SET status = 'cancelled', error = 'deployment deleted',"
+            " finished_at = ? WHERE deployment_id = ? AND status IN ('queued', 'running')",
+            [utcnow(), deployment.id],
+        )
         tx.execute("DELETE FROM deployment_versions WHERE deployment_id = ?", [deployment.id])
         tx.execute("DELETE FROM deployments WHERE id = ?", [deployment.id])
-        audit.record(tx, actor=actor, action="delete", deployment_id=deployment.id,
-                     deployment_name=deployment.name, before=_pins(deployment.current))
+        audit.record(
+            tx,
+            actor=actor,
+            action="delete",
+            deployment_id=deployment.id,
+            deployment_name=deployment.name,
+            before=_pins(deployment.current),
+        )
 
     store.write(write)
 
 
 def status(store: Store, deployment: Deployment) -> str:
-    """"deployed" when the current models' artifacts are present and intact, else the problem."""
+    """ "deployed" when the current models' artifacts are present and intact, else the problem."""
     if deployment.current is None:
         return "no version"
     try:

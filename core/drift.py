@@ -79,8 +79,11 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(n_features=len(self.scored), n_drifted=len(self.drifted),
-                    share_drifted=self.share_drifted)
+        data.update(
+            n_features=len(self.scored),
+            n_drifted=len(self.drifted),
+            share_drifted=self.share_drifted,
+        )
         return data
 
 
@@ -109,24 +112,33 @@ class DriftSeries:
 def thresholds_of(report_settings: dict[str, Any]) -> Thresholds:
     """The thresholds kept in a deployment's `report` JSON (defaults when not set)."""
     drift = report_settings.get("drift") or {}
-    return Thresholds(float(drift.get("moderate", DEFAULT_MODERATE)),
-                      float(drift.get("drifted", DEFAULT_DRIFTED)))
+    return Thresholds(
+        float(drift.get("moderate", DEFAULT_MODERATE)), float(drift.get("drifted", DEFAULT_DRIFTED))
+    )
 
 
-def set_thresholds(store: Store, name: str, moderate: float, drifted: float,
-                   actor: str | None = None) -> Thresholds:
+def set_thresholds(
+    store: Store, name: str, moderate: float, drifted: float, actor: str | None = None
+) -> Thresholds:
     """Store a deployment's PSI thresholds in its report settings (one transaction, audited).
 
     Raises InvalidInput unless 0 < moderate < drifted, NotFound for an unknown deployment.
     """
     if not 0 < moderate < drifted:
-        raise InvalidInput(f"Drift thresholds must satisfy 0 < moderate < drifted; got "
-                           f"moderate {moderate:g}, drifted {drifted:g}.",
-                           "The defaults are 0.1 (moderate) and 0.25 (drifted).")
+        raise InvalidInput(
+            f"Drift thresholds must satisfy 0 < moderate < drifted; got "
+            f"moderate {moderate:g}, drifted {drifted:g}.",
+            "The defaults are 0.1 (moderate) and 0.25 (drifted).",
+        )
 
     chosen = {"moderate": moderate, "drifted": drifted}
-    deployments.change_report(store, name, "drift-thresholds", lambda report: (
-        {**report, "drift": chosen}, report.get("drift"), chosen), actor)
+    deployments.change_report(
+        store,
+        name,
+        "drift-thresholds",
+        lambda report: ({**report, "drift": chosen}, report.get("drift"), chosen),
+        actor,
+    )
     return Thresholds(moderate, drifted)
 
 
@@ -163,29 +175,44 @@ def _numeric_sql(x: str, edges: list[float], params: list[Any]) -> list[str]:
     """
     number = f"CASE WHEN isnan({x}) THEN NULL ELSE {x} END"
     params += [edges[0], *edges[1:-1], edges[-1], edges[0], edges[-1]]
-    return [f"count_if({x} < ?)", *(f"count_if({x} >= ?)" for _ in edges[1:-1]),
-            f"count_if({x} > ?)", f"count_if(isnan({x}))", f"count({x})",
-            f"sum(CASE WHEN {x} < ? THEN {x} END)",
-            f"sum(CASE WHEN {x} > ? AND NOT isnan({x}) THEN {x} END)",
-            f"sum({number})", f"min({number})", f"max({number})"]
+    return [
+        f"count_if({x} < ?)",
+        *(f"count_if({x} >= ?)" for _ in edges[1:-1]),
+        f"count_if({x} > ?)",
+        f"count_if(isnan({x}))",
+        f"count({x})",
+        f"sum(CASE WHEN {x} < ? THEN {x} END)",
+        f"sum(CASE WHEN {x} > ? AND NOT isnan({x}) THEN {x} END)",
+        f"sum({number})",
+        f"min({number})",
+        f"max({number})",
+    ]
 
 
 def _numeric_counts(values: list[Any], edges: list[float], rows: int) -> dict[str, Any]:
     """The buckets of `_numeric_sql`'s aggregates (DuckDB sorts NaN above every number, so
     NaN is in the count above the last edge and in every `>=` count)."""
     n = len(edges[1:-1])
-    below, *at_or_above, above, nan, non_null = (int(v or 0) for v in values[:n + 4])
-    below_sum, above_sum, total, low, high = values[n + 4:n + 9]
+    below, *at_or_above, above, nan, non_null = (int(v or 0) for v in values[: n + 4])
+    below_sum, above_sum, total, low, high = values[n + 4 : n + 9]
     cuts = [non_null - below, *at_or_above, above]  # values at or above each edge, then above
-    return {"kind": "numeric", "missing": rows - non_null + nan, "below": below,
-            "below_sum": float(below_sum or 0.0),
-            "bins": [lower - upper for lower, upper in itertools.pairwise(cuts)],
-            "above": above - nan, "above_sum": float(above_sum or 0.0),
-            "sum": float(total or 0.0), "min": low, "max": high}
+    return {
+        "kind": "numeric",
+        "missing": rows - non_null + nan,
+        "below": below,
+        "below_sum": float(below_sum or 0.0),
+        "bins": [lower - upper for lower, upper in itertools.pairwise(cuts)],
+        "above": above - nan,
+        "above_sum": float(above_sum or 0.0),
+        "sum": float(total or 0.0),
+        "min": low,
+        "max": high,
+    }
 
 
-def _plan(model: Model, profile: dict[str, Any], columns: list[str]
-          ) -> tuple[list[tuple[str, str, dict[str, Any], str]], dict[str, str]]:
+def _plan(
+    model: Model, profile: dict[str, Any], columns: list[str]
+) -> tuple[list[tuple[str, str, dict[str, Any], str]], dict[str, str]]:
     """(name, kind, training profile, results column) to count; skipped features -> why."""
     features = profile.get("features") or {}
     planned, skipped = [], {}
@@ -234,27 +261,35 @@ def count_file(path: Any, model: Model, profile: dict[str, Any]) -> dict[str, An
     # pyarrow leaves NaN out of a column's min/max statistics; without can_have_nan DuckDB
     # takes them to mean "no NaN" and folds isnan() and comparisons to constants.
     sql = f"SELECT {', '.join(aggregates)} FROM read_parquet(?, can_have_nan = true)"
-    row = with_files(lambda tx: tx.execute(sql, [*params, str(path)]).rows[0],
-                     memory_limit=COUNT_MEMORY_LIMIT)
+    row = with_files(
+        lambda tx: tx.execute(sql, [*params, str(path)]).rows[0], memory_limit=COUNT_MEMORY_LIMIT
+    )
     return _unpack(list(row), planned, skipped, model)
 
 
-def _unpack(row: list[Any], planned: list[tuple[str, str, dict[str, Any], str]],
-            skipped: dict[str, str], model: Model) -> dict[str, Any]:
+def _unpack(
+    row: list[Any],
+    planned: list[tuple[str, str, dict[str, Any], str]],
+    skipped: dict[str, str],
+    model: Model,
+) -> dict[str, Any]:
     rows, pos, out = int(row[0]), 1, {}
     categories = {f.name: set(f.categories) for f in model.schema.features}
     for name, kind, found, _ in planned:
         if kind == "numeric":
             width = len(found["edges"][1:-1]) + 9  # the aggregates of _numeric_sql
-            out[name] = _numeric_counts(row[pos:pos + width], found["edges"], rows)
+            out[name] = _numeric_counts(row[pos : pos + width], found["edges"], rows)
             pos += width
         else:
             missing, histogram = rows - int(row[pos]), row[pos + 1] or {}
             pos += 2
             known = found.get("frequencies") or {}
             # the prediction's classes are the model's, a feature's its schema's categories
-            seen = categories.get(name, set()) if name != PREDICTION \
+            seen = (
+                categories.get(name, set())
+                if name != PREDICTION
                 else {str(c) for c in model.schema.classes}
+            )
             counts = dict.fromkeys(known, 0)
             other = unseen = 0
             for value, n in histogram.items():
@@ -264,34 +299,45 @@ def _unpack(row: list[Any], planned: list[tuple[str, str, dict[str, Any], str]],
                     other += int(n)
                 else:
                     unseen += int(n)
-            out[name] = {"kind": "categorical", "missing": missing, "categories": counts,
-                         "other": other, "unseen": unseen}
+            out[name] = {
+                "kind": "categorical",
+                "missing": missing,
+                "categories": counts,
+                "other": other,
+                "unseen": unseen,
+            }
     return {"rows": rows, "features": out, "skipped": skipped}
 
 
 def _run_model(store: Store, run: Run) -> Model:
     model_id = (run.summary.get("main") or {}).get("model_id")
     if not model_id:
-        raise Conflict(f"Run {run.id} has no main model in its summary.",
-                       "Run the deployment again.")
+        raise Conflict(
+            f"Run {run.id} has no main model in its summary.", "Run the deployment again."
+        )
     return get_model(store, model_id)
 
 
 def _results_of(store: Store, run: Run) -> Any:
     if run.status != "succeeded" or not run.summary.get("results_written"):
-        raise Conflict(f"Run {run.id} is {run.status} without results: no drift to count.",
-                       "Only succeeded runs are compared with training.")
+        raise Conflict(
+            f"Run {run.id} is {run.status} without results: no drift to count.",
+            "Only succeeded runs are compared with training.",
+        )
     if run.purged_at is not None:
-        raise Conflict(f"The results of run {run.id} were purged; its drift counts cannot be "
-                       "computed again.", "Choose a window of runs that still have results.")
+        raise Conflict(
+            f"The results of run {run.id} were purged; its drift counts cannot be computed again.",
+            "Choose a window of runs that still have results.",
+        )
     path = result_path(store.workspace, run.id)
     if not path.exists():
         raise NotFound("results file", str(path), "The files were removed outside ModelDeck.")
     return path
 
 
-def compute_run_counts(store: Store, run_id: str, model: Model | None = None, *,
-                       run: Run | None = None) -> dict[str, Any]:
+def compute_run_counts(
+    store: Store, run_id: str, model: Model | None = None, *, run: Run | None = None
+) -> dict[str, Any]:
     """Count a succeeded run's rows per training bucket and store them (atomic JSON); return
     them. Against the run's main model unless `model` is given. Idempotent. Raises Conflict
     for a run without results, InvalidInput for a run with zero rows (nothing stored).
@@ -302,8 +348,10 @@ def compute_run_counts(store: Store, run_id: str, model: Model | None = None, *,
     model = model or own
     counts = count_file(path, model, model.profile)
     if counts["rows"] == 0:
-        raise InvalidInput(f"Run {run.id} has zero rows: there is no served data to compare "
-                           "with training.", "Drift is computed for runs that scored rows.")
+        raise InvalidInput(
+            f"Run {run.id} has zero rows: there is no served data to compare with training.",
+            "Drift is computed for runs that scored rows.",
+        )
     counts.update(run_id=run.id, model_id=model.id, computed_at=utcnow().isoformat())
     target = counts_path(store, run.id, None if model.id == own.id else model.id)
     atomic_write_bytes(target, json.dumps(counts).encode())
@@ -337,8 +385,9 @@ def combine(counts: list[dict[str, Any]]) -> dict[str, Any]:
         total["skipped"].update(one.get("skipped", {}))
         for name, c in one["features"].items():
             into = total["features"].setdefault(name, None)
-            total["features"][name] = _add(into, c) if into is not None else json.loads(
-                json.dumps(c))
+            total["features"][name] = (
+                _add(into, c) if into is not None else json.loads(json.dumps(c))
+            )
     return total
 
 
@@ -359,84 +408,144 @@ def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- windows
 def _usable(run: Run) -> bool:
-    return (run.status == "succeeded" and bool(run.summary.get("results_written"))
-            and run.purged_at is None and bool(run.rows_out))
+    return (
+        run.status == "succeeded"
+        and bool(run.summary.get("results_written"))
+        and run.purged_at is None
+        and bool(run.rows_out)
+    )
 
 
-def window_runs(store: Store, deployment_name: str, *, run_id: str | None = None,
-                last: int | None = None, start: datetime | None = None,
-                end: datetime | None = None) -> list[Run]:
+def window_runs(
+    store: Store,
+    deployment_name: str,
+    *,
+    run_id: str | None = None,
+    last: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Run]:
     """The succeeded runs with rows of a window, newest first: one run, the last N, or those
     finished in [start, end) (validation runs only by id). The last run when nothing is said.
     Raises InvalidInput for an empty window or a bad request, NotFound for a run of another
     deployment."""
     if sum(x is not None for x in (run_id, last)) + (start is not None or end is not None) > 1:
-        raise InvalidInput("Choose one window: a run, the last N runs, or a date range.",
-                           "Give only one of --run, --last, or a start/end.")
+        raise InvalidInput(
+            "Choose one window: a run, the last N runs, or a date range.",
+            "Give only one of --run, --last, or a start/end.",
+        )
     if last is not None and last < 1:
-        raise InvalidInput(f"The window must hold at least one run; got last {last}.",
-                           "Use --last 1 or more.")
+        raise InvalidInput(
+            f"The window must hold at least one run; got last {last}.", "Use --last 1 or more."
+        )
     if run_id is not None:
         run = get_run(store, run_id)
         if deployment_name not in (run.deployment_name, run.deployment_id):
-            raise NotFound("run", f"{run_id}' of deployment '{deployment_name}",
-                           f"Run {run_id} belongs to '{run.deployment_name}'.")
+            raise NotFound(
+                "run",
+                f"{run_id}' of deployment '{deployment_name}",
+                f"Run {run_id} belongs to '{run.deployment_name}'.",
+            )
         if not _usable(run):
-            raise InvalidInput(f"Run {run.id} has no scored rows to compare with training "
-                               f"(status {run.status}, {run.rows_out or 0} rows).",
-                               "Choose a succeeded run that scored rows.")
+            raise InvalidInput(
+                f"Run {run.id} has no scored rows to compare with training "
+                f"(status {run.status}, {run.rows_out or 0} rows).",
+                "Choose a succeeded run that scored rows.",
+            )
         return [run]
     # Validation runs score labelled test data, not served traffic: only asked for by id.
-    found = [r for r in list_runs(store, deployment_name, limit=MAX_WINDOW)
-             if _usable(r) and r.trigger != "validation"]
+    found = [
+        r
+        for r in list_runs(store, deployment_name, limit=MAX_WINDOW)
+        if _usable(r) and r.trigger != "validation"
+    ]
     if start is not None or end is not None:
-        found = [r for r in found if r.finished_at is not None
-                 and (start is None or r.finished_at >= start)
-                 and (end is None or r.finished_at < end)]
+        found = [
+            r
+            for r in found
+            if r.finished_at is not None
+            and (start is None or r.finished_at >= start)
+            and (end is None or r.finished_at < end)
+        ]
     else:
-        found = found[:last or 1]
+        found = found[: last or 1]
     if not found:
-        span = (f" between {start or 'the first run'} and {end or 'now'}"
-                if start is not None or end is not None else "")
-        raise InvalidInput(f"Deployment '{deployment_name}' has no succeeded run with rows"
-                           f"{span}: there is no served data to compare with training.",
-                           "Run the deployment, or widen the window.")
+        span = (
+            f" between {start or 'the first run'} and {end or 'now'}"
+            if start is not None or end is not None
+            else ""
+        )
+        raise InvalidInput(
+            f"Deployment '{deployment_name}' has no succeeded run with rows"
+            f"{span}: there is no served data to compare with training.",
+            "Run the deployment, or widen the window.",
+        )
     return found
 
 
-def _report(name: str, model: Model, runs: list[Run], counts: dict[str, Any],
-            thresholds: Thresholds, notes: tuple[str, ...] = ()) -> DriftReport:
+def _report(
+    name: str,
+    model: Model,
+    runs: list[Run],
+    counts: dict[str, Any],
+    thresholds: Thresholds,
+    notes: tuple[str, ...] = (),
+) -> DriftReport:
     profile = model.profile.get("features") or {}
     features = []
     for feature in model.schema.features:
         if feature.name in counts["features"]:
-            features.append(score_feature(feature.name, profile[feature.name],
-                                          counts["features"][feature.name], thresholds))
+            features.append(
+                score_feature(
+                    feature.name,
+                    profile[feature.name],
+                    counts["features"][feature.name],
+                    thresholds,
+                )
+            )
         else:
             why = counts["skipped"].get(feature.name, "not counted")
             features.append(not_scored(feature.name, feature.kind, why))
     prediction = None
     if PREDICTION in counts["features"]:
-        prediction = score_feature(PREDICTION, model.profile["prediction"],
-                                   counts["features"][PREDICTION], thresholds)
+        prediction = score_feature(
+            PREDICTION, model.profile["prediction"], counts["features"][PREDICTION], thresholds
+        )
     elif PREDICTION in counts["skipped"]:
         prediction = not_scored(PREDICTION, "", counts["skipped"][PREDICTION])
     times = [r.finished_at for r in runs if r.finished_at is not None]
-    return DriftReport(name, model.id, tuple(r.id for r in runs), min(times, default=None),
-                       max(times, default=None), counts["rows"], thresholds,
-                       tuple(features), prediction, notes)
+    return DriftReport(
+        name,
+        model.id,
+        tuple(r.id for r in runs),
+        min(times, default=None),
+        max(times, default=None),
+        counts["rows"],
+        thresholds,
+        tuple(features),
+        prediction,
+        notes,
+    )
 
 
 def _deployment_thresholds(store: Store, deployment_name: str) -> Thresholds:
-    row = store.query("SELECT report FROM deployments WHERE name = ? OR id = ?",
-                      [deployment_name, deployment_name]).first()
+    row = store.query(
+        "SELECT report FROM deployments WHERE name = ? OR id = ?",
+        [deployment_name, deployment_name],
+    ).first()
     return thresholds_of(json.loads(row["report"] or "{}")) if row else Thresholds()
 
 
-def drift_report(store: Store, deployment_name: str, *, run_id: str | None = None,
-                 last: int | None = None, start: datetime | None = None,
-                 end: datetime | None = None, thresholds: Thresholds | None = None
-                 ) -> DriftReport:
+def drift_report(
+    store: Store,
+    deployment_name: str,
+    *,
+    run_id: str | None = None,
+    last: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    thresholds: Thresholds | None = None,
+) -> DriftReport:
     """Drift of a window's served data against the newest run's model's training profile,
     from stored counts (computed and stored for runs that lack them). Reads no rows when
     every run's counts are stored. Raises like window_runs."""
@@ -444,14 +553,21 @@ def drift_report(store: Store, deployment_name: str, *, run_id: str | None = Non
     model = _run_model(store, runs[0])
     counts = combine([run_counts(store, r, model) for r in runs])
     others = sorted({(r.summary.get("main") or {}).get("model_id") for r in runs} - {model.id})
-    notes = (f"runs of other models ({', '.join(others)}) are compared with the training "
-             f"profile of {model.id}",) if others else ()
+    notes = (
+        (
+            f"runs of other models ({', '.join(others)}) are compared with the training "
+            f"profile of {model.id}",
+        )
+        if others
+        else ()
+    )
     thresholds = thresholds or _deployment_thresholds(store, deployment_name)
     return _report(runs[0].deployment_name, model, runs, counts, thresholds, notes)
 
 
-def drift_over_time(store: Store, deployment_name: str, last: int = 30,
-                    thresholds: Thresholds | None = None) -> DriftSeries:
+def drift_over_time(
+    store: Store, deployment_name: str, last: int = 30, thresholds: Thresholds | None = None
+) -> DriftSeries:
     """One point per run and feature (and the prediction) for the last runs, oldest first,
     each run against its own model's profile. Raises InvalidInput when there are no runs."""
     runs = window_runs(store, deployment_name, last=last)[::-1]
@@ -461,8 +577,9 @@ def drift_over_time(store: Store, deployment_name: str, last: int = 30,
     for run in runs:
         model_id = (run.summary.get("main") or {}).get("model_id", "")
         model = models.setdefault(model_id, _run_model(store, run))
-        report = _report(run.deployment_name, model, [run], run_counts(store, run, model),
-                         thresholds)
+        report = _report(
+            run.deployment_name, model, [run], run_counts(store, run, model), thresholds
+        )
         at = run.finished_at or run.queued_at
         for f in [*report.features, *([report.prediction] if report.prediction else [])]:
             points.append(DriftPoint(run.id, at, f.name, f.psi, f.distance, f.status))
@@ -503,5 +620,6 @@ def alert_of(series: DriftSeries) -> DriftAlert | None:
     latest = series.shares[-1][0]
     mine = [p for p in series.points if p.run_id == latest and p.feature != PREDICTION]
     drifted = tuple(p.feature for p in mine if p.status == "drifted")
-    return DriftAlert(series.deployment, len(drifted),
-                      len([p for p in mine if p.status != "n/a"]), since, drifted)
+    return DriftAlert(
+        series.deployment, len(drifted), len([p for p in mine if p.status != "n/a"]), since, drifted
+    )

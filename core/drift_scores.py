@@ -84,21 +84,25 @@ def numeric_buckets(edges: list[float]) -> list[str]:
     if len(edges) == 1:
         inner = [f"= {_fmt(edges[0])}"]
     else:
-        inner = [f"[{_fmt(lo)}, {_fmt(hi)}{']' if i == len(edges) - 2 else ')'}"
-                 for i, (lo, hi) in enumerate(itertools.pairwise(edges))]
+        inner = [
+            f"[{_fmt(lo)}, {_fmt(hi)}{']' if i == len(edges) - 2 else ')'}"
+            for i, (lo, hi) in enumerate(itertools.pairwise(edges))
+        ]
     return [f"< {_fmt(edges[0])}", *inner, f"> {_fmt(edges[-1])}", "missing"]
 
 
-def score_feature(name: str, profile: dict[str, Any], counts: dict[str, Any],
-                  thresholds: Thresholds) -> FeatureDrift:
+def score_feature(
+    name: str, profile: dict[str, Any], counts: dict[str, Any], thresholds: Thresholds
+) -> FeatureDrift:
     """Scores of one feature's summed counts against its training profile entry."""
     if profile["kind"] == "numeric":
         return _numeric(name, profile, counts, thresholds)
     return _categorical(name, profile, counts, thresholds)
 
 
-def _numeric(name: str, profile: dict[str, Any], c: dict[str, Any],
-             thresholds: Thresholds) -> FeatureDrift:
+def _numeric(
+    name: str, profile: dict[str, Any], c: dict[str, Any], thresholds: Thresholds
+) -> FeatureDrift:
     edges, missing_rate = profile["edges"], float(profile.get("missing_rate") or 0.0)
     inner = np.asarray(profile["fractions"], dtype=float)
     training = np.concatenate([[0.0], inner * (1 - missing_rate), [0.0, missing_rate]])
@@ -124,27 +128,47 @@ def _numeric(name: str, profile: dict[str, Any], c: dict[str, Any],
         n_train = float(profile.get("count") or 0) * (1 - missing_rate)
         d_max = float(np.max(np.abs(np.cumsum(p_train) - np.cumsum(p_served))))
         if n_train > 0:
-            p_value = float(kstwobign.sf(d_max * math.sqrt(n_train * n_served
-                                                           / (n_train + n_served))))
+            p_value = float(
+                kstwobign.sf(d_max * math.sqrt(n_train * n_served / (n_train + n_served)))
+            )
     score = psi(training, served)
     return FeatureDrift(
-        name, "numeric", thresholds.status(score), score, distance, kind, p_value,
-        "ks (binned)", tuple(numeric_buckets(edges)), tuple(training.tolist()),
-        tuple(served.tolist()), int(counts.sum()),
+        name,
+        "numeric",
+        thresholds.status(score),
+        score,
+        distance,
+        kind,
+        p_value,
+        "ks (binned)",
+        tuple(numeric_buckets(edges)),
+        tuple(training.tolist()),
+        tuple(served.tolist()),
+        int(counts.sum()),
         served_mean=c["sum"] / n_served if n_served else None,
-        training_mean=profile.get("mean"), note=note)
+        training_mean=profile.get("mean"),
+        note=note,
+    )
 
 
-def _categorical(name: str, profile: dict[str, Any], c: dict[str, Any],
-                 thresholds: Thresholds) -> FeatureDrift:
+def _categorical(
+    name: str, profile: dict[str, Any], c: dict[str, Any], thresholds: Thresholds
+) -> FeatureDrift:
     missing_rate = float(profile.get("missing_rate") or 0.0)
     frequencies = profile.get("frequencies") or {}
     labels = [*frequencies, "other", "unseen", "missing"]
-    training = np.asarray([*(float(v) * (1 - missing_rate) for v in frequencies.values()),
-                           float(profile.get("other_fraction") or 0.0) * (1 - missing_rate),
-                           0.0, missing_rate])
-    counts = np.asarray([*(c["categories"].get(k, 0) for k in frequencies), c["other"],
-                         c["unseen"], c["missing"]], dtype=float)
+    training = np.asarray(
+        [
+            *(float(v) * (1 - missing_rate) for v in frequencies.values()),
+            float(profile.get("other_fraction") or 0.0) * (1 - missing_rate),
+            0.0,
+            missing_rate,
+        ]
+    )
+    counts = np.asarray(
+        [*(c["categories"].get(k, 0) for k in frequencies), c["other"], c["unseen"], c["missing"]],
+        dtype=float,
+    )
     served = _shares(counts)
     n = int(counts.sum())
     distance = float(jensenshannon(training, served, base=2)) if n else None
@@ -154,9 +178,20 @@ def _categorical(name: str, profile: dict[str, Any], c: dict[str, Any],
     if n and n_train and keep.sum() >= 2:
         table = np.vstack([training[keep] * n_train, counts[keep]])
         p_value = float(chi2_contingency(table)[1])
-    note = f"{c['unseen'] / n:.1%} of values were unseen in training" if n and c["unseen"] \
-        else ""
+    note = f"{c['unseen'] / n:.1%} of values were unseen in training" if n and c["unseen"] else ""
     score = psi(training, served)
-    return FeatureDrift(name, "categorical", thresholds.status(score), score, distance,
-                        "jensen-shannon", p_value, "chi-square", tuple(labels),
-                        tuple(training.tolist()), tuple(served.tolist()), n, note=note)
+    return FeatureDrift(
+        name,
+        "categorical",
+        thresholds.status(score),
+        score,
+        distance,
+        "jensen-shannon",
+        p_value,
+        "chi-square",
+        tuple(labels),
+        tuple(training.tolist()),
+        tuple(served.tolist()),
+        n,
+        note=note,
+    )

@@ -238,11 +238,16 @@ class Deployment:
     current: DeploymentVersion | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], current: DeploymentVersion | None = None
-                 ) -> Deployment:
-        return cls(**{**row, "pipeline": _json(row["pipeline"], {}),
-                      "schedule": _json(row["schedule"], {}), "report": _json(row["report"], {}),
-                      "current": current})
+    def from_row(cls, row: dict[str, Any], current: DeploymentVersion | None = None) -> Deployment:
+        return cls(
+            **{
+                **row,
+                "pipeline": _json(row["pipeline"], {}),
+                "schedule": _json(row["schedule"], {}),
+                "report": _json(row["report"], {}),
+                "current": current,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -272,9 +277,14 @@ class Run:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Run:
-        return cls(**{**row, "source_override": _json(row["source_override"], None),
-                      "pipeline": _json(row["pipeline"], {}),
-                      "summary": _json(row["summary"], {})})
+        return cls(
+            **{
+                **row,
+                "source_override": _json(row["source_override"], None),
+                "pipeline": _json(row["pipeline"], {}),
+                "summary": _json(row["summary"], {}),
+            }
+        )
 
     @property
     def is_finished(self) -> bool:
@@ -295,5 +305,6 @@ class AuditEntry:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AuditEntry:
-        return cls(**{**row, "before": _json(row["before"], None),
-                      "after": _json(row["after"], None)})
+        return cls(
+            **{**row, "before": _json(row["before"], None), "after": _json(row["after"], None)}
+        )

@@ -95,7 +95,8 @@ class WorkerMissing(ModelDeckError):
             f"No worker is running, so run {run_id} is still queued (no worker heartbeat in "
             "the workspace).",
             "Start one with `modeldeck worker` (or `make run`, which starts everything): the "
-            "run starts as soon as it is up. `modeldeck runs show RUN` follows it.")
+            "run starts as soon as it is up. `modeldeck runs show RUN` follows it.",
+        )
 
 
 class DamagedResults(ModelDeckError):
@@ -107,4 +108,5 @@ class DamagedResults(ModelDeckError):
         self.run_id = run_id
         super().__init__(
             f"The results file of run {run_id} is damaged ({detail}).",
-            "Purge the run (its results are lost) or run it again.")
+            "Purge the run (its results are lost) or run it again.",
+        )

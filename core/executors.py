@@ -42,9 +42,11 @@ EXECUTORS_ENV = "MODELDECK_EXECUTORS"
 MAX_DEFAULT_EXECUTORS = 4
 CLAIM_AHEAD = 2  # runs claimed per executor process: one executing, the rest next in line
 PARENT_CHECK_SECONDS = 0.5  # how often an executor process looks for its worker
-DIED = ("The worker's executor process running it died (killed, or out of memory); the worker "
-        "started a new one. Run it again; if it keeps happening, check the worker's log and "
-        "the machine's memory.")
+DIED = (
+    "The worker's executor process running it died (killed, or out of memory); the worker "
+    "started a new one. Run it again; if it keeps happening, check the worker's log and "
+    "the machine's memory."
+)
 LOST = "its executor process died"  # the message of a run queued again after that
 
 log = logging.getLogger("modeldeck.worker")
@@ -55,8 +57,11 @@ def executor_count(given: int | None = None) -> int:
     """How many executor processes a worker starts: `given` (`--executors`), else
     $MODELDECK_EXECUTORS, else one per core, 1 to 4 (each holds its own copy of the libraries
     and of the models it ran, ~300 MB). 0 means in the worker's own process."""
-    where, value = ("--executors", str(given)) if given is not None else (
-        f"${EXECUTORS_ENV}", os.environ.get(EXECUTORS_ENV, "").strip())
+    where, value = (
+        ("--executors", str(given))
+        if given is not None
+        else (f"${EXECUTORS_ENV}", os.environ.get(EXECUTORS_ENV, "").strip())
+    )
     if not value:
         return min(max(os.cpu_count() or 1, 1), MAX_DEFAULT_EXECUTORS)
     try:
@@ -64,9 +69,11 @@ def executor_count(given: int | None = None) -> int:
     except ValueError:
         count = -1
     if count < 0:
-        raise InvalidInput(f"{where} must be a whole number, 0 or more, not '{value}'.",
-                           "Give 0 to run pipelines in the worker's own process, or how many "
-                           "processes to run them on (e.g. the machine's cores).")
+        raise InvalidInput(
+            f"{where} must be a whole number, 0 or more, not '{value}'.",
+            "Give 0 to run pipelines in the worker's own process, or how many "
+            "processes to run them on (e.g. the machine's cores).",
+        )
     return count
 
 
@@ -112,15 +119,24 @@ class Inline:
     size = 1
     depth = 1  # a run waiting behind a long one here would get no lease renewal: claim one
 
-    def __init__(self, store: Store, progress: Callable[[], Progress] = lambda: no_progress
-                 ) -> None:
+    def __init__(
+        self, store: Store, progress: Callable[[], Progress] = lambda: no_progress
+    ) -> None:
         self.store, self.progress = store, progress
 
-    def run(self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
-            ) -> Future[runs.Outcome]:
-        return _now(lambda: runs.execute_claimed(self.store, claim.run, worker_id,
-                                                 self.progress(), lease_seconds=lease_seconds,
-                                                 pins=claim.pins))
+    def run(
+        self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
+    ) -> Future[runs.Outcome]:
+        return _now(
+            lambda: runs.execute_claimed(
+                self.store,
+                claim.run,
+                worker_id,
+                self.progress(),
+                lease_seconds=lease_seconds,
+                pins=claim.pins,
+            )
+        )
 
     def after(self, done: Run) -> Future[None]:
         return _now(lambda: after_run(self.store, done, self.progress()))
@@ -157,10 +173,12 @@ class Pool:
         self._jobs: dict[Future[Any], int] = {}  # submitted, maybe not done: its slot
 
     def _start(self) -> ProcessPoolExecutor:
-        slot = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_child_start,
-                                   initargs=(str(self.home), os.getpid(),
-                                             logging.getLogger().level))
+        slot = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_child_start,
+            initargs=(str(self.home), os.getpid(), logging.getLogger().level),
+        )
         slot.submit(_child_ready)  # start the process now, not at the first run
         return slot
 
@@ -175,8 +193,9 @@ class Pool:
         self._jobs[future] = index
         return future
 
-    def run(self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
-            ) -> Future[runs.Outcome]:
+    def run(
+        self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
+    ) -> Future[runs.Outcome]:
         return self._submit(_child_run, claim, worker_id, lease_seconds)
 
     def after(self, done: Run) -> Future[None]:
@@ -239,11 +258,13 @@ _STORE: Store | None = None
 def _child_start(home: str, parent_pid: int, level: int) -> None:
     global _STORE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
-    logging.basicConfig(level=level or logging.INFO,
-                        format="%(asctime)s %(name)s[executor %(process)d] %(message)s")
+    logging.basicConfig(
+        level=level or logging.INFO, format="%(asctime)s %(name)s[executor %(process)d] %(message)s"
+    )
     _STORE = Store.open(home)
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True,
-                     name="watch-worker").start()
+    threading.Thread(
+        target=_exit_with_parent, args=(parent_pid,), daemon=True, name="watch-worker"
+    ).start()
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -261,10 +282,10 @@ def _child_ready() -> int:
     return os.getpid()
 
 
-def _child_run(claim: runs.Claim, worker_id: str, lease_seconds: float | None
-               ) -> runs.Outcome:
-    return runs.execute_claimed(_child_store(), claim.run, worker_id,
-                                lease_seconds=lease_seconds, pins=claim.pins)
+def _child_run(claim: runs.Claim, worker_id: str, lease_seconds: float | None) -> runs.Outcome:
+    return runs.execute_claimed(
+        _child_store(), claim.run, worker_id, lease_seconds=lease_seconds, pins=claim.pins
+    )
 
 
 def _child_after(done: Run) -> None:
@@ -286,11 +307,28 @@ def is_dead(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """The error recorded on a run whose executor job raised."""
-    return DIED if is_dead(exc) else (
-        f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in your "
-        "data: the worker's log has the details.")
+    return (
+        DIED
+        if is_dead(exc)
+        else (
+            f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in "
+            "your data: the worker's log has the details."
+        )
+    )
 
 
-__all__ = ["CLAIM_AHEAD", "DIED", "EXECUTORS_ENV", "LOST", "Inline", "Pool", "after_run",
-           "describe", "executor_count", "is_dead", "mark_pending", "pending_runs",
-           "result_or"]
+__all__ = [
+    "CLAIM_AHEAD",
+    "DIED",
+    "EXECUTORS_ENV",
+    "LOST",
+    "Inline",
+    "Pool",
+    "after_run",
+    "describe",
+    "executor_count",
+    "is_dead",
+    "mark_pending",
+    "pending_runs",
+    "result_or",
+]

@@ -94,8 +94,9 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Explanation:
-        return cls(**{**data, "contributions": tuple(Contribution(**c)
-                                                     for c in data["contributions"])})
+        return cls(
+            **{**data, "contributions": tuple(Contribution(**c) for c in data["contributions"])}
+        )
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,11 @@ def model_explainer(store: Store, model: Model, estimator: Any = None) -> ModelE
         if key in _explainers:
             _explainers.move_to_end(key)
             return _explainers[key]
-    built = ModelExplainer(cached_estimator(store, model) if estimator is None else estimator,
-                           model.schema, lambda: background_sample(store, model))
+    built = ModelExplainer(
+        cached_estimator(store, model) if estimator is None else estimator,
+        model.schema,
+        lambda: background_sample(store, model),
+    )
     with _lock:
         _explainers[key] = built
         while len(_explainers) > CACHE_MODELS:
@@ -191,8 +195,9 @@ def _feature_columns(model: Model, columns: list[str]) -> dict[str, str]:
     return found
 
 
-def _read_rows(store: Store, run: Run, which: str, wanted: Sequence[Any], by: By,
-               key_column: str | None) -> pa.Table:
+def _read_rows(
+    store: Store, run: Run, which: str, wanted: Sequence[Any], by: By, key_column: str | None
+) -> pa.Table:
     path = str(result_path(store.workspace, run.id, which))
     if by == "key":
         where, params = _key_filter(path, str(key_column), wanted)
@@ -201,8 +206,10 @@ def _read_rows(store: Store, run: Run, which: str, wanted: Sequence[Any], by: By
 
     def read(tx: Tx) -> pa.Table:
         marks = ", ".join("?" * len(params)) or "NULL"
-        return tx.arrow(f"SELECT * FROM read_parquet(?) WHERE {where} IN ({marks})"
-                        " ORDER BY _row", [path, *params])
+        return tx.arrow(
+            f"SELECT * FROM read_parquet(?) WHERE {where} IN ({marks}) ORDER BY _row",
+            [path, *params],
+        )
 
     return with_files(read)
 
@@ -232,8 +239,9 @@ def _row_number(value: Any) -> int:
     try:
         return int(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"'{value}' is not a row number.",
-                           "Give the row's number as shown in the _row column.") from exc
+        raise InvalidInput(
+            f"'{value}' is not a row number.", "Give the row's number as shown in the _row column."
+        ) from exc
 
 
 def _model_frame(table: pa.Table, model: Model) -> pd.DataFrame:
@@ -243,8 +251,15 @@ def _model_frame(table: pa.Table, model: Model) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- local
-def explain_rows(store: Store, run_id: str, keys_or_rows: Sequence[Any], which: str = "main",
-                 class_: Any = None, *, by: By = "auto") -> list[Explanation]:
+def explain_rows(
+    store: Store,
+    run_id: str,
+    keys_or_rows: Sequence[Any],
+    which: str = "main",
+    class_: Any = None,
+    *,
+    by: By = "auto",
+) -> list[Explanation]:
     """Explanations of the given rows of a run, in the order asked; cached per row and class.
 
     `by="auto"` matches prediction keys when the run has a key column, else row numbers
@@ -255,22 +270,28 @@ def explain_rows(store: Store, run_id: str, keys_or_rows: Sequence[Any], which: 
     run = _readable(store, run_id, which)  # raises for unreadable runs
     wanted = list(dict.fromkeys(keys_or_rows))
     if not wanted or len(wanted) > MAX_ROWS:
-        raise InvalidInput(f"Explain between 1 and {MAX_ROWS} rows at a time.",
-                           "Pick the rows to explain.")
+        raise InvalidInput(
+            f"Explain between 1 and {MAX_ROWS} rows at a time.", "Pick the rows to explain."
+        )
     model = _model_of(store, run, which)
     key_column = run.summary.get("columns", {}).get("key")
     by = ("key" if key_column else "row") if by == "auto" else by
     if by == "key" and not key_column:
-        raise InvalidInput(f"Run {run.id} has no prediction key column.",
-                           "Give row numbers (the _row column) instead.")
+        raise InvalidInput(
+            f"Run {run.id} has no prediction key column.",
+            "Give row numbers (the _row column) instead.",
+        )
     table = _read_rows(store, run, which, wanted, by, key_column)
     found = table.column("_row" if by == "row" else key_column).to_pylist()
     found_text = {str(v) for v in found}
     missing = [w for w in wanted if str(w) not in found_text]
     if missing:
         what = "row number" if by == "row" else f"row with {key_column}"
-        raise NotFound(what, str(missing[0]), f"Run {run.id} has {run.rows_out:,} rows; "
-                       "pick one from the results table.")
+        raise NotFound(
+            what,
+            str(missing[0]),
+            f"Run {run.id} has {run.rows_out:,} rows; pick one from the results table.",
+        )
     out = {}
     pending: list[int] = []
     rows = table.to_pylist()
@@ -281,8 +302,9 @@ def explain_rows(store: Store, run_id: str, keys_or_rows: Sequence[Any], which: 
         else:
             pending.append(i)
     if pending:
-        out.update(_compute(store, run, which, model, table.take(pending), pending, class_,
-                            key_column))
+        out.update(
+            _compute(store, run, which, model, table.take(pending), pending, class_, key_column)
+        )
     by_ident = {str(rows[i][key_column if by == "key" else "_row"]): e for i, e in out.items()}
     return [by_ident[str(w)] for w in wanted]
 
@@ -312,19 +334,29 @@ def _read_cache(store: Store, run: Run, which: str, row: int, class_: Any) -> Ex
         return None  # absent or unreadable: compute again
 
 
-def _compute(store: Store, run: Run, which: str, model: Model, table: pa.Table,
-             positions: list[int], class_: Any, key_column: str | None
-             ) -> dict[int, Explanation]:
+def _compute(
+    store: Store,
+    run: Run,
+    which: str,
+    model: Model,
+    table: pa.Table,
+    positions: list[int],
+    class_: Any,
+    key_column: str | None,
+) -> dict[int, Explanation]:
     explainer = model_explainer(store, model)
     frame = _model_frame(table, model)
     attribution = explainer.explain(frame)
     out = {}
     for n, (pos, row) in enumerate(zip(positions, table.to_pylist(), strict=True)):
         chosen = _class_of(model, row, class_)
-        explanation = _one(run, which, model, explainer, attribution, n, frame.iloc[n], row,
-                           chosen, key_column)
-        atomic_write_bytes(_cache_path(store, run, which, row["_row"], chosen),
-                           json.dumps(explanation.to_dict(), default=str).encode())
+        explanation = _one(
+            run, which, model, explainer, attribution, n, frame.iloc[n], row, chosen, key_column
+        )
+        atomic_write_bytes(
+            _cache_path(store, run, which, row["_row"], chosen),
+            json.dumps(explanation.to_dict(), default=str).encode(),
+        )
         out[pos] = explanation
     return out
 
@@ -337,30 +369,51 @@ def _signed(attribution: Attribution, class_: Any) -> tuple[int, float]:
     return (outputs.index(class_) if class_ in outputs else 0), 1.0
 
 
-def _one(run: Run, which: str, model: Model, explainer: ModelExplainer,
-         attribution: Attribution, n: int, values: pd.Series, row: dict[str, Any],
-         class_: Any, key_column: str | None) -> Explanation:
+def _one(
+    run: Run,
+    which: str,
+    model: Model,
+    explainer: ModelExplainer,
+    attribution: Attribution,
+    n: int,
+    values: pd.Series,
+    row: dict[str, Any],
+    class_: Any,
+    key_column: str | None,
+) -> Explanation:
     k, sign = _signed(attribution, class_)
     contributions = sorted(
-        (Contribution(name, _plain(values[name]), sign * float(attribution.values[n, j, k]))
-         for j, name in enumerate(explainer.features)),
-        key=lambda c: -abs(c.contribution))
+        (
+            Contribution(name, _plain(values[name]), sign * float(attribution.values[n, j, k]))
+            for j, name in enumerate(explainer.features)
+        ),
+        key=lambda c: -abs(c.contribution),
+    )
     missing = [c.feature for c in contributions if c.value is None]
     note = explainer.note
     if missing:
         note = (note + " " if note else "") + (
             f"Missing in this row: {', '.join(missing)}; the model's pipeline imputed them, "
-            "and their contributions are those of the imputed values.")
+            "and their contributions are those of the imputed values."
+        )
     probability = row.get(proba_name(class_)) if class_ is not None else None
     return Explanation(
-        run_id=run.id, which=which, row=int(row["_row"]),
-        key=_plain(row.get(key_column)) if key_column else None, model_id=model.id,
-        algorithm=model.algorithm, explainer=explainer.name, scale=explainer.scale,
-        class_=_plain(class_), prediction=_plain(row.get("prediction")),
+        run_id=run.id,
+        which=which,
+        row=int(row["_row"]),
+        key=_plain(row.get(key_column)) if key_column else None,
+        model_id=model.id,
+        algorithm=model.algorithm,
+        explainer=explainer.name,
+        scale=explainer.scale,
+        class_=_plain(class_),
+        prediction=_plain(row.get("prediction")),
         probability=None if probability is None else float(probability),
         base_value=sign * float(attribution.base[k]),
-        output=sign * float(attribution.output[n, k]), contributions=tuple(contributions),
-        note=note)
+        output=sign * float(attribution.output[n, k]),
+        contributions=tuple(contributions),
+        note=note,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -399,8 +452,9 @@ def get_shap_sample(store: Store, run_id: str, which: str = "main") -> ShapSampl
 
 def _check_which(which: str) -> None:
     if which not in results.WHICH:
-        raise InvalidInput(f"Unknown results '{which}'.",
-                           f"Choose one of: {', '.join(results.WHICH)}.")
+        raise InvalidInput(
+            f"Unknown results '{which}'.", f"Choose one of: {', '.join(results.WHICH)}."
+        )
 
 
 def _read_importance(path: Path) -> Importance | None:
@@ -411,9 +465,13 @@ def _read_importance(path: Path) -> Importance | None:
     return Importance(**{**data, "features": tuple(tuple(f) for f in data["features"])})
 
 
-def global_importance(store: Store, run_id: str, which: str = "main",
-                      sample: int = GLOBAL_SAMPLE, progress: Progress = no_progress
-                      ) -> Importance:
+def global_importance(
+    store: Store,
+    run_id: str,
+    which: str = "main",
+    sample: int = GLOBAL_SAMPLE,
+    progress: Progress = no_progress,
+) -> Importance:
     """Compute and store mean |SHAP| per original feature over a stratified sample of a run.
 
     Idempotent (recomputes and replaces the files). Raises Conflict/InvalidInput for a run
@@ -426,29 +484,52 @@ def global_importance(store: Store, run_id: str, which: str = "main",
 
 def _check_sample(sample: int) -> None:
     if sample < 1:
-        raise InvalidInput(f"The sample size must be at least 1, not {sample}.",
-                           f"The default is {GLOBAL_SAMPLE} rows.")
+        raise InvalidInput(
+            f"The sample size must be at least 1, not {sample}.",
+            f"The default is {GLOBAL_SAMPLE} rows.",
+        )
 
 
-def run_importance(store: Store, run: Run, which: str, sample: int = GLOBAL_SAMPLE,
-                   progress: Progress = no_progress, loaded: Loaded | None = None
-                   ) -> Importance:
+def run_importance(
+    store: Store,
+    run: Run,
+    which: str,
+    sample: int = GLOBAL_SAMPLE,
+    progress: Progress = no_progress,
+    loaded: Loaded | None = None,
+) -> Importance:
     """global_importance for a run already read (the worker's step: no store connection when
     `loaded` is the model the run was scored with)."""
     started = time.perf_counter()
     model = loaded.model if loaded is not None else _model_of(store, run, which)
     explainer = model_explainer(store, model, loaded.estimator if loaded else None)
     sample, note = _sample_size(explainer, sample)
-    columns = ["_row", "prediction", *_feature_columns(
-        model, pq.read_schema(result_path(store.workspace, run.id, which)).names).values()]
+    columns = [
+        "_row",
+        "prediction",
+        *_feature_columns(
+            model, pq.read_schema(result_path(store.workspace, run.id, which)).names
+        ).values(),
+    ]
     table = sample_rows(store, run, which, sample, model.task != "regression", columns)
-    result, rows = _explain_sample(explainer, _model_frame(table, model),
-                                   table.column("prediction").to_pylist(),
-                                   table.column("_row").to_numpy(), progress)
-    importance = replace(result, run_id=run.id, which=which, model_id=model.id, note=note,
-                         seconds=round(time.perf_counter() - started, 4))
-    _write_results(importance_path(store, run.id, which), sample_path(store, run.id, which),
-                   importance, rows)
+    result, rows = _explain_sample(
+        explainer,
+        _model_frame(table, model),
+        table.column("prediction").to_pylist(),
+        table.column("_row").to_numpy(),
+        progress,
+    )
+    importance = replace(
+        result,
+        run_id=run.id,
+        which=which,
+        model_id=model.id,
+        note=note,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+    _write_results(
+        importance_path(store, run.id, which), sample_path(store, run.id, which), importance, rows
+    )
     return importance
 
 
@@ -457,12 +538,18 @@ def _sample_size(explainer: ModelExplainer, sample: int) -> tuple[int, str]:
     if explainer.kind == "agnostic" and sample > AGNOSTIC_SAMPLE:
         sample = AGNOSTIC_SAMPLE
         note = (note + " " if note else "") + (
-            f"Model-agnostic SHAP is slow, so {AGNOSTIC_SAMPLE} rows were sampled.")
+            f"Model-agnostic SHAP is slow, so {AGNOSTIC_SAMPLE} rows were sampled."
+        )
     return sample, note
 
 
-def _explain_sample(explainer: ModelExplainer, frame: pd.DataFrame, predictions: list[Any],
-                    row_numbers: np.ndarray, progress: Progress) -> tuple[Importance, pa.Table]:
+def _explain_sample(
+    explainer: ModelExplainer,
+    frame: pd.DataFrame,
+    predictions: list[Any],
+    row_numbers: np.ndarray,
+    progress: Progress,
+) -> tuple[Importance, pa.Table]:
     """Mean |SHAP| of each row's predicted class (the one output for regression/binary), per
     class output for multiclass, and the rows' values and SHAP values as a table."""
     attribution = explainer.explain(frame, lambda f: progress(f, "explaining the sample"))
@@ -472,28 +559,47 @@ def _explain_sample(explainer: ModelExplainer, frame: pd.DataFrame, predictions:
     chosen = attribution.values[everyone, :, picks]
     by_class = {}
     if len(attribution.outputs) > 1:
-        by_class = {str(c): dict(zip(features, np.abs(attribution.values[:, :, k]).mean(axis=0)
-                                     .round(10).tolist(), strict=True))
-                    for k, c in enumerate(attribution.outputs)}
-    ranked = sorted(zip(features, np.abs(chosen).mean(axis=0).round(10).tolist(), strict=True),
-                    key=lambda f: -f[1])
+        by_class = {
+            str(c): dict(
+                zip(
+                    features,
+                    np.abs(attribution.values[:, :, k]).mean(axis=0).round(10).tolist(),
+                    strict=True,
+                )
+            )
+            for k, c in enumerate(attribution.outputs)
+        }
+    ranked = sorted(
+        zip(features, np.abs(chosen).mean(axis=0).round(10).tolist(), strict=True),
+        key=lambda f: -f[1],
+    )
     classes = [attribution.outputs[k] for k in picks]
     columns: dict[str, Any] = {
         "_row": pa.array(row_numbers, pa.int64()),
         "_class": pa.array([None if c is None else str(c) for c in classes], pa.string()),
         "_base": pa.array(attribution.base[picks], pa.float64()),
-        "_output": pa.array(attribution.output[everyone, picks], pa.float64())}
+        "_output": pa.array(attribution.output[everyone, picks], pa.float64()),
+    }
     for j, name in enumerate(features):
         column = frame[name]
         columns[VALUE + name] = pa.array(  # NaN -> null: missing
-            column, pa.string() if name in explainer.categorical else pa.float64(),
-            from_pandas=True)
+            column, pa.string() if name in explainer.categorical else pa.float64(), from_pandas=True
+        )
         columns[SHAP + name] = pa.array(chosen[:, j], pa.float64())
-    table = pa.table(columns).replace_schema_metadata({SAMPLE_META: json.dumps(
-        {"scale": explainer.scale, "features": features,
-         "categorical": sorted(explainer.categorical)})})
-    result = Importance("", "", "", explainer.name, explainer.scale, len(frame), tuple(ranked),
-                        by_class, 0.0)
+    table = pa.table(columns).replace_schema_metadata(
+        {
+            SAMPLE_META: json.dumps(
+                {
+                    "scale": explainer.scale,
+                    "features": features,
+                    "categorical": sorted(explainer.categorical),
+                }
+            )
+        }
+    )
+    result = Importance(
+        "", "", "", explainer.name, explainer.scale, len(frame), tuple(ranked), by_class, 0.0
+    )
     return result, table
 
 
@@ -505,8 +611,9 @@ def _picks(attribution: Attribution, predictions: list[Any]) -> np.ndarray:
     return np.asarray([index.get(str(p), 0) for p in predictions], dtype=np.int64)
 
 
-def _write_results(importance_file: Path, sample_file: Path, result: Importance,
-                   rows: pa.Table | None) -> None:
+def _write_results(
+    importance_file: Path, sample_file: Path, result: Importance, rows: pa.Table | None
+) -> None:
     """The sample first, then the importance file whose presence says "done"."""
     if rows is None:
         sample_file.unlink(missing_ok=True)  # an older sample would not match the error
@@ -551,12 +658,17 @@ def _read_sample(path: Path) -> ShapSample | None:
     except (OSError, pa.ArrowException):
         return None
     meta = json.loads((table.schema.metadata or {}).get(SAMPLE_META.encode(), b"{}"))
-    return ShapSample(meta.get("scale", ""), tuple(meta.get("features", ())),
-                      frozenset(meta.get("categorical", ())), table)
+    return ShapSample(
+        meta.get("scale", ""),
+        tuple(meta.get("features", ())),
+        frozenset(meta.get("categorical", ())),
+        table,
+    )
 
 
-def sample_rows(store: Store, run: Run, which: str, size: int, stratified: bool,
-                columns: Sequence[str] = ()) -> pa.Table:
+def sample_rows(
+    store: Store, run: Run, which: str, size: int, stratified: bool, columns: Sequence[str] = ()
+) -> pa.Table:
     """About `size` rows of a run's results, each predicted class in its share (at least one),
     with `columns` only (default: all).
 
@@ -582,20 +694,27 @@ def sample_rows(store: Store, run: Run, which: str, size: int, stratified: bool,
     rate_sql = f"CASE {' '.join(cases)} ELSE ? END" if cases else "?"
 
     def read(tx: Tx) -> pa.Table:
-        return tx.arrow(f"SELECT {selected} FROM read_parquet(?)"
-                        " WHERE (hash(_row) % 1000000) / 1e6"
-                        f" < {rate_sql} ORDER BY _row", [path, *params, fallback])
+        return tx.arrow(
+            f"SELECT {selected} FROM read_parquet(?)"
+            " WHERE (hash(_row) % 1000000) / 1e6"
+            f" < {rate_sql} ORDER BY _row",
+            [path, *params, fallback],
+        )
 
     table = with_files(read)
     if table.num_rows <= size:
         return table
-    labels = ([str(p) for p in table.column("prediction").to_pylist()] if stratified
-              else ["all"] * table.num_rows)
+    labels = (
+        [str(p) for p in table.column("prediction").to_pylist()]
+        if stratified
+        else ["all"] * table.num_rows
+    )
     return table.take(_stratified_take(labels, size))
 
 
-def _kept_sample(store: Store, run: Run, which: str, size: int, stratified: bool,
-                 columns: Sequence[str]) -> pa.Table | None:
+def _kept_sample(
+    store: Store, run: Run, which: str, size: int, stratified: bool, columns: Sequence[str]
+) -> pa.Table | None:
     """`size` rows from the sample scoring kept, or None when there is none big enough (an
     older run, a larger size, or an unstratified request on a classification run)."""
     info = (run.summary.get(which) or {}).get("sample") or {}
@@ -610,12 +729,16 @@ def _kept_sample(store: Store, run: Run, which: str, size: int, stratified: bool
     if info["size"] == size or table.num_rows <= size:
         return table
     # A smaller sample is the same rule with a smaller size: the smallest keys of each group.
-    groups = ([str(p) for p in table.column("prediction").to_pylist()] if stratified
-              else ["all"] * table.num_rows)
+    groups = (
+        [str(p) for p in table.column("prediction").to_pylist()]
+        if stratified
+        else ["all"] * table.num_rows
+    )
     counts = {g: int(n) for g, n in pd.Series(groups).value_counts().items()}
     total = (run.summary.get(which) or {}).get("class_counts") if stratified else None
     quotas = scoring.stratified_quotas(
-        {g: int(total.get(g, counts[g])) for g in counts} if total else counts, size)
+        {g: int(total.get(g, counts[g])) for g in counts} if total else counts, size
+    )
     keys = scoring.row_keys(table.column("_row").to_numpy())
     order = np.lexsort((keys, np.array(groups, dtype=str)))  # by group, then key
     taken: dict[str, int] = {}
@@ -634,12 +757,13 @@ def _stratified_take(labels: Sequence[str], size: int) -> list[int]:
     keys = pd.Series(labels)
     keep: list[int] = []
     for _, group in keys.groupby(keys, sort=False):
-        keep += group.index[:max(1, round(size * len(group) / len(keys)))].tolist()
+        keep += group.index[: max(1, round(size * len(group) / len(keys)))].tolist()
     return sorted(keep)
 
 
-def after_run(store: Store, run: Run, progress: Progress = no_progress,
-              loaded: Sequence[Loaded] = ()) -> None:
+def after_run(
+    store: Store, run: Run, progress: Progress = no_progress, loaded: Sequence[Loaded] = ()
+) -> None:
     """The worker's step after a run: global importance of each results file of a succeeded
     run. Never raises: a failure is stored in the importance file (and logged), the run stays
     as it ended. `loaded`: the models the run was scored with, so they are not loaded again.
@@ -656,10 +780,23 @@ def after_run(store: Store, run: Run, progress: Progress = no_progress,
         except Exception as exc:  # the run's outcome must not depend on this step
             if not isinstance(exc, ModelDeckError):
                 log.exception("global importance of run %s (%s) failed", run.id, which)
-            _write_results(importance_path(store, run.id, which), sample_path(
-                store, run.id, which), Importance(
-                run.id, which, model_id, "", "", 0, (), {}, 0.0,
-                error=f"Global importance could not be computed: {exc}"), None)
+            _write_results(
+                importance_path(store, run.id, which),
+                sample_path(store, run.id, which),
+                Importance(
+                    run.id,
+                    which,
+                    model_id,
+                    "",
+                    "",
+                    0,
+                    (),
+                    {},
+                    0.0,
+                    error=f"Global importance could not be computed: {exc}",
+                ),
+                None,
+            )
 
 
 # ---------------------------------------------------------------------------- model holdout
@@ -683,8 +820,9 @@ def get_model_shap_sample(store: Store, model: Model) -> ShapSample | None:
 _computing: dict[str, threading.Lock] = {}
 
 
-def model_importance(store: Store, model: Model, sample: int = GLOBAL_SAMPLE,
-                     progress: Progress = no_progress) -> Importance:
+def model_importance(
+    store: Store, model: Model, sample: int = GLOBAL_SAMPLE, progress: Progress = no_progress
+) -> Importance:
     """Mean |SHAP| per feature over the rows the model's metrics were measured on (the
     training holdout, rebuilt; the reference dataset of an imported model), stored once under
     the model's artifact folder: a later call reads the file. Sessions of one process asking
@@ -703,8 +841,9 @@ def model_importance(store: Store, model: Model, sample: int = GLOBAL_SAMPLE,
         rows, which = evaluation_rows(store, model)
         explainer = model_explainer(store, model)
         size, note = _sample_size(explainer, sample)
-        frame = finite(to_model_frame(pa.RecordBatch.from_pandas(rows, preserve_index=False),
-                                      model.schema))
+        frame = finite(
+            to_model_frame(pa.RecordBatch.from_pandas(rows, preserve_index=False), model.schema)
+        )
         numbers = rows.index.to_numpy()
         predictions = [None] * len(frame)
         if model.task != "regression":
@@ -717,25 +856,34 @@ def model_importance(store: Store, model: Model, sample: int = GLOBAL_SAMPLE,
             frame, numbers = frame.iloc[keep].reset_index(drop=True), numbers[keep]
             predictions = [predictions[i] for i in keep]
         progress(0.05, "Explaining the sample")
-        result, table = _explain_sample(explainer, frame, predictions, numbers,
-                                        lambda f, t: progress(0.05 + 0.95 * f, t))
-        importance = replace(result, which=which, model_id=model.id, note=note,
-                             seconds=round(time.perf_counter() - started, 4))
-        _write_results(model_importance_path(store, model), model_sample_path(store, model),
-                       importance, table)
+        result, table = _explain_sample(
+            explainer, frame, predictions, numbers, lambda f, t: progress(0.05 + 0.95 * f, t)
+        )
+        importance = replace(
+            result,
+            which=which,
+            model_id=model.id,
+            note=note,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+        _write_results(
+            model_importance_path(store, model), model_sample_path(store, model), importance, table
+        )
         return importance
 
 
 def _check_accuracy(model: Model, labels: pd.Series, predictions: list[Any], note: str) -> str:
     """The note, plus a warning when the rebuilt rows do not give the recorded accuracy."""
     recorded = model.metrics.get("accuracy")
-    accuracy = float(np.mean([str(p) == str(plain(y)) for p, y in zip(predictions, labels,
-                                                                       strict=True)]))
+    accuracy = float(
+        np.mean([str(p) == str(plain(y)) for p, y in zip(predictions, labels, strict=True)])
+    )
     if recorded is None or abs(accuracy - recorded) < 1e-6:
         return note
     return (note + " " if note else "") + (
         f"These rows give accuracy {accuracy:.4f}, not the recorded {recorded:.4f}: they may "
-        "not be exactly the rows the metrics were measured on.")
+        "not be exactly the rows the metrics were measured on."
+    )
 
 
 def evaluation_rows(store: Store, model: Model) -> tuple[pd.DataFrame, str]:
@@ -747,15 +895,16 @@ def evaluation_rows(store: Store, model: Model) -> tuple[pd.DataFrame, str]:
     for classification); the row count is checked against the one recorded at training. An
     imported model was measured on all labelled rows of its reference dataset.
     """
-    version = next(v for v in list_versions(store, model.experiment_id)
-                   if v.id == model.version_id)
+    version = next(v for v in list_versions(store, model.experiment_id) if v.id == model.version_id)
     dataset = get_dataset(store, version.dataset_id)
     try:
         frame = load_frame(store, dataset)
     except OSError as exc:
-        raise DatasetError(f"The snapshot of dataset '{dataset.name}' is missing, so the rows "
-                           f"model {model.id} was measured on cannot be rebuilt.",
-                           "Restore the workspace's datasets folder from a backup.") from exc
+        raise DatasetError(
+            f"The snapshot of dataset '{dataset.name}' is missing, so the rows "
+            f"model {model.id} was measured on cannot be rebuilt.",
+            "Restore the workspace's datasets folder from a backup.",
+        ) from exc
     target, features = model.schema.target, model.schema.feature_names
     from core.training import class_values, has_label  # the rows and classes training saw
 
@@ -769,11 +918,16 @@ def evaluation_rows(store: Store, model: Model) -> tuple[pd.DataFrame, str]:
     settings = version.settings
     y = labelled[target]
     _, holdout = train_test_split(
-        labelled, test_size=settings["test_size"], random_state=settings["seed"],
-        stratify=y if model.task != "regression" else None)
+        labelled,
+        test_size=settings["test_size"],
+        random_state=settings["seed"],
+        stratify=y if model.task != "regression" else None,
+    )
     expected = settings.get("holdout_rows", len(holdout))
     if len(holdout) != expected:
-        raise DatasetError(f"The holdout of model {model.id} has {len(holdout)} rows, not the "
-                           f"{expected} it was measured on.",
-                           "The dataset snapshot changed; retrain the model.")
+        raise DatasetError(
+            f"The holdout of model {model.id} has {len(holdout)} rows, not the "
+            f"{expected} it was measured on.",
+            "The dataset snapshot changed; retrain the model.",
+        )
     return holdout, "holdout"

@@ -45,10 +45,20 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from core.entities import ModelSchema
 
-FORESTS = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier,
-           ExtraTreesRegressor, DecisionTreeClassifier, DecisionTreeRegressor)
-BOOSTING = (GradientBoostingClassifier, GradientBoostingRegressor,
-            HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+FORESTS = (
+    RandomForestClassifier,
+    RandomForestRegressor,
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    DecisionTreeClassifier,
+    DecisionTreeRegressor,
+)
+BOOSTING = (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 AGNOSTIC = "KernelExplainer (model-agnostic)"
 KERNEL_BACKGROUND = 50  # rows: Kernel SHAP costs (background rows x samples) predictions a row
 CHUNK_ROWS = 100  # rows per shap call when progress is reported
@@ -79,8 +89,12 @@ class Attribution:
 class ModelExplainer:
     """The explainer chosen for one fitted model, with what it needs to map back and rescale."""
 
-    def __init__(self, estimator: Any, schema: ModelSchema,
-                 background: pd.DataFrame | Callable[[], pd.DataFrame]) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        schema: ModelSchema,
+        background: pd.DataFrame | Callable[[], pd.DataFrame],
+    ) -> None:
         """`background`: the model's background rows, or a function reading them (only the
         linear and model-agnostic explainers need them: tree explainers skip the read)."""
         self.estimator, self.schema = estimator, schema
@@ -113,8 +127,9 @@ class ModelExplainer:
                 # Default path-dependent mode: exact for every tree model, HGB included.
                 self.shap = shap.TreeExplainer(final)
             except Exception as exc:  # shap's InvalidModelError and friends
-                raise Unexplainable(f"shap's TreeExplainer cannot read this model ({exc}).") \
-                    from exc
+                raise Unexplainable(
+                    f"shap's TreeExplainer cannot read this model ({exc})."
+                ) from exc
             self.name = "TreeExplainer"
             probability = isinstance(final, FORESTS) and self.is_classifier
         else:
@@ -122,8 +137,15 @@ class ModelExplainer:
             self.name = "LinearExplainer"
             probability = False
         self.kind = "fast"
-        self.scale = ("probability" if probability else "value" if not self.is_classifier
-                      else "log-odds" if len(final.classes_) == 2 else "logit (softmax input)")
+        self.scale = (
+            "probability"
+            if probability
+            else "value"
+            if not self.is_classifier
+            else "log-odds"
+            if len(final.classes_) == 2
+            else "logit (softmax input)"
+        )
 
     def _init_agnostic(self, background: pd.DataFrame) -> None:
         self.kind, self.name = "agnostic", AGNOSTIC
@@ -137,8 +159,12 @@ class ModelExplainer:
     def classes(self) -> tuple[Any, ...]:
         return tuple(getattr(self.estimator, "classes_", ())) if self.is_classifier else ()
 
-    def explain(self, frame: pd.DataFrame, progress: Callable[[float], None] | None = None,
-                chunk: int = CHUNK_ROWS) -> Attribution:
+    def explain(
+        self,
+        frame: pd.DataFrame,
+        progress: Callable[[float], None] | None = None,
+        chunk: int = CHUNK_ROWS,
+    ) -> Attribution:
         """SHAP values of `frame` (the model's raw feature columns) on the original features.
 
         With `progress`, shap is called on `chunk` rows at a time and `progress(fraction)`
@@ -149,8 +175,12 @@ class ModelExplainer:
             return self._explain_agnostic(frame, progress, chunk)
         transformed = self._transform(frame)
         if self.name == "TreeExplainer":
-            raw = _chunked(lambda rows: self.shap.shap_values(rows, check_additivity=False),
-                           transformed, progress, chunk)
+            raw = _chunked(
+                lambda rows: self.shap.shap_values(rows, check_additivity=False),
+                transformed,
+                progress,
+                chunk,
+            )
         else:
             raw = _chunked(self.shap.shap_values, transformed, progress, chunk)
         values = np.asarray(raw, dtype=np.float64)
@@ -194,11 +224,16 @@ class ModelExplainer:
             return np.asarray(self.estimator.predict_proba(frame), dtype=np.float64)
         return np.asarray(self.estimator.predict(frame), dtype=np.float64)
 
-    def _explain_agnostic(self, frame: pd.DataFrame, progress: Callable[[float], None] | None,
-                          chunk: int) -> Attribution:
+    def _explain_agnostic(
+        self, frame: pd.DataFrame, progress: Callable[[float], None] | None, chunk: int
+    ) -> Attribution:
         codes = self.codec.encode(frame)
-        raw = _chunked(lambda rows: self.shap.shap_values(rows, silent=True), codes, progress,
-                       min(chunk, AGNOSTIC_CHUNK_ROWS))
+        raw = _chunked(
+            lambda rows: self.shap.shap_values(rows, silent=True),
+            codes,
+            progress,
+            min(chunk, AGNOSTIC_CHUNK_ROWS),
+        )
         values = np.asarray(raw, dtype=np.float64)
         if values.ndim == 2:
             values = values[:, :, None]
@@ -208,8 +243,12 @@ class ModelExplainer:
         return Attribution(values, base, output, self.classes or (None,))
 
 
-def _chunked(shap_values: Callable[[np.ndarray], Any], rows: np.ndarray,
-             progress: Callable[[float], None] | None, chunk: int) -> np.ndarray:
+def _chunked(
+    shap_values: Callable[[np.ndarray], Any],
+    rows: np.ndarray,
+    progress: Callable[[float], None] | None,
+    chunk: int,
+) -> np.ndarray:
     """shap_values(rows), in chunks of `chunk` rows with progress after each when asked."""
     if progress is None or len(rows) <= chunk:
         out = np.asarray(shap_values(rows), dtype=np.float64)
@@ -218,7 +257,7 @@ def _chunked(shap_values: Callable[[np.ndarray], Any], rows: np.ndarray,
         return out
     parts = []
     for start in range(0, len(rows), chunk):
-        parts.append(np.asarray(shap_values(rows[start:start + chunk]), dtype=np.float64))
+        parts.append(np.asarray(shap_values(rows[start : start + chunk]), dtype=np.float64))
         progress(min(1.0, (start + chunk) / len(rows)))
     return np.concatenate(parts)  # rows first: (rows, columns[, outputs])
 
@@ -247,8 +286,10 @@ def source_columns(pre: Any, features: list[str]) -> np.ndarray:
         if isinstance(step, ColumnTransformer):
             index = _through_column_transformer(step, index, features)
         elif getattr(step, "n_features_in_", None) != len(index) or _outputs(step) != len(index):
-            raise Unexplainable(f"The step {type(step).__name__} changes the number of columns "
-                                "in a way that cannot be traced back to the input columns.")
+            raise Unexplainable(
+                f"The step {type(step).__name__} changes the number of columns "
+                "in a way that cannot be traced back to the input columns."
+            )
     return index
 
 
@@ -259,8 +300,9 @@ def _outputs(step: Any) -> int | None:
         return getattr(step, "n_features_in_", None)
 
 
-def _through_column_transformer(ct: ColumnTransformer, index: np.ndarray,
-                                features: list[str]) -> np.ndarray:
+def _through_column_transformer(
+    ct: ColumnTransformer, index: np.ndarray, features: list[str]
+) -> np.ndarray:
     names = list(getattr(ct, "feature_names_in_", features))
     out = np.full(sum(s.stop - s.start for s in ct.output_indices_.values()), -1)
     for name, transformer, columns in ct.transformers_:
@@ -289,8 +331,7 @@ def _column_positions(columns: Any, names: list[str]) -> list[int]:
 def _by_prefix(transformer: Any, selected: list[int], names: list[str]) -> list[int]:
     """Outputs named `<input>_<something>` (one-hot style), matched to the longest input."""
     try:
-        outputs = [str(n) for n in transformer.get_feature_names_out(
-            [names[i] for i in selected])]
+        outputs = [str(n) for n in transformer.get_feature_names_out([names[i] for i in selected])]
     except Exception as exc:
         raise Unexplainable(f"{type(transformer).__name__} does not name its outputs.") from exc
     found = []
@@ -318,8 +359,9 @@ class _Codec:
         for j, f in enumerate(self.schema.features):
             column = frame[f.name]
             if f.kind != "categorical":
-                out[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64,
-                                                                            na_value=np.nan)
+                out[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(
+                    dtype=np.float64, na_value=np.nan
+                )
                 continue
             vocab = self.vocab[f.name]
             for value in column.dropna().astype(str).unique():

@@ -26,16 +26,19 @@ from core.registry import get_model
 from core.store import Store, Tx, utcnow
 from core.validation import Validation, latest_for_version
 
-HIGHER_IS_BETTER = {"binary": ("accuracy", "f1", "roc_auc"),
-                    "multiclass": ("accuracy", "f1", "roc_auc"), "regression": ("r2",)}
+HIGHER_IS_BETTER = {
+    "binary": ("accuracy", "f1", "roc_auc"),
+    "multiclass": ("accuracy", "f1", "roc_auc"),
+    "regression": ("r2",),
+}
 LOWER_IS_BETTER = {"regression": ("mae", "rmse")}
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    max_metric_drop: float = 0.01      # absolute, for higher-is-better metrics
-    max_error_increase: float = 0.01   # relative, for MAE and RMSE
-    latency_budget_ms: float = 100.0   # single-row p99
+    max_metric_drop: float = 0.01  # absolute, for higher-is-better metrics
+    max_error_increase: float = 0.01  # relative, for MAE and RMSE
+    latency_budget_ms: float = 100.0  # single-row p99
 
 
 @dataclass(frozen=True)
@@ -55,31 +58,45 @@ def get_thresholds(store: Store, name: str) -> Thresholds:
 
 
 def _thresholds(store: Store, deployment_id: str) -> Thresholds:
-    row = store.query("SELECT max_metric_drop, max_error_increase, latency_budget_ms"
-                      " FROM gate_thresholds WHERE deployment_id = ?", [deployment_id]).first()
+    row = store.query(
+        "SELECT max_metric_drop, max_error_increase, latency_budget_ms"
+        " FROM gate_thresholds WHERE deployment_id = ?",
+        [deployment_id],
+    ).first()
     return Thresholds(**row) if row else Thresholds()
 
 
-def set_thresholds(store: Store, name: str, thresholds: Thresholds,
-                   actor: str | None = None) -> Thresholds:
+def set_thresholds(
+    store: Store, name: str, thresholds: Thresholds, actor: str | None = None
+) -> Thresholds:
     """Store a deployment's gate thresholds; one transaction, audited as `gate-thresholds`.
 
     Raises InvalidInput for a negative value or a latency budget that is not positive.
     """
     values = asdict(thresholds)
     if min(values.values()) < 0 or thresholds.latency_budget_ms <= 0:
-        raise InvalidInput("Gate thresholds must be zero or more, and the latency budget "
-                           "more than 0 ms.",
-                           "E.g. a drop of 0.01 (1 point), an increase of 0.01 (1 %), 100 ms.")
+        raise InvalidInput(
+            "Gate thresholds must be zero or more, and the latency budget more than 0 ms.",
+            "E.g. a drop of 0.01 (1 point), an increase of 0.01 (1 %), 100 ms.",
+        )
     actor = actor or audit.current_actor()
     d = get_deployment(store, name)
     before = _thresholds(store, d.id)
 
     def write(tx: Tx) -> None:
-        tx.execute("INSERT OR REPLACE INTO gate_thresholds VALUES (?, ?, ?, ?, ?, ?)",
-                   [d.id, *values.values(), actor, utcnow()])
-        audit.record(tx, actor=actor, action="gate-thresholds", deployment_id=d.id,
-                     deployment_name=d.name, before=asdict(before), after=values)
+        tx.execute(
+            "INSERT OR REPLACE INTO gate_thresholds VALUES (?, ?, ?, ?, ?, ?)",
+            [d.id, *values.values(), actor, utcnow()],
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action="gate-thresholds",
+            deployment_id=d.id,
+            deployment_name=d.name,
+            before=asdict(before),
+            after=values,
+        )
 
     store.write(write)
     return thresholds
@@ -87,29 +104,47 @@ def set_thresholds(store: Store, name: str, thresholds: Thresholds,
 
 # ---------------------------------------------------------------------------- checks
 def _production(store: Store, d: Deployment) -> Deployment | None:
-    row = store.query("SELECT name FROM deployments WHERE experiment_id = ? AND environment ="
-                      " 'production' AND current_version_id IS NOT NULL"
-                      " ORDER BY created_at LIMIT 1", [d.experiment_id]).first()
+    row = store.query(
+        "SELECT name FROM deployments WHERE experiment_id = ? AND environment ="
+        " 'production' AND current_version_id IS NOT NULL"
+        " ORDER BY created_at LIMIT 1",
+        [d.experiment_id],
+    ).first()
     return get_deployment(store, row["name"]) if row else None
 
 
 def _validation_check(d: Deployment, v: Validation | None) -> Check:
-    how = (f"Run `modeldeck validate {d.name} --data PATH` (a labelled file) or start one on "
-           "the Validation tab.")
+    how = (
+        f"Run `modeldeck validate {d.name} --data PATH` (a labelled file) or start one on "
+        "the Validation tab."
+    )
     if v is None:
-        return Check("validation", False, f"No validation yet of version "
-                     f"v{d.current.number if d.current else '?'}.", how)
+        return Check(
+            "validation",
+            False,
+            f"No validation yet of version v{d.current.number if d.current else '?'}.",
+            how,
+        )
     if v.status == "queued":
-        return Check("validation", False, f"Validation {v.id} is still running.",
-                     "Wait for it to finish (the worker runs it).")
+        return Check(
+            "validation",
+            False,
+            f"Validation {v.id} is still running.",
+            "Wait for it to finish (the worker runs it).",
+        )
     if v.status != "succeeded":
         return Check("validation", False, f"Validation {v.id} failed: {v.error}", how)
-    return Check("validation", True, f"Validated on {v.dataset_path} ({v.report['rows']:,} rows,"
-                 f" label '{v.label_column}') by {v.created_by}.")
+    return Check(
+        "validation",
+        True,
+        f"Validated on {v.dataset_path} ({v.report['rows']:,} rows,"
+        f" label '{v.label_column}') by {v.created_by}.",
+    )
 
 
-def _compare(task: str, mine: dict[str, Any], theirs: dict[str, Any],
-             limits: Thresholds) -> tuple[list[str], list[str]]:
+def _compare(
+    task: str, mine: dict[str, Any], theirs: dict[str, Any], limits: Thresholds
+) -> tuple[list[str], list[str]]:
     """(worse beyond the threshold, within it) metric descriptions."""
     worse, fine = [], []
     for metric in HIGHER_IS_BETTER.get(task, ()):
@@ -128,65 +163,101 @@ def _compare(task: str, mine: dict[str, Any], theirs: dict[str, Any],
     return worse, fine
 
 
-def _metrics_check(v: Validation | None, production: Deployment | None,
-                   limits: Thresholds) -> Check:
+def _metrics_check(
+    v: Validation | None, production: Deployment | None, limits: Thresholds
+) -> Check:
     if production is None or production.current is None:
         return Check("metrics", True, "No production deployment yet: nothing to compare with.")
     if v is None or v.status != "succeeded":
-        return Check("metrics", False, "Not compared with production: no validation.",
-                     "Validate the current version first.")
+        return Check(
+            "metrics",
+            False,
+            "Not compared with production: no validation.",
+            "Validate the current version first.",
+        )
     theirs = v.report.get("production") or {}
     current = production.current.main_model_id
     if theirs.get("model_id") != current:
-        return Check("metrics", False, f"Production's main model is now {current}; the "
-                     "validation compared with another one.",
-                     "Validate again, to compare with production's current model.")
+        return Check(
+            "metrics",
+            False,
+            f"Production's main model is now {current}; the validation compared with another one.",
+            "Validate again, to compare with production's current model.",
+        )
     if theirs.get("error"):
-        return Check("metrics", False, "Production's model could not score the validation "
-                     f"data: {theirs['error']}",
-                     "Validate on data both models can read, or override with a reason.")
-    worse, fine = _compare(v.report["task"], v.report["main"]["metrics"] or {},
-                           theirs.get("metrics") or {}, limits)
-    allowed = (f"at most {limits.max_metric_drop:g} lower, errors at most "
-               f"{limits.max_error_increase:.0%} higher")
+        return Check(
+            "metrics",
+            False,
+            f"Production's model could not score the validation data: {theirs['error']}",
+            "Validate on data both models can read, or override with a reason.",
+        )
+    worse, fine = _compare(
+        v.report["task"], v.report["main"]["metrics"] or {}, theirs.get("metrics") or {}, limits
+    )
+    allowed = (
+        f"at most {limits.max_metric_drop:g} lower, errors at most "
+        f"{limits.max_error_increase:.0%} higher"
+    )
     if worse:
-        return Check("metrics", False, f"Worse than production ({current}) beyond the "
-                     f"threshold ({allowed}): {'; '.join(worse)}.",
-                     "Train a better model, or override with a reason.")
-    return Check("metrics", True, f"Not worse than production ({current}) beyond the "
-                 f"threshold ({allowed}): {'; '.join(fine) or 'no shared metric'}.")
+        return Check(
+            "metrics",
+            False,
+            f"Worse than production ({current}) beyond the "
+            f"threshold ({allowed}): {'; '.join(worse)}.",
+            "Train a better model, or override with a reason.",
+        )
+    return Check(
+        "metrics",
+        True,
+        f"Not worse than production ({current}) beyond the "
+        f"threshold ({allowed}): {'; '.join(fine) or 'no shared metric'}.",
+    )
 
 
 def _schema_check(store: Store, d: Deployment, production: Deployment | None) -> Check:
     if production is None or production.current is None or d.current is None:
         return Check("schema", True, "No production deployment yet: no input to match.")
     new = get_model(store, d.current.main_model_id).schema
-    old = {f.name: f for f in get_model(store, production.current.main_model_id).schema
-           .features}
+    old = {f.name: f for f in get_model(store, production.current.main_model_id).schema.features}
     missing = [f.name for f in new.features if f.name not in old]
-    changed = [f"{f.name} ({old[f.name].kind} -> {f.kind})" for f in new.features
-               if f.name in old and old[f.name].kind != f.kind]
+    changed = [
+        f"{f.name} ({old[f.name].kind} -> {f.kind})"
+        for f in new.features
+        if f.name in old and old[f.name].kind != f.kind
+    ]
     if missing or changed:
-        parts = ([f"needs columns production's input lacks: {', '.join(missing)}"]
-                 if missing else []) + ([f"kind changed: {', '.join(changed)}"] if changed
-                                        else [])
-        return Check("schema", False, "The new model " + "; ".join(parts) + ".",
-                     "Promote with the pipeline copied (it must produce these columns), or "
-                     "override with a reason.")
-    return Check("schema", True, f"Production's input has all {len(new.features)} features "
-                 "of the new model, of the same kinds.")
+        parts = (
+            [f"needs columns production's input lacks: {', '.join(missing)}"] if missing else []
+        ) + ([f"kind changed: {', '.join(changed)}"] if changed else [])
+        return Check(
+            "schema",
+            False,
+            "The new model " + "; ".join(parts) + ".",
+            "Promote with the pipeline copied (it must produce these columns), or "
+            "override with a reason.",
+        )
+    return Check(
+        "schema",
+        True,
+        f"Production's input has all {len(new.features)} features "
+        "of the new model, of the same kinds.",
+    )
 
 
 def _latency_check(v: Validation | None, limits: Thresholds) -> Check:
     if v is None or v.status != "succeeded":
-        return Check("latency", False, "Not measured: no validation.",
-                     "Validate the current version first.")
+        return Check(
+            "latency", False, "Not measured: no validation.", "Validate the current version first."
+        )
     p99 = v.report["latency"]["p99_ms"]
     budget = limits.latency_budget_ms
     if p99 > budget:
-        return Check("latency", False, f"Single-row p99 {p99:.1f} ms is over the budget of "
-                     f"{budget:g} ms.", "Use a faster model, or raise the budget or override"
-                     " with a reason.")
+        return Check(
+            "latency",
+            False,
+            f"Single-row p99 {p99:.1f} ms is over the budget of {budget:g} ms.",
+            "Use a faster model, or raise the budget or override with a reason.",
+        )
     return Check("latency", True, f"Single-row p99 {p99:.1f} ms within {budget:g} ms.")
 
 
@@ -196,8 +267,12 @@ def check_gate(store: Store, staging_name: str) -> list[Check]:
     v = latest_for_version(store, d.current.id) if d.current else None
     limits = _thresholds(store, d.id)
     production = _production(store, d)
-    return [_validation_check(d, v), _metrics_check(v, production, limits),
-            _schema_check(store, d, production), _latency_check(v, limits)]
+    return [
+        _validation_check(d, v),
+        _metrics_check(v, production, limits),
+        _schema_check(store, d, production),
+        _latency_check(v, limits),
+    ]
 
 
 def failing(checks: list[Check]) -> list[Check]:

@@ -73,8 +73,9 @@ class LabelSet:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> LabelSet:
-        return cls(**{**row, "source": json.loads(row["source"]),
-                      "counts": json.loads(row["counts"])})
+        return cls(
+            **{**row, "source": json.loads(row["source"]), "counts": json.loads(row["counts"])}
+        )
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,9 @@ def labels_dir(store: Store, deployment_id: str) -> Path:
     return store.workspace.home / LABELS_DIR / deployment_id
 
 
-def add_labels(store: Store, name: str, source: dict[str, Any], key: str, label: str,
-               actor: str | None = None) -> LabelSet:
+def add_labels(
+    store: Store, name: str, source: dict[str, Any], key: str, label: str, actor: str | None = None
+) -> LabelSet:
     """Read, check and store a label set for a deployment; audited (`labels`).
 
     `source` is a pipeline source block ({"kind": "file"|"upload", "path"} or {"kind":
@@ -137,8 +139,10 @@ def add_labels(store: Store, name: str, source: dict[str, Any], key: str, label:
     actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
     if deployment.current is None:
-        raise InvalidInput(f"Deployment '{deployment.name}' has no model yet.",
-                           "Deploy a model and run it before adding labels.")
+        raise InvalidInput(
+            f"Deployment '{deployment.name}' has no model yet.",
+            "Deploy a model and run it before adding labels.",
+        )
     model = get_model(store, deployment.current.main_model_id)
     labels_id = new_id("gt")
     target = labels_dir(store, deployment.id) / f"{labels_id}.parquet"
@@ -153,21 +157,43 @@ def add_labels(store: Store, name: str, source: dict[str, Any], key: str, label:
                 f"of deployment '{deployment.name}' ({counts['predictions']:,} predicted rows, "
                 f"key column '{counts['key_column']}').",
                 "Check that the key column holds the same ids as the predictions' key, and "
-                "that the deployment has run on those rows.")
+                "that the deployment has run on those rows.",
+            )
     relative = str(target.relative_to(store.workspace.home))
-    row = {"id": labels_id, "deployment_id": deployment.id, "deployment_name": deployment.name,
-           "path": relative, "source": source, "key_column": key, "label_column": label,
-           "rows": counts["labels"], "counts": counts, "created_by": actor,
-           "created_at": utcnow()}
+    row = {
+        "id": labels_id,
+        "deployment_id": deployment.id,
+        "deployment_name": deployment.name,
+        "path": relative,
+        "source": source,
+        "key_column": key,
+        "label_column": label,
+        "rows": counts["labels"],
+        "counts": counts,
+        "created_by": actor,
+        "created_at": utcnow(),
+    }
 
     def write(tx: Tx) -> None:
-        tx.execute("INSERT INTO ground_truth VALUES ($id, $deployment_id, $deployment_name,"
-                   " $path, $source, $key_column, $label_column, $rows, $counts, $created_by,"
-                   " $created_at)", row)
-        audit.record(tx, actor=actor, action="labels", deployment_id=deployment.id,
-                     deployment_name=deployment.name, before=None,
-                     after={"labels": labels_id, "rows": counts["labels"],
-                            "matched": counts["matched_labels"]})
+        tx.execute(
+            "INSERT INTO ground_truth VALUES ($id, $deployment_id, $deployment_name,"
+            " $path, $source, $key_column, $label_column, $rows, $counts, $created_by,"
+            " $created_at)",
+            row,
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action="labels",
+            deployment_id=deployment.id,
+            deployment_name=deployment.name,
+            before=None,
+            after={
+                "labels": labels_id,
+                "rows": counts["labels"],
+                "matched": counts["matched_labels"],
+            },
+        )
 
     try:
         store.write(write)
@@ -193,8 +219,7 @@ def _scratch(beside: Path) -> Any:
         Path(name).unlink(missing_ok=True)
 
 
-def _copy_columns(store: Store, source: dict[str, Any], key: str, label: str,
-                  target: Path) -> None:
+def _copy_columns(store: Store, source: dict[str, Any], key: str, label: str, target: Path) -> None:
     """Stream the source's key and label columns into `target` (as `key`, `label`)."""
     writer: pq.ParquetWriter | None = None
     try:
@@ -203,21 +228,31 @@ def _copy_columns(store: Store, source: dict[str, Any], key: str, label: str,
             if missing:
                 raise InvalidInput(
                     f"The label source has no column {', '.join(repr(c) for c in missing)}.",
-                    f"Its columns: {', '.join(reader.schema.names)}.")
+                    f"Its columns: {', '.join(reader.schema.names)}.",
+                )
             if key == label:
-                raise InvalidInput("The key and the label are the same column.",
-                                   "Choose the column holding the ids as key and the one "
-                                   "holding the true outcome as label.")
+                raise InvalidInput(
+                    "The key and the label are the same column.",
+                    "Choose the column holding the ids as key and the one "
+                    "holding the true outcome as label.",
+                )
             for batch in reader:
                 part = pa.RecordBatch.from_arrays(
-                    [batch.column(key), batch.column(label)], names=["key", "label"])
+                    [batch.column(key), batch.column(label)], names=["key", "label"]
+                )
                 if writer is None:
                     writer = pq.ParquetWriter(target, part.schema)
                 writer.write_batch(part)
             if writer is None:
-                writer = pq.ParquetWriter(target, pa.schema(
-                    [("key", reader.schema.field(key).type),
-                     ("label", reader.schema.field(label).type)]))
+                writer = pq.ParquetWriter(
+                    target,
+                    pa.schema(
+                        [
+                            ("key", reader.schema.field(key).type),
+                            ("label", reader.schema.field(label).type),
+                        ]
+                    ),
+                )
     finally:
         if writer is not None:
             writer.close()
@@ -232,8 +267,11 @@ def _as_text(source: dict[str, Any]) -> dict[str, Any]:
     function, options = reader_for(path.strip())
     if function != "read_csv":
         return source
-    return {"kind": "sql", "sql": f"SELECT * FROM read_csv({quote(path.strip())}, all_varchar"
-                                  f" = true, union_by_name = true{options})"}
+    return {
+        "kind": "sql",
+        "sql": f"SELECT * FROM read_csv({quote(path.strip())}, all_varchar"
+        f" = true, union_by_name = true{options})",
+    }
 
 
 def _classes(store: Store, deployment: Deployment) -> list[str]:
@@ -253,63 +291,85 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
 
     def read(tx: Tx) -> dict[str, Any]:
         src = "read_parquet(?)"
-        stats = tx.execute(f"SELECT count(*) AS rows, count_if(key IS NULL) AS no_key,"
-                           f" count_if(label IS NULL) AS no_label FROM {src}", [path]).first()
-        dupes = tx.execute(f"SELECT CAST(key AS VARCHAR) AS k, count(*) AS n FROM {src}"
-                           " WHERE key IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
-                           " ORDER BY n DESC, k", [path]).rows
+        stats = tx.execute(
+            f"SELECT count(*) AS rows, count_if(key IS NULL) AS no_key,"
+            f" count_if(label IS NULL) AS no_label FROM {src}",
+            [path],
+        ).first()
+        dupes = tx.execute(
+            f"SELECT CAST(key AS VARCHAR) AS k, count(*) AS n FROM {src}"
+            " WHERE key IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
+            " ORDER BY n DESC, k",
+            [path],
+        ).rows
         values: list[tuple[Any, ...]] = []
         if model.task == "regression":
-            values = tx.execute(f"SELECT CAST(label AS VARCHAR), count(*) FROM {src}"
-                                " WHERE label IS NOT NULL AND TRY_CAST(label AS DOUBLE) IS NULL"
-                                " GROUP BY 1 ORDER BY 2 DESC, 1", [path]).rows
+            values = tx.execute(
+                f"SELECT CAST(label AS VARCHAR), count(*) FROM {src}"
+                " WHERE label IS NOT NULL AND TRY_CAST(label AS DOUBLE) IS NULL"
+                " GROUP BY 1 ORDER BY 2 DESC, 1",
+                [path],
+            ).rows
         else:
-            values = tx.execute(f"SELECT label, count(*) FROM {src} WHERE label IS NOT NULL"
-                                f" GROUP BY 1 ORDER BY 2 DESC LIMIT {MAX_CLASSES + 1}",
-                                [path]).rows
+            values = tx.execute(
+                f"SELECT label, count(*) FROM {src} WHERE label IS NOT NULL"
+                f" GROUP BY 1 ORDER BY 2 DESC LIMIT {MAX_CLASSES + 1}",
+                [path],
+            ).rows
         return {**(stats or {}), "dupes": dupes, "values": values}
 
     found = with_files(read)
     if not found["rows"]:
         raise InvalidInput("The label source has no rows.", "Give a file or query with labels.")
     if found["no_key"]:
-        raise InvalidInput(f"{found['no_key']:,} of {found['rows']:,} labels have no key in "
-                           f"'{key}'.", "Every label needs the prediction key it belongs to.")
+        raise InvalidInput(
+            f"{found['no_key']:,} of {found['rows']:,} labels have no key in '{key}'.",
+            "Every label needs the prediction key it belongs to.",
+        )
     if found["dupes"]:
         dupes = found["dupes"]
         shown = ", ".join(f"'{k}' ({n}x)" for k, n in dupes[:SHOWN])
-        raise InvalidInput(f"{len(dupes):,} keys appear more than once in '{key}': {shown}"
-                           f"{', ...' if len(dupes) > SHOWN else ''}.",
-                           "Keep one label per key (the latest outcome), then add the file "
-                           "again.")
+        raise InvalidInput(
+            f"{len(dupes):,} keys appear more than once in '{key}': {shown}"
+            f"{', ...' if len(dupes) > SHOWN else ''}.",
+            "Keep one label per key (the latest outcome), then add the file again.",
+        )
     if found["no_label"] == found["rows"]:
-        raise InvalidInput(f"Every row's label in '{label}' is empty.",
-                           "Choose the column holding the true outcomes.")
+        raise InvalidInput(
+            f"Every row's label in '{label}' is empty.",
+            "Choose the column holding the true outcomes.",
+        )
     if model.task == "regression":
         if found["values"]:
             bad = found["values"]
             shown = ", ".join(f"'{v}'" for v, _ in bad[:SHOWN])
             rows = sum(n for _, n in bad)
-            raise InvalidInput(f"The labels in '{label}' must be numbers for a regression: "
-                               f"{rows:,} rows hold text such as {shown}.",
-                               "Choose the column holding the measured value, or fix those "
-                               "rows.")
+            raise InvalidInput(
+                f"The labels in '{label}' must be numbers for a regression: "
+                f"{rows:,} rows hold text such as {shown}.",
+                "Choose the column holding the measured value, or fix those rows.",
+            )
         return int(found["no_label"])
     texts = texts_of([v for v, _ in found["values"]], model.schema.classes)
     counts = dict(zip(texts, (n for _, n in found["values"]), strict=True))
     unknown = {c: n for c, n in counts.items() if c not in classes}
     if unknown:
-        shown = ", ".join(f"'{c}' ({n:,} row{'s' if n != 1 else ''})"
-                          for c, n in list(unknown.items())[:SHOWN])
+        shown = ", ".join(
+            f"'{c}' ({n:,} row{'s' if n != 1 else ''})" for c, n in list(unknown.items())[:SHOWN]
+        )
         read_as = ""
         if pa.types.is_boolean(pq.read_schema(raw).field("label").type):
-            read_as = (" The label column was read as true/false (DuckDB's CSV reader does "
-                       "that to yes/no columns): read it as text, e.g. read_csv('FILE', "
-                       "all_varchar = true).")
-        raise InvalidInput(f"The labels in '{label}' hold classes the models never saw: "
-                           f"{shown}{', ...' if len(unknown) > SHOWN else ''}.",
-                           f"The models know: {', '.join(classes)}. Map the labels to these "
-                           f"classes (or choose the right column).{read_as}")
+            read_as = (
+                " The label column was read as true/false (DuckDB's CSV reader does "
+                "that to yes/no columns): read it as text, e.g. read_csv('FILE', "
+                "all_varchar = true)."
+            )
+        raise InvalidInput(
+            f"The labels in '{label}' hold classes the models never saw: "
+            f"{shown}{', ...' if len(unknown) > SHOWN else ''}.",
+            f"The models know: {', '.join(classes)}. Map the labels to these "
+            f"classes (or choose the right column).{read_as}",
+        )
     return int(found["no_label"])
 
 
@@ -319,13 +379,20 @@ def _normalise(raw: Path, target: Path, model: Model) -> None:
     if model.task == "regression":
         label = "CAST(label AS DOUBLE)"
     else:
-        rows = with_files(lambda tx: tx.execute(
-            "SELECT DISTINCT CAST(label AS VARCHAR) AS raw, label AS v FROM read_parquet(?)"
-            f" WHERE label IS NOT NULL LIMIT {MAX_CLASSES + 1}", [str(raw)]).dicts())
-        label = canonical_sql("CAST(label AS VARCHAR)", [(r["raw"], r["v"]) for r in rows],
-                              model.schema.classes)
-    sql = (f"COPY (SELECT CAST(key AS VARCHAR) AS key, {label} AS label FROM read_parquet(?)"
-           " WHERE label IS NOT NULL) TO ? (FORMAT parquet)")
+        rows = with_files(
+            lambda tx: tx.execute(
+                "SELECT DISTINCT CAST(label AS VARCHAR) AS raw, label AS v FROM read_parquet(?)"
+                f" WHERE label IS NOT NULL LIMIT {MAX_CLASSES + 1}",
+                [str(raw)],
+            ).dicts()
+        )
+        label = canonical_sql(
+            "CAST(label AS VARCHAR)", [(r["raw"], r["v"]) for r in rows], model.schema.classes
+        )
+    sql = (
+        f"COPY (SELECT CAST(key AS VARCHAR) AS key, {label} AS label FROM read_parquet(?)"
+        " WHERE label IS NOT NULL) TO ? (FORMAT parquet)"
+    )
     with_files(lambda tx: tx.execute(sql, [str(raw), str(target)]))
 
 
@@ -333,8 +400,10 @@ def _normalise(raw: Path, target: Path, model: Model) -> None:
 def list_labels(store: Store, name: str) -> list[LabelSet]:
     """A deployment's label sets, newest first."""
     deployment = get_deployment(store, name)
-    rows = store.query("SELECT * FROM ground_truth WHERE deployment_id = ?"
-                       " ORDER BY created_at DESC, id DESC", [deployment.id])
+    rows = store.query(
+        "SELECT * FROM ground_truth WHERE deployment_id = ? ORDER BY created_at DESC, id DESC",
+        [deployment.id],
+    )
     return [LabelSet.from_row(r) for r in rows]
 
 
@@ -343,26 +412,32 @@ def _label_files(store: Store, deployment: Deployment) -> list[str]:
     found = [store.workspace.home / s.path for s in reversed(list_labels(store, deployment.id))]
     files = [str(p) for p in found if p.exists()]
     if not files:
-        raise InvalidInput(f"Deployment '{deployment.name}' has no ground truth yet.",
-                           f"Add true labels: `modeldeck labels add {deployment.name} --file "
-                           "PATH --key COLUMN --label COLUMN`, or the Challenger tab.")
+        raise InvalidInput(
+            f"Deployment '{deployment.name}' has no ground truth yet.",
+            f"Add true labels: `modeldeck labels add {deployment.name} --file "
+            "PATH --key COLUMN --label COLUMN`, or the Challenger tab.",
+        )
     return files
 
 
 def labels_sql(files: list[str]) -> str:
     """The labels of `files` (oldest first), one per key: the latest file's wins."""
     listed = challenger.file_list(files)
-    return (f"(SELECT key, arg_max(label, list_position({listed}, filename)) AS label"
-            f" FROM read_parquet({listed}, filename = true, union_by_name = true) GROUP BY key)")
+    return (
+        f"(SELECT key, arg_max(label, list_position({listed}, filename)) AS label"
+        f" FROM read_parquet({listed}, filename = true, union_by_name = true) GROUP BY key)"
+    )
 
 
 def _key_column(runs: list[Run]) -> str:
     key = next((k for r in runs if (k := (r.summary.get("columns") or {}).get("key"))), None)
     if not key:
-        raise InvalidInput("The deployment's predictions carry no key column, so labels "
-                           "cannot be matched to them.",
-                           "Train the experiment with a key column (an id per row), deploy "
-                           "that model and run it again.")
+        raise InvalidInput(
+            "The deployment's predictions carry no key column, so labels "
+            "cannot be matched to them.",
+            "Train the experiment with a key column (an id per row), deploy "
+            "that model and run it again.",
+        )
     return key
 
 
@@ -370,33 +445,38 @@ def _usable_runs(store: Store, deployment: Deployment) -> list[Run]:
     try:
         return drift.window_runs(store, deployment.name, last=drift.MAX_WINDOW)
     except InvalidInput as exc:
-        raise InvalidInput(f"No predictions to match labels with: {exc.message}",
-                           exc.hint) from exc
+        raise InvalidInput(f"No predictions to match labels with: {exc.message}", exc.hint) from exc
 
 
-def _match(store: Store, deployment: Deployment, files: list[str],
-           runs: list[Run] | None = None) -> dict[str, Any]:
+def _match(
+    store: Store, deployment: Deployment, files: list[str], runs: list[Run] | None = None
+) -> dict[str, Any]:
     """Matching counts of label `files` against the main results of `runs` (default: every
     usable run of the deployment)."""
     runs = runs if runs is not None else _usable_runs(store, deployment)
     key = _key_column(runs)
     mains = [str(result_path(store.workspace, r.id)) for r in runs]
     typed = _key_type(mains[0], key)
-    sql = (f"WITH labels AS (SELECT {_label_key(typed)} AS key, label FROM"
-           f" {labels_sql(files)}), preds AS (SELECT {_result_key(typed, _q(key))}"
-           f" AS key FROM read_parquet({challenger.file_list(mains)}, union_by_name = true)),"
-           " keys AS (SELECT DISTINCT key FROM"
-           " preds) SELECT (SELECT count(*) FROM labels) AS labels,"
-           " (SELECT count(*) FROM labels l SEMI JOIN keys k ON k.key = l.key) AS matched,"
-           " (SELECT count(*) FROM preds) AS predictions,"
-           " (SELECT count(*) FROM preds p SEMI JOIN labels l ON l.key = p.key) AS labelled")
+    sql = (
+        f"WITH labels AS (SELECT {_label_key(typed)} AS key, label FROM"
+        f" {labels_sql(files)}), preds AS (SELECT {_result_key(typed, _q(key))}"
+        f" AS key FROM read_parquet({challenger.file_list(mains)}, union_by_name = true)),"
+        " keys AS (SELECT DISTINCT key FROM"
+        " preds) SELECT (SELECT count(*) FROM labels) AS labels,"
+        " (SELECT count(*) FROM labels l SEMI JOIN keys k ON k.key = l.key) AS matched,"
+        " (SELECT count(*) FROM preds) AS predictions,"
+        " (SELECT count(*) FROM preds p SEMI JOIN labels l ON l.key = p.key) AS labelled"
+    )
     row = with_files(lambda tx: tx.execute(sql).first()) or {}
-    return {"labels": int(row["labels"]), "matched_labels": int(row["matched"]),
-            "unmatched_labels": int(row["labels"] - row["matched"]),
-            "predictions": int(row["predictions"]),
-            "predictions_with_label": int(row["labelled"]),
-            "predictions_without_label": int(row["predictions"] - row["labelled"]),
-            "key_column": key}
+    return {
+        "labels": int(row["labels"]),
+        "matched_labels": int(row["matched"]),
+        "unmatched_labels": int(row["labels"] - row["matched"]),
+        "predictions": int(row["predictions"]),
+        "predictions_with_label": int(row["labelled"]),
+        "predictions_without_label": int(row["predictions"] - row["labelled"]),
+        "key_column": key,
+    }
 
 
 def _q(name: str) -> str:
@@ -438,10 +518,17 @@ def _window(store: Store, deployment: Deployment, window: dict[str, Any]) -> lis
 
 
 # ---------------------------------------------------------------------------- live metrics
-def live_metrics(store: Store, name: str, *, run_id: str | None = None,
-                 last: int | None = None, start: datetime | None = None,
-                 end: datetime | None = None, resamples: int = RESAMPLES,
-                 seed: int = SEED) -> LiveMetrics:
+def live_metrics(
+    store: Store,
+    name: str,
+    *,
+    run_id: str | None = None,
+    last: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> LiveMetrics:
     """Metrics of main and challenger per run on the labelled rows, their difference
     (challenger - main) and a paired bootstrap CI of the headline metric's difference.
 
@@ -450,36 +537,51 @@ def live_metrics(store: Store, name: str, *, run_id: str | None = None,
     """
     deployment = get_deployment(store, name)
     files = _label_files(store, deployment)
-    runs = _window(store, deployment, {"run_id": run_id, "last": last, "start": start,
-                                       "end": end})
+    runs = _window(store, deployment, {"run_id": run_id, "last": last, "start": start, "end": end})
     counts = _match(store, deployment, files, runs)
     if counts["predictions_with_label"] == 0:
         raise InvalidInput(
             f"None of the {counts['predictions']:,} predictions in the window has a label "
             f"({counts['labels']:,} labels stored).",
-            "Add labels for these rows, or choose a window of runs the labels cover.")
+            "Add labels for these rows, or choose a window of runs the labels cover.",
+        )
     task = drift._run_model(store, runs[0]).task
     metric = HEADLINE[task]
     rng = np.random.default_rng(seed)
     models: dict[str, Model] = {}
     per_run, totals = [], _Totals(task, metric)
     for run in runs:
-        per_run.append(_live_run(store, run, files, counts["key_column"], models, totals,
-                                 rng, resamples))
+        per_run.append(
+            _live_run(store, run, files, counts["key_column"], models, totals, rng, resamples)
+        )
     notes = []
     if not any(r.challenger for r in per_run):
         notes.append("no run in the window had a challenger: main metrics only")
-    method = (f"paired bootstrap of the {metric} difference (challenger - main) over the "
-              f"matched rows, {resamples:,} resamples, seed {seed}, 95% percentile interval"
-              + (" (accuracy: multinomial draws of the four paired outcomes, exact for row "
-                 "resampling)" if metric == "accuracy" else
-                 f" (a systematic sample of {BOOTSTRAP_ROWS:,} rows when there are more)"))
+    method = (
+        f"paired bootstrap of the {metric} difference (challenger - main) over the "
+        f"matched rows, {resamples:,} resamples, seed {seed}, 95% percentile interval"
+        + (
+            " (accuracy: multinomial draws of the four paired outcomes, exact for row resampling)"
+            if metric == "accuracy"
+            else f" (a systematic sample of {BOOTSTRAP_ROWS:,} rows when there are more)"
+        )
+    )
     measured = [r for r in per_run if r.rows]
-    overall = replace(measured[0], run_id="", at=None) if len(measured) == 1 \
-        else totals.result(rng, resamples)  # one run: its metrics are the window's
-    return LiveMetrics(deployment.name, task, metric, method,
-                       Matching(**{k: v for k, v in counts.items() if k != "key_column"}),
-                       tuple(per_run), overall, tuple(notes))
+    overall = (
+        replace(measured[0], run_id="", at=None)
+        if len(measured) == 1
+        else totals.result(rng, resamples)
+    )  # one run: its metrics are the window's
+    return LiveMetrics(
+        deployment.name,
+        task,
+        metric,
+        method,
+        Matching(**{k: v for k, v in counts.items() if k != "key_column"}),
+        tuple(per_run),
+        overall,
+        tuple(notes),
+    )
 
 
 class _Totals:
@@ -496,14 +598,22 @@ class _Totals:
         main = self.stats["main"].result() if "main" in self.stats else None
         other = self.stats["challenger"].result() if "challenger" in self.stats else None
         values = self.sample.get("d")
-        ci = _ci(self.metric, self.outcomes, values, rng, resamples) if self.paired_rows \
-            else None
-        return LiveRun("", None, main["rows"] if main else 0, main, other,
-                       _difference(main, other), ci)
+        ci = _ci(self.metric, self.outcomes, values, rng, resamples) if self.paired_rows else None
+        return LiveRun(
+            "", None, main["rows"] if main else 0, main, other, _difference(main, other), ci
+        )
 
 
-def _live_run(store: Store, run: Run, files: list[str], key: str, models: dict[str, Model],
-              totals: _Totals, rng: np.random.Generator, resamples: int) -> LiveRun:
+def _live_run(
+    store: Store,
+    run: Run,
+    files: list[str],
+    key: str,
+    models: dict[str, Model],
+    totals: _Totals,
+    rng: np.random.Generator,
+    resamples: int,
+) -> LiveRun:
     """One run's matched rows through core.run_metrics for main and challenger."""
     roles = {"main": (run.summary.get("main") or {}).get("model_id")}
     if challenger.has_challenger(store, run):
@@ -518,8 +628,11 @@ def _live_run(store: Store, run: Run, files: list[str], key: str, models: dict[s
     task = main_model.task
     vocabulary = Vocabulary(main_model.schema.classes)
     labels = table.column("label").to_numpy(zero_copy_only=False)
-    y = labels.astype(np.float64) if task == "regression" else vocabulary.codes(
-        label_texts(labels, main_model.schema.classes))
+    y = (
+        labels.astype(np.float64)
+        if task == "regression"
+        else vocabulary.codes(label_texts(labels, main_model.schema.classes))
+    )
     results, outcome = {}, {}
     for role, model_id in roles.items():
         if not model_id:
@@ -548,12 +661,14 @@ def _live_run(store: Store, run: Run, files: list[str], key: str, models: dict[s
             totals.sample.add(d=values)
         ci = _ci(totals.metric, outcomes, values, rng, resamples)
     main, other = results.get("main"), results.get("challenger")
-    return LiveRun(run.id, run.finished_at, table.num_rows, main, other,
-                   _difference(main, other), ci)
+    return LiveRun(
+        run.id, run.finished_at, table.num_rows, main, other, _difference(main, other), ci
+    )
 
 
-def _matched(store: Store, run: Run, files: list[str], key: str,
-             models: dict[str, Model]) -> pa.Table:
+def _matched(
+    store: Store, run: Run, files: list[str], key: str, models: dict[str, Model]
+) -> pa.Table:
     """label, and per role its prediction and class probabilities, of a run's labelled rows."""
     main = str(result_path(store.workspace, run.id, "main"))
     columns = set(pq.read_schema(main).names)
@@ -566,8 +681,9 @@ def _matched(store: Store, run: Run, files: list[str], key: str,
         if role == "challenger":
             picked.append("m.challenger_prediction AS challenger__prediction")
             join = " LEFT JOIN read_parquet(?) c ON c._row = m._row"
-            columns_of = set(pq.read_schema(result_path(store.workspace, run.id,
-                                                        "challenger")).names)
+            columns_of = set(
+                pq.read_schema(result_path(store.workspace, run.id, "challenger")).names
+            )
         else:
             columns_of = columns
         for cls in model.schema.classes:
@@ -578,9 +694,11 @@ def _matched(store: Store, run: Run, files: list[str], key: str,
     if join:
         params.append(str(result_path(store.workspace, run.id, "challenger")))
     typed = _key_type(main, key)
-    sql = (f"WITH labels AS (SELECT {_label_key(typed)} AS key, label FROM {labels_sql(files)})"
-           f" SELECT {', '.join(picked)} FROM read_parquet(?) m{join} JOIN labels l"
-           f" ON l.key = {_result_key(typed, 'm.' + _q(key))} ORDER BY m._row")
+    sql = (
+        f"WITH labels AS (SELECT {_label_key(typed)} AS key, label FROM {labels_sql(files)})"
+        f" SELECT {', '.join(picked)} FROM read_parquet(?) m{join} JOIN labels l"
+        f" ON l.key = {_result_key(typed, 'm.' + _q(key))} ORDER BY m._row"
+    )
     return with_files(lambda tx: tx.arrow(sql, params))
 
 
@@ -589,15 +707,13 @@ def _scored(table: pa.Table, role: str, model: Model) -> Scored:
     prediction = table.column(f"{role}__prediction").to_numpy(zero_copy_only=False)
     nan = np.full(len(prediction), np.nan)
     names = [f"{role}__{proba_name(c)}" for c in model.schema.classes]
-    if model.task == "regression" or not names or not all(
-            n in table.column_names for n in names):
+    if model.task == "regression" or not names or not all(n in table.column_names for n in names):
         return Scored(prediction, nan)
     proba = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names])
     return Scored(prediction, nan, proba.astype(np.float64), tuple(model.schema.classes))
 
 
-def _paired(task: str, main: np.ndarray, other: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray | None]:
+def _paired(task: str, main: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The four paired outcome counts (classification) or per-row differences of absolute
     errors, challenger - main (regression)."""
     if task == "regression":
@@ -607,8 +723,13 @@ def _paired(task: str, main: np.ndarray, other: np.ndarray
     return np.asarray([both, main_only, other_only, neither], dtype=np.int64), None
 
 
-def _ci(metric: str, outcomes: np.ndarray, values: np.ndarray | None,
-        rng: np.random.Generator, resamples: int) -> tuple[float, float] | None:
+def _ci(
+    metric: str,
+    outcomes: np.ndarray,
+    values: np.ndarray | None,
+    rng: np.random.Generator,
+    resamples: int,
+) -> tuple[float, float] | None:
     """95% percentile interval of the paired bootstrap of challenger - main."""
     if metric == "accuracy":
         n = int(outcomes.sum())
@@ -624,14 +745,18 @@ def _ci(metric: str, outcomes: np.ndarray, values: np.ndarray | None,
         for start in range(0, resamples, chunk):
             size = min(chunk, resamples - start)
             picks = rng.integers(0, len(values), size=(size, len(values)))
-            diffs[start:start + size] = values[picks].mean(axis=1)
+            diffs[start : start + size] = values[picks].mean(axis=1)
     low, high = np.percentile(diffs, [2.5, 97.5])
     return round(float(low), 6), round(float(high), 6)
 
 
-def _difference(main: dict[str, Any] | None,
-                other: dict[str, Any] | None) -> dict[str, float] | None:
+def _difference(
+    main: dict[str, Any] | None, other: dict[str, Any] | None
+) -> dict[str, float] | None:
     if not main or not other:
         return None
-    return {k: round(other[k] - v, 6) for k, v in main.items()
-            if k != "rows" and isinstance(v, int | float) and isinstance(other.get(k), int | float)}
+    return {
+        k: round(other[k] - v, 6)
+        for k, v in main.items()
+        if k != "rows" and isinstance(v, int | float) and isinstance(other.get(k), int | float)
+    }

@@ -40,10 +40,13 @@ PARAMETERS = ("run_at", "last_run_at")
 SQL_PARAMETERS_HELP = (
     "Parameters (unquoted, UTC timestamps): `{{run_at}}` is the run's slot time (scheduled) or "
     "queue time; `{{last_run_at}}` that of the last succeeded run (1970-01-01 before any), e.g. "
-    "`WHERE updated_at > {{last_run_at}}`. Preview uses now and the current last run.")
-FILES_HELP = ("Score only the files that no earlier succeeded run scored (a file is new when "
-              "its path, size or modification time is). No new file: the run succeeds with "
-              "0 rows and says so.")
+    "`WHERE updated_at > {{last_run_at}}`. Preview uses now and the current last run."
+)
+FILES_HELP = (
+    "Score only the files that no earlier succeeded run scored (a file is new when "
+    "its path, size or modification time is). No new file: the run succeeds with "
+    "0 rows and says so."
+)
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
 
 
@@ -64,13 +67,17 @@ def render_sql(sql: str, params: Mapping[str, datetime]) -> str:
     Only our own datetimes are spliced in, never user text. Raises PipelineError (block
     "source") naming an unknown placeholder and listing the valid ones.
     """
+
     def value(match: re.Match[str]) -> str:
         name = match.group(1).strip()
         if name not in params:
             valid = ", ".join("{{" + p + "}}" for p in params) or "none"
-            raise PipelineError(f"The source SQL uses an unknown parameter {{{{{name}}}}}.",
-                                f"Valid parameters: {valid} (write them unquoted, e.g. "
-                                "WHERE updated_at > {{last_run_at}}).", "source")
+            raise PipelineError(
+                f"The source SQL uses an unknown parameter {{{{{name}}}}}.",
+                f"Valid parameters: {valid} (write them unquoted, e.g. "
+                "WHERE updated_at > {{last_run_at}}).",
+                "source",
+            )
         return timestamp_literal(params[name])
 
     return _PLACEHOLDER.sub(value, sql)
@@ -81,18 +88,19 @@ def default_params(now: datetime | None = None) -> dict[str, datetime]:
     return {"run_at": now or utcnow(), "last_run_at": EPOCH}
 
 
-def bind_source(source: dict[str, Any], params: Mapping[str, datetime] | None
-                ) -> dict[str, Any]:
+def bind_source(source: dict[str, Any], params: Mapping[str, datetime] | None) -> dict[str, Any]:
     """A validated source block with its SQL parameters rendered (others unchanged)."""
     if source.get("kind") != "sql":
         return source
     return {**source, "sql": render_sql(source["sql"], params or default_params())}
 
 
-_LAST_RUN = ("SELECT max(coalesce(s.slot_at, r.queued_at)) FROM runs r"
-             " LEFT JOIN schedule_slots s ON s.run_id = r.id"
-             " WHERE r.deployment_id = $deployment AND r.status = 'succeeded'"
-             " AND r.id <> $run AND r.source_override IS NULL AND r.trigger <> 'validation'")
+_LAST_RUN = (
+    "SELECT max(coalesce(s.slot_at, r.queued_at)) FROM runs r"
+    " LEFT JOIN schedule_slots s ON s.run_id = r.id"
+    " WHERE r.deployment_id = $deployment AND r.status = 'succeeded'"
+    " AND r.id <> $run AND r.source_override IS NULL AND r.trigger <> 'validation'"
+)
 
 
 def run_times(store: Store, run: Run) -> tuple[datetime, datetime | None]:
@@ -101,15 +109,18 @@ def run_times(store: Store, run: Run) -> tuple[datetime, datetime | None]:
     source override nor a validation run), None before any."""
     row = store.query(
         "SELECT (SELECT max(slot_at) FROM schedule_slots WHERE run_id = $run) AS slot_at,"
-        f" ({_LAST_RUN}) AS last", {"run": run.id, "deployment": run.deployment_id}).first()
+        f" ({_LAST_RUN}) AS last",
+        {"run": run.id, "deployment": run.deployment_id},
+    ).first()
     row = row or {}
     return row.get("slot_at") or run.queued_at, row.get("last")
 
 
 def preview_params(store: Store, deployment_id: str) -> dict[str, datetime]:
     """The parameters a preview renders: now, and the deployment's current last run."""
-    row = store.query(f"SELECT ({_LAST_RUN}) AS last",
-                      {"run": "", "deployment": deployment_id}).first()
+    row = store.query(
+        f"SELECT ({_LAST_RUN}) AS last", {"run": "", "deployment": deployment_id}
+    ).first()
     return {"run_at": utcnow(), "last_run_at": (row or {}).get("last") or EPOCH}
 
 
@@ -144,8 +155,9 @@ class Plan:
 
     def no_rows_note(self) -> str:
         """The note of an incremental run whose source gave no rows."""
-        return self.nothing_new or (f"No new data since {_since(self.params)}: the source gave "
-                                    "no rows.")
+        return self.nothing_new or (
+            f"No new data since {_since(self.params)}: the source gave no rows."
+        )
 
 
 def plan_run(store: Store, run: Run, source: dict[str, Any]) -> Plan:
@@ -163,8 +175,10 @@ def plan_run(store: Store, run: Run, source: dict[str, Any]) -> Plan:
         return plan
     plan.info = {"run_at": at.isoformat(), "last_run_at": last.isoformat() if last else None}
     if last is None:
-        plan.notes.append("First incremental run: there is no earlier succeeded run, so "
-                          "{{last_run_at}} is 1970-01-01 00:00:00 UTC and all data is new.")
+        plan.notes.append(
+            "First incremental run: there is no earlier succeeded run, so "
+            "{{last_run_at}} is 1970-01-01 00:00:00 UTC and all data is new."
+        )
     if kind == "file":
         _plan_files(store, run, plan)
     return plan
@@ -172,8 +186,11 @@ def plan_run(store: Store, run: Run, source: dict[str, Any]) -> Plan:
 
 def _since(params: Mapping[str, datetime]) -> str:
     last = params["last_run_at"]
-    return "the start (no earlier succeeded run)" if last == EPOCH else (
-        f"{last:%Y-%m-%d %H:%M:%S} UTC")
+    return (
+        "the start (no earlier succeeded run)"
+        if last == EPOCH
+        else (f"{last:%Y-%m-%d %H:%M:%S} UTC")
+    )
 
 
 def _plan_files(store: Store, run: Run, plan: Plan) -> None:
@@ -182,10 +199,14 @@ def _plan_files(store: Store, run: Run, plan: Plan) -> None:
 
     def take(tx: Tx) -> list[SeenFile]:
         """The new files, taken for this run: read and recorded in one transaction."""
-        taken = {(r["path"], r["size"], r["mtime_ns"]) for r in tx.execute(
-            "SELECT f.path, f.size, f.mtime_ns FROM run_files f JOIN runs r ON r.id = f.run_id"
-            " WHERE f.deployment_id = ? AND r.id <> ? AND r.status IN ('succeeded', 'running')",
-            [run.deployment_id, run.id])}
+        taken = {
+            (r["path"], r["size"], r["mtime_ns"])
+            for r in tx.execute(
+                "SELECT f.path, f.size, f.mtime_ns FROM run_files f JOIN runs r ON r.id = f.run_id"
+                " WHERE f.deployment_id = ? AND r.id <> ? AND r.status IN ('succeeded', 'running')",
+                [run.deployment_id, run.id],
+            )
+        }
         new = [f for f in found if (f.path, f.size, f.mtime_ns) not in taken]
         tx.execute("DELETE FROM run_files WHERE run_id = ?", [run.id])  # an earlier attempt
         _insert_files(tx, run, new)
@@ -196,9 +217,11 @@ def _plan_files(store: Store, run: Run, plan: Plan) -> None:
     if not found:
         plan.nothing_new = f"No new data since {_since(plan.params)}: no file matches '{pattern}'."
     elif not plan.files:
-        plan.nothing_new = (f"No new data since {_since(plan.params)}: all {len(found)} file(s) "
-                            f"of '{pattern}' were scored by earlier runs (or are being "
-                            "scored by a run in flight).")
+        plan.nothing_new = (
+            f"No new data since {_since(plan.params)}: all {len(found)} file(s) "
+            f"of '{pattern}' were scored by earlier runs (or are being "
+            "scored by a run in flight)."
+        )
     else:
         plan.source = files_source(ws, pattern, [f.path for f in plan.files])
 
@@ -234,15 +257,27 @@ def _insert_files(tx: Tx, run: Run, files: list[SeenFile]) -> None:
         return
     rows = json.dumps([{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for f in files])
     shape = '[{"path": "VARCHAR", "size": "BIGINT", "mtime_ns": "BIGINT"}]'
-    tx.execute("INSERT INTO run_files SELECT ?, ?, f.path, f.size, f.mtime_ns, ? FROM"
-               f" (SELECT unnest(from_json(?, '{shape}'), recursive := true)) f"
-               " ON CONFLICT DO NOTHING", [run.id, run.deployment_id, utcnow(), rows])
+    tx.execute(
+        "INSERT INTO run_files SELECT ?, ?, f.path, f.size, f.mtime_ns, ? FROM"
+        f" (SELECT unnest(from_json(?, '{shape}'), recursive := true)) f"
+        " ON CONFLICT DO NOTHING",
+        [run.id, run.deployment_id, utcnow(), rows],
+    )
 
 
 def empty_summary(plan: Plan, label_column: str | None, note: str) -> dict[str, Any]:
     """The summary of a run with no new data: zero rows, no results files, saying why."""
-    return {"rows": 0, "task": None, "label_column": label_column, "main": None,
-            "challenger": None, "input_quality": {"mean": None, "missing": 0,
-                                                  "out_of_range": 0, "unseen_category": 0},
-            "extra_columns": [], "notes": [*plan.notes, note], "columns": {}, "results": {},
-            "results_written": False, "incremental": {**plan.info, "no_new_data": note}}
+    return {
+        "rows": 0,
+        "task": None,
+        "label_column": label_column,
+        "main": None,
+        "challenger": None,
+        "input_quality": {"mean": None, "missing": 0, "out_of_range": 0, "unseen_category": 0},
+        "extra_columns": [],
+        "notes": [*plan.notes, note],
+        "columns": {},
+        "results": {},
+        "results_written": False,
+        "incremental": {**plan.info, "no_new_data": note},
+    }

@@ -28,10 +28,11 @@ from core.workspace import Workspace
 
 log = logging.getLogger("modeldeck.runs")
 
-MAX_ATTEMPTS = ("coalesce(TRY_CAST(json_extract_string(d.schedule, '$.max_attempts')"
-                " AS INTEGER), 1)")
-_SELECT = ("SELECT r.*, " + MAX_ATTEMPTS + " AS max_attempts FROM runs r"
-           " LEFT JOIN deployments d ON d.id = r.deployment_id WHERE r.status = 'running'")
+MAX_ATTEMPTS = "coalesce(TRY_CAST(json_extract_string(d.schedule, '$.max_attempts') AS INTEGER), 1)"
+_SELECT = (
+    "SELECT r.*, " + MAX_ATTEMPTS + " AS max_attempts FROM runs r"
+    " LEFT JOIN deployments d ON d.id = r.deployment_id WHERE r.status = 'running'"
+)
 
 
 @dataclass(frozen=True)
@@ -59,23 +60,33 @@ def settle(tx: Tx, row: dict[str, Any], workspace: Workspace, lost: str, error: 
     kept = bool(summary.get("results_written")) and (folder / "main.parquet").is_file()
     requeued = not kept and row["attempt"] < row["max_attempts"]
     if kept:
-        note = (f"{lost} while writing the sinks. The predictions are complete and kept: "
-                f"deliver them again (the run's page, or `modeldeck redeliver {row['id']}`).")
-        tx.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?, progress = 1,"
-                   " message = 'failed', lease_expires_at = NULL, rows_in = ?, rows_out = ?"
-                   " WHERE id = ? AND status = 'running'",
-                   [note, now, summary.get("rows"), summary.get("rows"), row["id"]])
+        note = (
+            f"{lost} while writing the sinks. The predictions are complete and kept: "
+            f"deliver them again (the run's page, or `modeldeck redeliver {row['id']}`)."
+        )
+        tx.execute(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?, progress = 1,"
+            " message = 'failed', lease_expires_at = NULL, rows_in = ?, rows_out = ?"
+            " WHERE id = ? AND status = 'running'",
+            [note, now, summary.get("rows"), summary.get("rows"), row["id"]],
+        )
     elif requeued:
-        tx.execute("UPDATE runs SET status = 'queued', lease_owner = NULL,"
-                   " lease_expires_at = NULL, started_at = NULL, progress = 0, summary = '{}',"
-                   " message = ? WHERE id = ? AND status = 'running'",
-                   [f"{lost}; queued again (attempt {row['attempt'] + 1} of "
-                    f"{row['max_attempts']})", row["id"]])
+        tx.execute(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL,"
+            " lease_expires_at = NULL, started_at = NULL, progress = 0, summary = '{}',"
+            " message = ? WHERE id = ? AND status = 'running'",
+            [
+                f"{lost}; queued again (attempt {row['attempt'] + 1} of {row['max_attempts']})",
+                row["id"],
+            ],
+        )
     else:
-        tx.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?,"
-                   " progress = 1, message = 'failed', lease_expires_at = NULL"
-                   " WHERE id = ? AND status = 'running'",
-                   [error, now, row["id"]])
+        tx.execute(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?,"
+            " progress = 1, message = 'failed', lease_expires_at = NULL"
+            " WHERE id = ? AND status = 'running'",
+            [error, now, row["id"]],
+        )
     return Lost(row["id"], row["deployment_name"], _sinks(row), kept, requeued)
 
 

@@ -28,10 +28,10 @@ EXPECTED = {"numeric": "numeric (a number or boolean)", "categorical": "categori
 class SchemaCheck:
     """Input columns against a model schema. `problems` empty means predictable."""
 
-    missing: tuple[str, ...]                       # model features absent from the input
-    mismatched: tuple[tuple[str, str, str], ...]   # (column, expected kind, found dtype)
-    extra: tuple[str, ...]                         # input columns the model ignores (kept)
-    wanted: tuple[tuple[str, str], ...] = ()       # (column, what it takes in words)
+    missing: tuple[str, ...]  # model features absent from the input
+    mismatched: tuple[tuple[str, str, str], ...]  # (column, expected kind, found dtype)
+    extra: tuple[str, ...]  # input columns the model ignores (kept)
+    wanted: tuple[tuple[str, str], ...] = ()  # (column, what it takes in words)
 
     @property
     def is_ok(self) -> bool:
@@ -42,13 +42,16 @@ class SchemaCheck:
         sentences = []
         for name in self.missing:
             close = difflib.get_close_matches(name, self.extra, n=1, cutoff=0.8) or [
-                c for c in self.extra if c.lower() == name.lower()]
+                c for c in self.extra if c.lower() == name.lower()
+            ]
             guess = f" (the input has '{close[0]}')" if close else ""
             sentences.append(f"Column '{name}' is missing from the input{guess}.")
         words = dict(self.wanted)
         for name, kind, found in self.mismatched:
-            sentences.append(f"Column '{name}' should be "
-                             f"{words.get(name) or EXPECTED.get(kind, kind)} but is {found}.")
+            sentences.append(
+                f"Column '{name}' should be "
+                f"{words.get(name) or EXPECTED.get(kind, kind)} but is {found}."
+            )
         return " ".join(sentences)
 
     def raise_for_problems(self) -> None:
@@ -58,7 +61,8 @@ class SchemaCheck:
                 f"The input does not fit the model's schema. {self.message()}",
                 "Give the model the columns it needs. In a pipeline, add, rename or cast "
                 "them with a transform, e.g. SELECT * REPLACE (TRY_CAST(age AS DOUBLE) AS "
-                "age) FROM input.")
+                "age) FROM input.",
+            )
 
 
 def _value_type(dtype: pa.DataType) -> pa.DataType:
@@ -66,21 +70,32 @@ def _value_type(dtype: pa.DataType) -> pa.DataType:
 
 
 def _is_number(dtype: pa.DataType) -> bool:
-    return (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
-            or pa.types.is_decimal(dtype) or pa.types.is_boolean(dtype)
-            or pa.types.is_null(dtype))
+    return (
+        pa.types.is_integer(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_decimal(dtype)
+        or pa.types.is_boolean(dtype)
+        or pa.types.is_null(dtype)
+    )
 
 
 def _is_text(dtype: pa.DataType) -> bool:
-    return (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
-            or pa.types.is_string_view(dtype))
+    return (
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_string_view(dtype)
+    )
 
 
 def _is_opaque(dtype: pa.DataType) -> bool:
     """Types with no text form a category could take."""
-    return (pa.types.is_nested(dtype) or pa.types.is_binary(dtype)
-            or pa.types.is_large_binary(dtype) or pa.types.is_fixed_size_binary(dtype)
-            or pa.types.is_binary_view(dtype))
+    return (
+        pa.types.is_nested(dtype)
+        or pa.types.is_binary(dtype)
+        or pa.types.is_large_binary(dtype)
+        or pa.types.is_fixed_size_binary(dtype)
+        or pa.types.is_binary_view(dtype)
+    )
 
 
 def _blank_to_null(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -108,14 +123,17 @@ def _text_numbers(values: pa.Array | pa.ChunkedArray, flags: bool) -> np.ndarray
     Raises ArrowInvalid for any other text."""
     if flags:
         lowered = pc.utf8_lower(values)
-        values = pc.if_else(pc.is_in(lowered, pa.array(sorted(TRUE_WORDS))), "1",
-                            pc.if_else(pc.is_in(lowered, pa.array(sorted(FALSE_WORDS))), "0",
-                                       values))
+        values = pc.if_else(
+            pc.is_in(lowered, pa.array(sorted(TRUE_WORDS))),
+            "1",
+            pc.if_else(pc.is_in(lowered, pa.array(sorted(FALSE_WORDS))), "0", values),
+        )
     return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def _type_problem(feature: FeatureSchema, dtype: pa.DataType,
-                  sample: pa.Array | pa.ChunkedArray | None) -> str | None:
+def _type_problem(
+    feature: FeatureSchema, dtype: pa.DataType, sample: pa.Array | pa.ChunkedArray | None
+) -> str | None:
     """What is wrong with a column of `dtype` for `feature`, or None."""
     dtype = _value_type(dtype)
     if feature.kind != "numeric":
@@ -149,8 +167,9 @@ def _positions(names: list[str]) -> dict[str, int]:
     return found
 
 
-def check_schema(columns: pa.Schema, schema: ModelSchema,
-                 sample: pa.Table | pa.RecordBatch | None = None) -> SchemaCheck:
+def check_schema(
+    columns: pa.Schema, schema: ModelSchema, sample: pa.Table | pa.RecordBatch | None = None
+) -> SchemaCheck:
     """Compare input columns with the model's features (numeric needs a numeric/bool type).
 
     A text column for a numeric feature passes when its values are numbers: give `sample`
@@ -173,8 +192,9 @@ def check_schema(columns: pa.Schema, schema: ModelSchema,
     return SchemaCheck(missing, tuple(mismatched), extra, _words(schema, mismatched))
 
 
-def _words(schema: ModelSchema, mismatched: list[tuple[str, str, str]]
-           ) -> tuple[tuple[str, str], ...]:
+def _words(
+    schema: ModelSchema, mismatched: list[tuple[str, str, str]]
+) -> tuple[tuple[str, str], ...]:
     bad = {name for name, _, _ in mismatched}
     return tuple((f.name, expected(f)) for f in schema.features if f.name in bad)
 
@@ -182,8 +202,11 @@ def _words(schema: ModelSchema, mismatched: list[tuple[str, str, str]]
 def expected(feature: FeatureSchema) -> str:
     """What a feature takes, in words: its kind and, for a category, the known values."""
     if feature.kind == "numeric":
-        return EXPECTED["numeric"] if not _is_flag(feature) else (
-            "numeric (true/false, 1/0 or yes/no)")
+        return (
+            EXPECTED["numeric"]
+            if not _is_flag(feature)
+            else ("numeric (true/false, 1/0 or yes/no)")
+        )
     shown = ", ".join(f"'{c}'" for c in feature.categories[:4])
     more = ", …" if len(feature.categories) > 4 else ""
     return f"categorical (text such as {shown}{more})" if shown else EXPECTED["categorical"]
@@ -204,8 +227,9 @@ def _as_numbers(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> n
         try:
             return _text_numbers(_blank_to_null(column), flags)
         except pa.ArrowInvalid:
-            raise _Unfit(f"text with non-numeric values such as "
-                         f"'{_first_non_number(column, flags)}'") from None
+            raise _Unfit(
+                f"text with non-numeric values such as '{_first_non_number(column, flags)}'"
+            ) from None
     raise _Unfit(str(dtype))
 
 
@@ -227,17 +251,20 @@ def _as_text(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> pd.S
     return column.to_pandas()
 
 
-def _truth_spelling(column: pa.Array | pa.ChunkedArray,
-                    feature: FeatureSchema) -> pa.Array | pa.ChunkedArray:
+def _truth_spelling(
+    column: pa.Array | pa.ChunkedArray, feature: FeatureSchema
+) -> pa.Array | pa.ChunkedArray:
     """For a yes/no-like category pair, any spelling of a truth value ("True", "YES", "t") as
     the training file spelt it ("true", "yes"): exports differ in case and words."""
     pair = truth_pair(feature.categories)
     if pair is None:
         return column
     lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
-    return pc.if_else(pc.is_in(lowered, pa.array(sorted(TRUE_WORDS))), pair[True],
-                      pc.if_else(pc.is_in(lowered, pa.array(sorted(FALSE_WORDS))),
-                                 pair[False], column))
+    return pc.if_else(
+        pc.is_in(lowered, pa.array(sorted(TRUE_WORDS))),
+        pair[True],
+        pc.if_else(pc.is_in(lowered, pa.array(sorted(FALSE_WORDS))), pair[False], column),
+    )
 
 
 def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:
@@ -255,20 +282,27 @@ def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:
             continue
         column = batch.column(at[nfc(feature.name)])
         try:
-            data[feature.name] = (_as_numbers(column, feature) if feature.kind == "numeric"
-                                  else _as_text(column, feature))
+            data[feature.name] = (
+                _as_numbers(column, feature)
+                if feature.kind == "numeric"
+                else _as_text(column, feature)
+            )
         except _Unfit as unfit:
             problems.append((feature.name, feature.kind, str(unfit)))
     SchemaCheck(missing, tuple(problems), (), _words(schema, problems)).raise_for_problems()
     return pd.DataFrame(data, columns=schema.feature_names)
 
 
-PROBLEMS = (("missing", "missing values"), ("out_of_range", "out of training range"),
-            ("unseen_category", "unseen categories"))
+PROBLEMS = (
+    ("missing", "missing values"),
+    ("out_of_range", "out of training range"),
+    ("unseen_category", "unseen categories"),
+)
 
 
-def input_quality(frame: pd.DataFrame, schema: ModelSchema,
-                  profile: dict[str, Any]) -> tuple[pd.Series, dict[str, Any]]:
+def input_quality(
+    frame: pd.DataFrame, schema: ModelSchema, profile: dict[str, Any]
+) -> tuple[pd.Series, dict[str, Any]]:
     """Per-row quality in [0, 1] (share of features present, in training range, of known
     category) and counts: {"missing": n, "out_of_range": n, "unseen_category": n,
     "columns": {problem: {column: n}}} (only columns with problems are listed).
@@ -293,11 +327,15 @@ def input_quality(frame: pd.DataFrame, schema: ModelSchema,
         ref = stats.get(feature.name, {})
         if feature.kind == "numeric":
             values = pd.to_numeric(frame[feature.name], errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan)
+                dtype=np.float64, na_value=np.nan
+            )
             present = ~np.isnan(values)
             low, high = ref.get("min"), ref.get("max")
-            fine = present & (values >= low) & (values <= high) if (
-                low is not None and high is not None) else present & np.isfinite(values)
+            fine = (
+                present & (values >= low) & (values <= high)
+                if (low is not None and high is not None)
+                else present & np.isfinite(values)
+            )
             count("out_of_range", feature.name, int(present.sum() - fine.sum()))
         else:
             column = frame[feature.name]
@@ -324,13 +362,15 @@ def add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
 
 
 def describe_problems(quality: dict[str, Any], limit: int = 3) -> str:
-    """"3 missing values (age 2, plan 1), 0 out of training range, 0 unseen categories": each
+    """ "3 missing values (age 2, plan 1), 0 out of training range, 0 unseen categories": each
     count with the columns behind it, most affected first."""
     parts = []
     for name, words in PROBLEMS:
         n = int(quality.get(name, 0) or 0)
-        per_column = sorted((quality.get("columns") or {}).get(name, {}).items(),
-                            key=lambda item: (-item[1], item[0]))
+        per_column = sorted(
+            (quality.get("columns") or {}).get(name, {}).items(),
+            key=lambda item: (-item[1], item[0]),
+        )
         shown = ", ".join(f"{c} {v:,}" for c, v in per_column[:limit])
         more = f", {len(per_column) - limit} more" if len(per_column) > limit else ""
         parts.append(f"{n:,} {words}" + (f" ({shown}{more})" if shown else ""))

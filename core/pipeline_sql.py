@@ -30,40 +30,58 @@ from core.store import memory_database
 from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, PRIVATE_DIR, Workspace
 
 Connection = duckdb.DuckDBPyConnection
-READERS = {".csv": "read_csv", ".tsv": "read_csv", ".txt": "read_csv",
-           ".parquet": "read_parquet", ".pq": "read_parquet",
-           ".json": "read_json", ".ndjson": "read_json", ".jsonl": "read_json"}
+READERS = {
+    ".csv": "read_csv",
+    ".tsv": "read_csv",
+    ".txt": "read_csv",
+    ".parquet": "read_parquet",
+    ".pq": "read_parquet",
+    ".json": "read_json",
+    ".ndjson": "read_json",
+    ".jsonl": "read_json",
+}
 COMPRESSED = (".gz", ".zst")
 SOURCE_TABLE = "source_input"
 READ_ERRORS = (duckdb.Error, pa.ArrowException, OSError)
 Labels = dict[str | None, str]  # block name (None: the transforms as a whole) -> its label
 _LINE = re.compile(r"^LINE (\d+):", re.MULTILINE)
-_STREAM_FAILED = re.compile(rf"reading the stream registered as '{SOURCE_TABLE}' failed: "
-                            r"(?:\w+: )?")
+_STREAM_FAILED = re.compile(
+    rf"reading the stream registered as '{SOURCE_TABLE}' failed: "
+    r"(?:\w+: )?"
+)
 T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- statements
 def check_select(con: Connection, sql: Any, label: str, block: str) -> str:
     """The SQL as one SELECT statement (trailing semicolons and comments cut)."""
-    example = "SELECT * FROM read_csv('exports/*.csv')" if block == "source" else (
-        "SELECT * FROM input WHERE age >= 0")
+    example = (
+        "SELECT * FROM read_csv('exports/*.csv')"
+        if block == "source"
+        else ("SELECT * FROM input WHERE age >= 0")
+    )
     if not isinstance(sql, str) or not sql.strip():
         raise PipelineError(f"{label} is empty.", f"Write one SELECT, e.g. {example}.", block)
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise PipelineError(f"{label} failed: {excerpt(str(exc))}",
-                            hint_for(str(exc), block), block) from exc
+        raise PipelineError(
+            f"{label} failed: {excerpt(str(exc))}", hint_for(str(exc), block), block
+        ) from exc
     if len(statements) != 1:
-        raise PipelineError(f"{label} holds {len(statements)} statements; it must be exactly "
-                            "one SELECT.", f"Keep a single query, e.g. {example}.", block)
+        raise PipelineError(
+            f"{label} holds {len(statements)} statements; it must be exactly one SELECT.",
+            f"Keep a single query, e.g. {example}.",
+            block,
+        )
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise PipelineError(
             f"{label} is a {kind.name} statement; only SELECT (or WITH … SELECT) is allowed.",
             "Blocks only read rows: results are written by the run and its sinks, and "
-            f"COPY, ATTACH, INSTALL, SET and the like are refused. Write e.g. {example}.", block)
+            f"COPY, ATTACH, INSTALL, SET and the like are refused. Write e.g. {example}.",
+            block,
+        )
     return strip_trailing(sql)
 
 
@@ -103,29 +121,35 @@ def reader_for(path: str) -> tuple[str, str]:
     file is read as it was when it trained a model)."""
     suffix = data_suffix(path)
     if suffix not in READERS:
-        raise PipelineError(f"The source '{path}' is not a CSV, TSV, Parquet or JSON file "
-                            "(judged by its suffix).",
-                            f"Name files ending in {', '.join(READERS)} (a glob works too, e.g. "
-                            "exports/*.csv), or use a SQL source.", "source")
+        raise PipelineError(
+            f"The source '{path}' is not a CSV, TSV, Parquet or JSON file (judged by its suffix).",
+            f"Name files ending in {', '.join(READERS)} (a glob works too, e.g. "
+            "exports/*.csv), or use a SQL source.",
+            "source",
+        )
     return READERS[suffix], tables.csv_options(path) if READERS[suffix] == "read_csv" else ""
 
 
 def source_files(ws: Workspace, path: str) -> list[str]:
     """The files a file/upload source names; raises PipelineError naming the path if none."""
     pattern = confine(ws, path)
-    hint = (f"Check the path (relative paths start at the workspace, {ws.home}); upload the "
-            "file again, or point the source at another file.")
+    hint = (
+        f"Check the path (relative paths start at the workspace, {ws.home}); upload the "
+        "file again, or point the source at another file."
+    )
     if glob.has_magic(path):
-        files = sorted(p for p in map(Path, glob.glob(str(pattern), recursive=True))
-                       if p.is_file())
+        files = sorted(p for p in map(Path, glob.glob(str(pattern), recursive=True)) if p.is_file())
         if not files:
             raise PipelineError(f"No file matches the source '{path}'.", hint, "source")
         # A 0-byte file among many is one being written (or a failed export): it holds no
         # rows yet, and an incremental source takes it once it has some.
         files = [f for f in files if f.stat().st_size > 0] or files[:1]
     elif pattern.is_dir():
-        raise PipelineError(f"The source '{path}' is a folder.",
-                            f"Name the files, e.g. {path.rstrip('/')}/*.parquet.", "source")
+        raise PipelineError(
+            f"The source '{path}' is a folder.",
+            f"Name the files, e.g. {path.rstrip('/')}/*.parquet.",
+            "source",
+        )
     elif not pattern.is_file():
         raise PipelineError(f"The source file '{path}' does not exist.", hint, "source")
     else:
@@ -147,10 +171,14 @@ def linked(ws: Workspace, file: Path) -> str:
     try:
         return str(ws.confine(file))
     except InvalidInput as exc:
-        where = ("one of ModelDeck's private files" if ws.is_secret(file.resolve()) else
-                 "outside the workspace and the allowed folders")
-        raise PipelineError(f"The source file '{file}' links to '{file.resolve()}', {where}.",
-                            exc.hint, "source") from exc
+        where = (
+            "one of ModelDeck's private files"
+            if ws.is_secret(file.resolve())
+            else "outside the workspace and the allowed folders"
+        )
+        raise PipelineError(
+            f"The source file '{file}' links to '{file.resolve()}', {where}.", exc.hint, "source"
+        ) from exc
 
 
 def source_query(ws: Workspace, source: dict[str, str]) -> str:
@@ -178,15 +206,18 @@ def absolute_sql_paths(ws: Workspace, sql: str, must_exist: bool = False) -> str
         if kind != duckdb.token_type.string_const or sql[start] != "'":
             continue
         end = _literal_end(sql, start)
-        value = sql[start + 1:end - 1].replace("''", "'")
+        value = sql[start + 1 : end - 1].replace("''", "'")
         if "://" in value or data_suffix(value) not in READERS:
             continue
         path = confine(ws, value)
-        if must_exist and not (glob.glob(str(path), recursive=True) if glob.has_magic(value)
-                               else path.is_file()):
-            raise PipelineError(f"The source SQL reads '{value}', and no such file exists.",
-                                f"Check the path (relative paths start at the workspace, "
-                                f"{ws.home}).", "source")
+        if must_exist and not (
+            glob.glob(str(path), recursive=True) if glob.has_magic(value) else path.is_file()
+        ):
+            raise PipelineError(
+                f"The source SQL reads '{value}', and no such file exists.",
+                f"Check the path (relative paths start at the workspace, {ws.home}).",
+                "source",
+            )
         pieces += [sql[last:start], quote(str(path))]
         last = end
     return "".join(pieces) + sql[last:]
@@ -196,7 +227,7 @@ def _literal_end(sql: str, start: int) -> int:
     i = start + 1
     while i < len(sql):
         if sql[i] == "'":
-            if sql[i + 1:i + 2] != "'":
+            if sql[i + 1 : i + 2] != "'":
                 return i + 1
             i += 1
         i += 1
@@ -234,8 +265,9 @@ _SOURCE_DBS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def source_connection(ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
-                      ) -> Iterator[Connection]:
+def source_connection(
+    ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
+) -> Iterator[Connection]:
     """An in-memory connection that can read only the allowed folders, with DuckDB's memory
     limit `memory` (a fresh cursor on a database kept per allow-list and limit: the list is
     re-read from the workspace on every call)."""
@@ -263,8 +295,9 @@ def source_connection(ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
 
 
 @contextlib.contextmanager
-def transform_connection(ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
-                         ) -> Iterator[Connection]:
+def transform_connection(
+    ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
+) -> Iterator[Connection]:
     """An in-memory connection that can touch no file: transforms see only `input` (its spill
     files go to the workspace's private folder; DuckDB's memory limit is `memory`)."""
     con = memory_database(ws, memory)
@@ -291,13 +324,17 @@ class Chain:
         body = f"SELECT * FROM (\n{sql}\n)" if wrapped else sql
         first = self.sql.count("\n") + 4 + wrapped
         spans = tuple((a + 1, b + 1, n) for a, b, n in self.spans)
-        return Chain(f"WITH input AS (\n{self.sql}\n)\n{body}",
-                     (*spans, (first, first + sql.count("\n"), name)))
+        return Chain(
+            f"WITH input AS (\n{self.sql}\n)\n{body}",
+            (*spans, (first, first + sql.count("\n"), name)),
+        )
 
     def limited(self, rows: int) -> Chain:
         """The first `rows` rows (the block lines move down by one)."""
-        return Chain(f"SELECT * FROM (\n{self.sql}\n)\nLIMIT {rows}",
-                     tuple((a + 1, b + 1, n) for a, b, n in self.spans))
+        return Chain(
+            f"SELECT * FROM (\n{self.sql}\n)\nLIMIT {rows}",
+            tuple((a + 1, b + 1, n) for a, b, n in self.spans),
+        )
 
     def locate(self, line: int) -> tuple[str, int] | None:
         for first, last, name in self.spans:
@@ -317,33 +354,35 @@ def _starts_with_with(sql: str) -> bool:
     return False
 
 
-def failure(exc: BaseException, labels: Labels, block: str | None,
-            chain: Chain | None = None) -> PipelineError:
+def failure(
+    exc: BaseException, labels: Labels, block: str | None, chain: Chain | None = None
+) -> PipelineError:
     """A DuckDB or Arrow error as a PipelineError naming the block it came from."""
     text = str(exc).strip()
     streamed = _STREAM_FAILED.search(text)
     located = _LINE.search(text)
     where = chain.locate(int(located.group(1))) if chain and located else None
     if streamed:
-        block, text = "source", text[streamed.end():]
+        block, text = "source", text[streamed.end() :]
     elif where and located:
         block = where[0]
         text = _renumber(text, located, where[1])
     limited = sql_limits.limit_error(text, block)  # stopped by a time or memory limit
     if limited is not None:
         return limited
-    return PipelineError(f"{labels.get(block, labels[None])} failed: {excerpt(text)}",
-                         hint_for(text, block), block)
+    return PipelineError(
+        f"{labels.get(block, labels[None])} failed: {excerpt(text)}", hint_for(text, block), block
+    )
 
 
 def _renumber(text: str, match: re.Match[str], line: int) -> str:
     """`LINE n:` of the whole chain as the line within the block (caret kept aligned)."""
     new = f"LINE {line}:"
     shift = len(match.group(0)) - len(new)
-    rest = text[match.end():].split("\n", 2)
+    rest = text[match.end() :].split("\n", 2)
     if len(rest) > 1 and rest[1].startswith(" " * shift):
         rest[1] = rest[1][shift:]
-    return text[:match.start()] + new + "\n".join(rest)
+    return text[: match.start()] + new + "\n".join(rest)
 
 
 def excerpt(text: str, limit: int = 1200) -> str:
@@ -356,10 +395,13 @@ def excerpt(text: str, limit: int = 1200) -> str:
 def hint_for(text: str, block: str | None) -> str:
     is_source = block == "source"
     if "file system operations are disabled" in text or "Permission Error" in text:
-        return (f"A source may read only files inside the workspace and the folders listed in "
-                f"{ALLOWED_ROOTS_ENV}; copy or upload the file there." if is_source else
-                "Transforms cannot read files: they select FROM input, the previous block's "
-                "rows. Read other files in a SQL source block instead.")
+        return (
+            f"A source may read only files inside the workspace and the folders listed in "
+            f"{ALLOWED_ROOTS_ENV}; copy or upload the file there."
+            if is_source
+            else "Transforms cannot read files: they select FROM input, the previous block's "
+            "rows. Read other files in a SQL source block instead."
+        )
     if "Parser Error" in text:
         return "Fix the SQL syntax (DuckDB's dialect); LINE counts from the block's first line."
     if "No files found" in text:
@@ -369,14 +411,22 @@ def hint_for(text: str, block: str | None) -> str:
     if "Binder Error" in text:
         return "Check the column names against the preview of the block before."
     if "Conversion Error" in text:
-        return ("Clean or cast the column in a transform (TRY_CAST gives NULL instead of "
-                "failing)" + (", or read the CSV in a SQL source with read_csv(..., "
-                              "types = {...})" if is_source else "") + ".")
+        return (
+            "Clean or cast the column in a transform (TRY_CAST gives NULL instead of "
+            "failing)"
+            + (
+                ", or read the CSV in a SQL source with read_csv(..., types = {...})"
+                if is_source
+                else ""
+            )
+            + "."
+        )
     return "Preview the pipeline to find the block and the rows that cause it."
 
 
-def attempt(action: Callable[[], T], labels: Labels, block: str | None,
-            chain: Chain | None = None) -> T:
+def attempt(
+    action: Callable[[], T], labels: Labels, block: str | None, chain: Chain | None = None
+) -> T:
     """`action()`, with a DuckDB or Arrow error raised as the PipelineError of its block."""
     try:
         return action()
@@ -384,8 +434,9 @@ def attempt(action: Callable[[], T], labels: Labels, block: str | None,
         raise failure(exc, labels, block, chain) from exc
 
 
-def compile_chain(con: Connection, transforms: list[dict[str, str]], schema: pa.Schema,
-                  labels: Labels) -> Chain:
+def compile_chain(
+    con: Connection, transforms: list[dict[str, str]], schema: pa.Schema, labels: Labels
+) -> Chain:
     """Bind the transforms one by one over an empty stand-in of the source, so that an error
     names the first block that has it; nothing is read."""
     con.register(SOURCE_TABLE, schema.empty_table())

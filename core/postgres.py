@@ -38,11 +38,25 @@ SINK_KEYS = ("kind", "connection", "table", "mode", "challenger", "project")
 CONNECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 _PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Arrow types of PostgreSQL's built-in type OIDs; anything else is read as text.
-_ARROW = {16: pa.bool_(), 20: pa.int64(), 21: pa.int64(), 23: pa.int64(), 26: pa.int64(),
-          700: pa.float64(), 701: pa.float64(), 1700: pa.float64(), 25: pa.string(),
-          1042: pa.string(), 1043: pa.string(), 19: pa.string(), 18: pa.string(),
-          1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"),
-          1083: pa.time64("us")}
+_ARROW = {
+    16: pa.bool_(),
+    20: pa.int64(),
+    21: pa.int64(),
+    23: pa.int64(),
+    26: pa.int64(),
+    700: pa.float64(),
+    701: pa.float64(),
+    1700: pa.float64(),
+    25: pa.string(),
+    1042: pa.string(),
+    1043: pa.string(),
+    19: pa.string(),
+    18: pa.string(),
+    1082: pa.date32(),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
+    1083: pa.time64("us"),
+}
 
 
 # ---------------------------------------------------------------------------- pipeline blocks
@@ -50,13 +64,19 @@ def _block_fields(block: Any, allowed: tuple[str, ...], label: str, name: str) -
     """Unknown fields refused, the connection name checked; returns that name."""
     unknown = sorted(set(block) - set(allowed))
     if unknown:
-        raise PipelineError(f"{label} has unknown field(s): {', '.join(map(str, unknown))}.",
-                            f"Allowed fields: {', '.join(allowed)}.", name)
+        raise PipelineError(
+            f"{label} has unknown field(s): {', '.join(map(str, unknown))}.",
+            f"Allowed fields: {', '.join(allowed)}.",
+            name,
+        )
     conn = block.get("connection")
     if not isinstance(conn, str) or not CONNECTION_NAME.match(conn):
-        raise PipelineError(f"{label} names no valid connection ({conn!r}).",
-                            "Add a connection on the Pipeline tab (or `modeldeck connections "
-                            "add`) and give its name, e.g. \"connection\": \"warehouse\".", name)
+        raise PipelineError(
+            f"{label} names no valid connection ({conn!r}).",
+            "Add a connection on the Pipeline tab (or `modeldeck connections "
+            'add`) and give its name, e.g. "connection": "warehouse".',
+            name,
+        )
     return conn
 
 
@@ -79,13 +99,24 @@ def check_sink_block(block: dict[str, Any], label: str, name: str) -> dict[str, 
         table = ".".join(table_name(block.get("table")))
     except InvalidInput as exc:
         raise PipelineError(f"{label}: {exc.message}", exc.hint, name) from exc
-    for value, allowed, what in ((mode, TABLE_MODES, "mode"),
-                                 (challenger, CHALLENGER_MODES, "challenger setting")):
+    for value, allowed, what in (
+        (mode, TABLE_MODES, "mode"),
+        (challenger, CHALLENGER_MODES, "challenger setting"),
+    ):
         if value not in allowed:
-            raise PipelineError(f"{label} has an unknown {what} {value!r}.",
-                                f"Choose one of: {', '.join(allowed)}.", name)
-    return {"kind": "postgres", "connection": conn, "table": table, "mode": mode,
-            "challenger": challenger, **_project(block)}
+            raise PipelineError(
+                f"{label} has an unknown {what} {value!r}.",
+                f"Choose one of: {', '.join(allowed)}.",
+                name,
+            )
+    return {
+        "kind": "postgres",
+        "connection": conn,
+        "table": table,
+        "mode": mode,
+        "challenger": challenger,
+        **_project(block),
+    }
 
 
 def source_label(block: dict[str, Any]) -> str:
@@ -102,13 +133,17 @@ def connection_error(exc: psycopg.Error, what: str, where: str) -> InvalidInput:
     """A failed connect as a message saying which connection and why, with what to check."""
     text = str(exc)
     if "password authentication failed" in text or "no password supplied" in text:
-        return InvalidInput(f"PostgreSQL refused the password of {what} ({where}): "
-                            f"{_reason(text)}", "Check the user and the password (set the "
-                            "environment variable again, or re-add the connection with "
-                            "--replace).")
-    return InvalidInput(f"PostgreSQL is unreachable for {what} ({where}): {_reason(text)}",
-                        "Check that the server is running and that host, port and sslmode are "
-                        "right; `modeldeck connections test NAME` retries it.")
+        return InvalidInput(
+            f"PostgreSQL refused the password of {what} ({where}): {_reason(text)}",
+            "Check the user and the password (set the "
+            "environment variable again, or re-add the connection with "
+            "--replace).",
+        )
+    return InvalidInput(
+        f"PostgreSQL is unreachable for {what} ({where}): {_reason(text)}",
+        "Check that the server is running and that host, port and sslmode are "
+        "right; `modeldeck connections test NAME` retries it.",
+    )
 
 
 def _reason(text: str) -> str:
@@ -118,13 +153,15 @@ def _reason(text: str) -> str:
 
 
 @contextlib.contextmanager
-def connect(kwargs: dict[str, Any], what: str, *,
-            read_only: bool = False) -> Iterator[psycopg.Connection]:
+def connect(
+    kwargs: dict[str, Any], what: str, *, read_only: bool = False
+) -> Iterator[psycopg.Connection]:
     """A psycopg connection (closed at the end; never autocommit: the caller commits)."""
     where = f"{kwargs.get('user')}@{kwargs.get('host')}:{kwargs.get('port')}"
     try:
-        con = psycopg.connect(**kwargs, connect_timeout=CONNECT_TIMEOUT,
-                              application_name="modeldeck")
+        con = psycopg.connect(
+            **kwargs, connect_timeout=CONNECT_TIMEOUT, application_name="modeldeck"
+        )
     except psycopg.Error as exc:
         raise connection_error(exc, what, where) from exc
     try:
@@ -140,8 +177,11 @@ def ping(kwargs: dict[str, Any], what: str) -> dict[str, Any]:
     started = time.perf_counter()
     with connect(kwargs, what, read_only=True) as con:
         version = con.execute("SHOW server_version").fetchone()
-    return {"ok": True, "server_version": version[0] if version else "?",
-            "seconds": round(time.perf_counter() - started, 3)}
+    return {
+        "ok": True,
+        "server_version": version[0] if version else "?",
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 # ---------------------------------------------------------------------------- reading
@@ -152,8 +192,14 @@ def arrow_schema(description: Any) -> pa.Schema:
 
 def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
     if kind == pa.string():
-        values = [v if v is None or isinstance(v, str) else
-                  json.dumps(v) if isinstance(v, dict | list) else str(v) for v in values]
+        values = [
+            v
+            if v is None or isinstance(v, str)
+            else json.dumps(v)
+            if isinstance(v, dict | list)
+            else str(v)
+            for v in values
+        ]
     return pa.array(values, type=kind)
 
 
@@ -161,24 +207,35 @@ def strip_query(text: Any, label: str) -> str:
     """The query without trailing semicolons; refuses an empty one (PipelineError)."""
     query = text.strip().rstrip(";").strip() if isinstance(text, str) else ""
     if not query:
-        raise PipelineError(f"{label} is empty.", "Write one SELECT, e.g. SELECT * FROM "
-                            "customers WHERE active.", "source")
+        raise PipelineError(
+            f"{label} is empty.",
+            "Write one SELECT, e.g. SELECT * FROM customers WHERE active.",
+            "source",
+        )
     return query
 
 
 def query_failed(exc: psycopg.Error, label: str) -> PipelineError:
     detail = str(exc).strip() or type(exc).__name__
-    hint = ("Fix the SQL (PostgreSQL's dialect; LINE counts from the query's first line)."
-            if isinstance(exc, psycopg.errors.SyntaxError) else
-            "Run the query in psql to check it, e.g. its table and column names.")
+    hint = (
+        "Fix the SQL (PostgreSQL's dialect; LINE counts from the query's first line)."
+        if isinstance(exc, psycopg.errors.SyntaxError)
+        else "Run the query in psql to check it, e.g. its table and column names."
+    )
     if isinstance(exc, psycopg.OperationalError):
         hint = "Check that the server is running; the run can be queued again."
     return PipelineError(f"{label} failed: PostgreSQL says: {detail}", hint, "source")
 
 
 @contextlib.contextmanager
-def read_query(kwargs: dict[str, Any], query: str, batch_rows: int, label: str, what: str,
-               limit: int | None = None) -> Iterator[pa.RecordBatchReader]:
+def read_query(
+    kwargs: dict[str, Any],
+    query: str,
+    batch_rows: int,
+    label: str,
+    what: str,
+    limit: int | None = None,
+) -> Iterator[pa.RecordBatchReader]:
     """The query's rows as Arrow batches of `batch_rows`, from a server-side cursor in a
     read-only transaction; at most `limit` rows. Raises PipelineError (block 'source')
     quoting PostgreSQL, on entry and while batches are read; `label` names the block and
@@ -209,7 +266,8 @@ def read_query(kwargs: dict[str, Any], query: str, batch_rows: int, label: str, 
                 columns = list(zip(*rows, strict=True))
                 yield pa.RecordBatch.from_arrays(
                     [_column(list(c), f.type) for c, f in zip(columns, schema, strict=True)],
-                    schema=schema)
+                    schema=schema,
+                )
 
         reader = pa.RecordBatchReader.from_batches(schema, batches())
         try:
@@ -223,8 +281,10 @@ def table_name(text: Any) -> tuple[str, ...]:
     """'table' or 'schema.table' as its parts; InvalidInput for anything else."""
     parts = tuple(text.split(".")) if isinstance(text, str) else ()
     if not 1 <= len(parts) <= 2 or not all(_PART.match(p) for p in parts):
-        raise InvalidInput(f"{text!r} is not a valid PostgreSQL table name.",
-                           "Use table or schema.table with letters, digits and underscores.")
+        raise InvalidInput(
+            f"{text!r} is not a valid PostgreSQL table name.",
+            "Use table or schema.table with letters, digits and underscores.",
+        )
     return parts
 
 
@@ -244,9 +304,11 @@ def _pg_type(kind: pa.DataType) -> str:
 
 def _existing_columns(cur: psycopg.Cursor, ident: sql.Identifier) -> list[str] | None:
     """The table's columns in order, or None when there is no such table (search path)."""
-    rows = cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
-                       " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                       [ident.as_string(cur)]).fetchall()
+    rows = cur.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+        " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [ident.as_string(cur)],
+    ).fetchall()
     return [r[0] for r in rows] or None
 
 
@@ -256,19 +318,26 @@ def _csv_batches(parquet: Path, drop: set[str], run_id: str | None) -> Iterator[
     for batch in pq.ParquetFile(parquet).iter_batches(batch_size=50_000):
         names = [n for n in batch.schema.names if n not in drop]
         arrays = [batch.column(n) for n in names]
-        arrays = [a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
-                  for a in arrays]
+        arrays = [a.dictionary_decode() if pa.types.is_dictionary(a.type) else a for a in arrays]
         if run_id is not None:
-            names, arrays = [RUN_ID_COLUMN, *names], [
-                pa.array([run_id] * batch.num_rows, pa.string()), *arrays]
+            names, arrays = (
+                [RUN_ID_COLUMN, *names],
+                [pa.array([run_id] * batch.num_rows, pa.string()), *arrays],
+            )
         out = io.BytesIO()
-        pacsv.write_csv(pa.RecordBatch.from_arrays(arrays, names), out,
-                        pacsv.WriteOptions(include_header=False))
+        pacsv.write_csv(
+            pa.RecordBatch.from_arrays(arrays, names), out, pacsv.WriteOptions(include_header=False)
+        )
         yield out.getvalue()
 
 
-def write_tables(kwargs: dict[str, Any], targets: list[tuple[Path, str, set[str]]], mode: str,
-                 run_id: str, what: str) -> list[int]:
+def write_tables(
+    kwargs: dict[str, Any],
+    targets: list[tuple[Path, str, set[str]]],
+    mode: str,
+    run_id: str,
+    what: str,
+) -> list[int]:
     """Write results files to PostgreSQL tables, all in one transaction; rows per table.
 
     `targets` are (parquet, table, columns to leave out). create: a new table (refused when
@@ -290,41 +359,63 @@ def write_tables(kwargs: dict[str, Any], targets: list[tuple[Path, str, set[str]
                     rows.append(_write_one(cur, parquet, table, mode, run_id, drop))
                 return rows
         except psycopg.Error as exc:
-            raise InvalidInput(f"PostgreSQL could not write table {table}: {first_line(exc)}",
-                               "Check that the table's columns and types match the results "
-                               "(or use mode replace). Nothing was written.") from exc
+            raise InvalidInput(
+                f"PostgreSQL could not write table {table}: {first_line(exc)}",
+                "Check that the table's columns and types match the results "
+                "(or use mode replace). Nothing was written.",
+            ) from exc
 
 
-def _write_one(cur: psycopg.Cursor, parquet: Path, table: str, mode: str, run_id: str,
-               drop: set[str]) -> int:
+def _write_one(
+    cur: psycopg.Cursor, parquet: Path, table: str, mode: str, run_id: str, drop: set[str]
+) -> int:
     fields = [f for f in pq.ParquetFile(parquet).schema_arrow if f.name not in drop]
     ident = sql.Identifier(*table_name(table))
     existing = _existing_columns(cur, ident)
     if existing is not None and mode == "create":
-        raise InvalidInput(f"Table {table} already exists.", "Use mode append or replace, or "
-                           "another table name.")
+        raise InvalidInput(
+            f"Table {table} already exists.", "Use mode append or replace, or another table name."
+        )
     if existing is not None and mode == "replace":
         cur.execute(sql.SQL("DROP TABLE {}").format(ident))
     if existing is None or mode == "replace":
         existing = [RUN_ID_COLUMN, *(f.name for f in fields)]
-        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(ident, sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in
-            [(RUN_ID_COLUMN, "text")] + [(f.name, _pg_type(f.type)) for f in fields])))
+        cur.execute(
+            sql.SQL("CREATE TABLE {} ({})").format(
+                ident,
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+                    for n, t in [(RUN_ID_COLUMN, "text")]
+                    + [(f.name, _pg_type(f.type)) for f in fields]
+                ),
+            )
+        )
     missing = [f.name for f in fields if f.name not in existing]
     if missing:
-        raise InvalidInput(f"Table {table} has no column(s) {', '.join(missing)} for the "
-                           "results.", "Add the columns to the table, or use mode replace to "
-                           "recreate it. Nothing was written.")
+        raise InvalidInput(
+            f"Table {table} has no column(s) {', '.join(missing)} for the results.",
+            "Add the columns to the table, or use mode replace to "
+            "recreate it. Nothing was written.",
+        )
     return _copy(cur, ident, parquet, fields, existing, run_id, drop)
 
 
-def _copy(cur: psycopg.Cursor, ident: sql.Identifier, parquet: Path, fields: list[pa.Field],
-          existing: list[str], run_id: str, drop: set[str]) -> int:
+def _copy(
+    cur: psycopg.Cursor,
+    ident: sql.Identifier,
+    parquet: Path,
+    fields: list[pa.Field],
+    existing: list[str],
+    run_id: str,
+    drop: set[str],
+) -> int:
     names = [f.name for f in fields]
     with_run = RUN_ID_COLUMN in existing and RUN_ID_COLUMN not in names
     if with_run:
-        cur.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-            ident, sql.Identifier(RUN_ID_COLUMN)), [run_id])
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE {} = %s").format(ident, sql.Identifier(RUN_ID_COLUMN)),
+            [run_id],
+        )
         names = [RUN_ID_COLUMN, *names]
     columns = sql.SQL(", ").join(map(sql.Identifier, names))
     with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(ident, columns)) as copy:

@@ -49,8 +49,11 @@ def is_identifier(series: pd.Series) -> bool:
     n = len(series)
     if n < 2 or series.isna().any() or series.nunique() != n:
         return False
-    if (pd.api.types.is_float_dtype(series) or pd.api.types.is_bool_dtype(series)
-            or pd.api.types.is_datetime64_any_dtype(series)):
+    if (
+        pd.api.types.is_float_dtype(series)
+        or pd.api.types.is_bool_dtype(series)
+        or pd.api.types.is_datetime64_any_dtype(series)
+    ):
         return False
     if pd.api.types.is_integer_dtype(series):
         steps = np.diff(np.sort(series.to_numpy()))
@@ -88,8 +91,12 @@ def guess_task(target: pd.Series) -> Task:
 
 
 def build_schema(
-    frame: pd.DataFrame, features: list[str], target: str, task: Task,
-    classes: list[Any], key_column: str | None,
+    frame: pd.DataFrame,
+    features: list[str],
+    target: str,
+    task: Task,
+    classes: list[Any],
+    key_column: str | None,
 ) -> ModelSchema:
     """The input schema from the training rows: names, kinds, dtypes, known categories."""
     columns = []
@@ -150,7 +157,8 @@ def build_profile(
 ) -> dict[str, Any]:
     """The training profile of `frame` for the schema's features (and holdout predictions)."""
     features = {
-        f.name: numeric_profile(frame[f.name]) if f.kind == "numeric"
+        f.name: numeric_profile(frame[f.name])
+        if f.kind == "numeric"
         else categorical_profile(frame[f.name])
         for f in schema.features
     }
@@ -162,5 +170,6 @@ def build_profile(
 
 def prediction_profile(predictions: pd.Series, task: Task) -> dict[str, Any]:
     """The distribution of a model's predictions: bins for regression, class shares otherwise."""
-    return numeric_profile(predictions) if task == "regression" else categorical_profile(
-        predictions)
+    return (
+        numeric_profile(predictions) if task == "regression" else categorical_profile(predictions)
+    )

@@ -53,7 +53,8 @@ def list_experiments(store: Store, project_id: str | None = None) -> list[Experi
     """Experiments, optionally of one project, by name."""
     rows = store.query(
         "SELECT * FROM experiments WHERE ? IS NULL OR project_id = ? ORDER BY name",
-        [project_id, project_id])
+        [project_id, project_id],
+    )
     return [Experiment.from_row(r) for r in rows]
 
 
@@ -68,18 +69,21 @@ def get_experiment(store: Store, experiment_id: str) -> Experiment:
 def list_versions(store: Store, experiment_id: str) -> list[Version]:
     """An experiment's versions, newest first."""
     rows = store.query(
-        "SELECT * FROM versions WHERE experiment_id = ? ORDER BY number DESC", [experiment_id])
+        "SELECT * FROM versions WHERE experiment_id = ? ORDER BY number DESC", [experiment_id]
+    )
     return [Version.from_row(r) for r in rows]
 
 
 # ---------------------------------------------------------------------------- models
-def list_models(store: Store, *, experiment_id: str | None = None,
-                version_id: str | None = None) -> list[Model]:
+def list_models(
+    store: Store, *, experiment_id: str | None = None, version_id: str | None = None
+) -> list[Model]:
     """Models, newest first, optionally of one experiment or one version."""
     rows = store.query(
         _MODEL_SELECT + " WHERE (? IS NULL OR e.id = ?) AND (? IS NULL OR v.id = ?)"
         " ORDER BY m.created_at DESC, m.id",
-        [experiment_id, experiment_id, version_id, version_id])
+        [experiment_id, experiment_id, version_id, version_id],
+    )
     return [Model.from_row(r) for r in rows]
 
 
@@ -111,15 +115,19 @@ def get_model(store: Store, model_id: str) -> Model:
     cached = _MODELS.get((str(store.workspace.db_path), model_id))
     if cached is not None:
         return cached
-    rows = store.query(_MODEL_SELECT + " WHERE m.id = ? OR m.id LIKE ? ORDER BY m.id",
-                       [model_id, model_id + "%"])
+    rows = store.query(
+        _MODEL_SELECT + " WHERE m.id = ? OR m.id LIKE ? ORDER BY m.id", [model_id, model_id + "%"]
+    )
     exact = [r for r in rows if r["id"] == model_id]
     if exact or len(rows) == 1:
         model = Model.from_row((exact or rows.dicts())[0])
         _keep(_MODELS, (str(store.workspace.db_path), model.id), model, _MODELS_KEPT)
         return model
-    hint = ("Several models start with that; give more characters." if len(rows)
-            else "Run `modeldeck models list` to see model ids.")
+    hint = (
+        "Several models start with that; give more characters."
+        if len(rows)
+        else "Run `modeldeck models list` to see model ids."
+    )
     raise NotFound("model", model_id, hint)
 
 
@@ -143,9 +151,15 @@ class NewModel:
     train_seconds: float
 
 
-def record_version(store: Store, *, project: str, experiment: dict[str, Any],
-                   dataset_id: str, settings: dict[str, Any],
-                   models: list[NewModel]) -> tuple[Version, list[Model]]:
+def record_version(
+    store: Store,
+    *,
+    project: str,
+    experiment: dict[str, Any],
+    dataset_id: str,
+    settings: dict[str, Any],
+    models: list[NewModel],
+) -> tuple[Version, list[Model]]:
     """Create (or reuse) the experiment, add a version holding `models`; one transaction.
 
     Returns the version and its models as recorded (read back in the same transaction).
@@ -153,32 +167,55 @@ def record_version(store: Store, *, project: str, experiment: dict[str, Any],
 
     def write(tx: Tx) -> tuple[Version, list[Model]]:
         proj = ensure_project(tx, project)
-        row = tx.execute("SELECT * FROM experiments WHERE project_id = ? AND name = ?",
-                         [proj.id, experiment["name"]]).first()
+        row = tx.execute(
+            "SELECT * FROM experiments WHERE project_id = ? AND name = ?",
+            [proj.id, experiment["name"]],
+        ).first()
         if row is None:
-            row = {"id": new_id("exp"), "project_id": proj.id, "dataset_id": dataset_id,
-                   "created_at": utcnow(), **experiment}
-            tx.execute("INSERT INTO experiments VALUES ($id, $project_id, $name, $dataset_id,"
-                       " $target, $task, $features, $key_column, $created_at)", row)
+            row = {
+                "id": new_id("exp"),
+                "project_id": proj.id,
+                "dataset_id": dataset_id,
+                "created_at": utcnow(),
+                **experiment,
+            }
+            tx.execute(
+                "INSERT INTO experiments VALUES ($id, $project_id, $name, $dataset_id,"
+                " $target, $task, $features, $key_column, $created_at)",
+                row,
+            )
         elif (row["target"], row["task"]) != (experiment["target"], experiment["task"]):
             raise InvalidInput(
                 f"Experiment '{experiment['name']}' predicts '{row['target']}' ({row['task']}),"
                 f" not '{experiment['target']}' ({experiment['task']}).",
-                "Choose another experiment name for a different target or task.")
-        number = tx.execute("SELECT coalesce(max(number), 0) + 1 FROM versions"
-                            " WHERE experiment_id = ?", [row["id"]]).scalar()
-        version = {"id": new_id("ver"), "experiment_id": row["id"], "number": number,
-                   "dataset_id": dataset_id, "settings": settings, "created_at": utcnow()}
-        tx.execute("INSERT INTO versions VALUES ($id, $experiment_id, $number, $dataset_id,"
-                   " $settings, $created_at)", version)
+                "Choose another experiment name for a different target or task.",
+            )
+        number = tx.execute(
+            "SELECT coalesce(max(number), 0) + 1 FROM versions WHERE experiment_id = ?", [row["id"]]
+        ).scalar()
+        version = {
+            "id": new_id("ver"),
+            "experiment_id": row["id"],
+            "number": number,
+            "dataset_id": dataset_id,
+            "settings": settings,
+            "created_at": utcnow(),
+        }
+        tx.execute(
+            "INSERT INTO versions VALUES ($id, $experiment_id, $number, $dataset_id,"
+            " $settings, $created_at)",
+            version,
+        )
         for model in models:
             tx.execute(
                 "INSERT INTO models VALUES ($id, $version_id, $algorithm, $task, $origin,"
                 " $params, $metrics, $schema, $profile, $artifact_path, $artifact_format,"
                 " $trusted_types, $sha256, $size_bytes, $train_seconds, $created_at)",
-                {**model.__dict__, "version_id": version["id"], "created_at": utcnow()})
-        recorded = tx.execute(_MODEL_SELECT + " WHERE v.id = ? ORDER BY m.created_at DESC, m.id",
-                              [version["id"]])
+                {**model.__dict__, "version_id": version["id"], "created_at": utcnow()},
+            )
+        recorded = tx.execute(
+            _MODEL_SELECT + " WHERE v.id = ? ORDER BY m.created_at DESC, m.id", [version["id"]]
+        )
         return Version.from_row(version), [Model.from_row(r) for r in recorded]
 
     return store.write(write)
@@ -193,8 +230,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_artifact(store: Store, model_id: str, estimator: Any,
-                  background: pd.DataFrame) -> tuple[str, str, int]:
+def save_artifact(
+    store: Store, model_id: str, estimator: Any, background: pd.DataFrame
+) -> tuple[str, str, int]:
     """Write a fitted model and its SHAP background sample; return (path, sha256, size)."""
     folder = store.workspace.artifact_dir(model_id)
     target = folder / "model.joblib"
@@ -202,12 +240,16 @@ def save_artifact(store: Store, model_id: str, estimator: Any,
         joblib.dump(estimator, tmp)  # uncompressed: loads faster, and disk is cheap
     with atomic_path(folder / "background.parquet") as tmp:
         background.to_parquet(tmp, index=False)
-    return (str(target.relative_to(store.workspace.home)), sha256_file(target),
-            target.stat().st_size)
+    return (
+        str(target.relative_to(store.workspace.home)),
+        sha256_file(target),
+        target.stat().st_size,
+    )
 
 
-def save_artifact_bytes(store: Store, model_id: str, data: bytes, fmt: str,
-                        background: pd.DataFrame) -> tuple[str, str, int]:
+def save_artifact_bytes(
+    store: Store, model_id: str, data: bytes, fmt: str, background: pd.DataFrame
+) -> tuple[str, str, int]:
     """Store an imported model file as it is, beside its background sample."""
     folder = store.workspace.artifact_dir(model_id)
     target = folder / f"model.{fmt}"
@@ -241,15 +283,18 @@ def read_artifact(store: Store, model: Model) -> bytes:
     try:
         data = path.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise ArtifactError(f"The artifact of model {model.id} is missing ({path}).",
-                            "Restore the workspace from a backup, or retrain the model.") from exc
+        raise ArtifactError(
+            f"The artifact of model {model.id} is missing ({path}).",
+            "Restore the workspace from a backup, or retrain the model.",
+        ) from exc
     actual = hashlib.sha256(data).hexdigest()
     if actual != model.sha256:
         raise ArtifactError(
             f"The artifact of model {model.id} changed on disk: its SHA-256 is {actual[:12]}…,"
             f" the registry recorded {model.sha256[:12]}….",
             "Someone or something modified the file; restore it from a backup or retrain. "
-            "ModelDeck will not load it.")
+            "ModelDeck will not load it.",
+        )
     return data
 
 
@@ -295,5 +340,6 @@ def counts(store: Store) -> dict[str, int]:
         "SELECT (SELECT count(*) FROM projects) AS projects,"
         " (SELECT count(*) FROM datasets) AS datasets,"
         " (SELECT count(*) FROM experiments) AS experiments,"
-        " (SELECT count(*) FROM models) AS models").first()
+        " (SELECT count(*) FROM models) AS models"
+    ).first()
     return dict(row or {})

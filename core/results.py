@@ -25,8 +25,12 @@ from core.store import Store, Tx, utcnow, with_files
 
 WHICH = ("main", "challenger")
 MAX_PAGE = 10_000
-FILTERS = {"prediction": "=", "confidence": ">=", "input_quality": ">=",
-           "spread_at_most": "<="}  # a regression forest's `confidence`: its trees' spread
+FILTERS = {
+    "prediction": "=",
+    "confidence": ">=",
+    "input_quality": ">=",
+    "spread_at_most": "<=",
+}  # a regression forest's `confidence`: its trees' spread
 FILTER_COLUMNS = {"spread_at_most": "confidence"}
 
 
@@ -36,20 +40,26 @@ def _readable(store: Store, run_id: str, which: str) -> tuple[Run, Path]:
         raise InvalidInput(f"Unknown results '{which}'.", f"Choose one of: {', '.join(WHICH)}.")
     run = get_run(store, run_id)
     if run.purged_at is not None:
-        raise Conflict(f"The results of run {run.id} were purged on "
-                       f"{run.purged_at:%Y-%m-%d %H:%M} UTC.",
-                       "Its summary and metrics remain; run the deployment again for new rows.")
+        raise Conflict(
+            f"The results of run {run.id} were purged on {run.purged_at:%Y-%m-%d %H:%M} UTC.",
+            "Its summary and metrics remain; run the deployment again for new rows.",
+        )
     if run.status in ("queued", "running"):
-        raise Conflict(f"Run {run.id} is still {run.status}; its results appear when it ends.",
-                       "Wait for it to finish (the page refreshes its status).")
+        raise Conflict(
+            f"Run {run.id} is still {run.status}; its results appear when it ends.",
+            "Wait for it to finish (the page refreshes its status).",
+        )
     if not run.summary.get("results_written"):
         reason = f": {run.error}" if run.error else "."
-        raise Conflict(f"Run {run.id} {run.status} without results{reason}",
-                       "Fix the cause and run the deployment again.")
+        raise Conflict(
+            f"Run {run.id} {run.status} without results{reason}",
+            "Fix the cause and run the deployment again.",
+        )
     path = result_path(store.workspace, run.id, which)
     if which == "challenger" and not path.exists():
-        raise NotFound("challenger results", run.id,
-                       "This run had no challenger model; open the main results.")
+        raise NotFound(
+            "challenger results", run.id, "This run had no challenger model; open the main results."
+        )
     if not path.exists():
         raise NotFound("results file", str(path), "The files were removed outside ModelDeck.")
     if not run.rows_out:
@@ -81,10 +91,18 @@ def columns(store: Store, run_id: str, which: str = "main") -> list[str]:
     return pq.read_schema(path).names
 
 
-def page(store: Store, run_id: str, *, which: str = "main", offset: int = 0, limit: int = 50,
-         sort_by: str | None = None, descending: bool = False,
-         where: dict[str, Any] | None = None,
-         columns: list[str] | None = None) -> tuple[pd.DataFrame, int]:
+def page(
+    store: Store,
+    run_id: str,
+    *,
+    which: str = "main",
+    offset: int = 0,
+    limit: int = 50,
+    sort_by: str | None = None,
+    descending: bool = False,
+    where: dict[str, Any] | None = None,
+    columns: list[str] | None = None,
+) -> tuple[pd.DataFrame, int]:
     """One page of a run's results and the number of rows matching `where`.
 
     `where` may hold `prediction` (a value, or a list of values), `confidence` and
@@ -97,23 +115,26 @@ def page(store: Store, run_id: str, *, which: str = "main", offset: int = 0, lim
     schema = pq.read_schema(path)
     for name in [*([sort_by] if sort_by is not None else []), *(columns or [])]:
         if name not in schema.names:
-            raise InvalidInput(f"The results have no column '{name}'.",
-                               f"Choose from: {', '.join(schema.names)}.")
+            raise InvalidInput(
+                f"The results have no column '{name}'.", f"Choose from: {', '.join(schema.names)}."
+            )
     selected = ", ".join(_quote(c) for c in columns) if columns else "*"
     if not 0 <= offset or not 0 < limit <= MAX_PAGE:
-        raise InvalidInput(f"A page needs offset >= 0 and 0 < limit <= {MAX_PAGE}.",
-                           "Ask for a smaller page.")
+        raise InvalidInput(
+            f"A page needs offset >= 0 and 0 < limit <= {MAX_PAGE}.", "Ask for a smaller page."
+        )
     clause, params = _where(where or {}, schema)
     source = "read_parquet(?)"
     order = ""
     if sort_by is not None:
-        order = (f" ORDER BY {_quote(sort_by)} {'DESC' if descending else 'ASC'} NULLS LAST,"
-                 " _row")
+        order = f" ORDER BY {_quote(sort_by)} {'DESC' if descending else 'ASC'} NULLS LAST, _row"
 
     def read(tx: Tx) -> tuple[pa.Table, int]:
         total = tx.execute(f"SELECT count(*) FROM {source}{clause}", [str(path), *params]).scalar()
-        table = tx.arrow(f"SELECT {selected} FROM {source}{clause}{order} LIMIT ? OFFSET ?",
-                         [str(path), *params, limit, offset])
+        table = tx.arrow(
+            f"SELECT {selected} FROM {source}{clause}{order} LIMIT ? OFFSET ?",
+            [str(path), *params, limit, offset],
+        )
         return table, int(total)
 
     table, total = with_files(read)
@@ -127,8 +148,7 @@ def _quote(name: str) -> str:
 def _where(where: dict[str, Any], schema: pa.Schema) -> tuple[str, list[Any]]:
     unknown = sorted(set(where) - set(FILTERS))
     if unknown:
-        raise InvalidInput(f"Cannot filter on '{unknown[0]}'.",
-                           f"Filters: {', '.join(FILTERS)}.")
+        raise InvalidInput(f"Cannot filter on '{unknown[0]}'.", f"Filters: {', '.join(FILTERS)}.")
     parts, params = [], []
     for name, value in where.items():
         column = FILTER_COLUMNS.get(name, name)
@@ -157,8 +177,9 @@ def _coerce(value: Any, kind: pa.DataType) -> Any:
         if pa.types.is_boolean(kind):
             return str(value).lower() in ("true", "1", "yes")
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"'{value}' is not a possible prediction.",
-                           "Choose a value from the class list.") from exc
+        raise InvalidInput(
+            f"'{value}' is not a possible prediction.", "Choose a value from the class list."
+        ) from exc
     return str(value)
 
 
@@ -166,21 +187,28 @@ def _number(value: Any, name: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"The {name} filter needs a number, not '{value}'.",
-                           "Give a number (confidence and input quality are between 0 and "
-                           "1; a spread is in the target's unit).") from exc
+        raise InvalidInput(
+            f"The {name} filter needs a number, not '{value}'.",
+            "Give a number (confidence and input quality are between 0 and "
+            "1; a spread is in the target's unit).",
+        ) from exc
 
 
-def value_range(store: Store, run_id: str, column: str,
-                which: str = "main") -> tuple[float, float] | None:
+def value_range(
+    store: Store, run_id: str, column: str, which: str = "main"
+) -> tuple[float, float] | None:
     """(min, max) of a numeric result column (None when it holds no number), for a filter
     on the column's own scale."""
     _, path = _readable(store, run_id, which)
     if column not in pq.read_schema(path).names:
         raise InvalidInput(f"The results have no column '{column}'.", "Choose another column.")
-    row = with_files(lambda tx: tx.execute(
-        f"SELECT min({_quote(column)}) AS lo, max({_quote(column)}) AS hi FROM read_parquet(?)"
-        f" WHERE NOT isnan({_quote(column)})", [str(path)]).first())
+    row = with_files(
+        lambda tx: tx.execute(
+            f"SELECT min({_quote(column)}) AS lo, max({_quote(column)}) AS hi FROM read_parquet(?)"
+            f" WHERE NOT isnan({_quote(column)})",
+            [str(path)],
+        ).first()
+    )
     if not row or row["lo"] is None:
         return None
     return float(row["lo"]), float(row["hi"])
@@ -194,9 +222,16 @@ def summary(store: Store, run_id: str) -> dict[str, Any]:
     run = get_run(store, run_id)
     if not run.is_finished:
         raise Conflict(f"Run {run.id} is still {run.status}.", "Wait for it to finish.")
-    return {**run.summary, "run_id": run.id, "status": run.status, "error": run.error,
-            "rows": run.rows_out or 0, "started_at": run.started_at,
-            "finished_at": run.finished_at, "purged_at": run.purged_at}
+    return {
+        **run.summary,
+        "run_id": run.id,
+        "status": run.status,
+        "error": run.error,
+        "rows": run.rows_out or 0,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "purged_at": run.purged_at,
+    }
 
 
 def export(store: Store, run_id: str, fmt: str, which: str = "main") -> Path:
@@ -220,16 +255,26 @@ def purge(store: Store, run_id: str, *, actor: str | None = None) -> Run:
     actor = actor or audit.current_actor()
     run = get_run(store, run_id)
     if not run.is_finished:
-        raise Conflict(f"Run {run.id} is still {run.status}.",
-                       "Wait for it to finish (or delete the deployment to cancel it).")
+        raise Conflict(
+            f"Run {run.id} is still {run.status}.",
+            "Wait for it to finish (or delete the deployment to cancel it).",
+        )
     if run.purged_at is None:
 
         def write(tx: Tx) -> None:
-            tx.execute("UPDATE runs SET purged_at = ? WHERE id = ? AND purged_at IS NULL",
-                       [utcnow(), run.id])
-            audit.record(tx, actor=actor, action="purge", deployment_id=run.deployment_id,
-                         deployment_name=run.deployment_name,
-                         before={"run": run.id, "rows": run.rows_out}, after=None)
+            tx.execute(
+                "UPDATE runs SET purged_at = ? WHERE id = ? AND purged_at IS NULL",
+                [utcnow(), run.id],
+            )
+            audit.record(
+                tx,
+                actor=actor,
+                action="purge",
+                deployment_id=run.deployment_id,
+                deployment_name=run.deployment_name,
+                before={"run": run.id, "rows": run.rows_out},
+                after=None,
+            )
 
         store.write(write)
     shutil.rmtree(results_dir(store.workspace, run.id), ignore_errors=True)

@@ -84,8 +84,9 @@ class Sample:
         self.seen += n
         while sum(len(p["_i"]) for p in self.parts) > self.cap:
             self.stride *= 2
-            self.parts = [{k: v[p["_i"] % self.stride == 0] for k, v in p.items()}
-                          for p in self.parts]
+            self.parts = [
+                {k: v[p["_i"] % self.stride == 0] for k, v in p.items()} for p in self.parts
+            ]
 
     def get(self, name: str) -> np.ndarray | None:
         parts = [p[name] for p in self.parts if name in p]
@@ -103,8 +104,13 @@ class ModelStats:
         self.predictions = Sample()
         self.labels: LabelStats | None = None
 
-    def add(self, scored: Scored, codes: np.ndarray | None, labels: np.ndarray | None,
-            labelled: np.ndarray | None) -> None:
+    def add(
+        self,
+        scored: Scored,
+        codes: np.ndarray | None,
+        labels: np.ndarray | None,
+        labelled: np.ndarray | None,
+    ) -> None:
         """Count one batch; `codes` are the predictions' codes (classification), `labels` the
         labelled rows' codes or values, `labelled` which rows have a label."""
         self.rows += len(scored.prediction)
@@ -125,24 +131,35 @@ class ModelStats:
                 self.labels.add_values(labels, scored.prediction[labelled])
             else:
                 proba = self.vocabulary.proba(scored)
-                self.labels.add_codes(labels, codes[labelled],
-                                      proba[labelled] if proba is not None else None)
+                self.labels.add_codes(
+                    labels, codes[labelled], proba[labelled] if proba is not None else None
+                )
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "mean_confidence": _round(self.confidence_sum / self.confidence_rows)
-            if self.confidence_rows else None}
+            if self.confidence_rows
+            else None
+        }
         if self.task == "regression":
             values = self.predictions.get("prediction")
             out["prediction_summary"] = {
-                "min": _round(self.low), "max": _round(self.high),
+                "min": _round(self.low),
+                "max": _round(self.high),
                 "mean": _round(self.total / self.rows) if self.rows else None,
-                **{f"p{round(q * 100):02d}": _round(float(np.quantile(values, q)))
-                   for q in QUANTILES if values is not None and len(values)}}
+                **{
+                    f"p{round(q * 100):02d}": _round(float(np.quantile(values, q)))
+                    for q in QUANTILES
+                    if values is not None and len(values)
+                },
+            }
         else:
             names = self.vocabulary.names
-            counts = {names[i]: int(n) for i, n in enumerate(self.counts)
-                      if n or i < self.vocabulary.n_classes}
+            counts = {
+                names[i]: int(n)
+                for i, n in enumerate(self.counts)
+                if n or i < self.vocabulary.n_classes
+            }
             out["class_counts"] = counts
             out["class_balance"] = {k: _round(v / self.rows) for k, v in counts.items()}
         out["metrics"] = self.labels.result() if self.labels else None
@@ -170,8 +187,7 @@ class LabelStats:
             return
         width = int(max(y.max(), pred.max())) + 1
         pairs = np.bincount(y.astype(np.int64) * width + pred, minlength=width * width)
-        self.confusion.update({divmod(int(k), width): int(pairs[k])
-                               for k in np.flatnonzero(pairs)})
+        self.confusion.update({divmod(int(k), width): int(pairs[k]) for k in np.flatnonzero(pairs)})
         self.sample.add(y=y, p=pred, **({"proba": proba} if proba is not None else {}))
         self.rows += len(y)
 
@@ -194,17 +210,20 @@ class LabelStats:
             return {"rows": 0}
         if self.task == "regression":
             r2 = 1 - self.sq_error / self.y_m2 if self.y_m2 > 0 else None
-            return {"mae": _round(self.abs_error / self.rows),
-                    "rmse": _round(math.sqrt(self.sq_error / self.rows)), "r2": _round(r2),
-                    "rows": self.rows}
+            return {
+                "mae": _round(self.abs_error / self.rows),
+                "rmse": _round(math.sqrt(self.sq_error / self.rows)),
+                "r2": _round(r2),
+                "rows": self.rows,
+            }
         y, pred, proba = (self.sample.get(k) for k in ("y", "p", "proba"))
         classes = list(range(self.n_classes))
         try:  # on codes: sklearn's checks on integers are far cheaper than on strings
-            out: dict[str, Any] = dict(classification_metrics(
-                pd.Series(y), pred, proba, classes, self.task))  # type: ignore[arg-type]
+            out: dict[str, Any] = dict(
+                classification_metrics(pd.Series(y), pred, proba, classes, self.task)
+            )  # type: ignore[arg-type]
         except ValueError:  # labels outside the model's classes: sklearn refuses "binary"
-            out = {**_from_confusion(self.confusion, self.n_classes, self.task),
-                   "roc_auc": None}
+            out = {**_from_confusion(self.confusion, self.n_classes, self.task), "roc_auc": None}
         if not self.sample.is_complete:
             out.update(_from_confusion(self.confusion, self.n_classes, self.task))
             out["roc_auc_sample_rows"] = len(y)  # type: ignore[arg-type]
@@ -212,26 +231,37 @@ class LabelStats:
         return out
 
 
-def _from_confusion(confusion: Counter[tuple[int, int]], n_classes: int,
-                    task: str) -> dict[str, float | None]:
+def _from_confusion(
+    confusion: Counter[tuple[int, int]], n_classes: int, task: str
+) -> dict[str, float | None]:
     """Accuracy, precision, recall and F1 as sklearn computes them, from (true, pred) counts.
 
     Binary: of the positive (last) class; otherwise the macro mean over every label seen.
     """
     total = sum(confusion.values())
     correct = sum(n for (t, p), n in confusion.items() if t == p)
-    labels = ([n_classes - 1] if task == "binary"
-              else sorted({x for pair in confusion for x in pair}))
+    labels = (
+        [n_classes - 1] if task == "binary" else sorted({x for pair in confusion for x in pair})
+    )
     per_label = []
     for label in labels:
         tp = confusion.get((label, label), 0)
         fp = sum(n for (t, p), n in confusion.items() if p == label and t != label)
         fn = sum(n for (t, p), n in confusion.items() if t == label and p != label)
-        per_label.append((tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0,
-                          2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0))
+        per_label.append(
+            (
+                tp / (tp + fp) if tp + fp else 0.0,
+                tp / (tp + fn) if tp + fn else 0.0,
+                2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+            )
+        )
     precision, recall, f1 = (float(np.mean(col)) for col in zip(*per_label, strict=True))
-    return {"accuracy": _round(correct / total), "precision": _round(precision),
-            "recall": _round(recall), "f1": _round(f1)}
+    return {
+        "accuracy": _round(correct / total),
+        "precision": _round(precision),
+        "recall": _round(recall),
+        "f1": _round(f1),
+    }
 
 
 def _round(value: float | None) -> float | None:

@@ -75,28 +75,39 @@ def result_path(workspace: Workspace, run_id: str, which: str = "main") -> Path:
 
 
 # ---------------------------------------------------------------------------- the queue
-def enqueue_run(store: Store, deployment_name: str, *,
-                source_override: dict[str, Any] | None = None, trigger: str = "manual",
-                actor: str | None = None) -> Run:
+def enqueue_run(
+    store: Store,
+    deployment_name: str,
+    *,
+    source_override: dict[str, Any] | None = None,
+    trigger: str = "manual",
+    actor: str | None = None,
+) -> Run:
     """Queue a run of a deployment's pipeline and current version, snapshotted; one transaction.
 
     Raises NotFound for an unknown deployment, InvalidInput for a deployment without a current
     version, an unknown trigger or a malformed source override.
     """
     if trigger not in TRIGGERS:
-        raise InvalidInput(f"Unknown run trigger '{trigger}'.",
-                           f"Use one of: {', '.join(TRIGGERS)}.")
-    if source_override is not None and not (isinstance(source_override, dict)
-                                            and source_override.get("kind")):
-        raise InvalidInput("A source override must be a source block with a 'kind'.",
-                           'For a file: {"kind": "file", "path": "data/new.parquet"}.')
+        raise InvalidInput(
+            f"Unknown run trigger '{trigger}'.", f"Use one of: {', '.join(TRIGGERS)}."
+        )
+    if source_override is not None and not (
+        isinstance(source_override, dict) and source_override.get("kind")
+    ):
+        raise InvalidInput(
+            "A source override must be a source block with a 'kind'.",
+            'For a file: {"kind": "file", "path": "data/new.parquet"}.',
+        )
     if source_override is not None and source_override.get("kind") in ("file", "upload"):
         # Files that cannot be read now would only fail the run later: refuse them here.
-        pipeline.check_file_source(store.workspace, source_override.get("path"),
-                                   source_override["kind"])
+        pipeline.check_file_source(
+            store.workspace, source_override.get("path"), source_override["kind"]
+        )
     actor = actor or audit.current_actor()
     run_id = store.write(
-        lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor))
+        lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor)
+    )
     touch_queue_marker(store.workspace)  # after the commit: a woken worker must see the row
     return get_run(store, run_id)
 
@@ -122,29 +133,47 @@ def read_queue_marker(workspace: Workspace) -> bytes | None:
         return None
 
 
-def insert_run(tx: Tx, deployment_name: str, trigger: str,
-               source_override: dict[str, Any] | None, actor: str) -> str:
+def insert_run(
+    tx: Tx, deployment_name: str, trigger: str, source_override: dict[str, Any] | None, actor: str
+) -> str:
     """Insert a queued run inside the caller's transaction (the scheduler queues a slot's run
     and records the slot in one transaction); returns its id. Raises like enqueue_run."""
-    row = tx.execute("SELECT id, name, project_id, pipeline, current_version_id FROM deployments"
-                     " WHERE name = ? OR id = ?", [deployment_name, deployment_name]).first()
+    row = tx.execute(
+        "SELECT id, name, project_id, pipeline, current_version_id FROM deployments"
+        " WHERE name = ? OR id = ?",
+        [deployment_name, deployment_name],
+    ).first()
     if row is None:
-        raise NotFound("deployment", deployment_name,
-                       "Run `modeldeck deployments list` to see names.")
+        raise NotFound(
+            "deployment", deployment_name, "Run `modeldeck deployments list` to see names."
+        )
     if row["current_version_id"] is None:
-        raise InvalidInput(f"Deployment '{row['name']}' has no current version to run.",
-                           "Deploy a model to it first.")
+        raise InvalidInput(
+            f"Deployment '{row['name']}' has no current version to run.",
+            "Deploy a model to it first.",
+        )
     snapshot = row["pipeline"]
     if source_override is not None and source_override.get("kind") == "postgres":
         from core import connections  # psycopg and cryptography: only for postgres pipelines
 
         source_override = connections.bind_project(tx, source_override, row["project_id"])
     run_id = new_id("run")
-    tx.execute("INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
-               " status, source_override, pipeline, queued_by, queued_at)"
-               " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-               [run_id, row["id"], row["name"], row["current_version_id"], trigger,
-                source_override, snapshot, actor, utcnow()])
+    tx.execute(
+        "INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
+        " status, source_override, pipeline, queued_by, queued_at)"
+        " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+        [
+            run_id,
+            row["id"],
+            row["name"],
+            row["current_version_id"],
+            trigger,
+            source_override,
+            snapshot,
+            actor,
+            utcnow(),
+        ],
+    )
     return run_id
 
 
@@ -159,9 +188,11 @@ def get_run(store: Store, run_id: str) -> Run:
 def list_runs(store: Store, deployment_name: str | None, limit: int = 50) -> list[Run]:
     """A deployment's runs (every run for None), newest first; by name, so a deleted
     deployment's runs stay listed."""
-    rows = store.query("SELECT * FROM runs WHERE ? IS NULL OR deployment_name = ?"
-                       " OR deployment_id = ? ORDER BY queued_at DESC, id DESC LIMIT ?",
-                       [deployment_name, deployment_name, deployment_name, limit])
+    rows = store.query(
+        "SELECT * FROM runs WHERE ? IS NULL OR deployment_name = ?"
+        " OR deployment_id = ? ORDER BY queued_at DESC, id DESC LIMIT ?",
+        [deployment_name, deployment_name, deployment_name, limit],
+    )
     return [Run.from_row(r) for r in rows]
 
 
@@ -169,6 +200,7 @@ def list_runs(store: Store, deployment_name: str | None, limit: int = 50) -> lis
 class Claim:
     """A run claimed by a worker, with its version pins (the deployment_versions row) read in
     the claim's transaction, so executing it needs no read of the store."""
+
     run: Run
     pins: dict[str, Any] | None
 
@@ -181,6 +213,7 @@ class Outcome:
     expiry): nothing to record, its files are gone. `started_at` is when execution began
     (a claimed run may wait for an executor), `finished_at` when it ended.
     """
+
     run_id: str
     status: str | None
     error: str | None = None
@@ -195,8 +228,7 @@ class Outcome:
 _CLAIMED_PINS: dict[str, dict[str, Any]] = {}
 
 
-def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = None
-                   ) -> Run | None:
+def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = None) -> Run | None:
     """Claim the oldest queued run for `worker_id` (one transaction), or None when idle."""
     claims, _ = claim_runs(store, worker_id, 1, lease_seconds)
     if not claims:
@@ -209,8 +241,13 @@ def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = N
     return claim.run
 
 
-def claim_runs(store: Store, worker_id: str, limit: int, lease_seconds: float | None = None,
-               outcomes: Sequence[Outcome] = ()) -> tuple[list[Claim], list[Run]]:
+def claim_runs(
+    store: Store,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float | None = None,
+    outcomes: Sequence[Outcome] = (),
+) -> tuple[list[Claim], list[Run]]:
     """Record `outcomes`, then claim up to `limit` of the oldest queued runs, in one transaction.
 
     Returns the claims (oldest first) and the runs as recorded (a run taken away meanwhile is
@@ -223,8 +260,11 @@ def claim_runs(store: Store, worker_id: str, limit: int, lease_seconds: float | 
     now = utcnow()
 
     def write(tx: Tx) -> tuple[list[Claim], list[tuple[Outcome, dict[str, Any] | None]]]:
-        recorded = [(o, _record(tx, worker_id, o, store.workspace)) for o in outcomes
-                    if o.status is not None]
+        recorded = [
+            (o, _record(tx, worker_id, o, store.workspace))
+            for o in outcomes
+            if o.status is not None
+        ]
         if limit <= 0:
             return [], recorded
         rows = tx.execute(
@@ -232,12 +272,17 @@ def claim_runs(store: Store, worker_id: str, limit: int, lease_seconds: float | 
             " started_at = ?, attempt = attempt + 1, progress = 0, message = 'starting'"
             " WHERE status = 'queued' AND id IN (SELECT id FROM runs WHERE status = 'queued'"
             " ORDER BY queued_at, id LIMIT ?) RETURNING *",
-            [worker_id, now + timedelta(seconds=lease), now, limit]).dicts()
+            [worker_id, now + timedelta(seconds=lease), now, limit],
+        ).dicts()
         if not rows:
             return [], recorded
         wanted = sorted({r["version_id"] for r in rows})
-        versions = {v["id"]: v for v in tx.execute(
-            f"SELECT * FROM deployment_versions WHERE id IN ({_marks(wanted)})", wanted)}
+        versions = {
+            v["id"]: v
+            for v in tx.execute(
+                f"SELECT * FROM deployment_versions WHERE id IN ({_marks(wanted)})", wanted
+            )
+        }
         rows.sort(key=lambda r: (r["queued_at"], r["id"]))
         return [Claim(Run.from_row(r), versions.get(r["version_id"])) for r in rows], recorded
 
@@ -257,48 +302,68 @@ def claim_runs(store: Store, worker_id: str, limit: int, lease_seconds: float | 
     return claims, done
 
 
-def _record(tx: Tx, worker_id: str, outcome: Outcome, workspace: Workspace
-            ) -> dict[str, Any] | lost_runs.Lost | None:
+def _record(
+    tx: Tx, worker_id: str, outcome: Outcome, workspace: Workspace
+) -> dict[str, Any] | lost_runs.Lost | None:
     """Record an outcome if the run is still this worker's: its row, else None. A lost run
     (its executor died) is settled by core/lost_runs.py: kept, queued again or failed."""
     if outcome.lost is not None:
-        found = lost_runs.running(tx, "r.id = ? AND r.lease_owner = ?",
-                                  [outcome.run_id, worker_id])
-        return lost_runs.settle(tx, found[0], workspace, outcome.lost,
-                                outcome.error or outcome.lost) if found else None
+        found = lost_runs.running(tx, "r.id = ? AND r.lease_owner = ?", [outcome.run_id, worker_id])
+        return (
+            lost_runs.settle(tx, found[0], workspace, outcome.lost, outcome.error or outcome.lost)
+            if found
+            else None
+        )
     return tx.execute(
         "UPDATE runs SET status = ?, error = ?, summary = ?, rows_in = ?, rows_out = ?,"
         " started_at = coalesce(?, started_at), finished_at = ?, progress = 1, message = ?,"
         " lease_expires_at = NULL WHERE id = ? AND status = 'running' AND lease_owner = ?"
         " RETURNING *",
-        [outcome.status, outcome.error, outcome.summary, outcome.rows, outcome.rows,
-         outcome.started_at, outcome.finished_at or utcnow(), outcome.status, outcome.run_id,
-         worker_id]).first()
+        [
+            outcome.status,
+            outcome.error,
+            outcome.summary,
+            outcome.rows,
+            outcome.rows,
+            outcome.started_at,
+            outcome.finished_at or utcnow(),
+            outcome.status,
+            outcome.run_id,
+            worker_id,
+        ],
+    ).first()
 
 
-def renew_leases(store: Store, worker_id: str, run_ids: Sequence[str],
-                 lease_seconds: float | None = None) -> None:
+def renew_leases(
+    store: Store, worker_id: str, run_ids: Sequence[str], lease_seconds: float | None = None
+) -> None:
     """Extend the leases of runs this worker holds (claimed, maybe waiting for an executor),
     in one transaction; runs no longer its own are left alone."""
     if not run_ids:
         return
     lease = lease_seconds or default_lease_seconds()
-    store.write(lambda tx: tx.execute(
-        f"UPDATE runs SET lease_expires_at = ? WHERE id IN ({_marks(run_ids)})"
-        " AND status = 'running' AND lease_owner = ?",
-        [utcnow() + timedelta(seconds=lease), *run_ids, worker_id]))
+    store.write(
+        lambda tx: tx.execute(
+            f"UPDATE runs SET lease_expires_at = ? WHERE id IN ({_marks(run_ids)})"
+            " AND status = 'running' AND lease_owner = ?",
+            [utcnow() + timedelta(seconds=lease), *run_ids, worker_id],
+        )
+    )
 
 
 def release_claims(store: Store, worker_id: str, run_ids: Sequence[str]) -> None:
     """Queue again runs this worker claimed and never started (it is stopping), as if never
     claimed; one transaction."""
     if run_ids:
-        store.write(lambda tx: tx.execute(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,"
-            " started_at = NULL, attempt = attempt - 1, progress = 0,"
-            " message = 'queued again: the worker that claimed it stopped before starting it'"
-            f" WHERE id IN ({_marks(run_ids)}) AND status = 'running' AND lease_owner = ?",
-            [*run_ids, worker_id]))
+        store.write(
+            lambda tx: tx.execute(
+                "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,"
+                " started_at = NULL, attempt = attempt - 1, progress = 0,"
+                " message = 'queued again: the worker that claimed it stopped before starting it'"
+                f" WHERE id IN ({_marks(run_ids)}) AND status = 'running' AND lease_owner = ?",
+                [*run_ids, worker_id],
+            )
+        )
         touch_queue_marker(store.workspace)
 
 
@@ -307,20 +372,30 @@ def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-def renew_lease(store: Store, run: Run, worker_id: str, *, lease_seconds: float | None = None,
-                progress: float | None = None, message: str | None = None,
-                summary: dict[str, Any] | None = None) -> bool:
+def renew_lease(
+    store: Store,
+    run: Run,
+    worker_id: str,
+    *,
+    lease_seconds: float | None = None,
+    progress: float | None = None,
+    message: str | None = None,
+    summary: dict[str, Any] | None = None,
+) -> bool:
     """Extend the lease (and record progress) in one short transaction.
 
     Returns False when the run is no longer this worker's to run: cancelled (its deployment
     was deleted) or failed by lease expiry. The executor then stops and cleans up.
     """
     lease = lease_seconds or default_lease_seconds()
-    found = store.write(lambda tx: tx.execute(
-        "UPDATE runs SET lease_expires_at = ?, progress = coalesce(?, progress),"
-        " message = coalesce(?, message), summary = coalesce(?, summary) WHERE id = ?"
-        " AND status = 'running' AND lease_owner = ? RETURNING id",
-        [utcnow() + timedelta(seconds=lease), progress, message, summary, run.id, worker_id]))
+    found = store.write(
+        lambda tx: tx.execute(
+            "UPDATE runs SET lease_expires_at = ?, progress = coalesce(?, progress),"
+            " message = coalesce(?, message), summary = coalesce(?, summary) WHERE id = ?"
+            " AND status = 'running' AND lease_owner = ? RETURNING id",
+            [utcnow() + timedelta(seconds=lease), progress, message, summary, run.id, worker_id],
+        )
+    )
     return len(found) > 0
 
 
@@ -337,8 +412,10 @@ def expire_leases(store: Store) -> list[str]:
         settled = []
         for row in lost_runs.running(tx, "r.lease_expires_at < ?", [utcnow()]):
             lost = lost_runs.lease_text(row["lease_expires_at"])
-            error = (f"{lost}: the worker running it stopped or was killed. Run it again; if "
-                     "it keeps happening, check the worker's log and memory.")
+            error = (
+                f"{lost}: the worker running it stopped or was killed. Run it again; if "
+                "it keeps happening, check the worker's log and memory."
+            )
             settled.append(lost_runs.settle(tx, row, store.workspace, lost, error))
         return settled
 
@@ -348,8 +425,16 @@ def expire_leases(store: Store) -> list[str]:
     return [lost.run_id for lost in settled]
 
 
-def _finish(store: Store, run: Run, worker_id: str, status: str, *, error: str | None = None,
-            summary: dict[str, Any] | None = None, rows: int | None = None) -> Run | None:
+def _finish(
+    store: Store,
+    run: Run,
+    worker_id: str,
+    status: str,
+    *,
+    error: str | None = None,
+    summary: dict[str, Any] | None = None,
+    rows: int | None = None,
+) -> Run | None:
     """Record the outcome if the run is still this worker's: the run as recorded, or None
     if it was taken away (cancelled, or failed by lease expiry)."""
     outcome = Outcome(run.id, status, error, summary or {}, rows)
@@ -365,21 +450,35 @@ class RunCancelled(Exception):
 class _Beat:
     """Progress for the caller, plus a throttled write of progress and lease to the run row."""
 
-    def __init__(self, store: Store, run: Run, worker_id: str, lease: float,
-                 progress: Progress) -> None:
+    def __init__(
+        self, store: Store, run: Run, worker_id: str, lease: float, progress: Progress
+    ) -> None:
         self.store, self.run, self.worker_id, self.lease = store, run, worker_id, lease
         self.progress = progress
         self.last = time.monotonic()  # the claim just set the lease and "starting"
 
-    def __call__(self, fraction: float, text: str, *, force: bool = False,
-                 summary: dict[str, Any] | None = None) -> None:
+    def __call__(
+        self,
+        fraction: float,
+        text: str,
+        *,
+        force: bool = False,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
         self.progress(fraction, text)
         now = time.monotonic()
         if not force and now - self.last < BEAT_SECONDS:
             return
         self.last = now
-        if not renew_lease(self.store, self.run, self.worker_id, lease_seconds=self.lease,
-                           progress=round(fraction, 4), message=text, summary=summary):
+        if not renew_lease(
+            self.store,
+            self.run,
+            self.worker_id,
+            lease_seconds=self.lease,
+            progress=round(fraction, 4),
+            message=text,
+            summary=summary,
+        ):
             raise RunCancelled(self.run.id)
 
 
@@ -399,13 +498,25 @@ class _Timings(dict[str, float]):
 STOPPED = "The worker was stopped during the run. Run it again."
 
 
-def execute_run(store: Store, run: Run, worker_id: str, progress: Progress = no_progress, *,
-                lease_seconds: float | None = None) -> Run:
+def execute_run(
+    store: Store,
+    run: Run,
+    worker_id: str,
+    progress: Progress = no_progress,
+    *,
+    lease_seconds: float | None = None,
+) -> Run:
     """Execute a run claimed by claim_next_run to its end, record the outcome and return the
     run as recorded; never raises for run errors (see execute_claimed)."""
     try:
-        outcome = execute_claimed(store, run, worker_id, progress, lease_seconds=lease_seconds,
-                                  pins=_CLAIMED_PINS.pop(run.id, None))
+        outcome = execute_claimed(
+            store,
+            run,
+            worker_id,
+            progress,
+            lease_seconds=lease_seconds,
+            pins=_CLAIMED_PINS.pop(run.id, None),
+        )
     except BaseException:  # KeyboardInterrupt / SystemExit: stop cleanly, then go on stopping
         _finish(store, run, worker_id, "failed", error=STOPPED)
         raise
@@ -413,9 +524,15 @@ def execute_run(store: Store, run: Run, worker_id: str, progress: Progress = no_
     return done[0] if done else get_run(store, run.id)
 
 
-def execute_claimed(store: Store, run: Run, worker_id: str, progress: Progress = no_progress,
-                    *, lease_seconds: float | None = None,
-                    pins: dict[str, Any] | None = None) -> Outcome:
+def execute_claimed(
+    store: Store,
+    run: Run,
+    worker_id: str,
+    progress: Progress = no_progress,
+    *,
+    lease_seconds: float | None = None,
+    pins: dict[str, Any] | None = None,
+) -> Outcome:
     """Execute a claimed run to its end and return its outcome, not yet recorded; never
     raises for run errors.
 
@@ -433,16 +550,16 @@ def execute_claimed(store: Store, run: Run, worker_id: str, progress: Progress =
     timings = _Timings()
     started = time.perf_counter()
 
-    def outcome(status: str | None, error: str | None = None,
-                summary: dict[str, Any] | None = None) -> Outcome:
+    def outcome(
+        status: str | None, error: str | None = None, summary: dict[str, Any] | None = None
+    ) -> Outcome:
         if status != "succeeded" and (status is None or summary is None):
             shutil.rmtree(folder, ignore_errors=True)  # a failing sink keeps the results
         summary = summary if summary is not None else {}
         if status is not None:
             timings["total"] = time.perf_counter() - started
             summary["timings"] = timings.rounded()
-        return Outcome(run.id, status, error, summary, summary.get("rows"), started_at,
-                       utcnow())
+        return Outcome(run.id, status, error, summary, summary.get("rows"), started_at, utcnow())
 
     try:
         summary, sink_blocks = _score_run(store, run, beat, folder, timings, pins)
@@ -458,8 +575,11 @@ def execute_claimed(store: Store, run: Run, worker_id: str, progress: Progress =
     try:
         with timings("sinks"):
             summary["sinks"] = sinks.write_sinks(
-                store.workspace, sink_blocks,
-                result_path(store.workspace, run.id), f"{run.deployment_name}-{run.id}")
+                store.workspace,
+                sink_blocks,
+                result_path(store.workspace, run.id),
+                f"{run.deployment_name}-{run.id}",
+            )
     except RunCancelled:
         return outcome(None)
     except Exception as exc:
@@ -474,30 +594,40 @@ def _error_text(exc: BaseException, run: Run) -> str:
     if isinstance(exc, ModelDeckError):
         return str(exc)
     log.exception("run %s failed", run.id)
-    return (f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in "
-            "your data: the worker's log has the details.")
+    return (
+        f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in "
+        "your data: the worker's log has the details."
+    )
 
 
-def _load_models(store: Store, run: Run, pins: dict[str, Any] | None
-                 ) -> tuple[Loaded, Loaded | None]:
+def _load_models(
+    store: Store, run: Run, pins: dict[str, Any] | None
+) -> tuple[Loaded, Loaded | None]:
     """The run's main and challenger models (`pins`: its version row, read by the claim);
     rows and estimators come from the process's cache when it has them (core/registry.py),
     so a worker pays for a model once."""
-    row = pins or store.query(
-        "SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
+    row = (
+        pins
+        or store.query("SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
+    )
     if row is None:
-        raise InvalidInput(f"The deployment version this run was queued for ({run.version_id}) "
-                           "no longer exists.", "Queue a new run of the deployment.")
+        raise InvalidInput(
+            f"The deployment version this run was queued for ({run.version_id}) no longer exists.",
+            "Queue a new run of the deployment.",
+        )
     loaded = []
-    for label, model_id in (("main", row["main_model_id"]),
-                            ("challenger", row["challenger_model_id"])):
+    for label, model_id in (
+        ("main", row["main_model_id"]),
+        ("challenger", row["challenger_model_id"]),
+    ):
         if model_id:
             model = get_model(store, model_id)
             try:
                 loaded.append(Loaded(model, cached_estimator(store, model), label))
             except ModelDeckError as exc:  # missing, tampered, untrusted or damaged file
-                raise ArtifactError(f"The {label} model cannot be loaded: {exc.message}",
-                                    exc.hint) from exc
+                raise ArtifactError(
+                    f"The {label} model cannot be loaded: {exc.message}", exc.hint
+                ) from exc
     return loaded[0], (loaded[1] if len(loaded) > 1 else None)
 
 
@@ -520,8 +650,14 @@ def _estimate_rows(workspace: Workspace, source: dict[str, Any]) -> int | None:
         return None
 
 
-def _score_run(store: Store, run: Run, beat: _Beat, folder: Path, timings: _Timings,
-               pins: dict[str, Any] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _score_run(
+    store: Store,
+    run: Run,
+    beat: _Beat,
+    folder: Path,
+    timings: _Timings,
+    pins: dict[str, Any] | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score every batch and put the results files in place; returns (summary, sinks)."""
     beat(0.01, "loading models")  # the claim just wrote the lease: no write needed yet
     with timings("load_models"):
@@ -536,13 +672,13 @@ def _score_run(store: Store, run: Run, beat: _Beat, folder: Path, timings: _Timi
     beat(0.05, "reading the source")
     with ExitStack() as stack:
         with timings("open_input"):
-            reader = stack.enter_context(pipeline.open_input(store.workspace, spec,
-                                                             params=plan.params))
+            reader = stack.enter_context(
+                pipeline.open_input(store.workspace, spec, params=plan.params)
+            )
         scorer: RunScorer | None = None
         for batch in _batches(reader, timings):
             if scorer is None:  # the first batch is the sample for the schema check
-                scorer = RunScorer(main, challenger, batch, spec["label_column"], folder,
-                                   timings)
+                scorer = RunScorer(main, challenger, batch, spec["label_column"], folder, timings)
                 stack.callback(scorer.discard)  # temp files go unless committed
             scorer.add(batch)
             fraction = 0.05 + 0.9 * min(scorer.rows / expected, 1.0) if expected else 0.5
@@ -553,9 +689,11 @@ def _score_run(store: Store, run: Run, beat: _Beat, folder: Path, timings: _Timi
     if scorer is None and plan.incremental:
         return incremental.empty_summary(plan, spec["label_column"], plan.no_rows_note()), []
     if scorer is None:
-        raise InvalidInput("The pipeline gave no rows after transforms: there is nothing to "
-                           "score.", "Check that the source has rows and that the transforms' "
-                           "filters keep some (Preview shows the rows after each block).")
+        raise InvalidInput(
+            "The pipeline gave no rows after transforms: there is nothing to score.",
+            "Check that the source has rows and that the transforms' "
+            "filters keep some (Preview shows the rows after each block).",
+        )
     return plan.annotate(scorer.summary(store.workspace.home)), spec["sinks"]
 
 

@@ -30,9 +30,15 @@ from core.store import Store, Tx, utcnow
 
 log = logging.getLogger("modeldeck.scheduler")
 
-ALIASES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
-           "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *",
-           "@annually": "0 0 1 1 *"}
+ALIASES = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
 PRESETS = {"hourly": "0 * * * *", "daily": "0 6 * * *", "weekly": "0 6 * * 1"}
 FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 CATCH_UP = ("one", "skip")
@@ -92,21 +98,27 @@ def normalize_cron(expression: str) -> str:
     if len(parts) != 5:
         raise InvalidInput(
             f"Invalid cron expression '{expression}': it has {len(parts)} fields, a cron "
-            "expression has 5 (minute hour day-of-month month day-of-week).", f"Write {example}.")
+            "expression has 5 (minute hour day-of-month month day-of-week).",
+            f"Write {example}.",
+        )
     try:
         CronSim(text, datetime(2000, 1, 1))
     except CronSimError as exc:
-        raise InvalidInput(_field_message(expression, parts, str(exc)),
-                           f"Allowed: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or "
-                           f"JAN-DEC, day-of-week 0-7 or SUN-SAT; {example}.") from exc
+        raise InvalidInput(
+            _field_message(expression, parts, str(exc)),
+            f"Allowed: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or "
+            f"JAN-DEC, day-of-week 0-7 or SUN-SAT; {example}.",
+        ) from exc
     return text
 
 
 def _field_message(expression: str, parts: list[str], error: str) -> str:
     for index, name in enumerate(FIELDS):  # cronsim says "Bad <field>"
         if error.lower() == f"bad {name}":
-            return (f"Invalid cron expression '{expression}': the {name} field "
-                    f"('{parts[index]}') is wrong.")
+            return (
+                f"Invalid cron expression '{expression}': the {name} field "
+                f"('{parts[index]}') is wrong."
+            )
     return f"Invalid cron expression '{expression}': {error}."
 
 
@@ -115,9 +127,11 @@ def get_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidInput(f"Unknown time zone '{name}'.",
-                           "Use an IANA name such as UTC, Europe/Berlin or America/New_York "
-                           "(`--show` lists none; the Schedule tab lists all).") from exc
+        raise InvalidInput(
+            f"Unknown time zone '{name}'.",
+            "Use an IANA name such as UTC, Europe/Berlin or America/New_York "
+            "(`--show` lists none; the Schedule tab lists all).",
+        ) from exc
 
 
 def time_zones() -> list[str]:
@@ -130,8 +144,9 @@ def describe(cron: str) -> str:
     return CronSim(normalize_cron(cron), datetime(2000, 1, 1)).explain()
 
 
-def next_times(cron: str, tz: str = "UTC", n: int = 5,
-               after: datetime | None = None) -> list[datetime]:
+def next_times(
+    cron: str, tz: str = "UTC", n: int = 5, after: datetime | None = None
+) -> list[datetime]:
     """The next `n` times (aware, in `tz`) after `after` (naive UTC; default now)."""
     zone = get_zone(tz)
     start = _aware_utc(after or utcnow()).astimezone(zone)
@@ -180,15 +195,22 @@ def _save(store: Store, name: str, action: str, change: Any, actor: str | None) 
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> Schedule:
-        row = tx.execute("SELECT schedule FROM deployments WHERE id = ?",
-                         [deployment.id]).first()
+        row = tx.execute("SELECT schedule FROM deployments WHERE id = ?", [deployment.id]).first()
         before = Schedule.from_dict(_loads(row["schedule"] if row else "{}"))
         after = change(before)
-        tx.execute("UPDATE deployments SET schedule = ?, updated_at = ? WHERE id = ?",
-                   [after.to_dict(), utcnow(), deployment.id])
-        audit.record(tx, actor=actor, action=action, deployment_id=deployment.id,
-                     deployment_name=deployment.name,
-                     before=before.to_dict() if before else None, after=after.to_dict())
+        tx.execute(
+            "UPDATE deployments SET schedule = ?, updated_at = ? WHERE id = ?",
+            [after.to_dict(), utcnow(), deployment.id],
+        )
+        audit.record(
+            tx,
+            actor=actor,
+            action=action,
+            deployment_id=deployment.id,
+            deployment_name=deployment.name,
+            before=before.to_dict() if before else None,
+            after=after.to_dict(),
+        )
         return after
 
     saved = store.write(write)
@@ -202,19 +224,33 @@ def _loads(text: Any) -> dict[str, Any]:
 
 def _check_policy(catch_up: str | None, overlap: str | None, max_attempts: int | None) -> None:
     if catch_up is not None and catch_up not in CATCH_UP:
-        raise InvalidInput(f"Unknown catch-up policy '{catch_up}'.",
-                           "Use 'one' (one run for missed slots) or 'skip'.")
+        raise InvalidInput(
+            f"Unknown catch-up policy '{catch_up}'.",
+            "Use 'one' (one run for missed slots) or 'skip'.",
+        )
     if overlap is not None and overlap not in OVERLAP:
-        raise InvalidInput(f"Unknown overlap policy '{overlap}'.",
-                           "Use 'skip' (drop a slot while a run is in flight) or 'wait'.")
+        raise InvalidInput(
+            f"Unknown overlap policy '{overlap}'.",
+            "Use 'skip' (drop a slot while a run is in flight) or 'wait'.",
+        )
     if max_attempts is not None and not 1 <= max_attempts <= 10:
-        raise InvalidInput(f"max attempts must be between 1 and 10, not {max_attempts}.",
-                           "1 means no retry; 3 retries a run twice if its worker dies.")
+        raise InvalidInput(
+            f"max attempts must be between 1 and 10, not {max_attempts}.",
+            "1 means no retry; 3 retries a run twice if its worker dies.",
+        )
 
 
-def set_schedule(store: Store, name: str, cron: str, tz: str = "UTC",
-                 actor: str | None = None, *, catch_up: str | None = None,
-                 overlap: str | None = None, max_attempts: int | None = None) -> Schedule:
+def set_schedule(
+    store: Store,
+    name: str,
+    cron: str,
+    tz: str = "UTC",
+    actor: str | None = None,
+    *,
+    catch_up: str | None = None,
+    overlap: str | None = None,
+    max_attempts: int | None = None,
+) -> Schedule:
     """Set (or replace) a deployment's cron schedule, active from now; audited, one transaction.
 
     Raises InvalidInput for a bad expression (naming the field), zone or policy; policies left
@@ -226,39 +262,62 @@ def set_schedule(store: Store, name: str, cron: str, tz: str = "UTC",
 
     def change(before: Schedule | None) -> Schedule:
         base = before or Schedule(cron=expression)
-        return replace(base, cron=expression, timezone=tz, paused=False,
-                       since=utcnow().isoformat(), catch_up=catch_up or base.catch_up,
-                       overlap=overlap or base.overlap,
-                       max_attempts=max_attempts or base.max_attempts)
+        return replace(
+            base,
+            cron=expression,
+            timezone=tz,
+            paused=False,
+            since=utcnow().isoformat(),
+            catch_up=catch_up or base.catch_up,
+            overlap=overlap or base.overlap,
+            max_attempts=max_attempts or base.max_attempts,
+        )
 
     return _save(store, name, "schedule", change, actor)
 
 
-def set_policy(store: Store, name: str, actor: str | None = None, *,
-               catch_up: str | None = None, overlap: str | None = None,
-               max_attempts: int | None = None) -> Schedule:
+def set_policy(
+    store: Store,
+    name: str,
+    actor: str | None = None,
+    *,
+    catch_up: str | None = None,
+    overlap: str | None = None,
+    max_attempts: int | None = None,
+) -> Schedule:
     """Change a scheduled deployment's catch-up, overlap or retry policy; audited."""
     _check_policy(catch_up, overlap, max_attempts)
 
     def change(before: Schedule | None) -> Schedule:
         base = _require(name, before)
-        return replace(base, catch_up=catch_up or base.catch_up, overlap=overlap or base.overlap,
-                       max_attempts=max_attempts or base.max_attempts)
+        return replace(
+            base,
+            catch_up=catch_up or base.catch_up,
+            overlap=overlap or base.overlap,
+            max_attempts=max_attempts or base.max_attempts,
+        )
 
     return _save(store, name, "schedule", change, actor)
 
 
 def _require(name: str, schedule: Schedule | None) -> Schedule:
     if schedule is None:
-        raise InvalidInput(f"Deployment '{name}' has no schedule.",
-                           f"Set one first: `modeldeck schedule {name} --cron '0 6 * * 1'`.")
+        raise InvalidInput(
+            f"Deployment '{name}' has no schedule.",
+            f"Set one first: `modeldeck schedule {name} --cron '0 6 * * 1'`.",
+        )
     return schedule
 
 
 def pause(store: Store, name: str, actor: str | None = None) -> Schedule:
     """Stop the schedule producing runs (queued runs still execute); audited, idempotent."""
-    return _save(store, name, "schedule-pause",
-                 lambda before: replace(_require(name, before), paused=True), actor)
+    return _save(
+        store,
+        name,
+        "schedule-pause",
+        lambda before: replace(_require(name, before), paused=True),
+        actor,
+    )
 
 
 def resume(store: Store, name: str, actor: str | None = None) -> Schedule:
@@ -279,19 +338,27 @@ def show(store: Store, name: str, now: datetime | None = None) -> dict[str, Any]
     Raises NotFound for an unknown deployment, InvalidInput when it has no schedule.
     """
     schedule = _require(name, get_schedule(store, name))
-    upcoming = [] if schedule.is_paused else next_times(schedule.cron, schedule.timezone,
-                                                        after=now)
-    return {"deployment": name, "expression": schedule.cron, "timezone": schedule.timezone,
-            "paused": schedule.is_paused, "description": describe(schedule.cron),
-            "next": [t.isoformat() for t in upcoming], "catch_up": schedule.catch_up,
-            "overlap": schedule.overlap, "max_attempts": schedule.max_attempts}
+    upcoming = [] if schedule.is_paused else next_times(schedule.cron, schedule.timezone, after=now)
+    return {
+        "deployment": name,
+        "expression": schedule.cron,
+        "timezone": schedule.timezone,
+        "paused": schedule.is_paused,
+        "description": describe(schedule.cron),
+        "next": [t.isoformat() for t in upcoming],
+        "catch_up": schedule.catch_up,
+        "overlap": schedule.overlap,
+        "max_attempts": schedule.max_attempts,
+    }
 
 
 def list_slots(store: Store, name: str, limit: int = 20) -> list[dict[str, Any]]:
     """The latest decided slots of a deployment (queued or skipped, with the reason)."""
-    return store.query("SELECT slot_at, outcome, run_id, note, decided_at FROM schedule_slots"
-                       " WHERE deployment_name = ? ORDER BY slot_at DESC LIMIT ?",
-                       [name, limit]).dicts()
+    return store.query(
+        "SELECT slot_at, outcome, run_id, note, decided_at FROM schedule_slots"
+        " WHERE deployment_name = ? ORDER BY slot_at DESC LIMIT ?",
+        [name, limit],
+    ).dicts()
 
 
 def prune_slots(store: Store, keep: timedelta = KEEP_SLOTS, now: datetime | None = None) -> int:
@@ -303,10 +370,15 @@ def prune_slots(store: Store, keep: timedelta = KEEP_SLOTS, now: datetime | None
     the worker's reads of it) would grow forever.
     """
     cutoff = (now or utcnow()) - keep
-    return len(store.write(lambda tx: tx.execute(
-        "DELETE FROM schedule_slots s WHERE slot_at < ? AND slot_at < (SELECT max(slot_at)"
-        " FROM schedule_slots l WHERE l.deployment_id = s.deployment_id) RETURNING slot_at",
-        [cutoff])))
+    return len(
+        store.write(
+            lambda tx: tx.execute(
+                "DELETE FROM schedule_slots s WHERE slot_at < ? AND slot_at < (SELECT max(slot_at)"
+                " FROM schedule_slots l WHERE l.deployment_id = s.deployment_id) RETURNING slot_at",
+                [cutoff],
+            )
+        )
+    )
 
 
 # ---------------------------------------------------------------------------- due slots
@@ -332,10 +404,12 @@ def next_due(store: Store, now: datetime | None = None) -> datetime | None:
 
 def _active(tx: Tx) -> list[tuple[Schedule, dict[str, Any], datetime]]:
     """Scheduled deployments with a version: (schedule, row, last decided slot or since)."""
-    rows = tx.execute("SELECT d.id, d.name, d.schedule, d.created_at, max(s.slot_at) AS last"
-                      " FROM deployments d LEFT JOIN schedule_slots s ON s.deployment_id = d.id"
-                      " WHERE d.current_version_id IS NOT NULL"
-                      " GROUP BY d.id, d.name, d.schedule, d.created_at ORDER BY d.name")
+    rows = tx.execute(
+        "SELECT d.id, d.name, d.schedule, d.created_at, max(s.slot_at) AS last"
+        " FROM deployments d LEFT JOIN schedule_slots s ON s.deployment_id = d.id"
+        " WHERE d.current_version_id IS NOT NULL"
+        " GROUP BY d.id, d.name, d.schedule, d.created_at ORDER BY d.name"
+    )
     out = []
     for row in rows:
         try:
@@ -350,8 +424,9 @@ def _active(tx: Tx) -> list[tuple[Schedule, dict[str, Any], datetime]]:
     return out
 
 
-def enqueue_due(store: Store, now: datetime | None = None,
-                actor: str = "scheduler") -> list[SlotDecision]:
+def enqueue_due(
+    store: Store, now: datetime | None = None, actor: str = "scheduler"
+) -> list[SlotDecision]:
     """Decide every due slot: queue one run (trigger "schedule") or skip it, saying why.
 
     For each active schedule only the latest slot <= now that is newer than the last decided
@@ -368,10 +443,14 @@ def enqueue_due(store: Store, now: datetime | None = None,
 
 def _decide_all(tx: Tx, now: datetime, actor: str) -> list[SlotDecision]:
     decisions = []
-    busy = {r["deployment_id"]: r for r in tx.execute(
-        "SELECT deployment_id, arg_min(id, queued_at) AS run_id,"
-        " arg_min(status, queued_at) AS status FROM runs"
-        " WHERE status IN ('queued', 'running') GROUP BY deployment_id")}
+    busy = {
+        r["deployment_id"]: r
+        for r in tx.execute(
+            "SELECT deployment_id, arg_min(id, queued_at) AS run_id,"
+            " arg_min(status, queued_at) AS status FROM runs"
+            " WHERE status IN ('queued', 'running') GROUP BY deployment_id"
+        )
+    }
     for schedule, row, reference in _active(tx):
         if schedule.is_paused:
             continue
@@ -388,49 +467,79 @@ def _decide_all(tx: Tx, now: datetime, actor: str) -> list[SlotDecision]:
     return decisions
 
 
-def _decide(tx: Tx, schedule: Schedule, row: dict[str, Any], slot: datetime,
-            reference: datetime, now: datetime, in_flight: dict[str, Any] | None,
-            actor: str) -> SlotDecision | None:
+def _decide(
+    tx: Tx,
+    schedule: Schedule,
+    row: dict[str, Any],
+    slot: datetime,
+    reference: datetime,
+    now: datetime,
+    in_flight: dict[str, Any] | None,
+    actor: str,
+) -> SlotDecision | None:
     missed = count_slots(schedule, reference, slot)
     late = now - slot > LATE_AFTER
     stamp = f"{slot:%Y-%m-%d %H:%M} UTC"
     if in_flight is not None:
         if schedule.overlap == "wait":
             return None  # stays due; decided once the run in flight ends
-        note = (f"slot {stamp} skipped: run {in_flight['run_id']} of this deployment was "
-                f"still {in_flight['status']} (overlap policy: skip)")
+        note = (
+            f"slot {stamp} skipped: run {in_flight['run_id']} of this deployment was "
+            f"still {in_flight['status']} (overlap policy: skip)"
+        )
         return _record(tx, row, slot, None, note, "schedule-skip", actor)
     if late and schedule.catch_up == "skip":
-        note = (f"slot {stamp} skipped: missed while no worker was running"
-                + (f", with {missed} earlier slot(s)" if missed else "")
-                + " (catch-up policy: skip)")
+        note = (
+            f"slot {stamp} skipped: missed while no worker was running"
+            + (f", with {missed} earlier slot(s)" if missed else "")
+            + " (catch-up policy: skip)"
+        )
         return _record(tx, row, slot, None, note, "schedule-skip", actor)
     run_id = runs.insert_run(tx, row["id"], "schedule", None, actor)
     if missed or late:
         verb = "catch-up run" if schedule.catch_up == "one" else "run"
-        note = (f"{verb} for slot {stamp}"
-                + (f"; {missed}{'+' if missed >= MAX_COUNTED else ''} earlier slot(s) missed "
-                   "and not run" if missed else "")
-                + (f"; queued {int((now - slot).total_seconds())} s after its slot"
-                   if late else ""))
+        note = (
+            f"{verb} for slot {stamp}"
+            + (
+                f"; {missed}{'+' if missed >= MAX_COUNTED else ''} earlier slot(s) missed "
+                "and not run"
+                if missed
+                else ""
+            )
+            + (f"; queued {int((now - slot).total_seconds())} s after its slot" if late else "")
+        )
         return _record(tx, row, slot, run_id, note, "schedule-catch-up", actor)
     return _record(tx, row, slot, run_id, f"run for slot {stamp}", None, actor)
 
 
-def _record(tx: Tx, row: dict[str, Any], slot: datetime, run_id: str | None, note: str,
-            action: str | None, actor: str) -> SlotDecision | None:
+def _record(
+    tx: Tx,
+    row: dict[str, Any],
+    slot: datetime,
+    run_id: str | None,
+    note: str,
+    action: str | None,
+    actor: str,
+) -> SlotDecision | None:
     """Insert the slot row; the key refuses a slot another worker already decided."""
     inserted = tx.execute(
         "INSERT INTO schedule_slots VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-        " RETURNING slot_at", [row["id"], slot, row["name"], "queued" if run_id else "skipped",
-                               run_id, note, utcnow()])
+        " RETURNING slot_at",
+        [row["id"], slot, row["name"], "queued" if run_id else "skipped", run_id, note, utcnow()],
+    )
     if not inserted:
         if run_id is not None:
             tx.execute("DELETE FROM runs WHERE id = ?", [run_id])
         return None
     if action is not None:
-        audit.record(tx, actor=actor, action=action, deployment_id=row["id"],
-                     deployment_name=row["name"], after={"slot_at": slot.isoformat(),
-                                                         "run_id": run_id}, reason=note)
+        audit.record(
+            tx,
+            actor=actor,
+            action=action,
+            deployment_id=row["id"],
+            deployment_name=row["name"],
+            after={"slot_at": slot.isoformat(), "run_id": run_id},
+            reason=note,
+        )
     log.info("%s: %s", row["name"], note)
     return SlotDecision(row["name"], slot, "queued" if run_id else "skipped", run_id, note)

@@ -39,9 +39,9 @@ class Scored:
 
     prediction: np.ndarray
     confidence: np.ndarray
-    proba: np.ndarray | None = None     # columns in `classes` order
-    classes: tuple[Any, ...] = ()       # the estimator's classes_
-    codes: np.ndarray | None = None     # index into `classes` of each prediction
+    proba: np.ndarray | None = None  # columns in `classes` order
+    classes: tuple[Any, ...] = ()  # the estimator's classes_
+    codes: np.ndarray | None = None  # index into `classes` of each prediction
 
 
 def confidence_kind(estimator: Any, task: str) -> str | None:
@@ -58,7 +58,8 @@ def score(estimator: Any, frame: pd.DataFrame, task: str, who: str) -> Scored:
     except (ValueError, TypeError, KeyError) as exc:
         raise InvalidInput(
             f"The {who} model could not predict these rows: {exc}",
-            "Check the input's values against the model's schema (Preview shows them).") from exc
+            "Check the input's values against the model's schema (Preview shows them).",
+        ) from exc
 
 
 def _score(estimator: Any, frame: pd.DataFrame, task: str) -> Scored:
@@ -69,8 +70,13 @@ def _score(estimator: Any, frame: pd.DataFrame, task: str) -> Scored:
             return Scored(np.asarray(estimator.predict(frame)), nan)
         proba = np.asarray(estimator.predict_proba(frame), dtype=np.float64)
         best = proba.argmax(axis=1)
-        return Scored(np.asarray(classes)[best], proba[np.arange(len(best)), best], proba,
-                      tuple(plain(c) for c in classes), best)
+        return Scored(
+            np.asarray(classes)[best],
+            proba[np.arange(len(best)), best],
+            proba,
+            tuple(plain(c) for c in classes),
+            best,
+        )
     forest = _forest(estimator)
     if forest is None:
         return Scored(np.asarray(estimator.predict(frame), dtype=np.float64), nan)
@@ -88,8 +94,9 @@ def _forest(estimator: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- result rows
-def column_plan(input_names: list[str], key: str | None,
-                proba_names: list[str]) -> list[tuple[str, str]]:
+def column_plan(
+    input_names: list[str], key: str | None, proba_names: list[str]
+) -> list[tuple[str, str]]:
     """(input column, result column) for the original columns, the key first.
 
     An input column whose name a result column takes (`prediction`, `proba_yes`, …) is kept
@@ -109,9 +116,16 @@ def column_plan(input_names: list[str], key: str | None,
     return plan
 
 
-def result_batch(batch: pa.RecordBatch, first_row: int, scored: Scored, quality: np.ndarray,
-                 plan: list[tuple[str, str]], *, has_key: bool,
-                 challenger: Scored | None = None) -> pa.RecordBatch:
+def result_batch(
+    batch: pa.RecordBatch,
+    first_row: int,
+    scored: Scored,
+    quality: np.ndarray,
+    plan: list[tuple[str, str]],
+    *,
+    has_key: bool,
+    challenger: Scored | None = None,
+) -> pa.RecordBatch:
     """`_row`, key, prediction, confidence, input_quality, proba_*, [challenger], originals."""
     n = batch.num_rows
     names = ["_row"]
@@ -122,8 +136,11 @@ def result_batch(batch: pa.RecordBatch, first_row: int, scored: Scored, quality:
         names.append(key_name)
         arrays.append(key_values)
     names += ["prediction", "confidence", "input_quality"]
-    arrays += [_predictions(scored), pa.array(scored.confidence, from_pandas=True),
-               pa.array(np.asarray(quality, dtype=np.float64), from_pandas=True)]
+    arrays += [
+        _predictions(scored),
+        pa.array(scored.confidence, from_pandas=True),
+        pa.array(np.asarray(quality, dtype=np.float64), from_pandas=True),
+    ]
     for i, cls in enumerate(scored.classes):
         names.append(proba_name(cls))
         arrays.append(pa.array(scored.proba[:, i]))  # type: ignore[index]
@@ -151,8 +168,6 @@ def _array(values: np.ndarray) -> pa.Array:
     return pa.array(values, from_pandas=True)
 
 
-
-
 # ---------------------------------------------------------------------------- a whole run
 @dataclass(frozen=True)
 class Loaded:
@@ -175,10 +190,16 @@ class Output:
         if self.writer is None:
             # Dictionary-encode text only: trying it on float columns costs half the write
             # time and gains nothing.
-            text = [f.name for f in batch.schema if pa.types.is_string(f.type)
-                    or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)]
-            self.writer = pq.ParquetWriter(self.tmp, batch.schema, compression="snappy",
-                                           use_dictionary=text or False)
+            text = [
+                f.name
+                for f in batch.schema
+                if pa.types.is_string(f.type)
+                or pa.types.is_large_string(f.type)
+                or pa.types.is_dictionary(f.type)
+            ]
+            self.writer = pq.ParquetWriter(
+                self.tmp, batch.schema, compression="snappy", use_dictionary=text or False
+            )
         elif batch.schema != self.writer.schema:
             batch = batch.cast(self.writer.schema)
         self.writer.write_batch(batch)
@@ -216,7 +237,7 @@ def stratified_quotas(counts: dict[Any, int], size: int) -> dict[Any, int]:
     exact = {g: size * n / total for g, n in counts.items() if n}
     quotas = {g: int(q) for g, q in exact.items()}
     by_remainder = sorted(exact, key=lambda g: exact[g] - quotas[g], reverse=True)
-    for g in by_remainder[:size - sum(quotas.values())]:
+    for g in by_remainder[: size - sum(quotas.values())]:
         quotas[g] += 1
     return {g: min(counts[g], max(1, q)) for g, q in quotas.items()}
 
@@ -254,7 +275,7 @@ class Sampler:
                 new_keys = np.concatenate([old[0], new_keys])
                 new = pa.concat_tables([old[1], new.cast(old[1].schema)])
             if len(new_keys) > self.size:
-                smallest = np.argpartition(new_keys, self.size - 1)[:self.size]
+                smallest = np.argpartition(new_keys, self.size - 1)[: self.size]
                 new_keys, new = new_keys[smallest], new.take(smallest)
             self.kept[int(group)] = (new_keys, new)
 
@@ -263,15 +284,14 @@ class Sampler:
         quotas = stratified_quotas(self.counts, self.size)
         parts = []
         for group, (keys, table) in self.kept.items():
-            parts.append(table.take(np.argsort(keys, kind="stable")[:quotas.get(group, 0)]))
+            parts.append(table.take(np.argsort(keys, kind="stable")[: quotas.get(group, 0)]))
         if not parts:
             return {}
         sample = pa.concat_tables(parts)
         sample = sample.take(pc.sort_indices(sample, [("_row", "ascending")]))
         with atomic_path(self.target) as tmp:
             pq.write_table(sample, tmp, compression="none")
-        return {"size": self.size, "rows": sample.num_rows,
-                "path": self.target.name}
+        return {"size": self.size, "rows": sample.num_rows, "path": self.target.name}
 
 
 class RunScorer:
@@ -282,8 +302,15 @@ class RunScorer:
     in shadow) and the summary's notes say why.
     """
 
-    def __init__(self, main: Loaded, challenger: Loaded | None, first: pa.RecordBatch,
-                 label: str | None, folder: Path, time: Any) -> None:
+    def __init__(
+        self,
+        main: Loaded,
+        challenger: Loaded | None,
+        first: pa.RecordBatch,
+        label: str | None,
+        folder: Path,
+        time: Any,
+    ) -> None:
         schema = first.schema
         check = pipeline.check_schema(schema, main.model.schema, sample=first)
         check.raise_for_problems()
@@ -297,11 +324,11 @@ class RunScorer:
         self.label = label if label and label in schema.names else None
         key = main.model.schema.key_column
         self.has_key = bool(key and key in schema.names)
-        self.plan = column_plan(schema.names, key,
-                                [proba_name(c) for c in main.model.schema.classes])
+        self.plan = column_plan(
+            schema.names, key, [proba_name(c) for c in main.model.schema.classes]
+        )
         self.vocabulary = Vocabulary(main.model.schema.classes)
-        self.roles = {"main": main, **({"challenger": self.challenger} if self.challenger
-                                       else {})}
+        self.roles = {"main": main, **({"challenger": self.challenger} if self.challenger else {})}
         self.stats = {role: ModelStats(self.task, self.vocabulary) for role in self.roles}
         self.outputs = {role: Output(folder / f"{role}.parquet") for role in self.roles}
         self.samplers = {role: Sampler(folder / f"sample_{role}.parquet") for role in self.roles}
@@ -316,43 +343,65 @@ class RunScorer:
         scored = {}
         for role, loaded in self.roles.items():
             with self.time(f"predict_{role}"):
-                own = frame if loaded.model.schema == schema else pipeline.to_model_frame(
-                    batch, loaded.model.schema)
+                own = (
+                    frame
+                    if loaded.model.schema == schema
+                    else pipeline.to_model_frame(batch, loaded.model.schema)
+                )
                 scored[role] = score(loaded.estimator, own, self.task, role)
         with self.time("quality"):
             quality, counts = pipeline.input_quality(frame, schema, self.main.model.profile)
             quality = np.asarray(quality, dtype=np.float64)
         is_classes = self.task != "regression"
-        codes = {role: self.vocabulary.predictions(s) if is_classes else None
-                 for role, s in scored.items()}
+        codes = {
+            role: self.vocabulary.predictions(s) if is_classes else None
+            for role, s in scored.items()
+        }
         with self.time("statistics"):
             self._count(batch, scored, codes, quality, counts)
         with self.time("write"):
             for role, result in scored.items():
                 written = result_batch(
-                    batch, self.rows, result, quality, self.plan, has_key=self.has_key,
-                    challenger=scored.get("challenger") if role == "main" else None)
+                    batch,
+                    self.rows,
+                    result,
+                    quality,
+                    self.plan,
+                    has_key=self.has_key,
+                    challenger=scored.get("challenger") if role == "main" else None,
+                )
                 self.outputs[role].write(written)
                 self.samplers[role].add(written, codes[role], self.rows)
         self.rows += batch.num_rows
 
-    def _count(self, batch: pa.RecordBatch, scored: dict[str, Scored],
-               codes: dict[str, np.ndarray | None], quality: np.ndarray,
-               counts: dict[str, int]) -> None:
+    def _count(
+        self,
+        batch: pa.RecordBatch,
+        scored: dict[str, Scored],
+        codes: dict[str, np.ndarray | None],
+        quality: np.ndarray,
+        counts: dict[str, int],
+    ) -> None:
         is_classes = self.task != "regression"
         labels = labelled = None
         if self.label is not None:
             column = batch.column(self.label)
             labelled = np.asarray(pc.is_valid(column))
             values = column.filter(pc.is_valid(column)).to_numpy(zero_copy_only=False)
-            labels = (self.vocabulary.codes(label_texts(values, self.main.model.schema.classes))
-                      if is_classes else values)
+            labels = (
+                self.vocabulary.codes(label_texts(values, self.main.model.schema.classes))
+                if is_classes
+                else values
+            )
         for role, result in scored.items():
             self.stats[role].add(result, codes[role], labels, labelled)
         if "challenger" in scored:
             main, other = scored["main"].prediction, scored["challenger"].prediction
-            self.agreement += (float((codes["main"] == codes["challenger"]).sum())
-                               if is_classes else float(np.abs(main - other).sum()))
+            self.agreement += (
+                float((codes["main"] == codes["challenger"]).sum())
+                if is_classes
+                else float(np.abs(main - other).sum())
+            )
         self.quality_sum += float(np.nansum(quality))
         model_input.add_counts(self.quality_counts, counts)
 
@@ -372,32 +421,50 @@ class RunScorer:
     def column_roles(self) -> dict[str, Any]:
         """Which result columns are what, for the results page's show/hide toggles."""
         estimator = self.main.estimator
-        classes = (getattr(estimator, "classes_", []) if self.task != "regression"
-                   and hasattr(estimator, "predict_proba") else [])
+        classes = (
+            getattr(estimator, "classes_", [])
+            if self.task != "regression" and hasattr(estimator, "predict_proba")
+            else []
+        )
         originals = [out for _, out in self.plan]
-        return {"key": originals[0] if self.has_key else None,
-                "prediction": ["prediction", "confidence", "input_quality"],
-                "probabilities": [proba_name(plain(c)) for c in classes],
-                "challenger": ["challenger_prediction"] if self.challenger else [],
-                "original": originals[1:] if self.has_key else originals}
+        return {
+            "key": originals[0] if self.has_key else None,
+            "prediction": ["prediction", "confidence", "input_quality"],
+            "probabilities": [proba_name(plain(c)) for c in classes],
+            "challenger": ["challenger_prediction"] if self.challenger else [],
+            "original": originals[1:] if self.has_key else originals,
+        }
 
     def summary(self, home: Path) -> dict[str, Any]:
         """The run's summary JSON (see core.runs)."""
-        models = {role: {"model_id": loaded.model.id, "algorithm": loaded.model.algorithm,
-                         "confidence_kind": confidence_kind(loaded.estimator, self.task),
-                         **self.stats[role].result(),
-                         "sample": getattr(self, "samples", {}).get(role) or None}
-                  for role, loaded in self.roles.items()}
+        models = {
+            role: {
+                "model_id": loaded.model.id,
+                "algorithm": loaded.model.algorithm,
+                "confidence_kind": confidence_kind(loaded.estimator, self.task),
+                **self.stats[role].result(),
+                "sample": getattr(self, "samples", {}).get(role) or None,
+            }
+            for role, loaded in self.roles.items()
+        }
         if "challenger" in models:
             key = "mean_abs_difference" if self.task == "regression" else "agreement_rate"
             models["challenger"][key] = round(self.agreement / self.rows, 6)
         return {
-            "rows": self.rows, "task": self.task, "label_column": self.label,
-            "main": models["main"], "challenger": models.get("challenger"),
-            "input_quality": {"mean": round(self.quality_sum / self.rows, 6),
-                              **self.quality_counts},
-            "extra_columns": self.extra, "notes": self.notes, "columns": self.column_roles(),
-            "results": {role: str(out.target.relative_to(home))
-                        for role, out in self.outputs.items()},
+            "rows": self.rows,
+            "task": self.task,
+            "label_column": self.label,
+            "main": models["main"],
+            "challenger": models.get("challenger"),
+            "input_quality": {
+                "mean": round(self.quality_sum / self.rows, 6),
+                **self.quality_counts,
+            },
+            "extra_columns": self.extra,
+            "notes": self.notes,
+            "columns": self.column_roles(),
+            "results": {
+                role: str(out.target.relative_to(home)) for role, out in self.outputs.items()
+            },
             "results_written": True,
         }

@@ -34,8 +34,9 @@ def worker_status(workspace: Workspace) -> SidecarStatus:
     age = (utcnow() - at).total_seconds()
     if age > STALE_AFTER_SECONDS:
         return SidecarStatus("worker", False, f"last heartbeat {age:.0f} s ago")
-    return SidecarStatus("worker", True,
-                         f"heartbeat {age:.0f} s ago, {beat.get('runs_in_flight', 0)} runs")
+    return SidecarStatus(
+        "worker", True, f"heartbeat {age:.0f} s ago, {beat.get('runs_in_flight', 0)} runs"
+    )
 
 
 def api_status(base_url: str = API_URL, timeout: float = 0.3) -> SidecarStatus:

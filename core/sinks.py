@@ -44,8 +44,9 @@ def copy_as(parquet: Path, target: Path, fmt: str) -> Path:
     return target
 
 
-def write_sinks(workspace: Workspace, sinks: list[dict[str, Any]], results: Path,
-                file_stem: str) -> list[dict[str, Any]]:
+def write_sinks(
+    workspace: Workspace, sinks: list[dict[str, Any]], results: Path, file_stem: str
+) -> list[dict[str, Any]]:
     """Write every sink in order; returns what each wrote. Raises InvalidInput on the first
     failure, naming the sink and saying that the run's own results were kept."""
     written = []
@@ -54,12 +55,15 @@ def write_sinks(workspace: Workspace, sinks: list[dict[str, Any]], results: Path
         try:
             written.append(_write_one(workspace, sink, results, file_stem))
         except ModelDeckError as exc:
-            raise InvalidInput(f"{label} failed: {exc.message}",
-                               f"{exc.hint} The run's own results were kept.".strip()) from exc
+            raise InvalidInput(
+                f"{label} failed: {exc.message}",
+                f"{exc.hint} The run's own results were kept.".strip(),
+            ) from exc
         except OSError as exc:
-            raise InvalidInput(f"{label} failed: {exc.strerror or exc} ({exc.filename}).",
-                               "Check that the folder exists and is writable. The run's own "
-                               "results were kept.") from exc
+            raise InvalidInput(
+                f"{label} failed: {exc.strerror or exc} ({exc.filename}).",
+                "Check that the folder exists and is writable. The run's own results were kept.",
+            ) from exc
     return written
 
 
@@ -70,8 +74,9 @@ def describe(sink: dict[str, Any]) -> str:
     return f"{sink.get('kind', '?')} {sink.get('path', '')}".strip()
 
 
-def _write_one(workspace: Workspace, sink: dict[str, Any], results: Path,
-               file_stem: str) -> dict[str, Any]:
+def _write_one(
+    workspace: Workspace, sink: dict[str, Any], results: Path, file_stem: str
+) -> dict[str, Any]:
     kind = sink.get("kind")
     if kind == "folder":
         fmt = sink.get("format", "parquet")
@@ -82,8 +87,10 @@ def _write_one(workspace: Workspace, sink: dict[str, Any], results: Path,
     if kind == "duckdb_table":
         table, mode = sink.get("table", ""), sink.get("mode", "append")
         if not TABLE_NAME.match(table):
-            raise InvalidInput(f"'{table}' is not a valid table name.",
-                               "Use letters, digits and underscores, starting with a letter.")
+            raise InvalidInput(
+                f"'{table}' is not a valid table name.",
+                "Use letters, digits and underscores, starting with a letter.",
+            )
         if mode not in ("append", "replace"):
             raise InvalidInput(f"Unknown mode '{mode}'.", "Choose 'append' or 'replace'.")
         db_path = workspace.output_path(sink["path"])
@@ -92,8 +99,9 @@ def _write_one(workspace: Workspace, sink: dict[str, Any], results: Path,
         return {"kind": kind, "path": str(db_path), "table": table, "mode": mode, "rows": rows}
     if kind == "postgres":
         return write_postgres(workspace, sink, results)
-    raise InvalidInput(f"Unknown sink kind '{kind}'.",
-                       "Use 'folder', 'duckdb_table' or 'postgres'.")
+    raise InvalidInput(
+        f"Unknown sink kind '{kind}'.", "Use 'folder', 'duckdb_table' or 'postgres'."
+    )
 
 
 def write_postgres(workspace: Workspace, sink: dict[str, Any], results: Path) -> dict[str, Any]:
@@ -110,9 +118,13 @@ def write_postgres(workspace: Workspace, sink: dict[str, Any], results: Path) ->
     if challenger == "table" and other.exists():
         targets.append((other, f"{table}_challenger", set()))
     rows = postgres.write_tables(kwargs, targets, mode, run_id, what)
-    written = {"kind": "postgres", "connection": conn.name, "table": table, "mode": mode,
-               "rows": rows[0]}
+    written = {
+        "kind": "postgres",
+        "connection": conn.name,
+        "table": table,
+        "mode": mode,
+        "rows": rows[0],
+    }
     if len(rows) > 1:
         written.update(challenger_table=targets[1][1], challenger_rows=rows[1])
     return written
-

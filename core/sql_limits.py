@@ -56,13 +56,16 @@ class Limits:
         except ValueError:
             seconds = -1.0
         if not seconds > 0:
-            raise InvalidInput(f"${env} must be a number of seconds above 0, not '{raw}'.",
-                               f"Leave it unset for {DEFAULT_SECONDS[purpose]:g} s.")
+            raise InvalidInput(
+                f"${env} must be a number of seconds above 0, not '{raw}'.",
+                f"Leave it unset for {DEFAULT_SECONDS[purpose]:g} s.",
+            )
         memory = os.environ.get(MEMORY_ENV, "").strip() or DEFAULT_MEMORY
         if not _MEMORY.match(memory):
-            raise InvalidInput(f"${MEMORY_ENV} must be an amount of memory such as 2GB or "
-                               f"500MB, not '{memory}'.",
-                               f"Leave it unset for {DEFAULT_MEMORY}.")
+            raise InvalidInput(
+                f"${MEMORY_ENV} must be an amount of memory such as 2GB or 500MB, not '{memory}'.",
+                f"Leave it unset for {DEFAULT_MEMORY}.",
+            )
         return cls(purpose, seconds, memory.replace(" ", ""))
 
     def timeout(self, block: str | None) -> PipelineError:
@@ -73,7 +76,9 @@ class Limits:
             f"{self.seconds:g} s and was stopped.",
             f"Make the query cheaper (filter early, avoid cross joins, aggregate less), or "
             f"raise the limit: set {env} (seconds) for the "
-            f"{'UI' if self.purpose == 'preview' else 'worker'}.", block)
+            f"{'UI' if self.purpose == 'preview' else 'worker'}.",
+            block,
+        )
 
     def out_of_memory(self, block: str | None) -> PipelineError:
         """The error of SQL that needed more memory than the limit and could not spill."""
@@ -82,7 +87,9 @@ class Limits:
             "stopped.",
             f"Make the query need less at once (fewer or smaller list/string aggregates, "
             f"filter before joining), or raise the limit: set {MEMORY_ENV} (e.g. 4GB) for "
-            "the UI and the worker.", block)
+            "the UI and the worker.",
+            block,
+        )
 
 
 _ACTIVE: ContextVar[Limits | None] = ContextVar("modeldeck_sql_limits", default=None)

@@ -211,8 +211,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def memory_database(workspace: Workspace | None = None,
-                    memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def memory_database(
+    workspace: Workspace | None = None, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
     """A new in-memory DuckDB whose spill files go to the workspace's private folder (default:
     the current workspace), never the process's working folder, where an allowed root might
     let a SQL source read them."""
@@ -287,21 +288,28 @@ def write_duckdb_table(db_path: Path, table: str, parquet: Path, *, replace: boo
     try:
         con.execute("ATTACH ? AS sink", [str(db_path)])
         con.execute("BEGIN TRANSACTION")
-        exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'sink'"
-                             " AND table_name = ?", [table]).fetchone()
+        exists = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'sink' AND table_name = ?",
+            [table],
+        ).fetchone()
         if replace or not (exists and exists[0]):
-            con.execute(f"CREATE OR REPLACE TABLE sink.{quoted} AS"
-                        " SELECT * FROM read_parquet(?)", [str(parquet)])
+            con.execute(
+                f"CREATE OR REPLACE TABLE sink.{quoted} AS SELECT * FROM read_parquet(?)",
+                [str(parquet)],
+            )
         else:
-            con.execute(f"INSERT INTO sink.{quoted} BY NAME SELECT * FROM read_parquet(?)",
-                        [str(parquet)])
+            con.execute(
+                f"INSERT INTO sink.{quoted} BY NAME SELECT * FROM read_parquet(?)", [str(parquet)]
+            )
         con.execute("COMMIT")
         written = con.execute("SELECT count(*) FROM read_parquet(?)", [str(parquet)]).fetchone()
         return int(written[0]) if written else 0
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"DuckDB could not write table '{table}' in {db_path}: {first}",
-                           "Check that no other program holds the file open and that the "
-                           "table's columns match the results (or use mode 'replace').") from exc
+        raise InvalidInput(
+            f"DuckDB could not write table '{table}' in {db_path}: {first}",
+            "Check that no other program holds the file open and that the "
+            "table's columns match the results (or use mode 'replace').",
+        ) from exc
     finally:
         con.close()

@@ -72,9 +72,14 @@ def csv_options(path: str | os.PathLike[str], *, full_scan: bool = False) -> str
     default sample and fail with the column named if a later value does not fit.
     """
     delimiter = _delimiter(Path(path))
-    options = [", header = true", "skip = 0", "quote = '\"'", "escape = '\"'",
-               "delim = '" + ("\\t" if delimiter == "\t" else delimiter) + "'",
-               "auto_type_candidates = [" + ", ".join(f"'{t}'" for t in TYPE_CANDIDATES) + "]"]
+    options = [
+        ", header = true",
+        "skip = 0",
+        "quote = '\"'",
+        "escape = '\"'",
+        "delim = '" + ("\\t" if delimiter == "\t" else delimiter) + "'",
+        "auto_type_candidates = [" + ", ".join(f"'{t}'" for t in TYPE_CANDIDATES) + "]",
+    ]
     if full_scan:
         options.append("sample_size = -1")
     return ", ".join(options)
@@ -119,7 +124,8 @@ def check_names(names: Iterable[str], label: str) -> None:
         raise DatasetError(
             f"'{label}' has duplicate column names: {', '.join(repeated)}.",
             "Give every column a unique name in the header row (names that differ only in "
-            "how an accent is encoded count as the same name).")
+            "how an accent is encoded count as the same name).",
+        )
 
 
 def _first_line(path: Path) -> str:
@@ -180,8 +186,10 @@ def read_file(path: Path, label: str | None = None) -> pa.Table:
         try:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
-            raise DatasetError(f"'{label}' could not be read as Parquet: {_first_error_line(exc)}",
-                               "Check that it is a valid Parquet file.") from exc
+            raise DatasetError(
+                f"'{label}' could not be read as Parquet: {_first_error_line(exc)}",
+                "Check that it is a valid Parquet file.",
+            ) from exc
     else:
         table = _read_csv(path, label)
         header = [nfc(n) for n in read_header(path) or []]
@@ -190,11 +198,14 @@ def read_file(path: Path, label: str | None = None) -> pa.Table:
                 f"'{label}' could not be read as CSV: its header names {len(header)} columns "
                 f"but its rows were read as {table.num_columns}.",
                 "Check that every line has as many fields as the header (quote fields that "
-                "hold the delimiter).")
+                "hold the delimiter).",
+            )
     table = normalized(table, label)
     if table.num_columns == 0 or table.num_rows == 0:
-        raise DatasetError(f"'{label}' has no data rows.",
-                           "A dataset needs a header row and at least one data row.")
+        raise DatasetError(
+            f"'{label}' has no data rows.",
+            "A dataset needs a header row and at least one data row.",
+        )
     return table
 
 
@@ -213,14 +224,16 @@ def _read_csv(path: Path, label: str) -> pa.Table:
         con.execute("SET allowed_paths = ?", [[str(path)]])
         con.execute("SET enable_external_access = false")
         literal = "'" + str(path).replace("'", "''") + "'"
-        return con.sql(f"SELECT * FROM read_csv({literal}"
-                       f"{csv_options(path, full_scan=True)})").to_arrow_table()
+        return con.sql(
+            f"SELECT * FROM read_csv({literal}{csv_options(path, full_scan=True)})"
+        ).to_arrow_table()
     except duckdb.Error as exc:
         raise DatasetError(
             f"'{label}' could not be read as CSV: "
             f"{(_ragged(path) or _first_error_line(exc)).rstrip('.')}.",
             "Check that it is UTF-8 text with one header row and the same number of fields "
-            "on every line.") from exc
+            "on every line.",
+        ) from exc
     finally:
         con.close()
 
@@ -235,8 +248,7 @@ def _ragged(path: Path) -> str | None:
             width = len(next(reader, []))
             for row in reader:
                 if row and len(row) != width:
-                    return (f"line {reader.line_num} has {len(row)} fields, the header "
-                            f"{width}")
+                    return f"line {reader.line_num} has {len(row)} fields, the header {width}"
     except csv.Error as exc:
         return f"line {reader.line_num}: {exc}"
     except UnicodeDecodeError:

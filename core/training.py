@@ -70,17 +70,19 @@ def make_estimator(algorithm: str, task: Task, seed: int) -> BaseEstimator:
     builders = {
         "linear": lambda: Ridge() if is_reg else LogisticRegression(max_iter=2000),
         "random_forest": lambda: (RandomForestRegressor if is_reg else RandomForestClassifier)(
-            n_estimators=100, min_samples_leaf=2, n_jobs=-1, random_state=seed),
+            n_estimators=100, min_samples_leaf=2, n_jobs=-1, random_state=seed
+        ),
         "hist_gradient_boosting": lambda: (
-            HistGradientBoostingRegressor if is_reg else HistGradientBoostingClassifier)(
-            random_state=seed),
+            HistGradientBoostingRegressor if is_reg else HistGradientBoostingClassifier
+        )(random_state=seed),
         "gradient_boosting": lambda: (
-            GradientBoostingRegressor if is_reg else GradientBoostingClassifier)(
-            random_state=seed),
+            GradientBoostingRegressor if is_reg else GradientBoostingClassifier
+        )(random_state=seed),
     }
     if algorithm not in builders:
-        raise InvalidInput(f"Unknown algorithm '{algorithm}'.",
-                           f"Choose from: {', '.join(ALGORITHMS)}.")
+        raise InvalidInput(
+            f"Unknown algorithm '{algorithm}'.", f"Choose from: {', '.join(ALGORITHMS)}."
+        )
     return builders[algorithm]()
 
 
@@ -97,12 +99,20 @@ def make_pipeline(schema: ModelSchema, algorithm: str, seed: int = 42) -> Pipeli
         num_steps.append(("scale", StandardScaler()))
     cat_steps = [
         ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
-        ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", sparse_output=False,
-                                 max_categories=MAX_ONE_HOT)),
+        (
+            "onehot",
+            OneHotEncoder(
+                handle_unknown="infrequent_if_exist",
+                sparse_output=False,
+                max_categories=MAX_ONE_HOT,
+            ),
+        ),
     ]
     pre = ColumnTransformer(
         [("num", Pipeline(num_steps), numeric), ("cat", Pipeline(cat_steps), categorical)],
-        remainder="drop", verbose_feature_names_out=True)
+        remainder="drop",
+        verbose_feature_names_out=True,
+    )
     return Pipeline([("preprocess", pre), ("model", make_estimator(algorithm, schema.task, seed))])
 
 
@@ -121,8 +131,9 @@ class TrainingPlan:
     infinite: dict[str, int] = field(default_factory=dict)  # feature -> +/-inf values (missing)
 
 
-def default_exclusions(reports: list[profiles.ColumnReport], target: str,
-                       key_column: str | None) -> dict[str, str]:
+def default_exclusions(
+    reports: list[profiles.ColumnReport], target: str, key_column: str | None
+) -> dict[str, str]:
     """Columns left out of the features by default, with the reason shown to the user."""
     reasons = {}
     for col in reports:
@@ -145,9 +156,15 @@ def default_key(reports: list[profiles.ColumnReport], target: str) -> str | None
     return None
 
 
-def plan_training(frame: pd.DataFrame, target: str, *, task: str | None = None,
-                  features: list[str] | None = None, key_column: str | None = None,
-                  exclude: list[str] | tuple[str, ...] = ()) -> TrainingPlan:
+def plan_training(
+    frame: pd.DataFrame,
+    target: str,
+    *,
+    task: str | None = None,
+    features: list[str] | None = None,
+    key_column: str | None = None,
+    exclude: list[str] | tuple[str, ...] = (),
+) -> TrainingPlan:
     """Validate a request against the data and fill in defaults; raises DatasetError/InvalidInput.
 
     `key_column=None` picks the first identifier-like column; "" means no key. Pure: reads
@@ -172,17 +189,27 @@ def plan_training(frame: pd.DataFrame, target: str, *, task: str | None = None,
         _require_columns(columns, features, "feature")
         clash = {target, key_column} & set(features)
         if clash:
-            raise InvalidInput(f"'{clash.pop()}' cannot be a feature: it is the target or key.",
-                               "Remove it from the feature list.")
+            raise InvalidInput(
+                f"'{clash.pop()}' cannot be a feature: it is the target or key.",
+                "Remove it from the feature list.",
+            )
     if not features:
-        raise DatasetError(f"No feature columns are left besides the target '{target}'.",
-                           "Include at least one column other than the target and the key.")
-    classes = (sort_classes(class_values(y).unique().tolist()) if chosen_task != "regression"
-               else [])
+        raise DatasetError(
+            f"No feature columns are left besides the target '{target}'.",
+            "Include at least one column other than the target and the key.",
+        )
+    classes = sort_classes(class_values(y).unique().tolist()) if chosen_task != "regression" else []
     _check_rows(y, chosen_task, target)
-    return TrainingPlan(target, chosen_task, list(features), key_column or None, classes,
-                        {c: r for c, r in excluded.items() if c not in features},
-                        len(frame) - len(labelled), _infinite(frame, features))
+    return TrainingPlan(
+        target,
+        chosen_task,
+        list(features),
+        key_column or None,
+        classes,
+        {c: r for c, r in excluded.items() if c not in features},
+        len(frame) - len(labelled),
+        _infinite(frame, features),
+    )
 
 
 def has_label(target: pd.Series) -> pd.Series:
@@ -232,7 +259,8 @@ def _require_columns(columns: list[str], wanted: list[str], what: str) -> None:
     if missing:
         raise DatasetError(
             f"The {what} '{missing[0]}' is not in the dataset.",
-            f"Available columns: {', '.join(columns[:30])}{' …' if len(columns) > 30 else ''}.")
+            f"Available columns: {', '.join(columns[:30])}{' …' if len(columns) > 30 else ''}.",
+        )
 
 
 def _check_task(y: pd.Series, target: str, task: str | None) -> Task:
@@ -241,21 +269,28 @@ def _check_task(y: pd.Series, target: str, task: str | None) -> Task:
     n_classes = y.nunique()
     if n_classes < 2:
         shown = f"only the value '{y.iloc[0]}'" if n_classes else "no values"
-        raise DatasetError(f"The target '{target}' has {shown}: there is nothing to learn.",
-                           "Choose a target column with at least two different values.")
+        raise DatasetError(
+            f"The target '{target}' has {shown}: there is nothing to learn.",
+            "Choose a target column with at least two different values.",
+        )
     chosen: Task = task or profiles.guess_task(y)  # type: ignore[assignment]
-    if chosen == "regression" and (not pd.api.types.is_numeric_dtype(y)
-                                   or pd.api.types.is_bool_dtype(y)):
+    if chosen == "regression" and (
+        not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
+    ):
         raise DatasetError(
             f"The target '{target}' is not numeric (dtype {y.dtype}, e.g. '{y.iloc[0]}'), so it "
             "cannot be a regression target.",
-            "Choose binary or multiclass classification, or a numeric target column.")
+            "Choose binary or multiclass classification, or a numeric target column.",
+        )
     if chosen == "binary" and n_classes != 2:
-        raise DatasetError(f"The target '{target}' has {n_classes} classes, not 2.",
-                           "Choose multiclass classification (or regression for a number).")
+        raise DatasetError(
+            f"The target '{target}' has {n_classes} classes, not 2.",
+            "Choose multiclass classification (or regression for a number).",
+        )
     if chosen == "multiclass" and n_classes == 2:
-        raise DatasetError(f"The target '{target}' has exactly 2 classes.",
-                           "Choose binary classification.")
+        raise DatasetError(
+            f"The target '{target}' has exactly 2 classes.", "Choose binary classification."
+        )
     return chosen
 
 
@@ -265,7 +300,8 @@ def _check_rows(y: pd.Series, task: Task, target: str) -> None:
         raise DatasetError(
             f"The dataset has {len(y)} rows with a '{target}' value; training needs at least "
             f"{needed} ({MIN_TRAIN_ROWS} to fit and {MIN_HOLDOUT_ROWS} for the holdout).",
-            "Use a larger dataset.")
+            "Use a larger dataset.",
+        )
     if task != "regression":
         counts = y.value_counts()
         rare = counts[counts < 2]
@@ -273,7 +309,8 @@ def _check_rows(y: pd.Series, task: Task, target: str) -> None:
             raise DatasetError(
                 f"Class '{rare.index[0]}' of '{target}' has only 1 row; every class needs at "
                 "least 2 (one to train on, one to test on).",
-                "Add rows of that class, or remove it from the dataset.")
+                "Add rows of that class, or remove it from the dataset.",
+            )
 
 
 # ---------------------------------------------------------------------------- fitting
@@ -301,25 +338,31 @@ class TrainingResult:
     plan: TrainingPlan
 
 
-def classification_metrics(y_true: pd.Series, y_pred: np.ndarray, proba: np.ndarray | None,
-                           classes: list[Any], task: Task) -> dict[str, float | None]:
+def classification_metrics(
+    y_true: pd.Series, y_pred: np.ndarray, proba: np.ndarray | None, classes: list[Any], task: Task
+) -> dict[str, float | None]:
     """Accuracy, precision, recall, F1 (binary: positive = last class; else macro), ROC-AUC."""
     average = "binary" if task == "binary" else "macro"
     pos = {"pos_label": classes[-1]} if task == "binary" else {}
     # One call for precision, recall and F1: each sklearn metric re-validates its inputs.
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        y_true, y_pred, average=average, zero_division=0, **pos)
+        y_true, y_pred, average=average, zero_division=0, **pos
+    )
     out: dict[str, float | None] = {
         "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
-        "precision": precision, "recall": recall, "f1": f1, "roc_auc": None,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": None,
     }
     if proba is not None and y_true.nunique() > 1:
         try:
             if task == "binary":
                 out["roc_auc"] = skm.roc_auc_score(y_true == classes[-1], proba[:, -1])
             else:
-                out["roc_auc"] = skm.roc_auc_score(y_true, proba, multi_class="ovr",
-                                                   average="macro", labels=classes)
+                out["roc_auc"] = skm.roc_auc_score(
+                    y_true, proba, multi_class="ovr", average="macro", labels=classes
+                )
         except ValueError:  # a class absent from the holdout: AUC is undefined
             out["roc_auc"] = None
     return {k: _rounded(v) for k, v in out.items()}
@@ -338,8 +381,9 @@ def _rounded(value: Any) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 6)
 
 
-def evaluate(estimator: Any, X: pd.DataFrame, y: pd.Series, task: Task,
-             classes: list[Any]) -> tuple[dict[str, float | None], np.ndarray]:
+def evaluate(
+    estimator: Any, X: pd.DataFrame, y: pd.Series, task: Task, classes: list[Any]
+) -> tuple[dict[str, float | None], np.ndarray]:
     """Holdout metrics of a fitted model and its predictions."""
     if task == "regression":
         pred = estimator.predict(X)
@@ -377,45 +421,72 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
     for algorithm in request.algorithms:
         make_estimator(algorithm, "binary", request.seed)  # fail fast on unknown names
     if not request.algorithms:
-        raise InvalidInput("No algorithm chosen.",
-                           f"Pick at least one of: {', '.join(ALGORITHMS)}.")
+        raise InvalidInput(
+            "No algorithm chosen.", f"Pick at least one of: {', '.join(ALGORITHMS)}."
+        )
     dataset = get_dataset(store, request.dataset_id)
     progress(0.0, f"Reading {dataset.name}")
     frame = load_frame(store, dataset)
-    plan = plan_training(frame, request.target, task=request.task, features=request.features,
-                         key_column=request.key_column, exclude=request.exclude)
+    plan = plan_training(
+        frame,
+        request.target,
+        task=request.task,
+        features=request.features,
+        key_column=request.key_column,
+        exclude=request.exclude,
+    )
     labelled = frame[has_label(frame[plan.target])]
     X = finite_features(labelled, plan.features)
-    y = labelled[plan.target] if plan.task == "regression" else class_values(
-        labelled[plan.target])
+    y = labelled[plan.target] if plan.task == "regression" else class_values(labelled[plan.target])
     stratify = y if plan.task != "regression" else None
     try:
         X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify)
+            X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify
+        )
     except ValueError as exc:  # e.g. more classes than holdout rows: the user's data, not a bug
         raise DatasetError(
             f"The rows of '{plan.target}' cannot be split into training and holdout sets: {exc}.",
-            "Use more rows or fewer classes, or change the holdout share.") from exc
-    schema = profiles.build_schema(X_train, plan.features, plan.target, plan.task, plan.classes,
-                                   plan.key_column)
+            "Use more rows or fewer classes, or change the holdout share.",
+        ) from exc
+    schema = profiles.build_schema(
+        X_train, plan.features, plan.target, plan.task, plan.classes, plan.key_column
+    )
     background = X_train.sample(min(BACKGROUND_ROWS, len(X_train)), random_state=request.seed)
     feature_profile = profiles.build_profile(X_train, schema)  # shared by the version's models
     fitted: list[NewModel] = []
     try:
         for i, algorithm in enumerate(request.algorithms):
-            progress(0.05 + 0.9 * i / len(request.algorithms),
-                     f"Training {ALGORITHMS[algorithm]} ({i + 1}/{len(request.algorithms)})")
-            fitted.append(_fit_one(store, algorithm, schema, plan, request.seed,
-                                   (X_train, y_train, X_test, y_test), background,
-                                   feature_profile))
+            progress(
+                0.05 + 0.9 * i / len(request.algorithms),
+                f"Training {ALGORITHMS[algorithm]} ({i + 1}/{len(request.algorithms)})",
+            )
+            fitted.append(
+                _fit_one(
+                    store,
+                    algorithm,
+                    schema,
+                    plan,
+                    request.seed,
+                    (X_train, y_train, X_test, y_test),
+                    background,
+                    feature_profile,
+                )
+            )
         progress(0.97, "Recording the version")
         version, models = record_version(
-            store, project=request.project,
-            experiment={"name": request.experiment or dataset.name, "target": plan.target,
-                        "task": plan.task, "features": plan.features,
-                        "key_column": plan.key_column},
-            dataset_id=dataset.id, settings=_settings(request, plan, len(X_train), len(X_test)),
-            models=fitted)
+            store,
+            project=request.project,
+            experiment={
+                "name": request.experiment or dataset.name,
+                "target": plan.target,
+                "task": plan.task,
+                "features": plan.features,
+                "key_column": plan.key_column,
+            },
+            dataset_id=dataset.id,
+            settings=_settings(request, plan, len(X_train), len(X_test)),
+            models=fitted,
+        )
     except BaseException:
         discard_artifacts(store, [m.id for m in fitted])
         raise
@@ -423,9 +494,16 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
     return TrainingResult(version, models, plan)
 
 
-def _fit_one(store: Store, algorithm: str, schema: ModelSchema, plan: TrainingPlan, seed: int,
-             split: tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series],
-             background: pd.DataFrame, feature_profile: dict[str, Any]) -> NewModel:
+def _fit_one(
+    store: Store,
+    algorithm: str,
+    schema: ModelSchema,
+    plan: TrainingPlan,
+    seed: int,
+    split: tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series],
+    background: pd.DataFrame,
+    feature_profile: dict[str, Any],
+) -> NewModel:
     X_train, y_train, X_test, y_test = split
     pipeline = make_pipeline(schema, algorithm, seed)
     started = time.perf_counter()
@@ -433,25 +511,46 @@ def _fit_one(store: Store, algorithm: str, schema: ModelSchema, plan: TrainingPl
     seconds = time.perf_counter() - started
     metrics, predictions = evaluate(pipeline, X_test, y_test, plan.task, plan.classes)
     metrics["holdout_rows"] = len(X_test)
-    profile = {**feature_profile,
-               "prediction": profiles.prediction_profile(pd.Series(predictions), plan.task)}
+    profile = {
+        **feature_profile,
+        "prediction": profiles.prediction_profile(pd.Series(predictions), plan.task),
+    }
     model_id = new_id("mdl")
     path, digest, size = save_artifact(store, model_id, pipeline, background)
     return NewModel(
-        id=model_id, algorithm=algorithm, task=plan.task, origin="trained",
-        params=plain_params(pipeline), metrics=metrics, schema=schema.to_dict(), profile=profile,
-        artifact_path=path, artifact_format="joblib", trusted_types=[], sha256=digest,
-        size_bytes=size, train_seconds=seconds)
+        id=model_id,
+        algorithm=algorithm,
+        task=plan.task,
+        origin="trained",
+        params=plain_params(pipeline),
+        metrics=metrics,
+        schema=schema.to_dict(),
+        profile=profile,
+        artifact_path=path,
+        artifact_format="joblib",
+        trusted_types=[],
+        sha256=digest,
+        size_bytes=size,
+        train_seconds=seconds,
+    )
 
 
-def _settings(request: TrainRequest, plan: TrainingPlan, n_train: int,
-              n_test: int) -> dict[str, Any]:
-    return {**asdict(plan), "algorithms": list(request.algorithms), "seed": request.seed,
-            "test_size": request.test_size, "train_rows": n_train, "holdout_rows": n_test}
+def _settings(
+    request: TrainRequest, plan: TrainingPlan, n_train: int, n_test: int
+) -> dict[str, Any]:
+    return {
+        **asdict(plan),
+        "algorithms": list(request.algorithms),
+        "seed": request.seed,
+        "test_size": request.test_size,
+        "train_rows": n_train,
+        "holdout_rows": n_test,
+    }
 
 
-def default_experiment_name(store: Store, dataset: Dataset, target: str,
-                            project: str = DEFAULT_PROJECT) -> str:
+def default_experiment_name(
+    store: Store, dataset: Dataset, target: str, project: str = DEFAULT_PROJECT
+) -> str:
     """The dataset's name, or `<dataset> · <target>` when that name already predicts another."""
     from core.registry import list_experiments, list_projects
 

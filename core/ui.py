@@ -38,12 +38,15 @@ PAGES = [
     PageSpec("pages/train.py", "Train", "train", ":material/model_training:", "Build"),
     PageSpec("pages/models.py", "Models", "models", ":material/inventory_2:", "Build"),
     PageSpec("pages/model.py", "Model", "model", ":material/insights:", "Build"),
-    PageSpec("pages/import_model.py", "Import a model", "import_model",
-             ":material/upload_file:", "Build"),
-    PageSpec("pages/deployments.py", "Deployments", "deployments", ":material/rocket_launch:",
-             "Deploy"),
-    PageSpec("pages/deployment.py", "Deployment", "deployment", ":material/deployed_code:",
-             "Deploy"),
+    PageSpec(
+        "pages/import_model.py", "Import a model", "import_model", ":material/upload_file:", "Build"
+    ),
+    PageSpec(
+        "pages/deployments.py", "Deployments", "deployments", ":material/rocket_launch:", "Deploy"
+    ),
+    PageSpec(
+        "pages/deployment.py", "Deployment", "deployment", ":material/deployed_code:", "Deploy"
+    ),
     PageSpec("pages/results.py", "Run results", "results", ":material/table_view:", "Deploy"),
 ]
 # url_path must equal the file's stem: see leave_legacy_mode.
@@ -72,7 +75,8 @@ def navigation() -> st.Page:
     sections: dict[str, list[st.Page]] = {}
     for p in PAGES:
         sections.setdefault(p.section, []).append(
-            st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default))
+            st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default)
+        )
     return st.navigation(sections)
 
 
@@ -127,8 +131,9 @@ def literal(text: str) -> str:
 
 def show_error(exc: ModelDeckError) -> None:
     """A user-facing error: what is wrong, then how to fix it."""
-    st.error(f"**{literal(exc.message)}**" + (f"\n\n{literal(exc.hint)}" if exc.hint else ""),
-             icon="⚠️")
+    st.error(
+        f"**{literal(exc.message)}**" + (f"\n\n{literal(exc.hint)}" if exc.hint else ""), icon="⚠️"
+    )
 
 
 @contextlib.contextmanager
@@ -164,17 +169,29 @@ def sidebar_status(store: Store) -> None:
             st.caption(f"{mark} {status.name}: {status.detail}")
 
 
-def link_table(data: pd.DataFrame | list[dict[str, Any]], link: str, key: str,
-               column_config: dict[str, Any] | None = None) -> None:
+def link_table(
+    data: pd.DataFrame | list[dict[str, Any]],
+    link: str,
+    key: str,
+    column_config: dict[str, Any] | None = None,
+) -> None:
     """A table whose `link` column holds "page?param=value": selecting a row opens that page
     in this browser tab. (A LinkColumn opens a new tab per click.) The column shows the value."""
     frame = pd.DataFrame(data)
     targets = [urllib.parse.urlsplit(str(t)) for t in frame.get(link, [])]
     if link in frame:
-        frame[link] = [dict(urllib.parse.parse_qsl(t.query)).popitem()[1] if t.query else t.path
-                       for t in targets]
-    event = st.dataframe(frame, hide_index=True, key=key, on_select="rerun",
-                         selection_mode="single-row", column_config=column_config)
+        frame[link] = [
+            dict(urllib.parse.parse_qsl(t.query)).popitem()[1] if t.query else t.path
+            for t in targets
+        ]
+    event = st.dataframe(
+        frame,
+        hide_index=True,
+        key=key,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config=column_config,
+    )
     st.caption("Select a row to open it.")
     chosen = event.selection.rows if event else []
     if chosen:
@@ -190,16 +207,23 @@ def show_leaderboard(models: list[Model], key: str) -> None:
         return
     models = charts.ranked(models, charts.headline_metric(models[0].task))
     metric_names = [k for k in models[0].metrics if not k.endswith("_rows")]
-    rows = [{
-        "model": f"model?id={m.id}",
-        "algorithm": m.algorithm,
-        **{name: m.metrics.get(name) for name in metric_names},
-        "train time (s)": round(m.train_seconds, 3),
-        "size (KB)": round(m.size_bytes / 1024, 1),
-        "origin": m.origin,
-    } for m in models]
-    link_table(rows, "model", key, column_config={
-        n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names})
+    rows = [
+        {
+            "model": f"model?id={m.id}",
+            "algorithm": m.algorithm,
+            **{name: m.metrics.get(name) for name in metric_names},
+            "train time (s)": round(m.train_seconds, 3),
+            "size (KB)": round(m.size_bytes / 1024, 1),
+            "origin": m.origin,
+        }
+        for m in models
+    ]
+    link_table(
+        rows,
+        "model",
+        key,
+        column_config={n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names},
+    )
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the dataset…")
@@ -215,12 +239,20 @@ def show_model_list(models: list[Model], key: str) -> None:
     for m in models:
         metric = charts.headline_metric(m.task)
         value = m.metrics.get(metric)
-        rows.append({
-            "model": f"model?id={m.id}", "project": m.project, "experiment": m.experiment,
-            "version": m.version, "algorithm": m.algorithm, "task": m.task,
-            "headline metric": f"{metric} {value:.4f}" if value is not None else f"{metric} n/a",
-            "created (UTC)": m.created_at,
-        })
+        rows.append(
+            {
+                "model": f"model?id={m.id}",
+                "project": m.project,
+                "experiment": m.experiment,
+                "version": m.version,
+                "algorithm": m.algorithm,
+                "task": m.task,
+                "headline metric": f"{metric} {value:.4f}"
+                if value is not None
+                else f"{metric} n/a",
+                "created (UTC)": m.created_at,
+            }
+        )
     link_table(rows, "model", key)
 
 
@@ -228,22 +260,37 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
     """Deploy `model` to staging or production, with an optional challenger of its experiment."""
     from core import deployments
 
-    siblings = [m for m in registry.list_models(store, experiment_id=model.experiment_id)
-                if m.id != model.id]
+    siblings = [
+        m
+        for m in registry.list_models(store, experiment_id=model.experiment_id)
+        if m.id != model.id
+    ]
     left, right = st.columns(2)
-    environment = left.radio("Environment", ("staging", "production"), horizontal=True,
-                             key=f"{key}_env", help="Staging is optional: you may deploy "
-                             "straight to production.")
+    environment = left.radio(
+        "Environment",
+        ("staging", "production"),
+        horizontal=True,
+        key=f"{key}_env",
+        help="Staging is optional: you may deploy straight to production.",
+    )
     challenger = right.selectbox(
-        "Challenger (runs in shadow)", [None, *siblings], key=f"{key}_challenger",
-        format_func=lambda m: "none" if m is None else f"{m.algorithm} v{m.version} ({m.id})")
+        "Challenger (runs in shadow)",
+        [None, *siblings],
+        key=f"{key}_challenger",
+        format_func=lambda m: "none" if m is None else f"{m.algorithm} v{m.version} ({m.id})",
+    )
     if st.button(f"Deploy to {environment}", type="primary", key=f"{key}_go"):
         with guarded():
-            deployed = deployments.deploy(store, model.id, environment,
-                                          challenger_id=challenger.id if challenger else None)
+            deployed = deployments.deploy(
+                store, model.id, environment, challenger_id=challenger.id if challenger else None
+            )
             st.success(f"Deployed as version {deployed.current.number} of {deployed.name}.")
-            st.page_link("pages/deployment.py", label=f"Open {deployed.name}",
-                         query_params={"name": deployed.name}, icon=":material/deployed_code:")
+            st.page_link(
+                "pages/deployment.py",
+                label=f"Open {deployed.name}",
+                query_params={"name": deployed.name},
+                icon=":material/deployed_code:",
+            )
 
 
 def download_results(run_id: str, which: str, key: str) -> None:
@@ -253,13 +300,18 @@ def download_results(run_id: str, which: str, key: str) -> None:
     store = get_store()
     for fmt, mime in (("csv", "text/csv"), ("parquet", "application/octet-stream")):
         st.download_button(
-            f"Download {fmt.upper()}", key=f"{key}_{fmt}", mime=mime,
-            file_name=f"{run_id}-{which}.{fmt}", on_click="ignore",
-            data=lambda fmt=fmt: results.export(store, run_id, fmt, which).read_bytes())
+            f"Download {fmt.upper()}",
+            key=f"{key}_{fmt}",
+            mime=mime,
+            file_name=f"{run_id}-{which}.{fmt}",
+            on_click="ignore",
+            data=lambda fmt=fmt: results.export(store, run_id, fmt, which).read_bytes(),
+        )
 
 
 def settings_table(values: dict[str, object], what: str) -> None:
     """A flat dict as a two-column table a person reads: "none" for None, lists joined."""
+
     def shown(value: object) -> str:
         if value is None:
             return "none"
@@ -267,14 +319,18 @@ def settings_table(values: dict[str, object], what: str) -> None:
             return ", ".join(map(str, value)) or "none"
         return str(value)
 
-    st.dataframe(pd.DataFrame({what: list(values), "value": [shown(v) for v in values.values()]}),
-                 hide_index=True)
+    st.dataframe(
+        pd.DataFrame({what: list(values), "value": [shown(v) for v in values.values()]}),
+        hide_index=True,
+    )
 
 
 def model_names(store: Store, experiment_id: str | None = None) -> dict[str, str]:
     """Model id -> "linear · v1" (algorithm and version), for text a person reads; one read."""
-    return {m.id: f"{m.algorithm} · v{m.version}"
-            for m in registry.list_models(store, experiment_id=experiment_id)}
+    return {
+        m.id: f"{m.algorithm} · v{m.version}"
+        for m in registry.list_models(store, experiment_id=experiment_id)
+    }
 
 
 def require_deployments(store: Store) -> list[Deployment]:
@@ -284,7 +340,8 @@ def require_deployments(store: Store) -> list[Deployment]:
     found = deployments.list_deployments(store)
     if not found:
         st.info("Nothing is deployed yet.")
-        st.page_link("pages/models.py", label="Choose a model to deploy",
-                     icon=":material/inventory_2:")
+        st.page_link(
+            "pages/models.py", label="Choose a model to deploy", icon=":material/inventory_2:"
+        )
         st.stop()
     return found

@@ -24,22 +24,38 @@ PREDICTION_RUNS = 200  # runs listed on the Predictions tab
 def agreement_figure(found: challenger.Comparison) -> go.Figure:
     """Agreement rate per run, oldest first."""
     points = list(reversed(found.runs))
-    fig = go.Figure(go.Scatter(x=[r.at for r in points], y=[r.agreement_rate for r in points],
-                               mode="lines+markers", text=[r.run_id for r in points],
-                               hovertemplate="%{text}<br>%{y:.1%}<extra></extra>"))
-    fig.update_layout(title="Agreement of main and challenger per run", height=280,
-                      yaxis={"tickformat": ".0%", "range": [0, 1.02]},
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig = go.Figure(
+        go.Scatter(
+            x=[r.at for r in points],
+            y=[r.agreement_rate for r in points],
+            mode="lines+markers",
+            text=[r.run_id for r in points],
+            hovertemplate="%{text}<br>%{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Agreement of main and challenger per run",
+        height=280,
+        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
     return fig
 
 
 def distribution_figure(found: challenger.Comparison) -> go.Figure:
     """The window's predictions of main and challenger side by side."""
-    fig = go.Figure([go.Bar(name=role, x=list(found.buckets), y=list(counts))
-                     for role, counts in (("main", found.main),
-                                          ("challenger", found.challenger))])
-    fig.update_layout(barmode="group", height=300, title="Predictions in the window",
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig = go.Figure(
+        [
+            go.Bar(name=role, x=list(found.buckets), y=list(counts))
+            for role, counts in (("main", found.main), ("challenger", found.challenger))
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        height=300,
+        title="Predictions in the window",
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
     return fig
 
 
@@ -49,10 +65,12 @@ def live_figure(live: ground_truth.LiveMetrics) -> go.Figure:
     fig = go.Figure()
     for role in ("main", "challenger"):
         values = [(getattr(r, role) or {}).get(live.metric) for r in points]
-        fig.add_trace(go.Scatter(x=[r.at for r in points], y=values, name=role,
-                                 mode="lines+markers"))
-    fig.update_layout(title=f"Live {live.metric} per run", height=280,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        fig.add_trace(
+            go.Scatter(x=[r.at for r in points], y=values, name=role, mode="lines+markers")
+        )
+    fig.update_layout(
+        title=f"Live {live.metric} per run", height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}
+    )
     return fig
 
 
@@ -66,15 +84,17 @@ def _token(store: Store, d: Deployment) -> tuple[str, ...]:
 
 
 @st.cache_data(max_entries=16, show_spinner="Comparing main and challenger…")
-def _compare(home: str, name: str, window: tuple[tuple[str, Any], ...],
-             token: tuple[str, ...]) -> challenger.Comparison:
+def _compare(
+    home: str, name: str, window: tuple[tuple[str, Any], ...], token: tuple[str, ...]
+) -> challenger.Comparison:
     """core.challenger.compare, kept while no run or label set changes (`token`)."""
     return challenger.compare(Store.open(home), name, **dict(window))
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing live metrics…")
-def _live_metrics(home: str, name: str, window: tuple[tuple[str, Any], ...],
-                  token: tuple[str, ...]) -> ground_truth.LiveMetrics:
+def _live_metrics(
+    home: str, name: str, window: tuple[tuple[str, Any], ...], token: tuple[str, ...]
+) -> ground_truth.LiveMetrics:
     """core.ground_truth.live_metrics, kept while no run or label set changes (`token`)."""
     return ground_truth.live_metrics(Store.open(home), name, **dict(window))
 
@@ -93,41 +113,63 @@ def _comparison(found: challenger.Comparison, d: Deployment) -> None:
     st.plotly_chart(distribution_figure(found), key=f"ch_distribution_{d.id}")
     if found.top:
         st.subheader("Top disagreeing rows")
-        rows = [{"run": f"results?run={r['run_id']}", **{k: v for k, v in r.items()
-                                                         if k != "run_id"}}
-                for r in found.top]
+        rows = [
+            {"run": f"results?run={r['run_id']}", **{k: v for k, v in r.items() if k != "run_id"}}
+            for r in found.top
+        ]
         ui.link_table(rows, "run", key=f"ch_top_{d.id}")
     if found.features:
         st.subheader("Features that differ most where the models disagree")
-        st.caption("PSI and Jensen-Shannon distance between the feature's distribution in "
-                   "agreeing and in disagreeing rows, on the training bins.")
-        st.dataframe([{"feature": f.name, "kind": f.kind, "PSI": f.psi,
-                       "JS distance": f.distance} for f in found.features],
-                     hide_index=True, key=f"ch_features_{d.id}", column_config={
-                         "PSI": st.column_config.NumberColumn(format="%.3f"),
-                         "JS distance": st.column_config.NumberColumn(format="%.3f")})
+        st.caption(
+            "PSI and Jensen-Shannon distance between the feature's distribution in "
+            "agreeing and in disagreeing rows, on the training bins."
+        )
+        st.dataframe(
+            [
+                {"feature": f.name, "kind": f.kind, "PSI": f.psi, "JS distance": f.distance}
+                for f in found.features
+            ],
+            hide_index=True,
+            key=f"ch_features_{d.id}",
+            column_config={
+                "PSI": st.column_config.NumberColumn(format="%.3f"),
+                "JS distance": st.column_config.NumberColumn(format="%.3f"),
+            },
+        )
 
 
 def _labels_form(store: Store, d: Deployment) -> None:
     """Upload a label file (or give SQL), pick the key and label columns, add."""
     with st.expander("Add ground truth"):
-        kind = st.radio("Labels from", ["file", "sql"], horizontal=True, key=f"gt_kind_{d.id}",
-                        format_func={"file": "Uploaded file",
-                                     "sql": "DuckDB SQL over files"}.get)
+        kind = st.radio(
+            "Labels from",
+            ["file", "sql"],
+            horizontal=True,
+            key=f"gt_kind_{d.id}",
+            format_func={"file": "Uploaded file", "sql": "DuckDB SQL over files"}.get,
+        )
         source: dict[str, Any] | None = None
         if kind == "sql":
-            sql = st.text_area("Query", key=f"gt_sql_{d.id}", help="A SELECT over workspace "
-                               "files, e.g. SELECT id, outcome FROM read_csv('truth/*.csv', "
-                               "all_varchar = true)")
+            sql = st.text_area(
+                "Query",
+                key=f"gt_sql_{d.id}",
+                help="A SELECT over workspace "
+                "files, e.g. SELECT id, outcome FROM read_csv('truth/*.csv', "
+                "all_varchar = true)",
+            )
             source = {"kind": "sql", "sql": sql} if sql.strip() else None
         else:
-            upload = st.file_uploader("CSV or Parquet file of true labels",
-                                      type=["csv", "tsv", "parquet"], key=f"gt_file_{d.id}")
+            upload = st.file_uploader(
+                "CSV or Parquet file of true labels",
+                type=["csv", "tsv", "parquet"],
+                key=f"gt_file_{d.id}",
+            )
             if upload is not None:
                 saved = f"gt_saved_{d.id}_{upload.file_id}"
                 if saved not in st.session_state:  # save once, not on every rerun
-                    st.session_state[saved] = str(save_upload(store.workspace, upload.name,
-                                                              upload.getvalue()))
+                    st.session_state[saved] = str(
+                        save_upload(store.workspace, upload.name, upload.getvalue())
+                    )
                 source = {"kind": "upload", "path": st.session_state[saved]}
         if source is None:
             return
@@ -139,54 +181,75 @@ def _labels_form(store: Store, d: Deployment) -> None:
         columns = list(stage.frame.columns)
         left, right = st.columns(2)
         key = left.selectbox("Key column", columns, key=f"gt_key_{d.id}")
-        label = right.selectbox("Label column", columns, index=min(1, len(columns) - 1),
-                                key=f"gt_label_{d.id}")
+        label = right.selectbox(
+            "Label column", columns, index=min(1, len(columns) - 1), key=f"gt_label_{d.id}"
+        )
         if st.button("Add labels", key=f"gt_add_{d.id}"):
             with ui.guarded():
                 added = ground_truth.add_labels(store, d.name, source, key, label)
                 c = added.counts
-                st.success(f"Added {added.rows:,} labels: {c['matched_labels']:,} match a "
-                           f"prediction, {c['unmatched_labels']:,} match none; "
-                           f"{c['predictions_without_label']:,} of {c['predictions']:,} "
-                           f"predictions have no label; {c['without_label']:,} rows without "
-                           "a label left out.")
+                st.success(
+                    f"Added {added.rows:,} labels: {c['matched_labels']:,} match a "
+                    f"prediction, {c['unmatched_labels']:,} match none; "
+                    f"{c['predictions_without_label']:,} of {c['predictions']:,} "
+                    f"predictions have no label; {c['without_label']:,} rows without "
+                    "a label left out."
+                )
 
 
 def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
     st.subheader("Live metrics")
     _labels_form(store, d)
     try:
-        live = _live_metrics(str(store.workspace.home), d.name, tuple(window.items()),
-                             _token(store, d))
+        live = _live_metrics(
+            str(store.workspace.home), d.name, tuple(window.items()), _token(store, d)
+        )
     except InvalidInput as exc:
         st.info(f"{exc.message} {exc.hint}")
         return
     m = live.matching
     cols = st.columns(3)
-    cols[0].metric("Labelled predictions", f"{m.predictions_with_label:,}",
-                   help=f"of {m.predictions:,} predictions in the window")
+    cols[0].metric(
+        "Labelled predictions",
+        f"{m.predictions_with_label:,}",
+        help=f"of {m.predictions:,} predictions in the window",
+    )
     cols[1].metric("Predictions without label", f"{m.predictions_without_label:,}")
-    cols[2].metric("Labels matching no prediction", f"{m.unmatched_labels:,}",
-                   help=f"of {m.labels:,} labels")
+    cols[2].metric(
+        "Labels matching no prediction", f"{m.unmatched_labels:,}", help=f"of {m.labels:,} labels"
+    )
     overall = live.overall
     metric = live.metric
     cols = st.columns(3)
     cols[0].metric(f"Main {metric}", _fmt((overall.main or {}).get(metric)))
     cols[1].metric(f"Challenger {metric}", _fmt((overall.challenger or {}).get(metric)))
     ci = f"95% CI [{overall.ci[0]:+.4f}, {overall.ci[1]:+.4f}]" if overall.ci else None
-    cols[2].metric("Difference (challenger - main)",
-                   _fmt((overall.difference or {}).get(metric), signed=True), help=ci)
+    cols[2].metric(
+        "Difference (challenger - main)",
+        _fmt((overall.difference or {}).get(metric), signed=True),
+        help=ci,
+    )
     if ci:
         st.caption(f"{ci}. Method: {live.method}.")
     for note in live.notes:
         st.caption(note)
     st.plotly_chart(live_figure(live), key=f"ch_live_{d.id}")
-    ui.link_table([{"run": f"results?run={r.run_id}", "labelled rows": r.rows,
-                   f"main {metric}": (r.main or {}).get(metric),
-                   f"challenger {metric}": (r.challenger or {}).get(metric),
-                   "difference": (r.difference or {}).get(metric),
-                   "CI low": r.ci[0] if r.ci else None, "CI high": r.ci[1] if r.ci else None}
-                   for r in live.runs], "run", key=f"ch_live_table_{d.id}")
+    ui.link_table(
+        [
+            {
+                "run": f"results?run={r.run_id}",
+                "labelled rows": r.rows,
+                f"main {metric}": (r.main or {}).get(metric),
+                f"challenger {metric}": (r.challenger or {}).get(metric),
+                "difference": (r.difference or {}).get(metric),
+                "CI low": r.ci[0] if r.ci else None,
+                "CI high": r.ci[1] if r.ci else None,
+            }
+            for r in live.runs
+        ],
+        "run",
+        key=f"ch_live_table_{d.id}",
+    )
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:
@@ -200,15 +263,18 @@ def _swap(store: Store, d: Deployment) -> None:
         return
     names = ui.model_names(store, d.experiment_id)
     shadow, main = d.current.challenger_model_id, d.current.main_model_id
-    st.write(f"Make **{names.get(shadow)}** ({shadow}) the main model and "
-             f"**{names.get(main)}** ({main}) the challenger (a new version; roll back to "
-             "undo).")
+    st.write(
+        f"Make **{names.get(shadow)}** ({shadow}) the main model and "
+        f"**{names.get(main)}** ({main}) the challenger (a new version; roll back to "
+        "undo)."
+    )
     confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")
     if st.button("Swap main and challenger", key=f"ch_swap_{d.id}", disabled=not confirm):
         with ui.guarded():
             swapped = challenger.swap(store, d.name)
-            st.session_state[f"ch_swapped_{d.id}"] = swapped.current.number \
-                if swapped.current else None
+            st.session_state[f"ch_swapped_{d.id}"] = (
+                swapped.current.number if swapped.current else None
+            )
             st.rerun()
     done = st.session_state.pop(f"ch_swapped_{d.id}", None)
     if done:
@@ -217,11 +283,11 @@ def _swap(store: Store, d: Deployment) -> None:
 
 def challenger_tab(store: Store, d: Deployment) -> None:
     """Champion vs challenger over a window of runs, ground truth and live metrics, swap."""
-    window = ui_drift.run_window(store, d, "ch", default_last=challenger.DEFAULT_LAST,
-                                 max_last=500, dates=False)
+    window = ui_drift.run_window(
+        store, d, "ch", default_last=challenger.DEFAULT_LAST, max_last=500, dates=False
+    )
     try:
-        found = _compare(str(store.workspace.home), d.name, tuple(window.items()),
-                         _token(store, d))
+        found = _compare(str(store.workspace.home), d.name, tuple(window.items()), _token(store, d))
     except InvalidInput as exc:  # an empty window, or no challenger: a state, not a failure
         st.info(f"{exc.message} {exc.hint}".strip())
     except ModelDeckError as exc:
@@ -245,18 +311,33 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     def size(path: Any) -> str:
         return f"{path.stat().st_size / 1e6:.2f} MB" if path is not None else ""
 
-    ui.link_table([{"run": f"results?run={r.id}", "status": r.status, "rows": r.rows_out,
-                   "finished": r.finished_at, "trigger": r.trigger,
-                   "main results": size(files[r.id]["main"]),
-                   "challenger results": size(files[r.id]["challenger"]),
-                   "note": "purged" if r.purged_at else (r.error or "")} for r in found],
-                  "run", key=f"pred_table_{d.id}")
+    ui.link_table(
+        [
+            {
+                "run": f"results?run={r.id}",
+                "status": r.status,
+                "rows": r.rows_out,
+                "finished": r.finished_at,
+                "trigger": r.trigger,
+                "main results": size(files[r.id]["main"]),
+                "challenger results": size(files[r.id]["challenger"]),
+                "note": "purged" if r.purged_at else (r.error or ""),
+            }
+            for r in found
+        ],
+        "run",
+        key=f"pred_table_{d.id}",
+    )
     ready = [r for r in found if files[r.id]["main"] is not None]
     if not ready:
         st.caption("No run has results to download yet.")
         return
-    run = st.selectbox("Download the results of", ready, key=f"pred_run_{d.id}",
-                       format_func=lambda r: f"{r.id} · {r.rows_out or 0:,} rows")
+    run = st.selectbox(
+        "Download the results of",
+        ready,
+        key=f"pred_run_{d.id}",
+        format_func=lambda r: f"{r.id} · {r.rows_out or 0:,} rows",
+    )
     cols = st.columns(2)
     for col, which in zip(cols, ("main", "challenger"), strict=True):
         with col:

@@ -17,9 +17,11 @@ from core.entities import Deployment, Run
 from core.errors import ModelDeckError
 from core.store import Store
 
-PASSWORD_FROM = {"env": "An environment variable (recommended)",
-                 "encrypted": "Type it here (stored encrypted with the workspace key)",
-                 "none": "No password (trust or certificate authentication)"}
+PASSWORD_FROM = {
+    "env": "An environment variable (recommended)",
+    "encrypted": "Type it here (stored encrypted with the workspace key)",
+    "none": "No password (trust or certificate authentication)",
+}
 
 
 # ---------------------------------------------------------------------------- pipeline fields
@@ -30,50 +32,74 @@ def _names(store: Store, d: Deployment) -> list[str]:
 def _connection_picker(store: Store, d: Deployment, current: str, key: str) -> str:
     names = _names(store, d)
     if not names:
-        st.info("This project has no database connection yet: add one under **Database "
-                "connections** below.", icon="🔌")
+        st.info(
+            "This project has no database connection yet: add one under **Database "
+            "connections** below.",
+            icon="🔌",
+        )
         return current
     options = names if current in names or not current else [current, *names]
-    return st.selectbox("Connection", options, index=options.index(current)
-                        if current in options else 0, key=key)
+    return st.selectbox(
+        "Connection", options, index=options.index(current) if current in options else 0, key=key
+    )
 
 
 def source_fields(store: Store, d: Deployment, source: dict[str, Any]) -> dict[str, Any]:
     """The postgres source block's fields (connection, query) for the source editor."""
-    conn = _connection_picker(store, d, str(source.get("connection") or ""),
-                              f"src_pg_conn_{d.id}")
-    sql = st.text_area("PostgreSQL query", value=source.get("sql", "") if
-                       source.get("kind") == "postgres" else "", key=f"src_pg_sql_{d.id}",
-                       help="One SELECT in PostgreSQL's dialect; it runs in a read-only "
-                       "transaction and streams in batches.")
+    conn = _connection_picker(store, d, str(source.get("connection") or ""), f"src_pg_conn_{d.id}")
+    sql = st.text_area(
+        "PostgreSQL query",
+        value=source.get("sql", "") if source.get("kind") == "postgres" else "",
+        key=f"src_pg_sql_{d.id}",
+        help="One SELECT in PostgreSQL's dialect; it runs in a read-only "
+        "transaction and streams in batches.",
+    )
     return {"kind": "postgres", "connection": conn, "sql": sql, "project": d.project_id}
 
 
 def sink_fields(store: Store, d: Deployment, sink: dict[str, Any] | None) -> dict[str, Any] | None:
     """The postgres sink block's fields, or None when the box is unticked."""
     sink = sink or {}
-    if not st.checkbox("Also write to a PostgreSQL table", value=bool(sink),
-                       key=f"sink_pg_{d.id}"):
+    if not st.checkbox("Also write to a PostgreSQL table", value=bool(sink), key=f"sink_pg_{d.id}"):
         return None
     a, b = st.columns(2)
     with a:
-        conn = _connection_picker(store, d, str(sink.get("connection") or ""),
-                                  f"sink_pg_conn_{d.id}")
-    table = b.text_input("Table (schema.table)", sink.get("table", d.name.replace("-", "_")),
-                         key=f"sink_pg_table_{d.id}")
+        conn = _connection_picker(
+            store, d, str(sink.get("connection") or ""), f"sink_pg_conn_{d.id}"
+        )
+    table = b.text_input(
+        "Table (schema.table)",
+        sink.get("table", d.name.replace("-", "_")),
+        key=f"sink_pg_table_{d.id}",
+    )
     c, e = st.columns(2)
-    mode = c.selectbox("Mode", postgres.TABLE_MODES, index=postgres.TABLE_MODES.index(
-        sink.get("mode", "append")), key=f"sink_pg_mode_{d.id}",
+    mode = c.selectbox(
+        "Mode",
+        postgres.TABLE_MODES,
+        index=postgres.TABLE_MODES.index(sink.get("mode", "append")),
+        key=f"sink_pg_mode_{d.id}",
         help="create: a new table (fails if it exists); append: add rows (creates the table "
-        "if missing); replace: drop and recreate. Always one transaction.")
+        "if missing); replace: drop and recreate. Always one transaction.",
+    )
     challenger = e.selectbox(
-        "Challenger predictions", postgres.CHALLENGER_MODES,
+        "Challenger predictions",
+        postgres.CHALLENGER_MODES,
         index=postgres.CHALLENGER_MODES.index(sink.get("challenger", "columns")),
-        format_func={"columns": "as a column beside the main prediction",
-                     "table": "in their own table (<table>_challenger)",
-                     "none": "not written"}.get, key=f"sink_pg_ch_{d.id}")
-    return {"kind": "postgres", "connection": conn, "table": table, "mode": mode,
-            "challenger": challenger, "project": d.project_id}
+        format_func={
+            "columns": "as a column beside the main prediction",
+            "table": "in their own table (<table>_challenger)",
+            "none": "not written",
+        }.get,
+        key=f"sink_pg_ch_{d.id}",
+    )
+    return {
+        "kind": "postgres",
+        "connection": conn,
+        "table": table,
+        "mode": mode,
+        "challenger": challenger,
+        "project": d.project_id,
+    }
 
 
 # ---------------------------------------------------------------------------- connections
@@ -82,17 +108,34 @@ def connections_panel(store: Store, d: Deployment) -> None:
     with st.expander("Database connections", expanded=False):
         found = connections.list_connections(store, d.project_id)
         if found:
-            st.dataframe(pd.DataFrame([{"name": c.name, "address": c.address,
-                                        "sslmode": c.sslmode, "password": c.password_label}
-                                       for c in found]), hide_index=True)
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "name": c.name,
+                            "address": c.address,
+                            "sslmode": c.sslmode,
+                            "password": c.password_label,
+                        }
+                        for c in found
+                    ]
+                ),
+                hide_index=True,
+            )
             left, mid, right = st.columns([2, 1, 1])
-            name = left.selectbox("Connection", [c.name for c in found],
-                                  key=f"conn_pick_{d.id}", label_visibility="collapsed")
+            name = left.selectbox(
+                "Connection",
+                [c.name for c in found],
+                key=f"conn_pick_{d.id}",
+                label_visibility="collapsed",
+            )
             if mid.button("Test connection", key=f"conn_test_{d.id}"):
                 with ui.guarded():
                     result = connections.test_connection(store, d.project_id, name)
-                    st.success(f"Connected to PostgreSQL {result['server_version']} in "
-                               f"{result['seconds']:.2f} s.")
+                    st.success(
+                        f"Connected to PostgreSQL {result['server_version']} in "
+                        f"{result['seconds']:.2f} s."
+                    )
             if right.button("Remove", key=f"conn_rm_{d.id}"):
                 with ui.guarded():
                     connections.remove_connection(store, d.project_id, name)
@@ -107,16 +150,18 @@ def _add_form(store: Store, d: Deployment) -> None:
         st.markdown("**Add a connection**")
         a, b = st.columns([3, 1])
         name = a.text_input("Name", placeholder="warehouse")
-        sslmode = b.selectbox("sslmode", connections.SSLMODES,
-                              index=connections.SSLMODES.index("prefer"))
+        sslmode = b.selectbox(
+            "sslmode", connections.SSLMODES, index=connections.SSLMODES.index("prefer")
+        )
         a, b = st.columns([3, 1])
         host = a.text_input("Host", placeholder="db.internal")
         port = b.number_input("Port", min_value=1, max_value=65535, value=5432, step=1)
         a, b = st.columns(2)
         database = a.text_input("Database")
         user = b.text_input("User")
-        source = st.radio("Password", list(PASSWORD_FROM), format_func=PASSWORD_FROM.get,
-                          horizontal=False)
+        source = st.radio(
+            "Password", list(PASSWORD_FROM), format_func=PASSWORD_FROM.get, horizontal=False
+        )
         a, b = st.columns(2)
         variable = a.text_input("Environment variable", placeholder="MODELDECK_SECRET_WAREHOUSE")
         secret = b.text_input("Password", type="password")
@@ -125,10 +170,18 @@ def _add_form(store: Store, d: Deployment) -> None:
             return
     with ui.guarded():
         conn = connections.add_connection(
-            store, d.project_id, name, host=host, port=int(port), database=database, user=user,
-            sslmode=sslmode, replace=replace,
+            store,
+            d.project_id,
+            name,
+            host=host,
+            port=int(port),
+            database=database,
+            user=user,
+            sslmode=sslmode,
+            replace=replace,
             password=secret if source == "encrypted" else None,
-            password_env=variable if source == "env" else None)
+            password_env=variable if source == "env" else None,
+        )
         st.success(f"Saved connection '{conn.name}' ({conn.password_label}).")
 
 
@@ -141,13 +194,21 @@ def redeliver_panel(store: Store, run: Run) -> None:
     failed = run.status == "failed"
     targets = ", ".join(sinks.describe(s) for s in run.pipeline["sinks"])
     with st.container(border=True):
-        st.markdown("**Delivery**: " + ("the results were kept, but a sink failed. Fix the "
-                                        "cause (server down, table columns), then deliver "
-                                        "again: nothing is predicted again."
-                                        if failed else f"delivered to {targets}."))
+        st.markdown(
+            "**Delivery**: "
+            + (
+                "the results were kept, but a sink failed. Fix the "
+                "cause (server down, table columns), then deliver "
+                "again: nothing is predicted again."
+                if failed
+                else f"delivered to {targets}."
+            )
+        )
         for attempt in run.summary.get("deliveries", [])[-3:]:
-            st.caption(f"{attempt['at']} by {attempt['by']}: "
-                       + ("delivered" if attempt["ok"] else f"failed: {attempt['error']}"))
+            st.caption(
+                f"{attempt['at']} by {attempt['by']}: "
+                + ("delivered" if attempt["ok"] else f"failed: {attempt['error']}")
+            )
         label = "Deliver again" if failed else "Deliver to the sinks again"
         if st.button(label, key=f"redeliver_{run.id}", type="primary" if failed else "secondary"):
             try:

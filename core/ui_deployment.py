@@ -24,13 +24,23 @@ from core.errors import NotFound
 from core.store import Store
 from core.workspace import save_upload
 
-SECTION_TITLES = {"general": "General", "pipeline": "Pipeline", "versions": "Versions",
-                  "runs": "Runs", "predictions": "Predictions", "schedule": "Schedule",
-                  "validation": "Validation", "challenger": "Challenger", "drift": "Drift",
-                  "audit": "Audit log"}
-TRAINING_SOURCE = ("**Run now scores the training data** (the snapshot the model was trained "
-                   "on, label included): the deployment's source is still the one it was "
-                   "created with.")
+SECTION_TITLES = {
+    "general": "General",
+    "pipeline": "Pipeline",
+    "versions": "Versions",
+    "runs": "Runs",
+    "predictions": "Predictions",
+    "schedule": "Schedule",
+    "validation": "Validation",
+    "challenger": "Challenger",
+    "drift": "Drift",
+    "audit": "Audit log",
+}
+TRAINING_SOURCE = (
+    "**Run now scores the training data** (the snapshot the model was trained "
+    "on, label included): the deployment's source is still the one it was "
+    "created with."
+)
 PICK_KEY = "deployment_pick"
 SECTION_KEY = "deployment_section"
 
@@ -44,10 +54,17 @@ def _explain_missing(store: Store, name: str) -> None:
     if deleted is None:
         ui.show_error(NotFound("deployment", name, "Choose one of the deployments below."))
         return
-    st.warning(f"**Deployment '{name}' was deleted** on {deleted.logged_at:%Y-%m-%d %H:%M} UTC"
-               f" by {deleted.actor}. Its runs and their results are kept.", icon="🗑️")
-    st.page_link("pages/results.py", query_params={"deployment": name},
-                 label=f"Open the kept runs of {name}", icon=":material/table_view:")
+    st.warning(
+        f"**Deployment '{name}' was deleted** on {deleted.logged_at:%Y-%m-%d %H:%M} UTC"
+        f" by {deleted.actor}. Its runs and their results are kept.",
+        icon="🗑️",
+    )
+    st.page_link(
+        "pages/results.py",
+        query_params={"deployment": name},
+        label=f"Open the kept runs of {name}",
+        icon=":material/table_view:",
+    )
 
 
 def pick_deployment(store: Store) -> Deployment:
@@ -65,9 +82,15 @@ def pick_deployment(store: Store) -> Deployment:
         st.session_state.pop(PICK_KEY, None)
     elif wanted:
         st.session_state[PICK_KEY] = wanted  # a link to another deployment wins
-    name = st.selectbox("Deployment", list(by_name), key=PICK_KEY, on_change=_follow_pick,
-                        index=None if missing else 0, placeholder="Choose a deployment",
-                        format_func=lambda n: f"{n} ({by_name[n].environment})")
+    name = st.selectbox(
+        "Deployment",
+        list(by_name),
+        key=PICK_KEY,
+        on_change=_follow_pick,
+        index=None if missing else 0,
+        placeholder="Choose a deployment",
+        format_func=lambda n: f"{n} ({by_name[n].environment})",
+    )
     if name is None:
         st.stop()
     st.query_params["name"] = name
@@ -82,9 +105,15 @@ def section_picker(sections: list[str]) -> str:
     """The section shown, kept in the URL as `section`; only that section computes."""
     wanted = st.query_params.get("section")
     st.session_state[SECTION_KEY] = wanted if wanted in sections else sections[0]
-    section = st.segmented_control("Section", sections, key=SECTION_KEY, required=True,
-                                   on_change=_follow_section, format_func=SECTION_TITLES.get,
-                                   label_visibility="collapsed")
+    section = st.segmented_control(
+        "Section",
+        sections,
+        key=SECTION_KEY,
+        required=True,
+        on_change=_follow_section,
+        format_func=SECTION_TITLES.get,
+        label_visibility="collapsed",
+    )
     st.query_params["section"] = section
     return section
 
@@ -94,8 +123,12 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
         st.caption(f"{label}: none")
         return
     model = registry.get_model(store, model_id)
-    st.page_link("pages/model.py", query_params={"id": model.id}, icon=":material/insights:",
-                 label=f"{label}: {model.algorithm} · v{model.version} ({model.id})")
+    st.page_link(
+        "pages/model.py",
+        query_params={"id": model.id},
+        icon=":material/insights:",
+        label=f"{label}: {model.algorithm} · v{model.version} ({model.id})",
+    )
 
 
 def general(store: Store, d: Deployment) -> None:
@@ -112,28 +145,42 @@ def general(store: Store, d: Deployment) -> None:
     if d.environment == "staging":
         with st.container(border=True):
             st.markdown("**Promote to production**")
-            copy = {w: st.checkbox(f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}")
-                    for w in ("pipeline", "schedule", "report")}
+            copy = {
+                w: st.checkbox(f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}")
+                for w in ("pipeline", "schedule", "report")
+            }
             sinks = _production_sinks(store, d) if copy["pipeline"] else None
             allowed, reason = ui_validation.promotion_checks(store, d)
-            if st.button("Promote to production", type="primary", key=f"promote_{d.id}",
-                         disabled=not allowed):
+            if st.button(
+                "Promote to production", type="primary", key=f"promote_{d.id}", disabled=not allowed
+            ):
                 with ui.guarded():
-                    prod = deployments.promote(store, d.name, copy_pipeline=copy["pipeline"],
-                                               copy_schedule=copy["schedule"],
-                                               copy_report=copy["report"],
-                                               override_reason=reason, sinks=sinks)
+                    prod = deployments.promote(
+                        store,
+                        d.name,
+                        copy_pipeline=copy["pipeline"],
+                        copy_schedule=copy["schedule"],
+                        copy_report=copy["report"],
+                        override_reason=reason,
+                        sinks=sinks,
+                    )
                     st.success(f"{prod.name} now serves version {prod.current.number}.")
-                    st.page_link("pages/deployment.py", query_params={"name": prod.name},
-                                 label=f"Open {prod.name}", icon=":material/deployed_code:")
+                    st.page_link(
+                        "pages/deployment.py",
+                        query_params={"name": prod.name},
+                        label=f"Open {prod.name}",
+                        icon=":material/deployed_code:",
+                    )
     with st.expander("Delete this deployment"):
         st.caption("Runs and their results stay downloadable until you purge them.")
         typed = st.text_input(f"Type '{d.name}' to confirm", key=f"delete_confirm_{d.id}")
         if st.button("Delete", disabled=typed != d.name, key=f"delete_{d.id}"):
             with ui.guarded():
                 deployments.delete_deployment(store, d.name, confirm=typed)
-                ui.flash(f"Deleted {d.name}. Its runs and their results are kept: Run results "
-                         "lists them.")
+                ui.flash(
+                    f"Deleted {d.name}. Its runs and their results are kept: Run results "
+                    "lists them."
+                )
                 st.query_params.clear()
                 st.switch_page("pages/deployments.py")
 
@@ -148,7 +195,8 @@ def _production_sinks(store: Store, d: Deployment) -> list[dict[str, Any]]:
     for i, sink in enumerate(proposed):
         field = "path" if sink["kind"] == "folder" else "table"
         label = f"{sink['kind'].replace('_', ' ')} {field}" + (
-            f" (in {sink['path']})" if field == "table" and sink.get("path") else "")
+            f" (in {sink['path']})" if field == "table" and sink.get("path") else ""
+        )
         value = st.text_input(label, value=sink[field], key=f"prod_sink_{d.id}_{i}")
         out.append({**sink, field: value.strip()})
     return out
@@ -164,36 +212,60 @@ def _access_picker(store: Store, d: Deployment) -> None:
         return f"Access of {d.name} changed to '{chosen}' (was '{d.access}')."
 
     # A callback fires once per user change, before the page renders: one change, one write.
-    st.selectbox("Who may call it", ACCESS_LEVELS, key=key, on_change=ui.act, args=(change,),
-                 help="Enforced by the API once serving lands.")
+    st.selectbox(
+        "Who may call it",
+        ACCESS_LEVELS,
+        key=key,
+        on_change=ui.act,
+        args=(change,),
+        help="Enforced by the API once serving lands.",
+    )
 
 
 def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[str, Any]:
     kinds = ["file", "sql", "postgres"]
-    kind = st.radio("Source", kinds, horizontal=True, key=f"src_kind_{d.id}",
-                    index=kinds.index(source.get("kind")) if source.get("kind") in kinds else 0,
-                    format_func={"file": "File or glob", "sql": "DuckDB SQL over files",
-                                 "postgres": "PostgreSQL query"}.get)
+    kind = st.radio(
+        "Source",
+        kinds,
+        horizontal=True,
+        key=f"src_kind_{d.id}",
+        index=kinds.index(source.get("kind")) if source.get("kind") in kinds else 0,
+        format_func={
+            "file": "File or glob",
+            "sql": "DuckDB SQL over files",
+            "postgres": "PostgreSQL query",
+        }.get,
+    )
     if kind == "postgres":
         return ui_connections.source_fields(store, d, source)
     if kind == "sql":
-        sql = st.text_area("Source query", value=source.get("sql", ""), key=f"src_sql_{d.id}",
-                           help="A SELECT over files in the workspace, e.g. "
-                           "SELECT * FROM read_csv('exports/*.csv')")
+        sql = st.text_area(
+            "Source query",
+            value=source.get("sql", ""),
+            key=f"src_sql_{d.id}",
+            help="A SELECT over files in the workspace, e.g. "
+            "SELECT * FROM read_csv('exports/*.csv')",
+        )
         st.caption(incremental.SQL_PARAMETERS_HELP)
         return {"kind": "sql", "sql": sql}
     path_key = f"src_path_{d.id}"
-    upload = st.file_uploader("Upload a file to score", type=["csv", "parquet", "json"],
-                              key=f"src_upload_{d.id}")
+    upload = st.file_uploader(
+        "Upload a file to score", type=["csv", "parquet", "json"], key=f"src_upload_{d.id}"
+    )
     if upload is not None and st.session_state.get(f"{path_key}_file") != upload.file_id:
         # Saved once per upload (reruns hand the same file back), then it is just a path.
         st.session_state[f"{path_key}_file"] = upload.file_id
-        st.session_state[path_key] = str(save_upload(store.workspace, upload.name,
-                                                     upload.getvalue()))
+        st.session_state[path_key] = str(
+            save_upload(store.workspace, upload.name, upload.getvalue())
+        )
     st.session_state.setdefault(path_key, source.get("path", ""))
     path = st.text_input("Path or glob (inside the workspace)", key=path_key)
-    only_new = st.checkbox("Only new data", value=bool(source.get("incremental")),
-                           key=f"src_incremental_{d.id}", help=incremental.FILES_HELP)
+    only_new = st.checkbox(
+        "Only new data",
+        value=bool(source.get("incremental")),
+        key=f"src_incremental_{d.id}",
+        help=incremental.FILES_HELP,
+    )
     return {"kind": "file", "path": path, **({"incremental": True} if only_new else {})}
 
 
@@ -222,21 +294,32 @@ def _sinks_editor(d: Deployment, sinks: list[dict[str, Any]]) -> list[dict[str, 
     folder = by_kind.get("folder", {})
     if st.checkbox("Also write to a folder", value="folder" in by_kind, key=f"sink_f_{d.id}"):
         left, right = st.columns([3, 1])
-        out.append({"kind": "folder",
-                    "path": left.text_input("Folder", folder.get("path", f"exports/{d.name}"),
-                                            key=f"sink_fp_{d.id}"),
-                    "format": right.selectbox("Format", ["parquet", "csv"],
-                                              key=f"sink_ff_{d.id}")})
+        out.append(
+            {
+                "kind": "folder",
+                "path": left.text_input(
+                    "Folder", folder.get("path", f"exports/{d.name}"), key=f"sink_fp_{d.id}"
+                ),
+                "format": right.selectbox("Format", ["parquet", "csv"], key=f"sink_ff_{d.id}"),
+            }
+        )
     table = by_kind.get("duckdb_table", {})
-    if st.checkbox("Also write to a DuckDB table", value="duckdb_table" in by_kind,
-                   key=f"sink_t_{d.id}"):
+    if st.checkbox(
+        "Also write to a DuckDB table", value="duckdb_table" in by_kind, key=f"sink_t_{d.id}"
+    ):
         a, b, c = st.columns([2, 1, 1])
-        out.append({"kind": "duckdb_table",
-                    "path": a.text_input("DuckDB file", table.get("path", "exports/scores.duckdb"),
-                                         key=f"sink_tp_{d.id}"),
-                    "table": b.text_input("Table", table.get("table", d.name.replace("-", "_")),
-                                          key=f"sink_tt_{d.id}"),
-                    "mode": c.selectbox("Mode", ["append", "replace"], key=f"sink_tm_{d.id}")})
+        out.append(
+            {
+                "kind": "duckdb_table",
+                "path": a.text_input(
+                    "DuckDB file", table.get("path", "exports/scores.duckdb"), key=f"sink_tp_{d.id}"
+                ),
+                "table": b.text_input(
+                    "Table", table.get("table", d.name.replace("-", "_")), key=f"sink_tt_{d.id}"
+                ),
+                "mode": c.selectbox("Mode", ["append", "replace"], key=f"sink_tm_{d.id}"),
+            }
+        )
     postgres_sink = ui_connections.sink_fields(ui.get_store(), d, by_kind.get("postgres"))
     return out + ([postgres_sink] if postgres_sink else [])
 
@@ -245,29 +328,45 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
     """Source, transforms, locked model block, sinks; preview and save."""
     current = d.pipeline
     if deployments.scores_training_data(store, d):
-        st.info(TRAINING_SOURCE + " Set the data to score here: upload a file, give a path or "
-                "glob, a SQL query or a PostgreSQL query, then **Save pipeline**.",
-                icon=":material/info:")
+        st.info(
+            TRAINING_SOURCE + " Set the data to score here: upload a file, give a path or "
+            "glob, a SQL query or a PostgreSQL query, then **Save pipeline**.",
+            icon=":material/info:",
+        )
     source = _source_editor(store, d, current.get("source", {}))
     st.markdown("**Transformations** (DuckDB SELECTs over `input`; they cannot read files)")
     transforms = _transforms_editor(d, current.get("transforms", []))
     names = ui.model_names(store, d.experiment_id)
     main = d.current.main_model_id if d.current else None
     challenger = d.current.challenger_model_id if d.current else None
-    st.info(f"**Model block (locked)**: main {_named(names, main)}, challenger "
-            f"{_named(names, challenger)}. To change the model, deploy another one or roll "
-            "back in the Versions section.", icon="🔒")
-    label = st.text_input("Label column (metrics when present)",
-                          value=current.get("label_column") or "", key=f"label_{d.id}")
+    st.info(
+        f"**Model block (locked)**: main {_named(names, main)}, challenger "
+        f"{_named(names, challenger)}. To change the model, deploy another one or roll "
+        "back in the Versions section.",
+        icon="🔒",
+    )
+    label = st.text_input(
+        "Label column (metrics when present)",
+        value=current.get("label_column") or "",
+        key=f"label_{d.id}",
+    )
     st.markdown("**Sinks** (the run's Parquet results are always kept)")
     sinks = _sinks_editor(d, current.get("sinks", []))
-    candidate = {"source": source, "transforms": transforms, "sinks": sinks,
-                 "label_column": label or None}
+    candidate = {
+        "source": source,
+        "transforms": transforms,
+        "sinks": sinks,
+        "label_column": label or None,
+    }
     left, right = st.columns(2)
     if left.button("Preview", key=f"preview_{d.id}"):
         model = registry.get_model(store, d.current.main_model_id) if d.current else None
-        shown = pipeline.preview(store.workspace, candidate, model.schema if model else None,
-                                 params=incremental.preview_params(store, d.id))
+        shown = pipeline.preview(
+            store.workspace,
+            candidate,
+            model.schema if model else None,
+            params=incremental.preview_params(store, d.id),
+        )
         for stage in shown.stages:
             st.caption(f"After **{stage.name}**")
             if stage.error:
@@ -278,15 +377,21 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
             st.warning(note)
         if shown.check is not None:
             if shown.check.is_ok:
-                st.success("The output fits the model's schema"
-                           + (f"; extra columns kept: {', '.join(shown.check.extra)}"
-                              if shown.check.extra else "."))
+                st.success(
+                    "The output fits the model's schema"
+                    + (
+                        f"; extra columns kept: {', '.join(shown.check.extra)}"
+                        if shown.check.extra
+                        else "."
+                    )
+                )
             else:
                 st.error(shown.check.message())
     if right.button("Save pipeline", type="primary", key=f"save_{d.id}"):
         with ui.guarded():
             deployments.update_pipeline(
-                store, d.name, pipeline.validate_pipeline(candidate, store.workspace))
+                store, d.name, pipeline.validate_pipeline(candidate, store.workspace)
+            )
             st.success("Pipeline saved. It applies to the next run.")
 
 
@@ -298,13 +403,19 @@ def versions_table(store: Store, d: Deployment) -> None:
         cols = st.columns([1, 3, 3, 2, 2])
         cols[0].markdown(f"**v{v.number}**" + (" (current)" if is_current else ""))
         cols[1].caption(f"main **{names.get(v.main_model_id, '?')}** ({v.main_model_id})")
-        cols[2].caption(f"challenger **{names.get(v.challenger_model_id, '?')}** "
-                        f"({v.challenger_model_id})" if v.challenger_model_id
-                        else "challenger none")
+        cols[2].caption(
+            f"challenger **{names.get(v.challenger_model_id, '?')}** ({v.challenger_model_id})"
+            if v.challenger_model_id
+            else "challenger none"
+        )
         cols[3].caption(f"{v.created_by}, {v.created_at:%Y-%m-%d %H:%M}")
         if not is_current:
-            cols[4].button("Make current", key=f"rollback_{v.id}", on_click=ui.act,
-                           args=(lambda n=v.number: _rollback(store, d, n),))
+            cols[4].button(
+                "Make current",
+                key=f"rollback_{v.id}",
+                on_click=ui.act,
+                args=(lambda n=v.number: _rollback(store, d, n),),
+            )
 
 
 def _named(names: dict[str, str], model_id: str | None) -> str:
@@ -314,21 +425,28 @@ def _named(names: dict[str, str], model_id: str | None) -> str:
 def _rollback(store: Store, d: Deployment, number: int) -> str:
     after = deployments.rollback(store, d.name, number)
     main = registry.get_model(store, after.current.main_model_id)
-    return (f"Version v{number} of {d.name} is current again (main {main.algorithm} · "
-            f"v{main.version}, {main.id}); callers get it from their next request.")
+    return (
+        f"Version v{number} of {d.name} is current again (main {main.algorithm} · "
+        f"v{main.version}, {main.id}); callers get it from their next request."
+    )
 
 
 def runs_panel(store: Store, d: Deployment) -> None:
     """Run now, and the runs with their status (refreshed while any is in flight)."""
     worker = sidecars.worker_status(store.workspace)
     if not worker.is_alive:
-        st.warning(f"The worker is not running ({worker.detail}): queued runs wait for it. "
-                   "Start it with `modeldeck worker` (or `make run`).")
+        st.warning(
+            f"The worker is not running ({worker.detail}): queued runs wait for it. "
+            "Start it with `modeldeck worker` (or `make run`)."
+        )
     if deployments.scores_training_data(store, d):
-        st.warning(TRAINING_SOURCE + " Set your own source in the Pipeline section, or give a "
-                   "file below.", icon=":material/info:")
-    override = st.text_input("Score another file instead (optional path or glob)",
-                             key=f"run_source_{d.id}")
+        st.warning(
+            TRAINING_SOURCE + " Set your own source in the Pipeline section, or give a file below.",
+            icon=":material/info:",
+        )
+    override = st.text_input(
+        "Score another file instead (optional path or glob)", key=f"run_source_{d.id}"
+    )
     if st.button("Run now", type="primary", key=f"run_{d.id}"):
         with ui.guarded():
             source = pipeline.check_file_source(store.workspace, override) if override else None
@@ -356,10 +474,22 @@ def _runs_table(found: list[Run]) -> None:
     if not found:
         st.caption("No run yet.")
         return
-    ui.link_table([{
-        "run": f"results?run={r.id}", "status": r.status, "trigger": r.trigger,
-        "queued (UTC)": r.queued_at, "rows": "" if r.rows_out is None else f"{r.rows_out:,}",
-        "by": r.queued_by, "error": r.error or ""} for r in found], "run", key="runs_table")
+    ui.link_table(
+        [
+            {
+                "run": f"results?run={r.id}",
+                "status": r.status,
+                "trigger": r.trigger,
+                "queued (UTC)": r.queued_at,
+                "rows": "" if r.rows_out is None else f"{r.rows_out:,}",
+                "by": r.queued_by,
+                "error": r.error or "",
+            }
+            for r in found
+        ],
+        "run",
+        key="runs_table",
+    )
 
 
 def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
@@ -369,15 +499,21 @@ def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
         st.caption("No schedule: runs start only when someone queues them.")
         return
     state = "paused" if current.is_paused else "active"
-    st.markdown(f"**Current schedule** ({state}): `{current.cron}` in {current.timezone}"
-                f" — {scheduler.describe(current.cron)}")
+    st.markdown(
+        f"**Current schedule** ({state}): `{current.cron}` in {current.timezone}"
+        f" — {scheduler.describe(current.cron)}"
+    )
 
     def toggle() -> str:
         (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
         return f"Schedule {'resumed' if current.is_paused else 'paused'}."
 
-    st.button("Resume" if current.is_paused else "Pause", key=f"sched_toggle_{d.id}",
-              on_click=ui.act, args=(toggle,))
+    st.button(
+        "Resume" if current.is_paused else "Pause",
+        key=f"sched_toggle_{d.id}",
+        on_click=ui.act,
+        args=(toggle,),
+    )
 
 
 def schedule_panel(store: Store, d: Deployment) -> None:
@@ -389,37 +525,61 @@ def schedule_panel(store: Store, d: Deployment) -> None:
     presets = ["custom", *scheduler.PRESETS]
     preset = st.radio("Preset", presets, horizontal=True, key=f"sched_preset_{d.id}")
     default = scheduler.PRESETS.get(preset) or (current.cron if current else "0 6 * * 1")
-    cron = st.text_input("Cron expression (minute hour day-of-month month day-of-week)",
-                         value=default, key=f"sched_cron_{d.id}_{preset}")
+    cron = st.text_input(
+        "Cron expression (minute hour day-of-month month day-of-week)",
+        value=default,
+        key=f"sched_cron_{d.id}_{preset}",
+    )
     zones = scheduler.time_zones()
     zone = current.timezone if current and current.timezone in zones else "UTC"
     tz = st.selectbox("Time zone", zones, index=zones.index(zone), key=f"sched_tz_{d.id}")
     with ui.guarded():
         st.info(scheduler.describe(cron))
-        st.caption("Next runs: " + ", ".join(
-            f"{t:%a %Y-%m-%d %H:%M %Z}" for t in scheduler.next_times(cron, tz)))
+        st.caption(
+            "Next runs: "
+            + ", ".join(f"{t:%a %Y-%m-%d %H:%M %Z}" for t in scheduler.next_times(cron, tz))
+        )
     base = current or scheduler.Schedule(cron=cron)
     a, b, c = st.columns(3)
-    catch_up = a.selectbox("Missed slots (worker down)", scheduler.CATCH_UP,
-                           index=scheduler.CATCH_UP.index(base.catch_up),
-                           key=f"sched_catch_{d.id}", help="one: a single catch-up run")
-    overlap = b.selectbox("Slot while a run is in flight", scheduler.OVERLAP,
-                          index=scheduler.OVERLAP.index(base.overlap), key=f"sched_ov_{d.id}")
-    attempts = c.number_input("Attempts if the worker dies", 1, 10, base.max_attempts,
-                              key=f"sched_att_{d.id}", help="1 = no retry")
+    catch_up = a.selectbox(
+        "Missed slots (worker down)",
+        scheduler.CATCH_UP,
+        index=scheduler.CATCH_UP.index(base.catch_up),
+        key=f"sched_catch_{d.id}",
+        help="one: a single catch-up run",
+    )
+    overlap = b.selectbox(
+        "Slot while a run is in flight",
+        scheduler.OVERLAP,
+        index=scheduler.OVERLAP.index(base.overlap),
+        key=f"sched_ov_{d.id}",
+    )
+    attempts = c.number_input(
+        "Attempts if the worker dies",
+        1,
+        10,
+        base.max_attempts,
+        key=f"sched_att_{d.id}",
+        help="1 = no retry",
+    )
 
     def save() -> str:  # a callback: the page then renders the saved schedule at once
         now = st.session_state  # the widgets' values of this click, not of the last render
         chosen = now.get(f"sched_cron_{d.id}_{now.get(f'sched_preset_{d.id}')}", cron)
         saved = scheduler.set_schedule(
-            store, d.name, chosen, now.get(f"sched_tz_{d.id}", tz),
+            store,
+            d.name,
+            chosen,
+            now.get(f"sched_tz_{d.id}", tz),
             catch_up=now.get(f"sched_catch_{d.id}", catch_up),
             overlap=now.get(f"sched_ov_{d.id}", overlap),
-            max_attempts=int(now.get(f"sched_att_{d.id}", attempts)))
+            max_attempts=int(now.get(f"sched_att_{d.id}", attempts)),
+        )
         return f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone})."
 
-    st.button("Save schedule", type="primary", key=f"sched_save_{d.id}", on_click=ui.act,
-              args=(save,))
+    st.button(
+        "Save schedule", type="primary", key=f"sched_save_{d.id}", on_click=ui.act, args=(save,)
+    )
     slots = scheduler.list_slots(store, d.name)
     if slots:
         st.markdown("**Recent slots**")

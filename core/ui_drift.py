@@ -20,30 +20,49 @@ from core.store import Store, utcnow
 OVER_TIME = 30  # runs in the over-time charts
 
 
-def run_window(store: Store, d: Deployment, prefix: str, *, default_last: int = 1,
-               max_last: int = drift.MAX_WINDOW, dates: bool = True) -> dict[str, Any]:
+def run_window(
+    store: Store,
+    d: Deployment,
+    prefix: str,
+    *,
+    default_last: int = 1,
+    max_last: int = drift.MAX_WINDOW,
+    dates: bool = True,
+) -> dict[str, Any]:
     """The window of runs the user picks (drift and challenger tabs; `prefix` keeps their
     widgets apart): the last N runs, one run, or (with `dates`) a date range in UTC. Returns
     the keyword arguments of drift.window_runs."""
     kinds = ["Last runs", "One run", *(["Date range"] if dates else [])]
     kind = st.radio("Window", kinds, horizontal=True, key=f"{prefix}_window_{d.id}")
     if kind == "Last runs":
-        return {"last": int(st.number_input("Runs", 1, max_last, default_last,
-                                            key=f"{prefix}_last_{d.id}"))}
+        return {
+            "last": int(
+                st.number_input("Runs", 1, max_last, default_last, key=f"{prefix}_last_{d.id}")
+            )
+        }
     if kind == "One run":
         found = [r for r in runs.list_runs(store, d.name, limit=100) if r.status == "succeeded"]
         if not found:
             return {"last": 1}  # the report says there are no runs
-        run = st.selectbox("Run", found, key=f"{prefix}_run_{d.id}", format_func=lambda r: (
-            f"{r.id} · {r.finished_at or r.queued_at:%Y-%m-%d %H:%M} · {r.rows_out} rows"))
+        run = st.selectbox(
+            "Run",
+            found,
+            key=f"{prefix}_run_{d.id}",
+            format_func=lambda r: (
+                f"{r.id} · {r.finished_at or r.queued_at:%Y-%m-%d %H:%M} · {r.rows_out} rows"
+            ),
+        )
         return {"run_id": run.id}
     today = utcnow().date()
-    picked = st.date_input("Dates (UTC)", (today - timedelta(days=7), today),
-                           key=f"{prefix}_dates_{d.id}")
+    picked = st.date_input(
+        "Dates (UTC)", (today - timedelta(days=7), today), key=f"{prefix}_dates_{d.id}"
+    )
     days = list(picked) if isinstance(picked, tuple | list) else [picked]
     first, last = days[0], days[-1]  # while picking, the range has one end only
-    return {"start": datetime.combine(first, time()),
-            "end": datetime.combine(last, time()) + timedelta(days=1)}
+    return {
+        "start": datetime.combine(first, time()),
+        "end": datetime.combine(last, time()) + timedelta(days=1),
+    }
 
 
 def most_drifted_first(report: drift.DriftReport) -> list[FeatureDrift]:
@@ -52,16 +71,35 @@ def most_drifted_first(report: drift.DriftReport) -> list[FeatureDrift]:
 
 
 def _table(report: drift.DriftReport) -> None:
-    rows = [{"feature": f.name, "kind": f.kind, "status": f.status, "PSI": f.psi,
-             "distance": f.distance, "distance kind": f.distance_kind, "p-value": f.p_value,
-             "test": f.test, "rows": f.served_rows, "note": f.note}
-            for f in most_drifted_first(report)]
-    st.dataframe(rows, hide_index=True, key=f"drift_table_{report.deployment}",
-                 column_config={"PSI": st.column_config.NumberColumn(format="%.3f"),
-                                "distance": st.column_config.NumberColumn(format="%.3f"),
-                                "p-value": st.column_config.NumberColumn(
-                                    format="%.2g", help="For information only: at 100k+ rows "
-                                    "it flags negligible shifts. The status comes from PSI.")})
+    rows = [
+        {
+            "feature": f.name,
+            "kind": f.kind,
+            "status": f.status,
+            "PSI": f.psi,
+            "distance": f.distance,
+            "distance kind": f.distance_kind,
+            "p-value": f.p_value,
+            "test": f.test,
+            "rows": f.served_rows,
+            "note": f.note,
+        }
+        for f in most_drifted_first(report)
+    ]
+    st.dataframe(
+        rows,
+        hide_index=True,
+        key=f"drift_table_{report.deployment}",
+        column_config={
+            "PSI": st.column_config.NumberColumn(format="%.3f"),
+            "distance": st.column_config.NumberColumn(format="%.3f"),
+            "p-value": st.column_config.NumberColumn(
+                format="%.2g",
+                help="For information only: at 100k+ rows "
+                "it flags negligible shifts. The status comes from PSI.",
+            ),
+        },
+    )
 
 
 def _thresholds(store: Store, d: Deployment, current: drift.Thresholds) -> None:
@@ -87,8 +125,10 @@ def _overlay(feature: FeatureDrift, key: str) -> None:
 def drift_tab(store: Store, d: Deployment) -> None:
     """Window picker, scores per feature (sortable), overlays and PSI per run."""
     if not any(r.status == "succeeded" for r in runs.list_runs(store, d.name, limit=200)):
-        st.info("Drift compares the data this deployment scored with the training data: it "
-                "appears once a run has succeeded (Runs tab, Run now).")
+        st.info(
+            "Drift compares the data this deployment scored with the training data: it "
+            "appears once a run has succeeded (Runs tab, Run now)."
+        )
         return
     window = run_window(store, d, "drift")
     try:
@@ -125,8 +165,7 @@ def runs_token(store: Store, d: Deployment) -> tuple[str, ...]:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _over_time(home: str, name: str, last: int,
-               token: tuple[str, ...]) -> drift.DriftSeries | None:
+def _over_time(home: str, name: str, last: int, token: tuple[str, ...]) -> drift.DriftSeries | None:
     """drift.drift_over_time (None without a succeeded run), kept while `token` holds."""
     try:
         return drift.drift_over_time(Store.open(home), name, last)
@@ -144,13 +183,19 @@ def drift_banner(store: Store, d: Deployment, series: drift.DriftSeries | None) 
     alert = drift.alert_of(series) if series is not None else None
     if alert is None:
         return
-    st.warning(f"**Model may be obsolete: {alert.n_drifted} of {alert.n_features} features "
-               f"drifted since {alert.since:%Y-%m-%d %H:%M} UTC** "
-               f"({', '.join(alert.drifted)}).", icon=":material/trending_up:")
+    st.warning(
+        f"**Model may be obsolete: {alert.n_drifted} of {alert.n_features} features "
+        f"drifted since {alert.since:%Y-%m-%d %H:%M} UTC** "
+        f"({', '.join(alert.drifted)}).",
+        icon=":material/trending_up:",
+    )
     experiment = registry.get_experiment(store, d.experiment_id)
-    st.page_link("pages/train.py", label="Retrain in the training playground",
-                 query_params={"dataset": experiment.dataset_id, "target": experiment.target},
-                 icon=":material/model_training:")
+    st.page_link(
+        "pages/train.py",
+        label="Retrain in the training playground",
+        query_params={"dataset": experiment.dataset_id, "target": experiment.target},
+        icon=":material/model_training:",
+    )
 
 
 def drift_headline(d: Deployment, series: drift.DriftSeries | None) -> None:

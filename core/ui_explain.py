@@ -23,9 +23,13 @@ def explain_row(store: Store, run: Run, which: str, page: pd.DataFrame) -> None:
     if not options:
         return
     a, b = st.columns([2, 1])
-    chosen = a.selectbox(f"Explain a row (by {'its ' + key_column if by == 'key' else 'row'})",
-                         options, index=None, placeholder="choose a row of this page",
-                         key=f"explain_row_{which}")
+    chosen = a.selectbox(
+        f"Explain a row (by {'its ' + key_column if by == 'key' else 'row'})",
+        options,
+        index=None,
+        placeholder="choose a row of this page",
+        key=f"explain_row_{which}",
+    )
     probabilities = (run.summary.get("columns") or {}).get("probabilities") or []
     classes = [name.removeprefix("proba_") for name in probabilities]
     class_ = None
@@ -45,11 +49,16 @@ def _show(e: explain.Explanation) -> None:
         st.markdown(f"**Why {subject} was predicted {e.prediction}**")
         st.plotly_chart(charts.explanation_figure(e), key=f"explain_chart_{e.which}")
         scale = e.scale + (f" of class {e.class_}" if e.class_ is not None else "")
-        probability = (f" (probability {e.probability:.3f})" if e.probability is not None
-                       and e.scale != "probability" else "")
-        st.caption(f"Base value {e.base_value:.4g} + contributions = output {e.output:.4g}, "
-                   f"on the {scale} scale{probability}. Explainer: {e.explainer}, "
-                   f"model {e.algorithm} ({e.model_id}).")
+        probability = (
+            f" (probability {e.probability:.3f})"
+            if e.probability is not None and e.scale != "probability"
+            else ""
+        )
+        st.caption(
+            f"Base value {e.base_value:.4g} + contributions = output {e.output:.4g}, "
+            f"on the {scale} scale{probability}. Explainer: {e.explainer}, "
+            f"model {e.algorithm} ({e.model_id})."
+        )
         if e.note:
             st.info(e.note)
 
@@ -78,9 +87,14 @@ def _importance_polling(store: Store, run: Run, roles: list[str]) -> None:
     if not _importances(store, run, roles):
         st.rerun()  # once more without the timer
     worker = sidecars.worker_status(store.workspace)
-    st.caption("This updates by itself when the worker has computed it."
-               + ("" if worker.is_alive else f" The worker is not running ({worker.detail}): "
-                  "start it with `modeldeck worker`."))
+    st.caption(
+        "This updates by itself when the worker has computed it."
+        + (
+            ""
+            if worker.is_alive
+            else f" The worker is not running ({worker.detail}): start it with `modeldeck worker`."
+        )
+    )
 
 
 def _importance(store: Store, run: Run, which: str) -> bool:
@@ -92,8 +106,12 @@ def _importance(store: Store, run: Run, which: str) -> bool:
     if found.error:
         st.warning(f"{which}: {found.error}")
         return False
-    importance_views(found, explain.get_shap_sample(store, run.id, which), key=which,
-                     rows_text="sampled rows (stratified by predicted class)")
+    importance_views(
+        found,
+        explain.get_shap_sample(store, run.id, which),
+        key=which,
+        rows_text="sampled rows (stratified by predicted class)",
+    )
     return False
 
 
@@ -111,38 +129,53 @@ def model_importance(store: Store, model: Model) -> None:
             working.empty()
     if found is None:
         return
-    rows = ("rows of the reference dataset" if found.which == "reference"
-            else "holdout rows (stratified by predicted class)")
-    importance_views(found, explain.get_model_shap_sample(store, model), key="model",
-                     rows_text=rows)
+    rows = (
+        "rows of the reference dataset"
+        if found.which == "reference"
+        else "holdout rows (stratified by predicted class)"
+    )
+    importance_views(
+        found, explain.get_model_shap_sample(store, model), key="model", rows_text=rows
+    )
 
 
-def importance_views(found: explain.Importance, sample: explain.ShapSample | None, key: str,
-                     rows_text: str) -> None:
+def importance_views(
+    found: explain.Importance, sample: explain.ShapSample | None, key: str, rows_text: str
+) -> None:
     """The bars, and for readers who want more a beeswarm of the top features or one
     feature's dependence view, drawn from the stored per-row SHAP values."""
     views = ["Bars"] + (["Beeswarm", "Dependence"] if sample is not None else [])
-    view = st.radio("View", views, horizontal=True, key=f"importance_view_{key}",
-                    label_visibility="collapsed")
+    view = st.radio(
+        "View", views, horizontal=True, key=f"importance_view_{key}", label_visibility="collapsed"
+    )
     scale = f"SHAP on the {found.scale} scale"
     if view == "Beeswarm" and sample is not None:
-        st.plotly_chart(charts.beeswarm_figure(sample, f"{found.which}: {scale}, top features"),
-                        key=f"beeswarm_chart_{key}")
-        st.caption(_explained_output(sample) + " Colour: the row's value of the feature "
-                   "(low blue, high red, missing grey; categories by name order).")
+        st.plotly_chart(
+            charts.beeswarm_figure(sample, f"{found.which}: {scale}, top features"),
+            key=f"beeswarm_chart_{key}",
+        )
+        st.caption(
+            _explained_output(sample) + " Colour: the row's value of the feature "
+            "(low blue, high red, missing grey; categories by name order)."
+        )
     elif view == "Dependence" and sample is not None:
         ranked = sample.ranked()
         a, b = st.columns(2)
         feature = a.selectbox("Feature", ranked, key=f"dependence_feature_{key}")
-        colour_by = b.selectbox("Colour by", ranked, index=ranked.index(feature),
-                                key=f"dependence_colour_{key}")
-        st.plotly_chart(charts.dependence_figure(sample, feature, f"{found.which}: {feature}",
-                                                 colour_by), key=f"dependence_chart_{key}")
+        colour_by = b.selectbox(
+            "Colour by", ranked, index=ranked.index(feature), key=f"dependence_colour_{key}"
+        )
+        st.plotly_chart(
+            charts.dependence_figure(sample, feature, f"{found.which}: {feature}", colour_by),
+            key=f"dependence_chart_{key}",
+        )
         st.caption(_explained_output(sample))
     else:
         st.plotly_chart(charts.importance_figure(found), key=f"importance_chart_{key}")
-    st.caption(f"{found.explainer} on {found.rows:,} {rows_text}, {found.seconds:.2f} s."
-               + (f" {found.note}" if found.note else ""))
+    st.caption(
+        f"{found.explainer} on {found.rows:,} {rows_text}, {found.seconds:.2f} s."
+        + (f" {found.note}" if found.note else "")
+    )
 
 
 def _explained_output(sample: explain.ShapSample) -> str:

@@ -18,23 +18,39 @@ def report_settings(store: Store, d: Deployment) -> None:
     """Report settings per deployment: on/off, which runs, the folder reports are copied to."""
     st.subheader("Run reports")
     current = reports.get_report_settings(store, d.name)  # fresh: `d` may predate a rerun
-    st.caption("A self-contained HTML page per run (summary, metrics, predictions, input "
-               "quality, drift, importance) in the run's folder; promotion copies these "
-               "settings when its report box is ticked.")
+    st.caption(
+        "A self-contained HTML page per run (summary, metrics, predictions, input "
+        "quality, drift, importance) in the run's folder; promotion copies these "
+        "settings when its report box is ticked."
+    )
     with st.form(f"report_settings_{d.id}"):
-        enabled = st.checkbox("Write a report after each run", value=current.enabled,
-                              key=f"report_on_{d.id}")
-        runs = st.radio("Which runs", list(_RUNS), index=list(_RUNS).index(current.runs),
-                        format_func=_RUNS.get, horizontal=True, key=f"report_runs_{d.id}")
-        copy_to = st.text_input("Also copy reports to (folder in the workspace, optional)",
-                                value=current.copy_to or "", key=f"report_copy_{d.id}",
-                                placeholder="exports/reports")
+        enabled = st.checkbox(
+            "Write a report after each run", value=current.enabled, key=f"report_on_{d.id}"
+        )
+        runs = st.radio(
+            "Which runs",
+            list(_RUNS),
+            index=list(_RUNS).index(current.runs),
+            format_func=_RUNS.get,
+            horizontal=True,
+            key=f"report_runs_{d.id}",
+        )
+        copy_to = st.text_input(
+            "Also copy reports to (folder in the workspace, optional)",
+            value=current.copy_to or "",
+            key=f"report_copy_{d.id}",
+            placeholder="exports/reports",
+        )
         if st.form_submit_button("Save report settings"):
             with ui.guarded():
-                saved = reports.set_report_settings(store, d.name, enabled=enabled, runs=runs,
-                                                    copy_to=copy_to.strip())
-                st.success("Saved: reports " + ("on, " + _RUNS[saved.runs].lower()
-                                                if saved.enabled else "off") + ".")
+                saved = reports.set_report_settings(
+                    store, d.name, enabled=enabled, runs=runs, copy_to=copy_to.strip()
+                )
+                st.success(
+                    "Saved: reports "
+                    + ("on, " + _RUNS[saved.runs].lower() if saved.enabled else "off")
+                    + "."
+                )
 
 
 def report_download(store: Store, run: Run) -> None:
@@ -44,9 +60,12 @@ def report_download(store: Store, run: Run) -> None:
     exists = reports.report_path(store.workspace, run.id).exists()
     st.download_button(
         "Download report (HTML)" if exists else "Write and download report (HTML)",
-        key=f"report_download_{run.id}", mime="text/html", on_click="ignore",
+        key=f"report_download_{run.id}",
+        mime="text/html",
+        on_click="ignore",
         file_name=f"{run.deployment_name}-{run.id}.html",
-        data=lambda: reports.report_file(store, run.id).read_bytes())
+        data=lambda: reports.report_file(store, run.id).read_bytes(),
+    )
     problem = (run.summary.get("report") or {}).get("copy_error")
     if problem:
         st.warning(problem)

@@ -18,8 +18,9 @@ PAGE_SIZES = (25, 50, 100, 500)
 PREDICTION_COLUMNS = ("prediction", "confidence", "input_quality")
 
 
-def _column_picker(container: DeltaGenerator, label: str,
-                   options: list[str], key: str) -> list[str]:
+def _column_picker(
+    container: DeltaGenerator, label: str, options: list[str], key: str
+) -> list[str]:
     """A multiselect whose choice sticks: its state is set once (from the choice this session
     last made for the deployment, still present in this run), never from a changing default."""
     saved = f"{key}_saved"
@@ -39,8 +40,9 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     """One page of a run's results, as the user filtered, sorted and trimmed it; returns the
     page shown (empty when no column is chosen)."""
     columns = results.columns(store, run.id, which)
-    predicted = [c for c in columns if c in PREDICTION_COLUMNS
-                 or c.startswith(("proba_", "challenger_"))]
+    predicted = [
+        c for c in columns if c in PREDICTION_COLUMNS or c.startswith(("proba_", "challenger_"))
+    ]
     model = registry.get_model(store, run.summary[which]["model_id"])
     key_column = model.schema.key_column if model.schema.key_column in columns else None
     inputs = [c for c in columns if c not in predicted and c not in ("_row", key_column)]
@@ -53,46 +55,77 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     a, b, c = st.columns(3)
     wanted = a.multiselect("Prediction is", classes, key="results_classes") if classes else []
     spread = is_spread(run.summary, which)
-    confidence_filter = (_spread_filter(b, store, run, which) if spread else
-                         {"confidence": b.slider("Confidence at least", 0.0, 1.0, 0.0, 0.05,
-                                                 key="results_conf") or None})
+    confidence_filter = (
+        _spread_filter(b, store, run, which)
+        if spread
+        else {
+            "confidence": b.slider("Confidence at least", 0.0, 1.0, 0.0, 0.05, key="results_conf")
+            or None
+        }
+    )
     min_quality = c.slider("Input quality at least", 0.0, 1.0, 0.0, 0.05, key="results_qual")
     a, b, c, d = st.columns([2, 1, 1, 1])
-    sort_by = a.selectbox("Sort by", [None, *columns], key="results_sort",
-                          format_func=lambda col: "file order" if col is None else col)
+    sort_by = a.selectbox(
+        "Sort by",
+        [None, *columns],
+        key="results_sort",
+        format_func=lambda col: "file order" if col is None else col,
+    )
     descending = b.toggle("Descending", key="results_desc")
     size = c.selectbox("Rows per page", PAGE_SIZES, index=1, key="results_size")
-    where = {"prediction": wanted or None, **confidence_filter,
-             "input_quality": min_quality or None}
+    where = {
+        "prediction": wanted or None,
+        **confidence_filter,
+        "input_quality": min_quality or None,
+    }
     number = int(d.number_input("Page", min_value=1, value=1, key="results_page"))
     asked = number
     # Columns the user hid are not even read, so the grid's own menu cannot re-show them.
     # Without a key column, the row number identifies a row (to explain it, for one).
-    keep = [col for col in ([key_column] if key_column else ["_row"]) + shown_predicted
-            + shown_inputs]
+    keep = [
+        col for col in ([key_column] if key_column else ["_row"]) + shown_predicted + shown_inputs
+    ]
     if not key_column and not shown_predicted and not shown_inputs:
         st.info("Choose at least one column to show.")
         return pd.DataFrame()
+
     def read(number: int) -> tuple[pd.DataFrame, int]:
-        return results.page(store, run.id, which=which, offset=(number - 1) * size,
-                            limit=size, sort_by=sort_by, descending=descending, where=where,
-                            columns=keep)
+        return results.page(
+            store,
+            run.id,
+            which=which,
+            offset=(number - 1) * size,
+            limit=size,
+            sort_by=sort_by,
+            descending=descending,
+            where=where,
+            columns=keep,
+        )
 
     frame, total = read(number)
     pages = max(1, math.ceil(total / size))
     if number > pages:  # a narrower filter or bigger pages: show the last page instead
         number = pages
         frame, total = read(number)
-    st.caption(f"{total:,} rows match · page {number} of {pages}"
-               + (f" (page {asked} asked: there are only {pages})" if asked > pages else ""))
-    st.dataframe(frame, hide_index=True, column_config={"confidence": st.column_config.NumberColumn(
-        SPREAD_LABEL, help=SPREAD_HELP)} if spread else None)
+    st.caption(
+        f"{total:,} rows match · page {number} of {pages}"
+        + (f" (page {asked} asked: there are only {pages})" if asked > pages else "")
+    )
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={"confidence": st.column_config.NumberColumn(SPREAD_LABEL, help=SPREAD_HELP)}
+        if spread
+        else None,
+    )
     return frame
 
 
 SPREAD_LABEL = "spread of trees (±)"
-SPREAD_HELP = ("The standard deviation of the forest's trees' predictions, in the target's "
-               "unit: how far the trees disagree about this row. Larger means less certain.")
+SPREAD_HELP = (
+    "The standard deviation of the forest's trees' predictions, in the target's "
+    "unit: how far the trees disagree about this row. Larger means less certain."
+)
 
 
 def is_spread(summary: dict[str, Any], which: str) -> bool:
@@ -109,8 +142,14 @@ def _spread_filter(container: Any, store: Store, run: Run, which: str) -> dict[s
         container.caption("No spread to filter on: the trees agree on every row.")
         return {}
     top = found[1]
-    limit = container.slider("Spread of trees at most (±, target units)", 0.0, top, top,
-                             key=f"results_spread_{which}", help=SPREAD_HELP)
+    limit = container.slider(
+        "Spread of trees at most (±, target units)",
+        0.0,
+        top,
+        top,
+        key=f"results_spread_{which}",
+        help=SPREAD_HELP,
+    )
     return {"spread_at_most": limit if limit < top else None}
 
 
@@ -132,23 +171,34 @@ def box_metrics(summary: dict[str, Any], which: str) -> None:
     boxes[0].metric("Rows", f"{summary['rows']:,}")
     confidence = part.get("mean_confidence")
     if is_spread(summary, which):
-        boxes[1].metric(f"Mean spread of trees ({which})",
-                        "n/a" if confidence is None else f"± {confidence:,.4g}",
-                        help=SPREAD_HELP)
+        boxes[1].metric(
+            f"Mean spread of trees ({which})",
+            "n/a" if confidence is None else f"± {confidence:,.4g}",
+            help=SPREAD_HELP,
+        )
     else:
-        boxes[1].metric(f"Mean confidence ({which})",
-                        "n/a" if confidence is None else f"{confidence:.3f}")
+        boxes[1].metric(
+            f"Mean confidence ({which})", "n/a" if confidence is None else f"{confidence:.3f}"
+        )
     boxes[2].metric("Mean input quality", f"{summary['input_quality']['mean']:.3f}")
     agreement = (summary.get("challenger") or {}).get("agreement_rate")
     boxes[3].metric("Challenger agreement", "n/a" if agreement is None else f"{agreement:.1%}")
     if part.get("class_balance"):
-        st.caption(f"Class balance ({which}): " + ", ".join(
-            f"{k} {v:.1%}" for k, v in part["class_balance"].items()))
+        st.caption(
+            f"Class balance ({which}): "
+            + ", ".join(f"{k} {v:.1%}" for k, v in part["class_balance"].items())
+        )
     if part.get("prediction_summary"):
-        st.caption(f"Predictions ({which}): " + ", ".join(
-            f"{k} {v:.4g}" for k, v in part["prediction_summary"].items() if v is not None))
+        st.caption(
+            f"Predictions ({which}): "
+            + ", ".join(
+                f"{k} {v:.4g}" for k, v in part["prediction_summary"].items() if v is not None
+            )
+        )
     quality = summary["input_quality"]
     st.caption(f"Input problems: {describe_problems(quality)}.")
     if part.get("metrics"):
-        st.caption(f"Labelled metrics ({which}): " + ", ".join(
-            f"{k} {v:.4f}" for k, v in part["metrics"].items() if isinstance(v, float)))
+        st.caption(
+            f"Labelled metrics ({which}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in part["metrics"].items() if isinstance(v, float))
+        )

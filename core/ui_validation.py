@@ -20,53 +20,100 @@ ROLES = ("main", "challenger", "production")
 def confusion_figure(confusion: dict[str, Any], title: str) -> go.Figure:
     """The confusion matrix as a heatmap: true labels down, predicted across, counts shown."""
     labels, matrix = confusion["labels"], confusion["matrix"]
-    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=labels, colorscale="Blues",
-                               text=matrix, texttemplate="%{text}", showscale=False))
-    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true",
-                      yaxis_autorange="reversed", height=360, margin={"t": 40})
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            text=matrix,
+            texttemplate="%{text}",
+            showscale=False,
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+        height=360,
+        margin={"t": 40},
+    )
     return fig
 
 
 def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
     """Residual (label - prediction) against prediction, with the zero line."""
-    fig = go.Figure(go.Scatter(x=residuals["prediction"], y=residuals["residual"],
-                               mode="markers", marker={"color": charts.ACCENT, "opacity": 0.6}))
+    fig = go.Figure(
+        go.Scatter(
+            x=residuals["prediction"],
+            y=residuals["residual"],
+            mode="markers",
+            marker={"color": charts.ACCENT, "opacity": 0.6},
+        )
+    )
     fig.add_hline(y=0, line_dash="dash", line_color="grey")
-    fig.update_layout(title=title, xaxis_title="prediction", yaxis_title="label - prediction",
-                      height=360, margin={"t": 40})
+    fig.update_layout(
+        title=title,
+        xaxis_title="prediction",
+        yaxis_title="label - prediction",
+        height=360,
+        margin={"t": 40},
+    )
     return fig
 
 
 # ---------------------------------------------------------------------------- tab
 def _start(store: Store, d: Deployment) -> None:
     with st.expander("Validate on labelled data", expanded=True):
-        upload = st.file_uploader("Upload a labelled file", type=["csv", "parquet", "json"],
-                                  key=f"val_upload_{d.id}")
+        upload = st.file_uploader(
+            "Upload a labelled file", type=["csv", "parquet", "json"], key=f"val_upload_{d.id}"
+        )
         path = st.text_input("…or a path or glob inside the workspace", key=f"val_path_{d.id}")
-        target = registry.get_model(store, d.current.main_model_id).schema.target \
-            if d.current else ""
+        target = (
+            registry.get_model(store, d.current.main_model_id).schema.target if d.current else ""
+        )
         label = st.text_input("Label column", value=target, key=f"val_label_{d.id}")
         if st.button("Validate", type="primary", key=f"val_start_{d.id}"):
             with ui.guarded():
                 if upload is not None:
                     path = str(save_upload(store.workspace, upload.name, upload.getvalue()))
                 v = validation.start_validation(store, d.name, path, label)
-                note = "" if sidecars.worker_status(store.workspace).is_alive else (
-                    " The worker is not running: start it with `modeldeck worker`.")
+                note = (
+                    ""
+                    if sidecars.worker_status(store.workspace).is_alive
+                    else (" The worker is not running: start it with `modeldeck worker`.")
+                )
                 st.success(f"Validation {v.id} queued; the worker runs it.{note}")
 
 
 def _headline(v: validation.Validation) -> dict[str, Any]:
     metrics = (v.report.get("main") or {}).get("metrics") or {}
-    return {k: metrics.get(k) for k in ("accuracy", "f1", "roc_auc", "mae", "rmse", "r2")
-            if k in metrics}
+    return {
+        k: metrics.get(k)
+        for k in ("accuracy", "f1", "roc_auc", "mae", "rmse", "r2")
+        if k in metrics
+    }
 
 
 def _listing(found: list[validation.Validation], d: Deployment) -> None:
-    st.dataframe([{"id": v.id, "version": f"v{v.version_number}", "status": v.status,
-                   "when (UTC)": v.created_at, "by": v.created_by, "data": v.dataset_path,
-                   "label": v.label_column, **_headline(v)} for v in found],
-                 hide_index=True, key=f"val_list_{d.id}")
+    st.dataframe(
+        [
+            {
+                "id": v.id,
+                "version": f"v{v.version_number}",
+                "status": v.status,
+                "when (UTC)": v.created_at,
+                "by": v.created_by,
+                "data": v.dataset_path,
+                "label": v.label_column,
+                **_headline(v),
+            }
+            for v in found
+        ],
+        hide_index=True,
+        key=f"val_list_{d.id}",
+    )
 
 
 def _metrics_table(report: dict[str, Any]) -> None:
@@ -74,9 +121,13 @@ def _metrics_table(report: dict[str, Any]) -> None:
     for role in ROLES:
         part = report.get(role)
         if part:
-            rows.append({"model": f"{role}: {part['algorithm']} ({part['model_id']})",
-                         **{k: v for k, v in (part.get("metrics") or {}).items()
-                            if k != "rows"}, "note": part.get("error") or ""})
+            rows.append(
+                {
+                    "model": f"{role}: {part['algorithm']} ({part['model_id']})",
+                    **{k: v for k, v in (part.get("metrics") or {}).items() if k != "rows"},
+                    "note": part.get("error") or "",
+                }
+            )
     st.dataframe(rows, hide_index=True)
 
 
@@ -86,33 +137,52 @@ def _per_model(report: dict[str, Any], key: str) -> None:
         if not part or part.get("error"):
             continue
         if part.get("confusion"):
-            st.plotly_chart(confusion_figure(part["confusion"], f"{role}: confusion matrix"),
-                            key=f"{key}_cm_{role}")
-            st.dataframe([{**c, "class": str(c["class"])} for c in part["per_class"]],
-                         hide_index=True, key=f"{key}_pc_{role}")
-            st.caption("Macro: " + ", ".join(f"{k} {v:.4f}" for k, v in part["macro"].items()
-                                             if v is not None))
+            st.plotly_chart(
+                confusion_figure(part["confusion"], f"{role}: confusion matrix"),
+                key=f"{key}_cm_{role}",
+            )
+            st.dataframe(
+                [{**c, "class": str(c["class"])} for c in part["per_class"]],
+                hide_index=True,
+                key=f"{key}_pc_{role}",
+            )
+            st.caption(
+                "Macro: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in part["macro"].items() if v is not None)
+            )
         if part.get("residuals"):
-            st.plotly_chart(residual_figure(part["residuals"], f"{role}: residuals"),
-                            key=f"{key}_res_{role}")
+            st.plotly_chart(
+                residual_figure(part["residuals"], f"{role}: residuals"), key=f"{key}_res_{role}"
+            )
 
 
 def _errors(store: Store, v: validation.Validation, key: str) -> None:
     errors = v.report["error_analysis"]
-    st.markdown(f"**Error analysis**: overall {errors['measure']} {errors['overall']:.4f}; "
-                f"slices of at least {errors['min_slice_rows']} rows, highest first.")
+    st.markdown(
+        f"**Error analysis**: overall {errors['measure']} {errors['overall']:.4f}; "
+        f"slices of at least {errors['min_slice_rows']} rows, highest first."
+    )
     st.dataframe(errors["slices"], hide_index=True, key=f"{key}_slices")
     worst = errors["worst_rows"]
     if not worst:
         return
     by = "key" if errors.get("key") else "row"
-    st.dataframe([_worst_row(r, has_key=by == "key") for r in worst], hide_index=True,
-                 key=f"{key}_worst")
-    st.page_link("pages/results.py", query_params={"run": v.run_id},
-                 label=f"All rows of this validation (run {v.run_id})",
-                 icon=":material/table:")
-    chosen = st.selectbox(f"Explain a worst row (by {by})", [r[by] for r in worst], index=None,
-                          key=f"{key}_explain", placeholder="choose a row")
+    st.dataframe(
+        [_worst_row(r, has_key=by == "key") for r in worst], hide_index=True, key=f"{key}_worst"
+    )
+    st.page_link(
+        "pages/results.py",
+        query_params={"run": v.run_id},
+        label=f"All rows of this validation (run {v.run_id})",
+        icon=":material/table:",
+    )
+    chosen = st.selectbox(
+        f"Explain a worst row (by {by})",
+        [r[by] for r in worst],
+        index=None,
+        key=f"{key}_explain",
+        placeholder="choose a row",
+    )
     if chosen is not None:
         with ui.guarded():
             [e] = explain.explain_rows(store, v.run_id, [chosen], "main", None, by=by)
@@ -121,13 +191,13 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
 
 def _worst_row(row: dict[str, Any], has_key: bool) -> dict[str, Any]:
     """A worst row as a person reads it: no empty key column, plain numbers."""
+
     def shown(value: Any) -> Any:
         if isinstance(value, float):
             return validation.plain_number(value)
         return "" if value is None else str(value)
 
-    return {k: shown(v) if k != "row" else v for k, v in row.items()
-            if k != "key" or has_key}
+    return {k: shown(v) if k != "row" else v for k, v in row.items() if k != "key" or has_key}
 
 
 def _report(store: Store, v: validation.Validation) -> None:
@@ -139,8 +209,10 @@ def _report(store: Store, v: validation.Validation) -> None:
         st.error(f"**Validation {v.id} failed.** {v.error}", icon="⚠️")
         return
     report = v.report
-    st.caption(f"v{v.version_number} on {v.dataset_path} (SHA-256 {v.dataset_sha256[:12]}…), "
-               f"{report['rows']:,} rows, label '{v.label_column}'.")
+    st.caption(
+        f"v{v.version_number} on {v.dataset_path} (SHA-256 {v.dataset_sha256[:12]}…), "
+        f"{report['rows']:,} rows, label '{v.label_column}'."
+    )
     _metrics_table(report)
     latency, throughput = report["latency"], report["throughput"]
     cols = st.columns(3)
@@ -157,23 +229,30 @@ def _waiting(store: Store, validation_id: str) -> None:
     v = validation.get_validation(store, validation_id)
     if v.status != "queued":
         st.rerun()  # the report (and the listing's status) in one redraw, without the timer
-    st.info(f"Validation {v.id} is waiting for the worker or running. This shows the report "
-            "by itself when it is done.", icon="⏳")
+    st.info(
+        f"Validation {v.id} is waiting for the worker or running. This shows the report "
+        "by itself when it is done.",
+        icon="⏳",
+    )
 
 
 def _comparison(found: list[validation.Validation], chosen: validation.Validation) -> None:
-    same = [v for v in found if v.status == "succeeded"
-            and v.dataset_sha256 == chosen.dataset_sha256]
+    same = [
+        v for v in found if v.status == "succeeded" and v.dataset_sha256 == chosen.dataset_sha256
+    ]
     if len(same) < 2 and not (chosen.report.get("production") or {}).get("metrics"):
         return
     st.markdown("**Across versions, on the same data**")
-    rows = [{"version": f"v{v.version_number}", "validation": v.id, **_headline(v)}
-            for v in same]
+    rows = [{"version": f"v{v.version_number}", "validation": v.id, **_headline(v)} for v in same]
     production = chosen.report.get("production") or {}
     if production.get("metrics"):
-        rows.append({"version": f"production v{production['version']}",
-                     "validation": chosen.id, **{k: production["metrics"].get(k)
-                                                 for k in _headline(chosen)}})
+        rows.append(
+            {
+                "version": f"production v{production['version']}",
+                "validation": chosen.id,
+                **{k: production["metrics"].get(k) for k in _headline(chosen)},
+            }
+        )
     st.dataframe(rows, hide_index=True, key=f"val_compare_{chosen.id}")
 
 
@@ -181,13 +260,27 @@ def _thresholds(store: Store, d: Deployment) -> None:
     current = gate.get_thresholds(store, d.name)
     with st.expander("Promotion gate thresholds"), st.form(f"gate_thresholds_{d.id}"):
         a, b, c = st.columns(3)
-        drop = a.number_input("Max metric drop (points)", 0.0, 1.0, current.max_metric_drop,
-                              0.005, format="%.3f", help="Accuracy, F1, ROC-AUC, R2")
-        rise = b.number_input("Max error increase (relative)", 0.0, None,
-                              current.max_error_increase, 0.005, format="%.3f",
-                              help="MAE and RMSE; 0.01 = 1 %")
-        budget = c.number_input("Latency budget p99 (ms)", 0.1, None,
-                                current.latency_budget_ms, 10.0)
+        drop = a.number_input(
+            "Max metric drop (points)",
+            0.0,
+            1.0,
+            current.max_metric_drop,
+            0.005,
+            format="%.3f",
+            help="Accuracy, F1, ROC-AUC, R2",
+        )
+        rise = b.number_input(
+            "Max error increase (relative)",
+            0.0,
+            None,
+            current.max_error_increase,
+            0.005,
+            format="%.3f",
+            help="MAE and RMSE; 0.01 = 1 %",
+        )
+        budget = c.number_input(
+            "Latency budget p99 (ms)", 0.1, None, current.latency_budget_ms, 10.0
+        )
         if st.form_submit_button("Save thresholds"):
             with ui.guarded():
                 gate.set_thresholds(store, d.name, gate.Thresholds(drop, rise, budget))
@@ -204,16 +297,26 @@ def validation_tab(store: Store, d: Deployment) -> None:
         _thresholds(store, d)
     found = validation.list_validations(store, d.name)
     if not found:
-        st.info(f"No validation yet. Give a labelled file above, or run `modeldeck validate "
-                f"{d.name} --data PATH`.")
+        st.info(
+            f"No validation yet. Give a labelled file above, or run `modeldeck validate "
+            f"{d.name} --data PATH`."
+        )
         return
     _listing(found, d)
     # Pick an id, not a Validation: a selectbox hands back the object of an earlier run, which
     # kept showing "queued" after the validation had finished.
     by_id = {v.id: v for v in found}
-    chosen = by_id[st.selectbox("Report", list(by_id), key=f"val_pick_{d.id}",
-                                format_func=lambda i: f"{i} · v{by_id[i].version_number} · "
-                                f"{by_id[i].status} · {by_id[i].created_at:%Y-%m-%d %H:%M}")]
+    chosen = by_id[
+        st.selectbox(
+            "Report",
+            list(by_id),
+            key=f"val_pick_{d.id}",
+            format_func=lambda i: (
+                f"{i} · v{by_id[i].version_number} · "
+                f"{by_id[i].status} · {by_id[i].created_at:%Y-%m-%d %H:%M}"
+            ),
+        )
+    ]
     _report(store, chosen)
     if chosen.status == "succeeded":
         _comparison(found, chosen)
@@ -232,6 +335,8 @@ def promotion_checks(store: Store, d: Deployment) -> tuple[bool, str | None]:
             st.caption(f"How to fix: {c.fix}")
     if not gate.failing(checks):
         return True, None
-    reason = st.text_area("Override reason (required while a check fails; kept in the audit "
-                          "log)", key=f"gate_override_{d.id}")
+    reason = st.text_area(
+        "Override reason (required while a check fails; kept in the audit log)",
+        key=f"gate_override_{d.id}",
+    )
     return bool(reason.strip()), reason.strip() or None

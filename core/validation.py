@@ -85,8 +85,9 @@ class Validation:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Validation:
         report = row["report"]
-        return cls(**{**row, "report": json.loads(report) if isinstance(report, str)
-                      else report or {}})
+        return cls(
+            **{**row, "report": json.loads(report) if isinstance(report, str) else report or {}}
+        )
 
 
 # ---------------------------------------------------------------------------- starting
@@ -101,13 +102,11 @@ def _label_problem(column: pa.ChunkedArray, model: Model) -> str | None:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return f"holds {present.type} values such as '{present[0]}', not numbers"
         return None
-    seen = set(label_texts(present.to_numpy(zero_copy_only=False),
-                           model.schema.classes).tolist())
+    seen = set(label_texts(present.to_numpy(zero_copy_only=False), model.schema.classes).tolist())
     classes = set(class_texts(model.schema.classes))
     if not seen & classes:
         shown = ", ".join(sorted(seen)[:5])
-        return (f"holds none of the model's classes ({', '.join(sorted(classes))}); "
-                f"found {shown}")
+        return f"holds none of the model's classes ({', '.join(sorted(classes))}); found {shown}"
     return None
 
 
@@ -117,8 +116,9 @@ def _source(path: str, label: str, model: Model) -> dict[str, str]:
     return {"kind": "file", "path": path}
 
 
-def _check_data(store: Store, d: Deployment, spec: dict[str, Any], label: str,
-                model: Model) -> dict[str, Any]:
+def _check_data(
+    store: Store, d: Deployment, spec: dict[str, Any], label: str, model: Model
+) -> dict[str, Any]:
     """Read the first rows: raise for no rows, a missing or mistyped label, a schema problem.
     Returns the pipeline spec to run (see `_source`)."""
     with pipeline.open_input(store.workspace, spec, batch_rows=CHECK_ROWS) as reader:
@@ -127,19 +127,23 @@ def _check_data(store: Store, d: Deployment, spec: dict[str, Any], label: str,
         raise DatasetError(
             f"The validation data has no label column '{label}'.",
             f"Its columns are: {', '.join(names)}. Name the label with --label COL "
-            "(or the Label column field).")
+            "(or the Label column field).",
+        )
     spec = {**spec, "source": _source(spec["source"]["path"], label, model)}
     with pipeline.open_input(store.workspace, spec, batch_rows=CHECK_ROWS) as reader:
         first = next(iter(reader), None)
     if first is None or not first.num_rows:
-        raise DatasetError("The validation data has no rows.",
-                           "Give a file with labelled rows (CSV, Parquet or JSON).")
+        raise DatasetError(
+            "The validation data has no rows.",
+            "Give a file with labelled rows (CSV, Parquet or JSON).",
+        )
     problem = _label_problem(pa.chunked_array([first.column(label)]), model)
     if problem is not None:
         raise InvalidInput(
             f"The label column '{label}' {problem}: labels of the wrong type for a "
             f"{model.task} model of '{model.schema.target}'.",
-            "Choose the column that holds the true target values (--label COL).")
+            "Choose the column that holds the true target values (--label COL).",
+        )
     pipeline.check_schema(first.schema, model.schema, sample=first).raise_for_problems()
     return spec
 
@@ -155,8 +159,15 @@ def dataset_sha256(store: Store, path: str) -> str:
     return digest.hexdigest()
 
 
-def start_validation(store: Store, name: str, path: str, label: str | None = None, *,
-                     actor: str | None = None, worker_id: str | None = None) -> Validation:
+def start_validation(
+    store: Store,
+    name: str,
+    path: str,
+    label: str | None = None,
+    *,
+    actor: str | None = None,
+    worker_id: str | None = None,
+) -> Validation:
     """Check the labelled data and queue its validation run with its row; one transaction.
 
     With `worker_id` the run is claimed for that worker in the same transaction (the CLI
@@ -167,37 +178,59 @@ def start_validation(store: Store, name: str, path: str, label: str | None = Non
     actor = actor or audit.current_actor()
     d = get_deployment(store, name)
     if d.current is None:
-        raise InvalidInput(f"Deployment '{d.name}' has no current version to validate.",
-                           "Deploy a model to it first.")
+        raise InvalidInput(
+            f"Deployment '{d.name}' has no current version to validate.",
+            "Deploy a model to it first.",
+        )
     if not path or not path.strip():
         raise InvalidInput("No validation data given.", "Give a labelled file: --data PATH.")
     model = get_model(store, d.current.main_model_id)
     label = (label or "").strip() or d.pipeline.get("label_column") or model.schema.target
     source = {"kind": "file", "path": path.strip()}
-    spec = pipeline.validate_pipeline({**d.pipeline, "source": source, "label_column": label},
-                                      store.workspace)
+    spec = pipeline.validate_pipeline(
+        {**d.pipeline, "source": source, "label_column": label}, store.workspace
+    )
     spec = _check_data(store, d, spec, label, model)
     digest = dataset_sha256(store, source["path"])
 
     def write(tx: Tx) -> str:
         run_id = runs.insert_run(tx, d.id, "validation", spec["source"], actor)
-        row = tx.execute("UPDATE runs SET pipeline = ? WHERE id = ? RETURNING version_id",
-                         # never delivered: a validation's results stay in the run
-                         [{**d.pipeline, "label_column": label, "sinks": []}, run_id]).first()
-        version = tx.execute("SELECT * FROM deployment_versions WHERE id = ?",
-                             [row["version_id"]]).first()
+        row = tx.execute(
+            "UPDATE runs SET pipeline = ? WHERE id = ? RETURNING version_id",
+            # never delivered: a validation's results stay in the run
+            [{**d.pipeline, "label_column": label, "sinks": []}, run_id],
+        ).first()
+        version = tx.execute(
+            "SELECT * FROM deployment_versions WHERE id = ?", [row["version_id"]]
+        ).first()
         if worker_id is not None:
             now = utcnow()
-            tx.execute("UPDATE runs SET status = 'running', lease_owner = ?, attempt = 1,"
-                       " lease_expires_at = ?, started_at = ?, message = 'starting'"
-                       " WHERE id = ?", [worker_id, now + timedelta(
-                           seconds=runs.default_lease_seconds()), now, run_id])
+            tx.execute(
+                "UPDATE runs SET status = 'running', lease_owner = ?, attempt = 1,"
+                " lease_expires_at = ?, started_at = ?, message = 'starting'"
+                " WHERE id = ?",
+                [worker_id, now + timedelta(seconds=runs.default_lease_seconds()), now, run_id],
+            )
         validation_id = new_id("val")
-        tx.execute("INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued',"
-                   " NULL, '{}', ?, ?, NULL)",
-                   [validation_id, d.id, d.name, version["id"], version["number"],
-                    version["main_model_id"], version["challenger_model_id"], run_id,
-                    source["path"], digest, label, actor, utcnow()])
+        tx.execute(
+            "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued',"
+            " NULL, '{}', ?, ?, NULL)",
+            [
+                validation_id,
+                d.id,
+                d.name,
+                version["id"],
+                version["number"],
+                version["main_model_id"],
+                version["challenger_model_id"],
+                run_id,
+                source["path"],
+                digest,
+                label,
+                actor,
+                utcnow(),
+            ],
+        )
         return validation_id
 
     validation_id = store.write(write)
@@ -206,8 +239,15 @@ def start_validation(store: Store, name: str, path: str, label: str | None = Non
     return get_validation(store, validation_id)
 
 
-def validate_here(store: Store, name: str, path: str, label: str | None = None, *,
-                  progress: Progress = no_progress, actor: str | None = None) -> Validation:
+def validate_here(
+    store: Store,
+    name: str,
+    path: str,
+    label: str | None = None,
+    *,
+    progress: Progress = no_progress,
+    actor: str | None = None,
+) -> Validation:
     """Validate in this process (the CLI): start, execute the run as its own worker, build the
     report; returns the finished validation (status failed with the reason on a run error)."""
     worker_id = f"validate:{os.getpid()}:{secrets.token_hex(3)}"
@@ -223,23 +263,31 @@ def get_validation(store: Store, validation_id: str) -> Validation:
     """One validation by id; raises NotFound."""
     row = store.query("SELECT * FROM validations WHERE id = ?", [validation_id]).first()
     if row is None:
-        raise NotFound("validation", validation_id,
-                       "The Validation tab (or `modeldeck validations NAME`) lists them.")
+        raise NotFound(
+            "validation",
+            validation_id,
+            "The Validation tab (or `modeldeck validations NAME`) lists them.",
+        )
     return Validation.from_row(row)
 
 
 def list_validations(store: Store, name: str, limit: int = 50) -> list[Validation]:
     """A deployment's validations (by name or id), newest first; one read."""
-    rows = store.query("SELECT * FROM validations WHERE deployment_name = ? OR deployment_id = ?"
-                       " ORDER BY created_at DESC, id DESC LIMIT ?", [name, name, limit])
+    rows = store.query(
+        "SELECT * FROM validations WHERE deployment_name = ? OR deployment_id = ?"
+        " ORDER BY created_at DESC, id DESC LIMIT ?",
+        [name, name, limit],
+    )
     return [Validation.from_row(r) for r in rows]
 
 
 def latest_for_version(store: Store, version_id: str) -> Validation | None:
     """The newest succeeded validation of a deployment version, else its newest, or None."""
-    row = store.query("SELECT * FROM validations WHERE version_id = ? ORDER BY"
-                      " status = 'succeeded' DESC, created_at DESC, id DESC LIMIT 1",
-                      [version_id]).first()
+    row = store.query(
+        "SELECT * FROM validations WHERE version_id = ? ORDER BY"
+        " status = 'succeeded' DESC, created_at DESC, id DESC LIMIT 1",
+        [version_id],
+    ).first()
     return Validation.from_row(row) if row else None
 
 
@@ -254,17 +302,17 @@ def after_run(store: Store, run: Run) -> None:
         return
     try:
         if run.status != "succeeded":
-            raise InvalidInput(f"The validation run {run.status}: {run.error or 'no error'}",
-                               "")
+            raise InvalidInput(f"The validation run {run.status}: {run.error or 'no error'}", "")
         report = build_report(store, get_validation(store, row["id"]), run)
         status, error = "succeeded", None
     except Exception as exc:  # the outcome is stored, never raised into the worker loop
         if not isinstance(exc, ModelDeckError):
             log.exception("validation report of run %s failed", run.id)
         status, error, report = "failed", str(exc), {}
-    store.execute("UPDATE validations SET status = ?, error = ?, report = ?, finished_at = ?"
-                  " WHERE id = ?", [status, error, json.dumps(report, default=str), utcnow(),
-                                    row["id"]])
+    store.execute(
+        "UPDATE validations SET status = ?, error = ?, report = ?, finished_at = ? WHERE id = ?",
+        [status, error, json.dumps(report, default=str), utcnow(), row["id"]],
+    )
 
 
 def build_report(store: Store, v: Validation, run: Run) -> dict[str, Any]:
@@ -272,21 +320,30 @@ def build_report(store: Store, v: Validation, run: Run) -> dict[str, Any]:
     summary = run.summary
     main = get_model(store, v.main_model_id)
     spec = pipeline.validate_pipeline(runs.effective_pipeline(run), store.workspace)
-    report: dict[str, Any] = {"task": main.task, "rows": summary["rows"],
-                              "label_column": v.label_column, "notes": list(summary["notes"])}
+    report: dict[str, Any] = {
+        "task": main.task,
+        "rows": summary["rows"],
+        "label_column": v.label_column,
+        "notes": list(summary["notes"]),
+    }
     for role in ("main", "challenger"):
         scored = summary.get(role)
         if scored:
             path = runs.result_path(store.workspace, run.id, role)
-            report[role] = {"model_id": scored["model_id"], "algorithm": scored["algorithm"],
-                            "metrics": scored["metrics"], **labelled(path, main, v.label_column)}
+            report[role] = {
+                "model_id": scored["model_id"],
+                "algorithm": scored["algorithm"],
+                "metrics": scored["metrics"],
+                **labelled(path, main, v.label_column),
+            }
         else:
             report[role] = None
     report["production"] = _production(store, main, run, spec, v.label_column)
     report["latency"] = latency(store, main, spec)
     report["throughput"] = _throughput(summary)
     report["error_analysis"] = error_analysis(
-        runs.result_path(store.workspace, run.id), main, v.label_column)
+        runs.result_path(store.workspace, run.id), main, v.label_column
+    )
     return report
 
 
@@ -299,11 +356,16 @@ def _texts(values: list[Any], model: Model) -> list[str]:
 def _canonical_sql(path: Path, column: str, model: Model) -> str:
     """SQL of `column` as the canonical text of the class each value meets."""
     y = _quote(column)
-    rows = with_files(lambda tx: tx.execute(
-        f"SELECT DISTINCT CAST({y} AS VARCHAR) AS raw, {y} AS v FROM read_parquet(?)"
-        f" WHERE {y} IS NOT NULL LIMIT 1001", [str(path)]).dicts())
-    return canonical_sql(f"CAST({y} AS VARCHAR)", [(r["raw"], r["v"]) for r in rows],
-                         model.schema.classes)
+    rows = with_files(
+        lambda tx: tx.execute(
+            f"SELECT DISTINCT CAST({y} AS VARCHAR) AS raw, {y} AS v FROM read_parquet(?)"
+            f" WHERE {y} IS NOT NULL LIMIT 1001",
+            [str(path)],
+        ).dicts()
+    )
+    return canonical_sql(
+        f"CAST({y} AS VARCHAR)", [(r["raw"], r["v"]) for r in rows], model.schema.classes
+    )
 
 
 def _label_sql(path: Path, model: Model, label: str) -> tuple[str, str]:
@@ -317,8 +379,10 @@ def _label_sql(path: Path, model: Model, label: str) -> tuple[str, str]:
         return column, f"abs(TRY_CAST({y} AS DOUBLE) - prediction)"
     # Labels and predictions compared as the classes they meet: 1, 1.0, "1" and "001" meet
     # class 1; yes/no meets a boolean class (core.classes).
-    return column, (f"CASE WHEN {_canonical_sql(path, 'prediction', model)}"
-                    f" = {_canonical_sql(path, column, model)} THEN 0.0 ELSE 1.0 END")
+    return column, (
+        f"CASE WHEN {_canonical_sql(path, 'prediction', model)}"
+        f" = {_canonical_sql(path, column, model)} THEN 0.0 ELSE 1.0 END"
+    )
 
 
 def labelled(path: Path, model: Model, label: str) -> dict[str, Any]:
@@ -327,15 +391,25 @@ def labelled(path: Path, model: Model, label: str) -> dict[str, Any]:
     y = _quote(column)
     source = f"read_parquet(?, can_have_nan = true) WHERE {y} IS NOT NULL"
     if model.task == "regression":
-        rows = with_files(lambda tx: tx.execute(
-            f"SELECT prediction, TRY_CAST({y} AS DOUBLE) - prediction AS residual FROM {source}"
-            f" USING SAMPLE reservoir({RESIDUAL_POINTS} ROWS) REPEATABLE (7)",
-            [str(path)]).dicts())
-        return {"residuals": {"prediction": [r["prediction"] for r in rows],
-                              "residual": [r["residual"] for r in rows]}}
-    counts = with_files(lambda tx: tx.execute(
-        f"SELECT {y} AS y, prediction AS p, count(*) AS n FROM {source} GROUP BY ALL",
-        [str(path)]).dicts())
+        rows = with_files(
+            lambda tx: tx.execute(
+                f"SELECT prediction, TRY_CAST({y} AS DOUBLE) - prediction AS residual FROM {source}"
+                f" USING SAMPLE reservoir({RESIDUAL_POINTS} ROWS) REPEATABLE (7)",
+                [str(path)],
+            ).dicts()
+        )
+        return {
+            "residuals": {
+                "prediction": [r["prediction"] for r in rows],
+                "residual": [r["residual"] for r in rows],
+            }
+        }
+    counts = with_files(
+        lambda tx: tx.execute(
+            f"SELECT {y} AS y, prediction AS p, count(*) AS n FROM {source} GROUP BY ALL",
+            [str(path)],
+        ).dicts()
+    )
     ys, ps = _texts([r["y"] for r in counts], model), _texts([r["p"] for r in counts], model)
     canonical = [{**r, "y": y, "p": p} for r, y, p in zip(counts, ys, ps, strict=True)]
     return confusion_report(canonical, class_texts(model.schema.classes))
@@ -358,12 +432,24 @@ def confusion_report(counts: list[dict[str, Any]], classes: list[str]) -> dict[s
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * tp / (support + predicted) if support + predicted else 0.0
-        per_class.append({"class": name, "precision": round(precision, 6),
-                          "recall": round(recall, 6), "f1": round(f1, 6), "support": support})
-    macro = {k: round(float(np.mean([c[k] for c in per_class])), 6) if per_class else None
-             for k in ("precision", "recall", "f1")}
-    return {"confusion": {"labels": labels, "matrix": matrix}, "per_class": per_class,
-            "macro": macro}
+        per_class.append(
+            {
+                "class": name,
+                "precision": round(precision, 6),
+                "recall": round(recall, 6),
+                "f1": round(f1, 6),
+                "support": support,
+            }
+        )
+    macro = {
+        k: round(float(np.mean([c[k] for c in per_class])), 6) if per_class else None
+        for k in ("precision", "recall", "f1")
+    }
+    return {
+        "confusion": {"labels": labels, "matrix": matrix},
+        "per_class": per_class,
+        "macro": macro,
+    }
 
 
 def _throughput(summary: dict[str, Any]) -> dict[str, Any]:
@@ -371,8 +457,11 @@ def _throughput(summary: dict[str, Any]) -> dict[str, Any]:
     timings = summary.get("timings") or {}
     seconds = float(timings.get("prepare", 0.0)) + float(timings.get("predict_main", 0.0))
     rows = int(summary["rows"])
-    return {"rows": rows, "seconds": round(seconds, 4),
-            "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None}
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 4),
+        "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
+    }
 
 
 @contextlib.contextmanager
@@ -381,8 +470,9 @@ def _first_rows(store: Store, spec: dict[str, Any], rows: int) -> Iterator[pa.Re
         yield next(iter(reader))
 
 
-def latency(store: Store, model: Model, spec: dict[str, Any],
-            rows: int = LATENCY_ROWS) -> dict[str, Any]:
+def latency(
+    store: Store, model: Model, spec: dict[str, Any], rows: int = LATENCY_ROWS
+) -> dict[str, Any]:
     """Single-row predict latency (model frame + predict, as a request does) of the loaded
     model over the data's first `rows` rows, after one warm-up call."""
     estimator = load_estimator(store, model)
@@ -395,9 +485,13 @@ def latency(store: Store, model: Model, spec: dict[str, Any],
         if i:
             timings.append((time.perf_counter() - started) * 1000)
     values = np.asarray(timings)
-    return {"rows": len(values), "p50_ms": round(float(np.percentile(values, 50)), 3),
-            "p99_ms": round(float(np.percentile(values, 99)), 3),
-            "mean_ms": round(float(values.mean()), 3), "max_ms": round(float(values.max()), 3)}
+    return {
+        "rows": len(values),
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
+        "mean_ms": round(float(values.mean()), 3),
+        "max_ms": round(float(values.max()), 3),
+    }
 
 
 # ---------------------------------------------------------------------------- production
@@ -405,19 +499,26 @@ def _production_pins(store: Store, experiment_id: str) -> dict[str, Any] | None:
     return store.query(
         "SELECT d.name, v.number, v.main_model_id FROM deployments d JOIN deployment_versions v"
         " ON v.id = d.current_version_id WHERE d.experiment_id = ? AND d.environment ="
-        " 'production' ORDER BY d.created_at LIMIT 1", [experiment_id]).first()
+        " 'production' ORDER BY d.created_at LIMIT 1",
+        [experiment_id],
+    ).first()
 
 
-def _production(store: Store, main: Model, run: Run, spec: dict[str, Any],
-                label: str) -> dict[str, Any] | None:
+def _production(
+    store: Store, main: Model, run: Run, spec: dict[str, Any], label: str
+) -> dict[str, Any] | None:
     """Production's current main model scored on the validation run's rows (None without a
     production deployment); a model that cannot read them gives its error instead."""
     pins = _production_pins(store, main.experiment_id)
     if pins is None:
         return None
     model = get_model(store, pins["main_model_id"])
-    out: dict[str, Any] = {"deployment": pins["name"], "version": pins["number"],
-                           "model_id": model.id, "algorithm": model.algorithm}
+    out: dict[str, Any] = {
+        "deployment": pins["name"],
+        "version": pins["number"],
+        "model_id": model.id,
+        "algorithm": model.algorithm,
+    }
     folder = runs.results_dir(store.workspace, run.id) / "production"
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -426,8 +527,9 @@ def _production(store: Store, main: Model, run: Run, spec: dict[str, Any],
             scorer = None
             for batch in reader:
                 if scorer is None:
-                    scorer = RunScorer(loaded, None, batch, label, folder,
-                                       lambda _: contextlib.nullcontext())
+                    scorer = RunScorer(
+                        loaded, None, batch, label, folder, lambda _: contextlib.nullcontext()
+                    )
                 scorer.add(batch)
             if scorer is None:
                 raise InvalidInput("The validation data gave no rows.", "")
@@ -447,8 +549,10 @@ def _bucket_sql(column: str, edges: list[float], params: list[Any]) -> str:
     x = f"TRY_CAST({_quote(column)} AS DOUBLE)"
     inner = " + ".join(f"CAST({x} >= ? AS INTEGER)" for _ in edges[1:-1]) or "0"
     params += [edges[0], edges[-1], *edges[1:-1]]
-    return (f"CASE WHEN {x} IS NULL OR isnan({x}) THEN 'missing' WHEN {x} < ? THEN 'below'"
-            f" WHEN {x} > ? THEN 'above' ELSE CAST({inner} AS VARCHAR) END")
+    return (
+        f"CASE WHEN {x} IS NULL OR isnan({x}) THEN 'missing' WHEN {x} < ? THEN 'below'"
+        f" WHEN {x} > ? THEN 'above' ELSE CAST({inner} AS VARCHAR) END"
+    )
 
 
 def plain_number(x: float) -> str:
@@ -480,20 +584,30 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
     and the worst rows; one scan for the slices, one for the rows."""
     column, error = _label_sql(path, model, label)
     names = pq.read_schema(path).names
-    base = (f"SELECT *, {error} AS _err FROM read_parquet(?, can_have_nan = true)"
-            f" WHERE {_quote(column)} IS NOT NULL")
+    base = (
+        f"SELECT *, {error} AS _err FROM read_parquet(?, can_have_nan = true)"
+        f" WHERE {_quote(column)} IS NOT NULL"
+    )
     params: list[Any] = [str(path)]
     parts, planned = [], []
     for feature in model.schema.features:
         found = (model.profile.get("features") or {}).get(feature.name)
         where = _feature_column(model, feature.name, names)
-        if found is None or where is None or (found["kind"] == "numeric"
-                                              and len(found.get("edges") or []) < 2):
+        if (
+            found is None
+            or where is None
+            or (found["kind"] == "numeric" and len(found.get("edges") or []) < 2)
+        ):
             continue
-        bucket = (_bucket_sql(where, found["edges"], params) if found["kind"] == "numeric"
-                  else f"coalesce(CAST({_quote(where)} AS VARCHAR), 'missing')")
-        parts.append(f"SELECT {len(planned)} AS f, {bucket} AS s, count(*) AS n,"
-                     " avg(_err) AS e FROM t GROUP BY ALL")
+        bucket = (
+            _bucket_sql(where, found["edges"], params)
+            if found["kind"] == "numeric"
+            else f"coalesce(CAST({_quote(where)} AS VARCHAR), 'missing')"
+        )
+        parts.append(
+            f"SELECT {len(planned)} AS f, {bucket} AS s, count(*) AS n,"
+            " avg(_err) AS e FROM t GROUP BY ALL"
+        )
         planned.append((feature.name, found["kind"], found))
     overall_sql = "SELECT -1 AS f, '' AS s, count(*) AS n, avg(_err) AS e FROM t"
     sql = f"WITH t AS ({base}) " + " UNION ALL ".join([overall_sql, *parts])
@@ -501,26 +615,45 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
     overall = next(r for r in rows if r["f"] == -1)
     total, mean = int(overall["n"]), float(overall["e"] or 0.0)
     min_rows = max(MIN_SLICE_ROWS, total // 100)
-    slices = sorted((r for r in rows if r["f"] >= 0 and r["n"] >= min_rows),
-                    key=lambda r: (-r["e"], -r["n"]))[:SHOWN_SLICES]
+    slices = sorted(
+        (r for r in rows if r["f"] >= 0 and r["n"] >= min_rows), key=lambda r: (-r["e"], -r["n"])
+    )[:SHOWN_SLICES]
     key = model.schema.key_column if model.schema.key_column in names else None
-    shown = ", ".join(_quote(c) for c in ["_row", *([key] if key else []), column,
-                                         "prediction", "confidence"])
-    worst = with_files(lambda tx: tx.execute(
-        f"WITH t AS ({base}) SELECT {shown}, _err FROM t WHERE _err > 0"
-        f" ORDER BY _err DESC, confidence DESC NULLS LAST, _row LIMIT {WORST_ROWS}",
-        [str(path)]).dicts())
+    shown = ", ".join(
+        _quote(c) for c in ["_row", *([key] if key else []), column, "prediction", "confidence"]
+    )
+    worst = with_files(
+        lambda tx: tx.execute(
+            f"WITH t AS ({base}) SELECT {shown}, _err FROM t WHERE _err > 0"
+            f" ORDER BY _err DESC, confidence DESC NULLS LAST, _row LIMIT {WORST_ROWS}",
+            [str(path)],
+        ).dicts()
+    )
     return {
         "measure": "mean absolute error" if model.task == "regression" else "error rate",
-        "overall": round(mean, 6), "rows": total, "min_slice_rows": min_rows, "key": key,
-        "slices": [{"feature": planned[r["f"]][0],
-                    "slice": _slice_name(planned[r["f"]][1], planned[r["f"]][2], r["s"]),
-                    "rows": int(r["n"]), "error": round(float(r["e"]), 6),
-                    "lift": round(float(r["e"]) / mean, 3) if mean else None}
-                   for r in slices],
-        "worst_rows": [{"row": r["_row"], "key": r.get(key) if key else None,
-                        "label": _texts([r[column]], model)[0] if model.task != "regression"
-                        else r[column],
-                        "prediction": r["prediction"], "confidence": r["confidence"],
-                        "error": round(float(r["_err"]), 6)} for r in worst],
+        "overall": round(mean, 6),
+        "rows": total,
+        "min_slice_rows": min_rows,
+        "key": key,
+        "slices": [
+            {
+                "feature": planned[r["f"]][0],
+                "slice": _slice_name(planned[r["f"]][1], planned[r["f"]][2], r["s"]),
+                "rows": int(r["n"]),
+                "error": round(float(r["e"]), 6),
+                "lift": round(float(r["e"]) / mean, 3) if mean else None,
+            }
+            for r in slices
+        ],
+        "worst_rows": [
+            {
+                "row": r["_row"],
+                "key": r.get(key) if key else None,
+                "label": _texts([r[column]], model)[0] if model.task != "regression" else r[column],
+                "prediction": r["prediction"],
+                "confidence": r["confidence"],
+                "error": round(float(r["_err"]), 6),
+            }
+            for r in worst
+        ],
     }

@@ -60,8 +60,7 @@ def new_worker_id() -> str:
 
 def write_heartbeat(store: Store, runs_in_flight: int = 0) -> None:
     """Record that this worker is alive (a small file, so the UI never waits on the store)."""
-    beat = {"pid": os.getpid(), "at": utcnow().isoformat() + "Z",
-            "runs_in_flight": runs_in_flight}
+    beat = {"pid": os.getpid(), "at": utcnow().isoformat() + "Z", "runs_in_flight": runs_in_flight}
     atomic_write_bytes(store.workspace.home / HEARTBEAT_FILE, json.dumps(beat).encode())
 
 
@@ -77,8 +76,9 @@ def _beating(store: Store) -> Progress:
     return progress
 
 
-def run_once(store: Store, worker_id: str | None = None, *,
-             lease_seconds: float | None = None) -> bool:
+def run_once(
+    store: Store, worker_id: str | None = None, *, lease_seconds: float | None = None
+) -> bool:
     """Expire dead leases, then claim and execute one queued run. True if one was executed.
 
     Errors of the run itself end up on the run row (execute_run never raises for them).
@@ -109,8 +109,7 @@ def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None
     log.info("run %s of %s claimed", run.id, run.deployment_name)
     write_heartbeat(store, runs_in_flight=1)
     try:
-        done = runs.execute_run(store, run, worker_id, _beating(store),
-                                lease_seconds=lease_seconds)
+        done = runs.execute_run(store, run, worker_id, _beating(store), lease_seconds=lease_seconds)
         log.info("run %s %s%s", run.id, done.status, f": {done.error}" if done.error else "")
         after_run(store, done)
     finally:
@@ -123,8 +122,14 @@ def after_run(store: Store, done: Run) -> None:
     executors.after_run(store, done, _beating(store))
 
 
-def run_forever(store: Store, *, once: bool = False, idle_seconds: float = IDLE_SECONDS,
-                max_ticks: int | None = None, processes: int = 0) -> None:
+def run_forever(
+    store: Store,
+    *,
+    once: bool = False,
+    idle_seconds: float = IDLE_SECONDS,
+    max_ticks: int | None = None,
+    processes: int = 0,
+) -> None:
     """Execute runs until interrupted (`once`: one tick; `max_ticks`: stop after that many),
     in this process (`processes` 0) or on that many executor processes."""
     if not logging.getLogger().handlers:
@@ -134,8 +139,14 @@ def run_forever(store: Store, *, once: bool = False, idle_seconds: float = IDLE_
     print(f"ModelDeck worker {worker_id} on {store.workspace.home}, {where}", flush=True)
     previous = _exit_on_sigterm()
     try:
-        _loop(store, worker_id, once=once, idle_seconds=idle_seconds, max_ticks=max_ticks,
-              processes=processes)
+        _loop(
+            store,
+            worker_id,
+            once=once,
+            idle_seconds=idle_seconds,
+            max_ticks=max_ticks,
+            processes=processes,
+        )
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -182,10 +193,15 @@ _UNSEEN = b"\0unseen"  # no marker token looks like this: the first tick always 
 class Tick:
     """The worker's tick: open the store only when there may be work (see the module doc)."""
 
-    def __init__(self, store: Store, worker_id: str, *,
-                 full_check_seconds: float = FULL_CHECK_SECONDS,
-                 executor: executors.Inline | executors.Pool | None = None,
-                 lease_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        *,
+        full_check_seconds: float = FULL_CHECK_SECONDS,
+        executor: executors.Inline | executors.Pool | None = None,
+        lease_seconds: float | None = None,
+    ) -> None:
         self.store, self.worker_id = store, worker_id
         self.full_check_seconds = full_check_seconds
         self.executor = executor or executors.Inline(store, lambda: _beating(store))
@@ -236,8 +252,9 @@ class Tick:
             known = {r.id for r in self.deferred}
             self.deferred[:0] = [r for r in left if r.id not in known]
             if left:
-                log.info("resuming the after-run steps of %d run(s) left by a stopped "
-                         "worker", len(left))
+                log.info(
+                    "resuming the after-run steps of %d run(s) left by a stopped worker", len(left)
+                )
         if time.monotonic() >= self.prune_at:
             self.prune_at = time.monotonic() + PRUNE_SECONDS
             if pruned := scheduler.prune_slots(self.store):
@@ -266,8 +283,11 @@ class Tick:
             marker = runs.read_queue_marker(self.store.workspace)
             is_open = marker != empty  # the queue may hold runs
             want = executor.depth - len(self.running) - len(self.waiting)
-            claim = is_open and want > 0 and (want >= executor.size
-                                              or not (self.running or self.waiting))
+            claim = (
+                is_open
+                and want > 0
+                and (want >= executor.size or not (self.running or self.waiting))
+            )
             if claim or (self.outcomes and not is_open):
                 claims = self._record_and_claim(want if claim else 0)
                 if claim and len(claims) < want:
@@ -275,12 +295,21 @@ class Tick:
                 executed += len(claims)
                 self._housekeeping()
                 continue
-            if not (self.running or self.waiting or self.steps or self.outcomes or self.deferred
-                    or is_open):
+            if not (
+                self.running
+                or self.waiting
+                or self.steps
+                or self.outcomes
+                or self.deferred
+                or is_open
+            ):
                 break
             if not stepped and (self.running or self.steps):
-                wait(set(self.running) | self.steps, timeout=IDLE_SECONDS,
-                     return_when=FIRST_COMPLETED)
+                wait(
+                    set(self.running) | self.steps,
+                    timeout=IDLE_SECONDS,
+                    return_when=FIRST_COMPLETED,
+                )
             self._housekeeping()
         self.has_pending = False
         return executed
@@ -291,8 +320,9 @@ class Tick:
         outcomes, self.outcomes = self.outcomes, []
         # Marked before recording: a worker killed right after the commit leaves the steps.
         executors.mark_pending(self.store, [o.run_id for o in outcomes if o.status])
-        claims, done = runs.claim_runs(self.store, self.worker_id, limit, self.lease_seconds,
-                                       outcomes)
+        claims, done = runs.claim_runs(
+            self.store, self.worker_id, limit, self.lease_seconds, outcomes
+        )
         for outcome in outcomes:
             self.claimed.pop(outcome.run_id, None)
         for run in done:
@@ -317,12 +347,15 @@ class Tick:
         """Outcomes of runs done, steps done; a pool whose process died is started again."""
         for future in [f for f in self.running if f.done()]:
             run_id = self.running.pop(future)
-            self.outcomes.append(executors.result_or(
-                future, lambda exc, run_id=run_id: self._lost(run_id, exc)))
+            self.outcomes.append(
+                executors.result_or(future, lambda exc, run_id=run_id: self._lost(run_id, exc))
+            )
         for future in [f for f in self.steps if f.done()]:
             self.steps.discard(future)
-            executors.result_or(future, lambda exc: log.error("steps after a run failed: %s",
-                                                              executors.describe(exc)))
+            executors.result_or(
+                future,
+                lambda exc: log.error("steps after a run failed: %s", executors.describe(exc)),
+            )
         if self.executor.broken:
             log.error("an executor process died; starting new ones")
             self.executor.restart()
@@ -332,8 +365,9 @@ class Tick:
         recorded: core/lost_runs.py), or raised, which is a bug."""
         log.error("run %s: %s", run_id, executors.describe(exc))
         if executors.is_dead(exc):
-            return runs.Outcome(run_id, "failed", executors.DIED, finished_at=utcnow(),
-                                lost=executors.LOST)
+            return runs.Outcome(
+                run_id, "failed", executors.DIED, finished_at=utcnow(), lost=executors.LOST
+            )
         shutil.rmtree(runs.results_dir(self.store.workspace, run_id), ignore_errors=True)
         return runs.Outcome(run_id, "failed", executors.describe(exc), finished_at=utcnow())
 
@@ -344,10 +378,18 @@ class Tick:
         never starved, and runs never wait behind a pile of steps. True if any started."""
         started = False
         share = max(1, self.executor.size // 2)
-        while self.deferred and len(self.running) + len(self.steps) < self.executor.size and (
-                (self._is_stale() and len(self.steps) < share) or (
-                    not stale_only and not (self.waiting or self.outcomes)
-                    and self._nothing_new(empty))):
+        while (
+            self.deferred
+            and len(self.running) + len(self.steps) < self.executor.size
+            and (
+                (self._is_stale() and len(self.steps) < share)
+                or (
+                    not stale_only
+                    and not (self.waiting or self.outcomes)
+                    and self._nothing_new(empty)
+                )
+            )
+        ):
             self.steps.add(self.executor.after(self.deferred.pop(0)))
             started = True
             self._collect()
@@ -375,8 +417,11 @@ class Tick:
     def _nothing_new(self, empty: bytes | None) -> bool:
         """A claim found the queue empty, and since then no run was queued (the marker is
         the same) and no schedule slot came due."""
-        return (empty is not _UNSEEN and not self.plan.is_due()
-                and runs.read_queue_marker(self.store.workspace) == empty)
+        return (
+            empty is not _UNSEEN
+            and not self.plan.is_due()
+            and runs.read_queue_marker(self.store.workspace) == empty
+        )
 
     def close(self, budget_seconds: float) -> None:
         """On the way out, within about `budget_seconds`: stop the executor, record what was
@@ -386,29 +431,34 @@ class Tick:
         deadline = time.monotonic() + budget_seconds
         self.executor.close()
         # The store's usual 30 s wait for a lock would break the budget: wait what is left.
-        self.store = Store(self.store.workspace,
-                           lock_timeout=max(deadline - time.monotonic(), 1.0))
+        self.store = Store(self.store.workspace, lock_timeout=max(deadline - time.monotonic(), 1.0))
         if self.waiting:
             try:
-                runs.release_claims(self.store, self.worker_id,
-                                    [c.run.id for c in self.waiting])
+                runs.release_claims(self.store, self.worker_id, [c.run.id for c in self.waiting])
                 for claim in self.waiting:
                     self.claimed.pop(claim.run.id, None)
             except Exception:
-                log.exception("could not queue runs %s again; their leases will expire",
-                              ", ".join(c.run.id for c in self.waiting))
+                log.exception(
+                    "could not queue runs %s again; their leases will expire",
+                    ", ".join(c.run.id for c in self.waiting),
+                )
             self.waiting.clear()
         self._collect_stopped()
         if self.outcomes:
             try:
                 self._record_and_claim(0)
             except Exception:
-                log.exception("could not record the outcome of runs %s; their leases will "
-                              "expire", ", ".join(o.run_id for o in self.outcomes))
+                log.exception(
+                    "could not record the outcome of runs %s; their leases will expire",
+                    ", ".join(o.run_id for o in self.outcomes),
+                )
         if self.deferred:
-            log.info("stopping: the steps after %d run(s) (global importance, drift counts, "
-                     "reports) are left to the next worker: %s", len(self.deferred),
-                     ", ".join(r.id for r in self.deferred))
+            log.info(
+                "stopping: the steps after %d run(s) (global importance, drift counts, "
+                "reports) are left to the next worker: %s",
+                len(self.deferred),
+                ", ".join(r.id for r in self.deferred),
+            )
 
     def _collect_stopped(self) -> None:
         """Outcomes of every claimed run: as executed if it ended, else stopped."""
@@ -420,8 +470,9 @@ class Tick:
         for run_id in self.claimed:
             if run_id not in ready:
                 shutil.rmtree(runs.results_dir(self.store.workspace, run_id), ignore_errors=True)
-                self.outcomes.append(runs.Outcome(run_id, "failed", runs.STOPPED,
-                                                  finished_at=utcnow()))
+                self.outcomes.append(
+                    runs.Outcome(run_id, "failed", runs.STOPPED, finished_at=utcnow())
+                )
         self.running.clear()
 
 
@@ -438,15 +489,23 @@ def _guarded(name: str, job: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def _loop(store: Store, worker_id: str, *, once: bool, idle_seconds: float,
-          max_ticks: int | None, processes: int) -> None:
+def _loop(
+    store: Store,
+    worker_id: str,
+    *,
+    once: bool,
+    idle_seconds: float,
+    max_ticks: int | None,
+    processes: int,
+) -> None:
     jobs = schedule.Scheduler()
     pool = executors.Pool(store.workspace.home, processes) if processes else None
     tick = Tick(store, worker_id, executor=pool)
     # `schedule` loops forever on a zero interval: a tick is at least 10 ms apart.
     jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", tick))
-    jobs.every(HEARTBEAT_SECONDS).seconds.do(_guarded(
-        "heartbeat", lambda: _safe_heartbeat(store, len(tick.claimed))))
+    jobs.every(HEARTBEAT_SECONDS).seconds.do(
+        _guarded("heartbeat", lambda: _safe_heartbeat(store, len(tick.claimed)))
+    )
     try:
         jobs.run_all()  # the first tick at once (a full check), and the heartbeat
         ticks = 1
@@ -464,5 +523,6 @@ def _safe_heartbeat(store: Store, runs_in_flight: int = 0) -> None:
     try:
         write_heartbeat(store, runs_in_flight)
     except OSError:
-        log.exception("could not write the heartbeat file %s",
-                      Path(store.workspace.home) / HEARTBEAT_FILE)
+        log.exception(
+            "could not write the heartbeat file %s", Path(store.workspace.home) / HEARTBEAT_FILE
+        )

@@ -20,8 +20,7 @@ PRIVATE_DIR = "private"  # DuckDB's temporary files: no source reads it, no sink
 # Folders whose files ModelDeck writes itself and references from the metadata: never a sink
 # or a report copy target (labels/ is core/ground_truth.py's LABELS_DIR).
 PENDING_DIR = "pending"  # one empty file per finished run whose after-run steps are to do
-OWN_DIRS = ("datasets", "artifacts", "runs", "logs", "uploads", "labels", PRIVATE_DIR,
-            PENDING_DIR)
+OWN_DIRS = ("datasets", "artifacts", "runs", "logs", "uploads", "labels", PRIVATE_DIR, PENDING_DIR)
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,13 @@ class Workspace:
         return self.home / PENDING_DIR
 
     def ensure(self) -> Workspace:
-        for folder in (self.datasets_dir, self.artifacts_dir, self.runs_dir, self.logs_dir,
-                       self.uploads_dir):
+        for folder in (
+            self.datasets_dir,
+            self.artifacts_dir,
+            self.runs_dir,
+            self.logs_dir,
+            self.uploads_dir,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -95,14 +99,18 @@ class Workspace:
     def _check_root(self, root: Path) -> None:
         home = self.home.resolve()
         private = self.private_dir.resolve()
-        if (home != root and home.is_relative_to(root)) or root.is_relative_to(private) or (
-                root.parent == home and root.name.startswith(DB_NAME)):
+        if (
+            (home != root and home.is_relative_to(root))
+            or root.is_relative_to(private)
+            or (root.parent == home and root.name.startswith(DB_NAME))
+        ):
             raise InvalidInput(
                 f"The allowed root '{root}' in {ALLOWED_ROOTS_ENV} contains or lies inside "
                 f"ModelDeck's private files (the store {self.db_path.name}, its key and "
                 f"temporary files in {home}), so no source may read from it.",
                 f"List folders beside or inside the workspace instead, e.g. {root / 'shared'} "
-                "(the workspace itself is always readable, its private files excepted).")
+                "(the workspace itself is always readable, its private files excepted).",
+            )
 
     def is_own(self, path: Path) -> bool:
         """Whether a resolved path is the workspace itself, one of ModelDeck's own folders
@@ -121,7 +129,8 @@ class Workspace:
             raise InvalidInput(
                 f"'{path}' is among ModelDeck's own files and folders ({resolved}); nothing "
                 "is written there for you.",
-                f"Choose a folder of your own, e.g. {self.home / 'exports'}.")
+                f"Choose a folder of your own, e.g. {self.home / 'exports'}.",
+            )
         return resolved
 
     def duckdb_temp_dir(self) -> Path:
@@ -158,7 +167,8 @@ class Workspace:
             raise InvalidInput(
                 f"The path '{path}' is one of ModelDeck's private files ({resolved}).",
                 "The store, its key and DuckDB's temporary files are never read as data; "
-                "choose a data file.")
+                "choose a data file.",
+            )
         return resolved
 
     def _within_roots(self, path: str | os.PathLike[str]) -> Path:
@@ -178,7 +188,8 @@ class Workspace:
         """Whether a resolved path is the store, its WAL or key, or in the private folder."""
         home = self.home.resolve()
         return (path.parent == home and path.name.startswith(DB_NAME)) or path.is_relative_to(
-            self.private_dir.resolve())
+            self.private_dir.resolve()
+        )
 
 
 def _is_running(pid: int) -> bool:

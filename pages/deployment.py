@@ -40,9 +40,20 @@ def schedule(store: Store, d: Deployment) -> None:
 
 def audit_log(store: Store, d: Deployment) -> None:
     entries = audit.list_entries(store, d.name)
-    st.dataframe([{"when (UTC)": e.logged_at, "who": e.actor, "what": e.action,
-                   "before": audit.describe(e.before), "after": audit.describe(e.after),
-                   "reason": e.reason} for e in entries], hide_index=True)
+    st.dataframe(
+        [
+            {
+                "when (UTC)": e.logged_at,
+                "who": e.actor,
+                "what": e.action,
+                "before": audit.describe(e.before),
+                "after": audit.describe(e.after),
+                "reason": e.reason,
+            }
+            for e in entries
+        ],
+        hide_index=True,
+    )
 
 
 SECTIONS = {

@@ -4,8 +4,11 @@ import streamlit as st
 
 from core import deployments, runs, ui
 
-ui.header("Deployments", "Staging and production endpoints of your experiments. Deploy a model "
-          "from its page or from an experiment's leaderboard.")
+ui.header(
+    "Deployments",
+    "Staging and production endpoints of your experiments. Deploy a model "
+    "from its page or from an experiment's leaderboard.",
+)
 store = ui.get_store()
 found = ui.require_deployments(store)
 
@@ -15,19 +18,27 @@ for d in found:
     # a validation is not a run of the pipeline's data: it does not count as the last run
     last = [r for r in runs.list_runs(store, d.name, limit=20) if r.trigger != "validation"]
     current = d.current
-    rows.append({
-        "deployment": f"deployment?name={d.name}",
-        "environment": d.environment,
-        "version": f"v{current.number}" if current else "none",
-        "main model": names.get(current.main_model_id, "") if current else "",
-        "challenger": names.get(current.challenger_model_id or "", "") if current else "",
-        "status": deployments.status(store, d),
-        "last run": (f"{last[0].status} · {last[0].queued_at:%Y-%m-%d %H:%M}" if last
-                     else "never"),
-        "access": d.access,
-        "model ids": " / ".join(i for i in (current.main_model_id, current.challenger_model_id)
-                                if i) if current else "",
-    })
+    rows.append(
+        {
+            "deployment": f"deployment?name={d.name}",
+            "environment": d.environment,
+            "version": f"v{current.number}" if current else "none",
+            "main model": names.get(current.main_model_id, "") if current else "",
+            "challenger": names.get(current.challenger_model_id or "", "") if current else "",
+            "status": deployments.status(store, d),
+            "last run": (
+                f"{last[0].status} · {last[0].queued_at:%Y-%m-%d %H:%M}" if last else "never"
+            ),
+            "access": d.access,
+            "model ids": " / ".join(
+                i for i in (current.main_model_id, current.challenger_model_id) if i
+            )
+            if current
+            else "",
+        }
+    )
 ui.link_table(rows, "deployment", key="deployments_table")
-st.caption("Status \"deployed\": the current models' artifacts are present and intact. "
-           "The prediction form URL and the API status arrive with the serving release.")
+st.caption(
+    'Status "deployed": the current models\' artifacts are present and intact. '
+    "The prediction form URL and the API status arrive with the serving release."
+)

@@ -5,11 +5,15 @@ import streamlit as st
 from core import artifacts, datasets, model_import, ui
 from core.entities import TASKS
 
-ui.header("Import a model", "A fitted scikit-learn estimator or pipeline. A reference dataset "
-          "with the target column records its schema, profile and reference metrics.")
+ui.header(
+    "Import a model",
+    "A fitted scikit-learn estimator or pipeline. A reference dataset "
+    "with the target column records its schema, profile and reference metrics.",
+)
 store = ui.get_store()
-upload = st.file_uploader("Model file", type=["skops", "joblib", "pkl", "pickle"],
-                          key="import_file")
+upload = st.file_uploader(
+    "Model file", type=["skops", "joblib", "pkl", "pickle"], key="import_file"
+)
 if upload is None:
     st.caption("Prefer `.skops` (skops.io.dump): it is loaded without running code.")
     st.stop()
@@ -23,12 +27,18 @@ if check is None:
 trusted: list[str] = []
 trust_pickle = False
 if check.runs_code:
-    st.warning("This is a pickle/joblib file: loading it runs any code it contains. Import it "
-               "only if it comes from someone you trust.", icon="🔒")
+    st.warning(
+        "This is a pickle/joblib file: loading it runs any code it contains. Import it "
+        "only if it comes from someone you trust.",
+        icon="🔒",
+    )
     trust_pickle = st.checkbox("I trust this file and want it loaded", key="import_trust")
 elif check.untrusted_types:
-    st.warning("This .skops file contains types beyond standard scikit-learn and numpy. "
-               "Approve each one you expect:", icon="🔒")
+    st.warning(
+        "This .skops file contains types beyond standard scikit-learn and numpy. "
+        "Approve each one you expect:",
+        icon="🔒",
+    )
     trusted = [t for t in check.untrusted_types if st.checkbox(f"`{t}`", key=f"trust_{t}")]
 else:
     st.success("Only standard scikit-learn and numpy types: safe to load.")
@@ -39,25 +49,41 @@ if not found:
     st.info("Register the reference dataset first.")
     st.page_link("pages/datasets.py", label="Add a dataset", icon=":material/table_chart:")
     st.stop()
-dataset = st.selectbox("Reference dataset", found, key="import_dataset",
-                       format_func=lambda d: f"{d.name} · {d.n_rows} rows ({d.id})")
+dataset = st.selectbox(
+    "Reference dataset",
+    found,
+    key="import_dataset",
+    format_func=lambda d: f"{d.name} · {d.n_rows} rows ({d.id})",
+)
 columns = dataset.column_names
-target = st.selectbox("Target column", columns, index=len(columns) - 1,
-                      key=f"import_target_{dataset.id}")
+target = st.selectbox(
+    "Target column", columns, index=len(columns) - 1, key=f"import_target_{dataset.id}"
+)
 left, right = st.columns(2)
 task = left.selectbox("Task", ["(from the model)", *TASKS], key="import_task")
 key = right.selectbox("Prediction key", ["(auto)", "(none)", *columns], key="import_key")
-experiment = st.text_input("Experiment", value=f"{dataset.name} (imported)",
-                           key=f"import_experiment_{dataset.id}")
+experiment = st.text_input(
+    "Experiment", value=f"{dataset.name} (imported)", key=f"import_experiment_{dataset.id}"
+)
 
 if st.button("Import", type="primary", disabled=not is_ready):
     request = model_import.ImportRequest(
-        filename=upload.name, data=data, dataset_id=dataset.id, target=target,
+        filename=upload.name,
+        data=data,
+        dataset_id=dataset.id,
+        target=target,
         task=None if task.startswith("(") else task,
         key_column={"(auto)": None, "(none)": ""}.get(key, key),
-        trust_pickle=trust_pickle, trusted_types=tuple(trusted), experiment=experiment)
+        trust_pickle=trust_pickle,
+        trusted_types=tuple(trusted),
+        experiment=experiment,
+    )
     with ui.guarded():
         model = model_import.import_model(store, request, ui.progress_bar("Importing…"))
         st.success(f"Imported {model.algorithm} as {model.id}.")
-        st.page_link("pages/model.py", label="Open the model", query_params={"id": model.id},
-                     icon=":material/insights:")
+        st.page_link(
+            "pages/model.py",
+            label="Open the model",
+            query_params={"id": model.id},
+            icon=":material/insights:",
+        )

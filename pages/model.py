@@ -22,14 +22,19 @@ if model is None:
         st.info("No model yet.")
         st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
         st.stop()
-    model = st.selectbox("Model", models, key="model_pick",
-                         format_func=lambda m: f"{m.experiment} v{m.version} · {m.algorithm}"
-                         f" ({m.id})")
+    model = st.selectbox(
+        "Model",
+        models,
+        key="model_pick",
+        format_func=lambda m: f"{m.experiment} v{m.version} · {m.algorithm} ({m.id})",
+    )
     st.query_params["id"] = model.id
 
 st.subheader(f"{model.algorithm} · {model.experiment} v{model.version}")
-st.caption(f"{model.id} · project {model.project} · {model.task} · {model.origin} · "
-           f"created {model.created_at:%Y-%m-%d %H:%M} UTC")
+st.caption(
+    f"{model.id} · project {model.project} · {model.task} · {model.origin} · "
+    f"created {model.created_at:%Y-%m-%d %H:%M} UTC"
+)
 headline = {k: v for k, v in model.metrics.items() if not k.endswith("_rows")}
 for col, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(), strict=False):
     col.metric(name, "n/a" if value is None else f"{value:.4f}")
@@ -37,10 +42,19 @@ scope = "reference dataset" if model.origin == "imported" else "20% holdout"
 st.caption(f"Metrics on the {scope}.")
 
 # Tabs rerun on a switch, so the Explainability tab's content runs only while it is open.
-(metrics_tab, deploy_tab, schema_tab, profile_tab, explain_tab, params_tab,
- artifact_tab) = st.tabs(["Leaderboard", "Deploy", "Schema", "Training profile",
-                          "Explainability", "Parameters", "Artifact"],
-                         key="model_tabs", on_change="rerun")
+(metrics_tab, deploy_tab, schema_tab, profile_tab, explain_tab, params_tab, artifact_tab) = st.tabs(
+    [
+        "Leaderboard",
+        "Deploy",
+        "Schema",
+        "Training profile",
+        "Explainability",
+        "Parameters",
+        "Artifact",
+    ],
+    key="model_tabs",
+    on_change="rerun",
+)
 with deploy_tab:
     ui.deploy_form(store, model, key="model_deploy")
 with metrics_tab:
@@ -50,15 +64,30 @@ with metrics_tab:
     if len(siblings) > 1:
         st.plotly_chart(charts.leaderboard_figure(siblings, metric), key="model_board_chart")
 with schema_tab:
-    st.caption(f"Target `{model.schema.target}`"
-               + (f" · classes: {', '.join(map(str, model.schema.classes))}"
-                  if model.schema.classes else "")
-               + (f" · prediction key `{model.schema.key_column}`"
-                  if model.schema.key_column else ""))
-    st.dataframe(pd.DataFrame([{
-        "column": f.name, "kind": f.kind, "dtype": f.dtype,
-        "categories": ", ".join(f.categories[:20]) + (" …" if len(f.categories) > 20 else ""),
-    } for f in model.schema.features]), hide_index=True)
+    st.caption(
+        f"Target `{model.schema.target}`"
+        + (
+            f" · classes: {', '.join(map(str, model.schema.classes))}"
+            if model.schema.classes
+            else ""
+        )
+        + (f" · prediction key `{model.schema.key_column}`" if model.schema.key_column else "")
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "column": f.name,
+                    "kind": f.kind,
+                    "dtype": f.dtype,
+                    "categories": ", ".join(f.categories[:20])
+                    + (" …" if len(f.categories) > 20 else ""),
+                }
+                for f in model.schema.features
+            ]
+        ),
+        hide_index=True,
+    )
 with profile_tab:
     features = model.profile.get("features", {})
     name = st.selectbox("Feature", list(features), key="profile_feature")
@@ -66,8 +95,9 @@ with profile_tab:
         st.plotly_chart(charts.profile_figure(name, features[name]), key="profile_chart")
         st.caption(f"Missing in training: {features[name]['missing_rate']:.1%} of rows.")
     if "prediction" in model.profile:
-        st.plotly_chart(charts.profile_figure("prediction", model.profile["prediction"]),
-                        key="prediction_chart")
+        st.plotly_chart(
+            charts.profile_figure("prediction", model.profile["prediction"]), key="prediction_chart"
+        )
 with explain_tab:
     if explain_tab.open:
         ui_explain.model_importance(store, model)

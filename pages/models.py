@@ -10,10 +10,14 @@ projects = registry.list_projects(store)
 names = [p.name for p in projects]
 busy = {e.project_id for e in registry.list_experiments(store)}
 wanted = st.query_params.get("project")
-start = names.index(wanted) if wanted in names else next(
-    (i for i, p in enumerate(projects) if p.id in busy), 0)  # the first project with work
-project = st.selectbox("Project", projects, format_func=lambda p: p.name, key="models_project",
-                       index=start)
+start = (
+    names.index(wanted)
+    if wanted in names
+    else next((i for i, p in enumerate(projects) if p.id in busy), 0)
+)  # the first project with work
+project = st.selectbox(
+    "Project", projects, format_func=lambda p: p.name, key="models_project", index=start
+)
 experiments = registry.list_experiments(store, project.id)
 if not experiments:
     st.info(f"No experiment in {project.name} yet.")
@@ -23,17 +27,30 @@ if not experiments:
 for experiment in experiments:
     st.subheader(experiment.name)
     key_text = f", key `{experiment.key_column}`" if experiment.key_column else ""
-    st.caption(f"{experiment.task} · target `{experiment.target}` · "
-               f"{len(experiment.features)} features{key_text} · {experiment.id}")
+    st.caption(
+        f"{experiment.task} · target `{experiment.target}` · "
+        f"{len(experiment.features)} features{key_text} · {experiment.id}"
+    )
     versions = registry.list_versions(store, experiment.id)
-    version = st.selectbox("Version", versions, key=f"version_{experiment.id}",
-                           format_func=lambda v: f"v{v.number} · {v.created_at:%Y-%m-%d %H:%M}")
+    version = st.selectbox(
+        "Version",
+        versions,
+        key=f"version_{experiment.id}",
+        format_func=lambda v: f"v{v.number} · {v.created_at:%Y-%m-%d %H:%M}",
+    )
     board = registry.list_models(store, version_id=version.id)
     ui.show_leaderboard(board, key=f"board_{version.id}")
     with st.expander("Deploy a model of this version"):
-        chosen = st.selectbox("Model", board, key=f"deploy_pick_{version.id}",
-                              format_func=lambda m: f"{m.algorithm} ({m.id})")
+        chosen = st.selectbox(
+            "Model",
+            board,
+            key=f"deploy_pick_{version.id}",
+            format_func=lambda m: f"{m.algorithm} ({m.id})",
+        )
         ui.deploy_form(store, chosen, key=f"deploy_{version.id}")
-    st.page_link("pages/train.py", label="Train a new version",
-                 query_params={"dataset": experiment.dataset_id, "target": experiment.target},
-                 icon=":material/model_training:")
+    st.page_link(
+        "pages/train.py",
+        label="Train a new version",
+        query_params={"dataset": experiment.dataset_id, "target": experiment.target},
+        icon=":material/model_training:",
+    )

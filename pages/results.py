@@ -11,14 +11,21 @@ if not run_id:
     of = st.query_params.get("deployment")  # a deleted deployment's kept runs, for one
     recent = runs.list_runs(store, of, limit=200)  # deleted deployments' runs included
     if not recent:
-        st.info(f"No run of {of} yet." if of else "No run yet: open a deployment and press "
-                "Run now.")
+        st.info(
+            f"No run of {of} yet." if of else "No run yet: open a deployment and press Run now."
+        )
         st.page_link("pages/deployments.py", label="Deployments", icon=":material/rocket_launch:")
         st.stop()
-    run_id = st.selectbox("Run", [r.id for r in recent], key="results_pick",
-                          format_func=lambda i: next(f"{r.deployment_name} · {r.status} · "
-                                                     f"{r.queued_at:%Y-%m-%d %H:%M} ({r.id})"
-                                                     for r in recent if r.id == i))
+    run_id = st.selectbox(
+        "Run",
+        [r.id for r in recent],
+        key="results_pick",
+        format_func=lambda i: next(
+            f"{r.deployment_name} · {r.status} · {r.queued_at:%Y-%m-%d %H:%M} ({r.id})"
+            for r in recent
+            if r.id == i
+        ),
+    )
     st.query_params["run"] = run_id
 run = None
 with ui.guarded():
@@ -26,8 +33,9 @@ with ui.guarded():
 if run is None:
     st.stop()
 
-st.caption(f"{run.deployment_name} · run {run.id} · {run.trigger} by {run.queued_by} · "
-           f"{run.status}")
+st.caption(
+    f"{run.deployment_name} · run {run.id} · {run.trigger} by {run.queued_by} · {run.status}"
+)
 if not run.is_finished:
     ui_results.run_progress(store, run.id)  # polls; redraws the page when the run ends
     st.stop()
@@ -41,8 +49,12 @@ if not run.summary.get("results_written"):  # a failed sink still leaves readabl
     st.stop()
 
 summary = results.summary(store, run.id)
-which = st.radio("Results of", ["main", "challenger"] if summary.get("challenger") else ["main"],
-                 horizontal=True, key="results_which")
+which = st.radio(
+    "Results of",
+    ["main", "challenger"] if summary.get("challenger") else ["main"],
+    horizontal=True,
+    key="results_which",
+)
 ui_results.box_metrics(summary, which)  # of the results shown: main or challenger
 with ui.guarded():
     shown = ui_results.results_table(store, run, which)

@@ -5,8 +5,11 @@ import streamlit as st
 from core import charts, datasets, registry, training, ui
 from core.entities import TASKS
 
-ui.header("Train", "Fit scikit-learn pipelines on a dataset; each round is a new version of "
-          "the experiment, with a leaderboard on a 20% holdout.")
+ui.header(
+    "Train",
+    "Fit scikit-learn pipelines on a dataset; each round is a new version of "
+    "the experiment, with a leaderboard on a 20% holdout.",
+)
 store = ui.get_store()
 found = datasets.list_datasets(store)
 if not found:
@@ -17,52 +20,87 @@ if not found:
 params = st.query_params
 ids = [d.id for d in found]
 start = ids.index(params["dataset"]) if params.get("dataset") in ids else 0
-dataset = st.selectbox("Dataset", found, index=start, key="train_dataset",
-                       format_func=lambda d: f"{d.name} · {d.n_rows} rows ({d.id})")
+dataset = st.selectbox(
+    "Dataset",
+    found,
+    index=start,
+    key="train_dataset",
+    format_func=lambda d: f"{d.name} · {d.n_rows} rows ({d.id})",
+)
 frame = ui.cached_frame(str(store.workspace.home), dataset.id)
 columns = list(frame.columns)
 wanted = params.get("target") or datasets.DEMO_TARGETS.get(dataset.name, columns[-1])
-target = st.selectbox("Target column", columns, key=f"target_{dataset.id}",
-                      index=columns.index(wanted) if wanted in columns else len(columns) - 1)
+target = st.selectbox(
+    "Target column",
+    columns,
+    key=f"target_{dataset.id}",
+    index=columns.index(wanted) if wanted in columns else len(columns) - 1,
+)
 hint = training.suggest(frame, target)
 scope = f"{dataset.id}_{target}"  # widget defaults follow the chosen dataset and target
 
 left, right = st.columns(2)
-task = left.selectbox("Task", TASKS, index=TASKS.index(hint.task), key=f"task_{scope}",
-                      help=f"Guessed from the target: {hint.task}.")
+task = left.selectbox(
+    "Task",
+    TASKS,
+    index=TASKS.index(hint.task),
+    key=f"task_{scope}",
+    help=f"Guessed from the target: {hint.task}.",
+)
 key_options = ["(none)", *[c for c in columns if c != target]]
 key_choice = right.selectbox(
-    "Prediction key", key_options, key=f"key_{scope}",
+    "Prediction key",
+    key_options,
+    key=f"key_{scope}",
     index=key_options.index(hint.key_column) if hint.key_column else 0,
-    help="An identifier carried through to every prediction; never a feature.")
+    help="An identifier carried through to every prediction; never a feature.",
+)
 key_column = None if key_choice == "(none)" else key_choice
 candidates = [c for c in columns if c not in (target, key_column)]
-features = st.multiselect("Features", candidates, key=f"features_{scope}",
-                          default=[c for c in candidates if c not in hint.excluded])
+features = st.multiselect(
+    "Features",
+    candidates,
+    key=f"features_{scope}",
+    default=[c for c in candidates if c not in hint.excluded],
+)
 if key_column:
-    st.caption(f"`{key_column}` is the prediction key: carried through to results, "
-               "never a feature.")
+    st.caption(
+        f"`{key_column}` is the prediction key: carried through to results, never a feature."
+    )
 for column, reason in hint.excluded.items():
     if column != key_column and column not in features:
         st.caption(f"Left out by default: `{column}` ({reason}).")
-algorithms = st.multiselect("Algorithms", list(training.ALGORITHMS),
-                            default=list(training.DEFAULT_ALGORITHMS), key="train_algorithms",
-                            format_func=training.ALGORITHMS.get)
+algorithms = st.multiselect(
+    "Algorithms",
+    list(training.ALGORITHMS),
+    default=list(training.DEFAULT_ALGORITHMS),
+    key="train_algorithms",
+    format_func=training.ALGORITHMS.get,
+)
 left, right = st.columns(2)
 project = left.text_input("Project", value="Default", key="train_project")
 experiment = right.text_input(
-    "Experiment", key=f"experiment_{scope}",
-    value=training.default_experiment_name(store, dataset, target, project))
+    "Experiment",
+    key=f"experiment_{scope}",
+    value=training.default_experiment_name(store, dataset, target, project),
+)
 
 plan = None
 with ui.guarded():
-    plan = training.plan_training(frame, target, task=task, features=features,
-                                  key_column=key_column or "")
+    plan = training.plan_training(
+        frame, target, task=task, features=features, key_column=key_column or ""
+    )
 if st.button("Train", type="primary", disabled=plan is None or not algorithms):
     request = training.TrainRequest(
-        dataset_id=dataset.id, target=target, task=task, features=features,
-        key_column=key_column or "", algorithms=tuple(algorithms), project=project,
-        experiment=experiment)
+        dataset_id=dataset.id,
+        target=target,
+        task=task,
+        features=features,
+        key_column=key_column or "",
+        algorithms=tuple(algorithms),
+        project=project,
+        experiment=experiment,
+    )
     with ui.guarded():
         result = training.train(store, request, ui.progress_bar("Training…"))
         st.session_state["trained_version"] = result.version.id

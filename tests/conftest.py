@@ -28,9 +28,15 @@ from core.training import ALGORITHMS, TrainingResult, TrainRequest, train
 threadpool_limits(limits=1, user_api="openmp")
 
 CHURN_ROWS = 600  # enough for every class and category in both splits, quick to fit
-ENV_VARS = ("MODELDECK_HOME", "MODELDECK_ALLOWED_ROOTS", "MODELDECK_LOCK_TIMEOUT",
-            "MODELDECK_EXECUTORS", "MODELDECK_PREVIEW_SECONDS", "MODELDECK_RUN_SQL_SECONDS",
-            "MODELDECK_SQL_MEMORY")
+ENV_VARS = (
+    "MODELDECK_HOME",
+    "MODELDECK_ALLOWED_ROOTS",
+    "MODELDECK_LOCK_TIMEOUT",
+    "MODELDECK_EXECUTORS",
+    "MODELDECK_PREVIEW_SECONDS",
+    "MODELDECK_RUN_SQL_SECONDS",
+    "MODELDECK_SQL_MEMORY",
+)
 
 
 @pytest.fixture
@@ -65,15 +71,21 @@ def churn_small() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def trained_home(tmp_path_factory: pytest.TempPathFactory,
-                 churn_small: pd.DataFrame) -> tuple[Path, TrainingResult]:
+def trained_home(
+    tmp_path_factory: pytest.TempPathFactory, churn_small: pd.DataFrame
+) -> tuple[Path, TrainingResult]:
     """A workspace with one churn version of two models (linear, gradient boosting). Read-only."""
     path = tmp_path_factory.mktemp("trained_home")
     store = Store.open(path)
-    dataset = datasets.register_frame(store, churn_small, name="churn", kind="upload",
-                                      source="churn.csv")
-    result = train(store, TrainRequest(dataset_id=dataset.id, target="churn",
-                                       algorithms=("linear", "gradient_boosting")))
+    dataset = datasets.register_frame(
+        store, churn_small, name="churn", kind="upload", source="churn.csv"
+    )
+    result = train(
+        store,
+        TrainRequest(
+            dataset_id=dataset.id, target="churn", algorithms=("linear", "gradient_boosting")
+        ),
+    )
     return path, result
 
 
@@ -88,25 +100,28 @@ class Trained:
 
 
 @pytest.fixture(scope="session")
-def every_algorithm(tmp_path_factory: pytest.TempPathFactory,
-                    churn_small: pd.DataFrame) -> dict[str, Trained]:
+def every_algorithm(
+    tmp_path_factory: pytest.TempPathFactory, churn_small: pd.DataFrame
+) -> dict[str, Trained]:
     """Per task, every algorithm trained once: churn (binary), wine, diabetes. Read-only."""
     store = Store.open(tmp_path_factory.mktemp("every_algorithm"))
-    tables = {"binary": ("churn", churn_small, "churn"),
-              "multiclass": ("wine", datasets.demo_frame("wine"), "cultivar"),
-              "regression": ("diabetes", datasets.demo_frame("diabetes"), "progression")}
+    tables = {
+        "binary": ("churn", churn_small, "churn"),
+        "multiclass": ("wine", datasets.demo_frame("wine"), "cultivar"),
+        "regression": ("diabetes", datasets.demo_frame("diabetes"), "progression"),
+    }
     out = {}
     for task, (name, frame, target) in tables.items():
         dataset = datasets.register_frame(store, frame, name=name, kind="upload", source=name)
-        request = TrainRequest(dataset_id=dataset.id, target=target,
-                               algorithms=tuple(ALGORITHMS))
+        request = TrainRequest(dataset_id=dataset.id, target=target, algorithms=tuple(ALGORITHMS))
         out[task] = Trained(store, dataset, frame, train(store, request))
     return out
 
 
 @pytest.fixture
-def trained_store(trained_home: tuple[Path, TrainingResult], tmp_path: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> Store:
+def trained_store(
+    trained_home: tuple[Path, TrainingResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Store:
     """A private copy of `trained_home` (safe to change), with MODELDECK_HOME pointing at it."""
     path = tmp_path / "trained"
     shutil.copytree(trained_home[0], path)
@@ -126,9 +141,13 @@ def deploy_churn(trained_store: Store) -> DeployChurn:
     by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
 
     def deploy(main: str, challenger: str | None = None, **options: Any) -> Deployment:
-        return deployments.deploy(trained_store, by_algorithm[main], "staging",
-                                  challenger_id=by_algorithm[challenger] if challenger else None,
-                                  **options)
+        return deployments.deploy(
+            trained_store,
+            by_algorithm[main],
+            "staging",
+            challenger_id=by_algorithm[challenger] if challenger else None,
+            **options,
+        )
 
     return deploy
 
@@ -139,8 +158,9 @@ def workspace_state(store: Store) -> dict[str, object]:
     sql = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in tables)
     state: dict[str, object] = dict(store.query(sql).first() or {})
     for folder in (store.workspace.datasets_dir, store.workspace.artifacts_dir):
-        state[folder.name + "/"] = sorted(
-            str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+        state[folder.name + "/"] = (
+            sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+        )
     return state
 
 

@@ -22,8 +22,10 @@ def write_frame(store: Store, folder: str, name: str, frame: pd.DataFrame) -> st
 def unfit_source(store: Store) -> dict[str, str]:
     """A file source that exists but has none of the model's columns: a run of it is queued,
     then fails at its schema check (a missing file is refused when the run is queued)."""
-    return {"kind": "file",
-            "path": write_frame(store, "incoming", "unfit.parquet", pd.DataFrame({"x": [1]}))}
+    return {
+        "kind": "file",
+        "path": write_frame(store, "incoming", "unfit.parquet", pd.DataFrame({"x": [1]})),
+    }
 
 
 def source_gone(store: Store, name: str, path: str) -> None:
@@ -32,5 +34,4 @@ def source_gone(store: Store, name: str, path: str) -> None:
     from core import deployments
 
     current = deployments.get_deployment(store, name).pipeline
-    deployments.update_pipeline(store, name, {**current, "source": {"kind": "file",
-                                                                    "path": path}})
+    deployments.update_pipeline(store, name, {**current, "source": {"kind": "file", "path": path}})

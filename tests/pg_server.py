@@ -40,9 +40,15 @@ class PgServer:
 
     def connect(self, **kwargs: object) -> psycopg.Connection:
         """A psycopg connection as the test user (autocommit), for setting up and checking."""
-        return psycopg.connect(host=self.host, port=self.port, user=self.user,
-                               password=self.password, dbname=self.database, autocommit=True,
-                               **kwargs)
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=self.database,
+            autocommit=True,
+            **kwargs,
+        )
 
     def run(self, sql: str, params: tuple | None = None) -> list[tuple]:
         with self.connect() as con:
@@ -65,8 +71,9 @@ def _install() -> None:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "postgresql"], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "postgresql"], check=True, env=env, capture_output=True
+    )
 
 
 _started: list[PgServer] = []
@@ -94,27 +101,67 @@ def _start() -> PgServer:
     if os.geteuid() == 0:
         shutil.chown(pwfile, "postgres", "postgres")
     port = _free_port()
-    subprocess.run(_as_postgres([str(BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                                 "--pwfile", str(pwfile), "--auth-local=trust",
-                                 "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"]),
-                   check=True, capture_output=True)
-    options = (f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off"
-               " -c synchronous_commit=off")
+    subprocess.run(
+        _as_postgres(
+            [
+                str(BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c full_page_writes=off"
+        " -c synchronous_commit=off"
+    )
 
     def stop() -> None:
-        subprocess.run(_as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                                     "-w", "stop"]), capture_output=True)
+        subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
     atexit.register(stop)
-    started = subprocess.run(_as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-l",
-                                           str(root / "log"), "-o", options, "-w", "start"]),
-                             capture_output=True, text=True)
+    started = subprocess.run(
+        _as_postgres(
+            [
+                str(BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
     if started.returncode:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password="postgres-pw",
-                         dbname="postgres", autocommit=True) as con:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        user="postgres",
+        password="postgres-pw",
+        dbname="postgres",
+        autocommit=True,
+    ) as con:
         con.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
         con.execute(f"CREATE DATABASE {DATABASE} OWNER {USER}")
     return PgServer("127.0.0.1", port, USER, PASSWORD, DATABASE)
@@ -141,24 +188,35 @@ def seed(pg: PgServer, table: str, frame: pd.DataFrame) -> None:
 def _clean(pg: PgServer) -> None:
     """Drop every table and schema the tests made."""
     with pg.connect() as con:
-        for (name,) in con.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                                   ).fetchall():
+        for (name,) in con.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall():
             con.execute(f'DROP TABLE "{name}" CASCADE')
-        for (name,) in con.execute("SELECT nspname FROM pg_namespace WHERE nspowner ="
-                                   " current_user::regrole AND nspname <> 'public'").fetchall():
+        for (name,) in con.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspowner ="
+            " current_user::regrole AND nspname <> 'public'"
+        ).fetchall():
             con.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
 @pytest.fixture
-def warehouse(trained_store: Store, pg: PgServer, churn_small: pd.DataFrame,
-              monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def warehouse(
+    trained_store: Store, pg: PgServer, churn_small: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """Connection 'warehouse' of the Default project (password from
     $MODELDECK_SECRET_WAREHOUSE) and the churn rows in table `customers`; the database is
     emptied afterwards."""
     monkeypatch.setenv("MODELDECK_SECRET_WAREHOUSE", pg.password)
-    connections.add_connection(trained_store, "Default", "warehouse", host=pg.host,
-                               port=pg.port, database=pg.database, user=pg.user,
-                               password_env="MODELDECK_SECRET_WAREHOUSE")
+    connections.add_connection(
+        trained_store,
+        "Default",
+        "warehouse",
+        host=pg.host,
+        port=pg.port,
+        database=pg.database,
+        user=pg.user,
+        password_env="MODELDECK_SECRET_WAREHOUSE",
+    )
     seed(pg, "customers", churn_small)
     yield "warehouse"
     _clean(pg)

@@ -19,10 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"duckdb", "sklearn", "shap", "joblib"}
 SQL_PATTERNS = (
     re.compile(r"\bSELECT\b[\s\S]*?\bFROM\b"),  # upper case: UI text says "Select … from"
-    re.compile(r"\b(INSERT\s+INTO|DELETE\s+FROM|UPDATE\s+\w+\s+SET|CREATE\s+(TABLE|VIEW)|"
-               r"DROP\s+(TABLE|VIEW)|ALTER\s+TABLE)\b"),
-    re.compile(r"\bselect\s+(\*|count\s*\(|distinct\b)[\s\S]*?\bfrom\b|\binsert\s+into\b|"
-               r"\bdelete\s+from\b|\bread_(parquet|csv|csv_auto|json)\s*\("),
+    re.compile(
+        r"\b(INSERT\s+INTO|DELETE\s+FROM|UPDATE\s+\w+\s+SET|CREATE\s+(TABLE|VIEW)|"
+        r"DROP\s+(TABLE|VIEW)|ALTER\s+TABLE)\b"
+    ),
+    re.compile(
+        r"\bselect\s+(\*|count\s*\(|distinct\b)[\s\S]*?\bfrom\b|\binsert\s+into\b|"
+        r"\bdelete\s+from\b|\bread_(parquet|csv|csv_auto|json)\s*\("
+    ),
 )
 
 
@@ -67,8 +71,9 @@ def sql_strings(source: str) -> list[str]:
     texts = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.JoinedStr):
-            texts.append("".join(v.value if isinstance(v, ast.Constant) else "{}"
-                                 for v in node.values))
+            texts.append(
+                "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            )
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             texts.append(node.value)
     return [t for t in texts if any(p.search(t) for p in SQL_PATTERNS)]
@@ -90,23 +95,33 @@ def test_the_import_reader_sees_every_form_of_import() -> None:
         "def f():\n    import joblib\n    importlib.import_module('streamlit.runtime')\n"
         "__import__('pandas')\nfrom . import sibling\nfrom core.store import Store\n"
     )
-    assert imported_modules(source) == {"duckdb", "sklearn", "shap", "joblib", "streamlit",
-                                        "pandas", "core"}
+    assert imported_modules(source) == {
+        "duckdb",
+        "sklearn",
+        "shap",
+        "joblib",
+        "streamlit",
+        "pandas",
+        "core",
+    }
 
 
-@pytest.mark.parametrize(("text", "is_sql"), [
-    ("SELECT * FROM models", True),
-    ("select * from read_parquet('x')", True),
-    ("SELECT count(*)\n  FROM runs WHERE id = ?", True),
-    ("select count(*) from runs", True),
-    ("INSERT INTO audit VALUES (?)", True),
-    ("UPDATE deployments SET name = ?", True),
-    ("read_parquet('runs/*.parquet')", True),
-    ("Select a model from the list", False),
-    ("select one of the experiments from the table", False),
-    ("Deleted from the registry", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    ("text", "is_sql"),
+    [
+        ("SELECT * FROM models", True),
+        ("select * from read_parquet('x')", True),
+        ("SELECT count(*)\n  FROM runs WHERE id = ?", True),
+        ("select count(*) from runs", True),
+        ("INSERT INTO audit VALUES (?)", True),
+        ("UPDATE deployments SET name = ?", True),
+        ("read_parquet('runs/*.parquet')", True),
+        ("Select a model from the list", False),
+        ("select one of the experiments from the table", False),
+        ("Deleted from the registry", False),
+        ("", False),
+    ],
+)
 def test_the_sql_detector(text: str, is_sql: bool) -> None:
     assert bool(sql_strings(repr(text))) is is_sql
 
@@ -127,7 +142,8 @@ def test_the_checked_files_include_the_thin_layers() -> None:
 def test_thin_layers_do_not_import_data_or_model_libraries() -> None:
     assert _violations(_front_files(), HEAVY) == {}, (
         "pages, app.py, core/cli.py and core/api.py call core; they do not use duckdb, "
-        "sklearn, shap or joblib themselves")
+        "sklearn, shap or joblib themselves"
+    )
 
 
 DUCKDB_MODULES = ("core/store.py", "core/pipeline_sql.py", "core/tables.py")
@@ -141,13 +157,18 @@ def test_only_the_store_and_the_pipeline_engine_import_duckdb() -> None:
 
 
 def test_only_core_ui_imports_streamlit_inside_core() -> None:
-    core = [p for p in ROOT.joinpath("core").rglob("*.py")
-            if _rel(p) != "core/ui.py" and not p.name.startswith("ui_")]
+    core = [
+        p
+        for p in ROOT.joinpath("core").rglob("*.py")
+        if _rel(p) != "core/ui.py" and not p.name.startswith("ui_")
+    ]
     assert _violations(core, {"streamlit"}) == {}, (
-        "core modules other than core/ui.py and core/ui_*.py must not import streamlit")
+        "core modules other than core/ui.py and core/ui_*.py must not import streamlit"
+    )
 
 
 def test_pages_hold_no_sql() -> None:
     found = {_rel(p): sql_strings(p.read_text(encoding="utf-8")) for p in _page_files()}
     assert {k: v for k, v in found.items() if v} == {}, (
-        "pages call core functions; SQL lives in core")
+        "pages call core functions; SQL lives in core"
+    )

@@ -48,8 +48,9 @@ def forest() -> Any:
 @pytest.fixture(scope="module")
 def custom() -> Any:
     """A pipeline with a function skops does not trust by default."""
-    return make_pipeline(FunctionTransformer(operator.pos), StandardScaler(),
-                         LogisticRegression(max_iter=2000)).fit(X_WINE, Y_WINE)
+    return make_pipeline(
+        FunctionTransformer(operator.pos), StandardScaler(), LogisticRegression(max_iter=2000)
+    ).fit(X_WINE, Y_WINE)
 
 
 @pytest.fixture
@@ -57,15 +58,27 @@ def wine(store: Store) -> Dataset:
     return datasets.add_demo(store, "wine")
 
 
-def _import(store: Store, dataset: Dataset, filename: str, data: bytes,
-            **changes: Any) -> Model:
-    request = ImportRequest(filename=filename, data=data, dataset_id=dataset.id,
-                            target=changes.pop("target", "cultivar"), **changes)
+def _import(store: Store, dataset: Dataset, filename: str, data: bytes, **changes: Any) -> Model:
+    request = ImportRequest(
+        filename=filename,
+        data=data,
+        dataset_id=dataset.id,
+        target=changes.pop("target", "cultivar"),
+        **changes,
+    )
     return import_model(store, request)
 
 
-def _refused(store: Store, state: State, dataset: Dataset, error: type[ModelDeckError],
-             filename: str, data: bytes, *parts: str, **changes: Any) -> ModelDeckError:
+def _refused(
+    store: Store,
+    state: State,
+    dataset: Dataset,
+    error: type[ModelDeckError],
+    filename: str,
+    data: bytes,
+    *parts: str,
+    **changes: Any,
+) -> ModelDeckError:
     before = state(store)
     with pytest.raises(error) as info:
         _import(store, dataset, filename, data, **changes)
@@ -85,13 +98,16 @@ def _assert_loads_back(store: Store, model: Model, original: Any) -> None:
 # ---------------------------------------------------------------------------- skops
 @pytest.mark.parametrize("which", ["scaled_logit", "forest"])
 def test_skops_with_ordinary_sklearn_types_imports_without_approval(
-        store: Store, wine: Dataset, which: str, request: pytest.FixtureRequest) -> None:
+    store: Store, wine: Dataset, which: str, request: pytest.FixtureRequest
+) -> None:
     original = request.getfixturevalue(which)
     model = _import(store, wine, "wine.skops", sio.dumps(original))
-    assert (model.origin, model.artifact_format, model.task) == ("imported", "skops",
-                                                                 "multiclass")
-    assert model.algorithm == type(original).__name__ if which == "forest" else (
-        model.algorithm == "LogisticRegression")
+    assert (model.origin, model.artifact_format, model.task) == ("imported", "skops", "multiclass")
+    assert (
+        model.algorithm == type(original).__name__
+        if which == "forest"
+        else (model.algorithm == "LogisticRegression")
+    )
     assert (model.project, model.experiment, model.version) == ("Default", "wine (imported)", 1)
     assert model.schema.feature_names == list(X_WINE.columns)
     assert model.schema.classes == ("class_0", "class_1", "class_2")
@@ -106,8 +122,9 @@ def test_skops_with_ordinary_sklearn_types_imports_without_approval(
 
 
 @pytest.mark.parametrize("task", ["binary", "regression"])
-def test_pipelines_modeldeck_trains_need_no_approval(every_algorithm: dict[str, Any],
-                                                     task: str) -> None:
+def test_pipelines_modeldeck_trains_need_no_approval(
+    every_algorithm: dict[str, Any], task: str
+) -> None:
     trained = every_algorithm[task]
     for model in trained.result.models:
         pipeline = registry.load_estimator(trained.store, model)
@@ -116,15 +133,32 @@ def test_pipelines_modeldeck_trains_need_no_approval(every_algorithm: dict[str, 
         assert not check.runs_code
 
 
-def test_untrusted_skops_type_needs_approval(store: Store, state: State, wine: Dataset,
-                                            custom: Any) -> None:
+def test_untrusted_skops_type_needs_approval(
+    store: Store, state: State, wine: Dataset, custom: Any
+) -> None:
     data = sio.dumps(custom)
-    exc = _refused(store, state, wine, UntrustedArtifact, "custom.skops", data,
-                   "'custom.skops' contains types that are not trusted", CUSTOM_TYPE)
+    exc = _refused(
+        store,
+        state,
+        wine,
+        UntrustedArtifact,
+        "custom.skops",
+        data,
+        "'custom.skops' contains types that are not trusted",
+        CUSTOM_TYPE,
+    )
     assert isinstance(exc, UntrustedArtifact) and exc.untrusted_types == [CUSTOM_TYPE]
     assert "--trust-type" in exc.hint and exc.status == 403
-    _refused(store, state, wine, UntrustedArtifact, "custom.skops", data, CUSTOM_TYPE,
-             trusted_types=("numpy.float64",))  # approving something else is not enough
+    _refused(
+        store,
+        state,
+        wine,
+        UntrustedArtifact,
+        "custom.skops",
+        data,
+        CUSTOM_TYPE,
+        trusted_types=("numpy.float64",),
+    )  # approving something else is not enough
 
     model = _import(store, wine, "custom.skops", data, trusted_types=(CUSTOM_TYPE,))
     assert model.trusted_types == (CUSTOM_TYPE,)
@@ -132,11 +166,20 @@ def test_untrusted_skops_type_needs_approval(store: Store, state: State, wine: D
 
 
 # ---------------------------------------------------------------------------- joblib
-def test_joblib_needs_trust_pickle(store: Store, state: State, wine: Dataset,
-                                   scaled_logit: Any) -> None:
+def test_joblib_needs_trust_pickle(
+    store: Store, state: State, wine: Dataset, scaled_logit: Any
+) -> None:
     data = _joblib_bytes(scaled_logit)
-    exc = _refused(store, state, wine, UntrustedArtifact, "model.joblib", data,
-                   "'model.joblib' is a pickle/joblib file", "runs any code")
+    exc = _refused(
+        store,
+        state,
+        wine,
+        UntrustedArtifact,
+        "model.joblib",
+        data,
+        "'model.joblib' is a pickle/joblib file",
+        "runs any code",
+    )
     assert "--trust-pickle" in exc.hint
     model = _import(store, wine, "model.joblib", data, trust_pickle=True)
     assert (model.artifact_format, model.algorithm) == ("joblib", "LogisticRegression")
@@ -148,33 +191,81 @@ def test_a_pickled_regressor_is_described_as_regression(store: Store) -> None:
     frame = datasets.demo_frame("diabetes")
     X, y = frame.drop(columns="progression"), frame["progression"]
     dataset = datasets.add_demo(store, "diabetes")
-    model = _import(store, dataset, "ridge.pkl", _joblib_bytes(Ridge().fit(X, y)),
-                    target="progression", trust_pickle=True)
-    assert model.task == "regression" and set(model.metrics) == {"mae", "rmse", "r2",
-                                                                 "reference_rows"}
+    model = _import(
+        store,
+        dataset,
+        "ridge.pkl",
+        _joblib_bytes(Ridge().fit(X, y)),
+        target="progression",
+        trust_pickle=True,
+    )
+    assert model.task == "regression" and set(model.metrics) == {
+        "mae",
+        "rmse",
+        "r2",
+        "reference_rows",
+    }
 
 
 # ---------------------------------------------------------------------------- not models
 def test_a_file_that_is_not_a_model(store: Store, state: State, wine: Dataset) -> None:
     not_model = {"weights": [1, 2, 3]}
-    _refused(store, state, wine, ArtifactError, "dict.joblib", _joblib_bytes(not_model),
-             "'dict.joblib' holds a dict, not a model with predict()", trust_pickle=True)
-    _refused(store, state, wine, ArtifactError, "dict.skops", sio.dumps(not_model),
-             "'dict.skops' holds a dict, not a model")
+    _refused(
+        store,
+        state,
+        wine,
+        ArtifactError,
+        "dict.joblib",
+        _joblib_bytes(not_model),
+        "'dict.joblib' holds a dict, not a model with predict()",
+        trust_pickle=True,
+    )
+    _refused(
+        store,
+        state,
+        wine,
+        ArtifactError,
+        "dict.skops",
+        sio.dumps(not_model),
+        "'dict.skops' holds a dict, not a model",
+    )
     _refused(store, state, wine, ArtifactError, "empty.skops", b"", "'empty.skops' is empty")
-    exc = _refused(store, state, wine, ArtifactError, "notes.txt", b"hello",
-                   "'notes.txt' is not a model file ModelDeck can import")
+    exc = _refused(
+        store,
+        state,
+        wine,
+        ArtifactError,
+        "notes.txt",
+        b"hello",
+        "'notes.txt' is not a model file ModelDeck can import",
+    )
     assert ".skops" in exc.hint
 
 
-def test_truncated_files_are_refused(store: Store, state: State, wine: Dataset,
-                                     scaled_logit: Any) -> None:
+def test_truncated_files_are_refused(
+    store: Store, state: State, wine: Dataset, scaled_logit: Any
+) -> None:
     pickled = _joblib_bytes(scaled_logit)
-    _refused(store, state, wine, ArtifactError, "cut.joblib", pickled[: len(pickled) // 2],
-             "'cut.joblib' could not be loaded", trust_pickle=True)
+    _refused(
+        store,
+        state,
+        wine,
+        ArtifactError,
+        "cut.joblib",
+        pickled[: len(pickled) // 2],
+        "'cut.joblib' could not be loaded",
+        trust_pickle=True,
+    )
     zipped = sio.dumps(scaled_logit)
-    exc = _refused(store, state, wine, ArtifactError, "cut.skops", zipped[: len(zipped) // 2],
-                   "'cut.skops' is not a valid skops file")
+    exc = _refused(
+        store,
+        state,
+        wine,
+        ArtifactError,
+        "cut.skops",
+        zipped[: len(zipped) // 2],
+        "'cut.skops' is not a valid skops file",
+    )
     assert "truncated" in exc.hint
 
 
@@ -187,8 +278,9 @@ def test_format_is_detected_from_suffix_or_signature(scaled_logit: Any) -> None:
     assert (loaded.predict(X_WINE) == scaled_logit.predict(X_WINE)).all()
 
 
-def test_a_stored_skops_file_cut_in_half_is_refused(store: Store, wine: Dataset,
-                                                    forest: Any) -> None:
+def test_a_stored_skops_file_cut_in_half_is_refused(
+    store: Store, wine: Dataset, forest: Any
+) -> None:
     model = _import(store, wine, "forest.skops", sio.dumps(forest))
     path = store.workspace.home / model.artifact_path
     path.write_bytes(path.read_bytes()[: model.size_bytes // 2])
@@ -199,45 +291,86 @@ def test_a_stored_skops_file_cut_in_half_is_refused(store: Store, wine: Dataset,
 # ---------------------------------------------------------------------------- schema checks
 # sklearn warns before it refuses; the refusal is what a user meets (warnings are not errors).
 @pytest.mark.filterwarnings("ignore:X has feature names:UserWarning")
-def test_a_model_that_cannot_predict_the_reference_data(store: Store, state: State,
-                                                        wine: Dataset) -> None:
+def test_a_model_that_cannot_predict_the_reference_data(
+    store: Store, state: State, wine: Dataset
+) -> None:
     three = LogisticRegression(max_iter=2000).fit(X_WINE.iloc[:, :3].to_numpy(), Y_WINE)
-    exc = _refused(store, state, wine, SchemaMismatch, "three.skops", sio.dumps(three),
-                   "could not predict the reference dataset 'wine'", "expecting 3 features")
+    exc = _refused(
+        store,
+        state,
+        wine,
+        SchemaMismatch,
+        "three.skops",
+        sio.dumps(three),
+        "could not predict the reference dataset 'wine'",
+        "expecting 3 features",
+    )
     assert "trained on" in exc.hint and exc.status == 422
 
 
-def test_a_model_whose_columns_the_reference_lacks(store: Store, state: State,
-                                                   scaled_logit: Any) -> None:
+def test_a_model_whose_columns_the_reference_lacks(
+    store: Store, state: State, scaled_logit: Any
+) -> None:
     diabetes = datasets.add_demo(store, "diabetes")
-    _refused(store, state, diabetes, SchemaMismatch, "wine.skops", sio.dumps(scaled_logit),
-             "expects columns the reference dataset lacks: alcohol, malic_acid",
-             target="progression")
+    _refused(
+        store,
+        state,
+        diabetes,
+        SchemaMismatch,
+        "wine.skops",
+        sio.dumps(scaled_logit),
+        "expects columns the reference dataset lacks: alcohol, malic_acid",
+        target="progression",
+    )
 
 
-def test_a_model_that_takes_the_target_as_input(store: Store, state: State, wine: Dataset,
-                                                scaled_logit: Any) -> None:
-    _refused(store, state, wine, ArtifactError, "wine.skops", sio.dumps(scaled_logit),
-             "takes the target 'alcohol' as an input", target="alcohol")
+def test_a_model_that_takes_the_target_as_input(
+    store: Store, state: State, wine: Dataset, scaled_logit: Any
+) -> None:
+    _refused(
+        store,
+        state,
+        wine,
+        ArtifactError,
+        "wine.skops",
+        sio.dumps(scaled_logit),
+        "takes the target 'alcohol' as an input",
+        target="alcohol",
+    )
 
 
 def test_numeric_model_on_text_columns_is_a_schema_mismatch(store: Store, state: State) -> None:
     frame = pd.DataFrame({"a": np.arange(40.0), "b": ["x", "y"] * 20, "y": ["p", "q"] * 20})
-    fitted = LogisticRegression().fit(pd.DataFrame({"a": np.arange(40.0),
-                                                    "b": np.arange(40.0) % 2}), frame["y"])
+    fitted = LogisticRegression().fit(
+        pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 2}), frame["y"]
+    )
     dataset = datasets.register_frame(store, frame, name="text", kind="upload", source="t")
-    _refused(store, state, dataset, SchemaMismatch, "m.skops", sio.dumps(fitted),
-             "could not predict the reference dataset 'text'", target="y")
+    _refused(
+        store,
+        state,
+        dataset,
+        SchemaMismatch,
+        "m.skops",
+        sio.dumps(fitted),
+        "could not predict the reference dataset 'text'",
+        target="y",
+    )
 
 
 def test_a_model_fitted_on_integer_labels_imports_with_its_classes(store: Store) -> None:
     frame = datasets.loans_frame(n_rows=600)
-    dataset = datasets.register_frame(store, frame, name="loans", kind="upload",
-                                      source="loans.csv")
+    dataset = datasets.register_frame(store, frame, name="loans", kind="upload", source="loans.csv")
     X = frame[["credit_score", "loan_amount"]]  # no holes: a bare estimator has no imputer
     fitted = LogisticRegression(max_iter=2000).fit(X, frame["default"])
-    model = _import(store, dataset, "loans.skops", sio.dumps(fitted), target="default",
-                    features=list(X.columns), key_column="loan_id")
+    model = _import(
+        store,
+        dataset,
+        "loans.skops",
+        sio.dumps(fitted),
+        target="default",
+        features=list(X.columns),
+        key_column="loan_id",
+    )
     assert model.task == "binary" and model.schema.classes == (0, 1)
     assert [type(c) for c in model.schema.classes] == [int, int]
     assert model.metrics["accuracy"] > 0.6 and model.metrics["reference_rows"] == 600

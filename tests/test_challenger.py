@@ -32,8 +32,9 @@ def served(n_rows: int = 800, seed: int = 11) -> pd.DataFrame:
     return datasets.churn_frame(n_rows=n_rows, seed=seed).drop(columns=["churn"])
 
 
-def score(store: Store, name: str, frame: pd.DataFrame, file: str = "in.parquet",
-          **pipeline: Any) -> Run:
+def score(
+    store: Store, name: str, frame: pd.DataFrame, file: str = "in.parquet", **pipeline: Any
+) -> Run:
     """Write `frame` as a source file and run the deployment on it here."""
     path = store.workspace.home / "incoming" / file
     path.parent.mkdir(exist_ok=True)
@@ -41,8 +42,11 @@ def score(store: Store, name: str, frame: pd.DataFrame, file: str = "in.parquet"
     if pipeline:
         current = deployments.get_deployment(store, name).pipeline
         deployments.update_pipeline(store, name, {**current, **pipeline})
-    runs.enqueue_run(store, name, source_override={
-        "kind": "file", "path": str(path.relative_to(store.workspace.home))})
+    runs.enqueue_run(
+        store,
+        name,
+        source_override={"kind": "file", "path": str(path.relative_to(store.workspace.home))},
+    )
     claimed = runs.claim_next_run(store, WORKER)
     assert claimed is not None
     return runs.execute_run(store, claimed, WORKER)
@@ -54,7 +58,8 @@ def results(store: Store, run_id: str, which: str = "main") -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- comparison
 def test_agreement_distributions_and_top_rows_match_the_results(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     first = score(trained_store, deployed.name, served(seed=1), "a.parquet")
     second = score(trained_store, deployed.name, served(600, seed=2), "b.parquet")
     found = challenger.compare(trained_store, deployed.name, last=2, top=15)
@@ -64,13 +69,15 @@ def test_agreement_distributions_and_top_rows_match_the_results(
         agree = frame["prediction"] == frame["challenger_prediction"]
         assert (agreement.rows, agreement.agreeing) == (len(frame), int(agree.sum()))
         assert agreement.agreement_rate == pytest.approx(
-            done.summary["challenger"]["agreement_rate"], abs=1e-6)
+            done.summary["challenger"]["agreement_rate"], abs=1e-6
+        )
     both = pd.concat([results(trained_store, r.id) for r in (second, first)])
     assert found.rows == 1400 and 0 < found.agreeing < found.rows
     assert found.buckets == ("no", "yes")
     assert found.main == tuple(int((both["prediction"] == c).sum()) for c in ("no", "yes"))
     assert found.challenger == tuple(
-        int((both["challenger_prediction"] == c).sum()) for c in ("no", "yes"))
+        int((both["challenger_prediction"] == c).sum()) for c in ("no", "yes")
+    )
     assert sum(n for r, role, _, n in found.per_run if r == first.id and role == "main") == 800
     # top rows: disagreements, the surest of both models first, confidences from both files
     assert 0 < len(found.top) <= 15
@@ -85,14 +92,20 @@ def test_agreement_distributions_and_top_rows_match_the_results(
 
 
 def test_feature_differences_are_psi_between_agreeing_and_disagreeing_rows(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     done = score(trained_store, deployed.name, served(1500, seed=3))
     found = challenger.compare(trained_store, deployed.name, run_id=done.id)
     assert {f.name for f in found.features} == {
-        "age", "tenure_months", "monthly_charges", "support_tickets", "contract",
-        "internet_service", "payment_method"}
-    assert [f.psi for f in found.features] == sorted((f.psi for f in found.features),
-                                                     reverse=True)
+        "age",
+        "tenure_months",
+        "monthly_charges",
+        "support_tickets",
+        "contract",
+        "internet_service",
+        "payment_method",
+    }
+    assert [f.psi for f in found.features] == sorted((f.psi for f in found.features), reverse=True)
     frame = results(trained_store, done.id)
     agree = frame["prediction"] == frame["challenger_prediction"]
     contract = next(f for f in found.features if f.name == "contract")
@@ -100,8 +113,11 @@ def test_feature_differences_are_psi_between_agreeing_and_disagreeing_rows(
     categories = list(model.profile["features"]["contract"]["frequencies"])
     expected = []
     for group in (frame[agree], frame[~agree]):
-        counts = np.asarray([(group["contract"] == c).sum() for c in categories]
-                            + [0, 0, group["contract"].isna().sum()], dtype=float)
+        counts = np.asarray(
+            [(group["contract"] == c).sum() for c in categories]
+            + [0, 0, group["contract"].isna().sum()],
+            dtype=float,
+        )
         expected.append(counts / counts.sum())
     assert contract.agreeing == pytest.approx(tuple(expected[0]))
     assert contract.disagreeing == pytest.approx(tuple(expected[1]))
@@ -110,15 +126,26 @@ def test_feature_differences_are_psi_between_agreeing_and_disagreeing_rows(
 
 
 def test_regression_agrees_within_a_tolerance(store: Store) -> None:
-    dataset = datasets.register_frame(store, datasets.demo_frame("diabetes"), name="diabetes",
-                                      kind="upload", source="diabetes.csv")
-    trained = train(store, TrainRequest(dataset_id=dataset.id, target="progression",
-                                        algorithms=("linear", "random_forest")))
+    dataset = datasets.register_frame(
+        store,
+        datasets.demo_frame("diabetes"),
+        name="diabetes",
+        kind="upload",
+        source="diabetes.csv",
+    )
+    trained = train(
+        store,
+        TrainRequest(
+            dataset_id=dataset.id, target="progression", algorithms=("linear", "random_forest")
+        ),
+    )
     ids = {m.algorithm: m.id for m in trained.models}
-    deployments.deploy(store, ids["linear"], "staging", name="diabetes-staging",
-                       challenger_id=ids["random_forest"])
-    done = score(store, "diabetes-staging",
-                 datasets.demo_frame("diabetes").drop(columns=["progression"]))
+    deployments.deploy(
+        store, ids["linear"], "staging", name="diabetes-staging", challenger_id=ids["random_forest"]
+    )
+    done = score(
+        store, "diabetes-staging", datasets.demo_frame("diabetes").drop(columns=["progression"])
+    )
     found = challenger.compare(store, "diabetes-staging", tolerance=20.0)
     frame = results(store, done.id)
     gap = (frame["prediction"] - frame["challenger_prediction"]).abs()
@@ -144,15 +171,18 @@ def test_a_window_with_no_runs_is_refused(trained_store: Store, deployed: Deploy
 
 
 def test_a_run_with_zero_rows_is_refused(trained_store: Store, deployed: Deployment) -> None:
-    empty = score(trained_store, deployed.name, served(50), transforms=[
-        {"name": "none", "sql": "SELECT * FROM input WHERE false"}])
+    empty = score(
+        trained_store,
+        deployed.name,
+        served(50),
+        transforms=[{"name": "none", "sql": "SELECT * FROM input WHERE false"}],
+    )
     assert empty.status == "failed" and not empty.rows_out
     with pytest.raises(InvalidInput, match="0 rows"):
         challenger.compare(trained_store, deployed.name, run_id=empty.id)
 
 
-def test_runs_without_a_challenger_are_refused_saying_how_to_add_one(
-        trained_store: Store) -> None:
+def test_runs_without_a_challenger_are_refused_saying_how_to_add_one(trained_store: Store) -> None:
     model = registry.list_models(trained_store)[0]
     alone = deployments.deploy(trained_store, model.id, "staging", name="alone")
     score(trained_store, alone.name, served(100))
@@ -166,10 +196,15 @@ def test_runs_without_a_challenger_are_refused_saying_how_to_add_one(
 
 
 def test_runs_without_a_challenger_are_left_out_with_a_note(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     with_one = score(trained_store, deployed.name, served(200, seed=4))
-    deployments.deploy(trained_store, deployed.current.main_model_id, "staging",  # type: ignore
-                       name=deployed.name)
+    deployments.deploy(
+        trained_store,
+        deployed.current.main_model_id,
+        "staging",  # type: ignore
+        name=deployed.name,
+    )
     score(trained_store, deployed.name, served(200, seed=5), "c.parquet")
     found = challenger.compare(trained_store, deployed.name, last=2)
     assert found.run_ids == (with_one.id,)
@@ -178,19 +213,28 @@ def test_runs_without_a_challenger_are_left_out_with_a_note(
 
 # ---------------------------------------------------------------------------- swap
 def test_swap_is_a_new_audited_version_undone_by_rollback(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     before = deployed.current
     assert before is not None
     swapped = challenger.swap(trained_store, deployed.name, actor="bo")
     assert swapped.current is not None and swapped.current.number == before.number + 1
     assert (swapped.current.main_model_id, swapped.current.challenger_model_id) == (
-        before.challenger_model_id, before.main_model_id)
+        before.challenger_model_id,
+        before.main_model_id,
+    )
     entry = audit.list_entries(trained_store, deployed.name)[0]
     assert (entry.action, entry.actor) == ("swap", "bo")
-    assert entry.before == {"version": before.number, "main": before.main_model_id,
-                            "challenger": before.challenger_model_id}
-    assert entry.after == {"version": before.number + 1, "main": before.challenger_model_id,
-                           "challenger": before.main_model_id}
+    assert entry.before == {
+        "version": before.number,
+        "main": before.main_model_id,
+        "challenger": before.challenger_model_id,
+    }
+    assert entry.after == {
+        "version": before.number + 1,
+        "main": before.challenger_model_id,
+        "challenger": before.main_model_id,
+    }
     done = score(trained_store, deployed.name, served(100))
     assert done.summary["main"]["model_id"] == before.challenger_model_id
     back = deployments.rollback(trained_store, deployed.name, before.number)
@@ -198,8 +242,9 @@ def test_swap_is_a_new_audited_version_undone_by_rollback(
 
 
 # ---------------------------------------------------------------------------- CLI
-def test_cli_compares_and_swaps(trained_store: Store, deployed: Deployment,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_compares_and_swaps(
+    trained_store: Store, deployed: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
     done = score(trained_store, deployed.name, served(300))
     found = run_json(capsys, "challenger", deployed.name, "--top", "3")
     assert found["run_ids"] == [done.id] and found["rows"] == 300
@@ -211,7 +256,8 @@ def test_cli_compares_and_swaps(trained_store: Store, deployed: Deployment,
     assert swapped["current"]["main"] == deployed.current.challenger_model_id  # type: ignore
     code, _, err = run(capsys, "challenger", deployed.name, "--run", "run_missing")
     assert code == 2 and "error: No run 'run_missing'" in err and "hint:" in err
-    alone = deployments.deploy(trained_store, registry.list_models(trained_store)[0].id,
-                               "production", name="alone")
+    alone = deployments.deploy(
+        trained_store, registry.list_models(trained_store)[0].id, "production", name="alone"
+    )
     code, _, err = run(capsys, "swap", alone.name)
     assert code == 2 and "no challenger to swap in" in err and "--challenger" in err

@@ -25,11 +25,17 @@ from core.store import Store
 from tests.cli_helpers import run, run_json
 
 State = Callable[[Store], dict[str, object]]
-MODEL_FIELDS = {"id", "project", "experiment", "version", "algorithm", "task", "metrics",
-                "created_at"}
+MODEL_FIELDS = {
+    "id",
+    "project",
+    "experiment",
+    "version",
+    "algorithm",
+    "task",
+    "metrics",
+    "created_at",
+}
 DATASET_FIELDS = {"id", "name", "kind", "source", "n_rows", "columns", "created_at"}
-
-
 
 
 def assert_user_error(code: int, out: str, err: str, *parts: str) -> None:
@@ -54,12 +60,14 @@ def churn_csv(tmp_path: Path, churn_small: pd.DataFrame) -> Path:
 def wine_logit() -> Any:
     frame = datasets.demo_frame("wine")
     return make_pipeline(StandardScaler(), LogisticRegression()).fit(
-        frame.drop(columns="cultivar"), frame["cultivar"])
+        frame.drop(columns="cultivar"), frame["cultivar"]
+    )
 
 
 # ---------------------------------------------------------------------------- datasets
-def test_datasets_add_and_list(capsys: pytest.CaptureFixture[str], store: Store,
-                               churn_csv: Path) -> None:
+def test_datasets_add_and_list(
+    capsys: pytest.CaptureFixture[str], store: Store, churn_csv: Path
+) -> None:
     added = run_json(capsys, "datasets", "add", str(churn_csv))
     assert set(added) == DATASET_FIELDS
     assert (added["name"], added["kind"], added["source"]) == ("churn", "path", str(churn_csv))
@@ -73,9 +81,9 @@ def test_datasets_add_and_list(capsys: pytest.CaptureFixture[str], store: Store,
     assert len(datasets.list_datasets(store)) == 2
 
 
-def test_home_option_before_or_after_the_command(capsys: pytest.CaptureFixture[str],
-                                                 tmp_path: Path, home: Path,
-                                                 churn_csv: Path) -> None:
+def test_home_option_before_or_after_the_command(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path, churn_csv: Path
+) -> None:
     other = tmp_path / "other"
     added = run_json(capsys, "--home", str(other), "datasets", "add", str(churn_csv))
     assert run_json(capsys, "datasets", "list", "--home", str(other)) == [added]
@@ -84,26 +92,43 @@ def test_home_option_before_or_after_the_command(capsys: pytest.CaptureFixture[s
 
 
 # ---------------------------------------------------------------------------- train, models
-def test_train_then_list_and_show_models(capsys: pytest.CaptureFixture[str], store: Store,
-                                         churn_csv: Path) -> None:
-    trained = run_json(capsys, "train", "--dataset", str(churn_csv), "--target", "churn",
-                       "--algorithms", "linear,random_forest")
+def test_train_then_list_and_show_models(
+    capsys: pytest.CaptureFixture[str], store: Store, churn_csv: Path
+) -> None:
+    trained = run_json(
+        capsys,
+        "train",
+        "--dataset",
+        str(churn_csv),
+        "--target",
+        "churn",
+        "--algorithms",
+        "linear,random_forest",
+    )
     assert {m["algorithm"] for m in trained} == {"linear", "random_forest"}
     for model in trained:
         assert MODEL_FIELDS <= set(model)
-        assert (model["project"], model["experiment"], model["version"]) == ("Default",
-                                                                             "churn", 1)
+        assert (model["project"], model["experiment"], model["version"]) == ("Default", "churn", 1)
         assert model["task"] == "binary" and model["created_at"].endswith("Z")
         assert {"accuracy", "f1", "roc_auc", "holdout_rows"} <= set(model["metrics"])
 
-    again = run_json(capsys, "train", "--dataset", "churn", "--target", "churn",
-                     "--algorithms", "linear", "--exclude", "age")
+    again = run_json(
+        capsys,
+        "train",
+        "--dataset",
+        "churn",
+        "--target",
+        "churn",
+        "--algorithms",
+        "linear",
+        "--exclude",
+        "age",
+    )
     assert again[0]["version"] == 2  # by name: the registered dataset, the same experiment
 
     listed = run_json(capsys, "models", "list")
     assert {m["id"] for m in listed} == {m["id"] for m in trained + again}
-    by_experiment = run_json(capsys, "models", "list", "--experiment",
-                             trained[0]["experiment_id"])
+    by_experiment = run_json(capsys, "models", "list", "--experiment", trained[0]["experiment_id"])
     assert len(by_experiment) == 3
 
     shown = run_json(capsys, "models", "show", trained[0]["id"])
@@ -117,29 +142,59 @@ def test_train_then_list_and_show_models(capsys: pytest.CaptureFixture[str], sto
     assert code == 0 and "key: customer_id" in out and "target: churn" in out
 
 
-def test_train_prints_progress_on_stderr(capsys: pytest.CaptureFixture[str], store: Store,
-                                         churn_csv: Path) -> None:
-    code, out, err = run(capsys, "train", "--dataset", str(churn_csv), "--target", "churn",
-                         "--algorithms", "linear", "--key", "", "--task", "binary")
+def test_train_prints_progress_on_stderr(
+    capsys: pytest.CaptureFixture[str], store: Store, churn_csv: Path
+) -> None:
+    code, out, err = run(
+        capsys,
+        "train",
+        "--dataset",
+        str(churn_csv),
+        "--target",
+        "churn",
+        "--algorithms",
+        "linear",
+        "--key",
+        "",
+        "--task",
+        "binary",
+    )
     assert code == 0
     assert "Training Linear model" in err and "100% Done" in err
     assert "Default/churn v1" in out and "accuracy=" in out
 
 
 def test_train_demo_dataset_by_name(capsys: pytest.CaptureFixture[str], store: Store) -> None:
-    trained = run_json(capsys, "train", "--dataset", "wine", "--target", "cultivar",
-                       "--algorithms", "linear", "--project", "Wines", "--experiment", "w")
+    trained = run_json(
+        capsys,
+        "train",
+        "--dataset",
+        "wine",
+        "--target",
+        "cultivar",
+        "--algorithms",
+        "linear",
+        "--project",
+        "Wines",
+        "--experiment",
+        "w",
+    )
     assert (trained[0]["project"], trained[0]["experiment"], trained[0]["task"]) == (
-        "Wines", "w", "multiclass")
+        "Wines",
+        "w",
+        "multiclass",
+    )
 
 
 # ---------------------------------------------------------------------------- import
-def test_models_import_skops_and_joblib(capsys: pytest.CaptureFixture[str], store: Store,
-                                        tmp_path: Path, wine_logit: Any) -> None:
+def test_models_import_skops_and_joblib(
+    capsys: pytest.CaptureFixture[str], store: Store, tmp_path: Path, wine_logit: Any
+) -> None:
     skops_file = tmp_path / "wine.skops"
     skops_file.write_bytes(sio.dumps(wine_logit))
-    imported = run_json(capsys, "models", "import", str(skops_file), "--dataset", "wine",
-                        "--target", "cultivar")
+    imported = run_json(
+        capsys, "models", "import", str(skops_file), "--dataset", "wine", "--target", "cultivar"
+    )
     assert imported["origin"] == "imported" and imported["algorithm"] == "LogisticRegression"
     assert imported["experiment"] == "wine (imported)" and imported["task"] == "multiclass"
 
@@ -147,20 +202,34 @@ def test_models_import_skops_and_joblib(capsys: pytest.CaptureFixture[str], stor
     buffer = io.BytesIO()
     joblib.dump(wine_logit, buffer)
     pickled.write_bytes(buffer.getvalue())
-    code, out, err = run(capsys, "models", "import", str(pickled), "--dataset", "wine",
-                         "--target", "cultivar")
+    code, out, err = run(
+        capsys, "models", "import", str(pickled), "--dataset", "wine", "--target", "cultivar"
+    )
     assert_user_error(code, out, err, "'wine.joblib' is a pickle/joblib file", "--trust-pickle")
-    trusted = run_json(capsys, "models", "import", str(pickled), "--dataset", "wine",
-                       "--target", "cultivar", "--trust-pickle", "--experiment", "pickled")
+    trusted = run_json(
+        capsys,
+        "models",
+        "import",
+        str(pickled),
+        "--dataset",
+        "wine",
+        "--target",
+        "cultivar",
+        "--trust-pickle",
+        "--experiment",
+        "pickled",
+    )
     assert trusted["experiment"] == "pickled"
     assert len(run_json(capsys, "models", "list")) == 2
 
 
-def test_models_import_with_trusted_types(capsys: pytest.CaptureFixture[str], store: Store,
-                                          tmp_path: Path, wine_logit: Any) -> None:
+def test_models_import_with_trusted_types(
+    capsys: pytest.CaptureFixture[str], store: Store, tmp_path: Path, wine_logit: Any
+) -> None:
     frame = datasets.demo_frame("wine")
     custom = make_pipeline(FunctionTransformer(operator.pos), wine_logit).fit(
-        frame.drop(columns="cultivar"), frame["cultivar"])
+        frame.drop(columns="cultivar"), frame["cultivar"]
+    )
     path = tmp_path / "custom.skops"
     path.write_bytes(sio.dumps(custom))
     args = ("models", "import", str(path), "--dataset", "wine", "--target", "cultivar")
@@ -172,28 +241,64 @@ def test_models_import_with_trusted_types(capsys: pytest.CaptureFixture[str], st
 
 
 # ---------------------------------------------------------------------------- errors
-def test_user_errors_go_to_stderr_with_status_2(capsys: pytest.CaptureFixture[str],
-                                                store: Store, state: State, churn_csv: Path,
-                                                tmp_path: Path) -> None:
+def test_user_errors_go_to_stderr_with_status_2(
+    capsys: pytest.CaptureFixture[str], store: Store, state: State, churn_csv: Path, tmp_path: Path
+) -> None:
     before = state(store)
-    assert_user_error(*run(capsys, "datasets", "add", str(tmp_path / "absent.csv")),
-                      "error: The file", "absent.csv' does not exist")
-    assert_user_error(*run(capsys, "models", "show", "mdl_nope"),
-                      "error: No model 'mdl_nope'.", "hint: Run `modeldeck models list`")
-    assert_user_error(*run(capsys, "models", "import", str(tmp_path / "absent.skops"),
-                           "--dataset", "wine", "--target", "cultivar"), "does not exist")
-    assert_user_error(*run(capsys, "train", "--dataset", "nothing-here", "--target", "y"),
-                      "error: No dataset 'nothing-here'.")
+    assert_user_error(
+        *run(capsys, "datasets", "add", str(tmp_path / "absent.csv")),
+        "error: The file",
+        "absent.csv' does not exist",
+    )
+    assert_user_error(
+        *run(capsys, "models", "show", "mdl_nope"),
+        "error: No model 'mdl_nope'.",
+        "hint: Run `modeldeck models list`",
+    )
+    assert_user_error(
+        *run(
+            capsys,
+            "models",
+            "import",
+            str(tmp_path / "absent.skops"),
+            "--dataset",
+            "wine",
+            "--target",
+            "cultivar",
+        ),
+        "does not exist",
+    )
+    assert_user_error(
+        *run(capsys, "train", "--dataset", "nothing-here", "--target", "y"),
+        "error: No dataset 'nothing-here'.",
+    )
     assert state(store) == before
     dataset = run_json(capsys, "datasets", "add", str(churn_csv))
     before = state(store)
-    assert_user_error(*run(capsys, "train", "--dataset", dataset["id"], "--target", "nope"),
-                      "error: The target column 'nope' is not in the dataset.",
-                      "hint: Available columns: customer_id, age")
-    assert_user_error(*run(capsys, "train", "--dataset", dataset["id"], "--target", "churn",
-                           "--algorithms", "linear,xgboost"), "Unknown algorithm 'xgboost'")
-    assert_user_error(*run(capsys, "train", "--dataset", dataset["id"], "--target", "contract",
-                           "--task", "binary"), "'contract' has 3 classes, not 2")
+    assert_user_error(
+        *run(capsys, "train", "--dataset", dataset["id"], "--target", "nope"),
+        "error: The target column 'nope' is not in the dataset.",
+        "hint: Available columns: customer_id, age",
+    )
+    assert_user_error(
+        *run(
+            capsys,
+            "train",
+            "--dataset",
+            dataset["id"],
+            "--target",
+            "churn",
+            "--algorithms",
+            "linear,xgboost",
+        ),
+        "Unknown algorithm 'xgboost'",
+    )
+    assert_user_error(
+        *run(
+            capsys, "train", "--dataset", dataset["id"], "--target", "contract", "--task", "binary"
+        ),
+        "'contract' has 3 classes, not 2",
+    )
     assert state(store) == before
 
 
@@ -213,11 +318,24 @@ def test_console_script(tmp_path: Path, churn_csv: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELDECK_")}
 
     def modeldeck(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(script), "--home", str(home), *argv], env=env,
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [str(script), "--home", str(home), *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
-    trained = modeldeck("train", "--dataset", str(churn_csv), "--target", "churn",
-                        "--algorithms", "linear", "--json")
+    trained = modeldeck(
+        "train",
+        "--dataset",
+        str(churn_csv),
+        "--target",
+        "churn",
+        "--algorithms",
+        "linear",
+        "--json",
+    )
     assert trained.returncode == 0, trained.stderr
     assert "100% Done" in trained.stderr  # progress goes to stderr, JSON alone to stdout
     model = json.loads(trained.stdout)[0]

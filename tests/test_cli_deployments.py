@@ -13,22 +13,35 @@ from core.store import Store
 from tests.cli_helpers import run, run_json
 from tests.files import unfit_source
 
-DEPLOYMENT_FIELDS = {"id", "name", "environment", "access", "current", "pipeline",
-                     "created_at", "updated_at"}
+DEPLOYMENT_FIELDS = {
+    "id",
+    "name",
+    "environment",
+    "access",
+    "current",
+    "pipeline",
+    "created_at",
+    "updated_at",
+}
 
 
-
-
-def test_deploy_promote_rollback_and_delete(capsys: pytest.CaptureFixture[str],
-                                            trained_store: Store) -> None:
+def test_deploy_promote_rollback_and_delete(
+    capsys: pytest.CaptureFixture[str], trained_store: Store
+) -> None:
     first, second = (m.id for m in registry.list_models(trained_store))
     deployed = run_json(capsys, "deploy", first, "--env", "staging", "--challenger", second)
     assert DEPLOYMENT_FIELDS <= set(deployed)
     assert deployed["current"] == {"version": 1, "main": first, "challenger": second}
     again = run_json(capsys, "deploy", second, "--env", "staging")
     assert again["current"]["version"] == 2 and again["name"] == deployed["name"]
-    production = run_json(capsys, "promote", deployed["name"], "--no-pipeline",
-                          "--override", "gate tested in test_gate.py")
+    production = run_json(
+        capsys,
+        "promote",
+        deployed["name"],
+        "--no-pipeline",
+        "--override",
+        "gate tested in test_gate.py",
+    )
     assert production["environment"] == "production"
     assert production["current"]["main"] == second
     rolled = run_json(capsys, "rollback", deployed["name"], "--version", "1")
@@ -37,14 +50,16 @@ def test_deploy_promote_rollback_and_delete(capsys: pytest.CaptureFixture[str],
     assert [v["version"] for v in shown["versions"]] == [2, 1]
     listed = run_json(capsys, "deployments", "list")
     assert sorted(d["environment"] for d in listed) == ["production", "staging"]
-    code, out, _ = run(capsys, "deployments", "delete", production["name"],
-                       "--confirm", production["name"])
+    code, out, _ = run(
+        capsys, "deployments", "delete", production["name"], "--confirm", production["name"]
+    )
     assert code == 0 and "results stay" in out
     assert [d["name"] for d in run_json(capsys, "deployments", "list")] == [deployed["name"]]
 
 
-def test_deployment_errors_go_to_stderr(capsys: pytest.CaptureFixture[str],
-                                        trained_store: Store) -> None:
+def test_deployment_errors_go_to_stderr(
+    capsys: pytest.CaptureFixture[str], trained_store: Store
+) -> None:
     code, out, err = run(capsys, "deploy", "mdl_nope", "--env", "staging")
     assert (code, out) == (2, "") and "error: No model 'mdl_nope'." in err and "hint: " in err
     code, out, err = run(capsys, "rollback", "nothing", "--version", "1")
@@ -57,8 +72,9 @@ def test_deployment_errors_go_to_stderr(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "No deployment" in err
 
 
-def test_run_queues_and_runs_show_the_outcome(capsys: pytest.CaptureFixture[str],
-                                              trained_store: Store) -> None:
+def test_run_queues_and_runs_show_the_outcome(
+    capsys: pytest.CaptureFixture[str], trained_store: Store
+) -> None:
     from core import worker
 
     first = registry.list_models(trained_store)[0].id
@@ -81,8 +97,8 @@ def test_run_queues_and_runs_show_the_outcome(capsys: pytest.CaptureFixture[str]
 
 
 def test_run_wait_says_when_no_worker_is_running(
-        trained_store: Store, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = registry.list_models(trained_store)[0].id
     name = run_json(capsys, "deploy", first, "--env", "staging")["name"]
     monkeypatch.setattr(cli_deployments, "NO_WORKER_GRACE", 0.2)
@@ -94,8 +110,8 @@ def test_run_wait_says_when_no_worker_is_running(
 
 
 def test_run_wait_json_exits_1_for_a_failed_run(
-        trained_store: Store, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cli_deployments, "NO_WORKER_GRACE", 60.0)  # the thread is the worker
     first = registry.list_models(trained_store)[0].id
     name = run_json(capsys, "deploy", first, "--env", "staging")["name"]
@@ -104,7 +120,7 @@ def test_run_wait_json_exits_1_for_a_failed_run(
     worker_thread.start()
     code, out, _ = run(capsys, "run", name, "--source", source, "--wait", "--json")
     worker_thread.join(timeout=60)
-    shown = json.loads(out[out.index("{"):])
+    shown = json.loads(out[out.index("{") :])
     assert code == 1 and shown["status"] == "failed"
     assert "does not fit the model's schema" in shown["error"]
     assert shown["message"] == "failed"  # not the last progress text
@@ -118,8 +134,8 @@ def _drain(store: Store) -> None:
 
 
 def test_an_unexpected_error_prints_one_line_and_logs_the_traceback(
-        trained_store: Store, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("division by zero")
 
@@ -129,7 +145,8 @@ def test_an_unexpected_error_prints_one_line_and_logs_the_traceback(
     assert code == 1 and out == ""
     assert err.splitlines()[0] == (
         "error: internal error while running `modeldeck deployments list`: ZeroDivisionError: "
-        f"division by zero; details in {log}")
+        f"division by zero; details in {log}"
+    )
     assert "Traceback" not in err
     logged = log.read_text()
     assert "modeldeck deployments list" in logged and "Traceback (most recent call last)" in logged

@@ -15,19 +15,24 @@ def name(trained_store: Store) -> str:
     return deployments.deploy(trained_store, model.id, "staging").name
 
 
-def test_schedule_set_show_pause_resume(capsys: pytest.CaptureFixture[str],
-                                        trained_store: Store, name: str) -> None:
+def test_schedule_set_show_pause_resume(
+    capsys: pytest.CaptureFixture[str], trained_store: Store, name: str
+) -> None:
     shown = run_json(capsys, "schedule", name, "--cron", "0 6 * * 1", "--tz", "Europe/Berlin")
     assert {k: shown[k] for k in ("expression", "timezone", "paused", "description")} == {
-        "expression": "0 6 * * 1", "timezone": "Europe/Berlin", "paused": False,
-        "description": "At 06:00 on Monday"}
+        "expression": "0 6 * * 1",
+        "timezone": "Europe/Berlin",
+        "paused": False,
+        "description": "At 06:00 on Monday",
+    }
     assert len(shown["next"]) == 5 and all("T06:00:00+0" in t for t in shown["next"])
     assert run_json(capsys, "schedule", name, "--pause")["paused"] is True
     assert run_json(capsys, "schedule", name, "--show")["next"] == []
     resumed = run_json(capsys, "schedule", name, "--resume")
     assert resumed["paused"] is False and resumed["timezone"] == "Europe/Berlin"
-    preset = run_json(capsys, "schedule", name, "--preset", "hourly", "--catch-up", "skip",
-                      "--max-attempts", "3")
+    preset = run_json(
+        capsys, "schedule", name, "--preset", "hourly", "--catch-up", "skip", "--max-attempts", "3"
+    )
     assert (preset["expression"], preset["timezone"]) == ("0 * * * *", "Europe/Berlin")
     assert (preset["catch_up"], preset["overlap"], preset["max_attempts"]) == ("skip", "skip", 3)
     assert run_json(capsys, "schedule", name, "--overlap", "wait")["overlap"] == "wait"
@@ -35,8 +40,9 @@ def test_schedule_set_show_pause_resume(capsys: pytest.CaptureFixture[str],
     assert code == 0 and "At the start of every hour" in out and "next: " in out
 
 
-def test_schedule_errors_go_to_stderr(capsys: pytest.CaptureFixture[str],
-                                      trained_store: Store, name: str) -> None:
+def test_schedule_errors_go_to_stderr(
+    capsys: pytest.CaptureFixture[str], trained_store: Store, name: str
+) -> None:
     code, out, err = run(capsys, "schedule", name, "--cron", "0 25 * * *")
     assert (code, out) == (2, "")
     assert "error: Invalid cron expression '0 25 * * *': the hour field ('25') is wrong." in err

@@ -25,16 +25,24 @@ ENV_PW = "MODELDECK_SECRET_DWH_PW"
 
 
 def add(store: Store, name: str = "warehouse", **changes: object) -> connections.PgConnection:
-    settings: dict[str, object] = {"host": "db.internal", "port": 5432, "database": "dwh",
-                                   "user": "deck", **changes}
+    settings: dict[str, object] = {
+        "host": "db.internal",
+        "port": 5432,
+        "database": "dwh",
+        "user": "deck",
+        **changes,
+    }
     return connections.add_connection(store, "Default", name, **settings)  # type: ignore[arg-type]
 
 
 def store_bytes(store: Store) -> bytes:
     """Every byte of the DuckDB metadata (file and write-ahead log)."""
     home = store.workspace.home
-    return b"".join(p.read_bytes() for p in home.glob("modeldeck.duckdb*") if p.is_file()
-                    and not p.name.endswith(".key"))
+    return b"".join(
+        p.read_bytes()
+        for p in home.glob("modeldeck.duckdb*")
+        if p.is_file() and not p.name.endswith(".key")
+    )
 
 
 def test_an_encrypted_password_never_reaches_the_store(store: Store) -> None:
@@ -49,8 +57,9 @@ def test_an_encrypted_password_never_reaches_the_store(store: Store) -> None:
     assert SECRET not in str(conn.to_dict()) and conn.to_dict()["password"] == "stored encrypted"
 
 
-def test_an_env_password_is_read_when_connecting(store: Store,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_env_password_is_read_when_connecting(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conn = add(store, password_env="$MODELDECK_SECRET_DWH", sslmode="require")
     assert (conn.password_kind, conn.password_ref) == ("env", "MODELDECK_SECRET_DWH")
     assert conn.password_label == "password: from $MODELDECK_SECRET_DWH"
@@ -59,18 +68,24 @@ def test_an_env_password_is_read_when_connecting(store: Store,
     monkeypatch.delenv("MODELDECK_SECRET_DWH")
     with pytest.raises(InvalidInput) as caught:
         connections.password(store.workspace, conn)
-    assert caught.value.message == ("Connection 'warehouse' takes its password from the "
-                                    "environment variable $MODELDECK_SECRET_DWH, which is not set.")
+    assert caught.value.message == (
+        "Connection 'warehouse' takes its password from the "
+        "environment variable $MODELDECK_SECRET_DWH, which is not set."
+    )
     assert not connections.key_path(store.workspace).exists()  # no key needed, none made
 
 
 def test_settings_are_checked(store: Store) -> None:
-    cases = [({"port": 0}, "0 is not a port number."),
-             ({"sslmode": "maybe"}, "Unknown sslmode 'maybe'."),
-             ({"host": " "}, "The connection's host is empty."),
-             ({"password": "x", "password_env": "X"},
-              "Give either a password or an environment variable, not both."),
-             ({"password_env": "NOT A VAR"}, "'NOT A VAR' is not an environment variable name.")]
+    cases = [
+        ({"port": 0}, "0 is not a port number."),
+        ({"sslmode": "maybe"}, "Unknown sslmode 'maybe'."),
+        ({"host": " "}, "The connection's host is empty."),
+        (
+            {"password": "x", "password_env": "X"},
+            "Give either a password or an environment variable, not both.",
+        ),
+        ({"password_env": "NOT A VAR"}, "'NOT A VAR' is not an environment variable name."),
+    ]
     for changes, message in cases:
         with pytest.raises(InvalidInput) as caught:
             add(store, **changes)
@@ -97,12 +112,19 @@ def test_remove_refuses_a_connection_a_pipeline_uses(trained_store: Store) -> No
     add(trained_store, "spare")
     model = registry.list_models(trained_store)[0]
     d = deployments.deploy(trained_store, model.id, "staging")
-    deployments.update_pipeline(trained_store, d.name, {**d.pipeline, "sinks": [
-        {"kind": "postgres", "connection": "warehouse", "table": "scores"}]})
+    deployments.update_pipeline(
+        trained_store,
+        d.name,
+        {
+            **d.pipeline,
+            "sinks": [{"kind": "postgres", "connection": "warehouse", "table": "scores"}],
+        },
+    )
     with pytest.raises(Conflict) as caught:
         connections.remove_connection(trained_store, "Default", "warehouse")
-    assert caught.value.message == ("Connection 'warehouse' is used by deployment "
-                                    "'churn-staging' (sink 1).")
+    assert caught.value.message == (
+        "Connection 'warehouse' is used by deployment 'churn-staging' (sink 1)."
+    )
     connections.remove_connection(trained_store, "Default", "spare")
     with pytest.raises(NotFound):
         connections.remove_connection(trained_store, "Default", "spare")
@@ -112,8 +134,9 @@ def test_remove_refuses_a_connection_a_pipeline_uses(trained_store: Store) -> No
 def test_a_deployment_uses_only_its_own_projects_connections(trained_store: Store) -> None:
     add(trained_store)
     trained_store.write(lambda tx: registry.ensure_project(tx, "Other"))
-    connections.add_connection(trained_store, "Other", "warehouse", host="other.internal",
-                               database="dwh", user="deck")
+    connections.add_connection(
+        trained_store, "Other", "warehouse", host="other.internal", database="dwh", user="deck"
+    )
     model = registry.list_models(trained_store)[0]
     d = deployments.deploy(trained_store, model.id, "staging")
     sink = {"kind": "postgres", "connection": "warehouse", "table": "scores"}
@@ -122,16 +145,27 @@ def test_a_deployment_uses_only_its_own_projects_connections(trained_store: Stor
     assert bound["project"] == d.project_id  # tied to the deployment's project when saved
     assert connections.for_block(trained_store, bound).host == "db.internal"
     with pytest.raises(Forbidden, match="names project 'Other'") as caught:
-        deployments.update_pipeline(trained_store, d.name, {**d.pipeline, "sinks": [
-            {**sink, "project": "Other"}]})
+        deployments.update_pipeline(
+            trained_store, d.name, {**d.pipeline, "sinks": [{**sink, "project": "Other"}]}
+        )
     assert "own project's connections" in caught.value.hint
     with pytest.raises(Forbidden, match="names project 'Other'"):
-        runs.enqueue_run(trained_store, d.name, source_override={
-            "kind": "postgres", "connection": "warehouse", "sql": "SELECT 1",
-            "project": "Other"})
+        runs.enqueue_run(
+            trained_store,
+            d.name,
+            source_override={
+                "kind": "postgres",
+                "connection": "warehouse",
+                "sql": "SELECT 1",
+                "project": "Other",
+            },
+        )
     assert runs.list_runs(trained_store, d.name) == []  # nothing queued
-    queued = runs.enqueue_run(trained_store, d.name, source_override={
-        "kind": "postgres", "connection": "warehouse", "sql": "SELECT 1"})
+    queued = runs.enqueue_run(
+        trained_store,
+        d.name,
+        source_override={"kind": "postgres", "connection": "warehouse", "sql": "SELECT 1"},
+    )
     assert queued.source_override["project"] == d.project_id
 
 
@@ -149,67 +183,125 @@ def test_a_lost_or_replaced_key_is_named(store: Store) -> None:
 def test_a_sql_source_cannot_read_the_workspace_key(store: Store) -> None:
     add(store, password=SECRET)
     key = connections.key_path(store.workspace)
-    for sql in (f"SELECT * FROM read_text('{key}')",
-                f"SELECT * FROM read_csv('{key}', header = false)"):
+    for sql in (
+        f"SELECT * FROM read_text('{key}')",
+        f"SELECT * FROM read_csv('{key}', header = false)",
+    ):
         shown = pipeline.preview(store.workspace, {"source": {"kind": "sql", "sql": sql}}, None)
         assert shown.stages[0].error is not None
         assert "Permission Error" in shown.stages[0].error or "disabled" in shown.stages[0].error
     with pytest.raises(PipelineError, match="among ModelDeck's own files"):
-        pipeline.validate_pipeline({"source": {"kind": "sql", "sql": "SELECT 1"}, "sinks": [
-            {"kind": "duckdb_table", "path": key.name, "table": "t"}]}, store.workspace)
+        pipeline.validate_pipeline(
+            {
+                "source": {"kind": "sql", "sql": "SELECT 1"},
+                "sinks": [{"kind": "duckdb_table", "path": key.name, "table": "t"}],
+            },
+            store.workspace,
+        )
 
 
 def test_for_block_picks_the_project_or_the_only_match(store: Store) -> None:
     add(store)
     assert connections.for_block(store, {"connection": "warehouse"}).host == "db.internal"
-    assert connections.for_block(store, {"connection": "warehouse",
-                                         "project": "prj_default"}).name == "warehouse"
+    assert (
+        connections.for_block(store, {"connection": "warehouse", "project": "prj_default"}).name
+        == "warehouse"
+    )
     with pytest.raises(NotFound, match="No connection 'other'"):
         connections.for_block(store, {"connection": "other"})
 
 
 # ---------------------------------------------------------------------------- against a server
-def test_test_connection_reports_the_server_or_why_not(store: Store, pg: PgServer,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user,
-        password=pg.password)
+def test_test_connection_reports_the_server_or_why_not(
+    store: Store, pg: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user, password=pg.password)
     result = connections.test_connection(store, "Default", "warehouse")
     assert result["ok"] is True and result["server_version"].startswith("15.")
-    add(store, "wrong", host=pg.host, port=pg.port, database=pg.database, user=pg.user,
-        password="nope")
+    add(
+        store,
+        "wrong",
+        host=pg.host,
+        port=pg.port,
+        database=pg.database,
+        user=pg.user,
+        password="nope",
+    )
     with pytest.raises(InvalidInput) as caught:
         connections.test_connection(store, "Default", "wrong")
-    assert caught.value.message.startswith("PostgreSQL refused the password of connection "
-                                           "'wrong'")
+    assert caught.value.message.startswith("PostgreSQL refused the password of connection 'wrong'")
     add(store, "down", host=pg.host, port=free_port(), database=pg.database, user=pg.user)
     with pytest.raises(InvalidInput, match="PostgreSQL is unreachable for connection 'down'"):
         connections.test_connection(store, "Default", "down")
 
 
 # ---------------------------------------------------------------------------- the CLI
-def test_cli_add_list_test_remove(home: Path, pg: PgServer, capsys: pytest.CaptureFixture[str],
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_add_list_test_remove(
+    home: Path, pg: PgServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(pg.password + "\n"))
-    added = run_json(capsys, "connections", "add", "warehouse", "--host", pg.host, "--port",
-                     str(pg.port), "--database", pg.database, "--user", pg.user,
-                     "--password-stdin")
+    added = run_json(
+        capsys,
+        "connections",
+        "add",
+        "warehouse",
+        "--host",
+        pg.host,
+        "--port",
+        str(pg.port),
+        "--database",
+        pg.database,
+        "--user",
+        pg.user,
+        "--password-stdin",
+    )
     assert added["password"] == "stored encrypted" and pg.password not in str(added)
     code, out, _ = run(capsys, "connections", "list")
     assert code == 0 and "password: stored encrypted" in out and pg.password not in out
     assert run_json(capsys, "connections", "test", "warehouse")["ok"] is True
     code, out, _ = run(capsys, "connections", "test", "warehouse")
     assert out.startswith("warehouse: connected to PostgreSQL 15.")
-    code, _, err = run(capsys, "connections", "add", "warehouse", "--host", "h",
-                       "--database", "d", "--user", "u", "--password-env", ENV_PW)
-    assert code == 2 and "error: Project 'Default' already has a connection 'warehouse'." \
-        in err and "hint: Remove it first" in err
-    code, _, err = run(capsys, "connections", "add", "envy", "--host", pg.host, "--port",
-                       str(pg.port), "--database", pg.database, "--user", pg.user,
-                       "--password-env", ENV_PW)
+    code, _, err = run(
+        capsys,
+        "connections",
+        "add",
+        "warehouse",
+        "--host",
+        "h",
+        "--database",
+        "d",
+        "--user",
+        "u",
+        "--password-env",
+        ENV_PW,
+    )
+    assert (
+        code == 2
+        and "error: Project 'Default' already has a connection 'warehouse'." in err
+        and "hint: Remove it first" in err
+    )
+    code, _, err = run(
+        capsys,
+        "connections",
+        "add",
+        "envy",
+        "--host",
+        pg.host,
+        "--port",
+        str(pg.port),
+        "--database",
+        pg.database,
+        "--user",
+        pg.user,
+        "--password-env",
+        ENV_PW,
+    )
     assert code == 0
     listed = run_json(capsys, "connections", "list")
-    assert [(c["name"], c["password"]) for c in listed] == [("envy", f"from ${ENV_PW}"),
-                                                            ("warehouse", "stored encrypted")]
+    assert [(c["name"], c["password"]) for c in listed] == [
+        ("envy", f"from ${ENV_PW}"),
+        ("warehouse", "stored encrypted"),
+    ]
     code, _, err = run(capsys, "connections", "test", "envy")
     assert code == 2 and f"${ENV_PW}, which is not set" in err and f"hint: Set {ENV_PW}" in err
     assert run_json(capsys, "connections", "remove", "envy") == {"removed": "envy"}
@@ -219,14 +311,17 @@ def test_cli_add_list_test_remove(home: Path, pg: PgServer, capsys: pytest.Captu
 
 # ---------------------------------------------------------------------------- issue 14, item 3
 def test_only_modeldeck_secret_variables_may_hold_a_password(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not for postgres")
     for name in ("AWS_SECRET_ACCESS_KEY", "$HOME", "MODELDECK_SECRET"):
         with pytest.raises(InvalidInput) as caught:
             add(store, password_env=name)
         variable = name.lstrip("$")
-        assert caught.value.message == (f"${variable} cannot hold a connection's password: "
-                                        "only variables named MODELDECK_SECRET_… may.")
+        assert caught.value.message == (
+            f"${variable} cannot hold a connection's password: "
+            "only variables named MODELDECK_SECRET_… may."
+        )
         assert f"MODELDECK_SECRET_{variable}" in caught.value.hint
     assert connections.list_connections(store) == []
     # A connection stored before the rule is refused when connecting, with the way out.
@@ -282,22 +377,38 @@ class Listener:
 
 
 def test_no_cleartext_password_to_a_host_outside_the_loopback(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     address = _local_address()
     monkeypatch.setenv(ENV_PW, SECRET)
     listener = Listener()
     try:
         for sslmode in ("disable", "allow", "prefer"):
-            add(store, host=address, port=listener.port, sslmode=sslmode, password_env=ENV_PW,
-                replace=True)
+            add(
+                store,
+                host=address,
+                port=listener.port,
+                sslmode=sslmode,
+                password_env=ENV_PW,
+                replace=True,
+            )
             with pytest.raises(InvalidInput) as caught:
                 connections.test_connection(store, "Default", "warehouse")
-            assert caught.value.message == (f"Connection 'warehouse' would send its password "
-                                            f"to {address} without TLS (sslmode {sslmode}).")
+            assert caught.value.message == (
+                f"Connection 'warehouse' would send its password "
+                f"to {address} without TLS (sslmode {sslmode})."
+            )
             assert "--allow-cleartext-password" in caught.value.hint
         # Explicitly allowed: the password does travel (which is what the check prevented).
-        add(store, host=address, port=listener.port, sslmode="disable", password_env=ENV_PW,
-            replace=True, allow_cleartext=True)
+        add(
+            store,
+            host=address,
+            port=listener.port,
+            sslmode="disable",
+            password_env=ENV_PW,
+            replace=True,
+            allow_cleartext=True,
+        )
         with pytest.raises(InvalidInput):
             connections.test_connection(store, "Default", "warehouse")
     finally:
@@ -307,18 +418,39 @@ def test_no_cleartext_password_to_a_host_outside_the_loopback(
 
 
 def test_loopback_hosts_and_tls_modes_may_carry_a_password() -> None:
-    for host in ("localhost", "127.0.0.1", "127.8.0.1", "::1", "/var/run/postgresql",
-                 "localhost,127.0.0.1"):
+    for host in (
+        "localhost",
+        "127.0.0.1",
+        "127.8.0.1",
+        "::1",
+        "/var/run/postgresql",
+        "localhost,127.0.0.1",
+    ):
         assert connections.is_loopback(host), host
     for host in ("db.internal", "10.0.0.5", "localhost,db.internal", "localhost.evil.com"):
         assert not connections.is_loopback(host), host
 
 
 def test_adding_testing_and_removing_a_connection_is_audited(store: Store, pg: PgServer) -> None:
-    add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user,
-        password=pg.password, actor="ana")
-    add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user,
-        password="nope", replace=True, actor="bob")
+    add(
+        store,
+        host=pg.host,
+        port=pg.port,
+        database=pg.database,
+        user=pg.user,
+        password=pg.password,
+        actor="ana",
+    )
+    add(
+        store,
+        host=pg.host,
+        port=pg.port,
+        database=pg.database,
+        user=pg.user,
+        password="nope",
+        replace=True,
+        actor="bob",
+    )
     with pytest.raises(InvalidInput):  # by project id, as the UI names it: the same entry
         connections.test_connection(store, "prj_default", "warehouse", actor="bob")
     connections.remove_connection(store, "Default", "warehouse", actor="ana")
@@ -327,10 +459,12 @@ def test_adding_testing_and_removing_a_connection_is_audited(store: Store, pg: P
         ("connection-add", "ana", "connection Default/warehouse"),
         ("connection-replace", "bob", "connection Default/warehouse"),
         ("connection-test", "bob", "connection Default/warehouse"),
-        ("connection-remove", "ana", "connection Default/warehouse")]
+        ("connection-remove", "ana", "connection Default/warehouse"),
+    ]
     tested = entries[1]
     assert tested.after == {"host": pg.host, "port": pg.port, "sslmode": "prefer", "ok": False}
     assert tested.reason.startswith("PostgreSQL refused the password")
     assert entries[3].after is not None and entries[3].after["password"] == "encrypted"
     assert pg.password not in str([e.after for e in entries]) and "nope" not in str(
-        [e.after for e in entries])
+        [e.after for e in entries]
+    )

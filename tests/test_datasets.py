@@ -36,8 +36,7 @@ def test_csv_path_is_snapshotted(store: Store, tmp_path: Path) -> None:
     FRAME.to_csv(path, index=False)
     dataset = datasets.add_path(store, str(path))
     assert (dataset.name, dataset.kind, dataset.source) == ("people", "path", str(path))
-    assert [(c.name, c.dtype) for c in dataset.columns][:2] == [("id", "str"),
-                                                                ("x", "float64")]
+    assert [(c.name, c.dtype) for c in dataset.columns][:2] == [("id", "str"), ("x", "float64")]
     _assert_snapshot(store, dataset, FRAME)
     path.write_text("id,x,label\nz,9,w\n")  # the source changes; the snapshot does not
     _assert_snapshot(store, dataset, FRAME)
@@ -71,8 +70,11 @@ def test_glob_concatenates_every_matching_file(store: Store, tmp_path: Path) -> 
 
 def test_upload_is_snapshotted_under_the_file_stem(store: Store) -> None:
     dataset = datasets.add_upload(store, "sales 2024.csv", FRAME.to_csv(index=False).encode())
-    assert (dataset.name, dataset.kind, dataset.source) == ("sales 2024", "upload",
-                                                            "sales 2024.csv")
+    assert (dataset.name, dataset.kind, dataset.source) == (
+        "sales 2024",
+        "upload",
+        "sales 2024.csv",
+    )
     _assert_snapshot(store, dataset, FRAME)
 
 
@@ -107,8 +109,9 @@ def test_churn_frame_has_a_key_categoricals_and_holes() -> None:
 
 # ---------------------------------------------------------------------------- finding
 def test_find_dataset_by_id_name_demo_and_path(store: Store, tmp_path: Path) -> None:
-    registered = datasets.register_frame(store, FRAME, name="people", kind="upload",
-                                         source="people.csv")
+    registered = datasets.register_frame(
+        store, FRAME, name="people", kind="upload", source="people.csv"
+    )
     assert datasets.find_dataset(store, registered.id) == registered
     assert datasets.find_dataset(store, "people") == registered
 
@@ -134,8 +137,14 @@ def test_find_dataset_not_found_says_what_it_accepts(store: Store, state: State)
 
 
 # ---------------------------------------------------------------------------- bad files
-def _refused_path(store: Store, state: State, path: Path | str, *parts: str,
-                  error: type[Exception] = DatasetError, confined: bool = False) -> Exception:
+def _refused_path(
+    store: Store,
+    state: State,
+    path: Path | str,
+    *parts: str,
+    error: type[Exception] = DatasetError,
+    confined: bool = False,
+) -> Exception:
     before = state(store)
     with pytest.raises(error) as info:
         datasets.add_path(store, str(path), confined=confined)
@@ -161,13 +170,16 @@ def test_header_only_csv_is_refused(store: Store, state: State, tmp_path: Path) 
     assert "at least one data row" in exc.hint
 
 
-@pytest.mark.parametrize("content", [
-    b"a,b,c\n1,2,3\n4,5,6,7\n8,9,10\n",  # a later row is longer
-    b"a,b\n1,2,3\n4,5\n",                # the first data row is longer: no silent index
-    b'a,b\n"1,2\n',                      # an unclosed quote
-], ids=["later-row", "first-row", "quote"])
-def test_ragged_csv_is_refused(store: Store, state: State, tmp_path: Path,
-                               content: bytes) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"a,b,c\n1,2,3\n4,5,6,7\n8,9,10\n",  # a later row is longer
+        b"a,b\n1,2,3\n4,5\n",  # the first data row is longer: no silent index
+        b'a,b\n"1,2\n',  # an unclosed quote
+    ],
+    ids=["later-row", "first-row", "quote"],
+)
+def test_ragged_csv_is_refused(store: Store, state: State, tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "ragged.csv"
     path.write_bytes(content)
     exc = _refused_path(store, state, path, "'ragged.csv' could not be read as CSV")
@@ -184,8 +196,9 @@ def test_binary_garbage_is_refused(store: Store, state: State, tmp_path: Path) -
     assert "valid Parquet file" in exc.hint
 
 
-def test_other_file_types_and_missing_files_are_refused(store: Store, state: State,
-                                                        tmp_path: Path) -> None:
+def test_other_file_types_and_missing_files_are_refused(
+    store: Store, state: State, tmp_path: Path
+) -> None:
     sheet = tmp_path / "book.xlsx"
     sheet.write_bytes(b"PK\x03\x04 spreadsheet")
     exc = _refused_path(store, state, sheet, "'book.xlsx' is not a CSV or Parquet file")
@@ -196,8 +209,10 @@ def test_other_file_types_and_missing_files_are_refused(store: Store, state: Sta
 
 def test_duplicate_column_names_are_refused(store: Store, state: State) -> None:
     before = state(store)
-    for frame, shown in ((pd.DataFrame([[1, 2, 3]], columns=["a", "a", "b"]), "a"),
-                         (pd.DataFrame([[1, 2]], columns=[1, "1"]), "1")):
+    for frame, shown in (
+        (pd.DataFrame([[1, 2, 3]], columns=["a", "a", "b"]), "a"),
+        (pd.DataFrame([[1, 2]], columns=[1, "1"]), "1"),
+    ):
         with pytest.raises(DatasetError) as info:
             datasets.register_frame(store, frame, name="dup", kind="upload", source="dup")
         assert info.value.message == f"'dup' has duplicate column names: {shown}."
@@ -230,26 +245,45 @@ def test_confined_path_inside_the_workspace_is_accepted(store: Store) -> None:
 
 
 def test_confined_path_outside_is_refused(store: Store, state: State, outside: Path) -> None:
-    exc = _refused_path(store, state, outside / "secret.csv", "is outside the workspace",
-                        error=InvalidInput, confined=True)
+    exc = _refused_path(
+        store,
+        state,
+        outside / "secret.csv",
+        "is outside the workspace",
+        error=InvalidInput,
+        confined=True,
+    )
     assert ALLOWED_ROOTS_ENV in exc.hint
-    _refused_path(store, state, "../outside/secret.csv", "'../outside/secret.csv' is outside",
-                  error=InvalidInput, confined=True)
-    _refused_path(store, state, "uploads/../../outside/*.csv", "is outside",
-                  error=InvalidInput, confined=True)
+    _refused_path(
+        store,
+        state,
+        "../outside/secret.csv",
+        "'../outside/secret.csv' is outside",
+        error=InvalidInput,
+        confined=True,
+    )
+    _refused_path(
+        store, state, "uploads/../../outside/*.csv", "is outside", error=InvalidInput, confined=True
+    )
 
 
 def test_confined_symlink_escape_is_refused(store: Store, state: State, outside: Path) -> None:
     (store.workspace.uploads_dir / "link.csv").symlink_to(outside / "secret.csv")
-    _refused_path(store, state, "uploads/link.csv", "is outside", error=InvalidInput,
-                  confined=True)
+    _refused_path(store, state, "uploads/link.csv", "is outside", error=InvalidInput, confined=True)
     # A glob inside the workspace must not pick up a symlinked file from outside either.
-    _refused_path(store, state, "uploads/*.csv", "uploads/link.csv' is outside",
-                  error=InvalidInput, confined=True)
+    _refused_path(
+        store,
+        state,
+        "uploads/*.csv",
+        "uploads/link.csv' is outside",
+        error=InvalidInput,
+        confined=True,
+    )
 
 
-def test_allowed_roots_admit_a_confined_path(store: Store, outside: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allowed_roots_admit_a_confined_path(
+    store: Store, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ALLOWED_ROOTS_ENV, os.pathsep.join(["/nonexistent", str(outside)]))
     dataset = datasets.add_path(store, str(outside / "secret.csv"), confined=True)
     _assert_snapshot(store, dataset, FRAME)

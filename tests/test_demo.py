@@ -12,8 +12,13 @@ from core.store import Store
 from core.training import DEFAULT_ALGORITHMS
 
 EXPECTED = {  # experiment -> (dataset, task, target, key column, classes)
-    "Breast cancer diagnosis": ("breast_cancer", "binary", "diagnosis", None,
-                                ("benign", "malignant")),
+    "Breast cancer diagnosis": (
+        "breast_cancer",
+        "binary",
+        "diagnosis",
+        None,
+        ("benign", "malignant"),
+    ),
     "Wine cultivar": ("wine", "multiclass", "cultivar", None, ("class_0", "class_1", "class_2")),
     "Diabetes progression": ("diabetes", "regression", "progression", None, ()),
     "Customer churn": ("customer_churn", "binary", "churn", "customer_id", ("no", "yes")),
@@ -22,14 +27,21 @@ EXPECTED = {  # experiment -> (dataset, task, target, key column, classes)
 
 
 def _counts(store: Store) -> dict[str, int]:
-    return {table: store.query(f"SELECT count(*) FROM {table}").scalar()
-            for table in ("projects", "datasets", "experiments", "versions", "models")}
+    return {
+        table: store.query(f"SELECT count(*) FROM {table}").scalar()
+        for table in ("projects", "datasets", "experiments", "versions", "models")
+    }
 
 
 def test_demo_has_five_experiments_of_three_models(demo_home: Path) -> None:
     store = Store.open(demo_home)
-    assert _counts(store) == {"projects": 2, "datasets": 5, "experiments": 5, "versions": 5,
-                              "models": 15}
+    assert _counts(store) == {
+        "projects": 2,
+        "datasets": 5,
+        "experiments": 5,
+        "versions": 5,
+        "models": 15,
+    }
     assert [p.name for p in registry.list_projects(store)] == ["Default", demo.DEMO_PROJECT]
     experiments = {e.name: e for e in registry.list_experiments(store)}
     assert set(experiments) == set(EXPECTED)
@@ -68,8 +80,11 @@ def test_demo_is_not_empty_and_a_new_workspace_is(demo_home: Path, store: Store)
 
 
 def test_demo_if_empty_leaves_a_workspace_with_data_alone(
-        demo_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    demo_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     copy = tmp_path / "demo_copy"
     shutil.copytree(demo_home, copy)
     monkeypatch.setenv("MODELDECK_HOME", str(copy))
@@ -80,8 +95,9 @@ def test_demo_if_empty_leaves_a_workspace_with_data_alone(
 
 
 @pytest.mark.slow
-def test_demo_if_empty_twice_does_not_duplicate(home: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_if_empty_twice_does_not_duplicate(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["demo", "--if-empty"]) == 0
     out, err = capsys.readouterr()
     assert "Demo workspace ready" in out and "5 experiments, 15 models" in out

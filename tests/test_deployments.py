@@ -23,16 +23,19 @@ def churn_models(store: Store) -> list[str]:
 
 def test_first_deploy_creates_staging_with_the_training_pipeline(trained_store: Store) -> None:
     main, challenger = churn_models(trained_store)
-    deployment = deployments.deploy(trained_store, main, "staging", challenger_id=challenger,
-                                    actor="ana")
+    deployment = deployments.deploy(
+        trained_store, main, "staging", challenger_id=challenger, actor="ana"
+    )
     assert deployment.name == "churn-staging" and deployment.environment == "staging"
     assert deployment.current is not None
-    assert (deployment.current.number, deployment.current.main_model_id,
-            deployment.current.challenger_model_id) == (1, main, challenger)
+    assert (
+        deployment.current.number,
+        deployment.current.main_model_id,
+        deployment.current.challenger_model_id,
+    ) == (1, main, challenger)
     source = deployment.pipeline["source"]
     assert source["kind"] == "file" and source["path"].endswith("data.parquet")
-    assert (deployment.pipeline["transforms"], deployment.pipeline["label_column"]) == ([],
-                                                                                        "churn")
+    assert (deployment.pipeline["transforms"], deployment.pipeline["label_column"]) == ([], "churn")
     [entry] = audit.list_entries(trained_store, deployment.name)
     assert (entry.actor, entry.action, entry.before) == ("ana", "deploy", None)
     assert entry.after == {"version": 1, "main": main, "challenger": challenger}
@@ -53,13 +56,19 @@ def test_deploying_again_only_switches_the_model(trained_store: Store) -> None:
 def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> None:
     main, challenger = churn_models(trained_store)
     staging = deployments.deploy(trained_store, main, "staging", challenger_id=challenger)
-    deployments.update_pipeline(trained_store, staging.name, {
-        **staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]})
-    production = deployments.promote(trained_store, staging.name, copy_pipeline=True,
-                                     override_reason=UNGATED)
+    deployments.update_pipeline(
+        trained_store,
+        staging.name,
+        {**staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]},
+    )
+    production = deployments.promote(
+        trained_store, staging.name, copy_pipeline=True, override_reason=UNGATED
+    )
     assert production.name == "churn-production" and production.environment == "production"
     assert (production.current.main_model_id, production.current.challenger_model_id) == (
-        main, challenger)
+        main,
+        challenger,
+    )
     assert production.pipeline["transforms"][0]["name"] == "t"
     again = deployments.promote(trained_store, staging.name)
     assert again.current.id == production.current.id  # nothing new to promote
@@ -70,44 +79,78 @@ def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> No
 def test_promotion_gives_production_its_own_sinks(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
     staging = deployments.deploy(trained_store, main, "staging")
-    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline, "sinks": [
-        {"kind": "folder", "path": "exports/churn-staging", "format": "csv"},
-        {"kind": "duckdb_table", "path": "exports/scores.duckdb", "table": "churn_staging",
-         "mode": "append"},
-        {"kind": "folder", "path": "exports/scores"}]})
+    deployments.update_pipeline(
+        trained_store,
+        staging.name,
+        {
+            **staging.pipeline,
+            "sinks": [
+                {"kind": "folder", "path": "exports/churn-staging", "format": "csv"},
+                {
+                    "kind": "duckdb_table",
+                    "path": "exports/scores.duckdb",
+                    "table": "churn_staging",
+                    "mode": "append",
+                },
+                {"kind": "folder", "path": "exports/scores"},
+            ],
+        },
+    )
     proposed = deployments.production_sinks(trained_store, staging.name)
     assert [s.get("table") or s["path"] for s in proposed] == [
-        "exports/churn-production", "churn_production", "exports/scores-production"]
+        "exports/churn-production",
+        "churn_production",
+        "exports/scores-production",
+    ]
     assert proposed[1]["path"] == "exports/scores.duckdb"  # one file, its own table
     production = deployments.promote(trained_store, staging.name, override_reason=UNGATED)
     assert [s.get("table") or s["path"] for s in production.pipeline["sinks"]] == [
-        "exports/churn-production", "churn_production", "exports/scores-production"]
-    assert deployments.get_deployment(trained_store, staging.name).pipeline["sinks"][0][
-        "path"] == "exports/churn-staging"  # staging keeps its own
+        "exports/churn-production",
+        "churn_production",
+        "exports/scores-production",
+    ]
+    assert (
+        deployments.get_deployment(trained_store, staging.name).pipeline["sinks"][0]["path"]
+        == "exports/churn-staging"
+    )  # staging keeps its own
 
 
 def test_promotion_takes_edited_sinks(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
     staging = deployments.deploy(trained_store, main, "staging")
-    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline, "sinks": [
-        {"kind": "folder", "path": "exports/churn-staging"}]})
+    deployments.update_pipeline(
+        trained_store,
+        staging.name,
+        {**staging.pipeline, "sinks": [{"kind": "folder", "path": "exports/churn-staging"}]},
+    )
     production = deployments.promote(
-        trained_store, staging.name, override_reason=UNGATED,
-        sinks=[{"kind": "folder", "path": "exports/live"}])
+        trained_store,
+        staging.name,
+        override_reason=UNGATED,
+        sinks=[{"kind": "folder", "path": "exports/live"}],
+    )
     assert [s["path"] for s in production.pipeline["sinks"]] == ["exports/live"]
     with pytest.raises(InvalidInput, match="outside"):
-        deployments.promote(trained_store, staging.name, override_reason=UNGATED,
-                            sinks=[{"kind": "folder", "path": "../outside"}])
+        deployments.promote(
+            trained_store,
+            staging.name,
+            override_reason=UNGATED,
+            sinks=[{"kind": "folder", "path": "../outside"}],
+        )
 
 
 def test_promotion_without_copying_keeps_production_pipeline(trained_store: Store) -> None:
     first, second = churn_models(trained_store)
     deployments.deploy(trained_store, first, "production")
     staging = deployments.deploy(trained_store, second, "staging")
-    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline,
-                                "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]})
-    production = deployments.promote(trained_store, staging.name, copy_pipeline=False,
-                                     override_reason=UNGATED)
+    deployments.update_pipeline(
+        trained_store,
+        staging.name,
+        {**staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]},
+    )
+    production = deployments.promote(
+        trained_store, staging.name, copy_pipeline=False, override_reason=UNGATED
+    )
     assert production.pipeline["transforms"] == []
     assert production.current.number == 2 and production.current.main_model_id == second
 
@@ -120,7 +163,11 @@ def test_rollback_makes_an_earlier_version_current(trained_store: Store) -> None
     assert rolled.current.number == 1 and rolled.current.main_model_id == first
     entry = audit.list_entries(trained_store, deployed.name)[0]
     assert (entry.action, entry.actor, entry.before["version"], entry.after["version"]) == (
-        "rollback", "bo", 2, 1)
+        "rollback",
+        "bo",
+        2,
+        1,
+    )
     with pytest.raises(NotFound, match=r"No version 'churn-staging v9'"):
         deployments.rollback(trained_store, deployed.name, 9)
 
@@ -175,8 +222,9 @@ def test_pipeline_updates_cannot_touch_the_model_block(trained_store: Store) -> 
     main, _ = churn_models(trained_store)
     deployed = deployments.deploy(trained_store, main, "staging")
     with pytest.raises(PipelineError, match="model block cannot be configured") as info:
-        deployments.update_pipeline(trained_store, deployed.name,
-                                    {**deployed.pipeline, "model": "mdl_other"})
+        deployments.update_pipeline(
+            trained_store, deployed.name, {**deployed.pipeline, "model": "mdl_other"}
+        )
     assert "deploy another one or roll back" in info.value.hint
 
 
@@ -195,9 +243,16 @@ def test_two_people_promoting_at_once_yield_one_version(trained_store: Store) ->
     main, challenger = churn_models(trained_store)
     deployments.deploy(trained_store, main, "staging", challenger_id=challenger)
     home = str(trained_store.workspace.home)
-    procs = [subprocess.Popen([sys.executable, "-c", PROMOTE, home, who], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for who in ("ana", "bo")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROMOTE, home, who],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in ("ana", "bo")
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     assert sorted(out.strip() for out, _ in results) == ["1", "1"]
@@ -209,9 +264,15 @@ def test_two_people_promoting_at_once_yield_one_version(trained_store: Store) ->
 def test_audit_entries_read_as_text() -> None:
     assert audit.describe(None) == ""
     assert audit.describe({"version": 2, "main": "mdl_a", "challenger": None}) == "v2: main mdl_a"
-    assert audit.describe({"version": 1, "main": "mdl_a", "challenger": "mdl_b",
-                           "from": "x-staging", "copied": {"pipeline": True}}) == (
-        "v1: main mdl_a, challenger mdl_b (from x-staging, copied [pipeline True])")
+    assert audit.describe(
+        {
+            "version": 1,
+            "main": "mdl_a",
+            "challenger": "mdl_b",
+            "from": "x-staging",
+            "copied": {"pipeline": True},
+        }
+    ) == ("v1: main mdl_a, challenger mdl_b (from x-staging, copied [pipeline True])")
     assert audit.describe({"access": "public"}) == "access public"
 
 
@@ -222,8 +283,11 @@ def test_a_validation_run_never_delivers_to_the_sinks(trained_store: Store) -> N
 
     main, _ = churn_models(trained_store)
     staging = deployments.deploy(trained_store, main, "staging")
-    deployments.update_pipeline(trained_store, staging.name, {**staging.pipeline, "sinks": [
-        {"kind": "folder", "path": "exports/churn-staging"}]})
+    deployments.update_pipeline(
+        trained_store,
+        staging.name,
+        {**staging.pipeline, "sinks": [{"kind": "folder", "path": "exports/churn-staging"}]},
+    )
     path = trained_store.workspace.home / "labelled" / "val.parquet"
     path.parent.mkdir()
     pd.DataFrame(datasets.churn_frame(n_rows=300, seed=3)).to_parquet(path, index=False)

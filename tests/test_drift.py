@@ -44,8 +44,11 @@ def score(store: Store, name: str, frame: pd.DataFrame, file: str = "in.parquet"
     path = store.workspace.home / "incoming" / file
     path.parent.mkdir(exist_ok=True)
     frame.to_parquet(path, index=False)
-    runs.enqueue_run(store, name, source_override={
-        "kind": "file", "path": str(path.relative_to(store.workspace.home))})
+    runs.enqueue_run(
+        store,
+        name,
+        source_override={"kind": "file", "path": str(path.relative_to(store.workspace.home))},
+    )
     claimed = runs.claim_next_run(store, WORKER)
     assert claimed is not None
     done = runs.execute_run(store, claimed, WORKER)
@@ -60,29 +63,29 @@ def by_name(report: drift.DriftReport) -> dict[str, FeatureDrift]:
 
 # ---------------------------------------------------------------------------- verdicts
 def test_injected_drift_is_flagged_and_untouched_features_stay_stable(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     run = score(trained_store, deployed.name, served(shifted=True))
     assert drift.counts_path(trained_store, run.id).exists()  # stored by the post-run step
     report = drift.drift_report(trained_store, deployed.name, run_id=run.id)
     found = by_name(report)
     assert set(found) == SHIFTED | UNTOUCHED
     assert {n for n, f in found.items() if f.status == "drifted"} == SHIFTED
-    assert all(found[n].status == "stable" for n in UNTOUCHED), {
-        n: found[n].psi for n in UNTOUCHED}
+    assert all(found[n].status == "stable" for n in UNTOUCHED), {n: found[n].psi for n in UNTOUCHED}
     assert found["age"].distance > 0.5 and found["tenure_months"].distance < 0.1
     assert found["age"].distance_kind == "wasserstein/std"
     assert found["contract"].distance_kind == "jensen-shannon"
     assert found["age"].p_value is not None and found["contract"].p_value is not None
     assert found["age"].served[0] == 0 and found["age"].served[-2] > 0.3  # above range
-    assert found["age"].served_mean == pytest.approx(
-        served(shifted=True)["age"].mean(), rel=1e-9)
+    assert found["age"].served_mean == pytest.approx(served(shifted=True)["age"].mean(), rel=1e-9)
     assert report.rows == 3000 and len(report.drifted) == 3 and report.share_drifted == 3 / 7
     assert report.prediction is not None and report.prediction.kind == "categorical"
     assert sum(report.prediction.served) == pytest.approx(1.0)
 
 
 def test_unseen_categories_and_missing_values_get_their_buckets(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     frame = served(n_rows=500)
     frame.loc[:99, "internet_service"] = "satellite"
     frame.loc[:249, "tenure_months"] = np.nan
@@ -96,7 +99,8 @@ def test_unseen_categories_and_missing_values_get_their_buckets(
 
 
 def test_nan_in_a_results_file_counts_as_missing_like_null(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     run = score(trained_store, deployed.name, served(n_rows=400))
     table = pq.read_table(runs.result_path(trained_store.workspace, run.id))
     charges = table.column("monthly_charges").to_numpy(zero_copy_only=False).astype(float)
@@ -122,20 +126,26 @@ def test_psi_is_zero_for_equal_shares_and_finite_with_empty_buckets() -> None:
 
 # ---------------------------------------------------------------------------- windows
 def test_a_window_equals_the_counts_of_its_runs_data_concatenated(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     first = score(trained_store, deployed.name, served(800, seed=1), "a.parquet")
     second = score(trained_store, deployed.name, served(700, seed=2, shifted=True), "b.parquet")
     window = drift.drift_report(trained_store, deployed.name, last=2)
     assert set(window.run_ids) == {first.id, second.id} and window.rows == 1500
     # the same rows as one file, counted in one go against the same model
-    both = pd.concat([pq.read_table(runs.result_path(trained_store.workspace, r.id)).to_pandas()
-                      for r in (first, second)])
+    both = pd.concat(
+        [
+            pq.read_table(runs.result_path(trained_store.workspace, r.id)).to_pandas()
+            for r in (first, second)
+        ]
+    )
     path = trained_store.workspace.home / "both.parquet"
     both.to_parquet(path, index=False)
     model = registry.get_model(trained_store, deployed.current.main_model_id)
     direct = drift.count_file(path, model, model.profile)
-    stored = drift.combine([json.loads(drift.counts_path(trained_store, r.id).read_text())
-                            for r in (first, second)])
+    stored = drift.combine(
+        [json.loads(drift.counts_path(trained_store, r.id).read_text()) for r in (first, second)]
+    )
     assert stored["features"].keys() == direct["features"].keys()
     for name, counts in direct["features"].items():
         for key, value in counts.items():  # counts exact, sums up to float rounding
@@ -146,9 +156,12 @@ def test_a_window_equals_the_counts_of_its_runs_data_concatenated(
 
 
 def test_missing_counts_are_computed_lazily_and_over_time_has_a_point_per_run(
-        trained_store: Store, deployed: Deployment) -> None:
-    ran = [score(trained_store, deployed.name, served(300, seed=s, shifted=s == 3), f"{s}.pq")
-           for s in (1, 2, 3)]
+    trained_store: Store, deployed: Deployment
+) -> None:
+    ran = [
+        score(trained_store, deployed.name, served(300, seed=s, shifted=s == 3), f"{s}.pq")
+        for s in (1, 2, 3)
+    ]
     drift.counts_path(trained_store, ran[0].id).unlink()
     series = drift.drift_over_time(trained_store, deployed.name, last=10)
     assert drift.counts_path(trained_store, ran[0].id).exists()
@@ -164,16 +177,18 @@ def test_missing_counts_are_computed_lazily_and_over_time_has_a_point_per_run(
     assert charts.drift_overlay_figure(by_name(report)["age"]).data[0].name == "training"
 
 
-def test_thresholds_are_per_deployment_and_checked(trained_store: Store,
-                                                   deployed: Deployment) -> None:
+def test_thresholds_are_per_deployment_and_checked(
+    trained_store: Store, deployed: Deployment
+) -> None:
     run = score(trained_store, deployed.name, served(shifted=True))
     drift.set_thresholds(trained_store, deployed.name, 5.0, 50.0, actor="ana")
     report = drift.drift_report(trained_store, deployed.name, run_id=run.id)
     assert report.thresholds == Thresholds(5.0, 50.0) and report.drifted == []
     with pytest.raises(InvalidInput) as caught:
         drift.set_thresholds(trained_store, deployed.name, 0.3, 0.2)
-    assert caught.value.message == ("Drift thresholds must satisfy 0 < moderate < drifted; "
-                                    "got moderate 0.3, drifted 0.2.")
+    assert caught.value.message == (
+        "Drift thresholds must satisfy 0 < moderate < drifted; got moderate 0.3, drifted 0.2."
+    )
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -182,17 +197,20 @@ def test_a_window_with_no_runs(trained_store: Store, deployed: Deployment) -> No
         drift.drift_report(trained_store, deployed.name, last=5)
     assert caught.value.message == (
         f"Deployment '{deployed.name}' has no succeeded run with rows: there is no served "
-        "data to compare with training.")
+        "data to compare with training."
+    )
     score(trained_store, deployed.name, served(100))
     with pytest.raises(InvalidInput, match="has no succeeded run with rows between"):
-        drift.drift_report(trained_store, deployed.name,
-                           start=pd.Timestamp("2000-01-01").to_pydatetime(),
-                           end=pd.Timestamp("2000-02-01").to_pydatetime())
+        drift.drift_report(
+            trained_store,
+            deployed.name,
+            start=pd.Timestamp("2000-01-01").to_pydatetime(),
+            end=pd.Timestamp("2000-02-01").to_pydatetime(),
+        )
     assert drift.drift_alert(trained_store, "nobody") is None
 
 
-def test_a_run_with_zero_rows_stores_nothing(trained_store: Store,
-                                             deployed: Deployment) -> None:
+def test_a_run_with_zero_rows_stores_nothing(trained_store: Store, deployed: Deployment) -> None:
     run = score(trained_store, deployed.name, served(50))
     path = runs.result_path(trained_store.workspace, run.id)
     table = pq.read_table(path)
@@ -200,8 +218,9 @@ def test_a_run_with_zero_rows_stores_nothing(trained_store: Store,
     drift.counts_path(trained_store, run.id).unlink()
     with pytest.raises(InvalidInput) as caught:
         drift.compute_run_counts(trained_store, run.id)
-    assert caught.value.message == (f"Run {run.id} has zero rows: there is no served data to "
-                                    "compare with training.")
+    assert caught.value.message == (
+        f"Run {run.id} has zero rows: there is no served data to compare with training."
+    )
     assert not drift.counts_path(trained_store, run.id).exists()
 
 
@@ -213,14 +232,16 @@ def test_a_failed_run_has_no_counts(trained_store: Store, deployed: Deployment) 
     failed = runs.execute_run(trained_store, claimed, WORKER)
     with pytest.raises(Conflict) as caught:
         drift.compute_run_counts(trained_store, failed.id)
-    assert caught.value.message == (f"Run {failed.id} is failed without results: no drift to "
-                                    "count.")
+    assert caught.value.message == (
+        f"Run {failed.id} is failed without results: no drift to count."
+    )
     with pytest.raises(InvalidInput, match=f"Run {failed.id} has no scored rows"):
         drift.drift_report(trained_store, deployed.name, run_id=failed.id)
 
 
 def test_a_feature_absent_from_the_training_profile_is_reported_not_scored(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     model = registry.get_model(trained_store, deployed.current.main_model_id)
     profile = json.loads(json.dumps(model.profile))
     del profile["features"]["support_tickets"]
@@ -229,17 +250,27 @@ def test_a_feature_absent_from_the_training_profile_is_reported_not_scored(
     run = score(trained_store, deployed.name, served(200))
     found = by_name(drift.drift_report(trained_store, deployed.name, run_id=run.id))
     assert found["support_tickets"] == FeatureDrift(
-        "support_tickets", "numeric", "n/a", None, None, "", None, "",
-        note="not in the training profile")
+        "support_tickets",
+        "numeric",
+        "n/a",
+        None,
+        None,
+        "",
+        None,
+        "",
+        note="not in the training profile",
+    )
     assert found["age"].status == "stable"
 
 
-def test_a_constant_training_feature_uses_the_raw_distance(trained_store: Store,
-                                                           deployed: Deployment) -> None:
+def test_a_constant_training_feature_uses_the_raw_distance(
+    trained_store: Store, deployed: Deployment
+) -> None:
     model = registry.get_model(trained_store, deployed.current.main_model_id)
     profile = json.loads(json.dumps(model.profile))
     profile["features"]["support_tickets"].update(
-        edges=[1.0], fractions=[1.0], std=0.0, mean=1.0, min=1.0, max=1.0, missing_rate=0.0)
+        edges=[1.0], fractions=[1.0], std=0.0, mean=1.0, min=1.0, max=1.0, missing_rate=0.0
+    )
     trained_store.execute("UPDATE models SET profile = ? WHERE id = ?", [profile, model.id])
     registry.clear_cache()  # model rows are immutable in the product; this test edits one
     frame = served(400)
@@ -247,7 +278,8 @@ def test_a_constant_training_feature_uses_the_raw_distance(trained_store: Store,
     frame.loc[:99, "support_tickets"] = 3
     run = score(trained_store, deployed.name, frame)
     tickets = by_name(drift.drift_report(trained_store, deployed.name, run_id=run.id))[
-        "support_tickets"]
+        "support_tickets"
+    ]
     assert tickets.buckets == ("< 1", "= 1", "> 1", "missing")
     assert tickets.served == (0.0, 0.75, 0.25, 0.0)
     assert tickets.distance_kind == "wasserstein (raw)"
@@ -256,8 +288,7 @@ def test_a_constant_training_feature_uses_the_raw_distance(trained_store: Store,
     assert tickets.status == "drifted"
 
 
-def test_a_run_of_another_deployment_is_refused(trained_store: Store,
-                                                deployed: Deployment) -> None:
+def test_a_run_of_another_deployment_is_refused(trained_store: Store, deployed: Deployment) -> None:
     run = score(trained_store, deployed.name, served(100))
     with pytest.raises(NotFound) as caught:
         drift.drift_report(trained_store, "elsewhere", run_id=run.id)
@@ -272,8 +303,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return capsys.readouterr().out
 
 
-def test_cli_json_shape(capsys: pytest.CaptureFixture[str], trained_store: Store,
-                        deployed: Deployment) -> None:
+def test_cli_json_shape(
+    capsys: pytest.CaptureFixture[str], trained_store: Store, deployed: Deployment
+) -> None:
     run = score(trained_store, deployed.name, served(shifted=True))
     out: dict[str, Any] = json.loads(run_cli(capsys, "drift", deployed.name, "--json"))
     assert out["run_ids"] == [run.id] and out["n_drifted"] == 3 and out["n_features"] == 7
@@ -288,15 +320,17 @@ def test_cli_json_shape(capsys: pytest.CaptureFixture[str], trained_store: Store
     assert "at least one run" in capsys.readouterr().err
 
 
-def test_validation_runs_stay_out_of_drift_windows(trained_store: Store,
-                                                   deployed: Deployment) -> None:
+def test_validation_runs_stay_out_of_drift_windows(
+    trained_store: Store, deployed: Deployment
+) -> None:
     from core import validation  # labelled test data is not served traffic
 
     served_run = score(trained_store, deployed.name, served(300))
     labelled = datasets.churn_frame(n_rows=200, seed=5)
     labelled.to_parquet(trained_store.workspace.home / "labelled.parquet")
-    checked = validation.validate_here(trained_store, deployed.name, "labelled.parquet",
-                                       label="churn")
+    checked = validation.validate_here(
+        trained_store, deployed.name, "labelled.parquet", label="churn"
+    )
     assert checked.status == "succeeded"
     report = drift.drift_report(trained_store, deployed.name, last=5)
     assert report.run_ids == (served_run.id,)

@@ -90,14 +90,19 @@ def worker_process(store: Store, *args: str, **env: str) -> Iterator[subprocess.
 
 def start_worker(store: Store, *args: str, **env: str) -> subprocess.Popen[str]:
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "--home",
-                             str(store.workspace.home), "worker", *args],
-                            cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "--home", str(store.workspace.home), "worker", *args],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_executor_count_comes_from_the_option_the_environment_or_the_cores(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv(executors.EXECUTORS_ENV, raising=False)
     assert executors.executor_count(3) == 3 and executors.executor_count(0) == 0
     assert executors.executor_count() == min(os.cpu_count() or 1, 4)
@@ -105,12 +110,16 @@ def test_executor_count_comes_from_the_option_the_environment_or_the_cores(
     assert executors.executor_count() == 1
     assert executors.executor_count(2) == 2  # the option wins
     monkeypatch.setenv(executors.EXECUTORS_ENV, "many")
-    with pytest.raises(InvalidInput, match=r"\$MODELDECK_EXECUTORS must be a whole number.*"
-                                           r"not 'many'") as caught:
+    with pytest.raises(
+        InvalidInput,
+        match=r"\$MODELDECK_EXECUTORS must be a whole number.*"
+        r"not 'many'",
+    ) as caught:
         executors.executor_count()
     assert "0 to run pipelines in the worker's own process" in caught.value.hint
-    with pytest.raises(InvalidInput, match="--executors must be a whole number, 0 or more, "
-                                           "not '-1'"):
+    with pytest.raises(
+        InvalidInput, match="--executors must be a whole number, 0 or more, not '-1'"
+    ):
         executors.executor_count(-1)
 
 
@@ -123,20 +132,25 @@ def test_the_worker_command_refuses_a_bad_executor_count(trained_store: Store) -
 
 @pytest.mark.slow
 def test_a_pool_executes_runs_and_their_steps_in_other_processes(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(5)]
     pool = executors.Pool(trained_store.workspace.home, 2)
     tick = worker.Tick(trained_store, "pool-worker", executor=pool)
     try:
         assert tick() == 5
         pids = pool.pids()
-        assert len(pids) == 2 and os.getpid() not in pids and set(pids) <= set(
-            children_of(os.getpid()))
+        assert (
+            len(pids) == 2
+            and os.getpid() not in pids
+            and set(pids) <= set(children_of(os.getpid()))
+        )
     finally:
         tick.close(budget_seconds=30)
     done = [runs.get_run(trained_store, r) for r in queued]
     assert [(r.status, r.attempt, r.lease_owner) for r in done] == [
-        ("succeeded", 1, "pool-worker")] * 5
+        ("succeeded", 1, "pool-worker")
+    ] * 5
     for run in done:
         assert run.started_at is not None and run.finished_at is not None
         assert run.queued_at <= run.started_at <= run.finished_at
@@ -148,7 +162,8 @@ def test_a_pool_executes_runs_and_their_steps_in_other_processes(
 
 @pytest.mark.slow
 def test_a_dead_executor_fails_its_run_and_the_next_run_goes_on(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     doomed = queue_big_run(trained_store, deployed)
     after = runs.enqueue_run(trained_store, deployed.name)  # the deployment's own small source
     pool = executors.Pool(trained_store.workspace.home, 1)
@@ -168,8 +183,9 @@ def test_a_dead_executor_fails_its_run_and_the_next_run_goes_on(
 
 
 @pytest.mark.slow
-def test_a_stopped_pool_worker_records_its_run_as_stopped(trained_store: Store,
-                                                          deployed: Deployment) -> None:
+def test_a_stopped_pool_worker_records_its_run_as_stopped(
+    trained_store: Store, deployed: Deployment
+) -> None:
     doomed = queue_big_run(trained_store, deployed)
     later = runs.enqueue_run(trained_store, deployed.name)  # claimed too, waits its turn
     with worker_process(trained_store, "--executors", "1") as child:
@@ -189,7 +205,8 @@ def test_a_stopped_pool_worker_records_its_run_as_stopped(trained_store: Store,
 
 @pytest.mark.slow
 def test_executors_of_a_killed_worker_stop_and_its_run_fails_by_lease(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     doomed = queue_big_run(trained_store, deployed)
     with worker_process(trained_store, "--executors", "1", MODELDECK_LEASE_SECONDS="2") as child:
         wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)
@@ -201,11 +218,15 @@ def test_executors_of_a_killed_worker_stop_and_its_run_fails_by_lease(
 
 @pytest.mark.slow
 def test_a_dead_executor_fails_only_its_own_run_which_is_retried_by_its_policy(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@yearly", max_attempts=3)
     doomed = queue_big_run(trained_store, deployed)
-    other = runs.enqueue_run(trained_store, deployed.name, source_override={
-        "kind": "file", "path": "incoming/big.parquet"})
+    other = runs.enqueue_run(
+        trained_store,
+        deployed.name,
+        source_override={"kind": "file", "path": "incoming/big.parquet"},
+    )
     pool = executors.Pool(trained_store.workspace.home, 2)
     tick = worker.Tick(trained_store, "w1", executor=pool)
     ticking = threading.Thread(target=tick)
@@ -229,7 +250,8 @@ def test_a_dead_executor_fails_only_its_own_run_which_is_retried_by_its_policy(
 
 @pytest.mark.slow
 def test_a_stopped_worker_leaves_its_pending_steps_to_the_next_one(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     small = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(6)]
     doomed = queue_big_run(trained_store, deployed)  # queued last: the steps wait behind it
     with worker_process(trained_store, "--executors", "1") as child:

@@ -44,8 +44,11 @@ def additivity_error(explainer: ModelExplainer, frame: pd.DataFrame) -> float:
 
 
 def explainer_of(store: Store, model: Model) -> ModelExplainer:
-    return ModelExplainer(registry.load_estimator(store, model), model.schema,
-                          registry.background_sample(store, model))
+    return ModelExplainer(
+        registry.load_estimator(store, model),
+        model.schema,
+        registry.background_sample(store, model),
+    )
 
 
 # ---------------------------------------------------------------------------- additivity
@@ -68,8 +71,12 @@ def test_base_plus_contributions_is_the_output_for_every_algorithm(
         assert np.allclose(1 / (1 + np.exp(-a.output[:, 0])), estimator.predict_proba(rows)[:, 1])
     elif explainer.scale == "value":
         assert np.allclose(a.output[:, 0], estimator.predict(rows))
-    expected = {"linear": "LinearExplainer", "random_forest": "TreeExplainer",
-                "hist_gradient_boosting": "TreeExplainer", "gradient_boosting": "TreeExplainer"}
+    expected = {
+        "linear": "LinearExplainer",
+        "random_forest": "TreeExplainer",
+        "hist_gradient_boosting": "TreeExplainer",
+        "gradient_boosting": "TreeExplainer",
+    }
     if (task, algorithm) == ("multiclass", "gradient_boosting"):
         # shap 0.51's TreeExplainer refuses multiclass GradientBoostingClassifier.
         assert explainer.name == AGNOSTIC and "only supported for binary" in explainer.note
@@ -81,15 +88,26 @@ def _imported(store: Store, estimator: Any, name: str) -> Model:
     dataset = datasets.add_demo(store, "wine")
     buffer = io.BytesIO()
     joblib.dump(estimator, buffer)
-    return import_model(store, ImportRequest(
-        filename=f"{name}.joblib", data=buffer.getvalue(), dataset_id=dataset.id,
-        target="cultivar", trust_pickle=True, experiment=name))
+    return import_model(
+        store,
+        ImportRequest(
+            filename=f"{name}.joblib",
+            data=buffer.getvalue(),
+            dataset_id=dataset.id,
+            target="cultivar",
+            trust_pickle=True,
+            experiment=name,
+        ),
+    )
 
 
-@pytest.mark.parametrize(("estimator", "name"), [
-    (make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)), "LinearExplainer"),
-    (RandomForestClassifier(n_estimators=10, random_state=0), "TreeExplainer"),
-])
+@pytest.mark.parametrize(
+    ("estimator", "name"),
+    [
+        (make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)), "LinearExplainer"),
+        (RandomForestClassifier(n_estimators=10, random_state=0), "TreeExplainer"),
+    ],
+)
 def test_imported_models_are_additive_too(store: Store, estimator: Any, name: str) -> None:
     X, y = WINE.drop(columns="cultivar"), WINE["cultivar"]
     model = _imported(store, estimator.fit(X, y), name)
@@ -103,8 +121,10 @@ def test_a_model_shap_cannot_explain_falls_back_and_says_so(store: Store) -> Non
     model = _imported(store, KNeighborsClassifier().fit(X, y), "knn")
     explainer = explainer_of(store, model)
     assert explainer.name == AGNOSTIC and explainer.scale == "probability"
-    assert explainer.note == ("shap has no exact explainer for KNeighborsClassifier. "
-                              "The model-agnostic explainer is used instead.")
+    assert explainer.note == (
+        "shap has no exact explainer for KNeighborsClassifier. "
+        "The model-agnostic explainer is used instead."
+    )
     assert additivity_error(explainer, X.iloc[:2]) < EXACT  # Kernel SHAP keeps the sum too
 
 
@@ -132,16 +152,27 @@ def source(store: Store, deployment: Deployment) -> pd.DataFrame:
     return pd.read_parquet(store.workspace.home / deployment.pipeline["source"]["path"])
 
 
-def test_a_row_by_its_key_is_explained_on_original_columns(trained_store: Store,
-                                                           run: Run) -> None:
+def test_a_row_by_its_key_is_explained_on_original_columns(trained_store: Store, run: Run) -> None:
     [e] = explain.explain_rows(trained_store, run.id, ["C100003"])
     assert (e.key, e.row, e.which, e.explainer, e.scale) == (
-        "C100003", 3, "main", "TreeExplainer", "log-odds")
+        "C100003",
+        3,
+        "main",
+        "TreeExplainer",
+        "log-odds",
+    )
     assert e.class_ == e.prediction  # the predicted class by default
     assert abs(e.base_value + sum(c.contribution for c in e.contributions) - e.output) < EXACT
     features = {c.feature for c in e.contributions}
-    assert features == {"age", "tenure_months", "monthly_charges", "support_tickets",
-                        "contract", "internet_service", "payment_method"}
+    assert features == {
+        "age",
+        "tenure_months",
+        "monthly_charges",
+        "support_tickets",
+        "contract",
+        "internet_service",
+        "payment_method",
+    }
     sizes = [abs(c.contribution) for c in e.contributions]
     assert sizes == sorted(sizes, reverse=True)
     row = source(trained_store, explain_deployment(trained_store)).iloc[3]
@@ -161,7 +192,8 @@ def test_binary_other_class_is_the_negated_log_odds(trained_store: Store, run: R
     [flipped] = explain.explain_rows(trained_store, run.id, ["C100003"], class_=other)
     assert flipped.class_ == other and flipped.output == pytest.approx(-shown.output)
     assert {c.feature: -c.contribution for c in flipped.contributions} == pytest.approx(
-        {c.feature: c.contribution for c in shown.contributions})
+        {c.feature: c.contribution for c in shown.contributions}
+    )
 
 
 def test_challenger_rows_and_row_numbers(trained_store: Store, run: Run) -> None:
@@ -196,8 +228,9 @@ def test_a_key_not_in_the_run(trained_store: Store, run: Run) -> None:
 
 
 def test_a_failed_run_cannot_be_explained(trained_store: Store, deployed: Deployment) -> None:
-    failed = run_by_worker(trained_store, deployed.name,
-                           source_override=unfit_source(trained_store))
+    failed = run_by_worker(
+        trained_store, deployed.name, source_override=unfit_source(trained_store)
+    )
     assert failed.status == "failed"
     with pytest.raises(Conflict) as caught:
         explain.explain_rows(trained_store, failed.id, ["C100003"])
@@ -206,26 +239,37 @@ def test_a_failed_run_cannot_be_explained(trained_store: Store, deployed: Deploy
 
 
 def test_a_run_with_zero_rows(trained_store: Store, deployed: Deployment) -> None:
-    deployments.update_pipeline(trained_store, deployed.name, {
-        **deployed.pipeline,
-        "transforms": [{"name": "none", "sql": "SELECT * FROM input WHERE age < 0"}]})
+    deployments.update_pipeline(
+        trained_store,
+        deployed.name,
+        {
+            **deployed.pipeline,
+            "transforms": [{"name": "none", "sql": "SELECT * FROM input WHERE age < 0"}],
+        },
+    )
     empty = run_by_worker(trained_store, deployed.name)
     assert empty.status == "failed" and not empty.rows_out
-    for call in (lambda: explain.explain_rows(trained_store, empty.id, ["C100003"]),
-                 lambda: explain.global_importance(trained_store, empty.id)):
+    for call in (
+        lambda: explain.explain_rows(trained_store, empty.id, ["C100003"]),
+        lambda: explain.global_importance(trained_store, empty.id),
+    ):
         with pytest.raises(Conflict, match="failed without results: The pipeline gave no rows"):
             call()
 
 
-def test_a_row_with_missing_features_is_explained_with_a_note(trained_store: Store,
-                                                              deployed: Deployment) -> None:
+def test_a_row_with_missing_features_is_explained_with_a_note(
+    trained_store: Store, deployed: Deployment
+) -> None:
     frame = source(trained_store, deployed).head(20).copy()
     frame.loc[0, ["age", "contract"]] = None
     path = trained_store.workspace.home / "incoming" / "gaps.parquet"
     path.parent.mkdir()
     frame.to_parquet(path, index=False)
-    done = run_by_worker(trained_store, deployed.name,
-                         source_override={"kind": "file", "path": "incoming/gaps.parquet"})
+    done = run_by_worker(
+        trained_store,
+        deployed.name,
+        source_override={"kind": "file", "path": "incoming/gaps.parquet"},
+    )
     [e] = explain.explain_rows(trained_store, done.id, [frame.loc[0, "customer_id"]])
     shown = {c.feature: c.value for c in e.contributions}
     assert shown["age"] is None and shown["contract"] is None
@@ -241,14 +285,19 @@ def test_a_row_with_every_feature_missing(trained_store: Store, deployed: Deploy
     path = trained_store.workspace.home / "incoming" / "blank.parquet"
     path.parent.mkdir()
     frame.to_parquet(path, index=False)
-    done = run_by_worker(trained_store, deployed.name,
-                         source_override={"kind": "file", "path": "incoming/blank.parquet"})
+    done = run_by_worker(
+        trained_store,
+        deployed.name,
+        source_override={"kind": "file", "path": "incoming/blank.parquet"},
+    )
     assert done.status == "succeeded", done.error
     [e] = explain.explain_rows(trained_store, done.id, [frame.loc[4, "customer_id"]])
     assert all(c.value is None for c in e.contributions) and len(e.contributions) == 7
-    assert e.note == (f"Missing in this row: {', '.join(c.feature for c in e.contributions)}; "
-                      "the model's pipeline imputed them, and their contributions are those of "
-                      "the imputed values.")
+    assert e.note == (
+        f"Missing in this row: {', '.join(c.feature for c in e.contributions)}; "
+        "the model's pipeline imputed them, and their contributions are those of "
+        "the imputed values."
+    )
     assert abs(e.base_value + sum(c.contribution for c in e.contributions) - e.output) < EXACT
     labels = charts.explanation_bars(e)
     assert all(label.endswith(" = missing") for label, _ in labels)
@@ -264,8 +313,10 @@ def test_a_run_of_a_model_shap_cannot_explain_names_the_fallback(store: Store) -
     done = runs.execute_run(store, claimed, "w")  # without the worker's (slow) global step
     [e] = explain.explain_rows(store, done.id, [7], by="row")
     assert e.explainer == AGNOSTIC and e.scale == "probability"
-    assert e.note == ("shap has no exact explainer for KNeighborsClassifier. "
-                      "The model-agnostic explainer is used instead.")
+    assert e.note == (
+        "shap has no exact explainer for KNeighborsClassifier. "
+        "The model-agnostic explainer is used instead."
+    )
     assert abs(e.base_value + sum(c.contribution for c in e.contributions) - e.output) < EXACT
     scored = pd.read_parquet(runs.result_path(store.workspace, done.id))
     assert e.output == pytest.approx(scored.loc[7, proba_name(e.class_)])  # the probability
@@ -280,8 +331,7 @@ def test_explaining_asks_for_a_few_rows(trained_store: Store, run: Run) -> None:
 
 
 # ---------------------------------------------------------------------------- global
-def test_the_worker_stores_global_importance_after_a_run(trained_store: Store,
-                                                         run: Run) -> None:
+def test_the_worker_stores_global_importance_after_a_run(trained_store: Store, run: Run) -> None:
     for which in ("main", "challenger"):
         importance = explain.get_importance(trained_store, run.id, which)
         assert importance is not None and importance.error is None
@@ -302,8 +352,9 @@ def test_the_sample_is_stratified_by_predicted_class(trained_store: Store, run: 
     assert stored["rows"] == importance.rows
 
 
-def test_importance_is_computing_until_its_file_exists(trained_store: Store,
-                                                       deployed: Deployment) -> None:
+def test_importance_is_computing_until_its_file_exists(
+    trained_store: Store, deployed: Deployment
+) -> None:
     queued = runs.enqueue_run(trained_store, deployed.name)
     claimed = runs.claim_next_run(trained_store, "w")
     assert claimed is not None and claimed.id == queued.id
@@ -313,8 +364,9 @@ def test_importance_is_computing_until_its_file_exists(trained_store: Store,
     assert explain.get_importance(trained_store, done.id) is not None
 
 
-def test_a_failing_importance_step_keeps_the_run_succeeded(trained_store: Store,
-                                                           deployed: Deployment) -> None:
+def test_a_failing_importance_step_keeps_the_run_succeeded(
+    trained_store: Store, deployed: Deployment
+) -> None:
     # The linear model needs its background rows (a tree explainer does not read them).
     linear = registry.get_model(trained_store, deployed.current.challenger_model_id)  # type: ignore[union-attr,arg-type]
     (trained_store.workspace.artifact_dir(linear.id) / "background.parquet").unlink()
@@ -330,11 +382,25 @@ def test_a_failing_importance_step_keeps_the_run_succeeded(trained_store: Store,
 
 # ---------------------------------------------------------------------------- chart and CLI
 def test_the_chart_folds_the_smallest_features_and_keeps_the_sum() -> None:
-    contributions = tuple(explain.Contribution(f"f{i}", float(i), (-1) ** i * (20 - i) / 10)
-                          for i in range(15))
-    e = explain.Explanation("run", "main", 0, None, "m", "linear", "LinearExplainer", "value",
-                            None, 1.0, None, 0.5, 0.5 + sum(c.contribution for c in contributions),
-                            contributions)
+    contributions = tuple(
+        explain.Contribution(f"f{i}", float(i), (-1) ** i * (20 - i) / 10) for i in range(15)
+    )
+    e = explain.Explanation(
+        "run",
+        "main",
+        0,
+        None,
+        "m",
+        "linear",
+        "LinearExplainer",
+        "value",
+        None,
+        1.0,
+        None,
+        0.5,
+        0.5 + sum(c.contribution for c in contributions),
+        contributions,
+    )
     bars = charts.explanation_bars(e)
     assert [label for label, _ in bars[:2]] == ["f0 = 0", "f1 = 1"]
     assert bars[-1][0] == "other 3 features" and len(bars) == 13
@@ -343,15 +409,30 @@ def test_the_chart_folds_the_smallest_features_and_keeps_the_sum() -> None:
     assert colors[-1] == charts.POSITIVE and colors[-2] == charts.NEGATIVE  # f0 +, f1 -
 
 
-def test_cli_explain_json_and_errors(capsys: pytest.CaptureFixture[str], trained_store: Store,
-                                     run: Run) -> None:
+def test_cli_explain_json_and_errors(
+    capsys: pytest.CaptureFixture[str], trained_store: Store, run: Run
+) -> None:
     assert cli.main(["explain", run.id, "--row", "C100003", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["key"] == "C100003" and shown["explainer"] == "TreeExplainer"
     total = shown["base_value"] + sum(c["contribution"] for c in shown["contributions"])
     assert total == pytest.approx(shown["output"], abs=EXACT)
-    assert cli.main(["explain", run.id, "--row", "C100003", "--which", "challenger",
-                     "--class", "yes", "--json"]) == 0
+    assert (
+        cli.main(
+            [
+                "explain",
+                run.id,
+                "--row",
+                "C100003",
+                "--which",
+                "challenger",
+                "--class",
+                "yes",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["class_"] == "yes"
     assert cli.main(["explain", run.id, "--row", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: No row with customer_id 'nope'.\n")
@@ -360,13 +441,21 @@ def test_cli_explain_json_and_errors(capsys: pytest.CaptureFixture[str], trained
 
 
 # ---------------------------------------------------------------------------- per-row sample
-CHURN_FEATURES = {"age", "tenure_months", "monthly_charges", "support_tickets", "contract",
-                  "internet_service", "payment_method"}
+CHURN_FEATURES = {
+    "age",
+    "tenure_months",
+    "monthly_charges",
+    "support_tickets",
+    "contract",
+    "internet_service",
+    "payment_method",
+}
 CHURN_CATEGORIES = {"contract", "internet_service", "payment_method"}
 
 
-def test_the_global_step_keeps_each_sampled_rows_shap_values(trained_store: Store,
-                                                             run: Run) -> None:
+def test_the_global_step_keeps_each_sampled_rows_shap_values(
+    trained_store: Store, run: Run
+) -> None:
     importance = explain.get_importance(trained_store, run.id, "main")
     sample = explain.get_shap_sample(trained_store, run.id, "main")
     assert importance is not None and sample is not None
@@ -375,10 +464,12 @@ def test_the_global_step_keeps_each_sampled_rows_shap_values(trained_store: Stor
     matrix = np.column_stack([sample.shap(f) for f in sample.features])
     assert matrix.shape == (600, 7)
     # Each row is additive on the scale shown, and the bars are the sample's mean |SHAP|.
-    assert np.abs(sample.column("_base") + matrix.sum(axis=1) - sample.column("_output")).max() \
-        < EXACT
+    assert (
+        np.abs(sample.column("_base") + matrix.sum(axis=1) - sample.column("_output")).max() < EXACT
+    )
     assert dict(importance.features) == pytest.approx(
-        {f: float(np.abs(sample.shap(f)).mean()) for f in sample.features})
+        {f: float(np.abs(sample.shap(f)).mean()) for f in sample.features}
+    )
     assert set(sample.column("_class")) == {"yes"}  # binary: the positive class's log-odds
     # The values are the rows' own, and a row's SHAP values are its local explanation's.
     rows = sample.column("_row")
@@ -387,19 +478,21 @@ def test_the_global_step_keeps_each_sampled_rows_shap_values(trained_store: Stor
     assert contract[10] == frame.loc[rows[10], "contract"]
     [e] = explain.explain_rows(trained_store, run.id, [int(rows[10])], class_="yes", by="row")
     assert {c.feature: c.contribution for c in e.contributions} == pytest.approx(
-        {f: float(sample.shap(f)[10]) for f in sample.features}, abs=EXACT)
+        {f: float(sample.shap(f)[10]) for f in sample.features}, abs=EXACT
+    )
 
 
 def test_multiclass_samples_explain_each_rows_predicted_class(
-    every_algorithm: dict[str, Any]
+    every_algorithm: dict[str, Any],
 ) -> None:
     trained = every_algorithm["multiclass"]
     model = next(m for m in trained.result.models if m.algorithm == "random_forest")
     explainer = explainer_of(trained.store, model)
     frame = trained.frame[model.schema.feature_names].iloc[:30].reset_index(drop=True)
     predictions = explainer.estimator.predict(frame).tolist()
-    result, table = explain._explain_sample(explainer, frame, predictions, np.arange(30),
-                                            lambda f, t: None)
+    result, table = explain._explain_sample(
+        explainer, frame, predictions, np.arange(30), lambda f, t: None
+    )
     assert table.column("_class").to_pylist() == [str(p) for p in predictions]
     a = explainer.explain(frame)
     k = [list(a.outputs).index(p) for p in predictions]
@@ -407,15 +500,19 @@ def test_multiclass_samples_explain_each_rows_predicted_class(
     assert set(result.by_class) == {str(c) for c in a.outputs}
 
 
-def test_the_beeswarm_shows_every_sampled_row_of_the_top_features(trained_store: Store,
-                                                                  run: Run) -> None:
+def test_the_beeswarm_shows_every_sampled_row_of_the_top_features(
+    trained_store: Store, run: Run
+) -> None:
     sample = explain.get_shap_sample(trained_store, run.id, "main")
     assert sample is not None
     fig = charts.beeswarm_figure(sample, "main", top=3)
     top = sample.ranked()[:3]
     assert list(fig.layout.yaxis.ticktext) == top[::-1]  # the strongest on top
-    points = [(x, y, text) for trace in fig.data
-              for x, y, text in zip(trace.x, trace.y, trace.text, strict=True)]
+    points = [
+        (x, y, text)
+        for trace in fig.data
+        for x, y, text in zip(trace.x, trace.y, trace.text, strict=True)
+    ]
     assert len(points) == 3 * sample.rows
     for position, feature in enumerate(top[::-1]):
         mine = [p for p in points if round(p[1]) == position]
@@ -426,10 +523,16 @@ def test_the_beeswarm_shows_every_sampled_row_of_the_top_features(trained_store:
     # A category is coloured by its code and named in the hover.
     fig = charts.beeswarm_figure(sample, "main", top=7)
     coloured = fig.data[0]
-    by_contract = {t.split("<br>")[0]: c for t, c in zip(coloured.text, coloured.marker.color,
-                                                         strict=True) if t.startswith("contract")}
-    assert by_contract == {"contract = month-to-month": 0.0, "contract = one-year": 0.5,
-                           "contract = two-year": 1.0}
+    by_contract = {
+        t.split("<br>")[0]: c
+        for t, c in zip(coloured.text, coloured.marker.color, strict=True)
+        if t.startswith("contract")
+    }
+    assert by_contract == {
+        "contract = month-to-month": 0.0,
+        "contract = one-year": 0.5,
+        "contract = two-year": 1.0,
+    }
     assert fig.data[1].name == "value missing"  # payment_method and age have gaps: grey
     assert all(t.split(" = ")[0] in {"age", "payment_method"} for t in fig.data[1].text)
 
@@ -442,8 +545,9 @@ def test_value_colours_of_numbers_and_categories() -> None:
     assert scaled[:2].tolist() == [0.5, 0.0] and np.isnan(scaled[2]) and scaled[3] == 1.0
 
 
-def test_the_dependence_view_plots_value_against_contribution(trained_store: Store,
-                                                              run: Run) -> None:
+def test_the_dependence_view_plots_value_against_contribution(
+    trained_store: Store, run: Run
+) -> None:
     sample = explain.get_shap_sample(trained_store, run.id, "main")
     assert sample is not None
     fig = charts.dependence_figure(sample, "tenure_months", "main: tenure_months")
@@ -484,8 +588,9 @@ def test_model_importance_is_computed_once_and_stored(trained_store: Store) -> N
     model = _by_algorithm(trained_store, "gradient_boosting")
     assert explain.get_model_importance(trained_store, model) is None
     seen: list[float] = []
-    found = explain.model_importance(trained_store, model, sample=50,
-                                     progress=lambda f, t: seen.append(f))
+    found = explain.model_importance(
+        trained_store, model, sample=50, progress=lambda f, t: seen.append(f)
+    )
     assert (found.which, found.model_id, found.scale) == ("holdout", model.id, "log-odds")
     assert found.note == ""  # the rebuilt rows give the recorded accuracy
     assert 48 <= found.rows <= 52 and seen[-1] == 1.0
@@ -496,8 +601,9 @@ def test_model_importance_is_computed_once_and_stored(trained_store: Store) -> N
     rows, _ = explain.evaluation_rows(trained_store, model)
     assert set(sample.column("_row")) <= set(rows.index)
     matrix = np.column_stack([sample.shap(f) for f in sample.features])
-    assert np.abs(sample.column("_base") + matrix.sum(axis=1) - sample.column("_output")).max() \
-        < EXACT
+    assert (
+        np.abs(sample.column("_base") + matrix.sum(axis=1) - sample.column("_output")).max() < EXACT
+    )
     # A later call reads the file: it works without the model file or an explainer in memory.
     (trained_store.workspace.home / model.artifact_path).unlink()
     explain._explainers.clear()
@@ -512,26 +618,33 @@ def test_model_importance_needs_the_dataset_snapshot(trained_store: Store) -> No
     (trained_store.workspace.home / dataset.snapshot_path).unlink()
     with pytest.raises(DatasetError) as caught:
         explain.model_importance(trained_store, model)
-    assert caught.value.message == (f"The snapshot of dataset 'churn' is missing, so the rows "
-                                    f"model {model.id} was measured on cannot be rebuilt.")
+    assert caught.value.message == (
+        f"The snapshot of dataset 'churn' is missing, so the rows "
+        f"model {model.id} was measured on cannot be rebuilt."
+    )
     assert explain.get_model_importance(trained_store, model) is None  # nothing half-stored
 
 
 def test_an_imported_model_is_explained_on_its_reference_rows(store: Store) -> None:
     X, y = WINE.drop(columns="cultivar"), WINE["cultivar"]
-    model = _imported(store, RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y),
-                      "forest")
+    model = _imported(
+        store, RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y), "forest"
+    )
     found = explain.model_importance(store, model, sample=40)
     assert found.which == "reference" and found.explainer == "TreeExplainer"
     assert 38 <= found.rows <= 42 and found.by_class.keys() == {str(c) for c in set(y)}
 
 
-def test_cli_explain_a_models_holdout(capsys: pytest.CaptureFixture[str],
-                                      trained_store: Store) -> None:
+def test_cli_explain_a_models_holdout(
+    capsys: pytest.CaptureFixture[str], trained_store: Store
+) -> None:
     model = _by_algorithm(trained_store, "linear")
     shown = run_json(capsys, "explain", "--model", model.id, "--sample", "30")
     assert (shown["which"], shown["model_id"], shown["explainer"]) == (
-        "holdout", model.id, "LinearExplainer")
+        "holdout",
+        model.id,
+        "LinearExplainer",
+    )
     assert 28 <= shown["rows"] <= 32 and set(shown["features"]) == CHURN_FEATURES
     code, out, _ = run_cli(capsys, "explain", "--model", model.id)  # stored: read, not recomputed
     assert code == 0 and out.startswith(f"holdout: mean |SHAP| (log-odds) over {shown['rows']}")
@@ -544,59 +657,83 @@ def test_cli_explain_a_models_holdout(capsys: pytest.CaptureFixture[str],
 def test_rows_that_do_not_give_the_recorded_accuracy_are_flagged(trained_store: Store) -> None:
     model = _by_algorithm(trained_store, "gradient_boosting")
     rows, _ = explain.evaluation_rows(trained_store, model)
-    predictions = registry.load_estimator(trained_store, model).predict(
-        rows[model.schema.feature_names]).tolist()
+    predictions = (
+        registry.load_estimator(trained_store, model)
+        .predict(rows[model.schema.feature_names])
+        .tolist()
+    )
     assert explain._check_accuracy(model, rows["churn"], predictions, "") == ""
     moved = dataclasses.replace(model, metrics={**model.metrics, "accuracy": 0.5})
     note = explain._check_accuracy(moved, rows["churn"], predictions, "")
-    assert note == (f"These rows give accuracy {model.metrics['accuracy']:.4f}, not the recorded "
-                    "0.5000: they may not be exactly the rows the metrics were measured on.")
+    assert note == (
+        f"These rows give accuracy {model.metrics['accuracy']:.4f}, not the recorded "
+        "0.5000: they may not be exactly the rows the metrics were measured on."
+    )
 
 
 # ---------------------------------------------------------------------------- kept samples
 def _bottom_k(frame: pd.DataFrame, quotas: dict[str, int]) -> list[int]:
     """By brute force: per predicted class, the rows with the smallest row keys."""
-    keyed = frame.assign(key=scoring.row_keys(frame["_row"].to_numpy()),
-                         group=frame["prediction"].astype(str))
-    return sorted(int(r) for g, n in quotas.items()
-                  for r in keyed[keyed["group"] == g].nsmallest(n, "key")["_row"])
+    keyed = frame.assign(
+        key=scoring.row_keys(frame["_row"].to_numpy()), group=frame["prediction"].astype(str)
+    )
+    return sorted(
+        int(r)
+        for g, n in quotas.items()
+        for r in keyed[keyed["group"] == g].nsmallest(n, "key")["_row"]
+    )
 
 
 def test_the_sampler_keeps_the_bottom_k_of_each_class_across_batches(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    frame = pd.DataFrame({"_row": np.arange(5000),
-                          "prediction": rng.choice(["no", "yes", "maybe"], 5000,
-                                                   p=[0.7, 0.28, 0.02]),
-                          "x": rng.normal(size=5000)})
+    frame = pd.DataFrame(
+        {
+            "_row": np.arange(5000),
+            "prediction": rng.choice(["no", "yes", "maybe"], 5000, p=[0.7, 0.28, 0.02]),
+            "x": rng.normal(size=5000),
+        }
+    )
     sampler = scoring.Sampler(tmp_path / "sample_main.parquet", size=200)
     codes = {"no": 0, "yes": 1, "maybe": 2}
     for start in range(0, 5000, 700):  # uneven batches
-        part = frame.iloc[start:start + 700]
-        sampler.add(pa.RecordBatch.from_pandas(part, preserve_index=False),
-                    part["prediction"].map(codes).to_numpy(), start)
+        part = frame.iloc[start : start + 700]
+        sampler.add(
+            pa.RecordBatch.from_pandas(part, preserve_index=False),
+            part["prediction"].map(codes).to_numpy(),
+            start,
+        )
     info = sampler.commit()
     kept = pd.read_parquet(tmp_path / "sample_main.parquet")
     counts = frame["prediction"].value_counts().to_dict()
     quotas = scoring.stratified_quotas(counts, 200)
-    assert sum(quotas.values()) == 200 and info == {"size": 200, "rows": 200,
-                                                   "path": "sample_main.parquet"}
+    assert sum(quotas.values()) == 200 and info == {
+        "size": 200,
+        "rows": 200,
+        "path": "sample_main.parquet",
+    }
     assert kept["_row"].tolist() == _bottom_k(frame, quotas)
     assert kept["prediction"].value_counts().to_dict() == quotas
 
 
-def test_a_smaller_global_sample_is_taken_exactly_from_the_kept_one(trained_store: Store,
-                                                                    run: Run) -> None:
+def test_a_smaller_global_sample_is_taken_exactly_from_the_kept_one(
+    trained_store: Store, run: Run
+) -> None:
     info = run.summary["main"]["sample"]
     assert info["rows"] == run.rows_out  # 600 rows: all kept
     table = explain.sample_rows(trained_store, run, "main", 40, True)
     results = pd.read_parquet(runs.result_path(trained_store.workspace, run.id))
     quotas = scoring.stratified_quotas(
-        results["prediction"].astype(str).value_counts().to_dict(), 40)
+        results["prediction"].astype(str).value_counts().to_dict(), 40
+    )
     assert table.column("_row").to_pylist() == _bottom_k(results, quotas)
     # A run scored before samples were kept: the scan gives a sample all the same.
-    older = replace(run, summary={**run.summary, "main": {
-        k: v for k, v in run.summary["main"].items() if k != "sample"}})
+    older = replace(
+        run,
+        summary={
+            **run.summary,
+            "main": {k: v for k, v in run.summary["main"].items() if k != "sample"},
+        },
+    )
     scanned = explain.sample_rows(trained_store, older, "main", 40, True)
     assert 38 <= scanned.num_rows <= 42
-    assert set(scanned.column("prediction").to_pylist()) == set(
-        results["prediction"].astype(str))
+    assert set(scanned.column("prediction").to_pylist()) == set(results["prediction"].astype(str))

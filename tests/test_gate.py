@@ -67,12 +67,14 @@ def test_a_validated_model_is_promoted_with_the_checks_audited(trained_store: St
     production = deployments.promote(trained_store, staging.name)
     [entry] = audit.list_entries(trained_store, production.name)  # thresholds: on staging
     assert entry.reason == "" and entry.after["overridden"] is False
-    assert entry.after["gate"] == dict.fromkeys(("validation", "metrics", "schema", "latency"),
-                                                "pass")
+    assert entry.after["gate"] == dict.fromkeys(
+        ("validation", "metrics", "schema", "latency"), "pass"
+    )
 
 
-def test_worse_than_production_blocks_unless_overridden(trained_store: Store,
-                                                        worse_than_production: str) -> None:
+def test_worse_than_production_blocks_unless_overridden(
+    trained_store: Store, worse_than_production: str
+) -> None:
     name = worse_than_production
     metrics = by_name(gate.check_gate(trained_store, name))["metrics"]
     report = validation.list_validations(trained_store, name)[0].report
@@ -87,20 +89,28 @@ def test_worse_than_production_blocks_unless_overridden(trained_store: Store,
         with pytest.raises(InvalidInput) as caught:
             deployments.promote(trained_store, name, override_reason=blank)
         assert caught.value.message == "An override of the promotion gate needs a written reason."
-    production = deployments.promote(trained_store, name, override_reason="needed for the "
-                                     "new pricing; retrain next week", actor="ana")
+    production = deployments.promote(
+        trained_store,
+        name,
+        override_reason="needed for the new pricing; retrain next week",
+        actor="ana",
+    )
     assert production.current.main_model_id == models(trained_store)["gradient_boosting"]
     entry = audit.list_entries(trained_store, production.name)[0]
     assert (entry.action, entry.actor, entry.reason) == (
-        "promote", "ana", "needed for the new pricing; retrain next week")
+        "promote",
+        "ana",
+        "needed for the new pricing; retrain next week",
+    )
     assert entry.after["overridden"] is True
     assert entry.after["gate"]["metrics"].startswith("fail: Worse than production")
     again = deployments.promote(trained_store, name)  # idempotent: already served, no gate
     assert again.current.id == production.current.id
 
 
-def test_thresholds_are_per_deployment_and_audited(trained_store: Store,
-                                                    worse_than_production: str) -> None:
+def test_thresholds_are_per_deployment_and_audited(
+    trained_store: Store, worse_than_production: str
+) -> None:
     name = worse_than_production
     assert gate.get_thresholds(trained_store, name) == gate.Thresholds(0.01, 0.01, 100.0)
     gate.set_thresholds(trained_store, name, gate.Thresholds(0.05, 0.01, 100.0), actor="bo")
@@ -117,8 +127,9 @@ def test_thresholds_are_per_deployment_and_audited(trained_store: Store,
         gate.set_thresholds(trained_store, name, gate.Thresholds(0.01, 0.01, 0.0))
 
 
-def test_a_production_change_after_validation_needs_a_new_one(trained_store: Store,
-                                                              worse_than_production: str) -> None:
+def test_a_production_change_after_validation_needs_a_new_one(
+    trained_store: Store, worse_than_production: str
+) -> None:
     by = models(trained_store)
     deployments.deploy(trained_store, by["gradient_boosting"], "production")
     metrics = by_name(gate.check_gate(trained_store, worse_than_production))["metrics"]
@@ -126,15 +137,24 @@ def test_a_production_change_after_validation_needs_a_new_one(trained_store: Sto
 
 
 def test_a_model_needing_columns_production_lacks_fails_the_schema_check(
-        trained_store: Store, churn_small: pd.DataFrame) -> None:
+    trained_store: Store, churn_small: pd.DataFrame
+) -> None:
     dataset = registry.get_experiment(
-        trained_store, registry.list_models(trained_store)[0].experiment_id).dataset_id
-    narrow = train(trained_store, TrainRequest(dataset_id=dataset, target="churn",
-                                               features=["age", "tenure_months"],
-                                               algorithms=("linear",))).models[0]
+        trained_store, registry.list_models(trained_store)[0].experiment_id
+    ).dataset_id
+    narrow = train(
+        trained_store,
+        TrainRequest(
+            dataset_id=dataset,
+            target="churn",
+            features=["age", "tenure_months"],
+            algorithms=("linear",),
+        ),
+    ).models[0]
     deployments.deploy(trained_store, narrow.id, "production")
-    staging = deployments.deploy(trained_store, models(trained_store)["gradient_boosting"],
-                                 "staging")
+    staging = deployments.deploy(
+        trained_store, models(trained_store)["gradient_boosting"], "staging"
+    )
     schema = by_name(gate.check_gate(trained_store, staging.name))["schema"]
     assert not schema.passed
     assert schema.detail.startswith("The new model needs columns production's input lacks: ")
@@ -142,8 +162,9 @@ def test_a_model_needing_columns_production_lacks_fails_the_schema_check(
 
 
 # ---------------------------------------------------------------------------- CLI
-def test_cli_promote_honours_the_gate(capsys: pytest.CaptureFixture[str], trained_store: Store,
-                                      worse_than_production: str) -> None:
+def test_cli_promote_honours_the_gate(
+    capsys: pytest.CaptureFixture[str], trained_store: Store, worse_than_production: str
+) -> None:
     name = worse_than_production
     code, out, err = run(capsys, "promote", name)
     assert (code, out) == (2, "") and "error: The promotion gate of" in err
@@ -152,13 +173,11 @@ def test_cli_promote_honours_the_gate(capsys: pytest.CaptureFixture[str], traine
     assert code == 2 and "needs a written reason" in err
     shown = run_json(capsys, "gate", name)
     assert shown["passed"] is False and shown["thresholds"]["latency_budget_ms"] == 100.0
-    assert [c["name"] for c in shown["checks"]] == ["validation", "metrics", "schema",
-                                                   "latency"]
+    assert [c["name"] for c in shown["checks"]] == ["validation", "metrics", "schema", "latency"]
     promoted = run_json(capsys, "promote", name, "--override", "accepted by the team")
     assert promoted["environment"] == "production"
     assert next(c for c in promoted["gate"] if c["name"] == "metrics")["passed"] is False
-    assert audit.list_entries(trained_store, promoted["name"])[0].reason == \
-        "accepted by the team"
+    assert audit.list_entries(trained_store, promoted["name"])[0].reason == "accepted by the team"
     changed = run_json(capsys, "gate", name, "--latency-budget-ms", "50")
     assert changed["thresholds"]["latency_budget_ms"] == 50.0
     code, out, _ = run(capsys, "gate", name)

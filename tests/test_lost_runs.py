@@ -41,7 +41,8 @@ def _wait(condition: Callable[[], bool], what: str, alive: Callable[[], bool]) -
 
 @pytest.mark.slow
 def test_a_worker_killed_in_a_sink_write_keeps_complete_results_for_redelivery(
-        trained_store: Store, deployed: Deployment, pg: PgServer) -> None:
+    trained_store: Store, deployed: Deployment, pg: PgServer
+) -> None:
     store = trained_store
     sinks = [pg_sink("scores"), {"kind": "folder", "path": FOLDER, "format": "csv"}]
     deployments.update_pipeline(store, deployed.name, {**deployed.pipeline, "sinks": sinks})
@@ -63,16 +64,21 @@ def test_a_worker_killed_in_a_sink_write_keeps_complete_results_for_redelivery(
     with worker_process(store, "--executors", "1", MODELDECK_LEASE_SECONDS="2") as child:
         alive = lambda: child.poll() is None  # noqa: E731
         _wait(lambda: runs.get_run(store, run.id).message == "writing sinks", "the sinks", alive)
-        _wait(lambda: pg.run("SELECT count(*) FROM pg_locks WHERE NOT granted")[0][0] > 0,
-              "the sink waiting for the table", alive)
+        _wait(
+            lambda: pg.run("SELECT count(*) FROM pg_locks WHERE NOT granted")[0][0] > 0,
+            "the sink waiting for the table",
+            alive,
+        )
         sigkill_worker(child)
     lost = failed_by_lease_expiry(store, run.id)
     blocker.rollback()
     blocker.close()
     assert lost.status == "failed"
     assert lost.error.startswith("worker lost (lease expired at ")
-    assert "while writing the sinks. The predictions are complete and kept: deliver them " \
+    assert (
+        "while writing the sinks. The predictions are complete and kept: deliver them "
         f"again (the run's page, or `modeldeck redeliver {run.id}`)." in lost.error
+    )
     assert lost.summary["results_written"] is True and lost.rows_out == first.rows_out
     assert runs.result_path(store.workspace, run.id).exists()
     assert not list(runs.results_dir(store.workspace, run.id).glob(".*.tmp"))
@@ -80,6 +86,5 @@ def test_a_worker_killed_in_a_sink_write_keeps_complete_results_for_redelivery(
     assert delivery.why_not_deliverable(store, lost) is None
     done = delivery.redeliver(store, run.id)
     assert (done.status, done.error) == ("succeeded", None)
-    assert pg.run("SELECT count(*) FROM scores WHERE run_id = %s", (run.id,)) == [
-        (first.rows_out,)]
+    assert pg.run("SELECT count(*) FROM scores WHERE run_id = %s", (run.id,)) == [(first.rows_out,)]
     assert (folder / f"{stem}.csv").exists()

@@ -11,20 +11,35 @@ from core.entities import ModelSchema
 
 
 # ---------------------------------------------------------------------------- identifiers
-@pytest.mark.parametrize(("series", "expected"), [
-    (pd.Series([f"C{100000 + i}" for i in range(50)], name="customer_id"), True),
-    (pd.Series([f"row-{i}" for i in range(50)], name="reference"), True),
-    (pd.Series(range(1, 51), name="row"), True),  # an integer range
-    (pd.Series([5, 17, 42, 99, 3], name="user_id"), True),  # id-like name
-    (pd.Series([5, 17, 42, 99, 3], name="score"), False),  # unique numbers, not an id
-    (pd.Series(np.linspace(0.1, 9.9, 50), name="amount"), False),  # unique floats
-    (pd.Series(np.arange(50, dtype=float), name="row_id"), False),  # floats never ids
-    (pd.Series(["a", "b", "a"], name="code"), False),  # repeats
-    (pd.Series(["a", "b", None], name="code"), False),  # missing
-    (pd.Series([True, False], name="flag"), False),
-    (pd.Series(["only"], name="id"), False),  # one row says nothing
-], ids=["customer_id", "text", "int-range", "id-name", "int-unique", "float-unique",
-        "float-id-name", "repeats", "missing", "bool", "one-row"])
+@pytest.mark.parametrize(
+    ("series", "expected"),
+    [
+        (pd.Series([f"C{100000 + i}" for i in range(50)], name="customer_id"), True),
+        (pd.Series([f"row-{i}" for i in range(50)], name="reference"), True),
+        (pd.Series(range(1, 51), name="row"), True),  # an integer range
+        (pd.Series([5, 17, 42, 99, 3], name="user_id"), True),  # id-like name
+        (pd.Series([5, 17, 42, 99, 3], name="score"), False),  # unique numbers, not an id
+        (pd.Series(np.linspace(0.1, 9.9, 50), name="amount"), False),  # unique floats
+        (pd.Series(np.arange(50, dtype=float), name="row_id"), False),  # floats never ids
+        (pd.Series(["a", "b", "a"], name="code"), False),  # repeats
+        (pd.Series(["a", "b", None], name="code"), False),  # missing
+        (pd.Series([True, False], name="flag"), False),
+        (pd.Series(["only"], name="id"), False),  # one row says nothing
+    ],
+    ids=[
+        "customer_id",
+        "text",
+        "int-range",
+        "id-name",
+        "int-unique",
+        "float-unique",
+        "float-id-name",
+        "repeats",
+        "missing",
+        "bool",
+        "one-row",
+    ],
+)
 def test_is_identifier(series: pd.Series, expected: bool) -> None:
     assert profiles.is_identifier(series) is expected
 
@@ -40,15 +55,18 @@ def test_describe_columns_on_churn(churn_small: pd.DataFrame) -> None:
     assert reports["contract"].n_unique == 3 and reports["contract"].missing == 0
 
 
-@pytest.mark.parametrize(("series", "kind"), [
-    (pd.Series([1, 2]), "numeric"),
-    (pd.Series([1.5, None]), "numeric"),
-    (pd.Series([True, False]), "numeric"),
-    (pd.Series(["a", None]), "categorical"),
-    (pd.Series(pd.to_datetime(["2024-01-01", "2024-02-01"])), "datetime"),
-    (pd.Series([None, None], dtype=object), "empty"),
-    (pd.Series([np.nan, np.nan]), "empty"),
-])
+@pytest.mark.parametrize(
+    ("series", "kind"),
+    [
+        (pd.Series([1, 2]), "numeric"),
+        (pd.Series([1.5, None]), "numeric"),
+        (pd.Series([True, False]), "numeric"),
+        (pd.Series(["a", None]), "categorical"),
+        (pd.Series(pd.to_datetime(["2024-01-01", "2024-02-01"])), "datetime"),
+        (pd.Series([None, None], dtype=object), "empty"),
+        (pd.Series([np.nan, np.nan]), "empty"),
+    ],
+)
 def test_feature_kind(series: pd.Series, kind: str) -> None:
     assert profiles.feature_kind(series) == kind
 
@@ -57,17 +75,20 @@ def test_feature_kind(series: pd.Series, kind: str) -> None:
 RNG = np.random.default_rng(0)
 
 
-@pytest.mark.parametrize(("values", "task"), [
-    (["yes", "no"] * 50, "binary"),
-    ([0, 1] * 50, "binary"),
-    ([1.0, 2.0, None] * 30, "binary"),  # missing values are not a class
-    (["a", "b", "c"] * 30, "multiclass"),
-    ([0, 1, 2, 3, 4] * 20, "multiclass"),
-    ([1.0, 2.0, 3.0] * 30, "multiclass"),  # whole-valued floats, few of them
-    (list(range(100)), "regression"),  # integers, too many values to be classes
-    (list(RNG.normal(size=100)), "regression"),
-    ([0.5, 1.5, 2.5] * 30, "regression"),  # few values but not whole numbers
-])
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [
+        (["yes", "no"] * 50, "binary"),
+        ([0, 1] * 50, "binary"),
+        ([1.0, 2.0, None] * 30, "binary"),  # missing values are not a class
+        (["a", "b", "c"] * 30, "multiclass"),
+        ([0, 1, 2, 3, 4] * 20, "multiclass"),
+        ([1.0, 2.0, 3.0] * 30, "multiclass"),  # whole-valued floats, few of them
+        (list(range(100)), "regression"),  # integers, too many values to be classes
+        (list(RNG.normal(size=100)), "regression"),
+        ([0.5, 1.5, 2.5] * 30, "regression"),  # few values but not whole numbers
+    ],
+)
 def test_guess_task(values: list[object], task: str) -> None:
     assert profiles.guess_task(pd.Series(values)) == task
 
@@ -117,8 +138,9 @@ def test_categorical_profile_keeps_the_most_frequent_by_name() -> None:
 
 def test_schema_and_profile_of_churn(churn_small: pd.DataFrame) -> None:
     features = ["age", "contract", "payment_method"]
-    schema = profiles.build_schema(churn_small, features, "churn", "binary",
-                                   [np.str_("no"), np.str_("yes")], "customer_id")
+    schema = profiles.build_schema(
+        churn_small, features, "churn", "binary", [np.str_("no"), np.str_("yes")], "customer_id"
+    )
     assert schema.feature_names == features
     kinds = {f.name: (f.kind, f.categories) for f in schema.features}
     assert kinds["age"] == ("numeric", ())

@@ -35,8 +35,13 @@ from tests import zoo
 WORKER = "zoo-test"
 # The classes each target becomes, in their own type (bool from a Parquet export).
 CLASSES: dict[str, list[Any]] = {
-    "int01": [0, 1], "bool": [False, True], "float01": [0, 1], "int123": [1, 2, 3],
-    "text_utf8": ["défaut", "remboursé"], "regression": []}
+    "int01": [0, 1],
+    "bool": [False, True],
+    "float01": [0, 1],
+    "int123": [1, 2, 3],
+    "text_utf8": ["défaut", "remboursé"],
+    "regression": [],
+}
 
 
 def _export(store: Store, label: str) -> tuple[pd.DataFrame, str]:
@@ -45,8 +50,9 @@ def _export(store: Store, label: str) -> tuple[pd.DataFrame, str]:
     folder = store.workspace.home / "incoming"
     folder.mkdir(exist_ok=True)
     if label == "bool":
-        frame = frame.assign(outcome=frame["outcome"] == "true",
-                             opened=pd.to_datetime(frame["opened"]))
+        frame = frame.assign(
+            outcome=frame["outcome"] == "true", opened=pd.to_datetime(frame["opened"])
+        )
         frame.to_parquet(folder / "train.parquet", index=False)
         return frame, "incoming/train.parquet"
     zoo.write_csv(frame, str(folder / "train.csv"))
@@ -65,8 +71,12 @@ def _run(store: Store, name: str, path: str) -> Run:
 def test_every_flow_on_every_label_kind(store: Store, label: str) -> None:
     frame, path = _export(store, label)
     dataset = datasets.add_path(store, str(store.workspace.home / path), name=label)
-    trained = train(store, TrainRequest(dataset_id=dataset.id, target="outcome",
-                                        algorithms=("linear", "hist_gradient_boosting")))
+    trained = train(
+        store,
+        TrainRequest(
+            dataset_id=dataset.id, target="outcome", algorithms=("linear", "hist_gradient_boosting")
+        ),
+    )
     plan = trained.plan
     assert plan.key_column == zoo.KEY and zoo.COMPOSED in plan.features
     assert plan.excluded["opened"].startswith("date/time") and plan.infinite == {zoo.COMPOSED: 1}
@@ -77,8 +87,13 @@ def test_every_flow_on_every_label_kind(store: Store, label: str) -> None:
         assert model.metrics[headline] > (0.6 if label != "int123" else 0.45)
         assert model.schema.classes == tuple(CLASSES[label])
     by_algorithm = {m.algorithm: m for m in trained.models}
-    deployed = deployments.deploy(store, by_algorithm["hist_gradient_boosting"].id, "staging",
-                                  challenger_id=by_algorithm["linear"].id, actor="ana")
+    deployed = deployments.deploy(
+        store,
+        by_algorithm["hist_gradient_boosting"].id,
+        "staging",
+        challenger_id=by_algorithm["linear"].id,
+        actor="ana",
+    )
 
     # A run on the rows without their target, read back from the CSV export.
     scoring = frame.drop(columns=["outcome"])
@@ -100,7 +115,8 @@ def test_every_flow_on_every_label_kind(store: Store, label: str) -> None:
         assert scored["prediction"].tolist() == expected.tolist()
         assert set(scored["prediction"]) <= set(CLASSES[label])
         assert [f"proba_{c}" in table.column_names for c in CLASSES[label]] == [True] * len(
-            CLASSES[label])
+            CLASSES[label]
+        )
     rows, total = results.page(store, run.id, limit=5)
     assert len(rows) == 5 and total == len(frame)
 
@@ -114,11 +130,13 @@ def test_every_flow_on_every_label_kind(store: Store, label: str) -> None:
     # Validation on the labelled export: metrics as sklearn computes them.
     done = validation.validate_here(store, deployed.name, path, "outcome", actor="ana")
     assert done.status == "succeeded", done.error
-    truth = frame["outcome"].astype(float) if label in ("float01", "regression") else (
-        frame["outcome"])
+    truth = (
+        frame["outcome"].astype(float) if label in ("float01", "regression") else (frame["outcome"])
+    )
     if label == "regression":
         assert done.report["main"]["metrics"]["mae"] == pytest.approx(
-            skm.mean_absolute_error(truth, expected), abs=1e-4)
+            skm.mean_absolute_error(truth, expected), abs=1e-4
+        )
     else:
         y = truth.astype(float).astype(int) if label == "float01" else truth
         accuracy = skm.accuracy_score(y, expected)
@@ -130,14 +148,20 @@ def test_every_flow_on_every_label_kind(store: Store, label: str) -> None:
     # Ground truth keyed by the loan id; live metrics of main and challenger.
     labels = frame[[zoo.KEY, "outcome"]]
     zoo.write_csv(labels, str(store.workspace.home / "incoming" / "labels.csv"))
-    added = ground_truth.add_labels(store, deployed.name,
-                                    {"kind": "file", "path": "incoming/labels.csv"},
-                                    zoo.KEY, "outcome", actor="ana")
+    added = ground_truth.add_labels(
+        store,
+        deployed.name,
+        {"kind": "file", "path": "incoming/labels.csv"},
+        zoo.KEY,
+        "outcome",
+        actor="ana",
+    )
     assert added.counts["matched_labels"] == len(frame)
     live = ground_truth.live_metrics(store, deployed.name)
     if label == "regression":
         assert live.runs[0].main["mae"] == pytest.approx(
-            skm.mean_absolute_error(truth, expected), abs=1e-4)
+            skm.mean_absolute_error(truth, expected), abs=1e-4
+        )
     else:
         assert live.runs[0].main["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 

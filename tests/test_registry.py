@@ -32,8 +32,9 @@ def test_models_hang_off_a_project_experiment_and_version(trained_store: Store) 
     assert len(experiments) == 1
     experiment = experiments[0]
     assert registry.get_experiment(trained_store, experiment.id) == experiment
-    project = next(p for p in registry.list_projects(trained_store)
-                   if p.id == experiment.project_id)
+    project = next(
+        p for p in registry.list_projects(trained_store) if p.id == experiment.project_id
+    )
     assert registry.list_experiments(trained_store, project.id) == experiments
     assert registry.list_experiments(trained_store, "prj_other") == []
     versions = registry.list_versions(trained_store, experiment.id)
@@ -55,7 +56,7 @@ def test_get_model_by_id_and_unique_prefix(trained_store: Store) -> None:
         assert registry.get_model(trained_store, model.id) == model
     a, b = (m.id for m in models)
     common = next(i for i in range(len(a)) if a[i] != b[i])
-    assert registry.get_model(trained_store, a[:common + 1]).id == a
+    assert registry.get_model(trained_store, a[: common + 1]).id == a
 
 
 def test_get_model_not_found_or_ambiguous(trained_store: Store) -> None:
@@ -73,13 +74,28 @@ def test_get_model_not_found_or_ambiguous(trained_store: Store) -> None:
 def test_summary_and_details_shapes(trained_store: Store) -> None:
     model = registry.list_models(trained_store)[0]
     summary = model.summary()
-    assert set(summary) == {"id", "project", "experiment", "experiment_id", "version",
-                            "algorithm", "task", "origin", "metrics", "train_seconds",
-                            "size_bytes", "created_at"}
+    assert set(summary) == {
+        "id",
+        "project",
+        "experiment",
+        "experiment_id",
+        "version",
+        "algorithm",
+        "task",
+        "origin",
+        "metrics",
+        "train_seconds",
+        "size_bytes",
+        "created_at",
+    }
     assert summary["created_at"].endswith("Z")
     details = model.details()
-    assert details["artifact"] == {"path": model.artifact_path, "format": "joblib",
-                                   "sha256": model.sha256, "trusted_types": []}
+    assert details["artifact"] == {
+        "path": model.artifact_path,
+        "format": "joblib",
+        "sha256": model.sha256,
+        "trusted_types": [],
+    }
     assert details["schema"]["key_column"] == "customer_id"
     assert set(details["profile"]["features"]) == set(model.schema.feature_names)
 
@@ -112,8 +128,9 @@ def test_a_modified_artifact_is_refused(trained_store: Store) -> None:
     for model in registry.list_models(trained_store):
         path = trained_store.workspace.home / model.artifact_path
         path.write_bytes(path.read_bytes() + b"\0")
-    _assert_refused_load(trained_store, "artifact of model {id} changed on disk",
-                         "the registry recorded")
+    _assert_refused_load(
+        trained_store, "artifact of model {id} changed on disk", "the registry recorded"
+    )
 
 
 def test_a_swapped_artifact_is_refused(trained_store: Store) -> None:
@@ -150,7 +167,8 @@ def test_discard_artifacts_removes_only_the_given_folders(trained_store: Store) 
 
 # ---------------------------------------------------------------------------- process cache
 def test_a_model_row_is_read_from_the_store_once_per_process(
-        trained_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = registry.list_models(trained_store)[0]
     registry.clear_cache()
     reads: list[str] = []

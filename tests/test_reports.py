@@ -39,18 +39,28 @@ def report_of(store: Store, run_id: str) -> str:
 
 
 # ---------------------------------------------------------------------------- settings
-def test_settings_default_off_and_changes_are_audited(trained_store: Store,
-                                                      deployed: Deployment) -> None:
+def test_settings_default_off_and_changes_are_audited(
+    trained_store: Store, deployed: Deployment
+) -> None:
     assert reports.get_report_settings(trained_store, deployed.name) == reports.ReportSettings()
-    changed = reports.set_report_settings(trained_store, deployed.name, enabled=True,
-                                          runs="all", copy_to="exports/reports", actor="ana")
+    changed = reports.set_report_settings(
+        trained_store,
+        deployed.name,
+        enabled=True,
+        runs="all",
+        copy_to="exports/reports",
+        actor="ana",
+    )
     assert changed == reports.ReportSettings(True, "all", "exports/reports")
     kept = reports.set_report_settings(trained_store, deployed.name, runs="scheduled")
     assert kept == reports.ReportSettings(True, "scheduled", "exports/reports")
     cleared = reports.set_report_settings(trained_store, deployed.name, copy_to="")
     assert cleared.copy_to is None
-    entry = next(e for e in audit.list_entries(trained_store, deployed.name)
-                 if e.action == "report-settings" and e.actor == "ana")
+    entry = next(
+        e
+        for e in audit.list_entries(trained_store, deployed.name)
+        if e.action == "report-settings" and e.actor == "ana"
+    )
     assert entry.before == {"enabled": False, "runs": "scheduled", "copy_to": None}
     assert entry.after == {"enabled": True, "runs": "all", "copy_to": "exports/reports"}
 
@@ -64,8 +74,9 @@ def test_settings_keep_the_drift_thresholds(trained_store: Store, deployed: Depl
     assert report["drift"] == {"moderate": 0.2, "drifted": 0.4} and report["enabled"] is True
 
 
-def test_bad_settings_are_refused(trained_store: Store, deployed: Deployment,
-                                  tmp_path: Path) -> None:
+def test_bad_settings_are_refused(
+    trained_store: Store, deployed: Deployment, tmp_path: Path
+) -> None:
     with pytest.raises(InvalidInput, match="Unknown report choice 'weekly'"):
         reports.set_report_settings(trained_store, deployed.name, runs="weekly")
     with pytest.raises(InvalidInput, match="outside the workspace") as info:
@@ -80,19 +91,25 @@ def test_bad_settings_are_refused(trained_store: Store, deployed: Deployment,
 
 
 @pytest.mark.parametrize("copy_report", [True, False])
-def test_promotion_copies_report_settings_when_asked(trained_store: Store, deployed: Deployment,
-                                                     copy_report: bool) -> None:
+def test_promotion_copies_report_settings_when_asked(
+    trained_store: Store, deployed: Deployment, copy_report: bool
+) -> None:
     reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
-    production = deployments.promote(trained_store, deployed.name, copy_report=copy_report,
-                                     override_reason="not validated: a settings test")
+    production = deployments.promote(
+        trained_store,
+        deployed.name,
+        copy_report=copy_report,
+        override_reason="not validated: a settings test",
+    )
     copied = reports.get_report_settings(trained_store, production.name)
     expected = reports.ReportSettings(True, "all") if copy_report else reports.ReportSettings()
     assert copied == expected
 
 
 # ---------------------------------------------------------------------------- which runs
-def test_scheduled_only_writes_after_scheduled_runs(trained_store: Store,
-                                                    deployed: Deployment) -> None:
+def test_scheduled_only_writes_after_scheduled_runs(
+    trained_store: Store, deployed: Deployment
+) -> None:
     reports.set_report_settings(trained_store, deployed.name, enabled=True)
     manual = run_by_worker(trained_store, deployed.name)
     assert manual.status == "succeeded"
@@ -100,8 +117,9 @@ def test_scheduled_only_writes_after_scheduled_runs(trained_store: Store,
     scheduler.set_schedule(trained_store, deployed.name, "@hourly")
     schedule = scheduler.get_schedule(trained_store, deployed.name)
     assert schedule is not None
-    [slot] = scheduler.next_times(schedule.cron, schedule.timezone, 1,
-                                  after=datetime.fromisoformat(schedule.since))
+    [slot] = scheduler.next_times(
+        schedule.cron, schedule.timezone, 1, after=datetime.fromisoformat(schedule.since)
+    )
     slot = slot.astimezone(scheduler.get_zone("UTC")).replace(tzinfo=None)
     [decision] = scheduler.enqueue_due(trained_store, slot + timedelta(seconds=2))
     assert worker.run_next(trained_store, WORKER)
@@ -116,10 +134,12 @@ def test_reports_off_write_nothing(trained_store: Store, deployed: Deployment) -
 
 
 # ---------------------------------------------------------------------------- content
-def test_a_report_is_self_contained_small_and_complete(trained_store: Store,
-                                                       deployed: Deployment) -> None:
-    reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all",
-                                copy_to="exports/reports")
+def test_a_report_is_self_contained_small_and_complete(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    reports.set_report_settings(
+        trained_store, deployed.name, enabled=True, runs="all", copy_to="exports/reports"
+    )
     done = run_by_worker(trained_store, deployed.name)
     assert done.status == "succeeded", done.error
     page = report_of(trained_store, done.id)
@@ -128,23 +148,40 @@ def test_a_report_is_self_contained_small_and_complete(trained_store: Store,
     assert "<script" not in page.lower() and not re.search(r"(src|href)\s*=", page)
     assert "http" not in page.replace("http-equiv", "")
     main, challenger = done.summary["main"], done.summary["challenger"]
-    for text in ("churn-staging (staging)", "v1", main["model_id"], challenger["model_id"],
-                 "manual (queued by", "Rows in / out", "succeeded", "Prediction distribution",
-                 "Input quality", "Metrics", "roc_auc", "Drift", "features drifted",
-                 "Challenger", f"{challenger['agreement_rate']:.1%}", "Global importance"):
+    for text in (
+        "churn-staging (staging)",
+        "v1",
+        main["model_id"],
+        challenger["model_id"],
+        "manual (queued by",
+        "Rows in / out",
+        "succeeded",
+        "Prediction distribution",
+        "Input quality",
+        "Metrics",
+        "roc_auc",
+        "Drift",
+        "features drifted",
+        "Challenger",
+        f"{challenger['agreement_rate']:.1%}",
+        "Global importance",
+    ):
         assert text in page, text
     for label in main["class_counts"]:
         assert f"<td>{label}</td>" in page
-    copy = trained_store.workspace.home / "exports" / "reports" / f"{done.deployment_name}-" \
+    copy = (
+        trained_store.workspace.home / "exports" / "reports" / f"{done.deployment_name}-"
         f"{done.id}.html"
+    )
     assert copy.read_text() == page
     note = runs.get_run(trained_store, done.id).summary["report"]
     assert note["copied_to"] == str(copy) and note["bytes"] == size
     assert "copy_error" not in note
 
 
-def test_a_failed_runs_report_says_why_and_escapes_it(trained_store: Store,
-                                                      deployed: Deployment) -> None:
+def test_a_failed_runs_report_says_why_and_escapes_it(
+    trained_store: Store, deployed: Deployment
+) -> None:
     reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
     source_gone(trained_store, deployed.name, "incoming/<b>missing</b>.parquet")
     done = run_by_worker(trained_store, deployed.name)
@@ -155,10 +192,12 @@ def test_a_failed_runs_report_says_why_and_escapes_it(trained_store: Store,
     assert "Drift" not in page  # nothing scored, nothing to compare
 
 
-def test_a_failed_copy_is_noted_and_the_run_stays_succeeded(trained_store: Store,
-                                                            deployed: Deployment) -> None:
-    reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all",
-                                copy_to="exports/reports")
+def test_a_failed_copy_is_noted_and_the_run_stays_succeeded(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    reports.set_report_settings(
+        trained_store, deployed.name, enabled=True, runs="all", copy_to="exports/reports"
+    )
     (trained_store.workspace.home / "exports").mkdir()
     (trained_store.workspace.home / "exports" / "reports").write_text("now a file")
     done = run_by_worker(trained_store, deployed.name)
@@ -167,14 +206,20 @@ def test_a_failed_copy_is_noted_and_the_run_stays_succeeded(trained_store: Store
     assert "is a file" in done.summary["report"]["copy_error"]
 
 
-def test_a_zero_row_run_gets_a_report_saying_no_new_data(trained_store: Store,
-                                                         deployed: Deployment) -> None:
+def test_a_zero_row_run_gets_a_report_saying_no_new_data(
+    trained_store: Store, deployed: Deployment
+) -> None:
     incoming = trained_store.workspace.home / "incoming"
     incoming.mkdir()
     datasets.churn_frame(n_rows=10, seed=3).to_parquet(incoming / "a.parquet", index=False)
-    deployments.update_pipeline(trained_store, deployed.name, {
-        **deployed.pipeline, "source": {"kind": "file", "path": "incoming/*.parquet",
-                                        "incremental": True}})
+    deployments.update_pipeline(
+        trained_store,
+        deployed.name,
+        {
+            **deployed.pipeline,
+            "source": {"kind": "file", "path": "incoming/*.parquet", "incremental": True},
+        },
+    )
     reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
     run_by_worker(trained_store, deployed.name)
     empty = run_by_worker(trained_store, deployed.name)
@@ -184,10 +229,16 @@ def test_a_zero_row_run_gets_a_report_saying_no_new_data(trained_store: Store,
 
 
 def test_a_regression_report_draws_an_inline_svg_histogram(store: Store) -> None:
-    dataset = datasets.register_frame(store, datasets.demo_frame("diabetes"), name="diabetes",
-                                      kind="upload", source="diabetes.csv")
-    result = train(store, TrainRequest(dataset_id=dataset.id, target="progression",
-                                       algorithms=("linear",)))
+    dataset = datasets.register_frame(
+        store,
+        datasets.demo_frame("diabetes"),
+        name="diabetes",
+        kind="upload",
+        source="diabetes.csv",
+    )
+    result = train(
+        store, TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",))
+    )
     d = deployments.deploy(store, result.models[0].id, "staging")
     reports.set_report_settings(store, d.name, enabled=True, runs="all")
     done = run_by_worker(store, d.name)
@@ -196,7 +247,8 @@ def test_a_regression_report_draws_an_inline_svg_histogram(store: Store) -> None
 
 
 def test_report_file_writes_a_missing_report_and_refuses_unfinished_runs(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     done = run_by_worker(trained_store, deployed.name)  # reports are off
     path = reports.report_file(trained_store, done.id)
     assert path == reports.report_path(trained_store.workspace, done.id) and path.exists()
@@ -208,11 +260,13 @@ def test_report_file_writes_a_missing_report_and_refuses_unfinished_runs(
         reports.report_file(trained_store, "run_nope")
 
 
-def test_after_run_never_raises(trained_store: Store, deployed: Deployment,
-                                caplog: pytest.LogCaptureFixture) -> None:
+def test_after_run_never_raises(
+    trained_store: Store, deployed: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
     reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
-    failed = run_by_worker(trained_store, deployed.name,
-                           source_override=unfit_source(trained_store))
+    failed = run_by_worker(
+        trained_store, deployed.name, source_override=unfit_source(trained_store)
+    )
     path = reports.report_path(trained_store.workspace, failed.id)
     path.unlink()
     path.parent.rmdir()
@@ -222,15 +276,24 @@ def test_after_run_never_raises(trained_store: Store, deployed: Deployment,
 
 
 # ---------------------------------------------------------------------------- CLI
-def test_cli_report_settings_and_file(trained_store: Store, deployed: Deployment,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_report_settings_and_file(
+    trained_store: Store, deployed: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
     shown = run_json(capsys, "report", deployed.name)
-    assert shown == {"deployment": deployed.name, "enabled": False, "runs": "scheduled",
-                     "copy_to": None}
-    changed = run_json(capsys, "report", deployed.name, "--on", "--every-run",
-                       "--copy-to", "exports/reports")
+    assert shown == {
+        "deployment": deployed.name,
+        "enabled": False,
+        "runs": "scheduled",
+        "copy_to": None,
+    }
+    changed = run_json(
+        capsys, "report", deployed.name, "--on", "--every-run", "--copy-to", "exports/reports"
+    )
     assert (changed["enabled"], changed["runs"], changed["copy_to"]) == (
-        True, "all", "exports/reports")
+        True,
+        "all",
+        "exports/reports",
+    )
     code, out, _ = run(capsys, "report", deployed.name, "--no-copy", "--scheduled-only")
     assert code == 0 and out.strip() == f"{deployed.name}: reports on, after scheduled runs only"
     done = run_by_worker(trained_store, deployed.name)
@@ -240,8 +303,9 @@ def test_cli_report_settings_and_file(trained_store: Store, deployed: Deployment
     assert (code, out.strip()) == (0, found["path"])
 
 
-def test_cli_errors_print_message_and_hint(trained_store: Store, deployed: Deployment,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_print_message_and_hint(
+    trained_store: Store, deployed: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run(capsys, "report", deployed.name, "--copy-to", "/elsewhere/reports")
     assert code == 2 and "outside the workspace" in err and "hint:" in err
     code, _, err = run(capsys, "report-file", "run_nope")

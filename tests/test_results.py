@@ -27,13 +27,15 @@ def execute(store: Store, name: str) -> Run:
 
 def deploy_churn(store: Store) -> str:
     by_algorithm = {m.algorithm: m.id for m in registry.list_models(store)}
-    return deployments.deploy(store, by_algorithm["gradient_boosting"], "staging",
-                              challenger_id=by_algorithm["linear"]).name
+    return deployments.deploy(
+        store, by_algorithm["gradient_boosting"], "staging", challenger_id=by_algorithm["linear"]
+    ).name
 
 
 @pytest.fixture(scope="module")
-def finished(trained_home: tuple[Path, TrainingResult],
-             tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Run, pd.DataFrame]:
+def finished(
+    trained_home: tuple[Path, TrainingResult], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Store, Run, pd.DataFrame]:
     """One succeeded churn run (read-only) and its main results as pandas reads them."""
     home = tmp_path_factory.mktemp("results") / "workspace"
     shutil.copytree(trained_home[0], home)
@@ -55,20 +57,34 @@ def test_the_first_page_is_the_first_rows(finished: tuple[Store, Run, pd.DataFra
     assert list(chosen.columns) == ["customer_id", "prediction"]
     roles = run.summary["columns"]
     assert (roles["key"], roles["probabilities"], roles["challenger"]) == (
-        "customer_id", ["proba_no", "proba_yes"], ["challenger_prediction"])
-    assert ["_row", roles["key"], *roles["prediction"], *roles["probabilities"],
-            *roles["challenger"], *roles["original"]] == list(expected.columns)
+        "customer_id",
+        ["proba_no", "proba_yes"],
+        ["challenger_prediction"],
+    )
+    assert [
+        "_row",
+        roles["key"],
+        *roles["prediction"],
+        *roles["probabilities"],
+        *roles["challenger"],
+        *roles["original"],
+    ] == list(expected.columns)
 
 
-@pytest.mark.parametrize(("column", "descending"), [("confidence", True), ("confidence", False),
-                                                    ("customer_id", True), ("age", False)])
-def test_sorting_matches_pandas(finished: tuple[Store, Run, pd.DataFrame], column: str,
-                                descending: bool) -> None:
+@pytest.mark.parametrize(
+    ("column", "descending"),
+    [("confidence", True), ("confidence", False), ("customer_id", True), ("age", False)],
+)
+def test_sorting_matches_pandas(
+    finished: tuple[Store, Run, pd.DataFrame], column: str, descending: bool
+) -> None:
     store, run, expected = finished
-    frame, total = results.page(store, run.id, offset=20, limit=30, sort_by=column,
-                                descending=descending)
-    ordered = expected.sort_values([column, "_row"], ascending=[not descending, True],
-                                   na_position="last", kind="stable")
+    frame, total = results.page(
+        store, run.id, offset=20, limit=30, sort_by=column, descending=descending
+    )
+    ordered = expected.sort_values(
+        [column, "_row"], ascending=[not descending, True], na_position="last", kind="stable"
+    )
     assert total == 600
     assert frame["_row"].tolist() == ordered["_row"].iloc[20:50].tolist()
 
@@ -80,8 +96,10 @@ def test_filters_match_pandas(finished: tuple[Store, Run, pd.DataFrame]) -> None
         ({"prediction": ["yes", "no"]}, expected["prediction"].isin(["yes", "no"])),
         ({"confidence": 0.8}, expected["confidence"] >= 0.8),
         ({"input_quality": 1}, expected["input_quality"] >= 1),
-        ({"prediction": "no", "confidence": "0.9", "input_quality": None},
-         (expected["prediction"] == "no") & (expected["confidence"] >= 0.9)),
+        (
+            {"prediction": "no", "confidence": "0.9", "input_quality": None},
+            (expected["prediction"] == "no") & (expected["confidence"] >= 0.9),
+        ),
     ]
     for where, mask in cases:
         frame, total = results.page(store, run.id, where=where, limit=1000, sort_by="_row")
@@ -140,9 +158,9 @@ def test_runs_without_results_say_why(trained_store: Store) -> None:
         results.summary(trained_store, queued.id)
     claimed = runs.claim_next_run(trained_store, WORKER)
     assert claimed is not None and runs.execute_run(trained_store, claimed, WORKER).status == (
-        "succeeded")
-    broken = runs.enqueue_run(trained_store, name,
-                              source_override=unfit_source(trained_store))
+        "succeeded"
+    )
+    broken = runs.enqueue_run(trained_store, name, source_override=unfit_source(trained_store))
     claimed = runs.claim_next_run(trained_store, WORKER)
     assert claimed is not None and claimed.id == broken.id
     broken = runs.execute_run(trained_store, claimed, WORKER)
@@ -191,13 +209,14 @@ def test_a_damaged_results_file_is_named_everywhere(trained_store: Store, damage
     else:
         pd.DataFrame({"x": [1, 2]}).to_parquet(path)
         detail = f"it holds 2 rows, the run wrote {done.rows_out:,}"
-    for action in (lambda: results.page(trained_store, done.id),
-                   lambda: results.export(trained_store, done.id, "csv"),
-                   lambda: explain.explain_rows(trained_store, done.id, [key])):
+    for action in (
+        lambda: results.page(trained_store, done.id),
+        lambda: results.export(trained_store, done.id, "csv"),
+        lambda: explain.explain_rows(trained_store, done.id, [key]),
+    ):
         with pytest.raises(DamagedResults) as caught:
             action()
-        assert caught.value.message.startswith(
-            f"The results file of run {done.id} is damaged (")
+        assert caught.value.message.startswith(f"The results file of run {done.id} is damaged (")
         assert detail in caught.value.message
         assert caught.value.hint == "Purge the run (its results are lost) or run it again."
     assert results.purge(trained_store, done.id, actor="ana").purged_at is not None

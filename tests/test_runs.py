@@ -52,8 +52,7 @@ def write_source(store: Store, frame: pd.DataFrame, name: str = "incoming.parque
 
 
 # ---------------------------------------------------------------------------- the queue
-def test_enqueue_snapshots_pipeline_and_version(trained_store: Store,
-                                                deployed: Deployment) -> None:
+def test_enqueue_snapshots_pipeline_and_version(trained_store: Store, deployed: Deployment) -> None:
     run = runs.enqueue_run(trained_store, deployed.name, actor="bo")
     assert (run.status, run.trigger, run.queued_by, run.attempt) == ("queued", "manual", "bo", 0)
     assert run.version_id == deployed.current_version_id
@@ -70,8 +69,9 @@ def test_enqueue_refuses_bad_requests(trained_store: Store, deployed: Deployment
         runs.enqueue_run(trained_store, deployed.name, trigger="cron")
     with pytest.raises(InvalidInput, match="source override must be a source block"):
         runs.enqueue_run(trained_store, deployed.name, source_override={"path": "x.csv"})
-    trained_store.execute("UPDATE deployments SET current_version_id = NULL WHERE id = ?",
-                          [deployed.id])
+    trained_store.execute(
+        "UPDATE deployments SET current_version_id = NULL WHERE id = ?", [deployed.id]
+    )
     with pytest.raises(InvalidInput) as caught:
         runs.enqueue_run(trained_store, deployed.name)
     assert caught.value.message == "Deployment 'churn-staging' has no current version to run."
@@ -79,8 +79,9 @@ def test_enqueue_refuses_bad_requests(trained_store: Store, deployed: Deployment
         runs.get_run(trained_store, "run_x")
 
 
-def test_claims_are_oldest_first_and_exactly_once(trained_store: Store,
-                                                  deployed: Deployment) -> None:
+def test_claims_are_oldest_first_and_exactly_once(
+    trained_store: Store, deployed: Deployment
+) -> None:
     first = runs.enqueue_run(trained_store, deployed.name)
     second = runs.enqueue_run(trained_store, deployed.name)
     claimed = runs.claim_next_run(trained_store, "w1", lease_seconds=30)
@@ -95,8 +96,9 @@ def test_claims_are_oldest_first_and_exactly_once(trained_store: Store,
     assert runs.get_run(trained_store, first.id).message == "halfway"
 
 
-def test_an_expired_lease_fails_the_run_and_removes_its_files(trained_store: Store,
-                                                              deployed: Deployment) -> None:
+def test_an_expired_lease_fails_the_run_and_removes_its_files(
+    trained_store: Store, deployed: Deployment
+) -> None:
     earlier = execute(trained_store, deployed.name)
     runs.enqueue_run(trained_store, deployed.name)
     lost = runs.claim_next_run(trained_store, "dead-worker", lease_seconds=0.001)
@@ -115,27 +117,42 @@ def test_an_expired_lease_fails_the_run_and_removes_its_files(trained_store: Sto
 
 
 # ---------------------------------------------------------------------------- a full run
-def test_a_full_run_with_challenger_and_labelled_metrics(trained_store: Store,
-                                                         deployed: Deployment) -> None:
+def test_a_full_run_with_challenger_and_labelled_metrics(
+    trained_store: Store, deployed: Deployment
+) -> None:
     run = execute(trained_store, deployed.name)
     assert run.status == "succeeded", run.error
     frame = source_frame(trained_store, deployed)
-    assert (run.rows_in, run.rows_out, run.progress, run.error) == (len(frame), len(frame), 1,
-                                                                     None)
+    assert (run.rows_in, run.rows_out, run.progress, run.error) == (len(frame), len(frame), 1, None)
     folder = runs.results_dir(trained_store.workspace, run.id)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "challenger.parquet", "main.parquet", "sample_challenger.parquet", "sample_main.parquet"]
+        "challenger.parquet",
+        "main.parquet",
+        "sample_challenger.parquet",
+        "sample_main.parquet",
+    ]
     main = pd.read_parquet(folder / "main.parquet")
     features = [c for c in frame.columns if c not in ("customer_id", "churn")]
-    assert list(main.columns) == ["_row", "customer_id", "prediction", "confidence",
-                                  "input_quality", "proba_no", "proba_yes",
-                                  "challenger_prediction", *features, "churn"]
+    assert list(main.columns) == [
+        "_row",
+        "customer_id",
+        "prediction",
+        "confidence",
+        "input_quality",
+        "proba_no",
+        "proba_yes",
+        "challenger_prediction",
+        *features,
+        "churn",
+    ]
     assert main["_row"].tolist() == list(range(len(frame)))
     assert main["customer_id"].tolist() == frame["customer_id"].tolist()
     pd.testing.assert_frame_equal(main[features], frame[features], check_dtype=False)
 
-    models = {which: registry.get_model(trained_store, run.summary[which]["model_id"])
-              for which in ("main", "challenger")}
+    models = {
+        which: registry.get_model(trained_store, run.summary[which]["model_id"])
+        for which in ("main", "challenger")
+    }
     estimator = registry.load_estimator(trained_store, models["main"])
     proba = estimator.predict_proba(frame[features])
     assert main["prediction"].tolist() == estimator.predict(frame[features]).tolist()
@@ -150,8 +167,9 @@ def test_a_full_run_with_challenger_and_labelled_metrics(trained_store: Store,
 
     summary = run.summary
     assert summary["rows"] == len(frame) and summary["label_column"] == "churn"
-    expected = classification_metrics(frame["churn"], main["prediction"].to_numpy(),
-                                      proba, ["no", "yes"], "binary")
+    expected = classification_metrics(
+        frame["churn"], main["prediction"].to_numpy(), proba, ["no", "yes"], "binary"
+    )
     assert summary["main"]["metrics"] == {**expected, "rows": len(frame)}
     assert summary["main"]["class_counts"] == main["prediction"].value_counts().to_dict()
     assert summary["main"]["mean_confidence"] == pytest.approx(main["confidence"].mean())
@@ -159,29 +177,38 @@ def test_a_full_run_with_challenger_and_labelled_metrics(trained_store: Store,
     agreement = (main["prediction"] == challenger["prediction"]).mean()
     assert summary["challenger"]["agreement_rate"] == pytest.approx(agreement)
     assert summary["challenger"]["metrics"]["accuracy"] == pytest.approx(
-        (challenger["prediction"] == frame["churn"]).mean())
+        (challenger["prediction"] == frame["churn"]).mean()
+    )
     quality = summary["input_quality"]
     assert quality["mean"] == pytest.approx(main["input_quality"].mean())
     assert quality["missing"] == int(frame[features].isna().sum().sum())
-    assert {"load_models", "read", "predict_main", "predict_challenger", "quality", "write",
-            "total"} <= set(summary["timings"])
-    assert summary["results"] == {"main": f"runs/{run.id}/main.parquet",
-                                  "challenger": f"runs/{run.id}/challenger.parquet"}
+    assert {
+        "load_models",
+        "read",
+        "predict_main",
+        "predict_challenger",
+        "quality",
+        "write",
+        "total",
+    } <= set(summary["timings"])
+    assert summary["results"] == {
+        "main": f"runs/{run.id}/main.parquet",
+        "challenger": f"runs/{run.id}/challenger.parquet",
+    }
 
 
-def test_batches_give_the_same_results_as_one(trained_store: Store,
-                                              deployed: Deployment) -> None:
+def test_batches_give_the_same_results_as_one(trained_store: Store, deployed: Deployment) -> None:
     whole = execute(trained_store, deployed.name)
     set_pipeline(trained_store, deployed, batch_rows=64)
     batched = execute(trained_store, deployed.name)
-    read = [pd.read_parquet(runs.result_path(trained_store.workspace, r.id))
-            for r in (whole, batched)]
+    read = [
+        pd.read_parquet(runs.result_path(trained_store.workspace, r.id)) for r in (whole, batched)
+    ]
     pd.testing.assert_frame_equal(*read)
     assert batched.summary["main"]["metrics"] == whole.summary["main"]["metrics"]
 
 
-def test_a_source_override_and_extra_columns(trained_store: Store,
-                                             deployed: Deployment) -> None:
+def test_a_source_override_and_extra_columns(trained_store: Store, deployed: Deployment) -> None:
     frame = source_frame(trained_store, deployed).head(40).drop(columns=["churn"])
     frame["prediction"] = "mine"  # a column named like a result column is kept, renamed
     frame["note"] = "extra"
@@ -203,8 +230,9 @@ def assert_failed(store: Store, run: Run, *fragments: str) -> None:
     assert not runs.results_dir(store.workspace, run.id).exists()  # no partial files
 
 
-def test_a_missing_source_fails_the_run_and_keeps_earlier_ones(trained_store: Store,
-                                                               deployed: Deployment) -> None:
+def test_a_missing_source_fails_the_run_and_keeps_earlier_ones(
+    trained_store: Store, deployed: Deployment
+) -> None:
     earlier = execute(trained_store, deployed.name)
     source_gone(trained_store, deployed.name, "incoming/gone.parquet")
     run = execute(trained_store, deployed.name)
@@ -213,34 +241,43 @@ def test_a_missing_source_fails_the_run_and_keeps_earlier_ones(trained_store: St
     assert pd.read_parquet(runs.result_path(trained_store.workspace, earlier.id)).shape[0] == 600
 
 
-def test_a_schema_mismatch_fails_naming_the_columns(trained_store: Store,
-                                                    deployed: Deployment) -> None:
+def test_a_schema_mismatch_fails_naming_the_columns(
+    trained_store: Store, deployed: Deployment
+) -> None:
     frame = source_frame(trained_store, deployed).drop(columns=["tenure_months"])
     frame["age"] = "old"  # numeric feature, text column
-    run = execute(trained_store, deployed.name,
-                  source_override={"kind": "file", "path": write_source(trained_store, frame)})
+    run = execute(
+        trained_store,
+        deployed.name,
+        source_override={"kind": "file", "path": write_source(trained_store, frame)},
+    )
     assert_failed(trained_store, run, "tenure_months", "age")
 
 
-def test_an_empty_result_after_transforms_fails(trained_store: Store,
-                                                deployed: Deployment) -> None:
-    set_pipeline(trained_store, deployed,
-                 transforms=[{"name": "none", "sql": "SELECT * FROM input WHERE age < 0"}])
+def test_an_empty_result_after_transforms_fails(trained_store: Store, deployed: Deployment) -> None:
+    set_pipeline(
+        trained_store,
+        deployed,
+        transforms=[{"name": "none", "sql": "SELECT * FROM input WHERE age < 0"}],
+    )
     run = execute(trained_store, deployed.name)
     assert_failed(trained_store, run, "no rows after transforms")
 
 
-def test_a_transform_error_fails_the_run_with_duckdbs_message(trained_store: Store,
-                                                              deployed: Deployment) -> None:
-    set_pipeline(trained_store, deployed,
-                 transforms=[{"name": "broken", "sql": "SELECT nope FROM input"}])
+def test_a_transform_error_fails_the_run_with_duckdbs_message(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    set_pipeline(
+        trained_store, deployed, transforms=[{"name": "broken", "sql": "SELECT nope FROM input"}]
+    )
     run = execute(trained_store, deployed.name)
     assert_failed(trained_store, run, "broken", "nope")
 
 
 @pytest.mark.parametrize("damage", ["tamper", "delete"])
-def test_a_changed_artifact_fails_the_run(trained_store: Store, deployed: Deployment,
-                                          damage: str) -> None:
+def test_a_changed_artifact_fails_the_run(
+    trained_store: Store, deployed: Deployment, damage: str
+) -> None:
     model = registry.get_model(trained_store, deployed.current.challenger_model_id)
     artifact = trained_store.workspace.home / model.artifact_path
     if damage == "tamper":
@@ -252,9 +289,9 @@ def test_a_changed_artifact_fails_the_run(trained_store: Store, deployed: Deploy
     assert_failed(trained_store, run, "The challenger model cannot be loaded", model.id, reason)
 
 
-def test_deleting_the_deployment_mid_run_cancels_it(trained_store: Store,
-                                                   deployed: Deployment,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deleting_the_deployment_mid_run_cancels_it(
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     earlier = execute(trained_store, deployed.name)
     set_pipeline(trained_store, deployed, batch_rows=50)
     monkeypatch.setattr(runs, "BEAT_SECONDS", 0.0)  # check the run row after every batch
@@ -277,8 +314,9 @@ def test_deleting_the_deployment_mid_run_cancels_it(trained_store: Store,
     assert runs.result_path(trained_store.workspace, earlier.id).exists()
 
 
-def test_a_stopped_worker_fails_its_run_and_goes_on_stopping(trained_store: Store,
-                                                              deployed: Deployment) -> None:
+def test_a_stopped_worker_fails_its_run_and_goes_on_stopping(
+    trained_store: Store, deployed: Deployment
+) -> None:
     runs.enqueue_run(trained_store, deployed.name)
     claimed = runs.claim_next_run(trained_store, WORKER)
     assert claimed is not None
@@ -290,18 +328,30 @@ def test_a_stopped_worker_fails_its_run_and_goes_on_stopping(trained_store: Stor
     with pytest.raises(SystemExit):
         runs.execute_run(trained_store, claimed, WORKER, progress)
     run = runs.get_run(trained_store, claimed.id)
-    assert (run.status, run.error) == ("failed",
-                                       "The worker was stopped during the run. Run it again.")
+    assert (run.status, run.error) == (
+        "failed",
+        "The worker was stopped during the run. Run it again.",
+    )
     assert not runs.results_dir(trained_store.workspace, run.id).exists()
 
 
 # ---------------------------------------------------------------------------- sinks
-def test_sinks_write_a_folder_copy_and_a_duckdb_table(trained_store: Store,
-                                                      deployed: Deployment) -> None:
-    set_pipeline(trained_store, deployed, sinks=[
-        {"kind": "folder", "path": "exports/scores", "format": "csv"},
-        {"kind": "duckdb_table", "path": "exports/scores.duckdb", "table": "scores",
-         "mode": "append"}])
+def test_sinks_write_a_folder_copy_and_a_duckdb_table(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    set_pipeline(
+        trained_store,
+        deployed,
+        sinks=[
+            {"kind": "folder", "path": "exports/scores", "format": "csv"},
+            {
+                "kind": "duckdb_table",
+                "path": "exports/scores.duckdb",
+                "table": "scores",
+                "mode": "append",
+            },
+        ],
+    )
     first = execute(trained_store, deployed.name)
     second = execute(trained_store, deployed.name)
     assert first.status == second.status == "succeeded"
@@ -309,9 +359,13 @@ def test_sinks_write_a_folder_copy_and_a_duckdb_table(trained_store: Store,
     csv = pd.read_csv(home / "exports/scores" / f"churn-staging-{first.id}.csv")
     main = pd.read_parquet(runs.result_path(trained_store.workspace, first.id))
     assert csv["prediction"].tolist() == main["prediction"].tolist()
-    assert first.summary["sinks"][1] == {"kind": "duckdb_table",
-                                         "path": str(home / "exports/scores.duckdb"),
-                                         "table": "scores", "mode": "append", "rows": 600}
+    assert first.summary["sinks"][1] == {
+        "kind": "duckdb_table",
+        "path": str(home / "exports/scores.duckdb"),
+        "table": "scores",
+        "mode": "append",
+        "rows": 600,
+    }
     con = duckdb.connect(str(home / "exports/scores.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM scores").fetchone() == (1200,)
@@ -319,13 +373,19 @@ def test_sinks_write_a_folder_copy_and_a_duckdb_table(trained_store: Store,
         con.close()
 
 
-def test_a_failing_sink_fails_the_run_but_keeps_the_results(trained_store: Store,
-                                                            deployed: Deployment) -> None:
+def test_a_failing_sink_fails_the_run_but_keeps_the_results(
+    trained_store: Store, deployed: Deployment
+) -> None:
     bad = trained_store.workspace.home / "exports" / "not-a-database.duckdb"
     bad.parent.mkdir()
     bad.write_text("this is not a DuckDB file")
-    set_pipeline(trained_store, deployed, sinks=[
-        {"kind": "duckdb_table", "path": "exports/not-a-database.duckdb", "table": "scores"}])
+    set_pipeline(
+        trained_store,
+        deployed,
+        sinks=[
+            {"kind": "duckdb_table", "path": "exports/not-a-database.duckdb", "table": "scores"}
+        ],
+    )
     run = execute(trained_store, deployed.name)
     assert run.status == "failed"
     assert run.error.startswith("Sink 1 (duckdb_table exports/not-a-database.duckdb) failed: ")
@@ -335,31 +395,45 @@ def test_a_failing_sink_fails_the_run_but_keeps_the_results(trained_store: Store
     assert run.summary["results_written"] is True and run.rows_out == 600
 
 
-def test_a_sink_may_not_write_into_the_store(trained_store: Store,
-                                            deployed: Deployment) -> None:
+def test_a_sink_may_not_write_into_the_store(trained_store: Store, deployed: Deployment) -> None:
     run = execute(trained_store, deployed.name)
     results = runs.result_path(trained_store.workspace, run.id)
     with pytest.raises(InvalidInput) as caught:  # the sink's own guard, behind validation's
-        sinks.write_sinks(trained_store.workspace, [
-            {"kind": "duckdb_table", "path": "modeldeck.duckdb", "table": "deployments",
-             "mode": "replace"}], results, "x")
+        sinks.write_sinks(
+            trained_store.workspace,
+            [
+                {
+                    "kind": "duckdb_table",
+                    "path": "modeldeck.duckdb",
+                    "table": "deployments",
+                    "mode": "replace",
+                }
+            ],
+            results,
+            "x",
+        )
     assert caught.value.message == (
         "Sink 1 (duckdb_table modeldeck.duckdb) failed: 'modeldeck.duckdb' is among ModelDeck's "
         f"own files and folders ({trained_store.workspace.db_path}); nothing is written there "
-        "for you.")
+        "for you."
+    )
     assert deployments.get_deployment(trained_store, deployed.name).id == deployed.id
 
 
 # ---------------------------------------------------------------------------- regression
 def test_a_regression_forest_reports_its_trees_spread(store: Store) -> None:
     frame = datasets.demo_frame("diabetes")
-    dataset = datasets.register_frame(store, frame, name="diabetes", kind="demo",
-                                      source="diabetes")
-    result = train(store, TrainRequest(dataset_id=dataset.id, target="progression",
-                                       algorithms=("random_forest", "linear")))
+    dataset = datasets.register_frame(store, frame, name="diabetes", kind="demo", source="diabetes")
+    result = train(
+        store,
+        TrainRequest(
+            dataset_id=dataset.id, target="progression", algorithms=("random_forest", "linear")
+        ),
+    )
     by_algorithm = {m.algorithm: m for m in result.models}
-    deployment = deployments.deploy(store, by_algorithm["random_forest"].id, "staging",
-                                    challenger_id=by_algorithm["linear"].id)
+    deployment = deployments.deploy(
+        store, by_algorithm["random_forest"].id, "staging", challenger_id=by_algorithm["linear"].id
+    )
     run = execute(store, deployment.name)
     assert run.status == "succeeded", run.error
     main = pd.read_parquet(runs.result_path(store.workspace, run.id))
@@ -379,7 +453,8 @@ def test_a_regression_forest_reports_its_trees_spread(store: Store) -> None:
     summary = run.summary["main"]["prediction_summary"]
     assert summary["p50"] == pytest.approx(main["prediction"].median())
     assert run.summary["challenger"]["mean_abs_difference"] == pytest.approx(
-        (main["prediction"] - challenger["prediction"]).abs().mean())
+        (main["prediction"] - challenger["prediction"]).abs().mean()
+    )
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -428,18 +503,25 @@ def test_labels_compare_as_text() -> None:
     assert run_metrics.as_text(np.array([1.0, 0.0])).tolist() == ["1", "0"]
     assert run_metrics.as_text(np.array([1.5, 0.0])).tolist() == ["1.5", "0.0"]
     assert run_metrics.as_text(np.array(["x", "y"], dtype=object)).tolist() == ["x", "y"]
-    assert run_metrics.Vocabulary((0, 1)).codes(run_metrics.as_text(
-        np.array([1.0, 0.0]))).tolist() == [1, 0]
+    assert run_metrics.Vocabulary((0, 1)).codes(
+        run_metrics.as_text(np.array([1.0, 0.0]))
+    ).tolist() == [1, 0]
 
 
 def test_result_columns_keep_every_input_column() -> None:
-    plan = scoring.column_plan(["id", "prediction", "input_prediction", "x", "proba_a"], "id",
-                               ["proba_a"])
-    assert plan == [("id", "id"), ("prediction", "input_input_prediction"),
-                    ("input_prediction", "input_prediction"), ("x", "x"),
-                    ("proba_a", "input_proba_a")]
+    plan = scoring.column_plan(
+        ["id", "prediction", "input_prediction", "x", "proba_a"], "id", ["proba_a"]
+    )
+    assert plan == [
+        ("id", "id"),
+        ("prediction", "input_input_prediction"),
+        ("input_prediction", "input_prediction"),
+        ("x", "x"),
+        ("proba_a", "input_proba_a"),
+    ]
 
 
 def test_results_files_are_named_under_the_run(store: Store) -> None:
     assert runs.result_path(store.workspace, "run_1", "challenger") == Path(
-        store.workspace.runs_dir / "run_1" / "challenger.parquet")
+        store.workspace.runs_dir / "run_1" / "challenger.parquet"
+    )

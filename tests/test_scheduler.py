@@ -38,17 +38,24 @@ def slot_rows(store: Store) -> list[dict[str, object]]:
 
 
 # ---------------------------------------------------------------------------- validation
-@pytest.mark.parametrize(("cron", "field", "value"), [
-    ("61 * * * *", "minute", "61"), ("0 25 * * *", "hour", "25"),
-    ("0 0 32 * *", "day-of-month", "32"), ("0 0 * 13 *", "month", "13"),
-    ("0 6 * * MON-FUNDAY", "day-of-week", "MON-FUNDAY"),
-])
-def test_an_invalid_cron_expression_names_the_field(trained_store: Store, deployed: Deployment,
-                                                    cron: str, field: str, value: str) -> None:
+@pytest.mark.parametrize(
+    ("cron", "field", "value"),
+    [
+        ("61 * * * *", "minute", "61"),
+        ("0 25 * * *", "hour", "25"),
+        ("0 0 32 * *", "day-of-month", "32"),
+        ("0 0 * 13 *", "month", "13"),
+        ("0 6 * * MON-FUNDAY", "day-of-week", "MON-FUNDAY"),
+    ],
+)
+def test_an_invalid_cron_expression_names_the_field(
+    trained_store: Store, deployed: Deployment, cron: str, field: str, value: str
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         scheduler.set_schedule(trained_store, deployed.name, cron, "UTC")
-    assert caught.value.message == (f"Invalid cron expression '{cron}': the {field} field "
-                                    f"('{value}') is wrong.")
+    assert caught.value.message == (
+        f"Invalid cron expression '{cron}': the {field} field ('{value}') is wrong."
+    )
     assert "minute 0-59" in caught.value.hint
     assert scheduler.get_schedule(trained_store, deployed.name) is None
 
@@ -56,9 +63,11 @@ def test_an_invalid_cron_expression_names_the_field(trained_store: Store, deploy
 def test_a_cron_expression_needs_five_fields() -> None:
     with pytest.raises(InvalidInput) as caught:
         scheduler.normalize_cron("0 6 * *")
-    assert caught.value.message == ("Invalid cron expression '0 6 * *': it has 4 fields, a cron "
-                                    "expression has 5 (minute hour day-of-month month "
-                                    "day-of-week).")
+    assert caught.value.message == (
+        "Invalid cron expression '0 6 * *': it has 4 fields, a cron "
+        "expression has 5 (minute hour day-of-month month "
+        "day-of-week)."
+    )
 
 
 def test_a_time_zone_that_does_not_exist(trained_store: Store, deployed: Deployment) -> None:
@@ -78,25 +87,32 @@ def test_aliases_presets_and_descriptions() -> None:
 
 
 def test_next_times_in_a_time_zone_across_daylight_saving_changes() -> None:
-    spring = scheduler.next_times("30 2 * * *", "Europe/Berlin", 3,
-                                  after=datetime(2026, 3, 27, 12, 0))
+    spring = scheduler.next_times(
+        "30 2 * * *", "Europe/Berlin", 3, after=datetime(2026, 3, 27, 12, 0)
+    )
     assert [t.isoformat() for t in spring] == [
         "2026-03-28T02:30:00+01:00",
         "2026-03-29T03:00:00+02:00",  # 02:30 does not exist that night: once, at 03:00
-        "2026-03-30T02:30:00+02:00"]
-    autumn = scheduler.next_times("30 2 * * *", "Europe/Berlin", 3,
-                                  after=datetime(2026, 10, 24, 12, 0))
+        "2026-03-30T02:30:00+02:00",
+    ]
+    autumn = scheduler.next_times(
+        "30 2 * * *", "Europe/Berlin", 3, after=datetime(2026, 10, 24, 12, 0)
+    )
     assert [t.isoformat() for t in autumn] == [  # 02:30 happens twice on the 25th: one run
-        "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00",
-        "2026-10-27T02:30:00+01:00"]
-    hours = scheduler.next_times("0 9 * * *", "America/New_York", 2,
-                                 after=datetime(2026, 3, 7, 12, 0))
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-26T02:30:00+01:00",
+        "2026-10-27T02:30:00+01:00",
+    ]
+    hours = scheduler.next_times(
+        "0 9 * * *", "America/New_York", 2, after=datetime(2026, 3, 7, 12, 0)
+    )
     assert [t.utcoffset() for t in hours] == [timedelta(hours=-5), timedelta(hours=-4)]
 
 
 # ---------------------------------------------------------------------------- settings
-def test_set_pause_resume_and_show_are_stored_and_audited(trained_store: Store,
-                                                         deployed: Deployment) -> None:
+def test_set_pause_resume_and_show_are_stored_and_audited(
+    trained_store: Store, deployed: Deployment
+) -> None:
     saved = scheduler.set_schedule(trained_store, deployed.name, "@weekly", "Europe/Berlin")
     assert (saved.cron, saved.timezone, saved.paused) == ("0 0 * * 0", "Europe/Berlin", False)
     stored = deployments.get_deployment(trained_store, deployed.name).schedule
@@ -113,8 +129,9 @@ def test_set_pause_resume_and_show_are_stored_and_audited(trained_store: Store,
     assert actions[:3] == ["schedule-resume", "schedule-pause", "schedule"]
 
 
-def test_pause_without_a_schedule_and_unknown_deployments(trained_store: Store,
-                                                         deployed: Deployment) -> None:
+def test_pause_without_a_schedule_and_unknown_deployments(
+    trained_store: Store, deployed: Deployment
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         scheduler.pause(trained_store, deployed.name)
     assert caught.value.message == f"Deployment '{deployed.name}' has no schedule."
@@ -127,19 +144,26 @@ def test_pause_without_a_schedule_and_unknown_deployments(trained_store: Store,
 
 
 def test_promotion_copies_the_schedule(trained_store: Store, deployed: Deployment) -> None:
-    staging = scheduler.set_schedule(trained_store, deployed.name, "0 6 * * 1", "Europe/Berlin",
-                                     overlap="wait", max_attempts=3)
-    production = deployments.promote(trained_store, deployed.name,
-                                     override_reason="the gate is tested in test_gate.py")
+    staging = scheduler.set_schedule(
+        trained_store, deployed.name, "0 6 * * 1", "Europe/Berlin", overlap="wait", max_attempts=3
+    )
+    production = deployments.promote(
+        trained_store, deployed.name, override_reason="the gate is tested in test_gate.py"
+    )
     copied = scheduler.get_schedule(trained_store, production.name)
     assert (copied.cron, copied.timezone, copied.overlap, copied.max_attempts) == (
-        "0 6 * * 1", "Europe/Berlin", "wait", 3)
+        "0 6 * * 1",
+        "Europe/Berlin",
+        "wait",
+        3,
+    )
     assert copied.since >= staging.since  # active from the promotion: no catch-up before it
 
 
 # ---------------------------------------------------------------------------- due slots
-def test_a_due_slot_queues_exactly_one_scheduled_run(trained_store: Store,
-                                                     deployed: Deployment) -> None:
+def test_a_due_slot_queues_exactly_one_scheduled_run(
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@hourly")
     slot = first_slot(trained_store, deployed.name)
     assert scheduler.enqueue_due(trained_store, slot - timedelta(seconds=1)) == []
@@ -154,7 +178,8 @@ def test_a_due_slot_queues_exactly_one_scheduled_run(trained_store: Store,
 
 
 def test_queued_slots_and_schedule_changes_touch_the_queue_marker(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     workspace = trained_store.workspace
     before = runs.read_queue_marker(workspace)
     scheduler.set_schedule(trained_store, deployed.name, "@hourly")  # idle workers re-sync
@@ -173,22 +198,26 @@ def test_missed_slots_give_one_catch_up_run(trained_store: Store, deployed: Depl
     later = slot + timedelta(hours=3, minutes=10)  # no worker for three hours
     [decision] = scheduler.enqueue_due(trained_store, later)
     assert decision.slot_at == slot + timedelta(hours=3) and decision.outcome == "queued"
-    assert decision.note == (f"catch-up run for slot {decision.slot_at:%Y-%m-%d %H:%M} UTC; "
-                             "3 earlier slot(s) missed and not run; queued 600 s after its slot")
+    assert decision.note == (
+        f"catch-up run for slot {decision.slot_at:%Y-%m-%d %H:%M} UTC; "
+        "3 earlier slot(s) missed and not run; queued 600 s after its slot"
+    )
     assert [r.trigger for r in runs.list_runs(trained_store, deployed.name)] == ["schedule"]
     entry = audit.list_entries(trained_store, deployed.name)[0]
     assert entry.action == "schedule-catch-up" and entry.reason == decision.note
     assert scheduler.enqueue_due(trained_store, later + timedelta(minutes=1)) == []
 
 
-def test_missed_slots_with_catch_up_skip_run_nothing(trained_store: Store,
-                                                     deployed: Deployment) -> None:
+def test_missed_slots_with_catch_up_skip_run_nothing(
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@hourly", catch_up="skip")
     slot = first_slot(trained_store, deployed.name)
     [decision] = scheduler.enqueue_due(trained_store, slot + timedelta(hours=2, minutes=30))
     assert decision.outcome == "skipped" and decision.run_id is None
-    assert decision.note.endswith("missed while no worker was running, with 2 earlier slot(s) "
-                                  "(catch-up policy: skip)")
+    assert decision.note.endswith(
+        "missed while no worker was running, with 2 earlier slot(s) (catch-up policy: skip)"
+    )
     assert runs.list_runs(trained_store, deployed.name) == []
     assert audit.list_entries(trained_store, deployed.name)[0].action == "schedule-skip"
     [on_time] = scheduler.enqueue_due(trained_store, slot + timedelta(hours=3, seconds=5))
@@ -196,21 +225,24 @@ def test_missed_slots_with_catch_up_skip_run_nothing(trained_store: Store,
 
 
 def test_a_slot_while_a_run_is_in_flight_is_skipped_and_says_so(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@hourly")
     slot = first_slot(trained_store, deployed.name)
     manual = runs.enqueue_run(trained_store, deployed.name)
     [decision] = scheduler.enqueue_due(trained_store, slot + timedelta(seconds=1))
     assert decision.outcome == "skipped"
-    assert decision.note == (f"slot {slot:%Y-%m-%d %H:%M} UTC skipped: run {manual.id} of this "
-                             "deployment was still queued (overlap policy: skip)")
+    assert decision.note == (
+        f"slot {slot:%Y-%m-%d %H:%M} UTC skipped: run {manual.id} of this "
+        "deployment was still queued (overlap policy: skip)"
+    )
     assert [r.id for r in runs.list_runs(trained_store, deployed.name)] == [manual.id]
-    assert [s["outcome"] for s in scheduler.list_slots(trained_store, deployed.name)] == [
-        "skipped"]
+    assert [s["outcome"] for s in scheduler.list_slots(trained_store, deployed.name)] == ["skipped"]
 
 
 def test_a_slot_waits_for_the_run_in_flight_with_overlap_wait(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@hourly", overlap="wait")
     slot = first_slot(trained_store, deployed.name)
     runs.enqueue_run(trained_store, deployed.name)
@@ -222,7 +254,8 @@ def test_a_slot_waits_for_the_run_in_flight_with_overlap_wait(
 
 
 def test_a_paused_schedule_queues_nothing_and_resumes_without_catch_up(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "* * * * *")
     scheduler.pause(trained_store, deployed.name)
     slot = first_slot(trained_store, deployed.name)
@@ -235,8 +268,9 @@ def test_a_paused_schedule_queues_nothing_and_resumes_without_catch_up(
     assert decision.note.startswith("run for slot")
 
 
-def test_a_run_whose_worker_died_is_retried_per_policy(trained_store: Store,
-                                                       deployed: Deployment) -> None:
+def test_a_run_whose_worker_died_is_retried_per_policy(
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@daily", max_attempts=2)
     queued = runs.enqueue_run(trained_store, deployed.name)
     for attempt in (1, 2):
@@ -247,13 +281,15 @@ def test_a_run_whose_worker_died_is_retried_per_policy(trained_store: Store,
         again = runs.get_run(trained_store, queued.id)
         if attempt == 1:
             assert again.status == "queued" and again.message.endswith(
-                "queued again (attempt 2 of 2)")
+                "queued again (attempt 2 of 2)"
+            )
     failed = runs.get_run(trained_store, queued.id)
     assert failed.status == "failed" and failed.error.startswith("worker lost (lease expired")
 
 
-def test_without_a_retry_policy_a_lost_run_fails(trained_store: Store,
-                                                 deployed: Deployment) -> None:
+def test_without_a_retry_policy_a_lost_run_fails(
+    trained_store: Store, deployed: Deployment
+) -> None:
     queued = runs.enqueue_run(trained_store, deployed.name)
     runs.claim_next_run(trained_store, "dying", lease_seconds=0.001)
     time.sleep(0.01)
@@ -261,11 +297,14 @@ def test_without_a_retry_policy_a_lost_run_fails(trained_store: Store,
     assert runs.get_run(trained_store, queued.id).status == "failed"
 
 
-def test_the_worker_loop_queues_and_executes_a_due_slot(trained_store: Store,
-                                                        deployed: Deployment) -> None:
+def test_the_worker_loop_queues_and_executes_a_due_slot(
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "* * * * *")
-    trained_store.execute("UPDATE deployments SET schedule = json_merge_patch(schedule, ?)"
-                          " WHERE id = ?", ['{"since": "2000-01-01T00:00:00"}', deployed.id])
+    trained_store.execute(
+        "UPDATE deployments SET schedule = json_merge_patch(schedule, ?) WHERE id = ?",
+        ['{"since": "2000-01-01T00:00:00"}', deployed.id],
+    )
     worker.run_forever(trained_store, once=True)
     [run] = runs.list_runs(trained_store, deployed.name)
     assert (run.trigger, run.status) == ("schedule", "succeeded")
@@ -287,24 +326,31 @@ print(" ".join(d.slot_at.isoformat() for d in decided) or "-")
 
 
 @pytest.mark.slow
-def test_two_worker_processes_decide_each_slot_exactly_once(trained_store: Store,
-                                                            deployed: Deployment) -> None:
+def test_two_worker_processes_decide_each_slot_exactly_once(
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@hourly")
     slot = first_slot(trained_store, deployed.name)
     times = [(slot + timedelta(hours=h, seconds=1)).isoformat() for h in range(3)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    children = [subprocess.Popen([sys.executable, "-c", ENQUEUE_SCRIPT,
-                                  str(trained_store.workspace.home), *times], cwd=ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(2)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", ENQUEUE_SCRIPT, str(trained_store.workspace.home), *times],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [child.communicate(timeout=120) for child in children]
     assert [c.returncode for c in children] == [0, 0], [err for _, err in outputs]
     decided = [s for out, _ in outputs for s in out.split() if s != "-"]
     assert sorted(decided) == [(slot + timedelta(hours=h)).isoformat() for h in range(3)]
     rows = slot_rows(trained_store)
     assert [r["slot_at"] for r in rows] == [slot + timedelta(hours=h) for h in range(3)]
-    scheduled = [r for r in runs.list_runs(trained_store, deployed.name)
-                 if r.trigger == "schedule"]
+    scheduled = [r for r in runs.list_runs(trained_store, deployed.name) if r.trigger == "schedule"]
     assert len(scheduled) == 1  # the later slots were skipped: that run was still queued
     assert [r["outcome"] for r in rows] == ["queued", "skipped", "skipped"]
 
@@ -321,21 +367,27 @@ con.close()
 
 def _hold_lock(store: Store, seconds: float) -> subprocess.Popen[str]:
     """Another process holding the store's file (a writer's lock) for `seconds`."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(store.workspace.db_path),
-                               str(seconds)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SCRIPT, str(store.workspace.db_path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     return holder
 
 
 def _due_every_minute(store: Store, deployed: Deployment) -> None:
     scheduler.set_schedule(store, deployed.name, "* * * * *")
-    store.execute("UPDATE deployments SET schedule = json_merge_patch(schedule, ?)"
-                  " WHERE id = ?", ['{"since": "2000-01-01T00:00:00"}', deployed.id])
+    store.execute(
+        "UPDATE deployments SET schedule = json_merge_patch(schedule, ?) WHERE id = ?",
+        ['{"since": "2000-01-01T00:00:00"}', deployed.id],
+    )
 
 
 @pytest.mark.slow
 def test_a_store_locked_for_a_few_seconds_delays_the_slot_and_loses_nothing(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     _due_every_minute(trained_store, deployed)
     with _hold_lock(trained_store, 2.0) as holder:
         started = time.monotonic()
@@ -350,7 +402,8 @@ def test_a_store_locked_for_a_few_seconds_delays_the_slot_and_loses_nothing(
 
 @pytest.mark.slow
 def test_a_tick_that_meets_a_longer_lock_gives_up_and_the_next_tick_catches_up(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     _due_every_minute(trained_store, deployed)
     impatient = Store(trained_store.workspace, lock_timeout=0.3)
     tick = worker.Tick(impatient, worker.new_worker_id())
@@ -367,8 +420,9 @@ def test_a_tick_that_meets_a_longer_lock_gives_up_and_the_next_tick_catches_up(
     assert [r["outcome"] for r in slot_rows(trained_store)] == ["queued"]
 
 
-def test_old_slots_are_pruned_but_each_deployments_latest_stays(trained_store: Store,
-                                                                deployed: Deployment) -> None:
+def test_old_slots_are_pruned_but_each_deployments_latest_stays(
+    trained_store: Store, deployed: Deployment
+) -> None:
     scheduler.set_schedule(trained_store, deployed.name, "@hourly")
     slot = first_slot(trained_store, deployed.name)
     for hours in range(3):

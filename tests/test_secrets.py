@@ -50,7 +50,8 @@ def keyed(store: Store) -> Store:
 
 # ---------------------------------------------------------------------------- item 1
 def test_an_allowed_root_above_the_workspace_is_refused_naming_it(
-        keyed: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = keyed.workspace
     ancestor = ws.home.parent
     FRAME.to_csv(ancestor / "shared.csv", index=False)
@@ -60,9 +61,12 @@ def test_an_allowed_root_above_the_workspace_is_refused_naming_it(
     assert f"The allowed root '{ancestor}' in {ALLOWED_ROOTS_ENV}" in info.value.message
     assert "private files" in info.value.message and "beside or inside" in info.value.hint
     key, db = connections.key_path(ws), ws.db_path
-    for query in (f"SELECT * FROM read_text('{key}')", f"SELECT * FROM read_blob('{db}')",
-                  f"SELECT * FROM read_blob('{db}.wal')",
-                  f"SELECT * FROM read_csv('{ancestor}/shared.csv')"):
+    for query in (
+        f"SELECT * FROM read_text('{key}')",
+        f"SELECT * FROM read_blob('{db}')",
+        f"SELECT * FROM read_blob('{db}.wal')",
+        f"SELECT * FROM read_csv('{ancestor}/shared.csv')",
+    ):
         error = _refused(ws, _sql(query), f"The allowed root '{ancestor}'")
         assert error.block == "source"
     # The preview says so too instead of raising.
@@ -70,10 +74,13 @@ def test_an_allowed_root_above_the_workspace_is_refused_naming_it(
     assert shown.stages[0].error and f"The allowed root '{ancestor}'" in shown.stages[0].error
 
 
-@pytest.mark.parametrize("root", ["/", "{home}/private", "{home}/private/tmp",
-                                  "{home}/modeldeck.duckdb.key", "{home}/.."])
-def test_every_root_reaching_the_secrets_is_refused(store: Store, root: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "root",
+    ["/", "{home}/private", "{home}/private/tmp", "{home}/modeldeck.duckdb.key", "{home}/.."],
+)
+def test_every_root_reaching_the_secrets_is_refused(
+    store: Store, root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = store.workspace
     monkeypatch.setenv(ALLOWED_ROOTS_ENV, root.format(home=ws.home))
     with pytest.raises(InvalidInput, match="contains or lies inside ModelDeck's private"):
@@ -81,7 +88,8 @@ def test_every_root_reaching_the_secrets_is_refused(store: Store, root: str,
 
 
 def test_the_workspace_itself_and_its_neighbours_stay_usable_roots(
-        keyed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = keyed.workspace
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -92,25 +100,33 @@ def test_the_workspace_itself_and_its_neighbours_stay_usable_roots(
         assert reader.read_all().num_rows == 2
     # The workspace listed explicitly is still read entry by entry: its secrets stay out.
     for target in (connections.key_path(ws), ws.db_path):
-        _refused(ws, _sql(f"SELECT * FROM read_blob('{target}')"),
-                 "file system operations are disabled")
+        _refused(
+            ws, _sql(f"SELECT * FROM read_blob('{target}')"), "file system operations are disabled"
+        )
 
 
 def test_a_symlink_in_an_allowed_root_cannot_lead_to_the_secrets(
-        keyed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = keyed.workspace
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "ws").symlink_to(ws.home)
     (shared / "key.csv").symlink_to(connections.key_path(ws))
     monkeypatch.setenv(ALLOWED_ROOTS_ENV, str(shared))
-    for target in (shared / "ws" / "modeldeck.duckdb.key", shared / "key.csv",
-                   shared / "ws" / "modeldeck.duckdb"):
+    for target in (
+        shared / "ws" / "modeldeck.duckdb.key",
+        shared / "key.csv",
+        shared / "ws" / "modeldeck.duckdb",
+    ):
         error = str(_refused(ws, _sql(f"SELECT * FROM read_blob('{target}')")))
         # DuckDB refuses the resolved path; a data-file name is refused by us even earlier.
         assert "file system operations are disabled" in error or "private files" in error
-    _refused(ws, {"source": {"kind": "file", "path": str(shared / "key.csv")}},
-             "is one of ModelDeck's private files")
+    _refused(
+        ws,
+        {"source": {"kind": "file", "path": str(shared / "key.csv")}},
+        "is one of ModelDeck's private files",
+    )
 
 
 def test_no_confined_read_takes_a_private_file_as_data(keyed: Store) -> None:
@@ -122,12 +138,17 @@ def test_no_confined_read_takes_a_private_file_as_data(keyed: Store) -> None:
     with pytest.raises(InvalidInput, match="private files"):
         datasets.add_path(keyed, "key.csv", confined=True)
     _refused(ws, _sql("SELECT * FROM read_csv('key.csv')"), "private files")
-    _refused(ws, {"source": {"kind": "file", "path": "*.csv"}},
-             "key.csv' links to", "one of ModelDeck's private files")
+    _refused(
+        ws,
+        {"source": {"kind": "file", "path": "*.csv"}},
+        "key.csv' links to",
+        "one of ModelDeck's private files",
+    )
 
 
 def test_the_unconfined_cli_still_never_registers_a_private_file(
-        keyed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The CLI reads with the user's own access (docs/cli.md): a path outside the workspace
     # works, the store's key behind a harmless-looking name does not.
     (tmp_path / "key.csv").symlink_to(connections.key_path(keyed.workspace))
@@ -158,38 +179,52 @@ def test_duckdb_spills_into_the_private_folder_which_no_source_reads(store: Stor
         assert _temp_setting(scon).is_relative_to(private)
         assert _temp_setting(tcon).is_relative_to(private)
     files_temp = store_mod.with_files(
-        lambda tx: tx.execute("SELECT current_setting('temp_directory') AS t").scalar())
+        lambda tx: tx.execute("SELECT current_setting('temp_directory') AS t").scalar()
+    )
     assert Path(files_temp).is_relative_to(private)
     limited = store_mod.with_files(
         lambda tx: tx.execute("SELECT current_setting('temp_directory') AS t").scalar(),
-        memory_limit="100MB")
+        memory_limit="100MB",
+    )
     assert Path(limited).is_relative_to(private)
     # A real spill lands there, and a SQL source cannot read it (nor anything else there).
     spill = store_mod.memory_database(ws, "60MB")
     try:
         spill.execute("SET threads = 1")
         spill.execute("SET preserve_insertion_order = false")
-        total = spill.execute("SELECT sum(i) FROM (SELECT i FROM range(12000000) t(i)"
-                              " ORDER BY i DESC)").fetchone()
+        total = spill.execute(
+            "SELECT sum(i) FROM (SELECT i FROM range(12000000) t(i) ORDER BY i DESC)"
+        ).fetchone()
         assert total == (sum(range(12000000)),)
         spilled = [p for p in ws.private_dir.rglob("*") if p.is_file()]
         assert spilled, "the ORDER BY should have spilled under the private folder"
-        _refused(ws, _sql(f"SELECT * FROM read_blob('{spilled[0]}')"),
-                 "file system operations are disabled")
+        _refused(
+            ws,
+            _sql(f"SELECT * FROM read_blob('{spilled[0]}')"),
+            "file system operations are disabled",
+        )
     finally:
         spill.close()
     (ws.private_dir / "planted.bin").write_text("a\n1\n")
-    _refused(ws, _sql(f"SELECT * FROM read_blob('{ws.private_dir}/planted.bin')"),
-             "file system operations are disabled")
+    _refused(
+        ws,
+        _sql(f"SELECT * FROM read_blob('{ws.private_dir}/planted.bin')"),
+        "file system operations are disabled",
+    )
 
 
 # ---------------------------------------------------------------------------- item 4
-@pytest.mark.parametrize("path", ["labels/mine", "private/x", "runs", "datasets/x",
-                                  "artifacts", "logs/x", "uploads/x", "."])
-def test_no_sink_writes_into_modeldecks_own_folders(store: Store, path: str,
-                                                    tmp_path: Path) -> None:
-    spec = {"source": {"kind": "file", "path": "d.csv"},
-            "sinks": [{"kind": "folder", "path": path}]}
+@pytest.mark.parametrize(
+    "path",
+    ["labels/mine", "private/x", "runs", "datasets/x", "artifacts", "logs/x", "uploads/x", "."],
+)
+def test_no_sink_writes_into_modeldecks_own_folders(
+    store: Store, path: str, tmp_path: Path
+) -> None:
+    spec = {
+        "source": {"kind": "file", "path": "d.csv"},
+        "sinks": [{"kind": "folder", "path": path}],
+    }
     with pytest.raises(PipelineError) as info:
         pipeline.validate_pipeline(spec, store.workspace)
     assert info.value.block == "sink 1"
@@ -206,10 +241,13 @@ def test_no_sink_writes_into_modeldecks_own_folders(store: Store, path: str,
         sinks.write_sinks(store.workspace, [table_sink], results, "r")
 
 
-@pytest.mark.parametrize("folder", [".", "runs", "datasets", "artifacts", "labels", "logs",
-                                    "private", "uploads/abc", "{home}"])
+@pytest.mark.parametrize(
+    "folder",
+    [".", "runs", "datasets", "artifacts", "labels", "logs", "private", "uploads/abc", "{home}"],
+)
 def test_a_report_is_never_copied_into_modeldecks_own_folders(
-        trained_store: Store, deploy_churn: Callable[..., Deployment], folder: str) -> None:
+    trained_store: Store, deploy_churn: Callable[..., Deployment], folder: str
+) -> None:
     deployed = deploy_churn("linear")
     target = folder.format(home=trained_store.workspace.home)
     with pytest.raises(InvalidInput) as info:
@@ -217,8 +255,10 @@ def test_a_report_is_never_copied_into_modeldecks_own_folders(
     assert "among ModelDeck's own files and folders" in info.value.message
     assert "exports" in info.value.hint
     assert reports.get_report_settings(trained_store, deployed.name).copy_to is None
-    assert reports.set_report_settings(trained_store, deployed.name,
-                                       copy_to="exports/reports").copy_to == "exports/reports"
+    assert (
+        reports.set_report_settings(trained_store, deployed.name, copy_to="exports/reports").copy_to
+        == "exports/reports"
+    )
 
 
 # ---------------------------------------------------------------------------- item 5

@@ -31,58 +31,69 @@ def ws(home: Path) -> Workspace:
 
 
 def _sql(query: str, *transforms: str) -> dict[str, object]:
-    return {"source": {"kind": "sql", "sql": query},
-            "transforms": [{"name": f"t{i}", "sql": t} for i, t in enumerate(transforms)]}
+    return {
+        "source": {"kind": "sql", "sql": query},
+        "transforms": [{"name": f"t{i}", "sql": t} for i, t in enumerate(transforms)],
+    }
 
 
-def test_a_preview_stops_at_its_time_limit(ws: Workspace,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_preview_stops_at_its_time_limit(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELDECK_PREVIEW_SECONDS", "1")
-    for spec, stage in ((_sql(ENDLESS), "source"),
-                        (_sql("SELECT 1 AS one", ENDLESS.replace("range(", "input, range(")),
-                         "t0")):
+    for spec, stage in (
+        (_sql(ENDLESS), "source"),
+        (_sql("SELECT 1 AS one", ENDLESS.replace("range(", "input, range(")), "t0"),
+    ):
         shown = pipeline.preview(ws, spec, None)
         failed = shown.stages[-1]
         assert failed.name == stage and failed.error is not None
-        assert failed.error.startswith("The pipeline's SQL ran longer than the preview time "
-                                       "limit of 1 s and was stopped.")
+        assert failed.error.startswith(
+            "The pipeline's SQL ran longer than the preview time limit of 1 s and was stopped."
+        )
         assert "set MODELDECK_PREVIEW_SECONDS (seconds) for the UI" in failed.error
     # Within the limit a preview is unchanged.
     assert pipeline.preview(ws, _sql("SELECT 42 AS n"), None).stages[0].frame["n"][0] == 42
 
 
 def test_a_run_stops_at_its_time_limit_and_fails_saying_so(
-        trained_store: Store, deploy_churn: Callable[..., Deployment],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, deploy_churn: Callable[..., Deployment], monkeypatch: pytest.MonkeyPatch
+) -> None:
     deployed = deploy_churn("linear")
     source = deployed.pipeline["source"]["path"]
-    slow = (f"SELECT * FROM read_parquet('{source}') WHERE (SELECT count(*) FROM "
-            "range(100000000000)) > 0")
+    slow = (
+        f"SELECT * FROM read_parquet('{source}') WHERE (SELECT count(*) FROM "
+        "range(100000000000)) > 0"
+    )
     set_pipeline(trained_store, deployed, source={"kind": "sql", "sql": slow})
     monkeypatch.setenv("MODELDECK_RUN_SQL_SECONDS", "1")
     run = execute(trained_store, deployed.name)
     assert run.status == "failed"
-    assert run.error.startswith("The pipeline's SQL ran longer than the run time limit of 1 s "
-                                "and was stopped.")
+    assert run.error.startswith(
+        "The pipeline's SQL ran longer than the run time limit of 1 s and was stopped."
+    )
     assert "set MODELDECK_RUN_SQL_SECONDS (seconds) for the worker" in run.error
 
 
 def test_sql_beyond_the_memory_limit_is_stopped_naming_it(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODELDECK_SQL_MEMORY", "64MB")
     shown = pipeline.preview(ws, _sql(GREEDY), None)
     assert shown.stages[0].error is not None
-    assert shown.stages[0].error.startswith("The pipeline's SQL needed more than its memory "
-                                            "limit of 64MB and was stopped.")
+    assert shown.stages[0].error.startswith(
+        "The pipeline's SQL needed more than its memory limit of 64MB and was stopped."
+    )
     assert "set MODELDECK_SQL_MEMORY (e.g. 4GB)" in shown.stages[0].error
-    with pytest.raises(PipelineError, match="memory limit of 64MB") as caught, \
-            pipeline.open_input(ws, _sql(GREEDY)) as reader:
+    with (
+        pytest.raises(PipelineError, match="memory limit of 64MB") as caught,
+        pipeline.open_input(ws, _sql(GREEDY)) as reader,
+    ):
         reader.read_all()
     assert caught.value.block == "source"
 
 
 def test_sorts_beyond_the_memory_limit_spill_instead_of_failing(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODELDECK_SQL_MEMORY", "64MB")
     query = "SELECT i FROM range(6000000) t(i) ORDER BY i DESC"
     with pipeline.open_input(ws, _sql(query), batch_rows=1_000_000) as reader:
@@ -90,16 +101,29 @@ def test_sorts_beyond_the_memory_limit_spill_instead_of_failing(
     assert first.column(0)[0].as_py() == 5_999_999
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("MODELDECK_PREVIEW_SECONDS", "soon", "$MODELDECK_PREVIEW_SECONDS must be a number of "
-                                          "seconds above 0, not 'soon'."),
-    ("MODELDECK_RUN_SQL_SECONDS", "0", "$MODELDECK_RUN_SQL_SECONDS must be a number of "
-                                       "seconds above 0, not '0'."),
-    ("MODELDECK_SQL_MEMORY", "lots", "$MODELDECK_SQL_MEMORY must be an amount of memory such "
-                                     "as 2GB or 500MB, not 'lots'."),
-])
-def test_bad_limit_settings_are_named(name: str, value: str, message: str,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "MODELDECK_PREVIEW_SECONDS",
+            "soon",
+            "$MODELDECK_PREVIEW_SECONDS must be a number of seconds above 0, not 'soon'.",
+        ),
+        (
+            "MODELDECK_RUN_SQL_SECONDS",
+            "0",
+            "$MODELDECK_RUN_SQL_SECONDS must be a number of seconds above 0, not '0'.",
+        ),
+        (
+            "MODELDECK_SQL_MEMORY",
+            "lots",
+            "$MODELDECK_SQL_MEMORY must be an amount of memory such as 2GB or 500MB, not 'lots'.",
+        ),
+    ],
+)
+def test_bad_limit_settings_are_named(
+    name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(name, value)
     purpose = "run" if name == "MODELDECK_RUN_SQL_SECONDS" else "preview"
     with pytest.raises(InvalidInput) as caught:

@@ -25,7 +25,8 @@ def _schema(store: Store) -> dict[str, list[tuple[str, str]]]:
     """Every table's columns and types, to compare two stores' schemas."""
     rows = store.query(
         "SELECT table_name, column_name, data_type FROM information_schema.columns"
-        " WHERE table_name <> 'schema_migrations' ORDER BY table_name, ordinal_position")
+        " WHERE table_name <> 'schema_migrations' ORDER BY table_name, ordinal_position"
+    )
     out: dict[str, list[tuple[str, str]]] = {}
     for row in rows:
         out.setdefault(row["table_name"], []).append((row["column_name"], row["data_type"]))
@@ -114,11 +115,15 @@ def test_failing_statement_rolls_back_the_earlier_ones(store: Store) -> None:
 def test_rows_helpers_and_json_parameters(store: Store) -> None:
     store.execute(
         "INSERT INTO datasets VALUES ($id, 'n', 'upload', 's', 'p', 'h', 3, $columns, $at)",
-        {"id": "ds_1", "columns": [{"name": "x", "dtype": "int64"}], "at": utcnow()})
+        {"id": "ds_1", "columns": [{"name": "x", "dtype": "int64"}], "at": utcnow()},
+    )
     rows = store.query("SELECT id, columns, n_rows FROM datasets")
     assert isinstance(rows, Rows) and len(rows) == 1
-    assert rows.first() == {"id": "ds_1", "columns": '[{"name": "x", "dtype": "int64"}]',
-                            "n_rows": 3}
+    assert rows.first() == {
+        "id": "ds_1",
+        "columns": '[{"name": "x", "dtype": "int64"}]',
+        "n_rows": 3,
+    }
     assert rows.dicts() == [rows.first()] and list(rows) == rows.dicts()
     assert store.query("SELECT id FROM datasets WHERE id = 'none'").first() is None
     assert store.query("SELECT id FROM datasets WHERE id = 'none'").scalar() is None
@@ -145,8 +150,9 @@ def test_store_busy_when_another_process_holds_the_file(store: Store, tmp_path: 
     parquet = tmp_path / "bulk.parquet"
     pd.DataFrame({"x": [1, 2]}).to_parquet(parquet)
     db = str(store.workspace.db_path)
-    with subprocess.Popen([sys.executable, "-c", HOLDER, db], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as holder:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, db], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline().strip() == "locked"
         impatient = Store(store.workspace, lock_timeout=0.3)
@@ -185,9 +191,17 @@ WRITER = textwrap.dedent("""
 def test_two_processes_writing_at_once_lose_nothing(store: Store) -> None:
     count = 50
     home = str(store.workspace.home)
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, home, tag, str(count)],
-                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, home, tag, str(count)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a", "b")
+    ]
     try:
         for writer in writers:
             assert writer.stdout is not None

@@ -31,15 +31,22 @@ def test_training_and_runs_read_every_zoo_file_alike(tmp_path: Path, label: str)
     zoo.write_csv(zoo.table(label), str(path))
     trained = datasets.read_table(path)  # the training side: the dataset's snapshot
     kinds = {c.name: c.kind for c in profiles.describe_columns(trained)}
-    with pipeline.open_input(ws, {"source": {"kind": "file", "path": f"incoming/{label}.csv"}}
-                             ) as reader:
+    with pipeline.open_input(
+        ws, {"source": {"kind": "file", "path": f"incoming/{label}.csv"}}
+    ) as reader:
         scored = reader.read_all()  # the run side
     assert scored.column_names == list(trained.columns)
     assert {f.name: _arrow_kind(f.type) for f in scored.schema} == kinds
     # yes/no, true/false and Y/N stay text on both sides; names are NFC; dates are dates.
     for name in ("home_owner", "verified", "cosigner"):
         assert kinds[name] == "categorical" and set(trained[name].dropna()) <= {
-            "yes", "no", "true", "false", "Y", "N"}
+            "yes",
+            "no",
+            "true",
+            "false",
+            "Y",
+            "N",
+        }
     assert zoo.COMPOSED in kinds and zoo.DECOMPOSED not in kinds
     assert kinds["opened"] == "datetime" and kinds["income"] == "numeric"
     assert trained[zoo.COMPOSED].abs().max() == float("inf")
@@ -51,18 +58,24 @@ def test_a_ragged_file_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as caught:
         tables.read_file(path)
     assert caught.value.message == (
-        "'ragged.csv' could not be read as CSV: line 3 has 4 fields, the header 2.")
+        "'ragged.csv' could not be read as CSV: line 3 has 4 fields, the header 2."
+    )
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"", "The file 'f.csv' is empty (0 bytes)."),
-    (b"\n  \n", "The file 'f.csv' is empty."),
-    (b"a,b\n", "'f.csv' has no data rows."),
-    (b"income,age,income\n1,2,3\n", "'f.csv' has duplicate column names: income."),
-    ("caf\u00e9,cafe\u0301\n1,2\n".encode(), "'f.csv' has duplicate column names: café."),
-], ids=["0-byte", "blank", "header-only", "duplicate", "same-once-normalised"])
-def test_unusable_files_are_refused_on_both_sides(tmp_path: Path, content: bytes,
-                                                   message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "The file 'f.csv' is empty (0 bytes)."),
+        (b"\n  \n", "The file 'f.csv' is empty."),
+        (b"a,b\n", "'f.csv' has no data rows."),
+        (b"income,age,income\n1,2,3\n", "'f.csv' has duplicate column names: income."),
+        ("caf\u00e9,cafe\u0301\n1,2\n".encode(), "'f.csv' has duplicate column names: café."),
+    ],
+    ids=["0-byte", "blank", "header-only", "duplicate", "same-once-normalised"],
+)
+def test_unusable_files_are_refused_on_both_sides(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
     ws = Workspace.resolve(tmp_path).ensure()
     path = tmp_path / "f.csv"
     path.write_bytes(content)

@@ -30,16 +30,21 @@ def _holdout(t: Any) -> tuple[pd.DataFrame, pd.Series]:
     y = labelled[settings["target"]]
     stratify = y if settings["task"] != "regression" else None
     _, X_test, _, y_test = train_test_split(
-        labelled, y, test_size=settings["test_size"], random_state=settings["seed"],
-        stratify=stratify)
+        labelled,
+        y,
+        test_size=settings["test_size"],
+        random_state=settings["seed"],
+        stratify=stratify,
+    )
     return X_test, y_test
 
 
 # ---------------------------------------------------------------------------- every algorithm
 @pytest.mark.parametrize("algorithm", list(training.ALGORITHMS))
 @pytest.mark.parametrize("task", TASKS)
-def test_train_save_load_predict(every_algorithm: dict[str, Any], task: str,
-                                 algorithm: str) -> None:
+def test_train_save_load_predict(
+    every_algorithm: dict[str, Any], task: str, algorithm: str
+) -> None:
     t = every_algorithm[task]
     model = next(m for m in t.result.models if m.algorithm == algorithm)
     assert (model.task, model.origin, model.version) == (task, "trained", 1)
@@ -65,8 +70,9 @@ def test_train_save_load_predict(every_algorithm: dict[str, Any], task: str,
 
     # The loaded model is the one that was measured: its holdout metrics come out the same.
     X_test, y_test = _holdout(t)
-    metrics, _ = training.evaluate(estimator, X_test[model.schema.feature_names], y_test, task,
-                                   list(model.schema.classes))
+    metrics, _ = training.evaluate(
+        estimator, X_test[model.schema.feature_names], y_test, task, list(model.schema.classes)
+    )
     assert {**metrics, "holdout_rows": len(X_test)} == model.metrics
     json.dumps(model.params)  # JSON-safe
 
@@ -86,14 +92,20 @@ def test_churn_schema_key_and_profile(every_algorithm: dict[str, Any]) -> None:
     plan = t.result.plan
     assert plan.key_column == "customer_id"
     assert "customer_id" not in plan.features and "churn" not in plan.features
-    assert plan.features == ["age", "tenure_months", "monthly_charges", "support_tickets",
-                             "contract", "internet_service", "payment_method"]
+    assert plan.features == [
+        "age",
+        "tenure_months",
+        "monthly_charges",
+        "support_tickets",
+        "contract",
+        "internet_service",
+        "payment_method",
+    ]
     experiment = list_experiments(t.store)[0]
     assert experiment.key_column == "customer_id" and list(experiment.features) == plan.features
     for model in t.result.models:
         schema = model.schema
-        assert (schema.target, schema.task, schema.key_column) == ("churn", "binary",
-                                                                   "customer_id")
+        assert (schema.target, schema.task, schema.key_column) == ("churn", "binary", "customer_id")
         assert schema.classes == ("no", "yes")
         kinds = {f.name: f for f in schema.features}
         assert kinds["age"].kind == "numeric" and kinds["age"].dtype == "float64"
@@ -122,15 +134,17 @@ def small(store: Store) -> Dataset:
     """60 labelled rows: a numeric, a categorical and a row number column, a binary label."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=60)
-    frame = pd.DataFrame({
-        "row": range(60),
-        "x": x,
-        "color": rng.choice(["red", "green", "blue"], 60),
-        "label": np.where(x > 0, "up", "down"),
-        "level": np.tile(["low", "mid", "high"], 20),
-        "amount": x * 10 + 3,
-        "name": ["same"] * 60,
-    })
+    frame = pd.DataFrame(
+        {
+            "row": range(60),
+            "x": x,
+            "color": rng.choice(["red", "green", "blue"], 60),
+            "label": np.where(x > 0, "up", "down"),
+            "level": np.tile(["low", "mid", "high"], 20),
+            "amount": x * 10 + 3,
+            "name": ["same"] * 60,
+        }
+    )
     return datasets.register_frame(store, frame, name="small", kind="upload", source="s.csv")
 
 
@@ -139,8 +153,7 @@ def _request(dataset: Dataset, **changes: object) -> training.TrainRequest:
     return training.TrainRequest(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def test_training_the_same_experiment_again_adds_version_two(store: Store,
-                                                             small: Dataset) -> None:
+def test_training_the_same_experiment_again_adds_version_two(store: Store, small: Dataset) -> None:
     first = training.train(store, _request(small, experiment="exp"))
     second = training.train(store, _request(small, experiment="exp"))
     assert (first.version.number, second.version.number) == (1, 2)
@@ -152,8 +165,11 @@ def test_training_the_same_experiment_again_adds_version_two(store: Store,
 
 def test_progress_reports_rise_to_one(store: Store, small: Dataset) -> None:
     seen: list[tuple[float, str]] = []
-    training.train(store, _request(small, algorithms=("linear", "random_forest")),
-                   lambda fraction, text: seen.append((fraction, text)))
+    training.train(
+        store,
+        _request(small, algorithms=("linear", "random_forest")),
+        lambda fraction, text: seen.append((fraction, text)),
+    )
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("(2/2)" in text for _, text in seen)
@@ -173,9 +189,14 @@ def test_plan_training_defaults_and_choices(small: Dataset, store: Store) -> Non
 
 
 def test_plan_training_leaves_out_empty_and_date_columns() -> None:
-    frame = pd.DataFrame({"y": [0, 1] * 20, "x": np.arange(40.0),
-                          "when": pd.date_range("2024-01-01", periods=20).repeat(2),
-                          "blank": [None] * 40})
+    frame = pd.DataFrame(
+        {
+            "y": [0, 1] * 20,
+            "x": np.arange(40.0),
+            "when": pd.date_range("2024-01-01", periods=20).repeat(2),
+            "blank": [None] * 40,
+        }
+    )
     frame.loc[0, "y"] = None
     plan = training.plan_training(frame, "y", key_column="")
     assert plan.features == ["x"] and plan.dropped_rows == 1
@@ -191,8 +212,13 @@ def test_default_experiment_name(store: Store, small: Dataset) -> None:
 
 
 # ---------------------------------------------------------------------------- refusals
-def _refused(store: Store, state: State, request: training.TrainRequest,
-             error: type[ModelDeckError], *parts: str) -> ModelDeckError:
+def _refused(
+    store: Store,
+    state: State,
+    request: training.TrainRequest,
+    error: type[ModelDeckError],
+    *parts: str,
+) -> ModelDeckError:
     before = state(store)
     with pytest.raises(error) as info:
         training.train(store, request)
@@ -206,29 +232,57 @@ def _refused(store: Store, state: State, request: training.TrainRequest,
     return info.value
 
 
-@pytest.mark.parametrize(("changes", "error", "parts"), [
-    ({"algorithms": ("linear", "xgboost")}, InvalidInput, ["Unknown algorithm 'xgboost'"]),
-    ({"algorithms": ()}, InvalidInput, ["No algorithm chosen"]),
-    ({"task": "ranking"}, InvalidInput, ["Unknown task 'ranking'"]),
-    ({"target": "nope"}, DatasetError, ["target column 'nope' is not in the dataset"]),
-    ({"target": "name"}, DatasetError, ["target 'name' has only the value 'same'"]),
-    ({"target": "color", "task": "regression"}, DatasetError, ["'color' is not numeric",
-                                                               "regression"]),
-    ({"target": "level", "task": "binary"}, DatasetError, ["'level' has 3 classes, not 2"]),
-    ({"task": "multiclass"}, DatasetError, ["'label' has exactly 2 classes"]),
-    ({"features": ["x", "label"]}, InvalidInput, ["'label' cannot be a feature"]),
-    ({"features": ["x", "zzz"]}, DatasetError, ["feature 'zzz' is not in the dataset"]),
-    ({"key_column": "nokey"}, DatasetError, ["key column 'nokey' is not in the dataset"]),
-    ({"exclude": ("absent",)}, DatasetError, ["excluded column 'absent'"]),
-    ({"exclude": ("x", "color", "level", "amount", "name")}, DatasetError,
-     ["No feature columns are left"]),
-    ({"dataset_id": "ds_nope"}, NotFound, ["No dataset 'ds_nope'"]),
-], ids=["unknown-algorithm", "no-algorithm", "unknown-task", "missing-target", "one-class",
-        "regression-on-text", "binary-with-3-classes", "multiclass-with-2", "target-as-feature",
-        "missing-feature", "missing-key", "missing-exclude", "no-features", "no-dataset"])
-def test_bad_requests_store_nothing(store: Store, state: State, small: Dataset,
-                                    changes: dict[str, object], error: type[ModelDeckError],
-                                    parts: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("changes", "error", "parts"),
+    [
+        ({"algorithms": ("linear", "xgboost")}, InvalidInput, ["Unknown algorithm 'xgboost'"]),
+        ({"algorithms": ()}, InvalidInput, ["No algorithm chosen"]),
+        ({"task": "ranking"}, InvalidInput, ["Unknown task 'ranking'"]),
+        ({"target": "nope"}, DatasetError, ["target column 'nope' is not in the dataset"]),
+        ({"target": "name"}, DatasetError, ["target 'name' has only the value 'same'"]),
+        (
+            {"target": "color", "task": "regression"},
+            DatasetError,
+            ["'color' is not numeric", "regression"],
+        ),
+        ({"target": "level", "task": "binary"}, DatasetError, ["'level' has 3 classes, not 2"]),
+        ({"task": "multiclass"}, DatasetError, ["'label' has exactly 2 classes"]),
+        ({"features": ["x", "label"]}, InvalidInput, ["'label' cannot be a feature"]),
+        ({"features": ["x", "zzz"]}, DatasetError, ["feature 'zzz' is not in the dataset"]),
+        ({"key_column": "nokey"}, DatasetError, ["key column 'nokey' is not in the dataset"]),
+        ({"exclude": ("absent",)}, DatasetError, ["excluded column 'absent'"]),
+        (
+            {"exclude": ("x", "color", "level", "amount", "name")},
+            DatasetError,
+            ["No feature columns are left"],
+        ),
+        ({"dataset_id": "ds_nope"}, NotFound, ["No dataset 'ds_nope'"]),
+    ],
+    ids=[
+        "unknown-algorithm",
+        "no-algorithm",
+        "unknown-task",
+        "missing-target",
+        "one-class",
+        "regression-on-text",
+        "binary-with-3-classes",
+        "multiclass-with-2",
+        "target-as-feature",
+        "missing-feature",
+        "missing-key",
+        "missing-exclude",
+        "no-features",
+        "no-dataset",
+    ],
+)
+def test_bad_requests_store_nothing(
+    store: Store,
+    state: State,
+    small: Dataset,
+    changes: dict[str, object],
+    error: type[ModelDeckError],
+    parts: list[str],
+) -> None:
     _refused(store, state, _request(small, **changes), error, *parts)
 
 
@@ -239,35 +293,53 @@ def _register(store: Store, frame: pd.DataFrame) -> Dataset:
 def test_target_without_values_is_refused(store: Store, state: State) -> None:
     frame = pd.DataFrame({"x": range(30), "y": [None] * 30}, dtype=float)
     dataset = _register(store, frame)
-    _refused(store, state, _request(dataset, target="y"), DatasetError,
-             "target 'y' has no values")
+    _refused(store, state, _request(dataset, target="y"), DatasetError, "target 'y' has no values")
 
 
 def test_too_few_rows_for_the_split(store: Store, state: State) -> None:
     frame = pd.DataFrame({"x": np.arange(24.0), "label": ["a", "b"] * 12})
-    exc = _refused(store, state, _request(_register(store, frame)), DatasetError,
-                   "24 rows with a 'label' value", "at least 25")
+    exc = _refused(
+        store,
+        state,
+        _request(_register(store, frame)),
+        DatasetError,
+        "24 rows with a 'label' value",
+        "at least 25",
+    )
     assert "larger dataset" in exc.hint
 
 
 def test_a_class_with_one_row(store: Store, state: State) -> None:
     frame = pd.DataFrame({"x": np.arange(40.0), "label": ["a"] * 20 + ["b"] * 19 + ["c"]})
-    _refused(store, state, _request(_register(store, frame)), DatasetError,
-             "Class 'c' of 'label' has only 1 row")
+    _refused(
+        store,
+        state,
+        _request(_register(store, frame)),
+        DatasetError,
+        "Class 'c' of 'label' has only 1 row",
+    )
 
 
 def test_more_classes_than_holdout_rows(store: Store, state: State) -> None:
     frame = pd.DataFrame({"x": np.arange(30.0), "label": [f"c{i % 10}" for i in range(30)]})
-    _refused(store, state, _request(_register(store, frame)), DatasetError,
-             "cannot be split into training and holdout sets", "number of classes = 10")
+    _refused(
+        store,
+        state,
+        _request(_register(store, frame)),
+        DatasetError,
+        "cannot be split into training and holdout sets",
+        "number of classes = 10",
+    )
 
 
-def test_a_failure_after_fitting_removes_saved_artifacts(store: Store, state: State,
-                                                         small: Dataset) -> None:
+def test_a_failure_after_fitting_removes_saved_artifacts(
+    store: Store, state: State, small: Dataset
+) -> None:
     training.train(store, _request(small, experiment="exp"))
     before = state(store)
-    changed = _request(small, experiment="exp", target="level",
-                       algorithms=("linear", "random_forest"))
+    changed = _request(
+        small, experiment="exp", target="level", algorithms=("linear", "random_forest")
+    )
     with pytest.raises(InvalidInput) as info:  # raised while recording, after both fits
         training.train(store, changed)
     assert "Experiment 'exp' predicts 'label' (binary), not 'level'" in info.value.message
@@ -275,8 +347,7 @@ def test_a_failure_after_fitting_removes_saved_artifacts(store: Store, state: St
     assert state(store) == before
 
 
-def test_a_cancelled_training_stores_nothing(store: Store, state: State,
-                                             small: Dataset) -> None:
+def test_a_cancelled_training_stores_nothing(store: Store, state: State, small: Dataset) -> None:
     before = state(store)
 
     def cancel_at_second_model(fraction: float, text: str) -> None:
@@ -284,7 +355,8 @@ def test_a_cancelled_training_stores_nothing(store: Store, state: State,
             raise KeyboardInterrupt  # the user stops the run after the first model is saved
 
     with pytest.raises(KeyboardInterrupt):
-        training.train(store, _request(small, algorithms=("linear", "random_forest")),
-                       cancel_at_second_model)
+        training.train(
+            store, _request(small, algorithms=("linear", "random_forest")), cancel_at_second_model
+        )
     assert state(store) == before
     assert list(Path(store.workspace.artifacts_dir).iterdir()) == []

@@ -24,12 +24,14 @@ def models(store: Store) -> dict[str, str]:
 @pytest.fixture
 def staging(trained_store: Store) -> Deployment:
     by = models(trained_store)
-    return deployments.deploy(trained_store, by["gradient_boosting"], "staging",
-                              challenger_id=by["linear"])
+    return deployments.deploy(
+        trained_store, by["gradient_boosting"], "staging", challenger_id=by["linear"]
+    )
 
 
-def labelled_file(store: Store, frame: pd.DataFrame | None = None,
-                  name: str = "val.parquet") -> str:
+def labelled_file(
+    store: Store, frame: pd.DataFrame | None = None, name: str = "val.parquet"
+) -> str:
     """Write a labelled churn file inside the workspace; its workspace-relative path."""
     frame = datasets.churn_frame(n_rows=800, seed=3) if frame is None else frame
     return write_frame(store, "labelled", name, frame)
@@ -52,13 +54,15 @@ def test_report_numbers_match_the_results(trained_store: Store, staging: Deploym
     assert labels == ["no", "yes"]
     for i, truth in enumerate(labels):
         for j, predicted in enumerate(labels):
-            assert matrix[i][j] == int(((rows["churn"] == truth)
-                                        & (rows["prediction"] == predicted)).sum())
+            assert matrix[i][j] == int(
+                ((rows["churn"] == truth) & (rows["prediction"] == predicted)).sum()
+            )
     yes = next(c for c in main["per_class"] if c["class"] == "yes")
     assert yes["f1"] == pytest.approx(main["metrics"]["f1"], abs=1e-6)  # positive class
     assert yes["recall"] == pytest.approx(main["metrics"]["recall"], abs=1e-6)
     assert main["macro"]["f1"] == pytest.approx(
-        sum(c["f1"] for c in main["per_class"]) / 2, abs=1e-6)
+        sum(c["f1"] for c in main["per_class"]) / 2, abs=1e-6
+    )
     assert report["challenger"]["model_id"] == staging.current.challenger_model_id
     assert report["production"] is None  # nothing in production yet
     latency = report["latency"]
@@ -67,16 +71,18 @@ def test_report_numbers_match_the_results(trained_store: Store, staging: Deploym
     assert report["throughput"]["rows"] == 800 and report["throughput"]["rows_per_second"] > 0
 
 
-def test_error_analysis_ranks_slices_and_names_the_worst_rows(trained_store: Store,
-                                                              staging: Deployment) -> None:
+def test_error_analysis_ranks_slices_and_names_the_worst_rows(
+    trained_store: Store, staging: Deployment
+) -> None:
     v = validation.validate_here(trained_store, staging.name, labelled_file(trained_store))
     errors, rows = v.report["error_analysis"], results(trained_store, v)
     wrong = rows["prediction"] != rows["churn"]
     assert errors["measure"] == "error rate"
     assert errors["overall"] == pytest.approx(wrong.mean(), abs=1e-6)
     slices = errors["slices"]
-    assert slices and [s["error"] for s in slices] == sorted((s["error"] for s in slices),
-                                                             reverse=True)
+    assert slices and [s["error"] for s in slices] == sorted(
+        (s["error"] for s in slices), reverse=True
+    )
     assert all(s["rows"] >= errors["min_slice_rows"] for s in slices)
     for s in slices:
         if s["feature"] == "contract":  # categorical: recomputed from the results file
@@ -102,8 +108,9 @@ def test_production_is_scored_on_the_same_rows(trained_store: Store) -> None:
     theirs = v.report["production"]
     assert (theirs["deployment"], theirs["model_id"]) == (production.name, by["linear"])
     # The same file run through production itself gives the same metrics.
-    queued = runs.enqueue_run(trained_store, production.name,
-                              source_override={"kind": "file", "path": path})
+    queued = runs.enqueue_run(
+        trained_store, production.name, source_override={"kind": "file", "path": path}
+    )
     claimed = runs.claim_next_run(trained_store, "t")
     assert claimed is not None and claimed.id == queued.id
     done = runs.execute_run(trained_store, claimed, "t")
@@ -113,18 +120,23 @@ def test_production_is_scored_on_the_same_rows(trained_store: Store) -> None:
 
 def test_regression_reports_errors_and_residuals(trained_store: Store) -> None:
     frame = datasets.demo_frame("diabetes")
-    dataset = datasets.register_frame(trained_store, frame, name="diabetes", kind="upload",
-                                      source="diabetes.csv")
-    result = train(trained_store, TrainRequest(dataset_id=dataset.id, target="progression",
-                                               algorithms=("linear",)))
+    dataset = datasets.register_frame(
+        trained_store, frame, name="diabetes", kind="upload", source="diabetes.csv"
+    )
+    result = train(
+        trained_store,
+        TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",)),
+    )
     d = deployments.deploy(trained_store, result.models[0].id, "staging")
-    v = validation.validate_here(trained_store, d.name,
-                                 labelled_file(trained_store, frame, "diabetes.csv"))
+    v = validation.validate_here(
+        trained_store, d.name, labelled_file(trained_store, frame, "diabetes.csv")
+    )
     assert v.status == "succeeded", v.error
     metrics = v.report["main"]["metrics"]
     rows = results(trained_store, v)
-    assert metrics["mae"] == pytest.approx((rows["progression"] - rows["prediction"]).abs()
-                                           .mean(), rel=1e-5)
+    assert metrics["mae"] == pytest.approx(
+        (rows["progression"] - rows["prediction"]).abs().mean(), rel=1e-5
+    )
     assert {"rmse", "r2"} <= set(metrics)
     residuals = v.report["main"]["residuals"]
     assert 0 < len(residuals["residual"]) <= validation.RESIDUAL_POINTS
@@ -133,8 +145,9 @@ def test_regression_reports_errors_and_residuals(trained_store: Store) -> None:
     assert v.report["error_analysis"]["measure"] == "mean absolute error"
 
 
-def test_the_worker_builds_the_report_of_a_queued_validation(trained_store: Store,
-                                                            staging: Deployment) -> None:
+def test_the_worker_builds_the_report_of_a_queued_validation(
+    trained_store: Store, staging: Deployment
+) -> None:
     v = validation.start_validation(trained_store, staging.name, labelled_file(trained_store))
     assert v.status == "queued" and runs.get_run(trained_store, v.run_id).trigger == "validation"
     assert worker.run_once(trained_store)
@@ -175,8 +188,9 @@ def test_data_without_the_label_column(trained_store: Store, staging: Deployment
     assert caught.value.message == "The validation data has no label column 'churn'."
     assert "--label COL" in caught.value.hint and "customer_id" in caught.value.hint
     with pytest.raises(DatasetError, match="no label column 'outcome'"):
-        validation.start_validation(trained_store, staging.name, labelled_file(trained_store),
-                                    label="outcome")
+        validation.start_validation(
+            trained_store, staging.name, labelled_file(trained_store), label="outcome"
+        )
     _nothing_stored(trained_store)
 
 
@@ -184,15 +198,19 @@ def test_labels_of_the_wrong_type(trained_store: Store, staging: Deployment) -> 
     frame = datasets.churn_frame(200)
     frame["churn"] = frame["tenure_months"]  # numbers where the classes are no/yes
     with pytest.raises(InvalidInput) as caught:
-        validation.start_validation(trained_store, staging.name,
-                                    labelled_file(trained_store, frame))
+        validation.start_validation(
+            trained_store, staging.name, labelled_file(trained_store, frame)
+        )
     assert "labels of the wrong type for a binary model of 'churn'" in caught.value.message
     assert "none of the model's classes (no, yes)" in caught.value.message
     frame = datasets.demo_frame("diabetes")
-    dataset = datasets.register_frame(trained_store, frame, name="diabetes", kind="upload",
-                                      source="d.csv")
-    model = train(trained_store, TrainRequest(dataset_id=dataset.id, target="progression",
-                                              algorithms=("linear",))).models[0]
+    dataset = datasets.register_frame(
+        trained_store, frame, name="diabetes", kind="upload", source="d.csv"
+    )
+    model = train(
+        trained_store,
+        TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",)),
+    ).models[0]
     d = deployments.deploy(trained_store, model.id, "staging")
     frame["progression"] = "high"
     with pytest.raises(InvalidInput, match="'high', not numbers: labels of the wrong type"):
@@ -209,8 +227,9 @@ def test_obvious_bad_input(trained_store: Store, staging: Deployment, tmp_path: 
         validation.start_validation(trained_store, staging.name, "labelled/empty.csv")
     header = datasets.churn_frame(5).head(0)
     with pytest.raises(DatasetError, match="The validation data has no rows"):
-        validation.start_validation(trained_store, staging.name,
-                                    labelled_file(trained_store, header, "none.parquet"))
+        validation.start_validation(
+            trained_store, staging.name, labelled_file(trained_store, header, "none.parquet")
+        )
     outside = tmp_path / "outside.parquet"
     datasets.churn_frame(50).to_parquet(outside)
     with pytest.raises(PipelineError, match="outside the workspace"):
@@ -223,8 +242,9 @@ def test_obvious_bad_input(trained_store: Store, staging: Deployment, tmp_path: 
 
 
 # ---------------------------------------------------------------------------- CLI
-def test_cli_validate_and_list(capsys: pytest.CaptureFixture[str], trained_store: Store,
-                               staging: Deployment) -> None:
+def test_cli_validate_and_list(
+    capsys: pytest.CaptureFixture[str], trained_store: Store, staging: Deployment
+) -> None:
     path = labelled_file(trained_store)
     found = run_json(capsys, "validate", staging.name, "--data", path)
     assert found["status"] == "succeeded" and found["label"] == "churn"
@@ -234,5 +254,8 @@ def test_cli_validate_and_list(capsys: pytest.CaptureFixture[str], trained_store
     code, out, err = run(capsys, "validate", staging.name, "--data", path)
     assert code == 0 and "latency" in out and "worst slices" in out and "rows scored" in err
     code, out, err = run(capsys, "validate", staging.name, "--data", path, "--label", "x")
-    assert (code, out) == (2, "") and "error: The validation data has no label column 'x'." \
-        in err and "hint: " in err
+    assert (
+        (code, out) == (2, "")
+        and "error: The validation data has no label column 'x'." in err
+        and "hint: " in err
+    )

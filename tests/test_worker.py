@@ -62,13 +62,19 @@ def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
     return deploy_churn("gradient_boosting", challenger="linear")
 
 
-def start_worker(store: Store, worker_id: str, script: str = WORKER_SCRIPT, *args: str,
-                 **env: str) -> subprocess.Popen[str]:
+def start_worker(
+    store: Store, worker_id: str, script: str = WORKER_SCRIPT, *args: str, **env: str
+) -> subprocess.Popen[str]:
     """A new worker process (spawned, never forked: DESIGN.md, traps)."""
     child_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-c", script, str(store.workspace.home), worker_id,
-                             *args], cwd=ROOT, env=child_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(store.workspace.home), worker_id, *args],
+        cwd=ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def count_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -84,8 +90,9 @@ def count_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return opened
 
 
-def test_run_once_executes_the_oldest_queued_run(trained_store: Store,
-                                                 deployed: Deployment) -> None:
+def test_run_once_executes_the_oldest_queued_run(
+    trained_store: Store, deployed: Deployment
+) -> None:
     assert worker.run_once(trained_store, "w1") is False  # nothing queued
     first = runs.enqueue_run(trained_store, deployed.name)
     second = runs.enqueue_run(trained_store, deployed.name)
@@ -97,9 +104,12 @@ def test_run_once_executes_the_oldest_queued_run(trained_store: Store,
     assert worker_status(trained_store.workspace).is_alive
 
 
-def test_a_job_that_raises_does_not_stop_the_worker(trained_store: Store, deployed: Deployment,
-                                                     monkeypatch: pytest.MonkeyPatch,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_a_job_that_raises_does_not_stop_the_worker(
+    trained_store: Store,
+    deployed: Deployment,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(2)]
     original, calls = runs.claim_runs, []
 
@@ -119,7 +129,8 @@ def test_a_job_that_raises_does_not_stop_the_worker(trained_store: Store, deploy
 
 
 def test_a_run_that_raises_is_failed_and_the_worker_goes_on(
-        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(2)]
 
     def explode(*args: object, **kwargs: object) -> None:
@@ -140,7 +151,8 @@ def test_the_heartbeat_of_an_idle_worker(store: Store) -> None:
 
 
 def test_an_idle_tick_reads_the_queue_marker_not_the_store(
-        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tick = worker.Tick(trained_store, "w1")
     opened = count_connections(monkeypatch)
     assert tick() == 0  # the first tick is a full check: leases, old slots, schedules, queue
@@ -158,11 +170,13 @@ def test_an_idle_tick_reads_the_queue_marker_not_the_store(
 
 
 def test_the_full_check_finds_a_run_queued_without_the_marker(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     tick = worker.Tick(trained_store, "w1")
     assert tick() == 0
     silent = trained_store.write(  # as a process that died before touching the marker
-        lambda tx: runs.insert_run(tx, deployed.name, "manual", None, "test"))
+        lambda tx: runs.insert_run(tx, deployed.name, "manual", None, "test")
+    )
     assert tick() == 0  # the marker is only a hint: nothing told this tick
     tick.full_check_at = time.monotonic()  # FULL_CHECK_SECONDS later
     assert tick() == 1
@@ -170,21 +184,28 @@ def test_the_full_check_finds_a_run_queued_without_the_marker(
 
 
 def test_a_run_queued_by_another_process_wakes_an_idle_tick(
-        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tick = worker.Tick(trained_store, "w1")
     assert tick() == 0
     opened = count_connections(monkeypatch)
     assert tick() == 0 and opened == []
-    child = subprocess.run([sys.executable, "-c", ENQUEUE_SCRIPT, str(trained_store.workspace.home),
-                            deployed.name], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", ENQUEUE_SCRIPT, str(trained_store.workspace.home), deployed.name],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert child.returncode == 0, child.stderr
     assert tick() == 1
     assert runs.get_run(trained_store, child.stdout.split()[-1]).status == "succeeded"
 
 
 @pytest.mark.slow
-def test_a_worker_process_wakes_on_a_run_queued_here(trained_store: Store,
-                                                     deployed: Deployment) -> None:
+def test_a_worker_process_wakes_on_a_run_queued_here(
+    trained_store: Store, deployed: Deployment
+) -> None:
     child = start_worker(trained_store, "marker-woken", TICK_SCRIPT, "1")
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
@@ -200,8 +221,9 @@ def test_a_worker_process_wakes_on_a_run_queued_here(trained_store: Store,
 
 
 @pytest.mark.slow
-def test_two_worker_processes_execute_each_run_exactly_once(trained_store: Store,
-                                                             deployed: Deployment) -> None:
+def test_two_worker_processes_execute_each_run_exactly_once(
+    trained_store: Store, deployed: Deployment
+) -> None:
     queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(4)]
     workers = [start_worker(trained_store, f"w{i}") for i in (1, 2)]
     outputs = [w.communicate(timeout=120) for w in workers]
@@ -214,7 +236,8 @@ def test_two_worker_processes_execute_each_run_exactly_once(trained_store: Store
 
 @pytest.mark.slow
 def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
-        trained_store: Store, deployed: Deployment) -> None:
+    trained_store: Store, deployed: Deployment
+) -> None:
     earlier_id = runs.enqueue_run(trained_store, deployed.name).id
     assert worker.run_once(trained_store, "in-process")
     earlier = runs.result_path(trained_store.workspace, earlier_id)
@@ -242,15 +265,27 @@ def _record_order(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record "run ID" as each run starts executing and "after ID" as its after-steps start."""
     order: list[str] = []
     original_execute, original_after = runs.execute_claimed, executors.after_run
-    monkeypatch.setattr(runs, "execute_claimed", lambda store, run, *a, **k: (
-        order.append(f"run {run.id}"), original_execute(store, run, *a, **k))[1])
-    monkeypatch.setattr(executors, "after_run", lambda store, done, *a: (
-        order.append(f"after {done.id}"), original_after(store, done, *a))[1])
+    monkeypatch.setattr(
+        runs,
+        "execute_claimed",
+        lambda store, run, *a, **k: (
+            order.append(f"run {run.id}"),
+            original_execute(store, run, *a, **k),
+        )[1],
+    )
+    monkeypatch.setattr(
+        executors,
+        "after_run",
+        lambda store, done, *a: (order.append(f"after {done.id}"), original_after(store, done, *a))[
+            1
+        ],
+    )
     return order
 
 
-def test_steps_after_runs_wait_until_no_run_is_queued(trained_store: Store, deployed: Deployment,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_steps_after_runs_wait_until_no_run_is_queued(
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     order = _record_order(monkeypatch)
     queued = [runs.enqueue_run(trained_store, deployed.name) for _ in range(3)]
     tick = worker.Tick(trained_store, "w1")
@@ -263,7 +298,8 @@ def test_steps_after_runs_wait_until_no_run_is_queued(trained_store: Store, depl
 
 
 def test_a_step_deferred_too_long_goes_before_the_next_run(
-        trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(worker, "DEFER_SECONDS", 0.0)  # every finished run is already stale
     order = _record_order(monkeypatch)
     first, second, third = [runs.enqueue_run(trained_store, deployed.name) for _ in range(3)]
@@ -271,7 +307,14 @@ def test_a_step_deferred_too_long_goes_before_the_next_run(
     assert tick() == 3
     # A run's outcome is recorded with the next claim: the first run's steps go as soon as
     # it is recorded, before the third run starts, and so on.
-    assert order == [f"run {first.id}", f"run {second.id}", f"after {first.id}",
-                     f"run {third.id}", f"after {second.id}", f"after {third.id}"]
-    assert [runs.get_run(trained_store, r.id).status
-            for r in (first, second, third)] == ["succeeded"] * 3
+    assert order == [
+        f"run {first.id}",
+        f"run {second.id}",
+        f"after {first.id}",
+        f"run {third.id}",
+        f"after {second.id}",
+        f"after {third.id}",
+    ]
+    assert [runs.get_run(trained_store, r.id).status for r in (first, second, third)] == [
+        "succeeded"
+    ] * 3

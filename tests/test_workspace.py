@@ -19,7 +19,8 @@ from core.workspace import (
 
 
 def test_resolve_prefers_argument_then_environment_then_default(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODELDECK_HOME", str(tmp_path / "from_env"))
     assert Workspace.resolve(tmp_path / "given").home == (tmp_path / "given").resolve()
     assert Workspace.resolve().home == (tmp_path / "from_env").resolve()
@@ -107,8 +108,9 @@ def test_confine_refuses_a_dotdot_escape(workspace: Workspace) -> None:
     _assert_refused(workspace, "uploads/../../outside/secret.csv")
 
 
-def test_confine_refuses_a_sibling_with_the_same_prefix(workspace: Workspace,
-                                                        tmp_path: Path) -> None:
+def test_confine_refuses_a_sibling_with_the_same_prefix(
+    workspace: Workspace, tmp_path: Path
+) -> None:
     sibling = tmp_path / "ws2"
     sibling.mkdir()
     _assert_refused(workspace, sibling / "x.csv")
@@ -121,14 +123,17 @@ def test_confine_refuses_a_symlink_leading_outside(workspace: Workspace, tmp_pat
     _assert_refused(workspace, "uploads/linkdir/secret.csv")
 
 
-def test_allowed_roots_extend_the_confinement(workspace: Workspace, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allowed_roots_extend_the_confinement(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
-    monkeypatch.setenv(ALLOWED_ROOTS_ENV, os.pathsep.join([str(tmp_path / "outside"),
-                                                          str(other)]))
-    assert workspace.allowed_roots() == [workspace.home, (tmp_path / "outside").resolve(),
-                                         other.resolve()]
+    monkeypatch.setenv(ALLOWED_ROOTS_ENV, os.pathsep.join([str(tmp_path / "outside"), str(other)]))
+    assert workspace.allowed_roots() == [
+        workspace.home,
+        (tmp_path / "outside").resolve(),
+        other.resolve(),
+    ]
     secret = tmp_path / "outside" / "secret.csv"
     assert workspace.confine(secret) == secret.resolve()
     assert workspace.confine("../outside/secret.csv") == secret.resolve()

@@ -16,8 +16,9 @@ def queue_big_run(store: Store, deployed: Deployment) -> Run:
     big.parent.mkdir(exist_ok=True)
     datasets.churn_frame(n_rows=120_000).to_parquet(big, index=False)
     deployments.update_pipeline(store, deployed.name, {**deployed.pipeline, "batch_rows": 500})
-    return runs.enqueue_run(store, deployed.name,
-                            source_override={"kind": "file", "path": "incoming/big.parquet"})
+    return runs.enqueue_run(
+        store, deployed.name, source_override={"kind": "file", "path": "incoming/big.parquet"}
+    )
 
 
 def wait_until_scoring(store: Store, run_id: str, alive: Callable[[], object]) -> None:

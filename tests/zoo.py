@@ -29,21 +29,29 @@ def features(n_rows: int = 400, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray
     flag = rng.choice(["true", "false"], n_rows)
     yn = rng.choice(["Y", "N"], n_rows)
     region = rng.choice(["Nord", "Süd", "Île-de-France"], n_rows)
-    frame = pd.DataFrame({
-        KEY: [f"L{i:05d}" for i in range(n_rows)],
-        "income": income,
-        DECOMPOSED: scale,
-        "home_owner": owner,
-        "verified": flag,
-        "cosigner": yn,
-        "région": region,
-        "constant": 1,
-        "opened": np.resize(pd.date_range("2024-01-01", periods=30).strftime("%Y-%m-%d"),
-                            n_rows),
-        "note": ["x" * 300 + str(i % 7) for i in range(n_rows)],
-    })
-    latent = (scale + 1.2 * (owner == "no") + 0.00004 * (income - 52_000)
-              + 0.6 * (region == "Süd") + rng.normal(0, 0.4, n_rows))
+    frame = pd.DataFrame(
+        {
+            KEY: [f"L{i:05d}" for i in range(n_rows)],
+            "income": income,
+            DECOMPOSED: scale,
+            "home_owner": owner,
+            "verified": flag,
+            "cosigner": yn,
+            "région": region,
+            "constant": 1,
+            "opened": np.resize(
+                pd.date_range("2024-01-01", periods=30).strftime("%Y-%m-%d"), n_rows
+            ),
+            "note": ["x" * 300 + str(i % 7) for i in range(n_rows)],
+        }
+    )
+    latent = (
+        scale
+        + 1.2 * (owner == "no")
+        + 0.00004 * (income - 52_000)
+        + 0.6 * (region == "Süd")
+        + rng.normal(0, 0.4, n_rows)
+    )
     # Holes in every kind of column, one infinite number.
     frame.loc[rng.random(n_rows) < 0.05, "income"] = np.nan
     frame.loc[rng.random(n_rows) < 0.04, "home_owner"] = None

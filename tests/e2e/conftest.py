@@ -244,8 +244,13 @@ print(deployed.name, runs.get_run(store, run.id).id, runs.get_run(store, run.id)
 @pytest.fixture(scope="session")
 def e2e_run(e2e_home: Path) -> tuple[str, str]:
     """(deployment name, run id) of a succeeded churn run in the e2e workspace."""
-    result = subprocess.run([sys.executable, "-c", DEPLOY_AND_RUN, str(e2e_home)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", DEPLOY_AND_RUN, str(e2e_home)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         pytest.fail(f"deploy and run failed:\n{result.stdout}\n{result.stderr}")
     name, run_id, status = result.stdout.split()

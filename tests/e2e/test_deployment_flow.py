@@ -41,9 +41,11 @@ def test_deployment_page_shows_versions_and_runs(
     wait_rendered(page)
     assert_no_exception(page)
     expect(page.get_by_text("Promote to production").first).to_be_visible()
-    for section, shown in (("Runs", page.get_by_role("button", name="Run now")),
-                           ("Versions", page.get_by_text("(current)")),
-                           ("Audit log", page.locator('[data-testid="stDataFrame"]'))):
+    for section, shown in (
+        ("Runs", page.get_by_role("button", name="Run now")),
+        ("Versions", page.get_by_text("(current)")),
+        ("Audit log", page.locator('[data-testid="stDataFrame"]')),
+    ):
         page.locator('[data-testid="stButtonGroup"] button', has_text=section).click()
         expect(shown.first).to_be_visible()  # expect retries until the section has rendered
         wait_rendered(page)

@@ -19,17 +19,24 @@ def chosen(page: Page, label: str) -> list[str]:
     return box.locator("[data-tag] span[title]").all_inner_texts()
 
 
-def test_results_column_toggles_stick(e2e_run: tuple[str, str], page: Page,
-                                      streamlit_server: Any, rerun_after: RerunAfter,
-                                      wait_rendered: Callable[[Page], None]) -> None:
+def test_results_column_toggles_stick(
+    e2e_run: tuple[str, str],
+    page: Page,
+    streamlit_server: Any,
+    rerun_after: RerunAfter,
+    wait_rendered: Callable[[Page], None],
+) -> None:
     _, run_id = e2e_run
     page.goto(f"{streamlit_server.url}results?run={run_id}")
     wait_rendered(page)
     for label in ("Input columns", "Prediction columns"):
         before = chosen(page, label)
         for removed in range(1, 3):  # the second change used to be undone
-            remove = page.locator('[data-testid="stMultiSelect"]', has_text=label).locator(
-                'button[aria-label^="Remove"]').first
+            remove = (
+                page.locator('[data-testid="stMultiSelect"]', has_text=label)
+                .locator('button[aria-label^="Remove"]')
+                .first
+            )
             rerun_after(page, remove.click)
             assert chosen(page, label) == before[removed:], (label, removed)
     SCREENSHOTS.mkdir(exist_ok=True)
@@ -37,8 +44,12 @@ def test_results_column_toggles_stick(e2e_run: tuple[str, str], page: Page,
 
 
 def test_deployment_sections_follow_the_url(
-    e2e_run: tuple[str, str], page: Page, streamlit_server: Any, rerun_after: RerunAfter,
-    wait_rendered: Callable[[Page], None], assert_no_exception: Callable[[Page], None]
+    e2e_run: tuple[str, str],
+    page: Page,
+    streamlit_server: Any,
+    rerun_after: RerunAfter,
+    wait_rendered: Callable[[Page], None],
+    assert_no_exception: Callable[[Page], None],
 ) -> None:
     name, _ = e2e_run
     page.goto(f"{streamlit_server.url}deployment?name={name}&section=runs")
@@ -60,8 +71,11 @@ def test_deployment_sections_follow_the_url(
 
 
 def test_a_table_row_opens_its_page_in_the_same_tab(
-    e2e_run: tuple[str, str], page: Page, streamlit_server: Any,
-    wait_rendered: Callable[[Page], None], assert_no_exception: Callable[[Page], None]
+    e2e_run: tuple[str, str],
+    page: Page,
+    streamlit_server: Any,
+    wait_rendered: Callable[[Page], None],
+    assert_no_exception: Callable[[Page], None],
 ) -> None:
     page.goto(f"{streamlit_server.url}deployments")  # e2e_run: at least one deployment
     wait_rendered(page)

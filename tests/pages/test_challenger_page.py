@@ -28,10 +28,12 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
-def test_challenger_tab_compares_takes_labels_and_swaps(trained_store: Store,
-                                                        deployed: Deployment) -> None:
-    at = AppTest.from_function(panel, args=(deployed.name, "challenger_tab"),
-                               default_timeout=60).run()
+def test_challenger_tab_compares_takes_labels_and_swaps(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    at = AppTest.from_function(
+        panel, args=(deployed.name, "challenger_tab"), default_timeout=60
+    ).run()
     assert not at.exception
     assert "No runs to compare main and challenger on" in at.info[0].value
     done = score(trained_store, deployed.name, served(400))
@@ -65,33 +67,38 @@ def test_challenger_tab_compares_takes_labels_and_swaps(trained_store: Store,
     assert button(at, "Swap main and challenger").disabled
     at.checkbox[0].check().run()
     button(at, "Swap main and challenger").click().run()
-    assert not at.exception and any("Swapped: version 2 is current" in s.value
-                                    for s in at.success)
+    assert not at.exception and any("Swapped: version 2 is current" in s.value for s in at.success)
     current = deployments.get_deployment(trained_store, deployed.name).current
     assert current is not None and current.main_model_id == deployed.current.challenger_model_id
     assert audit.list_entries(trained_store, deployed.name)[0].action == "swap"
 
 
-def test_challenger_tab_without_a_challenger_says_how_to_add_one(
-        trained_store: Store) -> None:
-    alone = deployments.deploy(trained_store, registry.list_models(trained_store)[0].id,
-                               "staging", name="alone")
+def test_challenger_tab_without_a_challenger_says_how_to_add_one(trained_store: Store) -> None:
+    alone = deployments.deploy(
+        trained_store, registry.list_models(trained_store)[0].id, "staging", name="alone"
+    )
     score(trained_store, alone.name, served(100))
-    at = AppTest.from_function(panel, args=(alone.name, "challenger_tab"),
-                               default_timeout=60).run()
+    at = AppTest.from_function(panel, args=(alone.name, "challenger_tab"), default_timeout=60).run()
     assert not at.exception
     assert "scored a challenger" in at.info[0].value and "--challenger" in at.info[0].value
     assert not [b for b in at.button if b.label == "Swap main and challenger"]
 
 
-def test_predictions_tab_lists_runs_and_downloads(trained_store: Store,
-                                                 deployed: Deployment) -> None:
-    at = AppTest.from_function(panel, args=(deployed.name, "predictions_tab"),
-                               default_timeout=60).run()
+def test_predictions_tab_lists_runs_and_downloads(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    at = AppTest.from_function(
+        panel, args=(deployed.name, "predictions_tab"), default_timeout=60
+    ).run()
     assert not at.exception and "No runs yet" in at.info[0].value
     done = score(trained_store, deployed.name, served(120))
-    failed = score(trained_store, deployed.name, served(10), "f.parquet", transforms=[
-        {"name": "none", "sql": "SELECT * FROM input WHERE false"}])
+    failed = score(
+        trained_store,
+        deployed.name,
+        served(10),
+        "f.parquet",
+        transforms=[{"name": "none", "sql": "SELECT * FROM input WHERE false"}],
+    )
     at.run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -112,8 +119,13 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
     assert list(line.data[0].y) == [r.agreement_rate for r in reversed(found.runs)]
     bars = ui_challenger.distribution_figure(found)
     assert [list(b.y) for b in bars.data] == [list(found.main), list(found.challenger)]
-    ground_truth.add_labels(trained_store, deployed.name, {
-        "kind": "file", "path": _write(trained_store)}, "customer_id", "churn")
+    ground_truth.add_labels(
+        trained_store,
+        deployed.name,
+        {"kind": "file", "path": _write(trained_store)},
+        "customer_id",
+        "churn",
+    )
     live = ground_truth.live_metrics(trained_store, deployed.name)
     figure = ui_challenger.live_figure(live)
     assert [t.name for t in figure.data] == ["main", "challenger"]
@@ -127,8 +139,9 @@ def _write(store: Store) -> str:
     return "truth/t.parquet"
 
 
-def test_the_deployment_page_has_both_sections(trained_store: Store, deployed: Deployment,
-                                               open_page) -> None:
+def test_the_deployment_page_has_both_sections(
+    trained_store: Store, deployed: Deployment, open_page
+) -> None:
     score(trained_store, deployed.name, served(100))
     at = open_page("pages/deployment.py", name=deployed.name, section="challenger")
     assert not at.exception
@@ -136,20 +149,23 @@ def test_the_deployment_page_has_both_sections(trained_store: Store, deployed: D
     assert any(m.label == "Agreement" for m in at.metric)
 
 
-def test_bad_labels_show_the_error_and_store_nothing(trained_store: Store,
-                                                    deployed: Deployment) -> None:
+def test_bad_labels_show_the_error_and_store_nothing(
+    trained_store: Store, deployed: Deployment
+) -> None:
     score(trained_store, deployed.name, served(100))
     path = trained_store.workspace.home / "truth" / "dupes.parquet"
     path.parent.mkdir(exist_ok=True)
     pd.concat([truth(100)[:3], truth(100)[:1]]).to_parquet(path, index=False)
-    at = AppTest.from_function(panel, args=(deployed.name, "challenger_tab"),
-                               default_timeout=60).run()
+    at = AppTest.from_function(
+        panel, args=(deployed.name, "challenger_tab"), default_timeout=60
+    ).run()
     at.radio[1].set_value("sql").run()
     at.text_area[0].input("SELECT * FROM read_parquet('truth/dupes.parquet')").run()
     assert [s.value for s in at.selectbox if s.label == "Key column"] == ["customer_id"]
     {s.label: s for s in at.selectbox}["Label column"].set_value("churn").run()
     button(at, "Add labels").click().run()
     assert not at.exception
-    assert any("1 keys appear more than once in 'customer_id': 'C100000' (2x)" in e.value
-               for e in at.error)
+    assert any(
+        "1 keys appear more than once in 'customer_id': 'C100000' (2x)" in e.value for e in at.error
+    )
     assert ground_truth.list_labels(trained_store, deployed.name) == []

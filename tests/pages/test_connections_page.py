@@ -25,19 +25,28 @@ def panel(name: str) -> None:
 
 
 def rendered_text(at: AppTest) -> str:
-    parts = [str(e.value) for kind in ("markdown", "caption", "success", "error", "info")
-             for e in getattr(at, kind)]
+    parts = [
+        str(e.value)
+        for kind in ("markdown", "caption", "success", "error", "info")
+        for e in getattr(at, kind)
+    ]
     parts += [at.dataframe[i].value.to_string() for i in range(len(at.dataframe))]
     return "\n".join(parts)
 
 
 def test_add_test_and_list_connections_without_showing_passwords(
-        trained_store: Store, pg: PgServer, deployed: Deployment) -> None:
+    trained_store: Store, pg: PgServer, deployed: Deployment
+) -> None:
     at = AppTest.from_function(panel, args=(deployed.name,), default_timeout=60).run()
     assert not at.exception and "No connections in this project yet." in rendered_text(at)
     fields = {t.label: t for t in at.text_input}
-    for label, value in (("Name", "warehouse"), ("Host", pg.host), ("Database", pg.database),
-                         ("User", pg.user), ("Password", pg.password)):
+    for label, value in (
+        ("Name", "warehouse"),
+        ("Host", pg.host),
+        ("Database", pg.database),
+        ("User", pg.user),
+        ("Password", pg.password),
+    ):
         fields[label].set_value(value)
     at.number_input[0].set_value(pg.port)
     at.radio[0].set_value("encrypted")
@@ -46,24 +55,36 @@ def test_add_test_and_list_connections_without_showing_passwords(
     assert "Saved connection 'warehouse' (password: stored encrypted)." in at.success[0].value
     at.run()
     table = at.dataframe[0].value
-    assert table.to_dict("records") == [{
-        "name": "warehouse", "address": f"{pg.user}@{pg.host}:{pg.port}/{pg.database}",
-        "sslmode": "prefer", "password": "password: stored encrypted"}]
+    assert table.to_dict("records") == [
+        {
+            "name": "warehouse",
+            "address": f"{pg.user}@{pg.host}:{pg.port}/{pg.database}",
+            "sslmode": "prefer",
+            "password": "password: stored encrypted",
+        }
+    ]
     assert pg.password not in rendered_text(at)
     next(b for b in at.button if b.label == "Test connection").click().run()
     assert at.success[0].value.startswith("Connected to PostgreSQL 15.")
 
-    connections.add_connection(trained_store, deployed.project_id, "warehouse", replace=True,
-                               host=pg.host, port=free_port(), database=pg.database,
-                               user=pg.user)
+    connections.add_connection(
+        trained_store,
+        deployed.project_id,
+        "warehouse",
+        replace=True,
+        host=pg.host,
+        port=free_port(),
+        database=pg.database,
+        user=pg.user,
+    )
     at.run()
     next(b for b in at.button if b.label == "Test connection").click().run()
     assert "PostgreSQL is unreachable for connection 'warehouse'" in at.error[0].value
 
 
 def test_the_pipeline_tab_saves_a_postgres_source_and_sink(
-        trained_store: Store, warehouse: str, deployed: Deployment,
-        open_page: Callable[..., AppTest]) -> None:
+    trained_store: Store, warehouse: str, deployed: Deployment, open_page: Callable[..., AppTest]
+) -> None:
     at = open_page("pages/deployment.py", name=deployed.name, section="pipeline")
     assert not at.exception
     at.radio(key=f"src_kind_{deployed.id}").set_value("postgres").run()
@@ -78,16 +99,31 @@ def test_the_pipeline_tab_saves_a_postgres_source_and_sink(
     at.button(key=f"save_{deployed.id}").click().run()
     assert not at.exception
     saved = deployments.get_deployment(trained_store, deployed.name).pipeline
-    assert saved["source"] == {"kind": "postgres", "connection": "warehouse",
-                               "sql": "SELECT * FROM customers", "project": "prj_default"}
-    assert saved["sinks"] == [{"kind": "postgres", "connection": "warehouse",
-                               "table": "public.scores", "mode": "append",
-                               "challenger": "table", "project": "prj_default"}]
+    assert saved["source"] == {
+        "kind": "postgres",
+        "connection": "warehouse",
+        "sql": "SELECT * FROM customers",
+        "project": "prj_default",
+    }
+    assert saved["sinks"] == [
+        {
+            "kind": "postgres",
+            "connection": "warehouse",
+            "table": "public.scores",
+            "mode": "append",
+            "challenger": "table",
+            "project": "prj_default",
+        }
+    ]
 
 
 def test_a_run_whose_sink_failed_is_delivered_from_its_page(
-        trained_store: Store, pg: PgServer, warehouse: str, deployed: Deployment,
-        open_page: Callable[..., AppTest]) -> None:
+    trained_store: Store,
+    pg: PgServer,
+    warehouse: str,
+    deployed: Deployment,
+    open_page: Callable[..., AppTest],
+) -> None:
     pg.run("CREATE TABLE scores (x int)")  # incompatible columns
     test_runs.set_pipeline(trained_store, deployed, sinks=[pg_sink()])
     failed = test_runs.execute(trained_store, deployed.name)

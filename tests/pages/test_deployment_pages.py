@@ -46,8 +46,7 @@ def test_deployments_list_shows_status_and_link(
     assert list(table["deployment"]) == [deployed]
     assert list(table["status"]) == ["deployed"] and list(table["last run"]) == ["never"]
     # selecting a row opens the deployment in the same browser tab (no LinkColumn, no new tab)
-    at.session_state["deployments_table"] = {"selection": {"rows": [0], "columns": [],
-                                                           "cells": []}}
+    at.session_state["deployments_table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     at.run()
     assert at.title[0].value == "Deployment" and at.query_params["name"] == deployed
 
@@ -58,8 +57,9 @@ def test_promote_then_roll_back_from_the_deployment_page(
     at = open_page("pages/deployment.py", name=deployed)
     assert not at.exception and not errors(at)
     assert button(at, "Promote to production").disabled  # not validated: the gate fails
-    at.text_area(key=next(t.key for t in at.text_area if t.label.startswith("Override reason"))
-                 ).set_value("the gate is tested in test_validation_page.py").run()
+    at.text_area(
+        key=next(t.key for t in at.text_area if t.label.startswith("Override reason"))
+    ).set_value("the gate is tested in test_validation_page.py").run()
     button(at, "Promote to production").click().run()
     assert any("churn-production now serves version 1" in s.value for s in at.success)
     other = registry.list_models(trained_store)[1].id

@@ -35,7 +35,10 @@ def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert list(table["feature"][:3]) and set(table["feature"][:3]) == {
-        "age", "monthly_charges", "contract"}  # sorted by PSI, highest first
+        "age",
+        "monthly_charges",
+        "contract",
+    }  # sorted by PSI, highest first
     assert at.metric[0].value == "3 of 7"
     assert at.selectbox(key=f"drift_feature_{deployed.id}").value == table["feature"][0]
     inputs = {n.label: n for n in at.number_input}

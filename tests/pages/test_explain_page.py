@@ -21,8 +21,12 @@ OpenPage = Callable[..., AppTest]
 def run(trained_store: Store) -> Run:
     """A succeeded churn run (gradient boosting main, linear challenger) by the worker."""
     by_algorithm = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    name = deployments.deploy(trained_store, by_algorithm["gradient_boosting"], "staging",
-                              challenger_id=by_algorithm["linear"]).name
+    name = deployments.deploy(
+        trained_store,
+        by_algorithm["gradient_boosting"],
+        "staging",
+        challenger_id=by_algorithm["linear"],
+    ).name
     queued = runs.enqueue_run(trained_store, name)
     assert worker.run_once(trained_store)
     return runs.get_run(trained_store, queued.id)
@@ -51,8 +55,9 @@ def test_explain_a_row_of_the_page(trained_store: Store, run: Run, open_page: Op
     assert set(bars["data"][0]["marker"]["color"]) <= {"#2f9e44", "#1c7ed6"}
 
 
-def test_global_importance_main_and_challenger(trained_store: Store, run: Run,
-                                               open_page: OpenPage) -> None:
+def test_global_importance_main_and_challenger(
+    trained_store: Store, run: Run, open_page: OpenPage
+) -> None:
     at = open_page("pages/results.py", run=run.id)
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
     assert any(t.startswith("main: mean |SHAP| (log-odds), 600 rows") for t in titles), titles
@@ -67,30 +72,35 @@ def test_global_importance_main_and_challenger(trained_store: Store, run: Run,
     assert not any("computing" in i.value for i in at.info)
 
 
-def test_beeswarm_and_dependence_views_of_a_run(trained_store: Store, run: Run,
-                                                open_page: OpenPage) -> None:
+def test_beeswarm_and_dependence_views_of_a_run(
+    trained_store: Store, run: Run, open_page: OpenPage
+) -> None:
     at = open_page("pages/results.py", run=run.id)
     at.radio(key="importance_view_main").set_value("Beeswarm").run()
     assert not at.exception and not at.error
     sample = explain.get_shap_sample(trained_store, run.id, "main")
     assert sample is not None
-    swarm = next(f for f in charts(at) if f["layout"]["title"]["text"]
-                 == "main: SHAP on the log-odds scale, top features")
+    swarm = next(
+        f
+        for f in charts(at)
+        if f["layout"]["title"]["text"] == "main: SHAP on the log-odds scale, top features"
+    )
     assert swarm["layout"]["yaxis"]["ticktext"] == sample.ranked()[:10][::-1]
     assert sum(len(trace["x"]) for trace in swarm["data"]) == 7 * sample.rows
     assert any("SHAP of class yes" in c.value for c in at.caption)
     at.radio(key="importance_view_main").set_value("Dependence").run()
     at.selectbox(key="dependence_feature_main").set_value("tenure_months").run()
     assert not at.exception and not at.error
-    view = next(f for f in charts(at) if f["layout"]["title"]["text"]
-                == "main: tenure_months")
+    view = next(f for f in charts(at) if f["layout"]["title"]["text"] == "main: tenure_months")
     assert view["data"][0]["y"] == pytest.approx(sample.shap("tenure_months").tolist())
 
 
-def test_the_model_page_explains_the_holdout_once(trained_store: Store,
-                                                  open_page: OpenPage) -> None:
-    model = next(m for m in registry.list_models(trained_store)
-                 if m.algorithm == "gradient_boosting")
+def test_the_model_page_explains_the_holdout_once(
+    trained_store: Store, open_page: OpenPage
+) -> None:
+    model = next(
+        m for m in registry.list_models(trained_store) if m.algorithm == "gradient_boosting"
+    )
     stored = explain.model_importance_path(trained_store, model)
     at = open_page("pages/model.py", id=model.id)
     assert not at.exception and not stored.exists()  # a closed tab computes nothing
@@ -104,8 +114,10 @@ def test_the_model_page_explains_the_holdout_once(trained_store: Store,
     written = stored.stat().st_mtime_ns
     at.radio(key="importance_view_model").set_value("Beeswarm").run()
     assert not at.exception and not at.get("progress")  # read from the file
-    assert any(f["layout"]["title"]["text"] == "holdout: SHAP on the log-odds scale, top "
-               "features" for f in charts(at))
+    assert any(
+        f["layout"]["title"]["text"] == "holdout: SHAP on the log-odds scale, top features"
+        for f in charts(at)
+    )
     assert stored.stat().st_mtime_ns == written
 
 
@@ -113,8 +125,7 @@ def test_the_model_page_shows_why_the_holdout_cannot_be_rebuilt(
     trained_store: Store, open_page: OpenPage
 ) -> None:
     model = next(m for m in registry.list_models(trained_store) if m.algorithm == "linear")
-    (trained_store.workspace.home / datasets.list_datasets(trained_store)[0].snapshot_path
-     ).unlink()
+    (trained_store.workspace.home / datasets.list_datasets(trained_store)[0].snapshot_path).unlink()
     at = open_page("pages/model.py", id=model.id)
     at.session_state["model_tabs"] = "Explainability"
     at.run()
@@ -125,8 +136,9 @@ def test_the_model_page_shows_why_the_holdout_cannot_be_rebuilt(
 def demo_run(store: Store, demo: str, target: str, algorithm: str) -> Run:
     """A succeeded run, by the worker, of one model trained on a demo table, deployed alone."""
     dataset = datasets.add_demo(store, demo)
-    result = train(store, TrainRequest(dataset_id=dataset.id, target=target,
-                                       algorithms=(algorithm,)))
+    result = train(
+        store, TrainRequest(dataset_id=dataset.id, target=target, algorithms=(algorithm,))
+    )
     name = deployments.deploy(store, result.models[0].id, "staging").name
     queued = runs.enqueue_run(store, name)
     assert worker.run_once(store)
@@ -141,8 +153,9 @@ def wine_run(store: Store) -> Run:
     return demo_run(store, "wine", "cultivar", "linear")
 
 
-def test_the_class_selector_of_a_multiclass_run(store: Store, wine_run: Run,
-                                                open_page: OpenPage) -> None:
+def test_the_class_selector_of_a_multiclass_run(
+    store: Store, wine_run: Run, open_page: OpenPage
+) -> None:
     at = open_page("pages/results.py", run=wine_run.id)
     at.selectbox(key="explain_row_main").set_value(0).run()
     assert not at.exception and not at.error
@@ -170,7 +183,8 @@ def test_the_class_selector_of_a_multiclass_run(store: Store, wine_run: Run,
 
 
 def test_a_regression_forest_shows_its_spread_not_a_confidence(
-        store: Store, open_page: OpenPage) -> None:
+    store: Store, open_page: OpenPage
+) -> None:
     run = demo_run(store, "diabetes", "progression", "random_forest")
     spreads = pd.read_parquet(runs.result_path(store.workspace, run.id))["confidence"]
     at = open_page("pages/results.py", run=run.id)
@@ -182,7 +196,8 @@ def test_a_regression_forest_shows_its_spread_not_a_confidence(
     assert not [s for s in at.slider if s.label.startswith("Confidence")]
     slider = at.slider(key="results_spread_main")
     assert slider.value == pytest.approx(spreads.max()) and slider.max == pytest.approx(
-        spreads.max())
+        spreads.max()
+    )
     cut = float(spreads.median())
     slider.set_value(cut).run()
     caption = next(c.value for c in at.caption if "rows match" in c.value)

@@ -29,23 +29,25 @@ def deployed(trained_store: Store) -> str:
 
 
 def test_an_access_change_is_one_audit_entry_and_shows_at_once(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed)
     assert metric(at, "Access") == "project"
-    at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Who may call it")
-                 ).set_value("public").run()
+    at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Who may call it")).set_value(
+        "public"
+    ).run()
     assert not at.exception and not at.error
     assert metric(at, "Access") == "public"
     assert any("changed to 'public'" in s.value for s in at.success)
     at.run()  # an unrelated rerun writes nothing
     changes = [e for e in audit.list_entries(trained_store, deployed) if e.action == "access"]
-    assert [(e.before, e.after) for e in changes] == [({"access": "project"},
-                                                      {"access": "public"})]
+    assert [(e.before, e.after) for e in changes] == [({"access": "project"}, {"access": "public"})]
     assert deployments.get_deployment(trained_store, deployed).access == "public"
 
 
 def test_make_current_shows_the_rolled_back_version_at_once(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     first = deployments.get_deployment(trained_store, deployed).current
     main, challenger = (m.id for m in registry.list_models(trained_store))
     deployments.deploy(trained_store, challenger, "staging")  # v2: the other model
@@ -64,7 +66,8 @@ def test_make_current_shows_the_rolled_back_version_at_once(
 
 
 def test_models_are_named_by_algorithm_and_version(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     by_id = {m.id: f"{m.algorithm} · v{m.version}" for m in registry.list_models(trained_store)}
     current = deployments.get_deployment(trained_store, deployed).current
     main, challenger = by_id[current.main_model_id], by_id[current.challenger_model_id]
@@ -80,7 +83,8 @@ def test_models_are_named_by_algorithm_and_version(
 
 
 def test_save_schedule_shows_the_saved_schedule(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="schedule")
     assert any("No schedule" in c.value for c in at.caption)
     button(at, "Save schedule").click().run()
@@ -92,12 +96,15 @@ def test_save_schedule_shows_the_saved_schedule(
 
 
 def test_results_column_toggles_stick(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     run = runs.enqueue_run(trained_store, deployed)
     assert worker.run_once(trained_store)
     at = open_page("pages/results.py", run=run.id)
-    for label, picks in (("Input columns", (["age", "contract"], ["age"])),
-                         ("Prediction columns", (["prediction", "confidence"], ["prediction"]))):
+    for label, picks in (
+        ("Input columns", (["age", "contract"], ["age"])),
+        ("Prediction columns", (["prediction", "confidence"], ["prediction"])),
+    ):
         for chosen in picks:  # the second change used to be undone
             key = next(m.key for m in at.multiselect if m.label == label)
             at.multiselect(key=key).set_value(chosen).run()
@@ -108,7 +115,8 @@ def test_results_column_toggles_stick(
 
 
 def test_an_upload_to_score_is_saved_once(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="pipeline")
     at.file_uploader[0].upload("new.csv", b"customer_id,age\n1,30\n", "text/csv")
     at.run()
@@ -122,7 +130,8 @@ def test_an_upload_to_score_is_saved_once(
 
 
 def test_a_deleted_deployment_link_says_so_and_links_its_runs(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     run = runs.enqueue_run(trained_store, deployed)
     assert worker.run_once(trained_store)
     other = registry.list_models(trained_store)[0].id
@@ -137,11 +146,13 @@ def test_a_deleted_deployment_link_says_so_and_links_its_runs(
     at = open_page("pages/results.py", deployment=deployed)
     assert at.selectbox(key="results_pick").options == [
         f"{deployed} · succeeded · {runs.get_run(trained_store, run.id).queued_at:%Y-%m-%d %H:%M}"
-        f" ({run.id})"]
+        f" ({run.id})"
+    ]
 
 
 def test_an_unknown_deployment_link_is_explained_and_shows_no_other(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name="nope")
     assert any("No deployment 'nope'" in e.value for e in at.error)
     assert not at.metric and not at.exception
@@ -151,29 +162,38 @@ def test_an_unknown_deployment_link_is_explained_and_shows_no_other(
 
 
 def test_a_new_deployment_says_it_scores_the_training_data(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     for section in ("runs", "pipeline"):
         at = open_page("pages/deployment.py", name=deployed, section=section)
         notes = [e.value for e in (*at.warning, *at.info)]
         assert any("Run now scores the training data" in n for n in notes), (section, notes)
     d = deployments.get_deployment(trained_store, deployed)
-    deployments.update_pipeline(trained_store, deployed, {
-        **d.pipeline, "source": {"kind": "file", "path": "incoming/*.csv"}})
+    deployments.update_pipeline(
+        trained_store,
+        deployed,
+        {**d.pipeline, "source": {"kind": "file", "path": "incoming/*.csv"}},
+    )
     at = open_page("pages/deployment.py", name=deployed, section="runs")
     assert not any("training data" in w.value for w in at.warning)
 
 
 def test_the_promote_box_proposes_production_sinks(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     d = deployments.get_deployment(trained_store, deployed)
-    deployments.update_pipeline(trained_store, deployed, {**d.pipeline, "sinks": [
-        {"kind": "folder", "path": f"exports/{deployed}"}]})
+    deployments.update_pipeline(
+        trained_store,
+        deployed,
+        {**d.pipeline, "sinks": [{"kind": "folder", "path": f"exports/{deployed}"}]},
+    )
     at = open_page("pages/deployment.py", name=deployed)
     field = next(t for t in at.text_input if t.label == "folder path")
     assert field.value == "exports/churn-production"
     field.set_value("exports/live").run()
-    at.text_area(key=next(t.key for t in at.text_area if t.label.startswith("Override reason"))
-                 ).set_value("sinks tested here").run()
+    at.text_area(
+        key=next(t.key for t in at.text_area if t.label.startswith("Override reason"))
+    ).set_value("sinks tested here").run()
     button(at, "Promote to production").click().run()
     assert not at.exception and not at.error
     production = deployments.get_deployment(trained_store, "churn-production")
@@ -183,43 +203,51 @@ def test_the_promote_box_proposes_production_sinks(
 
 
 def test_run_now_checks_another_file_on_click(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="runs")
-    at.text_input(key=next(t.key for t in at.text_input if t.label.startswith("Score another"))
-                  ).set_value("incoming/nope.csv").run()
+    at.text_input(
+        key=next(t.key for t in at.text_input if t.label.startswith("Score another"))
+    ).set_value("incoming/nope.csv").run()
     button(at, "Run now").click().run()
     assert any("The source file 'incoming/nope.csv' does not exist." in e.value for e in at.error)
     assert runs.list_runs(trained_store, deployed) == []  # nothing queued to fail later
 
 
 def test_delete_says_what_happened(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     other = registry.list_models(trained_store)[0].id
     deployments.deploy(trained_store, other, "production")
     at = open_page("pages/deployment.py", name=deployed)
-    at.text_input(key=next(t.key for t in at.text_input if "to confirm" in t.label)
-                  ).set_value(deployed).run()
+    at.text_input(key=next(t.key for t in at.text_input if "to confirm" in t.label)).set_value(
+        deployed
+    ).run()
     button(at, "Delete").click().run()
     assert any(f"Deleted {deployed}" in s.value for s in at.success)
     assert at.title[0].value == "Deployments"
 
 
 def test_a_cron_error_shows_its_asterisks(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="schedule")
     next(t for t in at.text_input if t.label.startswith("Cron expression")).set_value(
-        "61 * * * *").run()
+        "61 * * * *"
+    ).run()
     assert any("'61 \\* \\* \\* \\*'" in e.value for e in at.error), [e.value for e in at.error]
 
 
 def test_results_page_number_and_box_metrics_follow_the_view(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     run = runs.enqueue_run(trained_store, deployed)
     assert worker.run_once(trained_store)
     at = open_page("pages/results.py", run=run.id)
     at.number_input(key="results_page").set_value(99).run()
-    assert any("page 12 of 12 (page 99 asked: there are only 12)" in c.value
-               for c in at.caption), [c.value for c in at.caption]  # 600 rows, 50 a page
+    assert any("page 12 of 12 (page 99 asked: there are only 12)" in c.value for c in at.caption), [
+        c.value for c in at.caption
+    ]  # 600 rows, 50 a page
     assert len(at.dataframe[0].value) == 600 - 11 * 50
     summary = runs.get_run(trained_store, run.id).summary
     at.radio(key="results_which").set_value("challenger").run()
@@ -228,7 +256,8 @@ def test_results_page_number_and_box_metrics_follow_the_view(
 
 
 def test_a_validation_is_not_the_last_run(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     import pandas as pd
 
     from core import datasets, validation
@@ -242,7 +271,8 @@ def test_a_validation_is_not_the_last_run(
 
 
 def test_a_registered_dataset_is_shown_and_offered_for_training(
-        store: Store, open_page: OpenPage) -> None:
+    store: Store, open_page: OpenPage
+) -> None:
     from core import datasets
 
     datasets.add_demo(store, datasets.DEMO_NAMES[0])
@@ -258,13 +288,15 @@ def test_a_registered_dataset_is_shown_and_offered_for_training(
 
 
 def test_model_parameters_and_artifact_read_as_tables(
-        trained_store: Store, open_page: OpenPage) -> None:
+    trained_store: Store, open_page: OpenPage
+) -> None:
     model = registry.list_models(trained_store)[0]
     at = open_page("pages/model.py", id=model.id)
     assert not at.get("json")
     params = at.dataframe[-2].value
     assert set(params["parameter"]) == set(model.params)
     assert "None" not in set(params["value"]) and "null" not in set(params["value"])
-    artifact = dict(zip(at.dataframe[-1].value["field"], at.dataframe[-1].value["value"],
-                        strict=True))
+    artifact = dict(
+        zip(at.dataframe[-1].value["field"], at.dataframe[-1].value["value"], strict=True)
+    )
     assert artifact["sha256"] == model.details()["artifact"]["sha256"]

@@ -35,31 +35,37 @@ def test_save_report_settings(trained_store: Store, deployed: str, open_page: Op
     assert any(h.value == "Run reports" for h in at.subheader)
     by_label(at.checkbox, "Write a report after each run").check()
     by_label(at.radio, "Which runs").set_value("all")
-    by_label(at.text_input, "Also copy reports to (folder in the workspace, optional)"
-             ).set_value("exports/reports")
+    by_label(at.text_input, "Also copy reports to (folder in the workspace, optional)").set_value(
+        "exports/reports"
+    )
     by_label(at.button, "Save report settings").click().run()
     assert not at.exception
     assert any("Saved: reports on, after every run." in s.value for s in at.success)
     assert reports.get_report_settings(trained_store, deployed) == reports.ReportSettings(
-        True, "all", "exports/reports")
+        True, "all", "exports/reports"
+    )
 
 
-def test_a_bad_copy_folder_is_explained_and_not_saved(trained_store: Store, deployed: str,
-                                                      open_page: OpenPage) -> None:
+def test_a_bad_copy_folder_is_explained_and_not_saved(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="schedule")
     by_label(at.checkbox, "Write a report after each run").check()
-    by_label(at.text_input, "Also copy reports to (folder in the workspace, optional)"
-             ).set_value("/elsewhere/reports")
+    by_label(at.text_input, "Also copy reports to (folder in the workspace, optional)").set_value(
+        "/elsewhere/reports"
+    )
     by_label(at.button, "Save report settings").click().run()
     assert not at.exception
     assert any("outside the workspace" in e.value for e in at.error)
     assert reports.get_report_settings(trained_store, deployed) == reports.ReportSettings()
 
 
-def test_the_run_page_offers_the_report(trained_store: Store, deployed: str,
-                                        open_page: OpenPage) -> None:
-    reports.set_report_settings(trained_store, deployed, enabled=True, runs="all",
-                                copy_to="exports/reports")
+def test_the_run_page_offers_the_report(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    reports.set_report_settings(
+        trained_store, deployed, enabled=True, runs="all", copy_to="exports/reports"
+    )
     queued = runs.enqueue_run(trained_store, deployed)
     assert worker.run_next(trained_store, "page-test")
     at = open_page("pages/results.py", run=queued.id)
@@ -70,9 +76,9 @@ def test_the_run_page_offers_the_report(trained_store: Store, deployed: str,
     assert "Write and download report (HTML)" in downloads(at)
 
 
-def test_only_new_data_checkbox_saves_an_incremental_source(trained_store: Store,
-                                                            deployed: str,
-                                                            open_page: OpenPage) -> None:
+def test_only_new_data_checkbox_saves_an_incremental_source(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="pipeline")
     box = by_label(at.checkbox, "Only new data")
     assert box.value is False
@@ -93,8 +99,14 @@ def zero_row_run(store: Store, deployed: str) -> str:
     incoming.mkdir()
     datasets.churn_frame(n_rows=10, seed=3).to_parquet(incoming / "a.parquet", index=False)
     d = deployments.get_deployment(store, deployed)
-    deployments.update_pipeline(store, deployed, {**d.pipeline, "source": {
-        "kind": "file", "path": "incoming/*.parquet", "incremental": True}})
+    deployments.update_pipeline(
+        store,
+        deployed,
+        {
+            **d.pipeline,
+            "source": {"kind": "file", "path": "incoming/*.parquet", "incremental": True},
+        },
+    )
     for _ in range(2):
         queued = runs.enqueue_run(store, deployed)
         assert worker.run_next(store, "page-test")
@@ -102,16 +114,18 @@ def zero_row_run(store: Store, deployed: str) -> str:
     return queued.id
 
 
-def test_the_deployment_page_copes_with_a_zero_row_run(trained_store: Store, deployed: str,
-                                                       open_page: OpenPage) -> None:
+def test_the_deployment_page_copes_with_a_zero_row_run(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     zero_row_run(trained_store, deployed)
     for section in SECTION_TITLES:
         at = open_page("pages/deployment.py", name=deployed, section=section)
         assert not at.exception, (section, at.exception)
 
 
-def test_a_zero_row_run_page_says_no_new_data(trained_store: Store, deployed: str,
-                                             open_page: OpenPage) -> None:
+def test_a_zero_row_run_page_says_no_new_data(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/results.py", run=zero_row_run(trained_store, deployed))
     assert not at.exception, at.exception
     assert any("No new data since" in i.value for i in at.info)

@@ -28,15 +28,18 @@ def button(at: AppTest, label: str):
 
 
 def test_set_a_schedule_with_preview_then_pause_and_resume(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="schedule")
     assert not at.exception
     assert any("At 06:00 on Monday" in i.value for i in at.info)  # the default's preview
     at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Time zone")).set_value(
-        "Europe/Berlin").run()
+        "Europe/Berlin"
+    ).run()
     cron_input(at).set_value("30 7 * * 1-5").run()
-    assert any("At 07:30 on Monday through Friday" in i.value
-               for i in at.info), [i.value for i in at.info]
+    assert any("At 07:30 on Monday through Friday" in i.value for i in at.info), [
+        i.value for i in at.info
+    ]
     assert any("Next runs:" in c.value and "07:30 CE" in c.value for c in at.caption)
     button(at, "Save schedule").click().run()
     assert not at.exception and not at.error
@@ -50,7 +53,8 @@ def test_set_a_schedule_with_preview_then_pause_and_resume(
 
 
 def test_an_invalid_expression_is_explained_and_not_saved(
-        trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=deployed, section="schedule")
     cron_input(at).set_value("61 * * * *").run()
     assert any("the minute field ('61') is wrong" in e.value for e in at.error)

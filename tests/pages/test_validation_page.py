@@ -34,16 +34,20 @@ def button(at: AppTest, label: str):
 
 
 def texts(at: AppTest) -> str:
-    return " ".join(e.value for kind in (at.info, at.error, at.success, at.markdown, at.caption)
-                    for e in kind)
+    return " ".join(
+        e.value for kind in (at.info, at.error, at.success, at.markdown, at.caption) for e in kind
+    )
 
 
 def test_the_tab_queues_a_validation_and_shows_its_report(
-        trained_store: Store, staging: Deployment, open_page: OpenPage) -> None:
+    trained_store: Store, staging: Deployment, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=staging.name, section="validation")
     assert not at.exception
-    assert f"No validation yet. Give a labelled file above, or run `modeldeck validate " \
-           f"{staging.name} --data PATH`." in texts(at)
+    assert (
+        f"No validation yet. Give a labelled file above, or run `modeldeck validate "
+        f"{staging.name} --data PATH`." in texts(at)
+    )
     at.text_input(key=f"val_path_{staging.id}").set_value(labelled(trained_store)).run()
     button(at, "Validate").click().run()
     assert not at.exception and "queued; the worker runs it" in texts(at)
@@ -53,10 +57,13 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
     assert not any(b.label == "Refresh" for b in at.button)
     assert worker.run_once(trained_store)
     at.run()  # the same session, as the poll's redraw: the report, not a stale "queued"
-    assert not at.exception and not [e.value for e in at.error if "alidation" in e.value], \
-        [e.value for e in at.error]
+    assert not at.exception and not [e.value for e in at.error if "alidation" in e.value], [
+        e.value for e in at.error
+    ]
     assert [m.label for m in at.metric if "Single-row" in m.label] == [
-        "Single-row p50", "Single-row p99"]
+        "Single-row p50",
+        "Single-row p99",
+    ]
     assert "Error analysis" in texts(at) and "400 rows, label 'churn'" in texts(at)
     before = [e.value for e in at.error]  # other tabs' notes (e.g. no run for the challenger)
     worst = at.selectbox(key=f"val_{queued.id}_explain")
@@ -67,17 +74,20 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
 
 
 def test_a_validation_without_the_label_column_is_refused_on_the_page(
-        trained_store: Store, staging: Deployment, open_page: OpenPage) -> None:
+    trained_store: Store, staging: Deployment, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=staging.name, section="validation")
     at.text_input(key=f"val_path_{staging.id}").set_value(
-        labelled(trained_store, drop_label=True)).run()
+        labelled(trained_store, drop_label=True)
+    ).run()
     button(at, "Validate").click().run()
     assert any("The validation data has no label column 'churn'." in e.value for e in at.error)
     assert validation.list_validations(trained_store, staging.name) == []
 
 
 def test_promote_stays_disabled_until_a_reason_is_typed(
-        trained_store: Store, staging: Deployment, open_page: OpenPage) -> None:
+    trained_store: Store, staging: Deployment, open_page: OpenPage
+) -> None:
     at = open_page("pages/deployment.py", name=staging.name)
     assert "❌ **validation**: No validation yet of version v1." in texts(at)
     assert "How to fix: Run `modeldeck validate" in texts(at)
@@ -104,8 +114,24 @@ def test_numbers_read_plainly() -> None:
     from core.ui_validation import _worst_row
 
     assert [validation.plain_number(x) for x in (42390.2, 4.2e-05, 0.123456, -1234.5, 0.0)] == [
-        "42,390", "0.000042", "0.1235", "-1,234", "0"]
-    row = {"row": 7, "key": None, "label": 151.0, "prediction": 147.12345678901234,
-           "confidence": None, "error": 3.876543}
-    assert _worst_row(row, has_key=False) == {"row": 7, "label": "151", "prediction": "147.1",
-                                              "confidence": "", "error": "3.877"}
+        "42,390",
+        "0.000042",
+        "0.1235",
+        "-1,234",
+        "0",
+    ]
+    row = {
+        "row": 7,
+        "key": None,
+        "label": 151.0,
+        "prediction": 147.12345678901234,
+        "confidence": None,
+        "error": 3.876543,
+    }
+    assert _worst_row(row, has_key=False) == {
+        "row": 7,
+        "label": "151",
+        "prediction": "147.1",
+        "confidence": "",
+        "error": "3.877",
+    }
