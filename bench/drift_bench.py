@@ -39,10 +39,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import drift
-from core.drift_scores import Thresholds, score_feature
+from core.engine.drift_scores import Thresholds, score_feature
+from core.engine.profiles import categorical_profile, numeric_profile
 from core.entities import FeatureSchema, Model, ModelSchema
 from core.pipeline import DEFAULT_BATCH_ROWS
-from core.profiles import categorical_profile, numeric_profile
 
 NUMERIC, CATEGORICAL = 15, 5
 NUMERIC_COLUMNS = [f"num_{i}" for i in range(NUMERIC)]

@@ -169,10 +169,10 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=args.threads, user_api="openmp")
-    import core.explainers
-    import core.worker  # the worker's imports (shap, skops), outside the clock
+    import core.engine.explainers
+    import core.worker.loop  # the worker's imports (shap, skops), outside the clock
 
-    assert core.explainers.AGNOSTIC and core.worker.HEARTBEAT_SECONDS
+    assert core.engine.explainers.AGNOSTIC and core.worker.loop.HEARTBEAT_SECONDS
     home = Path(args.keep or tempfile.mkdtemp(prefix="explain_bench_"))
     try:
         from core.store import Store

@@ -135,8 +135,9 @@ def prepare(home: Path, rows: int, train_rows: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the two paths
 def child_modeldeck(home: Path, deployment: str) -> dict[str, Any]:
-    from core import runs, worker  # noqa: F401  (the worker's imports, as a worker has them)
+    from core import runs
     from core.store import Store
+    from core.worker import loop as worker  # noqa: F401  (the worker's imports, as a worker has them)
 
     store = Store.open(home)
     last = [-1.0]

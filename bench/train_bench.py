@@ -29,7 +29,8 @@ from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import datasets, demo, profiles, training
+from core import datasets, demo, training
+from core.engine import profiles
 from core.store import Store
 
 TARGET_RATIO = 1.15

@@ -65,8 +65,9 @@ SECTIONS = (
 # ---------------------------------------------------------------------------- workspace
 def build(home: Path, n_runs: int) -> tuple[str, str]:
     """The demo workspace plus a churn staging deployment with `n_runs` runs; (name, run)."""
-    from core import deployments, registry, runs, worker
+    from core import deployments, registry, runs
     from core.store import Store
+    from core.worker import loop as worker
 
     if not (home / "modeldeck.duckdb").exists():
         subprocess.run(

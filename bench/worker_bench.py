@@ -51,10 +51,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import datasets, deployments, drift, explain, runs, scheduler
-from core.executors import executor_count
-from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
 from core.training import TrainRequest, train
+from core.worker.executors import executor_count
+from core.worker.sidecars import HEARTBEAT_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MEDIAN_LAG = 5.0

@@ -24,11 +24,12 @@ import pyarrow.parquet as pq
 from scipy.spatial.distance import jensenshannon
 
 from core import audit, deployments, drift
-from core.drift_scores import PREDICTION, numeric_buckets, psi
+from core.engine.drift_scores import PREDICTION, numeric_buckets, psi
 from core.entities import Deployment, Model, Run
 from core.errors import Conflict, InvalidInput
 from core.runs import result_path
-from core.store import Store, Tx, with_files
+from core.scoring import feature_column
+from core.store import Store, Tx, quote_identifier, with_files
 
 DEFAULT_LAST = 10  # runs in a window when none is chosen
 TOP_ROWS = 20
@@ -149,10 +150,6 @@ def has_challenger(store: Store, run: Run) -> bool:
     )
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def file_list(paths: list[str]) -> str:
     """A SQL list literal of our own results paths (core.store encodes list parameters as
     JSON text, which read_parquet cannot take)."""
@@ -197,7 +194,7 @@ def compare(
     runs, notes = challenger_runs(
         store, deployment_name, run_id=run_id, last=last, start=start, end=end
     )
-    model = drift._run_model(store, runs[0])
+    model = drift.run_model(store, runs[0])
     task = model.task
     tol = _tolerance(model, tolerance) if task == "regression" else None
     agree = agree_sql(task, tol)
@@ -325,9 +322,7 @@ def _top(
     key = (runs[0].summary.get("columns") or {}).get("key")
     features = [
         c
-        for c in (
-            drift._feature_column(model, f, _columns(mains[0])) for f in model.schema.feature_names
-        )
+        for c in (feature_column(model, f, _columns(mains[0])) for f in model.schema.feature_names)
         if c
     ]
     picked = [c for c in features if c and c != key]
@@ -339,10 +334,10 @@ def _top(
     )
     ours, theirs = file_list(mains), file_list(challengers)
     sql = (
-        f"SELECT m.i, m._row, {f'm.{_quote(key)}, ' if key else ''}"  # what differs first
+        f"SELECT m.i, m._row, {f'm.{quote_identifier(key)}, ' if key else ''}"  # what differs first
         "m.prediction, m.confidence, m.challenger_prediction,"
         " c.confidence AS challenger_confidence,"
-        f" {''.join(f'm.{_quote(p)}, ' for p in picked)}m.input_quality"
+        f" {''.join(f'm.{quote_identifier(p)}, ' for p in picked)}m.input_quality"
         f" FROM (SELECT list_position({ours}, filename) AS i, * FROM {source.format(ours)}"
         f" WHERE NOT {agree}) m LEFT JOIN (SELECT list_position({theirs}, filename) AS i,"
         f" _row, confidence FROM {source.format(theirs)}) c ON c.i = m.i AND c._row = m._row"
@@ -360,15 +355,17 @@ def _feature_differences(model: Model, agree: str, files: list[str]) -> list[Fea
     """Bucket counts of each feature in agreeing and disagreeing rows (one scan, grouped),
     compared by PSI and Jensen-Shannon distance; the most different first."""
     profile = model.profile
-    planned, skipped = drift._plan(model, profile, _columns(files[0]))
+    planned, skipped = drift.count_plan(model, profile, _columns(files[0]))
     planned = [p for p in planned if p[0] != PREDICTION]
     if not planned:
         return []
     aggregates, params = ["count(*)"], []
     for _, kind, found, column in planned:
-        value = _quote(column)
+        value = quote_identifier(column)
         if kind == "numeric":
-            aggregates += drift._numeric_sql(f"TRY_CAST({value} AS DOUBLE)", found["edges"], params)
+            aggregates += drift.numeric_aggregates(
+                f"TRY_CAST({value} AS DOUBLE)", found["edges"], params
+            )
         else:
             value = f"CAST({value} AS VARCHAR)"
             aggregates += [f"count({value})", f"histogram({value})"]
@@ -377,7 +374,9 @@ def _feature_differences(model: Model, agree: str, files: list[str]) -> list[Fea
         f"{file_list(files)}, union_by_name = true, can_have_nan = true) GROUP BY ALL"
     )
     rows = with_files(lambda tx: tx.execute(sql, params).rows)
-    groups = {bool(row[0]): drift._unpack(list(row[1:]), planned, skipped, model) for row in rows}
+    groups = {
+        bool(row[0]): drift.unpack_counts(list(row[1:]), planned, skipped, model) for row in rows
+    }
     if set(groups) != {True, False}:
         return []
     out = []
@@ -430,16 +429,16 @@ def swap(store: Store, name: str, actor: str | None = None) -> Deployment:
         raise InvalidInput(
             f"Deployment '{deployment.name}' has no challenger to swap in.", ADD_CHALLENGER_HINT
         )
-    deployments._check_models(store, current.challenger_model_id, current.main_model_id)
+    deployments.check_models(store, current.challenger_model_id, current.main_model_id)
 
     def write(tx: Tx) -> None:
-        fresh = deployments._load(tx, "id", deployment.id)
+        fresh = deployments.load_deployment(tx, "id", deployment.id)
         if fresh is None or fresh.current_version_id != current.id:
             raise Conflict(
                 f"Deployment '{deployment.name}' changed while swapping.",
                 "Reload it and swap again if the challenger is still the one.",
             )
-        version = deployments._add_version(
+        version = deployments.add_version(
             tx, deployment.id, current.challenger_model_id or "", current.main_model_id, actor
         )
         audit.record(
@@ -448,8 +447,8 @@ def swap(store: Store, name: str, actor: str | None = None) -> Deployment:
             action="swap",
             deployment_id=deployment.id,
             deployment_name=deployment.name,
-            before=deployments._pins(current),
-            after=deployments._pins(version),
+            before=deployments.pins(current),
+            after=deployments.pins(version),
         )
 
     store.write(write)

@@ -33,8 +33,9 @@ from typing import Any
 import pyarrow as pa
 from cryptography.fernet import Fernet, InvalidToken
 
-from core import audit, postgres
+from core import audit
 from core.datasets import new_id
+from core.engine import postgres
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError
 from core.store import Store, Tx, utcnow
 from core.workspace import DB_NAME, Workspace

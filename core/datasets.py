@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn import datasets as sk_datasets
 
-from core import tables
+from core.engine import tables
 from core.entities import Dataset
 from core.errors import DatasetError, NotFound
 from core.store import Store, utcnow

@@ -15,10 +15,9 @@ from typing import Any
 from core import audit
 from core.datasets import get_dataset, new_id
 from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
-from core.errors import ArtifactError, Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
 from core.pipeline import validate_pipeline
 from core.registry import get_experiment, get_model, load_estimator, verify_artifact
-from core.runs import touch_queue_marker
 from core.store import Store, Tx, utcnow
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -55,7 +54,7 @@ def _version(row: dict[str, Any] | None) -> DeploymentVersion | None:
     return DeploymentVersion(**row) if row else None
 
 
-def _load(tx: Tx, where: str, value: str) -> Deployment | None:
+def load_deployment(tx: Tx, where: str, value: str) -> Deployment | None:
     row = tx.execute(f"SELECT * FROM deployments WHERE {where} = ?", [value]).first()
     if row is None:
         return None
@@ -67,7 +66,9 @@ def _load(tx: Tx, where: str, value: str) -> Deployment | None:
 
 def get_deployment(store: Store, name: str) -> Deployment:
     """One deployment by name (or id); raises NotFound."""
-    found = store.read(lambda tx: _load(tx, "name", name) or _load(tx, "id", name))
+    found = store.read(
+        lambda tx: load_deployment(tx, "name", name) or load_deployment(tx, "id", name)
+    )
     if found is None:
         raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
     return found
@@ -102,7 +103,7 @@ def list_versions(store: Store, deployment_id: str) -> list[DeploymentVersion]:
 
 
 # ---------------------------------------------------------------------------- changing
-def _check_models(
+def check_models(
     store: Store, main_id: str, challenger_id: str | None
 ) -> tuple[Model, Model | None]:
     main = get_model(store, main_id)
@@ -125,7 +126,7 @@ def _check_models(
     return main, challenger
 
 
-def _add_version(
+def add_version(
     tx: Tx, deployment_id: str, main_id: str, challenger_id: str | None, actor: str
 ) -> dict[str, Any]:
     number = tx.execute(
@@ -153,7 +154,7 @@ def _add_version(
     return version
 
 
-def _pins(version: DeploymentVersion | dict[str, Any] | None) -> dict[str, Any] | None:
+def pins(version: DeploymentVersion | dict[str, Any] | None) -> dict[str, Any] | None:
     if version is None:
         return None
     get = version.get if isinstance(version, dict) else lambda k: getattr(version, k)
@@ -188,11 +189,15 @@ def deploy(
             "Use lowercase letters, digits and dashes (it becomes a URL).",
         )
     actor = actor or audit.current_actor()
-    main, challenger = _check_models(store, model_id, challenger_id)
+    main, challenger = check_models(store, model_id, challenger_id)
     pipeline = default_pipeline(store, main)
 
     def write(tx: Tx) -> str:
-        existing = _load(tx, "name", name) if name else _find(tx, main.experiment_id, environment)
+        existing = (
+            load_deployment(tx, "name", name)
+            if name
+            else find_in_environment(tx, main.experiment_id, environment)
+        )
         if existing is not None and (
             existing.experiment_id != main.experiment_id or existing.environment != environment
         ):
@@ -202,10 +207,10 @@ def deploy(
                 "Choose another name.",
             )
         if existing is None:
-            existing = _create(
-                tx, name or _free_name(tx, main, environment), main, environment, pipeline
+            existing = create_deployment(
+                tx, name or free_name(tx, main, environment), main, environment, pipeline
             )
-        version = _add_version(
+        version = add_version(
             tx, existing.id, main.id, challenger.id if challenger else None, actor
         )
         audit.record(
@@ -214,28 +219,28 @@ def deploy(
             action="deploy",
             deployment_id=existing.id,
             deployment_name=existing.name,
-            before=_pins(existing.current),
-            after=_pins(version),
+            before=pins(existing.current),
+            after=pins(version),
         )
         return existing.id
 
     return get_deployment(store, store.write(write))
 
 
-def _find(tx: Tx, experiment_id: str, environment: str) -> Deployment | None:
+def find_in_environment(tx: Tx, experiment_id: str, environment: str) -> Deployment | None:
     row = tx.execute(
         "SELECT id FROM deployments WHERE experiment_id = ? AND environment = ?"
         " ORDER BY created_at LIMIT 1",
         [experiment_id, environment],
     ).first()
-    return _load(tx, "id", row["id"]) if row else None
+    return load_deployment(tx, "id", row["id"]) if row else None
 
 
-def _free_name(tx: Tx, model: Model, environment: str) -> str:
-    return _free_name_from(tx, f"{slug(model.experiment)}-{environment}")
+def free_name(tx: Tx, model: Model, environment: str) -> str:
+    return free_name_from(tx, f"{slug(model.experiment)}-{environment}")
 
 
-def _free_name_from(tx: Tx, base: str) -> str:
+def free_name_from(tx: Tx, base: str) -> str:
     taken = {
         r["name"]
         for r in tx.execute("SELECT name FROM deployments WHERE name LIKE ?", [base + "%"])
@@ -243,7 +248,7 @@ def _free_name_from(tx: Tx, base: str) -> str:
     return next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)
 
 
-def _create(
+def create_deployment(
     tx: Tx, name: str, model: Model, environment: str, pipeline: dict[str, Any]
 ) -> Deployment:
     project_id = tx.execute(
@@ -272,157 +277,6 @@ def _create(
     return Deployment.from_row(row)
 
 
-def production_name(store: Store, staging: Deployment) -> str:
-    """The name promotion gives (or gave) the staging deployment's production counterpart."""
-    main = get_model(store, staging.current.main_model_id) if staging.current else None
-
-    def read(tx: Tx) -> str:
-        found = _find(tx, staging.experiment_id, "production")
-        if found is not None or main is None:
-            return found.name if found else f"{staging.name}-production"
-        return _free_name(tx, main, "production")
-
-    return store.read(read)
-
-
-def _for_environment(text: str, staging_name: str, production_name: str, sep: str) -> str:
-    """A staging sink's path or table renamed for production: the staging deployment's name,
-    else the word staging, is replaced; a path naming neither gets the environment appended."""
-    if staging_name in text:
-        return text.replace(staging_name, production_name)
-    if staging_name.replace("-", "_") in text:
-        return text.replace(staging_name.replace("-", "_"), production_name.replace("-", "_"))
-    if "staging" in text:
-        return text.replace("staging", "production")
-    return f"{text}{sep}production"
-
-
-def production_sinks(store: Store, staging_name: str) -> list[dict[str, Any]]:
-    """Staging's sinks with their own production paths and tables (what promote proposes), so
-    production never writes into staging's folder or table."""
-    staging = get_deployment(store, staging_name)
-    target = production_name(store, staging)
-    out = []
-    for sink in staging.pipeline.get("sinks", []):
-        sink = dict(sink)
-        if sink.get("kind") == "folder":
-            sink["path"] = _for_environment(sink["path"], staging.name, target, "-")
-        elif sink.get("table"):
-            sink["table"] = _for_environment(sink["table"], staging.name, target, "_")
-        out.append(sink)
-    return out
-
-
-def promote(
-    store: Store,
-    staging_name: str,
-    *,
-    copy_pipeline: bool = True,
-    copy_schedule: bool = True,
-    copy_report: bool = True,
-    actor: str | None = None,
-    override_reason: str | None = None,
-    sinks: list[dict[str, Any]] | None = None,
-) -> Deployment:
-    """Make staging's current models production's current version; one transaction.
-
-    Creates the production deployment on first promotion. Idempotent: promoting models that
-    production already serves changes nothing, so two people promoting at once yield one new
-    version. Guarded by the promotion gate (core.gate): raises Forbidden naming every failing
-    check unless a written `override_reason` is given (InvalidInput when it is blank); the
-    audit entry keeps the reason and the checks' outcomes. A copied pipeline gets production's
-    own sinks: `sinks` as given, else `production_sinks` (staging's, renamed).
-    """
-    from core import gate  # core.gate reads deployments through this module
-
-    actor = actor or audit.current_actor()
-    staging = get_deployment(store, staging_name)
-    if staging.environment != "staging" or staging.current is None:
-        raise InvalidInput(
-            f"'{staging.name}' is not a staging deployment with a model.",
-            "Promote from a staging deployment; deploy to it first.",
-        )
-    if override_reason is not None and not override_reason.strip():
-        raise InvalidInput(
-            "An override of the promotion gate needs a written reason.",
-            "Say why promoting despite the failing checks is right; it is kept in the audit log.",
-        )
-    reason = (override_reason or "").strip()
-    own_sinks = sinks if sinks is not None else production_sinks(store, staging.name)
-    prod_pipeline = validate_pipeline({**staging.pipeline, "sinks": own_sinks}, store.workspace)
-    main = get_model(store, staging.current.main_model_id)
-    checks = gate.check_gate(store, staging.name)
-    failed = gate.failing(checks)
-    target = store.read(lambda tx: _find(tx, staging.experiment_id, "production"))
-    serving = (
-        target is not None
-        and target.current is not None
-        and (target.current.main_model_id, target.current.challenger_model_id)
-        == (staging.current.main_model_id, staging.current.challenger_model_id)
-    )
-    if failed and not reason and not serving:
-        raise Forbidden(
-            f"The promotion gate of '{staging.name}' fails: "
-            + " ".join(f"[{c.name}] {c.detail}" for c in failed),
-            "Fix them ("
-            + " ".join(c.fix for c in failed if c.fix)
-            + ') or override with a reason (--override "why").',
-        )
-
-    def write(tx: Tx) -> str:
-        fresh = _load(tx, "id", staging.id)
-        if fresh is None or fresh.current is None:
-            raise Conflict(f"'{staging.name}' changed while promoting.", "Try again.")
-        target = _find(tx, fresh.experiment_id, "production")
-        if target is None:
-            target = _create(
-                tx,
-                _free_name(tx, main, "production"),
-                main,
-                "production",
-                {**fresh.pipeline, "sinks": prod_pipeline["sinks"]},
-            )
-        pins = (fresh.current.main_model_id, fresh.current.challenger_model_id)
-        if (
-            target.current
-            and (target.current.main_model_id, target.current.challenger_model_id) == pins
-        ):
-            return target.id  # already serving these models
-        copied = {"pipeline": copy_pipeline, "schedule": copy_schedule, "report": copy_report}
-        for column, wanted in copied.items():
-            if wanted:
-                value = getattr(fresh, column)
-                if column == "pipeline":  # production writes to its own sinks
-                    value = {**value, "sinks": prod_pipeline["sinks"]}
-                if column == "schedule" and value:  # active from now: no catch-up of the
-                    value = {**value, "since": utcnow().isoformat()}  # slots before promotion
-                tx.execute(f"UPDATE deployments SET {column} = ? WHERE id = ?", [value, target.id])
-        version = _add_version(tx, target.id, *pins, actor)
-        audit.record(
-            tx,
-            actor=actor,
-            action="promote",
-            deployment_id=target.id,
-            deployment_name=target.name,
-            before=_pins(target.current),
-            after={
-                **_pins(version),
-                "from": fresh.name,
-                "copied": copied,
-                "gate": gate.outcomes(checks),
-                "overridden": bool(failed),
-            },
-            reason=reason,
-        )
-        return target.id
-
-    promoted = get_deployment(store, store.write(write))
-    if copy_schedule:
-        # A copied schedule is new to the worker: wake it rather than wait for its next sync.
-        touch_queue_marker(store.workspace)
-    return promoted
-
-
 def rollback(store: Store, name: str, version_number: int, actor: str | None = None) -> Deployment:
     """Make an earlier version current again (atomically); raises NotFound for a bad number."""
     actor = actor or audit.current_actor()
@@ -439,7 +293,7 @@ def rollback(store: Store, name: str, version_number: int, actor: str | None = N
                 f"{name} v{version_number}",
                 "The Versions tab (or `modeldeck deployments show`) lists them.",
             )
-        before = _load(tx, "id", deployment.id)
+        before = load_deployment(tx, "id", deployment.id)
         tx.execute(
             "UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
             [row["id"], utcnow(), deployment.id],
@@ -450,8 +304,8 @@ def rollback(store: Store, name: str, version_number: int, actor: str | None = N
             action="rollback",
             deployment_id=deployment.id,
             deployment_name=deployment.name,
-            before=_pins(before.current if before else None),
-            after=_pins(row),
+            before=pins(before.current if before else None),
+            after=pins(row),
         )
 
     store.write(write)
@@ -586,7 +440,7 @@ def delete_deployment(store: Store, name: str, *, confirm: str, actor: str | Non
             action="delete",
             deployment_id=deployment.id,
             deployment_name=deployment.name,
-            before=_pins(deployment.current),
+            before=pins(deployment.current),
         )
 
     store.write(write)

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import deployments
-from core.drift_scores import (
+from core.engine.drift_scores import (
     DEFAULT_DRIFTED,
     DEFAULT_MODERATE,
     PREDICTION,
@@ -40,8 +40,8 @@ from core.entities import Model, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import get_model
 from core.runs import get_run, list_runs, result_path, results_dir
-from core.scoring import RESULT_COLUMNS, proba_name
-from core.store import Store, utcnow, with_files
+from core.scoring import feature_column
+from core.store import Store, quote_identifier, utcnow, with_files
 from core.workspace import atomic_write_bytes
 
 log = logging.getLogger("modeldeck.drift")
@@ -149,22 +149,7 @@ def counts_path(store: Store, run_id: str, model_id: str | None = None) -> Any:
     return results_dir(store.workspace, run_id) / f"drift_counts{suffix}.json"
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _feature_column(model: Model, name: str, columns: list[str]) -> str | None:
-    """The results column of a feature (one named like a result column became input_<name>)."""
-    reserved = {*RESULT_COLUMNS, *(proba_name(c) for c in model.schema.classes)}
-    column = name
-    if name in reserved:
-        column = f"input_{name}"
-        while column not in columns and len(column) < len(name) + 60:
-            column = f"input_{column}"
-    return column if column in columns else None
-
-
-def _numeric_sql(x: str, edges: list[float], params: list[Any]) -> list[str]:
+def numeric_aggregates(x: str, edges: list[float], params: list[Any]) -> list[str]:
     """Aggregates of a numeric value `x`, read back by `_numeric_counts`: the counts below the
     first edge, at or above each inner edge, above the last edge, of NaN and of values (NaN
     included); the sums of the outer buckets, the sum, min and max of the numbers.
@@ -190,7 +175,7 @@ def _numeric_sql(x: str, edges: list[float], params: list[Any]) -> list[str]:
 
 
 def _numeric_counts(values: list[Any], edges: list[float], rows: int) -> dict[str, Any]:
-    """The buckets of `_numeric_sql`'s aggregates (DuckDB sorts NaN above every number, so
+    """The buckets of `numeric_aggregates`'s aggregates (DuckDB sorts NaN above every number, so
     NaN is in the count above the last edge and in every `>=` count)."""
     n = len(edges[1:-1])
     below, *at_or_above, above, nan, non_null = (int(v or 0) for v in values[: n + 4])
@@ -210,7 +195,7 @@ def _numeric_counts(values: list[Any], edges: list[float], rows: int) -> dict[st
     }
 
 
-def _plan(
+def count_plan(
     model: Model, profile: dict[str, Any], columns: list[str]
 ) -> tuple[list[tuple[str, str, dict[str, Any], str]], dict[str, str]]:
     """(name, kind, training profile, results column) to count; skipped features -> why."""
@@ -218,7 +203,7 @@ def _plan(
     planned, skipped = [], {}
     for feature in model.schema.features:
         found = features.get(feature.name)
-        column = _feature_column(model, feature.name, columns)
+        column = feature_column(model, feature.name, columns)
         if found is None:
             skipped[feature.name] = "not in the training profile"
         elif column is None:
@@ -246,14 +231,14 @@ COUNT_MEMORY_LIMIT = "400MB"
 def count_file(path: Any, model: Model, profile: dict[str, Any]) -> dict[str, Any]:
     """Bucket counts of one results file against `profile`: one DuckDB aggregation."""
     schema = pq.read_schema(path)
-    planned, skipped = _plan(model, profile, schema.names)
+    planned, skipped = count_plan(model, profile, schema.names)
     aggregates, params = ["count(*)"], []
     for _, kind, found, column in planned:
-        value, kind_of = _quote(column), schema.field(column).type
+        value, kind_of = quote_identifier(column), schema.field(column).type
         if kind == "numeric":
             if not pa.types.is_floating(kind_of):  # integers, booleans, text holding numbers
                 value = f"TRY_CAST({value} AS DOUBLE)"
-            aggregates += _numeric_sql(value, found["edges"], params)
+            aggregates += numeric_aggregates(value, found["edges"], params)
         else:
             if not (pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of)):
                 value = f"CAST({value} AS VARCHAR)"
@@ -264,10 +249,10 @@ def count_file(path: Any, model: Model, profile: dict[str, Any]) -> dict[str, An
     row = with_files(
         lambda tx: tx.execute(sql, [*params, str(path)]).rows[0], memory_limit=COUNT_MEMORY_LIMIT
     )
-    return _unpack(list(row), planned, skipped, model)
+    return unpack_counts(list(row), planned, skipped, model)
 
 
-def _unpack(
+def unpack_counts(
     row: list[Any],
     planned: list[tuple[str, str, dict[str, Any], str]],
     skipped: dict[str, str],
@@ -277,7 +262,7 @@ def _unpack(
     categories = {f.name: set(f.categories) for f in model.schema.features}
     for name, kind, found, _ in planned:
         if kind == "numeric":
-            width = len(found["edges"][1:-1]) + 9  # the aggregates of _numeric_sql
+            width = len(found["edges"][1:-1]) + 9  # the aggregates of numeric_aggregates
             out[name] = _numeric_counts(row[pos : pos + width], found["edges"], rows)
             pos += width
         else:
@@ -309,7 +294,7 @@ def _unpack(
     return {"rows": rows, "features": out, "skipped": skipped}
 
 
-def _run_model(store: Store, run: Run) -> Model:
+def run_model(store: Store, run: Run) -> Model:
     model_id = (run.summary.get("main") or {}).get("model_id")
     if not model_id:
         raise Conflict(
@@ -344,7 +329,7 @@ def compute_run_counts(
     `run`: the run as just recorded (the worker has it), to save a read of the store."""
     run = run if run is not None and run.id == run_id else get_run(store, run_id)
     path = _results_of(store, run)
-    own = _run_model(store, run)
+    own = run_model(store, run)
     model = model or own
     counts = count_file(path, model, model.profile)
     if counts["rows"] == 0:
@@ -550,7 +535,7 @@ def drift_report(
     from stored counts (computed and stored for runs that lack them). Reads no rows when
     every run's counts are stored. Raises like window_runs."""
     runs = window_runs(store, deployment_name, run_id=run_id, last=last, start=start, end=end)
-    model = _run_model(store, runs[0])
+    model = run_model(store, runs[0])
     counts = combine([run_counts(store, r, model) for r in runs])
     others = sorted({(r.summary.get("main") or {}).get("model_id") for r in runs} - {model.id})
     notes = (
@@ -576,7 +561,7 @@ def drift_over_time(
     points, shares = [], []
     for run in runs:
         model_id = (run.summary.get("main") or {}).get("model_id", "")
-        model = models.setdefault(model_id, _run_model(store, run))
+        model = models.setdefault(model_id, run_model(store, run))
         report = _report(
             run.deployment_name, model, [run], run_counts(store, run, model), thresholds
         )

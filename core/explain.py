@@ -35,20 +35,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import results, scoring
-from core.classes import class_texts, label_texts
 from core.datasets import get_dataset, load_frame
+from core.engine.classes import class_texts, label_texts
+from core.engine.model_input import finite, to_model_frame
+from core.engine.profiles import plain
 from core.entities import Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
-from core.model_input import finite, to_model_frame
-from core.profiles import plain
 from core.registry import background_sample, cached_estimator, get_model, list_versions
 from core.runs import result_path, results_dir
-from core.scoring import RESULT_COLUMNS, Loaded, proba_name
-from core.store import Store, Tx, with_files
+from core.scoring import Loaded, feature_column, proba_name
+from core.store import Store, Tx, quote_identifier, with_files
 from core.workspace import atomic_path, atomic_write_bytes
 
 if TYPE_CHECKING:  # core.explainers imports shap (~3 s): only when something is computed
-    from core.explainers import Attribution, ModelExplainer
+    from core.engine.explainers import Attribution, ModelExplainer
 
 log = logging.getLogger("modeldeck.explain")
 
@@ -129,7 +129,7 @@ def model_explainer(store: Store, model: Model, estimator: Any = None) -> ModelE
     reuses the model the run was just scored with. Raises ArtifactError when the model's file
     is missing or changed.
     """
-    from core.explainers import ModelExplainer
+    from core.engine.explainers import ModelExplainer
 
     key = (str(store.workspace.home), model.id, model.sha256)
     with _lock:
@@ -182,17 +182,8 @@ def _model_of(store: Store, run: Run, which: str) -> Model:
 
 
 def _feature_columns(model: Model, columns: list[str]) -> dict[str, str]:
-    """Feature name -> its column in the results file (a clashing name became input_<name>)."""
-    reserved = {*RESULT_COLUMNS, *(proba_name(c) for c in model.schema.classes)}
-    found = {}
-    for name in model.schema.feature_names:
-        column = name
-        if name in reserved:
-            column = f"input_{name}"
-            while column not in columns and len(column) < len(name) + 60:
-                column = f"input_{column}"
-        found[name] = column
-    return found
+    """Feature name -> its column in the results file (see scoring.feature_column)."""
+    return {n: feature_column(model, n, columns) or n for n in model.schema.feature_names}
 
 
 def _read_rows(
@@ -225,14 +216,10 @@ def _key_filter(path: str, key_column: str, wanted: Sequence[Any]) -> tuple[str,
                 numbers.append(int(str(w)))
             except ValueError:
                 continue  # cannot be an integer key: reported as not found
-        return _quote(key_column), numbers
+        return quote_identifier(key_column), numbers
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return _quote(key_column), [str(w) for w in wanted]
-    return f"CAST({_quote(key_column)} AS VARCHAR)", [str(w) for w in wanted]
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+        return quote_identifier(key_column), [str(w) for w in wanted]
+    return f"CAST({quote_identifier(key_column)} AS VARCHAR)", [str(w) for w in wanted]
 
 
 def _row_number(value: Any) -> int:
@@ -679,7 +666,7 @@ def sample_rows(
     kept = _kept_sample(store, run, which, size, stratified, columns)
     if kept is not None:
         return kept
-    selected = ", ".join(_quote(c) for c in columns) or "*"
+    selected = ", ".join(quote_identifier(c) for c in columns) or "*"
     path = str(result_path(store.workspace, run.id, which))
     total = run.rows_out or 0
     fallback = min(1.0, 1.5 * size / max(total, 1) + 1e-9)

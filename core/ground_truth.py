@@ -33,16 +33,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import audit, challenger, drift, pipeline
-from core.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.datasets import new_id
 from core.deployments import get_deployment
+from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
+from core.engine.metrics import LabelStats, Sample, Vocabulary
+from core.engine.pipeline_sql import quote, reader_for
+from core.engine.predict import Scored
 from core.entities import Deployment, Model, Run
 from core.errors import InvalidInput
-from core.pipeline_sql import quote, reader_for
 from core.registry import get_model
-from core.run_metrics import LabelStats, Sample, Vocabulary
 from core.runs import result_path
-from core.scoring import Scored, proba_name
+from core.scoring import proba_name
 from core.store import Store, Tx, utcnow, with_files
 from core.workspace import atomic_path
 
@@ -545,7 +546,7 @@ def live_metrics(
             f"({counts['labels']:,} labels stored).",
             "Add labels for these rows, or choose a window of runs the labels cover.",
         )
-    task = drift._run_model(store, runs[0]).task
+    task = drift.run_model(store, runs[0]).task
     metric = HEADLINE[task]
     rng = np.random.default_rng(seed)
     models: dict[str, Model] = {}

@@ -28,10 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core import tables
+from core.engine import tables
+from core.engine.pipeline_sql import confine, quote, reader_for, source_files
 from core.entities import Run
 from core.errors import PipelineError
-from core.pipeline_sql import confine, quote, reader_for, source_files
 from core.store import Store, Tx, utcnow
 from core.workspace import Workspace
 

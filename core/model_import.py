@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 from sklearn.base import is_classifier, is_regressor
 
-from core import profiles
-from core.artifacts import inspect_bytes, load_bytes
 from core.datasets import get_dataset, load_frame, new_id
+from core.engine import profiles
+from core.engine.artifacts import inspect_bytes, load_bytes
 from core.entities import DEFAULT_PROJECT, Model, Progress, no_progress
 from core.errors import ArtifactError, SchemaMismatch
 from core.registry import (

@@ -41,10 +41,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from core import connections, incremental, postgres, sql_limits, tables
-from core.entities import ModelSchema
-from core.errors import InvalidInput, PipelineError
-from core.model_input import (
+from core import connections, incremental
+from core.engine import postgres, sql_limits, tables
+from core.engine.model_input import (
     SchemaCheck,
     check_schema,
     describe_problems,
@@ -52,7 +51,7 @@ from core.model_input import (
     input_quality,
     to_model_frame,
 )
-from core.pipeline_sql import (
+from core.engine.pipeline_sql import (
     READ_ERRORS,
     SOURCE_TABLE,
     Chain,
@@ -72,6 +71,8 @@ from core.pipeline_sql import (
     strip_trailing,
     transform_connection,
 )
+from core.entities import ModelSchema
+from core.errors import InvalidInput, PipelineError
 from core.workspace import Workspace
 
 __all__ = [

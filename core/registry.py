@@ -302,7 +302,7 @@ def load_estimator(store: Store, model: Model) -> Any:
     """The fitted estimator of `model`, loaded from the very bytes whose SHA-256 matched the
     record. Raises ArtifactError when the file is missing, changed, or not loadable."""
     # Imported here: core.artifacts pulls in skops, which most callers never need.
-    from core.artifacts import load_bytes
+    from core.engine.artifacts import load_bytes
 
     data = read_artifact(store, model)
     path = Path(model.artifact_path)

@@ -21,7 +21,7 @@ from core.entities import Run
 from core.errors import Conflict, DamagedResults, InvalidInput, NotFound
 from core.runs import get_run, result_path, results_dir
 from core.sinks import FORMATS, copy_as
-from core.store import Store, Tx, utcnow, with_files
+from core.store import Store, Tx, quote_identifier, utcnow, with_files
 
 WHICH = ("main", "challenger")
 MAX_PAGE = 10_000
@@ -118,7 +118,7 @@ def page(
             raise InvalidInput(
                 f"The results have no column '{name}'.", f"Choose from: {', '.join(schema.names)}."
             )
-    selected = ", ".join(_quote(c) for c in columns) if columns else "*"
+    selected = ", ".join(quote_identifier(c) for c in columns) if columns else "*"
     if not 0 <= offset or not 0 < limit <= MAX_PAGE:
         raise InvalidInput(
             f"A page needs offset >= 0 and 0 < limit <= {MAX_PAGE}.", "Ask for a smaller page."
@@ -127,7 +127,8 @@ def page(
     source = "read_parquet(?)"
     order = ""
     if sort_by is not None:
-        order = f" ORDER BY {_quote(sort_by)} {'DESC' if descending else 'ASC'} NULLS LAST, _row"
+        direction = "DESC" if descending else "ASC"
+        order = f" ORDER BY {quote_identifier(sort_by)} {direction} NULLS LAST, _row"
 
     def read(tx: Tx) -> tuple[pa.Table, int]:
         total = tx.execute(f"SELECT count(*) FROM {source}{clause}", [str(path), *params]).scalar()
@@ -139,10 +140,6 @@ def page(
 
     table, total = with_files(read)
     return table.to_pandas(), total
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _where(where: dict[str, Any], schema: pa.Schema) -> tuple[str, list[Any]]:
@@ -162,7 +159,7 @@ def _where(where: dict[str, Any], schema: pa.Schema) -> tuple[str, list[Any]]:
             parts.append(f"prediction IN ({', '.join('?' * len(values))})")
             params += values
         else:
-            parts.append(f"{_quote(column)} {FILTERS[name]} ?")
+            parts.append(f"{quote_identifier(column)} {FILTERS[name]} ?")
             params.append(_number(value, name))
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
@@ -202,10 +199,11 @@ def value_range(
     _, path = _readable(store, run_id, which)
     if column not in pq.read_schema(path).names:
         raise InvalidInput(f"The results have no column '{column}'.", "Choose another column.")
+    quoted = quote_identifier(column)
     row = with_files(
         lambda tx: tx.execute(
-            f"SELECT min({_quote(column)}) AS lo, max({_quote(column)}) AS hi FROM read_parquet(?)"
-            f" WHERE NOT isnan({_quote(column)})",
+            f"SELECT min({quoted}) AS lo, max({quoted}) AS hi FROM read_parquet(?)"
+            f" WHERE NOT isnan({quoted})",
             [str(path)],
         ).first()
     )

@@ -20,7 +20,8 @@ from typing import Any
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from core import connections, postgres
+from core import connections
+from core.engine import postgres
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store, write_duckdb_table
 from core.workspace import Workspace, atomic_path

@@ -7,14 +7,12 @@ no experiment, version, model row or artifact behind.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -31,9 +29,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core import profiles
-from core.classes import sort_classes
 from core.datasets import get_dataset, load_frame, new_id
+from core.engine import profiles
+from core.engine.classes import sort_classes
+from core.engine.metrics import classification_metrics, regression_metrics
 from core.entities import (
     DEFAULT_PROJECT,
     TASKS,
@@ -336,49 +335,6 @@ class TrainingResult:
     version: Version
     models: list[Model]
     plan: TrainingPlan
-
-
-def classification_metrics(
-    y_true: pd.Series, y_pred: np.ndarray, proba: np.ndarray | None, classes: list[Any], task: Task
-) -> dict[str, float | None]:
-    """Accuracy, precision, recall, F1 (binary: positive = last class; else macro), ROC-AUC."""
-    average = "binary" if task == "binary" else "macro"
-    pos = {"pos_label": classes[-1]} if task == "binary" else {}
-    # One call for precision, recall and F1: each sklearn metric re-validates its inputs.
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        y_true, y_pred, average=average, zero_division=0, **pos
-    )
-    out: dict[str, float | None] = {
-        "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "roc_auc": None,
-    }
-    if proba is not None and y_true.nunique() > 1:
-        try:
-            if task == "binary":
-                out["roc_auc"] = skm.roc_auc_score(y_true == classes[-1], proba[:, -1])
-            else:
-                out["roc_auc"] = skm.roc_auc_score(
-                    y_true, proba, multi_class="ovr", average="macro", labels=classes
-                )
-        except ValueError:  # a class absent from the holdout: AUC is undefined
-            out["roc_auc"] = None
-    return {k: _rounded(v) for k, v in out.items()}
-
-
-def regression_metrics(y_true: pd.Series, y_pred: np.ndarray) -> dict[str, float | None]:
-    """MAE, RMSE and R2."""
-    return {
-        "mae": _rounded(skm.mean_absolute_error(y_true, y_pred)),
-        "rmse": _rounded(math.sqrt(skm.mean_squared_error(y_true, y_pred))),
-        "r2": _rounded(skm.r2_score(y_true, y_pred)),
-    }
-
-
-def _rounded(value: Any) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), 6)
 
 
 def evaluate(

@@ -39,16 +39,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import audit, pipeline, runs
-from core.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.datasets import new_id
 from core.deployments import get_deployment
-from core.drift import _feature_column, _quote
+from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
+from core.engine.pipeline_sql import source_files
+from core.engine.predict import score
 from core.entities import Deployment, Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
-from core.pipeline_sql import source_files
 from core.registry import get_model, load_estimator, sha256_file
-from core.scoring import Loaded, RunScorer, score
-from core.store import Store, Tx, utcnow, with_files
+from core.scoring import Loaded, RunScorer, feature_column
+from core.store import Store, Tx, quote_identifier, utcnow, with_files
 
 log = logging.getLogger("modeldeck.validation")
 
@@ -355,7 +355,7 @@ def _texts(values: list[Any], model: Model) -> list[str]:
 
 def _canonical_sql(path: Path, column: str, model: Model) -> str:
     """SQL of `column` as the canonical text of the class each value meets."""
-    y = _quote(column)
+    y = quote_identifier(column)
     rows = with_files(
         lambda tx: tx.execute(
             f"SELECT DISTINCT CAST({y} AS VARCHAR) AS raw, {y} AS v FROM read_parquet(?)"
@@ -371,10 +371,10 @@ def _canonical_sql(path: Path, column: str, model: Model) -> str:
 def _label_sql(path: Path, model: Model, label: str) -> tuple[str, str]:
     """(results column of the label, SQL of each row's error: 0/1 misclassified, or |error|)."""
     schema = pq.read_schema(path)
-    column = _feature_column(model, label, schema.names)
+    column = feature_column(model, label, schema.names)
     if column is None:
         raise InvalidInput(f"The results have no label column '{label}'.", "Validate again.")
-    y = _quote(column)
+    y = quote_identifier(column)
     if model.task == "regression":
         return column, f"abs(TRY_CAST({y} AS DOUBLE) - prediction)"
     # Labels and predictions compared as the classes they meet: 1, 1.0, "1" and "001" meet
@@ -388,7 +388,7 @@ def _label_sql(path: Path, model: Model, label: str) -> tuple[str, str]:
 def labelled(path: Path, model: Model, label: str) -> dict[str, Any]:
     """Confusion matrix and per-class metrics (classification) or a residuals sample."""
     column, _ = _label_sql(path, model, label)
-    y = _quote(column)
+    y = quote_identifier(column)
     source = f"read_parquet(?, can_have_nan = true) WHERE {y} IS NOT NULL"
     if model.task == "regression":
         rows = with_files(
@@ -546,7 +546,7 @@ def _production(
 def _bucket_sql(column: str, edges: list[float], params: list[Any]) -> str:
     """A numeric value's training bin as text: the bin's index (np.histogram's convention),
     'below', 'above' or 'missing'."""
-    x = f"TRY_CAST({_quote(column)} AS DOUBLE)"
+    x = f"TRY_CAST({quote_identifier(column)} AS DOUBLE)"
     inner = " + ".join(f"CAST({x} >= ? AS INTEGER)" for _ in edges[1:-1]) or "0"
     params += [edges[0], edges[-1], *edges[1:-1]]
     return (
@@ -586,13 +586,13 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
     names = pq.read_schema(path).names
     base = (
         f"SELECT *, {error} AS _err FROM read_parquet(?, can_have_nan = true)"
-        f" WHERE {_quote(column)} IS NOT NULL"
+        f" WHERE {quote_identifier(column)} IS NOT NULL"
     )
     params: list[Any] = [str(path)]
     parts, planned = [], []
     for feature in model.schema.features:
         found = (model.profile.get("features") or {}).get(feature.name)
-        where = _feature_column(model, feature.name, names)
+        where = feature_column(model, feature.name, names)
         if (
             found is None
             or where is None
@@ -602,7 +602,7 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
         bucket = (
             _bucket_sql(where, found["edges"], params)
             if found["kind"] == "numeric"
-            else f"coalesce(CAST({_quote(where)} AS VARCHAR), 'missing')"
+            else f"coalesce(CAST({quote_identifier(where)} AS VARCHAR), 'missing')"
         )
         parts.append(
             f"SELECT {len(planned)} AS f, {bucket} AS s, count(*) AS n,"
@@ -620,7 +620,8 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
     )[:SHOWN_SLICES]
     key = model.schema.key_column if model.schema.key_column in names else None
     shown = ", ".join(
-        _quote(c) for c in ["_row", *([key] if key else []), column, "prediction", "confidence"]
+        quote_identifier(c)
+        for c in ["_row", *([key] if key else []), column, "prediction", "confidence"]
     )
     worst = with_files(
         lambda tx: tx.execute(

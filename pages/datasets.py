@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from core import datasets, profiles, ui
+from core import datasets, ui
+from core.engine import profiles
 from core.entities import Dataset
 
 ui.header(

@@ -7,18 +7,15 @@ the URL (`?name=…&section=…`), so a link opens the same view.
 
 import streamlit as st
 
-from core import (
-    audit,
-    ui,
-    ui_challenger,
-    ui_connections,
-    ui_deployment,
-    ui_drift,
-    ui_reports,
-    ui_validation,
-)
+from core import audit, ui
 from core.entities import Deployment
 from core.store import Store
+from core.ui import challenger as ui_challenger
+from core.ui import connections as ui_connections
+from core.ui import deployment as ui_deployment
+from core.ui import drift as ui_drift
+from core.ui import reports as ui_reports
+from core.ui import validation as ui_validation
 
 
 def general(store: Store, d: Deployment) -> None:

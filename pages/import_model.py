@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core import artifacts, datasets, model_import, ui
+from core import datasets, model_import, ui
+from core.engine import artifacts
 from core.entities import TASKS
 
 ui.header(

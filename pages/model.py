@@ -4,8 +4,10 @@ explainability and artifact."""
 import pandas as pd
 import streamlit as st
 
-from core import charts, registry, ui, ui_explain
+from core import registry, ui
 from core.errors import NotFound
+from core.ui import charts
+from core.ui import explain as ui_explain
 
 ui.header("Model")
 store = ui.get_store()

@@ -2,7 +2,11 @@
 
 import streamlit as st
 
-from core import results, runs, ui, ui_connections, ui_explain, ui_reports, ui_results
+from core import results, runs, ui
+from core.ui import connections as ui_connections
+from core.ui import explain as ui_explain
+from core.ui import reports as ui_reports
+from core.ui import results as ui_results
 
 ui.header("Run results")
 store = ui.get_store()

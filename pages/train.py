@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from core import charts, datasets, registry, training, ui
+from core import datasets, registry, training, ui
 from core.entities import TASKS
+from core.ui import charts
 
 ui.header(
     "Train",

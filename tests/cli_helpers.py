@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from core import cli
+from core.cli import main as cli
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -17,7 +17,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from core import artifacts, datasets, registry
+from core import datasets, registry
+from core.engine import artifacts
 from core.entities import Dataset, Model
 from core.errors import ArtifactError, ModelDeckError, SchemaMismatch, UntrustedArtifact
 from core.model_import import ImportRequest, import_model

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from core import audit, challenger, datasets, deployments, registry, runs
-from core.drift_scores import psi
+from core.engine.drift_scores import psi
 from core.entities import Deployment, Run
 from core.errors import InvalidInput
 from core.store import Store

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.classes import class_texts, label_texts, sort_classes, truth_pair
+from core.engine.classes import class_texts, label_texts, sort_classes, truth_pair
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from core import cli, datasets
+from core import datasets
+from core.cli import main as cli
 from core.store import Store
 from tests.cli_helpers import run, run_json
 

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from core import cli_deployments, registry, worker
+from core import registry
+from core.cli import deployments as cli_deployments
 from core.store import Store
+from core.worker import loop as worker
 from tests.cli_helpers import run, run_json
 from tests.files import unfit_source
 
@@ -75,7 +77,7 @@ def test_deployment_errors_go_to_stderr(
 def test_run_queues_and_runs_show_the_outcome(
     capsys: pytest.CaptureFixture[str], trained_store: Store
 ) -> None:
-    from core import worker
+    from core.worker import loop as worker
 
     first = registry.list_models(trained_store)[0].id
     name = run_json(capsys, "deploy", first, "--env", "staging")["name"]

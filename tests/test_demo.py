@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core import cli, datasets, demo, registry
+from core import datasets, demo, registry
+from core.cli import main as cli
 from core.store import Store
 from core.training import DEFAULT_ALGORITHMS
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import audit, deployments, registry
+from core import audit, deployments, promotion, registry
 from core.errors import ArtifactError, Conflict, InvalidInput, NotFound, PipelineError
 from core.store import Store
 
@@ -61,7 +61,7 @@ def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> No
         staging.name,
         {**staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]},
     )
-    production = deployments.promote(
+    production = promotion.promote(
         trained_store, staging.name, copy_pipeline=True, override_reason=UNGATED
     )
     assert production.name == "churn-production" and production.environment == "production"
@@ -70,7 +70,7 @@ def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> No
         challenger,
     )
     assert production.pipeline["transforms"][0]["name"] == "t"
-    again = deployments.promote(trained_store, staging.name)
+    again = promotion.promote(trained_store, staging.name)
     assert again.current.id == production.current.id  # nothing new to promote
     actions = [e.action for e in audit.list_entries(trained_store, production.name)]
     assert actions == ["promote"]
@@ -96,14 +96,14 @@ def test_promotion_gives_production_its_own_sinks(trained_store: Store) -> None:
             ],
         },
     )
-    proposed = deployments.production_sinks(trained_store, staging.name)
+    proposed = promotion.production_sinks(trained_store, staging.name)
     assert [s.get("table") or s["path"] for s in proposed] == [
         "exports/churn-production",
         "churn_production",
         "exports/scores-production",
     ]
     assert proposed[1]["path"] == "exports/scores.duckdb"  # one file, its own table
-    production = deployments.promote(trained_store, staging.name, override_reason=UNGATED)
+    production = promotion.promote(trained_store, staging.name, override_reason=UNGATED)
     assert [s.get("table") or s["path"] for s in production.pipeline["sinks"]] == [
         "exports/churn-production",
         "churn_production",
@@ -123,7 +123,7 @@ def test_promotion_takes_edited_sinks(trained_store: Store) -> None:
         staging.name,
         {**staging.pipeline, "sinks": [{"kind": "folder", "path": "exports/churn-staging"}]},
     )
-    production = deployments.promote(
+    production = promotion.promote(
         trained_store,
         staging.name,
         override_reason=UNGATED,
@@ -131,7 +131,7 @@ def test_promotion_takes_edited_sinks(trained_store: Store) -> None:
     )
     assert [s["path"] for s in production.pipeline["sinks"]] == ["exports/live"]
     with pytest.raises(InvalidInput, match="outside"):
-        deployments.promote(
+        promotion.promote(
             trained_store,
             staging.name,
             override_reason=UNGATED,
@@ -148,7 +148,7 @@ def test_promotion_without_copying_keeps_production_pipeline(trained_store: Stor
         staging.name,
         {**staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]},
     )
-    production = deployments.promote(
+    production = promotion.promote(
         trained_store, staging.name, copy_pipeline=False, override_reason=UNGATED
     )
     assert production.pipeline["transforms"] == []
@@ -230,10 +230,10 @@ def test_pipeline_updates_cannot_touch_the_model_block(trained_store: Store) -> 
 
 PROMOTE = """
 import sys
-from core import deployments
+from core import promotion
 from core.store import Store
 store = Store.open(sys.argv[1])
-print(deployments.promote(store, "churn-staging", actor=sys.argv[2],
+print(promotion.promote(store, "churn-staging", actor=sys.argv[2],
                           override_reason="testing concurrent promotion").current.number)
 """
 
@@ -279,7 +279,8 @@ def test_audit_entries_read_as_text() -> None:
 def test_a_validation_run_never_delivers_to_the_sinks(trained_store: Store) -> None:
     import pandas as pd
 
-    from core import datasets, runs, validation, worker
+    from core import datasets, runs, validation
+    from core.worker import loop as worker
 
     main, _ = churn_models(trained_store)
     staging = deployments.deploy(trained_store, main, "staging")

@@ -13,11 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core import charts, cli, datasets, drift, registry, runs
-from core.drift_scores import FeatureDrift, Thresholds, psi
+from core import datasets, drift, registry, runs
+from core.cli import main as cli
+from core.engine.drift_scores import FeatureDrift, Thresholds, psi
 from core.entities import Deployment, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store
+from core.ui import charts
 from tests.files import source_gone
 
 WORKER = "drift-test"

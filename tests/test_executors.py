@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from core import drift, executors, explain, runs, scheduler, worker
+from core import drift, explain, runs, scheduler
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store
+from core.worker import executors
+from core.worker import loop as worker
 from tests.worker_helpers import failed_by_lease_expiry, queue_big_run, wait_until_scoring
 
 ROOT = Path(__file__).resolve().parents[1]

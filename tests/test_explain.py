@@ -22,14 +22,17 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core import charts, cli, datasets, deployments, explain, registry, runs, scoring, worker
+from core import datasets, deployments, explain, registry, runs, scoring
+from core.cli import main as cli
+from core.engine.explainers import AGNOSTIC, ModelExplainer
 from core.entities import Deployment, Model, Run
 from core.errors import ArtifactError, Conflict, DatasetError, InvalidInput, NotFound
-from core.explainers import AGNOSTIC, ModelExplainer
 from core.model_import import ImportRequest, import_model
 from core.scoring import proba_name
 from core.store import Store
 from core.training import ALGORITHMS
+from core.ui import charts
+from core.worker import loop as worker
 from tests.cli_helpers import run as run_cli
 from tests.cli_helpers import run_json
 from tests.files import unfit_source

@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from core import connections, deployments, pipeline, postgres, registry, runs, sinks
+from core import connections, deployments, pipeline, registry, runs, sinks
+from core.engine import postgres
 from core.entities import Deployment, Run
 from core.errors import InvalidInput, PipelineError
 from core.store import Store

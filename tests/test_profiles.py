@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import profiles
+from core.engine import profiles
 from core.entities import ModelSchema
 
 

@@ -24,9 +24,9 @@ from core import (
     registry,
     results,
     runs,
-    tables,
     validation,
 )
+from core.engine import tables
 from core.entities import Run
 from core.store import Store
 from core.training import TrainRequest, train

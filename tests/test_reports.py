@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core import audit, datasets, deployments, reports, runs, scheduler, worker
+from core import audit, datasets, deployments, promotion, reports, runs, scheduler
 from core.entities import Deployment, Run
 from core.errors import InvalidInput, NotFound
 from core.store import Store
 from core.training import TrainRequest, train
+from core.worker import loop as worker
 from tests.cli_helpers import run, run_json
 from tests.files import source_gone, unfit_source
 
@@ -95,7 +96,7 @@ def test_promotion_copies_report_settings_when_asked(
     trained_store: Store, deployed: Deployment, copy_report: bool
 ) -> None:
     reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
-    production = deployments.promote(
+    production = promotion.promote(
         trained_store,
         deployed.name,
         copy_report=copy_report,

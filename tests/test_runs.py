@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import datasets, deployments, registry, run_metrics, runs, scoring, sinks
+from core import datasets, deployments, registry, runs, scoring, sinks
+from core.engine import metrics as run_metrics
+from core.engine.metrics import classification_metrics, regression_metrics
 from core.entities import Deployment, Run
 from core.errors import InvalidInput, NotFound
 from core.store import Store
-from core.training import TrainRequest, classification_metrics, regression_metrics, train
+from core.training import TrainRequest, train
 from tests.files import source_gone
 
 WORKER = "test-worker"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from core import audit, deployments, runs, scheduler, worker
+from core import audit, deployments, promotion, runs, scheduler
 from core.entities import Deployment
 from core.errors import InvalidInput, NotFound
 from core.store import Store
+from core.worker import loop as worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,7 +148,7 @@ def test_promotion_copies_the_schedule(trained_store: Store, deployed: Deploymen
     staging = scheduler.set_schedule(
         trained_store, deployed.name, "0 6 * * 1", "Europe/Berlin", overlap="wait", max_attempts=3
     )
-    production = deployments.promote(
+    production = promotion.promote(
         trained_store, deployed.name, override_reason="the gate is tested in test_gate.py"
     )
     copied = scheduler.get_schedule(trained_store, production.name)

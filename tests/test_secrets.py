@@ -17,11 +17,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from core import artifacts, connections, datasets, pipeline, registry, reports, sinks
+from core import connections, datasets, pipeline, registry, reports, sinks
 from core import store as store_mod
+from core.engine import artifacts
+from core.engine.pipeline_sql import source_connection, transform_connection
 from core.entities import Deployment
 from core.errors import InvalidInput, PipelineError, UntrustedArtifact
-from core.pipeline_sql import source_connection, transform_connection
 from core.store import Store
 from core.workspace import ALLOWED_ROOTS_ENV, Workspace
 
@@ -305,7 +306,7 @@ def test_a_pickle_that_runs_code_is_never_loaded_without_trust(tmp_path: Path) -
 
 
 def test_spill_folders_of_dead_processes_are_removed_by_the_worker(store: Store) -> None:
-    from core import worker
+    from core.worker import loop as worker
 
     parent = store.workspace.private_dir / "tmp"
     parent.mkdir(parents=True, exist_ok=True)

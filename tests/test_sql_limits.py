@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core import pipeline, sql_limits
+from core import pipeline
+from core.engine import sql_limits
 from core.entities import Deployment
 from core.errors import InvalidInput, PipelineError
 from core.store import Store

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from core.errors import StoreBusy
-from core.store import Rows, Store, Tx, migrations, query_files, utcnow, with_files
+from core.store import Rows, Store, Tx, list_migrations, query_files, utcnow, with_files
 from core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
-NUMBERS = [number for number, _, _ in migrations()]
+NUMBERS = [number for number, _, _ in list_migrations()]
 
 # Migration 0001 creates the Default project; these tests count the ones they make.
 USER_PROJECTS = "FROM projects WHERE id <> 'prj_default'"
@@ -44,7 +44,7 @@ def _add_project(tx: Tx, name: str) -> None:
 
 # ---------------------------------------------------------------------------- migrations
 def test_migrations_are_numbered_from_one_without_gaps() -> None:
-    found = migrations()
+    found = list_migrations()
     assert NUMBERS == list(range(1, len(found) + 1))
     for _, name, sql in found:
         assert name and sql.strip()

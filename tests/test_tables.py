@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from core import datasets, pipeline, profiles, tables
+from core import datasets, pipeline
+from core.engine import profiles, tables
 from core.errors import DatasetError, PipelineError
 from core.workspace import Workspace
 from tests import zoo

@@ -8,11 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import datasets, deployments, registry, runs, validation, worker
+from core import datasets, deployments, registry, runs, validation
 from core.entities import Deployment
 from core.errors import DatasetError, InvalidInput, NotFound, PipelineError
 from core.store import Store
 from core.training import TrainRequest, train
+from core.worker import loop as worker
 from tests.cli_helpers import run, run_json
 from tests.files import write_frame
 

@@ -15,10 +15,12 @@ from typing import TypeVar
 
 import pytest
 
-from core import drift, executors, explain, runs, worker
+from core import drift, explain, runs
 from core.entities import Deployment
-from core.sidecars import HEARTBEAT_FILE, worker_status
 from core.store import Store, Tx
+from core.worker import executors
+from core.worker import loop as worker
+from core.worker.sidecars import HEARTBEAT_FILE, worker_status
 from tests.worker_helpers import failed_by_lease_expiry, queue_big_run, wait_until_scoring
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +29,7 @@ T = TypeVar("T")
 WORKER_SCRIPT = """
 import sys
 from core.store import Store
-from core.worker import run_once
+from core.worker.loop import run_once
 store = Store.open(sys.argv[1])
 done = 0
 while run_once(store, sys.argv[2]):
@@ -39,7 +41,7 @@ print(done)
 TICK_SCRIPT = """
 import sys, time
 from core.store import Store
-from core.worker import Tick
+from core.worker.loop import Tick
 tick = Tick(Store.open(sys.argv[1]), sys.argv[2], full_check_seconds=3600)
 done = tick()
 print("ready", flush=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from core import datasets, deployments, runs, worker
+from core import datasets, deployments, runs
 from core.entities import Deployment, Run
 from core.store import Store
+from core.worker import loop as worker
 
 
 def queue_big_run(store: Store, deployed: Deployment) -> Run:

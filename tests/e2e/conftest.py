@@ -230,7 +230,8 @@ def _wait_healthy(proc: subprocess.Popen[bytes], server: StreamlitServer) -> Non
 
 DEPLOY_AND_RUN = """
 import sys
-from core import deployments, registry, runs, worker
+from core import deployments, registry, runs
+from core.worker import loop as worker
 from core.store import Store
 store = Store.open(sys.argv[1])
 churn = [m for m in registry.list_models(store) if m.experiment == "Customer churn"]

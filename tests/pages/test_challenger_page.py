@@ -7,9 +7,10 @@ from __future__ import annotations
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
-from core import audit, challenger, deployments, ground_truth, registry, runs, ui_challenger
+from core import audit, challenger, deployments, ground_truth, registry, runs
 from core.entities import Deployment
 from core.store import Store
+from core.ui import charts
 from tests.test_challenger import deployed, score, served
 from tests.test_ground_truth import truth
 
@@ -17,7 +18,8 @@ __all__ = ["deployed"]
 
 
 def panel(name: str, tab: str) -> None:
-    from core import deployments, ui, ui_challenger
+    from core import deployments, ui
+    from core.ui import challenger as ui_challenger
 
     store = ui.get_store()
     d = deployments.get_deployment(store, name)
@@ -115,9 +117,9 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
     score(trained_store, deployed.name, served(200, seed=1), "a.parquet")
     score(trained_store, deployed.name, served(200, seed=2), "b.parquet")
     found = challenger.compare(trained_store, deployed.name)
-    line = ui_challenger.agreement_figure(found)
+    line = charts.agreement_figure(found)
     assert list(line.data[0].y) == [r.agreement_rate for r in reversed(found.runs)]
-    bars = ui_challenger.distribution_figure(found)
+    bars = charts.distribution_figure(found)
     assert [list(b.y) for b in bars.data] == [list(found.main), list(found.challenger)]
     ground_truth.add_labels(
         trained_store,
@@ -127,7 +129,7 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
         "churn",
     )
     live = ground_truth.live_metrics(trained_store, deployed.name)
-    figure = ui_challenger.live_figure(live)
+    figure = charts.live_figure(live)
     assert [t.name for t in figure.data] == ["main", "challenger"]
     assert list(figure.data[0].y) == [r.main["accuracy"] for r in reversed(live.runs)]
 

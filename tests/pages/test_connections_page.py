@@ -18,7 +18,8 @@ pg, warehouse, deployed = pg_server.pg, pg_server.warehouse, test_runs.deployed
 
 
 def panel(name: str) -> None:
-    from core import deployments, ui, ui_connections
+    from core import deployments, ui
+    from core.ui import connections as ui_connections
 
     store = ui.get_store()
     ui_connections.connections_panel(store, deployments.get_deployment(store, name))

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import audit, deployments, registry, runs, worker
+from core import audit, deployments, registry, runs
 from core.store import Store
+from core.worker import loop as worker
 from tests.files import source_gone
 
 OpenPage = Callable[..., AppTest]

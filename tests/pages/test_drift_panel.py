@@ -16,7 +16,8 @@ __all__ = ["deployed"]
 def panel(name: str) -> None:
     import streamlit as st
 
-    from core import deployments, ui, ui_drift
+    from core import deployments, ui
+    from core.ui import drift as ui_drift
 
     store = ui.get_store()
     d = deployments.get_deployment(store, name)

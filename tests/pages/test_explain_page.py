@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import datasets, deployments, explain, registry, runs, worker
+from core import datasets, deployments, explain, registry, runs
 from core.entities import Run
 from core.store import Store
 from core.training import TrainRequest, train
+from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
 

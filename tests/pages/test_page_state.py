@@ -8,8 +8,9 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import audit, deployments, registry, runs, scheduler, worker
+from core import audit, deployments, registry, runs, scheduler
 from core.store import Store
+from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
 

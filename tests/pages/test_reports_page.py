@@ -8,9 +8,10 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import deployments, registry, reports, runs, worker
+from core import deployments, registry, reports, runs
 from core.store import Store
-from core.ui_deployment import SECTION_TITLES
+from core.ui.deployment import SECTION_TITLES
+from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
 

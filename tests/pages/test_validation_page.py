@@ -7,10 +7,11 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import audit, datasets, deployments, registry, validation, worker
+from core import audit, datasets, deployments, registry, validation
 from core.entities import Deployment
 from core.store import Store
-from core.ui_validation import confusion_figure, residual_figure
+from core.ui.charts import confusion_figure, residual_figure
+from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
 
@@ -111,7 +112,7 @@ def test_figures_show_the_report_numbers() -> None:
 
 
 def test_numbers_read_plainly() -> None:
-    from core.ui_validation import _worst_row
+    from core.ui.validation import _worst_row
 
     assert [validation.plain_number(x) for x in (42390.2, 4.2e-05, 0.123456, -1234.5, 0.0)] == [
         "42,390",

@@ -15,7 +15,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from core.cli import open_store, print_json
+from core.cli.output import open_store, print_json
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -186,7 +186,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def cmd_swap(args: argparse.Namespace) -> int:
     from core import challenger
-    from core.cli_deployments import deployment_json
+    from core.cli.deployments import deployment_json
 
     d = challenger.swap(open_store(), args.name)
     if args.json:

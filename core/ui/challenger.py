@@ -8,73 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from core import challenger, drift, ground_truth, pipeline, runs, ui, ui_drift
+from core import challenger, drift, ground_truth, pipeline, runs, ui
 from core.entities import Deployment
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store
+from core.ui import charts
+from core.ui import drift as ui_drift
 from core.workspace import save_upload
 
 PREDICTION_RUNS = 200  # runs listed on the Predictions tab
 
 
 # ---------------------------------------------------------------------------- figures
-def agreement_figure(found: challenger.Comparison) -> go.Figure:
-    """Agreement rate per run, oldest first."""
-    points = list(reversed(found.runs))
-    fig = go.Figure(
-        go.Scatter(
-            x=[r.at for r in points],
-            y=[r.agreement_rate for r in points],
-            mode="lines+markers",
-            text=[r.run_id for r in points],
-            hovertemplate="%{text}<br>%{y:.1%}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title="Agreement of main and challenger per run",
-        height=280,
-        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )
-    return fig
-
-
-def distribution_figure(found: challenger.Comparison) -> go.Figure:
-    """The window's predictions of main and challenger side by side."""
-    fig = go.Figure(
-        [
-            go.Bar(name=role, x=list(found.buckets), y=list(counts))
-            for role, counts in (("main", found.main), ("challenger", found.challenger))
-        ]
-    )
-    fig.update_layout(
-        barmode="group",
-        height=300,
-        title="Predictions in the window",
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )
-    return fig
-
-
-def live_figure(live: ground_truth.LiveMetrics) -> go.Figure:
-    """The headline metric of main and challenger per run, oldest first."""
-    points = [r for r in reversed(live.runs) if r.main]
-    fig = go.Figure()
-    for role in ("main", "challenger"):
-        values = [(getattr(r, role) or {}).get(live.metric) for r in points]
-        fig.add_trace(
-            go.Scatter(x=[r.at for r in points], y=values, name=role, mode="lines+markers")
-        )
-    fig.update_layout(
-        title=f"Live {live.metric} per run", height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}
-    )
-    return fig
-
-
-# ---------------------------------------------------------------------------- reading
 def _token(store: Store, d: Deployment) -> tuple[str, ...]:
     """What the cached results depend on: the runs (and their states), the newest labels."""
     found = runs.list_runs(store, d.name, limit=drift.MAX_WINDOW)
@@ -109,8 +56,8 @@ def _comparison(found: challenger.Comparison, d: Deployment) -> None:
         st.caption(f"Regression: predictions within {found.tolerance:.4g} of each other agree.")
     for note in found.notes:
         st.caption(note)
-    st.plotly_chart(agreement_figure(found), key=f"ch_agreement_{d.id}")
-    st.plotly_chart(distribution_figure(found), key=f"ch_distribution_{d.id}")
+    st.plotly_chart(charts.agreement_figure(found), key=f"ch_agreement_{d.id}")
+    st.plotly_chart(charts.distribution_figure(found), key=f"ch_distribution_{d.id}")
     if found.top:
         st.subheader("Top disagreeing rows")
         rows = [
@@ -233,7 +180,7 @@ def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
         st.caption(f"{ci}. Method: {live.method}.")
     for note in live.notes:
         st.caption(note)
-    st.plotly_chart(live_figure(live), key=f"ch_live_{d.id}")
+    st.plotly_chart(charts.live_figure(live), key=f"ch_live_{d.id}")
     ui.link_table(
         [
             {

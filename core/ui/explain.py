@@ -7,9 +7,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts, explain, sidecars, ui
+from core import explain, ui
 from core.entities import Model, Run
 from core.store import Store
+from core.ui import charts
+from core.worker import sidecars
 
 PREDICTED = "predicted class"
 

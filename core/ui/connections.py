@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import connections, delivery, postgres, sinks, ui
+from core import connections, delivery, sinks, ui
+from core.engine import postgres
 from core.entities import Deployment, Run
 from core.errors import ModelDeckError
 from core.store import Store

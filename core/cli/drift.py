@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli import open_store, print_json
+from core.cli.output import open_store, print_json
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

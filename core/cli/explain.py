@@ -11,11 +11,11 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from core.cli import open_store, print_json
+from core.cli.output import open_store, print_json
 from core.errors import InvalidInput
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register `explain` on the main parser's subparsers."""
     p = sub.add_parser(
         "explain", parents=[common], help="explain rows of a run (SHAP), or its global importance"

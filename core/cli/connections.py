@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from core.cli import open_store, print_json
+from core.cli.output import open_store, print_json
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

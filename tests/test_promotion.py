@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core import audit, datasets, deployments, gate, registry, validation
+from core import audit, datasets, deployments, promotion, registry, validation
 from core.errors import Forbidden, InvalidInput
 from core.store import Store
 from core.training import TrainRequest, train
@@ -24,7 +24,7 @@ def labelled(store: Store) -> str:
     return "labelled/val.parquet"
 
 
-def by_name(checks: list[gate.Check]) -> dict[str, gate.Check]:
+def by_name(checks: list[promotion.Check]) -> dict[str, promotion.Check]:
     return {c.name: c for c in checks}
 
 
@@ -41,7 +41,7 @@ def worse_than_production(trained_store: Store) -> str:
 
 def test_without_validation_the_gate_says_how_to_run_one(trained_store: Store) -> None:
     staging = deployments.deploy(trained_store, models(trained_store)["linear"], "staging")
-    checks = by_name(gate.check_gate(trained_store, staging.name))
+    checks = by_name(promotion.check_gate(trained_store, staging.name))
     assert not checks["validation"].passed
     assert checks["validation"].detail == "No validation yet of version v1."
     assert f"modeldeck validate {staging.name} --data PATH" in checks["validation"].fix
@@ -49,7 +49,7 @@ def test_without_validation_the_gate_says_how_to_run_one(trained_store: Store) -
     assert checks["metrics"].passed and checks["schema"].passed  # no production yet
     assert not checks["latency"].passed
     with pytest.raises(Forbidden) as caught:
-        deployments.promote(trained_store, staging.name)
+        promotion.promote(trained_store, staging.name)
     assert "[validation] No validation yet of version v1." in caught.value.message
     assert "[latency]" in caught.value.message
     assert "or override with a reason" in caught.value.hint
@@ -60,11 +60,13 @@ def test_a_validated_model_is_promoted_with_the_checks_audited(trained_store: St
     staging = deployments.deploy(trained_store, models(trained_store)["linear"], "staging")
     validation.validate_here(trained_store, staging.name, labelled(trained_store))
     # A p99 on two shared cores can pass 100 ms: the budget is tested on its own below.
-    gate.set_thresholds(trained_store, staging.name, gate.Thresholds(latency_budget_ms=5000))
-    checks = gate.check_gate(trained_store, staging.name)
+    promotion.set_thresholds(
+        trained_store, staging.name, promotion.Thresholds(latency_budget_ms=5000)
+    )
+    checks = promotion.check_gate(trained_store, staging.name)
     assert all(c.passed for c in checks), checks
     assert "800 rows" in by_name(checks)["validation"].detail
-    production = deployments.promote(trained_store, staging.name)
+    production = promotion.promote(trained_store, staging.name)
     [entry] = audit.list_entries(trained_store, production.name)  # thresholds: on staging
     assert entry.reason == "" and entry.after["overridden"] is False
     assert entry.after["gate"] == dict.fromkeys(
@@ -76,7 +78,7 @@ def test_worse_than_production_blocks_unless_overridden(
     trained_store: Store, worse_than_production: str
 ) -> None:
     name = worse_than_production
-    metrics = by_name(gate.check_gate(trained_store, name))["metrics"]
+    metrics = by_name(promotion.check_gate(trained_store, name))["metrics"]
     report = validation.list_validations(trained_store, name)[0].report
     mine, theirs = (report[r]["metrics"]["accuracy"] for r in ("main", "production"))
     assert theirs - mine > 0.01
@@ -84,12 +86,12 @@ def test_worse_than_production_blocks_unless_overridden(
     assert metrics.detail.startswith("Worse than production")
     assert f"accuracy {mine:.4f} vs {theirs:.4f}" in metrics.detail
     with pytest.raises(Forbidden, match=r"\[metrics\] Worse than production"):
-        deployments.promote(trained_store, name)
+        promotion.promote(trained_store, name)
     for blank in ("", "   "):
         with pytest.raises(InvalidInput) as caught:
-            deployments.promote(trained_store, name, override_reason=blank)
+            promotion.promote(trained_store, name, override_reason=blank)
         assert caught.value.message == "An override of the promotion gate needs a written reason."
-    production = deployments.promote(
+    production = promotion.promote(
         trained_store,
         name,
         override_reason="needed for the new pricing; retrain next week",
@@ -104,7 +106,7 @@ def test_worse_than_production_blocks_unless_overridden(
     )
     assert entry.after["overridden"] is True
     assert entry.after["gate"]["metrics"].startswith("fail: Worse than production")
-    again = deployments.promote(trained_store, name)  # idempotent: already served, no gate
+    again = promotion.promote(trained_store, name)  # idempotent: already served, no gate
     assert again.current.id == production.current.id
 
 
@@ -112,19 +114,21 @@ def test_thresholds_are_per_deployment_and_audited(
     trained_store: Store, worse_than_production: str
 ) -> None:
     name = worse_than_production
-    assert gate.get_thresholds(trained_store, name) == gate.Thresholds(0.01, 0.01, 100.0)
-    gate.set_thresholds(trained_store, name, gate.Thresholds(0.05, 0.01, 100.0), actor="bo")
-    assert by_name(gate.check_gate(trained_store, name))["metrics"].passed
+    assert promotion.get_thresholds(trained_store, name) == promotion.Thresholds(0.01, 0.01, 100.0)
+    promotion.set_thresholds(
+        trained_store, name, promotion.Thresholds(0.05, 0.01, 100.0), actor="bo"
+    )
+    assert by_name(promotion.check_gate(trained_store, name))["metrics"].passed
     entry = audit.list_entries(trained_store, name)[0]
     assert (entry.action, entry.actor) == ("gate-thresholds", "bo")
     assert entry.before["max_metric_drop"] == 0.01 and entry.after["max_metric_drop"] == 0.05
-    gate.set_thresholds(trained_store, name, gate.Thresholds(0.05, 0.01, 0.001))
-    latency = by_name(gate.check_gate(trained_store, name))["latency"]
+    promotion.set_thresholds(trained_store, name, promotion.Thresholds(0.05, 0.01, 0.001))
+    latency = by_name(promotion.check_gate(trained_store, name))["latency"]
     assert not latency.passed and "over the budget of 0.001 ms" in latency.detail
     with pytest.raises(InvalidInput, match="Gate thresholds must be zero or more"):
-        gate.set_thresholds(trained_store, name, gate.Thresholds(-1.0, 0.01, 100.0))
+        promotion.set_thresholds(trained_store, name, promotion.Thresholds(-1.0, 0.01, 100.0))
     with pytest.raises(InvalidInput, match="latency budget more than 0 ms"):
-        gate.set_thresholds(trained_store, name, gate.Thresholds(0.01, 0.01, 0.0))
+        promotion.set_thresholds(trained_store, name, promotion.Thresholds(0.01, 0.01, 0.0))
 
 
 def test_a_production_change_after_validation_needs_a_new_one(
@@ -132,7 +136,7 @@ def test_a_production_change_after_validation_needs_a_new_one(
 ) -> None:
     by = models(trained_store)
     deployments.deploy(trained_store, by["gradient_boosting"], "production")
-    metrics = by_name(gate.check_gate(trained_store, worse_than_production))["metrics"]
+    metrics = by_name(promotion.check_gate(trained_store, worse_than_production))["metrics"]
     assert not metrics.passed and "Validate again" in metrics.fix
 
 
@@ -155,7 +159,7 @@ def test_a_model_needing_columns_production_lacks_fails_the_schema_check(
     staging = deployments.deploy(
         trained_store, models(trained_store)["gradient_boosting"], "staging"
     )
-    schema = by_name(gate.check_gate(trained_store, staging.name))["schema"]
+    schema = by_name(promotion.check_gate(trained_store, staging.name))["schema"]
     assert not schema.passed
     assert schema.detail.startswith("The new model needs columns production's input lacks: ")
     assert "contract" in schema.detail and "override with a reason" in schema.fix

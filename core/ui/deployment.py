@@ -7,21 +7,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import (
-    audit,
-    deployments,
-    incremental,
-    pipeline,
-    registry,
-    runs,
-    sidecars,
-    ui,
-    ui_connections,
-    ui_validation,
-)
+from core import audit, deployments, incremental, pipeline, promotion, registry, runs, ui
 from core.entities import ACCESS_LEVELS, Deployment, Run
 from core.errors import NotFound
 from core.store import Store
+from core.ui import connections as ui_connections
+from core.ui import validation as ui_validation
+from core.worker import sidecars
 from core.workspace import save_upload
 
 SECTION_TITLES = {
@@ -155,7 +147,7 @@ def general(store: Store, d: Deployment) -> None:
                 "Promote to production", type="primary", key=f"promote_{d.id}", disabled=not allowed
             ):
                 with ui.guarded():
-                    prod = deployments.promote(
+                    prod = promotion.promote(
                         store,
                         d.name,
                         copy_pipeline=copy["pipeline"],
@@ -187,7 +179,7 @@ def general(store: Store, d: Deployment) -> None:
 
 def _production_sinks(store: Store, d: Deployment) -> list[dict[str, Any]]:
     """Production's own sinks (staging's, renamed for production), editable before promoting."""
-    proposed = deployments.production_sinks(store, d.name)
+    proposed = promotion.production_sinks(store, d.name)
     if not proposed:
         return []
     st.caption("Production writes to its own sinks, never into staging's:")

@@ -176,10 +176,10 @@ class Store:
         return self.read(lambda tx: _applied(tx)[-1] if _applied(tx) else 0)
 
 
-def migrations() -> list[tuple[int, str, str]]:
+def list_migrations() -> list[tuple[int, str, str]]:
     """All shipped migrations as (number, name, sql), in order."""
     found = []
-    for entry in resources.files("core.migrations").iterdir():
+    for entry in resources.files("core.store.migrations").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), name[5:-4], entry.read_text(encoding="utf-8")))
@@ -197,7 +197,7 @@ def _applied(tx: Tx) -> list[int]:
 def _apply_migrations(tx: Tx, upto: int | None) -> list[int]:
     done = set(_applied(tx))
     applied = []
-    for number, name, sql in migrations():
+    for number, name, sql in list_migrations():
         if number in done or (upto is not None and number > upto):
             continue
         tx.script(sql)
@@ -284,7 +284,7 @@ def write_duckdb_table(db_path: Path, table: str, parquet: Path, *, replace: boo
     raises InvalidInput quoting DuckDB's message (locked file, incompatible columns, ...).
     """
     con = memory_database()
-    quoted = '"' + table.replace('"', '""') + '"'
+    quoted = quote_identifier(table)
     try:
         con.execute("ATTACH ? AS sink", [str(db_path)])
         con.execute("BEGIN TRANSACTION")
@@ -313,3 +313,8 @@ def write_duckdb_table(db_path: Path, table: str, parquet: Path, *, replace: boo
         ) from exc
     finally:
         con.close()
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a SQL identifier (double quotes, inner quotes doubled): any column name is safe."""
+    return '"' + name.replace('"', '""') + '"'

@@ -13,12 +13,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts, datasets, registry, sidecars
+from core import datasets, registry
 from core.entities import Deployment, Model, Progress
 from core.errors import ModelDeckError
 from core.store import Store
+from core.ui import charts
+from core.worker import sidecars
 
-APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
+APP_PATH = Path(__file__).resolve().parents[2] / "app.py"
 FLASH_KEY = "_modeldeck_flash"
 
 

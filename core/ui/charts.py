@@ -11,7 +11,9 @@ import plotly.graph_objects as go
 from core.entities import Model
 
 if TYPE_CHECKING:  # core.explain imports shap: not needed to draw its results
+    from core.challenger import Comparison
     from core.explain import Explanation, Importance, ShapSample
+    from core.ground_truth import LiveMetrics
 
 ACCENT = "#3b5bdb"
 POSITIVE, NEGATIVE = "#2f9e44", "#1c7ed6"  # SHAP: green pushes the output up, blue down
@@ -373,3 +375,110 @@ def drift_share_figure(series: Any) -> go.Figure:
         height=280,
     )
     return fig
+
+
+# ---------------------------------------------------------------------------- validation
+def confusion_figure(confusion: dict[str, Any], title: str) -> go.Figure:
+    """The confusion matrix as a heatmap: true labels down, predicted across, counts shown."""
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            text=matrix,
+            texttemplate="%{text}",
+            showscale=False,
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+        height=360,
+        margin={"t": 40},
+    )
+    return fig
+
+
+def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
+    """Residual (label - prediction) against prediction, with the zero line."""
+    fig = go.Figure(
+        go.Scatter(
+            x=residuals["prediction"],
+            y=residuals["residual"],
+            mode="markers",
+            marker={"color": ACCENT, "opacity": 0.6},
+        )
+    )
+    fig.add_hline(y=0, line_dash="dash", line_color="grey")
+    fig.update_layout(
+        title=title,
+        xaxis_title="prediction",
+        yaxis_title="label - prediction",
+        height=360,
+        margin={"t": 40},
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------- tab
+
+
+# ---------------------------------------------------------------------------- challenger
+def agreement_figure(found: Comparison) -> go.Figure:
+    """Agreement rate per run, oldest first."""
+    points = list(reversed(found.runs))
+    fig = go.Figure(
+        go.Scatter(
+            x=[r.at for r in points],
+            y=[r.agreement_rate for r in points],
+            mode="lines+markers",
+            text=[r.run_id for r in points],
+            hovertemplate="%{text}<br>%{y:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Agreement of main and challenger per run",
+        height=280,
+        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def distribution_figure(found: Comparison) -> go.Figure:
+    """The window's predictions of main and challenger side by side."""
+    fig = go.Figure(
+        [
+            go.Bar(name=role, x=list(found.buckets), y=list(counts))
+            for role, counts in (("main", found.main), ("challenger", found.challenger))
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        height=300,
+        title="Predictions in the window",
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def live_figure(live: LiveMetrics) -> go.Figure:
+    """The headline metric of main and challenger per run, oldest first."""
+    points = [r for r in reversed(live.runs) if r.main]
+    fig = go.Figure()
+    for role in ("main", "challenger"):
+        values = [(getattr(r, role) or {}).get(live.metric) for r in points]
+        fig.add_trace(
+            go.Scatter(x=[r.at for r in points], y=values, name=role, mode="lines+markers")
+        )
+    fig.update_layout(
+        title=f"Live {live.metric} per run", height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------- reading

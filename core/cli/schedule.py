@@ -9,11 +9,11 @@ import argparse
 from typing import Any
 
 from core import scheduler
-from core.cli import open_store, print_json
+from core.cli.output import open_store, print_json
 from core.errors import InvalidInput
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register `schedule` on the main parser's subparsers."""
     p = sub.add_parser(
         "schedule", parents=[common], help="set, pause, resume or show a deployment's cron schedule"

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
 
-from core.classes import as_text, class_texts
-from core.training import classification_metrics
-
-if TYPE_CHECKING:  # core.scoring imports this module
-    from core.scoring import Scored
+from core.engine.classes import as_text, class_texts
+from core.engine.predict import Scored
+from core.entities import Task
 
 SAMPLE_ROWS = 200_000
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -265,4 +264,48 @@ def _from_confusion(
 
 
 def _round(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 6)
+
+
+# ---------------------------------------------------------------------------- holdout metrics
+def classification_metrics(
+    y_true: pd.Series, y_pred: np.ndarray, proba: np.ndarray | None, classes: list[Any], task: Task
+) -> dict[str, float | None]:
+    """Accuracy, precision, recall, F1 (binary: positive = last class; else macro), ROC-AUC."""
+    average = "binary" if task == "binary" else "macro"
+    pos = {"pos_label": classes[-1]} if task == "binary" else {}
+    # One call for precision, recall and F1: each sklearn metric re-validates its inputs.
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, average=average, zero_division=0, **pos
+    )
+    out: dict[str, float | None] = {
+        "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "roc_auc": None,
+    }
+    if proba is not None and y_true.nunique() > 1:
+        try:
+            if task == "binary":
+                out["roc_auc"] = skm.roc_auc_score(y_true == classes[-1], proba[:, -1])
+            else:
+                out["roc_auc"] = skm.roc_auc_score(
+                    y_true, proba, multi_class="ovr", average="macro", labels=classes
+                )
+        except ValueError:  # a class absent from the holdout: AUC is undefined
+            out["roc_auc"] = None
+    return {k: _rounded(v) for k, v in out.items()}
+
+
+def regression_metrics(y_true: pd.Series, y_pred: np.ndarray) -> dict[str, float | None]:
+    """MAE, RMSE and R2."""
+    return {
+        "mae": _rounded(skm.mean_absolute_error(y_true, y_pred)),
+        "rmse": _rounded(math.sqrt(skm.mean_squared_error(y_true, y_pred))),
+        "r2": _rounded(skm.r2_score(y_true, y_pred)),
+    }
+
+
+def _rounded(value: Any) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 6)

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import asdict, replace
 from typing import Any
 
-from core.cli import open_store, print_json, progress_printer
+from core.cli.output import open_store, print_json, progress_printer
 from core.entities import no_progress
 
 
@@ -139,7 +139,7 @@ def cmd_validations(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from core import gate
+    from core import promotion
 
     store = open_store()
     changes = {
@@ -148,15 +148,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None
     }
     if changes:
-        gate.set_thresholds(
-            store, args.name, replace(gate.get_thresholds(store, args.name), **changes)
+        promotion.set_thresholds(
+            store, args.name, replace(promotion.get_thresholds(store, args.name), **changes)
         )
-    checks = gate.check_gate(store, args.name)
+    checks = promotion.check_gate(store, args.name)
     if args.json:
         print_json(
             {
-                "thresholds": asdict(gate.get_thresholds(store, args.name)),
-                "passed": not gate.failing(checks),
+                "thresholds": asdict(promotion.get_thresholds(store, args.name)),
+                "passed": not promotion.failing(checks),
                 "checks": [asdict(c) for c in checks],
             }
         )

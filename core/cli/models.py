@@ -1,93 +1,19 @@
-"""`modeldeck`: every UI action as a command, for scripting. Thin: parse, call core, print.
-
-Errors a user can cause print `error: …` and `hint: …` to stderr and exit with status 2; a bug
-prints one line naming the log file that holds its traceback and exits with status 1.
-"""
+"""`modeldeck demo`, `datasets`, `train` and `models`: the registry side of the CLI."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from core import datasets, demo, registry, training
+from core.cli.output import open_store, print_json, progress_printer
 from core.errors import ModelDeckError
-from core.store import Store
-from core.workspace import Workspace
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.home:
-        os.environ["MODELDECK_HOME"] = str(Path(args.home).expanduser().resolve())
-    try:
-        return int(args.handler(args) or 0)
-    except ModelDeckError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug: one line for the user, the traceback for a report
-        log = log_internal_error(argv if argv is not None else sys.argv[1:])
-        where = f"; details in {log}" if log else ""
-        print(
-            f"error: internal error while running `modeldeck {_command(args)}`: "
-            f"{type(exc).__name__}: {exc}{where}",
-            file=sys.stderr,
-        )
-        print(
-            "hint: this is a bug in ModelDeck, not in your input; please report it with that file.",
-            file=sys.stderr,
-        )
-        return 1
-
-
-ERROR_LOG = "logs/cli-errors.log"
-
-
-def _command(args: argparse.Namespace) -> str:
-    return " ".join(str(v) for v in (args.command, getattr(args, "action", None)) if v)
-
-
-def log_internal_error(argv: Sequence[str]) -> Path | None:
-    """Append the exception being handled, with the command line and the time, to the
-    workspace's CLI error log; its path, or None when it cannot be written."""
-    import traceback
-
-    try:
-        path = Workspace.resolve().home / ERROR_LOG
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as log:
-            log.write(
-                f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} modeldeck "
-                f"{' '.join(argv)}\n{traceback.format_exc()}\n"
-            )
-        return path
-    except OSError:
-        return None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modeldeck", description=__doc__.splitlines()[0])
-    parser.add_argument("--home", help="workspace folder (default: $MODELDECK_HOME or ./data)")
-    # Also accepted after the command (`modeldeck demo --home DIR`); SUPPRESS keeps the value
-    # given before the command when it is not repeated.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "demo", parents=[common], help="create the demo workspace (4 experiments, 12 models)"
     )
@@ -162,74 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_models_import)
 
-    from core import (  # import helpers
-        cli_challenger,
-        cli_connections,
-        cli_deployments,
-        cli_drift,
-        cli_explain,
-        cli_reports,
-        cli_schedule,
-        cli_validate,
-    )
 
-    cli_deployments.add_parsers(sub, common)
-    cli_schedule.add_parser(sub, common)
-    cli_explain.add_parser(sub, common)
-    cli_drift.add_parsers(sub, common)
-    cli_validate.add_parsers(sub, common)
-    cli_challenger.add_parsers(sub, common)
-    cli_connections.add_parsers(sub, common)
-    cli_reports.add_parsers(sub, common)
-    for name, text in (
-        ("ui", "start the Streamlit app"),
-        ("api", "start the REST API server"),
-        ("worker", "start the pipeline worker"),
-        ("up", "start the app, the API and the worker together"),
-    ):
-        p = sub.add_parser(name, parents=[common], help=text)
-        if name in ("ui", "api"):
-            p.add_argument("--port", type=int, default=8501 if name == "ui" else 8000)
-        if name == "worker":
-            p.add_argument(
-                "--executors",
-                type=int,
-                default=None,
-                metavar="N",
-                help="executor processes that run pipelines (default: "
-                "$MODELDECK_EXECUTORS, else one per core, at most 4; 0 runs them "
-                "in the worker's own process)",
-            )
-        p.set_defaults(handler=globals()[f"cmd_{name}"])
-    return parser
-
-
-def open_store() -> Store:
-    return Store.open()
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, default=str))
-
-
-def progress_printer(label: str = "") -> Callable[[float, str], None]:
-    """A progress bar on stderr (redrawn in place on a terminal, a line per step otherwise)."""
-    is_tty = sys.stderr.isatty()
-    last = [""]
-
-    def show(fraction: float, text: str) -> None:
-        filled = int(fraction * 30)
-        line = f"{label}[{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%} {text}"
-        if is_tty:
-            print(f"\r{line[:120]:<120}", end="" if fraction < 1 else "\n", file=sys.stderr)
-        elif text != last[0]:
-            print(line, file=sys.stderr)
-        last[0] = text
-
-    return show
-
-
-# ---------------------------------------------------------------------------- handlers
 def cmd_demo(args: argparse.Namespace) -> int:
     store = open_store()
     if args.if_empty and not demo.is_empty(store):
@@ -363,67 +222,3 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     else:
         _print_models([model])
     return 0
-
-
-# ---------------------------------------------------------------------------- processes
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["MODELDECK_HOME"] = str(Workspace.resolve().home)
-    return env
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    open_store()  # migrate before the app's threads race to do it
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(REPO_ROOT / "app.py"),
-        "--server.port",
-        str(args.port),
-    ]
-    return subprocess.call(command, cwd=REPO_ROOT, env=_child_env())
-
-
-def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    open_store()
-    uvicorn.run("core.api:app", host="127.0.0.1", port=args.port, log_level="info")
-    return 0
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from core.executors import executor_count
-    from core.worker import run_forever
-
-    run_forever(open_store(), processes=executor_count(args.executors))
-    return 0
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    """Start the three processes as new processes (never forked: DESIGN.md, traps)."""
-    open_store()
-    # SIGTERM (systemd, `kill`, a CI timeout) must also stop the children: unwind via finally.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    base = [sys.executable, "-m", "core.cli"]
-    children = [
-        subprocess.Popen([*base, name], cwd=REPO_ROOT, env=_child_env())
-        for name in ("worker", "api", "ui")
-    ]
-    print("ModelDeck is starting: app http://localhost:8501, API http://127.0.0.1:8000/docs")
-    try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            child.wait(timeout=10)
-    return max((child.returncode or 0) for child in children)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

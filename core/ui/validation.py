@@ -5,65 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from core import charts, explain, gate, registry, sidecars, ui, validation
+from core import explain, promotion, registry, ui, validation
 from core.entities import Deployment
 from core.store import Store
+from core.ui import charts
+from core.worker import sidecars
 from core.workspace import save_upload
 
 ROLES = ("main", "challenger", "production")
 
 
 # ---------------------------------------------------------------------------- figures
-def confusion_figure(confusion: dict[str, Any], title: str) -> go.Figure:
-    """The confusion matrix as a heatmap: true labels down, predicted across, counts shown."""
-    labels, matrix = confusion["labels"], confusion["matrix"]
-    fig = go.Figure(
-        go.Heatmap(
-            z=matrix,
-            x=labels,
-            y=labels,
-            colorscale="Blues",
-            text=matrix,
-            texttemplate="%{text}",
-            showscale=False,
-        )
-    )
-    fig.update_layout(
-        title=title,
-        xaxis_title="predicted",
-        yaxis_title="true",
-        yaxis_autorange="reversed",
-        height=360,
-        margin={"t": 40},
-    )
-    return fig
-
-
-def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
-    """Residual (label - prediction) against prediction, with the zero line."""
-    fig = go.Figure(
-        go.Scatter(
-            x=residuals["prediction"],
-            y=residuals["residual"],
-            mode="markers",
-            marker={"color": charts.ACCENT, "opacity": 0.6},
-        )
-    )
-    fig.add_hline(y=0, line_dash="dash", line_color="grey")
-    fig.update_layout(
-        title=title,
-        xaxis_title="prediction",
-        yaxis_title="label - prediction",
-        height=360,
-        margin={"t": 40},
-    )
-    return fig
-
-
-# ---------------------------------------------------------------------------- tab
 def _start(store: Store, d: Deployment) -> None:
     with st.expander("Validate on labelled data", expanded=True):
         upload = st.file_uploader(
@@ -138,7 +92,7 @@ def _per_model(report: dict[str, Any], key: str) -> None:
             continue
         if part.get("confusion"):
             st.plotly_chart(
-                confusion_figure(part["confusion"], f"{role}: confusion matrix"),
+                charts.confusion_figure(part["confusion"], f"{role}: confusion matrix"),
                 key=f"{key}_cm_{role}",
             )
             st.dataframe(
@@ -152,7 +106,8 @@ def _per_model(report: dict[str, Any], key: str) -> None:
             )
         if part.get("residuals"):
             st.plotly_chart(
-                residual_figure(part["residuals"], f"{role}: residuals"), key=f"{key}_res_{role}"
+                charts.residual_figure(part["residuals"], f"{role}: residuals"),
+                key=f"{key}_res_{role}",
             )
 
 
@@ -257,7 +212,7 @@ def _comparison(found: list[validation.Validation], chosen: validation.Validatio
 
 
 def _thresholds(store: Store, d: Deployment) -> None:
-    current = gate.get_thresholds(store, d.name)
+    current = promotion.get_thresholds(store, d.name)
     with st.expander("Promotion gate thresholds"), st.form(f"gate_thresholds_{d.id}"):
         a, b, c = st.columns(3)
         drop = a.number_input(
@@ -283,7 +238,7 @@ def _thresholds(store: Store, d: Deployment) -> None:
         )
         if st.form_submit_button("Save thresholds"):
             with ui.guarded():
-                gate.set_thresholds(store, d.name, gate.Thresholds(drop, rise, budget))
+                promotion.set_thresholds(store, d.name, promotion.Thresholds(drop, rise, budget))
                 st.rerun()
 
 
@@ -328,12 +283,12 @@ def promotion_checks(store: Store, d: Deployment) -> tuple[bool, str | None]:
 
     While a check fails, promoting needs a typed reason (audited as the override's reason).
     """
-    checks = gate.check_gate(store, d.name)
+    checks = promotion.check_gate(store, d.name)
     for c in checks:
         st.markdown(f"{'✅' if c.passed else '❌'} **{c.name}**: {c.detail}")
         if not c.passed and c.fix:
             st.caption(f"How to fix: {c.fix}")
-    if not gate.failing(checks):
+    if not promotion.failing(checks):
         return True, None
     reason = st.text_area(
         "Override reason (required while a check fails; kept in the audit log)",

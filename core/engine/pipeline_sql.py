@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from core import sql_limits, tables
+from core.engine import sql_limits, tables
 from core.errors import DatasetError, InvalidInput, PipelineError
 from core.store import memory_database
 from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, PRIVATE_DIR, Workspace

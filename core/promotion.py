@@ -18,11 +18,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core import audit
+from core import audit, deployments
 from core.deployments import get_deployment
 from core.entities import Deployment
-from core.errors import InvalidInput
+from core.errors import Conflict, Forbidden, InvalidInput
+from core.pipeline import validate_pipeline
 from core.registry import get_model
+from core.runs import touch_queue_marker
 from core.store import Store, Tx, utcnow
 from core.validation import Validation, latest_for_version
 
@@ -282,3 +284,155 @@ def failing(checks: list[Check]) -> list[Check]:
 def outcomes(checks: list[Check]) -> dict[str, str]:
     """The checks as {name: pass | fail: detail}, for the audit log."""
     return {c.name: "pass" if c.passed else f"fail: {c.detail}" for c in checks}
+
+
+# ---------------------------------------------------------------------------- promoting
+def production_name(store: Store, staging: Deployment) -> str:
+    """The name promotion gives (or gave) the staging deployment's production counterpart."""
+    main = get_model(store, staging.current.main_model_id) if staging.current else None
+
+    def read(tx: Tx) -> str:
+        found = deployments.find_in_environment(tx, staging.experiment_id, "production")
+        if found is not None or main is None:
+            return found.name if found else f"{staging.name}-production"
+        return deployments.free_name(tx, main, "production")
+
+    return store.read(read)
+
+
+def _for_environment(text: str, staging_name: str, production_name: str, sep: str) -> str:
+    """A staging sink's path or table renamed for production: the staging deployment's name,
+    else the word staging, is replaced; a path naming neither gets the environment appended."""
+    if staging_name in text:
+        return text.replace(staging_name, production_name)
+    if staging_name.replace("-", "_") in text:
+        return text.replace(staging_name.replace("-", "_"), production_name.replace("-", "_"))
+    if "staging" in text:
+        return text.replace("staging", "production")
+    return f"{text}{sep}production"
+
+
+def production_sinks(store: Store, staging_name: str) -> list[dict[str, Any]]:
+    """Staging's sinks with their own production paths and tables (what promote proposes), so
+    production never writes into staging's folder or table."""
+    staging = deployments.get_deployment(store, staging_name)
+    target = production_name(store, staging)
+    out = []
+    for sink in staging.pipeline.get("sinks", []):
+        sink = dict(sink)
+        if sink.get("kind") == "folder":
+            sink["path"] = _for_environment(sink["path"], staging.name, target, "-")
+        elif sink.get("table"):
+            sink["table"] = _for_environment(sink["table"], staging.name, target, "_")
+        out.append(sink)
+    return out
+
+
+def promote(
+    store: Store,
+    staging_name: str,
+    *,
+    copy_pipeline: bool = True,
+    copy_schedule: bool = True,
+    copy_report: bool = True,
+    actor: str | None = None,
+    override_reason: str | None = None,
+    sinks: list[dict[str, Any]] | None = None,
+) -> Deployment:
+    """Make staging's current models production's current version; one transaction.
+
+    Creates the production deployment on first promotion. Idempotent: promoting models that
+    production already serves changes nothing, so two people promoting at once yield one new
+    version. Guarded by the promotion gate (the gate): raises Forbidden naming every failing
+    check unless a written `override_reason` is given (InvalidInput when it is blank); the
+    audit entry keeps the reason and the checks' outcomes. A copied pipeline gets production's
+    own sinks: `sinks` as given, else `production_sinks` (staging's, renamed).
+    """
+    actor = actor or audit.current_actor()
+    staging = deployments.get_deployment(store, staging_name)
+    if staging.environment != "staging" or staging.current is None:
+        raise InvalidInput(
+            f"'{staging.name}' is not a staging deployment with a model.",
+            "Promote from a staging deployment; deploy to it first.",
+        )
+    if override_reason is not None and not override_reason.strip():
+        raise InvalidInput(
+            "An override of the promotion gate needs a written reason.",
+            "Say why promoting despite the failing checks is right; it is kept in the audit log.",
+        )
+    reason = (override_reason or "").strip()
+    own_sinks = sinks if sinks is not None else production_sinks(store, staging.name)
+    prod_pipeline = validate_pipeline({**staging.pipeline, "sinks": own_sinks}, store.workspace)
+    main = get_model(store, staging.current.main_model_id)
+    checks = check_gate(store, staging.name)
+    failed = failing(checks)
+    target = store.read(
+        lambda tx: deployments.find_in_environment(tx, staging.experiment_id, "production")
+    )
+    serving = (
+        target is not None
+        and target.current is not None
+        and (target.current.main_model_id, target.current.challenger_model_id)
+        == (staging.current.main_model_id, staging.current.challenger_model_id)
+    )
+    if failed and not reason and not serving:
+        raise Forbidden(
+            f"The promotion gate of '{staging.name}' fails: "
+            + " ".join(f"[{c.name}] {c.detail}" for c in failed),
+            "Fix them ("
+            + " ".join(c.fix for c in failed if c.fix)
+            + ') or override with a reason (--override "why").',
+        )
+
+    def write(tx: Tx) -> str:
+        fresh = deployments.load_deployment(tx, "id", staging.id)
+        if fresh is None or fresh.current is None:
+            raise Conflict(f"'{staging.name}' changed while promoting.", "Try again.")
+        target = deployments.find_in_environment(tx, fresh.experiment_id, "production")
+        if target is None:
+            target = deployments.create_deployment(
+                tx,
+                deployments.free_name(tx, main, "production"),
+                main,
+                "production",
+                {**fresh.pipeline, "sinks": prod_pipeline["sinks"]},
+            )
+        pins = (fresh.current.main_model_id, fresh.current.challenger_model_id)
+        if (
+            target.current
+            and (target.current.main_model_id, target.current.challenger_model_id) == pins
+        ):
+            return target.id  # already serving these models
+        copied = {"pipeline": copy_pipeline, "schedule": copy_schedule, "report": copy_report}
+        for column, wanted in copied.items():
+            if wanted:
+                value = getattr(fresh, column)
+                if column == "pipeline":  # production writes to its own sinks
+                    value = {**value, "sinks": prod_pipeline["sinks"]}
+                if column == "schedule" and value:  # active from now: no catch-up of the
+                    value = {**value, "since": utcnow().isoformat()}  # slots before promotion
+                tx.execute(f"UPDATE deployments SET {column} = ? WHERE id = ?", [value, target.id])
+        version = deployments.add_version(tx, target.id, *pins, actor)
+        audit.record(
+            tx,
+            actor=actor,
+            action="promote",
+            deployment_id=target.id,
+            deployment_name=target.name,
+            before=deployments.pins(target.current),
+            after={
+                **deployments.pins(version),
+                "from": fresh.name,
+                "copied": copied,
+                "gate": outcomes(checks),
+                "overridden": bool(failed),
+            },
+            reason=reason,
+        )
+        return target.id
+
+    promoted = deployments.get_deployment(store, store.write(write))
+    if copy_schedule:
+        # A copied schedule is new to the worker: wake it rather than wait for its next sync.
+        touch_queue_marker(store.workspace)
+    return promoted

@@ -35,11 +35,12 @@ from typing import Any
 
 import schedule
 
-import core.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import executors, runs, scheduler
+import core.engine.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
+from core import runs, scheduler
 from core.entities import Progress, Run
-from core.sidecars import HEARTBEAT_FILE
 from core.store import Store, utcnow
+from core.worker import executors
+from core.worker.sidecars import HEARTBEAT_FILE
 from core.workspace import atomic_write_bytes
 
 HEARTBEAT_SECONDS = 5.0

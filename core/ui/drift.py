@@ -11,11 +11,12 @@ from typing import Any
 
 import streamlit as st
 
-from core import charts, drift, registry, runs, ui
-from core.drift_scores import FeatureDrift
+from core import drift, registry, runs, ui
+from core.engine.drift_scores import FeatureDrift
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store, utcnow
+from core.ui import charts
 
 OVER_TIME = 30  # runs in the over-time charts
 

@@ -16,10 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.classes import FALSE_WORDS, TRUE_WORDS, truth_pair
+from core.engine.classes import FALSE_WORDS, TRUE_WORDS, truth_pair
+from core.engine.tables import nfc  # a decomposed é meets a composed one
 from core.entities import FeatureSchema, ModelSchema
 from core.errors import SchemaMismatch
-from core.tables import nfc  # a decomposed é meets a composed one
 
 EXPECTED = {"numeric": "numeric (a number or boolean)", "categorical": "categorical (text)"}
 

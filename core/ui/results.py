@@ -10,8 +10,8 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from core import registry, results, runs
+from core.engine.model_input import describe_problems
 from core.entities import Run
-from core.model_input import describe_problems
 from core.store import Store
 
 PAGE_SIZES = (25, 50, 100, 500)

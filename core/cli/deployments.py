@@ -10,11 +10,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from core import deployments, runs, sidecars
-from core.cli import open_store, print_json, progress_printer
+from core import deployments, runs
+from core.cli.output import open_store, print_json, progress_printer
 from core.entities import ENVIRONMENTS, Deployment, Run
 from core.errors import WorkerMissing
 from core.store import Store
+from core.worker import sidecars
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -158,12 +159,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from core import gate
-    from core.cli_validate import print_checks
+    from core import promotion
+    from core.cli.validate import print_checks
 
     store = open_store()
-    checks = gate.check_gate(store, args.name)
-    d = deployments.promote(
+    checks = promotion.check_gate(store, args.name)
+    d = promotion.promote(
         store,
         args.name,
         copy_pipeline=not args.no_pipeline,

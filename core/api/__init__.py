@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): `core.api.app:app`, started by `modeldeck api`."""

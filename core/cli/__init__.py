@@ -1,0 +1,1 @@
+"""The command line: `core.cli.main` parses, one module per command group calls core."""

@@ -1,0 +1,102 @@
+"""`modeldeck ui`, `api`, `worker` and `up`: start the three processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.cli.output import open_store
+from core.workspace import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    for name, text in (
+        ("ui", "start the Streamlit app"),
+        ("api", "start the REST API server"),
+        ("worker", "start the pipeline worker"),
+        ("up", "start the app, the API and the worker together"),
+    ):
+        p = sub.add_parser(name, parents=[common], help=text)
+        if name in ("ui", "api"):
+            p.add_argument("--port", type=int, default=8501 if name == "ui" else 8000)
+        if name == "worker":
+            p.add_argument(
+                "--executors",
+                type=int,
+                default=None,
+                metavar="N",
+                help="executor processes that run pipelines (default: "
+                "$MODELDECK_EXECUTORS, else one per core, at most 4; 0 runs them "
+                "in the worker's own process)",
+            )
+        p.set_defaults(handler=HANDLERS[name])
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["MODELDECK_HOME"] = str(Workspace.resolve().home)
+    return env
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    open_store()  # migrate before the app's threads race to do it
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO_ROOT / "app.py"),
+        "--server.port",
+        str(args.port),
+    ]
+    return subprocess.call(command, cwd=REPO_ROOT, env=_child_env())
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    open_store()
+    uvicorn.run("core.api.app:app", host="127.0.0.1", port=args.port, log_level="info")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from core.worker.executors import executor_count
+    from core.worker.loop import run_forever
+
+    run_forever(open_store(), processes=executor_count(args.executors))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the three processes as new processes (never forked: DESIGN.md, traps)."""
+    open_store()
+    # SIGTERM (systemd, `kill`, a CI timeout) must also stop the children: unwind via finally.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    base = [sys.executable, "-m", "core.cli"]
+    children = [
+        subprocess.Popen([*base, name], cwd=REPO_ROOT, env=_child_env())
+        for name in ("worker", "api", "ui")
+    ]
+    print("ModelDeck is starting: app http://localhost:8501, API http://127.0.0.1:8000/docs")
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            child.wait(timeout=10)
+    return max((child.returncode or 0) for child in children)
+
+
+HANDLERS = {"ui": cmd_ui, "api": cmd_api, "worker": cmd_worker, "up": cmd_up}
