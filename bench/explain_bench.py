@@ -114,13 +114,15 @@ def bare_shap(store: Any, run: Any, sample: int) -> float:
 
 
 def measure(store: Any, name: str, sample: int) -> dict[str, Any]:
-    from core import explain, registry, runs
+    from core import execution, explain, registry, runs
     from core.scoring import Loaded
 
     queued = runs.enqueue_run(store, name, actor="bench")
-    claimed = runs.claim_next_run(store, "bench", lease_seconds=600)
+    claimed = execution.claim_next_run(store, "bench", lease_seconds=600)
     assert claimed is not None and claimed.id == queued.id
-    run, run_seconds = timed(lambda: runs.execute_run(store, claimed, "bench", lease_seconds=600))
+    run, run_seconds = timed(
+        lambda: execution.execute_run(store, claimed, "bench", lease_seconds=600)
+    )
     if run.status != "succeeded":
         raise SystemExit(f"run failed: {run.error}")
     model = registry.get_model(store, run.summary["main"]["model_id"])

@@ -135,7 +135,7 @@ def prepare(home: Path, rows: int, train_rows: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the two paths
 def child_modeldeck(home: Path, deployment: str) -> dict[str, Any]:
-    from core import runs
+    from core import execution, runs
     from core.store import Store
     from core.worker import loop as worker  # noqa: F401  (the worker's imports, as a worker has them)
 
@@ -149,9 +149,9 @@ def child_modeldeck(home: Path, deployment: str) -> dict[str, Any]:
 
     started = time.perf_counter()
     runs.enqueue_run(store, deployment, trigger="manual", actor="bench")
-    claimed = runs.claim_next_run(store, "bench-worker", lease_seconds=600)
+    claimed = execution.claim_next_run(store, "bench-worker", lease_seconds=600)
     assert claimed is not None
-    run = runs.execute_run(store, claimed, "bench-worker", progress, lease_seconds=600)
+    run = execution.execute_run(store, claimed, "bench-worker", progress, lease_seconds=600)
     seconds = time.perf_counter() - started
     if run.status != "succeeded":
         raise SystemExit(f"run failed: {run.error}")

@@ -432,7 +432,7 @@ def swap(store: Store, name: str, actor: str | None = None) -> Deployment:
     deployments.check_models(store, current.challenger_model_id, current.main_model_id)
 
     def write(tx: Tx) -> None:
-        fresh = deployments.load_deployment(tx, "id", deployment.id)
+        fresh = deployments.load_deployment(tx, deployment.id)
         if fresh is None or fresh.current_version_id != current.id:
             raise Conflict(
                 f"Deployment '{deployment.name}' changed while swapping.",

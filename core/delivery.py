@@ -2,7 +2,7 @@
 
 A sink failure (database down, a table with incompatible columns) fails the run but keeps its
 Parquet results (core/runs.py). `redeliver` writes those files to the sinks of the run's own
-snapshotted pipeline (`runs.effective_pipeline`), then records the outcome on the run and in
+snapshotted pipeline (`execution.effective_pipeline`), then records the outcome on the run and in
 the audit log in one transaction. A run that had failed only at delivery becomes `succeeded`:
 its predictions were complete, and now every sink has them, which is what a succeeded run
 means to everything downstream (drift windows, explanations, the results page); its earlier
@@ -12,13 +12,12 @@ changes no status: the run keeps its outcome and the attempt is recorded beside 
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-from core import audit, pipeline, runs, sinks
+from core import audit, execution, pipeline, runs, sinks
 from core.entities import Run
-from core.errors import Conflict, InvalidInput, ModelDeckError
+from core.errors import InvalidInput, ModelDeckError
 from core.store import Store, Tx, utcnow
 
 log = logging.getLogger("modeldeck.delivery")
@@ -27,7 +26,7 @@ DELIVERABLE = ("succeeded", "failed")
 
 def sink_blocks(store: Store, run: Run) -> list[dict[str, Any]]:
     """The validated sinks of the run's snapshotted pipeline."""
-    return pipeline.validate_pipeline(runs.effective_pipeline(run), store.workspace)["sinks"]
+    return pipeline.validate_pipeline(execution.effective_pipeline(run), store.workspace)["sinks"]
 
 
 def why_not_deliverable(store: Store, run: Run) -> str | None:
@@ -79,13 +78,6 @@ def redeliver(store: Store, run_id: str, actor: str | None = None) -> Run:
 def _record(
     tx: Tx, run: Run, actor: str, written: list[dict[str, Any]] | None, error: str | None
 ) -> Run:
-    row = tx.execute("SELECT status, summary FROM runs WHERE id = ?", [run.id]).first()
-    if row is None or row["status"] not in DELIVERABLE:
-        raise Conflict(
-            f"Run {run.id} changed while it was being delivered.",
-            "Look at the run again and retry.",
-        )
-    summary = json.loads(row["summary"] or "{}")
     attempt = {
         "at": utcnow().isoformat(timespec="seconds"),
         "by": actor,
@@ -93,30 +85,18 @@ def _record(
         "error": error,
         "previous_error": run.error,
     }
-    summary["deliveries"] = [*summary.get("deliveries", []), attempt]
-    if written is not None:
-        summary["sinks"] = written
-        tx.execute(
-            "UPDATE runs SET status = 'succeeded', error = NULL, summary = ?,"
-            " message = 'succeeded (re-delivered)' WHERE id = ?",
-            [summary, run.id],
-        )
-    elif row["status"] == "failed":
-        tx.execute("UPDATE runs SET error = ?, summary = ? WHERE id = ?", [error, summary, run.id])
-    else:
-        tx.execute("UPDATE runs SET summary = ? WHERE id = ?", [summary, run.id])
+    before, done = runs.record_delivery(tx, run.id, attempt, written)
     audit.record(
         tx,
         actor=actor,
         action="redeliver",
         deployment_id=run.deployment_id,
         deployment_name=run.deployment_name,
-        before={"run": run.id, "status": row["status"]},
+        before={"run": run.id, "status": before},
         after={"run": run.id, "delivered": error is None, "sinks": len(written or [])},
         reason=error or "",
     )
-    found = tx.execute("SELECT * FROM runs WHERE id = ?", [run.id]).first()
-    return Run.from_row(found or {})
+    return done
 
 
 def _after_success(store: Store, run: Run) -> None:

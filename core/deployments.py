@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from core import audit
@@ -54,8 +54,13 @@ def _version(row: dict[str, Any] | None) -> DeploymentVersion | None:
     return DeploymentVersion(**row) if row else None
 
 
-def load_deployment(tx: Tx, where: str, value: str) -> Deployment | None:
-    row = tx.execute(f"SELECT * FROM deployments WHERE {where} = ?", [value]).first()
+def load_deployment(tx: Tx, name_or_id: str) -> Deployment | None:
+    """A deployment by name (else by id) with its current version, inside the caller's
+    transaction; None when there is none."""
+    row = tx.execute(
+        "SELECT * FROM deployments WHERE name = ? OR id = ? ORDER BY name = ? DESC LIMIT 1",
+        [name_or_id, name_or_id, name_or_id],
+    ).first()
     if row is None:
         return None
     current = tx.execute(
@@ -64,11 +69,34 @@ def load_deployment(tx: Tx, where: str, value: str) -> Deployment | None:
     return Deployment.from_row(row, _version(current))
 
 
+def load_versions(tx: Tx, version_ids: Sequence[str]) -> dict[str, DeploymentVersion]:
+    """Deployment versions by id (the pins a run was queued with), inside the caller's
+    transaction; ids that no longer exist are left out."""
+    if not version_ids:
+        return {}
+    marks = ", ".join("?" * len(version_ids))
+    rows = tx.execute(f"SELECT * FROM deployment_versions WHERE id IN ({marks})", list(version_ids))
+    return {r["id"]: DeploymentVersion(**r) for r in rows}
+
+
+def retry_limits(tx: Tx, deployment_ids: Sequence[str]) -> dict[str, int]:
+    """Each deployment's `max_attempts` (the retry policy in its schedule; 1 without one);
+    a deleted deployment's runs get 1."""
+    limits = dict.fromkeys(deployment_ids, 1)
+    if deployment_ids:
+        marks = ", ".join("?" * len(deployment_ids))
+        for row in tx.execute(
+            "SELECT id, coalesce(TRY_CAST(json_extract_string(schedule, '$.max_attempts')"
+            f" AS INTEGER), 1) AS limit_ FROM deployments WHERE id IN ({marks})",
+            list(deployment_ids),
+        ):
+            limits[row["id"]] = row["limit_"]
+    return limits
+
+
 def get_deployment(store: Store, name: str) -> Deployment:
     """One deployment by name (or id); raises NotFound."""
-    found = store.read(
-        lambda tx: load_deployment(tx, "name", name) or load_deployment(tx, "id", name)
-    )
+    found = store.read(lambda tx: load_deployment(tx, name))
     if found is None:
         raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
     return found
@@ -194,7 +222,7 @@ def deploy(
 
     def write(tx: Tx) -> str:
         existing = (
-            load_deployment(tx, "name", name)
+            load_deployment(tx, name)
             if name
             else find_in_environment(tx, main.experiment_id, environment)
         )
@@ -233,7 +261,7 @@ def find_in_environment(tx: Tx, experiment_id: str, environment: str) -> Deploym
         " ORDER BY created_at LIMIT 1",
         [experiment_id, environment],
     ).first()
-    return load_deployment(tx, "id", row["id"]) if row else None
+    return load_deployment(tx, row["id"]) if row else None
 
 
 def free_name(tx: Tx, model: Model, environment: str) -> str:
@@ -293,7 +321,7 @@ def rollback(store: Store, name: str, version_number: int, actor: str | None = N
                 f"{name} v{version_number}",
                 "The Versions tab (or `modeldeck deployments show`) lists them.",
             )
-        before = load_deployment(tx, "id", deployment.id)
+        before = load_deployment(tx, deployment.id)
         tx.execute(
             "UPDATE deployments SET current_version_id = ?, updated_at = ? WHERE id = ?",
             [row["id"], utcnow(), deployment.id],
@@ -410,40 +438,6 @@ def set_access(store: Store, name: str, access: str, actor: str | None = None) -
 
     store.write(write)
     return get_deployment(store, name)
-
-
-def delete_deployment(store: Store, name: str, *, confirm: str, actor: str | None = None) -> None:
-    """Delete a deployment once `confirm` repeats its name; its runs and results stay.
-
-    Queued and running runs are cancelled in the same transaction (the worker stops a running
-    one at its next batch). Raises InvalidInput when the confirmation does not match.
-    """
-    if confirm != name:
-        raise InvalidInput(
-            f"Type the deployment's name '{name}' to confirm the deletion.",
-            "Deleting cannot be undone; the runs' results stay downloadable.",
-        )
-    actor = actor or audit.current_actor()
-    deployment = get_deployment(store, name)
-
-    def write(tx: Tx) -> None:
-        tx.execute(
-            "UPDATE runs SET status = 'cancelled', error = 'deployment deleted',"
-            " finished_at = ? WHERE deployment_id = ? AND status IN ('queued', 'running')",
-            [utcnow(), deployment.id],
-        )
-        tx.execute("DELETE FROM deployment_versions WHERE deployment_id = ?", [deployment.id])
-        tx.execute("DELETE FROM deployments WHERE id = ?", [deployment.id])
-        audit.record(
-            tx,
-            actor=actor,
-            action="delete",
-            deployment_id=deployment.id,
-            deployment_name=deployment.name,
-            before=pins(deployment.current),
-        )
-
-    store.write(write)
 
 
 def status(store: Store, deployment: Deployment) -> str:

@@ -1,7 +1,7 @@
 """Runs whose process died mid-way: what becomes of them and of the files they left.
 
 A run is lost when its executor process dies (the worker sees the pool break) or its whole
-worker dies (its lease expires). One rule settles both, inside the caller's transaction:
+worker dies (its lease expires). One rule settles both (core/runs.py records it):
 - its Parquet results were complete (scored, renamed into place, and the summary saying so
   written before the sinks started): it fails as "interrupted while writing the sinks" and
   keeps them, so "deliver again" works without predicting again;
@@ -23,16 +23,9 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import ModelDeckError
-from core.store import Tx, utcnow
 from core.workspace import Workspace
 
 log = logging.getLogger("modeldeck.runs")
-
-MAX_ATTEMPTS = "coalesce(TRY_CAST(json_extract_string(d.schedule, '$.max_attempts') AS INTEGER), 1)"
-_SELECT = (
-    "SELECT r.*, " + MAX_ATTEMPTS + " AS max_attempts FROM runs r"
-    " LEFT JOIN deployments d ON d.id = r.deployment_id WHERE r.status = 'running'"
-)
 
 
 @dataclass(frozen=True)
@@ -44,19 +37,14 @@ class Lost:
     sinks: tuple[dict[str, Any], ...]
     kept: bool
     requeued: bool
+    note: str = ""  # the error of a kept run, the message of a run queued again
 
 
-def running(tx: Tx, condition: str, params: list[Any]) -> list[dict[str, Any]]:
-    """Running runs matching `condition` (SQL over `r`), with their deployment's policy."""
-    return tx.execute(f"{_SELECT} AND {condition}", params).dicts()
-
-
-def settle(tx: Tx, row: dict[str, Any], workspace: Workspace, lost: str, error: str) -> Lost:
-    """Record one lost run per the rule above; `lost` says what happened (for the message
-    of a run queued again), `error` is the failed run's error."""
+def decide(row: dict[str, Any], workspace: Workspace, lost: str) -> Lost:
+    """What becomes of one lost run (`row`: its runs row plus its deployment's
+    `max_attempts`), per the rule above; `lost` says what happened. core/runs.py records it."""
     summary = _json(row.get("summary"))
     folder = workspace.runs_dir / row["id"]
-    now = utcnow()
     kept = bool(summary.get("results_written")) and (folder / "main.parquet").is_file()
     requeued = not kept and row["attempt"] < row["max_attempts"]
     if kept:
@@ -64,30 +52,11 @@ def settle(tx: Tx, row: dict[str, Any], workspace: Workspace, lost: str, error: 
             f"{lost} while writing the sinks. The predictions are complete and kept: "
             f"deliver them again (the run's page, or `modeldeck redeliver {row['id']}`)."
         )
-        tx.execute(
-            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?, progress = 1,"
-            " message = 'failed', lease_expires_at = NULL, rows_in = ?, rows_out = ?"
-            " WHERE id = ? AND status = 'running'",
-            [note, now, summary.get("rows"), summary.get("rows"), row["id"]],
-        )
     elif requeued:
-        tx.execute(
-            "UPDATE runs SET status = 'queued', lease_owner = NULL,"
-            " lease_expires_at = NULL, started_at = NULL, progress = 0, summary = '{}',"
-            " message = ? WHERE id = ? AND status = 'running'",
-            [
-                f"{lost}; queued again (attempt {row['attempt'] + 1} of {row['max_attempts']})",
-                row["id"],
-            ],
-        )
+        note = f"{lost}; queued again (attempt {row['attempt'] + 1} of {row['max_attempts']})"
     else:
-        tx.execute(
-            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?,"
-            " progress = 1, message = 'failed', lease_expires_at = NULL"
-            " WHERE id = ? AND status = 'running'",
-            [error, now, row["id"]],
-        )
-    return Lost(row["id"], row["deployment_name"], _sinks(row), kept, requeued)
+        note = ""
+    return Lost(row["id"], row["deployment_name"], _sinks(row), kept, requeued, note)
 
 
 def clean_up(workspace: Workspace, lost: Lost) -> None:

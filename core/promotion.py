@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core import audit, deployments
+from core import audit, deployments, runs
 from core.deployments import get_deployment
 from core.entities import Deployment
 from core.errors import Conflict, Forbidden, InvalidInput
@@ -385,7 +385,7 @@ def promote(
         )
 
     def write(tx: Tx) -> str:
-        fresh = deployments.load_deployment(tx, "id", staging.id)
+        fresh = deployments.load_deployment(tx, staging.id)
         if fresh is None or fresh.current is None:
             raise Conflict(f"'{staging.name}' changed while promoting.", "Try again.")
         target = deployments.find_in_environment(tx, fresh.experiment_id, "production")
@@ -436,3 +436,34 @@ def promote(
         # A copied schedule is new to the worker: wake it rather than wait for its next sync.
         touch_queue_marker(store.workspace)
     return promoted
+
+
+# ---------------------------------------------------------------------------- deleting
+def delete_deployment(store: Store, name: str, *, confirm: str, actor: str | None = None) -> None:
+    """Delete a deployment once `confirm` repeats its name; its runs and results stay.
+
+    Queued and running runs are cancelled in the same transaction (the worker stops a running
+    one at its next batch). Raises InvalidInput when the confirmation does not match.
+    """
+    if confirm != name:
+        raise InvalidInput(
+            f"Type the deployment's name '{name}' to confirm the deletion.",
+            "Deleting cannot be undone; the runs' results stay downloadable.",
+        )
+    actor = actor or audit.current_actor()
+    deployment = deployments.get_deployment(store, name)
+
+    def write(tx: Tx) -> None:
+        runs.cancel_runs_of(tx, deployment.id, "deployment deleted")
+        tx.execute("DELETE FROM deployment_versions WHERE deployment_id = ?", [deployment.id])
+        tx.execute("DELETE FROM deployments WHERE id = ?", [deployment.id])
+        audit.record(
+            tx,
+            actor=actor,
+            action="delete",
+            deployment_id=deployment.id,
+            deployment_name=deployment.name,
+            before=deployments.pins(deployment.current),
+        )
+
+    store.write(write)

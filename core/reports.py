@@ -24,11 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core import deployments, drift, explain
+from core import deployments, drift, explain, runs
 from core.entities import Run
 from core.errors import InvalidInput, ModelDeckError, NotFound
 from core.runs import get_run, result_path, results_dir
-from core.store import Store, Tx, query_files, utcnow
+from core.store import Store, query_files, utcnow
 from core.workspace import Workspace, atomic_path
 
 log = logging.getLogger("modeldeck.reports")
@@ -169,15 +169,8 @@ def write_report(store: Store, run: Run, copy_to: str | None = None) -> Path:
         except (ModelDeckError, OSError) as exc:
             note["copy_error"] = f"Copying the report to '{copy_to}' failed: {exc}"
             log.warning("run %s: %s", run.id, note["copy_error"])
-    store.write(lambda tx: _note_on_summary(tx, run.id, note))
+    store.write(lambda tx: runs.note_on_summary(tx, run.id, "report", note))
     return target
-
-
-def _note_on_summary(tx: Tx, run_id: str, note: dict[str, Any]) -> None:
-    row = tx.execute("SELECT summary FROM runs WHERE id = ?", [run_id]).first()
-    if row is not None:
-        summary = {**json.loads(row["summary"] or "{}"), "report": note}
-        tx.execute("UPDATE runs SET summary = ? WHERE id = ?", [summary, run_id])
 
 
 def report_file(store: Store, run_id: str) -> Path:

@@ -16,12 +16,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import audit
+from core import audit, runs
 from core.entities import Run
 from core.errors import Conflict, DamagedResults, InvalidInput, NotFound
 from core.runs import get_run, result_path, results_dir
 from core.sinks import FORMATS, copy_as
-from core.store import Store, Tx, quote_identifier, utcnow, with_files
+from core.store import Store, Tx, quote_identifier, with_files
 
 WHICH = ("main", "challenger")
 MAX_PAGE = 10_000
@@ -260,10 +260,7 @@ def purge(store: Store, run_id: str, *, actor: str | None = None) -> Run:
     if run.purged_at is None:
 
         def write(tx: Tx) -> None:
-            tx.execute(
-                "UPDATE runs SET purged_at = ? WHERE id = ? AND purged_at IS NULL",
-                [utcnow(), run.id],
-            )
+            runs.mark_purged(tx, run.id)
             audit.record(
                 tx,
                 actor=actor,

@@ -1,10 +1,10 @@
-"""Runs: the queue of pipeline executions, and the executor the worker calls.
+"""Runs: the records of pipeline executions and their whole lifecycle.
 
-A run row goes queued -> running (claimed under a lease) -> succeeded | failed | cancelled.
-Every change is one short transaction; the executor never holds a store connection while it
-reads, predicts or writes (DESIGN.md, storage rule 1). Results are written to temporary names
-under `runs/<run_id>/` and renamed into place at the end (rule 3), so a failed, cancelled or
-killed run leaves no half file behind, and other runs' results are never touched.
+A run row goes queued -> running (claimed under a lease) -> succeeded | failed | cancelled;
+`TRANSITIONS` lists every move, and every status or summary change of a run is made by a
+function of this module (core/execution.py executes a claimed run; others call these). Every
+change is one short transaction, or a step inside the caller's (`insert_run`, `claim_run`,
+`cancel_runs_of`, ...), so a run and what it belongs to change together.
 
 The run's `summary` JSON holds: rows, task, label_column, main {model_id, algorithm,
 class_counts + class_balance | prediction_summary, mean_confidence, confidence_kind,
@@ -14,38 +14,32 @@ input_quality {mean, missing, out_of_range, unseen_category}, extra_columns, not
 {main, challenger} (workspace-relative paths), results_written, sinks, timings {phase: s},
 incremental {run_at, last_run_at, files, skipped_files, no_new_data} (core/incremental.py; a
 run with no new data has 0 rows and no results files), report {path, bytes, copied_to |
-copy_error} (core/reports.py, added after the run).
+copy_error} (core/reports.py, added after the run), deliveries (core/delivery.py).
 
-Results files hold `_row`, the prediction key, prediction, confidence (the class probability,
-or for a regression forest the spread of its trees, else null), input_quality, proba_<class>,
-(main only) challenger_prediction, then every input column (one named like a result column is
-kept as input_<name>).
+A run's files live in `runs/<run_id>/` (`results_dir`): `main.parquet` and
+`challenger.parquet` (`result_path`) hold `_row`, the prediction key, prediction, confidence
+(the class probability, or for a regression forest the spread of its trees, else null),
+input_quality, proba_<class>, (main only) challenger_prediction, then every input column (one
+named like a result column is kept as input_<name>, see `scoring.feature_column`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import shutil
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from glob import glob
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from core import audit, incremental, lost_runs, pipeline, sinks
+from core import audit, deployments, lost_runs, pipeline
 from core.datasets import new_id
-from core.entities import Progress, Run, no_progress
-from core.errors import ArtifactError, InvalidInput, ModelDeckError, NotFound
-from core.registry import cached_estimator, get_model
-from core.scoring import Loaded, RunScorer
+from core.entities import DeploymentVersion, Run
+from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store, Tx, utcnow
 from core.workspace import Workspace, atomic_write_bytes
 
@@ -54,10 +48,30 @@ log = logging.getLogger("modeldeck.runs")
 TRIGGERS = ("manual", "schedule", "api-batch", "validation")
 LEASE_SECONDS = 60.0
 LEASE_ENV = "MODELDECK_LEASE_SECONDS"
-BEAT_SECONDS = 1.0  # at most one progress/lease write a second
 # Rewritten (new random token) after a transaction that queued runs or changed schedules
 # commits: an idle worker reads this small file instead of opening the store every second.
 QUEUE_MARKER = "queue.changed"
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+# Every move a run's status may make. running -> queued: a claim released before it started,
+# or a lost run retried; failed -> succeeded: complete results kept by a run that failed while
+# writing its sinks, delivered again (core/delivery.py).
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("running", "cancelled"),
+    "running": ("succeeded", "failed", "cancelled", "queued"),
+    "failed": ("succeeded",),
+    "succeeded": (),
+    "cancelled": (),
+}
+
+
+def _from(status: str) -> str:
+    """SQL list of the statuses a run may move to `status` from (a WHERE clause's IN list)."""
+    before = [old for old, moves in TRANSITIONS.items() if status in moves]
+    if not before:
+        raise ValueError(f"no run moves to {status!r}")
+    return ", ".join(f"'{old}'" for old in before)
 
 
 def default_lease_seconds() -> float:
@@ -134,29 +148,32 @@ def read_queue_marker(workspace: Workspace) -> bytes | None:
 
 
 def insert_run(
-    tx: Tx, deployment_name: str, trigger: str, source_override: dict[str, Any] | None, actor: str
+    tx: Tx,
+    deployment_name: str,
+    trigger: str,
+    source_override: dict[str, Any] | None,
+    actor: str,
+    *,
+    pipeline: dict[str, Any] | None = None,
 ) -> str:
     """Insert a queued run inside the caller's transaction (the scheduler queues a slot's run
-    and records the slot in one transaction); returns its id. Raises like enqueue_run."""
-    row = tx.execute(
-        "SELECT id, name, project_id, pipeline, current_version_id FROM deployments"
-        " WHERE name = ? OR id = ?",
-        [deployment_name, deployment_name],
-    ).first()
-    if row is None:
+    and records the slot in one transaction); returns its id. It pins the deployment's current
+    version and snapshots its pipeline (`pipeline` replaces the snapshot: a validation's run is
+    never delivered). Raises like enqueue_run."""
+    deployment = deployments.load_deployment(tx, deployment_name)
+    if deployment is None:
         raise NotFound(
             "deployment", deployment_name, "Run `modeldeck deployments list` to see names."
         )
-    if row["current_version_id"] is None:
+    if deployment.current is None:
         raise InvalidInput(
-            f"Deployment '{row['name']}' has no current version to run.",
+            f"Deployment '{deployment.name}' has no current version to run.",
             "Deploy a model to it first.",
         )
-    snapshot = row["pipeline"]
     if source_override is not None and source_override.get("kind") == "postgres":
         from core import connections  # psycopg and cryptography: only for postgres pipelines
 
-        source_override = connections.bind_project(tx, source_override, row["project_id"])
+        source_override = connections.bind_project(tx, source_override, deployment.project_id)
     run_id = new_id("run")
     tx.execute(
         "INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
@@ -164,17 +181,115 @@ def insert_run(
         " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
         [
             run_id,
-            row["id"],
-            row["name"],
-            row["current_version_id"],
+            deployment.id,
+            deployment.name,
+            deployment.current.id,
             trigger,
             source_override,
-            snapshot,
+            deployment.pipeline if pipeline is None else pipeline,
             actor,
             utcnow(),
         ],
     )
     return run_id
+
+
+def claim_run(tx: Tx, run_id: str, worker_id: str, lease_seconds: float | None = None) -> Run:
+    """Claim one queued run for `worker_id` inside the caller's transaction (a validation
+    queues and claims its own run at once); raises Conflict when it is not queued."""
+    now = utcnow()
+    lease = lease_seconds or default_lease_seconds()
+    row = tx.execute(
+        "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
+        " started_at = ?, attempt = attempt + 1, progress = 0, message = 'starting'"
+        f" WHERE id = ? AND status IN ({_from('running')}) RETURNING *",
+        [worker_id, now + timedelta(seconds=lease), now, run_id],
+    ).first()
+    if row is None:
+        raise Conflict(f"Run {run_id} is not queued any more.", "Queue a new run.")
+    return Run.from_row(row)
+
+
+def version_of(tx: Tx, run_id: str) -> str:
+    """The deployment version a run pins, inside the caller's transaction."""
+    return str(tx.execute("SELECT version_id FROM runs WHERE id = ?", [run_id]).scalar())
+
+
+def discard_queued(tx: Tx, run_id: str) -> None:
+    """Remove a run queued in the caller's transaction that turned out not to be needed (a
+    schedule slot another worker decided first); a run already claimed stays."""
+    tx.execute("DELETE FROM runs WHERE id = ? AND status = 'queued'", [run_id])
+
+
+def cancel_runs_of(tx: Tx, deployment_id: str, reason: str) -> int:
+    """Cancel a deployment's queued and running runs inside the caller's transaction (a
+    running one stops at its next batch, see core/execution.py); how many were cancelled."""
+    rows = tx.execute(
+        "UPDATE runs SET status = 'cancelled', error = ?, finished_at = ?"
+        f" WHERE deployment_id = ? AND status IN ({_from('cancelled')}) RETURNING id",
+        [reason, utcnow(), deployment_id],
+    )
+    return len(rows)
+
+
+def mark_purged(tx: Tx, run_id: str) -> bool:
+    """Record that a run's results files were deleted; False when that was already recorded."""
+    return bool(
+        tx.execute(
+            "UPDATE runs SET purged_at = ? WHERE id = ? AND purged_at IS NULL RETURNING id",
+            [utcnow(), run_id],
+        )
+    )
+
+
+def note_on_summary(tx: Tx, run_id: str, key: str, value: Any) -> None:
+    """Set one key of a run's summary (a step after the run adds what it did), keeping the
+    rest; a run that is gone is left alone."""
+    row = tx.execute("SELECT summary FROM runs WHERE id = ?", [run_id]).first()
+    if row is not None:
+        summary = {**_summary(row["summary"]), key: value}
+        tx.execute("UPDATE runs SET summary = ? WHERE id = ?", [summary, run_id])
+
+
+def record_delivery(
+    tx: Tx, run_id: str, attempt: dict[str, Any], written: list[dict[str, Any]] | None
+) -> tuple[str, Run]:
+    """Record a delivery of a finished run's results to its sinks, inside the caller's
+    transaction: `attempt` joins the summary's `deliveries`; when everything was written
+    (`written`, the sinks' report) a run that failed while writing its sinks succeeds, else a
+    failed run's error becomes the attempt's. Returns (the status before, the run as recorded);
+    raises Conflict unless the run is succeeded or failed."""
+    row = tx.execute("SELECT status, summary FROM runs WHERE id = ?", [run_id]).first()
+    if row is None or row["status"] not in ("succeeded", "failed"):
+        raise Conflict(
+            f"Run {run_id} changed while it was being delivered.",
+            "Look at the run again and retry.",
+        )
+    summary = _summary(row["summary"])
+    summary["deliveries"] = [*summary.get("deliveries", []), attempt]
+    if written is not None:
+        summary["sinks"] = written
+        tx.execute(
+            "UPDATE runs SET status = 'succeeded', error = NULL, summary = ?,"
+            " message = 'succeeded (re-delivered)' WHERE id = ?",
+            [summary, run_id],
+        )
+    elif row["status"] == "failed":
+        tx.execute(
+            "UPDATE runs SET error = ?, summary = ? WHERE id = ?",
+            [attempt.get("error"), summary, run_id],
+        )
+    else:
+        tx.execute("UPDATE runs SET summary = ? WHERE id = ?", [summary, run_id])
+    found = tx.execute("SELECT * FROM runs WHERE id = ?", [run_id]).first()
+    return row["status"], Run.from_row(found or {})
+
+
+def _summary(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    loaded = json.loads(value or "{}")
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def get_run(store: Store, run_id: str) -> Run:
@@ -202,7 +317,7 @@ class Claim:
     the claim's transaction, so executing it needs no read of the store."""
 
     run: Run
-    pins: dict[str, Any] | None
+    pins: DeploymentVersion | None
 
 
 @dataclass(frozen=True)
@@ -222,23 +337,6 @@ class Outcome:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     lost: str | None = None  # its process died ("its executor process died"): see _record
-
-
-# The version pins of runs claimed by claim_next_run (popped by execute_run; a handful at most).
-_CLAIMED_PINS: dict[str, dict[str, Any]] = {}
-
-
-def claim_next_run(store: Store, worker_id: str, lease_seconds: float | None = None) -> Run | None:
-    """Claim the oldest queued run for `worker_id` (one transaction), or None when idle."""
-    claims, _ = claim_runs(store, worker_id, 1, lease_seconds)
-    if not claims:
-        return None
-    claim = claims[0]
-    if claim.pins is not None:  # execute_run needs no read for them
-        while len(_CLAIMED_PINS) >= 64:  # claimed and never executed here (tests, a crash)
-            _CLAIMED_PINS.pop(next(iter(_CLAIMED_PINS)))
-        _CLAIMED_PINS[claim.run.id] = claim.pins
-    return claim.run
 
 
 def claim_runs(
@@ -270,19 +368,13 @@ def claim_runs(
         rows = tx.execute(
             "UPDATE runs SET status = 'running', lease_owner = ?, lease_expires_at = ?,"
             " started_at = ?, attempt = attempt + 1, progress = 0, message = 'starting'"
-            " WHERE status = 'queued' AND id IN (SELECT id FROM runs WHERE status = 'queued'"
-            " ORDER BY queued_at, id LIMIT ?) RETURNING *",
+            f" WHERE status IN ({_from('running')}) AND id IN (SELECT id FROM runs"
+            " WHERE status = 'queued' ORDER BY queued_at, id LIMIT ?) RETURNING *",
             [worker_id, now + timedelta(seconds=lease), now, limit],
         ).dicts()
         if not rows:
             return [], recorded
-        wanted = sorted({r["version_id"] for r in rows})
-        versions = {
-            v["id"]: v
-            for v in tx.execute(
-                f"SELECT * FROM deployment_versions WHERE id IN ({_marks(wanted)})", wanted
-            )
-        }
+        versions = deployments.load_versions(tx, sorted({r["version_id"] for r in rows}))
         rows.sort(key=lambda r: (r["queued_at"], r["id"]))
         return [Claim(Run.from_row(r), versions.get(r["version_id"])) for r in rows], recorded
 
@@ -308,12 +400,14 @@ def _record(
     """Record an outcome if the run is still this worker's: its row, else None. A lost run
     (its executor died) is settled by core/lost_runs.py: kept, queued again or failed."""
     if outcome.lost is not None:
-        found = lost_runs.running(tx, "r.id = ? AND r.lease_owner = ?", [outcome.run_id, worker_id])
+        found = _running(tx, "id = ? AND lease_owner = ?", [outcome.run_id, worker_id])
         return (
-            lost_runs.settle(tx, found[0], workspace, outcome.lost, outcome.error or outcome.lost)
+            _settle_lost(tx, found[0], workspace, outcome.lost, outcome.error or outcome.lost)
             if found
             else None
         )
+    if outcome.status not in FINISHED:  # queued again is release_claims' or a lost run's
+        raise ValueError(f"a run cannot finish as {outcome.status!r}")
     return tx.execute(
         "UPDATE runs SET status = ?, error = ?, summary = ?, rows_in = ?, rows_out = ?,"
         " started_at = coalesce(?, started_at), finished_at = ?, progress = 1, message = ?,"
@@ -332,6 +426,53 @@ def _record(
             worker_id,
         ],
     ).first()
+
+
+def record_outcome(store: Store, worker_id: str, outcome: Outcome) -> Run | None:
+    """Record one outcome if the run is still this worker's (one transaction): the run as
+    recorded, or None if it was taken away (cancelled, or failed by lease expiry)."""
+    row = store.write(lambda tx: _record(tx, worker_id, outcome, store.workspace))
+    return Run.from_row(row) if isinstance(row, dict) else None
+
+
+def _running(tx: Tx, condition: str, params: list[Any]) -> list[dict[str, Any]]:
+    """Running runs matching `condition` (SQL over runs), each with its deployment's
+    `max_attempts` (the retry policy)."""
+    rows = tx.execute(f"SELECT * FROM runs WHERE status = 'running' AND {condition}", params)
+    found = rows.dicts()
+    limits = deployments.retry_limits(tx, sorted({r["deployment_id"] for r in found}))
+    return [{**r, "max_attempts": limits[r["deployment_id"]]} for r in found]
+
+
+def _settle_lost(
+    tx: Tx, row: dict[str, Any], workspace: Workspace, lost: str, error: str
+) -> lost_runs.Lost:
+    """Record one lost run as core/lost_runs.py decides (kept, queued again or failed);
+    `lost` says what happened, `error` is the failed run's error."""
+    decided = lost_runs.decide(row, workspace, lost)
+    if decided.kept:
+        summary = _summary(row.get("summary"))
+        tx.execute(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?, progress = 1,"
+            " message = 'failed', lease_expires_at = NULL, rows_in = ?, rows_out = ?"
+            " WHERE id = ? AND status = 'running'",
+            [decided.note, utcnow(), summary.get("rows"), summary.get("rows"), row["id"]],
+        )
+    elif decided.requeued:
+        tx.execute(
+            "UPDATE runs SET status = 'queued', lease_owner = NULL,"
+            " lease_expires_at = NULL, started_at = NULL, progress = 0, summary = '{}',"
+            " message = ? WHERE id = ? AND status = 'running'",
+            [decided.note, row["id"]],
+        )
+    else:
+        tx.execute(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?,"
+            " progress = 1, message = 'failed', lease_expires_at = NULL"
+            " WHERE id = ? AND status = 'running'",
+            [error, utcnow(), row["id"]],
+        )
+    return decided
 
 
 def renew_leases(
@@ -402,308 +543,24 @@ def renew_lease(
 def expire_leases(store: Store) -> list[str]:
     """Settle running runs whose lease has expired (their worker died); returns their ids.
 
-    core/lost_runs.py decides, in one transaction: complete results kept for re-delivery,
-    queued again per the deployment's retry policy (`max_attempts`), or failed. Then their
-    partial files (and an interrupted folder sink's temporary file) are removed; no other
-    run's files are touched.
+    core/lost_runs.py decides and this module records, in one transaction: complete results
+    kept for re-delivery, queued again per the deployment's retry policy (`max_attempts`), or
+    failed. Then their partial files (and an interrupted folder sink's temporary file) are
+    removed; no other run's files are touched.
     """
 
     def write(tx: Tx) -> list[lost_runs.Lost]:
         settled = []
-        for row in lost_runs.running(tx, "r.lease_expires_at < ?", [utcnow()]):
+        for row in _running(tx, "lease_expires_at < ?", [utcnow()]):
             lost = lost_runs.lease_text(row["lease_expires_at"])
             error = (
                 f"{lost}: the worker running it stopped or was killed. Run it again; if "
                 "it keeps happening, check the worker's log and memory."
             )
-            settled.append(lost_runs.settle(tx, row, store.workspace, lost, error))
+            settled.append(_settle_lost(tx, row, store.workspace, lost, error))
         return settled
 
     settled = store.write(write)
     for lost in settled:
         lost_runs.clean_up(store.workspace, lost)
     return [lost.run_id for lost in settled]
-
-
-def _finish(
-    store: Store,
-    run: Run,
-    worker_id: str,
-    status: str,
-    *,
-    error: str | None = None,
-    summary: dict[str, Any] | None = None,
-    rows: int | None = None,
-) -> Run | None:
-    """Record the outcome if the run is still this worker's: the run as recorded, or None
-    if it was taken away (cancelled, or failed by lease expiry)."""
-    outcome = Outcome(run.id, status, error, summary or {}, rows)
-    row = store.write(lambda tx: _record(tx, worker_id, outcome, store.workspace))
-    return Run.from_row(row) if isinstance(row, dict) else None
-
-
-# ---------------------------------------------------------------------------- executing
-class RunCancelled(Exception):
-    """The run stopped being this worker's (cancelled, or failed by lease expiry)."""
-
-
-class _Beat:
-    """Progress for the caller, plus a throttled write of progress and lease to the run row."""
-
-    def __init__(
-        self, store: Store, run: Run, worker_id: str, lease: float, progress: Progress
-    ) -> None:
-        self.store, self.run, self.worker_id, self.lease = store, run, worker_id, lease
-        self.progress = progress
-        self.last = time.monotonic()  # the claim just set the lease and "starting"
-
-    def __call__(
-        self,
-        fraction: float,
-        text: str,
-        *,
-        force: bool = False,
-        summary: dict[str, Any] | None = None,
-    ) -> None:
-        self.progress(fraction, text)
-        now = time.monotonic()
-        if not force and now - self.last < BEAT_SECONDS:
-            return
-        self.last = now
-        if not renew_lease(
-            self.store,
-            self.run,
-            self.worker_id,
-            lease_seconds=self.lease,
-            progress=round(fraction, 4),
-            message=text,
-            summary=summary,
-        ):
-            raise RunCancelled(self.run.id)
-
-
-class _Timings(dict[str, float]):
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self[phase] = self.get(phase, 0.0) + time.perf_counter() - started
-
-    def rounded(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.items()}
-
-
-STOPPED = "The worker was stopped during the run. Run it again."
-
-
-def execute_run(
-    store: Store,
-    run: Run,
-    worker_id: str,
-    progress: Progress = no_progress,
-    *,
-    lease_seconds: float | None = None,
-) -> Run:
-    """Execute a run claimed by claim_next_run to its end, record the outcome and return the
-    run as recorded; never raises for run errors (see execute_claimed)."""
-    try:
-        outcome = execute_claimed(
-            store,
-            run,
-            worker_id,
-            progress,
-            lease_seconds=lease_seconds,
-            pins=_CLAIMED_PINS.pop(run.id, None),
-        )
-    except BaseException:  # KeyboardInterrupt / SystemExit: stop cleanly, then go on stopping
-        _finish(store, run, worker_id, "failed", error=STOPPED)
-        raise
-    _, done = claim_runs(store, worker_id, 0, outcomes=[outcome])  # records, claims none
-    return done[0] if done else get_run(store, run.id)
-
-
-def execute_claimed(
-    store: Store,
-    run: Run,
-    worker_id: str,
-    progress: Progress = no_progress,
-    *,
-    lease_seconds: float | None = None,
-    pins: dict[str, Any] | None = None,
-) -> Outcome:
-    """Execute a claimed run to its end and return its outcome, not yet recorded; never
-    raises for run errors.
-
-    Every failure is a failed outcome with a message saying what is wrong and how to fix it,
-    and removes the run's partial files (a failing sink keeps the complete Parquet results).
-    A run taken away meanwhile (deployment deleted, lease expired) stops at its next batch,
-    cleans up and gives a None status. The only store writes are the throttled progress and
-    lease renewals of a run longer than a second. On KeyboardInterrupt/SystemExit the partial
-    files go and the exception propagates: the caller records the run as stopped.
-    """
-    lease = lease_seconds or default_lease_seconds()
-    started_at = utcnow()
-    beat = _Beat(store, run, worker_id, lease, progress)
-    folder = results_dir(store.workspace, run.id)
-    timings = _Timings()
-    started = time.perf_counter()
-
-    def outcome(
-        status: str | None, error: str | None = None, summary: dict[str, Any] | None = None
-    ) -> Outcome:
-        if status != "succeeded" and (status is None or summary is None):
-            shutil.rmtree(folder, ignore_errors=True)  # a failing sink keeps the results
-        summary = summary if summary is not None else {}
-        if status is not None:
-            timings["total"] = time.perf_counter() - started
-            summary["timings"] = timings.rounded()
-        return Outcome(run.id, status, error, summary, summary.get("rows"), started_at, utcnow())
-
-    try:
-        summary, sink_blocks = _score_run(store, run, beat, folder, timings, pins)
-        if sink_blocks:  # the summary too: a run lost while writing sinks keeps its results
-            beat(0.97, "writing sinks", force=True, summary=summary)
-    except RunCancelled:
-        return outcome(None)
-    except Exception as exc:
-        return outcome("failed", _error_text(exc, run))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    try:
-        with timings("sinks"):
-            summary["sinks"] = sinks.write_sinks(
-                store.workspace,
-                sink_blocks,
-                result_path(store.workspace, run.id),
-                f"{run.deployment_name}-{run.id}",
-            )
-    except RunCancelled:
-        return outcome(None)
-    except Exception as exc:
-        return outcome("failed", _error_text(exc, run), summary)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return outcome("succeeded", None, summary)
-
-
-def _error_text(exc: BaseException, run: Run) -> str:
-    if isinstance(exc, ModelDeckError):
-        return str(exc)
-    log.exception("run %s failed", run.id)
-    return (
-        f"Internal error ({type(exc).__name__}: {exc}). This is a bug in ModelDeck, not in "
-        "your data: the worker's log has the details."
-    )
-
-
-def _load_models(
-    store: Store, run: Run, pins: dict[str, Any] | None
-) -> tuple[Loaded, Loaded | None]:
-    """The run's main and challenger models (`pins`: its version row, read by the claim);
-    rows and estimators come from the process's cache when it has them (core/registry.py),
-    so a worker pays for a model once."""
-    row = (
-        pins
-        or store.query("SELECT * FROM deployment_versions WHERE id = ?", [run.version_id]).first()
-    )
-    if row is None:
-        raise InvalidInput(
-            f"The deployment version this run was queued for ({run.version_id}) no longer exists.",
-            "Queue a new run of the deployment.",
-        )
-    loaded = []
-    for label, model_id in (
-        ("main", row["main_model_id"]),
-        ("challenger", row["challenger_model_id"]),
-    ):
-        if model_id:
-            model = get_model(store, model_id)
-            try:
-                loaded.append(Loaded(model, cached_estimator(store, model), label))
-            except ModelDeckError as exc:  # missing, tampered, untrusted or damaged file
-                raise ArtifactError(
-                    f"The {label} model cannot be loaded: {exc.message}", exc.hint
-                ) from exc
-    return loaded[0], (loaded[1] if len(loaded) > 1 else None)
-
-
-def effective_pipeline(run: Run) -> dict[str, Any]:
-    """The run's pipeline snapshot with its source override applied."""
-    if run.source_override:
-        return {**run.pipeline, "source": run.source_override}
-    return dict(run.pipeline)
-
-
-def _estimate_rows(workspace: Workspace, source: dict[str, Any]) -> int | None:
-    """Rows of a Parquet file source, from the footers, for the progress bar (else None)."""
-    path = str(source.get("path") or "")
-    if source.get("kind") not in ("file", "upload") or not path.endswith((".parquet", ".pq")):
-        return None
-    try:
-        full = str(workspace.confine(path))
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in glob(full)) or None
-    except (ModelDeckError, OSError, pa.ArrowException):
-        return None
-
-
-def _score_run(
-    store: Store,
-    run: Run,
-    beat: _Beat,
-    folder: Path,
-    timings: _Timings,
-    pins: dict[str, Any] | None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score every batch and put the results files in place; returns (summary, sinks)."""
-    beat(0.01, "loading models")  # the claim just wrote the lease: no write needed yet
-    with timings("load_models"):
-        main, challenger = _load_models(store, run, pins)
-    spec = pipeline.validate_pipeline(effective_pipeline(run), store.workspace)
-    plan = incremental.plan_run(store, run, spec["source"])  # only new data, SQL parameters
-    if plan.nothing_new:
-        return incremental.empty_summary(plan, spec["label_column"], plan.nothing_new), []
-    spec = {**spec, "source": plan.source}
-    expected = _estimate_rows(store.workspace, spec["source"])
-    folder.mkdir(parents=True, exist_ok=True)
-    beat(0.05, "reading the source")
-    with ExitStack() as stack:
-        with timings("open_input"):
-            reader = stack.enter_context(
-                pipeline.open_input(store.workspace, spec, params=plan.params)
-            )
-        scorer: RunScorer | None = None
-        for batch in _batches(reader, timings):
-            if scorer is None:  # the first batch is the sample for the schema check
-                scorer = RunScorer(main, challenger, batch, spec["label_column"], folder, timings)
-                stack.callback(scorer.discard)  # temp files go unless committed
-            scorer.add(batch)
-            fraction = 0.05 + 0.9 * min(scorer.rows / expected, 1.0) if expected else 0.5
-            beat(fraction, f"{scorer.rows:,} rows scored")
-        if scorer is not None:
-            with timings("write"):
-                scorer.commit()
-    if scorer is None and plan.incremental:
-        return incremental.empty_summary(plan, spec["label_column"], plan.no_rows_note()), []
-    if scorer is None:
-        raise InvalidInput(
-            "The pipeline gave no rows after transforms: there is nothing to score.",
-            "Check that the source has rows and that the transforms' "
-            "filters keep some (Preview shows the rows after each block).",
-        )
-    return plan.annotate(scorer.summary(store.workspace.home)), spec["sinks"]
-
-
-def _batches(reader: pa.RecordBatchReader, timings: _Timings) -> Iterator[pa.RecordBatch]:
-    """The reader's non-empty batches, timed (core.pipeline names the failing block)."""
-    while True:
-        try:
-            with timings("read"):
-                batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        if batch.num_rows:
-            yield batch

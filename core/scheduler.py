@@ -529,7 +529,7 @@ def _record(
     )
     if not inserted:
         if run_id is not None:
-            tx.execute("DELETE FROM runs WHERE id = ?", [run_id])
+            runs.discard_queued(tx, run_id)
         return None
     if action is not None:
         audit.record(

@@ -29,7 +29,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core import audit, pipeline, runs
+from core import audit, deployments, execution, pipeline, runs
 from core.datasets import new_id
 from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
@@ -194,23 +194,18 @@ def start_validation(
     digest = dataset_sha256(store, source["path"])
 
     def write(tx: Tx) -> str:
-        run_id = runs.insert_run(tx, d.id, "validation", spec["source"], actor)
-        row = tx.execute(
-            "UPDATE runs SET pipeline = ? WHERE id = ? RETURNING version_id",
+        run_id = runs.insert_run(
+            tx,
+            d.id,
+            "validation",
+            spec["source"],
+            actor,
             # never delivered: a validation's results stay in the run
-            [{**d.pipeline, "label_column": label, "sinks": []}, run_id],
-        ).first()
-        version = tx.execute(
-            "SELECT * FROM deployment_versions WHERE id = ?", [row["version_id"]]
-        ).first()
-        if worker_id is not None:
-            now = utcnow()
-            tx.execute(
-                "UPDATE runs SET status = 'running', lease_owner = ?, attempt = 1,"
-                " lease_expires_at = ?, started_at = ?, message = 'starting'"
-                " WHERE id = ?",
-                [worker_id, now + timedelta(seconds=runs.default_lease_seconds()), now, run_id],
-            )
+            pipeline={**d.pipeline, "label_column": label, "sinks": []},
+        )
+        run = runs.claim_run(tx, run_id, worker_id) if worker_id is not None else None
+        version_id = run.version_id if run else runs.version_of(tx, run_id)
+        version = deployments.load_versions(tx, [version_id])[version_id]
         validation_id = new_id("val")
         tx.execute(
             "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued',"
@@ -219,10 +214,10 @@ def start_validation(
                 validation_id,
                 d.id,
                 d.name,
-                version["id"],
-                version["number"],
-                version["main_model_id"],
-                version["challenger_model_id"],
+                version.id,
+                version.number,
+                version.main_model_id,
+                version.challenger_model_id,
                 run_id,
                 source["path"],
                 digest,
@@ -252,7 +247,7 @@ def validate_here(
     report; returns the finished validation (status failed with the reason on a run error)."""
     worker_id = f"validate:{os.getpid()}:{secrets.token_hex(3)}"
     v = start_validation(store, name, path, label, actor=actor, worker_id=worker_id)
-    done = runs.execute_run(store, runs.get_run(store, v.run_id), worker_id, progress)
+    done = execution.execute_run(store, runs.get_run(store, v.run_id), worker_id, progress)
     progress(0.99, "building the report")
     after_run(store, done)
     return get_validation(store, v.id)
@@ -319,7 +314,7 @@ def build_report(store: Store, v: Validation, run: Run) -> dict[str, Any]:
     """The validation report of a succeeded validation run (see the module docstring)."""
     summary = run.summary
     main = get_model(store, v.main_model_id)
-    spec = pipeline.validate_pipeline(runs.effective_pipeline(run), store.workspace)
+    spec = pipeline.validate_pipeline(execution.effective_pipeline(run), store.workspace)
     report: dict[str, Any] = {
         "task": main.task,
         "rows": summary["rows"],

@@ -412,3 +412,16 @@ def test_every_import_follows_the_layer_order() -> None:
 
 def test_no_module_imports_another_modules_private_names() -> None:
     assert private_imports(_product_sources()) == []
+
+
+RUN_WRITES = re.compile(r"\b(UPDATE\s+runs\b|INSERT\s+INTO\s+runs\b|DELETE\s+FROM\s+runs\b)", re.I)
+
+
+def test_only_core_runs_changes_a_run() -> None:
+    found = {
+        _rel(p): hits
+        for p in _product_files()
+        if _rel(p) != "core/runs.py"
+        and (hits := [t for t in sql_strings(p.read_text()) if RUN_WRITES.search(t)])
+    }
+    assert found == {}, "every status or summary change of a run goes through core/runs.py"

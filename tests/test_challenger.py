@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import audit, challenger, datasets, deployments, registry, runs
+from core import audit, challenger, datasets, deployments, execution, registry, runs
 from core.engine.drift_scores import psi
 from core.entities import Deployment, Run
 from core.errors import InvalidInput
@@ -47,9 +47,9 @@ def score(
         name,
         source_override={"kind": "file", "path": str(path.relative_to(store.workspace.home))},
     )
-    claimed = runs.claim_next_run(store, WORKER)
+    claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
-    return runs.execute_run(store, claimed, WORKER)
+    return execution.execute_run(store, claimed, WORKER)
 
 
 def results(store: Store, run_id: str, which: str = "main") -> pd.DataFrame:

@@ -207,9 +207,9 @@ def test_delete_needs_the_typed_name_and_keeps_the_audit(trained_store: Store) -
     main, _ = churn_models(trained_store)
     deployed = deployments.deploy(trained_store, main, "staging")
     with pytest.raises(InvalidInput, match="Type the deployment's name 'churn-staging'"):
-        deployments.delete_deployment(trained_store, deployed.name, confirm="churn")
+        promotion.delete_deployment(trained_store, deployed.name, confirm="churn")
     assert deployments.get_deployment(trained_store, deployed.name).id == deployed.id
-    deployments.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
+    promotion.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
     with pytest.raises(NotFound):
         deployments.get_deployment(trained_store, deployed.name)
     actions = [e.action for e in audit.list_entries(trained_store, deployed.name)]

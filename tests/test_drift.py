@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core import datasets, drift, registry, runs
+from core import datasets, drift, execution, registry, runs
 from core.cli import main as cli
 from core.engine.drift_scores import FeatureDrift, Thresholds, psi
 from core.entities import Deployment, Run
@@ -51,9 +51,9 @@ def score(store: Store, name: str, frame: pd.DataFrame, file: str = "in.parquet"
         name,
         source_override={"kind": "file", "path": str(path.relative_to(store.workspace.home))},
     )
-    claimed = runs.claim_next_run(store, WORKER)
+    claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
-    done = runs.execute_run(store, claimed, WORKER)
+    done = execution.execute_run(store, claimed, WORKER)
     assert done.status == "succeeded", done.error
     drift.after_run(store, done)
     return done
@@ -229,9 +229,9 @@ def test_a_run_with_zero_rows_stores_nothing(trained_store: Store, deployed: Dep
 def test_a_failed_run_has_no_counts(trained_store: Store, deployed: Deployment) -> None:
     source_gone(trained_store, deployed.name, "incoming/none.parquet")
     runs.enqueue_run(trained_store, deployed.name)
-    claimed = runs.claim_next_run(trained_store, WORKER)
+    claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None
-    failed = runs.execute_run(trained_store, claimed, WORKER)
+    failed = execution.execute_run(trained_store, claimed, WORKER)
     with pytest.raises(Conflict) as caught:
         drift.compute_run_counts(trained_store, failed.id)
     assert caught.value.message == (

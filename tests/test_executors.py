@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core import drift, explain, runs, scheduler
+from core import drift, execution, explain, runs, scheduler
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store
@@ -197,7 +197,7 @@ def test_a_stopped_pool_worker_records_its_run_as_stopped(
         out, _ = child.communicate(timeout=60)
     assert child.returncode in (0, 143), out
     stopped = runs.get_run(trained_store, doomed.id)
-    assert (stopped.status, stopped.error) == ("failed", runs.STOPPED)
+    assert (stopped.status, stopped.error) == ("failed", execution.STOPPED)
     assert not runs.results_dir(trained_store.workspace, doomed.id).exists()
     waited = runs.get_run(trained_store, later.id)  # never started: back in the queue
     assert (waited.status, waited.attempt, waited.started_at) == ("queued", 0, None)

@@ -22,7 +22,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core import datasets, deployments, explain, registry, runs, scoring
+from core import datasets, deployments, execution, explain, registry, runs, scoring
 from core.cli import main as cli
 from core.engine.explainers import AGNOSTIC, ModelExplainer
 from core.entities import Deployment, Model, Run
@@ -311,9 +311,9 @@ def test_a_run_of_a_model_shap_cannot_explain_names_the_fallback(store: Store) -
     model = _imported(store, KNeighborsClassifier().fit(X, y), "knn")
     name = deployments.deploy(store, model.id, "staging").name
     runs.enqueue_run(store, name)
-    claimed = runs.claim_next_run(store, "w")
+    claimed = execution.claim_next_run(store, "w")
     assert claimed is not None
-    done = runs.execute_run(store, claimed, "w")  # without the worker's (slow) global step
+    done = execution.execute_run(store, claimed, "w")  # without the worker's (slow) global step
     [e] = explain.explain_rows(store, done.id, [7], by="row")
     assert e.explainer == AGNOSTIC and e.scale == "probability"
     assert e.note == (
@@ -359,9 +359,9 @@ def test_importance_is_computing_until_its_file_exists(
     trained_store: Store, deployed: Deployment
 ) -> None:
     queued = runs.enqueue_run(trained_store, deployed.name)
-    claimed = runs.claim_next_run(trained_store, "w")
+    claimed = execution.claim_next_run(trained_store, "w")
     assert claimed is not None and claimed.id == queued.id
-    done = runs.execute_run(trained_store, claimed, "w")  # without the worker's step
+    done = execution.execute_run(trained_store, claimed, "w")  # without the worker's step
     assert explain.get_importance(trained_store, done.id) is None
     explain.after_run(trained_store, done)
     assert explain.get_importance(trained_store, done.id) is not None

@@ -16,6 +16,7 @@ from core import (
     datasets,
     deployments,
     drift,
+    execution,
     explain,
     incremental,
     pipeline,
@@ -47,9 +48,9 @@ def drop(store: Store, name: str, rows: int, seed: int) -> str:
 
 def execute(store: Store, name: str, **enqueue: Any) -> Run:
     queued = runs.enqueue_run(store, name, **enqueue)
-    claimed = runs.claim_next_run(store, WORKER)
+    claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None and claimed.id == queued.id
-    return runs.execute_run(store, claimed, WORKER)
+    return execution.execute_run(store, claimed, WORKER)
 
 
 def set_source(store: Store, d: Deployment, source: dict[str, Any], **changes: Any) -> None:
@@ -156,11 +157,11 @@ def test_two_runs_in_flight_never_take_the_same_file(
 
     def claim_and_plan(worker: str, lease: float | None = None) -> incremental.Plan:
         runs.enqueue_run(trained_store, deployed.name)
-        run = runs.claim_next_run(trained_store, worker, lease)
+        run = execution.claim_next_run(trained_store, worker, lease)
         assert run is not None
-        source = pipeline.validate_pipeline(runs.effective_pipeline(run), trained_store.workspace)[
-            "source"
-        ]
+        source = pipeline.validate_pipeline(
+            execution.effective_pipeline(run), trained_store.workspace
+        )["source"]
         return incremental.plan_run(trained_store, run, source)
 
     first = claim_and_plan("w1", lease=0.001)  # a worker that is about to die

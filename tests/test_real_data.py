@@ -19,6 +19,7 @@ from core import (
     challenger,
     datasets,
     deployments,
+    execution,
     explain,
     ground_truth,
     registry,
@@ -61,9 +62,9 @@ def _export(store: Store, label: str) -> tuple[pd.DataFrame, str]:
 
 def _run(store: Store, name: str, path: str) -> Run:
     runs.enqueue_run(store, name, source_override={"kind": "file", "path": path})
-    claimed = runs.claim_next_run(store, WORKER)
+    claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
-    return runs.execute_run(store, claimed, WORKER)
+    return execution.execute_run(store, claimed, WORKER)
 
 
 @pytest.mark.slow

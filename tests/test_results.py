@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import audit, deployments, registry, results, runs
+from core import audit, deployments, execution, registry, results, runs
 from core.entities import Run
 from core.errors import Conflict, DamagedResults, InvalidInput, NotFound
 from core.store import Store
@@ -20,9 +20,9 @@ WORKER = "test-worker"
 
 def execute(store: Store, name: str) -> Run:
     runs.enqueue_run(store, name)
-    claimed = runs.claim_next_run(store, WORKER)
+    claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
-    return runs.execute_run(store, claimed, WORKER)
+    return execution.execute_run(store, claimed, WORKER)
 
 
 def deploy_churn(store: Store) -> str:
@@ -156,14 +156,14 @@ def test_runs_without_results_say_why(trained_store: Store) -> None:
         results.page(trained_store, queued.id)
     with pytest.raises(Conflict, match="still queued"):
         results.summary(trained_store, queued.id)
-    claimed = runs.claim_next_run(trained_store, WORKER)
-    assert claimed is not None and runs.execute_run(trained_store, claimed, WORKER).status == (
+    claimed = execution.claim_next_run(trained_store, WORKER)
+    assert claimed is not None and execution.execute_run(trained_store, claimed, WORKER).status == (
         "succeeded"
     )
     broken = runs.enqueue_run(trained_store, name, source_override=unfit_source(trained_store))
-    claimed = runs.claim_next_run(trained_store, WORKER)
+    claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None and claimed.id == broken.id
-    broken = runs.execute_run(trained_store, claimed, WORKER)
+    broken = execution.execute_run(trained_store, claimed, WORKER)
     assert broken.status == "failed"
     with pytest.raises(Conflict) as caught:
         results.page(trained_store, broken.id)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import datasets, deployments, registry, runs, scoring, sinks
+from core import datasets, deployments, execution, promotion, registry, runs, scoring, sinks
 from core.engine import metrics as run_metrics
 from core.engine.metrics import classification_metrics, regression_metrics
 from core.entities import Deployment, Run
@@ -33,9 +33,9 @@ def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
 def execute(store: Store, name: str, **enqueue: Any) -> Run:
     """Enqueue a run, claim it and execute it in this process."""
     queued = runs.enqueue_run(store, name, **enqueue)
-    claimed = runs.claim_next_run(store, WORKER)
+    claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None and claimed.id == queued.id
-    return runs.execute_run(store, claimed, WORKER)
+    return execution.execute_run(store, claimed, WORKER)
 
 
 def set_pipeline(store: Store, deployment: Deployment, **changes: Any) -> None:
@@ -86,13 +86,13 @@ def test_claims_are_oldest_first_and_exactly_once(
 ) -> None:
     first = runs.enqueue_run(trained_store, deployed.name)
     second = runs.enqueue_run(trained_store, deployed.name)
-    claimed = runs.claim_next_run(trained_store, "w1", lease_seconds=30)
+    claimed = execution.claim_next_run(trained_store, "w1", lease_seconds=30)
     assert claimed is not None and claimed.id == first.id
     assert (claimed.status, claimed.lease_owner, claimed.attempt) == ("running", "w1", 1)
     assert claimed.started_at is not None and claimed.lease_expires_at > claimed.started_at
-    again = runs.claim_next_run(trained_store, "w2")
+    again = execution.claim_next_run(trained_store, "w2")
     assert again is not None and again.id == second.id
-    assert runs.claim_next_run(trained_store, "w3") is None
+    assert execution.claim_next_run(trained_store, "w3") is None
     assert runs.renew_lease(trained_store, claimed, "w1", progress=0.5, message="halfway")
     assert not runs.renew_lease(trained_store, claimed, "w2")  # not w2's run
     assert runs.get_run(trained_store, first.id).message == "halfway"
@@ -103,7 +103,7 @@ def test_an_expired_lease_fails_the_run_and_removes_its_files(
 ) -> None:
     earlier = execute(trained_store, deployed.name)
     runs.enqueue_run(trained_store, deployed.name)
-    lost = runs.claim_next_run(trained_store, "dead-worker", lease_seconds=0.001)
+    lost = execution.claim_next_run(trained_store, "dead-worker", lease_seconds=0.001)
     assert lost is not None
     partial = runs.results_dir(trained_store.workspace, lost.id) / ".main.parquet.tmp"
     partial.parent.mkdir(parents=True)
@@ -296,18 +296,18 @@ def test_deleting_the_deployment_mid_run_cancels_it(
 ) -> None:
     earlier = execute(trained_store, deployed.name)
     set_pipeline(trained_store, deployed, batch_rows=50)
-    monkeypatch.setattr(runs, "BEAT_SECONDS", 0.0)  # check the run row after every batch
+    monkeypatch.setattr(execution, "BEAT_SECONDS", 0.0)  # check the run row after every batch
     queued = runs.enqueue_run(trained_store, deployed.name)
-    claimed = runs.claim_next_run(trained_store, WORKER)
+    claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None
     seen: list[str] = []
 
     def progress(fraction: float, text: str) -> None:
         seen.append(text)
         if text.endswith("rows scored") and len(seen) < 5:
-            deployments.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
+            promotion.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
 
-    run = runs.execute_run(trained_store, claimed, WORKER, progress)
+    run = execution.execute_run(trained_store, claimed, WORKER, progress)
     assert run.id == queued.id and run.status == "cancelled"
     assert run.error == "deployment deleted"
     assert sum(t.endswith("rows scored") for t in seen) == 1  # stopped at the next batch
@@ -320,7 +320,7 @@ def test_a_stopped_worker_fails_its_run_and_goes_on_stopping(
     trained_store: Store, deployed: Deployment
 ) -> None:
     runs.enqueue_run(trained_store, deployed.name)
-    claimed = runs.claim_next_run(trained_store, WORKER)
+    claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None
 
     def progress(fraction: float, text: str) -> None:
@@ -328,7 +328,7 @@ def test_a_stopped_worker_fails_its_run_and_goes_on_stopping(
             raise SystemExit(143)  # what the worker's SIGTERM handler raises
 
     with pytest.raises(SystemExit):
-        runs.execute_run(trained_store, claimed, WORKER, progress)
+        execution.execute_run(trained_store, claimed, WORKER, progress)
     run = runs.get_run(trained_store, claimed.id)
     assert (run.status, run.error) == (
         "failed",

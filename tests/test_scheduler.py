@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import audit, deployments, promotion, runs, scheduler
+from core import audit, deployments, execution, promotion, runs, scheduler
 from core.entities import Deployment
 from core.errors import InvalidInput, NotFound
 from core.store import Store
@@ -275,7 +275,7 @@ def test_a_run_whose_worker_died_is_retried_per_policy(
     scheduler.set_schedule(trained_store, deployed.name, "@daily", max_attempts=2)
     queued = runs.enqueue_run(trained_store, deployed.name)
     for attempt in (1, 2):
-        claimed = runs.claim_next_run(trained_store, f"dying-{attempt}", lease_seconds=0.001)
+        claimed = execution.claim_next_run(trained_store, f"dying-{attempt}", lease_seconds=0.001)
         assert (claimed.id, claimed.attempt) == (queued.id, attempt)
         time.sleep(0.01)  # let the lease run out
         assert runs.expire_leases(trained_store) == [queued.id]
@@ -292,7 +292,7 @@ def test_without_a_retry_policy_a_lost_run_fails(
     trained_store: Store, deployed: Deployment
 ) -> None:
     queued = runs.enqueue_run(trained_store, deployed.name)
-    runs.claim_next_run(trained_store, "dying", lease_seconds=0.001)
+    execution.claim_next_run(trained_store, "dying", lease_seconds=0.001)
     time.sleep(0.01)
     runs.expire_leases(trained_store)
     assert runs.get_run(trained_store, queued.id).status == "failed"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import datasets, deployments, registry, runs, validation
+from core import datasets, deployments, execution, registry, runs, validation
 from core.entities import Deployment
 from core.errors import DatasetError, InvalidInput, NotFound, PipelineError
 from core.store import Store
@@ -112,9 +112,9 @@ def test_production_is_scored_on_the_same_rows(trained_store: Store) -> None:
     queued = runs.enqueue_run(
         trained_store, production.name, source_override={"kind": "file", "path": path}
     )
-    claimed = runs.claim_next_run(trained_store, "t")
+    claimed = execution.claim_next_run(trained_store, "t")
     assert claimed is not None and claimed.id == queued.id
-    done = runs.execute_run(trained_store, claimed, "t")
+    done = execution.execute_run(trained_store, claimed, "t")
     assert theirs["metrics"] == done.summary["main"]["metrics"]
     assert sum(map(sum, theirs["confusion"]["matrix"])) == 800
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from core import drift, explain, runs
+from core import drift, execution, explain, runs
 from core.entities import Deployment
 from core.store import Store, Tx
 from core.worker import executors
@@ -138,7 +138,7 @@ def test_a_run_that_raises_is_failed_and_the_worker_goes_on(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runs, "execute_claimed", explode)
+    monkeypatch.setattr(execution, "execute_claimed", explode)
     worker.run_forever(trained_store, max_ticks=2, idle_seconds=0)
     failed = [runs.get_run(trained_store, r) for r in queued]
     assert [r.status for r in failed] == ["failed"] * 2
@@ -266,9 +266,9 @@ def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
 def _record_order(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record "run ID" as each run starts executing and "after ID" as its after-steps start."""
     order: list[str] = []
-    original_execute, original_after = runs.execute_claimed, executors.after_run
+    original_execute, original_after = execution.execute_claimed, executors.after_run
     monkeypatch.setattr(
-        runs,
+        execution,
         "execute_claimed",
         lambda store, run, *a, **k: (
             order.append(f"run {run.id}"),

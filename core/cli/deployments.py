@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from core import deployments, runs
+from core import deployments, promotion, runs
 from core.cli.output import open_store, print_json, progress_printer
 from core.entities import ENVIRONMENTS, Deployment, Run
 from core.errors import WorkerMissing
@@ -220,7 +220,7 @@ def cmd_deployments_show(args: argparse.Namespace) -> int:
 
 
 def cmd_deployments_delete(args: argparse.Namespace) -> int:
-    deployments.delete_deployment(open_store(), args.name, confirm=args.confirm)
+    promotion.delete_deployment(open_store(), args.name, confirm=args.confirm)
     print(f"Deleted {args.name}; its runs' results stay until purged.")
     return 0
 

@@ -168,7 +168,7 @@ def general(store: Store, d: Deployment) -> None:
         typed = st.text_input(f"Type '{d.name}' to confirm", key=f"delete_confirm_{d.id}")
         if st.button("Delete", disabled=typed != d.name, key=f"delete_{d.id}"):
             with ui.guarded():
-                deployments.delete_deployment(store, d.name, confirm=typed)
+                promotion.delete_deployment(store, d.name, confirm=typed)
                 ui.flash(
                     f"Deleted {d.name}. Its runs and their results are kept: Run results "
                     "lists them."

@@ -33,7 +33,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core import drift, explain, reports, runs, validation
+from core import drift, execution, explain, reports, runs, validation
 from core.entities import Progress, Run, no_progress
 from core.errors import InvalidInput, NotFound
 from core.store import Store
@@ -128,7 +128,7 @@ class Inline:
         self, claim: runs.Claim, worker_id: str, lease_seconds: float | None
     ) -> Future[runs.Outcome]:
         return _now(
-            lambda: runs.execute_claimed(
+            lambda: execution.execute_claimed(
                 self.store,
                 claim.run,
                 worker_id,
@@ -283,7 +283,7 @@ def _child_ready() -> int:
 
 
 def _child_run(claim: runs.Claim, worker_id: str, lease_seconds: float | None) -> runs.Outcome:
-    return runs.execute_claimed(
+    return execution.execute_claimed(
         _child_store(), claim.run, worker_id, lease_seconds=lease_seconds, pins=claim.pins
     )
 

@@ -36,7 +36,7 @@ from typing import Any
 import schedule
 
 import core.engine.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import runs, scheduler
+from core import execution, runs, scheduler
 from core.entities import Progress, Run
 from core.store import Store, utcnow
 from core.worker import executors
@@ -104,13 +104,15 @@ def expire_lost_runs(store: Store) -> list[str]:
 def run_next(store: Store, worker_id: str, *, lease_seconds: float | None = None) -> bool:
     """Claim and execute the oldest queued run, then the steps after it (no lease expiry).
     True if one was executed."""
-    run = runs.claim_next_run(store, worker_id, lease_seconds)
+    run = execution.claim_next_run(store, worker_id, lease_seconds)
     if run is None:
         return False
     log.info("run %s of %s claimed", run.id, run.deployment_name)
     write_heartbeat(store, runs_in_flight=1)
     try:
-        done = runs.execute_run(store, run, worker_id, _beating(store), lease_seconds=lease_seconds)
+        done = execution.execute_run(
+            store, run, worker_id, _beating(store), lease_seconds=lease_seconds
+        )
         log.info("run %s %s%s", run.id, done.status, f": {done.error}" if done.error else "")
         after_run(store, done)
     finally:
@@ -472,7 +474,7 @@ class Tick:
             if run_id not in ready:
                 shutil.rmtree(runs.results_dir(self.store.workspace, run_id), ignore_errors=True)
                 self.outcomes.append(
-                    runs.Outcome(run_id, "failed", runs.STOPPED, finished_at=utcnow())
+                    runs.Outcome(run_id, "failed", execution.STOPPED, finished_at=utcnow())
                 )
         self.running.clear()
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import audit, deployments, registry, runs
+from core import audit, deployments, promotion, registry, runs
 from core.store import Store
 from core.worker import loop as worker
 from tests.files import source_gone
@@ -149,7 +149,7 @@ def test_purge_and_runs_of_a_deleted_deployment(
     run = runs.enqueue_run(trained_store, deployed)
     assert worker.run_once(trained_store)
     run = runs.get_run(trained_store, run.id)
-    deployments.delete_deployment(trained_store, deployed, confirm=deployed)
+    promotion.delete_deployment(trained_store, deployed, confirm=deployed)
     at = open_page("pages/results.py")  # no run given: every run is offered, deleted ones too
     assert at.selectbox(key="results_pick").value == run.id
     assert not at.exception and not errors(at)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import audit, deployments, registry, runs, scheduler
+from core import audit, deployments, promotion, registry, runs, scheduler
 from core.store import Store
 from core.worker import loop as worker
 
@@ -137,7 +137,7 @@ def test_a_deleted_deployment_link_says_so_and_links_its_runs(
     assert worker.run_once(trained_store)
     other = registry.list_models(trained_store)[0].id
     deployments.deploy(trained_store, other, "production")  # another one stays listed
-    deployments.delete_deployment(trained_store, deployed, confirm=deployed)
+    promotion.delete_deployment(trained_store, deployed, confirm=deployed)
     at = open_page("pages/deployment.py", name=deployed)
     assert not at.exception
     assert any(f"Deployment '{deployed}' was deleted" in w.value for w in at.warning)
