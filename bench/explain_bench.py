@@ -71,7 +71,7 @@ def prepare(home: Path, rows: int, train_rows: int, algorithms: list[str]) -> di
     names = {}
     for model in result.models:
         name = f"bench-{model.algorithm.replace('_', '-')}"
-        d = deployments.deploy(store, model.id, "staging", name=name)
+        d = deployments.deploy(store, model.id, "staging", name=name, actor="bench")
         deployments.update_pipeline(
             store,
             d.name,
@@ -81,6 +81,7 @@ def prepare(home: Path, rows: int, train_rows: int, algorithms: list[str]) -> di
                 "sinks": [],
                 "label_column": "target",
             },
+            actor="bench",
         )
         names[model.algorithm] = d.name
     return names

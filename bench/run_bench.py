@@ -115,6 +115,7 @@ def prepare(home: Path, rows: int, train_rows: int) -> dict[str, Any]:
         "staging",
         name="bench",
         challenger_id=models["linear"],
+        actor="bench",
     )
     deployments.update_pipeline(
         store,
@@ -125,6 +126,7 @@ def prepare(home: Path, rows: int, train_rows: int) -> dict[str, Any]:
             "sinks": [],
             "label_column": "target",
         },
+        actor="bench",
     )
     return {
         "deployment": deployment.name,

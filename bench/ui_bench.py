@@ -88,10 +88,12 @@ def build(home: Path, n_runs: int) -> tuple[str, str]:
         None,
     )
     if staging is None:
-        staging = deployments.deploy(store, churn[0].id, "staging", challenger_id=churn[1].id)
+        staging = deployments.deploy(
+            store, churn[0].id, "staging", challenger_id=churn[1].id, actor="bench"
+        )
     done = runs.list_runs(store, staging.name, limit=1000)
     for _ in range(n_runs - len(done)):
-        runs.enqueue_run(store, staging.name)
+        runs.enqueue_run(store, staging.name, actor="bench")
         worker.run_once(store)
     last = runs.list_runs(store, staging.name, limit=1)[0]
     return staging.name, last.id

@@ -303,7 +303,7 @@ def build_burst(store: Store, n: int) -> list[str]:
 def warm_up(store: Store, names: list[str], executors: int) -> None:
     """A run (and its steps) per executor first, so the burst meets a running worker, not
     executor processes still importing their libraries (not counted)."""
-    first = [runs.enqueue_run(store, names[0]).id for _ in range(max(executors, 1))]
+    first = [runs.enqueue_run(store, names[0], actor="bench").id for _ in range(max(executors, 1))]
     deadline = time.monotonic() + 300
     while any(steps_done_at(store, r) is None for r in first) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -357,7 +357,7 @@ def stop_and_resume(home: Path, store: Store, names: list[str], executors: int) 
     worker: time until it has done the steps the first one left."""
     worker = start_worker(home, home / "worker-stop.log", executors)
     wait_for_heartbeat(home, worker, timeout=120)
-    extra = [runs.enqueue_run(store, names[i % len(names)]).id for i in range(10)]
+    extra = [runs.enqueue_run(store, names[i % len(names)], actor="bench").id for i in range(10)]
     while any(runs.get_run(store, r).status in ("queued", "running") for r in extra):
         time.sleep(0.1)
     started = time.monotonic()
@@ -395,7 +395,7 @@ def measure_burst(home: Path, args: argparse.Namespace, executors: int) -> dict[
         count = int(args.burst_seconds / args.burst_interval)
         for i in range(count):
             time.sleep(max(started + i * args.burst_interval - time.monotonic(), 0.0))
-            queued.append(runs.enqueue_run(store, names[i % len(names)]).id)
+            queued.append(runs.enqueue_run(store, names[i % len(names)], actor="bench").id)
             if i % 30 == 29:
                 print(f"  {time.monotonic() - started:4.0f} s: {progress_line(store)}", flush=True)
         deadline = time.monotonic() + args.drain_seconds

@@ -12,7 +12,8 @@ from core.store import Store, Tx, utcnow
 
 
 def current_actor() -> str:
-    """Who is acting: $MODELDECK_USER, else the operating-system user (no login yet)."""
+    """The local identity the front ends act as until there are logins: $MODELDECK_USER, else
+    the operating-system user. Core never calls it: every change takes its actor explicitly."""
     return os.environ.get("MODELDECK_USER") or getpass.getuser()
 
 

@@ -415,14 +415,13 @@ def _vector(
 
 
 # ---------------------------------------------------------------------------- swap
-def swap(store: Store, name: str, actor: str | None = None) -> Deployment:
+def swap(store: Store, name: str, *, actor: str) -> Deployment:
     """Make the challenger the main model and the main model the challenger: a new current
     version, audited (`swap`) in the same transaction, undone by rolling back.
 
     Raises InvalidInput for a deployment without a challenger (saying how to add one),
     Conflict when the deployment changed meanwhile.
     """
-    actor = actor or audit.current_actor()
     deployment = deployments.get_deployment(store, name)
     current = deployment.current
     if current is None or not current.challenger_model_id:

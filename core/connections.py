@@ -290,7 +290,7 @@ def add_connection(
     password_env: str | None = None,
     replace: bool = False,
     allow_cleartext: bool = False,
-    actor: str | None = None,
+    actor: str,
 ) -> PgConnection:
     """Store a connection of `project` and its audit entry (one transaction). Raises
     InvalidInput for a bad setting, Conflict when the name is taken (unless `replace`),
@@ -298,7 +298,6 @@ def add_connection(
     name = check_name(name)
     _settings(host, port, database, user, sslmode)
     kind, ref = _secret(store.workspace, password, password_env)
-    actor = actor or audit.current_actor()
 
     def write(tx: Tx) -> None:
         project_id = _project_id(tx, project)
@@ -409,13 +408,16 @@ def _audit(
 
 
 def test_connection(
-    store: Store, project: str, name: str, actor: str | None = None
+    store: Store,
+    project: str,
+    name: str,
+    *,
+    actor: str,
 ) -> dict[str, Any]:
     """Connect with a stored connection and ask the server's version; the attempt and its
     outcome are audited. Raises InvalidInput saying why it failed (unreachable, wrong
     password, variable not set, password refused to a host without TLS)."""
     conn = get_connection(store, project, name)
-    actor = actor or audit.current_actor()
     where = {"host": conn.host, "port": conn.port, "sslmode": conn.sslmode}
     try:
         result = {
@@ -450,10 +452,9 @@ def users_of(pipeline: dict[str, Any], name: str) -> list[str]:
     ]
 
 
-def remove_connection(store: Store, project: str, name: str, actor: str | None = None) -> None:
+def remove_connection(store: Store, project: str, name: str, *, actor: str) -> None:
     """Delete a connection and audit it (one transaction); Conflict while a deployment's
     pipeline uses it."""
-    actor = actor or audit.current_actor()
 
     def write(tx: Tx) -> None:
         project_id = _project_id(tx, project)

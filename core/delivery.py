@@ -47,14 +47,13 @@ def why_not_deliverable(store: Store, run: Run) -> str | None:
     return None
 
 
-def redeliver(store: Store, run_id: str, actor: str | None = None) -> Run:
+def redeliver(store: Store, run_id: str, *, actor: str) -> Run:
     """Write a finished run's kept results to its pipeline's sinks again; returns the run.
 
     Raises NotFound for an unknown run, InvalidInput when it has no results or no sinks, and
     the sink's InvalidInput (after recording the failed attempt) when a sink fails again.
     A success makes the run `succeeded`; either outcome is audited with the run's update.
     """
-    actor = actor or audit.current_actor()
     run = runs.get_run(store, run_id)
     reason = why_not_deliverable(store, run)
     if reason:

@@ -200,7 +200,7 @@ def deploy(
     *,
     name: str | None = None,
     challenger_id: str | None = None,
-    actor: str | None = None,
+    actor: str,
 ) -> Deployment:
     """Deploy a model (and challenger) as a new current version; creates the deployment if new.
 
@@ -216,7 +216,6 @@ def deploy(
             f"'{name}' is not a valid deployment name.",
             "Use lowercase letters, digits and dashes (it becomes a URL).",
         )
-    actor = actor or audit.current_actor()
     main, challenger = check_models(store, model_id, challenger_id)
     pipeline = default_pipeline(store, main)
 
@@ -305,9 +304,8 @@ def create_deployment(
     return Deployment.from_row(row)
 
 
-def rollback(store: Store, name: str, version_number: int, actor: str | None = None) -> Deployment:
+def rollback(store: Store, name: str, version_number: int, *, actor: str) -> Deployment:
     """Make an earlier version current again (atomically); raises NotFound for a bad number."""
-    actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> None:
@@ -341,13 +339,16 @@ def rollback(store: Store, name: str, version_number: int, actor: str | None = N
 
 
 def update_pipeline(
-    store: Store, name: str, pipeline: dict[str, Any], actor: str | None = None
+    store: Store,
+    name: str,
+    pipeline: dict[str, Any],
+    *,
+    actor: str,
 ) -> Deployment:
     """Replace the pipeline's source, transforms and sinks (never the model block); audited.
 
     Raises PipelineError naming the block that is wrong (a `model` block among them).
     """
-    actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
     pipeline = validate_pipeline(pipeline, store.workspace)
 
@@ -380,7 +381,8 @@ def change_report(
     name: str,
     action: str,
     change: Callable[[dict[str, Any]], tuple[dict[str, Any], Any, Any]],
-    actor: str | None = None,
+    *,
+    actor: str,
 ) -> dict[str, Any]:
     """Read-modify-write a deployment's `report` JSON (report settings and drift thresholds,
     which promotion copies together) with its audit entry, in one transaction.
@@ -400,7 +402,7 @@ def change_report(
         )
         audit.record(
             tx,
-            actor=actor or audit.current_actor(),
+            actor=actor,
             action=action,
             deployment_id=row["id"],
             deployment_name=row["name"],
@@ -412,13 +414,12 @@ def change_report(
     return store.write(write)
 
 
-def set_access(store: Store, name: str, access: str, actor: str | None = None) -> Deployment:
+def set_access(store: Store, name: str, access: str, *, actor: str) -> Deployment:
     """Change who may call the deployment; audited."""
     if access not in ACCESS_LEVELS:
         raise InvalidInput(
             f"Unknown access level '{access}'.", f"Choose one of: {', '.join(ACCESS_LEVELS)}."
         )
-    actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> None:

@@ -118,7 +118,12 @@ def thresholds_of(report_settings: dict[str, Any]) -> Thresholds:
 
 
 def set_thresholds(
-    store: Store, name: str, moderate: float, drifted: float, actor: str | None = None
+    store: Store,
+    name: str,
+    moderate: float,
+    drifted: float,
+    *,
+    actor: str,
 ) -> Thresholds:
     """Store a deployment's PSI thresholds in its report settings (one transaction, audited).
 
@@ -137,7 +142,7 @@ def set_thresholds(
         name,
         "drift-thresholds",
         lambda report: ({**report, "drift": chosen}, report.get("drift"), chosen),
-        actor,
+        actor=actor,
     )
     return Thresholds(moderate, drifted)
 

@@ -127,7 +127,13 @@ def labels_dir(store: Store, deployment_id: str) -> Path:
 
 
 def add_labels(
-    store: Store, name: str, source: dict[str, Any], key: str, label: str, actor: str | None = None
+    store: Store,
+    name: str,
+    source: dict[str, Any],
+    key: str,
+    label: str,
+    *,
+    actor: str,
 ) -> LabelSet:
     """Read, check and store a label set for a deployment; audited (`labels`).
 
@@ -137,7 +143,6 @@ def add_labels(
     the models never saw, or keys that match no prediction; PipelineError for a bad source.
     Rows without a label are left out and counted. Nothing is stored when a check fails.
     """
-    actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
     if deployment.current is None:
         raise InvalidInput(

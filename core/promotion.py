@@ -69,7 +69,11 @@ def _thresholds(store: Store, deployment_id: str) -> Thresholds:
 
 
 def set_thresholds(
-    store: Store, name: str, thresholds: Thresholds, actor: str | None = None
+    store: Store,
+    name: str,
+    thresholds: Thresholds,
+    *,
+    actor: str,
 ) -> Thresholds:
     """Store a deployment's gate thresholds; one transaction, audited as `gate-thresholds`.
 
@@ -81,7 +85,6 @@ def set_thresholds(
             "Gate thresholds must be zero or more, and the latency budget more than 0 ms.",
             "E.g. a drop of 0.01 (1 point), an increase of 0.01 (1 %), 100 ms.",
         )
-    actor = actor or audit.current_actor()
     d = get_deployment(store, name)
     before = _thresholds(store, d.id)
 
@@ -335,9 +338,9 @@ def promote(
     copy_pipeline: bool = True,
     copy_schedule: bool = True,
     copy_report: bool = True,
-    actor: str | None = None,
     override_reason: str | None = None,
     sinks: list[dict[str, Any]] | None = None,
+    actor: str,
 ) -> Deployment:
     """Make staging's current models production's current version; one transaction.
 
@@ -348,7 +351,6 @@ def promote(
     audit entry keeps the reason and the checks' outcomes. A copied pipeline gets production's
     own sinks: `sinks` as given, else `production_sinks` (staging's, renamed).
     """
-    actor = actor or audit.current_actor()
     staging = deployments.get_deployment(store, staging_name)
     if staging.environment != "staging" or staging.current is None:
         raise InvalidInput(
@@ -439,7 +441,7 @@ def promote(
 
 
 # ---------------------------------------------------------------------------- deleting
-def delete_deployment(store: Store, name: str, *, confirm: str, actor: str | None = None) -> None:
+def delete_deployment(store: Store, name: str, *, confirm: str, actor: str) -> None:
     """Delete a deployment once `confirm` repeats its name; its runs and results stay.
 
     Queued and running runs are cancelled in the same transaction (the worker stops a running
@@ -450,7 +452,6 @@ def delete_deployment(store: Store, name: str, *, confirm: str, actor: str | Non
             f"Type the deployment's name '{name}' to confirm the deletion.",
             "Deleting cannot be undone; the runs' results stay downloadable.",
         )
-    actor = actor or audit.current_actor()
     deployment = deployments.get_deployment(store, name)
 
     def write(tx: Tx) -> None:

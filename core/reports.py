@@ -82,7 +82,7 @@ def set_report_settings(
     enabled: bool | None = None,
     runs: str | None = None,
     copy_to: str | None = None,
-    actor: str | None = None,
+    actor: str,
 ) -> ReportSettings:
     """Change a deployment's report settings (None keeps a value, copy_to "" removes the
     folder); one transaction with its audit entry ("report-settings").
@@ -109,7 +109,7 @@ def set_report_settings(
         return {**report, **asdict(after)}, asdict(before), asdict(after)
 
     return ReportSettings.from_report(
-        deployments.change_report(store, name, "report-settings", change, actor)
+        deployments.change_report(store, name, "report-settings", change, actor=actor)
     )
 
 

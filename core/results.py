@@ -244,13 +244,12 @@ def export(store: Store, run_id: str, fmt: str, which: str = "main") -> Path:
     return target if target.exists() else copy_as(path, target, "csv")
 
 
-def purge(store: Store, run_id: str, *, actor: str | None = None) -> Run:
+def purge(store: Store, run_id: str, *, actor: str) -> Run:
     """Delete a finished run's result files and mark it purged; audited. Idempotent.
 
     The metadata changes first (one transaction with the audit entry), then the files go, so
     no reader is ever sent to a file that is gone. Raises Conflict for an unfinished run.
     """
-    actor = actor or audit.current_actor()
     run = get_run(store, run_id)
     if not run.is_finished:
         raise Conflict(

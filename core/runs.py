@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from core import audit, deployments, lost_runs, pipeline
+from core import deployments, lost_runs, pipeline
 from core.datasets import new_id
 from core.entities import DeploymentVersion, Run
 from core.errors import Conflict, InvalidInput, NotFound
@@ -95,7 +95,7 @@ def enqueue_run(
     *,
     source_override: dict[str, Any] | None = None,
     trigger: str = "manual",
-    actor: str | None = None,
+    actor: str,
 ) -> Run:
     """Queue a run of a deployment's pipeline and current version, snapshotted; one transaction.
 
@@ -118,7 +118,6 @@ def enqueue_run(
         pipeline.check_file_source(
             store.workspace, source_override.get("path"), source_override["kind"]
         )
-    actor = actor or audit.current_actor()
     run_id = store.write(
         lambda tx: insert_run(tx, deployment_name, trigger, source_override, actor)
     )

@@ -189,9 +189,8 @@ def get_schedule(store: Store, name: str) -> Schedule | None:
     return Schedule.from_dict(get_deployment(store, name).schedule)
 
 
-def _save(store: Store, name: str, action: str, change: Any, actor: str | None) -> Schedule:
+def _save(store: Store, name: str, action: str, change: Any, actor: str) -> Schedule:
     """Apply `change(old_json) -> new Schedule` and audit it, in one transaction."""
-    actor = actor or audit.current_actor()
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> Schedule:
@@ -245,11 +244,11 @@ def set_schedule(
     name: str,
     cron: str,
     tz: str = "UTC",
-    actor: str | None = None,
     *,
     catch_up: str | None = None,
     overlap: str | None = None,
     max_attempts: int | None = None,
+    actor: str,
 ) -> Schedule:
     """Set (or replace) a deployment's cron schedule, active from now; audited, one transaction.
 
@@ -279,11 +278,11 @@ def set_schedule(
 def set_policy(
     store: Store,
     name: str,
-    actor: str | None = None,
     *,
     catch_up: str | None = None,
     overlap: str | None = None,
     max_attempts: int | None = None,
+    actor: str,
 ) -> Schedule:
     """Change a scheduled deployment's catch-up, overlap or retry policy; audited."""
     _check_policy(catch_up, overlap, max_attempts)
@@ -309,7 +308,7 @@ def _require(name: str, schedule: Schedule | None) -> Schedule:
     return schedule
 
 
-def pause(store: Store, name: str, actor: str | None = None) -> Schedule:
+def pause(store: Store, name: str, *, actor: str) -> Schedule:
     """Stop the schedule producing runs (queued runs still execute); audited, idempotent."""
     return _save(
         store,
@@ -320,7 +319,7 @@ def pause(store: Store, name: str, actor: str | None = None) -> Schedule:
     )
 
 
-def resume(store: Store, name: str, actor: str | None = None) -> Schedule:
+def resume(store: Store, name: str, *, actor: str) -> Schedule:
     """Resume a paused schedule from now (the paused slots yield no catch-up run); audited."""
 
     def change(before: Schedule | None) -> Schedule:

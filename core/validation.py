@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core import audit, deployments, execution, pipeline, runs
+from core import deployments, execution, pipeline, runs
 from core.datasets import new_id
 from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
@@ -165,8 +165,8 @@ def start_validation(
     path: str,
     label: str | None = None,
     *,
-    actor: str | None = None,
     worker_id: str | None = None,
+    actor: str,
 ) -> Validation:
     """Check the labelled data and queue its validation run with its row; one transaction.
 
@@ -175,7 +175,6 @@ def start_validation(
     for a deployment without a version, a path outside the workspace, an unreadable or empty
     file, a missing or mistyped label column, or data that does not fit the model.
     """
-    actor = actor or audit.current_actor()
     d = get_deployment(store, name)
     if d.current is None:
         raise InvalidInput(
@@ -241,7 +240,7 @@ def validate_here(
     label: str | None = None,
     *,
     progress: Progress = no_progress,
-    actor: str | None = None,
+    actor: str,
 ) -> Validation:
     """Validate in this process (the CLI): start, execute the run as its own worker, build the
     report; returns the finished validation (status failed with the reason on a run error)."""

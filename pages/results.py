@@ -70,5 +70,5 @@ with st.expander("Purge this run's results"):
     st.caption("Deletes the result files; the summary and metrics above stay.")
     if st.button("Purge results", key="results_purge"):
         with ui.guarded():
-            results.purge(store, run.id)
+            results.purge(store, run.id, actor=ui.actor())
             st.rerun()

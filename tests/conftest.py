@@ -147,6 +147,7 @@ def deploy_churn(trained_store: Store) -> DeployChurn:
             "staging",
             challenger_id=by_algorithm[challenger] if challenger else None,
             **options,
+            actor="tester",
         )
 
     return deploy

@@ -34,4 +34,6 @@ def source_gone(store: Store, name: str, path: str) -> None:
     from core import deployments
 
     current = deployments.get_deployment(store, name).pipeline
-    deployments.update_pipeline(store, name, {**current, "source": {"kind": "file", "path": path}})
+    deployments.update_pipeline(
+        store, name, {**current, "source": {"kind": "file", "path": path}}, actor="tester"
+    )

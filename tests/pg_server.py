@@ -216,6 +216,7 @@ def warehouse(
         database=pg.database,
         user=pg.user,
         password_env="MODELDECK_SECRET_WAREHOUSE",
+        actor="tester",
     )
     seed(pg, "customers", churn_small)
     yield "warehouse"

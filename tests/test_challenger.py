@@ -41,11 +41,12 @@ def score(
     frame.to_parquet(path, index=False)
     if pipeline:
         current = deployments.get_deployment(store, name).pipeline
-        deployments.update_pipeline(store, name, {**current, **pipeline})
+        deployments.update_pipeline(store, name, {**current, **pipeline}, actor="tester")
     runs.enqueue_run(
         store,
         name,
         source_override={"kind": "file", "path": str(path.relative_to(store.workspace.home))},
+        actor="tester",
     )
     claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
@@ -141,7 +142,12 @@ def test_regression_agrees_within_a_tolerance(store: Store) -> None:
     )
     ids = {m.algorithm: m.id for m in trained.models}
     deployments.deploy(
-        store, ids["linear"], "staging", name="diabetes-staging", challenger_id=ids["random_forest"]
+        store,
+        ids["linear"],
+        "staging",
+        name="diabetes-staging",
+        challenger_id=ids["random_forest"],
+        actor="tester",
     )
     done = score(
         store, "diabetes-staging", datasets.demo_frame("diabetes").drop(columns=["progression"])
@@ -184,13 +190,13 @@ def test_a_run_with_zero_rows_is_refused(trained_store: Store, deployed: Deploym
 
 def test_runs_without_a_challenger_are_refused_saying_how_to_add_one(trained_store: Store) -> None:
     model = registry.list_models(trained_store)[0]
-    alone = deployments.deploy(trained_store, model.id, "staging", name="alone")
+    alone = deployments.deploy(trained_store, model.id, "staging", name="alone", actor="tester")
     score(trained_store, alone.name, served(100))
     with pytest.raises(InvalidInput, match="scored a challenger") as caught:
         challenger.compare(trained_store, alone.name)
     assert "--challenger" in caught.value.hint
     with pytest.raises(InvalidInput, match="no challenger to swap in") as caught:
-        challenger.swap(trained_store, alone.name)
+        challenger.swap(trained_store, alone.name, actor="tester")
     assert "--challenger" in caught.value.hint
     assert len(deployments.list_versions(trained_store, alone.id)) == 1  # nothing changed
 
@@ -204,6 +210,7 @@ def test_runs_without_a_challenger_are_left_out_with_a_note(
         deployed.current.main_model_id,
         "staging",  # type: ignore
         name=deployed.name,
+        actor="tester",
     )
     score(trained_store, deployed.name, served(200, seed=5), "c.parquet")
     found = challenger.compare(trained_store, deployed.name, last=2)
@@ -237,7 +244,7 @@ def test_swap_is_a_new_audited_version_undone_by_rollback(
     }
     done = score(trained_store, deployed.name, served(100))
     assert done.summary["main"]["model_id"] == before.challenger_model_id
-    back = deployments.rollback(trained_store, deployed.name, before.number)
+    back = deployments.rollback(trained_store, deployed.name, before.number, actor="tester")
     assert back.current is not None and back.current.id == before.id
 
 
@@ -257,7 +264,11 @@ def test_cli_compares_and_swaps(
     code, _, err = run(capsys, "challenger", deployed.name, "--run", "run_missing")
     assert code == 2 and "error: No run 'run_missing'" in err and "hint:" in err
     alone = deployments.deploy(
-        trained_store, registry.list_models(trained_store)[0].id, "production", name="alone"
+        trained_store,
+        registry.list_models(trained_store)[0].id,
+        "production",
+        name="alone",
+        actor="tester",
     )
     code, _, err = run(capsys, "swap", alone.name)
     assert code == 2 and "no challenger to swap in" in err and "--challenger" in err

@@ -12,7 +12,7 @@ from tests.cli_helpers import run, run_json
 @pytest.fixture
 def name(trained_store: Store) -> str:
     model = registry.list_models(trained_store)[0]
-    return deployments.deploy(trained_store, model.id, "staging").name
+    return deployments.deploy(trained_store, model.id, "staging", actor="tester").name
 
 
 def test_schedule_set_show_pause_resume(

@@ -32,7 +32,7 @@ def add(store: Store, name: str = "warehouse", **changes: object) -> connections
         "user": "deck",
         **changes,
     }
-    return connections.add_connection(store, "Default", name, **settings)  # type: ignore[arg-type]
+    return connections.add_connection(store, "Default", name, **{"actor": "tester", **settings})  # type: ignore[arg-type]
 
 
 def store_bytes(store: Store) -> bytes:
@@ -93,7 +93,9 @@ def test_settings_are_checked(store: Store) -> None:
     with pytest.raises(InvalidInput, match="'two words' is not a valid connection name"):
         add(store, "two words")
     with pytest.raises(NotFound, match="No project 'Nope'"):
-        connections.add_connection(store, "Nope", "x", host="h", database="d", user="u")
+        connections.add_connection(
+            store, "Nope", "x", host="h", database="d", user="u", actor="tester"
+        )
     assert connections.list_connections(store) == []
 
 
@@ -111,7 +113,7 @@ def test_remove_refuses_a_connection_a_pipeline_uses(trained_store: Store) -> No
     add(trained_store)
     add(trained_store, "spare")
     model = registry.list_models(trained_store)[0]
-    d = deployments.deploy(trained_store, model.id, "staging")
+    d = deployments.deploy(trained_store, model.id, "staging", actor="tester")
     deployments.update_pipeline(
         trained_store,
         d.name,
@@ -119,15 +121,16 @@ def test_remove_refuses_a_connection_a_pipeline_uses(trained_store: Store) -> No
             **d.pipeline,
             "sinks": [{"kind": "postgres", "connection": "warehouse", "table": "scores"}],
         },
+        actor="tester",
     )
     with pytest.raises(Conflict) as caught:
-        connections.remove_connection(trained_store, "Default", "warehouse")
+        connections.remove_connection(trained_store, "Default", "warehouse", actor="tester")
     assert caught.value.message == (
         "Connection 'warehouse' is used by deployment 'churn-staging' (sink 1)."
     )
-    connections.remove_connection(trained_store, "Default", "spare")
+    connections.remove_connection(trained_store, "Default", "spare", actor="tester")
     with pytest.raises(NotFound):
-        connections.remove_connection(trained_store, "Default", "spare")
+        connections.remove_connection(trained_store, "Default", "spare", actor="tester")
     assert [c.name for c in connections.list_connections(trained_store)] == ["warehouse"]
 
 
@@ -135,18 +138,29 @@ def test_a_deployment_uses_only_its_own_projects_connections(trained_store: Stor
     add(trained_store)
     trained_store.write(lambda tx: registry.ensure_project(tx, "Other"))
     connections.add_connection(
-        trained_store, "Other", "warehouse", host="other.internal", database="dwh", user="deck"
+        trained_store,
+        "Other",
+        "warehouse",
+        host="other.internal",
+        database="dwh",
+        user="deck",
+        actor="tester",
     )
     model = registry.list_models(trained_store)[0]
-    d = deployments.deploy(trained_store, model.id, "staging")
+    d = deployments.deploy(trained_store, model.id, "staging", actor="tester")
     sink = {"kind": "postgres", "connection": "warehouse", "table": "scores"}
-    saved = deployments.update_pipeline(trained_store, d.name, {**d.pipeline, "sinks": [sink]})
+    saved = deployments.update_pipeline(
+        trained_store, d.name, {**d.pipeline, "sinks": [sink]}, actor="tester"
+    )
     [bound] = saved.pipeline["sinks"]
     assert bound["project"] == d.project_id  # tied to the deployment's project when saved
     assert connections.for_block(trained_store, bound).host == "db.internal"
     with pytest.raises(Forbidden, match="names project 'Other'") as caught:
         deployments.update_pipeline(
-            trained_store, d.name, {**d.pipeline, "sinks": [{**sink, "project": "Other"}]}
+            trained_store,
+            d.name,
+            {**d.pipeline, "sinks": [{**sink, "project": "Other"}]},
+            actor="tester",
         )
     assert "own project's connections" in caught.value.hint
     with pytest.raises(Forbidden, match="names project 'Other'"):
@@ -159,12 +173,14 @@ def test_a_deployment_uses_only_its_own_projects_connections(trained_store: Stor
                 "sql": "SELECT 1",
                 "project": "Other",
             },
+            actor="tester",
         )
     assert runs.list_runs(trained_store, d.name) == []  # nothing queued
     queued = runs.enqueue_run(
         trained_store,
         d.name,
         source_override={"kind": "postgres", "connection": "warehouse", "sql": "SELECT 1"},
+        actor="tester",
     )
     assert queued.source_override["project"] == d.project_id
 
@@ -216,7 +232,7 @@ def test_test_connection_reports_the_server_or_why_not(
     store: Store, pg: PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add(store, host=pg.host, port=pg.port, database=pg.database, user=pg.user, password=pg.password)
-    result = connections.test_connection(store, "Default", "warehouse")
+    result = connections.test_connection(store, "Default", "warehouse", actor="tester")
     assert result["ok"] is True and result["server_version"].startswith("15.")
     add(
         store,
@@ -228,11 +244,11 @@ def test_test_connection_reports_the_server_or_why_not(
         password="nope",
     )
     with pytest.raises(InvalidInput) as caught:
-        connections.test_connection(store, "Default", "wrong")
+        connections.test_connection(store, "Default", "wrong", actor="tester")
     assert caught.value.message.startswith("PostgreSQL refused the password of connection 'wrong'")
     add(store, "down", host=pg.host, port=free_port(), database=pg.database, user=pg.user)
     with pytest.raises(InvalidInput, match="PostgreSQL is unreachable for connection 'down'"):
-        connections.test_connection(store, "Default", "down")
+        connections.test_connection(store, "Default", "down", actor="tester")
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -393,7 +409,7 @@ def test_no_cleartext_password_to_a_host_outside_the_loopback(
                 replace=True,
             )
             with pytest.raises(InvalidInput) as caught:
-                connections.test_connection(store, "Default", "warehouse")
+                connections.test_connection(store, "Default", "warehouse", actor="tester")
             assert caught.value.message == (
                 f"Connection 'warehouse' would send its password "
                 f"to {address} without TLS (sslmode {sslmode})."
@@ -410,7 +426,7 @@ def test_no_cleartext_password_to_a_host_outside_the_loopback(
             allow_cleartext=True,
         )
         with pytest.raises(InvalidInput):
-            connections.test_connection(store, "Default", "warehouse")
+            connections.test_connection(store, "Default", "warehouse", actor="tester")
     finally:
         listener.close()
     assert SECRET.encode() in listener.received  # only the explicitly allowed attempt

@@ -43,10 +43,10 @@ def test_first_deploy_creates_staging_with_the_training_pipeline(trained_store: 
 
 def test_deploying_again_only_switches_the_model(trained_store: Store) -> None:
     first, second = churn_models(trained_store)
-    deployed = deployments.deploy(trained_store, first, "staging")
+    deployed = deployments.deploy(trained_store, first, "staging", actor="tester")
     custom = {**deployed.pipeline, "transforms": [{"name": "all", "sql": "SELECT * FROM input"}]}
-    deployments.update_pipeline(trained_store, deployed.name, custom)
-    again = deployments.deploy(trained_store, second, "staging")
+    deployments.update_pipeline(trained_store, deployed.name, custom, actor="tester")
+    again = deployments.deploy(trained_store, second, "staging", actor="tester")
     assert again.id == deployed.id and again.current.number == 2
     assert again.current.main_model_id == second
     assert again.pipeline["transforms"] == custom["transforms"]  # pipeline kept
@@ -55,14 +55,17 @@ def test_deploying_again_only_switches_the_model(trained_store: Store) -> None:
 
 def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> None:
     main, challenger = churn_models(trained_store)
-    staging = deployments.deploy(trained_store, main, "staging", challenger_id=challenger)
+    staging = deployments.deploy(
+        trained_store, main, "staging", challenger_id=challenger, actor="tester"
+    )
     deployments.update_pipeline(
         trained_store,
         staging.name,
         {**staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]},
+        actor="tester",
     )
     production = promotion.promote(
-        trained_store, staging.name, copy_pipeline=True, override_reason=UNGATED
+        trained_store, staging.name, copy_pipeline=True, override_reason=UNGATED, actor="tester"
     )
     assert production.name == "churn-production" and production.environment == "production"
     assert (production.current.main_model_id, production.current.challenger_model_id) == (
@@ -70,7 +73,7 @@ def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> No
         challenger,
     )
     assert production.pipeline["transforms"][0]["name"] == "t"
-    again = promotion.promote(trained_store, staging.name)
+    again = promotion.promote(trained_store, staging.name, actor="tester")
     assert again.current.id == production.current.id  # nothing new to promote
     actions = [e.action for e in audit.list_entries(trained_store, production.name)]
     assert actions == ["promote"]
@@ -78,7 +81,7 @@ def test_promotion_copies_settings_and_is_idempotent(trained_store: Store) -> No
 
 def test_promotion_gives_production_its_own_sinks(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
-    staging = deployments.deploy(trained_store, main, "staging")
+    staging = deployments.deploy(trained_store, main, "staging", actor="tester")
     deployments.update_pipeline(
         trained_store,
         staging.name,
@@ -95,6 +98,7 @@ def test_promotion_gives_production_its_own_sinks(trained_store: Store) -> None:
                 {"kind": "folder", "path": "exports/scores"},
             ],
         },
+        actor="tester",
     )
     proposed = promotion.production_sinks(trained_store, staging.name)
     assert [s.get("table") or s["path"] for s in proposed] == [
@@ -103,7 +107,9 @@ def test_promotion_gives_production_its_own_sinks(trained_store: Store) -> None:
         "exports/scores-production",
     ]
     assert proposed[1]["path"] == "exports/scores.duckdb"  # one file, its own table
-    production = promotion.promote(trained_store, staging.name, override_reason=UNGATED)
+    production = promotion.promote(
+        trained_store, staging.name, override_reason=UNGATED, actor="tester"
+    )
     assert [s.get("table") or s["path"] for s in production.pipeline["sinks"]] == [
         "exports/churn-production",
         "churn_production",
@@ -117,17 +123,19 @@ def test_promotion_gives_production_its_own_sinks(trained_store: Store) -> None:
 
 def test_promotion_takes_edited_sinks(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
-    staging = deployments.deploy(trained_store, main, "staging")
+    staging = deployments.deploy(trained_store, main, "staging", actor="tester")
     deployments.update_pipeline(
         trained_store,
         staging.name,
         {**staging.pipeline, "sinks": [{"kind": "folder", "path": "exports/churn-staging"}]},
+        actor="tester",
     )
     production = promotion.promote(
         trained_store,
         staging.name,
         override_reason=UNGATED,
         sinks=[{"kind": "folder", "path": "exports/live"}],
+        actor="tester",
     )
     assert [s["path"] for s in production.pipeline["sinks"]] == ["exports/live"]
     with pytest.raises(InvalidInput, match="outside"):
@@ -136,20 +144,22 @@ def test_promotion_takes_edited_sinks(trained_store: Store) -> None:
             staging.name,
             override_reason=UNGATED,
             sinks=[{"kind": "folder", "path": "../outside"}],
+            actor="tester",
         )
 
 
 def test_promotion_without_copying_keeps_production_pipeline(trained_store: Store) -> None:
     first, second = churn_models(trained_store)
-    deployments.deploy(trained_store, first, "production")
-    staging = deployments.deploy(trained_store, second, "staging")
+    deployments.deploy(trained_store, first, "production", actor="tester")
+    staging = deployments.deploy(trained_store, second, "staging", actor="tester")
     deployments.update_pipeline(
         trained_store,
         staging.name,
         {**staging.pipeline, "transforms": [{"name": "t", "sql": "SELECT * FROM input"}]},
+        actor="tester",
     )
     production = promotion.promote(
-        trained_store, staging.name, copy_pipeline=False, override_reason=UNGATED
+        trained_store, staging.name, copy_pipeline=False, override_reason=UNGATED, actor="tester"
     )
     assert production.pipeline["transforms"] == []
     assert production.current.number == 2 and production.current.main_model_id == second
@@ -157,8 +167,8 @@ def test_promotion_without_copying_keeps_production_pipeline(trained_store: Stor
 
 def test_rollback_makes_an_earlier_version_current(trained_store: Store) -> None:
     first, second = churn_models(trained_store)
-    deployments.deploy(trained_store, first, "staging")
-    deployed = deployments.deploy(trained_store, second, "staging")
+    deployments.deploy(trained_store, first, "staging", actor="tester")
+    deployed = deployments.deploy(trained_store, second, "staging", actor="tester")
     rolled = deployments.rollback(trained_store, deployed.name, 1, actor="bo")
     assert rolled.current.number == 1 and rolled.current.main_model_id == first
     entry = audit.list_entries(trained_store, deployed.name)[0]
@@ -169,29 +179,29 @@ def test_rollback_makes_an_earlier_version_current(trained_store: Store) -> None
         1,
     )
     with pytest.raises(NotFound, match=r"No version 'churn-staging v9'"):
-        deployments.rollback(trained_store, deployed.name, 9)
+        deployments.rollback(trained_store, deployed.name, 9, actor="tester")
 
 
 def test_bad_deploys_are_refused_and_change_nothing(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
     with pytest.raises(InvalidInput, match="Unknown environment 'qa'") as info:
-        deployments.deploy(trained_store, main, "qa")
+        deployments.deploy(trained_store, main, "qa", actor="tester")
     assert "staging, production" in info.value.hint
     with pytest.raises(InvalidInput, match="challenger is the main model"):
-        deployments.deploy(trained_store, main, "staging", challenger_id=main)
+        deployments.deploy(trained_store, main, "staging", challenger_id=main, actor="tester")
     with pytest.raises(InvalidInput, match="not a valid deployment name"):
-        deployments.deploy(trained_store, main, "staging", name="Churn Prod!")
+        deployments.deploy(trained_store, main, "staging", name="Churn Prod!", actor="tester")
     with pytest.raises(NotFound, match="No model 'mdl_missing'"):
-        deployments.deploy(trained_store, "mdl_missing", "staging")
+        deployments.deploy(trained_store, "mdl_missing", "staging", actor="tester")
     assert deployments.list_deployments(trained_store) == []
     assert audit.list_entries(trained_store) == []
 
 
 def test_a_name_serving_another_environment_is_a_conflict(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
-    deployments.deploy(trained_store, main, "staging", name="churn")
+    deployments.deploy(trained_store, main, "staging", name="churn", actor="tester")
     with pytest.raises(Conflict, match="'churn' serves another experiment or environment"):
-        deployments.deploy(trained_store, main, "production", name="churn")
+        deployments.deploy(trained_store, main, "production", name="churn", actor="tester")
 
 
 def test_a_tampered_artifact_cannot_be_deployed(trained_store: Store) -> None:
@@ -199,31 +209,36 @@ def test_a_tampered_artifact_cannot_be_deployed(trained_store: Store) -> None:
     path = trained_store.workspace.home / model.artifact_path
     path.write_bytes(path.read_bytes() + b"tampered")
     with pytest.raises(ArtifactError, match="changed on disk"):
-        deployments.deploy(trained_store, model.id, "staging")
+        deployments.deploy(trained_store, model.id, "staging", actor="tester")
     assert deployments.list_deployments(trained_store) == []
 
 
 def test_delete_needs_the_typed_name_and_keeps_the_audit(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
-    deployed = deployments.deploy(trained_store, main, "staging")
+    deployed = deployments.deploy(trained_store, main, "staging", actor="tester")
     with pytest.raises(InvalidInput, match="Type the deployment's name 'churn-staging'"):
-        promotion.delete_deployment(trained_store, deployed.name, confirm="churn")
+        promotion.delete_deployment(trained_store, deployed.name, confirm="churn", actor="tester")
     assert deployments.get_deployment(trained_store, deployed.name).id == deployed.id
-    promotion.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
+    promotion.delete_deployment(trained_store, deployed.name, confirm=deployed.name, actor="tester")
     with pytest.raises(NotFound):
         deployments.get_deployment(trained_store, deployed.name)
     actions = [e.action for e in audit.list_entries(trained_store, deployed.name)]
     assert actions == ["delete", "deploy"]
-    again = deployments.deploy(trained_store, main, "staging")  # the name is free again
+    again = deployments.deploy(
+        trained_store, main, "staging", actor="tester"
+    )  # the name is free again
     assert again.name == deployed.name and again.id != deployed.id
 
 
 def test_pipeline_updates_cannot_touch_the_model_block(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
-    deployed = deployments.deploy(trained_store, main, "staging")
+    deployed = deployments.deploy(trained_store, main, "staging", actor="tester")
     with pytest.raises(PipelineError, match="model block cannot be configured") as info:
         deployments.update_pipeline(
-            trained_store, deployed.name, {**deployed.pipeline, "model": "mdl_other"}
+            trained_store,
+            deployed.name,
+            {**deployed.pipeline, "model": "mdl_other"},
+            actor="tester",
         )
     assert "deploy another one or roll back" in info.value.hint
 
@@ -241,7 +256,7 @@ print(promotion.promote(store, "churn-staging", actor=sys.argv[2],
 @pytest.mark.slow
 def test_two_people_promoting_at_once_yield_one_version(trained_store: Store) -> None:
     main, challenger = churn_models(trained_store)
-    deployments.deploy(trained_store, main, "staging", challenger_id=challenger)
+    deployments.deploy(trained_store, main, "staging", challenger_id=challenger, actor="tester")
     home = str(trained_store.workspace.home)
     procs = [
         subprocess.Popen(
@@ -283,16 +298,19 @@ def test_a_validation_run_never_delivers_to_the_sinks(trained_store: Store) -> N
     from core.worker import loop as worker
 
     main, _ = churn_models(trained_store)
-    staging = deployments.deploy(trained_store, main, "staging")
+    staging = deployments.deploy(trained_store, main, "staging", actor="tester")
     deployments.update_pipeline(
         trained_store,
         staging.name,
         {**staging.pipeline, "sinks": [{"kind": "folder", "path": "exports/churn-staging"}]},
+        actor="tester",
     )
     path = trained_store.workspace.home / "labelled" / "val.parquet"
     path.parent.mkdir()
     pd.DataFrame(datasets.churn_frame(n_rows=300, seed=3)).to_parquet(path, index=False)
-    v = validation.start_validation(trained_store, staging.name, "labelled/val.parquet")
+    v = validation.start_validation(
+        trained_store, staging.name, "labelled/val.parquet", actor="tester"
+    )
     assert worker.run_once(trained_store)
     assert validation.get_validation(trained_store, v.id).status == "succeeded"
     assert runs.get_run(trained_store, v.run_id).summary.get("sinks") in (None, [])

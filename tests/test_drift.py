@@ -50,6 +50,7 @@ def score(store: Store, name: str, frame: pd.DataFrame, file: str = "in.parquet"
         store,
         name,
         source_override={"kind": "file", "path": str(path.relative_to(store.workspace.home))},
+        actor="tester",
     )
     claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
@@ -187,7 +188,7 @@ def test_thresholds_are_per_deployment_and_checked(
     report = drift.drift_report(trained_store, deployed.name, run_id=run.id)
     assert report.thresholds == Thresholds(5.0, 50.0) and report.drifted == []
     with pytest.raises(InvalidInput) as caught:
-        drift.set_thresholds(trained_store, deployed.name, 0.3, 0.2)
+        drift.set_thresholds(trained_store, deployed.name, 0.3, 0.2, actor="tester")
     assert caught.value.message == (
         "Drift thresholds must satisfy 0 < moderate < drifted; got moderate 0.3, drifted 0.2."
     )
@@ -228,7 +229,7 @@ def test_a_run_with_zero_rows_stores_nothing(trained_store: Store, deployed: Dep
 
 def test_a_failed_run_has_no_counts(trained_store: Store, deployed: Deployment) -> None:
     source_gone(trained_store, deployed.name, "incoming/none.parquet")
-    runs.enqueue_run(trained_store, deployed.name)
+    runs.enqueue_run(trained_store, deployed.name, actor="tester")
     claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None
     failed = execution.execute_run(trained_store, claimed, WORKER)
@@ -331,7 +332,7 @@ def test_validation_runs_stay_out_of_drift_windows(
     labelled = datasets.churn_frame(n_rows=200, seed=5)
     labelled.to_parquet(trained_store.workspace.home / "labelled.parquet")
     checked = validation.validate_here(
-        trained_store, deployed.name, "labelled.parquet", label="churn"
+        trained_store, deployed.name, "labelled.parquet", label="churn", actor="tester"
     )
     assert checked.status == "succeeded"
     report = drift.drift_report(trained_store, deployed.name, last=5)

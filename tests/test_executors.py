@@ -136,7 +136,7 @@ def test_the_worker_command_refuses_a_bad_executor_count(trained_store: Store) -
 def test_a_pool_executes_runs_and_their_steps_in_other_processes(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(5)]
+    queued = [runs.enqueue_run(trained_store, deployed.name, actor="tester").id for _ in range(5)]
     pool = executors.Pool(trained_store.workspace.home, 2)
     tick = worker.Tick(trained_store, "pool-worker", executor=pool)
     try:
@@ -167,7 +167,9 @@ def test_a_dead_executor_fails_its_run_and_the_next_run_goes_on(
     trained_store: Store, deployed: Deployment
 ) -> None:
     doomed = queue_big_run(trained_store, deployed)
-    after = runs.enqueue_run(trained_store, deployed.name)  # the deployment's own small source
+    after = runs.enqueue_run(
+        trained_store, deployed.name, actor="tester"
+    )  # the deployment's own small source
     pool = executors.Pool(trained_store.workspace.home, 1)
     tick = worker.Tick(trained_store, "w1", executor=pool)
     ticking = threading.Thread(target=tick)
@@ -189,7 +191,9 @@ def test_a_stopped_pool_worker_records_its_run_as_stopped(
     trained_store: Store, deployed: Deployment
 ) -> None:
     doomed = queue_big_run(trained_store, deployed)
-    later = runs.enqueue_run(trained_store, deployed.name)  # claimed too, waits its turn
+    later = runs.enqueue_run(
+        trained_store, deployed.name, actor="tester"
+    )  # claimed too, waits its turn
     with worker_process(trained_store, "--executors", "1") as child:
         wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)
         executor_pids = children_of(child.pid)
@@ -222,12 +226,13 @@ def test_executors_of_a_killed_worker_stop_and_its_run_fails_by_lease(
 def test_a_dead_executor_fails_only_its_own_run_which_is_retried_by_its_policy(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@yearly", max_attempts=3)
+    scheduler.set_schedule(trained_store, deployed.name, "@yearly", max_attempts=3, actor="tester")
     doomed = queue_big_run(trained_store, deployed)
     other = runs.enqueue_run(
         trained_store,
         deployed.name,
         source_override={"kind": "file", "path": "incoming/big.parquet"},
+        actor="tester",
     )
     pool = executors.Pool(trained_store.workspace.home, 2)
     tick = worker.Tick(trained_store, "w1", executor=pool)
@@ -254,7 +259,7 @@ def test_a_dead_executor_fails_only_its_own_run_which_is_retried_by_its_policy(
 def test_a_stopped_worker_leaves_its_pending_steps_to_the_next_one(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    small = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(6)]
+    small = [runs.enqueue_run(trained_store, deployed.name, actor="tester").id for _ in range(6)]
     doomed = queue_big_run(trained_store, deployed)  # queued last: the steps wait behind it
     with worker_process(trained_store, "--executors", "1") as child:
         wait_until_scoring(trained_store, doomed.id, lambda: child.poll() is None)

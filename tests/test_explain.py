@@ -139,7 +139,7 @@ def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
 
 
 def run_by_worker(store: Store, name: str, **enqueue: Any) -> Run:
-    queued = runs.enqueue_run(store, name, **enqueue)
+    queued = runs.enqueue_run(store, name, **{"actor": "tester", **enqueue})
     assert worker.run_once(store, "test-worker")
     return runs.get_run(store, queued.id)
 
@@ -249,6 +249,7 @@ def test_a_run_with_zero_rows(trained_store: Store, deployed: Deployment) -> Non
             **deployed.pipeline,
             "transforms": [{"name": "none", "sql": "SELECT * FROM input WHERE age < 0"}],
         },
+        actor="tester",
     )
     empty = run_by_worker(trained_store, deployed.name)
     assert empty.status == "failed" and not empty.rows_out
@@ -309,8 +310,8 @@ def test_a_row_with_every_feature_missing(trained_store: Store, deployed: Deploy
 def test_a_run_of_a_model_shap_cannot_explain_names_the_fallback(store: Store) -> None:
     X, y = WINE.drop(columns="cultivar"), WINE["cultivar"]
     model = _imported(store, KNeighborsClassifier().fit(X, y), "knn")
-    name = deployments.deploy(store, model.id, "staging").name
-    runs.enqueue_run(store, name)
+    name = deployments.deploy(store, model.id, "staging", actor="tester").name
+    runs.enqueue_run(store, name, actor="tester")
     claimed = execution.claim_next_run(store, "w")
     assert claimed is not None
     done = execution.execute_run(store, claimed, "w")  # without the worker's (slow) global step
@@ -358,7 +359,7 @@ def test_the_sample_is_stratified_by_predicted_class(trained_store: Store, run: 
 def test_importance_is_computing_until_its_file_exists(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    queued = runs.enqueue_run(trained_store, deployed.name)
+    queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     claimed = execution.claim_next_run(trained_store, "w")
     assert claimed is not None and claimed.id == queued.id
     done = execution.execute_run(trained_store, claimed, "w")  # without the worker's step

@@ -115,6 +115,7 @@ def test_labels_from_sql_and_a_later_set_overrides_an_earlier_one(
         },
         "id",
         "outcome",
+        actor="tester",
     )
     first = ground_truth.live_metrics(trained_store, deployed.name)
     share_yes = (results(trained_store, done.id)["prediction"] == "yes").mean()
@@ -196,7 +197,12 @@ def diabetes(store: Store) -> tuple[Deployment, pd.DataFrame]:
     )
     ids = {m.algorithm: m.id for m in trained.models}
     deployed = deployments.deploy(
-        store, ids["linear"], "staging", name="diabetes-staging", challenger_id=ids["random_forest"]
+        store,
+        ids["linear"],
+        "staging",
+        name="diabetes-staging",
+        challenger_id=ids["random_forest"],
+        actor="tester",
     )
     return deployed, frame
 
@@ -277,7 +283,12 @@ def test_missing_columns_empty_keys_and_bad_sources(
         add(trained_store, deployed.name, keyless, "keyless.parquet")
     with pytest.raises(PipelineError):
         ground_truth.add_labels(
-            trained_store, deployed.name, {"kind": "file", "path": "truth/none.csv"}, "a", "b"
+            trained_store,
+            deployed.name,
+            {"kind": "file", "path": "truth/none.csv"},
+            "a",
+            "b",
+            actor="tester",
         )
     assert nothing_stored(trained_store)
 

@@ -47,7 +47,7 @@ def drop(store: Store, name: str, rows: int, seed: int) -> str:
 
 
 def execute(store: Store, name: str, **enqueue: Any) -> Run:
-    queued = runs.enqueue_run(store, name, **enqueue)
+    queued = runs.enqueue_run(store, name, **{"actor": "tester", **enqueue})
     claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None and claimed.id == queued.id
     return execution.execute_run(store, claimed, WORKER)
@@ -55,7 +55,7 @@ def execute(store: Store, name: str, **enqueue: Any) -> Run:
 
 def set_source(store: Store, d: Deployment, source: dict[str, Any], **changes: Any) -> None:
     deployments.update_pipeline(
-        store, d.name, {**d.pipeline, "source": source, "sinks": [], **changes}
+        store, d.name, {**d.pipeline, "source": source, "sinks": [], **changes}, actor="tester"
     )
 
 
@@ -156,7 +156,7 @@ def test_two_runs_in_flight_never_take_the_same_file(
     )
 
     def claim_and_plan(worker: str, lease: float | None = None) -> incremental.Plan:
-        runs.enqueue_run(trained_store, deployed.name)
+        runs.enqueue_run(trained_store, deployed.name, actor="tester")
         run = execution.claim_next_run(trained_store, worker, lease)
         assert run is not None
         source = pipeline.validate_pipeline(
@@ -279,7 +279,7 @@ def test_a_sql_source_with_no_new_rows_succeeds_with_zero(
 
 def test_a_scheduled_run_at_is_its_slot(trained_store: Store, deployed: Deployment) -> None:
     set_source(trained_store, deployed, sql_source(trained_store))
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", actor="tester")
     schedule = scheduler.get_schedule(trained_store, deployed.name)
     [slot] = scheduler.next_times(
         schedule.cron, schedule.timezone, 1, after=datetime.fromisoformat(schedule.since)
@@ -288,7 +288,7 @@ def test_a_scheduled_run_at_is_its_slot(trained_store: Store, deployed: Deployme
     [decision] = scheduler.enqueue_due(trained_store, slot + timedelta(seconds=5))
     run = runs.get_run(trained_store, decision.run_id)
     assert incremental.run_times(trained_store, run) == (slot, None)
-    manual = runs.enqueue_run(trained_store, deployed.name)
+    manual = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     assert incremental.run_times(trained_store, manual)[0] == manual.queued_at
 
 

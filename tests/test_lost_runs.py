@@ -45,10 +45,12 @@ def test_a_worker_killed_in_a_sink_write_keeps_complete_results_for_redelivery(
 ) -> None:
     store = trained_store
     sinks = [pg_sink("scores"), {"kind": "folder", "path": FOLDER, "format": "csv"}]
-    deployments.update_pipeline(store, deployed.name, {**deployed.pipeline, "sinks": sinks})
+    deployments.update_pipeline(
+        store, deployed.name, {**deployed.pipeline, "sinks": sinks}, actor="tester"
+    )
     first = execute(store, deployed.name)  # creates table scores
     assert first.status == "succeeded", first.error
-    run = runs.enqueue_run(store, deployed.name)
+    run = runs.enqueue_run(store, deployed.name, actor="tester")
     stem = f"{deployed.name}-{run.id}"
     folder = store.workspace.home / FOLDER
     # What a write killed half-way leaves (atomic_path's temporary name), and files that are
@@ -84,7 +86,7 @@ def test_a_worker_killed_in_a_sink_write_keeps_complete_results_for_redelivery(
     assert not list(runs.results_dir(store.workspace, run.id).glob(".*.tmp"))
     assert not orphan.exists() and all(p.exists() for p in others)
     assert delivery.why_not_deliverable(store, lost) is None
-    done = delivery.redeliver(store, run.id)
+    done = delivery.redeliver(store, run.id, actor="tester")
     assert (done.status, done.error) == ("succeeded", None)
     assert pg.run("SELECT count(*) FROM scores WHERE run_id = %s", (run.id,)) == [(first.rows_out,)]
     assert (folder / f"{stem}.csv").exists()

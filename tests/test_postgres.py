@@ -240,7 +240,9 @@ def point_at(store: Store, pg: PgServer, **changes: Any) -> None:
         "password_env": "MODELDECK_SECRET_WAREHOUSE",
         **changes,
     }
-    connections.add_connection(store, "Default", "warehouse", replace=True, **settings)
+    connections.add_connection(
+        store, "Default", "warehouse", replace=True, **settings, actor="tester"
+    )
 
 
 def test_unreachable_server_fails_source_and_sink(

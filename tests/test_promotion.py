@@ -33,14 +33,16 @@ def worse_than_production(trained_store: Store) -> str:
     """Production serves the linear model, staging the boosting one, which is worse on this
     data by about 2.5 accuracy points (measured: 0.7625 vs 0.7375); staging validated."""
     by = models(trained_store)
-    deployments.deploy(trained_store, by["linear"], "production")
-    staging = deployments.deploy(trained_store, by["gradient_boosting"], "staging")
-    validation.validate_here(trained_store, staging.name, labelled(trained_store))
+    deployments.deploy(trained_store, by["linear"], "production", actor="tester")
+    staging = deployments.deploy(trained_store, by["gradient_boosting"], "staging", actor="tester")
+    validation.validate_here(trained_store, staging.name, labelled(trained_store), actor="tester")
     return staging.name
 
 
 def test_without_validation_the_gate_says_how_to_run_one(trained_store: Store) -> None:
-    staging = deployments.deploy(trained_store, models(trained_store)["linear"], "staging")
+    staging = deployments.deploy(
+        trained_store, models(trained_store)["linear"], "staging", actor="tester"
+    )
     checks = by_name(promotion.check_gate(trained_store, staging.name))
     assert not checks["validation"].passed
     assert checks["validation"].detail == "No validation yet of version v1."
@@ -49,7 +51,7 @@ def test_without_validation_the_gate_says_how_to_run_one(trained_store: Store) -
     assert checks["metrics"].passed and checks["schema"].passed  # no production yet
     assert not checks["latency"].passed
     with pytest.raises(Forbidden) as caught:
-        promotion.promote(trained_store, staging.name)
+        promotion.promote(trained_store, staging.name, actor="tester")
     assert "[validation] No validation yet of version v1." in caught.value.message
     assert "[latency]" in caught.value.message
     assert "or override with a reason" in caught.value.hint
@@ -57,16 +59,18 @@ def test_without_validation_the_gate_says_how_to_run_one(trained_store: Store) -
 
 
 def test_a_validated_model_is_promoted_with_the_checks_audited(trained_store: Store) -> None:
-    staging = deployments.deploy(trained_store, models(trained_store)["linear"], "staging")
-    validation.validate_here(trained_store, staging.name, labelled(trained_store))
+    staging = deployments.deploy(
+        trained_store, models(trained_store)["linear"], "staging", actor="tester"
+    )
+    validation.validate_here(trained_store, staging.name, labelled(trained_store), actor="tester")
     # A p99 on two shared cores can pass 100 ms: the budget is tested on its own below.
     promotion.set_thresholds(
-        trained_store, staging.name, promotion.Thresholds(latency_budget_ms=5000)
+        trained_store, staging.name, promotion.Thresholds(latency_budget_ms=5000), actor="tester"
     )
     checks = promotion.check_gate(trained_store, staging.name)
     assert all(c.passed for c in checks), checks
     assert "800 rows" in by_name(checks)["validation"].detail
-    production = promotion.promote(trained_store, staging.name)
+    production = promotion.promote(trained_store, staging.name, actor="tester")
     [entry] = audit.list_entries(trained_store, production.name)  # thresholds: on staging
     assert entry.reason == "" and entry.after["overridden"] is False
     assert entry.after["gate"] == dict.fromkeys(
@@ -86,10 +90,10 @@ def test_worse_than_production_blocks_unless_overridden(
     assert metrics.detail.startswith("Worse than production")
     assert f"accuracy {mine:.4f} vs {theirs:.4f}" in metrics.detail
     with pytest.raises(Forbidden, match=r"\[metrics\] Worse than production"):
-        promotion.promote(trained_store, name)
+        promotion.promote(trained_store, name, actor="tester")
     for blank in ("", "   "):
         with pytest.raises(InvalidInput) as caught:
-            promotion.promote(trained_store, name, override_reason=blank)
+            promotion.promote(trained_store, name, override_reason=blank, actor="tester")
         assert caught.value.message == "An override of the promotion gate needs a written reason."
     production = promotion.promote(
         trained_store,
@@ -106,7 +110,9 @@ def test_worse_than_production_blocks_unless_overridden(
     )
     assert entry.after["overridden"] is True
     assert entry.after["gate"]["metrics"].startswith("fail: Worse than production")
-    again = promotion.promote(trained_store, name)  # idempotent: already served, no gate
+    again = promotion.promote(
+        trained_store, name, actor="tester"
+    )  # idempotent: already served, no gate
     assert again.current.id == production.current.id
 
 
@@ -122,20 +128,26 @@ def test_thresholds_are_per_deployment_and_audited(
     entry = audit.list_entries(trained_store, name)[0]
     assert (entry.action, entry.actor) == ("gate-thresholds", "bo")
     assert entry.before["max_metric_drop"] == 0.01 and entry.after["max_metric_drop"] == 0.05
-    promotion.set_thresholds(trained_store, name, promotion.Thresholds(0.05, 0.01, 0.001))
+    promotion.set_thresholds(
+        trained_store, name, promotion.Thresholds(0.05, 0.01, 0.001), actor="tester"
+    )
     latency = by_name(promotion.check_gate(trained_store, name))["latency"]
     assert not latency.passed and "over the budget of 0.001 ms" in latency.detail
     with pytest.raises(InvalidInput, match="Gate thresholds must be zero or more"):
-        promotion.set_thresholds(trained_store, name, promotion.Thresholds(-1.0, 0.01, 100.0))
+        promotion.set_thresholds(
+            trained_store, name, promotion.Thresholds(-1.0, 0.01, 100.0), actor="tester"
+        )
     with pytest.raises(InvalidInput, match="latency budget more than 0 ms"):
-        promotion.set_thresholds(trained_store, name, promotion.Thresholds(0.01, 0.01, 0.0))
+        promotion.set_thresholds(
+            trained_store, name, promotion.Thresholds(0.01, 0.01, 0.0), actor="tester"
+        )
 
 
 def test_a_production_change_after_validation_needs_a_new_one(
     trained_store: Store, worse_than_production: str
 ) -> None:
     by = models(trained_store)
-    deployments.deploy(trained_store, by["gradient_boosting"], "production")
+    deployments.deploy(trained_store, by["gradient_boosting"], "production", actor="tester")
     metrics = by_name(promotion.check_gate(trained_store, worse_than_production))["metrics"]
     assert not metrics.passed and "Validate again" in metrics.fix
 
@@ -155,9 +167,9 @@ def test_a_model_needing_columns_production_lacks_fails_the_schema_check(
             algorithms=("linear",),
         ),
     ).models[0]
-    deployments.deploy(trained_store, narrow.id, "production")
+    deployments.deploy(trained_store, narrow.id, "production", actor="tester")
     staging = deployments.deploy(
-        trained_store, models(trained_store)["gradient_boosting"], "staging"
+        trained_store, models(trained_store)["gradient_boosting"], "staging", actor="tester"
     )
     schema = by_name(promotion.check_gate(trained_store, staging.name))["schema"]
     assert not schema.passed

@@ -61,7 +61,7 @@ def _export(store: Store, label: str) -> tuple[pd.DataFrame, str]:
 
 
 def _run(store: Store, name: str, path: str) -> Run:
-    runs.enqueue_run(store, name, source_override={"kind": "file", "path": path})
+    runs.enqueue_run(store, name, source_override={"kind": "file", "path": path}, actor="tester")
     claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
     return execution.execute_run(store, claimed, WORKER)

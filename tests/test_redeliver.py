@@ -29,6 +29,7 @@ def point_at(store: Store, pg: PgServer, port: int) -> None:
         user=pg.user,
         password_env="MODELDECK_SECRET_WAREHOUSE",
         replace=True,
+        actor="tester",
     )
 
 
@@ -84,7 +85,7 @@ def test_a_run_that_failed_at_delivery_is_delivered_later(
     )
     assert entry.before == {"run": failed.id, "status": "failed"}
     # Delivering again replaces the run's rows instead of doubling them (the run_id column).
-    delivery.redeliver(trained_store, failed.id)
+    delivery.redeliver(trained_store, failed.id, actor="tester")
     assert pg.run("SELECT count(*) FROM scores") == [(600,)]
 
 
@@ -107,7 +108,7 @@ def test_a_failing_redelivery_is_recorded_and_changes_nothing(
     assert audit.list_entries(trained_store, deployed.name)[0].action == "redeliver"
     assert pg.run("SELECT count(*) FROM scores") == [(0,)]
     pg.run("DROP TABLE scores")  # the user fixes the table
-    assert delivery.redeliver(trained_store, failed.id).status == "succeeded"
+    assert delivery.redeliver(trained_store, failed.id, actor="tester").status == "succeeded"
     assert pg.run("SELECT count(*) FROM scores") == [(600,)]
 
 
@@ -115,10 +116,10 @@ def test_runs_that_cannot_be_delivered(
     trained_store: Store, deployed: Deployment, warehouse: str
 ) -> None:
     with pytest.raises(NotFound, match="No run 'run_nope'"):
-        delivery.redeliver(trained_store, "run_nope")
+        delivery.redeliver(trained_store, "run_nope", actor="tester")
     plain = test_runs.execute(trained_store, deployed.name)  # no sinks
     with pytest.raises(InvalidInput) as caught:
-        delivery.redeliver(trained_store, plain.id)
+        delivery.redeliver(trained_store, plain.id, actor="tester")
     assert caught.value.message == f"Run {plain.id}'s pipeline has no sinks."
     test_runs.set_pipeline(
         trained_store,
@@ -129,13 +130,13 @@ def test_runs_that_cannot_be_delivered(
     broken = test_runs.execute(trained_store, deployed.name)
     assert broken.status == "failed"
     with pytest.raises(InvalidInput) as caught:
-        delivery.redeliver(trained_store, broken.id)
+        delivery.redeliver(trained_store, broken.id, actor="tester")
     assert caught.value.message == (
         f"Run {broken.id} has no results to deliver (it failed "
         "before writing them, or its files were purged)."
     )
     assert "Queue a new run" in caught.value.hint
-    queued = runs.enqueue_run(trained_store, deployed.name)
+    queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     assert delivery.why_not_deliverable(trained_store, queued) == (
         f"Run {queued.id} is queued; only a finished run can be delivered."
     )

@@ -30,7 +30,7 @@ def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
 
 def run_by_worker(store: Store, name: str, **enqueue: object) -> Run:
     """Queue a run and let the worker's own step sequence execute it (reports included)."""
-    queued = runs.enqueue_run(store, name, **enqueue)  # type: ignore[arg-type]
+    queued = runs.enqueue_run(store, name, **{"actor": "tester", **enqueue})  # type: ignore[arg-type]
     assert worker.run_next(store, WORKER)
     return runs.get_run(store, queued.id)
 
@@ -53,9 +53,11 @@ def test_settings_default_off_and_changes_are_audited(
         actor="ana",
     )
     assert changed == reports.ReportSettings(True, "all", "exports/reports")
-    kept = reports.set_report_settings(trained_store, deployed.name, runs="scheduled")
+    kept = reports.set_report_settings(
+        trained_store, deployed.name, runs="scheduled", actor="tester"
+    )
     assert kept == reports.ReportSettings(True, "scheduled", "exports/reports")
-    cleared = reports.set_report_settings(trained_store, deployed.name, copy_to="")
+    cleared = reports.set_report_settings(trained_store, deployed.name, copy_to="", actor="tester")
     assert cleared.copy_to is None
     entry = next(
         e
@@ -69,8 +71,8 @@ def test_settings_default_off_and_changes_are_audited(
 def test_settings_keep_the_drift_thresholds(trained_store: Store, deployed: Deployment) -> None:
     from core import drift
 
-    drift.set_thresholds(trained_store, deployed.name, 0.2, 0.4)
-    reports.set_report_settings(trained_store, deployed.name, enabled=True)
+    drift.set_thresholds(trained_store, deployed.name, 0.2, 0.4, actor="tester")
+    reports.set_report_settings(trained_store, deployed.name, enabled=True, actor="tester")
     report = deployments.get_deployment(trained_store, deployed.name).report
     assert report["drift"] == {"moderate": 0.2, "drifted": 0.4} and report["enabled"] is True
 
@@ -79,15 +81,19 @@ def test_bad_settings_are_refused(
     trained_store: Store, deployed: Deployment, tmp_path: Path
 ) -> None:
     with pytest.raises(InvalidInput, match="Unknown report choice 'weekly'"):
-        reports.set_report_settings(trained_store, deployed.name, runs="weekly")
+        reports.set_report_settings(trained_store, deployed.name, runs="weekly", actor="tester")
     with pytest.raises(InvalidInput, match="outside the workspace") as info:
-        reports.set_report_settings(trained_store, deployed.name, copy_to=str(tmp_path / "x"))
+        reports.set_report_settings(
+            trained_store, deployed.name, copy_to=str(tmp_path / "x"), actor="tester"
+        )
     assert "MODELDECK_ALLOWED_ROOTS" in info.value.hint
     (trained_store.workspace.home / "afile.txt").write_text("x")
     with pytest.raises(InvalidInput, match="is a file"):
-        reports.set_report_settings(trained_store, deployed.name, copy_to="afile.txt")
+        reports.set_report_settings(
+            trained_store, deployed.name, copy_to="afile.txt", actor="tester"
+        )
     with pytest.raises(NotFound, match="nope"):
-        reports.set_report_settings(trained_store, "nope", enabled=True)
+        reports.set_report_settings(trained_store, "nope", enabled=True, actor="tester")
     assert reports.get_report_settings(trained_store, deployed.name) == reports.ReportSettings()
 
 
@@ -95,12 +101,15 @@ def test_bad_settings_are_refused(
 def test_promotion_copies_report_settings_when_asked(
     trained_store: Store, deployed: Deployment, copy_report: bool
 ) -> None:
-    reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
+    reports.set_report_settings(
+        trained_store, deployed.name, enabled=True, runs="all", actor="tester"
+    )
     production = promotion.promote(
         trained_store,
         deployed.name,
         copy_report=copy_report,
         override_reason="not validated: a settings test",
+        actor="tester",
     )
     copied = reports.get_report_settings(trained_store, production.name)
     expected = reports.ReportSettings(True, "all") if copy_report else reports.ReportSettings()
@@ -111,11 +120,11 @@ def test_promotion_copies_report_settings_when_asked(
 def test_scheduled_only_writes_after_scheduled_runs(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    reports.set_report_settings(trained_store, deployed.name, enabled=True)
+    reports.set_report_settings(trained_store, deployed.name, enabled=True, actor="tester")
     manual = run_by_worker(trained_store, deployed.name)
     assert manual.status == "succeeded"
     assert not reports.report_path(trained_store.workspace, manual.id).exists()
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", actor="tester")
     schedule = scheduler.get_schedule(trained_store, deployed.name)
     assert schedule is not None
     [slot] = scheduler.next_times(
@@ -139,7 +148,12 @@ def test_a_report_is_self_contained_small_and_complete(
     trained_store: Store, deployed: Deployment
 ) -> None:
     reports.set_report_settings(
-        trained_store, deployed.name, enabled=True, runs="all", copy_to="exports/reports"
+        trained_store,
+        deployed.name,
+        enabled=True,
+        runs="all",
+        copy_to="exports/reports",
+        actor="tester",
     )
     done = run_by_worker(trained_store, deployed.name)
     assert done.status == "succeeded", done.error
@@ -183,7 +197,9 @@ def test_a_report_is_self_contained_small_and_complete(
 def test_a_failed_runs_report_says_why_and_escapes_it(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
+    reports.set_report_settings(
+        trained_store, deployed.name, enabled=True, runs="all", actor="tester"
+    )
     source_gone(trained_store, deployed.name, "incoming/<b>missing</b>.parquet")
     done = run_by_worker(trained_store, deployed.name)
     assert done.status == "failed"
@@ -197,7 +213,12 @@ def test_a_failed_copy_is_noted_and_the_run_stays_succeeded(
     trained_store: Store, deployed: Deployment
 ) -> None:
     reports.set_report_settings(
-        trained_store, deployed.name, enabled=True, runs="all", copy_to="exports/reports"
+        trained_store,
+        deployed.name,
+        enabled=True,
+        runs="all",
+        copy_to="exports/reports",
+        actor="tester",
     )
     (trained_store.workspace.home / "exports").mkdir()
     (trained_store.workspace.home / "exports" / "reports").write_text("now a file")
@@ -220,8 +241,11 @@ def test_a_zero_row_run_gets_a_report_saying_no_new_data(
             **deployed.pipeline,
             "source": {"kind": "file", "path": "incoming/*.parquet", "incremental": True},
         },
+        actor="tester",
     )
-    reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
+    reports.set_report_settings(
+        trained_store, deployed.name, enabled=True, runs="all", actor="tester"
+    )
     run_by_worker(trained_store, deployed.name)
     empty = run_by_worker(trained_store, deployed.name)
     assert (empty.status, empty.rows_out) == ("succeeded", 0)
@@ -240,8 +264,8 @@ def test_a_regression_report_draws_an_inline_svg_histogram(store: Store) -> None
     result = train(
         store, TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",))
     )
-    d = deployments.deploy(store, result.models[0].id, "staging")
-    reports.set_report_settings(store, d.name, enabled=True, runs="all")
+    d = deployments.deploy(store, result.models[0].id, "staging", actor="tester")
+    reports.set_report_settings(store, d.name, enabled=True, runs="all", actor="tester")
     done = run_by_worker(store, d.name)
     page = report_of(store, done.id)
     assert "<svg" in page and page.count("<rect") >= 5 and "20 bins from" in page
@@ -254,7 +278,7 @@ def test_report_file_writes_a_missing_report_and_refuses_unfinished_runs(
     path = reports.report_file(trained_store, done.id)
     assert path == reports.report_path(trained_store.workspace, done.id) and path.exists()
     assert reports.report_file(trained_store, done.id) == path  # kept, not rewritten
-    queued = runs.enqueue_run(trained_store, deployed.name)
+    queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     with pytest.raises(InvalidInput, match="still queued"):
         reports.report_file(trained_store, queued.id)
     with pytest.raises(NotFound):
@@ -264,7 +288,9 @@ def test_report_file_writes_a_missing_report_and_refuses_unfinished_runs(
 def test_after_run_never_raises(
     trained_store: Store, deployed: Deployment, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reports.set_report_settings(trained_store, deployed.name, enabled=True, runs="all")
+    reports.set_report_settings(
+        trained_store, deployed.name, enabled=True, runs="all", actor="tester"
+    )
     failed = run_by_worker(
         trained_store, deployed.name, source_override=unfit_source(trained_store)
     )

@@ -19,7 +19,7 @@ WORKER = "test-worker"
 
 
 def execute(store: Store, name: str) -> Run:
-    runs.enqueue_run(store, name)
+    runs.enqueue_run(store, name, actor="tester")
     claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None
     return execution.execute_run(store, claimed, WORKER)
@@ -28,7 +28,11 @@ def execute(store: Store, name: str) -> Run:
 def deploy_churn(store: Store) -> str:
     by_algorithm = {m.algorithm: m.id for m in registry.list_models(store)}
     return deployments.deploy(
-        store, by_algorithm["gradient_boosting"], "staging", challenger_id=by_algorithm["linear"]
+        store,
+        by_algorithm["gradient_boosting"],
+        "staging",
+        challenger_id=by_algorithm["linear"],
+        actor="tester",
     ).name
 
 
@@ -151,7 +155,7 @@ def test_summary_and_exports(finished: tuple[Store, Run, pd.DataFrame]) -> None:
 
 def test_runs_without_results_say_why(trained_store: Store) -> None:
     name = deploy_churn(trained_store)
-    queued = runs.enqueue_run(trained_store, name)
+    queued = runs.enqueue_run(trained_store, name, actor="tester")
     with pytest.raises(Conflict, match=f"Run {queued.id} is still queued"):
         results.page(trained_store, queued.id)
     with pytest.raises(Conflict, match="still queued"):
@@ -160,7 +164,9 @@ def test_runs_without_results_say_why(trained_store: Store) -> None:
     assert claimed is not None and execution.execute_run(trained_store, claimed, WORKER).status == (
         "succeeded"
     )
-    broken = runs.enqueue_run(trained_store, name, source_override=unfit_source(trained_store))
+    broken = runs.enqueue_run(
+        trained_store, name, source_override=unfit_source(trained_store), actor="tester"
+    )
     claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None and claimed.id == broken.id
     broken = execution.execute_run(trained_store, claimed, WORKER)
@@ -182,16 +188,18 @@ def test_purge_deletes_the_files_and_is_audited(trained_store: Store) -> None:
     with pytest.raises(Conflict, match=f"The results of run {purged.id} were purged on "):
         results.page(trained_store, purged.id)
     assert results.summary(trained_store, purged.id)["main"]["metrics"]  # the summary stays
-    assert results.purge(trained_store, purged.id).purged_at == done.purged_at  # idempotent
+    assert (
+        results.purge(trained_store, purged.id, actor="tester").purged_at == done.purged_at
+    )  # idempotent
     entries = [e for e in audit.list_entries(trained_store, name) if e.action == "purge"]
     assert [(e.actor, e.before) for e in entries] == [("ana", {"run": purged.id, "rows": 600})]
     assert results.page(trained_store, kept.id)[1] == 600  # other runs untouched
 
 
 def test_purge_refuses_an_unfinished_run(trained_store: Store) -> None:
-    queued = runs.enqueue_run(trained_store, deploy_churn(trained_store))
+    queued = runs.enqueue_run(trained_store, deploy_churn(trained_store), actor="tester")
     with pytest.raises(Conflict, match="is still queued"):
-        results.purge(trained_store, queued.id)
+        results.purge(trained_store, queued.id, actor="tester")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "overwritten"])

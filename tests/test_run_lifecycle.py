@@ -44,7 +44,7 @@ def test_the_lifecycle_table() -> None:
 def test_claiming_moves_only_a_queued_run(
     trained_store: Store, deployed: Deployment, start: str
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed.name)
+    run = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     force_status(trained_store, run.id, start)
     if "running" in runs.TRANSITIONS[start]:
         claimed = trained_store.write(lambda tx: runs.claim_run(tx, run.id, WORKER))
@@ -59,9 +59,9 @@ def test_claiming_moves_only_a_queued_run(
 def test_deleting_the_deployment_cancels_only_unfinished_runs(
     trained_store: Store, deployed: Deployment, start: str
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed.name)
+    run = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     force_status(trained_store, run.id, start)
-    promotion.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
+    promotion.delete_deployment(trained_store, deployed.name, confirm=deployed.name, actor="tester")
     after = runs.get_run(trained_store, run.id)
     if "cancelled" in runs.TRANSITIONS[start]:
         assert (after.status, after.error) == ("cancelled", "deployment deleted")
@@ -73,7 +73,7 @@ def test_deleting_the_deployment_cancels_only_unfinished_runs(
 def test_an_outcome_is_recorded_only_on_a_running_run(
     trained_store: Store, deployed: Deployment, start: str
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed.name)
+    run = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     trained_store.write(lambda tx: runs.claim_run(tx, run.id, WORKER))
     force_status(trained_store, run.id, start)
     recorded = runs.record_outcome(trained_store, WORKER, runs.Outcome(run.id, "failed", "boom"))
@@ -86,7 +86,7 @@ def test_an_outcome_is_recorded_only_on_a_running_run(
 def test_an_outcome_outside_the_table_is_refused(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed.name)
+    run = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     trained_store.write(lambda tx: runs.claim_run(tx, run.id, WORKER))
     for status in ("queued", "running", "paused"):
         with pytest.raises(ValueError, match=f"cannot finish as '{status}'"):
@@ -97,7 +97,9 @@ def test_an_outcome_outside_the_table_is_refused(
 def test_a_released_claim_is_queued_again_and_a_finished_run_is_not(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    first, second = (runs.enqueue_run(trained_store, deployed.name) for _ in range(2))
+    first, second = (
+        runs.enqueue_run(trained_store, deployed.name, actor="tester") for _ in range(2)
+    )
     claims, _ = runs.claim_runs(trained_store, WORKER, 2)
     assert [c.run.id for c in claims] == [first.id, second.id]
     force_status(trained_store, second.id, "succeeded")
@@ -110,7 +112,7 @@ def test_a_released_claim_is_queued_again_and_a_finished_run_is_not(
 def test_a_failed_run_succeeds_only_when_its_results_are_delivered(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed.name)
+    run = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None
     done: Run = execution.execute_run(trained_store, claimed, WORKER)

@@ -32,14 +32,16 @@ def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
 
 def execute(store: Store, name: str, **enqueue: Any) -> Run:
     """Enqueue a run, claim it and execute it in this process."""
-    queued = runs.enqueue_run(store, name, **enqueue)
+    queued = runs.enqueue_run(store, name, **{"actor": "tester", **enqueue})
     claimed = execution.claim_next_run(store, WORKER)
     assert claimed is not None and claimed.id == queued.id
     return execution.execute_run(store, claimed, WORKER)
 
 
 def set_pipeline(store: Store, deployment: Deployment, **changes: Any) -> None:
-    deployments.update_pipeline(store, deployment.name, {**deployment.pipeline, **changes})
+    deployments.update_pipeline(
+        store, deployment.name, {**deployment.pipeline, **changes}, actor="tester"
+    )
 
 
 def source_frame(store: Store, deployment: Deployment) -> pd.DataFrame:
@@ -66,16 +68,18 @@ def test_enqueue_snapshots_pipeline_and_version(trained_store: Store, deployed: 
 
 def test_enqueue_refuses_bad_requests(trained_store: Store, deployed: Deployment) -> None:
     with pytest.raises(NotFound, match="No deployment 'nope'"):
-        runs.enqueue_run(trained_store, "nope")
+        runs.enqueue_run(trained_store, "nope", actor="tester")
     with pytest.raises(InvalidInput, match="Unknown run trigger 'cron'"):
-        runs.enqueue_run(trained_store, deployed.name, trigger="cron")
+        runs.enqueue_run(trained_store, deployed.name, trigger="cron", actor="tester")
     with pytest.raises(InvalidInput, match="source override must be a source block"):
-        runs.enqueue_run(trained_store, deployed.name, source_override={"path": "x.csv"})
+        runs.enqueue_run(
+            trained_store, deployed.name, source_override={"path": "x.csv"}, actor="tester"
+        )
     trained_store.execute(
         "UPDATE deployments SET current_version_id = NULL WHERE id = ?", [deployed.id]
     )
     with pytest.raises(InvalidInput) as caught:
-        runs.enqueue_run(trained_store, deployed.name)
+        runs.enqueue_run(trained_store, deployed.name, actor="tester")
     assert caught.value.message == "Deployment 'churn-staging' has no current version to run."
     with pytest.raises(NotFound, match="No run 'run_x'"):
         runs.get_run(trained_store, "run_x")
@@ -84,8 +88,8 @@ def test_enqueue_refuses_bad_requests(trained_store: Store, deployed: Deployment
 def test_claims_are_oldest_first_and_exactly_once(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    first = runs.enqueue_run(trained_store, deployed.name)
-    second = runs.enqueue_run(trained_store, deployed.name)
+    first = runs.enqueue_run(trained_store, deployed.name, actor="tester")
+    second = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     claimed = execution.claim_next_run(trained_store, "w1", lease_seconds=30)
     assert claimed is not None and claimed.id == first.id
     assert (claimed.status, claimed.lease_owner, claimed.attempt) == ("running", "w1", 1)
@@ -102,7 +106,7 @@ def test_an_expired_lease_fails_the_run_and_removes_its_files(
     trained_store: Store, deployed: Deployment
 ) -> None:
     earlier = execute(trained_store, deployed.name)
-    runs.enqueue_run(trained_store, deployed.name)
+    runs.enqueue_run(trained_store, deployed.name, actor="tester")
     lost = execution.claim_next_run(trained_store, "dead-worker", lease_seconds=0.001)
     assert lost is not None
     partial = runs.results_dir(trained_store.workspace, lost.id) / ".main.parquet.tmp"
@@ -297,7 +301,7 @@ def test_deleting_the_deployment_mid_run_cancels_it(
     earlier = execute(trained_store, deployed.name)
     set_pipeline(trained_store, deployed, batch_rows=50)
     monkeypatch.setattr(execution, "BEAT_SECONDS", 0.0)  # check the run row after every batch
-    queued = runs.enqueue_run(trained_store, deployed.name)
+    queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None
     seen: list[str] = []
@@ -305,7 +309,9 @@ def test_deleting_the_deployment_mid_run_cancels_it(
     def progress(fraction: float, text: str) -> None:
         seen.append(text)
         if text.endswith("rows scored") and len(seen) < 5:
-            promotion.delete_deployment(trained_store, deployed.name, confirm=deployed.name)
+            promotion.delete_deployment(
+                trained_store, deployed.name, confirm=deployed.name, actor="tester"
+            )
 
     run = execution.execute_run(trained_store, claimed, WORKER, progress)
     assert run.id == queued.id and run.status == "cancelled"
@@ -319,7 +325,7 @@ def test_deleting_the_deployment_mid_run_cancels_it(
 def test_a_stopped_worker_fails_its_run_and_goes_on_stopping(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    runs.enqueue_run(trained_store, deployed.name)
+    runs.enqueue_run(trained_store, deployed.name, actor="tester")
     claimed = execution.claim_next_run(trained_store, WORKER)
     assert claimed is not None
 
@@ -434,7 +440,11 @@ def test_a_regression_forest_reports_its_trees_spread(store: Store) -> None:
     )
     by_algorithm = {m.algorithm: m for m in result.models}
     deployment = deployments.deploy(
-        store, by_algorithm["random_forest"].id, "staging", challenger_id=by_algorithm["linear"].id
+        store,
+        by_algorithm["random_forest"].id,
+        "staging",
+        challenger_id=by_algorithm["linear"].id,
+        actor="tester",
     )
     run = execute(store, deployment.name)
     assert run.status == "succeeded", run.error

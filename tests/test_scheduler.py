@@ -53,7 +53,7 @@ def test_an_invalid_cron_expression_names_the_field(
     trained_store: Store, deployed: Deployment, cron: str, field: str, value: str
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
-        scheduler.set_schedule(trained_store, deployed.name, cron, "UTC")
+        scheduler.set_schedule(trained_store, deployed.name, cron, "UTC", actor="tester")
     assert caught.value.message == (
         f"Invalid cron expression '{cron}': the {field} field ('{value}') is wrong."
     )
@@ -74,7 +74,7 @@ def test_a_cron_expression_needs_five_fields() -> None:
 def test_a_time_zone_that_does_not_exist(trained_store: Store, deployed: Deployment) -> None:
     for zone in ("Mars/Olympus", "../etc/passwd"):
         with pytest.raises(InvalidInput) as caught:
-            scheduler.set_schedule(trained_store, deployed.name, "0 6 * * 1", zone)
+            scheduler.set_schedule(trained_store, deployed.name, "0 6 * * 1", zone, actor="tester")
         assert caught.value.message == f"Unknown time zone '{zone}'."
     assert scheduler.get_schedule(trained_store, deployed.name) is None
 
@@ -114,7 +114,9 @@ def test_next_times_in_a_time_zone_across_daylight_saving_changes() -> None:
 def test_set_pause_resume_and_show_are_stored_and_audited(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    saved = scheduler.set_schedule(trained_store, deployed.name, "@weekly", "Europe/Berlin")
+    saved = scheduler.set_schedule(
+        trained_store, deployed.name, "@weekly", "Europe/Berlin", actor="tester"
+    )
     assert (saved.cron, saved.timezone, saved.paused) == ("0 0 * * 0", "Europe/Berlin", False)
     stored = deployments.get_deployment(trained_store, deployed.name).schedule
     assert stored["cron"] == "0 0 * * 0" and stored["catch_up"] == "one"
@@ -123,9 +125,9 @@ def test_set_pause_resume_and_show_are_stored_and_audited(
     assert shown["description"] == "At 00:00 on Sunday" and shown["paused"] is False
     assert shown["next"][:2] == ["2026-01-04T00:00:00+01:00", "2026-01-11T00:00:00+01:00"]
     assert len(shown["next"]) == 5
-    assert scheduler.pause(trained_store, deployed.name).is_paused
+    assert scheduler.pause(trained_store, deployed.name, actor="tester").is_paused
     assert scheduler.show(trained_store, deployed.name)["next"] == []
-    assert not scheduler.resume(trained_store, deployed.name).is_paused
+    assert not scheduler.resume(trained_store, deployed.name, actor="tester").is_paused
     actions = [e.action for e in audit.list_entries(trained_store, deployed.name)]
     assert actions[:3] == ["schedule-resume", "schedule-pause", "schedule"]
 
@@ -134,22 +136,33 @@ def test_pause_without_a_schedule_and_unknown_deployments(
     trained_store: Store, deployed: Deployment
 ) -> None:
     with pytest.raises(InvalidInput) as caught:
-        scheduler.pause(trained_store, deployed.name)
+        scheduler.pause(trained_store, deployed.name, actor="tester")
     assert caught.value.message == f"Deployment '{deployed.name}' has no schedule."
     with pytest.raises(NotFound) as missing:
-        scheduler.set_schedule(trained_store, "nope", "@daily")
+        scheduler.set_schedule(trained_store, "nope", "@daily", actor="tester")
     assert missing.value.message == "No deployment 'nope'."
     with pytest.raises(InvalidInput) as policy:
-        scheduler.set_schedule(trained_store, deployed.name, "@daily", catch_up="all")
+        scheduler.set_schedule(
+            trained_store, deployed.name, "@daily", catch_up="all", actor="tester"
+        )
     assert policy.value.message == "Unknown catch-up policy 'all'."
 
 
 def test_promotion_copies_the_schedule(trained_store: Store, deployed: Deployment) -> None:
     staging = scheduler.set_schedule(
-        trained_store, deployed.name, "0 6 * * 1", "Europe/Berlin", overlap="wait", max_attempts=3
+        trained_store,
+        deployed.name,
+        "0 6 * * 1",
+        "Europe/Berlin",
+        overlap="wait",
+        max_attempts=3,
+        actor="tester",
     )
     production = promotion.promote(
-        trained_store, deployed.name, override_reason="the gate is tested in test_gate.py"
+        trained_store,
+        deployed.name,
+        override_reason="the gate is tested in test_gate.py",
+        actor="tester",
     )
     copied = scheduler.get_schedule(trained_store, production.name)
     assert (copied.cron, copied.timezone, copied.overlap, copied.max_attempts) == (
@@ -165,7 +178,7 @@ def test_promotion_copies_the_schedule(trained_store: Store, deployed: Deploymen
 def test_a_due_slot_queues_exactly_one_scheduled_run(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", actor="tester")
     slot = first_slot(trained_store, deployed.name)
     assert scheduler.enqueue_due(trained_store, slot - timedelta(seconds=1)) == []
     assert scheduler.next_due(trained_store, slot - timedelta(minutes=1)) == slot
@@ -183,7 +196,9 @@ def test_queued_slots_and_schedule_changes_touch_the_queue_marker(
 ) -> None:
     workspace = trained_store.workspace
     before = runs.read_queue_marker(workspace)
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")  # idle workers re-sync
+    scheduler.set_schedule(
+        trained_store, deployed.name, "@hourly", actor="tester"
+    )  # idle workers re-sync
     changed = runs.read_queue_marker(workspace)
     assert changed is not None and changed != before
     slot = first_slot(trained_store, deployed.name)
@@ -194,7 +209,7 @@ def test_queued_slots_and_schedule_changes_touch_the_queue_marker(
 
 
 def test_missed_slots_give_one_catch_up_run(trained_store: Store, deployed: Deployment) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", actor="tester")
     slot = first_slot(trained_store, deployed.name)
     later = slot + timedelta(hours=3, minutes=10)  # no worker for three hours
     [decision] = scheduler.enqueue_due(trained_store, later)
@@ -212,7 +227,7 @@ def test_missed_slots_give_one_catch_up_run(trained_store: Store, deployed: Depl
 def test_missed_slots_with_catch_up_skip_run_nothing(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly", catch_up="skip")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", catch_up="skip", actor="tester")
     slot = first_slot(trained_store, deployed.name)
     [decision] = scheduler.enqueue_due(trained_store, slot + timedelta(hours=2, minutes=30))
     assert decision.outcome == "skipped" and decision.run_id is None
@@ -228,9 +243,9 @@ def test_missed_slots_with_catch_up_skip_run_nothing(
 def test_a_slot_while_a_run_is_in_flight_is_skipped_and_says_so(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", actor="tester")
     slot = first_slot(trained_store, deployed.name)
-    manual = runs.enqueue_run(trained_store, deployed.name)
+    manual = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     [decision] = scheduler.enqueue_due(trained_store, slot + timedelta(seconds=1))
     assert decision.outcome == "skipped"
     assert decision.note == (
@@ -244,9 +259,9 @@ def test_a_slot_while_a_run_is_in_flight_is_skipped_and_says_so(
 def test_a_slot_waits_for_the_run_in_flight_with_overlap_wait(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly", overlap="wait")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", overlap="wait", actor="tester")
     slot = first_slot(trained_store, deployed.name)
-    runs.enqueue_run(trained_store, deployed.name)
+    runs.enqueue_run(trained_store, deployed.name, actor="tester")
     assert scheduler.enqueue_due(trained_store, slot + timedelta(seconds=1)) == []
     assert scheduler.next_due(trained_store, slot + timedelta(seconds=2)) == slot  # still due
     assert worker.run_once(trained_store, "w1")
@@ -257,12 +272,12 @@ def test_a_slot_waits_for_the_run_in_flight_with_overlap_wait(
 def test_a_paused_schedule_queues_nothing_and_resumes_without_catch_up(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "* * * * *")
-    scheduler.pause(trained_store, deployed.name)
+    scheduler.set_schedule(trained_store, deployed.name, "* * * * *", actor="tester")
+    scheduler.pause(trained_store, deployed.name, actor="tester")
     slot = first_slot(trained_store, deployed.name)
     assert scheduler.enqueue_due(trained_store, slot + timedelta(minutes=30)) == []
     assert scheduler.next_due(trained_store) is None
-    resumed = scheduler.resume(trained_store, deployed.name)
+    resumed = scheduler.resume(trained_store, deployed.name, actor="tester")
     since = datetime.fromisoformat(resumed.since)
     assert scheduler.enqueue_due(trained_store, since) == []  # paused slots are not caught up
     [decision] = scheduler.enqueue_due(trained_store, since + timedelta(seconds=61))
@@ -272,8 +287,8 @@ def test_a_paused_schedule_queues_nothing_and_resumes_without_catch_up(
 def test_a_run_whose_worker_died_is_retried_per_policy(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@daily", max_attempts=2)
-    queued = runs.enqueue_run(trained_store, deployed.name)
+    scheduler.set_schedule(trained_store, deployed.name, "@daily", max_attempts=2, actor="tester")
+    queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     for attempt in (1, 2):
         claimed = execution.claim_next_run(trained_store, f"dying-{attempt}", lease_seconds=0.001)
         assert (claimed.id, claimed.attempt) == (queued.id, attempt)
@@ -291,7 +306,7 @@ def test_a_run_whose_worker_died_is_retried_per_policy(
 def test_without_a_retry_policy_a_lost_run_fails(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    queued = runs.enqueue_run(trained_store, deployed.name)
+    queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     execution.claim_next_run(trained_store, "dying", lease_seconds=0.001)
     time.sleep(0.01)
     runs.expire_leases(trained_store)
@@ -301,7 +316,7 @@ def test_without_a_retry_policy_a_lost_run_fails(
 def test_the_worker_loop_queues_and_executes_a_due_slot(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "* * * * *")
+    scheduler.set_schedule(trained_store, deployed.name, "* * * * *", actor="tester")
     trained_store.execute(
         "UPDATE deployments SET schedule = json_merge_patch(schedule, ?) WHERE id = ?",
         ['{"since": "2000-01-01T00:00:00"}', deployed.id],
@@ -330,7 +345,7 @@ print(" ".join(d.slot_at.isoformat() for d in decided) or "-")
 def test_two_worker_processes_decide_each_slot_exactly_once(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", actor="tester")
     slot = first_slot(trained_store, deployed.name)
     times = [(slot + timedelta(hours=h, seconds=1)).isoformat() for h in range(3)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -378,7 +393,7 @@ def _hold_lock(store: Store, seconds: float) -> subprocess.Popen[str]:
 
 
 def _due_every_minute(store: Store, deployed: Deployment) -> None:
-    scheduler.set_schedule(store, deployed.name, "* * * * *")
+    scheduler.set_schedule(store, deployed.name, "* * * * *", actor="tester")
     store.execute(
         "UPDATE deployments SET schedule = json_merge_patch(schedule, ?) WHERE id = ?",
         ['{"since": "2000-01-01T00:00:00"}', deployed.id],
@@ -424,7 +439,7 @@ def test_a_tick_that_meets_a_longer_lock_gives_up_and_the_next_tick_catches_up(
 def test_old_slots_are_pruned_but_each_deployments_latest_stays(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    scheduler.set_schedule(trained_store, deployed.name, "@hourly")
+    scheduler.set_schedule(trained_store, deployed.name, "@hourly", actor="tester")
     slot = first_slot(trained_store, deployed.name)
     for hours in range(3):
         scheduler.enqueue_due(trained_store, slot + timedelta(hours=hours, seconds=1))

@@ -252,12 +252,14 @@ def test_a_report_is_never_copied_into_modeldecks_own_folders(
     deployed = deploy_churn("linear")
     target = folder.format(home=trained_store.workspace.home)
     with pytest.raises(InvalidInput) as info:
-        reports.set_report_settings(trained_store, deployed.name, copy_to=target)
+        reports.set_report_settings(trained_store, deployed.name, copy_to=target, actor="tester")
     assert "among ModelDeck's own files and folders" in info.value.message
     assert "exports" in info.value.hint
     assert reports.get_report_settings(trained_store, deployed.name).copy_to is None
     assert (
-        reports.set_report_settings(trained_store, deployed.name, copy_to="exports/reports").copy_to
+        reports.set_report_settings(
+            trained_store, deployed.name, copy_to="exports/reports", actor="tester"
+        ).copy_to
         == "exports/reports"
     )
 

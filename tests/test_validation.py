@@ -26,7 +26,11 @@ def models(store: Store) -> dict[str, str]:
 def staging(trained_store: Store) -> Deployment:
     by = models(trained_store)
     return deployments.deploy(
-        trained_store, by["gradient_boosting"], "staging", challenger_id=by["linear"]
+        trained_store,
+        by["gradient_boosting"],
+        "staging",
+        challenger_id=by["linear"],
+        actor="tester",
     )
 
 
@@ -43,7 +47,9 @@ def results(store: Store, v: validation.Validation, which: str = "main") -> pd.D
 
 
 def test_report_numbers_match_the_results(trained_store: Store, staging: Deployment) -> None:
-    v = validation.validate_here(trained_store, staging.name, labelled_file(trained_store))
+    v = validation.validate_here(
+        trained_store, staging.name, labelled_file(trained_store), actor="tester"
+    )
     assert v.status == "succeeded", v.error
     assert (v.version_number, v.label_column, v.created_by) == (1, "churn", v.created_by)
     assert len(v.dataset_sha256) == 64
@@ -75,7 +81,9 @@ def test_report_numbers_match_the_results(trained_store: Store, staging: Deploym
 def test_error_analysis_ranks_slices_and_names_the_worst_rows(
     trained_store: Store, staging: Deployment
 ) -> None:
-    v = validation.validate_here(trained_store, staging.name, labelled_file(trained_store))
+    v = validation.validate_here(
+        trained_store, staging.name, labelled_file(trained_store), actor="tester"
+    )
     errors, rows = v.report["error_analysis"], results(trained_store, v)
     wrong = rows["prediction"] != rows["churn"]
     assert errors["measure"] == "error rate"
@@ -102,15 +110,18 @@ def test_error_analysis_ranks_slices_and_names_the_worst_rows(
 
 def test_production_is_scored_on_the_same_rows(trained_store: Store) -> None:
     by = models(trained_store)
-    production = deployments.deploy(trained_store, by["linear"], "production")
-    staging = deployments.deploy(trained_store, by["gradient_boosting"], "staging")
+    production = deployments.deploy(trained_store, by["linear"], "production", actor="tester")
+    staging = deployments.deploy(trained_store, by["gradient_boosting"], "staging", actor="tester")
     path = labelled_file(trained_store)
-    v = validation.validate_here(trained_store, staging.name, path)
+    v = validation.validate_here(trained_store, staging.name, path, actor="tester")
     theirs = v.report["production"]
     assert (theirs["deployment"], theirs["model_id"]) == (production.name, by["linear"])
     # The same file run through production itself gives the same metrics.
     queued = runs.enqueue_run(
-        trained_store, production.name, source_override={"kind": "file", "path": path}
+        trained_store,
+        production.name,
+        source_override={"kind": "file", "path": path},
+        actor="tester",
     )
     claimed = execution.claim_next_run(trained_store, "t")
     assert claimed is not None and claimed.id == queued.id
@@ -128,9 +139,9 @@ def test_regression_reports_errors_and_residuals(trained_store: Store) -> None:
         trained_store,
         TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",)),
     )
-    d = deployments.deploy(trained_store, result.models[0].id, "staging")
+    d = deployments.deploy(trained_store, result.models[0].id, "staging", actor="tester")
     v = validation.validate_here(
-        trained_store, d.name, labelled_file(trained_store, frame, "diabetes.csv")
+        trained_store, d.name, labelled_file(trained_store, frame, "diabetes.csv"), actor="tester"
     )
     assert v.status == "succeeded", v.error
     metrics = v.report["main"]["metrics"]
@@ -149,7 +160,9 @@ def test_regression_reports_errors_and_residuals(trained_store: Store) -> None:
 def test_the_worker_builds_the_report_of_a_queued_validation(
     trained_store: Store, staging: Deployment
 ) -> None:
-    v = validation.start_validation(trained_store, staging.name, labelled_file(trained_store))
+    v = validation.start_validation(
+        trained_store, staging.name, labelled_file(trained_store), actor="tester"
+    )
     assert v.status == "queued" and runs.get_run(trained_store, v.run_id).trigger == "validation"
     assert worker.run_once(trained_store)
     done = validation.get_validation(trained_store, v.id)
@@ -158,7 +171,7 @@ def test_the_worker_builds_the_report_of_a_queued_validation(
 
 def test_a_failed_run_fails_its_validation(trained_store: Store, staging: Deployment) -> None:
     path = labelled_file(trained_store)
-    v = validation.start_validation(trained_store, staging.name, path)
+    v = validation.start_validation(trained_store, staging.name, path, actor="tester")
     (trained_store.workspace.home / path).unlink()  # gone before the worker reads it
     worker.run_once(trained_store)
     failed = validation.get_validation(trained_store, v.id)
@@ -168,9 +181,9 @@ def test_a_failed_run_fails_its_validation(trained_store: Store, staging: Deploy
 
 def test_validations_are_listed_per_version(trained_store: Store, staging: Deployment) -> None:
     path = labelled_file(trained_store)
-    first = validation.validate_here(trained_store, staging.name, path)
-    deployments.deploy(trained_store, models(trained_store)["linear"], "staging")
-    second = validation.validate_here(trained_store, staging.name, path)
+    first = validation.validate_here(trained_store, staging.name, path, actor="tester")
+    deployments.deploy(trained_store, models(trained_store)["linear"], "staging", actor="tester")
+    second = validation.validate_here(trained_store, staging.name, path, actor="tester")
     listed = validation.list_validations(trained_store, staging.name)
     assert [(v.id, v.version_number) for v in listed] == [(second.id, 2), (first.id, 1)]
     assert first.dataset_sha256 == second.dataset_sha256  # the same data: comparable
@@ -185,12 +198,16 @@ def _nothing_stored(store: Store) -> None:
 def test_data_without_the_label_column(trained_store: Store, staging: Deployment) -> None:
     path = labelled_file(trained_store, datasets.churn_frame(200).drop(columns=["churn"]))
     with pytest.raises(DatasetError) as caught:
-        validation.start_validation(trained_store, staging.name, path)
+        validation.start_validation(trained_store, staging.name, path, actor="tester")
     assert caught.value.message == "The validation data has no label column 'churn'."
     assert "--label COL" in caught.value.hint and "customer_id" in caught.value.hint
     with pytest.raises(DatasetError, match="no label column 'outcome'"):
         validation.start_validation(
-            trained_store, staging.name, labelled_file(trained_store), label="outcome"
+            trained_store,
+            staging.name,
+            labelled_file(trained_store),
+            label="outcome",
+            actor="tester",
         )
     _nothing_stored(trained_store)
 
@@ -200,7 +217,7 @@ def test_labels_of_the_wrong_type(trained_store: Store, staging: Deployment) -> 
     frame["churn"] = frame["tenure_months"]  # numbers where the classes are no/yes
     with pytest.raises(InvalidInput) as caught:
         validation.start_validation(
-            trained_store, staging.name, labelled_file(trained_store, frame)
+            trained_store, staging.name, labelled_file(trained_store, frame), actor="tester"
         )
     assert "labels of the wrong type for a binary model of 'churn'" in caught.value.message
     assert "none of the model's classes (no, yes)" in caught.value.message
@@ -212,33 +229,44 @@ def test_labels_of_the_wrong_type(trained_store: Store, staging: Deployment) -> 
         trained_store,
         TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",)),
     ).models[0]
-    d = deployments.deploy(trained_store, model.id, "staging")
+    d = deployments.deploy(trained_store, model.id, "staging", actor="tester")
     frame["progression"] = "high"
     with pytest.raises(InvalidInput, match="'high', not numbers: labels of the wrong type"):
-        validation.start_validation(trained_store, d.name, labelled_file(trained_store, frame))
+        validation.start_validation(
+            trained_store, d.name, labelled_file(trained_store, frame), actor="tester"
+        )
     _nothing_stored(trained_store)
 
 
 def test_obvious_bad_input(trained_store: Store, staging: Deployment, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="No deployment 'nope'"):
-        validation.start_validation(trained_store, "nope", labelled_file(trained_store))
+        validation.start_validation(
+            trained_store, "nope", labelled_file(trained_store), actor="tester"
+        )
     empty = trained_store.workspace.home / "labelled" / "empty.csv"
     empty.write_text("customer_id,churn\n")
     with pytest.raises(InvalidInput):  # header only: no rows (or no feature columns)
-        validation.start_validation(trained_store, staging.name, "labelled/empty.csv")
+        validation.start_validation(
+            trained_store, staging.name, "labelled/empty.csv", actor="tester"
+        )
     header = datasets.churn_frame(5).head(0)
     with pytest.raises(DatasetError, match="The validation data has no rows"):
         validation.start_validation(
-            trained_store, staging.name, labelled_file(trained_store, header, "none.parquet")
+            trained_store,
+            staging.name,
+            labelled_file(trained_store, header, "none.parquet"),
+            actor="tester",
         )
     outside = tmp_path / "outside.parquet"
     datasets.churn_frame(50).to_parquet(outside)
     with pytest.raises(PipelineError, match="outside the workspace"):
-        validation.start_validation(trained_store, staging.name, str(outside))
+        validation.start_validation(trained_store, staging.name, str(outside), actor="tester")
     with pytest.raises(PipelineError, match="does not exist"):
-        validation.start_validation(trained_store, staging.name, "labelled/missing.csv")
+        validation.start_validation(
+            trained_store, staging.name, "labelled/missing.csv", actor="tester"
+        )
     with pytest.raises(InvalidInput, match="No validation data given"):
-        validation.start_validation(trained_store, staging.name, "  ")
+        validation.start_validation(trained_store, staging.name, "  ", actor="tester")
     _nothing_stored(trained_store)
 
 

@@ -96,8 +96,8 @@ def test_run_once_executes_the_oldest_queued_run(
     trained_store: Store, deployed: Deployment
 ) -> None:
     assert worker.run_once(trained_store, "w1") is False  # nothing queued
-    first = runs.enqueue_run(trained_store, deployed.name)
-    second = runs.enqueue_run(trained_store, deployed.name)
+    first = runs.enqueue_run(trained_store, deployed.name, actor="tester")
+    second = runs.enqueue_run(trained_store, deployed.name, actor="tester")
     assert worker.run_once(trained_store, "w1") is True
     assert runs.get_run(trained_store, first.id).status == "succeeded"
     assert runs.get_run(trained_store, second.id).status == "queued"
@@ -112,7 +112,7 @@ def test_a_job_that_raises_does_not_stop_the_worker(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(2)]
+    queued = [runs.enqueue_run(trained_store, deployed.name, actor="tester").id for _ in range(2)]
     original, calls = runs.claim_runs, []
 
     def locked_once(*args: object, **kwargs: object) -> object:
@@ -133,7 +133,7 @@ def test_a_job_that_raises_does_not_stop_the_worker(
 def test_a_run_that_raises_is_failed_and_the_worker_goes_on(
     trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(2)]
+    queued = [runs.enqueue_run(trained_store, deployed.name, actor="tester").id for _ in range(2)]
 
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
@@ -162,7 +162,7 @@ def test_an_idle_tick_reads_the_queue_marker_not_the_store(
     opened.clear()
     assert [tick() for _ in range(5)] == [0] * 5
     assert opened == []  # idle: nothing queued, no slot due, no full check due
-    queued = runs.enqueue_run(trained_store, deployed.name)  # touches the marker
+    queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")  # touches the marker
     opened.clear()
     assert tick() == 1
     assert runs.get_run(trained_store, queued.id).status == "succeeded"
@@ -211,7 +211,7 @@ def test_a_worker_process_wakes_on_a_run_queued_here(
     child = start_worker(trained_store, "marker-woken", TICK_SCRIPT, "1")
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        queued = runs.enqueue_run(trained_store, deployed.name)
+        queued = runs.enqueue_run(trained_store, deployed.name, actor="tester")
         out, err = child.communicate(timeout=120)  # its next full check is an hour away
     finally:
         if child.poll() is None:
@@ -226,7 +226,7 @@ def test_a_worker_process_wakes_on_a_run_queued_here(
 def test_two_worker_processes_execute_each_run_exactly_once(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    queued = [runs.enqueue_run(trained_store, deployed.name).id for _ in range(4)]
+    queued = [runs.enqueue_run(trained_store, deployed.name, actor="tester").id for _ in range(4)]
     workers = [start_worker(trained_store, f"w{i}") for i in (1, 2)]
     outputs = [w.communicate(timeout=120) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [err for _, err in outputs]
@@ -240,7 +240,7 @@ def test_two_worker_processes_execute_each_run_exactly_once(
 def test_a_killed_worker_leaves_a_failed_run_and_earlier_results(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    earlier_id = runs.enqueue_run(trained_store, deployed.name).id
+    earlier_id = runs.enqueue_run(trained_store, deployed.name, actor="tester").id
     assert worker.run_once(trained_store, "in-process")
     earlier = runs.result_path(trained_store.workspace, earlier_id)
     before = earlier.read_bytes()
@@ -289,7 +289,7 @@ def test_steps_after_runs_wait_until_no_run_is_queued(
     trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     order = _record_order(monkeypatch)
-    queued = [runs.enqueue_run(trained_store, deployed.name) for _ in range(3)]
+    queued = [runs.enqueue_run(trained_store, deployed.name, actor="tester") for _ in range(3)]
     tick = worker.Tick(trained_store, "w1")
     assert tick() == 3
     assert order == [f"run {r.id}" for r in queued] + [f"after {r.id}" for r in queued]
@@ -304,7 +304,9 @@ def test_a_step_deferred_too_long_goes_before_the_next_run(
 ) -> None:
     monkeypatch.setattr(worker, "DEFER_SECONDS", 0.0)  # every finished run is already stale
     order = _record_order(monkeypatch)
-    first, second, third = [runs.enqueue_run(trained_store, deployed.name) for _ in range(3)]
+    first, second, third = [
+        runs.enqueue_run(trained_store, deployed.name, actor="tester") for _ in range(3)
+    ]
     tick = worker.Tick(trained_store, "w1")
     assert tick() == 3
     # A run's outcome is recorded with the next claim: the first run's steps go as soon as

@@ -16,9 +16,14 @@ def queue_big_run(store: Store, deployed: Deployment) -> Run:
     big = store.workspace.home / "incoming" / "big.parquet"
     big.parent.mkdir(exist_ok=True)
     datasets.churn_frame(n_rows=120_000).to_parquet(big, index=False)
-    deployments.update_pipeline(store, deployed.name, {**deployed.pipeline, "batch_rows": 500})
+    deployments.update_pipeline(
+        store, deployed.name, {**deployed.pipeline, "batch_rows": 500}, actor="tester"
+    )
     return runs.enqueue_run(
-        store, deployed.name, source_override={"kind": "file", "path": "incoming/big.parquet"}
+        store,
+        deployed.name,
+        source_override={"kind": "file", "path": "incoming/big.parquet"},
+        actor="tester",
     )
 
 

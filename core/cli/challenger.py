@@ -15,7 +15,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from core.cli.output import open_store, print_json
+from core.cli.output import actor, open_store, print_json
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -126,7 +126,9 @@ def cmd_labels_add(args: argparse.Namespace) -> int:
     from core import ground_truth
 
     source = {"kind": "sql", "sql": args.sql} if args.sql else {"kind": "file", "path": args.file}
-    added = ground_truth.add_labels(open_store(), args.name, source, args.key, args.label)
+    added = ground_truth.add_labels(
+        open_store(), args.name, source, args.key, args.label, actor=actor()
+    )
     if args.json:
         print_json(asdict(added))
         return 0
@@ -188,7 +190,7 @@ def cmd_swap(args: argparse.Namespace) -> int:
     from core import challenger
     from core.cli.deployments import deployment_json
 
-    d = challenger.swap(open_store(), args.name)
+    d = challenger.swap(open_store(), args.name, actor=actor())
     if args.json:
         print_json(deployment_json(d))
         return 0

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from core.cli.output import open_store, print_json
+from core.cli.output import actor, open_store, print_json
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -90,6 +90,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         password_env=args.password_env,
         replace=args.replace,
         allow_cleartext=args.allow_cleartext_password,
+        actor=actor(),
     )
     if args.json:
         print_json(conn.to_dict())
@@ -115,7 +116,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from core import connections
 
-    result = connections.test_connection(open_store(), args.project, args.name)
+    result = connections.test_connection(open_store(), args.project, args.name, actor=actor())
     if args.json:
         print_json(result)
     else:
@@ -129,7 +130,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from core import connections
 
-    connections.remove_connection(open_store(), args.project, args.name)
+    connections.remove_connection(open_store(), args.project, args.name, actor=actor())
     if args.json:
         print_json({"removed": args.name})
     else:
@@ -140,7 +141,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_redeliver(args: argparse.Namespace) -> int:
     from core import delivery
 
-    run = delivery.redeliver(open_store(), args.run_id)
+    run = delivery.redeliver(open_store(), args.run_id, actor=actor())
     if args.json:
         print_json({"run": run.id, "status": run.status, "sinks": run.summary.get("sinks")})
     else:

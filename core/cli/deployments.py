@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from core import deployments, promotion, runs
-from core.cli.output import open_store, print_json, progress_printer
+from core.cli.output import actor, open_store, print_json, progress_printer
 from core.entities import ENVIRONMENTS, Deployment, Run
 from core.errors import WorkerMissing
 from core.store import Store
@@ -153,7 +153,12 @@ def _output(args: argparse.Namespace, value: Any, text: Any) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     d = deployments.deploy(
-        open_store(), args.model_id, args.env, name=args.name, challenger_id=args.challenger
+        open_store(),
+        args.model_id,
+        args.env,
+        name=args.name,
+        challenger_id=args.challenger,
+        actor=actor(),
     )
     return _output(args, deployment_json(d), lambda: _show_deployment(d))
 
@@ -171,13 +176,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
         copy_schedule=not args.no_schedule,
         copy_report=not args.no_report,
         override_reason=args.override,
+        actor=actor(),
     )
     value = {**deployment_json(d), "gate": [asdict(c) for c in checks]}
     return _output(args, value, lambda: (print_checks(checks), _show_deployment(d)))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    d = deployments.rollback(open_store(), args.name, args.version)
+    d = deployments.rollback(open_store(), args.name, args.version, actor=actor())
     return _output(args, deployment_json(d), lambda: _show_deployment(d))
 
 
@@ -220,7 +226,7 @@ def cmd_deployments_show(args: argparse.Namespace) -> int:
 
 
 def cmd_deployments_delete(args: argparse.Namespace) -> int:
-    promotion.delete_deployment(open_store(), args.name, confirm=args.confirm)
+    promotion.delete_deployment(open_store(), args.name, confirm=args.confirm, actor=actor())
     print(f"Deleted {args.name}; its runs' results stay until purged.")
     return 0
 
@@ -228,7 +234,7 @@ def cmd_deployments_delete(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     store = open_store()
     override = {"kind": "file", "path": args.source} if args.source else None
-    run = runs.enqueue_run(store, args.name, source_override=override)
+    run = runs.enqueue_run(store, args.name, source_override=override, actor=actor())
     if args.wait:
         run = wait_for(store, run)
     if args.json:

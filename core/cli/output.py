@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from core import audit
 from core.store import Store
 
 
@@ -33,3 +34,9 @@ def progress_printer(label: str = "") -> Callable[[float, str], None]:
         last[0] = text
 
     return show
+
+
+def actor() -> str:
+    """Who runs the command: $MODELDECK_USER, else the operating-system user. Every change a
+    command makes is made, and audited, as this user."""
+    return audit.current_actor()

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from core.cli.output import open_store, print_json
+from core.cli.output import actor, open_store, print_json
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -79,7 +79,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         settings = reports.get_report_settings(store, args.name)
     else:
         settings = reports.set_report_settings(
-            store, args.name, enabled=args.enabled, runs=args.runs, copy_to=copy_to
+            store, args.name, enabled=args.enabled, runs=args.runs, copy_to=copy_to, actor=actor()
         )
     if args.json:
         print_json({"deployment": args.name, **asdict(settings)})

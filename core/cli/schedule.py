@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from core import scheduler
-from core.cli.output import open_store, print_json
+from core.cli.output import actor, open_store, print_json
 from core.errors import InvalidInput
 
 
@@ -64,18 +64,18 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if cron is not None:
         current = scheduler.get_schedule(store, args.name)
         tz = args.tz or (current.timezone if current else "UTC")
-        scheduler.set_schedule(store, args.name, cron, tz, **policy)
+        scheduler.set_schedule(store, args.name, cron, tz, **policy, actor=actor())
     elif args.tz is not None:
         raise InvalidInput(
             "--tz goes with --cron or --preset.",
             f"e.g. `modeldeck schedule {args.name} --cron '0 6 * * 1' --tz {args.tz}`.",
         )
     elif args.pause:
-        scheduler.pause(store, args.name)
+        scheduler.pause(store, args.name, actor=actor())
     elif args.resume:
-        scheduler.resume(store, args.name)
+        scheduler.resume(store, args.name, actor=actor())
     if cron is None and any(v is not None for v in policy.values()):
-        scheduler.set_policy(store, args.name, **policy)
+        scheduler.set_policy(store, args.name, **policy, actor=actor())
     shown = scheduler.show(store, args.name)
     if args.json:
         print_json(shown)

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import asdict, replace
 from typing import Any
 
-from core.cli.output import open_store, print_json, progress_printer
+from core.cli.output import actor, open_store, print_json, progress_printer
 from core.entities import no_progress
 
 
@@ -115,7 +115,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from core import validation
 
     progress = no_progress if args.json else progress_printer()
-    v = validation.validate_here(open_store(), args.name, args.data, args.label, progress=progress)
+    v = validation.validate_here(
+        open_store(), args.name, args.data, args.label, progress=progress, actor=actor()
+    )
     if args.json:
         print_json(validation_json(v))
     else:
@@ -149,7 +151,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
     }
     if changes:
         promotion.set_thresholds(
-            store, args.name, replace(promotion.get_thresholds(store, args.name), **changes)
+            store,
+            args.name,
+            replace(promotion.get_thresholds(store, args.name), **changes),
+            actor=actor(),
         )
     checks = promotion.check_gate(store, args.name)
     if args.json:

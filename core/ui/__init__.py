@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import datasets, registry
+from core import audit, datasets, registry
 from core.entities import Deployment, Model, Progress
 from core.errors import ModelDeckError
 from core.store import Store
@@ -80,6 +80,12 @@ def navigation() -> st.Page:
             st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default)
         )
     return st.navigation(sections)
+
+
+def actor() -> str:
+    """Who is acting in this browser session: $MODELDECK_USER, else the operating-system user
+    (there are no logins yet). Every change a page makes is made, and audited, as this user."""
+    return audit.current_actor()
 
 
 def get_store() -> Store:
@@ -284,7 +290,11 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
     if st.button(f"Deploy to {environment}", type="primary", key=f"{key}_go"):
         with guarded():
             deployed = deployments.deploy(
-                store, model.id, environment, challenger_id=challenger.id if challenger else None
+                store,
+                model.id,
+                environment,
+                challenger_id=challenger.id if challenger else None,
+                actor=actor(),
             )
             st.success(f"Deployed as version {deployed.current.number} of {deployed.name}.")
             st.page_link(

@@ -133,7 +133,7 @@ def _labels_form(store: Store, d: Deployment) -> None:
         )
         if st.button("Add labels", key=f"gt_add_{d.id}"):
             with ui.guarded():
-                added = ground_truth.add_labels(store, d.name, source, key, label)
+                added = ground_truth.add_labels(store, d.name, source, key, label, actor=ui.actor())
                 c = added.counts
                 st.success(
                     f"Added {added.rows:,} labels: {c['matched_labels']:,} match a "
@@ -218,7 +218,7 @@ def _swap(store: Store, d: Deployment) -> None:
     confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")
     if st.button("Swap main and challenger", key=f"ch_swap_{d.id}", disabled=not confirm):
         with ui.guarded():
-            swapped = challenger.swap(store, d.name)
+            swapped = challenger.swap(store, d.name, actor=ui.actor())
             st.session_state[f"ch_swapped_{d.id}"] = (
                 swapped.current.number if swapped.current else None
             )

@@ -132,14 +132,16 @@ def connections_panel(store: Store, d: Deployment) -> None:
             )
             if mid.button("Test connection", key=f"conn_test_{d.id}"):
                 with ui.guarded():
-                    result = connections.test_connection(store, d.project_id, name)
+                    result = connections.test_connection(
+                        store, d.project_id, name, actor=ui.actor()
+                    )
                     st.success(
                         f"Connected to PostgreSQL {result['server_version']} in "
                         f"{result['seconds']:.2f} s."
                     )
             if right.button("Remove", key=f"conn_rm_{d.id}"):
                 with ui.guarded():
-                    connections.remove_connection(store, d.project_id, name)
+                    connections.remove_connection(store, d.project_id, name, actor=ui.actor())
                     st.rerun()
         else:
             st.caption("No connections in this project yet.")
@@ -182,6 +184,7 @@ def _add_form(store: Store, d: Deployment) -> None:
             replace=replace,
             password=secret if source == "encrypted" else None,
             password_env=variable if source == "env" else None,
+            actor=ui.actor(),
         )
         st.success(f"Saved connection '{conn.name}' ({conn.password_label}).")
 
@@ -214,7 +217,7 @@ def redeliver_panel(store: Store, run: Run) -> None:
         if st.button(label, key=f"redeliver_{run.id}", type="primary" if failed else "secondary"):
             try:
                 with st.spinner(f"Writing to {targets}…"):
-                    done = delivery.redeliver(store, run.id)
+                    done = delivery.redeliver(store, run.id, actor=ui.actor())
             except ModelDeckError as exc:
                 ui.show_error(exc)
                 return

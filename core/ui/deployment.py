@@ -155,6 +155,7 @@ def general(store: Store, d: Deployment) -> None:
                         copy_report=copy["report"],
                         override_reason=reason,
                         sinks=sinks,
+                        actor=ui.actor(),
                     )
                     st.success(f"{prod.name} now serves version {prod.current.number}.")
                     st.page_link(
@@ -168,7 +169,7 @@ def general(store: Store, d: Deployment) -> None:
         typed = st.text_input(f"Type '{d.name}' to confirm", key=f"delete_confirm_{d.id}")
         if st.button("Delete", disabled=typed != d.name, key=f"delete_{d.id}"):
             with ui.guarded():
-                promotion.delete_deployment(store, d.name, confirm=typed)
+                promotion.delete_deployment(store, d.name, confirm=typed, actor=ui.actor())
                 ui.flash(
                     f"Deleted {d.name}. Its runs and their results are kept: Run results "
                     "lists them."
@@ -200,7 +201,7 @@ def _access_picker(store: Store, d: Deployment) -> None:
 
     def change() -> str:
         chosen = st.session_state[key]
-        deployments.set_access(store, d.name, chosen)
+        deployments.set_access(store, d.name, chosen, actor=ui.actor())
         return f"Access of {d.name} changed to '{chosen}' (was '{d.access}')."
 
     # A callback fires once per user change, before the page renders: one change, one write.
@@ -382,7 +383,10 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
     if right.button("Save pipeline", type="primary", key=f"save_{d.id}"):
         with ui.guarded():
             deployments.update_pipeline(
-                store, d.name, pipeline.validate_pipeline(candidate, store.workspace)
+                store,
+                d.name,
+                pipeline.validate_pipeline(candidate, store.workspace),
+                actor=ui.actor(),
             )
             st.success("Pipeline saved. It applies to the next run.")
 
@@ -415,7 +419,7 @@ def _named(names: dict[str, str], model_id: str | None) -> str:
 
 
 def _rollback(store: Store, d: Deployment, number: int) -> str:
-    after = deployments.rollback(store, d.name, number)
+    after = deployments.rollback(store, d.name, number, actor=ui.actor())
     main = registry.get_model(store, after.current.main_model_id)
     return (
         f"Version v{number} of {d.name} is current again (main {main.algorithm} · "
@@ -442,7 +446,7 @@ def runs_panel(store: Store, d: Deployment) -> None:
     if st.button("Run now", type="primary", key=f"run_{d.id}"):
         with ui.guarded():
             source = pipeline.check_file_source(store.workspace, override) if override else None
-            run = runs.enqueue_run(store, d.name, source_override=source)
+            run = runs.enqueue_run(store, d.name, source_override=source, actor=ui.actor())
             st.toast(f"Queued run {run.id}.")
     found = runs.list_runs(store, d.name)
     if any(not r.is_finished for r in found):
@@ -566,6 +570,7 @@ def schedule_panel(store: Store, d: Deployment) -> None:
             catch_up=now.get(f"sched_catch_{d.id}", catch_up),
             overlap=now.get(f"sched_ov_{d.id}", overlap),
             max_attempts=int(now.get(f"sched_att_{d.id}", attempts)),
+            actor=ui.actor(),
         )
         return f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone})."
 

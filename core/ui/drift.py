@@ -110,7 +110,7 @@ def _thresholds(store: Store, d: Deployment, current: drift.Thresholds) -> None:
         drifted = right.number_input("Drifted from", 0.0, None, current.drifted, 0.01)
         if st.form_submit_button("Save thresholds"):
             with ui.guarded():
-                drift.set_thresholds(store, d.name, moderate, drifted)
+                drift.set_thresholds(store, d.name, moderate, drifted, actor=ui.actor())
                 st.rerun()
 
 

@@ -44,7 +44,12 @@ def report_settings(store: Store, d: Deployment) -> None:
         if st.form_submit_button("Save report settings"):
             with ui.guarded():
                 saved = reports.set_report_settings(
-                    store, d.name, enabled=enabled, runs=runs, copy_to=copy_to.strip()
+                    store,
+                    d.name,
+                    enabled=enabled,
+                    runs=runs,
+                    copy_to=copy_to.strip(),
+                    actor=ui.actor(),
                 )
                 st.success(
                     "Saved: reports "

@@ -32,7 +32,7 @@ def _start(store: Store, d: Deployment) -> None:
             with ui.guarded():
                 if upload is not None:
                     path = str(save_upload(store.workspace, upload.name, upload.getvalue()))
-                v = validation.start_validation(store, d.name, path, label)
+                v = validation.start_validation(store, d.name, path, label, actor=ui.actor())
                 note = (
                     ""
                     if sidecars.worker_status(store.workspace).is_alive
@@ -238,7 +238,9 @@ def _thresholds(store: Store, d: Deployment) -> None:
         )
         if st.form_submit_button("Save thresholds"):
             with ui.guarded():
-                promotion.set_thresholds(store, d.name, promotion.Thresholds(drop, rise, budget))
+                promotion.set_thresholds(
+                    store, d.name, promotion.Thresholds(drop, rise, budget), actor=ui.actor()
+                )
                 st.rerun()
 
 

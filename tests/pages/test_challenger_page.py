@@ -77,7 +77,11 @@ def test_challenger_tab_compares_takes_labels_and_swaps(
 
 def test_challenger_tab_without_a_challenger_says_how_to_add_one(trained_store: Store) -> None:
     alone = deployments.deploy(
-        trained_store, registry.list_models(trained_store)[0].id, "staging", name="alone"
+        trained_store,
+        registry.list_models(trained_store)[0].id,
+        "staging",
+        name="alone",
+        actor="tester",
     )
     score(trained_store, alone.name, served(100))
     at = AppTest.from_function(panel, args=(alone.name, "challenger_tab"), default_timeout=60).run()
@@ -127,6 +131,7 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
         {"kind": "file", "path": _write(trained_store)},
         "customer_id",
         "churn",
+        actor="tester",
     )
     live = ground_truth.live_metrics(trained_store, deployed.name)
     figure = charts.live_figure(live)

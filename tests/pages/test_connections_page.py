@@ -77,6 +77,7 @@ def test_add_test_and_list_connections_without_showing_passwords(
         port=free_port(),
         database=pg.database,
         user=pg.user,
+        actor="tester",
     )
     at.run()
     next(b for b in at.button if b.label == "Test connection").click().run()

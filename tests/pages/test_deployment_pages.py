@@ -26,7 +26,9 @@ def errors(at: AppTest) -> list[str]:
 @pytest.fixture
 def deployed(trained_store: Store) -> str:
     main, challenger = (m.id for m in registry.list_models(trained_store))
-    return deployments.deploy(trained_store, main, "staging", challenger_id=challenger).name
+    return deployments.deploy(
+        trained_store, main, "staging", challenger_id=challenger, actor="tester"
+    ).name
 
 
 def test_deploy_from_the_model_page(trained_store: Store, open_page: OpenPage) -> None:
@@ -64,7 +66,7 @@ def test_promote_then_roll_back_from_the_deployment_page(
     button(at, "Promote to production").click().run()
     assert any("churn-production now serves version 1" in s.value for s in at.success)
     other = registry.list_models(trained_store)[1].id
-    deployments.deploy(trained_store, other, "staging")
+    deployments.deploy(trained_store, other, "staging", actor="tester")
     at = open_page("pages/deployment.py", name=deployed, section="versions")
     button(at, "Make current").click().run()
     assert deployments.get_deployment(trained_store, deployed).current.number == 1
@@ -137,7 +139,7 @@ def test_results_of_a_failed_run_show_the_reason(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
     source_gone(trained_store, deployed, "missing.csv")
-    run = runs.enqueue_run(trained_store, deployed)
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
     worker.run_once(trained_store)
     at = open_page("pages/results.py", run=run.id)
     assert any("The run failed" in e and "missing.csv" in e for e in errors(at)), errors(at)
@@ -146,10 +148,10 @@ def test_results_of_a_failed_run_show_the_reason(
 def test_purge_and_runs_of_a_deleted_deployment(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed)
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
     assert worker.run_once(trained_store)
     run = runs.get_run(trained_store, run.id)
-    promotion.delete_deployment(trained_store, deployed, confirm=deployed)
+    promotion.delete_deployment(trained_store, deployed, confirm=deployed, actor="tester")
     at = open_page("pages/results.py")  # no run given: every run is offered, deleted ones too
     assert at.selectbox(key="results_pick").value == run.id
     assert not at.exception and not errors(at)
@@ -175,6 +177,7 @@ def test_drift_banner_links_to_retraining(
         trained_store,
         deployed,
         source_override={"kind": "file", "path": "incoming/shifted.parquet"},
+        actor="tester",
     )
     assert worker.run_once(trained_store)
     at = open_page("pages/deployment.py", name=deployed)

@@ -27,8 +27,9 @@ def run(trained_store: Store) -> Run:
         by_algorithm["gradient_boosting"],
         "staging",
         challenger_id=by_algorithm["linear"],
+        actor="tester",
     ).name
-    queued = runs.enqueue_run(trained_store, name)
+    queued = runs.enqueue_run(trained_store, name, actor="tester")
     assert worker.run_once(trained_store)
     return runs.get_run(trained_store, queued.id)
 
@@ -140,8 +141,8 @@ def demo_run(store: Store, demo: str, target: str, algorithm: str) -> Run:
     result = train(
         store, TrainRequest(dataset_id=dataset.id, target=target, algorithms=(algorithm,))
     )
-    name = deployments.deploy(store, result.models[0].id, "staging").name
-    queued = runs.enqueue_run(store, name)
+    name = deployments.deploy(store, result.models[0].id, "staging", actor="tester").name
+    queued = runs.enqueue_run(store, name, actor="tester")
     assert worker.run_once(store)
     done = runs.get_run(store, queued.id)
     assert done.status == "succeeded", done.error

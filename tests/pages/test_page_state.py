@@ -26,7 +26,9 @@ def metric(at: AppTest, label: str) -> str:
 @pytest.fixture
 def deployed(trained_store: Store) -> str:
     main, challenger = (m.id for m in registry.list_models(trained_store))
-    return deployments.deploy(trained_store, main, "staging", challenger_id=challenger).name
+    return deployments.deploy(
+        trained_store, main, "staging", challenger_id=challenger, actor="tester"
+    ).name
 
 
 def test_an_access_change_is_one_audit_entry_and_shows_at_once(
@@ -51,7 +53,7 @@ def test_make_current_shows_the_rolled_back_version_at_once(
 ) -> None:
     first = deployments.get_deployment(trained_store, deployed).current
     main, challenger = (m.id for m in registry.list_models(trained_store))
-    deployments.deploy(trained_store, challenger, "staging")  # v2: the other model
+    deployments.deploy(trained_store, challenger, "staging", actor="tester")  # v2: the other model
     at = open_page("pages/deployment.py", name=deployed, section="versions")
     assert any(m.value == "**v2** (current)" for m in at.markdown)
     button(at, "Make current").click().run()
@@ -99,7 +101,7 @@ def test_save_schedule_shows_the_saved_schedule(
 def test_results_column_toggles_stick(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed)
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
     assert worker.run_once(trained_store)
     at = open_page("pages/results.py", run=run.id)
     for label, picks in (
@@ -133,11 +135,13 @@ def test_an_upload_to_score_is_saved_once(
 def test_a_deleted_deployment_link_says_so_and_links_its_runs(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed)
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
     assert worker.run_once(trained_store)
     other = registry.list_models(trained_store)[0].id
-    deployments.deploy(trained_store, other, "production")  # another one stays listed
-    promotion.delete_deployment(trained_store, deployed, confirm=deployed)
+    deployments.deploy(
+        trained_store, other, "production", actor="tester"
+    )  # another one stays listed
+    promotion.delete_deployment(trained_store, deployed, confirm=deployed, actor="tester")
     at = open_page("pages/deployment.py", name=deployed)
     assert not at.exception
     assert any(f"Deployment '{deployed}' was deleted" in w.value for w in at.warning)
@@ -174,6 +178,7 @@ def test_a_new_deployment_says_it_scores_the_training_data(
         trained_store,
         deployed,
         {**d.pipeline, "source": {"kind": "file", "path": "incoming/*.csv"}},
+        actor="tester",
     )
     at = open_page("pages/deployment.py", name=deployed, section="runs")
     assert not any("training data" in w.value for w in at.warning)
@@ -187,6 +192,7 @@ def test_the_promote_box_proposes_production_sinks(
         trained_store,
         deployed,
         {**d.pipeline, "sinks": [{"kind": "folder", "path": f"exports/{deployed}"}]},
+        actor="tester",
     )
     at = open_page("pages/deployment.py", name=deployed)
     field = next(t for t in at.text_input if t.label == "folder path")
@@ -219,7 +225,7 @@ def test_delete_says_what_happened(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
     other = registry.list_models(trained_store)[0].id
-    deployments.deploy(trained_store, other, "production")
+    deployments.deploy(trained_store, other, "production", actor="tester")
     at = open_page("pages/deployment.py", name=deployed)
     at.text_input(key=next(t.key for t in at.text_input if "to confirm" in t.label)).set_value(
         deployed
@@ -242,7 +248,7 @@ def test_a_cron_error_shows_its_asterisks(
 def test_results_page_number_and_box_metrics_follow_the_view(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
-    run = runs.enqueue_run(trained_store, deployed)
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
     assert worker.run_once(trained_store)
     at = open_page("pages/results.py", run=run.id)
     at.number_input(key="results_page").set_value(99).run()
@@ -266,7 +272,7 @@ def test_a_validation_is_not_the_last_run(
     path = trained_store.workspace.home / "labelled" / "val.parquet"
     path.parent.mkdir()
     pd.DataFrame(datasets.churn_frame(n_rows=200, seed=3)).to_parquet(path, index=False)
-    validation.start_validation(trained_store, deployed, "labelled/val.parquet")
+    validation.start_validation(trained_store, deployed, "labelled/val.parquet", actor="tester")
     at = open_page("pages/deployments.py")
     assert list(at.dataframe[0].value["last run"]) == ["never"]
 

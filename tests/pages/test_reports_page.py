@@ -19,7 +19,7 @@ OpenPage = Callable[..., AppTest]
 @pytest.fixture
 def deployed(trained_store: Store) -> str:
     model = registry.list_models(trained_store)[0]
-    return deployments.deploy(trained_store, model.id, "staging").name
+    return deployments.deploy(trained_store, model.id, "staging", actor="tester").name
 
 
 def by_label(elements, label: str):  # type: ignore[no-untyped-def]
@@ -65,9 +65,9 @@ def test_the_run_page_offers_the_report(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
     reports.set_report_settings(
-        trained_store, deployed, enabled=True, runs="all", copy_to="exports/reports"
+        trained_store, deployed, enabled=True, runs="all", copy_to="exports/reports", actor="tester"
     )
-    queued = runs.enqueue_run(trained_store, deployed)
+    queued = runs.enqueue_run(trained_store, deployed, actor="tester")
     assert worker.run_next(trained_store, "page-test")
     at = open_page("pages/results.py", run=queued.id)
     assert not at.exception
@@ -107,9 +107,10 @@ def zero_row_run(store: Store, deployed: str) -> str:
             **d.pipeline,
             "source": {"kind": "file", "path": "incoming/*.parquet", "incremental": True},
         },
+        actor="tester",
     )
     for _ in range(2):
-        queued = runs.enqueue_run(store, deployed)
+        queued = runs.enqueue_run(store, deployed, actor="tester")
         assert worker.run_next(store, "page-test")
     assert runs.get_run(store, queued.id).rows_out == 0
     return queued.id

@@ -16,7 +16,7 @@ OpenPage = Callable[..., AppTest]
 @pytest.fixture
 def deployed(trained_store: Store) -> str:
     model = registry.list_models(trained_store)[0]
-    return deployments.deploy(trained_store, model.id, "staging").name
+    return deployments.deploy(trained_store, model.id, "staging", actor="tester").name
 
 
 def cron_input(at: AppTest):

@@ -19,7 +19,7 @@ OpenPage = Callable[..., AppTest]
 @pytest.fixture
 def staging(trained_store: Store) -> Deployment:
     by = {m.algorithm: m.id for m in registry.list_models(trained_store)}
-    return deployments.deploy(trained_store, by["gradient_boosting"], "staging")
+    return deployments.deploy(trained_store, by["gradient_boosting"], "staging", actor="tester")
 
 
 def labelled(store: Store, drop_label: bool = False) -> str:
