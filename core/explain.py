@@ -893,22 +893,14 @@ def evaluation_rows(store: Store, model: Model) -> tuple[pd.DataFrame, str]:
             "Restore the workspace's datasets folder from a backup.",
         ) from exc
     target, features = model.schema.target, model.schema.feature_names
-    from core.training import class_values, has_label  # the rows and classes training saw
+    from core.training import labelled_rows, split_holdout  # the rows training saw, its split
 
-    labelled = frame[has_label(frame[target])][[*features, target]]
-    if model.task != "regression":
-        labelled = labelled.assign(**{target: class_values(labelled[target])})
+    labelled = labelled_rows(frame, features, target, model.task)
     if model.origin == "imported":
         return labelled, "reference"
-    from sklearn.model_selection import train_test_split  # as core.training split it
-
     settings = version.settings
-    y = labelled[target]
-    _, holdout = train_test_split(
-        labelled,
-        test_size=settings["test_size"],
-        random_state=settings["seed"],
-        stratify=y if model.task != "regression" else None,
+    _, holdout = split_holdout(
+        labelled, target, model.task, settings["test_size"], settings["seed"]
     )
     expected = settings.get("holdout_rows", len(holdout))
     if len(holdout) != expected:

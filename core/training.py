@@ -241,6 +241,36 @@ def _infinite(frame: pd.DataFrame, features: list[str]) -> dict[str, int]:
     return out
 
 
+def labelled_rows(
+    frame: pd.DataFrame, features: list[str], target: str, task: Task
+) -> pd.DataFrame:
+    """The rows a model learns and is measured on: those with a label, the features with
+    +/-inf as missing, the target as classes (`class_values`) for classification."""
+    labelled = frame[has_label(frame[target])]
+    y = labelled[target] if task == "regression" else class_values(labelled[target])
+    return finite_features(labelled, features).assign(**{target: y})
+
+
+def split_holdout(
+    rows: pd.DataFrame, target: str, task: Task, test_size: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, holdout rows) of `labelled_rows`: the one split rule, used to train and
+    to rebuild a model's holdout (core/explain.py), so importance is computed on exactly the
+    rows the metrics were. Stratified for classification; raises DatasetError when the rows
+    cannot be split."""
+    stratify = rows[target] if task != "regression" else None
+    try:
+        train_rows, test_rows = train_test_split(
+            rows, test_size=test_size, random_state=seed, stratify=stratify
+        )
+    except ValueError as exc:  # e.g. more classes than holdout rows: the user's data, not a bug
+        raise DatasetError(
+            f"The rows of '{target}' cannot be split into training and holdout sets: {exc}.",
+            "Use more rows or fewer classes, or change the holdout share.",
+        ) from exc
+    return train_rows, test_rows
+
+
 def finite_features(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     """The feature columns with +/-inf as missing values (the imputer fills them)."""
     X = frame[features]
@@ -391,19 +421,12 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
         key_column=request.key_column,
         exclude=request.exclude,
     )
-    labelled = frame[has_label(frame[plan.target])]
-    X = finite_features(labelled, plan.features)
-    y = labelled[plan.target] if plan.task == "regression" else class_values(labelled[plan.target])
-    stratify = y if plan.task != "regression" else None
-    try:
-        X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify
-        )
-    except ValueError as exc:  # e.g. more classes than holdout rows: the user's data, not a bug
-        raise DatasetError(
-            f"The rows of '{plan.target}' cannot be split into training and holdout sets: {exc}.",
-            "Use more rows or fewer classes, or change the holdout share.",
-        ) from exc
+    rows = labelled_rows(frame, plan.features, plan.target, plan.task)
+    train_rows, test_rows = split_holdout(
+        rows, plan.target, plan.task, request.test_size, request.seed
+    )
+    X_train, y_train = train_rows[plan.features], train_rows[plan.target]
+    X_test, y_test = test_rows[plan.features], test_rows[plan.target]
     schema = profiles.build_schema(
         X_train, plan.features, plan.target, plan.task, plan.classes, plan.key_column
     )

@@ -146,8 +146,7 @@ def deploy_churn(trained_store: Store) -> DeployChurn:
             by_algorithm[main],
             "staging",
             challenger_id=by_algorithm[challenger] if challenger else None,
-            **options,
-            actor="tester",
+            **{"actor": "tester", **options},
         )
 
     return deploy

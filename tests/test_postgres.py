@@ -241,7 +241,11 @@ def point_at(store: Store, pg: PgServer, **changes: Any) -> None:
         **changes,
     }
     connections.add_connection(
-        store, "Default", "warehouse", replace=True, **settings, actor="tester"
+        store,
+        "Default",
+        "warehouse",
+        replace=True,
+        **{"actor": "tester", **settings},
     )
 
 
