@@ -26,7 +26,7 @@ from scipy.spatial.distance import jensenshannon
 from core import audit, deployments, drift
 from core.engine.drift_scores import PREDICTION, numeric_buckets, psi
 from core.entities import Deployment, Model, Run
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, Step
 from core.runs import result_path
 from core.scoring import feature_column
 from core.store import Store, Tx, quote_identifier, with_files
@@ -36,9 +36,8 @@ TOP_ROWS = 20
 HISTOGRAM_BINS = 20
 TOLERANCE_SHARE = 0.1  # regression: agree within this share of the training predictions' std
 ADD_CHALLENGER_HINT = (
-    "Add one: deploy the main model again with a challenger (`modeldeck "
-    "deploy MODEL --env ENV --name NAME --challenger OTHER_MODEL`, or the "
-    "Models page), then run the deployment."
+    "Add one: deploy the main model again with a challenger (another model of the same "
+    "experiment), then run the deployment."
 )
 
 
@@ -426,7 +425,9 @@ def swap(store: Store, name: str, *, actor: str) -> Deployment:
     current = deployment.current
     if current is None or not current.challenger_model_id:
         raise InvalidInput(
-            f"Deployment '{deployment.name}' has no challenger to swap in.", ADD_CHALLENGER_HINT
+            f"Deployment '{deployment.name}' has no challenger to swap in.",
+            ADD_CHALLENGER_HINT,
+            step=Step("deploy-challenger", deployment.name),
         )
     deployments.check_models(store, current.challenger_model_id, current.main_model_id)
 

@@ -36,7 +36,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from core import audit
 from core.datasets import new_id
 from core.engine import postgres
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError, Step
 from core.store import Store, Tx, utcnow
 from core.workspace import DB_NAME, Workspace
 
@@ -143,9 +143,9 @@ def password(workspace: Workspace, conn: PgConnection) -> str | None:
                 f"Connection '{conn.name}' takes its password from "
                 f"${conn.password_ref}; only variables named {SECRET_PREFIX}… "
                 "may hold a password.",
-                f"Set {SECRET_PREFIX}{conn.password_ref} instead and add the "
-                "connection again with --replace --password-env "
-                f"{SECRET_PREFIX}{conn.password_ref}.",
+                f"Set {SECRET_PREFIX}{conn.password_ref} instead and replace the "
+                f"connection, taking its password from {SECRET_PREFIX}{conn.password_ref}.",
+                step=Step("replace-connection", conn.name),
             )
         value = os.environ.get(conn.password_ref)
         if value is None:
@@ -163,8 +163,9 @@ def password(workspace: Workspace, conn: PgConnection) -> str | None:
             raise InvalidInput(
                 f"The stored password of connection '{conn.name}' cannot be "
                 f"decrypted with the workspace key {key_path(workspace)}.",
-                "The key file was replaced: restore it, or add the connection "
-                "again (--replace) with its password.",
+                "The key file was replaced: restore it, or replace the connection "
+                "with its password.",
+                step=Step("replace-connection", conn.name),
             ) from exc
     return None
 
@@ -210,8 +211,8 @@ def refuse_cleartext(conn: PgConnection) -> None:
         f"Connection '{conn.name}' would send its password to {conn.host} "
         f"without TLS (sslmode {conn.sslmode}).",
         "Use sslmode require (or verify-full) if the server speaks TLS; on a "
-        "network you trust, add the connection again with --replace "
-        "--allow-cleartext-password.",
+        "network you trust, replace the connection allowing a cleartext password.",
+        step=Step("allow-cleartext", conn.name),
     )
 
 
@@ -308,7 +309,8 @@ def add_connection(
         if old and not replace:
             raise Conflict(
                 f"Project '{project}' already has a connection '{name}'.",
-                "Remove it first, or add it again with --replace.",
+                "Remove it first, or replace it.",
+                step=Step("replace-connection", name),
             )
         now = utcnow()
         tx.execute("DELETE FROM connections WHERE project_id = ? AND name = ?", [project_id, name])
@@ -362,7 +364,8 @@ def get_connection(store: Store, project: str, name: str) -> PgConnection:
         raise NotFound(
             "connection",
             name,
-            f"Run `modeldeck connections list --project {project}` to see names, or add it.",
+            f"Choose one of project '{project}''s connections, or add it.",
+            step=Step("list-connections", project),
         )
     return PgConnection.from_row(row)
 
@@ -472,7 +475,7 @@ def remove_connection(store: Store, project: str, name: str, *, actor: str) -> N
             "DELETE FROM connections WHERE project_id = ? AND name = ? RETURNING id",
             [project_id, name],
         ):
-            raise NotFound("connection", name, "Run `modeldeck connections list` to see names.")
+            raise NotFound("connection", name, step=Step("list-connections", project))
         _audit(tx, actor, "connection-remove", project, name)
 
     store.write(write)
@@ -529,7 +532,8 @@ def for_block(store: Store, block: dict[str, Any]) -> PgConnection:
         raise NotFound(
             "connection",
             name,
-            "Add it with `modeldeck connections add`, or on the deployment's Pipeline tab.",
+            "Add it to the deployment's project first.",
+            step=Step("add-connection", name),
         )
     if len(rows) > 1:
         raise InvalidInput(

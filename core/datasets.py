@@ -18,7 +18,7 @@ from sklearn import datasets as sk_datasets
 
 from core.engine import tables
 from core.entities import Dataset
-from core.errors import DatasetError, NotFound
+from core.errors import DatasetError, NotFound, Step
 from core.store import Store, utcnow
 from core.workspace import atomic_path
 
@@ -256,7 +256,7 @@ def get_dataset(store: Store, dataset_id: str) -> Dataset:
     """One dataset by id; raises NotFound."""
     row = store.query("SELECT * FROM datasets WHERE id = ?", [dataset_id]).first()
     if row is None:
-        raise NotFound("dataset", dataset_id, "Run `modeldeck datasets list` to see ids.")
+        raise NotFound("dataset", dataset_id)
     return Dataset.from_row(row)
 
 
@@ -275,8 +275,9 @@ def find_dataset(store: Store, id_or_path: str) -> Dataset:
     raise NotFound(
         "dataset",
         id_or_path,
-        "Give a dataset id or name (`modeldeck datasets list`), a demo name "
+        "Give a dataset's id or name, a demo name "
         f"({', '.join(DEMO_NAMES)}), or the path of a CSV/Parquet file.",
+        step=Step("list-datasets"),
     )
 
 

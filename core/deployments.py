@@ -15,7 +15,7 @@ from typing import Any
 from core import audit
 from core.datasets import get_dataset, new_id
 from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
-from core.errors import ArtifactError, Conflict, InvalidInput, NotFound
+from core.errors import ArtifactError, Conflict, InvalidInput, NotFound, Step
 from core.pipeline import validate_pipeline
 from core.registry import get_experiment, get_model, load_estimator, verify_artifact
 from core.store import Store, Tx, utcnow
@@ -98,7 +98,7 @@ def get_deployment(store: Store, name: str) -> Deployment:
     """One deployment by name (or id); raises NotFound."""
     found = store.read(lambda tx: load_deployment(tx, name))
     if found is None:
-        raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
+        raise NotFound("deployment", name)
     return found
 
 
@@ -317,7 +317,8 @@ def rollback(store: Store, name: str, version_number: int, *, actor: str) -> Dep
             raise NotFound(
                 "version",
                 f"{name} v{version_number}",
-                "The Versions tab (or `modeldeck deployments show`) lists them.",
+                "Choose one of the deployment's versions.",
+                step=Step("list-versions", name),
             )
         before = load_deployment(tx, deployment.id)
         tx.execute(
@@ -394,7 +395,7 @@ def change_report(
     def write(tx: Tx) -> dict[str, Any]:
         row = tx.execute("SELECT id, name, report FROM deployments WHERE name = ?", [name]).first()
         if row is None:
-            raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
+            raise NotFound("deployment", name)
         report, before, after = change(json.loads(row["report"] or "{}"))
         tx.execute(
             "UPDATE deployments SET report = ?, updated_at = ? WHERE id = ?",

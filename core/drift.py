@@ -422,11 +422,12 @@ def window_runs(
     if sum(x is not None for x in (run_id, last)) + (start is not None or end is not None) > 1:
         raise InvalidInput(
             "Choose one window: a run, the last N runs, or a date range.",
-            "Give only one of --run, --last, or a start/end.",
+            "Give only one of them.",
         )
     if last is not None and last < 1:
         raise InvalidInput(
-            f"The window must hold at least one run; got last {last}.", "Use --last 1 or more."
+            f"The window must hold at least one run; got the last {last}.",
+            "Ask for the last 1 run or more.",
         )
     if run_id is not None:
         run = get_run(store, run_id)

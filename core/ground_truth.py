@@ -40,7 +40,7 @@ from core.engine.metrics import LabelStats, Sample, Vocabulary
 from core.engine.pipeline_sql import quote, reader_for
 from core.engine.predict import Scored
 from core.entities import Deployment, Model, Run
-from core.errors import InvalidInput
+from core.errors import InvalidInput, Step
 from core.registry import get_model
 from core.runs import result_path
 from core.scoring import proba_name
@@ -420,8 +420,8 @@ def _label_files(store: Store, deployment: Deployment) -> list[str]:
     if not files:
         raise InvalidInput(
             f"Deployment '{deployment.name}' has no ground truth yet.",
-            f"Add true labels: `modeldeck labels add {deployment.name} --file "
-            "PATH --key COLUMN --label COLUMN`, or the Challenger tab.",
+            "Add true labels: a file with the prediction key and the true label of each row.",
+            step=Step("add-labels", deployment.name),
         )
     return files
 

@@ -50,7 +50,7 @@ def decide(row: dict[str, Any], workspace: Workspace, lost: str) -> Lost:
     if kept:
         note = (
             f"{lost} while writing the sinks. The predictions are complete and kept: "
-            f"deliver them again (the run's page, or `modeldeck redeliver {row['id']}`)."
+            "deliver them again."
         )
     elif requeued:
         note = f"{lost}; queued again (attempt {row['attempt'] + 1} of {row['max_attempts']})"

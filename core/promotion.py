@@ -21,7 +21,7 @@ from typing import Any
 from core import audit, deployments, runs
 from core.deployments import get_deployment
 from core.entities import Deployment
-from core.errors import Conflict, Forbidden, InvalidInput
+from core.errors import Conflict, Forbidden, InvalidInput, Step
 from core.pipeline import validate_pipeline
 from core.registry import get_model
 from core.runs import touch_queue_marker
@@ -119,10 +119,7 @@ def _production(store: Store, d: Deployment) -> Deployment | None:
 
 
 def _validation_check(d: Deployment, v: Validation | None) -> Check:
-    how = (
-        f"Run `modeldeck validate {d.name} --data PATH` (a labelled file) or start one on "
-        "the Validation tab."
-    )
+    how = f"Validate '{d.name}' on a labelled file."
     if v is None:
         return Check(
             "validation",
@@ -383,7 +380,8 @@ def promote(
             + " ".join(f"[{c.name}] {c.detail}" for c in failed),
             "Fix them ("
             + " ".join(c.fix for c in failed if c.fix)
-            + ') or override with a reason (--override "why").',
+            + ") or override the gate with a written reason.",
+            step=Step("override-gate", staging.name),
         )
 
     def write(tx: Tx) -> str:

@@ -123,11 +123,7 @@ def get_model(store: Store, model_id: str) -> Model:
         model = Model.from_row((exact or rows.dicts())[0])
         _keep(_MODELS, (str(store.workspace.db_path), model.id), model, _MODELS_KEPT)
         return model
-    hint = (
-        "Several models start with that; give more characters."
-        if len(rows)
-        else "Run `modeldeck models list` to see model ids."
-    )
+    hint = "Several models start with that; give more characters." if len(rows) else ""
     raise NotFound("model", model_id, hint)
 
 

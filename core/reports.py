@@ -71,7 +71,7 @@ def get_report_settings(store: Store, name: str) -> ReportSettings:
     """A deployment's report settings; raises NotFound."""
     row = store.query("SELECT report FROM deployments WHERE name = ?", [name]).first()
     if row is None:
-        raise NotFound("deployment", name, "Run `modeldeck deployments list` to see names.")
+        raise NotFound("deployment", name)
     return ReportSettings.from_report(json.loads(row["report"] or "{}"))
 
 

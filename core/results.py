@@ -47,7 +47,7 @@ def _readable(store: Store, run_id: str, which: str) -> tuple[Run, Path]:
     if run.status in ("queued", "running"):
         raise Conflict(
             f"Run {run.id} is still {run.status}; its results appear when it ends.",
-            "Wait for it to finish (the page refreshes its status).",
+            "Wait for it to finish.",
         )
     if not run.summary.get("results_written"):
         reason = f": {run.error}" if run.error else "."

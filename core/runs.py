@@ -161,9 +161,7 @@ def insert_run(
     never delivered). Raises like enqueue_run."""
     deployment = deployments.load_deployment(tx, deployment_name)
     if deployment is None:
-        raise NotFound(
-            "deployment", deployment_name, "Run `modeldeck deployments list` to see names."
-        )
+        raise NotFound("deployment", deployment_name)
     if deployment.current is None:
         raise InvalidInput(
             f"Deployment '{deployment.name}' has no current version to run.",
@@ -295,7 +293,7 @@ def get_run(store: Store, run_id: str) -> Run:
     """One run by id; raises NotFound."""
     row = store.query("SELECT * FROM runs WHERE id = ?", [run_id]).first()
     if row is None:
-        raise NotFound("run", run_id, "Run `modeldeck runs list DEPLOYMENT` to see run ids.")
+        raise NotFound("run", run_id)
     return Run.from_row(row)
 
 

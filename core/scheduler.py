@@ -25,7 +25,7 @@ from cronsim import CronSim, CronSimError
 
 from core import audit, runs
 from core.deployments import get_deployment
-from core.errors import InvalidInput
+from core.errors import InvalidInput, Step
 from core.store import Store, Tx, utcnow
 
 log = logging.getLogger("modeldeck.scheduler")
@@ -129,8 +129,7 @@ def get_zone(name: str) -> ZoneInfo:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidInput(
             f"Unknown time zone '{name}'.",
-            "Use an IANA name such as UTC, Europe/Berlin or America/New_York "
-            "(`--show` lists none; the Schedule tab lists all).",
+            "Use an IANA name such as UTC, Europe/Berlin or America/New_York.",
         ) from exc
 
 
@@ -303,7 +302,8 @@ def _require(name: str, schedule: Schedule | None) -> Schedule:
     if schedule is None:
         raise InvalidInput(
             f"Deployment '{name}' has no schedule.",
-            f"Set one first: `modeldeck schedule {name} --cron '0 6 * * 1'`.",
+            "Set one first.",
+            step=Step("set-schedule", name),
         )
     return schedule
 

@@ -45,7 +45,7 @@ from core.engine.classes import canonical_sql, class_texts, label_texts, texts_o
 from core.engine.pipeline_sql import source_files
 from core.engine.predict import score
 from core.entities import Deployment, Model, Progress, Run, no_progress
-from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
+from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound, Step
 from core.registry import get_model, load_estimator, sha256_file
 from core.scoring import Loaded, RunScorer, feature_column
 from core.store import Store, Tx, quote_identifier, utcnow, with_files
@@ -126,8 +126,8 @@ def _check_data(
     if label not in names:
         raise DatasetError(
             f"The validation data has no label column '{label}'.",
-            f"Its columns are: {', '.join(names)}. Name the label with --label COL "
-            "(or the Label column field).",
+            f"Its columns are: {', '.join(names)}. Name the column that holds the labels.",
+            step=Step("choose-label"),
         )
     spec = {**spec, "source": _source(spec["source"]["path"], label, model)}
     with pipeline.open_input(store.workspace, spec, batch_rows=CHECK_ROWS) as reader:
@@ -142,7 +142,8 @@ def _check_data(
         raise InvalidInput(
             f"The label column '{label}' {problem}: labels of the wrong type for a "
             f"{model.task} model of '{model.schema.target}'.",
-            "Choose the column that holds the true target values (--label COL).",
+            "Choose the column that holds the true target values.",
+            step=Step("choose-label"),
         )
     pipeline.check_schema(first.schema, model.schema, sample=first).raise_for_problems()
     return spec
@@ -182,7 +183,9 @@ def start_validation(
             "Deploy a model to it first.",
         )
     if not path or not path.strip():
-        raise InvalidInput("No validation data given.", "Give a labelled file: --data PATH.")
+        raise InvalidInput(
+            "No validation data given.", "Give a labelled file.", step=Step("give-data")
+        )
     model = get_model(store, d.current.main_model_id)
     label = (label or "").strip() or d.pipeline.get("label_column") or model.schema.target
     source = {"kind": "file", "path": path.strip()}
@@ -260,7 +263,8 @@ def get_validation(store: Store, validation_id: str) -> Validation:
         raise NotFound(
             "validation",
             validation_id,
-            "The Validation tab (or `modeldeck validations NAME`) lists them.",
+            "Choose one of the deployment's validations.",
+            step=Step("list-validations"),
         )
     return Validation.from_row(row)
 

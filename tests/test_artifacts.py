@@ -149,7 +149,7 @@ def test_untrusted_skops_type_needs_approval(
         CUSTOM_TYPE,
     )
     assert isinstance(exc, UntrustedArtifact) and exc.untrusted_types == [CUSTOM_TYPE]
-    assert "--trust-type" in exc.hint and exc.status == 403
+    assert exc.step is not None and exc.step.action == "trust-type" and exc.status == 403
     _refused(
         store,
         state,
@@ -181,7 +181,7 @@ def test_joblib_needs_trust_pickle(
         "'model.joblib' is a pickle/joblib file",
         "runs any code",
     )
-    assert "--trust-pickle" in exc.hint
+    assert exc.step is not None and exc.step.action == "trust-pickle"
     model = _import(store, wine, "model.joblib", data, trust_pickle=True)
     assert (model.artifact_format, model.algorithm) == ("joblib", "LogisticRegression")
     assert (store.workspace.artifact_dir(model.id) / "model.joblib").is_file()

@@ -14,7 +14,7 @@ import pytest
 from core import audit, challenger, datasets, deployments, execution, registry, runs
 from core.engine.drift_scores import psi
 from core.entities import Deployment, Run
-from core.errors import InvalidInput
+from core.errors import InvalidInput, Step
 from core.store import Store
 from core.training import TrainRequest, train
 from tests.cli_helpers import run, run_json
@@ -194,10 +194,10 @@ def test_runs_without_a_challenger_are_refused_saying_how_to_add_one(trained_sto
     score(trained_store, alone.name, served(100))
     with pytest.raises(InvalidInput, match="scored a challenger") as caught:
         challenger.compare(trained_store, alone.name)
-    assert "--challenger" in caught.value.hint
+    assert "deploy the main model again with a challenger" in caught.value.hint
     with pytest.raises(InvalidInput, match="no challenger to swap in") as caught:
         challenger.swap(trained_store, alone.name, actor="tester")
-    assert "--challenger" in caught.value.hint
+    assert caught.value.step == Step("deploy-challenger", "alone")
     assert len(deployments.list_versions(trained_store, alone.id)) == 1  # nothing changed
 
 

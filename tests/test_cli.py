@@ -254,7 +254,7 @@ def test_user_errors_go_to_stderr_with_status_2(
     assert_user_error(
         *run(capsys, "models", "show", "mdl_nope"),
         "error: No model 'mdl_nope'.",
-        "hint: Run `modeldeck models list`",
+        "hint: Choose an existing model. `modeldeck models list` lists them.",
     )
     assert_user_error(
         *run(

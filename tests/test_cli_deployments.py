@@ -106,7 +106,12 @@ def test_run_wait_says_when_no_worker_is_running(
     monkeypatch.setattr(cli_deployments, "NO_WORKER_GRACE", 0.2)
     code, _, err = run(capsys, "run", name, "--wait")
     assert code == 2 and "error: No worker is running, so run run_" in err
-    assert "is still queued" in err and "hint: Start one with `modeldeck worker`" in err
+    assert (
+        "is still queued" in err
+        and "hint: Start the worker: the run starts as soon as it is up. "
+        "Start it with `modeldeck worker`"
+        in err
+    )
     queued = run_json(capsys, "runs", "list", name)
     assert [r["status"] for r in queued] == ["queued"]  # kept: a worker started later runs it
 

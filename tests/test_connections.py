@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import audit, connections, deployments, pipeline, registry, runs
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError, Step
 from core.store import Store
 from tests import pg_server
 from tests.cli_helpers import run, run_json
@@ -346,7 +346,8 @@ def test_only_modeldeck_secret_variables_may_hold_a_password(
     conn = connections.get_connection(store, "Default", "warehouse")
     with pytest.raises(InvalidInput, match="only variables named MODELDECK_SECRET_") as caught:
         connections.connect_kwargs(store.workspace, conn)
-    assert "--replace --password-env MODELDECK_SECRET_AWS_SECRET_ACCESS_KEY" in caught.value.hint
+    assert "taking its password from MODELDECK_SECRET_AWS_SECRET_ACCESS_KEY" in caught.value.hint
+    assert caught.value.step == Step("replace-connection", "warehouse")
 
 
 def _local_address() -> str:
@@ -414,7 +415,7 @@ def test_no_cleartext_password_to_a_host_outside_the_loopback(
                 f"Connection 'warehouse' would send its password "
                 f"to {address} without TLS (sslmode {sslmode})."
             )
-            assert "--allow-cleartext-password" in caught.value.hint
+            assert caught.value.step == Step("allow-cleartext", "warehouse")
         # Explicitly allowed: the password does travel (which is what the check prevented).
         add(
             store,

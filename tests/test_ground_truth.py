@@ -14,7 +14,7 @@ from sklearn import metrics as skm
 
 from core import audit, datasets, deployments, ground_truth
 from core.entities import Deployment
-from core.errors import InvalidInput, PipelineError
+from core.errors import InvalidInput, PipelineError, Step
 from core.store import Store
 from core.training import TrainRequest, train
 from tests.cli_helpers import run, run_json
@@ -322,7 +322,7 @@ def test_live_metrics_without_labels_say_how_to_add_them(
     score(trained_store, deployed.name, served(100))
     with pytest.raises(InvalidInput, match="has no ground truth yet") as caught:
         ground_truth.live_metrics(trained_store, deployed.name)
-    assert "modeldeck labels add churn-staging" in caught.value.hint
+    assert caught.value.step == Step("add-labels", "churn-staging")
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -77,9 +77,8 @@ def test_a_worker_killed_in_a_sink_write_keeps_complete_results_for_redelivery(
     blocker.close()
     assert lost.status == "failed"
     assert lost.error.startswith("worker lost (lease expired at ")
-    assert (
-        "while writing the sinks. The predictions are complete and kept: deliver them "
-        f"again (the run's page, or `modeldeck redeliver {run.id}`)." in lost.error
+    assert lost.error.endswith(
+        "while writing the sinks. The predictions are complete and kept: deliver them again."
     )
     assert lost.summary["results_written"] is True and lost.rows_out == first.rows_out
     assert runs.result_path(store.workspace, run.id).exists()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from core import audit, datasets, deployments, promotion, registry, validation
-from core.errors import Forbidden, InvalidInput
+from core.errors import Forbidden, InvalidInput, Step
 from core.store import Store
 from core.training import TrainRequest, train
 from tests.cli_helpers import run, run_json
@@ -46,15 +46,15 @@ def test_without_validation_the_gate_says_how_to_run_one(trained_store: Store) -
     checks = by_name(promotion.check_gate(trained_store, staging.name))
     assert not checks["validation"].passed
     assert checks["validation"].detail == "No validation yet of version v1."
-    assert f"modeldeck validate {staging.name} --data PATH" in checks["validation"].fix
-    assert "Validation tab" in checks["validation"].fix
+    assert checks["validation"].fix == f"Validate '{staging.name}' on a labelled file."
     assert checks["metrics"].passed and checks["schema"].passed  # no production yet
     assert not checks["latency"].passed
     with pytest.raises(Forbidden) as caught:
         promotion.promote(trained_store, staging.name, actor="tester")
     assert "[validation] No validation yet of version v1." in caught.value.message
     assert "[latency]" in caught.value.message
-    assert "or override with a reason" in caught.value.hint
+    assert "or override the gate with a written reason" in caught.value.hint
+    assert caught.value.step == Step("override-gate", staging.name)
     assert [d.environment for d in deployments.list_deployments(trained_store)] == ["staging"]
 
 

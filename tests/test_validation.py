@@ -10,7 +10,7 @@ import pytest
 
 from core import datasets, deployments, execution, registry, runs, validation
 from core.entities import Deployment
-from core.errors import DatasetError, InvalidInput, NotFound, PipelineError
+from core.errors import DatasetError, InvalidInput, NotFound, PipelineError, Step
 from core.store import Store
 from core.training import TrainRequest, train
 from core.worker import loop as worker
@@ -200,7 +200,7 @@ def test_data_without_the_label_column(trained_store: Store, staging: Deployment
     with pytest.raises(DatasetError) as caught:
         validation.start_validation(trained_store, staging.name, path, actor="tester")
     assert caught.value.message == "The validation data has no label column 'churn'."
-    assert "--label COL" in caught.value.hint and "customer_id" in caught.value.hint
+    assert caught.value.step == Step("choose-label") and "customer_id" in caught.value.hint
     with pytest.raises(DatasetError, match="no label column 'outcome'"):
         validation.start_validation(
             trained_store,

@@ -55,7 +55,7 @@ ENQUEUE_SCRIPT = """
 import sys
 from core import runs
 from core.store import Store
-print(runs.enqueue_run(Store.open(sys.argv[1]), sys.argv[2]).id)
+print(runs.enqueue_run(Store.open(sys.argv[1]), sys.argv[2], actor="tester").id)
 """
 
 

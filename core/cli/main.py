@@ -20,6 +20,7 @@ from core.cli import (
     drift,
     explain,
     models,
+    output,
     processes,
     reports,
     schedule,
@@ -38,8 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except ModelDeckError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+        if hint := output.hint_text(exc):
+            print(f"hint: {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core import audit
+from core.errors import ModelDeckError, Step
 from core.store import Store
 
 
@@ -40,3 +41,41 @@ def actor() -> str:
     """Who runs the command: $MODELDECK_USER, else the operating-system user. Every change a
     command makes is made, and audited, as this user."""
     return audit.current_actor()
+
+
+# Each Step of core/errors.py in the CLI's words ({subject}: what it acts on).
+STEP_WORDS = {
+    "list-deployments": "`modeldeck deployments list` lists them.",
+    "list-versions": "`modeldeck deployments show {subject}` lists its versions.",
+    "list-runs": "`modeldeck runs list DEPLOYMENT` lists a deployment's runs.",
+    "list-models": "`modeldeck models list` lists them.",
+    "list-datasets": "`modeldeck datasets list` lists them.",
+    "list-connections": "`modeldeck connections list --project {subject}` lists them.",
+    "list-validations": "`modeldeck validations DEPLOYMENT` lists them.",
+    "follow-run": "`modeldeck runs show {subject}` follows it.",
+    "start-worker": "Start it with `modeldeck worker` (or `make run`, which starts everything);"
+    " `modeldeck runs show {subject}` follows the run.",
+    "validate": "`modeldeck validate {subject} --data PATH` validates on a labelled file.",
+    "add-labels": "`modeldeck labels add {subject} --file PATH --key COLUMN --label COLUMN`.",
+    "deploy-challenger": "`modeldeck deploy MODEL --env ENV --name {subject} --challenger OTHER`.",
+    "set-schedule": "`modeldeck schedule {subject} --cron '0 6 * * 1'`.",
+    "override-gate": '`modeldeck promote {subject} --override "why"`.',
+    "add-connection": "`modeldeck connections add` adds one.",
+    "replace-connection": "`modeldeck connections add ... --replace` replaces it.",
+    "allow-cleartext": "`modeldeck connections add ... --replace --allow-cleartext-password`.",
+    "test-connection": "`modeldeck connections test NAME` tests it.",
+    "trust-pickle": "Add --trust-pickle to load it.",
+    "trust-type": "Add --trust-type NAME for each type you approve.",
+    "choose-label": "Name it with --label COLUMN.",
+    "give-data": "Give it with --data PATH.",
+}
+
+
+def step_words(step: Step | None) -> str:
+    """The command that takes a hint's step, or "" without one."""
+    return STEP_WORDS[step.action].format(subject=step.subject or "NAME") if step else ""
+
+
+def hint_text(exc: ModelDeckError) -> str:
+    """An error's hint with its step in the CLI's words."""
+    return " ".join(t for t in (exc.hint, step_words(exc.step)) if t)

@@ -16,7 +16,7 @@ from typing import Any
 import joblib
 import skops.io as sio
 
-from core.errors import ArtifactError, UntrustedArtifact
+from core.errors import ArtifactError, Step, UntrustedArtifact
 
 # Types skops reports as untrusted for ordinary scikit-learn pipelines (DESIGN.md, traps).
 SAFE_SKOPS_TYPES = (
@@ -83,15 +83,17 @@ def load_bytes(
     if check.runs_code and not trust_pickle:
         raise UntrustedArtifact(
             f"'{filename}' is a pickle/joblib file: loading it runs any code it contains.",
-            "Only import files from people you trust, then tick 'I trust this file' "
-            "(CLI: --trust-pickle), or export the model with skops instead.",
+            "Only import files from people you trust, then say you trust this file, "
+            "or export the model with skops instead.",
+            step=Step("trust-pickle", filename),
         )
     missing = [t for t in check.untrusted_types if t not in trusted_types]
     if missing:
         raise UntrustedArtifact(
             f"'{filename}' contains types that are not trusted: {', '.join(missing)}.",
-            "Review them and approve them if you expect them (CLI: --trust-type NAME).",
+            "Review them and approve them if you expect them.",
             untrusted_types=missing,
+            step=Step("trust-type", filename),
         )
     try:
         if check.format == "skops":

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.types.numeric import FloatLoader
 
-from core.errors import InvalidInput, PipelineError
+from core.errors import InvalidInput, PipelineError, Step
 
 CONNECT_TIMEOUT = 5
 TABLE_MODES = ("create", "append", "replace")
@@ -73,9 +73,9 @@ def _block_fields(block: Any, allowed: tuple[str, ...], label: str, name: str) -
     if not isinstance(conn, str) or not CONNECTION_NAME.match(conn):
         raise PipelineError(
             f"{label} names no valid connection ({conn!r}).",
-            "Add a connection on the Pipeline tab (or `modeldeck connections "
-            'add`) and give its name, e.g. "connection": "warehouse".',
+            'Add a connection and give its name, e.g. "connection": "warehouse".',
             name,
+            step=Step("add-connection"),
         )
     return conn
 
@@ -135,14 +135,15 @@ def connection_error(exc: psycopg.Error, what: str, where: str) -> InvalidInput:
     if "password authentication failed" in text or "no password supplied" in text:
         return InvalidInput(
             f"PostgreSQL refused the password of {what} ({where}): {_reason(text)}",
-            "Check the user and the password (set the "
-            "environment variable again, or re-add the connection with "
-            "--replace).",
+            "Check the user and the password (set the environment variable again, or "
+            "replace the connection).",
+            step=Step("replace-connection"),
         )
     return InvalidInput(
         f"PostgreSQL is unreachable for {what} ({where}): {_reason(text)}",
         "Check that the server is running and that host, port and sslmode are "
-        "right; `modeldeck connections test NAME` retries it.",
+        "right, then test the connection again.",
+        step=Step("test-connection"),
     )
 
 

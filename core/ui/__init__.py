@@ -137,11 +137,46 @@ def literal(text: str) -> str:
     return "`".join(p if i % 2 else p.replace("*", "\\*") for i, p in enumerate(parts))
 
 
+# Each Step of core/errors.py in the app's words ({subject}: what it acts on).
+STEP_WORDS = {
+    "list-deployments": "The Deployments page lists them.",
+    "list-versions": "The deployment's Versions section lists them.",
+    "list-runs": "The Run results page lists every run.",
+    "list-models": "The Models page lists them.",
+    "list-datasets": "The Datasets page lists them.",
+    "list-connections": "A deployment's Pipeline section lists its project's connections.",
+    "list-validations": "The deployment's Validation section lists them.",
+    "follow-run": "The Run results page follows it.",
+    "start-worker": "Start it with `modeldeck worker`, or `make run`, which starts everything.",
+    "validate": "Start one in the Validation section of '{subject}'.",
+    "add-labels": "Add them in the Challenger section of '{subject}'.",
+    "deploy-challenger": "Deploy again with a challenger from the Models page.",
+    "set-schedule": "Set one in the Schedule section of '{subject}'.",
+    "override-gate": "Type an override reason in the promote box.",
+    "add-connection": "Add one in a deployment's Pipeline section.",
+    "replace-connection": "Add it again in the Pipeline section with "
+    "'Replace a connection of that name' ticked.",
+    "allow-cleartext": "Allowing a cleartext password is a command-line option: "
+    "`modeldeck connections add ... --replace --allow-cleartext-password`.",
+    "test-connection": "Test it again with 'Test connection' in the Pipeline section.",
+    "trust-pickle": "Tick 'I trust this file and want it loaded'.",
+    "trust-type": "Tick each type you approve.",
+    "choose-label": "Set the Label column field.",
+    "give-data": "Upload a labelled file.",
+}
+
+
+def hint_text(exc: ModelDeckError) -> str:
+    """An error's hint with its step in the app's words."""
+    step = exc.step
+    words = STEP_WORDS[step.action].format(subject=step.subject) if step else ""
+    return " ".join(t for t in (exc.hint, words) if t)
+
+
 def show_error(exc: ModelDeckError) -> None:
     """A user-facing error: what is wrong, then how to fix it."""
-    st.error(
-        f"**{literal(exc.message)}**" + (f"\n\n{literal(exc.hint)}" if exc.hint else ""), icon="⚠️"
-    )
+    hint = hint_text(exc)
+    st.error(f"**{literal(exc.message)}**" + (f"\n\n{literal(hint)}" if hint else ""), icon="⚠️")
 
 
 @contextlib.contextmanager

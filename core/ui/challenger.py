@@ -152,7 +152,7 @@ def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
             str(store.workspace.home), d.name, tuple(window.items()), _token(store, d)
         )
     except InvalidInput as exc:
-        st.info(f"{exc.message} {exc.hint}")
+        st.info(f"{exc.message} {ui.hint_text(exc)}")
         return
     m = live.matching
     cols = st.columns(3)
@@ -236,7 +236,7 @@ def challenger_tab(store: Store, d: Deployment) -> None:
     try:
         found = _compare(str(store.workspace.home), d.name, tuple(window.items()), _token(store, d))
     except InvalidInput as exc:  # an empty window, or no challenger: a state, not a failure
-        st.info(f"{exc.message} {exc.hint}".strip())
+        st.info(f"{exc.message} {ui.hint_text(exc)}".strip())
     except ModelDeckError as exc:
         ui.show_error(exc)
     else:

@@ -501,7 +501,9 @@ def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
     )
 
     def toggle() -> str:
-        (scheduler.resume if current.is_paused else scheduler.pause)(store, d.name)
+        (scheduler.resume if current.is_paused else scheduler.pause)(
+            store, d.name, actor=ui.actor()
+        )
         return f"Schedule {'resumed' if current.is_paused else 'paused'}."
 
     st.button(

@@ -235,8 +235,10 @@ from core.worker import loop as worker
 from core.store import Store
 store = Store.open(sys.argv[1])
 churn = [m for m in registry.list_models(store) if m.experiment == "Customer churn"]
-deployed = deployments.deploy(store, churn[0].id, "staging", challenger_id=churn[1].id)
-run = runs.enqueue_run(store, deployed.name)
+deployed = deployments.deploy(
+    store, churn[0].id, "staging", challenger_id=churn[1].id, actor="e2e"
+)
+run = runs.enqueue_run(store, deployed.name, actor="e2e")
 assert worker.run_once(store)
 print(deployed.name, runs.get_run(store, run.id).id, runs.get_run(store, run.id).status)
 """
