@@ -1,4 +1,5 @@
-"""Deployments: deploy a model to staging or production, promote, roll back, delete.
+"""Deployments: deploy a model to staging or production, its versions, roll back, change its
+pipeline, report settings and access. Promoting and deleting are in core/promotion.py.
 
 A deployment pins its models through deployment versions; exactly one is current. Every change
 here is one transaction that also writes its audit entry, so the log never disagrees with the

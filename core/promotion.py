@@ -1,4 +1,8 @@
-"""The promotion gate: the checks a staging deployment must pass before it replaces production.
+"""Promotion: a deployment's moves between environments and out of service. Promote a staging
+deployment to production behind the gate, and delete a deployment (which cancels its runs,
+so it lives above core/runs.py, not in core/deployments.py).
+
+The promotion gate: the checks a staging deployment must pass before it replaces production.
 
 Checks (`check_gate`), each with what was found and how to fix it:
 - validation: a succeeded validation of staging's current version exists;

@@ -425,3 +425,16 @@ def test_only_core_runs_changes_a_run() -> None:
         and (hits := [t for t in sql_strings(p.read_text()) if RUN_WRITES.search(t)])
     }
     assert found == {}, "every status or summary change of a run goes through core/runs.py"
+
+
+def test_every_module_is_on_the_architecture_page() -> None:
+    page = ROOT.joinpath("docs", "architecture.md").read_text(encoding="utf-8")
+    layout = page[page.index("## Layout") : page.index("\n## ", page.index("## Layout") + 1)]
+    missing = [
+        _rel(p)
+        for p in sorted(ROOT.joinpath("core").rglob("*.py"))
+        if p.stem not in ("__init__", "__main__")
+        and "migrations" not in p.parts
+        and not re.search(rf"\b{p.stem}\b", layout)
+    ]
+    assert missing == [], "docs/architecture.md's Layout names every module of core"

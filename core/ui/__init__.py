@@ -1,4 +1,6 @@
-"""The only core module that imports streamlit: navigation, page chrome, errors, progress."""
+"""What every page shares: navigation, page chrome, the acting user, errors and their steps in
+the app's words, flashes, progress. core/ui/ is the only package inside core that imports
+streamlit; one module per panel, and charts.py builds every plotly figure."""
 
 from __future__ import annotations
 
