@@ -149,7 +149,8 @@ def model_explainer(store: Store, model: Model, estimator: Any = None) -> ModelE
 
 
 # ---------------------------------------------------------------------------- reading rows
-_readable_runs: dict[tuple[str, str, str], Run] = {}
+_readable_runs: OrderedDict[tuple[str, str, str], Run] = OrderedDict()
+READABLE_RUNS_KEPT = 256  # a run row is small; a session reopens a handful
 
 
 def _readable(store: Store, run_id: str, which: str) -> Run:
@@ -167,18 +168,14 @@ def _readable(store: Store, run_id: str, which: str) -> Run:
         return run
     run, _ = results.readable(store, run_id, which)
     _readable_runs[key] = run
+    while len(_readable_runs) > READABLE_RUNS_KEPT:
+        _readable_runs.popitem(last=False)  # the oldest
     return run
 
 
-_models: dict[tuple[str, str], Model] = {}
-
-
 def _model_of(store: Store, run: Run, which: str) -> Model:
-    """The run's main or challenger model; model rows never change, so kept per process."""
-    key = (str(store.workspace.home), run.summary[which]["model_id"])
-    if key not in _models:
-        _models[key] = get_model(store, key[1])
-    return _models[key]
+    """The run's main or challenger model (registry.get_model keeps model rows per process)."""
+    return get_model(store, run.summary[which]["model_id"])
 
 
 def _feature_columns(model: Model, columns: list[str]) -> dict[str, str]:
@@ -804,7 +801,9 @@ def get_model_shap_sample(store: Store, model: Model) -> ShapSample | None:
     return _read_sample(model_sample_path(store, model))
 
 
-_computing: dict[str, threading.Lock] = {}
+# One lock per model id's stripe: two sessions asking for one model's importance compute it
+# once; a fixed number of locks keeps this bounded however many models a process sees.
+_COMPUTING = tuple(threading.Lock() for _ in range(64))
 
 
 def model_importance(
@@ -817,9 +816,8 @@ def model_importance(
     ArtifactError when the model cannot be loaded, InvalidInput for a sample below 1.
     """
     _check_sample(sample)
-    with _lock:
-        lock = _computing.setdefault(f"{store.workspace.home}:{model.id}", threading.Lock())
-    with lock:
+    key = f"{store.workspace.home}:{model.id}".encode()
+    with _COMPUTING[int(hashlib.sha256(key).hexdigest(), 16) % len(_COMPUTING)]:
         found = get_model_importance(store, model)
         if found is not None:
             return found
