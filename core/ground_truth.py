@@ -431,7 +431,9 @@ def labels_sql(files: list[str]) -> str:
 
 
 def _key_column(runs: list[Run]) -> str:
-    key = next((k for r in runs if (k := (r.summary.get("columns") or {}).get("key"))), None)
+    key: str | None = next(
+        (k for r in runs if (k := (r.summary.get("columns") or {}).get("key"))), None
+    )
     if not key:
         raise InvalidInput(
             "The deployment's predictions carry no key column, so labels "

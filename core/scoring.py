@@ -298,8 +298,8 @@ class RunScorer:
                 )
                 scored[role] = score(loaded.estimator, own, self.task, role)
         with self.time("quality"):
-            quality, counts = pipeline.input_quality(frame, schema, self.main.model.profile)
-            quality = np.asarray(quality, dtype=np.float64)
+            per_row, counts = pipeline.input_quality(frame, schema, self.main.model.profile)
+            quality = np.asarray(per_row, dtype=np.float64)
         is_classes = self.task != "regression"
         codes = {
             role: self.vocabulary.predictions(s) if is_classes else None
@@ -346,7 +346,7 @@ class RunScorer:
         if "challenger" in scored:
             main, other = scored["main"].prediction, scored["challenger"].prediction
             self.agreement += (
-                float((codes["main"] == codes["challenger"]).sum())
+                float(np.sum(codes["main"] == codes["challenger"]))
                 if is_classes
                 else float(np.abs(main - other).sum())
             )

@@ -200,9 +200,11 @@ def start_validation(
             # never delivered: a validation's results stay in the run
             [{**d.pipeline, "label_column": label, "sinks": []}, run_id],
         ).first()
+        assert row is not None  # inserted just above, in this transaction
         version = tx.execute(
             "SELECT * FROM deployment_versions WHERE id = ?", [row["version_id"]]
         ).first()
+        assert version is not None  # insert_run pinned the deployment's current version
         if worker_id is not None:
             now = utcnow()
             tx.execute(
@@ -589,7 +591,8 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
         f" WHERE {quote_identifier(column)} IS NOT NULL"
     )
     params: list[Any] = [str(path)]
-    parts, planned = [], []
+    parts: list[str] = []
+    planned: list[tuple[str, str, dict[str, Any]]] = []
     for feature in model.schema.features:
         found = (model.profile.get("features") or {}).get(feature.name)
         where = feature_column(model, feature.name, names)
