@@ -627,7 +627,9 @@ def _live_run(
     table = _matched(store, run, files, key, {r: models[m] for r, m in roles.items() if m})
     if table.num_rows == 0:
         return LiveRun(run.id, run.finished_at, 0, None, None, None, None)
-    main_model = models[roles["main"]]  # type: ignore[index]
+    main_id = roles["main"]
+    assert main_id is not None  # a run that scored rows records its main model
+    main_model = models[main_id]
     task = main_model.task
     vocabulary = Vocabulary(main_model.schema.classes)
     labels = table.column("label").to_numpy(zero_copy_only=False)

@@ -90,8 +90,9 @@ def result_batch(
         pa.array(np.asarray(quality, dtype=np.float64), from_pandas=True),
     ]
     for i, cls in enumerate(scored.classes):
+        assert scored.proba is not None  # predict.score gives classes only with probabilities
         names.append(proba_name(cls))
-        arrays.append(pa.array(scored.proba[:, i]))  # type: ignore[index]
+        arrays.append(pa.array(scored.proba[:, i]))
     if challenger is not None:
         names.append("challenger_prediction")
         arrays.append(_predictions(challenger))
