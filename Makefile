@@ -36,11 +36,13 @@ run: install
 test: install browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .
@@ -79,5 +81,5 @@ postgres:
 
 # Leaves .venv and the data/ workspace alone: both are slow or impossible to rebuild.
 clean:
-	rm -rf .pytest_cache .ruff_cache tests/e2e/screenshots bench/out *.egg-info build
+	rm -rf .pytest_cache .ruff_cache .mypy_cache tests/e2e/screenshots bench/out *.egg-info build
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

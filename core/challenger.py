@@ -347,7 +347,8 @@ def _top(
 
 
 def _columns(path: str) -> list[str]:
-    return pq.read_schema(path).names
+    names: list[str] = pq.read_schema(path).names
+    return names
 
 
 def _feature_differences(model: Model, agree: str, files: list[str]) -> list[FeatureDifference]:
@@ -358,7 +359,7 @@ def _feature_differences(model: Model, agree: str, files: list[str]) -> list[Fea
     planned = [p for p in planned if p[0] != PREDICTION]
     if not planned:
         return []
-    aggregates, params = ["count(*)"], []
+    aggregates, params = ["count(*)"], list[Any]()
     for _, kind, found, column in planned:
         value = quote_identifier(column)
         if kind == "numeric":

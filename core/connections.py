@@ -511,7 +511,7 @@ def bind_project(tx: Tx, pipeline: dict[str, Any], project_id: str) -> dict[str,
             )
         return {**block, "project": project_id}
 
-    bound = bind(pipeline)
+    bound: dict[str, Any] = bind(pipeline)
     if bound is pipeline:  # a whole pipeline, not a source block
         bound = dict(pipeline)
         if "source" in bound:

@@ -57,7 +57,8 @@ def demo_frame(name: str) -> pd.DataFrame:
         # Class names read better than codes in a leaderboard and a prediction form.
         frame["target"] = pd.Series(bunch.target_names[bunch.target], dtype="str").to_numpy()
     frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
-    return frame.rename(columns={"target": DEMO_TARGETS[name]})
+    renamed: pd.DataFrame = frame.rename(columns={"target": DEMO_TARGETS[name]})
+    return renamed
 
 
 def churn_frame(n_rows: int = 5000, seed: int = 7) -> pd.DataFrame:
@@ -159,7 +160,8 @@ def _check_suffix(filename: str) -> None:
 
 def as_frame(table: pa.Table) -> pd.DataFrame:
     """An Arrow table as pandas, dates as datetimes (not Python objects)."""
-    return table.to_pandas(date_as_object=False)
+    frame: pd.DataFrame = table.to_pandas(date_as_object=False)
+    return frame
 
 
 def check_frame(frame: pd.DataFrame, label: str) -> pd.DataFrame:

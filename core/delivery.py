@@ -26,7 +26,10 @@ DELIVERABLE = ("succeeded", "failed")
 
 def sink_blocks(store: Store, run: Run) -> list[dict[str, Any]]:
     """The validated sinks of the run's snapshotted pipeline."""
-    return pipeline.validate_pipeline(execution.effective_pipeline(run), store.workspace)["sinks"]
+    sinks: list[dict[str, Any]] = pipeline.validate_pipeline(
+        execution.effective_pipeline(run), store.workspace
+    )["sinks"]
+    return sinks
 
 
 def why_not_deliverable(store: Store, run: Run) -> str | None:

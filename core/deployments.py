@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, overload
 
 from core import audit
 from core.datasets import get_dataset, new_id
@@ -183,6 +183,10 @@ def add_version(
     return version
 
 
+@overload
+def pins(version: None) -> None: ...
+@overload
+def pins(version: DeploymentVersion | dict[str, Any]) -> dict[str, Any]: ...
 def pins(version: DeploymentVersion | dict[str, Any] | None) -> dict[str, Any] | None:
     if version is None:
         return None

@@ -237,7 +237,7 @@ def count_file(path: Any, model: Model, profile: dict[str, Any]) -> dict[str, An
     """Bucket counts of one results file against `profile`: one DuckDB aggregation."""
     schema = pq.read_schema(path)
     planned, skipped = count_plan(model, profile, schema.names)
-    aggregates, params = ["count(*)"], []
+    aggregates, params = ["count(*)"], list[Any]()
     for _, kind, found, column in planned:
         value, kind_of = quote_identifier(column), schema.field(column).type
         if kind == "numeric":
@@ -543,7 +543,9 @@ def drift_report(
     runs = window_runs(store, deployment_name, run_id=run_id, last=last, start=start, end=end)
     model = run_model(store, runs[0])
     counts = combine([run_counts(store, r, model) for r in runs])
-    others = sorted({(r.summary.get("main") or {}).get("model_id") for r in runs} - {model.id})
+    served = {(r.summary.get("main") or {}).get("model_id") for r in runs}
+    # every counted run has a main model id (run_model raises Conflict otherwise)
+    others = sorted(m for m in served - {model.id} if isinstance(m, str))
     notes = (
         (
             f"runs of other models ({', '.join(others)}) are compared with the training "

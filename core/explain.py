@@ -620,16 +620,20 @@ class ShapSample:
 
     @property
     def rows(self) -> int:
-        return self.table.num_rows
+        rows: int = self.table.num_rows
+        return rows
 
     def values(self, feature: str) -> list[Any]:
-        return self.table.column(VALUE + feature).to_pylist()
+        values: list[Any] = self.table.column(VALUE + feature).to_pylist()
+        return values
 
     def shap(self, feature: str) -> np.ndarray:
-        return self.table.column(SHAP + feature).to_numpy()
+        shap: np.ndarray = self.table.column(SHAP + feature).to_numpy()
+        return shap
 
     def column(self, name: str) -> np.ndarray:
-        return self.table.column(name).to_numpy(zero_copy_only=False)
+        column: np.ndarray = self.table.column(name).to_numpy(zero_copy_only=False)
+        return column
 
     def ranked(self) -> list[str]:
         """Features by mean |SHAP| over the sample, largest first."""

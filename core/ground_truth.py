@@ -436,7 +436,9 @@ def labels_sql(files: list[str]) -> str:
 
 
 def _key_column(runs: list[Run]) -> str:
-    key = next((k for r in runs if (k := (r.summary.get("columns") or {}).get("key"))), None)
+    key: str | None = next(
+        (k for r in runs if (k := (r.summary.get("columns") or {}).get("key"))), None
+    )
     if not key:
         raise InvalidInput(
             "The deployment's predictions carry no key column, so labels "
@@ -630,7 +632,9 @@ def _live_run(
     table = _matched(store, run, files, key, {r: models[m] for r, m in roles.items() if m})
     if table.num_rows == 0:
         return LiveRun(run.id, run.finished_at, 0, None, None, None, None)
-    main_model = models[roles["main"]]  # type: ignore[index]
+    main_id = roles["main"]
+    assert main_id is not None  # a run that scored rows records its main model
+    main_model = models[main_id]
     task = main_model.task
     vocabulary = Vocabulary(main_model.schema.classes)
     labels = table.column("label").to_numpy(zero_copy_only=False)

@@ -232,6 +232,7 @@ def _check_source(ws: Workspace, source: Any, con: Connection | None) -> dict[st
             "source",
         )
         absolute_sql_paths(ws, sql)  # refuses a path outside the allowed folders, with a hint
+        assert isinstance(raw, str)  # check_select refused anything else
         return {"kind": "sql", "sql": strip_trailing(raw)}
     path = source.get("path")
     if not isinstance(path, str) or not path.strip():
@@ -530,8 +531,9 @@ def preview(
                 with connections.open_source(
                     workspace, source, PREVIEW_BATCH_ROWS, PREVIEW_BATCH_ROWS
                 ) as reader:
-                    source_sql: str | pa.Table = reader.read_all()
-                table = source_sql.slice(0, rows)
+                    sample = reader.read_all()
+                source_sql: str | pa.Table = sample
+                table = sample.slice(0, rows)
             else:
                 source_sql = source_query(workspace, incremental.bind_source(source, params))
                 head = source_chain(source_sql).limited(rows)
@@ -541,8 +543,9 @@ def preview(
         table = table.rename_columns([tables.nfc(n) for n in table.column_names])
         stages.append(StagePreview("source", table.to_pandas()))
         notes = [] if table.num_rows else ["No rows after the source."]
-        chain, names = Chain(), set()
-        transforms = raw.get("transforms") if isinstance(raw.get("transforms"), list) else []
+        chain, names = Chain(), set[str]()
+        transforms = raw.get("transforms")
+        transforms = transforms if isinstance(transforms, list) else []
         for i, block in enumerate(transforms):
             name = (block.get("name") if isinstance(block, dict) else None) or f"transform_{i + 1}"
             try:

@@ -152,7 +152,8 @@ def _compare(
     task: str, mine: dict[str, Any], theirs: dict[str, Any], limits: Thresholds
 ) -> tuple[list[str], list[str]]:
     """(worse beyond the threshold, within it) metric descriptions."""
-    worse, fine = [], []
+    worse: list[str] = []
+    fine: list[str] = []
     for metric in HIGHER_IS_BETTER.get(task, ()):
         a, b = mine.get(metric), theirs.get(metric)
         if a is None or b is None:

@@ -136,7 +136,7 @@ class NewModel:
     task: str
     origin: str
     params: dict[str, Any]
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]  # None: undefined on this holdout (e.g. ROC-AUC)
     schema: dict[str, Any]
     profile: dict[str, Any]
     artifact_path: str

@@ -88,7 +88,8 @@ def readable(store: Store, run_id: str, which: str = "main") -> tuple[Run, Path]
 def columns(store: Store, run_id: str, which: str = "main") -> list[str]:
     """The result columns of a run, in file order (reads the Parquet footer only)."""
     _, path = _readable(store, run_id, which)
-    return pq.read_schema(path).names
+    names: list[str] = pq.read_schema(path).names
+    return names
 
 
 def page(

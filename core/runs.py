@@ -354,7 +354,9 @@ def claim_runs(
     lease = lease_seconds or default_lease_seconds()
     now = utcnow()
 
-    def write(tx: Tx) -> tuple[list[Claim], list[tuple[Outcome, dict[str, Any] | None]]]:
+    def write(
+        tx: Tx,
+    ) -> tuple[list[Claim], list[tuple[Outcome, dict[str, Any] | lost_runs.Lost | None]]]:
         recorded = [
             (o, _record(tx, worker_id, o, store.workspace))
             for o in outcomes

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -188,7 +189,13 @@ def get_schedule(store: Store, name: str) -> Schedule | None:
     return Schedule.from_dict(get_deployment(store, name).schedule)
 
 
-def _save(store: Store, name: str, action: str, change: Any, actor: str) -> Schedule:
+def _save(
+    store: Store,
+    name: str,
+    action: str,
+    change: Callable[[Schedule | None], Schedule],
+    actor: str,
+) -> Schedule:
     """Apply `change(old_json) -> new Schedule` and audit it, in one transaction."""
     deployment = get_deployment(store, name)
 

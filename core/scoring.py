@@ -90,8 +90,9 @@ def result_batch(
         pa.array(np.asarray(quality, dtype=np.float64), from_pandas=True),
     ]
     for i, cls in enumerate(scored.classes):
+        assert scored.proba is not None  # predict.score gives classes only with probabilities
         names.append(proba_name(cls))
-        arrays.append(pa.array(scored.proba[:, i]))  # type: ignore[index]
+        arrays.append(pa.array(scored.proba[:, i]))
     if challenger is not None:
         names.append("challenger_prediction")
         arrays.append(_predictions(challenger))
@@ -298,8 +299,8 @@ class RunScorer:
                 )
                 scored[role] = score(loaded.estimator, own, self.task, role)
         with self.time("quality"):
-            quality, counts = pipeline.input_quality(frame, schema, self.main.model.profile)
-            quality = np.asarray(quality, dtype=np.float64)
+            per_row, counts = pipeline.input_quality(frame, schema, self.main.model.profile)
+            quality = np.asarray(per_row, dtype=np.float64)
         is_classes = self.task != "regression"
         codes = {
             role: self.vocabulary.predictions(s) if is_classes else None
@@ -346,7 +347,7 @@ class RunScorer:
         if "challenger" in scored:
             main, other = scored["main"].prediction, scored["challenger"].prediction
             self.agreement += (
-                float((codes["main"] == codes["challenger"]).sum())
+                float(np.sum(codes["main"] == codes["challenger"]))
                 if is_classes
                 else float(np.abs(main - other).sum())
             )

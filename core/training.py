@@ -302,7 +302,7 @@ def _check_task(y: pd.Series, target: str, task: str | None) -> Task:
             f"The target '{target}' has {shown}: there is nothing to learn.",
             "Choose a target column with at least two different values.",
         )
-    chosen: Task = task or profiles.guess_task(y)  # type: ignore[assignment]
+    chosen: Task = task or profiles.guess_task(y)
     if chosen == "regression" and (
         not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)
     ):

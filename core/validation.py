@@ -587,7 +587,8 @@ def error_analysis(path: Path, model: Model, label: str) -> dict[str, Any]:
         f" WHERE {quote_identifier(column)} IS NOT NULL"
     )
     params: list[Any] = [str(path)]
-    parts, planned = [], []
+    parts: list[str] = []
+    planned: list[tuple[str, str, dict[str, Any]]] = []
     for feature in model.schema.features:
         found = (model.profile.get("features") or {}).get(feature.name)
         where = feature_column(model, feature.name, names)

@@ -76,7 +76,7 @@ algorithms = st.multiselect(
     list(training.ALGORITHMS),
     default=list(training.DEFAULT_ALGORITHMS),
     key="train_algorithms",
-    format_func=training.ALGORITHMS.get,
+    format_func=training.ALGORITHMS.__getitem__,
 )
 left, right = st.columns(2)
 project = left.text_input("Project", value="Default", key="train_project")

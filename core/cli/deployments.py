@@ -179,7 +179,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
         actor=actor(),
     )
     value = {**deployment_json(d), "gate": [asdict(c) for c in checks]}
-    return _output(args, value, lambda: (print_checks(checks), _show_deployment(d)))
+
+    def show() -> None:
+        print_checks(checks)
+        _show_deployment(d)
+
+    return _output(args, value, show)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -189,9 +194,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_deployments_list(args: argparse.Namespace) -> int:
     found = deployments.list_deployments(open_store())
-    return _output(
-        args, [deployment_json(d) for d in found], lambda: [_show_deployment(d) for d in found]
-    )
+
+    def show() -> None:
+        for d in found:
+            _show_deployment(d)
+
+    return _output(args, [deployment_json(d) for d in found], show)
 
 
 def cmd_deployments_show(args: argparse.Namespace) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from core import audit
+from core.entities import Progress
 from core.errors import ModelDeckError, Step
 from core.store import Store
 
@@ -20,7 +20,7 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def progress_printer(label: str = "") -> Callable[[float, str], None]:
+def progress_printer(label: str = "") -> Progress:
     """A progress bar on stderr (redrawn in place on a terminal, a line per step otherwise)."""
     is_tty = sys.stderr.isatty()
     last = [""]

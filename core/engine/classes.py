@@ -28,10 +28,10 @@ FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
 def as_text(values: Any) -> np.ndarray:
     """Values as text: whole floats as integers (a null-holding int column is float), so 1,
     1.0 and "1" agree; booleans as True/False."""
-    values = np.asarray(values)
-    if values.dtype.kind == "f" and np.isfinite(values).all() and np.all(np.mod(values, 1) == 0):
-        values = values.astype(np.int64)
-    return values.astype(str)
+    array = np.asarray(values)
+    if array.dtype.kind == "f" and np.isfinite(array).all() and np.all(np.mod(array, 1) == 0):
+        array = array.astype(np.int64)
+    return array.astype(str)
 
 
 def class_kind(classes: tuple[Any, ...] | list[Any]) -> str:
@@ -120,7 +120,8 @@ def texts_of(values: list[Any], classes: tuple[Any, ...] | list[Any]) -> list[st
         if len(kinds) == 1 and kinds <= {bool, int, float}
         else (np.asarray(values, dtype=object))
     )
-    return label_texts(typed, classes).tolist()
+    texts: list[str] = label_texts(typed, classes).tolist()
+    return texts
 
 
 def canonical_sql(

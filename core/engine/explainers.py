@@ -198,7 +198,8 @@ class ModelExplainer:
         return Attribution(summed, base, output, classes or (None,))
 
     def _transform(self, frame: pd.DataFrame) -> np.ndarray:
-        data = frame if self.pre is None else self.pre.transform(frame)
+        # A fitted preprocessor may return a dense array or a scipy sparse matrix.
+        data: Any = frame if self.pre is None else self.pre.transform(frame)
         if hasattr(data, "toarray"):
             data = data.toarray()
         return np.asarray(data, dtype=np.float64)

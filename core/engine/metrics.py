@@ -33,17 +33,19 @@ class Vocabulary:
         self._index = pd.Index(self.names)
 
     def codes(self, texts: np.ndarray) -> np.ndarray:
-        found = self._index.get_indexer(texts)
+        # pandas-stubs types `target` as an Index; pandas takes any array-like (Axes).
+        found = self._index.get_indexer(texts)  # type: ignore[arg-type]
         if (found < 0).any():
             self.names += sorted(set(np.asarray(texts)[found < 0].tolist()))
             self._index = pd.Index(self.names)
-            found = self._index.get_indexer(texts)
+            found = self._index.get_indexer(texts)  # type: ignore[arg-type]
         return found
 
     def predictions(self, scored: Scored) -> np.ndarray:
         """Each prediction's code."""
         if scored.codes is not None and scored.classes:
-            return self.codes(np.asarray(class_texts(scored.classes)))[scored.codes]
+            codes: np.ndarray = self.codes(np.asarray(class_texts(scored.classes)))[scored.codes]
+            return codes
         return self.codes(as_text(scored.prediction))
 
     def proba(self, scored: Scored) -> np.ndarray | None:
@@ -95,7 +97,7 @@ class Sample:
 class ModelStats:
     """Running statistics of one model's predictions over a run."""
 
-    def __init__(self, task: str, vocabulary: Vocabulary) -> None:
+    def __init__(self, task: Task, vocabulary: Vocabulary) -> None:
         self.task, self.vocabulary = task, vocabulary
         self.rows, self.confidence_sum, self.confidence_rows = 0, 0.0, 0
         self.counts = np.zeros(0, dtype=np.int64)
@@ -174,7 +176,7 @@ class LabelStats:
     a uniform systematic sample of SAMPLE_ROWS rows (`roc_auc_sample_rows`).
     """
 
-    def __init__(self, task: str, n_classes: int) -> None:
+    def __init__(self, task: Task, n_classes: int) -> None:
         self.task, self.n_classes = task, n_classes
         self.rows = 0
         self.confusion: Counter[tuple[int, int]] = Counter()
@@ -216,16 +218,17 @@ class LabelStats:
                 "rows": self.rows,
             }
         y, pred, proba = (self.sample.get(k) for k in ("y", "p", "proba"))
+        assert y is not None and pred is not None  # add_codes samples both with every batch
         classes = list(range(self.n_classes))
         try:  # on codes: sklearn's checks on integers are far cheaper than on strings
             out: dict[str, Any] = dict(
                 classification_metrics(pd.Series(y), pred, proba, classes, self.task)
-            )  # type: ignore[arg-type]
+            )
         except ValueError:  # labels outside the model's classes: sklearn refuses "binary"
             out = {**_from_confusion(self.confusion, self.n_classes, self.task), "roc_auc": None}
         if not self.sample.is_complete:
             out.update(_from_confusion(self.confusion, self.n_classes, self.task))
-            out["roc_auc_sample_rows"] = len(y)  # type: ignore[arg-type]
+            out["roc_auc_sample_rows"] = len(y)
         out["rows"] = self.rows
         return out
 

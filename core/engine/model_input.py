@@ -8,6 +8,7 @@ row's quality against the training profile.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ def _value_type(dtype: pa.DataType) -> pa.DataType:
 
 
 def _is_number(dtype: pa.DataType) -> bool:
-    return (
+    return bool(
         pa.types.is_integer(dtype)
         or pa.types.is_floating(dtype)
         or pa.types.is_decimal(dtype)
@@ -80,7 +81,7 @@ def _is_number(dtype: pa.DataType) -> bool:
 
 
 def _is_text(dtype: pa.DataType) -> bool:
-    return (
+    return bool(
         pa.types.is_string(dtype)
         or pa.types.is_large_string(dtype)
         or pa.types.is_string_view(dtype)
@@ -89,7 +90,7 @@ def _is_text(dtype: pa.DataType) -> bool:
 
 def _is_opaque(dtype: pa.DataType) -> bool:
     """Types with no text form a category could take."""
-    return (
+    return bool(
         pa.types.is_nested(dtype)
         or pa.types.is_binary(dtype)
         or pa.types.is_large_binary(dtype)
@@ -128,7 +129,8 @@ def _text_numbers(values: pa.Array | pa.ChunkedArray, flags: bool) -> np.ndarray
             "1",
             pc.if_else(pc.is_in(lowered, pa.array(sorted(FALSE_WORDS))), "0", values),
         )
-    return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    numbers: np.ndarray = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    return numbers
 
 
 def _type_problem(
@@ -193,7 +195,7 @@ def check_schema(
 
 
 def _words(
-    schema: ModelSchema, mismatched: list[tuple[str, str, str]]
+    schema: ModelSchema, mismatched: Sequence[tuple[str, str, str]]
 ) -> tuple[tuple[str, str], ...]:
     bad = {name for name, _, _ in mismatched}
     return tuple((f.name, expected(f)) for f in schema.features if f.name in bad)
@@ -221,7 +223,8 @@ def _as_numbers(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> n
     if pa.types.is_dictionary(column.type):
         column = pc.cast(column, dtype)
     if _is_number(dtype):
-        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        numbers: np.ndarray = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        return numbers
     if _is_text(dtype):
         flags = _is_flag(feature)
         try:
@@ -248,7 +251,8 @@ def _as_text(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> pd.S
         column = pc.cast(column, pa.string())
     else:
         column = _truth_spelling(column, feature)
-    return column.to_pandas()
+    texts: pd.Series = column.to_pandas()
+    return texts
 
 
 def _truth_spelling(

@@ -13,6 +13,7 @@ one only ever opens in-memory connections over data files (DESIGN.md storage rul
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import re
 import threading
@@ -443,5 +444,5 @@ def compile_chain(
     chain = Chain()
     for block in transforms:
         chain = chain.then(block["name"], block["sql"])
-        attempt(lambda sql=chain.sql: con.sql(sql), labels, block["name"], chain)
+        attempt(functools.partial(con.sql, chain.sql), labels, block["name"], chain)
     return chain

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,9 @@ def build_schema(
     columns = []
     for name in features:
         series = frame[name]
-        kind = "numeric" if feature_kind(series) == "numeric" else "categorical"
+        kind: Literal["numeric", "categorical"] = (
+            "numeric" if feature_kind(series) == "numeric" else "categorical"
+        )
         categories = sorted(map(str, series.dropna().unique())) if kind == "categorical" else []
         columns.append(FeatureSchema(name, kind, str(series.dtype), tuple(categories)))
     return ModelSchema(tuple(columns), target, task, tuple(plain(c) for c in classes), key_column)
@@ -117,8 +119,10 @@ def numeric_profile(series: pd.Series) -> dict[str, Any]:
     """Quantile bin edges (inner edges; below/above range buckets are implied) and shares."""
     values = pd.to_numeric(series, errors="coerce").astype(float)
     present = values.dropna()
-    edges = np.unique(np.quantile(present, np.linspace(0, 1, N_BINS + 1))) if len(present) else []
-    edges = [float(e) for e in edges]
+    edges: list[float] = []
+    if len(present):
+        quantiles = np.quantile(present, np.linspace(0, 1, N_BINS + 1))
+        edges = [float(e) for e in np.unique(quantiles)]
     if len(edges) >= 2:
         counts, _ = np.histogram(present, bins=edges)
         fractions = (counts / max(len(present), 1)).tolist()

@@ -131,7 +131,7 @@ def check_names(names: Iterable[str], label: str) -> None:
 def _first_line(path: Path) -> str:
     """The first non-blank line of a (possibly gzipped) text file ("" when there is none)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as raw:  # type: ignore[operator]
+    with opener(path, "rb") as raw:
         # Line by line (a buffered read of a few KB): a run checks every file of a glob.
         for number in range(100):
             line = raw.readline(1 << 20)
@@ -243,7 +243,7 @@ def _ragged(path: Path) -> str | None:
     delimiter = _delimiter(path)
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as text:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as text:
             reader = csv.reader(text, delimiter=delimiter, strict=True)
             width = len(next(reader, []))
             for row in reader:

@@ -333,6 +333,7 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
                 challenger_id=challenger.id if challenger else None,
                 actor=actor(),
             )
+            assert deployed.current is not None  # deploy always makes a current version
             st.success(f"Deployed as version {deployed.current.number} of {deployed.name}.")
             st.page_link(
                 "pages/deployment.py",
@@ -348,13 +349,17 @@ def download_results(run_id: str, which: str, key: str) -> None:
 
     store = get_store()
     for fmt, mime in (("csv", "text/csv"), ("parquet", "application/octet-stream")):
+
+        def export(fmt: str = fmt) -> bytes:
+            return results.export(store, run_id, fmt, which).read_bytes()
+
         st.download_button(
             f"Download {fmt.upper()}",
             key=f"{key}_{fmt}",
             mime=mime,
             file_name=f"{run_id}-{which}.{fmt}",
             on_click="ignore",
-            data=lambda fmt=fmt: results.export(store, run_id, fmt, which).read_bytes(),
+            data=export,
         )
 
 

@@ -182,7 +182,8 @@ def _jitter(x: np.ndarray, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).uniform(-0.4, 0.4, len(x)) * (len(x) > 1)
     counts, edges = np.histogram(x, bins=min(50, len(x)))
     density = counts[np.clip(np.digitize(x, edges[1:-1]), 0, len(counts) - 1)] / counts.max()
-    return np.random.default_rng(seed).uniform(-0.4, 0.4, len(x)) * density
+    offsets: np.ndarray = np.random.default_rng(seed).uniform(-0.4, 0.4, len(x)) * density
+    return offsets
 
 
 def _value_traces(

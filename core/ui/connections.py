@@ -90,7 +90,7 @@ def sink_fields(store: Store, d: Deployment, sink: dict[str, Any] | None) -> dic
             "columns": "as a column beside the main prediction",
             "table": "in their own table (<table>_challenger)",
             "none": "not written",
-        }.get,
+        }.__getitem__,
         key=f"sink_pg_ch_{d.id}",
     )
     return {

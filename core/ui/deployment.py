@@ -67,7 +67,7 @@ def pick_deployment(store: Store) -> Deployment:
     """
     found = ui.require_deployments(store)
     by_name = {d.name: d for d in found}
-    wanted = st.query_params.get("name")
+    wanted = st.query_params.get("name") or ""
     missing = bool(wanted) and wanted not in by_name
     if missing:
         _explain_missing(store, wanted)
@@ -103,9 +103,10 @@ def section_picker(sections: list[str]) -> str:
         key=SECTION_KEY,
         required=True,
         on_change=_follow_section,
-        format_func=SECTION_TITLES.get,
+        format_func=SECTION_TITLES.__getitem__,
         label_visibility="collapsed",
     )
+    assert section is not None  # required, and its state is set just above
     st.query_params["section"] = section
     return section
 
@@ -157,6 +158,7 @@ def general(store: Store, d: Deployment) -> None:
                         sinks=sinks,
                         actor=ui.actor(),
                     )
+                    assert prod.current is not None  # promote always makes a new version
                     st.success(f"{prod.name} now serves version {prod.current.number}.")
                     st.page_link(
                         "pages/deployment.py",
@@ -217,17 +219,18 @@ def _access_picker(store: Store, d: Deployment) -> None:
 
 def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[str, Any]:
     kinds = ["file", "sql", "postgres"]
+    given = source.get("kind")
     kind = st.radio(
         "Source",
         kinds,
         horizontal=True,
         key=f"src_kind_{d.id}",
-        index=kinds.index(source.get("kind")) if source.get("kind") in kinds else 0,
+        index=kinds.index(given) if given in kinds else 0,
         format_func={
             "file": "File or glob",
             "sql": "DuckDB SQL over files",
             "postgres": "PostgreSQL query",
-        }.get,
+        }.__getitem__,
     )
     if kind == "postgres":
         return ui_connections.source_fields(store, d, source)
@@ -420,6 +423,7 @@ def _named(names: dict[str, str], model_id: str | None) -> str:
 
 def _rollback(store: Store, d: Deployment, number: int) -> str:
     after = deployments.rollback(store, d.name, number, actor=ui.actor())
+    assert after.current is not None  # the version rolled back to
     main = registry.get_model(store, after.current.main_model_id)
     return (
         f"Version v{number} of {d.name} is current again (main {main.algorithm} · "

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from core import drift, registry, runs, ui
-from core.engine.drift_scores import FeatureDrift
+from core.engine.drift_scores import FeatureDrift, Thresholds
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store, utcnow
@@ -103,7 +103,7 @@ def _table(report: drift.DriftReport) -> None:
     )
 
 
-def _thresholds(store: Store, d: Deployment, current: drift.Thresholds) -> None:
+def _thresholds(store: Store, d: Deployment, current: Thresholds) -> None:
     with st.expander("PSI thresholds"), st.form(f"drift_thresholds_{d.id}"):
         left, right = st.columns(2)
         moderate = left.number_input("Moderate from", 0.0, None, current.moderate, 0.01)

@@ -19,14 +19,14 @@ PREDICTED = "predicted class"
 def explain_row(store: Store, run: Run, which: str, page: pd.DataFrame) -> None:
     """A row picker over the current page, then that row's explanation."""
     key_column = (run.summary.get("columns") or {}).get("key")
-    by = "key" if key_column and key_column in page.columns else "row"
+    by: explain.By = "key" if key_column and key_column in page.columns else "row"
     ident = key_column if by == "key" else "_row"
     options = page[ident].tolist() if ident in page.columns else []
     if not options:
         return
     a, b = st.columns([2, 1])
     chosen = a.selectbox(
-        f"Explain a row (by {'its ' + key_column if by == 'key' else 'row'})",
+        f"Explain a row (by {f'its {key_column}' if by == 'key' else 'row'})",
         options,
         index=None,
         placeholder="choose a row of this page",

@@ -121,7 +121,7 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
     worst = errors["worst_rows"]
     if not worst:
         return
-    by = "key" if errors.get("key") else "row"
+    by: explain.By = "key" if errors.get("key") else "row"
     st.dataframe(
         [_worst_row(r, has_key=by == "key") for r in worst], hide_index=True, key=f"{key}_worst"
     )

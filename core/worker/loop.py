@@ -17,6 +17,7 @@ logged and the loop goes on, nothing a run does stops the worker. Start it as it
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -308,8 +309,9 @@ class Tick:
             ):
                 break
             if not stepped and (self.running or self.steps):
+                pending: set[Future[Any]] = {*self.running, *self.steps}
                 wait(
-                    set(self.running) | self.steps,
+                    pending,
                     timeout=IDLE_SECONDS,
                     return_when=FIRST_COMPLETED,
                 )
@@ -350,13 +352,11 @@ class Tick:
         """Outcomes of runs done, steps done; a pool whose process died is started again."""
         for future in [f for f in self.running if f.done()]:
             run_id = self.running.pop(future)
-            self.outcomes.append(
-                executors.result_or(future, lambda exc, run_id=run_id: self._lost(run_id, exc))
-            )
-        for future in [f for f in self.steps if f.done()]:
-            self.steps.discard(future)
+            self.outcomes.append(executors.result_or(future, functools.partial(self._lost, run_id)))
+        for step in [f for f in self.steps if f.done()]:
+            self.steps.discard(step)
             executors.result_or(
-                future,
+                step,
                 lambda exc: log.error("steps after a run failed: %s", executors.describe(exc)),
             )
         if self.executor.broken:
@@ -505,8 +505,9 @@ def _loop(
     pool = executors.Pool(store.workspace.home, processes) if processes else None
     tick = Tick(store, worker_id, executor=pool)
     # `schedule` loops forever on a zero interval: a tick is at least 10 ms apart.
-    jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", tick))
-    jobs.every(HEARTBEAT_SECONDS).seconds.do(
+    # schedule types `interval` as int; it takes float seconds (it builds a timedelta).
+    jobs.every(max(idle_seconds, 0.01)).seconds.do(_guarded("tick", tick))  # type: ignore[arg-type]
+    jobs.every(HEARTBEAT_SECONDS).seconds.do(  # type: ignore[arg-type]
         _guarded("heartbeat", lambda: _safe_heartbeat(store, len(tick.claimed)))
     )
     try:
