@@ -129,6 +129,7 @@ def challenger_runs(
             f"None of the {len(found)} run(s) in the window scored a challenger "
             f"model, so there is nothing to compare.",
             ADD_CHALLENGER_HINT,
+            step=Step("deploy-challenger", deployment_name),
         )
     notes = (
         [f"{len(found) - len(usable)} run(s) without a challenger left out"]

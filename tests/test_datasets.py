@@ -12,7 +12,7 @@ import pytest
 
 from core import datasets
 from core.entities import Dataset
-from core.errors import DatasetError, InvalidInput, NotFound
+from core.errors import DatasetError, InvalidInput, NotFound, Step
 from core.store import Store
 from core.workspace import ALLOWED_ROOTS_ENV
 
@@ -85,7 +85,8 @@ def test_list_and_get_datasets(store: Store) -> None:
     assert datasets.get_dataset(store, first.id) == first
     with pytest.raises(NotFound) as info:
         datasets.get_dataset(store, "ds_missing")
-    assert info.value.message == "No dataset 'ds_missing'." and "datasets list" in info.value.hint
+    assert info.value.message == "No dataset 'ds_missing'."
+    assert info.value.step == Step("list-datasets")
 
 
 def test_demo_frames(store: Store) -> None:
@@ -131,7 +132,7 @@ def test_find_dataset_not_found_says_what_it_accepts(store: Store, state: State)
     with pytest.raises(NotFound) as info:
         datasets.find_dataset(store, "nowhere")
     assert info.value.message == "No dataset 'nowhere'."
-    assert "datasets list" in info.value.hint and "breast_cancer" in info.value.hint
+    assert info.value.step == Step("list-datasets") and "breast_cancer" in info.value.hint
     assert info.value.status == 404
     assert state(store) == before
 

@@ -8,7 +8,7 @@ import pytest
 
 from core import registry
 from core.entities import DEFAULT_PROJECT
-from core.errors import ArtifactError, InvalidInput, NotFound
+from core.errors import ArtifactError, InvalidInput, NotFound, Step
 from core.store import Store
 
 # Migration 0001 creates the Default project; these tests count the ones they make.
@@ -62,7 +62,7 @@ def test_get_model_by_id_and_unique_prefix(trained_store: Store) -> None:
 def test_get_model_not_found_or_ambiguous(trained_store: Store) -> None:
     with pytest.raises(NotFound) as info:
         registry.get_model(trained_store, "mdl_nope")
-    assert info.value.message == "No model 'mdl_nope'." and "models list" in info.value.hint
+    assert info.value.message == "No model 'mdl_nope'." and info.value.step == Step("list-models")
     assert info.value.status == 404
     with pytest.raises(NotFound) as info:
         registry.get_model(trained_store, "mdl_")

@@ -86,7 +86,8 @@ def test_challenger_tab_without_a_challenger_says_how_to_add_one(trained_store: 
     score(trained_store, alone.name, served(100))
     at = AppTest.from_function(panel, args=(alone.name, "challenger_tab"), default_timeout=60).run()
     assert not at.exception
-    assert "scored a challenger" in at.info[0].value and "--challenger" in at.info[0].value
+    assert "scored a challenger" in at.info[0].value
+    assert "Deploy again with a challenger from the Models page." in at.info[0].value
     assert not [b for b in at.button if b.label == "Swap main and challenger"]
 
 
