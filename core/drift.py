@@ -39,7 +39,7 @@ from core.engine.drift_scores import (
 from core.entities import Model, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.registry import get_model
-from core.runs import get_run, list_runs, result_path, results_dir
+from core.runs import get_run, list_runs, result_path, run_folder
 from core.scoring import feature_column
 from core.store import Store, quote_identifier, utcnow, with_files
 from core.workspace import atomic_write_bytes
@@ -150,8 +150,7 @@ def set_thresholds(
 # ---------------------------------------------------------------------------- counting
 def counts_path(store: Store, run_id: str, model_id: str | None = None) -> Any:
     """runs/<id>/drift_counts.json (against the run's own model) or _<model> for another."""
-    suffix = f"_{model_id}" if model_id else ""
-    return results_dir(store.workspace, run_id) / f"drift_counts{suffix}.json"
+    return run_folder(store.workspace, run_id).drift_counts(model_id)
 
 
 def numeric_aggregates(x: str, edges: list[float], params: list[Any]) -> list[str]:

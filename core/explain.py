@@ -42,7 +42,7 @@ from core.engine.profiles import plain
 from core.entities import Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound
 from core.registry import background_sample, cached_estimator, get_model, list_versions
-from core.runs import result_path, results_dir
+from core.runs import result_path, run_folder
 from core.scoring import Loaded, feature_column, proba_name
 from core.store import Store, Tx, quote_identifier, with_files
 from core.workspace import atomic_path, atomic_write_bytes
@@ -307,7 +307,7 @@ def _class_of(model: Model, row: dict[str, Any], class_: Any) -> Any:
 
 def _cache_path(store: Store, run: Run, which: str, row: int, class_: Any) -> Any:
     tag = "value" if class_ is None else hashlib.sha1(repr(class_).encode()).hexdigest()[:12]
-    return results_dir(store.workspace, run.id) / "explanations" / f"{which}-{row}-{tag}.json"
+    return run_folder(store.workspace, run.id).explanation(which, row, tag)
 
 
 def _read_cache(store: Store, run: Run, which: str, row: int, class_: Any) -> Explanation | None:
@@ -413,12 +413,12 @@ def _plain(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------- global
 def importance_path(store: Store, run_id: str, which: str) -> Path:
-    return results_dir(store.workspace, run_id) / f"importance_{which}.json"
+    return run_folder(store.workspace, run_id).importance(which)
 
 
 def sample_path(store: Store, run_id: str, which: str) -> Path:
     """The global step's per-row SHAP values beside its importance file."""
-    return results_dir(store.workspace, run_id) / f"shap_{which}.parquet"
+    return run_folder(store.workspace, run_id).shap_sample(which)
 
 
 def get_importance(store: Store, run_id: str, which: str = "main") -> Importance | None:
@@ -709,7 +709,7 @@ def _kept_sample(
     is_classes = run.summary.get("task") not in (None, "regression")
     if not info or info.get("size", 0) < size or stratified != is_classes:
         return None
-    path = results_dir(store.workspace, run.id) / str(info.get("path"))
+    path = run_folder(store.workspace, run.id).path / str(info.get("path"))
     try:
         table = pq.read_table(path, columns=list(columns) or None)
     except (OSError, pa.ArrowException):

@@ -44,8 +44,8 @@ def decide(row: dict[str, Any], workspace: Workspace, lost: str) -> Lost:
     """What becomes of one lost run (`row`: its runs row plus its deployment's
     `max_attempts`), per the rule above; `lost` says what happened. core/runs.py records it."""
     summary = _json(row.get("summary"))
-    folder = workspace.runs_dir / row["id"]
-    kept = bool(summary.get("results_written")) and (folder / "main.parquet").is_file()
+    folder = workspace.run_folder(row["id"])
+    kept = bool(summary.get("results_written")) and folder.results().is_file()
     requeued = not kept and row["attempt"] < row["max_attempts"]
     if kept:
         note = (
@@ -62,7 +62,7 @@ def decide(row: dict[str, Any], workspace: Workspace, lost: str) -> Lost:
 def clean_up(workspace: Workspace, lost: Lost) -> None:
     """Remove what a lost run left: its results (unless kept: then only temporary files)
     and the temporary file of an interrupted folder sink."""
-    folder = workspace.runs_dir / lost.run_id
+    folder = workspace.run_folder(lost.run_id).path
     if lost.kept:
         for partial in folder.glob(".*.tmp"):
             partial.unlink(missing_ok=True)

@@ -27,13 +27,12 @@ from typing import Any
 from core import deployments, drift, explain, runs
 from core.entities import Run
 from core.errors import InvalidInput, ModelDeckError, NotFound
-from core.runs import get_run, result_path, results_dir
+from core.runs import get_run, result_path, run_folder
 from core.store import Store, query_files, utcnow
 from core.workspace import Workspace, atomic_path
 
 log = logging.getLogger("modeldeck.reports")
 
-REPORT_NAME = "report.html"
 RUN_CHOICES = ("scheduled", "all")
 HISTOGRAM_BINS = 20
 TOP_FEATURES = 10
@@ -128,7 +127,7 @@ def _copy_folder(ws: Workspace, folder: str) -> Path:
 # ---------------------------------------------------------------------------- writing
 def report_path(workspace: Workspace, run_id: str) -> Path:
     """Where a run's report lives: runs/<id>/report.html."""
-    return results_dir(workspace, run_id) / REPORT_NAME
+    return run_folder(workspace, run_id).report()
 
 
 def after_run(store: Store, run: Run) -> None:

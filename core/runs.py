@@ -16,11 +16,12 @@ incremental {run_at, last_run_at, files, skipped_files, no_new_data} (core/incre
 run with no new data has 0 rows and no results files), report {path, bytes, copied_to |
 copy_error} (core/reports.py, added after the run), deliveries (core/delivery.py).
 
-A run's files live in `runs/<run_id>/` (`results_dir`): `main.parquet` and
-`challenger.parquet` (`result_path`) hold `_row`, the prediction key, prediction, confidence
-(the class probability, or for a regression forest the spread of its trees, else null),
-input_quality, proba_<class>, (main only) challenger_prediction, then every input column (one
-named like a result column is kept as input_<name>, see `scoring.feature_column`).
+A run's files live in `runs/<run_id>/`, laid out once by `core/workspace.py` RunFolder:
+`main.parquet` and `challenger.parquet` (`result_path`) hold `_row`, the prediction key,
+prediction, confidence (the class probability, or for a regression forest the spread of its
+trees, else null), input_quality, proba_<class>, (main only) challenger_prediction, then every
+input column (one named like a result column is kept as input_<name>, see
+`scoring.feature_column`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from core.datasets import new_id
 from core.entities import DeploymentVersion, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store, Tx, utcnow
-from core.workspace import Workspace, atomic_write_bytes
+from core.workspace import RunFolder, Workspace, atomic_write_bytes
 
 log = logging.getLogger("modeldeck.runs")
 
@@ -79,13 +80,18 @@ def default_lease_seconds() -> float:
     return float(os.environ.get(LEASE_ENV) or LEASE_SECONDS)
 
 
+def run_folder(workspace: Workspace, run_id: str) -> RunFolder:
+    """The layout of a run's folder (core/workspace.py RunFolder)."""
+    return workspace.run_folder(run_id)
+
+
 def results_dir(workspace: Workspace, run_id: str) -> Path:
-    return workspace.runs_dir / run_id
+    return run_folder(workspace, run_id).path
 
 
 def result_path(workspace: Workspace, run_id: str, which: str = "main") -> Path:
     """Where a run's main or challenger results live once the run has succeeded."""
-    return results_dir(workspace, run_id) / f"{which}.parquet"
+    return run_folder(workspace, run_id).results(which)
 
 
 # ---------------------------------------------------------------------------- the queue

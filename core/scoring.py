@@ -25,7 +25,7 @@ from core.engine.metrics import ModelStats, Vocabulary
 from core.engine.predict import Scored, confidence_kind, score
 from core.engine.profiles import plain
 from core.entities import Model
-from core.workspace import atomic_path
+from core.workspace import RunFolder, atomic_path
 
 RESULT_COLUMNS = ("_row", "prediction", "confidence", "input_quality", "challenger_prediction")
 
@@ -279,8 +279,9 @@ class RunScorer:
         self.vocabulary = Vocabulary(main.model.schema.classes)
         self.roles = {"main": main, **({"challenger": self.challenger} if self.challenger else {})}
         self.stats = {role: ModelStats(self.task, self.vocabulary) for role in self.roles}
-        self.outputs = {role: Output(folder / f"{role}.parquet") for role in self.roles}
-        self.samplers = {role: Sampler(folder / f"sample_{role}.parquet") for role in self.roles}
+        self.outputs = {role: Output(RunFolder(folder).results(role)) for role in self.roles}
+        layout = RunFolder(folder)
+        self.samplers = {role: Sampler(layout.sample(role)) for role in self.roles}
         self.rows, self.agreement, self.quality_sum = 0, 0.0, 0.0
         self.quality_counts: dict[str, Any] = {}
 

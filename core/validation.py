@@ -517,7 +517,7 @@ def _production(
         "model_id": model.id,
         "algorithm": model.algorithm,
     }
-    folder = runs.results_dir(store.workspace, run.id) / "production"
+    folder = runs.run_folder(store.workspace, run.id).production()
     folder.mkdir(parents=True, exist_ok=True)
     try:
         loaded = Loaded(model, load_estimator(store, model), "main")

@@ -24,6 +24,46 @@ OWN_DIRS = ("datasets", "artifacts", "runs", "logs", "uploads", "labels", PRIVAT
 
 
 @dataclass(frozen=True)
+class RunFolder:
+    """`runs/<run_id>/`: the one place its layout is written. Every file a run and the steps
+    after it keep is named here; removing the folder removes all of them."""
+
+    path: Path
+
+    def results(self, which: str = "main") -> Path:
+        """The main or challenger results (core/scoring.py writes them)."""
+        return self.path / f"{which}.parquet"
+
+    def sample(self, which: str = "main") -> Path:
+        """The rows sampled while scoring, for global explanations (core/scoring.py)."""
+        return self.path / f"sample_{which}.parquet"
+
+    def drift_counts(self, model_id: str | None = None) -> Path:
+        """Bucket counts against the run's own model, or against `model_id` (core/drift.py)."""
+        return self.path / f"drift_counts{f'_{model_id}' if model_id else ''}.json"
+
+    def explanation(self, which: str, row: int, tag: str) -> Path:
+        """One row's cached local explanation (core/explain.py)."""
+        return self.path / "explanations" / f"{which}-{row}-{tag}.json"
+
+    def importance(self, which: str) -> Path:
+        """The run's global importance (core/explain.py)."""
+        return self.path / f"importance_{which}.json"
+
+    def shap_sample(self, which: str) -> Path:
+        """The SHAP values behind the global importance (core/explain.py)."""
+        return self.path / f"shap_{which}.parquet"
+
+    def report(self) -> Path:
+        """The run's HTML report (core/reports.py)."""
+        return self.path / "report.html"
+
+    def production(self) -> Path:
+        """A validation's scoring of production's model on the same rows (core/validation.py)."""
+        return self.path / "production"
+
+
+@dataclass(frozen=True)
 class Workspace:
     """Paths of one workspace. Creating the object touches nothing; `ensure()` makes folders."""
 
@@ -50,6 +90,10 @@ class Workspace:
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    def run_folder(self, run_id: str) -> RunFolder:
+        """`runs/<run_id>/` and the files in it."""
+        return RunFolder(self.runs_dir / run_id)
 
     @property
     def logs_dir(self) -> Path:

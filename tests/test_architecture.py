@@ -438,3 +438,33 @@ def test_every_module_is_on_the_architecture_page() -> None:
         and not re.search(rf"\b{p.stem}\b", layout)
     ]
     assert missing == [], "docs/architecture.md's Layout names every module of core"
+
+
+def _joins_onto_a_run_folder(source: str) -> list[str]:
+    """`results_dir(...) / x` and `runs_dir / x` expressions: a file name under runs/<id>/
+    spelled outside its one layout (core/workspace.py RunFolder)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            left = node.left
+            called = isinstance(left, ast.Call) and getattr(left.func, "attr", None) in (
+                "results_dir",
+            )
+            called = called or (
+                isinstance(left, ast.Call) and getattr(left.func, "id", None) == "results_dir"
+            )
+            attr = isinstance(left, ast.Attribute) and left.attr == "runs_dir"
+            if called or attr:
+                found.append(ast.unparse(node))
+    return found
+
+
+def test_the_run_folder_layout_is_written_once() -> None:
+    assert _joins_onto_a_run_folder("p = runs.results_dir(ws, r) / 'x.json'\nq = ws.runs_dir / r\n")
+    found = {
+        _rel(p): hits
+        for p in _product_files()
+        if _rel(p) != "core/workspace.py"
+        and (hits := _joins_onto_a_run_folder(p.read_text(encoding="utf-8")))
+    }
+    assert found == {}, "name a run's files in core/workspace.py RunFolder"
