@@ -28,11 +28,11 @@ if model is None:
         "Model",
         models,
         key="model_pick",
-        format_func=lambda m: f"{m.experiment} v{m.version} · {m.algorithm} ({m.id})",
+        format_func=lambda m: f"{m.experiment}: {ui.model_label(m)}",
     )
     st.query_params["id"] = model.id
 
-st.subheader(f"{model.algorithm} · {model.experiment} v{model.version}")
+st.subheader(f"{ui.model_name(model)} · {model.experiment}")
 st.caption(
     f"{model.id} · project {model.project} · {model.task} · {model.origin} · "
     f"created {model.created_at:%Y-%m-%d %H:%M} UTC"

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import results, runs, ui
+from core import registry, results, runs, ui
 from core.ui import connections as ui_connections
 from core.ui import explain as ui_explain
 from core.ui import reports as ui_reports
@@ -37,8 +37,14 @@ with ui.guarded():
 if run is None:
     st.stop()
 
+models = {
+    role: ui.model_label(registry.get_model(store, run.summary[role]["model_id"]))
+    for role in ("main", "challenger")
+    if (run.summary.get(role) or {}).get("model_id")
+}
 st.caption(
     f"{run.deployment_name} · run {run.id} · {run.trigger} by {run.queued_by} · {run.status}"
+    + "".join(f" · {role} {label}" for role, label in models.items())
 )
 if not run.is_finished:
     ui_results.run_progress(store, run.id)  # polls; redraws the page when the run ends
@@ -58,6 +64,7 @@ which = st.radio(
     ["main", "challenger"] if summary.get("challenger") else ["main"],
     horizontal=True,
     key="results_which",
+    format_func=lambda role: f"{role}: {models[role]}" if role in models else role,
 )
 ui_results.box_metrics(summary, which)  # of the results shown: main or challenger
 with ui.guarded():

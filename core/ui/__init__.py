@@ -279,7 +279,7 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
         "Challenger (runs in shadow)",
         [None, *siblings],
         key=f"{key}_challenger",
-        format_func=lambda m: "none" if m is None else f"{m.algorithm} v{m.version} ({m.id})",
+        format_func=lambda m: "none" if m is None else model_label(m),
     )
     if st.button(f"Deploy to {environment}", type="primary", key=f"{key}_go"):
         with guarded():
@@ -327,12 +327,26 @@ def settings_table(values: dict[str, object], what: str) -> None:
     )
 
 
+model_name = charts.model_name  # "linear · v1": every place the UI names a model
+
+
+def model_label(model: Model) -> str:
+    """The model named "linear · v1 (mdl_…)": its name's name with its id as detail."""
+    return f"{model_name(model)} ({model.id})"
+
+
 def model_names(store: Store, experiment_id: str | None = None) -> dict[str, str]:
     """Model id -> "linear · v1" (algorithm and version), for text a person reads; one read."""
-    return {
-        m.id: f"{m.algorithm} · v{m.version}"
-        for m in registry.list_models(store, experiment_id=experiment_id)
-    }
+    return {m.id: model_name(m) for m in registry.list_models(store, experiment_id=experiment_id)}
+
+
+def named(names: dict[str, str], model_id: str | None, strong: bool = False) -> str:
+    """A model as "linear · v1 (mdl_…)", from a model_names map (the name in bold with `strong`, for
+    markdown); "none" without a model."""
+    if not model_id:
+        return "none"
+    name = names.get(model_id, "unknown model")
+    return f"{f'**{name}**' if strong else name} ({model_id})"
 
 
 def require_deployments(store: Store) -> list[Deployment]:

@@ -211,8 +211,8 @@ def _swap(store: Store, d: Deployment) -> None:
     names = ui.model_names(store, d.experiment_id)
     shadow, main = d.current.challenger_model_id, d.current.main_model_id
     st.write(
-        f"Make **{names.get(shadow)}** ({shadow}) the main model and "
-        f"**{names.get(main)}** ({main}) the challenger (a new version; roll back to "
+        f"Make {ui.named(names, shadow, strong=True)} the main model and "
+        f"{ui.named(names, main, strong=True)} the challenger (a new version; roll back to "
         "undo)."
     )
     confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")

@@ -21,6 +21,11 @@ SHOWN_FEATURES = 12
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
 
 
+def model_name(model: Model) -> str:
+    """How a person reads a model: "linear · v1" (algorithm and version of its experiment)."""
+    return f"{model.algorithm} · v{model.version}"
+
+
 def headline_metric(task: str) -> str:
     """The metric a leaderboard sorts by: ROC-AUC for binary, F1 for multiclass, RMSE else."""
     return {"binary": "roc_auc", "multiclass": "f1"}.get(task, "rmse")
@@ -41,7 +46,7 @@ def leaderboard_figure(models: list[Model], metric: str) -> go.Figure:
     fig = go.Figure(
         go.Bar(
             x=[m.metrics[metric] for m in scored],
-            y=[f"{m.algorithm} ({m.id})" for m in scored],
+            y=[f"{model_name(m)} ({m.id})" for m in scored],
             orientation="h",
             marker_color=ACCENT,
             text=[f"{m.metrics[metric]:.4f}" for m in scored],

@@ -119,7 +119,7 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
         "pages/model.py",
         query_params={"id": model.id},
         icon=":material/insights:",
-        label=f"{label}: {model.algorithm} · v{model.version} ({model.id})",
+        label=f"{label}: {ui.model_label(model)}",
     )
 
 
@@ -332,8 +332,8 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
     main = d.current.main_model_id if d.current else None
     challenger = d.current.challenger_model_id if d.current else None
     st.info(
-        f"**Model block (locked)**: main {_named(names, main)}, challenger "
-        f"{_named(names, challenger)}. To change the model, deploy another one or roll "
+        f"**Model block (locked)**: main {ui.named(names, main)}, challenger "
+        f"{ui.named(names, challenger)}. To change the model, deploy another one or roll "
         "back in the Versions section.",
         icon="🔒",
     )
@@ -394,12 +394,8 @@ def versions_table(store: Store, d: Deployment) -> None:
         is_current = d.current is not None and v.id == d.current.id
         cols = st.columns([1, 3, 3, 2, 2])
         cols[0].markdown(f"**v{v.number}**" + (" (current)" if is_current else ""))
-        cols[1].caption(f"main **{names.get(v.main_model_id, '?')}** ({v.main_model_id})")
-        cols[2].caption(
-            f"challenger **{names.get(v.challenger_model_id, '?')}** ({v.challenger_model_id})"
-            if v.challenger_model_id
-            else "challenger none"
-        )
+        cols[1].caption(f"main {ui.named(names, v.main_model_id, strong=True)}")
+        cols[2].caption(f"challenger {ui.named(names, v.challenger_model_id, strong=True)}")
         cols[3].caption(f"{v.created_by}, {v.created_at:%Y-%m-%d %H:%M}")
         if not is_current:
             cols[4].button(
@@ -410,16 +406,12 @@ def versions_table(store: Store, d: Deployment) -> None:
             )
 
 
-def _named(names: dict[str, str], model_id: str | None) -> str:
-    return f"{names.get(model_id, '?')} ({model_id})" if model_id else "none"
-
-
 def _rollback(store: Store, d: Deployment, number: int) -> str:
     after = deployments.rollback(store, d.name, number)
     main = registry.get_model(store, after.current.main_model_id)
     return (
-        f"Version v{number} of {d.name} is current again (main {main.algorithm} · "
-        f"v{main.version}, {main.id}); callers get it from their next request."
+        f"Version v{number} of {d.name} is current again (main {ui.model_label(main)}); "
+        "callers get it from their next request."
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import explain, ui
+from core import explain, registry, ui
 from core.entities import Model, Run
 from core.store import Store
 from core.ui import charts
@@ -42,10 +42,10 @@ def explain_row(store: Store, run: Run, which: str, page: pd.DataFrame) -> None:
         return
     with ui.guarded():
         [e] = explain.explain_rows(store, run.id, [chosen], which, class_, by=by)
-        _show(e)
+        _show(e, ui.model_label(registry.get_model(store, e.model_id)))
 
 
-def _show(e: explain.Explanation) -> None:
+def _show(e: explain.Explanation, model: str) -> None:
     with st.container(border=True):
         subject = f"{e.key}" if e.key is not None else f"row {e.row}"
         st.markdown(f"**Why {subject} was predicted {e.prediction}**")
@@ -59,7 +59,7 @@ def _show(e: explain.Explanation) -> None:
         st.caption(
             f"Base value {e.base_value:.4g} + contributions = output {e.output:.4g}, "
             f"on the {scale} scale{probability}. Explainer: {e.explainer}, "
-            f"model {e.algorithm} ({e.model_id})."
+            f"model {model}."
         )
         if e.note:
             st.info(e.note)

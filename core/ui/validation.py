@@ -70,14 +70,15 @@ def _listing(found: list[validation.Validation], d: Deployment) -> None:
     )
 
 
-def _metrics_table(report: dict[str, Any]) -> None:
+def _metrics_table(store: Store, report: dict[str, Any]) -> None:
+    names = ui.model_names(store)  # production's model may belong to another experiment
     rows = []
     for role in ROLES:
         part = report.get(role)
         if part:
             rows.append(
                 {
-                    "model": f"{role}: {part['algorithm']} ({part['model_id']})",
+                    "model": f"{role}: {ui.named(names, part['model_id'])}",
                     **{k: v for k, v in (part.get("metrics") or {}).items() if k != "rows"},
                     "note": part.get("error") or "",
                 }
@@ -168,7 +169,7 @@ def _report(store: Store, v: validation.Validation) -> None:
         f"v{v.version_number} on {v.dataset_path} (SHA-256 {v.dataset_sha256[:12]}…), "
         f"{report['rows']:,} rows, label '{v.label_column}'."
     )
-    _metrics_table(report)
+    _metrics_table(store, report)
     latency, throughput = report["latency"], report["throughput"]
     cols = st.columns(3)
     cols[0].metric("Single-row p50", f"{latency['p50_ms']:.1f} ms")

@@ -301,3 +301,26 @@ def test_model_parameters_and_artifact_read_as_tables(
         zip(at.dataframe[-1].value["field"], at.dataframe[-1].value["value"], strict=True)
     )
     assert artifact["sha256"] == model.details()["artifact"]["sha256"]
+
+
+def test_results_and_the_model_picker_name_models_by_algorithm_and_version(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    current = deployments.get_deployment(trained_store, deployed).current
+    models = {m.id: m for m in registry.list_models(trained_store)}
+    main, challenger = models[current.main_model_id], models[current.challenger_model_id]
+    run = runs.enqueue_run(trained_store, deployed)
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=run.id)
+    caption = at.caption[0].value
+    assert f"main {main.algorithm} · v{main.version} ({main.id})" in caption, caption
+    assert f"challenger {challenger.algorithm} · v{challenger.version}" in caption
+    assert at.radio(key="results_which").options == [
+        f"main: {main.algorithm} · v{main.version} ({main.id})",
+        f"challenger: {challenger.algorithm} · v{challenger.version} ({challenger.id})",
+    ]
+    at = open_page("pages/model.py")
+    options = at.selectbox(key="model_pick").options
+    assert all(" · v1 (mdl_" in o for o in options), options
+    shown = models[at.query_params["id"]]
+    assert at.subheader[0].value == f"{shown.algorithm} · v1 · {shown.experiment}"
