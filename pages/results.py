@@ -75,7 +75,9 @@ if run.status == "succeeded" and run.purged_at is None:
     ui_explain.global_importance(store, run)
 with st.expander("Purge this run's results"):
     st.caption("Deletes the result files; the summary and metrics above stay.")
-    if st.button("Purge results", key="results_purge"):
-        with ui.guarded():
-            results.purge(store, run.id)
-            st.rerun()
+    st.button(
+        "Purge results",
+        key="results_purge",
+        on_click=ui.act,
+        args=(lambda: ui_results.purge(store, run.id),),
+    )

@@ -216,16 +216,23 @@ def _swap(store: Store, d: Deployment) -> None:
         "undo)."
     )
     confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")
-    if st.button("Swap main and challenger", key=f"ch_swap_{d.id}", disabled=not confirm):
-        with ui.guarded():
-            swapped = challenger.swap(store, d.name)
-            st.session_state[f"ch_swapped_{d.id}"] = (
-                swapped.current.number if swapped.current else None
-            )
-            st.rerun()
-    done = st.session_state.pop(f"ch_swapped_{d.id}", None)
-    if done:
-        st.success(f"Swapped: version {done} is current.")
+
+    def swap() -> str:  # a callback: the page renders the swapped pins in the same run
+        swapped = challenger.swap(store, d.name)
+        st.session_state[f"ch_swap_ok_{d.id}"] = False  # a second swap asks again
+        number = swapped.current.number if swapped.current else "?"
+        return (
+            f"Swapped: version {number} is current, with main {ui.named(names, shadow)} "
+            f"and challenger {ui.named(names, main)}. Roll back in Versions to undo."
+        )
+
+    st.button(
+        "Swap main and challenger",
+        key=f"ch_swap_{d.id}",
+        disabled=not confirm,
+        on_click=ui.act,
+        args=(swap,),
+    )
 
 
 def challenger_tab(store: Store, d: Deployment) -> None:

@@ -262,22 +262,34 @@ def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[
 
 
 def _transforms_editor(d: Deployment, transforms: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The transform blocks being edited (kept in session state until saved). Add and Remove
+    are callbacks, so the page renders the changed list in the same run; each block keeps its
+    own widget keys, so removing one never shifts another's text into its place."""
     key = f"transforms_{d.id}"
     if key not in st.session_state:
-        st.session_state[key] = [dict(t) for t in transforms]
-    edited = []
-    for i, block in enumerate(st.session_state[key]):
+        st.session_state[key] = [{"id": i, **t} for i, t in enumerate(transforms)]
+    blocks: list[dict[str, Any]] = st.session_state[key]
+
+    def remove(block_id: int) -> None:
+        st.session_state[key] = [b for b in st.session_state[key] if b["id"] != block_id]
+
+    def add() -> None:
+        found = st.session_state[key]
+        number = max((b["id"] for b in found), default=-1) + 1
+        name = f"transform_{len(found) + 1}"
+        st.session_state[key] = [*found, {"id": number, "name": name, "sql": "SELECT * FROM input"}]
+
+    for block in blocks:
         with st.container(border=True):
-            name = st.text_input("Transform name", value=block["name"], key=f"{key}_n{i}")
-            sql = st.text_area("SELECT over `input`", value=block["sql"], key=f"{key}_s{i}")
-            if not st.button("Remove", key=f"{key}_rm{i}"):
-                edited.append({"name": name, "sql": sql})
-    if st.button("Add a transform", key=f"{key}_add"):
-        edited.append({"name": f"transform_{len(edited) + 1}", "sql": "SELECT * FROM input"})
-    if edited != st.session_state[key]:
-        st.session_state[key] = edited
-        st.rerun()
-    return edited
+            block["name"] = st.text_input(
+                "Transform name", value=block["name"], key=f"{key}_n{block['id']}"
+            )
+            block["sql"] = st.text_area(
+                "SELECT over `input`", value=block["sql"], key=f"{key}_s{block['id']}"
+            )
+            st.button("Remove", key=f"{key}_rm{block['id']}", on_click=remove, args=(block["id"],))
+    st.button("Add a transform", key=f"{key}_add", on_click=add)
+    return [{"name": b["name"], "sql": b["sql"]} for b in blocks]
 
 
 def _sinks_editor(d: Deployment, sinks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -153,6 +153,15 @@ def _spread_filter(container: Any, store: Store, run: Run, which: str) -> dict[s
     return {"spread_at_most": limit if limit < top else None}
 
 
+def purge(store: Store, run_id: str) -> str:
+    """Purge a run's result files (from a button's callback); says what is left."""
+    purged = results.purge(store, run_id)
+    return (
+        f"Purged the result files of run {purged.id}. Its summary and metrics stay on this "
+        "page; the rows, downloads and explanations are gone."
+    )
+
+
 @st.fragment(run_every=2)
 def run_progress(store: Store, run_id: str) -> None:
     """A queued or running run's progress, polled; the whole page redraws once it ends."""

@@ -214,33 +214,49 @@ def _comparison(found: list[validation.Validation], chosen: validation.Validatio
 
 def _thresholds(store: Store, d: Deployment) -> None:
     current = promotion.get_thresholds(store, d.name)
+    keys = {
+        "max_metric_drop": f"gate_drop_{d.id}",
+        "max_error_increase": f"gate_rise_{d.id}",
+        "latency_budget_ms": f"gate_budget_{d.id}",
+    }
+    for name, key in keys.items():  # the stored values, also right after a save
+        st.session_state[key] = getattr(current, name)
+
+    def save() -> str:  # a callback: the gate's checks render with the saved thresholds
+        now = st.session_state
+        saved = promotion.set_thresholds(
+            store, d.name, promotion.Thresholds(*(now[k] for k in keys.values()))
+        )
+        return (
+            f"Gate thresholds saved: metric drop at most {saved.max_metric_drop:g}, error "
+            f"increase at most {saved.max_error_increase:.1%}, p99 latency at most "
+            f"{saved.latency_budget_ms:g} ms."
+        )
+
     with st.expander("Promotion gate thresholds"), st.form(f"gate_thresholds_{d.id}"):
         a, b, c = st.columns(3)
-        drop = a.number_input(
+        a.number_input(
             "Max metric drop (points)",
             0.0,
             1.0,
-            current.max_metric_drop,
-            0.005,
+            step=0.005,
             format="%.3f",
             help="Accuracy, F1, ROC-AUC, R2",
+            key=keys["max_metric_drop"],
         )
-        rise = b.number_input(
+        b.number_input(
             "Max error increase (relative)",
             0.0,
             None,
-            current.max_error_increase,
-            0.005,
+            step=0.005,
             format="%.3f",
             help="MAE and RMSE; 0.01 = 1 %",
+            key=keys["max_error_increase"],
         )
-        budget = c.number_input(
-            "Latency budget p99 (ms)", 0.1, None, current.latency_budget_ms, 10.0
+        c.number_input(
+            "Latency budget p99 (ms)", 0.1, None, step=10.0, key=keys["latency_budget_ms"]
         )
-        if st.form_submit_button("Save thresholds"):
-            with ui.guarded():
-                promotion.set_thresholds(store, d.name, promotion.Thresholds(drop, rise, budget))
-                st.rerun()
+        st.form_submit_button("Save thresholds", on_click=ui.act, args=(save,))
 
 
 def validation_tab(store: Store, d: Deployment) -> None:

@@ -21,6 +21,7 @@ def panel(name: str, tab: str) -> None:
     from core import deployments, ui
     from core.ui import challenger as ui_challenger
 
+    ui.show_flash()  # what an action did, as ui.header shows it on the page
     store = ui.get_store()
     d = deployments.get_deployment(store, name)
     getattr(ui_challenger, tab)(store, d)

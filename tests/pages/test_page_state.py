@@ -324,3 +324,73 @@ def test_results_and_the_model_picker_name_models_by_algorithm_and_version(
     assert all(" · v1 (mdl_" in o for o in options), options
     shown = models[at.query_params["id"]]
     assert at.subheader[0].value == f"{shown.algorithm} · v1 · {shown.experiment}"
+
+
+def test_removing_a_transform_keeps_the_others_text(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
+    button(at, "Add a transform").click().run()
+    button(at, "Add a transform").click().run()
+    names = [t for t in at.text_input if t.label == "Transform name"]
+    assert [t.value for t in names] == ["transform_1", "transform_2"]
+    names[1].set_value("keep me").run()
+    next(b for b in at.button if b.label == "Remove").click().run()  # the first block
+    assert not at.exception
+    assert [t.value for t in at.text_input if t.label == "Transform name"] == ["keep me"]
+    at.run()
+    assert [t.value for t in at.text_input if t.label == "Transform name"] == ["keep me"]
+
+
+def test_saving_thresholds_says_so_and_shows_them_at_once(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    run = runs.enqueue_run(trained_store, deployed)
+    assert worker.run_once(trained_store)
+    assert runs.get_run(trained_store, run.id).status == "succeeded"
+    at = open_page("pages/deployment.py", name=deployed, section="drift")
+    inputs = {n.label: n for n in at.number_input}
+    inputs["Moderate from"].set_value(0.2)
+    inputs["Drifted from"].set_value(0.4)
+    button(at, "Save thresholds").click().run()
+    assert not at.exception and not at.error
+    assert any(
+        "PSI thresholds saved: moderate from 0.2, drifted from 0.4" in s.value for s in at.success
+    )
+    assert [n.value for n in at.number_input if n.label.endswith("from")] == [0.2, 0.4]
+    at.run()
+    saved = [e for e in audit.list_entries(trained_store, deployed) if "threshold" in e.action]
+    assert len(saved) == 1, [e.action for e in saved]
+
+    at = open_page("pages/deployment.py", name=deployed, section="validation")
+    inputs = {n.label: n for n in at.number_input}
+    inputs["Latency budget p99 (ms)"].set_value(250.0)
+    button(at, "Save thresholds").click().run()
+    assert not at.exception and not at.error
+    assert any("p99 latency at most 250 ms" in s.value for s in at.success)
+    assert next(n for n in at.number_input if n.label.startswith("Latency")).value == 250.0
+
+
+def test_purge_says_what_it_did(trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    run = runs.enqueue_run(trained_store, deployed)
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=run.id)
+    button(at, "Purge results").click().run()
+    assert not at.exception
+    assert any(f"Purged the result files of run {run.id}" in s.value for s in at.success)
+    assert runs.get_run(trained_store, run.id).purged_at is not None
+
+
+def test_swap_names_the_swapped_models(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    names = {m.id: f"{m.algorithm} · v{m.version}" for m in registry.list_models(trained_store)}
+    before = deployments.get_deployment(trained_store, deployed).current
+    at = open_page("pages/deployment.py", name=deployed, section="challenger")
+    at.checkbox(key=next(c.key for c in at.checkbox if c.label.startswith("I want"))).check().run()
+    button(at, "Swap main and challenger").click().run()
+    assert not at.exception
+    note = next(s.value for s in at.success if s.value.startswith("Swapped"))
+    assert f"main {names[before.challenger_model_id]} ({before.challenger_model_id})" in note
+    assert any(f"Make **{names[before.main_model_id]}**" in m.value for m in at.markdown)
+    assert button(at, "Swap main and challenger").disabled  # a second swap asks again
