@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +22,8 @@ ACCENT = "#3b5bdb"
 POSITIVE, NEGATIVE = "#2f9e44", "#1c7ed6"  # SHAP: green pushes the output up, blue down
 SHOWN_FEATURES = 12
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
+TREND_RUNS = 3  # a chart over runs shows a trend from this many runs on
+RUN_AXIS = "run (oldest first)"
 
 
 def model_name(model: Model) -> str:
@@ -58,6 +63,7 @@ def leaderboard_figure(models: list[Model], metric: str) -> go.Figure:
         height=120 + 40 * len(scored),
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis_title=metric,
+        yaxis_title="model",
     )
     return fig
 
@@ -79,6 +85,7 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
     fig = go.Figure(go.Bar(x=labels, y=shares, marker_color=ACCENT))
     fig.update_layout(
         title=f"{name}: training distribution",
+        xaxis_title=name,
         yaxis_title="share of rows",
         yaxis_tickformat=".0%",
         height=320,
@@ -120,6 +127,7 @@ def explanation_figure(e: Explanation, shown: int = SHOWN_FEATURES) -> go.Figure
     fig.update_layout(
         title=f"{what}: base {e.base_value:.4g} → output {e.output:.4g}",
         xaxis_title=f"contribution ({e.scale})",
+        yaxis_title="feature = this row's value",
         height=140 + 28 * len(bars),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
@@ -142,6 +150,7 @@ def importance_figure(imp: Importance, shown: int = 20) -> go.Figure:
     fig.update_layout(
         title=f"{imp.which}: mean |SHAP| ({imp.scale}), {imp.rows:,} rows",
         xaxis_title=f"mean |contribution| ({imp.scale})",
+        yaxis_title="feature",
         height=140 + 26 * len(top),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
@@ -254,6 +263,7 @@ def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES
         title=title,
         xaxis_title=f"SHAP value ({sample.scale})",
         showlegend=False,
+        yaxis_title="feature",
         yaxis={
             "tickvals": list(range(len(features))),
             "ticktext": features,
@@ -330,6 +340,7 @@ def drift_overlay_figure(f: Any) -> go.Figure:
     fig.update_layout(
         barmode="overlay",
         title=f"{f.name}: {f.status} (PSI {f.psi or 0:.3f})",
+        xaxis_title=f"{f.name} (training bins)" if f.kind == "numeric" else f.name,
         yaxis_title="share of rows",
         yaxis_tickformat=".0%",
         margin={"t": 40, "b": 10},
@@ -338,48 +349,93 @@ def drift_overlay_figure(f: Any) -> go.Figure:
     return fig
 
 
+def _when(at: datetime | None) -> str:
+    return "" if at is None else f"{at:%b %d %H:%M}"
+
+
+def over_runs(fig: go.Figure, times: Sequence[datetime | None]) -> go.Figure:
+    """Put a chart's x axis in run order (1 = oldest), labelled by date and minute, never by
+    milliseconds (two runs a second apart gave ticks such as 20:03:18.4475), and say on the
+    chart when there are too few runs for a trend."""
+    n = len(times)
+    step = max(1, math.ceil(n / 10))
+    fig.update_xaxes(
+        title_text=RUN_AXIS,
+        tickmode="array",
+        tickvals=list(range(1, n + 1))[::step],
+        ticktext=[_when(t) for t in times][::step],
+        range=[0.5, max(n, 1) + 0.5],
+    )
+    if n < TREND_RUNS:
+        fig.add_annotation(
+            text=(
+                "No run yet"
+                if n == 0
+                else f"Only {n} run{'s' if n > 1 else ''} so far: a trend shows "
+                f"from {TREND_RUNS} runs on."
+            ),
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+            showarrow=False,
+            font={"color": "#868e96"},
+        )
+    return fig
+
+
+def _hover(run_ids: Sequence[str], times: Sequence[datetime | None]) -> list[str]:
+    return [
+        f"{r}<br>{'' if t is None else f'{t:%Y-%m-%d %H:%M} UTC'}"
+        for r, t in zip(run_ids, times, strict=True)
+    ]
+
+
 def drift_time_figure(series: Any, feature: str) -> go.Figure:
     """PSI of one feature per run (core.drift.DriftSeries), oldest first, coloured by status."""
     points = [p for p in series.points if p.feature == feature]
+    times = [p.at for p in points]
     fig = go.Figure(
         go.Scatter(
-            x=[p.at for p in points],
+            x=list(range(1, len(points) + 1)),
             y=[p.psi for p in points],
             mode="lines+markers",
             name=feature,
             marker={"color": [STATUS_COLORS.get(p.status, ACCENT) for p in points], "size": 9},
             line={"color": ACCENT},
-            text=[p.run_id for p in points],
+            text=_hover([p.run_id for p in points], times),
             hovertemplate="%{text}<br>PSI %{y:.3f}<extra></extra>",
         )
     )
     fig.update_layout(
         title=f"{feature}: PSI per run", yaxis_title="PSI", margin={"t": 40, "b": 10}, height=300
     )
-    return fig
+    return over_runs(fig, times)
 
 
 def drift_share_figure(series: Any) -> go.Figure:
     """The share of drifted features per run (core.drift.DriftSeries), oldest first."""
+    times = [s[1] for s in series.shares]
     fig = go.Figure(
         go.Scatter(
-            x=[s[1] for s in series.shares],
+            x=list(range(1, len(times) + 1)),
             y=[s[2] for s in series.shares],
             mode="lines+markers",
             name="drifted features",
             line={"color": STATUS_COLORS["drifted"]},
-            text=[s[0] for s in series.shares],
+            text=_hover([s[0] for s in series.shares], times),
             hovertemplate="%{text}<br>%{y:.0%} of features drifted<extra></extra>",
         )
     )
     fig.update_layout(
         title="Share of drifted features per run",
+        yaxis_title="features drifted",
         yaxis_tickformat=".0%",
         yaxis_range=[0, 1.05],
         margin={"t": 40, "b": 10},
         height=280,
     )
-    return fig
+    return over_runs(fig, times)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -429,29 +485,27 @@ def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
     return fig
 
 
-# ---------------------------------------------------------------------------- tab
-
-
 # ---------------------------------------------------------------------------- challenger
 def agreement_figure(found: Comparison) -> go.Figure:
     """Agreement rate per run, oldest first."""
     points = list(reversed(found.runs))
+    times = [r.at for r in points]
     fig = go.Figure(
         go.Scatter(
-            x=[r.at for r in points],
+            x=list(range(1, len(points) + 1)),
             y=[r.agreement_rate for r in points],
             mode="lines+markers",
-            text=[r.run_id for r in points],
+            text=_hover([r.run_id for r in points], times),
             hovertemplate="%{text}<br>%{y:.1%}<extra></extra>",
         )
     )
     fig.update_layout(
         title="Agreement of main and challenger per run",
         height=280,
-        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
+        yaxis={"tickformat": ".0%", "range": [0, 1.02], "title": {"text": "rows agreeing"}},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
-    return fig
+    return over_runs(fig, times)
 
 
 def distribution_figure(found: Comparison) -> go.Figure:
@@ -466,6 +520,8 @@ def distribution_figure(found: Comparison) -> go.Figure:
         barmode="group",
         height=300,
         title="Predictions in the window",
+        xaxis_title="predicted class" if found.task != "regression" else "predicted value",
+        yaxis_title="rows",
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
@@ -474,16 +530,27 @@ def distribution_figure(found: Comparison) -> go.Figure:
 def live_figure(live: LiveMetrics) -> go.Figure:
     """The headline metric of main and challenger per run, oldest first."""
     points = [r for r in reversed(live.runs) if r.main]
+    times = [r.at for r in points]
     fig = go.Figure()
     for role in ("main", "challenger"):
         values = [(getattr(r, role) or {}).get(live.metric) for r in points]
         fig.add_trace(
-            go.Scatter(x=[r.at for r in points], y=values, name=role, mode="lines+markers")
+            go.Scatter(
+                x=list(range(1, len(points) + 1)),
+                y=values,
+                name=role,
+                mode="lines+markers",
+                text=_hover([r.run_id for r in points], times),
+                hovertemplate="%{text}<br>%{y:.4f}<extra>" + role + "</extra>",
+            )
         )
     fig.update_layout(
-        title=f"Live {live.metric} per run", height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}
+        title=f"Live {live.metric} per run",
+        yaxis_title=f"{live.metric} on labelled rows",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
-    return fig
+    return over_runs(fig, times)
 
 
 # ---------------------------------------------------------------------------- reading
