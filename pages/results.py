@@ -68,9 +68,9 @@ which = st.radio(
 )
 ui_results.box_metrics(summary, which)  # of the results shown: main or challenger
 with ui.guarded():
-    shown = ui_results.results_table(store, run, which)
+    selected = ui_results.results_table(store, run, which)
     ui.download_results(run.id, which, key="results_download")
-    ui_explain.explain_row(store, run, which, shown)
+    ui_explain.explain_row(store, run, which, selected)
 if run.status == "succeeded" and run.purged_at is None:
     ui_explain.global_importance(store, run)
 with st.expander("Purge this run's results"):

@@ -94,10 +94,53 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def plain_number(x: float) -> str:
+    """A number as a person reads it (the rule of core.validation.plain_number): about 4
+    significant digits, thousands separated, never scientific notation (42,390, not 4.239e+04)."""
+    if x == 0 or not math.isfinite(x):
+        return str(0 if x == 0 else x)
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    decimals = max(0, 3 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def signed_number(x: float) -> str:
+    """plain_number with its sign: +0.42, -1,250."""
+    return ("+" if x >= 0 else "-") + plain_number(abs(x))
+
+
+def value_text(value: Any) -> str:
+    """A feature's value as a person reads it: plain numbers, "missing" for None."""
+    return _shown(value)
+
+
 def _shown(value: Any) -> str:
     if value is None:
         return "missing"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else plain_number(value)
+
+
+def percent(p: float) -> str:
+    """A probability as "67 %" (one decimal below 1 % and above 99 %: never a false 0 or 100)."""
+    return f"{p:.1%}".replace("%", " %") if p < 0.01 or p > 0.99 else f"{p:.0%}".replace("%", " %")
+
+
+SCALE_WORDS = {
+    "log-odds": "log-odds (the scale the model adds evidence on before turning it into a "
+    "probability: a bar to the right raised the probability, to the left lowered it)",
+    "logit (softmax input)": "logits (the scores the model turns into class probabilities: "
+    "a bar to the right raised this class's probability, to the left lowered it)",
+    "probability": "probability points (the bars add up to the probability itself)",
+    "value": "the target's unit (the bars add up to the predicted value)",
+}
+
+
+def scale_words(scale: str) -> str:
+    """What a SHAP scale means, for a reader who does not know the word."""
+    return SCALE_WORDS.get(scale, scale)
 
 
 def explanation_bars(e: Explanation, shown: int = SHOWN_FEATURES) -> list[tuple[str, float]]:
@@ -119,13 +162,14 @@ def explanation_figure(e: Explanation, shown: int = SHOWN_FEATURES) -> go.Figure
             y=[label for label, _ in bars],
             orientation="h",
             marker_color=[POSITIVE if v >= 0 else NEGATIVE for _, v in bars],
-            text=[f"{v:+.4g}" for _, v in bars],
+            text=[signed_number(v) for _, v in bars],
             textposition="auto",
         )
     )
     what = e.scale + (f" of class {e.class_}" if e.class_ is not None else "")
     fig.update_layout(
-        title=f"{what}: base {e.base_value:.4g} → output {e.output:.4g}",
+        title=f"{what}: average row {plain_number(e.base_value)} → this row "
+        f"{plain_number(e.output)}",
         xaxis_title=f"contribution ({e.scale})",
         yaxis_title="feature = this row's value",
         height=140 + 28 * len(bars),
@@ -134,8 +178,16 @@ def explanation_figure(e: Explanation, shown: int = SHOWN_FEATURES) -> go.Figure
     return fig
 
 
-def importance_figure(imp: Importance, shown: int = 20) -> go.Figure:
-    """Mean |SHAP| per original feature, largest on top."""
+MEAN_SHAP_WORDS = (
+    "Mean |SHAP|: how far a feature moves a prediction away from the average prediction, "
+    "in either direction, averaged over the rows. A longer bar means the feature matters "
+    "more; it does not say in which direction."
+)
+
+
+def importance_figure(imp: Importance, shown: int = 20, x_max: float | None = None) -> go.Figure:
+    """Mean |SHAP| per original feature, largest on top; `x_max` puts figures shown side by
+    side on one scale."""
     top = list(imp.features[:shown])[::-1]
     fig = go.Figure(
         go.Bar(
@@ -143,18 +195,29 @@ def importance_figure(imp: Importance, shown: int = 20) -> go.Figure:
             y=[f for f, _ in top],
             orientation="h",
             marker_color=ACCENT,
-            text=[f"{v:.4g}" for _, v in top],
+            text=[plain_number(v) for _, v in top],
             textposition="auto",
         )
     )
     fig.update_layout(
-        title=f"{imp.which}: mean |SHAP| ({imp.scale}), {imp.rows:,} rows",
-        xaxis_title=f"mean |contribution| ({imp.scale})",
+        title=f"{imp.which}: average impact per feature, {imp.rows:,} rows",
+        xaxis_title=f"mean |SHAP| ({imp.scale})",
         yaxis_title="feature",
         height=140 + 26 * len(top),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
+    if x_max:
+        fig.update_xaxes(range=[0, x_max * 1.05])
     return fig
+
+
+def shared_range(importances: Sequence[Importance]) -> float | None:
+    """One x range for importances shown side by side (the largest bar of any), or None when
+    they are on different scales (log-odds and probability cannot share an axis)."""
+    found = [imp for imp in importances if imp.features]
+    if len(found) < 2 or len({imp.scale for imp in found}) > 1:
+        return None
+    return max(v for imp in found for _, v in imp.features)
 
 
 LOW, HIGH, MISSING_COLOR = "#1c7ed6", "#e03131", "#adb5bd"  # a feature's value: low -> high
@@ -255,7 +318,8 @@ def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES
         ys += (position + _jitter(shap_values, position)).tolist()
         colours.append(scaled)
         hovers += [
-            f"{feature} = {t}<br>SHAP {x:+.4g}" for x, t in zip(shap_values, texts, strict=True)
+            f"{feature} = {t}<br>SHAP {signed_number(x)}"
+            for x, t in zip(shap_values, texts, strict=True)
         ]
     scaled_all = np.concatenate(colours) if colours else np.zeros(0)
     fig = go.Figure(_value_traces(xs, ys, scaled_all, hovers, "value", 5))
@@ -292,7 +356,8 @@ def dependence_figure(
         for i in keep
     ]
     hovers = [
-        f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}<br>SHAP {shap_values[i]:+.4g}"
+        f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}"
+        f"<br>SHAP {signed_number(shap_values[i])}"
         for i in keep
     ]
     fig = go.Figure(

@@ -36,9 +36,9 @@ def _column_picker(
     return container.multiselect(label, options, key=key, on_change=remember)
 
 
-def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
+def results_table(store: Store, run: Run, which: str) -> dict[str, Any] | None:
     """One page of a run's results, as the user filtered, sorted and trimmed it; returns the
-    page shown (empty when no column is chosen)."""
+    row the user selected in it (to explain it), or None."""
     columns = results.columns(store, run.id, which)
     predicted = [
         c for c in columns if c in PREDICTION_COLUMNS or c.startswith(("proba_", "challenger_"))
@@ -87,7 +87,7 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     ]
     if not key_column and not shown_predicted and not shown_inputs:
         st.info("Choose at least one column to show.")
-        return pd.DataFrame()
+        return None
 
     def read(number: int) -> tuple[pd.DataFrame, int]:
         return results.page(
@@ -111,14 +111,18 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
         f"{total:,} rows match · page {number} of {pages}"
         + (f" (page {asked} asked: there are only {pages})" if asked > pages else "")
     )
-    st.dataframe(
+    event = st.dataframe(
         frame,
         hide_index=True,
+        key=f"results_rows_{which}",
+        on_select="rerun",
+        selection_mode="single-row",
         column_config={"confidence": st.column_config.NumberColumn(SPREAD_LABEL, help=SPREAD_HELP)}
         if spread
         else None,
     )
-    return frame
+    chosen = [i for i in (event.selection.rows if event else []) if i < len(frame)]
+    return frame.iloc[chosen[0]].to_dict() if chosen else None
 
 
 SPREAD_LABEL = "spread of trees (±)"

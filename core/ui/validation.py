@@ -11,6 +11,7 @@ from core import explain, promotion, registry, ui, validation
 from core.entities import Deployment
 from core.store import Store
 from core.ui import charts
+from core.ui import explain as ui_explain
 from core.worker import sidecars
 from core.workspace import save_upload
 
@@ -142,7 +143,7 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
     if chosen is not None:
         with ui.guarded():
             [e] = explain.explain_rows(store, v.run_id, [chosen], "main", None, by=by)
-            st.plotly_chart(charts.explanation_figure(e), key=f"{key}_explained")
+            ui_explain.show_explanation(e, registry.get_model(store, e.model_id))
 
 
 def _worst_row(row: dict[str, Any], has_key: bool) -> dict[str, Any]:

@@ -98,3 +98,35 @@ def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(
     score_with_drift(trained_store, deployed.name, served(300, seed=3), "c.parquet")
     series = drift.drift_over_time(trained_store, deployed.name, 30)
     assert annotations(charts.drift_share_figure(series)) == []
+
+
+def test_explanations_read_as_plain_numbers() -> None:
+    e = explain.Explanation(
+        run_id="run_x",
+        which="main",
+        row=3,
+        key=None,
+        model_id="mdl_x",
+        algorithm="linear",
+        explainer="LinearExplainer",
+        scale="value",
+        class_=None,
+        prediction=42390.25,
+        probability=None,
+        base_value=40000.0,
+        output=42390.25,
+        contributions=(
+            explain.Contribution("income", 123456.0, 2000.25),
+            explain.Contribution("rate", 0.000123, 390.0),
+            explain.Contribution("region", None, 0.0),
+        ),
+    )
+    assert charts.explanation_bars(e) == [
+        ("income = 123,456", 2000.25),
+        ("rate = 0.000123", 390.0),
+        ("region = missing", 0.0),
+    ]
+    fig = charts.explanation_figure(e)
+    assert list(fig.data[0].text) == ["+0", "+390", "+2,000"]
+    assert fig.layout.title.text == "value: average row 40,000 → this row 42,390"
+    assert [charts.percent(p) for p in (0.671, 0.004, 0.9951)] == ["67 %", "0.4 %", "99.5 %"]
