@@ -21,8 +21,9 @@ if model_id:
 if model is None:
     models = registry.list_models(store)
     if not models:
-        st.info("No model yet.")
+        st.info("No model yet: train models on a dataset, or import one trained elsewhere.")
         st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
+        st.page_link("pages/import_model.py", label="Import a model", icon=":material/upload_file:")
         st.stop()
     model = st.selectbox(
         "Model",

@@ -205,7 +205,8 @@ def link_table(
 def show_leaderboard(models: list[Model], key: str) -> None:
     """A version's models as a table: metrics, training time and size, each linking its page."""
     if not models:
-        st.info("No models yet.")
+        st.info("No models in this version: train again on the Train page.")
+        st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
         return
     models = charts.ranked(models, charts.headline_metric(models[0].task))
     metric_names = [k for k in models[0].metrics if not k.endswith("_rows")]
@@ -347,6 +348,16 @@ def named(names: dict[str, str], model_id: str | None, strong: bool = False) -> 
         return "none"
     name = names.get(model_id, "unknown model")
     return f"{f'**{name}**' if strong else name} ({model_id})"
+
+
+def section_link(d: Deployment, section: str, label: str) -> None:
+    """A link to one section of a deployment's page (the next step an empty state offers)."""
+    st.page_link(
+        "pages/deployment.py",
+        query_params={"name": d.name, "section": section},
+        label=label,
+        icon=":material/deployed_code:",
+    )
 
 
 def require_deployments(store: Store) -> list[Deployment]:

@@ -258,7 +258,8 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     chosen run download as CSV or Parquet (built only when clicked)."""
     found = runs.list_runs(store, d.name, limit=PREDICTION_RUNS)
     if not found:
-        st.info("No runs yet: the Runs tab has Run now.")
+        st.info("No runs yet: their predictions are listed here once a run has scored data.")
+        ui.section_link(d, "runs", "Run it now in the Runs section")
         return
     files = {r.id: challenger.result_files(store, r) for r in found}
 
@@ -284,7 +285,10 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     )
     ready = [r for r in found if files[r.id]["main"] is not None]
     if not ready:
-        st.caption("No run has results to download yet.")
+        st.caption(
+            "No run has results to download: failed runs keep none, and purged runs lost "
+            "theirs. Run it again from the Runs section."
+        )
         return
     run = st.selectbox(
         "Download the results of",

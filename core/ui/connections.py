@@ -145,7 +145,7 @@ def connections_panel(store: Store, d: Deployment) -> None:
 
             right.button("Remove", key=f"conn_rm_{d.id}", on_click=ui.act, args=(remove,))
         else:
-            st.caption("No connections in this project yet.")
+            st.caption("No connections in this project yet: add one below.")
         _add_form(store, d)
 
 

@@ -397,6 +397,7 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
                 store, d.name, pipeline.validate_pipeline(candidate, store.workspace)
             )
             st.success("Pipeline saved. It applies to the next run.")
+            ui.section_link(d, "runs", "Run it now in the Runs section")
 
 
 def versions_table(store: Store, d: Deployment) -> None:
@@ -447,7 +448,13 @@ def runs_panel(store: Store, d: Deployment) -> None:
         with ui.guarded():
             source = pipeline.check_file_source(store.workspace, override) if override else None
             run = runs.enqueue_run(store, d.name, source_override=source)
-            st.toast(f"Queued run {run.id}.")
+            st.success(f"Queued run {run.id}; it is listed below while it runs.")
+            st.page_link(
+                "pages/results.py",
+                query_params={"run": run.id},
+                label=f"Open run {run.id} (its results appear when it ends)",
+                icon=":material/table_view:",
+            )
     found = runs.list_runs(store, d.name)
     if any(not r.is_finished for r in found):
         _live_runs(store, d.name)  # polls only while something is queued or running
@@ -468,7 +475,10 @@ def _live_runs(store: Store, name: str) -> None:
 
 def _runs_table(found: list[Run]) -> None:
     if not found:
-        st.caption("No run yet.")
+        st.info(
+            "No run yet: press **Run now** above, or give the deployment a schedule in the "
+            "Schedule section."
+        )
         return
     ui.link_table(
         [
@@ -492,7 +502,10 @@ def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
     from core import scheduler
 
     if current is None:
-        st.caption("No schedule: runs start only when someone queues them.")
+        st.caption(
+            "No schedule: runs start only when someone queues them. Set one below to run "
+            "it on its own."
+        )
         return
     state = "paused" if current.is_paused else "active"
     st.markdown(

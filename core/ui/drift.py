@@ -212,6 +212,8 @@ def drift_banner(store: Store, d: Deployment, series: drift.DriftSeries | None) 
 def drift_headline(d: Deployment, series: drift.DriftSeries | None) -> None:
     """The share of drifted features per run over the last runs."""
     if series is None:
-        st.caption("Drift appears here once the deployment has a succeeded run.")
+        st.caption(
+            "Drift appears here once the deployment has a succeeded run (Runs section, Run now)."
+        )
         return
     st.plotly_chart(charts.drift_share_figure(series), key=f"drift_headline_{d.id}")

@@ -107,6 +107,11 @@ def results_table(store: Store, run: Run, which: str) -> dict[str, Any] | None:
     if number > pages:  # a narrower filter or bigger pages: show the last page instead
         number = pages
         frame, total = read(number)
+    if total == 0:
+        st.info(
+            "No row matches these filters: widen them (Prediction is, the confidence or "
+            "spread slider, Input quality at least)."
+        )
     st.caption(
         f"{total:,} rows match · page {number} of {pages}"
         + (f" (page {asked} asked: there are only {pages})" if asked > pages else "")

@@ -394,3 +394,39 @@ def test_swap_names_the_swapped_models(
     assert f"main {names[before.challenger_model_id]} ({before.challenger_model_id})" in note
     assert any(f"Make **{names[before.main_model_id]}**" in m.value for m in at.markdown)
     assert button(at, "Swap main and challenger").disabled  # a second swap asks again
+
+
+def links(at: AppTest) -> dict[str, str]:
+    return {p.proto.label: f"{p.proto.page}?{p.proto.query_string}" for p in at.get("page_link")}
+
+
+def test_empty_states_and_actions_say_what_to_do_next(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="predictions")
+    assert any(i.value.startswith("No runs yet") for i in at.info)
+    assert links(at)["Run it now in the Runs section"] == f"deployment?name={deployed}&section=runs"
+    at = open_page("pages/deployment.py", name=deployed, section="runs")
+    assert any(i.value.startswith("No run yet: press **Run now**") for i in at.info)
+    button(at, "Run now").click().run()
+    [queued] = runs.list_runs(trained_store, deployed)
+    assert any(f"Queued run {queued.id}" in s.value for s in at.success)
+    assert links(at)[f"Open run {queued.id} (its results appear when it ends)"] == (
+        f"results?run={queued.id}"
+    )
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
+    button(at, "Save pipeline").click().run()
+    assert links(at)["Run it now in the Runs section"] == f"deployment?name={deployed}&section=runs"
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=queued.id)
+    at.slider(key="results_qual").set_value(1.0).run()
+    at.slider(key="results_conf").set_value(1.0).run()
+    assert any(i.value.startswith("No row matches these filters") for i in at.info)
+
+
+def test_an_empty_workspace_says_where_to_start(store: Store, open_page: OpenPage) -> None:
+    at = open_page("pages/model.py")
+    assert at.info[0].value.startswith("No model yet: train models on a dataset, or import")
+    assert set(links(at)) >= {"Train models", "Import a model"}
+    at = open_page("pages/train.py")
+    assert at.info[0].value.startswith("No dataset yet: register one")
