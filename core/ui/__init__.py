@@ -212,8 +212,8 @@ def show_leaderboard(models: list[Model], key: str) -> None:
     metric_names = [k for k in models[0].metrics if not k.endswith("_rows")]
     rows = [
         {
-            "model": f"model?id={m.id}",
-            "algorithm": m.algorithm,
+            "model": model_name(m),
+            "id": f"model?id={m.id}",
             **{name: m.metrics.get(name) for name in metric_names},
             "train time (s)": round(m.train_seconds, 3),
             "size (KB)": round(m.size_bytes / 1024, 1),
@@ -223,7 +223,7 @@ def show_leaderboard(models: list[Model], key: str) -> None:
     ]
     link_table(
         rows,
-        "model",
+        "id",
         key,
         column_config={n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names},
     )

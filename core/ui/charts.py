@@ -72,10 +72,12 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
     """The training distribution of one feature: quantile bins or category shares."""
     if feature["kind"] == "numeric":
         edges = feature["edges"]
-        labels = [f"{lo:.4g} to {hi:.4g}" for lo, hi in itertools.pairwise(edges)]
+        labels = [
+            f"{plain_number(lo)} to {plain_number(hi)}" for lo, hi in itertools.pairwise(edges)
+        ]
         shares = feature["fractions"]
         if not labels:  # a constant column: one bin
-            labels = [f"{feature['min']:.4g}"] if feature["min"] is not None else ["(missing)"]
+            labels = [plain_number(feature["min"])] if feature["min"] is not None else ["(missing)"]
     else:
         labels = list(feature["frequencies"])
         shares = list(feature["frequencies"].values())
@@ -405,7 +407,10 @@ def drift_overlay_figure(f: Any) -> go.Figure:
     fig.update_layout(
         barmode="overlay",
         title=f"{f.name}: {f.status} (PSI {f.psi or 0:.3f})",
-        xaxis_title=f"{f.name} (training bins)" if f.kind == "numeric" else f.name,
+        xaxis={
+            "title": {"text": f"{f.name} (training bins)" if f.kind == "numeric" else f.name},
+            "type": "category",  # classes 0 and 1 are names, not points on a number line
+        },
         yaxis_title="share of rows",
         yaxis_tickformat=".0%",
         margin={"t": 40, "b": 10},
@@ -441,8 +446,10 @@ def over_runs(fig: go.Figure, times: Sequence[datetime | None]) -> go.Figure:
             ),
             xref="paper",
             yref="paper",
-            x=0.5,
-            y=0.5,
+            x=1,
+            y=1.02,
+            xanchor="right",
+            yanchor="bottom",
             showarrow=False,
             font={"color": "#868e96"},
         )
@@ -473,7 +480,11 @@ def drift_time_figure(series: Any, feature: str) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"{feature}: PSI per run", yaxis_title="PSI", margin={"t": 40, "b": 10}, height=300
+        title=f"{feature}: PSI per run",
+        yaxis_title="PSI",
+        yaxis_rangemode="tozero",
+        margin={"t": 40, "b": 10},
+        height=300,
     )
     return over_runs(fig, times)
 
@@ -585,7 +596,12 @@ def distribution_figure(found: Comparison) -> go.Figure:
         barmode="group",
         height=300,
         title="Predictions in the window",
-        xaxis_title="predicted class" if found.task != "regression" else "predicted value",
+        xaxis={
+            "title": {
+                "text": "predicted value" if found.task == "regression" else "predicted class"
+            },
+            "type": "category",
+        },
         yaxis_title="rows",
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )

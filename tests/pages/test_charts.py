@@ -76,6 +76,10 @@ def test_every_chart_has_a_title_and_axis_titles(
     }
     untitled = {name: titled(fig) for name, fig in figures.items() if not all(titled(fig))}
     assert not untitled, untitled
+    # classes are names on the axis, not points of a number line from -0.5 to 1.5
+    assert charts.drift_overlay_figure(report.prediction).layout.xaxis.type == "category"
+    assert figures["distribution"].layout.xaxis.type == "category"
+    assert figures["drift per run"].layout.yaxis.rangemode == "tozero"  # PSI is never negative
 
 
 def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(
