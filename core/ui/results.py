@@ -127,7 +127,12 @@ def results_table(store: Store, run: Run, which: str) -> dict[str, Any] | None:
         else None,
     )
     chosen = [i for i in (event.selection.rows if event else []) if i < len(frame)]
-    return frame.iloc[chosen[0]].to_dict() if chosen else None
+    if not chosen:
+        return None
+    # Column by column, each in its own type: a row of all-number columns read as one Series
+    # turned its row number 0 into 0.0, which then named no row.
+    row = {c: frame[c].iloc[chosen[0]] for c in frame.columns}
+    return {c: v.item() if hasattr(v, "item") else v for c, v in row.items()}
 
 
 SPREAD_LABEL = "spread of trees (±)"

@@ -13,6 +13,7 @@ from core import datasets, deployments, explain, registry, runs
 from core.entities import Run
 from core.store import Store
 from core.training import TrainRequest, train
+from core.ui import charts as charts_module
 from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
@@ -224,6 +225,17 @@ def test_a_regression_forest_shows_its_spread_not_a_confidence(
     shown = next(m.value for m in at.metric if m.label.startswith("Mean spread"))
     assert shown == f"± {spreads.mean():,.4g}"
     assert not [s for s in at.slider if s.label.startswith("Confidence")]
+    select_row(at, "main", 1)  # number columns only: the row number stays an integer
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [e] = explain.explain_rows(store, run.id, [1], by="row")
+    lead = next(m.value for m in at.markdown if "Predicted progression" in m.value)
+    assert lead.startswith(
+        f"row 1: **Predicted progression = {charts_module.plain_number(e.prediction)}**"
+    )
+    words = next(
+        c.value for c in at.caption if c.value.startswith("The bars are in the target's unit")
+    )
+    assert "They start from the average row's" in words
     slider = at.slider(key="results_spread_main")
     assert slider.value == pytest.approx(spreads.max()) and slider.max == pytest.approx(
         spreads.max()
