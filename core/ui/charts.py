@@ -136,7 +136,7 @@ SCALE_WORDS = {
     "logit (softmax input)": "logits (the scores the model turns into class probabilities: "
     "a bar to the right raised this class's probability, to the left lowered it)",
     "probability": "probability points (the bars add up to the probability itself)",
-    "value": "the target's unit (the bars add up to the predicted value)",
+    "value": "the target's unit",
 }
 
 

@@ -63,15 +63,15 @@ def headline(e: explain.Explanation, target: str) -> str:
 
 def scale_sentence(e: explain.Explanation) -> str:
     """Where the bars start and end, and on which scale, in words."""
-    words = f"The bars are in {charts.scale_words(e.scale)}."
+    words = f"The bars are in {charts.scale_words(e.scale)}"
     if e.scale in ("log-odds", "probability"):
         to_p = _sigmoid if e.scale == "log-odds" else float
         return (
-            f"{words} The average row starts at {charts.percent(to_p(e.base_value))}; "
+            f"{words}. The average row starts at {charts.percent(to_p(e.base_value))}; "
             f"this row's values bring it to {charts.percent(to_p(e.output))}."
         )
     return (
-        f"{words} They start from the average row's {charts.plain_number(e.base_value)} "
+        f"{words}: they start from the average row's {charts.plain_number(e.base_value)} "
         f"and add up to this row's {charts.plain_number(e.output)}."
     )
 

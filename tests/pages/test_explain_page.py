@@ -235,7 +235,7 @@ def test_a_regression_forest_shows_its_spread_not_a_confidence(
     words = next(
         c.value for c in at.caption if c.value.startswith("The bars are in the target's unit")
     )
-    assert "They start from the average row's" in words
+    assert "unit: they start from the average row's" in words
     slider = at.slider(key="results_spread_main")
     assert slider.value == pytest.approx(spreads.max()) and slider.max == pytest.approx(
         spreads.max()
