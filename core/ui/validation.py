@@ -124,8 +124,12 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
     if not worst:
         return
     by = "key" if errors.get("key") else "row"
-    st.dataframe(
-        [_worst_row(r, has_key=by == "key") for r in worst], hide_index=True, key=f"{key}_worst"
+    event = st.dataframe(
+        [_worst_row(r, has_key=by == "key") for r in worst],
+        hide_index=True,
+        key=f"{key}_worst",
+        on_select="rerun",
+        selection_mode="single-row",
     )
     st.page_link(
         "pages/results.py",
@@ -133,17 +137,13 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
         label=f"All rows of this validation (run {v.run_id})",
         icon=":material/table:",
     )
-    chosen = st.selectbox(
-        f"Explain a worst row (by {by})",
-        [r[by] for r in worst],
-        index=None,
-        key=f"{key}_explain",
-        placeholder="choose a row",
-    )
-    if chosen is not None:
-        with ui.guarded():
-            [e] = explain.explain_rows(store, v.run_id, [chosen], "main", None, by=by)
-            ui_explain.show_explanation(e, registry.get_model(store, e.model_id))
+    chosen = [i for i in (event.selection.rows if event else []) if i < len(worst)]
+    if not chosen:
+        st.caption("Select a worst row (the box at its left) to see why the model predicted it.")
+        return
+    with ui.guarded():
+        [e] = explain.explain_rows(store, v.run_id, [worst[chosen[0]][by]], "main", None, by=by)
+        ui_explain.show_explanation(e, registry.get_model(store, e.model_id))
 
 
 def _worst_row(row: dict[str, Any], has_key: bool) -> dict[str, Any]:
