@@ -76,7 +76,14 @@ def _shares(counts: np.ndarray) -> np.ndarray:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.4g}"
+    """A bucket edge as a person reads it: 10,300, not 1.03e+04 (the rule of
+    core.validation.plain_number: about 4 significant digits, never scientific)."""
+    if value == 0 or not math.isfinite(value):
+        return str(0 if value == 0 else value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    decimals = max(0, 3 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def numeric_buckets(edges: list[float]) -> list[str]:

@@ -134,3 +134,17 @@ def test_explanations_read_as_plain_numbers() -> None:
     assert list(fig.data[0].text) == ["+0", "+390", "+2,000"]
     assert fig.layout.title.text == "value: average row 40,000 → this row 42,390"
     assert [charts.percent(p) for p in (0.671, 0.004, 0.9951)] == ["67 %", "0.4 %", "99.5 %"]
+
+
+def test_drift_buckets_read_as_plain_numbers() -> None:
+    from core.engine.drift_scores import numeric_buckets
+
+    assert numeric_buckets([300.0, 10300.0, 12400.5, 62600.0]) == [
+        "< 300",
+        "[300, 10,300)",
+        "[10,300, 12,400)",
+        "[12,400, 62,600]",
+        "> 62,600",
+        "missing",
+    ]
+    assert numeric_buckets([0.000123, 0.5]) == ["< 0.000123", "[0.000123, 0.5]", "> 0.5", "missing"]
