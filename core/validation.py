@@ -44,6 +44,7 @@ from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.engine.pipeline_sql import source_files
 from core.engine.predict import score
+from core.engine.profiles import plain_number
 from core.entities import Deployment, Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound, Step
 from core.registry import get_model, load_estimator, sha256_file
@@ -551,17 +552,6 @@ def _bucket_sql(column: str, edges: list[float], params: list[Any]) -> str:
         f"CASE WHEN {x} IS NULL OR isnan({x}) THEN 'missing' WHEN {x} < ? THEN 'below'"
         f" WHEN {x} > ? THEN 'above' ELSE CAST({inner} AS VARCHAR) END"
     )
-
-
-def plain_number(x: float) -> str:
-    """A number as a person reads it: about 4 significant digits, thousands separated, never
-    scientific notation (42,390 and 0.00012, not 4.239e+04 and 1.2e-04)."""
-    if x == 0 or not np.isfinite(x):
-        return str(0 if x == 0 else x)
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    decimals = max(0, 3 - int(np.floor(np.log10(abs(x)))))
-    return f"{x:,.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def _slice_name(kind: str, found: dict[str, Any], value: str) -> str:

@@ -21,18 +21,19 @@ if model_id:
 if model is None:
     models = registry.list_models(store)
     if not models:
-        st.info("No model yet.")
+        st.info("No model yet: train models on a dataset, or import one trained elsewhere.")
         st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
+        st.page_link("pages/import_model.py", label="Import a model", icon=":material/upload_file:")
         st.stop()
     model = st.selectbox(
         "Model",
         models,
         key="model_pick",
-        format_func=lambda m: f"{m.experiment} v{m.version} · {m.algorithm} ({m.id})",
+        format_func=lambda m: f"{m.experiment}: {ui.model_label(m)}",
     )
     st.query_params["id"] = model.id
 
-st.subheader(f"{model.algorithm} · {model.experiment} v{model.version}")
+st.subheader(f"{ui.model_name(model)} · {model.experiment}")
 st.caption(
     f"{model.id} · project {model.project} · {model.task} · {model.origin} · "
     f"created {model.created_at:%Y-%m-%d %H:%M} UTC"

@@ -45,7 +45,7 @@ for experiment in experiments:
             "Model",
             board,
             key=f"deploy_pick_{version.id}",
-            format_func=lambda m: f"{m.algorithm} ({m.id})",
+            format_func=ui.model_label,
         )
         ui.deploy_form(store, chosen, key=f"deploy_{version.id}")
     st.page_link(

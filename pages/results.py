@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import results, runs, ui
+from core import registry, results, runs, ui
 from core.ui import connections as ui_connections
 from core.ui import explain as ui_explain
 from core.ui import reports as ui_reports
@@ -37,8 +37,14 @@ with ui.guarded():
 if run is None:
     st.stop()
 
+models = {
+    role: ui.model_label(registry.get_model(store, run.summary[role]["model_id"]))
+    for role in ("main", "challenger")
+    if (run.summary.get(role) or {}).get("model_id")
+}
 st.caption(
     f"{run.deployment_name} · run {run.id} · {run.trigger} by {run.queued_by} · {run.status}"
+    + "".join(f" · {role} {label}" for role, label in models.items())
 )
 if not run.is_finished:
     ui_results.run_progress(store, run.id)  # polls; redraws the page when the run ends
@@ -58,17 +64,20 @@ which = st.radio(
     ["main", "challenger"] if summary.get("challenger") else ["main"],
     horizontal=True,
     key="results_which",
+    format_func=lambda role: f"{role}: {models[role]}" if role in models else role,
 )
 ui_results.box_metrics(summary, which)  # of the results shown: main or challenger
 with ui.guarded():
-    shown = ui_results.results_table(store, run, which)
+    selected = ui_results.results_table(store, run, which)
     ui.download_results(run.id, which, key="results_download")
-    ui_explain.explain_row(store, run, which, shown)
+    ui_explain.explain_row(store, run, which, selected)
 if run.status == "succeeded" and run.purged_at is None:
     ui_explain.global_importance(store, run)
 with st.expander("Purge this run's results"):
     st.caption("Deletes the result files; the summary and metrics above stay.")
-    if st.button("Purge results", key="results_purge"):
-        with ui.guarded():
-            results.purge(store, run.id, actor=ui.actor())
-            st.rerun()
+    st.button(
+        "Purge results",
+        key="results_purge",
+        on_click=ui.act,
+        args=(lambda: ui_results.purge(store, run.id),),
+    )

@@ -14,7 +14,7 @@ ui.header(
 store = ui.get_store()
 found = datasets.list_datasets(store)
 if not found:
-    st.info("No dataset yet.")
+    st.info("No dataset yet: register one (upload, path or demo set), then train on it here.")
     st.page_link("pages/datasets.py", label="Add a dataset first", icon=":material/table_chart:")
     st.stop()
 

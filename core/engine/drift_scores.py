@@ -17,6 +17,8 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, kstwobign
 
+from core.engine.profiles import plain_number
+
 EPSILON = 1e-4  # share given to an empty bucket in PSI, so one empty bin cannot make it infinite
 DEFAULT_MODERATE, DEFAULT_DRIFTED = 0.1, 0.25
 PREDICTION = "prediction"
@@ -75,20 +77,16 @@ def _shares(counts: np.ndarray) -> np.ndarray:
     return counts / total if total > 0 else np.zeros_like(counts, dtype=float)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
-
-
 def numeric_buckets(edges: list[float]) -> list[str]:
     """Bucket labels: below range, the training bins (the last one closed), above, missing."""
     if len(edges) == 1:
-        inner = [f"= {_fmt(edges[0])}"]
+        inner = [f"= {plain_number(edges[0])}"]
     else:
         inner = [
-            f"[{_fmt(lo)}, {_fmt(hi)}{']' if i == len(edges) - 2 else ')'}"
+            f"[{plain_number(lo)}, {plain_number(hi)}{']' if i == len(edges) - 2 else ')'}"
             for i, (lo, hi) in enumerate(itertools.pairwise(edges))
         ]
-    return [f"< {_fmt(edges[0])}", *inner, f"> {_fmt(edges[-1])}", "missing"]
+    return [f"< {plain_number(edges[0])}", *inner, f"> {plain_number(edges[-1])}", "missing"]
 
 
 def score_feature(

@@ -7,6 +7,7 @@ frequencies, plus missing rates and the holdout prediction distribution.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -113,6 +114,18 @@ def build_schema(
 def plain(value: Any) -> Any:
     """A JSON-safe Python scalar for numpy values."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def plain_number(x: float) -> str:
+    """A number as a person reads it: about 4 significant digits, thousands separated, never
+    scientific notation (42,390 and 0.00012, not 4.239e+04 and 1.2e-04). The one rule for
+    every number the app, the CLI and reports show."""
+    if x == 0 or not math.isfinite(x):
+        return str(0 if x == 0 else x)
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    decimals = max(0, 3 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def numeric_profile(series: pd.Series) -> dict[str, Any]:

@@ -248,14 +248,15 @@ def link_table(
 def show_leaderboard(models: list[Model], key: str) -> None:
     """A version's models as a table: metrics, training time and size, each linking its page."""
     if not models:
-        st.info("No models yet.")
+        st.info("No models in this version: train again on the Train page.")
+        st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
         return
     models = charts.ranked(models, charts.headline_metric(models[0].task))
     metric_names = [k for k in models[0].metrics if not k.endswith("_rows")]
     rows = [
         {
-            "model": f"model?id={m.id}",
-            "algorithm": m.algorithm,
+            "model": model_name(m),
+            "id": f"model?id={m.id}",
             **{name: m.metrics.get(name) for name in metric_names},
             "train time (s)": round(m.train_seconds, 3),
             "size (KB)": round(m.size_bytes / 1024, 1),
@@ -265,7 +266,7 @@ def show_leaderboard(models: list[Model], key: str) -> None:
     ]
     link_table(
         rows,
-        "model",
+        "id",
         key,
         column_config={n: st.column_config.NumberColumn(n, format="%.4f") for n in metric_names},
     )
@@ -322,7 +323,7 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
         "Challenger (runs in shadow)",
         [None, *siblings],
         key=f"{key}_challenger",
-        format_func=lambda m: "none" if m is None else f"{m.algorithm} v{m.version} ({m.id})",
+        format_func=lambda m: "none" if m is None else model_label(m),
     )
     if st.button(f"Deploy to {environment}", type="primary", key=f"{key}_go"):
         with guarded():
@@ -379,12 +380,36 @@ def settings_table(values: dict[str, object], what: str) -> None:
     )
 
 
+model_name = charts.model_name  # "linear · v1": every place the UI names a model
+
+
+def model_label(model: Model) -> str:
+    """The model named "linear · v1 (mdl_…)": its name's name with its id as detail."""
+    return f"{model_name(model)} ({model.id})"
+
+
 def model_names(store: Store, experiment_id: str | None = None) -> dict[str, str]:
     """Model id -> "linear · v1" (algorithm and version), for text a person reads; one read."""
-    return {
-        m.id: f"{m.algorithm} · v{m.version}"
-        for m in registry.list_models(store, experiment_id=experiment_id)
-    }
+    return {m.id: model_name(m) for m in registry.list_models(store, experiment_id=experiment_id)}
+
+
+def named(names: dict[str, str], model_id: str | None, strong: bool = False) -> str:
+    """A model as "linear · v1 (mdl_…)", from a model_names map (the name in bold with `strong`, for
+    markdown); "none" without a model."""
+    if not model_id:
+        return "none"
+    name = names.get(model_id, "unknown model")
+    return f"{f'**{name}**' if strong else name} ({model_id})"
+
+
+def section_link(d: Deployment, section: str, label: str) -> None:
+    """A link to one section of a deployment's page (the next step an empty state offers)."""
+    st.page_link(
+        "pages/deployment.py",
+        query_params={"name": d.name, "section": section},
+        label=label,
+        icon=":material/deployed_code:",
+    )
 
 
 def require_deployments(store: Store) -> list[Deployment]:

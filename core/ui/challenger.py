@@ -211,21 +211,28 @@ def _swap(store: Store, d: Deployment) -> None:
     names = ui.model_names(store, d.experiment_id)
     shadow, main = d.current.challenger_model_id, d.current.main_model_id
     st.write(
-        f"Make **{names.get(shadow)}** ({shadow}) the main model and "
-        f"**{names.get(main)}** ({main}) the challenger (a new version; roll back to "
+        f"Make {ui.named(names, shadow, strong=True)} the main model and "
+        f"{ui.named(names, main, strong=True)} the challenger (a new version; roll back to "
         "undo)."
     )
     confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")
-    if st.button("Swap main and challenger", key=f"ch_swap_{d.id}", disabled=not confirm):
-        with ui.guarded():
-            swapped = challenger.swap(store, d.name, actor=ui.actor())
-            st.session_state[f"ch_swapped_{d.id}"] = (
-                swapped.current.number if swapped.current else None
-            )
-            st.rerun()
-    done = st.session_state.pop(f"ch_swapped_{d.id}", None)
-    if done:
-        st.success(f"Swapped: version {done} is current.")
+
+    def swap() -> str:  # a callback: the page renders the swapped pins in the same run
+        swapped = challenger.swap(store, d.name, actor=ui.actor())
+        st.session_state[f"ch_swap_ok_{d.id}"] = False  # a second swap asks again
+        number = swapped.current.number if swapped.current else "?"
+        return (
+            f"Swapped: version {number} is current, with main {ui.named(names, shadow)} "
+            f"and challenger {ui.named(names, main)}. Roll back in Versions to undo."
+        )
+
+    st.button(
+        "Swap main and challenger",
+        key=f"ch_swap_{d.id}",
+        disabled=not confirm,
+        on_click=ui.act,
+        args=(swap,),
+    )
 
 
 def challenger_tab(store: Store, d: Deployment) -> None:
@@ -251,7 +258,8 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     chosen run download as CSV or Parquet (built only when clicked)."""
     found = runs.list_runs(store, d.name, limit=PREDICTION_RUNS)
     if not found:
-        st.info("No runs yet: the Runs tab has Run now.")
+        st.info("No runs yet: their predictions are listed here once a run has scored data.")
+        ui.section_link(d, "runs", "Run it now in the Runs section")
         return
     files = {r.id: challenger.result_files(store, r) for r in found}
 
@@ -277,7 +285,10 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     )
     ready = [r for r in found if files[r.id]["main"] is not None]
     if not ready:
-        st.caption("No run has results to download yet.")
+        st.caption(
+            "No run has results to download: failed runs keep none, and purged runs lost "
+            "theirs. Run it again from the Runs section."
+        )
         return
     run = st.selectbox(
         "Download the results of",

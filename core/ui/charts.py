@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
 
+from core.engine.profiles import plain_number
 from core.entities import Model
 
 if TYPE_CHECKING:  # core.explain imports shap: not needed to draw its results
@@ -19,6 +23,13 @@ ACCENT = "#3b5bdb"
 POSITIVE, NEGATIVE = "#2f9e44", "#1c7ed6"  # SHAP: green pushes the output up, blue down
 SHOWN_FEATURES = 12
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
+TREND_RUNS = 3  # a chart over runs shows a trend from this many runs on
+RUN_AXIS = "run (oldest first)"
+
+
+def model_name(model: Model) -> str:
+    """How a person reads a model: "linear · v1" (algorithm and version of its experiment)."""
+    return f"{model.algorithm} · v{model.version}"
 
 
 def headline_metric(task: str) -> str:
@@ -41,7 +52,7 @@ def leaderboard_figure(models: list[Model], metric: str) -> go.Figure:
     fig = go.Figure(
         go.Bar(
             x=[m.metrics[metric] for m in scored],
-            y=[f"{m.algorithm} ({m.id})" for m in scored],
+            y=[f"{model_name(m)} ({m.id})" for m in scored],
             orientation="h",
             marker_color=ACCENT,
             text=[f"{m.metrics[metric]:.4f}" for m in scored],
@@ -53,6 +64,7 @@ def leaderboard_figure(models: list[Model], metric: str) -> go.Figure:
         height=120 + 40 * len(scored),
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis_title=metric,
+        yaxis_title="model",
     )
     return fig
 
@@ -61,10 +73,12 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
     """The training distribution of one feature: quantile bins or category shares."""
     if feature["kind"] == "numeric":
         edges = feature["edges"]
-        labels = [f"{lo:.4g} to {hi:.4g}" for lo, hi in itertools.pairwise(edges)]
+        labels = [
+            f"{plain_number(lo)} to {plain_number(hi)}" for lo, hi in itertools.pairwise(edges)
+        ]
         shares = feature["fractions"]
         if not labels:  # a constant column: one bin
-            labels = [f"{feature['min']:.4g}"] if feature["min"] is not None else ["(missing)"]
+            labels = [plain_number(feature["min"])] if feature["min"] is not None else ["(missing)"]
     else:
         labels = list(feature["frequencies"])
         shares = list(feature["frequencies"].values())
@@ -74,6 +88,7 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
     fig = go.Figure(go.Bar(x=labels, y=shares, marker_color=ACCENT))
     fig.update_layout(
         title=f"{name}: training distribution",
+        xaxis_title=name,
         yaxis_title="share of rows",
         yaxis_tickformat=".0%",
         height=320,
@@ -82,10 +97,42 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def signed_number(x: float) -> str:
+    """plain_number with its sign: +0.42, -1,250."""
+    return ("+" if x >= 0 else "-") + plain_number(abs(x))
+
+
+def value_text(value: Any) -> str:
+    """A feature's value as a person reads it: plain numbers, "missing" for None."""
+    return _shown(value)
+
+
 def _shown(value: Any) -> str:
     if value is None:
         return "missing"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else plain_number(value)
+
+
+def percent(p: float) -> str:
+    """A probability as "67 %" (one decimal below 1 % and above 99 %: never a false 0 or 100)."""
+    return f"{p:.1%}".replace("%", " %") if p < 0.01 or p > 0.99 else f"{p:.0%}".replace("%", " %")
+
+
+SCALE_WORDS = {
+    "log-odds": "log-odds (the scale the model adds evidence on before turning it into a "
+    "probability: a bar to the right raised the probability, to the left lowered it)",
+    "logit (softmax input)": "logits (the scores the model turns into class probabilities: "
+    "a bar to the right raised this class's probability, to the left lowered it)",
+    "probability": "probability points (the bars add up to the probability itself)",
+    "value": "the target's unit",
+}
+
+
+def scale_words(scale: str) -> str:
+    """What a SHAP scale means, for a reader who does not know the word."""
+    return SCALE_WORDS.get(scale, scale)
 
 
 def explanation_bars(e: Explanation, shown: int = SHOWN_FEATURES) -> list[tuple[str, float]]:
@@ -107,22 +154,32 @@ def explanation_figure(e: Explanation, shown: int = SHOWN_FEATURES) -> go.Figure
             y=[label for label, _ in bars],
             orientation="h",
             marker_color=[POSITIVE if v >= 0 else NEGATIVE for _, v in bars],
-            text=[f"{v:+.4g}" for _, v in bars],
+            text=[signed_number(v) for _, v in bars],
             textposition="auto",
         )
     )
     what = e.scale + (f" of class {e.class_}" if e.class_ is not None else "")
     fig.update_layout(
-        title=f"{what}: base {e.base_value:.4g} → output {e.output:.4g}",
+        title=f"{what}: average row {plain_number(e.base_value)} → this row "
+        f"{plain_number(e.output)}",
         xaxis_title=f"contribution ({e.scale})",
+        yaxis_title="feature = this row's value",
         height=140 + 28 * len(bars),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
     return fig
 
 
-def importance_figure(imp: Importance, shown: int = 20) -> go.Figure:
-    """Mean |SHAP| per original feature, largest on top."""
+MEAN_SHAP_WORDS = (
+    "Mean |SHAP|: how far a feature moves a prediction away from the average prediction, "
+    "in either direction, averaged over the rows. A longer bar means the feature matters "
+    "more; it does not say in which direction."
+)
+
+
+def importance_figure(imp: Importance, shown: int = 20, x_max: float | None = None) -> go.Figure:
+    """Mean |SHAP| per original feature, largest on top; `x_max` puts figures shown side by
+    side on one scale."""
     top = list(imp.features[:shown])[::-1]
     fig = go.Figure(
         go.Bar(
@@ -130,17 +187,29 @@ def importance_figure(imp: Importance, shown: int = 20) -> go.Figure:
             y=[f for f, _ in top],
             orientation="h",
             marker_color=ACCENT,
-            text=[f"{v:.4g}" for _, v in top],
+            text=[plain_number(v) for _, v in top],
             textposition="auto",
         )
     )
     fig.update_layout(
-        title=f"{imp.which}: mean |SHAP| ({imp.scale}), {imp.rows:,} rows",
-        xaxis_title=f"mean |contribution| ({imp.scale})",
+        title=f"{imp.which}: average impact per feature, {imp.rows:,} rows",
+        xaxis_title=f"mean |SHAP| ({imp.scale})",
+        yaxis_title="feature",
         height=140 + 26 * len(top),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
     )
+    if x_max:
+        fig.update_xaxes(range=[0, x_max * 1.05])
     return fig
+
+
+def shared_range(importances: Sequence[Importance]) -> float | None:
+    """One x range for importances shown side by side (the largest bar of any), or None when
+    they are on different scales (log-odds and probability cannot share an axis)."""
+    found = [imp for imp in importances if imp.features]
+    if len(found) < 2 or len({imp.scale for imp in found}) > 1:
+        return None
+    return max(v for imp in found for _, v in imp.features)
 
 
 LOW, HIGH, MISSING_COLOR = "#1c7ed6", "#e03131", "#adb5bd"  # a feature's value: low -> high
@@ -242,7 +311,8 @@ def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES
         ys += (position + _jitter(shap_values, position)).tolist()
         colours.append(scaled)
         hovers += [
-            f"{feature} = {t}<br>SHAP {x:+.4g}" for x, t in zip(shap_values, texts, strict=True)
+            f"{feature} = {t}<br>SHAP {signed_number(x)}"
+            for x, t in zip(shap_values, texts, strict=True)
         ]
     scaled_all = np.concatenate(colours) if colours else np.zeros(0)
     fig = go.Figure(_value_traces(xs, ys, scaled_all, hovers, "value", 5))
@@ -250,6 +320,7 @@ def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES
         title=title,
         xaxis_title=f"SHAP value ({sample.scale})",
         showlegend=False,
+        yaxis_title="feature",
         yaxis={
             "tickvals": list(range(len(features))),
             "ticktext": features,
@@ -278,7 +349,8 @@ def dependence_figure(
         for i in keep
     ]
     hovers = [
-        f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}<br>SHAP {shap_values[i]:+.4g}"
+        f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}"
+        f"<br>SHAP {signed_number(shap_values[i])}"
         for i in keep
     ]
     fig = go.Figure(
@@ -326,6 +398,10 @@ def drift_overlay_figure(f: Any) -> go.Figure:
     fig.update_layout(
         barmode="overlay",
         title=f"{f.name}: {f.status} (PSI {f.psi or 0:.3f})",
+        xaxis={
+            "title": {"text": f"{f.name} (training bins)" if f.kind == "numeric" else f.name},
+            "type": "category",  # classes 0 and 1 are names, not points on a number line
+        },
         yaxis_title="share of rows",
         yaxis_tickformat=".0%",
         margin={"t": 40, "b": 10},
@@ -334,48 +410,99 @@ def drift_overlay_figure(f: Any) -> go.Figure:
     return fig
 
 
+def _when(at: datetime | None) -> str:
+    return "" if at is None else f"{at:%b %d %H:%M}"
+
+
+def over_runs(fig: go.Figure, times: Sequence[datetime | None]) -> go.Figure:
+    """Put a chart's x axis in run order (1 = oldest), labelled by date and minute, never by
+    milliseconds (two runs a second apart gave ticks such as 20:03:18.4475), and say on the
+    chart when there are too few runs for a trend."""
+    n = len(times)
+    step = max(1, math.ceil(n / 10))
+    fig.update_xaxes(
+        title_text=RUN_AXIS,
+        tickmode="array",
+        tickvals=list(range(1, n + 1))[::step],
+        ticktext=[_when(t) for t in times][::step],
+        range=[0.5, max(n, 1) + 0.5],
+    )
+    if n < TREND_RUNS:
+        fig.add_annotation(
+            text=(
+                "No run yet"
+                if n == 0
+                else f"Only {n} run{'s' if n > 1 else ''} so far: a trend shows "
+                f"from {TREND_RUNS} runs on."
+            ),
+            xref="paper",
+            yref="paper",
+            x=1,
+            y=1.02,
+            xanchor="right",
+            yanchor="bottom",
+            showarrow=False,
+            font={"color": "#868e96"},
+        )
+    return fig
+
+
+def _hover(run_ids: Sequence[str], times: Sequence[datetime | None]) -> list[str]:
+    return [
+        f"{r}<br>{'' if t is None else f'{t:%Y-%m-%d %H:%M} UTC'}"
+        for r, t in zip(run_ids, times, strict=True)
+    ]
+
+
 def drift_time_figure(series: Any, feature: str) -> go.Figure:
     """PSI of one feature per run (core.drift.DriftSeries), oldest first, coloured by status."""
     points = [p for p in series.points if p.feature == feature]
+    times = [p.at for p in points]
     fig = go.Figure(
         go.Scatter(
-            x=[p.at for p in points],
+            x=list(range(1, len(points) + 1)),
             y=[p.psi for p in points],
             mode="lines+markers",
             name=feature,
             marker={"color": [STATUS_COLORS.get(p.status, ACCENT) for p in points], "size": 9},
             line={"color": ACCENT},
-            text=[p.run_id for p in points],
+            text=_hover([p.run_id for p in points], times),
             hovertemplate="%{text}<br>PSI %{y:.3f}<extra></extra>",
         )
     )
     fig.update_layout(
-        title=f"{feature}: PSI per run", yaxis_title="PSI", margin={"t": 40, "b": 10}, height=300
+        title=f"{feature}: PSI per run",
+        yaxis_title="PSI",
+        yaxis_rangemode="tozero",
+        margin={"t": 40, "b": 10},
+        height=300,
     )
-    return fig
+    return over_runs(fig, times)
 
 
 def drift_share_figure(series: Any) -> go.Figure:
     """The share of drifted features per run (core.drift.DriftSeries), oldest first."""
+    times = [s[1] for s in series.shares]
     fig = go.Figure(
         go.Scatter(
-            x=[s[1] for s in series.shares],
+            x=list(range(1, len(times) + 1)),
             y=[s[2] for s in series.shares],
             mode="lines+markers",
             name="drifted features",
             line={"color": STATUS_COLORS["drifted"]},
-            text=[s[0] for s in series.shares],
+            text=_hover([s[0] for s in series.shares], times),
             hovertemplate="%{text}<br>%{y:.0%} of features drifted<extra></extra>",
         )
     )
     fig.update_layout(
         title="Share of drifted features per run",
+        yaxis_title="features drifted",
         yaxis_tickformat=".0%",
         yaxis_range=[0, 1.05],
         margin={"t": 40, "b": 10},
         height=280,
     )
-    return fig
+    return over_runs(fig, times)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -425,29 +552,27 @@ def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
     return fig
 
 
-# ---------------------------------------------------------------------------- tab
-
-
 # ---------------------------------------------------------------------------- challenger
 def agreement_figure(found: Comparison) -> go.Figure:
     """Agreement rate per run, oldest first."""
     points = list(reversed(found.runs))
+    times = [r.at for r in points]
     fig = go.Figure(
         go.Scatter(
-            x=[r.at for r in points],
+            x=list(range(1, len(points) + 1)),
             y=[r.agreement_rate for r in points],
             mode="lines+markers",
-            text=[r.run_id for r in points],
+            text=_hover([r.run_id for r in points], times),
             hovertemplate="%{text}<br>%{y:.1%}<extra></extra>",
         )
     )
     fig.update_layout(
         title="Agreement of main and challenger per run",
         height=280,
-        yaxis={"tickformat": ".0%", "range": [0, 1.02]},
+        yaxis={"tickformat": ".0%", "range": [0, 1.02], "title": {"text": "rows agreeing"}},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
-    return fig
+    return over_runs(fig, times)
 
 
 def distribution_figure(found: Comparison) -> go.Figure:
@@ -462,6 +587,13 @@ def distribution_figure(found: Comparison) -> go.Figure:
         barmode="group",
         height=300,
         title="Predictions in the window",
+        xaxis={
+            "title": {
+                "text": "predicted value" if found.task == "regression" else "predicted class"
+            },
+            "type": "category",
+        },
+        yaxis_title="rows",
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
@@ -470,16 +602,27 @@ def distribution_figure(found: Comparison) -> go.Figure:
 def live_figure(live: LiveMetrics) -> go.Figure:
     """The headline metric of main and challenger per run, oldest first."""
     points = [r for r in reversed(live.runs) if r.main]
+    times = [r.at for r in points]
     fig = go.Figure()
     for role in ("main", "challenger"):
         values = [(getattr(r, role) or {}).get(live.metric) for r in points]
         fig.add_trace(
-            go.Scatter(x=[r.at for r in points], y=values, name=role, mode="lines+markers")
+            go.Scatter(
+                x=list(range(1, len(points) + 1)),
+                y=values,
+                name=role,
+                mode="lines+markers",
+                text=_hover([r.run_id for r in points], times),
+                hovertemplate="%{text}<br>%{y:.4f}<extra>" + role + "</extra>",
+            )
         )
     fig.update_layout(
-        title=f"Live {live.metric} per run", height=280, margin={"l": 10, "r": 10, "t": 40, "b": 10}
+        title=f"Live {live.metric} per run",
+        yaxis_title=f"{live.metric} on labelled rows",
+        height=280,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
-    return fig
+    return over_runs(fig, times)
 
 
 # ---------------------------------------------------------------------------- reading

@@ -139,12 +139,15 @@ def connections_panel(store: Store, d: Deployment) -> None:
                         f"Connected to PostgreSQL {result['server_version']} in "
                         f"{result['seconds']:.2f} s."
                     )
-            if right.button("Remove", key=f"conn_rm_{d.id}"):
-                with ui.guarded():
-                    connections.remove_connection(store, d.project_id, name, actor=ui.actor())
-                    st.rerun()
+
+            def remove() -> str:  # a callback: the list above renders without it at once
+                chosen = st.session_state[f"conn_pick_{d.id}"]
+                connections.remove_connection(store, d.project_id, chosen, actor=ui.actor())
+                return f"Removed the connection '{chosen}'."
+
+            right.button("Remove", key=f"conn_rm_{d.id}", on_click=ui.act, args=(remove,))
         else:
-            st.caption("No connections in this project yet.")
+            st.caption("No connections in this project yet: add one below.")
         _add_form(store, d)
 
 

@@ -120,7 +120,7 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
         "pages/model.py",
         query_params={"id": model.id},
         icon=":material/insights:",
-        label=f"{label}: {model.algorithm} · v{model.version} ({model.id})",
+        label=f"{label}: {ui.model_label(model)}",
     )
 
 
@@ -266,22 +266,34 @@ def _source_editor(store: Store, d: Deployment, source: dict[str, Any]) -> dict[
 
 
 def _transforms_editor(d: Deployment, transforms: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The transform blocks being edited (kept in session state until saved). Add and Remove
+    are callbacks, so the page renders the changed list in the same run; each block keeps its
+    own widget keys, so removing one never shifts another's text into its place."""
     key = f"transforms_{d.id}"
     if key not in st.session_state:
-        st.session_state[key] = [dict(t) for t in transforms]
-    edited = []
-    for i, block in enumerate(st.session_state[key]):
+        st.session_state[key] = [{"id": i, **t} for i, t in enumerate(transforms)]
+    blocks: list[dict[str, Any]] = st.session_state[key]
+
+    def remove(block_id: int) -> None:
+        st.session_state[key] = [b for b in st.session_state[key] if b["id"] != block_id]
+
+    def add() -> None:
+        found = st.session_state[key]
+        number = max((b["id"] for b in found), default=-1) + 1
+        name = f"transform_{len(found) + 1}"
+        st.session_state[key] = [*found, {"id": number, "name": name, "sql": "SELECT * FROM input"}]
+
+    for block in blocks:
         with st.container(border=True):
-            name = st.text_input("Transform name", value=block["name"], key=f"{key}_n{i}")
-            sql = st.text_area("SELECT over `input`", value=block["sql"], key=f"{key}_s{i}")
-            if not st.button("Remove", key=f"{key}_rm{i}"):
-                edited.append({"name": name, "sql": sql})
-    if st.button("Add a transform", key=f"{key}_add"):
-        edited.append({"name": f"transform_{len(edited) + 1}", "sql": "SELECT * FROM input"})
-    if edited != st.session_state[key]:
-        st.session_state[key] = edited
-        st.rerun()
-    return edited
+            block["name"] = st.text_input(
+                "Transform name", value=block["name"], key=f"{key}_n{block['id']}"
+            )
+            block["sql"] = st.text_area(
+                "SELECT over `input`", value=block["sql"], key=f"{key}_s{block['id']}"
+            )
+            st.button("Remove", key=f"{key}_rm{block['id']}", on_click=remove, args=(block["id"],))
+    st.button("Add a transform", key=f"{key}_add", on_click=add)
+    return [{"name": b["name"], "sql": b["sql"]} for b in blocks]
 
 
 def _sinks_editor(d: Deployment, sinks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -336,8 +348,8 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
     main = d.current.main_model_id if d.current else None
     challenger = d.current.challenger_model_id if d.current else None
     st.info(
-        f"**Model block (locked)**: main {_named(names, main)}, challenger "
-        f"{_named(names, challenger)}. To change the model, deploy another one or roll "
+        f"**Model block (locked)**: main {ui.named(names, main)}, challenger "
+        f"{ui.named(names, challenger)}. To change the model, deploy another one or roll "
         "back in the Versions section.",
         icon="🔒",
     )
@@ -392,6 +404,7 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
                 actor=ui.actor(),
             )
             st.success("Pipeline saved. It applies to the next run.")
+            ui.section_link(d, "runs", "Run it now in the Runs section")
 
 
 def versions_table(store: Store, d: Deployment) -> None:
@@ -401,12 +414,8 @@ def versions_table(store: Store, d: Deployment) -> None:
         is_current = d.current is not None and v.id == d.current.id
         cols = st.columns([1, 3, 3, 2, 2])
         cols[0].markdown(f"**v{v.number}**" + (" (current)" if is_current else ""))
-        cols[1].caption(f"main **{names.get(v.main_model_id, '?')}** ({v.main_model_id})")
-        cols[2].caption(
-            f"challenger **{names.get(v.challenger_model_id, '?')}** ({v.challenger_model_id})"
-            if v.challenger_model_id
-            else "challenger none"
-        )
+        cols[1].caption(f"main {ui.named(names, v.main_model_id, strong=True)}")
+        cols[2].caption(f"challenger {ui.named(names, v.challenger_model_id, strong=True)}")
         cols[3].caption(f"{v.created_by}, {v.created_at:%Y-%m-%d %H:%M}")
         if not is_current:
             cols[4].button(
@@ -417,17 +426,13 @@ def versions_table(store: Store, d: Deployment) -> None:
             )
 
 
-def _named(names: dict[str, str], model_id: str | None) -> str:
-    return f"{names.get(model_id, '?')} ({model_id})" if model_id else "none"
-
-
 def _rollback(store: Store, d: Deployment, number: int) -> str:
     after = deployments.rollback(store, d.name, number, actor=ui.actor())
     assert after.current is not None  # the version rolled back to
     main = registry.get_model(store, after.current.main_model_id)
     return (
-        f"Version v{number} of {d.name} is current again (main {main.algorithm} · "
-        f"v{main.version}, {main.id}); callers get it from their next request."
+        f"Version v{number} of {d.name} is current again (main {ui.model_label(main)}); "
+        "callers get it from their next request."
     )
 
 
@@ -451,7 +456,13 @@ def runs_panel(store: Store, d: Deployment) -> None:
         with ui.guarded():
             source = pipeline.check_file_source(store.workspace, override) if override else None
             run = runs.enqueue_run(store, d.name, source_override=source, actor=ui.actor())
-            st.toast(f"Queued run {run.id}.")
+            st.success(f"Queued run {run.id}; it is listed below while it runs.")
+            st.page_link(
+                "pages/results.py",
+                query_params={"run": run.id},
+                label=f"Open run {run.id} (its results appear when it ends)",
+                icon=":material/table_view:",
+            )
     found = runs.list_runs(store, d.name)
     if any(not r.is_finished for r in found):
         _live_runs(store, d.name)  # polls only while something is queued or running
@@ -472,7 +483,10 @@ def _live_runs(store: Store, name: str) -> None:
 
 def _runs_table(found: list[Run]) -> None:
     if not found:
-        st.caption("No run yet.")
+        st.info(
+            "No run yet: press **Run now** above, or give the deployment a schedule in the "
+            "Schedule section."
+        )
         return
     ui.link_table(
         [
@@ -496,7 +510,10 @@ def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
     from core import scheduler
 
     if current is None:
-        st.caption("No schedule: runs start only when someone queues them.")
+        st.caption(
+            "No schedule: runs start only when someone queues them. Set one below to run "
+            "it on its own."
+        )
         return
     state = "paused" if current.is_paused else "active"
     st.markdown(

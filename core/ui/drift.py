@@ -104,14 +104,28 @@ def _table(report: drift.DriftReport) -> None:
 
 
 def _thresholds(store: Store, d: Deployment, current: Thresholds) -> None:
+    keys = {"moderate": f"drift_moderate_{d.id}", "drifted": f"drift_drifted_{d.id}"}
+    for name, key in keys.items():  # the stored values, also right after a save
+        st.session_state[key] = getattr(current, name)
+
+    def save() -> str:  # a callback: the report below already uses the saved thresholds
+        saved = drift.set_thresholds(
+            store,
+            d.name,
+            st.session_state[keys["moderate"]],
+            st.session_state[keys["drifted"]],
+            actor=ui.actor(),
+        )
+        return (
+            f"PSI thresholds saved: moderate from {saved.moderate:g}, "
+            f"drifted from {saved.drifted:g}."
+        )
+
     with st.expander("PSI thresholds"), st.form(f"drift_thresholds_{d.id}"):
         left, right = st.columns(2)
-        moderate = left.number_input("Moderate from", 0.0, None, current.moderate, 0.01)
-        drifted = right.number_input("Drifted from", 0.0, None, current.drifted, 0.01)
-        if st.form_submit_button("Save thresholds"):
-            with ui.guarded():
-                drift.set_thresholds(store, d.name, moderate, drifted, actor=ui.actor())
-                st.rerun()
+        left.number_input("Moderate from", 0.0, None, step=0.01, key=keys["moderate"])
+        right.number_input("Drifted from", 0.0, None, step=0.01, key=keys["drifted"])
+        st.form_submit_button("Save thresholds", on_click=ui.act, args=(save,))
 
 
 def _overlay(feature: FeatureDrift, key: str) -> None:
@@ -202,6 +216,8 @@ def drift_banner(store: Store, d: Deployment, series: drift.DriftSeries | None) 
 def drift_headline(d: Deployment, series: drift.DriftSeries | None) -> None:
     """The share of drifted features per run over the last runs."""
     if series is None:
-        st.caption("Drift appears here once the deployment has a succeeded run.")
+        st.caption(
+            "Drift appears here once the deployment has a succeeded run (Runs section, Run now)."
+        )
         return
     st.plotly_chart(charts.drift_share_figure(series), key=f"drift_headline_{d.id}")

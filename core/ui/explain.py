@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
-from core import explain, ui
+from core import explain, registry, ui
+from core.engine.profiles import plain_number
 from core.entities import Model, Run
 from core.store import Store
 from core.ui import charts
@@ -16,50 +17,84 @@ from core.worker import sidecars
 PREDICTED = "predicted class"
 
 
-def explain_row(store: Store, run: Run, which: str, page: pd.DataFrame) -> None:
-    """A row picker over the current page, then that row's explanation."""
-    key_column = (run.summary.get("columns") or {}).get("key")
-    by: explain.By = "key" if key_column and key_column in page.columns else "row"
-    ident = key_column if by == "key" else "_row"
-    options = page[ident].tolist() if ident in page.columns else []
-    if not options:
+def explain_row(store: Store, run: Run, which: str, row: dict[str, Any] | None) -> None:
+    """The explanation of the row selected in the results table (a class picker first for a
+    multiclass model), or how to get one."""
+    if row is None:
+        st.caption(
+            "Select a row in the table (the box at its left) to see why the model predicted it."
+        )
         return
-    a, b = st.columns([2, 1])
-    chosen = a.selectbox(
-        f"Explain a row (by {f'its {key_column}' if by == 'key' else 'row'})",
-        options,
-        index=None,
-        placeholder="choose a row of this page",
-        key=f"explain_row_{which}",
-    )
+    key_column: str | None = (run.summary.get("columns") or {}).get("key")
+    by: explain.By = "row"
+    chosen = row.get("_row")
+    if key_column and key_column in row:
+        by, chosen = "key", row[key_column]
     probabilities = (run.summary.get("columns") or {}).get("probabilities") or []
     classes = [name.removeprefix("proba_") for name in probabilities]
     class_ = None
     if len(classes) > 2:
-        picked = b.selectbox("Class", [PREDICTED, *classes], key=f"explain_class_{which}")
+        picked = st.selectbox(
+            "Explain the class", [PREDICTED, *classes], key=f"explain_class_{which}"
+        )
         class_ = None if picked == PREDICTED else picked
-    if chosen is None:
-        return
     with ui.guarded():
         [e] = explain.explain_rows(store, run.id, [chosen], which, class_, by=by)
-        _show(e)
+        show_explanation(e, registry.get_model(store, e.model_id))
 
 
-def _show(e: explain.Explanation) -> None:
+def headline(e: explain.Explanation, target: str) -> str:
+    """The explanation in one sentence, probability first: "**67 % likely churn = yes**;
+    contract = month-to-month raised it most, tenure = 42 lowered it most."."""
+    if e.probability is not None:
+        lead = f"**{charts.percent(e.probability)} likely {target} = {e.class_}**"
+        if str(e.class_) != str(e.prediction):
+            lead += f" (predicted: {e.prediction})"
+    else:
+        value = e.prediction
+        shown = plain_number(value) if isinstance(value, float) else value
+        lead = f"**Predicted {target} = {shown}**"
+    up = next((c for c in e.contributions if c.contribution > 0), None)
+    down = next((c for c in e.contributions if c.contribution < 0), None)
+    drivers = [
+        f"{c.feature} = {charts.value_text(c.value)} {verb} it most"
+        for c, verb in ((up, "raised"), (down, "lowered"))
+        if c is not None
+    ]
+    return lead + ("; " + ", ".join(drivers) if drivers else "") + "."
+
+
+def scale_sentence(e: explain.Explanation) -> str:
+    """Where the bars start and end, and on which scale, in words."""
+    words = f"The bars are in {charts.scale_words(e.scale)}"
+    if e.scale in ("log-odds", "probability"):
+        to_p = _sigmoid if e.scale == "log-odds" else float
+        return (
+            f"{words}. The average row starts at {charts.percent(to_p(e.base_value))}; "
+            f"this row's values bring it to {charts.percent(to_p(e.output))}."
+        )
+    return (
+        f"{words}: they start from the average row's {plain_number(e.base_value)} "
+        f"and add up to this row's {plain_number(e.output)}."
+    )
+
+
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def show_explanation(e: explain.Explanation, model: Model) -> None:
+    """One row's explanation: the sentence, the scale in words, the bars, the details."""
     with st.container(border=True):
         subject = f"{e.key}" if e.key is not None else f"row {e.row}"
-        st.markdown(f"**Why {subject} was predicted {e.prediction}**")
+        st.markdown(f"{subject}: {headline(e, model.schema.target)}")
+        st.caption(scale_sentence(e))
         st.plotly_chart(charts.explanation_figure(e), key=f"explain_chart_{e.which}")
         scale = e.scale + (f" of class {e.class_}" if e.class_ is not None else "")
-        probability = (
-            f" (probability {e.probability:.3f})"
-            if e.probability is not None and e.scale != "probability"
-            else ""
-        )
         st.caption(
-            f"Base value {e.base_value:.4g} + contributions = output {e.output:.4g}, "
-            f"on the {scale} scale{probability}. Explainer: {e.explainer}, "
-            f"model {e.algorithm} ({e.model_id})."
+            f"Average row {plain_number(e.base_value)} + contributions = this row "
+            f"{plain_number(e.output)} ({scale}). Explainer: {e.explainer}, "
+            f"model {ui.model_label(model)}."
         )
         if e.note:
             st.info(e.note)
@@ -76,10 +111,22 @@ def global_importance(store: Store, run: Run) -> None:
 
 
 def _importances(store: Store, run: Run, roles: list[str]) -> bool:
+    found = {which: explain.get_importance(store, run.id, which) for which in roles}
+    ready = [f for f in found.values() if f is not None and not f.error]
+    x_max = charts.shared_range(ready)  # main and challenger side by side on one scale
+    if len(ready) > 1:
+        scales = {f.scale for f in ready}
+        st.caption(
+            "Both charts share one scale, so their bars compare."
+            if x_max is not None
+            else f"The models explain on different scales ({', '.join(sorted(scales))}): "
+            "compare the order of the features, not the bars' lengths."
+        )
     waiting = False
     for column, which in zip(st.columns(len(roles)), roles, strict=True):
         with column:
-            waiting |= _importance(store, run, which)
+            waiting |= _importance(store, run, which, found[which], x_max)
+    st.caption(charts.MEAN_SHAP_WORDS)
     return waiting
 
 
@@ -99,9 +146,10 @@ def _importance_polling(store: Store, run: Run, roles: list[str]) -> None:
     )
 
 
-def _importance(store: Store, run: Run, which: str) -> bool:
+def _importance(
+    store: Store, run: Run, which: str, found: explain.Importance | None, x_max: float | None
+) -> bool:
     """Draw one results file's importance; True while it is still being computed."""
-    found: Any = explain.get_importance(store, run.id, which)
     if found is None:
         st.info(f"{which}: computing…")
         return True
@@ -113,6 +161,7 @@ def _importance(store: Store, run: Run, which: str) -> bool:
         explain.get_shap_sample(store, run.id, which),
         key=which,
         rows_text="sampled rows (stratified by predicted class)",
+        x_max=x_max,
     )
     return False
 
@@ -139,10 +188,15 @@ def model_importance(store: Store, model: Model) -> None:
     importance_views(
         found, explain.get_model_shap_sample(store, model), key="model", rows_text=rows
     )
+    st.caption(charts.MEAN_SHAP_WORDS)
 
 
 def importance_views(
-    found: explain.Importance, sample: explain.ShapSample | None, key: str, rows_text: str
+    found: explain.Importance,
+    sample: explain.ShapSample | None,
+    key: str,
+    rows_text: str,
+    x_max: float | None = None,
 ) -> None:
     """The bars, and for readers who want more a beeswarm of the top features or one
     feature's dependence view, drawn from the stored per-row SHAP values."""
@@ -173,7 +227,7 @@ def importance_views(
         )
         st.caption(_explained_output(sample))
     else:
-        st.plotly_chart(charts.importance_figure(found), key=f"importance_chart_{key}")
+        st.plotly_chart(charts.importance_figure(found, x_max=x_max), key=f"importance_chart_{key}")
     st.caption(
         f"{found.explainer} on {found.rows:,} {rows_text}, {found.seconds:.2f} s."
         + (f" {found.note}" if found.note else "")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from core import registry, results, runs
+from core import registry, results, runs, ui
 from core.engine.model_input import describe_problems
 from core.entities import Run
 from core.store import Store
@@ -36,9 +36,9 @@ def _column_picker(
     return container.multiselect(label, options, key=key, on_change=remember)
 
 
-def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
+def results_table(store: Store, run: Run, which: str) -> dict[str, Any] | None:
     """One page of a run's results, as the user filtered, sorted and trimmed it; returns the
-    page shown (empty when no column is chosen)."""
+    row the user selected in it (to explain it), or None."""
     columns = results.columns(store, run.id, which)
     predicted = [
         c for c in columns if c in PREDICTION_COLUMNS or c.startswith(("proba_", "challenger_"))
@@ -87,7 +87,7 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     ]
     if not key_column and not shown_predicted and not shown_inputs:
         st.info("Choose at least one column to show.")
-        return pd.DataFrame()
+        return None
 
     def read(number: int) -> tuple[pd.DataFrame, int]:
         return results.page(
@@ -107,18 +107,32 @@ def results_table(store: Store, run: Run, which: str) -> pd.DataFrame:
     if number > pages:  # a narrower filter or bigger pages: show the last page instead
         number = pages
         frame, total = read(number)
+    if total == 0:
+        st.info(
+            "No row matches these filters: widen them (Prediction is, the confidence or "
+            "spread slider, Input quality at least)."
+        )
     st.caption(
         f"{total:,} rows match · page {number} of {pages}"
         + (f" (page {asked} asked: there are only {pages})" if asked > pages else "")
     )
-    st.dataframe(
+    event = st.dataframe(
         frame,
         hide_index=True,
+        key=f"results_rows_{which}",
+        on_select="rerun",
+        selection_mode="single-row",
         column_config={"confidence": st.column_config.NumberColumn(SPREAD_LABEL, help=SPREAD_HELP)}
         if spread
         else None,
     )
-    return frame
+    chosen = [i for i in (event.selection.rows if event else []) if i < len(frame)]
+    if not chosen:
+        return None
+    # Column by column, each in its own type: a row of all-number columns read as one Series
+    # turned its row number 0 into 0.0, which then named no row.
+    row = {c: frame[c].iloc[chosen[0]] for c in frame.columns}
+    return {c: v.item() if hasattr(v, "item") else v for c, v in row.items()}
 
 
 SPREAD_LABEL = "spread of trees (±)"
@@ -151,6 +165,15 @@ def _spread_filter(container: Any, store: Store, run: Run, which: str) -> dict[s
         help=SPREAD_HELP,
     )
     return {"spread_at_most": limit if limit < top else None}
+
+
+def purge(store: Store, run_id: str) -> str:
+    """Purge a run's result files (from a button's callback); says what is left."""
+    purged = results.purge(store, run_id, actor=ui.actor())
+    return (
+        f"Purged the result files of run {purged.id}. Its summary and metrics stay on this "
+        "page; the rows, downloads and explanations are gone."
+    )
 
 
 @st.fragment(run_every=2)

@@ -8,9 +8,11 @@ from typing import Any
 import streamlit as st
 
 from core import explain, promotion, registry, ui, validation
+from core.engine.profiles import plain_number
 from core.entities import Deployment
 from core.store import Store
 from core.ui import charts
+from core.ui import explain as ui_explain
 from core.worker import sidecars
 from core.workspace import save_upload
 
@@ -70,14 +72,15 @@ def _listing(found: list[validation.Validation], d: Deployment) -> None:
     )
 
 
-def _metrics_table(report: dict[str, Any]) -> None:
+def _metrics_table(store: Store, report: dict[str, Any]) -> None:
+    names = ui.model_names(store)  # production's model may belong to another experiment
     rows = []
     for role in ROLES:
         part = report.get(role)
         if part:
             rows.append(
                 {
-                    "model": f"{role}: {part['algorithm']} ({part['model_id']})",
+                    "model": f"{role}: {ui.named(names, part['model_id'])}",
                     **{k: v for k, v in (part.get("metrics") or {}).items() if k != "rows"},
                     "note": part.get("error") or "",
                 }
@@ -122,8 +125,12 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
     if not worst:
         return
     by: explain.By = "key" if errors.get("key") else "row"
-    st.dataframe(
-        [_worst_row(r, has_key=by == "key") for r in worst], hide_index=True, key=f"{key}_worst"
+    event = st.dataframe(
+        [_worst_row(r, has_key=by == "key") for r in worst],
+        hide_index=True,
+        key=f"{key}_worst",
+        on_select="rerun",
+        selection_mode="single-row",
     )
     st.page_link(
         "pages/results.py",
@@ -131,17 +138,13 @@ def _errors(store: Store, v: validation.Validation, key: str) -> None:
         label=f"All rows of this validation (run {v.run_id})",
         icon=":material/table:",
     )
-    chosen = st.selectbox(
-        f"Explain a worst row (by {by})",
-        [r[by] for r in worst],
-        index=None,
-        key=f"{key}_explain",
-        placeholder="choose a row",
-    )
-    if chosen is not None:
-        with ui.guarded():
-            [e] = explain.explain_rows(store, v.run_id, [chosen], "main", None, by=by)
-            st.plotly_chart(charts.explanation_figure(e), key=f"{key}_explained")
+    chosen = [i for i in (event.selection.rows if event else []) if i < len(worst)]
+    if not chosen:
+        st.caption("Select a worst row (the box at its left) to see why the model predicted it.")
+        return
+    with ui.guarded():
+        [e] = explain.explain_rows(store, v.run_id, [worst[chosen[0]][by]], "main", None, by=by)
+        ui_explain.show_explanation(e, registry.get_model(store, e.model_id))
 
 
 def _worst_row(row: dict[str, Any], has_key: bool) -> dict[str, Any]:
@@ -149,7 +152,7 @@ def _worst_row(row: dict[str, Any], has_key: bool) -> dict[str, Any]:
 
     def shown(value: Any) -> Any:
         if isinstance(value, float):
-            return validation.plain_number(value)
+            return plain_number(value)
         return "" if value is None else str(value)
 
     return {k: shown(v) if k != "row" else v for k, v in row.items() if k != "key" or has_key}
@@ -168,7 +171,7 @@ def _report(store: Store, v: validation.Validation) -> None:
         f"v{v.version_number} on {v.dataset_path} (SHA-256 {v.dataset_sha256[:12]}…), "
         f"{report['rows']:,} rows, label '{v.label_column}'."
     )
-    _metrics_table(report)
+    _metrics_table(store, report)
     latency, throughput = report["latency"], report["throughput"]
     cols = st.columns(3)
     cols[0].metric("Single-row p50", f"{latency['p50_ms']:.1f} ms")
@@ -213,35 +216,49 @@ def _comparison(found: list[validation.Validation], chosen: validation.Validatio
 
 def _thresholds(store: Store, d: Deployment) -> None:
     current = promotion.get_thresholds(store, d.name)
+    keys = {
+        "max_metric_drop": f"gate_drop_{d.id}",
+        "max_error_increase": f"gate_rise_{d.id}",
+        "latency_budget_ms": f"gate_budget_{d.id}",
+    }
+    for name, key in keys.items():  # the stored values, also right after a save
+        st.session_state[key] = getattr(current, name)
+
+    def save() -> str:  # a callback: the gate's checks render with the saved thresholds
+        now = st.session_state
+        saved = promotion.set_thresholds(
+            store, d.name, promotion.Thresholds(*(now[k] for k in keys.values())), actor=ui.actor()
+        )
+        return (
+            f"Gate thresholds saved: metric drop at most {saved.max_metric_drop:g}, error "
+            f"increase at most {saved.max_error_increase:.1%}, p99 latency at most "
+            f"{saved.latency_budget_ms:g} ms."
+        )
+
     with st.expander("Promotion gate thresholds"), st.form(f"gate_thresholds_{d.id}"):
         a, b, c = st.columns(3)
-        drop = a.number_input(
+        a.number_input(
             "Max metric drop (points)",
             0.0,
             1.0,
-            current.max_metric_drop,
-            0.005,
+            step=0.005,
             format="%.3f",
             help="Accuracy, F1, ROC-AUC, R2",
+            key=keys["max_metric_drop"],
         )
-        rise = b.number_input(
+        b.number_input(
             "Max error increase (relative)",
             0.0,
             None,
-            current.max_error_increase,
-            0.005,
+            step=0.005,
             format="%.3f",
             help="MAE and RMSE; 0.01 = 1 %",
+            key=keys["max_error_increase"],
         )
-        budget = c.number_input(
-            "Latency budget p99 (ms)", 0.1, None, current.latency_budget_ms, 10.0
+        c.number_input(
+            "Latency budget p99 (ms)", 0.1, None, step=10.0, key=keys["latency_budget_ms"]
         )
-        if st.form_submit_button("Save thresholds"):
-            with ui.guarded():
-                promotion.set_thresholds(
-                    store, d.name, promotion.Thresholds(drop, rise, budget), actor=ui.actor()
-                )
-                st.rerun()
+        st.form_submit_button("Save thresholds", on_click=ui.act, args=(save,))
 
 
 def validation_tab(store: Store, d: Deployment) -> None:

@@ -39,7 +39,10 @@ def test_add_test_and_list_connections_without_showing_passwords(
     trained_store: Store, pg: PgServer, deployed: Deployment
 ) -> None:
     at = AppTest.from_function(panel, args=(deployed.name,), default_timeout=60).run()
-    assert not at.exception and "No connections in this project yet." in rendered_text(at)
+    assert (
+        not at.exception
+        and "No connections in this project yet: add one below." in rendered_text(at)
+    )
     fields = {t.label: t for t in at.text_input}
     for label, value in (
         ("Name", "warehouse"),

@@ -13,6 +13,7 @@ from core import datasets, deployments, explain, registry, runs
 from core.entities import Run
 from core.store import Store
 from core.training import TrainRequest, train
+from core.ui import charts as charts_module
 from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
@@ -39,31 +40,57 @@ def charts(at: AppTest) -> list[dict]:
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
 
 
-def test_explain_a_row_of_the_page(trained_store: Store, run: Run, open_page: OpenPage) -> None:
+def select_row(at: AppTest, which: str, position: int) -> AppTest:
+    """Select a row of the results table, as a click on its box does."""
+    rows = {"rows": [position], "columns": [], "cells": []}
+    at.session_state[f"results_rows_{which}"] = {"selection": rows}
+    return at.run()
+
+
+def test_explain_a_row_selected_in_the_table(
+    trained_store: Store, run: Run, open_page: OpenPage
+) -> None:
     at = open_page("pages/results.py", run=run.id)
     assert not at.exception and not at.error
-    picker = at.selectbox(key="explain_row_main")
-    first_key = at.dataframe[0].value["customer_id"].iloc[0]
-    assert picker.options[0] == first_key and picker.value is None
-    picker.set_value(first_key).run()
+    assert "explain_row_main" not in [s.key for s in at.selectbox]  # no picker of the page
+    assert any(c.value.startswith("Select a row in the table") for c in at.caption)
+    at.number_input(key="results_page").set_value(3).run()  # any page, not only the first
+    third = at.dataframe[0].value.iloc[4]
+    select_row(at, "main", 4)
     assert not at.exception and not at.error
-    [e] = explain.explain_rows(trained_store, run.id, [first_key])
-    caption = next(c.value for c in at.caption if c.value.startswith("Base value"))
-    assert "Explainer: TreeExplainer" in caption and "log-odds" in caption
-    assert f"output {e.output:.4g}" in caption
+    [e] = explain.explain_rows(trained_store, run.id, [third["customer_id"]])
+    up = next(c for c in e.contributions if c.contribution > 0)
+    lead = next(m.value for m in at.markdown if "likely churn" in m.value)
+    assert lead.startswith(
+        f"{e.key}: **{e.probability:.0%} likely churn = {e.class_}**".replace("%", " %")
+    )
+    assert f"{up.feature} = " in lead and "raised it most" in lead
+    words = next(c.value for c in at.caption if c.value.startswith("The bars are in log-odds"))
+    assert "The average row starts at" in words and "this row's values bring it to" in words
+    caption = next(c.value for c in at.caption if c.value.startswith("Average row"))
+    assert "Explainer: TreeExplainer" in caption and "gradient_boosting · v1 (" in caption
     bars = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("log-odds"))
     labels = bars["data"][0]["y"]
     assert len(labels) == 7 and labels[-1].startswith(e.contributions[0].feature + " = ")
     assert set(bars["data"][0]["marker"]["color"]) <= {"#2f9e44", "#1c7ed6"}
+    assert "e+" not in " ".join(labels + bars["data"][0]["text"])
 
 
 def test_global_importance_main_and_challenger(
     trained_store: Store, run: Run, open_page: OpenPage
 ) -> None:
     at = open_page("pages/results.py", run=run.id)
-    titles = [f["layout"]["title"]["text"] for f in charts(at)]
-    assert any(t.startswith("main: mean |SHAP| (log-odds), 600 rows") for t in titles), titles
-    assert any(t.startswith("challenger: mean |SHAP|") for t in titles), titles
+    figures = {f["layout"]["title"]["text"]: f for f in charts(at)}
+    main = figures["main: average impact per feature, 600 rows"]
+    challenger = next(f for t, f in figures.items() if t.startswith("challenger: average impact"))
+    assert main["layout"]["xaxis"]["title"]["text"] == "mean |SHAP| (log-odds)"
+    # side by side on one scale: the same x range, wide enough for either's largest bar
+    assert main["layout"]["xaxis"]["range"] == challenger["layout"]["xaxis"]["range"]
+    assert main["layout"]["xaxis"]["range"][1] >= max(
+        main["data"][0]["x"] + challenger["data"][0]["x"]
+    )
+    assert any("Both charts share one scale" in c.value for c in at.caption)
+    assert any(c.value.startswith("Mean |SHAP|: how far a feature moves") for c in at.caption)
     explain.importance_path(trained_store, run.id, "challenger").unlink()
     at = open_page("pages/results.py", run=run.id)
     assert any(i.value == "challenger: computing…" for i in at.info)
@@ -111,7 +138,8 @@ def test_the_model_page_explains_the_holdout_once(
     assert not at.exception and not at.error
     assert stored.exists() and not at.get("progress")  # computed now; the bar went when done
     titles = [f["layout"]["title"]["text"] for f in charts(at)]
-    assert "holdout: mean |SHAP| (log-odds), 120 rows" in titles, titles
+    assert "holdout: average impact per feature, 120 rows" in titles, titles
+    assert any(c.value.startswith("Mean |SHAP|: how far") for c in at.caption)
     assert any("120 holdout rows" in c.value for c in at.caption)
     written = stored.stat().st_mtime_ns
     at.radio(key="importance_view_model").set_value("Beeswarm").run()
@@ -159,7 +187,7 @@ def test_the_class_selector_of_a_multiclass_run(
     store: Store, wine_run: Run, open_page: OpenPage
 ) -> None:
     at = open_page("pages/results.py", run=wine_run.id)
-    at.selectbox(key="explain_row_main").set_value(0).run()
+    select_row(at, "main", 0)
     assert not at.exception and not at.error
     chooser = at.selectbox(key="explain_class_main")
     assert chooser.value == "predicted class"
@@ -167,19 +195,21 @@ def test_the_class_selector_of_a_multiclass_run(
     assert e.class_ == e.prediction
 
     def shown() -> tuple[str, list[float]]:
-        caption = next(c.value for c in at.caption if c.value.startswith("Base value"))
+        caption = next(c.value for c in at.caption if c.value.startswith("Average row"))
         bars = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("logit"))
         return caption, bars["data"][0]["x"]
 
     caption, predicted_bars = shown()
-    assert f"of class {e.class_} scale" in caption
+    assert f"(logit (softmax input) of class {e.class_})" in caption
     other = next(c for c in chooser.options if c not in ("predicted class", str(e.class_)))
     chooser.set_value(other).run()
     assert not at.exception and not at.error
     caption, other_bars = shown()
-    assert f"of class {other} scale" in caption
+    assert f"(logit (softmax input) of class {other})" in caption
     [o] = explain.explain_rows(store, wine_run.id, [0], class_=other, by="row")
-    assert f"output {o.output:.4g}" in caption and o.output != pytest.approx(e.output)
+    assert o.output != pytest.approx(e.output)
+    lead = next(m.value for m in at.markdown if "likely cultivar" in m.value)
+    assert f"likely cultivar = {other}** (predicted: {e.prediction})" in lead
     assert sorted(other_bars) == pytest.approx(sorted(c.contribution for c in o.contributions))
     assert sorted(other_bars) != pytest.approx(sorted(predicted_bars))
 
@@ -196,6 +226,17 @@ def test_a_regression_forest_shows_its_spread_not_a_confidence(
     shown = next(m.value for m in at.metric if m.label.startswith("Mean spread"))
     assert shown == f"± {spreads.mean():,.4g}"
     assert not [s for s in at.slider if s.label.startswith("Confidence")]
+    select_row(at, "main", 1)  # number columns only: the row number stays an integer
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [e] = explain.explain_rows(store, run.id, [1], by="row")
+    lead = next(m.value for m in at.markdown if "Predicted progression" in m.value)
+    assert lead.startswith(
+        f"row 1: **Predicted progression = {charts_module.plain_number(e.prediction)}**"
+    )
+    words = next(
+        c.value for c in at.caption if c.value.startswith("The bars are in the target's unit")
+    )
+    assert "unit: they start from the average row's" in words
     slider = at.slider(key="results_spread_main")
     assert slider.value == pytest.approx(spreads.max()) and slider.max == pytest.approx(
         spreads.max()

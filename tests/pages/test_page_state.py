@@ -307,3 +307,132 @@ def test_model_parameters_and_artifact_read_as_tables(
         zip(at.dataframe[-1].value["field"], at.dataframe[-1].value["value"], strict=True)
     )
     assert artifact["sha256"] == model.details()["artifact"]["sha256"]
+
+
+def test_results_and_the_model_picker_name_models_by_algorithm_and_version(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    current = deployments.get_deployment(trained_store, deployed).current
+    models = {m.id: m for m in registry.list_models(trained_store)}
+    main, challenger = models[current.main_model_id], models[current.challenger_model_id]
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=run.id)
+    caption = at.caption[0].value
+    assert f"main {main.algorithm} · v{main.version} ({main.id})" in caption, caption
+    assert f"challenger {challenger.algorithm} · v{challenger.version}" in caption
+    assert at.radio(key="results_which").options == [
+        f"main: {main.algorithm} · v{main.version} ({main.id})",
+        f"challenger: {challenger.algorithm} · v{challenger.version} ({challenger.id})",
+    ]
+    at = open_page("pages/model.py")
+    options = at.selectbox(key="model_pick").options
+    assert all(" · v1 (mdl_" in o for o in options), options
+    shown = models[at.query_params["id"]]
+    assert at.subheader[0].value == f"{shown.algorithm} · v1 · {shown.experiment}"
+
+
+def test_removing_a_transform_keeps_the_others_text(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
+    button(at, "Add a transform").click().run()
+    button(at, "Add a transform").click().run()
+    names = [t for t in at.text_input if t.label == "Transform name"]
+    assert [t.value for t in names] == ["transform_1", "transform_2"]
+    names[1].set_value("keep me").run()
+    next(b for b in at.button if b.label == "Remove").click().run()  # the first block
+    assert not at.exception
+    assert [t.value for t in at.text_input if t.label == "Transform name"] == ["keep me"]
+    at.run()
+    assert [t.value for t in at.text_input if t.label == "Transform name"] == ["keep me"]
+
+
+def test_saving_thresholds_says_so_and_shows_them_at_once(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
+    assert worker.run_once(trained_store)
+    assert runs.get_run(trained_store, run.id).status == "succeeded"
+    at = open_page("pages/deployment.py", name=deployed, section="drift")
+    inputs = {n.label: n for n in at.number_input}
+    inputs["Moderate from"].set_value(0.2)
+    inputs["Drifted from"].set_value(0.4)
+    button(at, "Save thresholds").click().run()
+    assert not at.exception and not at.error
+    assert any(
+        "PSI thresholds saved: moderate from 0.2, drifted from 0.4" in s.value for s in at.success
+    )
+    assert [n.value for n in at.number_input if n.label.endswith("from")] == [0.2, 0.4]
+    at.run()
+    saved = [e for e in audit.list_entries(trained_store, deployed) if "threshold" in e.action]
+    assert len(saved) == 1, [e.action for e in saved]
+
+    at = open_page("pages/deployment.py", name=deployed, section="validation")
+    inputs = {n.label: n for n in at.number_input}
+    inputs["Latency budget p99 (ms)"].set_value(250.0)
+    button(at, "Save thresholds").click().run()
+    assert not at.exception and not at.error
+    assert any("p99 latency at most 250 ms" in s.value for s in at.success)
+    assert next(n for n in at.number_input if n.label.startswith("Latency")).value == 250.0
+
+
+def test_purge_says_what_it_did(trained_store: Store, deployed: str, open_page: OpenPage) -> None:
+    run = runs.enqueue_run(trained_store, deployed, actor="tester")
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=run.id)
+    button(at, "Purge results").click().run()
+    assert not at.exception
+    assert any(f"Purged the result files of run {run.id}" in s.value for s in at.success)
+    assert runs.get_run(trained_store, run.id).purged_at is not None
+
+
+def test_swap_names_the_swapped_models(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    names = {m.id: f"{m.algorithm} · v{m.version}" for m in registry.list_models(trained_store)}
+    before = deployments.get_deployment(trained_store, deployed).current
+    at = open_page("pages/deployment.py", name=deployed, section="challenger")
+    at.checkbox(key=next(c.key for c in at.checkbox if c.label.startswith("I want"))).check().run()
+    button(at, "Swap main and challenger").click().run()
+    assert not at.exception
+    note = next(s.value for s in at.success if s.value.startswith("Swapped"))
+    assert f"main {names[before.challenger_model_id]} ({before.challenger_model_id})" in note
+    assert any(f"Make **{names[before.main_model_id]}**" in m.value for m in at.markdown)
+    assert button(at, "Swap main and challenger").disabled  # a second swap asks again
+
+
+def links(at: AppTest) -> dict[str, str]:
+    return {p.proto.label: f"{p.proto.page}?{p.proto.query_string}" for p in at.get("page_link")}
+
+
+def test_empty_states_and_actions_say_what_to_do_next(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=deployed, section="predictions")
+    assert any(i.value.startswith("No runs yet") for i in at.info)
+    assert links(at)["Run it now in the Runs section"] == f"deployment?name={deployed}&section=runs"
+    at = open_page("pages/deployment.py", name=deployed, section="runs")
+    assert any(i.value.startswith("No run yet: press **Run now**") for i in at.info)
+    button(at, "Run now").click().run()
+    [queued] = runs.list_runs(trained_store, deployed)
+    assert any(f"Queued run {queued.id}" in s.value for s in at.success)
+    assert links(at)[f"Open run {queued.id} (its results appear when it ends)"] == (
+        f"results?run={queued.id}"
+    )
+    at = open_page("pages/deployment.py", name=deployed, section="pipeline")
+    button(at, "Save pipeline").click().run()
+    assert links(at)["Run it now in the Runs section"] == f"deployment?name={deployed}&section=runs"
+    assert worker.run_once(trained_store)
+    at = open_page("pages/results.py", run=queued.id)
+    at.slider(key="results_qual").set_value(1.0).run()
+    at.slider(key="results_conf").set_value(1.0).run()
+    assert any(i.value.startswith("No row matches these filters") for i in at.info)
+
+
+def test_an_empty_workspace_says_where_to_start(store: Store, open_page: OpenPage) -> None:
+    at = open_page("pages/model.py")
+    assert at.info[0].value.startswith("No model yet: train models on a dataset, or import")
+    assert set(links(at)) >= {"Train models", "Import a model"}
+    at = open_page("pages/train.py")
+    assert at.info[0].value.startswith("No dataset yet: register one")

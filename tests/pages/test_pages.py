@@ -69,7 +69,7 @@ def test_training_flow_detects_the_key_and_shows_a_leaderboard(
     assert not at.exception and not errors(at)
     assert any("Trained version 1" in s.value for s in at.success)
     board = at.dataframe[-1].value
-    assert sorted(board["algorithm"]) == ["hist_gradient_boosting", "linear"]
+    assert sorted(board["model"]) == ["hist_gradient_boosting · v1", "linear · v1"]
     assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(board.columns)
     models = registry.list_models(store)
     assert len(models) == 2 and all(m.schema.key_column == "customer_id" for m in models)

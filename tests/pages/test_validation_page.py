@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import audit, datasets, deployments, registry, validation
+from core.engine.profiles import plain_number
 from core.entities import Deployment
 from core.store import Store
 from core.ui.charts import confusion_figure, residual_figure
@@ -67,11 +68,14 @@ def test_the_tab_queues_a_validation_and_shows_its_report(
     ]
     assert "Error analysis" in texts(at) and "400 rows, label 'churn'" in texts(at)
     before = [e.value for e in at.error]  # other tabs' notes (e.g. no run for the challenger)
-    worst = at.selectbox(key=f"val_{queued.id}_explain")
-    worst.set_value(worst.options[0]).run()  # its local explanation, computed on demand
+    assert any(c.value.startswith("Select a worst row") for c in at.caption)
+    rows = {"rows": [0], "columns": [], "cells": []}
+    at.session_state[f"val_{queued.id}_worst"] = {"selection": rows}  # select the first row
+    at.run()  # its local explanation, computed on demand
     assert not at.exception and [e.value for e in at.error] == before
     explained = trained_store.workspace.runs_dir / queued.run_id / "explanations"
     assert len(list(explained.glob("main-*.json"))) == 1
+    assert any("likely churn = " in m.value for m in at.markdown)
 
 
 def test_a_validation_without_the_label_column_is_refused_on_the_page(
@@ -114,7 +118,7 @@ def test_figures_show_the_report_numbers() -> None:
 def test_numbers_read_plainly() -> None:
     from core.ui.validation import _worst_row
 
-    assert [validation.plain_number(x) for x in (42390.2, 4.2e-05, 0.123456, -1234.5, 0.0)] == [
+    assert [plain_number(x) for x in (42390.2, 4.2e-05, 0.123456, -1234.5, 0.0)] == [
         "42,390",
         "0.000042",
         "0.1235",

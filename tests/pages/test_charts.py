@@ -1,0 +1,151 @@
+"""Every figure core/ui/charts.py builds, from real results: a title and both axis titles, and
+charts over runs in run order with dates (never millisecond ticks), saying when there are too
+few runs for a trend (issue 13, item 11). AppTest does not render plotly, so the figures are
+checked as objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import plotly.graph_objects as go
+import pytest
+
+from core import challenger, drift, explain, ground_truth, registry
+from core.entities import Deployment
+from core.store import Store
+from core.ui import charts
+from tests.test_drift import score as score_with_drift
+from tests.test_drift import served
+from tests.test_ground_truth import truth, write
+
+
+@pytest.fixture
+def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
+    return deploy_churn("gradient_boosting", challenger="linear", name="churn-staging")
+
+
+def titled(fig: go.Figure) -> tuple[str, str, str]:
+    layout = fig.layout
+    return layout.title.text or "", layout.xaxis.title.text or "", layout.yaxis.title.text or ""
+
+
+def annotations(fig: go.Figure) -> list[str]:
+    return [a.text for a in fig.layout.annotations]
+
+
+def test_every_chart_has_a_title_and_axis_titles(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    models = registry.list_models(trained_store)
+    run = score_with_drift(trained_store, deployed.name, served(400, shifted=True))
+    series = drift.drift_over_time(trained_store, deployed.name, 30)
+    report = drift.drift_report(trained_store, deployed.name)
+    [row] = explain.explain_rows(trained_store, run.id, [0], "main", None, by="row")
+    importance = explain.global_importance(trained_store, run.id, sample=60)
+    sample = explain.get_shap_sample(trained_store, run.id)
+    labels = truth(400).rename(columns={"customer_id": "id", "churn": "outcome"})
+    ground_truth.add_labels(
+        trained_store,
+        deployed.name,
+        {"kind": "upload", "path": write(trained_store, labels)},
+        "id",
+        "outcome",
+        actor="tester",
+    )
+    found = challenger.compare(trained_store, deployed.name)
+    live = ground_truth.live_metrics(trained_store, deployed.name)
+    feature = models[0].schema.features[0].name
+    figures = {
+        "leaderboard": charts.leaderboard_figure(models, "roc_auc"),
+        "profile": charts.profile_figure(feature, models[0].profile["features"][feature]),
+        "explanation": charts.explanation_figure(row),
+        "importance": charts.importance_figure(importance),
+        "beeswarm": charts.beeswarm_figure(sample, "top features"),
+        "dependence": charts.dependence_figure(sample, "age", "age"),
+        "drift overlay": charts.drift_overlay_figure(report.features[0]),
+        "drift per run": charts.drift_time_figure(series, "age"),
+        "drifted share": charts.drift_share_figure(series),
+        "agreement": charts.agreement_figure(found),
+        "distribution": charts.distribution_figure(found),
+        "live": charts.live_figure(live),
+        "confusion": charts.confusion_figure(
+            {"labels": ["no", "yes"], "matrix": [[5, 1], [2, 4]]}, "confusion matrix"
+        ),
+        "residuals": charts.residual_figure(
+            {"prediction": [1.0, 2.0], "residual": [0.1, -0.2]}, "residuals"
+        ),
+    }
+    untitled = {name: titled(fig) for name, fig in figures.items() if not all(titled(fig))}
+    assert not untitled, untitled
+    # classes are names on the axis, not points of a number line from -0.5 to 1.5
+    assert charts.drift_overlay_figure(report.prediction).layout.xaxis.type == "category"
+    assert figures["distribution"].layout.xaxis.type == "category"
+    assert figures["drift per run"].layout.yaxis.rangemode == "tozero"  # PSI is never negative
+
+
+def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    first = score_with_drift(trained_store, deployed.name, served(300, seed=1), "a.parquet")
+    second = score_with_drift(trained_store, deployed.name, served(300, seed=2), "b.parquet")
+    series = drift.drift_over_time(trained_store, deployed.name, 30)
+    found = challenger.compare(trained_store, deployed.name)
+    for fig in (
+        charts.drift_time_figure(series, "age"),
+        charts.drift_share_figure(series),
+        charts.agreement_figure(found),
+    ):
+        assert list(fig.data[0].x) == [1, 2]  # run order, not timestamps a second apart
+        axis = fig.layout.xaxis
+        assert axis.title.text == "run (oldest first)"
+        assert list(axis.ticktext) == [f"{r.finished_at:%b %d %H:%M}" for r in (first, second)]
+        assert annotations(fig) == ["Only 2 runs so far: a trend shows from 3 runs on."]
+    score_with_drift(trained_store, deployed.name, served(300, seed=3), "c.parquet")
+    series = drift.drift_over_time(trained_store, deployed.name, 30)
+    assert annotations(charts.drift_share_figure(series)) == []
+
+
+def test_explanations_read_as_plain_numbers() -> None:
+    e = explain.Explanation(
+        run_id="run_x",
+        which="main",
+        row=3,
+        key=None,
+        model_id="mdl_x",
+        algorithm="linear",
+        explainer="LinearExplainer",
+        scale="value",
+        class_=None,
+        prediction=42390.25,
+        probability=None,
+        base_value=40000.0,
+        output=42390.25,
+        contributions=(
+            explain.Contribution("income", 123456.0, 2000.25),
+            explain.Contribution("rate", 0.000123, 390.0),
+            explain.Contribution("region", None, 0.0),
+        ),
+    )
+    assert charts.explanation_bars(e) == [
+        ("income = 123,456", 2000.25),
+        ("rate = 0.000123", 390.0),
+        ("region = missing", 0.0),
+    ]
+    fig = charts.explanation_figure(e)
+    assert list(fig.data[0].text) == ["+0", "+390", "+2,000"]
+    assert fig.layout.title.text == "value: average row 40,000 → this row 42,390"
+    assert [charts.percent(p) for p in (0.671, 0.004, 0.9951)] == ["67 %", "0.4 %", "99.5 %"]
+
+
+def test_drift_buckets_read_as_plain_numbers() -> None:
+    from core.engine.drift_scores import numeric_buckets
+
+    assert numeric_buckets([300.0, 10300.0, 12400.5, 62600.0]) == [
+        "< 300",
+        "[300, 10,300)",
+        "[10,300, 12,400)",
+        "[12,400, 62,600]",
+        "> 62,600",
+        "missing",
+    ]
+    assert numeric_buckets([0.000123, 0.5]) == ["< 0.000123", "[0.000123, 0.5]", "> 0.5", "missing"]
