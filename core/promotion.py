@@ -55,6 +55,7 @@ class Check:
     passed: bool
     detail: str
     fix: str = ""
+    step: Step | None = None  # the action the fix points to, worded by each front end
 
 
 # ---------------------------------------------------------------------------- thresholds
@@ -130,6 +131,7 @@ def _validation_check(d: Deployment, v: Validation | None) -> Check:
             False,
             f"No validation yet of version v{d.current.number if d.current else '?'}.",
             how,
+            Step("validate", d.name),
         )
     if v.status == "queued":
         return Check(
@@ -139,7 +141,13 @@ def _validation_check(d: Deployment, v: Validation | None) -> Check:
             "Wait for it to finish (the worker runs it).",
         )
     if v.status != "succeeded":
-        return Check("validation", False, f"Validation {v.id} failed: {v.error}", how)
+        return Check(
+            "validation",
+            False,
+            f"Validation {v.id} failed: {v.error}",
+            how,
+            Step("validate", d.name),
+        )
     return Check(
         "validation",
         True,

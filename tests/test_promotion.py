@@ -47,6 +47,7 @@ def test_without_validation_the_gate_says_how_to_run_one(trained_store: Store) -
     assert not checks["validation"].passed
     assert checks["validation"].detail == "No validation yet of version v1."
     assert checks["validation"].fix == f"Validate '{staging.name}' on a labelled file."
+    assert checks["validation"].step == Step("validate", staging.name)
     assert checks["metrics"].passed and checks["schema"].passed  # no production yet
     assert not checks["latency"].passed
     with pytest.raises(Forbidden) as caught:
@@ -178,6 +179,22 @@ def test_a_model_needing_columns_production_lacks_fails_the_schema_check(
 
 
 # ---------------------------------------------------------------------------- CLI
+def test_cli_gate_words_the_fix_as_a_command(
+    capsys: pytest.CaptureFixture[str], trained_store: Store
+) -> None:
+    staging = deployments.deploy(
+        trained_store, models(trained_store)["linear"], "staging", actor="tester"
+    )
+    code, out, _ = run(capsys, "gate", staging.name)
+    assert code == 0 and "  [FAIL] validation: No validation yet of version v1." in out
+    assert (
+        f"         fix: Validate '{staging.name}' on a labelled file. "
+        f"`modeldeck validate {staging.name} --data PATH` validates on a labelled file."
+    ) in out.splitlines()
+    shown = run_json(capsys, "gate", staging.name)
+    assert shown["checks"][0]["step"] == {"action": "validate", "subject": staging.name}
+
+
 def test_cli_promote_honours_the_gate(
     capsys: pytest.CaptureFixture[str], trained_store: Store, worse_than_production: str
 ) -> None:

@@ -76,6 +76,11 @@ def step_words(step: Step | None) -> str:
     return STEP_WORDS[step.action].format(subject=step.subject or "NAME") if step else ""
 
 
+def with_step(hint: str, step: Step | None) -> str:
+    """A hint followed by its step in the CLI's words."""
+    return " ".join(t for t in (hint, step_words(step)) if t)
+
+
 def hint_text(exc: ModelDeckError) -> str:
     """An error's hint with its step in the CLI's words."""
-    return " ".join(t for t in (exc.hint, step_words(exc.step)) if t)
+    return with_step(exc.hint, exc.step)

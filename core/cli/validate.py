@@ -10,7 +10,7 @@ import argparse
 from dataclasses import asdict, replace
 from typing import Any
 
-from core.cli.output import actor, open_store, print_json, progress_printer
+from core.cli.output import actor, open_store, print_json, progress_printer, with_step
 from core.entities import no_progress
 
 
@@ -175,4 +175,4 @@ def print_checks(checks: list[Any]) -> None:
     for c in checks:
         print(f"  [{'pass' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
         if not c.passed and c.fix:
-            print(f"         fix: {c.fix}")
+            print(f"         fix: {with_step(c.fix, c.step)}")

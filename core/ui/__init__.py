@@ -17,7 +17,7 @@ import streamlit as st
 
 from core import audit, datasets, registry
 from core.entities import Deployment, Model, Progress
-from core.errors import ModelDeckError
+from core.errors import ModelDeckError, Step
 from core.store import Store
 from core.ui import charts
 from core.worker import sidecars
@@ -168,11 +168,15 @@ STEP_WORDS = {
 }
 
 
+def with_step(hint: str, step: Step | None) -> str:
+    """A hint followed by its step in the app's words."""
+    words = STEP_WORDS[step.action].format(subject=step.subject) if step else ""
+    return " ".join(t for t in (hint, words) if t)
+
+
 def hint_text(exc: ModelDeckError) -> str:
     """An error's hint with its step in the app's words."""
-    step = exc.step
-    words = STEP_WORDS[step.action].format(subject=step.subject) if step else ""
-    return " ".join(t for t in (exc.hint, words) if t)
+    return with_step(exc.hint, exc.step)
 
 
 def show_error(exc: ModelDeckError) -> None:

@@ -306,7 +306,7 @@ def promotion_checks(store: Store, d: Deployment) -> tuple[bool, str | None]:
     for c in checks:
         st.markdown(f"{'✅' if c.passed else '❌'} **{c.name}**: {c.detail}")
         if not c.passed and c.fix:
-            st.caption(f"How to fix: {c.fix}")
+            st.caption(f"How to fix: {ui.with_step(c.fix, c.step)}")
     if not promotion.failing(checks):
         return True, None
     reason = st.text_area(

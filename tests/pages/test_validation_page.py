@@ -95,7 +95,10 @@ def test_promote_stays_disabled_until_a_reason_is_typed(
 ) -> None:
     at = open_page("pages/deployment.py", name=staging.name)
     assert "❌ **validation**: No validation yet of version v1." in texts(at)
-    assert f"How to fix: Validate '{staging.name}' on a labelled file." in texts(at)
+    assert (
+        f"How to fix: Validate '{staging.name}' on a labelled file. "
+        f"Start one in the Validation section of '{staging.name}'."
+    ) in texts(at)
     assert button(at, "Promote to production").disabled
     at.text_area(key=f"gate_override_{staging.id}").set_value("hotfix agreed with ops").run()
     assert not button(at, "Promote to production").disabled
