@@ -447,6 +447,13 @@ def set_access(store: Store, name: str, access: str, *, actor: str) -> Deploymen
     return get_deployment(store, name)
 
 
+def remove_deployment(tx: Tx, deployment_id: str) -> None:
+    """Remove a deployment and its versions inside the caller's transaction (deleting one is
+    promotion.delete_deployment, which also cancels its runs and audits)."""
+    tx.execute("DELETE FROM deployment_versions WHERE deployment_id = ?", [deployment_id])
+    tx.execute("DELETE FROM deployments WHERE id = ?", [deployment_id])
+
+
 def status(store: Store, deployment: Deployment) -> str:
     """ "deployed" when the current models' artifacts are present and intact, else the problem."""
     if deployment.current is None:

@@ -467,8 +467,7 @@ def delete_deployment(store: Store, name: str, *, confirm: str, actor: str) -> N
 
     def write(tx: Tx) -> None:
         runs.cancel_runs_of(tx, deployment.id, "deployment deleted")
-        tx.execute("DELETE FROM deployment_versions WHERE deployment_id = ?", [deployment.id])
-        tx.execute("DELETE FROM deployments WHERE id = ?", [deployment.id])
+        deployments.remove_deployment(tx, deployment.id)
         audit.record(
             tx,
             actor=actor,
