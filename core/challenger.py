@@ -121,7 +121,7 @@ def challenger_runs(
         )
     except InvalidInput as exc:
         raise InvalidInput(
-            f"No runs to compare main and challenger on: {exc.message}", exc.hint
+            f"No runs to compare main and challenger on: {exc.message}", exc.hint, step=exc.step
         ) from exc
     usable = [r for r in found if has_challenger(store, r)]
     if not usable:

@@ -554,7 +554,9 @@ def open_source(
         conn = for_block(Store.open(workspace), block)
         kwargs = connect_kwargs(workspace, conn)
     except (NotFound, InvalidInput) as exc:
-        raise PipelineError(f"{label} cannot start: {exc.message}", exc.hint, "source") from exc
+        raise PipelineError(
+            f"{label} cannot start: {exc.message}", exc.hint, "source", step=exc.step
+        ) from exc
     with postgres.read_query(
         kwargs, block["sql"], batch_rows, label, f"connection '{conn.name}'", limit
     ) as reader:

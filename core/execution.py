@@ -244,7 +244,7 @@ def _load_models(
                 loaded.append(Loaded(model, cached_estimator(store, model), label))
             except ModelDeckError as exc:  # missing, tampered, untrusted or damaged file
                 raise ArtifactError(
-                    f"The {label} model cannot be loaded: {exc.message}", exc.hint
+                    f"The {label} model cannot be loaded: {exc.message}", exc.hint, step=exc.step
                 ) from exc
     return loaded[0], (loaded[1] if len(loaded) > 1 else None)
 

@@ -453,7 +453,9 @@ def _usable_runs(store: Store, deployment: Deployment) -> list[Run]:
     try:
         return drift.window_runs(store, deployment.name, last=drift.MAX_WINDOW)
     except InvalidInput as exc:
-        raise InvalidInput(f"No predictions to match labels with: {exc.message}", exc.hint) from exc
+        raise InvalidInput(
+            f"No predictions to match labels with: {exc.message}", exc.hint, step=exc.step
+        ) from exc
 
 
 def _match(
@@ -522,7 +524,7 @@ def _window(store: Store, deployment: Deployment, window: dict[str, Any]) -> lis
     try:
         return drift.window_runs(store, deployment.name, **window)
     except InvalidInput as exc:
-        raise InvalidInput(f"No runs to measure: {exc.message}", exc.hint) from exc
+        raise InvalidInput(f"No runs to measure: {exc.message}", exc.hint, step=exc.step) from exc
 
 
 # ---------------------------------------------------------------------------- live metrics

@@ -59,6 +59,7 @@ def write_sinks(
             raise InvalidInput(
                 f"{label} failed: {exc.message}",
                 f"{exc.hint} The run's own results were kept.".strip(),
+                step=exc.step,
             ) from exc
         except OSError as exc:
             raise InvalidInput(

@@ -161,3 +161,18 @@ def test_every_front_end_renders_a_step_with_its_subject(store: Store) -> None:
         "A deployment's Pipeline section lists its project's connections."
     )
     assert failed.to_dict()["step"] == {"action": "list-connections", "subject": "Sales"}
+
+
+def test_a_wrapped_error_keeps_its_step(store: Store) -> None:
+    """A core error re-raised with context (here: a postgres source whose connection does not
+    exist) keeps the step, so each front end still says how to fix it."""
+    from core import connections
+    from core.errors import PipelineError
+
+    block = {"kind": "postgres", "connection": "warehouse", "query": "SELECT 1"}
+    with pytest.raises(PipelineError, match="cannot start: No connection 'warehouse'") as caught:
+        with connections.open_source(store.workspace, block, batch_rows=10):
+            pass
+    assert caught.value.block == "source"
+    assert caught.value.step == Step("add-connection", "warehouse")
+    assert output.hint_text(caught.value).endswith("`modeldeck connections add` adds one.")

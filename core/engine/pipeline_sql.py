@@ -107,7 +107,7 @@ def confine(ws: Workspace, path: str) -> Path:
         message = exc.message
         if message.startswith("The path "):
             message = f"The source path {message.removeprefix('The path ')}"
-        raise PipelineError(message, exc.hint, "source") from exc
+        raise PipelineError(message, exc.hint, "source", step=exc.step) from exc
 
 
 def data_suffix(path: str) -> str:
@@ -163,7 +163,7 @@ def checked(file: str) -> str:
     try:
         tables.check_file(Path(file))
     except DatasetError as exc:
-        raise PipelineError(exc.message, exc.hint, "source") from exc
+        raise PipelineError(exc.message, exc.hint, "source", step=exc.step) from exc
     return file
 
 
@@ -178,7 +178,10 @@ def linked(ws: Workspace, file: Path) -> str:
             else "outside the workspace and the allowed folders"
         )
         raise PipelineError(
-            f"The source file '{file}' links to '{file.resolve()}', {where}.", exc.hint, "source"
+            f"The source file '{file}' links to '{file.resolve()}', {where}.",
+            exc.hint,
+            "source",
+            step=exc.step,
         ) from exc
 
 
@@ -275,7 +278,7 @@ def source_connection(
     try:
         dirs, files = _readable(ws)
     except InvalidInput as exc:
-        raise PipelineError(exc.message, exc.hint, "source") from exc
+        raise PipelineError(exc.message, exc.hint, "source", step=exc.step) from exc
     key = (tuple(dirs), tuple(files), memory)
     with _SOURCE_DBS_LOCK:
         base = _SOURCE_DBS.get(key)

@@ -98,7 +98,7 @@ def check_sink_block(block: dict[str, Any], label: str, name: str) -> dict[str, 
     try:
         table = ".".join(table_name(block.get("table")))
     except InvalidInput as exc:
-        raise PipelineError(f"{label}: {exc.message}", exc.hint, name) from exc
+        raise PipelineError(f"{label}: {exc.message}", exc.hint, name, step=exc.step) from exc
     for value, allowed, what in (
         (mode, TABLE_MODES, "mode"),
         (challenger, CHALLENGER_MODES, "challenger setting"),
@@ -245,7 +245,9 @@ def read_query(
         try:
             con = stack.enter_context(connect(kwargs, what, read_only=True))
         except InvalidInput as exc:  # unreachable, wrong password: name the block too
-            raise PipelineError(f"{label} failed: {exc.message}", exc.hint, "source") from exc
+            raise PipelineError(
+                f"{label} failed: {exc.message}", exc.hint, "source", step=exc.step
+            ) from exc
         cursor = stack.enter_context(con.cursor(name="modeldeck_source"))
         try:
             cursor.execute(query)
