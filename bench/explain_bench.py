@@ -52,7 +52,9 @@ def prepare(home: Path, rows: int, train_rows: int, algorithms: list[str]) -> di
     store = Store.open(home)
     write_source(home / SOURCE, rows)
     sample = chunk(10**9, train_rows, seed=11)
-    dataset = datasets.register_frame(store, sample, name="bench", kind="upload", source="b")
+    dataset = datasets.register_frame(
+        store, sample, name="bench", kind="upload", source="b", actor="system:bench"
+    )
     started = time.perf_counter()
     result = training.train(
         store,
@@ -62,6 +64,7 @@ def prepare(home: Path, rows: int, train_rows: int, algorithms: list[str]) -> di
             key_column="row_id",
             algorithms=tuple(algorithms),
         ),
+        actor="system:bench",
     )
     print(
         f"trained {len(algorithms)} models on {train_rows:,} rows in "

@@ -96,7 +96,9 @@ def prepare(home: Path, rows: int, train_rows: int) -> dict[str, Any]:
     write_source(home / SOURCE, rows)
     print(f"source written in {time.perf_counter() - started:.1f} s", flush=True)
     sample = chunk(10**9, train_rows, seed=11)  # a different slice, same distribution
-    dataset = datasets.register_frame(store, sample, name="bench", kind="upload", source="bench")
+    dataset = datasets.register_frame(
+        store, sample, name="bench", kind="upload", source="bench", actor="system:bench"
+    )
     started = time.perf_counter()
     result = training.train(
         store,
@@ -106,6 +108,7 @@ def prepare(home: Path, rows: int, train_rows: int) -> dict[str, Any]:
             key_column="row_id",
             algorithms=("hist_gradient_boosting", "linear"),
         ),
+        actor="system:bench",
     )
     models = {m.algorithm: m.id for m in result.models}
     print(f"trained on {train_rows:,} rows in {time.perf_counter() - started:.1f} s", flush=True)

@@ -82,9 +82,16 @@ def modeldeck_seconds(home: Path, churn_rows: int | None) -> float:
         demo.create_demo(store)
         return time.perf_counter() - started
     dataset = datasets.register_frame(
-        store, table("customer_churn", churn_rows), name="churn", kind="upload", source="bench"
+        store,
+        table("customer_churn", churn_rows),
+        name="churn",
+        kind="upload",
+        source="bench",
+        actor="system:bench",
     )
-    training.train(store, training.TrainRequest(dataset_id=dataset.id, target="churn"))
+    training.train(
+        store, training.TrainRequest(dataset_id=dataset.id, target="churn"), actor="system:bench"
+    )
     return time.perf_counter() - started
 
 

@@ -68,9 +68,13 @@ def build(store: Store, n: int) -> None:
     """One tiny model, `n` deployments of it, each with a paused every-minute schedule."""
     started = time.perf_counter()
     frame = datasets.churn_frame(n_rows=SOURCE_ROWS)
-    dataset = datasets.register_frame(store, frame, name="churn", kind="upload", source="churn.csv")
+    dataset = datasets.register_frame(
+        store, frame, name="churn", kind="upload", source="churn.csv", actor="system:bench"
+    )
     [model] = train(
-        store, TrainRequest(dataset_id=dataset.id, target="churn", algorithms=("linear",))
+        store,
+        TrainRequest(dataset_id=dataset.id, target="churn", algorithms=("linear",)),
+        actor="system:bench",
     ).models
     for i in range(n):
         deployments.deploy(store, model.id, "staging", name=f"{PREFIX}{i:03d}", actor="bench")
@@ -289,10 +293,13 @@ TARGET_WAIT_P95, TARGET_AFTER_P95, TARGET_STOP = 10.0, 60.0, 10.0
 def build_burst(store: Store, n: int) -> list[str]:
     """One gradient-boosting model on a 2,000-row churn frame, `n` deployments of it."""
     frame = datasets.churn_frame(n_rows=BURST_ROWS)
-    dataset = datasets.register_frame(store, frame, name="churn", kind="upload", source="churn.csv")
+    dataset = datasets.register_frame(
+        store, frame, name="churn", kind="upload", source="churn.csv", actor="system:bench"
+    )
     [model] = train(
         store,
         TrainRequest(dataset_id=dataset.id, target="churn", algorithms=("gradient_boosting",)),
+        actor="system:bench",
     ).models
     return [
         deployments.deploy(store, model.id, "staging", name=f"{PREFIX}{i:03d}", actor="bench").name

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 from typing import Any
 
-from core.datasets import new_id
 from core.entities import AuditEntry
-from core.store import Store, Tx, utcnow
-
-
-def current_actor() -> str:
-    """The local identity the front ends act as until there are logins: $MODELDECK_USER, else
-    the operating-system user. Core never calls it: every change takes its actor explicitly."""
-    return os.environ.get("MODELDECK_USER") or getpass.getuser()
+from core.store import Store, Tx, new_id, utcnow
 
 
 def record(
@@ -27,10 +18,12 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     reason: str = "",
+    subject: str = "",
 ) -> None:
-    """Append one entry inside the caller's transaction, so it commits with the change."""
+    """Append one entry inside the caller's transaction, so it commits with the change.
+    `subject` names what a non-deployment entry is about ('user bob', 'project Demo')."""
     tx.execute(
-        "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             new_id("aud"),
             utcnow(),
@@ -41,16 +34,20 @@ def record(
             before,
             after,
             reason,
+            subject,
         ],
     )
 
 
-def list_entries(store: Store, deployment_name: str | None = None) -> list[AuditEntry]:
-    """Entries, newest first, optionally of one deployment name (deleted ones included)."""
+def list_entries(
+    store: Store, deployment_name: str | None = None, *, subject: str | None = None
+) -> list[AuditEntry]:
+    """Entries, newest first, optionally of one deployment name (deleted ones included) or of
+    one subject ('user bob')."""
     rows = store.query(
-        "SELECT * FROM audit_log WHERE ? IS NULL OR deployment_name = ?"
-        " ORDER BY logged_at DESC, id DESC",
-        [deployment_name, deployment_name],
+        "SELECT * FROM audit_log WHERE (? IS NULL OR deployment_name = ?)"
+        " AND (? IS NULL OR subject = ?) ORDER BY logged_at DESC, id DESC",
+        [deployment_name, deployment_name, subject, subject],
     )
     return [AuditEntry.from_row(r) for r in rows]
 

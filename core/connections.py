@@ -34,10 +34,9 @@ import pyarrow as pa
 from cryptography.fernet import Fernet, InvalidToken
 
 from core import audit
-from core.datasets import new_id
 from core.engine import postgres
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError, Step
-from core.store import Store, Tx, utcnow
+from core.store import Store, Tx, new_id, utcnow
 from core.workspace import DB_NAME, Workspace
 
 KEY_FILE = f"{DB_NAME}.key"

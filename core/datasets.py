@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,11 @@ import pandas as pd
 import pyarrow as pa
 from sklearn import datasets as sk_datasets
 
+from core import access, projects
 from core.engine import tables
-from core.entities import Dataset
+from core.entities import DEFAULT_PROJECT, Dataset
 from core.errors import DatasetError, NotFound, Step
-from core.store import Store, utcnow
+from core.store import Store, Tx, new_id, utcnow
 from core.workspace import atomic_path
 
 READABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -31,10 +31,6 @@ DEMO_TARGETS = {
     "loan_defaults": "default",
 }
 DEMO_NAMES = tuple(DEMO_TARGETS)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(5)}"
 
 
 # ---------------------------------------------------------------------------- demo data
@@ -188,9 +184,18 @@ def read_path(pattern: str) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- registry
 def register_frame(
-    store: Store, frame: pd.DataFrame, *, name: str, kind: str, source: str
+    store: Store,
+    frame: pd.DataFrame,
+    *,
+    name: str,
+    kind: str,
+    source: str,
+    project: str = DEFAULT_PROJECT,
+    actor: str,
 ) -> Dataset:
-    """Snapshot `frame` to Parquet (atomically) and record it; one transaction."""
+    """Snapshot `frame` to Parquet (atomically) and record it in `project`; one transaction.
+    The actor needs the editor role there (or creates the project)."""
+    projects.check(store, project, actor=actor, action="add-dataset")
     frame = check_frame(frame, name)
     dataset_id = new_id("ds")
     target = store.workspace.dataset_dir(dataset_id) / "data.parquet"
@@ -209,31 +214,56 @@ def register_frame(
         "columns": columns,
         "created_at": utcnow(),
     }
-    try:
-        store.execute(
+
+    def write(tx: Tx) -> None:
+        row["project_id"] = projects.ensure_project(
+            tx, project, actor=actor, action="add-dataset"
+        ).id
+        tx.execute(
             "INSERT INTO datasets VALUES ($id, $name, $kind, $source, $snapshot_path, $sha256,"
-            " $n_rows, $columns, $created_at)",
+            " $n_rows, $columns, $created_at, $project_id)",
             row,
         )
+
+    try:
+        store.write(write)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
     return Dataset.from_row(row)
 
 
-def add_demo(store: Store, name: str) -> Dataset:
+def add_demo(store: Store, name: str, *, project: str = DEFAULT_PROJECT, actor: str) -> Dataset:
     """Register one of the demo tables."""
-    return register_frame(store, demo_frame(name), name=name, kind="demo", source=name)
+    return register_frame(
+        store, demo_frame(name), name=name, kind="demo", source=name, project=project, actor=actor
+    )
 
 
-def add_upload(store: Store, filename: str, data: bytes) -> Dataset:
+def add_upload(
+    store: Store, filename: str, data: bytes, *, project: str = DEFAULT_PROJECT, actor: str
+) -> Dataset:
     """Register an uploaded file's contents; the name is the file's stem."""
     frame = read_bytes(data, filename)
-    return register_frame(store, frame, name=Path(filename).stem, kind="upload", source=filename)
+    return register_frame(
+        store,
+        frame,
+        name=Path(filename).stem,
+        kind="upload",
+        source=filename,
+        project=project,
+        actor=actor,
+    )
 
 
 def add_path(
-    store: Store, path: str, *, name: str | None = None, confined: bool = False
+    store: Store,
+    path: str,
+    *,
+    name: str | None = None,
+    confined: bool = False,
+    project: str = DEFAULT_PROJECT,
+    actor: str,
 ) -> Dataset:
     """Register a file or glob. `confined` (the UI) refuses paths outside the allowed roots."""
     if confined:
@@ -245,13 +275,20 @@ def add_path(
             store.workspace.refuse_secret(match)
     frame = read_path(str(Path(path).expanduser()))
     label = name or Path(path).stem.replace("*", "all")
-    return register_frame(store, frame, name=label, kind="path", source=path)
+    return register_frame(
+        store, frame, name=label, kind="path", source=path, project=project, actor=actor
+    )
 
 
-def list_datasets(store: Store) -> list[Dataset]:
-    """Every dataset, newest first."""
-    rows = store.query("SELECT * FROM datasets ORDER BY created_at DESC, id")
-    return [Dataset.from_row(r) for r in rows]
+def list_datasets(store: Store, *, visible_to: str | None = None) -> list[Dataset]:
+    """Datasets, newest first; with `visible_to`, only those of projects that user may read."""
+
+    def read(tx: Tx) -> list[Dataset]:
+        rows = tx.execute("SELECT * FROM datasets ORDER BY created_at DESC, id")
+        visible = access.visible_projects(tx, visible_to) if visible_to is not None else None
+        return [Dataset.from_row(r) for r in rows if access.keep_visible(visible, r["project_id"])]
+
+    return store.read(read)
 
 
 def get_dataset(store: Store, dataset_id: str) -> Dataset:
@@ -262,18 +299,22 @@ def get_dataset(store: Store, dataset_id: str) -> Dataset:
     return Dataset.from_row(row)
 
 
-def find_dataset(store: Store, id_or_path: str) -> Dataset:
-    """A dataset by id or name, else a demo set by name or a file path, registered on the fly."""
+def find_dataset(
+    store: Store, id_or_path: str, *, project: str = DEFAULT_PROJECT, actor: str
+) -> Dataset:
+    """A dataset by id or name the actor may read, else a demo set by name or a file path,
+    registered on the fly in `project`."""
     row = store.query(
         "SELECT * FROM datasets WHERE id = ? OR name = ? ORDER BY created_at DESC LIMIT 1",
         [id_or_path, id_or_path],
     ).first()
     if row is not None:
+        store.read(lambda tx: access.require(tx, actor, row["project_id"], "read"))
         return Dataset.from_row(row)
     if id_or_path in DEMO_NAMES:
-        return add_demo(store, id_or_path)
+        return add_demo(store, id_or_path, project=project, actor=actor)
     if glob.has_magic(id_or_path) or Path(id_or_path).expanduser().exists():
-        return add_path(store, id_or_path)
+        return add_path(store, id_or_path, project=project, actor=actor)
     raise NotFound(
         "dataset",
         id_or_path,

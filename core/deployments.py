@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from core import audit
-from core.datasets import get_dataset, new_id
+from core.datasets import get_dataset
 from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
 from core.errors import ArtifactError, Conflict, InvalidInput, NotFound, Step
 from core.pipeline import validate_pipeline
 from core.registry import get_experiment, get_model, load_estimator, verify_artifact
-from core.store import Store, Tx, utcnow
+from core.store import Store, Tx, new_id, utcnow
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 

@@ -37,6 +37,44 @@ class Project:
 
 
 @dataclass(frozen=True)
+class User:
+    """A local account; `role` is the instance role (admin | member)."""
+
+    id: str
+    username: str
+    display_name: str
+    email: str | None
+    role: str
+    disabled: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def label(self) -> str:
+        """How a page names the user: 'Ana Lima (ana)', or the username alone."""
+        shown = self.display_name.strip()
+        return f"{shown} ({self.username})" if shown and shown != self.username else self.username
+
+
+@dataclass(frozen=True)
+class Collaborator:
+    """A user's role in a project."""
+
+    project_id: str
+    project: str
+    user_id: str
+    username: str
+    display_name: str
+    role: str  # owner | editor | viewer
+    added_by: str
+    added_at: datetime
+
+
+@dataclass(frozen=True)
 class ColumnInfo:
     name: str
     dtype: str
@@ -53,6 +91,7 @@ class Dataset:
     n_rows: int
     columns: tuple[ColumnInfo, ...]
     created_at: datetime
+    project_id: str
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Dataset:
@@ -302,6 +341,7 @@ class AuditEntry:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     reason: str
+    subject: str = ""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AuditEntry:

@@ -121,7 +121,25 @@ class PipelineError(InvalidInput):
         self.block = block
 
 
+class Unauthorized(ModelDeckError):
+    """Not logged in, a session that ended, or a login that failed."""
+
+    status = 401
+
+
+class TooManyAttempts(ModelDeckError):
+    """Failed logins are slowed down: try again after `retry_after` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, hint: str = "", *, retry_after: float) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
 class Forbidden(ModelDeckError):
+    """The acting user's role does not allow the action; the message names the role needed."""
+
     status = 403
 
 

@@ -33,7 +33,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core import audit, challenger, drift, pipeline
-from core.datasets import new_id
 from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.engine.metrics import LabelStats, Sample, Vocabulary
@@ -44,7 +43,7 @@ from core.errors import InvalidInput, Step
 from core.registry import get_model
 from core.runs import result_path
 from core.scoring import proba_name
-from core.store import Store, Tx, utcnow, with_files
+from core.store import Store, Tx, new_id, utcnow, with_files
 from core.workspace import atomic_path
 
 LABELS_DIR = "labels"

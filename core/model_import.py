@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from sklearn.base import is_classifier, is_regressor
 
-from core.datasets import get_dataset, load_frame, new_id
+from core.datasets import get_dataset, load_frame
 from core.engine import profiles
 from core.engine.artifacts import inspect_bytes, load_bytes
 from core.entities import DEFAULT_PROJECT, Model, Progress, no_progress
@@ -25,9 +25,10 @@ from core.registry import (
     record_version,
     save_artifact_bytes,
 )
-from core.store import Store
+from core.store import Store, new_id
 from core.training import (
     BACKGROUND_ROWS,
+    check_access,
     class_values,
     evaluate,
     finite_features,
@@ -52,12 +53,21 @@ class ImportRequest:
     experiment: str | None = None
 
 
-def import_model(store: Store, request: ImportRequest, progress: Progress = no_progress) -> Model:
+def import_model(
+    store: Store, request: ImportRequest, progress: Progress = no_progress, *, actor: str
+) -> Model:
     """Load, check and register an imported model as a new version with one model.
 
     Raises UntrustedArtifact before loading anything untrusted, ArtifactError for files that
     are not usable models, SchemaMismatch when the model does not fit the reference data.
     """
+    check_access(
+        store,
+        get_dataset(store, request.dataset_id),
+        request.project,
+        actor=actor,
+        action="import-model",
+    )
     progress(0.05, f"Checking {request.filename}")
     check = inspect_bytes(request.filename, request.data)
     estimator = load_bytes(
@@ -137,6 +147,8 @@ def import_model(store: Store, request: ImportRequest, progress: Progress = no_p
                 "reference_rows": len(X),
             },
             models=[new],
+            actor=actor,
+            action="import-model",
         )
     except BaseException:
         discard_artifacts(store, [model_id])

@@ -15,10 +15,10 @@ from typing import Any
 import joblib
 import pandas as pd
 
-from core.datasets import new_id
-from core.entities import DEFAULT_PROJECT, Experiment, Model, Project, Version
+from core import projects
+from core.entities import Experiment, Model, Version
 from core.errors import ArtifactError, InvalidInput, NotFound
-from core.store import Store, Tx, utcnow
+from core.store import Store, Tx, new_id, utcnow
 from core.workspace import atomic_path
 
 _MODEL_SELECT = """
@@ -29,23 +29,6 @@ JOIN versions v ON v.id = m.version_id
 JOIN experiments e ON e.id = v.experiment_id
 JOIN projects p ON p.id = e.project_id
 """
-
-
-# ---------------------------------------------------------------------------- projects
-def ensure_project(tx: Tx, name: str = DEFAULT_PROJECT) -> Project:
-    """The project called `name`, created if missing (inside the caller's transaction)."""
-    if not name.strip():
-        raise InvalidInput("A project name cannot be empty.", "Give the project a name.")
-    row = tx.execute("SELECT * FROM projects WHERE name = ?", [name]).first()
-    if row is None:
-        row = {"id": new_id("prj"), "name": name, "description": "", "created_at": utcnow()}
-        tx.execute("INSERT INTO projects VALUES ($id, $name, $description, $created_at)", row)
-    return Project(**row)
-
-
-def list_projects(store: Store) -> list[Project]:
-    """Every project by name; the default project always exists (migration 0001 creates it)."""
-    return [Project(**r) for r in store.query("SELECT * FROM projects ORDER BY name")]
 
 
 # ---------------------------------------------------------------------------- experiments
@@ -155,14 +138,17 @@ def record_version(
     dataset_id: str,
     settings: dict[str, Any],
     models: list[NewModel],
+    actor: str,
+    action: str = "train",
 ) -> tuple[Version, list[Model]]:
     """Create (or reuse) the experiment, add a version holding `models`; one transaction.
+    The actor needs the role for `action` in the project (or creates the project).
 
     Returns the version and its models as recorded (read back in the same transaction).
     """
 
     def write(tx: Tx) -> tuple[Version, list[Model]]:
-        proj = ensure_project(tx, project)
+        proj = projects.ensure_project(tx, project, actor=actor, action=action)
         row = tx.execute(
             "SELECT * FROM experiments WHERE project_id = ? AND name = ?",
             [proj.id, experiment["name"]],

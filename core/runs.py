@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from core import deployments, lost_runs, pipeline
-from core.datasets import new_id
 from core.entities import DeploymentVersion, Run
 from core.errors import Conflict, InvalidInput, NotFound
-from core.store import Store, Tx, utcnow
+from core.store import Store, Tx, new_id, utcnow
 from core.workspace import RunFolder, Workspace, atomic_write_bytes
 
 log = logging.getLogger("modeldeck.runs")

@@ -29,7 +29,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.datasets import get_dataset, load_frame, new_id
+from core import access, projects
+from core.datasets import get_dataset, load_frame
 from core.engine import profiles
 from core.engine.classes import sort_classes
 from core.engine.metrics import classification_metrics, regression_metrics
@@ -46,7 +47,7 @@ from core.entities import (
 )
 from core.errors import DatasetError, InvalidInput
 from core.registry import NewModel, discard_artifacts, record_version, save_artifact
-from core.store import Store
+from core.store import Store, new_id
 
 TEST_SIZE = 0.2
 MIN_TRAIN_ROWS = 20
@@ -399,10 +400,13 @@ def plain_params(estimator: Any) -> dict[str, Any]:
     return out
 
 
-def train(store: Store, request: TrainRequest, progress: Progress = no_progress) -> TrainingResult:
+def train(
+    store: Store, request: TrainRequest, progress: Progress = no_progress, *, actor: str
+) -> TrainingResult:
     """Fit each requested algorithm and register them as one new version.
 
-    Raises DatasetError/InvalidInput before fitting; on any failure nothing is recorded.
+    Raises DatasetError/InvalidInput before fitting, Forbidden unless the actor may read the
+    dataset and is an editor of the project; on any failure nothing is recorded.
     """
     for algorithm in request.algorithms:
         make_estimator(algorithm, "binary", request.seed)  # fail fast on unknown names
@@ -411,6 +415,7 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
             "No algorithm chosen.", f"Pick at least one of: {', '.join(ALGORITHMS)}."
         )
     dataset = get_dataset(store, request.dataset_id)
+    check_access(store, dataset, request.project, actor=actor, action="train")
     progress(0.0, f"Reading {dataset.name}")
     frame = load_frame(store, dataset)
     plan = plan_training(
@@ -465,6 +470,7 @@ def train(store: Store, request: TrainRequest, progress: Progress = no_progress)
             dataset_id=dataset.id,
             settings=_settings(request, plan, len(X_train), len(X_test)),
             models=fitted,
+            actor=actor,
         )
     except BaseException:
         discard_artifacts(store, [m.id for m in fitted])
@@ -527,13 +533,19 @@ def _settings(
     }
 
 
+def check_access(store: Store, dataset: Dataset, project: str, *, actor: str, action: str) -> None:
+    """Before long work: the actor may read the dataset and do `action` in the project."""
+    store.read(lambda tx: access.require(tx, actor, dataset.project_id, "read"))
+    projects.check(store, project, actor=actor, action=action)
+
+
 def default_experiment_name(
     store: Store, dataset: Dataset, target: str, project: str = DEFAULT_PROJECT
 ) -> str:
     """The dataset's name, or `<dataset> · <target>` when that name already predicts another."""
-    from core.registry import list_experiments, list_projects
+    from core.registry import list_experiments
 
-    proj = next((p for p in list_projects(store) if p.name == project), None)
+    proj = next((p for p in projects.list_projects(store) if p.name == project), None)
     existing = list_experiments(store, proj.id) if proj else []
     same = next((e for e in existing if e.name == dataset.name), None)
     return dataset.name if same is None or same.target == target else f"{dataset.name} · {target}"

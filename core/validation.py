@@ -39,7 +39,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import deployments, execution, pipeline, runs
-from core.datasets import new_id
 from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.engine.pipeline_sql import source_files
@@ -49,7 +48,7 @@ from core.entities import Deployment, Model, Progress, Run, no_progress
 from core.errors import DatasetError, InvalidInput, ModelDeckError, NotFound, Step
 from core.registry import get_model, load_estimator, sha256_file
 from core.scoring import Loaded, RunScorer, feature_column
-from core.store import Store, Tx, quote_identifier, utcnow, with_files
+from core.store import Store, Tx, new_id, quote_identifier, utcnow, with_files
 
 log = logging.getLogger("modeldeck.validation")
 

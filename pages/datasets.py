@@ -34,7 +34,7 @@ with upload_tab:
     )
     if upload is not None and st.button("Register upload", key="ds_upload_go"):
         with ui.guarded():
-            added = datasets.add_upload(store, upload.name, upload.getvalue())
+            added = datasets.add_upload(store, upload.name, upload.getvalue(), actor=ui.actor())
             registered(added)
 with path_tab:
     st.caption(
@@ -44,16 +44,16 @@ with path_tab:
     path = st.text_input("File path or glob", key="ds_path")
     if st.button("Register path", key="ds_path_go", disabled=not path):
         with ui.guarded():
-            added = datasets.add_path(store, path, confined=True)
+            added = datasets.add_path(store, path, confined=True, actor=ui.actor())
             registered(added)
 with demo_tab:
     name = st.selectbox("Demo set", datasets.DEMO_NAMES, key="ds_demo")
     if st.button("Register demo set", key="ds_demo_go"):
         with ui.guarded():
-            added = datasets.add_demo(store, name)
+            added = datasets.add_demo(store, name, actor=ui.actor())
             registered(added)
 
-found = datasets.list_datasets(store)
+found = datasets.list_datasets(store, visible_to=ui.actor())
 st.subheader(f"Registered datasets ({len(found)})")
 if not found:
     st.info("No dataset yet: upload one above, or register a demo set.")

@@ -80,7 +80,9 @@ if st.button("Import", type="primary", disabled=not is_ready):
         experiment=experiment,
     )
     with ui.guarded():
-        model = model_import.import_model(store, request, ui.progress_bar("Importing…"))
+        model = model_import.import_model(
+            store, request, ui.progress_bar("Importing…"), actor=ui.actor()
+        )
         st.success(f"Imported {model.algorithm} as {model.id}.")
         st.page_link(
             "pages/model.py",

@@ -2,11 +2,12 @@
 
 import streamlit as st
 
+from core import projects as projects_
 from core import registry, ui
 
 ui.header("Models", "Every experiment belongs to a project; each training round is a version.")
 store = ui.get_store()
-projects = registry.list_projects(store)
+projects = projects_.list_projects(store, visible_to=ui.actor())
 names = [p.name for p in projects]
 busy = {e.project_id for e in registry.list_experiments(store)}
 wanted = st.query_params.get("project")

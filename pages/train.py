@@ -103,7 +103,7 @@ if st.button("Train", type="primary", disabled=plan is None or not algorithms):
         experiment=experiment,
     )
     with ui.guarded():
-        result = training.train(store, request, ui.progress_bar("Training…"))
+        result = training.train(store, request, ui.progress_bar("Training…"), actor=ui.actor())
         st.session_state["trained_version"] = result.version.id
         st.success(f"Trained version {result.version.number} of {experiment}.")
 

@@ -21,6 +21,7 @@ from core.demo import create_demo
 from core.entities import Dataset, Deployment
 from core.store import Store
 from core.training import ALGORITHMS, TrainingResult, TrainRequest, train
+from tests.files import add_admins
 
 # The test machine shares two cores with other processes, where OpenMP's spin-waiting made
 # histogram gradient boosting 10-20x slower. One OpenMP thread changes no result, only the time.
@@ -53,14 +54,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def store(home: Path) -> Store:
     """The migrated store of `home`."""
-    return Store.open(home)
+    return add_admins(Store.open(home))
 
 
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace built by the code behind `modeldeck demo`: 5 experiments x 3 models."""
     path = tmp_path_factory.mktemp("demo_home")
-    create_demo(Store.open(path))
+    create_demo(add_admins(Store.open(path)))
     return path
 
 
@@ -76,15 +77,16 @@ def trained_home(
 ) -> tuple[Path, TrainingResult]:
     """A workspace with one churn version of two models (linear, gradient boosting). Read-only."""
     path = tmp_path_factory.mktemp("trained_home")
-    store = Store.open(path)
+    store = add_admins(Store.open(path))
     dataset = datasets.register_frame(
-        store, churn_small, name="churn", kind="upload", source="churn.csv"
+        store, churn_small, name="churn", kind="upload", source="churn.csv", actor="tester"
     )
     result = train(
         store,
         TrainRequest(
             dataset_id=dataset.id, target="churn", algorithms=("linear", "gradient_boosting")
         ),
+        actor="tester",
     )
     return path, result
 
@@ -104,7 +106,7 @@ def every_algorithm(
     tmp_path_factory: pytest.TempPathFactory, churn_small: pd.DataFrame
 ) -> dict[str, Trained]:
     """Per task, every algorithm trained once: churn (binary), wine, diabetes. Read-only."""
-    store = Store.open(tmp_path_factory.mktemp("every_algorithm"))
+    store = add_admins(Store.open(tmp_path_factory.mktemp("every_algorithm")))
     tables = {
         "binary": ("churn", churn_small, "churn"),
         "multiclass": ("wine", datasets.demo_frame("wine"), "cultivar"),
@@ -112,9 +114,11 @@ def every_algorithm(
     }
     out = {}
     for task, (name, frame, target) in tables.items():
-        dataset = datasets.register_frame(store, frame, name=name, kind="upload", source=name)
+        dataset = datasets.register_frame(
+            store, frame, name=name, kind="upload", source=name, actor="tester"
+        )
         request = TrainRequest(dataset_id=dataset.id, target=target, algorithms=tuple(ALGORITHMS))
-        out[task] = Trained(store, dataset, frame, train(store, request))
+        out[task] = Trained(store, dataset, frame, train(store, request, actor="tester"))
     return out
 
 

@@ -37,3 +37,18 @@ def source_gone(store: Store, name: str, path: str) -> None:
     deployments.update_pipeline(
         store, name, {**current, "source": {"kind": "file", "path": path}}, actor="tester"
     )
+
+
+# The people every test workspace has: instance admins, so a test that is not about roles acts
+# with every right (tests/test_access.py covers the roles). No password: they never log in.
+ADMINS = ("tester", "ana", "bo", "bob")
+
+
+def add_admins(store: Store) -> Store:
+    """`store` with the ADMINS added (those missing); returns it."""
+    from core import access, users
+
+    for name in ADMINS:
+        if users.find_user(store, name) is None:
+            users.create_user(store, name, password=None, role="admin", actor=access.BOOTSTRAP)
+    return store

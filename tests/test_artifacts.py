@@ -56,7 +56,7 @@ def custom() -> Any:
 
 @pytest.fixture
 def wine(store: Store) -> Dataset:
-    return datasets.add_demo(store, "wine")
+    return datasets.add_demo(store, "wine", actor="tester")
 
 
 def _import(store: Store, dataset: Dataset, filename: str, data: bytes, **changes: Any) -> Model:
@@ -67,7 +67,7 @@ def _import(store: Store, dataset: Dataset, filename: str, data: bytes, **change
         target=changes.pop("target", "cultivar"),
         **changes,
     )
-    return import_model(store, request)
+    return import_model(store, request, actor="tester")
 
 
 def _refused(
@@ -191,7 +191,7 @@ def test_joblib_needs_trust_pickle(
 def test_a_pickled_regressor_is_described_as_regression(store: Store) -> None:
     frame = datasets.demo_frame("diabetes")
     X, y = frame.drop(columns="progression"), frame["progression"]
-    dataset = datasets.add_demo(store, "diabetes")
+    dataset = datasets.add_demo(store, "diabetes", actor="tester")
     model = _import(
         store,
         dataset,
@@ -312,7 +312,7 @@ def test_a_model_that_cannot_predict_the_reference_data(
 def test_a_model_whose_columns_the_reference_lacks(
     store: Store, state: State, scaled_logit: Any
 ) -> None:
-    diabetes = datasets.add_demo(store, "diabetes")
+    diabetes = datasets.add_demo(store, "diabetes", actor="tester")
     _refused(
         store,
         state,
@@ -345,7 +345,9 @@ def test_numeric_model_on_text_columns_is_a_schema_mismatch(store: Store, state:
     fitted = LogisticRegression().fit(
         pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 2}), frame["y"]
     )
-    dataset = datasets.register_frame(store, frame, name="text", kind="upload", source="t")
+    dataset = datasets.register_frame(
+        store, frame, name="text", kind="upload", source="t", actor="tester"
+    )
     _refused(
         store,
         state,
@@ -360,7 +362,9 @@ def test_numeric_model_on_text_columns_is_a_schema_mismatch(store: Store, state:
 
 def test_a_model_fitted_on_integer_labels_imports_with_its_classes(store: Store) -> None:
     frame = datasets.loans_frame(n_rows=600)
-    dataset = datasets.register_frame(store, frame, name="loans", kind="upload", source="loans.csv")
+    dataset = datasets.register_frame(
+        store, frame, name="loans", kind="upload", source="loans.csv", actor="tester"
+    )
     X = frame[["credit_score", "loan_amount"]]  # no holes: a bare estimator has no imputer
     fitted = LogisticRegression(max_iter=2000).fit(X, frame["default"])
     model = _import(

@@ -133,12 +133,14 @@ def test_regression_agrees_within_a_tolerance(store: Store) -> None:
         name="diabetes",
         kind="upload",
         source="diabetes.csv",
+        actor="tester",
     )
     trained = train(
         store,
         TrainRequest(
             dataset_id=dataset.id, target="progression", algorithms=("linear", "random_forest")
         ),
+        actor="tester",
     )
     ids = {m.algorithm: m.id for m in trained.models}
     deployments.deploy(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import audit, connections, deployments, pipeline, registry, runs
+from core import audit, connections, deployments, pipeline, projects, registry, runs
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError, Step
 from core.store import Store
 from tests import pg_server
@@ -136,7 +136,7 @@ def test_remove_refuses_a_connection_a_pipeline_uses(trained_store: Store) -> No
 
 def test_a_deployment_uses_only_its_own_projects_connections(trained_store: Store) -> None:
     add(trained_store)
-    trained_store.write(lambda tx: registry.ensure_project(tx, "Other"))
+    projects.create_project(trained_store, "Other", actor="tester")
     connections.add_connection(
         trained_store,
         "Other",

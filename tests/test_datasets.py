@@ -34,7 +34,7 @@ def _assert_snapshot(store: Store, dataset: Dataset, expected: pd.DataFrame) -> 
 def test_csv_path_is_snapshotted(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "people.csv"
     FRAME.to_csv(path, index=False)
-    dataset = datasets.add_path(store, str(path))
+    dataset = datasets.add_path(store, str(path), actor="tester")
     assert (dataset.name, dataset.kind, dataset.source) == ("people", "path", str(path))
     assert [(c.name, c.dtype) for c in dataset.columns][:2] == [("id", "str"), ("x", "float64")]
     _assert_snapshot(store, dataset, FRAME)
@@ -48,13 +48,15 @@ def test_tsv_semicolon_and_bom_files_are_read(store: Store, tmp_path: Path) -> N
     (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfa,b\n1,x\n2,y\n")
     expected = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     for name in ("t.tsv", "semi.csv", "excel.csv"):
-        _assert_snapshot(store, datasets.add_path(store, str(tmp_path / name)), expected)
+        _assert_snapshot(
+            store, datasets.add_path(store, str(tmp_path / name), actor="tester"), expected
+        )
 
 
 def test_parquet_path_is_snapshotted(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "data.parquet"
     FRAME.to_parquet(path, index=False)
-    dataset = datasets.add_path(store, str(path), name="from parquet")
+    dataset = datasets.add_path(store, str(path), name="from parquet", actor="tester")
     assert dataset.name == "from parquet"
     _assert_snapshot(store, dataset, FRAME)
 
@@ -63,13 +65,15 @@ def test_glob_concatenates_every_matching_file(store: Store, tmp_path: Path) -> 
     FRAME.iloc[:2].to_csv(tmp_path / "part1.csv", index=False)
     FRAME.iloc[2:].to_csv(tmp_path / "part2.csv", index=False)
     (tmp_path / "notes.txt").write_text("not part of the glob\n")
-    dataset = datasets.add_path(store, str(tmp_path / "part*.csv"))
+    dataset = datasets.add_path(store, str(tmp_path / "part*.csv"), actor="tester")
     assert dataset.name == "partall"
     _assert_snapshot(store, dataset, FRAME)
 
 
 def test_upload_is_snapshotted_under_the_file_stem(store: Store) -> None:
-    dataset = datasets.add_upload(store, "sales 2024.csv", FRAME.to_csv(index=False).encode())
+    dataset = datasets.add_upload(
+        store, "sales 2024.csv", FRAME.to_csv(index=False).encode(), actor="tester"
+    )
     assert (dataset.name, dataset.kind, dataset.source) == (
         "sales 2024",
         "upload",
@@ -79,8 +83,12 @@ def test_upload_is_snapshotted_under_the_file_stem(store: Store) -> None:
 
 
 def test_list_and_get_datasets(store: Store) -> None:
-    first = datasets.register_frame(store, FRAME, name="one", kind="upload", source="one.csv")
-    second = datasets.register_frame(store, FRAME, name="two", kind="upload", source="two.csv")
+    first = datasets.register_frame(
+        store, FRAME, name="one", kind="upload", source="one.csv", actor="tester"
+    )
+    second = datasets.register_frame(
+        store, FRAME, name="two", kind="upload", source="two.csv", actor="tester"
+    )
     assert [d.id for d in datasets.list_datasets(store)] == [second.id, first.id]
     assert datasets.get_dataset(store, first.id) == first
     with pytest.raises(NotFound) as info:
@@ -111,18 +119,20 @@ def test_churn_frame_has_a_key_categoricals_and_holes() -> None:
 # ---------------------------------------------------------------------------- finding
 def test_find_dataset_by_id_name_demo_and_path(store: Store, tmp_path: Path) -> None:
     registered = datasets.register_frame(
-        store, FRAME, name="people", kind="upload", source="people.csv"
+        store, FRAME, name="people", kind="upload", source="people.csv", actor="tester"
     )
-    assert datasets.find_dataset(store, registered.id) == registered
-    assert datasets.find_dataset(store, "people") == registered
+    assert datasets.find_dataset(store, registered.id, actor="tester") == registered
+    assert datasets.find_dataset(store, "people", actor="tester") == registered
 
-    wine = datasets.find_dataset(store, "wine")  # a demo name registers the demo set once
+    wine = datasets.find_dataset(
+        store, "wine", actor="tester"
+    )  # a demo name registers the demo set once
     assert (wine.kind, wine.name, wine.n_rows) == ("demo", "wine", 178)
-    assert datasets.find_dataset(store, "wine") == wine
+    assert datasets.find_dataset(store, "wine", actor="tester") == wine
 
     path = tmp_path / "fresh.csv"
     FRAME.to_csv(path, index=False)
-    from_path = datasets.find_dataset(store, str(path))
+    from_path = datasets.find_dataset(store, str(path), actor="tester")
     assert (from_path.kind, from_path.name) == ("path", "fresh")
     assert len(datasets.list_datasets(store)) == 3
 
@@ -130,7 +140,7 @@ def test_find_dataset_by_id_name_demo_and_path(store: Store, tmp_path: Path) -> 
 def test_find_dataset_not_found_says_what_it_accepts(store: Store, state: State) -> None:
     before = state(store)
     with pytest.raises(NotFound) as info:
-        datasets.find_dataset(store, "nowhere")
+        datasets.find_dataset(store, "nowhere", actor="tester")
     assert info.value.message == "No dataset 'nowhere'."
     assert info.value.step == Step("list-datasets") and "breast_cancer" in info.value.hint
     assert info.value.status == 404
@@ -148,7 +158,7 @@ def _refused_path(
 ) -> Exception:
     before = state(store)
     with pytest.raises(error) as info:
-        datasets.add_path(store, str(path), confined=confined)
+        datasets.add_path(store, str(path), confined=confined, actor="tester")
     for part in parts:
         assert part in info.value.message, info.value.message
     assert info.value.hint
@@ -161,7 +171,7 @@ def test_empty_file_is_refused(store: Store, state: State, tmp_path: Path) -> No
     path.write_bytes(b"")
     _refused_path(store, state, path, "'empty.csv' is empty (0 bytes)")
     with pytest.raises(DatasetError, match="is empty"):
-        datasets.add_upload(store, "blank.csv", b"  \n\n")
+        datasets.add_upload(store, "blank.csv", b"  \n\n", actor="tester")
 
 
 def test_header_only_csv_is_refused(store: Store, state: State, tmp_path: Path) -> None:
@@ -215,7 +225,9 @@ def test_duplicate_column_names_are_refused(store: Store, state: State) -> None:
         (pd.DataFrame([[1, 2]], columns=[1, "1"]), "1"),
     ):
         with pytest.raises(DatasetError) as info:
-            datasets.register_frame(store, frame, name="dup", kind="upload", source="dup")
+            datasets.register_frame(
+                store, frame, name="dup", kind="upload", source="dup", actor="tester"
+            )
         assert info.value.message == f"'dup' has duplicate column names: {shown}."
         assert "unique name" in info.value.hint
     assert state(store) == before
@@ -225,7 +237,9 @@ def test_a_frame_without_rows_or_columns_is_refused(store: Store, state: State) 
     before = state(store)
     for frame in (pd.DataFrame({"a": []}), pd.DataFrame(index=[0, 1])):
         with pytest.raises(DatasetError, match="'nothing' has no data rows"):
-            datasets.register_frame(store, frame, name="nothing", kind="upload", source="x")
+            datasets.register_frame(
+                store, frame, name="nothing", kind="upload", source="x", actor="tester"
+            )
     assert state(store) == before
 
 
@@ -240,7 +254,7 @@ def outside(tmp_path: Path) -> Path:
 
 def test_confined_path_inside_the_workspace_is_accepted(store: Store) -> None:
     FRAME.to_csv(store.workspace.uploads_dir / "mine.csv", index=False)
-    dataset = datasets.add_path(store, "uploads/mine.csv", confined=True)
+    dataset = datasets.add_path(store, "uploads/mine.csv", confined=True, actor="tester")
     assert dataset.source == str(store.workspace.uploads_dir / "mine.csv")
     _assert_snapshot(store, dataset, FRAME)
 
@@ -286,10 +300,12 @@ def test_allowed_roots_admit_a_confined_path(
     store: Store, outside: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ALLOWED_ROOTS_ENV, os.pathsep.join(["/nonexistent", str(outside)]))
-    dataset = datasets.add_path(store, str(outside / "secret.csv"), confined=True)
+    dataset = datasets.add_path(store, str(outside / "secret.csv"), confined=True, actor="tester")
     _assert_snapshot(store, dataset, FRAME)
 
 
 def test_unconfined_paths_are_for_the_cli_only(store: Store, outside: Path) -> None:
-    dataset = datasets.add_path(store, str(outside / "secret.csv"))  # confined=False
+    dataset = datasets.add_path(
+        store, str(outside / "secret.csv"), actor="tester"
+    )  # confined=False
     _assert_snapshot(store, dataset, FRAME)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core import datasets, demo, registry
+from core import datasets, demo, projects, registry
 from core.cli import main as cli
 from core.store import Store
 from core.training import DEFAULT_ALGORITHMS
@@ -43,7 +43,7 @@ def test_demo_has_five_experiments_of_three_models(demo_home: Path) -> None:
         "versions": 5,
         "models": 15,
     }
-    assert [p.name for p in registry.list_projects(store)] == ["Default", demo.DEMO_PROJECT]
+    assert [p.name for p in projects.list_projects(store)] == ["Default", demo.DEMO_PROJECT]
     experiments = {e.name: e for e in registry.list_experiments(store)}
     assert set(experiments) == set(EXPECTED)
     by_id = {d.id: d for d in datasets.list_datasets(store)}

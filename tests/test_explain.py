@@ -88,7 +88,7 @@ def test_base_plus_contributions_is_the_output_for_every_algorithm(
 
 
 def _imported(store: Store, estimator: Any, name: str) -> Model:
-    dataset = datasets.add_demo(store, "wine")
+    dataset = datasets.add_demo(store, "wine", actor="tester")
     buffer = io.BytesIO()
     joblib.dump(estimator, buffer)
     return import_model(
@@ -101,6 +101,7 @@ def _imported(store: Store, estimator: Any, name: str) -> Model:
             trust_pickle=True,
             experiment=name,
         ),
+        actor="tester",
     )
 
 

@@ -184,7 +184,7 @@ def diabetes(store: Store) -> tuple[Deployment, pd.DataFrame]:
     frame = datasets.demo_frame("diabetes")
     frame.insert(0, "patient_id", [f"P{i:04d}" for i in range(len(frame))])
     dataset = datasets.register_frame(
-        store, frame, name="diabetes", kind="upload", source="diabetes.csv"
+        store, frame, name="diabetes", kind="upload", source="diabetes.csv", actor="tester"
     )
     trained = train(
         store,
@@ -194,6 +194,7 @@ def diabetes(store: Store) -> tuple[Deployment, pd.DataFrame]:
             key_column="patient_id",
             algorithms=("linear", "random_forest"),
         ),
+        actor="tester",
     )
     ids = {m.algorithm: m.id for m in trained.models}
     deployed = deployments.deploy(

@@ -167,6 +167,7 @@ def test_a_model_needing_columns_production_lacks_fails_the_schema_check(
             features=["age", "tenure_months"],
             algorithms=("linear",),
         ),
+        actor="tester",
     ).models[0]
     deployments.deploy(trained_store, narrow.id, "production", actor="tester")
     staging = deployments.deploy(

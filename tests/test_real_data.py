@@ -71,12 +71,13 @@ def _run(store: Store, name: str, path: str) -> Run:
 @pytest.mark.parametrize("label", zoo.LABELS)
 def test_every_flow_on_every_label_kind(store: Store, label: str) -> None:
     frame, path = _export(store, label)
-    dataset = datasets.add_path(store, str(store.workspace.home / path), name=label)
+    dataset = datasets.add_path(store, str(store.workspace.home / path), name=label, actor="tester")
     trained = train(
         store,
         TrainRequest(
             dataset_id=dataset.id, target="outcome", algorithms=("linear", "hist_gradient_boosting")
         ),
+        actor="tester",
     )
     plan = trained.plan
     assert plan.key_column == zoo.KEY and zoo.COMPOSED in plan.features

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core import registry
+from core import projects, registry
 from core.entities import DEFAULT_PROJECT
 from core.errors import ArtifactError, InvalidInput, NotFound, Step
 from core.store import Store
@@ -16,13 +16,13 @@ USER_PROJECTS = "FROM projects WHERE id <> 'prj_default'"
 
 
 def test_the_default_project_always_exists(store: Store) -> None:
-    assert [p.name for p in registry.list_projects(store)] == [DEFAULT_PROJECT]
-    assert [p.name for p in registry.list_projects(store)] == [DEFAULT_PROJECT]  # idempotent
+    assert [p.name for p in projects.list_projects(store)] == [DEFAULT_PROJECT]
+    assert [p.name for p in projects.list_projects(store)] == [DEFAULT_PROJECT]  # idempotent
 
 
 def test_an_empty_project_name_is_refused(store: Store) -> None:
     with pytest.raises(InvalidInput, match="project name cannot be empty") as info:
-        store.write(lambda tx: registry.ensure_project(tx, "  "))
+        projects.create_project(store, "  ", actor="tester")
     assert info.value.hint
     assert store.query(f"SELECT count(*) {USER_PROJECTS}").scalar() == 0
 
@@ -33,7 +33,7 @@ def test_models_hang_off_a_project_experiment_and_version(trained_store: Store) 
     experiment = experiments[0]
     assert registry.get_experiment(trained_store, experiment.id) == experiment
     project = next(
-        p for p in registry.list_projects(trained_store) if p.id == experiment.project_id
+        p for p in projects.list_projects(trained_store) if p.id == experiment.project_id
     )
     assert registry.list_experiments(trained_store, project.id) == experiments
     assert registry.list_experiments(trained_store, "prj_other") == []

@@ -260,9 +260,12 @@ def test_a_regression_report_draws_an_inline_svg_histogram(store: Store) -> None
         name="diabetes",
         kind="upload",
         source="diabetes.csv",
+        actor="tester",
     )
     result = train(
-        store, TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",))
+        store,
+        TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",)),
+        actor="tester",
     )
     d = deployments.deploy(store, result.models[0].id, "staging", actor="tester")
     reports.set_report_settings(store, d.name, enabled=True, runs="all", actor="tester")

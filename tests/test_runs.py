@@ -431,12 +431,15 @@ def test_a_sink_may_not_write_into_the_store(trained_store: Store, deployed: Dep
 # ---------------------------------------------------------------------------- regression
 def test_a_regression_forest_reports_its_trees_spread(store: Store) -> None:
     frame = datasets.demo_frame("diabetes")
-    dataset = datasets.register_frame(store, frame, name="diabetes", kind="demo", source="diabetes")
+    dataset = datasets.register_frame(
+        store, frame, name="diabetes", kind="demo", source="diabetes", actor="tester"
+    )
     result = train(
         store,
         TrainRequest(
             dataset_id=dataset.id, target="progression", algorithms=("random_forest", "linear")
         ),
+        actor="tester",
     )
     by_algorithm = {m.algorithm: m for m in result.models}
     deployment = deployments.deploy(

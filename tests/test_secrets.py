@@ -137,7 +137,7 @@ def test_no_confined_read_takes_a_private_file_as_data(keyed: Store) -> None:
         with pytest.raises(InvalidInput, match="is one of ModelDeck's private files"):
             ws.confine(path)
     with pytest.raises(InvalidInput, match="private files"):
-        datasets.add_path(keyed, "key.csv", confined=True)
+        datasets.add_path(keyed, "key.csv", confined=True, actor="tester")
     _refused(ws, _sql("SELECT * FROM read_csv('key.csv')"), "private files")
     _refused(
         ws,
@@ -155,9 +155,9 @@ def test_the_unconfined_cli_still_never_registers_a_private_file(
     (tmp_path / "key.csv").symlink_to(connections.key_path(keyed.workspace))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInput, match="is one of ModelDeck's private files"):
-        datasets.add_path(keyed, "key.csv")
+        datasets.add_path(keyed, "key.csv", actor="tester")
     with pytest.raises(InvalidInput, match="private files"):
-        datasets.add_path(keyed, str(tmp_path / "*.csv"))
+        datasets.add_path(keyed, str(tmp_path / "*.csv"), actor="tester")
     assert datasets.list_datasets(keyed) == []
 
 

@@ -145,7 +145,9 @@ def small(store: Store) -> Dataset:
             "name": ["same"] * 60,
         }
     )
-    return datasets.register_frame(store, frame, name="small", kind="upload", source="s.csv")
+    return datasets.register_frame(
+        store, frame, name="small", kind="upload", source="s.csv", actor="tester"
+    )
 
 
 def _request(dataset: Dataset, **changes: object) -> training.TrainRequest:
@@ -154,8 +156,8 @@ def _request(dataset: Dataset, **changes: object) -> training.TrainRequest:
 
 
 def test_training_the_same_experiment_again_adds_version_two(store: Store, small: Dataset) -> None:
-    first = training.train(store, _request(small, experiment="exp"))
-    second = training.train(store, _request(small, experiment="exp"))
+    first = training.train(store, _request(small, experiment="exp"), actor="tester")
+    second = training.train(store, _request(small, experiment="exp"), actor="tester")
     assert (first.version.number, second.version.number) == (1, 2)
     assert second.version.experiment_id == first.version.experiment_id
     assert [v.number for v in list_versions(store, first.version.experiment_id)] == [2, 1]
@@ -169,6 +171,7 @@ def test_progress_reports_rise_to_one(store: Store, small: Dataset) -> None:
         store,
         _request(small, algorithms=("linear", "random_forest")),
         lambda fraction, text: seen.append((fraction, text)),
+        actor="tester",
     )
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -206,7 +209,7 @@ def test_plan_training_leaves_out_empty_and_date_columns() -> None:
 
 def test_default_experiment_name(store: Store, small: Dataset) -> None:
     assert training.default_experiment_name(store, small, "label") == "small"
-    training.train(store, _request(small))
+    training.train(store, _request(small), actor="tester")
     assert training.default_experiment_name(store, small, "label") == "small"
     assert training.default_experiment_name(store, small, "level") == "small · level"
 
@@ -221,7 +224,7 @@ def _refused(
 ) -> ModelDeckError:
     before = state(store)
     with pytest.raises(error) as info:
-        training.train(store, request)
+        training.train(store, request, actor="tester")
     for part in parts:
         assert part in info.value.message, info.value.message
     assert info.value.hint
@@ -287,7 +290,9 @@ def test_bad_requests_store_nothing(
 
 
 def _register(store: Store, frame: pd.DataFrame) -> Dataset:
-    return datasets.register_frame(store, frame, name="t", kind="upload", source="t.csv")
+    return datasets.register_frame(
+        store, frame, name="t", kind="upload", source="t.csv", actor="tester"
+    )
 
 
 def test_target_without_values_is_refused(store: Store, state: State) -> None:
@@ -335,13 +340,13 @@ def test_more_classes_than_holdout_rows(store: Store, state: State) -> None:
 def test_a_failure_after_fitting_removes_saved_artifacts(
     store: Store, state: State, small: Dataset
 ) -> None:
-    training.train(store, _request(small, experiment="exp"))
+    training.train(store, _request(small, experiment="exp"), actor="tester")
     before = state(store)
     changed = _request(
         small, experiment="exp", target="level", algorithms=("linear", "random_forest")
     )
     with pytest.raises(InvalidInput) as info:  # raised while recording, after both fits
-        training.train(store, changed)
+        training.train(store, changed, actor="tester")
     assert "Experiment 'exp' predicts 'label' (binary), not 'level'" in info.value.message
     assert "another experiment name" in info.value.hint
     assert state(store) == before
@@ -356,7 +361,10 @@ def test_a_cancelled_training_stores_nothing(store: Store, state: State, small: 
 
     with pytest.raises(KeyboardInterrupt):
         training.train(
-            store, _request(small, algorithms=("linear", "random_forest")), cancel_at_second_model
+            store,
+            _request(small, algorithms=("linear", "random_forest")),
+            cancel_at_second_model,
+            actor="tester",
         )
     assert state(store) == before
     assert list(Path(store.workspace.artifacts_dir).iterdir()) == []

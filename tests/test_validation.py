@@ -133,11 +133,12 @@ def test_production_is_scored_on_the_same_rows(trained_store: Store) -> None:
 def test_regression_reports_errors_and_residuals(trained_store: Store) -> None:
     frame = datasets.demo_frame("diabetes")
     dataset = datasets.register_frame(
-        trained_store, frame, name="diabetes", kind="upload", source="diabetes.csv"
+        trained_store, frame, name="diabetes", kind="upload", source="diabetes.csv", actor="tester"
     )
     result = train(
         trained_store,
         TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",)),
+        actor="tester",
     )
     d = deployments.deploy(trained_store, result.models[0].id, "staging", actor="tester")
     v = validation.validate_here(
@@ -223,11 +224,12 @@ def test_labels_of_the_wrong_type(trained_store: Store, staging: Deployment) -> 
     assert "none of the model's classes (no, yes)" in caught.value.message
     frame = datasets.demo_frame("diabetes")
     dataset = datasets.register_frame(
-        trained_store, frame, name="diabetes", kind="upload", source="d.csv"
+        trained_store, frame, name="diabetes", kind="upload", source="d.csv", actor="tester"
     )
     model = train(
         trained_store,
         TrainRequest(dataset_id=dataset.id, target="progression", algorithms=("linear",)),
+        actor="tester",
     ).models[0]
     d = deployments.deploy(trained_store, model.id, "staging", actor="tester")
     frame["progression"] = "high"

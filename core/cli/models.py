@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core import datasets, demo, registry, training
-from core.cli.output import open_store, print_json, progress_printer
+from core.cli.output import actor, open_store, print_json, progress_printer
 from core.errors import ModelDeckError
 
 
@@ -117,7 +117,7 @@ def _dataset_json(d: Any) -> dict[str, Any]:
 
 
 def cmd_datasets_add(args: argparse.Namespace) -> int:
-    dataset = datasets.add_path(open_store(), args.path, name=args.name)
+    dataset = datasets.add_path(open_store(), args.path, name=args.name, actor=actor())
     if args.json:
         print_json(_dataset_json(dataset))
     else:
@@ -128,7 +128,7 @@ def cmd_datasets_add(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_list(args: argparse.Namespace) -> int:
-    found = datasets.list_datasets(open_store())
+    found = datasets.list_datasets(open_store(), visible_to=actor())
     if args.json:
         print_json([_dataset_json(d) for d in found])
         return 0
@@ -143,7 +143,7 @@ def _split(text: str | None) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     store = open_store()
-    dataset = datasets.find_dataset(store, args.dataset)
+    dataset = datasets.find_dataset(store, args.dataset, project=args.project, actor=actor())
     request = training.TrainRequest(
         dataset_id=dataset.id,
         target=args.target,
@@ -155,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         experiment=args.experiment
         or training.default_experiment_name(store, dataset, args.target, args.project),
     )
-    result = training.train(store, request, progress_printer())
+    result = training.train(store, request, progress_printer(), actor=actor())
     if args.json:
         print_json([m.summary() for m in result.models])
     else:
@@ -200,7 +200,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
     path = Path(args.file).expanduser()
     if not path.is_file():
         raise ModelDeckError(f"The file '{args.file}' does not exist.", "Check the path.")
-    dataset = datasets.find_dataset(store, args.dataset)
+    dataset = datasets.find_dataset(store, args.dataset, project=args.project, actor=actor())
     model = import_model(
         store,
         ImportRequest(
@@ -216,6 +216,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
             experiment=args.experiment,
         ),
         progress_printer(),
+        actor=actor(),
     )
     if args.json:
         print_json(model.summary())

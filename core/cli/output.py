@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
-from core import audit
+from core import users
 from core.entities import Progress
-from core.errors import ModelDeckError, Step
+from core.errors import ModelDeckError, Step, Unauthorized
 from core.store import Store
 
 
@@ -38,9 +39,15 @@ def progress_printer(label: str = "") -> Progress:
 
 
 def actor() -> str:
-    """Who runs the command: $MODELDECK_USER, else the operating-system user. Every change a
-    command makes is made, and audited, as this user."""
-    return audit.current_actor()
+    """Who runs the command: the ModelDeck user named by $MODELDECK_USER. Every change a
+    command makes is checked against that user's roles and audited as that user."""
+    name = os.environ.get("MODELDECK_USER", "").strip()
+    if not name:
+        raise Unauthorized(
+            "Say which ModelDeck user runs this command.",
+            "Set MODELDECK_USER to an existing user.",
+        )
+    return users.normalize_username(name)
 
 
 # Each Step of core/errors.py in the CLI's words ({subject}: what it acts on).

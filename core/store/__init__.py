@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -204,6 +205,11 @@ def _apply_migrations(tx: Tx, upto: int | None) -> list[int]:
         tx.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [number, name, utcnow()])
         applied.append(number)
     return applied
+
+
+def new_id(prefix: str) -> str:
+    """A new row id: the kind's prefix and ten random hex digits (`dep_3f9a0c21b4`)."""
+    return f"{prefix}_{secrets.token_hex(5)}"
 
 
 def utcnow() -> datetime:

@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import audit, datasets, registry
+from core import datasets, registry
 from core.entities import Deployment, Model, Progress
-from core.errors import ModelDeckError, Step
+from core.errors import ModelDeckError, Step, Unauthorized
 from core.store import Store
 from core.ui import charts
 from core.worker import sidecars
@@ -85,9 +85,12 @@ def navigation() -> st.Page:
 
 
 def actor() -> str:
-    """Who is acting in this browser session: $MODELDECK_USER, else the operating-system user
-    (there are no logins yet). Every change a page makes is made, and audited, as this user."""
-    return audit.current_actor()
+    """The logged-in user of this browser session. Every change a page makes is checked
+    against this user's roles and audited as this user."""
+    name = st.session_state.get("modeldeck_user")
+    if not isinstance(name, str) or not name:
+        raise Unauthorized("You are not logged in.", "Log in again.")
+    return name
 
 
 def get_store() -> Store:

@@ -165,9 +165,11 @@ def test_the_model_page_shows_why_the_holdout_cannot_be_rebuilt(
 
 def demo_run(store: Store, demo: str, target: str, algorithm: str) -> Run:
     """A succeeded run, by the worker, of one model trained on a demo table, deployed alone."""
-    dataset = datasets.add_demo(store, demo)
+    dataset = datasets.add_demo(store, demo, actor="tester")
     result = train(
-        store, TrainRequest(dataset_id=dataset.id, target=target, algorithms=(algorithm,))
+        store,
+        TrainRequest(dataset_id=dataset.id, target=target, algorithms=(algorithm,)),
+        actor="tester",
     )
     name = deployments.deploy(store, result.models[0].id, "staging", actor="tester").name
     queued = runs.enqueue_run(store, name, actor="tester")

@@ -282,7 +282,7 @@ def test_a_registered_dataset_is_shown_and_offered_for_training(
 ) -> None:
     from core import datasets
 
-    datasets.add_demo(store, datasets.DEMO_NAMES[0])
+    datasets.add_demo(store, datasets.DEMO_NAMES[0], actor="tester")
     at = open_page("pages/datasets.py")
     first = at.selectbox(key="ds_show").value
     at.selectbox(key="ds_demo").set_value(datasets.DEMO_NAMES[1]).run()

@@ -55,7 +55,7 @@ def test_overview_offers_the_demo_when_empty(store: Store, open_page: OpenPage) 
 def test_training_flow_detects_the_key_and_shows_a_leaderboard(
     store: Store, open_page: OpenPage
 ) -> None:
-    datasets.add_demo(store, "customer_churn")
+    datasets.add_demo(store, "customer_churn", actor="tester")
     at = open_page("pages/train.py")
     scope = next(s for s in at.selectbox if s.label == "Prediction key")
     assert scope.value == "customer_id"
@@ -81,7 +81,9 @@ def test_training_form_explains_a_bad_target_and_disables_training(
     store: Store, open_page: OpenPage
 ) -> None:
     frame = datasets.demo_frame("diabetes").assign(constant=1)
-    datasets.register_frame(store, frame, name="diab", kind="upload", source="diab.csv")
+    datasets.register_frame(
+        store, frame, name="diab", kind="upload", source="diab.csv", actor="tester"
+    )
     at = open_page("pages/train.py", target="constant")
     assert any("has only the value '1'" in e for e in errors(at))
     train = next(b for b in at.button if b.label == "Train")
@@ -126,7 +128,9 @@ def test_model_page_deep_link_and_unknown_id(demo_env: Store, open_page: OpenPag
 
 def _pickled_model(store: Store) -> tuple[bytes, str]:
     frame = datasets.demo_frame("breast_cancer")
-    dataset = datasets.register_frame(store, frame, name="bc", kind="upload", source="bc.csv")
+    dataset = datasets.register_frame(
+        store, frame, name="bc", kind="upload", source="bc.csv", actor="tester"
+    )
     X = frame.drop(columns="diagnosis")
     model = LogisticRegression(max_iter=5000).fit(X, frame["diagnosis"])
     buffer = io.BytesIO()
