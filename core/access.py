@@ -172,6 +172,15 @@ def visible_projects(tx: Tx, actor: str) -> frozenset[str] | None:
     return frozenset(r["project_id"] for r in rows)
 
 
+def sql_filter(tx: Tx, visible_to: str | None) -> list[str] | None:
+    """`visible_projects` as a SQL parameter for `(? IS NULL OR list_contains(?, project_id))`:
+    None (no filter) when `visible_to` is None or sees every project."""
+    if visible_to is None:
+        return None
+    visible = visible_projects(tx, visible_to)
+    return None if visible is None else sorted(visible)
+
+
 def can(store: Store, actor: str, project_id: str, action: str) -> bool:
     """Whether `require` would let the actor do the action: for front ends that hide or
     disable a control. The check in core is what protects."""

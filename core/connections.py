@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 from cryptography.fernet import Fernet, InvalidToken
 
-from core import audit
+from core import access, audit
 from core.engine import postgres
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineError, Step
 from core.store import Store, Tx, new_id, utcnow
@@ -369,14 +369,20 @@ def get_connection(store: Store, project: str, name: str) -> PgConnection:
     return PgConnection.from_row(row)
 
 
-def list_connections(store: Store, project: str | None = None) -> list[PgConnection]:
-    """A project's connections by name (every project's for None)."""
+def list_connections(
+    store: Store, project: str | None = None, *, visible_to: str | None = None
+) -> list[PgConnection]:
+    """A project's connections by name (every project's for None); with `visible_to`, only
+    those of projects that user may read."""
 
     def read(tx: Tx) -> list[dict[str, Any]]:
         project_id = _project_id(tx, project) if project else None
+        visible = access.sql_filter(tx, visible_to)
         return tx.execute(
-            "SELECT * FROM connections WHERE ? IS NULL OR project_id = ? ORDER BY name, project_id",
-            [project_id, project_id],
+            "SELECT * FROM connections WHERE (? IS NULL OR project_id = ?)"
+            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], project_id))"
+            " ORDER BY name, project_id",
+            [project_id, project_id, visible, visible],
         ).dicts()
 
     return [PgConnection.from_row(r) for r in store.read(read)]

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, overload
 
-from core import audit
+from core import access, audit
 from core.datasets import get_dataset
 from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
 from core.errors import ArtifactError, Conflict, InvalidInput, NotFound, Step
@@ -103,10 +103,12 @@ def get_deployment(store: Store, name: str) -> Deployment:
     return found
 
 
-def list_deployments(store: Store) -> list[Deployment]:
-    """Every deployment with its current version, by name; one read."""
+def list_deployments(store: Store, *, visible_to: str | None = None) -> list[Deployment]:
+    """Every deployment with its current version, by name; one read. With `visible_to`, only
+    those of projects that user may read."""
 
     def read(tx: Tx) -> list[Deployment]:
+        visible = access.visible_projects(tx, visible_to) if visible_to is not None else None
         versions = {
             r["id"]: r
             for r in tx.execute(
@@ -116,7 +118,9 @@ def list_deployments(store: Store) -> list[Deployment]:
         }
         rows = tx.execute("SELECT * FROM deployments ORDER BY name")
         return [
-            Deployment.from_row(r, _version(versions.get(r["current_version_id"]))) for r in rows
+            Deployment.from_row(r, _version(versions.get(r["current_version_id"])))
+            for r in rows
+            if access.keep_visible(visible, r["project_id"])
         ]
 
     return store.read(read)

@@ -313,6 +313,7 @@ class Run:
     started_at: datetime | None
     finished_at: datetime | None
     purged_at: datetime | None
+    project_id: str | None = None  # None only for runs of deployments deleted before 0009
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Run:

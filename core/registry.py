@@ -15,7 +15,7 @@ from typing import Any
 import joblib
 import pandas as pd
 
-from core import projects
+from core import access, projects
 from core.entities import Experiment, Model, Version
 from core.errors import ArtifactError, InvalidInput, NotFound
 from core.store import Store, Tx, new_id, utcnow
@@ -32,13 +32,23 @@ JOIN projects p ON p.id = e.project_id
 
 
 # ---------------------------------------------------------------------------- experiments
-def list_experiments(store: Store, project_id: str | None = None) -> list[Experiment]:
-    """Experiments, optionally of one project, by name."""
-    rows = store.query(
-        "SELECT * FROM experiments WHERE ? IS NULL OR project_id = ? ORDER BY name",
-        [project_id, project_id],
-    )
-    return [Experiment.from_row(r) for r in rows]
+def list_experiments(
+    store: Store, project_id: str | None = None, *, visible_to: str | None = None
+) -> list[Experiment]:
+    """Experiments, optionally of one project, by name; with `visible_to`, only those of
+    projects that user may read."""
+
+    def read(tx: Tx) -> list[Experiment]:
+        visible = access.sql_filter(tx, visible_to)
+        rows = tx.execute(
+            "SELECT * FROM experiments WHERE (? IS NULL OR project_id = ?)"
+            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], project_id))"
+            " ORDER BY name",
+            [project_id, project_id, visible, visible],
+        )
+        return [Experiment.from_row(r) for r in rows]
+
+    return store.read(read)
 
 
 def get_experiment(store: Store, experiment_id: str) -> Experiment:
@@ -59,15 +69,26 @@ def list_versions(store: Store, experiment_id: str) -> list[Version]:
 
 # ---------------------------------------------------------------------------- models
 def list_models(
-    store: Store, *, experiment_id: str | None = None, version_id: str | None = None
+    store: Store,
+    *,
+    experiment_id: str | None = None,
+    version_id: str | None = None,
+    visible_to: str | None = None,
 ) -> list[Model]:
-    """Models, newest first, optionally of one experiment or one version."""
-    rows = store.query(
-        _MODEL_SELECT + " WHERE (? IS NULL OR e.id = ?) AND (? IS NULL OR v.id = ?)"
-        " ORDER BY m.created_at DESC, m.id",
-        [experiment_id, experiment_id, version_id, version_id],
-    )
-    return [Model.from_row(r) for r in rows]
+    """Models, newest first, optionally of one experiment or one version; with `visible_to`,
+    only those of projects that user may read."""
+
+    def read(tx: Tx) -> list[Model]:
+        visible = access.sql_filter(tx, visible_to)
+        rows = tx.execute(
+            _MODEL_SELECT + " WHERE (? IS NULL OR e.id = ?) AND (? IS NULL OR v.id = ?)"
+            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], e.project_id))"
+            " ORDER BY m.created_at DESC, m.id",
+            [experiment_id, experiment_id, version_id, version_id, visible, visible],
+        )
+        return [Model.from_row(r) for r in rows]
+
+    return store.read(read)
 
 
 # A model's row never changes once written (nothing updates or deletes models), so a process

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from core import deployments, lost_runs, pipeline
+from core import access, deployments, lost_runs, pipeline
 from core.entities import DeploymentVersion, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store, Tx, new_id, utcnow
@@ -159,14 +159,17 @@ def insert_run(
     actor: str,
     *,
     pipeline: dict[str, Any] | None = None,
+    action: str = "run",
 ) -> str:
     """Insert a queued run inside the caller's transaction (the scheduler queues a slot's run
     and records the slot in one transaction); returns its id. It pins the deployment's current
     version and snapshots its pipeline (`pipeline` replaces the snapshot: a validation's run is
-    never delivered). Raises like enqueue_run."""
+    never delivered). The actor needs the role for `action` (core/access.py). Raises like
+    enqueue_run."""
     deployment = deployments.load_deployment(tx, deployment_name)
     if deployment is None:
         raise NotFound("deployment", deployment_name)
+    access.require(tx, actor, deployment.project_id, action)
     if deployment.current is None:
         raise InvalidInput(
             f"Deployment '{deployment.name}' has no current version to run.",
@@ -179,8 +182,8 @@ def insert_run(
     run_id = new_id("run")
     tx.execute(
         "INSERT INTO runs (id, deployment_id, deployment_name, version_id, trigger,"
-        " status, source_override, pipeline, queued_by, queued_at)"
-        " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+        " status, source_override, pipeline, queued_by, queued_at, project_id)"
+        " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
         [
             run_id,
             deployment.id,
@@ -191,6 +194,7 @@ def insert_run(
             deployment.pipeline if pipeline is None else pipeline,
             actor,
             utcnow(),
+            deployment.project_id,
         ],
     )
     return run_id
@@ -302,15 +306,24 @@ def get_run(store: Store, run_id: str) -> Run:
     return Run.from_row(row)
 
 
-def list_runs(store: Store, deployment_name: str | None, limit: int = 50) -> list[Run]:
+def list_runs(
+    store: Store, deployment_name: str | None, limit: int = 50, *, visible_to: str | None = None
+) -> list[Run]:
     """A deployment's runs (every run for None), newest first; by name, so a deleted
-    deployment's runs stay listed."""
-    rows = store.query(
-        "SELECT * FROM runs WHERE ? IS NULL OR deployment_name = ?"
-        " OR deployment_id = ? ORDER BY queued_at DESC, id DESC LIMIT ?",
-        [deployment_name, deployment_name, deployment_name, limit],
-    )
-    return [Run.from_row(r) for r in rows]
+    deployment's runs stay listed. With `visible_to`, only runs of projects that user may
+    read."""
+
+    def read(tx: Tx) -> list[Run]:
+        visible = access.sql_filter(tx, visible_to)
+        rows = tx.execute(
+            "SELECT * FROM runs WHERE (? IS NULL OR deployment_name = ? OR deployment_id = ?)"
+            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], project_id))"
+            " ORDER BY queued_at DESC, id DESC LIMIT ?",
+            [deployment_name, deployment_name, deployment_name, visible, visible, limit],
+        )
+        return [Run.from_row(r) for r in rows]
+
+    return store.read(read)
 
 
 @dataclass(frozen=True)

@@ -50,3 +50,7 @@ UPDATE datasets SET project_id = coalesce(
 -- What an entry is about when it is not a deployment: 'user bob', 'project Demo'.
 ALTER TABLE audit_log ADD COLUMN subject TEXT DEFAULT '';
 UPDATE audit_log SET subject = '' WHERE subject IS NULL;
+
+-- A run keeps its project, so who may read it is known after its deployment is deleted.
+ALTER TABLE runs ADD COLUMN project_id TEXT;
+UPDATE runs SET project_id = (SELECT d.project_id FROM deployments d WHERE d.id = runs.deployment_id);
