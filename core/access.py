@@ -37,6 +37,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "report": ("editor", "change report settings"),
     "drift-thresholds": ("editor", "change drift thresholds"),
     "redeliver": ("editor", "deliver results again"),
+    "test-connection": ("editor", "test a database connection"),
     "deploy-production": ("owner", "deploy to production"),
     "promote": ("owner", "promote to production"),
     "override-gate": ("owner", "override the promotion gate"),
@@ -102,7 +103,7 @@ def _project_name(tx: Tx, project_id: str) -> str:
     return str(name) if name is not None else project_id
 
 
-def project_role(tx: Tx, actor: str, project_id: str) -> str | None:
+def project_role(tx: Tx, actor: str, project_id: str | None) -> str | None:
     """The actor's role in the project: admins and system actors act as owners everywhere;
     None when the actor is not a collaborator (or unknown, or disabled)."""
     if is_system(actor):
@@ -112,6 +113,8 @@ def project_role(tx: Tx, actor: str, project_id: str) -> str | None:
         return None
     if who.is_admin:
         return "owner"
+    if project_id is None:
+        return None
     role = tx.execute(
         "SELECT role FROM collaborators WHERE project_id = ? AND user_id = ?",
         [project_id, who.id],
@@ -125,12 +128,16 @@ def allows(role: str | None, action: str) -> bool:
     return role is not None and PROJECT_ROLES.index(role) >= PROJECT_ROLES.index(needed)
 
 
-def require(tx: Tx, actor: str, project_id: str, action: str) -> None:
+def require(tx: Tx, actor: str, project_id: str | None, action: str) -> None:
     """Raise Forbidden unless the actor may do the action in the project; the message names the
-    role needed and the role the actor has."""
+    role needed and the role the actor has. A project of None (a run whose deployment was
+    deleted before runs kept their project) is for instance admins only."""
     needed, doing = ACTIONS[action]
     who = _active(tx, actor, doing)
     if who is None or who.is_admin:
+        return
+    if project_id is None:
+        require_admin(tx, actor, doing)
         return
     role = project_role(tx, actor, project_id)
     if allows(role, action):
@@ -181,13 +188,13 @@ def sql_filter(tx: Tx, visible_to: str | None) -> list[str] | None:
     return None if visible is None else sorted(visible)
 
 
-def can(store: Store, actor: str, project_id: str, action: str) -> bool:
+def can(store: Store, actor: str, project_id: str | None, action: str) -> bool:
     """Whether `require` would let the actor do the action: for front ends that hide or
     disable a control. The check in core is what protects."""
     return store.read(lambda tx: _permitted(tx, actor, project_id, action))
 
 
-def _permitted(tx: Tx, actor: str, project_id: str, action: str) -> bool:
+def _permitted(tx: Tx, actor: str, project_id: str | None, action: str) -> bool:
     try:
         require(tx, actor, project_id, action)
     except Forbidden:
@@ -213,6 +220,6 @@ def roles(store: Store, actor: str) -> dict[str, str]:
     return store.read(read)
 
 
-def keep_visible(project_ids: Collection[str] | None, project_id: str) -> bool:
+def keep_visible(project_ids: Collection[str] | None, project_id: str | None) -> bool:
     """Whether a row of `project_id` passes a `visible_projects` filter."""
-    return project_ids is None or project_id in project_ids
+    return project_ids is None or (project_id is not None and project_id in project_ids)

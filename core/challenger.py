@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from scipy.spatial.distance import jensenshannon
 
-from core import audit, deployments, drift
+from core import access, audit, deployments, drift
 from core.engine.drift_scores import PREDICTION, numeric_buckets, psi
 from core.entities import Deployment, Model, Run
 from core.errors import Conflict, InvalidInput, Step
@@ -424,6 +424,7 @@ def swap(store: Store, name: str, *, actor: str) -> Deployment:
     Conflict when the deployment changed meanwhile.
     """
     deployment = deployments.get_deployment(store, name)
+    store.read(lambda tx: access.require(tx, actor, deployment.project_id, "swap"))
     current = deployment.current
     if current is None or not current.challenger_model_id:
         raise InvalidInput(
@@ -434,6 +435,7 @@ def swap(store: Store, name: str, *, actor: str) -> Deployment:
     deployments.check_models(store, current.challenger_model_id, current.main_model_id)
 
     def write(tx: Tx) -> None:
+        access.require(tx, actor, deployment.project_id, "swap")
         fresh = deployments.load_deployment(tx, deployment.id)
         if fresh is None or fresh.current_version_id != current.id:
             raise Conflict(

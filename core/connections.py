@@ -301,6 +301,7 @@ def add_connection(
 
     def write(tx: Tx) -> None:
         project_id = _project_id(tx, project)
+        access.require(tx, actor, project_id, "add-connection")
         old = tx.execute(
             "SELECT id, created_at FROM connections WHERE project_id = ? AND name = ?",
             [project_id, name],
@@ -426,6 +427,7 @@ def test_connection(
     outcome are audited. Raises InvalidInput saying why it failed (unreachable, wrong
     password, variable not set, password refused to a host without TLS)."""
     conn = get_connection(store, project, name)
+    store.read(lambda tx: access.require(tx, actor, conn.project_id, "test-connection"))
     where = {"host": conn.host, "port": conn.port, "sslmode": conn.sslmode}
     try:
         result = {
@@ -466,6 +468,7 @@ def remove_connection(store: Store, project: str, name: str, *, actor: str) -> N
 
     def write(tx: Tx) -> None:
         project_id = _project_id(tx, project)
+        access.require(tx, actor, project_id, "remove-connection")
         for row in tx.execute(
             "SELECT name, pipeline FROM deployments WHERE project_id = ?", [project_id]
         ):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core import audit, execution, pipeline, runs, sinks
+from core import access, audit, execution, pipeline, runs, sinks
 from core.entities import Run
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store, Tx, utcnow
@@ -58,6 +58,7 @@ def redeliver(store: Store, run_id: str, *, actor: str) -> Run:
     A success makes the run `succeeded`; either outcome is audited with the run's update.
     """
     run = runs.get_run(store, run_id)
+    store.read(lambda tx: access.require(tx, actor, run.project_id, "redeliver"))
     reason = why_not_deliverable(store, run)
     if reason:
         raise InvalidInput(reason, "Queue a new run of the deployment instead.")

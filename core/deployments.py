@@ -225,10 +225,14 @@ def deploy(
             f"'{name}' is not a valid deployment name.",
             "Use lowercase letters, digits and dashes (it becomes a URL).",
         )
+    permission = f"deploy-{environment}"
+    project_id = get_model(store, model_id).project_id
+    store.read(lambda tx: access.require(tx, actor, project_id, permission))  # before loading
     main, challenger = check_models(store, model_id, challenger_id)
     pipeline = default_pipeline(store, main)
 
     def write(tx: Tx) -> str:
+        access.require(tx, actor, project_id, permission)
         existing = (
             load_deployment(tx, name)
             if name
@@ -322,6 +326,7 @@ def rollback(store: Store, name: str, version_number: int, *, actor: str) -> Dep
             "SELECT * FROM deployment_versions WHERE deployment_id = ? AND number = ?",
             [deployment.id, version_number],
         ).first()
+        access.require(tx, actor, deployment.project_id, "rollback")
         if row is None:
             raise NotFound(
                 "version",
@@ -365,6 +370,7 @@ def update_pipeline(
     def write(tx: Tx) -> None:
         from core import connections  # psycopg and cryptography: not on every import
 
+        access.require(tx, actor, deployment.project_id, "edit-pipeline")
         bound = pipeline
         if connections.uses_postgres(pipeline):  # its connections: this project's only
             bound = connections.bind_project(tx, pipeline, deployment.project_id)
@@ -392,19 +398,24 @@ def change_report(
     action: str,
     change: Callable[[dict[str, Any]], tuple[dict[str, Any], Any, Any]],
     *,
+    permission: str,
     actor: str,
 ) -> dict[str, Any]:
     """Read-modify-write a deployment's `report` JSON (report settings and drift thresholds,
     which promotion copies together) with its audit entry, in one transaction.
 
     `change(report)` returns (the new report, what the audit shows before, and after); it may
-    raise to refuse. Returns the new report. Raises NotFound for an unknown deployment.
+    raise to refuse. Returns the new report. Raises NotFound for an unknown deployment,
+    Forbidden unless the actor may do `permission` (an action of core/access.py).
     """
 
     def write(tx: Tx) -> dict[str, Any]:
-        row = tx.execute("SELECT id, name, report FROM deployments WHERE name = ?", [name]).first()
+        row = tx.execute(
+            "SELECT id, name, report, project_id FROM deployments WHERE name = ?", [name]
+        ).first()
         if row is None:
             raise NotFound("deployment", name)
+        access.require(tx, actor, row["project_id"], permission)
         report, before, after = change(json.loads(row["report"] or "{}"))
         tx.execute(
             "UPDATE deployments SET report = ?, updated_at = ? WHERE id = ?",
@@ -424,18 +435,19 @@ def change_report(
     return store.write(write)
 
 
-def set_access(store: Store, name: str, access: str, *, actor: str) -> Deployment:
-    """Change who may call the deployment; audited."""
-    if access not in ACCESS_LEVELS:
+def set_access(store: Store, name: str, level: str, *, actor: str) -> Deployment:
+    """Change who may call the deployment (owners); audited."""
+    if level not in ACCESS_LEVELS:
         raise InvalidInput(
-            f"Unknown access level '{access}'.", f"Choose one of: {', '.join(ACCESS_LEVELS)}."
+            f"Unknown access level '{level}'.", f"Choose one of: {', '.join(ACCESS_LEVELS)}."
         )
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> None:
+        access.require(tx, actor, deployment.project_id, "set-access")
         tx.execute(
             "UPDATE deployments SET access = ?, updated_at = ? WHERE id = ?",
-            [access, utcnow(), deployment.id],
+            [level, utcnow(), deployment.id],
         )
         audit.record(
             tx,
@@ -444,7 +456,7 @@ def set_access(store: Store, name: str, access: str, *, actor: str) -> Deploymen
             deployment_id=deployment.id,
             deployment_name=deployment.name,
             before={"access": deployment.access},
-            after={"access": access},
+            after={"access": level},
         )
 
     store.write(write)

@@ -142,6 +142,7 @@ def set_thresholds(
         name,
         "drift-thresholds",
         lambda report: ({**report, "drift": chosen}, report.get("drift"), chosen),
+        permission="drift-thresholds",
         actor=actor,
     )
     return Thresholds(moderate, drifted)

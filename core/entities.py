@@ -193,6 +193,7 @@ class Model:
     experiment: str = ""
     version: int = 0
     experiment_id: str = ""
+    project_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import audit, challenger, drift, pipeline
+from core import access, audit, challenger, drift, pipeline
 from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.engine.metrics import LabelStats, Sample, Vocabulary
@@ -143,6 +143,7 @@ def add_labels(
     Rows without a label are left out and counted. Nothing is stored when a check fails.
     """
     deployment = get_deployment(store, name)
+    store.read(lambda tx: access.require(tx, actor, deployment.project_id, "add-labels"))
     if deployment.current is None:
         raise InvalidInput(
             f"Deployment '{deployment.name}' has no model yet.",
@@ -180,6 +181,7 @@ def add_labels(
     }
 
     def write(tx: Tx) -> None:
+        access.require(tx, actor, deployment.project_id, "add-labels")
         tx.execute(
             "INSERT INTO ground_truth VALUES ($id, $deployment_id, $deployment_name,"
             " $path, $source, $key_column, $label_column, $rows, $counts, $created_by,"

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core import audit, deployments, runs
+from core import access, audit, deployments, runs
 from core.deployments import get_deployment
 from core.entities import Deployment
 from core.errors import Conflict, Forbidden, InvalidInput, Step
@@ -94,6 +94,7 @@ def set_thresholds(
     before = _thresholds(store, d.id)
 
     def write(tx: Tx) -> None:
+        access.require(tx, actor, d.project_id, "gate-thresholds")
         tx.execute(
             "INSERT OR REPLACE INTO gate_thresholds VALUES (?, ?, ?, ?, ?, ?)",
             [d.id, *values.values(), actor, utcnow()],
@@ -362,6 +363,7 @@ def promote(
     own sinks: `sinks` as given, else `production_sinks` (staging's, renamed).
     """
     staging = deployments.get_deployment(store, staging_name)
+    store.read(lambda tx: access.require(tx, actor, staging.project_id, "promote"))
     if staging.environment != "staging" or staging.current is None:
         raise InvalidInput(
             f"'{staging.name}' is not a staging deployment with a model.",
@@ -387,6 +389,8 @@ def promote(
         and (target.current.main_model_id, target.current.challenger_model_id)
         == (staging.current.main_model_id, staging.current.challenger_model_id)
     )
+    if failed and reason and not serving:
+        store.read(lambda tx: access.require(tx, actor, staging.project_id, "override-gate"))
     if failed and not reason and not serving:
         raise Forbidden(
             f"The promotion gate of '{staging.name}' fails: "
@@ -398,6 +402,7 @@ def promote(
         )
 
     def write(tx: Tx) -> str:
+        access.require(tx, actor, staging.project_id, "promote")
         fresh = deployments.load_deployment(tx, staging.id)
         if fresh is None or fresh.current is None:
             raise Conflict(f"'{staging.name}' changed while promoting.", "Try again.")
@@ -466,6 +471,7 @@ def delete_deployment(store: Store, name: str, *, confirm: str, actor: str) -> N
     deployment = deployments.get_deployment(store, name)
 
     def write(tx: Tx) -> None:
+        access.require(tx, actor, deployment.project_id, "delete")
         runs.cancel_runs_of(tx, deployment.id, "deployment deleted")
         deployments.remove_deployment(tx, deployment.id)
         audit.record(

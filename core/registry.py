@@ -23,7 +23,7 @@ from core.workspace import atomic_path
 
 _MODEL_SELECT = """
 SELECT m.*, p.name AS project, e.name AS experiment, v.number AS version,
-       e.id AS experiment_id
+       e.id AS experiment_id, e.project_id AS project_id
 FROM models m
 JOIN versions v ON v.id = m.version_id
 JOIN experiments e ON e.id = v.experiment_id

@@ -108,7 +108,9 @@ def set_report_settings(
         return {**report, **asdict(after)}, asdict(before), asdict(after)
 
     return ReportSettings.from_report(
-        deployments.change_report(store, name, "report-settings", change, actor=actor)
+        deployments.change_report(
+            store, name, "report-settings", change, permission="report", actor=actor
+        )
     )
 
 

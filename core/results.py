@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core import audit, runs
+from core import access, audit, runs
 from core.entities import Run
 from core.errors import Conflict, DamagedResults, InvalidInput, NotFound
 from core.runs import get_run, result_path, results_dir
@@ -252,6 +252,7 @@ def purge(store: Store, run_id: str, *, actor: str) -> Run:
     no reader is ever sent to a file that is gone. Raises Conflict for an unfinished run.
     """
     run = get_run(store, run_id)
+    store.read(lambda tx: access.require(tx, actor, run.project_id, "purge"))
     if not run.is_finished:
         raise Conflict(
             f"Run {run.id} is still {run.status}.",
@@ -260,6 +261,7 @@ def purge(store: Store, run_id: str, *, actor: str) -> Run:
     if run.purged_at is None:
 
         def write(tx: Tx) -> None:
+            access.require(tx, actor, run.project_id, "purge")
             runs.mark_purged(tx, run.id)
             audit.record(
                 tx,

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
-from core import audit, runs
+from core import access, audit, runs
 from core.deployments import get_deployment
 from core.errors import InvalidInput, Step
 from core.store import Store, Tx, utcnow
@@ -200,6 +200,7 @@ def _save(
     deployment = get_deployment(store, name)
 
     def write(tx: Tx) -> Schedule:
+        access.require(tx, actor, deployment.project_id, "schedule")
         row = tx.execute("SELECT schedule FROM deployments WHERE id = ?", [deployment.id]).first()
         before = Schedule.from_dict(_loads(row["schedule"] if row else "{}"))
         after = change(before)
@@ -431,7 +432,7 @@ def _active(tx: Tx) -> list[tuple[Schedule, dict[str, Any], datetime]]:
 
 
 def enqueue_due(
-    store: Store, now: datetime | None = None, actor: str = "scheduler"
+    store: Store, now: datetime | None = None, actor: str = access.SCHEDULER
 ) -> list[SlotDecision]:
     """Decide every due slot: queue one run (trigger "schedule") or skip it, saying why.
 

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core import deployments, execution, pipeline, runs
+from core import access, deployments, execution, pipeline, runs
 from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.engine.pipeline_sql import source_files
@@ -177,6 +177,7 @@ def start_validation(
     file, a missing or mistyped label column, or data that does not fit the model.
     """
     d = get_deployment(store, name)
+    store.read(lambda tx: access.require(tx, actor, d.project_id, "validate"))
     if d.current is None:
         raise InvalidInput(
             f"Deployment '{d.name}' has no current version to validate.",
@@ -204,6 +205,7 @@ def start_validation(
             actor,
             # never delivered: a validation's results stay in the run
             pipeline={**d.pipeline, "label_column": label, "sinks": []},
+            action="validate",
         )
         run = runs.claim_run(tx, run_id, worker_id) if worker_id is not None else None
         version_id = run.version_id if run else runs.version_of(tx, run_id)
