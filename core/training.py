@@ -535,8 +535,8 @@ def _settings(
 
 def check_access(store: Store, dataset: Dataset, project: str, *, actor: str, action: str) -> None:
     """Before long work: the actor may read the dataset and do `action` in the project."""
-    store.read(lambda tx: access.require(tx, actor, dataset.project_id, "read"))
     projects.check(store, project, actor=actor, action=action)
+    store.read(lambda tx: access.require(tx, actor, dataset.project_id, "read"))
 
 
 def default_experiment_name(

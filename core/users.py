@@ -541,10 +541,9 @@ def _fail(tx: Tx, keys: list[str], name: str, client: str) -> None:
         row = tx.execute("SELECT * FROM login_failures WHERE key = ?", [key]).first()
         stale = row is None or now - row["last_failed_at"] > FAILURES_FORGOTTEN_AFTER
         failures = 1 if row is None or stale else int(row["failures"]) + 1
-        over = failures - FREE_FAILURES
-        blocked = (
-            now + timedelta(seconds=min(2 ** (over - 1), MAX_BLOCK_SECONDS)) if over > 0 else None
-        )
+        over = failures - FREE_FAILURES  # the FREE_FAILURES-th failure waits 1 s, then 2 s...
+        delay = min(2**over, MAX_BLOCK_SECONDS) if over >= 0 else 0
+        blocked = now + timedelta(seconds=delay) if delay else None
         tx.execute(
             "INSERT OR REPLACE INTO login_failures VALUES (?, ?, ?, ?)",
             [key, failures, now, blocked],
