@@ -4,6 +4,7 @@ a refusal changes nothing. Reads are filtered to the projects a user may read.""
 
 from __future__ import annotations
 
+import ast
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -372,3 +373,51 @@ def test_system_actors_act_on_every_project_but_no_user_can_be_one(matrix: Store
     with pytest.raises(Exception, match="cannot be a username"):
         users.create_user(matrix, "system:scheduler", password=None, actor="tester")
     assert users.find_user(matrix, "system:scheduler") is None
+
+
+# ---------------------------------------------------------------------------- the seam
+def _functions() -> dict[tuple[str, str], tuple[set[str], bool, bool]]:
+    """Top-level functions of the nouns: (names they call, whether they call access.require*,
+    whether they take `actor`)."""
+    found = {}
+    for path in sorted((Path(__file__).parents[1] / "core").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            calls, checks = set(), False
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Call):
+                    f = sub.func
+                    name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                    owner = getattr(getattr(f, "value", None), "id", None)
+                    checks |= owner == "access" and name.startswith("require")
+                    calls.add(name)
+            takes = {a.arg for a in node.args.args + node.args.kwonlyargs}
+            found[(path.stem, node.name)] = (calls, checks, "actor" in takes)
+    return found
+
+
+def test_every_change_that_takes_an_actor_checks_its_role() -> None:
+    """A public function of core that takes `actor` calls access.require* itself or through a
+    function it calls; the two exceptions only ever run inside a transaction that checked."""
+    functions = _functions()
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for key in functions:
+        by_name.setdefault(key[1], []).append(key)
+
+    def checked(key: tuple[str, str], seen: frozenset[tuple[str, str]]) -> bool:
+        calls, checks, _ = functions[key]
+        return checks or any(
+            checked(other, seen | {key})
+            for name in calls
+            for other in by_name.get(name, [])
+            if other not in seen and other != key
+        )
+
+    unchecked = [
+        f"{module}.{name}"
+        for (module, name), (_, _, takes_actor) in functions.items()
+        if takes_actor and not name.startswith("_") and module != "access"
+        if not checked((module, name), frozenset())
+    ]
+    assert unchecked == ["audit.record", "deployments.add_version"]
