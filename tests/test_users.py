@@ -297,3 +297,18 @@ def _old_rows(tx: Tx) -> None:
 
 def test_system_actors_need_no_account() -> None:
     assert access.is_system(access.SCHEDULER) and not access.is_system("scheduler")
+
+
+def test_hashing_waits_for_one_of_a_few_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of logins queues for HASH_SLOTS hashes at once; one that waits too long is told
+    to try again instead of piling onto the machine."""
+    monkeypatch.setattr(users, "HASH_WAIT_SECONDS", 0.2)
+    taken = [users._slots.acquire(timeout=1) for _ in range(users.HASH_SLOTS)]
+    try:
+        assert all(taken)
+        with pytest.raises(TooManyAttempts, match="Too many logins at once"):
+            users.hash_password(PASSWORD)
+    finally:
+        for _ in taken:
+            users._slots.release()
+    assert users.hash_password(PASSWORD).startswith("$argon2id$")
