@@ -114,7 +114,8 @@ def test_failing_statement_rolls_back_the_earlier_ones(store: Store) -> None:
 
 def test_rows_helpers_and_json_parameters(store: Store) -> None:
     store.execute(
-        "INSERT INTO datasets VALUES ($id, 'n', 'upload', 's', 'p', 'h', 3, $columns, $at)",
+        "INSERT INTO datasets VALUES ($id, 'n', 'upload', 's', 'p', 'h', 3, $columns, $at,"
+        " 'prj_default')",
         {"id": "ds_1", "columns": [{"name": "x", "dtype": "int64"}], "at": utcnow()},
     )
     rows = store.query("SELECT id, columns, n_rows FROM datasets")

@@ -177,7 +177,7 @@ def test_the_full_check_finds_a_run_queued_without_the_marker(
     tick = worker.Tick(trained_store, "w1")
     assert tick() == 0
     silent = trained_store.write(  # as a process that died before touching the marker
-        lambda tx: runs.insert_run(tx, deployed.name, "manual", None, "test")
+        lambda tx: runs.insert_run(tx, deployed.name, "manual", None, "tester")
     )
     assert tick() == 0  # the marker is only a hint: nothing told this tick
     tick.full_check_at = time.monotonic()  # FULL_CHECK_SECONDS later
