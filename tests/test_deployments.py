@@ -194,7 +194,7 @@ def test_bad_deploys_are_refused_and_change_nothing(trained_store: Store) -> Non
     with pytest.raises(NotFound, match="No model 'mdl_missing'"):
         deployments.deploy(trained_store, "mdl_missing", "staging", actor="tester")
     assert deployments.list_deployments(trained_store) == []
-    assert [e for e in audit.list_entries(trained_store) if not e.subject] == []  # no deployment entry
+    assert [e for e in audit.list_entries(trained_store) if not e.subject] == []
 
 
 def test_a_name_serving_another_environment_is_a_conflict(trained_store: Store) -> None:
