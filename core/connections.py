@@ -23,7 +23,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +38,8 @@ from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineErr
 from core.store import Store, Tx, new_id, utcnow
 from core.workspace import DB_NAME, Workspace
 
-KEY_FILE = f"{DB_NAME}.key"
+KEY_SUFFIX = "key"
+KEY_FILE = f"{DB_NAME}.{KEY_SUFFIX}"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")  # never fall back to cleartext
 SECRET_PREFIX = "MODELDECK_SECRET_"
@@ -108,26 +108,14 @@ def key_path(workspace: Workspace) -> Path:
 def workspace_key(workspace: Workspace, create: bool = False) -> bytes:
     """The workspace's Fernet key; created (0600, atomically, once across processes) when
     `create`, else InvalidInput when missing."""
-    path = key_path(workspace)
-    if path.exists():
-        return path.read_bytes().strip()
-    if not create:
+    key = workspace.secret_file(KEY_SUFFIX, Fernet.generate_key, create)
+    if key is None:
         raise InvalidInput(
-            f"The workspace key {path} is missing, so stored passwords cannot be decrypted.",
+            f"The workspace key {key_path(workspace)} is missing, so stored passwords cannot be"
+            " decrypted.",
             "Restore the key file from a backup, or add the connection again with its password.",
         )
-    workspace.home.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{KEY_FILE}.", dir=workspace.home)  # mode 0600
-    try:
-        os.write(fd, Fernet.generate_key())
-        os.close(fd)
-        try:
-            os.link(tmp, path)  # fails if another process created it first: theirs wins
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(tmp)
-    return path.read_bytes().strip()
+    return key
 
 
 def encrypt(workspace: Workspace, password: str) -> str:

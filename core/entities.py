@@ -61,6 +61,27 @@ class User:
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """A user's API key as lists show it: never the key itself, only its first characters."""
+
+    id: str
+    user_id: str
+    username: str
+    name: str
+    shown: str
+    deployment_id: str | None  # the one deployment it may call, or None for any
+    deployment_name: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
 class Collaborator:
     """A user's role in a project."""
 

@@ -7,7 +7,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,6 +227,26 @@ class Workspace:
                 f"folder to {ALLOWED_ROOTS_ENV}.",
             )
         return resolved
+
+    def secret_file(self, suffix: str, make: Callable[[], bytes], create: bool) -> bytes | None:
+        """The contents of the store's private file `<store>.<suffix>` (a key beside the store,
+        never readable as data); made by `make` when missing and `create` (mode 0600,
+        atomically, once across processes: the first writer wins), else None when missing."""
+        path = self.home / f"{DB_NAME}.{suffix}"
+        if path.exists():
+            return path.read_bytes().strip()
+        if not create:
+            return None
+        self.home.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.home)  # mode 0600
+        try:
+            os.write(fd, make())
+            os.close(fd)
+            with contextlib.suppress(FileExistsError):  # another process was first: theirs wins
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+        return path.read_bytes().strip()
 
     def is_secret(self, path: Path) -> bool:
         """Whether a resolved path is the store, its WAL or key, or in the private folder."""
