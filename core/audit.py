@@ -21,7 +21,10 @@ def record(
     subject: str = "",
 ) -> None:
     """Append one entry inside the caller's transaction, so it commits with the change.
-    `subject` names what a non-deployment entry is about ('user bob', 'project Demo')."""
+    `subject` names what a non-deployment entry is about ('user bob', 'project Demo'). Every
+    audited change touches the workspace's change marker after the commit (Workspace.changed)."""
+    if tx.workspace is not None:
+        tx.after_commit(tx.workspace.changed)
     tx.execute(
         "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from core import access, deployments, lost_runs, pipeline
 from core.entities import DeploymentVersion, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store, Tx, new_id, utcnow
-from core.workspace import RunFolder, Workspace, atomic_write_bytes
+from core.workspace import RunFolder, Workspace
 
 log = logging.getLogger("modeldeck.runs")
 
@@ -137,18 +136,12 @@ def touch_queue_marker(workspace: Workspace) -> None:
     anyway), so a marker that cannot be written is logged, never raised. A random token, not
     just a new mtime: two touches within the filesystem's timestamp granularity still differ.
     """
-    try:
-        atomic_write_bytes(workspace.home / QUEUE_MARKER, secrets.token_hex(8).encode())
-    except OSError as exc:
-        log.warning("could not touch the queue marker in %s: %s", workspace.home, exc)
+    workspace.touch_marker(QUEUE_MARKER)
 
 
 def read_queue_marker(workspace: Workspace) -> bytes | None:
     """The queue marker's current token (None before the first touch); a few microseconds."""
-    try:
-        return (workspace.home / QUEUE_MARKER).read_bytes()
-    except OSError:
-        return None
+    return workspace.read_marker(QUEUE_MARKER)
 
 
 def insert_run(

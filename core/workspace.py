@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -15,6 +16,8 @@ from core.errors import InvalidInput
 
 DEFAULT_HOME = Path(__file__).resolve().parent.parent / "data"
 DB_NAME = "modeldeck.duckdb"
+log = logging.getLogger("modeldeck.workspace")
+CHANGES_MARKER = "store.changed"
 ALLOWED_ROOTS_ENV = "MODELDECK_ALLOWED_ROOTS"
 PRIVATE_DIR = "private"  # DuckDB's temporary files: no source reads it, no sink writes it
 # Folders whose files ModelDeck writes itself and references from the metadata: never a sink
@@ -247,6 +250,29 @@ class Workspace:
         finally:
             os.unlink(tmp)
         return path.read_bytes().strip()
+
+    def touch_marker(self, name: str) -> None:
+        """Write a new random token to the marker file `name` (a hint to other processes that
+        something changed; call after the commit). Only a hint, so a marker that cannot be
+        written is logged, never raised. A token, not an mtime: two touches within the
+        filesystem's timestamp granularity still differ."""
+        try:
+            atomic_write_bytes(self.home / name, secrets.token_hex(8).encode())
+        except OSError as exc:
+            log.warning("could not touch the marker %s in %s: %s", name, self.home, exc)
+
+    def changed(self) -> None:
+        """Touch CHANGES_MARKER: the store's deployments, keys, users or roles changed (every
+        audited change does, after its commit), so a process that keeps them in memory (the
+        API) reloads them."""
+        self.touch_marker(CHANGES_MARKER)
+
+    def read_marker(self, name: str) -> bytes | None:
+        """The marker's current token (None before the first touch); a few microseconds."""
+        try:
+            return (self.home / name).read_bytes()
+        except OSError:
+            return None
 
     def is_secret(self, path: Path) -> bool:
         """Whether a resolved path is the store, its WAL or key, or in the private folder."""

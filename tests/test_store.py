@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import StoreBusy
 from core.store import Rows, Store, Tx, list_migrations, query_files, utcnow, with_files
-from core.workspace import Workspace
+from core.workspace import CHANGES_MARKER, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = [number for number, _, _ in list_migrations()]
@@ -234,3 +234,31 @@ def test_a_one_off_scan_gets_its_own_memory_limit(tmp_path: Path) -> None:
 
     assert with_files(limit_and_sum, memory_limit="400MB") == ("381.4 MiB", 6)
     assert with_files(limit_and_sum)[0] == "953.6 MiB"  # the shared database is untouched
+
+
+def test_after_commit_callbacks_run_once_after_a_commit_and_never_after_a_rollback(
+    store: Store,
+) -> None:
+    seen: list[int] = []
+
+    def change(tx: Tx, fail: bool) -> None:
+        tx.execute("INSERT INTO projects VALUES ('prj_x', 'X', '', ?)", [utcnow()])
+        # another connection sees the row when the callback runs: it ran after the commit
+        tx.after_commit(
+            lambda: seen.append(len(store.query("SELECT 1 FROM projects WHERE id = 'prj_x'")))
+        )
+        tx.after_commit(store.workspace.changed)
+        tx.after_commit(store.workspace.changed)  # the same callback twice: once
+        if fail:
+            raise ValueError("roll back")
+
+    before = store.workspace.read_marker(CHANGES_MARKER)  # the fixture's users touched it
+    with pytest.raises(ValueError):
+        store.write(lambda tx: change(tx, fail=True))
+    assert seen == [] and store.workspace.read_marker(CHANGES_MARKER) == before
+    store.write(lambda tx: change(tx, fail=False))
+    assert seen == [1]
+    first = store.workspace.read_marker(CHANGES_MARKER)
+    assert first not in (None, before)
+    store.write(lambda tx: tx.after_commit(store.workspace.changed))
+    assert store.workspace.read_marker(CHANGES_MARKER) not in (None, first)

@@ -59,8 +59,16 @@ class Rows:
 class Tx:
     """One transaction on the store; valid only inside the function given to read/write."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, workspace: Workspace | None = None) -> None:
         self._con = con
+        self.workspace = workspace  # the store's workspace; None for in-memory databases
+        self.committed: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this write transaction has committed (never on a rollback):
+        for hints to other processes, which must not see the change before it is there."""
+        if callback not in self.committed:
+            self.committed.append(callback)
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Rows:
         """Run one statement and read its whole result (a partly read result blocks the con)."""
@@ -140,17 +148,20 @@ class Store:
         con = duckdb.connect(str(self.workspace.db_path))
         try:
             if not write:
-                return fn(Tx(con))
+                return fn(Tx(con, self.workspace))
             con.execute("BEGIN TRANSACTION")
+            tx = Tx(con, self.workspace)
             try:
-                result = fn(Tx(con))
+                result = fn(tx)
                 con.execute("COMMIT")
-                return result
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         finally:
             con.close()
+        for callback in tx.committed:
+            callback()
+        return result
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` on a short-lived connection; retried while another process holds the lock."""
