@@ -1,38 +1,234 @@
-"""The REST API server. For now it answers health checks; serving lands with its own issue.
+"""The REST API server: deployed models in real time, over MLflow's scoring protocol and the
+Open Inference Protocol (KServe V2), with the deployments' access levels and API keys.
+
+The deployments, their loaded models and the keys live in memory (`core.serving.Catalog`,
+reloaded in the background on the workspace's change marker): no request opens the store.
 
 Every error a caller can cause is a ModelDeckError, answered by one handler as the same JSON
-(`ModelDeckError.to_dict`: error, message, hint and, when the fix is an action, its step)
-with the error's HTTP status.
+(`ModelDeckError.to_dict`: error, message, hint and, when the fix is an action, its step) with
+the error's HTTP status; on the Open Inference paths `error` carries the message itself, as that
+protocol has it. Unknown paths and methods get the same shape.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import re
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-from core import __version__
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from threadpoolctl import threadpool_limits
+
+from core import __version__, serving
+from core.engine import payloads
+from core.entities import FeatureSchema
 from core.errors import ModelDeckError
+from core.store import Store
 from core.workspace import Workspace
 
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-def error_response(_: Request, exc: Exception) -> JSONResponse:
+
+def error_response(request: Request, exc: Exception) -> JSONResponse:
     """A ModelDeckError as the API's one error shape."""
     if not isinstance(exc, ModelDeckError):  # registered for ModelDeckError only
         raise exc
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    body = exc.to_dict()
+    if request.url.path.startswith("/v2"):
+        body["error"] = str(exc)  # the Open Inference Protocol's {"error": "..."}
+    return JSONResponse(body, status_code=exc.status)
 
 
-def create_app() -> FastAPI:
-    """The API application, with its routes and its error handler."""
-    api = FastAPI(title="ModelDeck API", version=__version__)
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """The framework's own errors (unknown path, wrong method) in the same shape."""
+    assert isinstance(exc, HTTPException)
+    error = ModelDeckError(
+        {404: "No such path.", 405: "This path does not take that method."}.get(
+            exc.status_code, str(exc.detail)
+        ),
+        "See the API documentation at /docs.",
+    )
+    error.status = exc.status_code
+    return error_response(request, error)
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if REQUEST_ID.match(given) else secrets.token_hex(8)
+
+
+def _datatype(feature: FeatureSchema) -> str:
+    return "FP64" if feature.kind == "numeric" else "BYTES"
+
+
+def create_app(store: Store | None = None) -> FastAPI:
+    """The API application, serving the workspace of `store` (default: $MODELDECK_HOME)."""
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        # One OpenMP/BLAS thread: two threads on a busy box made one HGB row 10-20x slower.
+        limits = threadpool_limits(limits=1)
+        catalog = serving.Catalog(store or Store.open())
+        catalog.start()
+        api.state.catalog = catalog
+        try:
+            yield
+        finally:
+            catalog.stop()
+            limits.restore_original_limits()
+
+    api = FastAPI(title="ModelDeck API", version=__version__, lifespan=lifespan)
     api.add_exception_handler(ModelDeckError, error_response)
+    api.add_exception_handler(HTTPException, _http_error)
+
+    def snapshot(request: Request) -> serving.Snapshot:
+        catalog: serving.Catalog = request.app.state.catalog
+        return catalog.snapshot
+
+    def served(request: Request, name: str) -> serving.Endpoint:
+        now = snapshot(request)
+        endpoint = now.endpoint(name)
+        now.authorize(endpoint, request.headers.get("authorization"))
+        return endpoint
 
     @api.get("/health")
-    def health() -> dict[str, str]:
+    def health(request: Request) -> dict[str, Any]:
         """Liveness: the server runs and knows its workspace (it never opens the store here)."""
-        return {"status": "ok", "version": __version__, "workspace": str(Workspace.resolve().home)}
+        catalog: serving.Catalog | None = getattr(request.app.state, "catalog", None)
+        return {
+            "status": "ok",
+            "version": __version__,
+            "workspace": str(Workspace.resolve().home),
+            "deployments": len(catalog.snapshot.endpoints) if catalog and catalog.ready else 0,
+            "reload_error": catalog.last_error if catalog else None,
+        }
+
+    # ------------------------------------------------------------------------ MLflow, v1
+    @api.get("/v1/deployments")
+    def list_deployments(request: Request) -> list[dict[str, Any]]:
+        """The deployments the caller may call (public ones without a key)."""
+        now = snapshot(request)
+        return [_describe(e) for e in now.callable_by(request.headers.get("authorization"))]
+
+    @api.get("/v1/deployments/{name}")
+    def show_deployment(request: Request, name: str) -> dict[str, Any]:
+        return _describe(served(request, name))
+
+    @api.post("/v1/deployments/{name}/invocations")
+    async def invocations(request: Request, name: str) -> Response:
+        """MLflow's scoring protocol: the same bodies an MLflow scoring server accepts."""
+        endpoint = served(request, name)
+        table = payloads.read_mlflow(
+            await request.body(),
+            request.headers.get("content-type"),
+            endpoint.main.schema.feature_names,
+        )
+        answer = serving.answer(endpoint, table)
+        body: dict[str, Any] = {"predictions": answer.predictions}
+        if answer.probabilities is not None:
+            body["probabilities"] = answer.probabilities
+        body |= {"deployment": endpoint.name, "version": answer.version}
+        body["request_id"] = _request_id(request)
+        return JSONResponse(body)
+
+    # ------------------------------------------------------------------------ Open Inference
+    @api.get("/v2/health/live")
+    def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @api.get("/v2/health/ready")
+    def ready(request: Request) -> JSONResponse:
+        catalog: serving.Catalog = request.app.state.catalog
+        return JSONResponse({"ready": catalog.ready}, status_code=200 if catalog.ready else 503)
+
+    @api.get("/v2")
+    def server_metadata() -> dict[str, Any]:
+        return {"name": "modeldeck", "version": __version__, "extensions": []}
+
+    @api.get("/v2/models/{name}")
+    def model_metadata(request: Request, name: str) -> dict[str, Any]:
+        endpoint = served(request, name)
+        schema = endpoint.main.schema
+        outputs = [{"name": "predict", "datatype": _output_type(endpoint), "shape": [-1]}]
+        if schema.task != "regression":
+            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, -1]})
+        return {
+            "name": endpoint.name,
+            "versions": [str(endpoint.version)],
+            "platform": "sklearn",
+            "inputs": [
+                {"name": f.name, "datatype": _datatype(f), "shape": [-1]} for f in schema.features
+            ],
+            "outputs": outputs,
+        }
+
+    @api.get("/v2/models/{name}/ready")
+    def model_ready(request: Request, name: str) -> dict[str, Any]:
+        return {"name": served(request, name).name, "ready": True}
+
+    @api.post("/v2/models/{name}/infer")
+    async def infer(request: Request, name: str) -> Response:
+        endpoint = served(request, name)
+        table, given_id = payloads.read_v2(
+            await request.body(), request.headers.get("content-type")
+        )
+        answer = serving.answer(endpoint, table)
+        rows = len(answer.predictions)
+        outputs: list[dict[str, Any]] = [
+            {
+                "name": "predict",
+                "datatype": _output_type(endpoint),
+                "shape": [rows],
+                "data": answer.predictions,
+            }
+        ]
+        if answer.probabilities is not None and answer.classes is not None:
+            outputs.append(
+                {
+                    "name": "predict_proba",
+                    "datatype": "FP64",
+                    "shape": [rows, len(answer.classes)],
+                    "data": [p for row in answer.probabilities for p in row.values()],
+                    "parameters": {"classes": [str(c) for c in answer.classes]},
+                }
+            )
+        request_id = str(given_id) if given_id is not None else _request_id(request)
+        return JSONResponse(
+            {
+                "model_name": endpoint.name,
+                "model_version": str(answer.version),
+                "id": request_id,
+                "outputs": outputs,
+            }
+        )
 
     return api
+
+
+def _output_type(endpoint: serving.Endpoint) -> str:
+    if endpoint.main.task == "regression":
+        return "FP64"
+    classes = endpoint.main.schema.classes
+    return "INT64" if classes and all(isinstance(c, int) for c in classes) else "BYTES"
+
+
+def _describe(endpoint: serving.Endpoint) -> dict[str, Any]:
+    d, schema = endpoint.deployment, endpoint.main.schema
+    return {
+        "name": d.name,
+        "environment": d.environment,
+        "access": d.access,
+        "version": endpoint.version,
+        "model": {"id": endpoint.main.id, "algorithm": endpoint.main.algorithm},
+        "task": schema.task,
+        "classes": list(schema.classes),
+        "inputs": [{"name": f.name, "kind": f.kind} for f in schema.features],
+        "invocations": f"/v1/deployments/{d.name}/invocations",
+    }
 
 
 app = create_app()
