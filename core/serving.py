@@ -15,7 +15,9 @@ for the same rows, to the last bit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -244,3 +246,108 @@ def answer(endpoint: Endpoint, table: pa.Table) -> Answer:
         endpoint.version,
         time.perf_counter() - started,
     )
+
+
+# ---------------------------------------------------------------------------- the log
+def main_record(
+    endpoint: Endpoint,
+    table: pa.Table,
+    answered: Answer,
+    *,
+    request_id: str,
+    key_id: str | None,
+    source: str = "api",
+) -> dict[str, Any]:
+    """The prediction log's record of one answered request."""
+    return {
+        "kind": "main",
+        "logged_at": utcnow().isoformat(),
+        "request_id": request_id,
+        "deployment": endpoint.name,
+        "deployment_id": endpoint.deployment.id,
+        "version": endpoint.version,
+        "key_id": key_id,
+        "source": source,
+        "rows": table.num_rows,
+        "status": 200,
+        "latency_ms": answered.seconds * 1000,
+        "inputs": table.to_pydict(),
+        "outputs": {
+            "predictions": answered.predictions,
+            "probabilities": answered.probabilities,
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- the shadow
+SHADOW_QUEUE = 64  # requests waiting for the challenger; more are skipped and counted
+
+
+class Shadow:
+    """Scores the challenger of every request after its answer was computed, in a thread of
+    its own through a bounded queue: a slow, failing or crashing challenger never slows or
+    fails the main answer. When the queue is full the shadow call is skipped and counted.
+    Its outcome is logged beside the main one (kind "challenger", the same request id)."""
+
+    def __init__(self, log: Any, size: int = SHADOW_QUEUE) -> None:
+        self.log = log
+        self.queue: queue.Queue[tuple[Endpoint, pa.Table, str] | None] = queue.Queue(size)
+        self.skipped = 0
+        self.failed = 0
+        self.done = 0
+        self._thread = threading.Thread(target=self._work, name="shadow", daemon=True)
+        self._thread.start()
+
+    def submit(self, endpoint: Endpoint, table: pa.Table, request_id: str) -> bool:
+        """Queue a shadow call (False, counted, when the queue is full or there is none)."""
+        if endpoint.challenger is None:
+            return False
+        try:
+            self.queue.put_nowait((endpoint, table, request_id))
+        except queue.Full:
+            self.skipped += 1
+            return False
+        return True
+
+    def stop(self, timeout: float = 5) -> None:
+        with contextlib.suppress(queue.Full):
+            self.queue.put(None, timeout=timeout)
+        self._thread.join(timeout=timeout)
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            endpoint, table, request_id = item
+            self.log.write(self._score(endpoint, table, request_id))
+
+    def _score(self, endpoint: Endpoint, table: pa.Table, request_id: str) -> dict[str, Any]:
+        challenger = endpoint.challenger
+        assert challenger is not None
+        started = time.perf_counter()
+        record: dict[str, Any] = {
+            "kind": "challenger",
+            "request_id": request_id,
+            "deployment": endpoint.name,
+            "deployment_id": endpoint.deployment.id,
+            "version": endpoint.version,
+            "source": "api",
+            "rows": table.num_rows,
+        }
+        try:
+            batch = table.combine_chunks().to_batches()[0]
+            frame = model_input.to_model_frame(batch, challenger.schema)
+            scored = predict.score(
+                endpoint.challenger_estimator, frame, challenger.task, "challenger"
+            )
+            record |= {
+                "status": 200,
+                "outputs": {"predictions": [plain(v) for v in scored.prediction.tolist()]},
+            }
+            self.done += 1
+        except Exception as exc:  # the challenger's fault is logged, never raised
+            self.failed += 1
+            record |= {"status": 500, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        record |= {
+            "logged_at": utcnow().isoformat(),
+            "latency_ms": (time.perf_counter() - started) * 1000,
+        }
+        return record

@@ -194,7 +194,7 @@ class Workspace:
         parent = self.private_dir / "tmp"
         for folder in parent.iterdir() if parent.is_dir() else ():
             pid = folder.name.split("-", 1)[0]
-            if pid.isdigit() and not _is_running(int(pid)):
+            if pid.isdigit() and not is_running(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
         return removed
@@ -282,7 +282,7 @@ class Workspace:
         )
 
 
-def _is_running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import uvicorn
 
-from core import deployments, execution, keys, projects, registry, runs, users
+from core import deployments, execution, keys, prediction_log, projects, registry, runs, users
 from core.api.app import create_app
 from core.datasets import churn_frame
 from core.store import Store
@@ -285,3 +285,23 @@ def test_open_inference_errors_carry_the_message_in_error(
     _, base, _ = served
     status, answer = call(f"{base}/v2/models/{STAGING}/infer", {"inputs": []})
     assert status == 400 and answer["error"].startswith("An inference request needs 'inputs'")
+
+
+def test_every_answer_is_in_the_prediction_log_with_its_caller(
+    served: tuple[Store, str, dict[str, str]],
+) -> None:
+    store, base, held = served
+    body = {"dataframe_records": json.loads(rows(3).to_json(orient="records"))}
+    status, answer = call(f"{base}/v1/deployments/{PRODUCTION}/invocations", body, key=held["vic"])
+    assert status == 200
+    logged = prediction_log.read_all(store.workspace, PRODUCTION).to_pylist()
+    [record] = [r for r in logged if r["request_id"] == answer["request_id"]]
+    vic_key = keys.list_keys(store, actor="vic")[0].id
+    assert (record["kind"], record["key_id"], record["rows"], record["status"]) == (
+        "main",
+        vic_key,
+        3,
+        200,
+    )
+    assert json.loads(record["outputs"])["predictions"] == answer["predictions"]
+    assert sorted(json.loads(record["inputs"])) == sorted(rows(3).columns)

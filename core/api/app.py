@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from threadpoolctl import threadpool_limits
 
-from core import __version__, serving
+from core import __version__, prediction_log, serving
 from core.engine import payloads
 from core.entities import FeatureSchema
 from core.errors import ModelDeckError
@@ -72,13 +72,18 @@ def create_app(store: Store | None = None) -> FastAPI:
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         # One OpenMP/BLAS thread: two threads on a busy box made one HGB row 10-20x slower.
         limits = threadpool_limits(limits=1)
-        catalog = serving.Catalog(store or Store.open())
+        served = store or Store.open()
+        catalog = serving.Catalog(served)
         catalog.start()
-        api.state.catalog = catalog
+        log = prediction_log.PredictionLog(served.workspace)
+        api.state.catalog, api.state.log = catalog, log
+        api.state.shadow = serving.Shadow(log)
         try:
             yield
         finally:
+            api.state.shadow.stop()
             catalog.stop()
+            log.close()
             limits.restore_original_limits()
 
     api = FastAPI(title="ModelDeck API", version=__version__, lifespan=lifespan)
@@ -89,11 +94,26 @@ def create_app(store: Store | None = None) -> FastAPI:
         catalog: serving.Catalog = request.app.state.catalog
         return catalog.snapshot
 
-    def served(request: Request, name: str) -> serving.Endpoint:
+    def served(request: Request, name: str) -> tuple[serving.Endpoint, str | None]:
+        """The deployment, once the caller may call it, and the caller's key id."""
         now = snapshot(request)
         endpoint = now.endpoint(name)
-        now.authorize(endpoint, request.headers.get("authorization"))
-        return endpoint
+        holder = now.authorize(endpoint, request.headers.get("authorization"))
+        return endpoint, holder.key_id if holder else None
+
+    def logged(
+        request: Request,
+        endpoint: serving.Endpoint,
+        table: Any,
+        answer: serving.Answer,
+        request_id: str,
+        key_id: str | None,
+    ) -> None:
+        """Write the answer to the prediction log (before it is sent), then hand the rows
+        to the challenger's shadow queue."""
+        record = serving.main_record(endpoint, table, answer, request_id=request_id, key_id=key_id)
+        request.app.state.log.write(record)
+        request.app.state.shadow.submit(endpoint, table, request_id)
 
     @api.get("/health")
     def health(request: Request) -> dict[str, Any]:
@@ -116,23 +136,25 @@ def create_app(store: Store | None = None) -> FastAPI:
 
     @api.get("/v1/deployments/{name}")
     def show_deployment(request: Request, name: str) -> dict[str, Any]:
-        return _describe(served(request, name))
+        return _describe(served(request, name)[0])
 
     @api.post("/v1/deployments/{name}/invocations")
     async def invocations(request: Request, name: str) -> Response:
         """MLflow's scoring protocol: the same bodies an MLflow scoring server accepts."""
-        endpoint = served(request, name)
+        endpoint, key_id = served(request, name)
         table = payloads.read_mlflow(
             await request.body(),
             request.headers.get("content-type"),
             endpoint.main.schema.feature_names,
         )
         answer = serving.answer(endpoint, table)
+        request_id = _request_id(request)
         body: dict[str, Any] = {"predictions": answer.predictions}
         if answer.probabilities is not None:
             body["probabilities"] = answer.probabilities
         body |= {"deployment": endpoint.name, "version": answer.version}
-        body["request_id"] = _request_id(request)
+        body["request_id"] = request_id
+        logged(request, endpoint, table, answer, request_id, key_id)
         return JSONResponse(body)
 
     # ------------------------------------------------------------------------ Open Inference
@@ -151,7 +173,7 @@ def create_app(store: Store | None = None) -> FastAPI:
 
     @api.get("/v2/models/{name}")
     def model_metadata(request: Request, name: str) -> dict[str, Any]:
-        endpoint = served(request, name)
+        endpoint = served(request, name)[0]
         schema = endpoint.main.schema
         outputs = [{"name": "predict", "datatype": _output_type(endpoint), "shape": [-1]}]
         if schema.task != "regression":
@@ -168,11 +190,11 @@ def create_app(store: Store | None = None) -> FastAPI:
 
     @api.get("/v2/models/{name}/ready")
     def model_ready(request: Request, name: str) -> dict[str, Any]:
-        return {"name": served(request, name).name, "ready": True}
+        return {"name": served(request, name)[0].name, "ready": True}
 
     @api.post("/v2/models/{name}/infer")
     async def infer(request: Request, name: str) -> Response:
-        endpoint = served(request, name)
+        endpoint, key_id = served(request, name)
         table, given_id = payloads.read_v2(
             await request.body(), request.headers.get("content-type")
         )
@@ -196,7 +218,8 @@ def create_app(store: Store | None = None) -> FastAPI:
                     "parameters": {"classes": [str(c) for c in answer.classes]},
                 }
             )
-        request_id = str(given_id) if given_id is not None else _request_id(request)
+        request_id = str(given_id)[:64] if given_id is not None else _request_id(request)
+        logged(request, endpoint, table, answer, request_id, key_id)
         return JSONResponse(
             {
                 "model_name": endpoint.name,

@@ -37,7 +37,7 @@ from typing import Any
 import schedule
 
 import core.engine.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import execution, runs, scheduler
+from core import execution, prediction_log, runs, scheduler
 from core.entities import Progress, Run
 from core.store import Store, utcnow
 from core.worker import executors
@@ -259,6 +259,11 @@ class Tick:
                 log.info(
                     "resuming the after-run steps of %d run(s) left by a stopped worker", len(left)
                 )
+        try:  # the API's closed prediction-log segments, into Parquet by day
+            if compacted := prediction_log.compact(self.store.workspace):
+                log.info("compacted %d logged predictions", compacted)
+        except OSError as exc:
+            log.warning("compacting the prediction log failed: %s", exc)
         if time.monotonic() >= self.prune_at:
             self.prune_at = time.monotonic() + PRUNE_SECONDS
             if pruned := scheduler.prune_slots(self.store):

@@ -1,0 +1,219 @@
+"""The prediction log and the challenger in shadow (issue 17 items 9 and 10): every answered
+call logged before its answer, a partial line skipped, segments compacted to Parquet, the API
+killed with SIGKILL under load losing no answered call, and a challenger that sleeps, raises or
+overflows its queue never touching the main answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from core import deployments, prediction_log, registry, serving
+from core.datasets import churn_frame
+from core.store import Store
+from core.workspace import Workspace
+from tests.test_api import STAGING, _free_port, call
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_records_are_whole_lines_and_a_partial_last_line_is_skipped(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    log = prediction_log.PredictionLog(workspace)
+    for i in range(3):
+        log.write({"kind": "main", "request_id": f"r{i}", "logged_at": "2026-12-06T10:00:00"})
+    [segment] = prediction_log.open_segments(workspace)
+    with segment.open("ab") as f:
+        f.write(b'{"kind": "main", "request_id": "torn')  # a process killed mid-write
+    assert [r["request_id"] for r in prediction_log.read_segment(segment)] == ["r0", "r1", "r2"]
+    log.close()
+    assert prediction_log.open_segments(workspace) == []
+    assert prediction_log.compact(workspace) == 3
+    table = prediction_log.read_all(workspace)
+    assert table["request_id"].to_pylist() == ["r0", "r1", "r2"]
+    day = prediction_log.folder(workspace) / "compacted" / "day=2026-12-06"
+    assert len(list(day.glob("*.parquet"))) == 1 and not list(day.glob(".*"))
+    assert prediction_log.closed_segments(workspace) == []
+
+
+def test_a_segment_rotates_by_size(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    log = prediction_log.PredictionLog(workspace, max_bytes=200)
+    for i in range(6):
+        log.write({"kind": "main", "request_id": f"r{i}", "logged_at": "2026-12-06T10:00:00"})
+    # 80-byte lines: the fourth write finds 240 bytes and starts a new segment
+    assert len(prediction_log.closed_segments(workspace)) == 1
+    assert len(prediction_log.open_segments(workspace)) == 1
+    log.close()
+    assert prediction_log.compact(workspace) == 6
+
+
+@pytest.mark.parametrize("policy", ["never", "interval", "always"])
+def test_every_fsync_policy_writes_the_same_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    monkeypatch.setenv("MODELDECK_LOG_FSYNC", policy)
+    monkeypatch.setenv("MODELDECK_LOG_FSYNC_MS", "0")
+    log = prediction_log.PredictionLog(Workspace(tmp_path))
+    log.write({"kind": "main", "request_id": "a"})
+    log.close()
+    [closed] = prediction_log.closed_segments(Workspace(tmp_path))
+    assert [r["request_id"] for r in prediction_log.read_segment(closed)] == ["a"]
+
+
+def test_an_unknown_fsync_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELDECK_LOG_FSYNC", "sometimes")
+    with pytest.raises(ValueError, match="never, interval, always"):
+        prediction_log.fsync_policy()
+
+
+# ---------------------------------------------------------------------------- the shadow
+def _endpoint(store: Store, challenger_step: Any) -> serving.Endpoint:
+    """churn's boosting model as main, and the linear model behind `challenger_step` (a real
+    sklearn pipeline step that sleeps or raises) as the challenger."""
+    by = {m.algorithm: m for m in registry.list_models(store)}
+    main, other = by["gradient_boosting"], by["linear"]
+    deployed = deployments.deploy(store, main.id, "staging", challenger_id=other.id, actor="tester")
+    challenger = Pipeline(
+        [
+            ("fault", FunctionTransformer(challenger_step)),
+            ("model", registry.load_estimator(store, other)),
+        ]
+    )
+    return serving.Endpoint(
+        deployed, 1, main, registry.load_estimator(store, main), other, challenger
+    )
+
+
+def _table(n: int = 5) -> pa.Table:
+    frame = churn_frame(n_rows=n, seed=4).drop(columns=["churn"])
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+
+def _sleep(frame: pd.DataFrame) -> pd.DataFrame:
+    time.sleep(0.3)
+    return frame
+
+
+def _fail(frame: pd.DataFrame) -> pd.DataFrame:
+    raise RuntimeError("the challenger broke")
+
+
+def test_a_slow_challenger_never_slows_the_main_answer(trained_store: Store) -> None:
+    endpoint = _endpoint(trained_store, _sleep)
+    recorder = Recorder()
+    shadow = serving.Shadow(recorder, size=2)
+    table = _table()
+    started = time.perf_counter()
+    answered = serving.answer(endpoint, table)
+    queued = [shadow.submit(endpoint, table, f"r{i}") for i in range(5)]
+    assert time.perf_counter() - started < 0.3  # no shadow call was waited for
+    assert queued.count(False) >= 2 and shadow.skipped == queued.count(False)  # bounded
+    shadow.stop(timeout=10)
+    logged = [r for r in recorder.records if r["kind"] == "challenger"]
+    assert len(logged) == queued.count(True) and all(r["status"] == 200 for r in logged)
+    assert all(r["latency_ms"] >= 300 for r in logged)
+    assert len(answered.predictions) == 5
+
+
+def test_a_failing_challenger_is_logged_and_the_main_answer_stands(trained_store: Store) -> None:
+    endpoint = _endpoint(trained_store, _fail)
+    recorder = Recorder()
+    shadow = serving.Shadow(recorder)
+    answered = serving.answer(endpoint, _table())
+    assert shadow.submit(endpoint, _table(), "r1")
+    shadow.stop(timeout=10)
+    [record] = recorder.records
+    assert record["status"] == 500 and "the challenger broke" in record["error"]
+    assert shadow.failed == 1 and len(answered.predictions) == 5
+
+
+# ---------------------------------------------------------------------------- SIGKILL
+def test_every_answered_call_survives_a_sigkill_of_the_api(trained_store: Store) -> None:
+    store = trained_store
+    boosting = next(m for m in registry.list_models(store) if m.algorithm == "gradient_boosting")
+    deployments.deploy(store, boosting.id, "staging", name=STAGING, actor="tester")
+    deployments.set_access(store, STAGING, "public", actor="tester")
+    port = _free_port()
+    env = {**os.environ, "MODELDECK_HOME": str(store.workspace.home)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "core.api.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if call(f"{base}/v2/health/ready")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        answered: list[str] = []
+        stop = threading.Event()
+        body = {"dataframe_records": json.loads(_table(2).to_pandas().to_json(orient="records"))}
+
+        def hammer() -> None:
+            while not stop.is_set():
+                try:
+                    status, answer = call(f"{base}/v1/deployments/{STAGING}/invocations", body)
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    return
+                if status == 200:
+                    answered.append(answer["request_id"])
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        os.kill(proc.pid, signal.SIGKILL)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(answered) > 20
+    logged = set(prediction_log.read_all(store.workspace, STAGING)["request_id"].to_pylist())
+    assert set(answered) <= logged
+    prediction_log.compact(store.workspace)  # the dead process's open segment is closed
+    compacted = set(prediction_log.read_all(store.workspace, STAGING)["request_id"].to_pylist())
+    assert set(answered) <= compacted and prediction_log.open_segments(store.workspace) == []
