@@ -1,0 +1,376 @@
+"""The serving API against the model predicting in-process, and against `mlflow models serve`.
+
+Run: `.venv/bin/python bench/api_bench.py [--seconds 3] [--skip-mlflow]`.
+
+Trains the churn demo's linear model and histogram gradient boosting (core.training), deploys
+each as a public deployment (and boosting with the linear challenger), starts the API
+(`uvicorn core.api.app:app`, one process, as `modeldeck api` does) on 127.0.0.1 and measures,
+with keep-alive connections:
+
+- one row: p50 / p99 latency and req/s at concurrency 1 and 8, beside the model's own
+  in-process predict of the same row (p50);
+- 1,000-row batches: rows/s for dataframe_split, dataframe_records, CSV and Open Inference;
+- each with and without a challenger in shadow;
+- the same model under `mlflow models serve` (its own virtual environment, made by the bench
+  under bench/out/; if it cannot be installed, the bench says so and goes on).
+
+Targets (issue 17): the API adds at most 1 ms at p50 to the in-process predict; p99 <= 10 ms at
+c8; >= 5x MLflow's req/s and >= 4x its batch rows/s; the challenger adds at most 10 % to main
+latency. The client runs in this process (threads), so at c8 on 2 cores client and server share
+the CPU: the figures are upper bounds of the server's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import access, datasets, deployments, registry  # noqa: E402
+from core.store import Store  # noqa: E402
+from core.training import TrainRequest, train  # noqa: E402
+
+BENCH = access.BOOTSTRAP
+OUT = ROOT / "bench" / "out"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, path: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing answered on port {port}{path}")
+
+
+def workspace(home: Path) -> tuple[Store, dict[str, Any]]:
+    store = Store.open(home)
+    frame = datasets.demo_frame("customer_churn")
+    dataset = datasets.register_frame(
+        store, frame, name="churn", kind="upload", source="churn", actor=BENCH
+    )
+    result = train(
+        store,
+        TrainRequest(
+            dataset_id=dataset.id, target="churn", algorithms=("linear", "hist_gradient_boosting")
+        ),
+        actor=BENCH,
+    )
+    by = {m.algorithm: m for m in result.models}
+    for name, main, challenger in (
+        ("linear", by["linear"], None),
+        ("hgb", by["hist_gradient_boosting"], None),
+        ("hgb-shadow", by["hist_gradient_boosting"], by["linear"]),
+    ):
+        deployments.deploy(
+            store,
+            main.id,
+            "staging",
+            name=name,
+            challenger_id=challenger.id if challenger else None,
+            actor=BENCH,
+        )
+        deployments.set_access(store, name, "public", actor=BENCH)
+    rows = frame.drop(columns=["churn"]).head(1000)
+    return store, {"rows": rows, "models": by}
+
+
+# ---------------------------------------------------------------------------- load
+def measure(
+    port: int, path: str, body: bytes, content_type: str, concurrency: int, seconds: float
+) -> dict[str, float]:
+    """Latencies (ms) and req/s of POSTs over `concurrency` keep-alive connections."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+    failures = [0]
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        mine = []
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+            answer = conn.getresponse()
+            answer.read()
+            mine.append((time.perf_counter() - started) * 1000)
+            if answer.status != 200:
+                failures[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    if failures[0]:
+        raise RuntimeError(f"{failures[0]} requests to {path} failed")
+    return {
+        "p50": statistics.median(latencies),
+        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "rps": len(latencies) / elapsed,
+        "n": len(latencies),
+    }
+
+
+def in_process_p50(predict: Callable[[], Any], n: int = 300) -> float:
+    for _ in range(20):
+        predict()
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        predict()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def bodies(rows: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
+    split = json.loads(rows.to_json(orient="split", index=False))
+    records = json.loads(rows.to_json(orient="records"))
+    oip = {
+        "inputs": [
+            {
+                "name": c,
+                "datatype": "FP64" if rows[c].dtype.kind in "fi" else "BYTES",
+                "shape": [len(rows)],
+                "data": [r[c] for r in records],
+            }
+            for c in rows.columns
+        ]
+    }
+    return {
+        "split": (json.dumps({"dataframe_split": split}).encode(), "application/json"),
+        "records": (json.dumps({"dataframe_records": records}).encode(), "application/json"),
+        "csv": (rows.to_csv(index=False).encode(), "text/csv"),
+        "oip": (json.dumps(oip).encode(), "application/json"),
+    }
+
+
+# ---------------------------------------------------------------------------- mlflow
+def mlflow_server(model: Any, rows: pd.DataFrame) -> tuple[subprocess.Popen[bytes], int] | None:
+    """`mlflow models serve` of the same estimator in its own venv, or None (said why)."""
+    venv = OUT / "mlflow-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print("  creating the MLflow environment (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        import sklearn
+
+        done = subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "mlflow",
+                f"scikit-learn=={sklearn.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            print(f"  MLflow could not be installed: {done.stderr.strip()[-300:]}")
+            shutil.rmtree(venv, ignore_errors=True)
+            return None
+    import joblib
+
+    model_dir = OUT / "mlflow-model"
+    shutil.rmtree(model_dir, ignore_errors=True)
+    joblib.dump(model, OUT / "model.joblib")
+    saved = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import joblib, mlflow.sklearn, sys; "
+            "mlflow.sklearn.save_model(joblib.load(sys.argv[1]), sys.argv[2])",
+            str(OUT / "model.joblib"),
+            str(model_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if saved.returncode != 0:
+        print(f"  MLflow could not save the model: {saved.stderr.strip()[-300:]}")
+        return None
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(venv / "bin" / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(model_dir),
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port, "/ping")
+    except RuntimeError:
+        proc.kill()
+        print("  mlflow models serve did not start")
+        return None
+    return proc, port
+
+
+# ---------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--skip-mlflow", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="api-bench-"))
+    print(f"workspace {home}: training the churn models ...", flush=True)
+    store, made = workspace(home)
+    rows: pd.DataFrame = made["rows"]
+    one, batch = bodies(rows.head(1)), bodies(rows)
+    port = free_port()
+    api = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "core.api.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "MODELDECK_HOME": str(home)},
+    )
+    results: dict[str, Any] = {}
+    try:
+        wait_ready(port, "/v2/health/ready")
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+        for name, algorithm in (("linear", "linear"), ("hgb", "hist_gradient_boosting")):
+            estimator = registry.load_estimator(store, made["models"][algorithm])
+            first = rows.head(1)
+            base = in_process_p50(lambda e=estimator, f=first: e.predict_proba(f))
+            path = f"/v1/deployments/{name}/invocations"
+            c1 = measure(port, path, *one["split"], 1, args.seconds)
+            c8 = measure(port, path, *one["split"], 8, args.seconds)
+            print(
+                f"{name:<7} one row   in-process p50 {base:6.2f} ms | API c1 p50 {c1['p50']:6.2f}"
+                f" p99 {c1['p99']:6.2f} ms {c1['rps']:7.0f} req/s | c8 p50 {c8['p50']:6.2f}"
+                f" p99 {c8['p99']:6.2f} ms {c8['rps']:7.0f} req/s",
+                flush=True,
+            )
+            formats = {}
+            for fmt, (body, kind) in batch.items():
+                p = f"/v2/models/{name}/infer" if fmt == "oip" else path
+                got = measure(port, p, body, kind, 1, args.seconds)
+                formats[fmt] = got["rps"] * len(rows)
+            print(
+                f"{'':<7} 1,000-row batches, rows/s: "
+                + "  ".join(f"{k} {v:,.0f}" for k, v in formats.items()),
+                flush=True,
+            )
+            results[name] = {"in_process_p50": base, "c1": c1, "c8": c8, "batch": formats}
+        shadow = measure(
+            port, "/v1/deployments/hgb-shadow/invocations", *one["split"], 1, args.seconds
+        )
+        results["hgb-shadow"] = {"c1": shadow}
+        print(
+            f"hgb with the linear challenger in shadow: c1 p50 {shadow['p50']:6.2f} ms"
+            f" ({shadow['p50'] / results['hgb']['c1']['p50'] - 1:+.0%} vs without)",
+            flush=True,
+        )
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    if not args.skip_mlflow:
+        started = mlflow_server(
+            registry.load_estimator(store, made["models"]["hist_gradient_boosting"]), rows
+        )
+        if started is not None:
+            proc, mport = started
+            try:
+                c1 = measure(mport, "/invocations", *one["split"], 1, args.seconds)
+                c8 = measure(mport, "/invocations", *one["split"], 8, args.seconds)
+                rps = measure(mport, "/invocations", *batch["split"], 1, args.seconds)["rps"]
+                results["mlflow"] = {"c1": c1, "c8": c8, "batch_rows": rps * len(rows)}
+                print(
+                    f"mlflow  hgb one row c1 p50 {c1['p50']:6.2f} ms {c1['rps']:6.0f} req/s | c8"
+                    f" p50 {c8['p50']:6.2f} ms {c8['rps']:6.0f} req/s | batch split"
+                    f" {rps * len(rows):,.0f} rows/s",
+                    flush=True,
+                )
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+    summary(results)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def summary(r: dict[str, Any]) -> None:
+    hgb = r["hgb"]
+    print("\ntargets:")
+    added = hgb["c1"]["p50"] - hgb["in_process_p50"]
+    print(f"  API adds {added:.2f} ms at p50 to the in-process predict (target <= 1 ms)")
+    print(f"  p99 at c8 {hgb['c8']['p99']:.2f} ms (target <= 10 ms)")
+    shadow = r["hgb-shadow"]["c1"]["p50"] / hgb["c1"]["p50"] - 1
+    print(f"  challenger adds {shadow:+.0%} to main latency (target <= 10 %)")
+    if "mlflow" in r:
+        m = r["mlflow"]
+        print(
+            f"  req/s vs MLflow at c1 {hgb['c1']['rps'] / m['c1']['rps']:.1f}x, at c8"
+            f" {hgb['c8']['rps'] / m['c8']['rps']:.1f}x (target >= 5x)"
+        )
+        print(
+            f"  batch rows/s vs MLflow {hgb['batch']['split'] / m['batch_rows']:.1f}x"
+            " (target >= 4x)"
+        )
+    else:
+        print("  MLflow: not measured")
+
+
+if __name__ == "__main__":
+    main()
