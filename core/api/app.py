@@ -32,6 +32,62 @@ from core.workspace import Workspace
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
+# The bodies the endpoints read themselves (the raw body, for speed), for /docs and fuzzing.
+_ROWS = {"type": "array", "items": {}}
+MLFLOW_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "Exactly one of the four fields, as an MLflow scoring server "
+                "takes it.",
+                "properties": {
+                    "dataframe_split": {
+                        "type": "object",
+                        "properties": {
+                            "columns": {"type": "array", "items": {"type": "string"}},
+                            "data": {"type": "array", "items": _ROWS},
+                        },
+                    },
+                    "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                    "instances": _ROWS,
+                    "inputs": {"oneOf": [_ROWS, {"type": "object"}]},
+                },
+            }
+        },
+        "text/csv": {"schema": {"type": "string", "description": "A header row, then rows."}},
+    },
+}
+INFER_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "inputs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "shape", "datatype", "data"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "shape": {"type": "array", "items": {"type": "integer"}},
+                                "datatype": {"type": "string"},
+                                "data": _ROWS,
+                            },
+                        },
+                    },
+                },
+            }
+        }
+    },
+}
+
 
 def error_response(request: Request, exc: Exception) -> JSONResponse:
     """A ModelDeckError as the API's one error shape."""
@@ -138,7 +194,7 @@ def create_app(store: Store | None = None) -> FastAPI:
     def show_deployment(request: Request, name: str) -> dict[str, Any]:
         return _describe(served(request, name)[0])
 
-    @api.post("/v1/deployments/{name}/invocations")
+    @api.post("/v1/deployments/{name}/invocations", openapi_extra={"requestBody": MLFLOW_BODY})
     async def invocations(request: Request, name: str) -> Response:
         """MLflow's scoring protocol: the same bodies an MLflow scoring server accepts."""
         endpoint, key_id = served(request, name)
@@ -192,7 +248,7 @@ def create_app(store: Store | None = None) -> FastAPI:
     def model_ready(request: Request, name: str) -> dict[str, Any]:
         return {"name": served(request, name)[0].name, "ready": True}
 
-    @api.post("/v2/models/{name}/infer")
+    @api.post("/v2/models/{name}/infer", openapi_extra={"requestBody": INFER_BODY})
     async def infer(request: Request, name: str) -> Response:
         endpoint, key_id = served(request, name)
         table, given_id = payloads.read_v2(
