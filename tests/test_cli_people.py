@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from core import access, datasets, projects, users
+from core import access, datasets, demo, projects, users
 from core.cli import main as cli
 from core.store import Store
 from tests.cli_helpers import run, run_json
@@ -482,3 +482,15 @@ def test_the_admin_password_can_come_from_the_environment(
     assert users.login(store, "admin", secret).user.username == "admin"
     code, out, _ = run(capsys, "worker", user=None)
     assert code == 0 and out == ""
+
+
+# ---------------------------------------------------------------------------- docs
+def test_the_readme_names_every_action_and_the_demo_users() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Logging in") : readme.index("## What you see")]
+    for needed, doing in access.ACTIONS.values():
+        row = next(line for line in section.splitlines() if line.startswith(f"| {needed} |"))
+        assert doing.replace("read this project", "read the project") in row, doing
+    for username, _, role in demo.DEMO_USERS:
+        assert f"| `{username}` | `{demo.demo_password(username)}` | {role} |" in section
+    assert "chmod 700" in section and "MODELDECK_ADMIN_PASSWORD" in section
