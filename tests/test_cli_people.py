@@ -494,3 +494,19 @@ def test_the_readme_names_every_action_and_the_demo_users() -> None:
     for username, _, role in demo.DEMO_USERS:
         assert f"| `{username}` | `{demo.demo_password(username)}` | {role} |" in section
     assert "chmod 700" in section and "MODELDECK_ADMIN_PASSWORD" in section
+
+
+def test_a_too_short_admin_password_in_the_environment_is_named(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELDECK_ADMIN_PASSWORD", "short")
+    monkeypatch.setattr("core.worker.loop.run_forever", lambda *a, **k: None)
+    store = Store.open(home)
+    error(
+        *run(capsys, "worker", user=None),
+        2,
+        "error: MODELDECK_ADMIN_PASSWORD cannot be the first admin's password: A password needs "
+        "at least 10 characters; this one has 5.",
+        "Or unset it, and a password is generated and printed once.",
+    )
+    assert users.list_users(store) == []

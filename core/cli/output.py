@@ -12,7 +12,7 @@ from typing import Any
 
 from core import access, projects, users
 from core.entities import Progress
-from core.errors import ModelDeckError, Step, Unauthorized
+from core.errors import InvalidInput, ModelDeckError, Step, Unauthorized
 from core.store import Store
 
 
@@ -129,7 +129,15 @@ def require_read_run(store: Store, run_id: str) -> None:
 def announce_first_admin(store: Store) -> None:
     """Create the first admin when the workspace has none and say so once: a generated password
     is printed here and never again; $MODELDECK_ADMIN_PASSWORD's is never printed."""
-    first = users.ensure_admin(store)
+    try:
+        first = users.ensure_admin(store)
+    except InvalidInput as exc:
+        if not os.environ.get("MODELDECK_ADMIN_PASSWORD"):
+            raise
+        raise InvalidInput(
+            f"MODELDECK_ADMIN_PASSWORD cannot be the first admin's password: {exc.message}",
+            f"{exc.hint} Or unset it, and a password is generated and printed once.",
+        ) from exc
     if first is None:
         return
     name = first.user.username
