@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from core import access, projects, users
+from core import access, deployments, projects, runs, users
 from core.entities import Progress
 from core.errors import InvalidInput, ModelDeckError, Step, Unauthorized
 from core.store import Store
@@ -108,16 +108,12 @@ def require_read(store: Store, project: str) -> None:
 
 def require_read_deployment(store: Store, name: str) -> None:
     """`require_read` of the project of the deployment called `name` (NotFound without one)."""
-    from core import deployments
-
     require_read(store, deployments.get_deployment(store, name).project_id)
 
 
 def require_read_run(store: Store, run_id: str) -> None:
     """`require_read` of a run's project; a run kept from a deployment deleted before projects
     were recorded on runs is for admins only."""
-    from core import runs
-
     project_id = runs.get_run(store, run_id).project_id
     if project_id is not None:
         require_read(store, project_id)
