@@ -22,7 +22,9 @@ from core.errors import ModelDeckError
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "demo", parents=[common], help="create the demo workspace (4 experiments, 12 models)"
+        "demo",
+        parents=[common],
+        help="create the demo workspace (5 experiments, 15 models, 3 demo users)",
     )
     p.add_argument("--if-empty", action="store_true", help="do nothing if the workspace has data")
     p.set_defaults(handler=cmd_demo)
