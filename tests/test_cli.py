@@ -24,6 +24,7 @@ from core import datasets
 from core.cli import main as cli
 from core.store import Store
 from tests.cli_helpers import run, run_json
+from tests.files import add_admins
 
 State = Callable[[Store], dict[str, object]]
 MODEL_FIELDS = {
@@ -39,9 +40,10 @@ MODEL_FIELDS = {
 DATASET_FIELDS = {"id", "name", "kind", "source", "n_rows", "columns", "created_at"}
 
 
-def assert_user_error(code: int, out: str, err: str, *parts: str) -> None:
-    """Exit status 2, nothing on stdout, `error:` and `hint:` lines on stderr, no traceback."""
-    assert code == 2 and out == ""
+def assert_user_error(code: int, out: str, err: str, *parts: str, status: int = 2) -> None:
+    """Exit status 2 (3: refused), nothing on stdout, `error:` and `hint:` lines on stderr, no
+    traceback."""
+    assert code == status and out == ""
     lines = err.splitlines()  # progress lines may come first
     at = next(i for i, line in enumerate(lines) if line.startswith("error: "))
     assert lines[at + 1].startswith("hint: ") and lines[at + 1] != "hint: "
@@ -86,6 +88,7 @@ def test_home_option_before_or_after_the_command(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, home: Path, churn_csv: Path
 ) -> None:
     other = tmp_path / "other"
+    add_admins(Store.open(other))
     added = run_json(capsys, "--home", str(other), "datasets", "add", str(churn_csv))
     assert run_json(capsys, "datasets", "list", "--home", str(other)) == [added]
     assert (other / "modeldeck.duckdb").is_file()
@@ -206,7 +209,9 @@ def test_models_import_skops_and_joblib(
     code, out, err = run(
         capsys, "models", "import", str(pickled), "--dataset", "wine", "--target", "cultivar"
     )
-    assert_user_error(code, out, err, "'wine.joblib' is a pickle/joblib file", "--trust-pickle")
+    assert_user_error(
+        code, out, err, "'wine.joblib' is a pickle/joblib file", "--trust-pickle", status=3
+    )
     trusted = run_json(
         capsys,
         "models",
@@ -235,7 +240,7 @@ def test_models_import_with_trusted_types(
     path.write_bytes(sio.dumps(custom))
     args = ("models", "import", str(path), "--dataset", "wine", "--target", "cultivar")
     code, out, err = run(capsys, *args)
-    assert_user_error(code, out, err, "_operator.pos", "--trust-type")
+    assert_user_error(code, out, err, "_operator.pos", "--trust-type", status=3)
     imported = run_json(capsys, *args, "--trust-type", "_operator.pos")
     shown = run_json(capsys, "models", "show", imported["id"])
     assert shown["artifact"]["trusted_types"] == ["_operator.pos"]
@@ -318,14 +323,20 @@ def test_console_script(tmp_path: Path, churn_csv: Path) -> None:
     home = tmp_path / "script_home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELDECK_")}
 
-    def modeldeck(*argv: str) -> subprocess.CompletedProcess[str]:
+    def modeldeck(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(script), "--home", str(home), *argv],
             env=env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=300,
         )
+
+    # A new workspace has no admin: the first user added (without --user) must be one.
+    first = modeldeck("users", "add", "me", "--admin", "--password-stdin", stdin="me-long-pass\n")
+    assert first.returncode == 0 and first.stdout == "added user me (admin)\n", first.stderr
+    env["MODELDECK_USER"] = "me"
 
     trained = modeldeck(
         "train",

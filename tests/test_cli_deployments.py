@@ -147,7 +147,8 @@ def test_an_unexpected_error_prints_one_line_and_logs_the_traceback(
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(cli_deployments.deployments, "list_deployments", broken)
-    code, out, err = run(capsys, "deployments", "list")
+    monkeypatch.setenv("MODELDECK_USER", "tester")
+    code, out, err = run(capsys, "deployments", "list", user=None)
     log = trained_store.workspace.home / "logs" / "cli-errors.log"
     assert code == 1 and out == ""
     assert err.splitlines()[0] == (

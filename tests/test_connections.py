@@ -17,6 +17,7 @@ from core.errors import Conflict, Forbidden, InvalidInput, NotFound, PipelineErr
 from core.store import Store
 from tests import pg_server
 from tests.cli_helpers import run, run_json
+from tests.files import add_admins
 from tests.pg_server import PgServer, free_port
 
 pg = pg_server.pg  # the session's PostgreSQL server (a fixture)
@@ -255,6 +256,7 @@ def test_test_connection_reports_the_server_or_why_not(
 def test_cli_add_list_test_remove(
     home: Path, pg: PgServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    add_admins(Store.open(home))  # the CLI acts as tester
     monkeypatch.setattr("sys.stdin", io.StringIO(pg.password + "\n"))
     added = run_json(
         capsys,
@@ -267,7 +269,7 @@ def test_cli_add_list_test_remove(
         str(pg.port),
         "--database",
         pg.database,
-        "--user",
+        "--db-user",
         pg.user,
         "--password-stdin",
     )
@@ -286,7 +288,7 @@ def test_cli_add_list_test_remove(
         "h",
         "--database",
         "d",
-        "--user",
+        "--db-user",
         "u",
         "--password-env",
         ENV_PW,
@@ -307,7 +309,7 @@ def test_cli_add_list_test_remove(
         str(pg.port),
         "--database",
         pg.database,
-        "--user",
+        "--db-user",
         pg.user,
         "--password-env",
         ENV_PW,

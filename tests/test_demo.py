@@ -102,9 +102,12 @@ def test_demo_if_empty_twice_does_not_duplicate(
     assert cli.main(["demo", "--if-empty"]) == 0
     out, err = capsys.readouterr()
     assert "Demo workspace ready" in out and "5 experiments, 15 models" in out
+    assert "olivia / olivia-demo-pass (owner)" in out
+    assert out.count("Created the first admin: user admin, password ") == 1
     assert "100%" in err
     created = _counts(Store.open(home))
     assert created["models"] == 15 and created["experiments"] == 5
     assert cli.main(["demo", "--if-empty"]) == 0
-    assert "already has data" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "already has data" in again and "first admin" not in again
     assert _counts(Store.open(home)) == created

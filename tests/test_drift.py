@@ -302,7 +302,7 @@ def test_a_run_of_another_deployment_is_refused(trained_store: Store, deployed: 
 
 # ---------------------------------------------------------------------------- CLI
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    assert cli.main(list(argv)) == 0
+    assert cli.main(["--user", "tester", *argv]) == 0
     return capsys.readouterr().out
 
 
@@ -319,7 +319,7 @@ def test_cli_json_shape(
     assert out["thresholds"] == {"moderate": 0.1, "drifted": 0.25}
     text = run_cli(capsys, "drift", deployed.name, "--last", "3")
     assert text.startswith(f"{deployed.name}: 3 of 7 features drifted")
-    assert cli.main(["drift", deployed.name, "--last", "0"]) == 2
+    assert cli.main(["--user", "tester", "drift", deployed.name, "--last", "0"]) == 2
     assert "at least one run" in capsys.readouterr().err
 
 

@@ -103,7 +103,7 @@ def test_every_step_has_words_in_every_front_end() -> None:
 def test_the_cli_prints_message_hint_and_the_command(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["deployments", "show", "nope"]) == 2
+    assert cli.main(["--user", "tester", "deployments", "show", "nope"]) == 2
     assert capsys.readouterr().err == (
         "error: No deployment 'nope'.\n"
         "hint: Choose an existing deployment. `modeldeck deployments list` lists them.\n"

@@ -417,7 +417,7 @@ def test_the_chart_folds_the_smallest_features_and_keeps_the_sum() -> None:
 def test_cli_explain_json_and_errors(
     capsys: pytest.CaptureFixture[str], trained_store: Store, run: Run
 ) -> None:
-    assert cli.main(["explain", run.id, "--row", "C100003", "--json"]) == 0
+    assert cli.main(["--user", "tester", "explain", run.id, "--row", "C100003", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["key"] == "C100003" and shown["explainer"] == "TreeExplainer"
     total = shown["base_value"] + sum(c["contribution"] for c in shown["contributions"])
@@ -425,6 +425,8 @@ def test_cli_explain_json_and_errors(
     assert (
         cli.main(
             [
+                "--user",
+                "tester",
                 "explain",
                 run.id,
                 "--row",
@@ -439,9 +441,12 @@ def test_cli_explain_json_and_errors(
         == 0
     )
     assert json.loads(capsys.readouterr().out)["class_"] == "yes"
-    assert cli.main(["explain", run.id, "--row", "nope"]) == 2
+    assert cli.main(["--user", "tester", "explain", run.id, "--row", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: No row with customer_id 'nope'.\n")
-    assert cli.main(["explain", run.id, "--global", "--sample", "30", "--json"]) == 0
+    assert (
+        cli.main(["--user", "tester", "explain", run.id, "--global", "--sample", "30", "--json"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["rows"] <= 31
 
 

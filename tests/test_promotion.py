@@ -201,7 +201,7 @@ def test_cli_promote_honours_the_gate(
 ) -> None:
     name = worse_than_production
     code, out, err = run(capsys, "promote", name)
-    assert (code, out) == (2, "") and "error: The promotion gate of" in err
+    assert (code, out) == (3, "") and "error: The promotion gate of" in err
     assert "[metrics] Worse than production" in err and "--override" in err
     code, _, err = run(capsys, "promote", name, "--override", " ")
     assert code == 2 and "needs a written reason" in err

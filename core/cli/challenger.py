@@ -15,7 +15,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from core.cli.output import actor, open_store, print_json
+from core.cli.output import actor, open_store, print_json, require_read_deployment
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -79,8 +79,10 @@ def _num(value: float | None, digits: int = 4) -> str:
 def cmd_challenger(args: argparse.Namespace) -> int:
     from core import challenger
 
+    store = open_store()
+    require_read_deployment(store, args.name)
     found = challenger.compare(
-        open_store(),
+        store,
         args.name,
         run_id=args.run,
         last=args.last,
@@ -145,7 +147,9 @@ def cmd_labels_add(args: argparse.Namespace) -> int:
 def cmd_labels_list(args: argparse.Namespace) -> int:
     from core import ground_truth
 
-    found = ground_truth.list_labels(open_store(), args.name)
+    store = open_store()
+    require_read_deployment(store, args.name)
+    found = ground_truth.list_labels(store, args.name)
     if args.json:
         print_json([asdict(s) for s in found])
         return 0
@@ -161,7 +165,9 @@ def cmd_labels_list(args: argparse.Namespace) -> int:
 def cmd_live(args: argparse.Namespace) -> int:
     from core import ground_truth
 
-    found = ground_truth.live_metrics(open_store(), args.name, run_id=args.run, last=args.last)
+    store = open_store()
+    require_read_deployment(store, args.name)
+    found = ground_truth.live_metrics(store, args.name, run_id=args.run, last=args.last)
     if args.json:
         print_json(found.to_dict())
         return 0

@@ -27,7 +27,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, default=5432)
     p.add_argument("--database", required=True)
-    p.add_argument("--user", required=True)
+    # --user names the ModelDeck user running the command, like everywhere.
+    p.add_argument("--db-user", required=True, help="the PostgreSQL user")
     p.add_argument("--sslmode", default="prefer")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument(
@@ -84,7 +85,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         database=args.database,
-        user=args.user,
+        user=args.db_user,
         sslmode=args.sslmode,
         password=password,
         password_env=args.password_env,
@@ -102,7 +103,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from core import connections
 
-    found = connections.list_connections(open_store(), args.project)
+    found = connections.list_connections(open_store(), args.project, visible_to=actor())
     if args.json:
         print_json([c.to_dict() for c in found])
     else:

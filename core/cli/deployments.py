@@ -11,7 +11,14 @@ from dataclasses import asdict
 from typing import Any
 
 from core import deployments, promotion, runs
-from core.cli.output import actor, open_store, print_json, progress_printer
+from core.cli.output import (
+    actor,
+    open_store,
+    print_json,
+    progress_printer,
+    require_read,
+    require_read_run,
+)
 from core.entities import ENVIRONMENTS, Deployment, Run
 from core.errors import WorkerMissing
 from core.store import Store
@@ -193,7 +200,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_deployments_list(args: argparse.Namespace) -> int:
-    found = deployments.list_deployments(open_store())
+    found = deployments.list_deployments(open_store(), visible_to=actor())
 
     def show() -> None:
         for d in found:
@@ -205,6 +212,7 @@ def cmd_deployments_list(args: argparse.Namespace) -> int:
 def cmd_deployments_show(args: argparse.Namespace) -> int:
     store = open_store()
     d = deployments.get_deployment(store, args.name)
+    require_read(store, d.project_id)
     versions = deployments.list_versions(store, d.id)
     value = {
         **deployment_json(d),
@@ -275,7 +283,7 @@ def wait_for(store: Store, run: Run) -> Run:
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    found = runs.list_runs(open_store(), args.name)
+    found = runs.list_runs(open_store(), args.name, visible_to=actor())
 
     def text() -> None:
         for r in found:
@@ -289,7 +297,9 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    run = runs.get_run(open_store(), args.run_id)
+    store = open_store()
+    require_read_run(store, args.run_id)
+    run = runs.get_run(store, args.run_id)
     return _output(
         args,
         run_json(run),

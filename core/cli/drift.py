@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.output import open_store, print_json
+from core.cli.output import open_store, print_json, require_read_deployment
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -38,7 +38,9 @@ def _line(f: Any) -> str:
 def cmd_drift(args: argparse.Namespace) -> int:
     from core import drift
 
-    report = drift.drift_report(open_store(), args.name, run_id=args.run, last=args.last)
+    store = open_store()
+    require_read_deployment(store, args.name)
+    report = drift.drift_report(store, args.name, run_id=args.run, last=args.last)
     if args.json:
         print_json(report.to_dict())
         return 0

@@ -11,7 +11,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from core.cli.output import open_store, print_json
+from core.cli.output import open_store, print_json, require_read, require_read_run
 from core.errors import InvalidInput
 
 
@@ -58,13 +58,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     store = open_store()
     if args.model:
-        return _print_importance(
-            explain.model_importance(store, get_model(store, args.model), args.sample), args.json
-        )
+        model = get_model(store, args.model)
+        require_read(store, model.project)
+        return _print_importance(explain.model_importance(store, model, args.sample), args.json)
     if not args.run_id:
         raise InvalidInput(
             "Say which run to explain.", "Give a run id, or --model MODEL_ID for a model's holdout."
         )
+    require_read_run(store, args.run_id)
     if args.is_global:
         return _print_importance(
             explain.global_importance(store, args.run_id, args.which, args.sample), args.json

@@ -1,7 +1,9 @@
 """`modeldeck`: every UI action as a command, for scripting. Thin: parse, call core, print.
 
-Errors a user can cause print `error: …` and `hint: …` to stderr and exit with status 2; a bug
-prints one line naming the log file that holds its traceback and exits with status 1.
+Errors a user can cause print `error: …` and `hint: …` to stderr and exit with status 2, or 3
+when the action is refused (the API's 401 and 403: no or an unknown acting user, a role that
+does not allow it, the promotion gate, an untrusted model file); a bug prints one line naming
+the log file that holds its traceback and exits with status 1.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from core.cli import (
     models,
     output,
     processes,
+    projects,
     reports,
     schedule,
+    users,
     validate,
 )
 from core.errors import ModelDeckError
@@ -36,12 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.home:
         os.environ["MODELDECK_HOME"] = str(Path(args.home).expanduser().resolve())
     try:
-        return int(args.handler(args) or 0)
+        with output.acting_user(getattr(args, "acting_user", None)):
+            return int(args.handler(args) or 0)
     except ModelDeckError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if hint := output.hint_text(exc):
             print(f"hint: {hint}", file=sys.stderr)
-        return 2
+        return REFUSED if exc.status in (401, 403) else USER_ERROR
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug: one line for the user, the traceback for a report
@@ -60,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 ERROR_LOG = "logs/cli-errors.log"
+USER_ERROR = 2  # the input is wrong: fix it and run again
+REFUSED = 3  # who runs it may not do it (or the gate refuses): another user, a role, an override
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -87,10 +94,24 @@ def log_internal_error(argv: Sequence[str]) -> Path | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modeldeck", description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="workspace folder (default: $MODELDECK_HOME or ./data)")
+    parser.add_argument(
+        "--user",
+        dest="acting_user",
+        metavar="NAME",
+        help="the ModelDeck user the command acts as (default: $MODELDECK_USER); its roles "
+        "decide what it may see and do",
+    )
     # Also accepted after the command (`modeldeck demo --home DIR`); SUPPRESS keeps the value
     # given before the command when it is not repeated.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument(
+        "--user",
+        dest="acting_user",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="the ModelDeck user the command acts as (default: $MODELDECK_USER)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for group in (
@@ -103,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         challenger,
         connections,
         reports,
+        users,
+        projects,
         processes,
     ):
         group.add_parsers(sub, common)

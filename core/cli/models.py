@@ -9,13 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from core import datasets, demo, registry, training
-from core.cli.output import actor, open_store, print_json, progress_printer
+from core.cli.output import (
+    actor,
+    announce_first_admin,
+    open_store,
+    print_json,
+    progress_printer,
+    require_read,
+)
 from core.errors import ModelDeckError
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "demo", parents=[common], help="create the demo workspace (4 experiments, 12 models)"
+        "demo",
+        parents=[common],
+        help="create the demo workspace (5 experiments, 15 models, 3 demo users)",
     )
     p.add_argument("--if-empty", action="store_true", help="do nothing if the workspace has data")
     p.set_defaults(handler=cmd_demo)
@@ -93,6 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = open_store()
     if args.if_empty and not demo.is_empty(store):
         print(f"Workspace {store.workspace.home} already has data; demo not created.")
+        announce_first_admin(store)
         return 0
     started = time.perf_counter()
     results = demo.create_demo(store, progress_printer())
@@ -101,6 +111,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"Demo workspace ready in {store.workspace.home}: {len(results)} experiments, "
         f"{n_models} models ({time.perf_counter() - started:.1f} s)."
     )
+    print(
+        "Demo users (project Demo): "
+        + ", ".join(f"{u} / {demo.demo_password(u)} ({role})" for u, _, role in demo.DEMO_USERS)
+    )
+    announce_first_admin(store)
     return 0
 
 
@@ -170,7 +185,7 @@ def _print_models(models: list[Any]) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    found = registry.list_models(open_store(), experiment_id=args.experiment)
+    found = registry.list_models(open_store(), experiment_id=args.experiment, visible_to=actor())
     if args.json:
         print_json([m.summary() for m in found])
     else:
@@ -179,7 +194,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
-    model = registry.get_model(open_store(), args.model_id)
+    store = open_store()
+    model = registry.get_model(store, args.model_id)
+    require_read(store, model.project)
     if args.json:
         print_json(model.details())
         return 0

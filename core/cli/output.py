@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from core import users
+from core import access, deployments, projects, runs, users
 from core.entities import Progress
-from core.errors import ModelDeckError, Step, Unauthorized
+from core.errors import InvalidInput, ModelDeckError, Step, Unauthorized
 from core.store import Store
 
 
@@ -38,16 +41,112 @@ def progress_printer(label: str = "") -> Progress:
     return show
 
 
+# The user named by --user for the command being run (main() sets it, then resets it), and the
+# name actor() last checked, so one command looks its user up once.
+_given: ContextVar[str | None] = ContextVar("modeldeck_cli_user", default=None)
+_checked: ContextVar[str | None] = ContextVar("modeldeck_cli_checked", default=None)
+
+NO_USER_HINT = (
+    "Add --user NAME or set MODELDECK_USER; `modeldeck users list` lists the users, and an "
+    "admin can add you with `modeldeck users add NAME`."
+)
+
+
+@contextmanager
+def acting_user(name: str | None) -> Iterator[None]:
+    """Run a command as the user named by --user (None: $MODELDECK_USER decides)."""
+    given, checked = _given.set(name), _checked.set(None)
+    try:
+        yield
+    finally:
+        _given.reset(given)
+        _checked.reset(checked)
+
+
+def given_user() -> str | None:
+    """The username --user or $MODELDECK_USER names (normalized), or None when neither does."""
+    name = (_given.get() or os.environ.get("MODELDECK_USER", "")).strip()
+    return users.normalize_username(name) if name else None
+
+
 def actor() -> str:
-    """Who runs the command: the ModelDeck user named by $MODELDECK_USER. Every change a
-    command makes is checked against that user's roles and audited as that user."""
-    name = os.environ.get("MODELDECK_USER", "").strip()
-    if not name:
+    """Who runs the command: the ModelDeck user named by --user, else $MODELDECK_USER; it must
+    exist and be active (Unauthorized otherwise). Every change a command makes is checked
+    against that user's roles and audited as that user."""
+    name = given_user()
+    if name is None:
+        raise Unauthorized("Say which ModelDeck user runs this command.", NO_USER_HINT)
+    if _checked.get() == name:
+        return name
+    user = users.find_user(open_store(), name)
+    if user is None:
         raise Unauthorized(
-            "Say which ModelDeck user runs this command.",
-            "Set MODELDECK_USER to an existing user.",
+            f"There is no ModelDeck user '{name}' (named by {_source()}).",
+            "Check the name: `modeldeck users list` lists the users; ask an admin to add you "
+            "with `modeldeck users add NAME`.",
         )
-    return users.normalize_username(name)
+    if user.disabled:
+        raise Unauthorized(
+            f"The ModelDeck user '{name}' (named by {_source()}) is disabled.",
+            f"Ask an admin to enable it with `modeldeck users enable {name}`.",
+        )
+    _checked.set(name)
+    return name
+
+
+def _source() -> str:
+    return "--user" if _given.get() else "MODELDECK_USER"
+
+
+def require_read(store: Store, project: str) -> None:
+    """Forbidden unless the acting user may read the project (name or id): for commands that
+    show one thing of it; lists are filtered with `visible_to` instead."""
+    who = actor()
+    project_id = projects.get_project(store, project).id
+    store.read(lambda tx: access.require(tx, who, project_id, "read"))
+
+
+def require_read_deployment(store: Store, name: str) -> None:
+    """`require_read` of the project of the deployment called `name` (NotFound without one)."""
+    require_read(store, deployments.get_deployment(store, name).project_id)
+
+
+def require_read_run(store: Store, run_id: str) -> None:
+    """`require_read` of a run's project; a run kept from a deployment deleted before projects
+    were recorded on runs is for admins only."""
+    project_id = runs.get_run(store, run_id).project_id
+    if project_id is not None:
+        require_read(store, project_id)
+        return
+    who = actor()
+    store.read(lambda tx: access.require_admin(tx, who, "read runs of deleted deployments"))
+
+
+def announce_first_admin(store: Store) -> None:
+    """Create the first admin when the workspace has none and say so once: a generated password
+    is printed here and never again; $MODELDECK_ADMIN_PASSWORD's is never printed."""
+    try:
+        first = users.ensure_admin(store)
+    except InvalidInput as exc:
+        if not os.environ.get("MODELDECK_ADMIN_PASSWORD"):
+            raise
+        raise InvalidInput(
+            f"MODELDECK_ADMIN_PASSWORD cannot be the first admin's password: {exc.message}",
+            f"{exc.hint} Or unset it, and a password is generated and printed once.",
+        ) from exc
+    if first is None:
+        return
+    name = first.user.username
+    if first.password is None:
+        text = (
+            f"Created the first admin: user {name}, with the password in $MODELDECK_ADMIN_PASSWORD."
+        )
+    else:
+        text = (
+            f"Created the first admin: user {name}, password {first.password} — shown once; "
+            f"change it on the Account page or with `modeldeck users passwd {name}`."
+        )
+    print(f"\n{text}\n", flush=True)
 
 
 # Each Step of core/errors.py in the CLI's words ({subject}: what it acts on).

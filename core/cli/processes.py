@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.cli.output import open_store
+from core.cli.output import announce_first_admin, open_store
 from core.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    open_store()
+    announce_first_admin(open_store())
     uvicorn.run("core.api.app:app", host="127.0.0.1", port=args.port, log_level="info")
     return 0
 
@@ -72,13 +72,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from core.worker.executors import executor_count
     from core.worker.loop import run_forever
 
-    run_forever(open_store(), processes=executor_count(args.executors))
+    store = open_store()
+    announce_first_admin(store)
+    run_forever(store, processes=executor_count(args.executors))
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the three processes as new processes (never forked: DESIGN.md, traps)."""
-    open_store()
+    # Before the children start: the first admin is created (and its password shown) here, once.
+    announce_first_admin(open_store())
     # SIGTERM (systemd, `kill`, a CI timeout) must also stop the children: unwind via finally.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = [sys.executable, "-m", "core.cli"]

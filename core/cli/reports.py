@@ -10,7 +10,13 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from core.cli.output import actor, open_store, print_json
+from core.cli.output import (
+    actor,
+    open_store,
+    print_json,
+    require_read_deployment,
+    require_read_run,
+)
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -74,6 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from core import reports
 
     store = open_store()
+    require_read_deployment(store, args.name)
     copy_to = "" if args.no_copy else args.copy_to
     if args.enabled is None and args.runs is None and copy_to is None:
         settings = reports.get_report_settings(store, args.name)
@@ -96,7 +103,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_report_file(args: argparse.Namespace) -> int:
     from core import reports
 
-    path = reports.report_file(open_store(), args.run)
+    store = open_store()
+    require_read_run(store, args.run)
+    path = reports.report_file(store, args.run)
     if args.json:
         print_json({"run_id": args.run, "path": str(path), "bytes": path.stat().st_size})
         return 0

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from core import scheduler
-from core.cli.output import actor, open_store, print_json
+from core.cli.output import actor, open_store, print_json, require_read_deployment
 from core.errors import InvalidInput
 
 
@@ -59,6 +59,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     store = open_store()
+    require_read_deployment(store, args.name)
     policy = {"catch_up": args.catch_up, "overlap": args.overlap, "max_attempts": args.max_attempts}
     cron = scheduler.PRESETS[args.preset] if args.preset else args.cron
     if cron is not None:

@@ -10,7 +10,14 @@ import argparse
 from dataclasses import asdict, replace
 from typing import Any
 
-from core.cli.output import actor, open_store, print_json, progress_printer, with_step
+from core.cli.output import (
+    actor,
+    open_store,
+    print_json,
+    progress_printer,
+    require_read_deployment,
+    with_step,
+)
 from core.entities import no_progress
 
 
@@ -128,7 +135,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_validations(args: argparse.Namespace) -> int:
     from core import validation
 
-    found = validation.list_validations(open_store(), args.name)
+    store = open_store()
+    require_read_deployment(store, args.name)
+    found = validation.list_validations(store, args.name)
     if args.json:
         print_json([validation_json(v) for v in found])
         return 0
@@ -144,6 +153,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from core import promotion
 
     store = open_store()
+    require_read_deployment(store, args.name)
     changes = {
         k: getattr(args, k)
         for k in ("max_metric_drop", "max_error_increase", "latency_budget_ms")
