@@ -13,6 +13,7 @@ from core import access, audit
 from core.entities import DEFAULT_PROJECT, Collaborator, Project
 from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store, Tx, new_id, utcnow
+from core.users import normalize_username
 
 
 def _audit(
@@ -52,8 +53,9 @@ def _create(tx: Tx, name: str, description: str, actor: str) -> Project:
     if not clean:
         raise InvalidInput("A project name cannot be empty.", "Give the project a name.")
     access.require_user(tx, actor, "create a project")
-    if _by_name(tx, clean) is not None:
-        raise Conflict(f"A project '{clean}' already exists.", "Choose another name.")
+    same = tx.execute("SELECT name FROM projects WHERE lower(name) = lower(?)", [clean]).scalar()
+    if same is not None:
+        raise Conflict(f"A project '{same}' already exists.", "Choose another name.")
     row: dict[str, Any] = {
         "id": new_id("prj"),
         "name": clean,
@@ -156,7 +158,7 @@ def set_collaborator(
         found = _by_name_or_id(tx, project)
         access.require(tx, actor, found.id, "manage-collaborators")
         user = tx.execute(
-            "SELECT id, username FROM users WHERE username = ?", [username.strip().casefold()]
+            "SELECT id, username FROM users WHERE username = ?", [normalize_username(username)]
         ).first()
         if user is None:
             raise NotFound("user", username, "Choose an existing user, or ask an admin to add it.")
@@ -196,7 +198,7 @@ def remove_collaborator(store: Store, project: str, username: str, *, actor: str
         row = tx.execute(
             "SELECT c.user_id, c.role, u.username FROM collaborators c"
             " JOIN users u ON u.id = c.user_id WHERE c.project_id = ? AND u.username = ?",
-            [found.id, username.strip().casefold()],
+            [found.id, normalize_username(username)],
         ).first()
         if row is None:
             raise NotFound("collaborator", username, f"Choose a collaborator of {found.name}.")

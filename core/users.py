@@ -24,7 +24,7 @@ import threading
 import unicodedata
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -224,9 +224,21 @@ def user_by_email(store: Store, email: str) -> User | None:
     return _user(row) if row else None
 
 
-def list_users(store: Store) -> list[User]:
-    """Every account by username (names only: no hash leaves this module)."""
-    return [_user(r) for r in store.query("SELECT * FROM users ORDER BY username")]
+def list_users(store: Store, *, seen_by: str | None = None) -> list[User]:
+    """Every account by username (no hash leaves this module). Seen by a member (`seen_by`),
+    the e-mail addresses are left out: members see who can be a collaborator, not how to
+    reach them; admins and system actors see everything."""
+
+    def read(tx: Tx) -> list[User]:
+        found = [_user(r) for r in tx.execute("SELECT * FROM users ORDER BY username")]
+        if seen_by is None or access.is_system(seen_by):
+            return found
+        viewer = next((u for u in found if u.username == seen_by), None)
+        if viewer is not None and viewer.is_admin and not viewer.disabled:
+            return found
+        return [replace(u, email=None) for u in found]
+
+    return store.read(read)
 
 
 def set_password(
@@ -361,23 +373,33 @@ def ensure_admin(store: Store, username: str = "admin") -> FirstAdmin | None:
     """Create the first admin when the workspace has none, with $MODELDECK_ADMIN_PASSWORD or a
     generated password, and make it owner of every project that has no owner (an existing
     workspace keeps all it had). None when an admin already exists."""
-    if store.query("SELECT 1 FROM users WHERE role = 'admin'").first():
+    if _has_admin(store):
         return None
     given = os.environ.get("MODELDECK_ADMIN_PASSWORD")
     password = given or generate_password()
+    taken = {u.username for u in list_users(store)}
+    name = next(
+        n for n in (username, *(f"{username}-{i}" for i in range(2, 100))) if n not in taken
+    )
     try:
         user = create_user(
             store,
-            username,
+            name,
             password=password,
             display_name="Administrator",
             role="admin",
             actor=access.BOOTSTRAP,
         )
-    except Conflict:  # another process created it first
-        return None
+    except Conflict:
+        if _has_admin(store):  # another process created it first
+            return None
+        raise
     store.write(lambda tx: _own_orphans(tx, user))
     return FirstAdmin(user, None if given else password)
+
+
+def _has_admin(store: Store) -> bool:
+    return store.query("SELECT 1 FROM users WHERE role = 'admin'").first() is not None
 
 
 def _own_orphans(tx: Tx, user: User) -> None:

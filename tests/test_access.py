@@ -421,3 +421,15 @@ def test_every_change_that_takes_an_actor_checks_its_role() -> None:
         if not checked((module, name), frozenset())
     ]
     assert unchecked == ["audit.record", "deployments.add_version"]
+
+
+def test_project_names_and_usernames_match_as_people_type_them(matrix: Store) -> None:
+    with pytest.raises(Exception, match="A project 'Default' already exists") as taken:
+        projects.create_project(matrix, "default", actor="olga")
+    assert taken.value.status == 409
+    made = projects.set_collaborator(matrix, "Default", " OTTO ", "viewer", actor="olga")
+    assert (made.username, made.role) == ("otto", "viewer")
+    projects.remove_collaborator(matrix, "Default", "Otto", actor="olga")
+    assert "otto" not in {
+        c.username for c in projects.list_collaborators(matrix, "Default", actor="olga")
+    }

@@ -312,3 +312,22 @@ def test_hashing_waits_for_one_of_a_few_slots(monkeypatch: pytest.MonkeyPatch) -
         for _ in taken:
             users._slots.release()
     assert users.hash_password(PASSWORD).startswith("$argon2id$")
+
+
+def test_a_member_called_admin_does_not_stop_the_first_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "fresh")
+    monkeypatch.delenv("MODELDECK_ADMIN_PASSWORD", raising=False)
+    users.create_user(store, "admin", password=None, actor=access.BOOTSTRAP)  # a member
+    first = users.ensure_admin(store)
+    assert first is not None and first.user.username == "admin-2" and first.user.is_admin
+
+
+def test_members_see_who_the_users_are_but_not_their_e_mail(store: Store) -> None:
+    users.create_user(store, "lia", password=None, email="Lia@Example.org", actor="tester")
+    users.create_user(store, "max", password=None, actor="tester")
+    as_member = {u.username: u.email for u in users.list_users(store, seen_by="max")}
+    as_admin = {u.username: u.email for u in users.list_users(store, seen_by="tester")}
+    assert as_member["lia"] is None and as_admin["lia"] == "lia@example.org"
+    assert set(as_member) == set(as_admin)

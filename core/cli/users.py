@@ -171,8 +171,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    actor()  # any active user may see who the users are (to add collaborators)
-    found = users.list_users(open_store())
+    # any active user may see who the users are (to add collaborators); members see no e-mail
+    found = users.list_users(open_store(), seen_by=actor())
     if args.json:
         print_json([user_json(u) for u in found])
     else:
