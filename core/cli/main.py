@@ -21,6 +21,7 @@ from core.cli import (
     deployments,
     drift,
     explain,
+    keys,
     models,
     output,
     processes,
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         reports,
         users,
         projects,
+        keys,
         processes,
     ):
         group.add_parsers(sub, common)
