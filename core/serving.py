@@ -20,19 +20,20 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 
 from core import deployments, keys, registry
 from core.engine import model_input, predict
 from core.engine.profiles import plain
 from core.entities import Deployment, Model
-from core.errors import Forbidden, ModelDeckError, NotFound
+from core.errors import Forbidden, InvalidInput, ModelDeckError, NotFound
 from core.store import Store, utcnow
-from core.workspace import CHANGES_MARKER
+from core.workspace import CHANGES_MARKER, Workspace
 
 log = logging.getLogger("modeldeck.serving")
 POLL_SECONDS = 0.2  # how often the marker is looked at (a file read of a few microseconds)
@@ -49,10 +50,16 @@ class Endpoint:
     main_estimator: Any
     challenger: Model | None = None
     challenger_estimator: Any = None
+    workspace: Workspace | None = None  # where the main model's background rows are
 
     @property
     def name(self) -> str:
         return self.deployment.name
+
+    def background(self) -> Any:
+        """The main model's SHAP background rows (read when an explanation needs them)."""
+        assert self.workspace is not None
+        return pd.read_parquet(self.workspace.artifact_dir(self.main.id) / "background.parquet")
 
 
 @dataclass(frozen=True)
@@ -127,14 +134,7 @@ def _endpoint(store: Store, d: Deployment, previous: Snapshot | None) -> Endpoin
     kept = previous.endpoints.get(d.name) if previous else None
     pins = (d.current.main_model_id, d.current.challenger_model_id)
     if kept is not None and (kept.main.id, kept.challenger.id if kept.challenger else None) == pins:
-        return Endpoint(
-            d,
-            d.current.number,
-            kept.main,
-            kept.main_estimator,
-            kept.challenger,
-            kept.challenger_estimator,
-        )
+        return replace(kept, deployment=d, version=d.current.number)
     main = registry.get_model(store, d.current.main_model_id)
     challenger = (
         registry.get_model(store, d.current.challenger_model_id)
@@ -142,7 +142,7 @@ def _endpoint(store: Store, d: Deployment, previous: Snapshot | None) -> Endpoin
         else None
     )
     loaded = [_warm(store, m) for m in (main, challenger)]
-    return Endpoint(d, d.current.number, main, loaded[0], challenger, loaded[1])
+    return Endpoint(d, d.current.number, main, loaded[0], challenger, loaded[1], store.workspace)
 
 
 def _warm(store: Store, model: Model | None) -> Any:
@@ -209,20 +209,75 @@ class Catalog:
 
 
 # ---------------------------------------------------------------------------- answering
+EXPLAIN_ROWS = 100  # rows a request may ask explanations for
+
+
 @dataclass(frozen=True)
 class Answer:
-    """One request's main output."""
+    """One request's main output (and, when asked, each row's explanation)."""
 
     predictions: list[Any]
     probabilities: list[dict[str, float]] | None
     classes: list[Any] | None
     version: int
     seconds: float
+    explanations: list[dict[str, Any]] | None = None
 
 
-def answer(endpoint: Endpoint, table: pa.Table) -> Answer:
+_explainers: dict[tuple[str, str], Any] = {}
+_explainers_lock = threading.Lock()
+
+
+def _explainer(endpoint: Endpoint) -> Any:
+    """The main model's explainer, built once per model in this process (the runs' own)."""
+    from core.engine.explainers import ModelExplainer  # shap: only when asked to explain
+
+    key = (str(endpoint.workspace.home if endpoint.workspace else ""), endpoint.main.id)
+    with _explainers_lock:
+        if key not in _explainers:
+            _explainers[key] = ModelExplainer(
+                endpoint.main_estimator, endpoint.main.schema, endpoint.background
+            )
+        return _explainers[key]
+
+
+def explain(explainer: Any, frame: Any, predictions: list[Any]) -> list[dict[str, Any]]:
+    """Each row's SHAP contributions on the original columns, for its predicted class:
+    `base` + the sum of `contributions` = `output`, on the stated `scale`."""
+    attribution = explainer.explain(frame)
+    outputs = [plain(o) for o in attribution.outputs]
+    rows = []
+    for i, predicted in enumerate(predictions):
+        j = outputs.index(predicted) if predicted in outputs else 0
+        sign = -1.0 if attribution.negative is not None and predicted != outputs[0] else 1.0
+        # the other class of a one-output binary model: its log-odds are the negation
+        # (1 - p on a probability scale, where the contributions still change sign)
+        shift = 1.0 if sign < 0 and explainer.scale == "probability" else 0.0
+        values = attribution.values[i, :, j] * sign
+        rows.append(
+            {
+                "explains": "value" if outputs == [None] else str(predicted),
+                "scale": explainer.scale,
+                "base": float(shift + attribution.base[j] * sign),
+                "contributions": {
+                    f: float(v) for f, v in zip(explainer.features, values, strict=True)
+                },
+                "output": float(shift + attribution.output[i, j] * sign),
+            }
+        )
+    return rows
+
+
+def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> Answer:
     """Check the rows against the main model's schema (SchemaMismatch, 422, naming each
-    column) and predict them as a run would."""
+    column) and predict them as a run would; with `explained`, each row's explanation too
+    (at most EXPLAIN_ROWS rows)."""
+    if explained and table.num_rows > EXPLAIN_ROWS:
+        raise InvalidInput(
+            f"Explanations are given for at most {EXPLAIN_ROWS} rows; this request has"
+            f" {table.num_rows:,}.",
+            "Ask without explain=true, or send fewer rows.",
+        )
     started = time.perf_counter()
     schema = endpoint.main.schema
     model_input.check_schema(table.schema, schema, table).raise_for_problems()
@@ -239,12 +294,15 @@ def answer(endpoint: Endpoint, table: pa.Table) -> Answer:
         if scored.proba is not None and classes is not None
         else None
     )
+    predictions = [plain(v) for v in scored.prediction.tolist()]
+    explanations = explain(_explainer(endpoint), frame, predictions) if explained else None
     return Answer(
-        [plain(v) for v in scored.prediction.tolist()],
+        predictions,
         probabilities,
         classes,
         endpoint.version,
         time.perf_counter() - started,
+        explanations,
     )
 
 

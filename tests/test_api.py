@@ -6,6 +6,7 @@ error shape on every error path."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 import time
@@ -305,3 +306,26 @@ def test_every_answer_is_in_the_prediction_log_with_its_caller(
     )
     assert json.loads(record["outputs"])["predictions"] == answer["predictions"]
     assert sorted(json.loads(record["inputs"])) == sorted(rows(3).columns)
+
+
+def test_explain_adds_each_rows_additive_contributions(
+    served: tuple[Store, str, dict[str, str]],
+) -> None:
+    _, base, _ = served
+    frame = rows(12, seed=3)
+    body = {"dataframe_records": json.loads(frame.to_json(orient="records"))}
+    url = f"{base}/v1/deployments/{STAGING}/invocations"
+    status, answer = call(f"{url}?explain=true", body)
+    assert status == 200 and len(answer["explanations"]) == 12
+    for predicted, probabilities, row in zip(
+        answer["predictions"], answer["probabilities"], answer["explanations"], strict=True
+    ):
+        assert row["explains"] == predicted and row["scale"] == "log-odds"
+        assert set(row["contributions"]) == set(frame.columns) - {"customer_id"}
+        total = row["base"] + sum(row["contributions"].values())
+        assert total == pytest.approx(row["output"], abs=1e-6)  # additive
+        assert 1 / (1 + math.exp(-row["output"])) == pytest.approx(probabilities[predicted])
+    assert "explanations" not in call(url, body)[1]
+    many = {"dataframe_records": json.loads(rows(101).to_json(orient="records"))}
+    status, refused = call(f"{url}?explain=true", many)
+    assert status == 422 and "at most 100 rows" in refused["message"]

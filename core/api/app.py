@@ -203,11 +203,14 @@ def create_app(store: Store | None = None) -> FastAPI:
             request.headers.get("content-type"),
             endpoint.main.schema.feature_names,
         )
-        answer = serving.answer(endpoint, table)
+        explained = request.query_params.get("explain", "").lower() in ("true", "1", "yes")
+        answer = serving.answer(endpoint, table, explained=explained)
         request_id = _request_id(request)
         body: dict[str, Any] = {"predictions": answer.predictions}
         if answer.probabilities is not None:
             body["probabilities"] = answer.probabilities
+        if answer.explanations is not None:
+            body["explanations"] = answer.explanations
         body |= {"deployment": endpoint.name, "version": answer.version}
         body["request_id"] = request_id
         logged(request, endpoint, table, answer, request_id, key_id)
