@@ -42,6 +42,30 @@ def record(
     )
 
 
+def record_about(
+    tx: Tx,
+    subject: str,
+    *,
+    actor: str,
+    action: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+) -> None:
+    """An entry about something other than a deployment ('user bob', 'project Demo')."""
+    record(
+        tx,
+        actor=actor,
+        action=action,
+        deployment_id=None,
+        deployment_name="",
+        before=before,
+        after=after,
+        reason=reason,
+        subject=subject,
+    )
+
+
 def list_entries(
     store: Store, deployment_name: str | None = None, *, subject: str | None = None
 ) -> list[AuditEntry]:

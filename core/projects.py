@@ -24,15 +24,8 @@ def _audit(
     before: dict[str, object] | None = None,
     after: dict[str, object] | None = None,
 ) -> None:
-    audit.record(
-        tx,
-        actor=actor,
-        action=action,
-        deployment_id=None,
-        deployment_name="",
-        before=before,
-        after=after,
-        subject=f"project {project}",
+    audit.record_about(
+        tx, f"project {project}", actor=actor, action=action, before=before, after=after
     )
 
 

@@ -346,16 +346,14 @@ def _audit(
     after: dict[str, object] | None = None,
     reason: str = "",
 ) -> None:
-    audit.record(
+    audit.record_about(
         tx,
+        f"user {username}",
         actor=actor,
         action=action,
-        deployment_id=None,
-        deployment_name="",
         before=before,
         after=after,
         reason=reason,
-        subject=f"user {username}",
     )
 
 
