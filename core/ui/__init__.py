@@ -52,6 +52,8 @@ PAGES = [
         "pages/deployment.py", "Deployment", "deployment", ":material/deployed_code:", "Deploy"
     ),
     PageSpec("pages/results.py", "Run results", "results", ":material/table_view:", "Deploy"),
+    PageSpec("pages/people.py", "People", "people", ":material/group:", "You"),
+    PageSpec("pages/account.py", "Account", "account", ":material/person:", "You"),
 ]
 # url_path must equal the file's stem: see leave_legacy_mode.
 
@@ -74,8 +76,24 @@ def leave_legacy_mode() -> None:
         st.stop()
 
 
-def navigation() -> st.Page:
-    """The app's pages for st.navigation, each reachable by its deep link."""
+def navigation(store: Store) -> st.Page:
+    """The app's pages for st.navigation, each reachable by its deep link, once someone is
+    logged in; otherwise only the login page, at every page's address (so a deep link logs in
+    and then opens the page it named). The session is resolved on every rerun."""
+    from core.ui import auth
+
+    user = auth.current_user(store)
+    if user is None:
+        login = [
+            st.Page(auth.login_page, title="Log in", url_path=auth.LOGIN_PAGE, default=True),
+            *(
+                st.Page(auth.login_page, title="Log in", url_path=p.url_path)
+                for p in PAGES
+                if p.url_path
+            ),
+        ]
+        return st.navigation(login, position="hidden")
+    auth.sidebar_account(user)
     sections: dict[str, list[st.Page]] = {}
     for p in PAGES:
         sections.setdefault(p.section, []).append(
