@@ -102,6 +102,11 @@ def navigation(store: Store) -> st.Page:
     return st.navigation(sections)
 
 
+def is_logged_in() -> bool:
+    """Whether this run's navigation() resolved a logged-in user."""
+    return bool(st.session_state.get("modeldeck_user"))
+
+
 def actor() -> str:
     """The logged-in user of this browser session. Every change a page makes is checked
     against this user's roles and audited as this user."""

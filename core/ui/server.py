@@ -27,7 +27,7 @@ from starlette.routing import Route
 from core import users
 from core.errors import Forbidden, TooManyAttempts, Unauthorized
 from core.store import Store
-from core.ui.auth import COOKIE, LOGIN_PAGE, LOGIN_ROUTE, LOGOUT_ROUTE, base_path
+from core.ui.auth import COOKIE, LOGIN_ROUTE, LOGOUT_ROUTE, base_path
 
 APP_PATH = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -58,7 +58,8 @@ def _same_origin(request: Request) -> bool:
 
 
 def _login_url(params: dict[str, str]) -> str:
-    return f"{base_path()}/{LOGIN_PAGE}?{urllib.parse.urlencode(params)}"
+    # The app's root: while nobody is logged in its default (and only) page is the login page.
+    return f"{base_path()}/?{urllib.parse.urlencode(params)}"
 
 
 def _is_https(request: Request) -> bool:
