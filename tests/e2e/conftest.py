@@ -157,9 +157,7 @@ def e2e_token(e2e_home: Path) -> str:
     from core import users
     from core.store import Store
 
-    return users.login(
-        Store.open(e2e_home), E2E_USER, demo_password(E2E_USER), client="e2e"
-    ).token
+    return users.login(Store.open(e2e_home), E2E_USER, demo_password(E2E_USER), client="e2e").token
 
 
 @pytest.fixture

@@ -119,9 +119,7 @@ def test_cross_site_posts_are_refused(client: TestClient) -> None:
     assert client.post("/auth/logout", headers={"origin": "http://evil"}).status_code == 403
 
 
-def test_logout_ends_the_session_and_clears_the_cookie(
-    client: TestClient, store: Store
-) -> None:
+def test_logout_ends_the_session_and_clears_the_cookie(client: TestClient, store: Store) -> None:
     login = client.post(
         "/auth/login", data={"username": "pat", "password": PASSWORD}, headers=SAME_SITE
     )
