@@ -47,13 +47,25 @@ def _child_env() -> dict[str, str]:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    open_store()  # migrate before the app's threads race to do it
+    """Serve the app with its login routes (core/ui/server.py, an st.App that `streamlit run`
+    serves with its own uvicorn settings and flags), after creating the first admin."""
+    from core import users
+
+    store = open_store()  # migrate before the app's threads race to do it
+    first = users.ensure_admin(store)
+    if first is not None and first.password is not None:
+        print(
+            f"Created the first admin '{first.user.username}' with the password "
+            f"{first.password}\nIt is shown only this once: log in and change it on the "
+            "Account page.",
+            flush=True,
+        )
     command = [
         sys.executable,
         "-m",
         "streamlit",
         "run",
-        str(REPO_ROOT / "app.py"),
+        str(REPO_ROOT / "core" / "ui" / "server.py"),
         "--server.port",
         str(args.port),
     ]
