@@ -146,16 +146,18 @@ def general(store: Store, d: Deployment) -> None:
         _model_link(store, d.current.challenger_model_id, "Challenger")
     _access_picker(store, d)
     if d.environment == "staging":
+        why = ui.denied(store, d.project_id, "promote")
         with st.container(border=True):
             st.markdown("**Promote to production**")
+            ui.say_denied(why)
             copy = {
-                w: st.checkbox(f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}")
+                w: st.checkbox(
+                    f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}", disabled=bool(why)
+                )
                 for w in ("pipeline", "schedule", "report")
             }
-            sinks = _production_sinks(store, d) if copy["pipeline"] else None
+            sinks = _production_sinks(store, d) if copy["pipeline"] and not why else None
             allowed, reason = ui_validation.promotion_checks(store, d)
-            why = ui.denied(store, d.project_id, "promote")
-            ui.say_denied(why)
             if st.button(
                 "Promote to production",
                 type="primary",

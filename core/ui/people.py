@@ -95,12 +95,11 @@ def collaborators_panel(store: Store, project: Project, role: str | None) -> Non
         projects.remove_collaborator(store, project.name, who, actor=actor())
         return f"{who} is no longer a collaborator of {project.name}."
 
-    left, mid, right = st.columns([2, 1, 2], vertical_alignment="bottom")
-    left.selectbox("User", names, key=f"{key}_user")
-    mid.selectbox("Role", list(reversed(access.PROJECT_ROLES)), key=f"{key}_role")
-    with right:
-        st.button("Add or change role", key=f"{key}_set", on_click=act, args=(add,))
-        st.button("Remove from project", key=f"{key}_rm", on_click=act, args=(remove,))
+    cols = st.columns([2, 1, 1, 1], vertical_alignment="bottom")
+    cols[0].selectbox("User", names, key=f"{key}_user")
+    cols[1].selectbox("Role", list(reversed(access.PROJECT_ROLES)), key=f"{key}_role")
+    cols[2].button("Add or change role", key=f"{key}_set", on_click=act, args=(add,))
+    cols[3].button("Remove from project", key=f"{key}_rm", on_click=act, args=(remove,))
 
 
 # ---------------------------------------------------------------------------- users
