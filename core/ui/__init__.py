@@ -93,7 +93,7 @@ def navigation(store: Store) -> st.Page:
             ),
         ]
         return st.navigation(login, position="hidden")
-    refresh_roles(store)
+    forget_roles()
     auth.sidebar_account(user)
     sections: dict[str, list[st.Page]] = {}
     for p in PAGES:
@@ -121,16 +121,18 @@ ROLES_KEY = "_modeldeck_roles"  # {project id: role} of the logged-in user, read
 PROJECT_NAMES_KEY = "_modeldeck_project_names"
 
 
-def refresh_roles(store: Store) -> None:
-    """Read the logged-in user's project roles for this run (navigation() calls it)."""
-    st.session_state[ROLES_KEY] = access.roles(store, actor())
+def forget_roles() -> None:
+    """Drop the roles read by the previous run (navigation() calls it on every run), so the
+    first control that asks reads them afresh, once per run; pages without such controls
+    skip the read."""
+    st.session_state.pop(ROLES_KEY, None)
     st.session_state.pop(PROJECT_NAMES_KEY, None)
 
 
 def project_role(store: Store, project_id: str) -> str | None:
     """The logged-in user's role in a project (admins: owner), None when not a collaborator."""
-    if ROLES_KEY not in st.session_state:  # a panel run on its own (AppTest.from_function)
-        refresh_roles(store)
+    if ROLES_KEY not in st.session_state:
+        st.session_state[ROLES_KEY] = access.roles(store, actor())
     role = st.session_state[ROLES_KEY].get(project_id)
     return str(role) if role else None
 
