@@ -174,7 +174,15 @@ def _user_actions(store: Store, everyone: list[User]) -> None:
     cols[0].button(
         "Enable" if user.disabled else "Disable", key="user_toggle", on_click=act, args=(toggle,)
     )
-    cols[1].button("Reset password", key="user_reset", on_click=act, args=(reset,))
+    own = user.username == actor()
+    cols[1].button(
+        "Reset password",
+        key="user_reset",
+        on_click=act,
+        args=(reset,),
+        disabled=own,
+        help="Change your own password on the Account page." if own else None,
+    )
     cols[2].button(
         "Make member" if user.is_admin else "Make admin",
         key="user_role",
