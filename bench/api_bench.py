@@ -218,7 +218,8 @@ def mlflow_server(model: Any, rows: pd.DataFrame) -> tuple[subprocess.Popen[byte
             str(python),
             "-c",
             "import joblib, mlflow.sklearn, sys; "
-            "mlflow.sklearn.save_model(joblib.load(sys.argv[1]), sys.argv[2])",
+            "mlflow.sklearn.save_model(joblib.load(sys.argv[1]), sys.argv[2],"
+            " serialization_format='cloudpickle')",
             str(OUT / "model.joblib"),
             str(model_dir),
         ],

@@ -5,7 +5,8 @@ Run: `.venv/bin/python bench/ui_bench.py [--home DIR] [--app-dir DIR] [--repeat 
 Builds (in `--home` when it is missing, else in a temporary folder deleted afterwards) a demo
 workspace (`modeldeck demo`) with the
 churn experiment deployed to staging with a challenger and `--runs` succeeded runs, executed by
-`worker.run_once`. Then starts `streamlit run app.py` from `--app-dir` (default: this checkout;
+`worker.run_once`. Then starts `streamlit run core/ui/server.py` (`app.py` in a checkout from
+before logins) from `--app-dir` (default: this checkout;
 point it at an export of an older commit to measure the same workspace before a change) on a
 free port and drives Debian's Chromium (1400 px wide), as tests/e2e does:
 
@@ -15,6 +16,10 @@ free port and drives Debian's Chromium (1400 px wide), as tests/e2e does:
 - widget action: on an open page, one user action (typing a cron expression, picking a drift
   feature, Preview, switching section, toggling a results column, the next results page) until
   the rerun it caused has finished and the page has settled.
+
+Every browser context carries the session cookie of the demo owner (olivia), logged in once
+as the login form would. Also measured in this process: what resolving the session costs each
+rerun (`users.resolve_session`, plus `access.roles` for the page's controls), in ms.
 
 Prints the median and the worst of `--repeat` tries per line, in seconds. Issue 13's targets on
 a quiet box: every page ready in <= 1.5 s, every widget action <= 0.5 s. Not a test: nothing
@@ -46,6 +51,8 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, RENDERED, SETTLED, SKELETON, WATCH  # noqa: E402
 
 TIMEOUT_MS = 120_000
+USER = "olivia"  # the demo's owner of project Demo (core/demo.py)
+COOKIES: list[dict[str, object]] = []  # the session cookie every browser context carries
 TARGET_PAGE_S = 1.5
 TARGET_ACTION_S = 0.5
 SECTIONS = (
@@ -89,11 +96,11 @@ def build(home: Path, n_runs: int) -> tuple[str, str]:
     )
     if staging is None:
         staging = deployments.deploy(
-            store, churn[0].id, "staging", challenger_id=churn[1].id, actor="bench"
+            store, churn[0].id, "staging", challenger_id=churn[1].id, actor=USER
         )
     done = runs.list_runs(store, staging.name, limit=1000)
     for _ in range(n_runs - len(done)):
-        runs.enqueue_run(store, staging.name, actor="bench")
+        runs.enqueue_run(store, staging.name, actor=USER)
         worker.run_once(store)
     last = runs.list_runs(store, staging.name, limit=1)[0]
     return staging.name, last.id
@@ -113,7 +120,7 @@ def serve(app_dir: Path, home: Path, log: Path) -> tuple[subprocess.Popen[bytes]
         "-m",
         "streamlit",
         "run",
-        "app.py",
+        "core/ui/server.py" if (app_dir / "core/ui/server.py").exists() else "app.py",
         "--server.port",
         str(port),
         "--server.headless",
@@ -153,6 +160,8 @@ def settle(page: Page) -> None:
 def open_page(browser: Browser, url: str) -> tuple[Page, float]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
+    if COOKIES:
+        context.add_cookies(COOKIES)  # type: ignore[arg-type]
     page = context.new_page()
     started = time.perf_counter()
     page.goto(url)
@@ -276,6 +285,44 @@ def report(figures: dict[str, list[float]]) -> None:
         print(f"{label:<48} {median:>9.2f} {max(values):>8.2f}  {mark}")
 
 
+def log_in(home: Path, url: str) -> str:
+    """A session of USER, as the login form starts one; its cookie goes into every context."""
+    from core import users
+    from core.store import Store
+
+    token = users.login(Store.open(home), USER, f"{USER}-demo-pass", client="bench").token
+    host = url.split("//")[1].split(":")[0]
+    COOKIES[:] = [
+        {
+            "name": "modeldeck_session",
+            "value": token,
+            "domain": host,
+            "path": "/",
+            "httpOnly": True,
+            "sameSite": "Strict",
+        }
+    ]
+    return token
+
+
+def session_cost(home: Path, token: str, n: int = 30) -> tuple[float, float]:
+    """Median ms of resolving the session, and of that plus reading the user's roles: what
+    app.py adds to every rerun (each is a store connection of its own)."""
+    from core import access, users
+    from core.store import Store
+
+    store = Store.open(home)
+    resolve, both = [], []
+    for _ in range(n):
+        started = time.perf_counter()
+        user = users.resolve_session(store, token)
+        resolve.append(time.perf_counter() - started)
+        assert user is not None
+        access.roles(store, user.username)
+        both.append(time.perf_counter() - started)
+    return statistics.median(resolve) * 1000, statistics.median(both) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="workspace (built when missing)")
@@ -290,6 +337,8 @@ def main() -> None:
 
     model_id = registry.list_models(Store.open(home))[0].id
     proc, url = serve(args.app_dir.resolve(), home, home / "ui_bench_streamlit.log")
+    token = log_in(home, url)
+    resolve_ms, per_rerun_ms = session_cost(home, token)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -306,6 +355,10 @@ def main() -> None:
     print(
         f"app {args.app_dir.resolve()} · workspace {home} · {args.runs} runs of {name} · "
         f"{args.repeat} tries · {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"session per rerun: resolve {resolve_ms:.1f} ms, resolve + roles {per_rerun_ms:.1f} ms "
+        "(median of 30)"
     )
     report(figures)
 

@@ -22,7 +22,7 @@ if counts.get("models", 0) == 0:
             st.rerun()
 else:
     st.subheader("Latest models")
-    ui.show_model_list(registry.list_models(store)[:10], key="latest")
+    ui.show_model_list(registry.list_models(store, visible_to=ui.actor())[:10], key="latest")
 
 st.subheader("Get started")
 st.page_link(

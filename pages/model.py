@@ -4,7 +4,7 @@ explainability and artifact."""
 import pandas as pd
 import streamlit as st
 
-from core import registry, ui
+from core import projects, registry, ui
 from core.errors import NotFound
 from core.ui import charts
 from core.ui import explain as ui_explain
@@ -18,8 +18,12 @@ if model_id:
         model = registry.get_model(store, model_id)
     except NotFound as exc:
         ui.show_error(exc)
+if model is not None and ui.no_access(
+    store, projects.get_project(store, model.project).id, f"model {model.id}"
+):
+    st.stop()
 if model is None:
-    models = registry.list_models(store)
+    models = registry.list_models(store, visible_to=ui.actor())
     if not models:
         st.info("No model yet: train models on a dataset, or import one trained elsewhere.")
         st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")

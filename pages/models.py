@@ -8,8 +8,12 @@ from core import registry, ui
 ui.header("Models", "Every experiment belongs to a project; each training round is a version.")
 store = ui.get_store()
 projects = projects_.list_projects(store, visible_to=ui.actor())
+if not projects:
+    st.info("You are in no project yet: create one on the People page, or ask an owner to add you.")
+    st.page_link("pages/people.py", label="People", icon=":material/group:")
+    st.stop()
 names = [p.name for p in projects]
-busy = {e.project_id for e in registry.list_experiments(store)}
+busy = {e.project_id for e in registry.list_experiments(store, visible_to=ui.actor())}
 wanted = st.query_params.get("project")
 start = (
     names.index(wanted)

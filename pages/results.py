@@ -13,7 +13,8 @@ store = ui.get_store()
 run_id = st.query_params.get("run")
 if not run_id:
     of = st.query_params.get("deployment")  # a deleted deployment's kept runs, for one
-    recent = runs.list_runs(store, of, limit=200)  # deleted deployments' runs included
+    # deleted deployments' runs included
+    recent = runs.list_runs(store, of, limit=200, visible_to=ui.actor())
     if not recent:
         st.info(
             f"No run of {of} yet." if of else "No run yet: open a deployment and press Run now."
@@ -34,7 +35,7 @@ if not run_id:
 run = None
 with ui.guarded():
     run = runs.get_run(store, run_id)
-if run is None:
+if run is None or ui.no_access(store, run.project_id, f"run {run.id}"):
     st.stop()
 
 models = {
@@ -75,9 +76,13 @@ if run.status == "succeeded" and run.purged_at is None:
     ui_explain.global_importance(store, run)
 with st.expander("Purge this run's results"):
     st.caption("Deletes the result files; the summary and metrics above stay.")
+    why = ui.denied(store, run.project_id, "purge")
+    ui.say_denied(why)
     st.button(
         "Purge results",
         key="results_purge",
+        disabled=bool(why),
+        help=why,
         on_click=ui.act,
         args=(lambda: ui_results.purge(store, run.id),),
     )

@@ -12,7 +12,7 @@ ui.header(
     "the experiment, with a leaderboard on a 20% holdout.",
 )
 store = ui.get_store()
-found = datasets.list_datasets(store)
+found = datasets.list_datasets(store, visible_to=ui.actor())
 if not found:
     st.info("No dataset yet: register one (upload, path or demo set), then train on it here.")
     st.page_link("pages/datasets.py", label="Add a dataset first", icon=":material/table_chart:")

@@ -26,6 +26,7 @@ from core.cli import main as cli
 from core.cli import output
 from core.errors import STEPS, ModelDeckError, NotFound, Step
 from core.store import Store
+from tests.pages.conftest import log_in
 from tests.pg_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_the_cli_prints_message_hint_and_the_command(
 
 
 def test_a_page_shows_message_hint_and_where_to_look(store: Store) -> None:
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = log_in(AppTest.from_file(APP, default_timeout=120))
     at.switch_page("pages/results.py")
     at.query_params["run"] = "run_nope"
     at.run()

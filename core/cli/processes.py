@@ -47,13 +47,15 @@ def _child_env() -> dict[str, str]:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    open_store()  # migrate before the app's threads race to do it
+    """Serve the app with its login routes (core/ui/server.py, an st.App that `streamlit run`
+    serves with its own uvicorn settings and flags), after creating the first admin."""
+    announce_first_admin(open_store())  # migrate before the app's threads race to do it
     command = [
         sys.executable,
         "-m",
         "streamlit",
         "run",
-        str(REPO_ROOT / "app.py"),
+        str(REPO_ROOT / "core" / "ui" / "server.py"),
         "--server.port",
         str(args.port),
     ]

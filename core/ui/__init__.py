@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import datasets, registry
+from core import access, datasets, projects, registry
 from core.entities import Deployment, Model, Progress
 from core.errors import ModelDeckError, Step, Unauthorized
 from core.store import Store
@@ -52,6 +52,8 @@ PAGES = [
         "pages/deployment.py", "Deployment", "deployment", ":material/deployed_code:", "Deploy"
     ),
     PageSpec("pages/results.py", "Run results", "results", ":material/table_view:", "Deploy"),
+    PageSpec("pages/people.py", "People", "people", ":material/group:", "You"),
+    PageSpec("pages/account.py", "Account", "account", ":material/person:", "You"),
 ]
 # url_path must equal the file's stem: see leave_legacy_mode.
 
@@ -74,14 +76,36 @@ def leave_legacy_mode() -> None:
         st.stop()
 
 
-def navigation() -> st.Page:
-    """The app's pages for st.navigation, each reachable by its deep link."""
+def navigation(store: Store) -> st.Page:
+    """The app's pages for st.navigation, each reachable by its deep link, once someone is
+    logged in; otherwise only the login page, at every page's address (so a deep link logs in
+    and then opens the page it named). The session is resolved on every rerun."""
+    from core.ui import auth
+
+    user = auth.current_user(store)
+    if user is None:
+        login = [
+            st.Page(auth.login_page, title="Log in", url_path=auth.LOGIN_PAGE, default=True),
+            *(
+                st.Page(auth.login_page, title="Log in", url_path=p.url_path)
+                for p in PAGES
+                if p.url_path
+            ),
+        ]
+        return st.navigation(login, position="hidden")
+    forget_roles()
+    auth.sidebar_account(user)
     sections: dict[str, list[st.Page]] = {}
     for p in PAGES:
         sections.setdefault(p.section, []).append(
             st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default)
         )
     return st.navigation(sections)
+
+
+def is_logged_in() -> bool:
+    """Whether this run's navigation() resolved a logged-in user."""
+    return bool(st.session_state.get("modeldeck_user"))
 
 
 def actor() -> str:
@@ -91,6 +115,68 @@ def actor() -> str:
     if not isinstance(name, str) or not name:
         raise Unauthorized("You are not logged in.", "Log in again.")
     return name
+
+
+ROLES_KEY = "_modeldeck_roles"  # {project id: role} of the logged-in user, read once per run
+PROJECT_NAMES_KEY = "_modeldeck_project_names"
+
+
+def forget_roles() -> None:
+    """Drop the roles read by the previous run (navigation() calls it on every run), so the
+    first control that asks reads them afresh, once per run; pages without such controls
+    skip the read."""
+    st.session_state.pop(ROLES_KEY, None)
+    st.session_state.pop(PROJECT_NAMES_KEY, None)
+
+
+def project_role(store: Store, project_id: str) -> str | None:
+    """The logged-in user's role in a project (admins: owner), None when not a collaborator."""
+    if ROLES_KEY not in st.session_state:
+        st.session_state[ROLES_KEY] = access.roles(store, actor())
+    role = st.session_state[ROLES_KEY].get(project_id)
+    return str(role) if role else None
+
+
+def project_name(store: Store, project_id: str) -> str:
+    if PROJECT_NAMES_KEY not in st.session_state:
+        st.session_state[PROJECT_NAMES_KEY] = {p.id: p.name for p in projects.list_projects(store)}
+    return str(st.session_state[PROJECT_NAMES_KEY].get(project_id, project_id))
+
+
+def denied(store: Store, project_id: str | None, action: str) -> str | None:
+    """None when the logged-in user may do the action in the project (access.ACTIONS); else a
+    sentence naming the role needed and the one the user has, for a disabled control's help.
+    It mirrors access.require, which is what protects: a Forbidden raised anyway is shown."""
+    if project_id is None:
+        return None
+    role = project_role(store, project_id)
+    if access.allows(role, action):
+        return None
+    needed, doing = access.ACTIONS[action]
+    has = f"you are {access.ROLE_WORDS[role]}" if role else "you are not a collaborator"
+    return (
+        f"{needed.capitalize()}s of project {project_name(store, project_id)} can {doing}; {has}."
+    )
+
+
+def no_access(store: Store, project_id: str | None, what: str) -> bool:
+    """Say so and return True when the logged-in user may not read the project `what` (e.g.
+    "deployment churn-staging") belongs to; its data is then not shown."""
+    if project_id is None or project_role(store, project_id) is not None:
+        return False
+    name = project_name(store, project_id)
+    st.warning(
+        f"**You have no access to project {name}**, which {what} belongs to.\n\n"
+        f"Ask an owner of {name} or an admin to add you as a collaborator.",
+        icon=":material/lock:",
+    )
+    return True
+
+
+def say_denied(why: str | None) -> None:
+    """A caption under a disabled control saying who may use it."""
+    if why:
+        st.caption(f":material/lock: {why}")
 
 
 def get_store() -> Store:
@@ -332,7 +418,15 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
         key=f"{key}_challenger",
         format_func=lambda m: "none" if m is None else model_label(m),
     )
-    if st.button(f"Deploy to {environment}", type="primary", key=f"{key}_go"):
+    project_id = next(
+        (e.project_id for e in registry.list_experiments(store) if e.id == model.experiment_id),
+        None,
+    )
+    why = denied(store, project_id, f"deploy-{environment}")
+    say_denied(why)
+    if st.button(
+        f"Deploy to {environment}", type="primary", key=f"{key}_go", disabled=bool(why), help=why
+    ):
         with guarded():
             deployed = deployments.deploy(
                 store,
@@ -423,7 +517,7 @@ def require_deployments(store: Store) -> list[Deployment]:
     """Every deployment; when there is none, say how to make one and stop the page."""
     from core import deployments
 
-    found = deployments.list_deployments(store)
+    found = deployments.list_deployments(store, visible_to=actor())
     if not found:
         st.info("Nothing is deployed yet.")
         st.page_link(

@@ -87,6 +87,10 @@ def _comparison(found: challenger.Comparison, d: Deployment) -> None:
 
 def _labels_form(store: Store, d: Deployment) -> None:
     """Upload a label file (or give SQL), pick the key and label columns, add."""
+    why = ui.denied(store, d.project_id, "add-labels")
+    if why:
+        ui.say_denied(why)
+        return
     with st.expander("Add ground truth"):
         kind = st.radio(
             "Labels from",
@@ -215,7 +219,9 @@ def _swap(store: Store, d: Deployment) -> None:
         f"{ui.named(names, main, strong=True)} the challenger (a new version; roll back to "
         "undo)."
     )
-    confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}")
+    why = ui.denied(store, d.project_id, "swap")
+    ui.say_denied(why)
+    confirm = st.checkbox("I want to swap the models", key=f"ch_swap_ok_{d.id}", disabled=bool(why))
 
     def swap() -> str:  # a callback: the page renders the swapped pins in the same run
         swapped = challenger.swap(store, d.name, actor=ui.actor())
@@ -229,7 +235,8 @@ def _swap(store: Store, d: Deployment) -> None:
     st.button(
         "Swap main and challenger",
         key=f"ch_swap_{d.id}",
-        disabled=not confirm,
+        disabled=not confirm or bool(why),
+        help=why,
         on_click=ui.act,
         args=(swap,),
     )

@@ -145,13 +145,25 @@ def connections_panel(store: Store, d: Deployment) -> None:
                 connections.remove_connection(store, d.project_id, chosen, actor=ui.actor())
                 return f"Removed the connection '{chosen}'."
 
-            right.button("Remove", key=f"conn_rm_{d.id}", on_click=ui.act, args=(remove,))
+            why = ui.denied(store, d.project_id, "remove-connection")
+            right.button(
+                "Remove",
+                key=f"conn_rm_{d.id}",
+                on_click=ui.act,
+                args=(remove,),
+                disabled=bool(why),
+                help=why,
+            )
         else:
             st.caption("No connections in this project yet: add one below.")
         _add_form(store, d)
 
 
 def _add_form(store: Store, d: Deployment) -> None:
+    why = ui.denied(store, d.project_id, "add-connection")
+    if why:
+        ui.say_denied(why)
+        return
     with st.form(f"conn_add_{d.id}", clear_on_submit=True):
         st.markdown("**Add a connection**")
         a, b = st.columns([3, 1])
@@ -217,7 +229,15 @@ def redeliver_panel(store: Store, run: Run) -> None:
                 + ("delivered" if attempt["ok"] else f"failed: {attempt['error']}")
             )
         label = "Deliver again" if failed else "Deliver to the sinks again"
-        if st.button(label, key=f"redeliver_{run.id}", type="primary" if failed else "secondary"):
+        why = ui.denied(store, run.project_id, "redeliver")
+        ui.say_denied(why)
+        if st.button(
+            label,
+            key=f"redeliver_{run.id}",
+            type="primary" if failed else "secondary",
+            disabled=bool(why),
+            help=why,
+        ):
             try:
                 with st.spinner(f"Writing to {targets}…"):
                     done = delivery.redeliver(store, run.id, actor=ui.actor())

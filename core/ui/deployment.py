@@ -42,6 +42,12 @@ def _follow_pick() -> None:
 
 
 def _explain_missing(store: Store, name: str) -> None:
+    try:
+        hidden = deployments.get_deployment(store, name)
+    except NotFound:
+        hidden = None
+    if hidden is not None and ui.no_access(store, hidden.project_id, f"deployment {name}"):
+        return
     deleted = audit.deletion(store, name)
     if deleted is None:
         ui.show_error(NotFound("deployment", name, "Choose one of the deployments below."))
@@ -65,9 +71,13 @@ def pick_deployment(store: Store) -> Deployment:
     A deleted or unknown name is said so, and nothing else is shown in its place until the user
     picks a deployment. Stops the page when there is none to show.
     """
-    found = ui.require_deployments(store)
-    by_name = {d.name: d for d in found}
     wanted = st.query_params.get("name") or ""
+    found = deployments.list_deployments(store, visible_to=ui.actor())
+    if not found and wanted:  # say why this link shows nothing before "nothing deployed"
+        _explain_missing(store, wanted)
+        st.stop()
+    found = found or ui.require_deployments(store)
+    by_name = {d.name: d for d in found}
     missing = bool(wanted) and wanted not in by_name
     if missing:
         _explain_missing(store, wanted)
@@ -136,16 +146,24 @@ def general(store: Store, d: Deployment) -> None:
         _model_link(store, d.current.challenger_model_id, "Challenger")
     _access_picker(store, d)
     if d.environment == "staging":
+        why = ui.denied(store, d.project_id, "promote")
         with st.container(border=True):
             st.markdown("**Promote to production**")
+            ui.say_denied(why)
             copy = {
-                w: st.checkbox(f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}")
+                w: st.checkbox(
+                    f"Copy the {w}", value=True, key=f"copy_{w}_{d.id}", disabled=bool(why)
+                )
                 for w in ("pipeline", "schedule", "report")
             }
-            sinks = _production_sinks(store, d) if copy["pipeline"] else None
+            sinks = _production_sinks(store, d) if copy["pipeline"] and not why else None
             allowed, reason = ui_validation.promotion_checks(store, d)
             if st.button(
-                "Promote to production", type="primary", key=f"promote_{d.id}", disabled=not allowed
+                "Promote to production",
+                type="primary",
+                key=f"promote_{d.id}",
+                disabled=not allowed or bool(why),
+                help=why,
             ):
                 with ui.guarded():
                     prod = promotion.promote(
@@ -166,10 +184,16 @@ def general(store: Store, d: Deployment) -> None:
                         label=f"Open {prod.name}",
                         icon=":material/deployed_code:",
                     )
+    why = ui.denied(store, d.project_id, "delete")
     with st.expander("Delete this deployment"):
         st.caption("Runs and their results stay downloadable until you purge them.")
-        typed = st.text_input(f"Type '{d.name}' to confirm", key=f"delete_confirm_{d.id}")
-        if st.button("Delete", disabled=typed != d.name, key=f"delete_{d.id}"):
+        ui.say_denied(why)
+        typed = st.text_input(
+            f"Type '{d.name}' to confirm", key=f"delete_confirm_{d.id}", disabled=bool(why)
+        )
+        if st.button(
+            "Delete", disabled=typed != d.name or bool(why), key=f"delete_{d.id}", help=why
+        ):
             with ui.guarded():
                 promotion.delete_deployment(store, d.name, confirm=typed, actor=ui.actor())
                 ui.flash(
@@ -207,13 +231,15 @@ def _access_picker(store: Store, d: Deployment) -> None:
         return f"Access of {d.name} changed to '{chosen}' (was '{d.access}')."
 
     # A callback fires once per user change, before the page renders: one change, one write.
+    why = ui.denied(store, d.project_id, "set-access")
     st.selectbox(
         "Who may call it",
         ACCESS_LEVELS,
         key=key,
         on_change=ui.act,
         args=(change,),
-        help="Enforced by the API once serving lands.",
+        disabled=bool(why),
+        help=why or "Enforced by the API once serving lands.",
     )
 
 
@@ -333,8 +359,14 @@ def _sinks_editor(d: Deployment, sinks: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def pipeline_editor(store: Store, d: Deployment) -> None:
-    """Source, transforms, locked model block, sinks; preview and save."""
+    """Source, transforms, locked model block, sinks; preview and save. Read-only (the stored
+    pipeline as JSON) for those who may not change it."""
     current = d.pipeline
+    why = ui.denied(store, d.project_id, "edit-pipeline")
+    if why:
+        ui.say_denied(why)
+        st.json(current)
+        return
     if deployments.scores_training_data(store, d):
         st.info(
             TRAINING_SOURCE + " Set the data to score here: upload a file, give a path or "
@@ -410,6 +442,8 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
 def versions_table(store: Store, d: Deployment) -> None:
     """Every version; "make current" on another one is a rollback."""
     names = ui.model_names(store, d.experiment_id)
+    why = ui.denied(store, d.project_id, "rollback")
+    ui.say_denied(why)
     for v in deployments.list_versions(store, d.id):
         is_current = d.current is not None and v.id == d.current.id
         cols = st.columns([1, 3, 3, 2, 2])
@@ -421,6 +455,8 @@ def versions_table(store: Store, d: Deployment) -> None:
             cols[4].button(
                 "Make current",
                 key=f"rollback_{v.id}",
+                disabled=bool(why),
+                help=why,
                 on_click=ui.act,
                 args=(lambda n=v.number: _rollback(store, d, n),),
             )
@@ -449,10 +485,14 @@ def runs_panel(store: Store, d: Deployment) -> None:
             TRAINING_SOURCE + " Set your own source in the Pipeline section, or give a file below.",
             icon=":material/info:",
         )
+    why = ui.denied(store, d.project_id, "run")
+    ui.say_denied(why)
     override = st.text_input(
-        "Score another file instead (optional path or glob)", key=f"run_source_{d.id}"
+        "Score another file instead (optional path or glob)",
+        key=f"run_source_{d.id}",
+        disabled=bool(why),
     )
-    if st.button("Run now", type="primary", key=f"run_{d.id}"):
+    if st.button("Run now", type="primary", key=f"run_{d.id}", disabled=bool(why), help=why):
         with ui.guarded():
             source = pipeline.check_file_source(store.workspace, override) if override else None
             run = runs.enqueue_run(store, d.name, source_override=source, actor=ui.actor())
@@ -527,9 +567,12 @@ def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
         )
         return f"Schedule {'resumed' if current.is_paused else 'paused'}."
 
+    why = ui.denied(store, d.project_id, "schedule")
     st.button(
         "Resume" if current.is_paused else "Pause",
         key=f"sched_toggle_{d.id}",
+        disabled=bool(why),
+        help=why,
         on_click=ui.act,
         args=(toggle,),
     )
@@ -597,8 +640,16 @@ def schedule_panel(store: Store, d: Deployment) -> None:
         )
         return f"Schedule saved: {scheduler.describe(saved.cron)} ({saved.timezone})."
 
+    why = ui.denied(store, d.project_id, "schedule")
+    ui.say_denied(why)
     st.button(
-        "Save schedule", type="primary", key=f"sched_save_{d.id}", on_click=ui.act, args=(save,)
+        "Save schedule",
+        type="primary",
+        key=f"sched_save_{d.id}",
+        on_click=ui.act,
+        args=(save,),
+        disabled=bool(why),
+        help=why,
     )
     slots = scheduler.list_slots(store, d.name)
     if slots:

@@ -125,7 +125,11 @@ def _thresholds(store: Store, d: Deployment, current: Thresholds) -> None:
         left, right = st.columns(2)
         left.number_input("Moderate from", 0.0, None, step=0.01, key=keys["moderate"])
         right.number_input("Drifted from", 0.0, None, step=0.01, key=keys["drifted"])
-        st.form_submit_button("Save thresholds", on_click=ui.act, args=(save,))
+        why = ui.denied(store, d.project_id, "drift-thresholds")
+        ui.say_denied(why)
+        st.form_submit_button(
+            "Save thresholds", on_click=ui.act, args=(save,), disabled=bool(why), help=why
+        )
 
 
 def _overlay(feature: FeatureDrift, key: str) -> None:

@@ -41,7 +41,9 @@ def report_settings(store: Store, d: Deployment) -> None:
             key=f"report_copy_{d.id}",
             placeholder="exports/reports",
         )
-        if st.form_submit_button("Save report settings"):
+        why = ui.denied(store, d.project_id, "report")
+        ui.say_denied(why)
+        if st.form_submit_button("Save report settings", disabled=bool(why), help=why):
             with ui.guarded():
                 saved = reports.set_report_settings(
                     store,

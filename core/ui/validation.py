@@ -21,6 +21,10 @@ ROLES = ("main", "challenger", "production")
 
 # ---------------------------------------------------------------------------- figures
 def _start(store: Store, d: Deployment) -> None:
+    why = ui.denied(store, d.project_id, "validate")
+    if why:
+        ui.say_denied(why)
+        return
     with st.expander("Validate on labelled data", expanded=True):
         upload = st.file_uploader(
             "Upload a labelled file", type=["csv", "parquet", "json"], key=f"val_upload_{d.id}"
@@ -258,7 +262,11 @@ def _thresholds(store: Store, d: Deployment) -> None:
         c.number_input(
             "Latency budget p99 (ms)", 0.1, None, step=10.0, key=keys["latency_budget_ms"]
         )
-        st.form_submit_button("Save thresholds", on_click=ui.act, args=(save,))
+        why = ui.denied(store, d.project_id, "gate-thresholds")
+        ui.say_denied(why)
+        st.form_submit_button(
+            "Save thresholds", on_click=ui.act, args=(save,), disabled=bool(why), help=why
+        )
 
 
 def validation_tab(store: Store, d: Deployment) -> None:
@@ -309,8 +317,11 @@ def promotion_checks(store: Store, d: Deployment) -> tuple[bool, str | None]:
             st.caption(f"How to fix: {ui.with_step(c.fix, c.step)}")
     if not promotion.failing(checks):
         return True, None
+    why = ui.denied(store, d.project_id, "override-gate")
     reason = st.text_area(
         "Override reason (required while a check fails; kept in the audit log)",
         key=f"gate_override_{d.id}",
+        disabled=bool(why),
+        help=why,
     )
     return bool(reason.strip()), reason.strip() or None

@@ -105,10 +105,11 @@ def cold_streamlit_server(e2e_home: Path, tmp_path: Path) -> Iterator[StreamlitS
 
 @contextlib.contextmanager
 def serve(home: Path, log_path: Path) -> Iterator[StreamlitServer]:
-    """`streamlit run app.py` as a new process on a free 127.0.0.1 port, stopped on exit."""
+    """The app served as `modeldeck ui` serves it (`streamlit run core/ui/server.py`: Streamlit
+    with the login routes) as a new process on a free 127.0.0.1 port, stopped on exit."""
     port = _free_port()
     cmd = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
+        sys.executable, "-m", "streamlit", "run", "core/ui/server.py",
         "--server.port", str(port),
         "--server.headless", "true",
         "--server.address", "127.0.0.1",
@@ -143,11 +144,51 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+E2E_USER = "olivia"  # the demo's owner of project Demo (core/demo.py)
+
+
+def demo_password(username: str) -> str:
+    return f"{username}-demo-pass"
+
+
+@pytest.fixture(scope="session")
+def e2e_token(e2e_home: Path) -> str:
+    """A session of the demo owner, logged in once as the login form would."""
+    from core import users
+    from core.store import Store
+
+    return users.login(Store.open(e2e_home), E2E_USER, demo_password(E2E_USER), client="e2e").token
+
+
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A page in a fresh context, so every test starts a new Streamlit session."""
+def anonymous_page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh context with no cookie: nobody is logged in."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(RENDER_TIMEOUT_MS)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, e2e_token: str) -> Iterator[Page]:
+    """A page in a fresh context (so every test starts a new Streamlit session), logged in as
+    the demo owner: the session cookie is added as /auth/login sets it (HttpOnly)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(RENDER_TIMEOUT_MS)
+    context.add_cookies(
+        [
+            {
+                "name": "modeldeck_session",
+                "value": e2e_token,
+                "domain": "127.0.0.1",
+                "path": "/",
+                "httpOnly": True,
+                "sameSite": "Strict",
+            }
+        ]
+    )
     try:
         yield context.new_page()
     finally:
@@ -236,9 +277,9 @@ from core.store import Store
 store = Store.open(sys.argv[1])
 churn = [m for m in registry.list_models(store) if m.experiment == "Customer churn"]
 deployed = deployments.deploy(
-    store, churn[0].id, "staging", challenger_id=churn[1].id, actor="e2e"
+    store, churn[0].id, "staging", challenger_id=churn[1].id, actor="olivia"
 )
-run = runs.enqueue_run(store, deployed.name, actor="e2e")
+run = runs.enqueue_run(store, deployed.name, actor="olivia")
 assert worker.run_once(store)
 print(deployed.name, runs.get_run(store, run.id).id, runs.get_run(store, run.id).status)
 """

@@ -1,4 +1,6 @@
-"""AppTest helpers shared by the page tests."""
+"""AppTest helpers shared by the page tests. Every page test runs logged in: AppTest cannot send
+cookies, so a session is started in the store and its token seeded in session state, which
+app.py resolves on every rerun exactly as it resolves the browser's cookie."""
 
 from __future__ import annotations
 
@@ -8,15 +10,41 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import users
+from core.store import Store, Tx
+
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+ADMIN = "tester"  # an admin of every test workspace (tests/files.py: ADMINS)
+
+
+def start_session(username: str, store: Store | None = None) -> str:
+    """A live session of `username` in the workspace ($MODELDECK_HOME); returns its token."""
+    store = store or Store.open()
+
+    def write(tx: Tx) -> str:
+        user_id = tx.execute("SELECT id FROM users WHERE username = ?", [username]).scalar()
+        assert user_id is not None, f"no user {username}"
+        return users.start_session(tx, str(user_id), "apptest")
+
+    return store.write(write)
+
+
+def log_in(at: AppTest, username: str = ADMIN, token: str | None = None) -> AppTest:
+    """`at` logged in as `username` (a new session unless `token` is given)."""
+    at.session_state["modeldeck_session"] = token or start_session(username)
+    at.session_state["modeldeck_user"] = username  # for from_function tests, which skip app.py
+    return at
 
 
 @pytest.fixture
 def open_page() -> Callable[..., AppTest]:
-    """Run app.py on a page (as a deep link would), with query parameters; return the AppTest."""
+    """Run app.py on a page (as a deep link would), logged in as an admin, with query
+    parameters; return the AppTest. `as_user=` logs in as another user, `as_user=None` not."""
 
-    def open_page(path: str, **query: str) -> AppTest:
+    def open_page(path: str, as_user: str | None = ADMIN, **query: str) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=120)
+        if as_user is not None:
+            log_in(at, as_user)
         at.switch_page(path)
         for key, value in query.items():
             at.query_params[key] = value

@@ -11,6 +11,7 @@ from core import audit, challenger, deployments, ground_truth, registry, runs
 from core.entities import Deployment
 from core.store import Store
 from core.ui import charts
+from tests.pages.conftest import log_in
 from tests.test_challenger import deployed, score, served
 from tests.test_ground_truth import truth
 
@@ -34,8 +35,8 @@ def button(at: AppTest, label: str):
 def test_challenger_tab_compares_takes_labels_and_swaps(
     trained_store: Store, deployed: Deployment
 ) -> None:
-    at = AppTest.from_function(
-        panel, args=(deployed.name, "challenger_tab"), default_timeout=60
+    at = log_in(
+        AppTest.from_function(panel, args=(deployed.name, "challenger_tab"), default_timeout=60)
     ).run()
     assert not at.exception
     assert "No runs to compare main and challenger on" in at.info[0].value
@@ -85,7 +86,9 @@ def test_challenger_tab_without_a_challenger_says_how_to_add_one(trained_store: 
         actor="tester",
     )
     score(trained_store, alone.name, served(100))
-    at = AppTest.from_function(panel, args=(alone.name, "challenger_tab"), default_timeout=60).run()
+    at = log_in(
+        AppTest.from_function(panel, args=(alone.name, "challenger_tab"), default_timeout=60)
+    ).run()
     assert not at.exception
     assert "scored a challenger" in at.info[0].value
     assert "Deploy again with a challenger from the Models page." in at.info[0].value
@@ -97,7 +100,9 @@ def test_predictions_tab_lists_runs_and_downloads(
 ) -> None:
     # without runs it links to the Runs section: that needs the app's navigation, so the
     # empty state is checked on the deployment page (test_page_state)
-    at = AppTest.from_function(panel, args=(deployed.name, "predictions_tab"), default_timeout=60)
+    at = log_in(
+        AppTest.from_function(panel, args=(deployed.name, "predictions_tab"), default_timeout=60)
+    )
     done = score(trained_store, deployed.name, served(120))
     failed = score(
         trained_store,
@@ -164,8 +169,8 @@ def test_bad_labels_show_the_error_and_store_nothing(
     path = trained_store.workspace.home / "truth" / "dupes.parquet"
     path.parent.mkdir(exist_ok=True)
     pd.concat([truth(100)[:3], truth(100)[:1]]).to_parquet(path, index=False)
-    at = AppTest.from_function(
-        panel, args=(deployed.name, "challenger_tab"), default_timeout=60
+    at = log_in(
+        AppTest.from_function(panel, args=(deployed.name, "challenger_tab"), default_timeout=60)
     ).run()
     at.radio[1].set_value("sql").run()
     at.text_area[0].input("SELECT * FROM read_parquet('truth/dupes.parquet')").run()

@@ -11,6 +11,7 @@ from core import connections, deployments, runs
 from core.entities import Deployment
 from core.store import Store
 from tests import pg_server, test_runs
+from tests.pages.conftest import log_in
 from tests.pg_server import PgServer, free_port, pg_sink
 
 # Fixtures: the session's server, connection 'warehouse' + table customers, churn-staging.
@@ -38,7 +39,7 @@ def rendered_text(at: AppTest) -> str:
 def test_add_test_and_list_connections_without_showing_passwords(
     trained_store: Store, pg: PgServer, deployed: Deployment
 ) -> None:
-    at = AppTest.from_function(panel, args=(deployed.name,), default_timeout=60).run()
+    at = log_in(AppTest.from_function(panel, args=(deployed.name,), default_timeout=60)).run()
     assert (
         not at.exception
         and "No connections in this project yet: add one below." in rendered_text(at)

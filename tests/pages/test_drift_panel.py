@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import drift
 from core.store import Store
+from tests.pages.conftest import log_in
 from tests.test_drift import deployed, score, served
 
 __all__ = ["deployed"]
@@ -28,7 +29,7 @@ def panel(name: str) -> None:
 
 
 def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
-    at = AppTest.from_function(panel, args=(deployed.name,), default_timeout=60).run()
+    at = log_in(AppTest.from_function(panel, args=(deployed.name,), default_timeout=60)).run()
     assert not at.exception
     assert not at.error and "once a run has succeeded" in at.info[0].value  # nothing served yet
     score(trained_store, deployed.name, served(shifted=True))
