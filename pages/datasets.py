@@ -27,14 +27,20 @@ def registered(added: Dataset) -> None:
     st.session_state["ds_show"] = added.id  # the picker below opens on the new dataset
 
 
+project = ui.project_picker(store, "add-dataset", "ds_project")
 upload_tab, path_tab, demo_tab = st.tabs(["Upload a file", "From a path", "Demo sets"])
 with upload_tab:
     upload = st.file_uploader(
         "CSV or Parquet file", type=["csv", "tsv", "parquet", "pq"], key="ds_upload"
     )
-    if upload is not None and st.button("Register upload", key="ds_upload_go"):
+    if upload is not None and st.button(
+        "Register upload", key="ds_upload_go", disabled=project is None
+    ):
+        assert project is not None
         with ui.guarded():
-            added = datasets.add_upload(store, upload.name, upload.getvalue(), actor=ui.actor())
+            added = datasets.add_upload(
+                store, upload.name, upload.getvalue(), project=project, actor=ui.actor()
+            )
             registered(added)
 with path_tab:
     st.caption(
@@ -42,15 +48,17 @@ with path_tab:
         "administrator allowed. Globs such as `exports/*.csv` read every match."
     )
     path = st.text_input("File path or glob", key="ds_path")
-    if st.button("Register path", key="ds_path_go", disabled=not path):
+    if st.button("Register path", key="ds_path_go", disabled=not path or project is None):
+        assert project is not None
         with ui.guarded():
-            added = datasets.add_path(store, path, confined=True, actor=ui.actor())
+            added = datasets.add_path(store, path, confined=True, project=project, actor=ui.actor())
             registered(added)
 with demo_tab:
     name = st.selectbox("Demo set", datasets.DEMO_NAMES, key="ds_demo")
-    if st.button("Register demo set", key="ds_demo_go"):
+    if st.button("Register demo set", key="ds_demo_go", disabled=project is None):
+        assert project is not None
         with ui.guarded():
-            added = datasets.add_demo(store, name, actor=ui.actor())
+            added = datasets.add_demo(store, name, project=project, actor=ui.actor())
             registered(added)
 
 found = datasets.list_datasets(store, visible_to=ui.actor())

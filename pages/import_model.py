@@ -63,11 +63,13 @@ target = st.selectbox(
 left, right = st.columns(2)
 task = left.selectbox("Task", ["(from the model)", *TASKS], key="import_task")
 key = right.selectbox("Prediction key", ["(auto)", "(none)", *columns], key="import_key")
+project = ui.project_picker(store, "import-model", "import_project")
 experiment = st.text_input(
     "Experiment", value=f"{dataset.name} (imported)", key=f"import_experiment_{dataset.id}"
 )
 
-if st.button("Import", type="primary", disabled=not is_ready):
+if st.button("Import", type="primary", disabled=not is_ready or project is None):
+    assert project is not None
     request = model_import.ImportRequest(
         filename=upload.name,
         data=data,
@@ -77,6 +79,7 @@ if st.button("Import", type="primary", disabled=not is_ready):
         key_column={"(auto)": None, "(none)": ""}.get(key, key),
         trust_pickle=trust_pickle,
         trusted_types=tuple(trusted),
+        project=project,
         experiment=experiment,
     )
     with ui.guarded():

@@ -79,11 +79,12 @@ algorithms = st.multiselect(
     format_func=training.ALGORITHMS.__getitem__,
 )
 left, right = st.columns(2)
-project = left.text_input("Project", value="Default", key="train_project")
+with left:
+    project = ui.project_picker(store, "train", "train_project")
 experiment = right.text_input(
     "Experiment",
     key=f"experiment_{scope}",
-    value=training.default_experiment_name(store, dataset, target, project),
+    value=training.default_experiment_name(store, dataset, target, project or ""),
 )
 
 plan = None
@@ -91,7 +92,8 @@ with ui.guarded():
     plan = training.plan_training(
         frame, target, task=task, features=features, key_column=key_column or ""
     )
-if st.button("Train", type="primary", disabled=plan is None or not algorithms):
+if st.button("Train", type="primary", disabled=plan is None or not algorithms or project is None):
+    assert project is not None
     request = training.TrainRequest(
         dataset_id=dataset.id,
         target=target,

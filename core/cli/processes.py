@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from core.cli.output import announce_first_admin, open_store
 from core.workspace import Workspace
@@ -46,7 +46,7 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
+def cmd_ui(args: argparse.Namespace) -> NoReturn:
     """Serve the app with its login routes (core/ui/server.py, an st.App that `streamlit run`
     serves with its own uvicorn settings and flags), after creating the first admin."""
     announce_first_admin(open_store())  # migrate before the app's threads race to do it
@@ -59,7 +59,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--server.port",
         str(args.port),
     ]
-    return subprocess.call(command, cwd=REPO_ROOT, env=_child_env())
+    # Become the server (exec, not a child): a SIGTERM to `modeldeck ui`, as `up` sends it,
+    # then stops Streamlit itself instead of leaving it running orphaned.
+    sys.stdout.flush()
+    os.chdir(REPO_ROOT)
+    os.execve(sys.executable, command, _child_env())
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -159,6 +159,46 @@ def denied(store: Store, project_id: str | None, action: str) -> str | None:
     )
 
 
+NEW_PROJECT = "New project…"
+
+
+def project_picker(store: Store, action: str, key: str, label: str = "Project") -> str | None:
+    """A choice of the projects where the logged-in user may do `action`, or a new project
+    (any user may create one and owns it). Returns the project's name, or None (with a
+    caption saying why) when nothing can be chosen yet."""
+    names = {p.id: p.name for p in projects.list_projects(store, visible_to=actor())}
+    allowed = sorted(n for pid, n in names.items() if denied(store, pid, action) is None)
+    wanted = st.query_params.get("project")
+    options = [*allowed, NEW_PROJECT]
+    chosen = st.selectbox(
+        label,
+        options,
+        index=options.index(wanted) if wanted in options else 0,
+        key=key,
+        help="Projects where you may "
+        f"{access.ACTIONS[action][1]}; a new project is yours (you become its owner).",
+    )
+    barred = sorted(set(names.values()) - set(allowed))
+    if barred:
+        needed = access.ACTIONS[action][0]
+        st.caption(
+            f"Not offered: {', '.join(barred)} (you need the {needed} role there to "
+            f"{access.ACTIONS[action][1]}; ask an owner)."
+        )
+    if chosen != NEW_PROJECT:
+        return str(chosen)
+    typed = st.text_input("New project's name", key=f"{key}_new").strip()
+    if not typed:
+        st.caption("Name the new project; you will be its owner.")
+        return None
+    if typed in names.values():
+        st.caption(
+            f"Project {typed} exists: choose it above if you may {access.ACTIONS[action][1]}."
+        )
+        return None
+    return typed
+
+
 def no_access(store: Store, project_id: str | None, what: str) -> bool:
     """Say so and return True when the logged-in user may not read the project `what` (e.g.
     "deployment churn-staging") belongs to; its data is then not shown."""

@@ -130,7 +130,13 @@ def connections_panel(store: Store, d: Deployment) -> None:
                 key=f"conn_pick_{d.id}",
                 label_visibility="collapsed",
             )
-            if mid.button("Test connection", key=f"conn_test_{d.id}"):
+            untestable = ui.denied(store, d.project_id, "test-connection")
+            if mid.button(
+                "Test connection",
+                key=f"conn_test_{d.id}",
+                disabled=untestable is not None,
+                help=untestable,
+            ):
                 with ui.guarded():
                     result = connections.test_connection(
                         store, d.project_id, name, actor=ui.actor()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import access, deployments, projects, registry, users
+from core import access, datasets, deployments, projects, registry, ui, users
 from core.entities import DEFAULT_PROJECT
 from core.store import Store
 from tests.pages.conftest import APP, log_in, start_session
@@ -173,3 +173,31 @@ def test_start_session_helper_makes_a_live_session(trained_store: Store, team: s
     token = start_session("olga", trained_store)
     user = users.resolve_session(trained_store, token)
     assert user is not None and user.username == "olga"
+
+
+def test_datasets_go_to_a_project_the_user_may_add_to(
+    trained_store: Store, team: str, open_page: Callable[..., AppTest]
+) -> None:
+    """A viewer of Default cannot add to it: the only choice is a new project, and the
+    Register buttons wait for its name; an editor adds to Default; a new project is the
+    creator's."""
+    at = open_page("pages/datasets.py", as_user="vic")
+    assert at.selectbox(key="ds_project").options == [ui.NEW_PROJECT]
+    assert at.button(key="ds_demo_go").disabled
+    assert "Not offered: Default (you need the editor role there to add a dataset" in str(
+        [c.value for c in at.caption]
+    )
+    at.text_input(key="ds_project_new").set_value("Vic's lab").run()
+    at.button(key="ds_demo_go").click().run()
+    assert not at.exception
+    added = [
+        d
+        for d in datasets.list_datasets(trained_store, visible_to="vic")
+        if d.name == "breast_cancer"
+    ]
+    assert [projects.get_project(trained_store, d.project_id).name for d in added] == ["Vic's lab"]
+    owners = projects.list_collaborators(trained_store, "Vic's lab", actor="vic")
+    assert [(c.username, c.role) for c in owners] == [("vic", "owner")]
+    at = open_page("pages/datasets.py", as_user="ed")
+    assert at.selectbox(key="ds_project").options == [PROJECT, ui.NEW_PROJECT]
+    assert not at.button(key="ds_demo_go").disabled
