@@ -246,6 +246,8 @@ def mlflow_server(model: Any, rows: pd.DataFrame) -> tuple[subprocess.Popen[byte
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # mlflow starts `uvicorn` by name: its own environment's must be on the PATH
+        env={**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     try:
         wait_ready(port, "/ping")
