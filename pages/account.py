@@ -5,6 +5,7 @@ import streamlit as st
 from core import access, projects, ui, users
 from core.errors import InvalidInput
 from core.ui import auth
+from core.ui.keys import key_panel
 
 ui.header("Account")
 store = ui.get_store()
@@ -37,6 +38,13 @@ def change_password() -> str:
     others = "other session" if ended == 1 else "other sessions"
     return f"Password changed. {ended} {others} ended; this one stays logged in."
 
+
+st.subheader("API keys")
+st.caption(
+    "Programs call deployments over the REST API with one of your keys "
+    "('Authorization: Bearer mdk_…'); a key can do what you may do."
+)
+key_panel(store)
 
 st.subheader("Change your password")
 with st.form("password", clear_on_submit=True):

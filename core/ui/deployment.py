@@ -13,6 +13,7 @@ from core.errors import NotFound
 from core.store import Store
 from core.ui import connections as ui_connections
 from core.ui import validation as ui_validation
+from core.ui.keys import has_new_key, key_panel
 from core.worker import sidecars
 from core.workspace import save_upload
 
@@ -145,6 +146,13 @@ def general(store: Store, d: Deployment) -> None:
         _model_link(store, d.current.main_model_id, "Main model")
         _model_link(store, d.current.challenger_model_id, "Challenger")
     _access_picker(store, d)
+    with st.expander("Call it over the API: API keys", expanded=has_new_key(d)):
+        st.markdown(
+            f"`POST {sidecars.API_URL}/v1/deployments/{d.name}/invocations` (MLflow's scoring "
+            f"protocol) or `POST {sidecars.API_URL}/v2/models/{d.name}/infer` (Open Inference); "
+            f"[API documentation]({sidecars.API_URL}/docs)."
+        )
+        key_panel(store, d)
     if d.environment == "staging":
         why = ui.denied(store, d.project_id, "promote")
         with st.container(border=True):
@@ -239,7 +247,9 @@ def _access_picker(store: Store, d: Deployment) -> None:
         on_change=ui.act,
         args=(change,),
         disabled=bool(why),
-        help=why or "Enforced by the API once serving lands.",
+        help=why
+        or "Enforced by the API on every call. public: anyone, no key; instance: a key of "
+        "any active user; project: a key of a collaborator of this project.",
     )
 
 
