@@ -180,6 +180,31 @@ def bodies(rows: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
     }
 
 
+def rollback_pickup(store: Store, port: int, body: bytes) -> float:
+    """Seconds from a rollback's commit to the first answer from the version rolled back to
+    (the target: within 1 s, without a restart)."""
+    hgb = next(m for m in registry.list_models(store) if m.algorithm == "hist_gradient_boosting")
+    deployments.deploy(store, hgb.id, "staging", name="linear", actor=BENCH)  # v2
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def version() -> int:
+        conn.request(
+            "POST",
+            "/v1/deployments/linear/invocations",
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+        return int(json.loads(conn.getresponse().read())["version"])
+
+    while version() != 2:
+        time.sleep(0.05)
+    deployments.rollback(store, "linear", 1, actor=BENCH)
+    started = time.perf_counter()
+    while version() != 1:
+        time.sleep(0.01)
+    return time.perf_counter() - started
+
+
 # ---------------------------------------------------------------------------- mlflow
 def mlflow_server(model: Any, rows: pd.DataFrame) -> tuple[subprocess.Popen[bytes], int] | None:
     """`mlflow models serve` of the same estimator in its own venv, or None (said why)."""
@@ -326,6 +351,8 @@ def main() -> None:
             f" ({shadow['p50'] / results['hgb']['c1']['p50'] - 1:+.0%} vs without)",
             flush=True,
         )
+        results["rollback_seconds"] = rollback_pickup(store, port, one["split"][0])
+        print(f"a rollback is served after {results['rollback_seconds']:.2f} s", flush=True)
     finally:
         api.terminate()
         api.wait(timeout=30)
@@ -361,6 +388,7 @@ def summary(r: dict[str, Any]) -> None:
     print(f"  p99 at c8 {hgb['c8']['p99']:.2f} ms (target <= 10 ms)")
     shadow = r["hgb-shadow"]["c1"]["p50"] / hgb["c1"]["p50"] - 1
     print(f"  challenger adds {shadow:+.0%} to main latency (target <= 10 %)")
+    print(f"  a rollback is served after {r['rollback_seconds']:.2f} s (target <= 1 s)")
     if "mlflow" in r:
         m = r["mlflow"]
         print(
