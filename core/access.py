@@ -179,9 +179,15 @@ def visible_projects(tx: Tx, actor: str) -> frozenset[str] | None:
     return frozenset(r["project_id"] for r in rows)
 
 
+def visible_sql(column: str = "project_id") -> str:
+    """The SQL condition keeping rows of the projects a user may read; it takes the two
+    parameters `sql_filter` gives (twice the same value)."""
+    return f"(?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], {column}))"
+
+
 def sql_filter(tx: Tx, visible_to: str | None) -> list[str] | None:
-    """`visible_projects` as a SQL parameter for `(? IS NULL OR list_contains(?, project_id))`:
-    None (no filter) when `visible_to` is None or sees every project."""
+    """`visible_projects` as the parameter of `visible_sql`: None (no filter) when
+    `visible_to` is None or sees every project."""
     if visible_to is None:
         return None
     visible = visible_projects(tx, visible_to)

@@ -369,7 +369,7 @@ def list_connections(
         visible = access.sql_filter(tx, visible_to)
         return tx.execute(
             "SELECT * FROM connections WHERE (? IS NULL OR project_id = ?)"
-            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], project_id))"
+            f" AND {access.visible_sql()}"
             " ORDER BY name, project_id",
             [project_id, project_id, visible, visible],
         ).dicts()

@@ -42,7 +42,7 @@ def list_experiments(
         visible = access.sql_filter(tx, visible_to)
         rows = tx.execute(
             "SELECT * FROM experiments WHERE (? IS NULL OR project_id = ?)"
-            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], project_id))"
+            f" AND {access.visible_sql()}"
             " ORDER BY name",
             [project_id, project_id, visible, visible],
         )
@@ -82,7 +82,7 @@ def list_models(
         visible = access.sql_filter(tx, visible_to)
         rows = tx.execute(
             _MODEL_SELECT + " WHERE (? IS NULL OR e.id = ?) AND (? IS NULL OR v.id = ?)"
-            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], e.project_id))"
+            f" AND {access.visible_sql('e.project_id')}"
             " ORDER BY m.created_at DESC, m.id",
             [experiment_id, experiment_id, version_id, version_id, visible, visible],
         )

@@ -310,7 +310,7 @@ def list_runs(
         visible = access.sql_filter(tx, visible_to)
         rows = tx.execute(
             "SELECT * FROM runs WHERE (? IS NULL OR deployment_name = ? OR deployment_id = ?)"
-            " AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], project_id))"
+            f" AND {access.visible_sql()}"
             " ORDER BY queued_at DESC, id DESC LIMIT ?",
             [deployment_name, deployment_name, deployment_name, visible, visible, limit],
         )

@@ -5,6 +5,7 @@ error shape on every error path."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -20,11 +21,21 @@ import pandas as pd
 import pytest
 import uvicorn
 
-from core import deployments, execution, keys, prediction_log, projects, registry, runs, users
+from core import (
+    datasets,
+    deployments,
+    execution,
+    keys,
+    prediction_log,
+    projects,
+    registry,
+    runs,
+    users,
+)
 from core.api.app import create_app
-from core.datasets import churn_frame
+from core.datasets import churn_frame, loans_frame
 from core.store import Store
-from core.training import TrainingResult
+from core.training import TrainingResult, TrainRequest, train
 from tests.files import add_admins
 
 STAGING, PRODUCTION = "churn-staging", "churn-production"
@@ -62,6 +73,13 @@ def served(
     revoked = keys.create_key(store, "old", actor="olga")
     keys.revoke_key(store, revoked.key.id, actor="olga")
     held["revoked"] = revoked.secret
+    with api_server(store) as base:
+        yield store, base, held
+
+
+@contextlib.contextmanager
+def api_server(store: Store) -> Iterator[str]:
+    """The API serving `store` on a free 127.0.0.1 port, in a thread; yields its base URL."""
     server = uvicorn.Server(
         uvicorn.Config(create_app(store), host="127.0.0.1", port=_free_port(), log_level="warning")
     )
@@ -72,7 +90,7 @@ def served(
         time.sleep(0.05)
     assert server.started
     try:
-        yield store, f"http://127.0.0.1:{server.config.port}", held
+        yield f"http://127.0.0.1:{server.config.port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -330,3 +348,48 @@ def test_explain_adds_each_rows_additive_contributions(
     many = {"dataframe_records": json.loads(rows(101).to_json(orient="records"))}
     status, refused = call(f"{url}?explain=true", many)
     assert status == 422 and "at most 100 rows" in refused["message"]
+
+
+def test_data_users_bring_predicts_like_a_run(store: Store) -> None:
+    """Integer 0/1 labels, yes/no text, non-ASCII categories ('Île-de-France') and missing
+    values, over CSV and records: the API answers what a run answers, with integer classes."""
+    frame = loans_frame(n_rows=400, seed=3)
+    frame.loc[frame.index[::7], "income"] = None
+    frame.loc[frame.index[::11], "home_owner"] = None
+    dataset = datasets.register_frame(
+        store, frame, name="loans", kind="upload", source="loans.csv", actor="tester"
+    )
+    result = train(
+        store,
+        TrainRequest(dataset_id=dataset.id, target="default", algorithms=("linear",)),
+        actor="tester",
+    )
+    deployments.deploy(store, result.models[0].id, "staging", name="loans", actor="tester")
+    deployments.set_access(store, "loans", "public", actor="tester")
+    served_rows = loans_frame(n_rows=30, seed=9).drop(columns=["default"])
+    served_rows.loc[served_rows.index[::4], "income"] = None
+    path = store.workspace.home / "incoming" / "loans.csv"
+    path.parent.mkdir(exist_ok=True)
+    served_rows.to_csv(path, index=False)
+    runs.enqueue_run(
+        store,
+        "loans",
+        source_override={"kind": "file", "path": "incoming/loans.csv"},
+        actor="tester",
+    )
+    claimed = execution.claim_next_run(store, WORKER)
+    assert claimed is not None
+    done = execution.execute_run(store, claimed, WORKER)
+    expected = pd.read_parquet(runs.result_path(store.workspace, done.id))["prediction"].tolist()
+    assert set(expected) <= {0, 1} and "Île-de-France" in set(served_rows["region"])
+    with api_server(store) as base:
+        url = f"{base}/v1/deployments/loans/invocations"
+        status, by_csv = call(url, raw=path.read_bytes(), content_type="text/csv")
+        records = {"dataframe_records": json.loads(served_rows.to_json(orient="records"))}
+        _, by_records = call(url, records)
+        _, meta = call(f"{base}/v2/models/loans")
+    assert status == 200 and by_csv["predictions"] == expected
+    assert by_records["predictions"] == expected
+    assert all(isinstance(p, int) for p in by_csv["predictions"])
+    assert set(by_csv["probabilities"][0]) == {"0", "1"}
+    assert next(o for o in meta["outputs"] if o["name"] == "predict")["datatype"] == "INT64"
