@@ -16,6 +16,7 @@ import joblib
 import pandas as pd
 
 from core import access, projects
+from core.engine import predict
 from core.entities import Experiment, Model, Version
 from core.errors import ArtifactError, InvalidInput, NotFound
 from core.store import Store, Tx, new_id, utcnow
@@ -310,7 +311,8 @@ def load_estimator(store: Store, model: Model) -> Any:
     data = read_artifact(store, model)
     path = Path(model.artifact_path)
     name = path.name if path.suffix else f"{path.name}.{model.artifact_format}"
-    return load_bytes(name, data, trusted_types=list(model.trusted_types), trust_pickle=True)
+    estimator = load_bytes(name, data, trusted_types=list(model.trusted_types), trust_pickle=True)
+    return predict.serial(estimator)  # the same bits in every process (a forest's threads)
 
 
 def cached_estimator(store: Store, model: Model) -> Any:

@@ -29,8 +29,9 @@ import pyarrow as pa
 
 from core import deployments, keys, registry
 from core.engine import model_input, predict
+from core.engine.compiled import CompiledPipeline, compile_pipeline
 from core.engine.profiles import plain
-from core.entities import Deployment, Model
+from core.entities import Deployment, Model, ModelSchema
 from core.errors import Forbidden, InvalidInput, ModelDeckError, NotFound
 from core.store import Store, utcnow
 from core.workspace import CHANGES_MARKER, Workspace
@@ -51,6 +52,8 @@ class Endpoint:
     challenger: Model | None = None
     challenger_estimator: Any = None
     workspace: Workspace | None = None  # where the main model's background rows are
+    main_compiled: CompiledPipeline | None = None  # the numpy path, when the pipeline has one
+    challenger_compiled: CompiledPipeline | None = None
 
     @property
     def name(self) -> str:
@@ -141,18 +144,36 @@ def _endpoint(store: Store, d: Deployment, previous: Snapshot | None) -> Endpoin
         if d.current.challenger_model_id
         else None
     )
-    loaded = [_warm(store, m) for m in (main, challenger)]
-    return Endpoint(d, d.current.number, main, loaded[0], challenger, loaded[1], store.workspace)
+    (main_estimator, main_compiled), (challenger_estimator, challenger_compiled) = (
+        _warm(store, m) for m in (main, challenger)
+    )
+    return Endpoint(
+        d,
+        d.current.number,
+        main,
+        main_estimator,
+        challenger,
+        challenger_estimator,
+        store.workspace,
+        main_compiled,
+        challenger_compiled,
+    )
 
 
-def _warm(store: Store, model: Model | None) -> Any:
-    """The model's estimator, loaded and warmed up by predicting its background rows once."""
+def _warm(store: Store, model: Model | None) -> tuple[Any, CompiledPipeline | None]:
+    """The model's estimator, loaded and warmed up by predicting its background rows once,
+    and its compiled preprocessing (checked on those rows against sklearn), if it has one."""
     if model is None:
-        return None
+        return None, None
     estimator = registry.cached_estimator(store, model)
-    rows = registry.background_sample(store, model).head(8)
-    predict.score(estimator, rows, model.task, "warm-up")
-    return estimator
+    rows = registry.background_sample(store, model)
+    predict.score(estimator, rows.head(8), model.task, "warm-up")
+    compiled = compile_pipeline(
+        estimator, model.schema, pa.RecordBatch.from_pandas(rows, preserve_index=False)
+    )
+    if compiled is not None:
+        _score(compiled, estimator, pa.RecordBatch.from_pandas(rows.head(1)), model, "warm-up")
+    return estimator, compiled
 
 
 class Catalog:
@@ -268,6 +289,23 @@ def explain(explainer: Any, frame: Any, predictions: list[Any]) -> list[dict[str
     return rows
 
 
+def _score(
+    compiled: CompiledPipeline | None,
+    estimator: Any,
+    batch: pa.RecordBatch,
+    model: Model | ModelSchema,
+    who: str,
+) -> predict.Scored:
+    """Predict a batch: through the compiled preprocessing when there is one (numpy, no
+    DataFrame), else through sklearn's pipeline; the same bits either way."""
+    schema = model if isinstance(model, ModelSchema) else model.schema
+    task = model.task
+    if compiled is None:
+        return predict.score(estimator, model_input.to_model_frame(batch, schema), task, who)
+    arrays = model_input.to_model_arrays(batch, schema)
+    return predict.score(compiled.model, compiled.transform(arrays, batch.num_rows), task, who)
+
+
 def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> Answer:
     """Check the rows against the main model's schema (SchemaMismatch, 422, naming each
     column) and predict them as a run would; with `explained`, each row's explanation too
@@ -283,8 +321,8 @@ def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> A
     model_input.check_schema(table.schema, schema, table).raise_for_problems()
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     assert batch is not None
-    frame = model_input.to_model_frame(batch, schema)
-    scored = predict.score(endpoint.main_estimator, frame, endpoint.main.task, "main")
+    compiled = None if explained else endpoint.main_compiled
+    scored = _score(compiled, endpoint.main_estimator, batch, endpoint.main, "main")
     classes = [plain(c) for c in scored.classes] if scored.proba is not None else None
     probabilities = (
         [
@@ -295,7 +333,11 @@ def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> A
         else None
     )
     predictions = [plain(v) for v in scored.prediction.tolist()]
-    explanations = explain(_explainer(endpoint), frame, predictions) if explained else None
+    explanations = (
+        explain(_explainer(endpoint), model_input.to_model_frame(batch, schema), predictions)
+        if explained
+        else None
+    )
     return Answer(
         predictions,
         probabilities,
@@ -391,10 +433,12 @@ class Shadow:
             "rows": table.num_rows,
         }
         try:
-            batch = table.combine_chunks().to_batches()[0]
-            frame = model_input.to_model_frame(batch, challenger.schema)
-            scored = predict.score(
-                endpoint.challenger_estimator, frame, challenger.task, "challenger"
+            scored = _score(
+                endpoint.challenger_compiled,
+                endpoint.challenger_estimator,
+                table.combine_chunks().to_batches()[0],
+                challenger,
+                "challenger",
             )
             record |= {
                 "status": 200,

@@ -8,7 +8,7 @@ row's quality against the training profile.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,7 +236,8 @@ def _as_numbers(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> n
     raise _Unfit(str(dtype))
 
 
-def _as_text(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> pd.Series:
+def _as_text(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> pa.Array:
+    """A categorical feature's column as text, spelt as in training."""
     dtype = _value_type(column.type)
     if pa.types.is_dictionary(column.type):
         column = pc.cast(column, dtype)
@@ -251,8 +252,7 @@ def _as_text(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> pd.S
         column = pc.cast(column, pa.string())
     else:
         column = _truth_spelling(column, feature)
-    texts: pd.Series = column.to_pandas()
-    return texts
+    return column
 
 
 def _truth_spelling(
@@ -271,12 +271,12 @@ def _truth_spelling(
     )
 
 
-def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:
-    """The batch's feature columns as the model expects them (dtypes coerced, order kept).
-
-    Numbers and booleans become float64, categories text with missing values kept as NaN.
-    Raises SchemaMismatch naming every column that is missing or cannot be coerced.
-    """
+def _coerced(
+    batch: pa.RecordBatch, schema: ModelSchema, as_texts: Callable[[pa.Array], Any]
+) -> dict[str, Any]:
+    """Each feature's column coerced to its kind: numbers as float64 arrays, categories as
+    `as_texts` of a text column. Raises SchemaMismatch naming every column that is missing or
+    cannot be coerced."""
     at = _positions(batch.schema.names)
     missing = tuple(f.name for f in schema.features if nfc(f.name) not in at)
     data: dict[str, Any] = {}
@@ -289,12 +289,29 @@ def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:
             data[feature.name] = (
                 _as_numbers(column, feature)
                 if feature.kind == "numeric"
-                else _as_text(column, feature)
+                else as_texts(_as_text(column, feature))
             )
         except _Unfit as unfit:
             problems.append((feature.name, feature.kind, str(unfit)))
     SchemaCheck(missing, tuple(problems), (), _words(schema, problems)).raise_for_problems()
+    return data
+
+
+def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:
+    """The batch's feature columns as the model expects them (dtypes coerced, order kept).
+
+    Numbers and booleans become float64, categories text with missing values kept as NaN.
+    Raises SchemaMismatch naming every column that is missing or cannot be coerced.
+    """
+    data = _coerced(batch, schema, lambda texts: texts.to_pandas())
     return pd.DataFrame(data, columns=schema.feature_names)
+
+
+def to_model_arrays(batch: pa.RecordBatch, schema: ModelSchema) -> dict[str, np.ndarray]:
+    """The same coerced columns as `to_model_frame`, as numpy arrays by feature name (numbers
+    float64, categories objects: text or None), for a compiled pipeline (core.engine.compiled):
+    a DataFrame costs more than a one-row prediction."""
+    return _coerced(batch, schema, lambda texts: texts.to_numpy(zero_copy_only=False))
 
 
 PROBLEMS = (

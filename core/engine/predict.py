@@ -31,6 +31,23 @@ class Scored:
     codes: np.ndarray | None = None  # index into `classes` of each prediction
 
 
+def serial(estimator: Any) -> Any:
+    """The estimator set to predict in one thread (n_jobs=1 in every step that has it).
+
+    A forest with n_jobs=-1 adds its trees' probabilities in whatever order its threads finish,
+    so two predictions of the same rows can differ in the last bit; in one thread a run and the
+    API give the same bits (and the API pins one thread anyway: DESIGN.md, traps)."""
+    params = estimator.get_params(deep=True) if hasattr(estimator, "get_params") else {}
+    threaded = {
+        k: 1
+        for k, v in params.items()
+        if (k == "n_jobs" or k.endswith("__n_jobs")) and v not in (None, 1)
+    }
+    if threaded:
+        estimator.set_params(**threaded)
+    return estimator
+
+
 def confidence_kind(estimator: Any, task: str) -> str | None:
     """What the confidence column means for this model (None: the model gives none)."""
     if task != "regression":
@@ -38,10 +55,12 @@ def confidence_kind(estimator: Any, task: str) -> str | None:
     return "spread of the forest's trees (std)" if _forest(estimator) is not None else None
 
 
-def score(estimator: Any, frame: pd.DataFrame, task: str, who: str) -> Scored:
-    """Predict one batch; raises InvalidInput when the model rejects the rows."""
+def score(estimator: Any, frame: pd.DataFrame | np.ndarray, task: str, who: str) -> Scored:
+    """Predict one batch (a model frame, or the matrix of a compiled pipeline's preprocessing
+    for its model); raises InvalidInput when the model rejects the rows."""
     try:
-        return _score(estimator, model_input.finite(frame), task)
+        rows = model_input.finite(frame) if isinstance(frame, pd.DataFrame) else frame
+        return _score(estimator, rows, task)
     except (ValueError, TypeError, KeyError) as exc:
         raise InvalidInput(
             f"The {who} model could not predict these rows: {exc}",
@@ -49,7 +68,7 @@ def score(estimator: Any, frame: pd.DataFrame, task: str, who: str) -> Scored:
         ) from exc
 
 
-def _score(estimator: Any, frame: pd.DataFrame, task: str) -> Scored:
+def _score(estimator: Any, frame: pd.DataFrame | np.ndarray, task: str) -> Scored:
     nan = np.full(len(frame), np.nan)
     if task != "regression":
         classes = getattr(estimator, "classes_", None)

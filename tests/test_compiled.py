@@ -1,0 +1,133 @@
+"""The compiled preprocessing (core/engine/compiled.py) gives sklearn's matrix bit for bit, so
+the API's numpy path predicts what a run predicts, on the data users bring."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+
+from core import serving
+from core.engine import model_input, predict
+from core.engine.compiled import compile_pipeline
+from core.engine.profiles import build_schema
+from core.entities import ModelSchema
+from core.training import make_pipeline
+
+CAFE = unicodedata.normalize("NFD", "café")  # decomposed, as a Mac exports it
+
+
+def training_rows(n: int = 400) -> pa.RecordBatch:
+    rng = np.random.default_rng(7)
+    age = rng.normal(40, 12, n)
+    age[::17] = np.nan
+    spend = rng.exponential(300, n)
+    spend[5] = np.inf  # a file with an overflowed cell
+    # 48 cities and "missing" fill the 49 columns one-hot gives before grouping the rest
+    many = [f"city-{i % 48}" if i < 350 else f"rare-{i}" for i in range(n)]
+    return pa.RecordBatch.from_pydict(
+        {
+            "âge": age,
+            "spend": spend,
+            "visits": rng.integers(0, 9, n),
+            "member": rng.choice(["yes", "no"], n).tolist(),
+            "town": [CAFE if i % 3 else "Zürich" for i in range(n)],
+            "city": [None if i % 29 == 0 else c for i, c in enumerate(many)],
+        }
+    )
+
+
+ODD_ROWS = {
+    "âge": [None, float("inf"), -1e30, 41.5, 0.0],
+    "spend": [float("-inf"), None, 12.5, 1e-300, 3.0],
+    "visits": [None, 3.0, 100.0, 1.0, 2.0],
+    "member": [None, "YES", "no", " Yes ", "maybe"],  # any spelling of a truth value
+    "town": [None, "café", "Zürich", "", "München"],  # composed, known, empty, unseen
+    "city": ["city-1", "rare-399", "city-0", None, "nowhere"],  # frequent, rare, unseen
+}
+
+
+def fitted(algorithm: str, task: str) -> tuple[Pipeline, ModelSchema]:
+    batch = training_rows()
+    rng = np.random.default_rng(3)
+    target = {
+        "binary": rng.integers(0, 2, batch.num_rows),  # a 0/1 label
+        "multiclass": rng.choice(["low", "mid", "high"], batch.num_rows),
+        "regression": rng.normal(100, 20, batch.num_rows),
+    }[task]
+    features = batch.schema.names
+    kind = "regression" if task == "regression" else "classification"
+    frame = batch.to_pandas()
+    classes = sorted(set(target.tolist())) if kind == "classification" else []
+    schema = build_schema(frame, features, "y", kind, classes, None)
+    model_frame = model_input.finite(model_input.to_model_frame(batch, schema))
+    pipe = make_pipeline(schema, algorithm, seed=1)
+    predict.serial(pipe.fit(model_frame, target))  # as registry.load_estimator does
+    return pipe, schema
+
+
+ALGORITHMS = ["linear", "random_forest", "hist_gradient_boosting", "gradient_boosting"]
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_compiled_predictions_equal_sklearn_bit_for_bit(algorithm: str, task: str) -> None:
+    pipe, schema = fitted(algorithm, task)
+    compiled = compile_pipeline(pipe, schema, training_rows())
+    assert compiled is not None, "every training pipeline compiles"
+    for batch in (training_rows(60), pa.RecordBatch.from_pydict(ODD_ROWS)):
+        fast = serving._score(compiled, pipe, batch, schema, "main")
+        slow = serving._score(None, pipe, batch, schema, "main")
+        assert fast.prediction.tobytes() == slow.prediction.tobytes()
+        assert np.array_equal(fast.confidence, slow.confidence, equal_nan=True)
+        if slow.proba is not None:
+            assert fast.proba is not None
+            assert fast.proba.tobytes() == slow.proba.tobytes()
+            assert fast.classes == slow.classes
+
+
+def test_unseen_and_rare_categories_share_the_infrequent_column() -> None:
+    pipe, schema = fitted("linear", "binary")
+    compiled = compile_pipeline(pipe, schema, training_rows())
+    assert compiled is not None
+    odd = pa.RecordBatch.from_pydict(ODD_ROWS)
+    matrix = compiled.transform(model_input.to_model_arrays(odd, schema), odd.num_rows)
+    names = list(pipe[:-1].get_feature_names_out())
+    rare = names.index("cat__city_infrequent_sklearn")
+    assert matrix[:, rare].tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]  # rare-399 and "nowhere"
+    unseen_town = [i for i, n in enumerate(names) if n.startswith("cat__town_")]
+    assert matrix[4, unseen_town].sum() == 0.0  # München: no town column at all
+    assert np.isfinite(matrix).all()  # inf and missing numbers were imputed
+
+
+def test_a_pipeline_it_does_not_know_is_served_by_sklearn() -> None:
+    pipe, schema = fitted("linear", "binary")
+    cat = pipe.steps[0][1].transformers_[1][1]
+    cat.steps[1] = ("onehot", OrdinalEncoder().fit(np.array([["a"], ["b"]])))
+    assert compile_pipeline(pipe, schema) is None
+    assert compile_pipeline(pipe.steps[-1][1], schema) is None  # a bare estimator
+
+
+class _Doubling(StandardScaler):
+    """A scaler that looks standard but is not: the compiled copy would differ."""
+
+    def transform(self, X, copy=None):  # type: ignore[no-untyped-def]
+        return super().transform(X, copy=copy) * 2
+
+
+def test_a_compiled_pipeline_that_differs_from_sklearn_is_not_used() -> None:
+    pipe, schema = fitted("linear", "binary")
+    num = pipe.steps[0][1].transformers_[0][1]
+    scaler = num.steps[1][1]
+    twisted = _Doubling()
+    twisted.__dict__.update(scaler.__dict__)
+    num.steps[1] = ("scale", twisted)
+    assert compile_pipeline(pipe, schema) is not None  # the structure compiles
+    assert compile_pipeline(pipe, schema, training_rows()) is None  # the check catches it
+    rows = training_rows(20)
+    scored = predict.score(pipe, model_input.to_model_frame(rows, schema), "classification", "m")
+    assert len(scored.prediction) == 20  # still served, by sklearn
