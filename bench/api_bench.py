@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,6 +157,15 @@ def in_process_p50(predict: Callable[[], Any], n: int = 300) -> float:
         predict()
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
+
+
+def numpy_p50(estimator: Any, model: Any, first: pd.DataFrame) -> float:
+    """The model itself predicting one row already preprocessed into a numpy array (the
+    baseline of "the API adds at most 1 ms"): the pipeline's last step on the matrix its
+    preprocessing gives."""
+    matrix = np.asarray(estimator[:-1].transform(first[model.schema.feature_names]))
+    final = estimator.steps[-1][1]
+    return in_process_p50(lambda: final.predict_proba(matrix))
 
 
 def bodies(rows: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
@@ -319,14 +329,21 @@ def main() -> None:
 
         threadpool_limits(1)
         for name, algorithm in (("linear", "linear"), ("hgb", "hist_gradient_boosting")):
-            estimator = registry.load_estimator(store, made["models"][algorithm])
+            model = made["models"][algorithm]
+            estimator = registry.load_estimator(store, model)
             first = rows.head(1)
-            base = in_process_p50(lambda e=estimator, f=first: e.predict_proba(f))
+            pipeline = in_process_p50(lambda e=estimator, f=first: e.predict_proba(f))
+            base = numpy_p50(estimator, model, first)
             path = f"/v1/deployments/{name}/invocations"
             c1 = measure(port, path, *one["split"], 1, args.seconds)
             c8 = measure(port, path, *one["split"], 8, args.seconds)
             print(
-                f"{name:<7} one row   in-process p50 {base:6.2f} ms | API c1 p50 {c1['p50']:6.2f}"
+                f"{name:<7} one row   in-process p50: sklearn pipeline on a DataFrame"
+                f" {pipeline:6.2f} ms, the model on a numpy row {base:6.2f} ms",
+                flush=True,
+            )
+            print(
+                f"{'':<7} one row   API c1 p50 {c1['p50']:6.2f}"
                 f" p99 {c1['p99']:6.2f} ms {c1['rps']:7.0f} req/s | c8 p50 {c8['p50']:6.2f}"
                 f" p99 {c8['p99']:6.2f} ms {c8['rps']:7.0f} req/s",
                 flush=True,
@@ -384,7 +401,9 @@ def summary(r: dict[str, Any]) -> None:
     hgb = r["hgb"]
     print("\ntargets:")
     added = hgb["c1"]["p50"] - hgb["in_process_p50"]
-    print(f"  API adds {added:.2f} ms at p50 to the in-process predict (target <= 1 ms)")
+    print(
+        f"  API adds {added:.2f} ms at p50 to the model's in-process numpy predict (target <= 1 ms)"
+    )
     print(f"  p99 at c8 {hgb['c8']['p99']:.2f} ms (target <= 10 ms)")
     shadow = r["hgb-shadow"]["c1"]["p50"] / hgb["c1"]["p50"] - 1
     print(f"  challenger adds {shadow:+.0%} to main latency (target <= 10 %)")

@@ -324,15 +324,13 @@ def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> A
     compiled = None if explained else endpoint.main_compiled
     scored = _score(compiled, endpoint.main_estimator, batch, endpoint.main, "main")
     classes = [plain(c) for c in scored.classes] if scored.proba is not None else None
-    probabilities = (
-        [
-            {str(c): float(p) for c, p in zip(classes, row, strict=True)}
-            for row in scored.proba.tolist()
-        ]
-        if scored.proba is not None and classes is not None
-        else None
-    )
-    predictions = [plain(v) for v in scored.prediction.tolist()]
+    probabilities = None
+    if scored.proba is not None and classes is not None:
+        names = [str(c) for c in classes]  # tolist() gives Python floats
+        probabilities = [dict(zip(names, row, strict=True)) for row in scored.proba.tolist()]
+    predictions = scored.prediction.tolist()  # Python scalars, except in an object array
+    if scored.prediction.dtype == object:
+        predictions = [plain(v) for v in predictions]
     explanations = (
         explain(_explainer(endpoint), model_input.to_model_frame(batch, schema), predictions)
         if explained

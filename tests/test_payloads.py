@@ -37,6 +37,21 @@ def test_csv_rows_are_read_as_text_for_the_runs_rules() -> None:
     assert table.to_pydict() == {"a": ["1", "4"], "b": ["2", None], "c": ["3", "6"]}
 
 
+def test_csv_line_ends_of_every_system_are_read() -> None:
+    # a bare carriage return (old Mac exports) used to fail the csv module: a 500 (fuzzing)
+    for newline in (b"\r", b"\r\n", b"\n"):
+        body = newline.join([b"a,b,c", b"1,2,3", b'4,"two\nlines",6']) + newline
+        table = payloads.read_mlflow(body, "text/csv", ABC)
+        assert table.to_pydict() == {"a": ["1", "4"], "b": ["2", "two\nlines"], "c": ["3", "6"]}
+
+
+def test_an_unreadable_csv_is_refused_with_what_to_fix() -> None:
+    with pytest.raises(ModelDeckError, match="CSV body cannot be read") as caught:
+        huge = b"x" * 200_000  # over the csv module's field limit (128 KB)
+        payloads.read_mlflow(b"a,b,c\n1," + huge + b",3\n", "text/csv", ABC, max_rows=10)
+    assert caught.value.status == 400 and "Quote fields" in (caught.value.hint or "")
+
+
 def test_mixed_numbers_and_text_become_text_and_names_keep_unicode() -> None:
     body = {"dataframe_records": [{"région": "Zoë", "x": 1}, {"région": None, "x": "2.5"}]}
     table = payloads.read_mlflow(json.dumps(body).encode(), "application/json", [])

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -30,6 +31,7 @@ from core.engine import model_input
 from core.entities import ModelSchema
 
 log = logging.getLogger("modeldeck.compiled")
+FEW_ROWS = 32  # up to this many rows, categories are looked up one by one (no pandas)
 UNKNOWN_IGNORED = ("ignore", "infrequent_if_exist", "warn")  # unknown values encode as zeros
 
 
@@ -71,19 +73,35 @@ class _Categories:
     def transform(self, data: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
         out = np.zeros((rows, self.width), dtype=np.float64)
         for j, name in enumerate(self.columns):
-            index, unknown, offset, fill = (
-                self.index[j],
-                self.unknown[j],
-                self.offsets[j],
-                self.fill[j],
-            )
-            for i, value in enumerate(data[name]):
-                if value is None or (isinstance(value, float) and value != value):
-                    value = fill
-                at = index.get(value, unknown) if isinstance(value, str) else unknown
-                if at is not None:
-                    out[i, offset + at] = 1.0
+            values = data[name]
+            found = self._few(j, values) if rows <= FEW_ROWS else self._many(j, values)
+            hit = found >= 0
+            out[np.flatnonzero(hit), self.offsets[j] + found[hit]] = 1.0
         return out
+
+    def _few(self, j: int, values: np.ndarray) -> np.ndarray:
+        """Each value's output column (-1: none), by dictionary lookups: a few rows."""
+        index, unknown, fill = self.index[j], self.unknown[j], self.fill[j]
+        nowhere = -1 if unknown is None else unknown
+        found = []
+        for value in values:
+            text = fill if _missing(value) else value
+            found.append(index.get(text, nowhere) if isinstance(text, str) else nowhere)
+        return np.array(found, dtype=np.intp)
+
+    def _many(self, j: int, values: np.ndarray) -> np.ndarray:
+        """The same, vectorised through a pandas Index: many rows."""
+        index, unknown, fill = self.index[j], self.unknown[j], self.fill[j]
+        known = pd.Index(list(index), dtype=object)
+        lookup = np.array([*index.values(), -1 if unknown is None else unknown], dtype=np.intp)
+        filled = np.where(pd.isna(values), fill, values).astype(object)
+        return lookup[
+            known.get_indexer(pd.Index(filled, dtype=object))
+        ]  # get_indexer's -1 picks the last: unknown
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 @dataclass(frozen=True)

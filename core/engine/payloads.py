@@ -194,7 +194,13 @@ def _csv(body: bytes) -> dict[str, list[Any]]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MalformedRequest("The CSV body is not UTF-8.", "Encode it as UTF-8.") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    try:  # newline="": the csv module reads \r, \n and \r\n line ends itself
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise MalformedRequest(
+            f"The CSV body cannot be read: {exc}.",
+            "Quote fields that hold line breaks or quotes, as a spreadsheet's CSV export does.",
+        ) from None
     if not rows or not any(rows[0]):
         raise MalformedRequest("The CSV body is empty.", "Send a header row, then the rows.")
     names = rows[0]
