@@ -15,7 +15,14 @@ from typing import Any, overload
 
 from core import access, audit
 from core.datasets import get_dataset
-from core.entities import ACCESS_LEVELS, ENVIRONMENTS, Deployment, DeploymentVersion, Model
+from core.entities import (
+    ACCESS_LEVELS,
+    ENVIRONMENTS,
+    Deployment,
+    DeploymentVersion,
+    LivePeriod,
+    Model,
+)
 from core.errors import ArtifactError, Conflict, InvalidInput, NotFound, Step
 from core.pipeline import validate_pipeline
 from core.registry import get_experiment, get_model, load_estimator, verify_artifact
@@ -133,6 +140,40 @@ def list_versions(store: Store, deployment_id: str) -> list[DeploymentVersion]:
         [deployment_id],
     )
     return [DeploymentVersion(**r) for r in rows]
+
+
+LIVE_ACTIONS = ("deploy", "rollback", "swap", "promote")  # the changes of the current version
+
+
+def live_history(store: Store, deployment_id: str) -> list[LivePeriod]:
+    """Which version was served from when to when, oldest first, from the audit log (every
+    change of the current version writes its entry in the same transaction)."""
+    rows = list(
+        store.query(
+            "SELECT e.logged_at, e.actor, e.action, v.number, v.main_model_id,"
+            " v.challenger_model_id FROM audit_log e JOIN deployment_versions v"
+            " ON v.deployment_id = e.deployment_id"
+            " AND v.number = TRY_CAST(json_extract(e.after, '$.version') AS INTEGER)"
+            f" WHERE e.deployment_id = ? AND e.action IN ({', '.join('?' * len(LIVE_ACTIONS))})"
+            " ORDER BY e.logged_at, e.id",
+            [deployment_id, *LIVE_ACTIONS],
+        )
+    )
+    periods: list[LivePeriod] = []
+    for i, r in enumerate(rows):
+        until = rows[i + 1]["logged_at"] if i + 1 < len(rows) else None
+        periods.append(
+            LivePeriod(
+                r["number"],
+                r["main_model_id"],
+                r["challenger_model_id"],
+                r["logged_at"],
+                until,
+                r["actor"],
+                r["action"],
+            )
+        )
+    return periods
 
 
 # ---------------------------------------------------------------------------- changing

@@ -281,6 +281,19 @@ class DeploymentVersion:
 
 
 @dataclass(frozen=True)
+class LivePeriod:
+    """One stretch of time a version of a deployment was the one served (`until` None: now)."""
+
+    version: int
+    main_model_id: str
+    challenger_model_id: str | None
+    since: datetime
+    until: datetime | None
+    by: str  # who made it current
+    how: str  # deploy, rollback, swap or promote
+
+
+@dataclass(frozen=True)
 class Deployment:
     """A named endpoint of one experiment in one environment (DESIGN.md vocabulary)."""
 

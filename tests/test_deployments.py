@@ -182,6 +182,24 @@ def test_rollback_makes_an_earlier_version_current(trained_store: Store) -> None
         deployments.rollback(trained_store, deployed.name, 9, actor="tester")
 
 
+def test_the_live_history_says_which_version_served_when(trained_store: Store) -> None:
+    first, second = churn_models(trained_store)
+    d = deployments.deploy(trained_store, first, "staging", actor="ana")
+    deployments.deploy(trained_store, second, "staging", challenger_id=first, actor="bo")
+    deployments.rollback(trained_store, d.name, 1, actor="ana")
+    history = deployments.live_history(trained_store, d.id)
+    assert [(p.version, p.how, p.by, p.challenger_model_id) for p in history] == [
+        (1, "deploy", "ana", None),
+        (2, "deploy", "bo", first),
+        (1, "rollback", "ana", None),
+    ]
+    assert history[1].main_model_id == second
+    assert [p.until for p in history[:-1]] == [p.since for p in history[1:]]  # no gap, no overlap
+    assert history[-1].until is None and history[0].since < history[-1].since
+    deployments.set_access(trained_store, d.name, "public", actor="ana")  # not a version change
+    assert len(deployments.live_history(trained_store, d.id)) == 3
+
+
 def test_bad_deploys_are_refused_and_change_nothing(trained_store: Store) -> None:
     main, _ = churn_models(trained_store)
     with pytest.raises(InvalidInput, match="Unknown environment 'qa'") as info:

@@ -450,8 +450,11 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
 
 
 def versions_table(store: Store, d: Deployment) -> None:
-    """Every version; "make current" on another one is a rollback."""
+    """Change the models, every version ("make current" on another one is a rollback) and
+    which version was live when."""
     names = ui.model_names(store, d.experiment_id)
+    _models_picker(store, d, names)
+    st.subheader("Versions")
     why = ui.denied(store, d.project_id, "rollback")
     ui.say_denied(why)
     for v in deployments.list_versions(store, d.id):
@@ -470,6 +473,88 @@ def versions_table(store: Store, d: Deployment) -> None:
                 on_click=ui.act,
                 args=(lambda n=v.number: _rollback(store, d, n),),
             )
+    _live_history(store, d, names)
+
+
+def _models_picker(store: Store, d: Deployment, names: dict[str, str]) -> None:
+    """Pick the main model and the challenger among every model of the experiment (any
+    version): a new version, live at once."""
+    st.subheader("Models")
+    current = d.current
+    ids = list(names)
+    if not ids or current is None:
+        st.info("This experiment has no models left to serve. Train or import one first.")
+        return
+    why = ui.denied(store, d.project_id, f"deploy-{d.environment}")
+    main_at = ids.index(current.main_model_id) if current.main_model_id in ids else 0
+    cols = st.columns(2)
+    main = cols[0].selectbox(
+        "Main model (answers every call)",
+        ids,
+        index=main_at,
+        format_func=lambda i: names[i],
+        key=f"main_pick_{d.id}_{current.id}",
+        disabled=bool(why),
+    )
+    others: list[str | None] = [None, *(i for i in ids if i != main)]
+    challenger = cols[1].selectbox(
+        "Challenger (scored in shadow, never returned)",
+        others,
+        index=others.index(current.challenger_model_id)
+        if current.challenger_model_id in others
+        else 0,
+        format_func=lambda i: "none" if i is None else names[i],
+        key=f"challenger_pick_{d.id}_{current.id}",
+        disabled=bool(why),
+    )
+    unchanged = (main, challenger) == (current.main_model_id, current.challenger_model_id)
+    st.button(
+        "Make these live",
+        type="primary",
+        disabled=bool(why) or unchanged,
+        help=why or ("These are the models live now." if unchanged else None),
+        on_click=ui.act,
+        args=(lambda: _change_models(store, d, main, challenger, names),),
+    )
+    ui.say_denied(why)
+
+
+def _change_models(
+    store: Store, d: Deployment, main: str, challenger: str | None, names: dict[str, str]
+) -> str:
+    after = deployments.deploy(
+        store, main, d.environment, name=d.name, challenger_id=challenger, actor=ui.actor()
+    )
+    assert after.current is not None
+    return (
+        f"Version v{after.current.number} is live: main {names[main]}, challenger"
+        f" {names[challenger] if challenger else 'none'}. The API serves it within a second;"
+        " the next run uses it."
+    )
+
+
+def _live_history(store: Store, d: Deployment, names: dict[str, str]) -> None:
+    st.subheader("What was live when")
+    periods = deployments.live_history(store, d.id)
+    if not periods:
+        st.caption("No version has been made current yet.")
+        return
+    st.dataframe(
+        [
+            {
+                "version": f"v{p.version}",
+                "main": names.get(p.main_model_id, p.main_model_id),
+                "challenger": names.get(p.challenger_model_id, p.challenger_model_id)
+                if p.challenger_model_id
+                else "none",
+                "from (UTC)": f"{p.since:%Y-%m-%d %H:%M:%S}",
+                "until (UTC)": f"{p.until:%Y-%m-%d %H:%M:%S}" if p.until else "now",
+                "made current by": f"{p.by} ({p.how})",
+            }
+            for p in reversed(periods)
+        ],
+        hide_index=True,
+    )
 
 
 def _rollback(store: Store, d: Deployment, number: int) -> str:

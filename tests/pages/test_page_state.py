@@ -68,6 +68,31 @@ def test_make_current_shows_the_rolled_back_version_at_once(
     assert len(rollbacks) == 1
 
 
+def test_the_models_are_changed_on_the_versions_section_and_the_history_follows(
+    trained_store: Store, deployed: str, open_page: OpenPage
+) -> None:
+    main, challenger = (m.id for m in registry.list_models(trained_store))
+    names = {m.id: f"{m.algorithm} · v{m.version}" for m in registry.list_models(trained_store)}
+    at = open_page("pages/deployment.py", name=deployed, section="versions")
+    assert button(at, "Make these live").disabled  # the models live now are picked
+    pick = next(s for s in at.selectbox if s.label.startswith("Main model"))
+    pick.set_value(challenger).run()
+    other = next(s for s in at.selectbox if s.label.startswith("Challenger"))
+    assert other.options == ["none", names[main]]  # the main model cannot be its challenger
+    other.set_value(main).run()
+    button(at, "Make these live").click().run()
+    assert not at.exception and not at.error
+    assert any(m.value == "**v2** (current)" for m in at.markdown)
+    assert any("Version v2 is live" in s.value for s in at.success)
+    now = deployments.get_deployment(trained_store, deployed).current
+    assert (now.number, now.main_model_id, now.challenger_model_id) == (2, challenger, main)
+    history = next(d for d in at.dataframe if "made current by" in d.value.columns).value
+    assert history["version"].tolist() == ["v2", "v1"]
+    assert history["until (UTC)"].tolist()[0] == "now"
+    assert history["made current by"].tolist() == ["tester (deploy)", "tester (deploy)"]
+    assert button(at, "Make these live").disabled  # the pickers now show what is live
+
+
 def test_models_are_named_by_algorithm_and_version(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
