@@ -15,9 +15,7 @@ for the same rows, to the last bit.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -172,7 +170,7 @@ def _warm(store: Store, model: Model | None) -> tuple[Any, CompiledPipeline | No
         estimator, model.schema, pa.RecordBatch.from_pandas(rows, preserve_index=False)
     )
     if compiled is not None:
-        _score(compiled, estimator, pa.RecordBatch.from_pandas(rows.head(1)), model, "warm-up")
+        score(compiled, estimator, pa.RecordBatch.from_pandas(rows.head(1)), model, "warm-up")
     return estimator, compiled
 
 
@@ -289,7 +287,7 @@ def explain(explainer: Any, frame: Any, predictions: list[Any]) -> list[dict[str
     return rows
 
 
-def _score(
+def score(
     compiled: CompiledPipeline | None,
     estimator: Any,
     batch: pa.RecordBatch,
@@ -322,7 +320,7 @@ def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> A
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     assert batch is not None
     compiled = None if explained else endpoint.main_compiled
-    scored = _score(compiled, endpoint.main_estimator, batch, endpoint.main, "main")
+    scored = score(compiled, endpoint.main_estimator, batch, endpoint.main, "main")
     classes = [plain(c) for c in scored.classes] if scored.proba is not None else None
     probabilities = None
     if scored.proba is not None and classes is not None:
@@ -375,79 +373,3 @@ def main_record(
             "probabilities": answered.probabilities,
         },
     }
-
-
-# ---------------------------------------------------------------------------- the shadow
-SHADOW_QUEUE = 64  # requests waiting for the challenger; more are skipped and counted
-
-
-class Shadow:
-    """Scores the challenger of every request after its answer was computed, in a thread of
-    its own through a bounded queue: a slow, failing or crashing challenger never slows or
-    fails the main answer. When the queue is full the shadow call is skipped and counted.
-    Its outcome is logged beside the main one (kind "challenger", the same request id)."""
-
-    def __init__(self, log: Any, size: int = SHADOW_QUEUE) -> None:
-        self.log = log
-        self.queue: queue.Queue[tuple[Endpoint, pa.Table, str] | None] = queue.Queue(size)
-        self.skipped = 0
-        self.failed = 0
-        self.done = 0
-        self._thread = threading.Thread(target=self._work, name="shadow", daemon=True)
-        self._thread.start()
-
-    def submit(self, endpoint: Endpoint, table: pa.Table, request_id: str) -> bool:
-        """Queue a shadow call (False, counted, when the queue is full or there is none)."""
-        if endpoint.challenger is None:
-            return False
-        try:
-            self.queue.put_nowait((endpoint, table, request_id))
-        except queue.Full:
-            self.skipped += 1
-            return False
-        return True
-
-    def stop(self, timeout: float = 5) -> None:
-        with contextlib.suppress(queue.Full):
-            self.queue.put(None, timeout=timeout)
-        self._thread.join(timeout=timeout)
-
-    def _work(self) -> None:
-        while (item := self.queue.get()) is not None:
-            endpoint, table, request_id = item
-            self.log.write(self._score(endpoint, table, request_id))
-
-    def _score(self, endpoint: Endpoint, table: pa.Table, request_id: str) -> dict[str, Any]:
-        challenger = endpoint.challenger
-        assert challenger is not None
-        started = time.perf_counter()
-        record: dict[str, Any] = {
-            "kind": "challenger",
-            "request_id": request_id,
-            "deployment": endpoint.name,
-            "deployment_id": endpoint.deployment.id,
-            "version": endpoint.version,
-            "source": "api",
-            "rows": table.num_rows,
-        }
-        try:
-            scored = _score(
-                endpoint.challenger_compiled,
-                endpoint.challenger_estimator,
-                table.combine_chunks().to_batches()[0],
-                challenger,
-                "challenger",
-            )
-            record |= {
-                "status": 200,
-                "outputs": {"predictions": [plain(v) for v in scored.prediction.tolist()]},
-            }
-            self.done += 1
-        except Exception as exc:  # the challenger's fault is logged, never raised
-            self.failed += 1
-            record |= {"status": 500, "error": f"{type(exc).__name__}: {exc}"[:500]}
-        record |= {
-            "logged_at": utcnow().isoformat(),
-            "latency_ms": (time.perf_counter() - started) * 1000,
-        }
-        return record

@@ -80,8 +80,8 @@ def test_compiled_predictions_equal_sklearn_bit_for_bit(algorithm: str, task: st
     compiled = compile_pipeline(pipe, schema, training_rows())
     assert compiled is not None, "every training pipeline compiles"
     for batch in (training_rows(60), pa.RecordBatch.from_pydict(ODD_ROWS)):
-        fast = serving._score(compiled, pipe, batch, schema, "main")
-        slow = serving._score(None, pipe, batch, schema, "main")
+        fast = serving.score(compiled, pipe, batch, schema, "main")
+        slow = serving.score(None, pipe, batch, schema, "main")
         assert fast.prediction.tobytes() == slow.prediction.tobytes()
         assert np.array_equal(fast.confidence, slow.confidence, equal_nan=True)
         if slow.proba is not None:

@@ -25,6 +25,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from core import deployments, prediction_log, registry, serving
 from core.datasets import churn_frame
+from core.shadow import Shadow
 from core.store import Store
 from core.workspace import Workspace
 from tests.test_api import STAGING, _free_port, call
@@ -106,14 +107,6 @@ def _table(n: int = 5) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-
-
 def _sleep(frame: pd.DataFrame) -> pd.DataFrame:
     time.sleep(SLOW)
     return frame
@@ -123,33 +116,73 @@ def _fail(frame: pd.DataFrame) -> pd.DataFrame:
     raise RuntimeError("the challenger broke")
 
 
+def _crash_on_three_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    if len(frame) == 3:
+        os._exit(3)  # a challenger that takes its interpreter down (a native library's fault)
+    return frame
+
+
+@pytest.fixture(autouse=True)
+def _importable_faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The challenger's process (spawned) unpickles the fault steps above by reference to this
+    module: it must find `tests` where this process does."""
+    monkeypatch.syspath_prepend(str(ROOT))
+
+
+def _challenger_records(workspace: Workspace) -> list[dict[str, Any]]:
+    table = prediction_log.read_all(workspace)
+    return [r for r in table.to_pylist() if r["kind"] == "challenger"]
+
+
 def test_a_slow_challenger_never_slows_the_main_answer(trained_store: Store) -> None:
     endpoint = _endpoint(trained_store, _sleep)
-    recorder = Recorder()
-    shadow = serving.Shadow(recorder, size=2)
+    shadow = Shadow(trained_store.workspace, size=2)
     table = _table()
     started = time.perf_counter()
     answered = serving.answer(endpoint, table)
     queued = [shadow.submit(endpoint, table, f"r{i}") for i in range(5)]
     assert time.perf_counter() - started < SLOW  # no shadow call was waited for
     assert queued.count(False) >= 2 and shadow.skipped == queued.count(False)  # bounded
-    shadow.stop(timeout=10)
-    logged = [r for r in recorder.records if r["kind"] == "challenger"]
+    shadow.stop(timeout=30)
+    logged = _challenger_records(trained_store.workspace)
     assert len(logged) == queued.count(True) and all(r["status"] == 200 for r in logged)
     assert all(r["latency_ms"] >= SLOW * 1000 for r in logged)
-    assert len(answered.predictions) == 5
+    assert {r["request_id"] for r in logged} <= {"r0", "r1", "r2", "r3", "r4"}
+    assert len(answered.predictions) == 5 and shadow.done == len(logged)
 
 
 def test_a_failing_challenger_is_logged_and_the_main_answer_stands(trained_store: Store) -> None:
     endpoint = _endpoint(trained_store, _fail)
-    recorder = Recorder()
-    shadow = serving.Shadow(recorder)
+    shadow = Shadow(trained_store.workspace)
     answered = serving.answer(endpoint, _table())
-    assert shadow.submit(endpoint, _table(), "r1")
-    shadow.stop(timeout=10)
-    [record] = recorder.records
+    assert shadow.submit(endpoint, _table(), "r1", source="form")
+    shadow.stop(timeout=30)
+    [record] = _challenger_records(trained_store.workspace)
     assert record["status"] == 500 and "the challenger broke" in record["error"]
+    assert (record["request_id"], record["source"], record["deployment"]) == (
+        "r1",
+        "form",
+        endpoint.name,
+    )
     assert shadow.failed == 1 and len(answered.predictions) == 5
+
+
+def test_a_crashing_challenger_is_started_again_and_the_api_lives_on(
+    trained_store: Store,
+) -> None:
+    endpoint = _endpoint(trained_store, _crash_on_three_rows)
+    shadow = Shadow(trained_store.workspace)
+    assert shadow.submit(endpoint, _table(3), "crash")
+    deadline = time.monotonic() + 60
+    while shadow._process is not None and shadow._process.is_alive():
+        assert time.monotonic() < deadline, "the crashing call did not end the process"
+        time.sleep(0.1)
+    assert len(serving.answer(endpoint, _table(3)).predictions) == 3  # main answers as ever
+    assert shadow.submit(endpoint, _table(), "after")
+    assert shadow.restarts == 1
+    shadow.stop(timeout=30)
+    [record] = _challenger_records(trained_store.workspace)
+    assert (record["request_id"], record["status"]) == ("after", 200)
 
 
 # ---------------------------------------------------------------------------- SIGKILL

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from threadpoolctl import threadpool_limits
 
-from core import __version__, prediction_log, serving
+from core import __version__, prediction_log, serving, shadow
 from core.engine import payloads
 from core.entities import FeatureSchema
 from core.errors import ModelDeckError
@@ -148,7 +148,7 @@ def create_app(store: Store | None = None) -> FastAPI:
         catalog.start()
         log = prediction_log.PredictionLog(served.workspace)
         api.state.catalog, api.state.log = catalog, log
-        api.state.shadow = serving.Shadow(log)
+        api.state.shadow = shadow.Shadow(served.workspace)
         try:
             yield
         finally:

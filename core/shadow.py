@@ -1,0 +1,175 @@
+"""The challenger in shadow: every request's rows scored by the challenger after the main answer
+was computed, in a process of its own, through a bounded queue.
+
+A process, not a thread: a thread scoring in the API process holds the GIL while a request
+arrives (it waited up to the 5 ms switch interval), and a challenger that crashes the
+interpreter (a native library's fault, `os._exit`) would take the API down with it. Here a
+slow, failing or crashing challenger never slows or fails the main answer: a full queue skips
+the shadow call and counts it; an exception is logged as the challenger's outcome (status 500);
+a dead process is counted and started again at the next call.
+
+The process is started at the first request that has a challenger. It receives each challenger
+model once (the estimator the API already loaded and verified, and its compiled preprocessing),
+then only (model id, rows, request) per call, and writes its outcomes to its own prediction-log
+segment (kind "challenger", the request id of the main answer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import queue
+import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from core import prediction_log, serving
+from core.engine.profiles import plain
+from core.store import utcnow
+from core.workspace import Workspace
+
+log = logging.getLogger("modeldeck.shadow")
+QUEUE_SIZE = 64  # calls waiting for the challenger; more are skipped and counted
+_CONTEXT = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+
+
+class Shadow:
+    """The API process's side: a bounded queue to the challenger's process, and counters."""
+
+    def __init__(self, workspace: Workspace, size: int = QUEUE_SIZE) -> None:
+        self.workspace = workspace
+        self.size = size
+        self.skipped = 0  # calls not queued: the queue was full
+        self.restarts = 0  # the process died (a crashing challenger) and was started again
+        self._counts = _CONTEXT.Array("q", 2)  # done, failed: written by the process
+        self._process: BaseProcess | None = None
+        self._queue: Any = None
+        self._sent: set[str] = set()  # models the running process has received
+
+    @property
+    def done(self) -> int:
+        return int(self._counts[0])
+
+    @property
+    def failed(self) -> int:
+        return int(self._counts[1])
+
+    def submit(
+        self, endpoint: serving.Endpoint, table: pa.Table, request_id: str, source: str = "api"
+    ) -> bool:
+        """Queue a shadow call (False, counted, when the queue is full); False without a
+        challenger. Never blocks and never raises."""
+        challenger = endpoint.challenger
+        if challenger is None:
+            return False
+        try:
+            self._ensure_running()
+            if challenger.id not in self._sent:  # once per model and process
+                self._queue.put_nowait(
+                    (
+                        "model",
+                        challenger.id,
+                        (challenger, endpoint.challenger_estimator, endpoint.challenger_compiled),
+                    )
+                )
+                self._sent.add(challenger.id)
+            call = {
+                "request_id": request_id,
+                "deployment": endpoint.name,
+                "deployment_id": endpoint.deployment.id,
+                "version": endpoint.version,
+                "source": source,
+            }
+            self._queue.put_nowait(("call", challenger.id, (table, call)))
+        except queue.Full:
+            self.skipped += 1
+            return False
+        return True
+
+    def _ensure_running(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        if self._process is not None:  # it died: a crashing challenger
+            self.restarts += 1
+            log.warning(
+                "the challenger's process died (exit %s): starting it again", self._process.exitcode
+            )
+        self._queue = _CONTEXT.Queue(self.size)
+        self._sent = set()
+        self._process = _CONTEXT.Process(
+            target=_serve,
+            args=(str(self.workspace.home), self._queue, self._counts),
+            name="modeldeck-shadow",
+            daemon=True,
+        )
+        self._process.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        """Let the process finish what is queued, then end it."""
+        if self._process is None:
+            return
+        with contextlib.suppress(queue.Full, ValueError, OSError):
+            self._queue.put(None, timeout=timeout)
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+        self._queue.close()
+        self._process = None
+
+
+def _serve(home: str, calls: Any, counts: Any) -> None:
+    """The challenger's process: score each call, log its outcome."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # as the API: one OpenMP/BLAS thread
+    writer = prediction_log.PredictionLog(Workspace(Path(home)))
+    models: dict[str, tuple[Any, Any, Any]] = {}
+    try:
+        while True:
+            try:
+                item = calls.get()
+            except Exception:  # a message that cannot be unpickled here: dropped, said
+                log.exception("a message to the challenger's process could not be read")
+                continue
+            if item is None:
+                break
+            kind, model_id, payload = item
+            if kind == "model":
+                models[model_id] = payload
+                continue
+            table, call = payload
+            record = _score(models.get(model_id), table, call)
+            with counts.get_lock():
+                counts[0 if record["status"] == 200 else 1] += 1
+            writer.write(record)
+    finally:
+        writer.close()
+
+
+def _score(
+    model: tuple[Any, Any, Any] | None, table: pa.Table, call: dict[str, Any]
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    record: dict[str, Any] = {"kind": "challenger", **call, "rows": table.num_rows}
+    try:
+        if model is None:  # its message was lost (a model that cannot be pickled)
+            raise RuntimeError("the challenger model did not reach the shadow process")
+        challenger, estimator, compiled = model
+        batch = table.combine_chunks().to_batches()[0]
+        scored = serving.score(compiled, estimator, batch, challenger, "challenger")
+        record |= {
+            "status": 200,
+            "outputs": {"predictions": [plain(v) for v in scored.prediction.tolist()]},
+        }
+    except Exception as exc:  # the challenger's fault is logged, never raised
+        record |= {"status": 500, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    record |= {
+        "logged_at": utcnow().isoformat(),
+        "latency_ms": (time.perf_counter() - started) * 1000,
+    }
+    return record
