@@ -1,8 +1,10 @@
-"""Every deployment: environment, current models, status, last run, link."""
+"""Every deployment: environment, current models, status (deployed, and running in the API),
+its form's URL, last run, link."""
 
 import streamlit as st
 
-from core import deployments, runs, ui
+from core import api_status, deployments, forms, runs, ui
+from core.ui import form as ui_form
 
 ui.header(
     "Deployments",
@@ -14,6 +16,7 @@ found = ui.require_deployments(store)
 
 rows = []
 names = ui.model_names(store)
+api = api_status.read_states(store.workspace)  # the API processes' own status files
 for d in found:
     # a validation is not a run of the pipeline's data: it does not count as the last run
     last = [r for r in runs.list_runs(store, d.name, limit=20) if r.trigger != "validation"]
@@ -26,6 +29,8 @@ for d in found:
             "main model": names.get(current.main_model_id, "") if current else "",
             "challenger": names.get(current.challenger_model_id or "", "") if current else "",
             "status": deployments.status(store, d),
+            "running": api_status.running(api, d).words,
+            "URL": ui_form.form_url(d.name),
             "last run": (
                 f"{last[0].status} · {last[0].queued_at:%Y-%m-%d %H:%M}" if last else "never"
             ),
@@ -37,8 +42,15 @@ for d in found:
             else "",
         }
     )
-ui.link_table(rows, "deployment", key="deployments_table")
+ui.link_table(
+    rows,
+    "deployment",
+    key="deployments_table",
+    cell_links={"URL": [forms.form_path(d.name) for d in found]},
+)
 st.caption(
-    'Status "deployed": the current models\' artifacts are present and intact. '
-    "The prediction form URL and the API status arrive with the serving release."
+    'Status "deployed": the current models\' artifacts are present and intact. "running": '
+    "the API process answers for the deployment (it reports every few seconds which "
+    "deployments it has loaded). URL: the deployment's prediction form, to share; public "
+    "forms need no login."
 )
