@@ -11,6 +11,7 @@ ui.header(
     "Staging and production endpoints of your experiments. Deploy a model "
     "from its page or from an experiment's leaderboard.",
 )
+URL_X = 200  # pixels: the deployment column's width, half the URL column's
 store = ui.get_store()
 found = ui.require_deployments(store)
 
@@ -24,13 +25,13 @@ for d in found:
     rows.append(
         {
             "deployment": f"deployment?name={d.name}",
+            "URL": ui_form.form_url(d.name),
+            "status": deployments.status(store, d),
+            "running": api_status.running(api, d).words,
             "environment": d.environment,
             "version": f"v{current.number}" if current else "none",
             "main model": names.get(current.main_model_id, "") if current else "",
             "challenger": names.get(current.challenger_model_id or "", "") if current else "",
-            "status": deployments.status(store, d),
-            "running": api_status.running(api, d).words,
-            "URL": ui_form.form_url(d.name),
             "last run": (
                 f"{last[0].status} · {last[0].queued_at:%Y-%m-%d %H:%M}" if last else "never"
             ),
@@ -47,7 +48,15 @@ ui.link_table(
     "deployment",
     key="deployments_table",
     cell_links={"URL": [forms.form_path(d.name) for d in found]},
+    column_config={  # fixed widths: a click lands on the same column in every browser
+        "deployment": st.column_config.TextColumn("deployment", width=URL_X),
+        "URL": st.column_config.TextColumn(
+            "URL", width=2 * URL_X, help="The prediction form: click to open it, copy to share."
+        ),
+    },
 )
+for why in sorted({r["running"] for r in rows if not r["running"].startswith("running")}):
+    st.caption(f":material/warning: {why[0].upper()}{why[1:]}.")  # the whole reason
 st.caption(
     'Status "deployed": the current models\' artifacts are present and intact. "running": '
     "the API process answers for the deployment (it reports every few seconds which "
