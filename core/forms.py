@@ -14,7 +14,7 @@ import math
 import secrets
 import unicodedata
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
@@ -70,23 +70,31 @@ def _field(feature: FeatureSchema, stats: dict[str, Any]) -> Field:
     missing = float(stats.get("missing_rate") or 0.0)
     missing_words = f"; missing in {_percent(missing)} of training rows" if missing else ""
     if feature.kind == "categorical":
-        frequencies: dict[str, float] = stats.get("frequencies") or {}
-        mode = max(frequencies, key=frequencies.__getitem__) if frequencies else None
-        categories = feature.categories
-        first = categories[0] if categories else None
-        chosen = mode if mode in categories else first
-        common = f"most common: {mode} ({_percent(frequencies[mode])})" if mode else ""
-        hint = f"{len(categories)} known categories" + (f", {common}" if common else "")
-        return Field(
-            feature.name, "category", chosen, categories=categories, hint=hint + missing_words
-        )
-    low, high = stats.get("min"), stats.get("max")
-    if feature.dtype in ("bool", "boolean"):
+        made = _category(feature, stats)
+    elif feature.dtype in ("bool", "boolean"):
         share = stats.get("mean")
         hint = f"true in {_percent(share)} of training rows" if share is not None else ""
-        return Field(
-            feature.name, "flag", share is not None and share >= 0.5, hint=hint + missing_words
-        )
+        made = Field(feature.name, "flag", share is not None and share >= 0.5, hint=hint)
+    else:
+        made = _number(feature, stats)
+    return replace(made, hint=made.hint + missing_words)
+
+
+def _category(feature: FeatureSchema, stats: dict[str, Any]) -> Field:
+    """A select box of the known categories, on the most frequent one."""
+    frequencies: dict[str, float] = stats.get("frequencies") or {}
+    mode = max(frequencies, key=frequencies.__getitem__) if frequencies else None
+    categories = feature.categories
+    first = categories[0] if categories else None
+    chosen = mode if mode in categories else first
+    common = f", most common: {mode} ({_percent(frequencies[mode])})" if mode else ""
+    hint = f"{len(categories)} known categories{common}"
+    return Field(feature.name, "category", chosen, categories=categories, hint=hint)
+
+
+def _number(feature: FeatureSchema, stats: dict[str, Any]) -> Field:
+    """A number input on the training median (rounded for an integer column)."""
+    low, high = stats.get("min"), stats.get("max")
     median = training_median(stats)
     integer = feature.dtype.lower().lstrip("u").startswith("int")
     default = median if median is None else round(median) if integer else _readable(median)
@@ -97,14 +105,8 @@ def _field(feature: FeatureSchema, stats: dict[str, Any]) -> Field:
     )
     if default is not None:
         hint += f", median {plain_number(default)}"
-    return Field(
-        feature.name,
-        "integer" if integer else "number",
-        default,
-        low,
-        high,
-        hint=hint + missing_words,
-    )
+    kind: FieldKind = "integer" if integer else "number"
+    return Field(feature.name, kind, default, low, high, hint=hint)
 
 
 def training_median(stats: dict[str, Any]) -> float | None:
@@ -268,7 +270,7 @@ def explanation(
     )
     missing = [c.feature for c in contributions if c.value is None]
     note = (
-        f"Left empty: {', '.join(missing)}; the model's pipeline filled them in as in "
+        f"Left missing: {', '.join(missing)}; the model's pipeline filled them in as in "
         "training, and their contributions are those of the filled-in values."
         if missing
         else ""

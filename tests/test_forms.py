@@ -135,7 +135,7 @@ def test_a_form_predicts_what_the_api_predicts_for_the_same_row(store: Store) ->
         d.id,
     )
     assert json.loads(json.dumps(record["inputs"]))["region"] == ["Île-de-France"]
-    assert done[1].explanation is not None and "Left empty: income" in done[1].explanation.note
+    assert done[1].explanation is not None and "Left missing: income" in done[1].explanation.note
 
 
 def test_who_may_use_a_form(deploy_churn: object, trained_store: Store) -> None:

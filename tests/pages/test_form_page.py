@@ -181,7 +181,7 @@ def test_an_empty_number_and_a_non_ascii_category_are_scored(
     text = _texts(at)
     assert "likely default = " in text
     assert "credit_score = 9,000 is outside the training range (301 to 848)" in text
-    assert any("Left empty: income" in i.value for i in at.info)
+    assert any("Left missing: income" in i.value for i in at.info)
     [record] = _form_records(store)
     inputs = json.loads(record["inputs"])
     assert inputs["income"] == [None] and inputs["region"] == ["Île-de-France"]
