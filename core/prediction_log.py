@@ -16,7 +16,8 @@ them. Readers skip a partial last line (a process killed mid-write).
 
 A record: `kind` ("main", or "challenger" for a shadow call's outcome keyed by the same
 request id), logged_at, request_id, deployment, deployment_id, version, key_id, source (api |
-form), rows, status, latency_ms, inputs (columns), outputs, error.
+form), user (who submitted a form; None for API calls, which carry their key id), rows, status,
+latency_ms, inputs (columns), outputs, error.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ COLUMNS = {  # the compacted table's columns and types
     "version": pa.int64(),
     "key_id": pa.string(),
     "source": pa.string(),
+    "user": pa.string(),  # the app's user for source "form"; files compacted before lack it
     "rows": pa.int64(),
     "status": pa.int64(),
     "latency_ms": pa.float64(),
@@ -213,7 +215,7 @@ def read_all(workspace: Workspace, deployment: str | None = None) -> pa.Table:
     ]
     if live:
         parts.append(_table(live))
-    table = pa.concat_tables(parts) if parts else _table([])
+    table = pa.concat_tables(parts, promote_options="default") if parts else _table([])
     if deployment is not None:
         table = table.filter(pc.equal(table["deployment"], deployment))
     return table

@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from core import deployments, keys, registry
+from core import api_status, deployments, keys, registry
 from core.engine import model_input, predict
 from core.engine.compiled import CompiledPipeline, compile_pipeline
 from core.engine.profiles import plain
@@ -69,6 +69,7 @@ class Snapshot:
     ring: keys.KeyRing
     marker: bytes | None
     loaded_at: datetime
+    failures: dict[str, str] = field(default_factory=dict)  # by name: why it is not served
 
     def endpoint(self, name: str) -> Endpoint:
         found = self.endpoints.get(name)
@@ -120,6 +121,7 @@ def load_snapshot(store: Store, previous: Snapshot | None = None) -> Snapshot:
     key ring. A deployment whose model cannot be loaded is left out and logged."""
     marker = store.workspace.read_marker(CHANGES_MARKER)
     endpoints: dict[str, Endpoint] = {}
+    failures: dict[str, str] = {}
     for d in deployments.list_deployments(store):
         if d.current is None:
             continue
@@ -127,7 +129,8 @@ def load_snapshot(store: Store, previous: Snapshot | None = None) -> Snapshot:
             endpoints[d.name] = _endpoint(store, d, previous)
         except ModelDeckError as exc:
             log.warning("deployment %s is not served: %s", d.name, exc)
-    return Snapshot(endpoints, keys.load_ring(store), marker, utcnow())
+            failures[d.name] = exc.message
+    return Snapshot(endpoints, keys.load_ring(store), marker, utcnow(), failures)
 
 
 def _endpoint(store: Store, d: Deployment, previous: Snapshot | None) -> Endpoint:
@@ -183,6 +186,7 @@ class Catalog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.status = api_status.Publisher(store.workspace)  # run/api-<pid>.json, for the app
 
     @property
     def snapshot(self) -> Snapshot:
@@ -202,6 +206,7 @@ class Catalog:
     def start(self) -> None:
         """Load now, then keep current in a daemon thread."""
         self.reload()
+        self.status.beat(self._snapshot, None, force=True)
         self._thread = threading.Thread(target=self._follow, name="catalog", daemon=True)
         self._thread.start()
 
@@ -209,10 +214,12 @@ class Catalog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.status.stop()
 
     def _follow(self) -> None:
         last = time.monotonic()
         while not self._stop.wait(POLL_SECONDS):
+            self.status.beat(self._snapshot, self.last_error)
             current = self._snapshot
             marker = self.store.workspace.read_marker(CHANGES_MARKER)
             due = time.monotonic() - last >= REFRESH_SECONDS
@@ -225,6 +232,7 @@ class Catalog:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("reloading the served deployments failed")
             last = time.monotonic()
+            self.status.beat(self._snapshot, self.last_error, force=True)
 
 
 # ---------------------------------------------------------------------------- answering

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -51,6 +52,19 @@ def test_records_are_whole_lines_and_a_partial_last_line_is_skipped(tmp_path: Pa
     day = prediction_log.folder(workspace) / "compacted" / "day=2026-12-06"
     assert len(list(day.glob("*.parquet"))) == 1 and not list(day.glob(".*"))
     assert prediction_log.closed_segments(workspace) == []
+
+
+def test_files_compacted_before_the_user_column_still_read(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    old = prediction_log.folder(workspace) / "compacted" / "day=2026-12-01" / "old.parquet"
+    old.parent.mkdir(parents=True)
+    columns = {n: t for n, t in prediction_log.COLUMNS.items() if n != "user"}
+    pq_table = pa.table({n: pa.array([None], type=t) for n, t in columns.items()})
+    pq.write_table(pq_table.set_column(0, "kind", pa.array(["main"])), old)
+    log = prediction_log.PredictionLog(workspace)
+    log.write({"kind": "main", "source": "form", "user": "vera", "logged_at": "2026-12-06"})
+    table = prediction_log.read_all(workspace)
+    assert sorted(table.column("user").to_pylist(), key=str) == [None, "vera"]
 
 
 def test_a_segment_rotates_by_size(tmp_path: Path) -> None:

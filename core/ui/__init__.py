@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import access, datasets, projects, registry
+from core import access, datasets, forms, projects, registry
 from core.entities import Deployment, Model, Progress
 from core.errors import ModelDeckError, Step, Unauthorized
 from core.store import Store
@@ -52,6 +52,7 @@ PAGES = [
         "pages/deployment.py", "Deployment", "deployment", ":material/deployed_code:", "Deploy"
     ),
     PageSpec("pages/results.py", "Run results", "results", ":material/table_view:", "Deploy"),
+    PageSpec("pages/form.py", "Prediction form", "form", ":material/edit_note:", "Deploy"),
     PageSpec("pages/people.py", "People", "people", ":material/group:", "You"),
     PageSpec("pages/account.py", "Account", "account", ":material/person:", "You"),
 ]
@@ -84,15 +85,20 @@ def navigation(store: Store) -> st.Page:
 
     user = auth.current_user(store)
     if user is None:
+        form = _public_form(store)
         login = [
             st.Page(auth.login_page, title="Log in", url_path=auth.LOGIN_PAGE, default=True),
             *(
-                st.Page(auth.login_page, title="Log in", url_path=p.url_path)
+                st.Page(
+                    auth.form_login_page if p is FORM else auth.login_page,
+                    title="Log in",
+                    url_path=p.url_path,
+                )
                 for p in PAGES
-                if p.url_path
+                if p.url_path and not (form and p is FORM)
             ),
         ]
-        return st.navigation(login, position="hidden")
+        return st.navigation([*login, *([form] if form else [])], position="hidden")
     forget_roles()
     auth.sidebar_account(user)
     sections: dict[str, list[st.Page]] = {}
@@ -101,6 +107,19 @@ def navigation(store: Store) -> st.Page:
             st.Page(p.path, title=p.title, url_path=p.url_path, icon=p.icon, default=p.default)
         )
     return st.navigation(sections)
+
+
+FORM = next(p for p in PAGES if p.url_path == forms.PAGE)
+
+
+def _public_form(store: Store) -> st.Page | None:
+    """The form page when the query names a public deployment: the one page a visitor may open
+    without a login (every other page, and the form of any other deployment, is the login
+    page). The form checks the access level again on every run."""
+    name = st.query_params.get("name")
+    if not name or not forms.is_public(store, name):
+        return None
+    return st.Page(FORM.path, title=FORM.title, url_path=FORM.url_path, icon=FORM.icon)
 
 
 def is_logged_in() -> bool:
@@ -352,9 +371,12 @@ def link_table(
     link: str,
     key: str,
     column_config: dict[str, Any] | None = None,
+    cell_links: dict[str, list[str]] | None = None,
 ) -> None:
     """A table whose `link` column holds "page?param=value": selecting a row opens that page
-    in this browser tab. (A LinkColumn opens a new tab per click.) The column shows the value."""
+    in this browser tab. (A LinkColumn opens a new tab per click.) The column shows the value.
+    `cell_links` maps other columns to one "page?param=value" per row: clicking such a cell
+    opens its own page (any other cell, the row's)."""
     frame = pd.DataFrame(data)
     targets = [urllib.parse.urlsplit(str(t)) for t in frame.get(link, [])]
     if link in frame:
@@ -367,13 +389,19 @@ def link_table(
         hide_index=True,
         key=key,
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode=["single-row", "single-cell"] if cell_links else "single-row",
         column_config=column_config,
     )
-    st.caption("Select a row to open it.")
-    chosen = event.selection.rows if event else []
-    if chosen:
-        target = targets[chosen[0]]
+    named = f" (a cell of {', '.join(cell_links)}: its own link)" if cell_links else ""
+    st.caption(f"Select a row to open it{named}.")
+    rows = event.selection.rows if event else []
+    cells = (event.selection.get("cells") or []) if event else []
+    target = targets[rows[0]] if rows else None
+    if cells:
+        row, column = cells[0]
+        own = (cell_links or {}).get(column)
+        target = urllib.parse.urlsplit(own[row]) if own else targets[row]
+    if target is not None:
         page = next(p.path for p in PAGES if p.url_path == target.path)
         st.switch_page(page, query_params=dict(urllib.parse.parse_qsl(target.query)))
 

@@ -150,9 +150,23 @@ def login_message() -> str | None:
     return None
 
 
-def login_page() -> None:
+FORM_LOGIN_NOTE = (
+    "This prediction form is not public: it opens once you log in (a form open to a project's "
+    "collaborators only also needs you to be one)."
+)
+
+
+def form_login_page() -> None:
+    """The login page at a form's address whose deployment is not public (or does not exist:
+    a visitor is not told which)."""
+    login_page(FORM_LOGIN_NOTE)
+
+
+def login_page(note: str = "") -> None:
     """The only page while nobody is logged in: a form posting to /auth/login."""
     st.title("Log in to ModelDeck")
+    if note:
+        st.info(note, icon=":material/lock:")
     message = login_message()
     if message:
         (st.info if st.query_params.get("login") == "out" else st.error)(message)

@@ -12,6 +12,7 @@ from core.entities import ACCESS_LEVELS, Deployment, Run
 from core.errors import NotFound
 from core.store import Store
 from core.ui import connections as ui_connections
+from core.ui import form as ui_form
 from core.ui import validation as ui_validation
 from core.ui.keys import has_new_key, key_panel
 from core.worker import sidecars
@@ -142,6 +143,8 @@ def general(store: Store, d: Deployment) -> None:
     cols[1].metric("Current version", f"v{d.current.number}" if d.current else "none")
     cols[2].metric("Status", deployments.status(store, d).split(":")[0])
     cols[3].metric("Access", d.access)
+    st.caption(f"API: {ui_form.api_running(store, d).words}")
+    ui_form.share_box(store, d)
     if d.current:
         _model_link(store, d.current.main_model_id, "Main model")
         _model_link(store, d.current.challenger_model_id, "Challenger")
