@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 import pyarrow as pa
 
-from core import access, audit, deployments, projects, registry, serving
+from core import access, audit, deployments, projects, registry, serving, shadow
 from core.engine import payloads
 from core.engine.profiles import plain_number
 from core.entities import Deployment, FeatureSchema, Model
@@ -187,8 +187,8 @@ def check_access(store: Store, d: Deployment, user: str | None) -> None:
 
 # ---------------------------------------------------------------------------- scoring one row
 def endpoint(store: Store, d: Deployment) -> serving.Endpoint:
-    """The deployment's current main model, loaded as the API serves it (the challenger is
-    left out: the form shows the main answer only)."""
+    """The deployment's current models, loaded as the API serves them (the challenger's answer
+    is logged beside the main one, never shown)."""
     if d.current is None:
         raise InvalidInput(
             f"Deployment '{d.name}' has no current version, so its form cannot predict.",
@@ -196,7 +196,20 @@ def endpoint(store: Store, d: Deployment) -> serving.Endpoint:
         )
     main = registry.get_model(store, d.current.main_model_id)
     estimator = registry.cached_estimator(store, main)
-    return serving.Endpoint(d, d.current.number, main, estimator, workspace=store.workspace)
+    challenger = (
+        registry.get_model(store, d.current.challenger_model_id)
+        if d.current.challenger_model_id
+        else None
+    )
+    return serving.Endpoint(
+        d,
+        d.current.number,
+        main,
+        estimator,
+        challenger,
+        registry.cached_estimator(store, challenger) if challenger else None,
+        store.workspace,
+    )
 
 
 @dataclass(frozen=True)
@@ -207,6 +220,7 @@ class Prediction:
     record: dict[str, Any]
     explanation: Explanation | None
     explain_error: str | None = None
+    challenger_record: dict[str, Any] | None = None  # logged beside the main one, not shown
 
     @property
     def prediction(self) -> Any:
@@ -255,6 +269,7 @@ def predict(e: serving.Endpoint, values: dict[str, Any], user: str | None) -> Pr
         record,
         explanation(e, values, answered, found) if found else None,
         explain_error,
+        shadow.challenger_record(e, table, record["request_id"], "form") if e.challenger else None,
     )
 
 

@@ -77,13 +77,7 @@ class Shadow:
                     )
                 )
                 self._sent.add(challenger.id)
-            call = {
-                "request_id": request_id,
-                "deployment": endpoint.name,
-                "deployment_id": endpoint.deployment.id,
-                "version": endpoint.version,
-                "source": source,
-            }
+            call = _call(endpoint, request_id, source)
             self._queue.put_nowait(("call", challenger.id, (table, call)))
         except queue.Full:
             self.skipped += 1
@@ -149,6 +143,25 @@ def _serve(home: str, calls: Any, counts: Any) -> None:
             writer.write(record)
     finally:
         writer.close()
+
+
+def challenger_record(
+    endpoint: serving.Endpoint, table: pa.Table, request_id: str, source: str
+) -> dict[str, Any]:
+    """The challenger's outcome for one call, scored here and now (the prediction form, where
+    a person waits for a page anyway, scores it after the main answer in its own process)."""
+    model = (endpoint.challenger, endpoint.challenger_estimator, endpoint.challenger_compiled)
+    return _score(model, table, _call(endpoint, request_id, source))
+
+
+def _call(endpoint: serving.Endpoint, request_id: str, source: str) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "deployment": endpoint.name,
+        "deployment_id": endpoint.deployment.id,
+        "version": endpoint.version,
+        "source": source,
+    }
 
 
 def _score(

@@ -176,3 +176,39 @@ def test_unknown_and_deleted_forms_say_which(deploy_churn: object, trained_store
         forms.find(trained_store, d.name)
     assert forms.form_path("churn prod") == "form?name=churn+prod"
     assert registry.list_models(trained_store)  # the models stay
+
+
+def test_a_forms_challenger_answer_is_logged_beside_the_main_one(store: Store) -> None:
+    dataset = datasets.register_frame(
+        store, _loans(), name="loans", kind="upload", source="loans.csv", actor="tester"
+    )
+    result = train(
+        store,
+        TrainRequest(
+            dataset_id=dataset.id, target="default", algorithms=("linear", "random_forest")
+        ),
+        actor="tester",
+    )
+    main, other = result.models
+    deployments.deploy(
+        store, main.id, "staging", name="loans", challenger_id=other.id, actor="tester"
+    )
+    e = forms.endpoint(store, deployments.get_deployment(store, "loans"))
+    row = {f.name: f.default for f in forms.fields(e.main)} | {"region": "Île-de-France"}
+    done = forms.predict(e, row, "tester")
+    shadow = done.challenger_record
+    assert shadow is not None and shadow["status"] == 200
+    assert (shadow["kind"], shadow["request_id"], shadow["source"], shadow["rows"]) == (
+        "challenger",
+        done.record["request_id"],
+        "form",
+        1,
+    )
+    expected = registry.load_estimator(store, other).predict(
+        pd.DataFrame([row])[other.schema.feature_names]
+    )
+    assert shadow["outputs"]["predictions"] == expected.tolist()
+    alone = forms.endpoint(
+        store, deployments.deploy(store, main.id, "staging", name="loans", actor="tester")
+    )
+    assert forms.predict(alone, row, None).challenger_record is None  # no challenger, no record

@@ -165,7 +165,10 @@ def _submit(
         st.session_state.pop(RESULT_KEY, None)
         ui.show_error(exc)
         return
-    _log(str(store.workspace.home)).write(done.record)  # logged before it is shown, as the API does
+    log = _log(str(store.workspace.home))
+    log.write(done.record)  # logged before it is shown, as the API does
+    if done.challenger_record is not None:
+        log.write(done.challenger_record)
     st.session_state[RESULT_KEY] = ((served.deployment.id, served.version), row, done)
 
 
