@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +51,7 @@ class Endpoint:
     challenger: Model | None = None
     challenger_estimator: Any = None
     workspace: Workspace | None = None  # where the main model's background rows are
+    load_seconds: dict[str, float] = field(default_factory=dict)  # by role: load + warm-up
 
     @property
     def name(self) -> str:
@@ -141,8 +142,15 @@ def _endpoint(store: Store, d: Deployment, previous: Snapshot | None) -> Endpoin
         if d.current.challenger_model_id
         else None
     )
-    loaded = [_warm(store, m) for m in (main, challenger)]
-    return Endpoint(d, d.current.number, main, loaded[0], challenger, loaded[1], store.workspace)
+    loaded, seconds = [], {}
+    for role, model in (("main", main), ("challenger", challenger)):
+        started = time.perf_counter()
+        loaded.append(_warm(store, model))
+        if model is not None:
+            seconds[role] = time.perf_counter() - started
+    return Endpoint(
+        d, d.current.number, main, loaded[0], challenger, loaded[1], store.workspace, seconds
+    )
 
 
 def _warm(store: Store, model: Model | None) -> Any:
