@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import segments
-from core.store import Tx, is_missing_file, with_files
+from core.store import Tx
 from core.workspace import Workspace, atomic_path
 
 log = logging.getLogger("modeldeck.prediction_log")
@@ -174,7 +174,6 @@ READ_COLUMNS = {  # what readers see: every column but the inputs (the largest, 
     "outputs": "JSON",
     "error": "VARCHAR",
 }
-READ_ATTEMPTS = 5  # a segment compacted between listing and reading is listed again
 
 
 def source_sql(workspace: Workspace) -> str:
@@ -202,11 +201,4 @@ def source_sql(workspace: Workspace) -> str:
 def query(workspace: Workspace, fn: Callable[[Tx, str], T]) -> T:
     """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql`; listed
     again when a listed segment was compacted (renamed away) before DuckDB opened it."""
-    for attempt in range(READ_ATTEMPTS):
-        source = source_sql(workspace)
-        try:
-            return with_files(lambda tx, source=source: fn(tx, source))  # type: ignore[misc]
-        except Exception as exc:
-            if not is_missing_file(exc) or attempt == READ_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    return segments.query(lambda: source_sql(workspace), fn)

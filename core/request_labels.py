@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 from core import challenger, prediction_log
 from core.engine.classes import label_texts
+from core.engine.pipeline_sql import quote
 from core.entities import Model
 from core.scoring import proba_name
-from core.segments import sql_text
 from core.store import Tx
 from core.workspace import Workspace
 
@@ -70,7 +70,7 @@ def rows_sql(source: str, kind: str, window: str) -> str:
         " (SELECT request_id, source, rows AS n,"
         " CAST(json_extract(outputs, '$.predictions') AS JSON[]) AS p,"
         " CAST(json_extract(outputs, '$.probabilities') AS JSON[]) AS pr"
-        f" FROM {source} WHERE deployment_id = ? AND kind = {sql_text(kind)} AND status = 200"
+        f" FROM {source} WHERE deployment_id = ? AND kind = {quote(kind)} AND status = 200"
         f"{window} QUALIFY row_number() OVER (PARTITION BY request_id"
         " ORDER BY logged_at DESC) = 1)))"
     )
@@ -153,7 +153,7 @@ def matched(
         picked.append(f"{value} AS {role}__prediction")
         if role == "main":
             for cls in model.schema.classes if model.task != "regression" else ():
-                path = sql_text('$."' + str(cls).replace('"', '\\"') + '"')
+                path = quote('$."' + str(cls).replace('"', '\\"') + '"')
                 name = '"' + f"{role}__{proba_name(cls)}".replace('"', '""') + '"'
                 picked.append(f"TRY_CAST(json_extract_string(p.proba, {path}) AS DOUBLE) AS {name}")
         else:

@@ -15,14 +15,19 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
+from core.engine.pipeline_sql import quote
+from core.store import Tx, is_missing_file, with_files
 from core.workspace import is_running
+
+T = TypeVar("T")
+READ_ATTEMPTS = 5  # a file renamed away between listing and reading is listed again
 
 FSYNC_POLICIES = ("never", "interval", "always")
 
@@ -127,13 +132,10 @@ def every_segment(base: Path) -> list[Path]:
     return sorted({*open_segments(base), *(base / "closed").glob("*.jsonl")})
 
 
-def sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def file_list(paths: list[Path]) -> str:
-    """A SQL list literal of file paths."""
-    return "[" + ", ".join(sql_text(str(p)) for p in paths) + "]"
+def file_list(paths: Sequence[str | Path]) -> str:
+    """A SQL list literal of file paths (list parameters reach DuckDB as JSON text, which
+    read_parquet and read_json cannot take)."""
+    return "[" + ", ".join(quote(str(p)) for p in paths) + "]"
 
 
 def json_sql(paths: list[Path], columns: dict[str, str], present: str) -> str | None:
@@ -141,9 +143,23 @@ def json_sql(paths: list[Path], columns: dict[str, str], present: str) -> str | 
     a partial last line reads as (rows where `present` is NULL); None without paths."""
     if not paths:
         return None
-    typed = ", ".join(f"{sql_text(n)}: {sql_text(t)}" for n, t in columns.items())
+    typed = ", ".join(f"{quote(n)}: {quote(t)}" for n, t in columns.items())
     return (
         f"SELECT {', '.join(columns)} FROM read_json({file_list(paths)},"
         f" format = 'newline_delimited', columns = {{{typed}}}, ignore_errors = true)"
         f" WHERE {present} IS NOT NULL"
     )
+
+
+def query(source: Callable[[], str], fn: Callable[[Tx, str], T]) -> T:
+    """`fn(tx, source())` on the process's in-memory DuckDB; `source` (a SELECT over files it
+    lists) is built again when a listed file was renamed away (rotated, compacted) before
+    DuckDB opened it."""
+    for attempt in range(READ_ATTEMPTS):
+        listed = source()
+        try:
+            return with_files(lambda tx, listed=listed: fn(tx, listed))  # type: ignore[misc]
+        except Exception as exc:
+            if not is_missing_file(exc) or attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from threadpoolctl import threadpool_limits
 
-from core import __version__, prediction_log, serving
+from core import __version__, prediction_log, serving, usage
 from core.api import metrics
 from core.engine import payloads
 from core.entities import FeatureSchema
@@ -136,9 +136,11 @@ def create_app(store: Store | None = None) -> FastAPI:
         log = prediction_log.PredictionLog(served.workspace)
         api.state.catalog, api.state.log = catalog, log
         api.state.shadow = serving.Shadow(log)
+        sampler = usage.Sampler(served.workspace, "api").start()
         try:
             yield
         finally:
+            sampler.stop()
             api.state.shadow.stop()
             catalog.stop()
             log.close()

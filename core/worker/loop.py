@@ -37,7 +37,7 @@ from typing import Any
 import schedule
 
 import core.engine.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import execution, prediction_log, runs, scheduler
+from core import execution, prediction_log, runs, scheduler, usage
 from core.entities import Progress, Run
 from core.store import Store, utcnow
 from core.worker import executors
@@ -142,6 +142,7 @@ def run_forever(
     where = f"{processes} executor process(es)" if processes else "runs in-process"
     print(f"ModelDeck worker {worker_id} on {store.workspace.home}, {where}", flush=True)
     previous = _exit_on_sigterm()
+    sampler = None if once else usage.Sampler(store.workspace, "worker", children=True).start()
     try:
         _loop(
             store,
@@ -152,6 +153,8 @@ def run_forever(
             processes=processes,
         )
     finally:
+        if sampler is not None:
+            sampler.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
