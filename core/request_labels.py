@@ -9,7 +9,8 @@ optional row column:
 - with a row number, the label is that row's;
 - without one (empty or no row column), it is the label of a one-row request; a request of
   several rows then matches nothing and is counted as `ambiguous_labels`.
-A request id answered more than once (a caller reusing `X-Request-ID`) is its latest answer.
+A request id answered more than once (a caller reusing `X-Request-ID`) is matched with its
+latest answer (the count of logged predictions still counts every answer's rows).
 Only answered calls (status 200) count. A stored request-keyed file has the columns
 `request_id` (text), `row` (BIGINT, NULL for "the only row") and `label`.
 """
@@ -62,8 +63,9 @@ def _window(start: datetime | None, end: datetime | None) -> tuple[str, list[Any
 
 def rows_sql(source: str, kind: str, window: str) -> str:
     """One row per predicted row of a deployment's answered requests of `kind` (main |
-    challenger): request_id, source, n (the request's rows), row, prediction and proba (JSON).
-    Parameters: the deployment id, then the window's."""
+    challenger) whose request id is labelled (the query's `labels` CTE: the window function
+    and the unnesting then touch only those): request_id, source, n (the request's rows),
+    row, prediction and proba (JSON). Parameters: the deployment id, then the window's."""
     return (
         "(SELECT request_id, source, n, i - 1 AS row, p[i] AS prediction, pr[i] AS proba FROM"
         " (SELECT *, generate_subscripts(p, 1) AS i FROM"
@@ -71,8 +73,8 @@ def rows_sql(source: str, kind: str, window: str) -> str:
         " CAST(json_extract(outputs, '$.predictions') AS JSON[]) AS p,"
         " CAST(json_extract(outputs, '$.probabilities') AS JSON[]) AS pr"
         f" FROM {source} WHERE deployment_id = ? AND kind = {quote(kind)} AND status = 200"
-        f"{window} QUALIFY row_number() OVER (PARTITION BY request_id"
-        " ORDER BY logged_at DESC) = 1)))"
+        f"{window} AND request_id IN (SELECT request_id FROM labels)"
+        " QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY logged_at DESC) = 1)))"
     )
 
 
@@ -106,11 +108,12 @@ def match(
     def read(tx: Tx, source: str) -> dict[str, Any]:
         preds = rows_sql(source, "main", window)
         sql = (
-            f"WITH labels AS {labels_sql(files)}, preds AS {preds},"
+            f"WITH labels AS MATERIALIZED {labels_sql(files)}, preds AS MATERIALIZED {preds},"
             " requests AS (SELECT DISTINCT request_id, n FROM preds)"
             " SELECT (SELECT count(*) FROM labels) AS labels,"
             f" (SELECT count(*) FROM labels l SEMI JOIN preds p ON {JOIN}) AS matched,"
-            " (SELECT count(*) FROM preds) AS predictions,"
+            f" (SELECT coalesce(sum(rows), 0) FROM {source} WHERE deployment_id = ?"
+            f" AND kind = 'main' AND status = 200{window}) AS predictions,"
             f" (SELECT count(*) FROM preds p SEMI JOIN labels l ON {JOIN}) AS labelled,"
             " (SELECT count(*) FROM labels l ANTI JOIN requests r USING (request_id))"
             " AS unknown,"
@@ -120,7 +123,7 @@ def match(
             " labels l ANTI JOIN requests r USING (request_id) GROUP BY 1 ORDER BY 1"
             f" LIMIT {SHOWN})) AS examples"
         )
-        return tx.execute(sql, [deployment_id, *params]).first() or {}
+        return tx.execute(sql, [deployment_id, *params] * 2).first() or {}
 
     row = prediction_log.query(workspace, read)
     return {
@@ -165,8 +168,9 @@ def matched(
     def read(tx: Tx, source: str) -> pa.Table:
         tail = " ".join(joins).format(challenger=rows_sql(source, "challenger", window))
         sql = (
-            f"SELECT {', '.join(picked)} FROM {rows_sql(source, 'main', window)} p"
-            f" JOIN {labels_sql(files)} l ON {JOIN} {tail} ORDER BY p.source, p.request_id, p.row"
+            f"WITH labels AS MATERIALIZED {labels_sql(files)}"
+            f" SELECT {', '.join(picked)} FROM {rows_sql(source, 'main', window)} p"
+            f" JOIN labels l ON {JOIN} {tail} ORDER BY p.source, p.request_id, p.row"
         )
         return tx.arrow(sql, args)
 
