@@ -640,11 +640,14 @@ def live_metrics(
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> LiveMetrics:
-    """Metrics of main and challenger per run on the labelled rows, their difference
+    """Metrics of main and challenger per run on the labelled rows, and per traffic source
+    ("api", "form") on the logged answers that request-keyed labels meet; their difference
     (challenger - main) and a paired bootstrap CI of the headline metric's difference.
 
-    The window defaults to every run. Raises InvalidInput without labels, for an empty window
-    or a run with zero rows, and when no prediction of the window has a label.
+    The window defaults to every run and the whole log; `start`/`end` bound both, `run_id` and
+    `last` name runs only (the log is left out). Raises InvalidInput without labels, for an
+    empty window of runs (unless request-keyed labels exist) or a run with zero rows, and when
+    no prediction of the window has a label (counting unknown request ids).
     """
     deployment = get_deployment(store, name)
     files = _label_files(store, deployment)

@@ -10,7 +10,7 @@ process (tests) never share or collide on a series. What is exported:
 - `modeldeck_model_load_seconds{deployment, role}`: how long loading and warming each served
   model took.
 A scoring call costs one dict look-up, one counter increment and one histogram observation (a
-few microseconds, measured by bench/api_bench.py); the challenger and load figures are read
+few microseconds, measured by bench/metrics_bench.py); the challenger and load figures are read
 from the serving objects only when scraped.
 
 A `deployment` label is only ever a name the server serves: a call to an unknown name is
@@ -77,9 +77,17 @@ class ServingMetrics:
         )
         self.registry.register(_Served(state))
 
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
     def observe(self, name: str, status: int, seconds: float) -> None:
-        self.requests.labels(name, str(status)).inc()
-        self.latency.labels(name).observe(seconds)
+        """Count and time one call (the labelled children are looked up once per pair: the
+        library's `labels()` takes a lock and builds a key every time)."""
+        children = self._children.get((name, status))
+        if children is None:
+            children = (self.requests.labels(name, str(status)), self.latency.labels(name))
+            self._children[(name, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
