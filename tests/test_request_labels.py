@@ -13,9 +13,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from core import deployments, ground_truth, prediction_log
+from core import datasets, deployments, ground_truth, prediction_log
+from core.datasets import churn_frame
 from core.errors import InvalidInput
 from core.store import Store
+from core.training import TrainRequest, train
 from tests.cli_helpers import run, run_json
 from tests.conftest import DeployChurn
 from tests.files import write_frame
@@ -117,7 +119,7 @@ def record(
         "kind": kind,
         "logged_at": "2026-12-06T10:00:00",
         "request_id": request_id,
-        "deployment": "diabetes-staging",
+        "deployment": more.pop("deployment", "diabetes-staging"),
         "deployment_id": more.pop("deployment_id"),
         "version": 1,
         "source": more.pop("source", "api"),
@@ -186,3 +188,37 @@ def test_request_labels_that_meet_no_answer_name_the_unknown_ids(store: Store) -
     with pytest.raises(InvalidInput, match="1 of 1 row numbers are not whole numbers from 0"):
         add(store, deployed.name, bad, "b.csv", "y", row="row")
     assert not list(Path(store.workspace.home / "labels").rglob("*.parquet"))
+
+
+def test_zero_one_labels_as_text_floats_with_holes_and_booleans(store: Store) -> None:
+    frame = churn_frame(n_rows=200, seed=5)
+    frame["churn"] = (frame["churn"] == "yes").astype(int)
+    dataset = datasets.register_frame(
+        store, frame, name="c01", kind="upload", source="c01.csv", actor="tester"
+    )
+    request = TrainRequest(dataset_id=dataset.id, target="churn", algorithms=("linear",))
+    [model] = train(store, request, actor="tester").models
+    d = deployments.deploy(store, model.id, "staging", name="c01", actor="tester")
+    assert list(model.schema.classes) == [0, 1]
+    log = prediction_log.PredictionLog(store.workspace)
+    log.write(record("q1", [0, 1, 1, 0], deployment_id=d.id, deployment="c01"))
+    log.close()
+    as_text = pd.DataFrame(
+        {"request_id": ["q1"] * 4, "row": [0, 1, 2, 3], "y": ["0", "1", "0", "0"]}
+    )
+    add(store, d.name, as_text, "text.csv", "y", row="row")
+    live = ground_truth.live_metrics(store, d.name)
+    assert (live.overall.rows, live.overall.main["accuracy"]) == (4, 0.75)
+    # Floats with a hole (0.0/1.0/NaN, as pandas reads a 0/1 column with a gap) meet the
+    # integer classes; the later set wins, the hole is left out. Booleans do not meet 0/1
+    # classes (core.engine.classes): refused with the classes named, nothing stored.
+    floats = pd.DataFrame(
+        {"request_id": ["q1"] * 3, "row": [0, 1, 2], "y": [0.0, float("nan"), 1.0]}
+    )
+    added = add(store, d.name, floats, "floats.parquet", "y", row="row")
+    assert added.counts["without_label"] == 1
+    assert ground_truth.live_metrics(store, d.name).overall.main["accuracy"] == 1.0
+    flags = pd.DataFrame({"request_id": ["q1"], "row": [3], "y": [True]})
+    with pytest.raises(InvalidInput, match="classes the models never saw: 'True'"):
+        add(store, d.name, flags, "flags.parquet", "y", row="row")
+    assert len(ground_truth.list_labels(store, d.name)) == 2
