@@ -6,6 +6,7 @@ to a per-process segment under `usage/` (core.segments, like the prediction log:
 write a line, so a killed process leaves a readable segment; readers skip a partial last line).
 It keeps ONE `psutil.Process` for the whole life of the thread: a new one always reads 0 % CPU.
 Nothing of it runs on a request. The worker's record adds its executor processes (children).
+Segments rotate daily; the worker's full check compacts closed ones into `usage/compacted/`.
 
 A record: sampled_at, process (api | worker), pid, cpu_seconds (user + system, cumulative, children
 included), cpu_percent (since the previous sample, of one core), rss_bytes, threads.
@@ -32,8 +33,8 @@ import pyarrow as pa
 
 from core import prediction_log, segments
 from core.deployments import get_deployment
-from core.store import Store, Tx, utcnow
-from core.workspace import Workspace
+from core.store import Store, Tx, utcnow, with_files
+from core.workspace import Workspace, atomic_path
 
 log = logging.getLogger("modeldeck.usage")
 SECONDS_ENV = "MODELDECK_USAGE_SECONDS"
@@ -123,12 +124,39 @@ class Sampler:
 
 
 # ---------------------------------------------------------------------------- reading
+def compact(workspace: Workspace) -> int:
+    """Closed usage segments (rotated daily, or of processes gone) into Parquet under
+    `usage/compacted/` (temp name + rename), each removed once its file is in place; returns
+    how many segments were compacted. Called by the worker's full check."""
+    done = 0
+    for path in segments.closed_segments(folder(workspace)):
+        sql = segments.json_sql([path], COLUMNS, "sampled_at")
+        target = folder(workspace) / "compacted" / f"{path.stem}.parquet"
+        with atomic_path(target) as tmp:
+            _write_parquet(sql, tmp)
+        path.unlink()
+        done += 1
+    return done
+
+
+def _write_parquet(sql: str | None, target: Path) -> None:
+    with_files(lambda tx: tx.execute(f"COPY ({sql}) TO ? (FORMAT parquet)", [str(target)]))
+
+
 def _source(workspace: Workspace) -> str:
-    found = segments.json_sql(segments.every_segment(folder(workspace)), COLUMNS, "sampled_at")
-    if found is None:
+    parts = []
+    compacted = sorted((folder(workspace) / "compacted").glob("*.parquet"))
+    if compacted:
+        parts.append(
+            f"SELECT {', '.join(COLUMNS)} FROM read_parquet({segments.file_list(compacted)})"
+        )
+    live = segments.json_sql(segments.every_segment(folder(workspace)), COLUMNS, "sampled_at")
+    if live is not None:
+        parts.append(live)
+    if not parts:
         nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in COLUMNS.items())
-        return f"(SELECT {nothing} WHERE false)"
-    return f"({found})"
+        parts.append(f"SELECT {nothing} WHERE false")
+    return "(" + " UNION ALL ".join(parts) + ")"
 
 
 def series(

@@ -77,6 +77,9 @@ def test_a_killed_process_leaves_a_readable_segment(tmp_path: Path) -> None:
     assert len(rows) >= 5 and {r["pid"] for r in rows} == {child.pid}
     cpu = [r["cpu_seconds"] for r in rows]
     assert cpu == sorted(cpu) and cpu[-1] > cpu[0]
+    assert usage.compact(workspace) == 1  # the worker's full check: Parquet, segment gone
+    assert segments.every_segment(usage.folder(workspace)) == []
+    assert usage.series(workspace).to_pylist() == rows
 
 
 def test_deployment_usage_from_the_prediction_log(

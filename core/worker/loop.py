@@ -267,6 +267,10 @@ class Tick:
                 log.info("compacted %d logged predictions", compacted)
         except OSError as exc:
             log.warning("compacting the prediction log failed: %s", exc)
+        try:  # the API's and workers' closed usage segments, into Parquet
+            usage.compact(self.store.workspace)
+        except Exception:
+            log.exception("compacting the usage samples failed")
         if time.monotonic() >= self.prune_at:
             self.prune_at = time.monotonic() + PRUNE_SECONDS
             if pruned := scheduler.prune_slots(self.store):
