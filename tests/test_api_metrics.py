@@ -57,6 +57,7 @@ def test_metrics_count_time_and_guard_the_scoring_calls(
         bad = {"dataframe_records": [{"age": 3}]}
         assert call(f"{base}/v1/deployments/{name}/invocations", bad)[0] == 422
         assert call(f"{base}/v1/deployments/made-up/invocations", body)[0] == 404
+        assert call(f"{base}/v2/models/{name}/infer", {"inputs": []})[0] == 400
         assert call(f"{base}/health")[0] == 200  # not a scoring call: not counted
         assert scrape(base)[0] == 401
         status, text = scrape(base, member)
@@ -70,9 +71,10 @@ def test_metrics_count_time_and_guard_the_scoring_calls(
     assert found[(count, (("deployment", name), ("status", "200")))] == 3
     assert found[(count, (("deployment", name), ("status", "422")))] == 1
     assert found[(count, (("deployment", "-"), ("status", "404")))] == 1
+    assert found[(count, (("deployment", name), ("status", "400")))] == 1  # Open Inference
     assert not any("made-up" in str(labels) for _, labels in found)
     histogram = "modeldeck_request_duration_seconds"
-    assert found[(f"{histogram}_count", (("deployment", name),))] == 4
+    assert found[(f"{histogram}_count", (("deployment", name),))] == 5
     buckets = sorted(
         float(dict(labels)["le"])
         for metric, labels in found
