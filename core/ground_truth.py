@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core import access, audit, challenger, drift, pipeline
+from core import access, audit, challenger, drift, pipeline, request_labels
 from core.deployments import get_deployment
 from core.engine.classes import canonical_sql, class_texts, label_texts, texts_of
 from core.engine.metrics import LabelStats, Sample, Vocabulary
@@ -88,6 +89,10 @@ class Matching:
     predictions: int  # predicted rows in the window
     predictions_with_label: int
     predictions_without_label: int
+    logged_predictions: int = 0  # of `predictions`, rows answered by the API or the form
+    unknown_requests: int = 0  # request-keyed labels whose request id was never answered
+    unknown_examples: tuple[str, ...] = ()
+    ambiguous_labels: int = 0  # without a row number, for a request of several rows
 
 
 @dataclass(frozen=True)
@@ -133,15 +138,31 @@ def add_labels(
     label: str,
     *,
     actor: str,
+    keyed_by: str = "key",
+    row: str | None = None,
 ) -> LabelSet:
     """Read, check and store a label set for a deployment; audited (`labels`).
 
     `source` is a pipeline source block ({"kind": "file"|"upload", "path"} or {"kind":
-    "sql", "sql"}). Raises InvalidInput naming the problem: a missing column, no rows,
-    empty or duplicate keys (with counts and examples), text labels for a regression, classes
-    the models never saw, or keys that match no prediction; PipelineError for a bad source.
-    Rows without a label are left out and counted. Nothing is stored when a check fails.
+    "sql", "sql"}). With `keyed_by="key"` the `key` column holds prediction keys (matched
+    with runs' results); with `keyed_by="request"` it holds API/form request ids (matched with
+    the prediction log) and `row` optionally names the column of each label's 0-based row in
+    its request (core.request_labels). Raises InvalidInput naming the problem: a missing
+    column, no rows, empty or duplicate keys (with counts and examples), bad row numbers, text
+    labels for a regression, classes the models never saw, or keys that match no prediction
+    (naming unknown request ids); PipelineError for a bad source. Rows without a label are
+    left out and counted. Nothing is stored when a check fails.
     """
+    if keyed_by not in ("key", "request"):
+        raise InvalidInput(
+            f"Labels are keyed by 'key' or 'request', not '{keyed_by}'.",
+            "Key them by the prediction key or by the API request id.",
+        )
+    if row is not None and keyed_by != "request":
+        raise InvalidInput(
+            "A row column goes with labels keyed by request id.",
+            "Key the labels by request id, or leave the row column out.",
+        )
     deployment = get_deployment(store, name)
     store.read(lambda tx: access.require(tx, actor, deployment.project_id, "add-labels"))
     if deployment.current is None:
@@ -153,10 +174,15 @@ def add_labels(
     labels_id = new_id("gt")
     target = labels_dir(store, deployment.id) / f"{labels_id}.parquet"
     with _scratch(target) as raw, atomic_path(target) as tmp:
-        _copy_columns(store, source, key, label, raw)
+        _copy_columns(store, source, [key, label] + ([row] if row else []), raw)
         dropped = _check(raw, key, label, model, _classes(store, deployment))
-        _normalise(raw, tmp, model)
-        counts = {**_match(store, deployment, [str(tmp)]), "without_label": dropped}
+        _normalise(raw, tmp, model, by_request=keyed_by == "request")
+        if keyed_by == "request":
+            counts = request_labels.match(store.workspace, deployment.id, [str(tmp)])
+            counts |= {"without_label": dropped, "keyed_by": "request"}
+            _require_request_match(deployment, key, counts)
+        else:
+            counts = {**_match(store, deployment, [str(tmp)]), "without_label": dropped}
         if counts["matched_labels"] == 0:
             raise InvalidInput(
                 f"None of the {counts['labels']:,} label keys in '{key}' matches a prediction "
@@ -166,7 +192,7 @@ def add_labels(
                 "that the deployment has run on those rows.",
             )
     relative = str(target.relative_to(store.workspace.home))
-    row = {
+    stored = {
         "id": labels_id,
         "deployment_id": deployment.id,
         "deployment_name": deployment.name,
@@ -186,7 +212,7 @@ def add_labels(
             "INSERT INTO ground_truth VALUES ($id, $deployment_id, $deployment_name,"
             " $path, $source, $key_column, $label_column, $rows, $counts, $created_by,"
             " $created_at)",
-            row,
+            stored,
         )
         audit.record(
             tx,
@@ -207,7 +233,23 @@ def add_labels(
     except BaseException:
         target.unlink(missing_ok=True)  # never referenced: nothing to keep
         raise
-    return LabelSet.from_row({**row, "source": _json(source), "counts": _json(counts)})
+    return LabelSet.from_row({**stored, "source": _json(source), "counts": _json(counts)})
+
+
+def _require_request_match(deployment: Deployment, key: str, counts: dict[str, Any]) -> None:
+    if counts["matched_labels"]:
+        return
+    shown = ", ".join(f"'{r}'" for r in counts["unknown_examples"])
+    raise InvalidInput(
+        f"None of the {counts['labels']:,} labels in '{key}' matches an answered request of "
+        f"deployment '{deployment.name}' ({counts['predictions']:,} logged rows): "
+        f"{counts['unknown_requests']:,} request ids are unknown"
+        + (f", e.g. {shown}" if shown else "")
+        + f"; {counts['ambiguous_labels']:,} labels without a row belong to requests of "
+        "several rows.",
+        "Use the request_id the API answered with (or the id you sent), and give the row "
+        "number (0-based) for requests of several rows.",
+    )
 
 
 def _json(value: Any) -> str:
@@ -226,27 +268,29 @@ def _scratch(beside: Path) -> Any:
         Path(name).unlink(missing_ok=True)
 
 
-def _copy_columns(store: Store, source: dict[str, Any], key: str, label: str, target: Path) -> None:
-    """Stream the source's key and label columns into `target` (as `key`, `label`)."""
+def _copy_columns(store: Store, source: dict[str, Any], columns: list[str], target: Path) -> None:
+    """Stream the source's key, label (and row) columns into `target` (as `key`, `label`,
+    `row`)."""
+    names = ["key", "label", "row"][: len(columns)]
     writer: pq.ParquetWriter | None = None
     try:
         with pipeline.open_input(store.workspace, {"source": _as_text(source)}) as reader:
-            missing = [c for c in (key, label) if c not in reader.schema.names]
+            missing = [c for c in columns if c not in reader.schema.names]
             if missing:
                 raise InvalidInput(
                     f"The label source has no column {', '.join(repr(c) for c in missing)}.",
                     f"Its columns: {', '.join(reader.schema.names)}.",
                 )
-            if key == label:
+            if len(set(columns)) < len(columns):
                 raise InvalidInput(
-                    "The key and the label are the same column.",
+                    "The key and the label are the same column."
+                    if columns[0] == columns[1]
+                    else "The row column must be neither the key nor the label.",
                     "Choose the column holding the ids as key and the one "
                     "holding the true outcome as label.",
                 )
             for batch in reader:
-                part = pa.RecordBatch.from_arrays(
-                    [batch.column(key), batch.column(label)], names=["key", "label"]
-                )
+                part = pa.RecordBatch.from_arrays([batch.column(c) for c in columns], names=names)
                 if writer is None:
                     writer = pq.ParquetWriter(target, part.schema)
                 writer.write_batch(part)
@@ -255,8 +299,8 @@ def _copy_columns(store: Store, source: dict[str, Any], key: str, label: str, ta
                     target,
                     pa.schema(
                         [
-                            ("key", reader.schema.field(key).type),
-                            ("label", reader.schema.field(label).type),
+                            (n, reader.schema.field(c).type)
+                            for n, c in zip(names, columns, strict=True)
                         ]
                     ),
                 )
@@ -295,16 +339,27 @@ def _classes(store: Store, deployment: Deployment) -> list[str]:
 def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) -> int:
     """Raise InvalidInput for a label file that cannot be stored; return rows without label."""
     path = str(raw)
+    has_row = "row" in pq.read_schema(raw).names
+    ident = "CAST(key AS VARCHAR)" + (
+        " || coalesce(' row ' || CAST(row AS VARCHAR), '')" if has_row else ""
+    )
+    bad_row = (
+        "count_if(row IS NOT NULL AND (TRY_CAST(row AS DOUBLE) IS NULL"
+        " OR TRY_CAST(row AS DOUBLE) < 0"
+        " OR TRY_CAST(row AS DOUBLE) <> floor(TRY_CAST(row AS DOUBLE))))"
+        if has_row
+        else "0"
+    )
 
     def read(tx: Tx) -> dict[str, Any]:
         src = "read_parquet(?)"
         stats = tx.execute(
             f"SELECT count(*) AS rows, count_if(key IS NULL) AS no_key,"
-            f" count_if(label IS NULL) AS no_label FROM {src}",
+            f" count_if(label IS NULL) AS no_label, {bad_row} AS bad_row FROM {src}",
             [path],
         ).first()
         dupes = tx.execute(
-            f"SELECT CAST(key AS VARCHAR) AS k, count(*) AS n FROM {src}"
+            f"SELECT {ident} AS k, count(*) AS n FROM {src}"
             " WHERE key IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
             " ORDER BY n DESC, k",
             [path],
@@ -332,6 +387,11 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
         raise InvalidInput(
             f"{found['no_key']:,} of {found['rows']:,} labels have no key in '{key}'.",
             "Every label needs the prediction key it belongs to.",
+        )
+    if found["bad_row"]:
+        raise InvalidInput(
+            f"{found['bad_row']:,} of {found['rows']:,} row numbers are not whole numbers from 0.",
+            "Give each label's 0-based row in its request (empty for a one-row request).",
         )
     if found["dupes"]:
         dupes = found["dupes"]
@@ -380,9 +440,10 @@ def _check(raw: Path, key: str, label: str, model: Model, classes: list[str]) ->
     return int(found["no_label"])
 
 
-def _normalise(raw: Path, target: Path, model: Model) -> None:
+def _normalise(raw: Path, target: Path, model: Model, *, by_request: bool = False) -> None:
     """key as text; label as a number (regression) or as the canonical text of its class
-    (core.classes); rows without a label left out."""
+    (core.classes); rows without a label left out. Request-keyed: `request_id` (text), `row`
+    (BIGINT, NULL when not given) and `label`."""
     if model.task == "regression":
         label = "CAST(label AS DOUBLE)"
     else:
@@ -396,8 +457,14 @@ def _normalise(raw: Path, target: Path, model: Model) -> None:
         label = canonical_sql(
             "CAST(label AS VARCHAR)", [(r["raw"], r["v"]) for r in rows], model.schema.classes
         )
+    keys = "CAST(key AS VARCHAR) AS key"
+    if by_request:
+        row = "row" if "row" in pq.read_schema(raw).names else "NULL"
+        keys = (
+            f"CAST(key AS VARCHAR) AS request_id, CAST(TRY_CAST({row} AS DOUBLE) AS BIGINT) AS row"
+        )
     sql = (
-        f"COPY (SELECT CAST(key AS VARCHAR) AS key, {label} AS label FROM read_parquet(?)"
+        f"COPY (SELECT {keys}, {label} AS label FROM read_parquet(?)"
         " WHERE label IS NOT NULL) TO ? (FORMAT parquet)"
     )
     with_files(lambda tx: tx.execute(sql, [str(raw), str(target)]))
@@ -479,15 +546,7 @@ def _match(
         " (SELECT count(*) FROM preds p SEMI JOIN labels l ON l.key = p.key) AS labelled"
     )
     row = with_files(lambda tx: tx.execute(sql).first()) or {}
-    return {
-        "labels": int(row["labels"]),
-        "matched_labels": int(row["matched"]),
-        "unmatched_labels": int(row["labels"] - row["matched"]),
-        "predictions": int(row["predictions"]),
-        "predictions_with_label": int(row["labelled"]),
-        "predictions_without_label": int(row["predictions"] - row["labelled"]),
-        "key_column": key,
-    }
+    return {**request_labels.counts(row), "key_column": key}
 
 
 def _q(name: str) -> str:
@@ -514,9 +573,50 @@ def _result_key(typed: str, column: str) -> str:
 def matching(store: Store, name: str, **window: Any) -> Matching:
     """How the deployment's labels meet the predictions of a window (default: every run)."""
     deployment = get_deployment(store, name)
-    runs = _window(store, deployment, window)
-    counts = _match(store, deployment, _label_files(store, deployment), runs)
-    return Matching(**{k: v for k, v in counts.items() if k != "key_column"})
+    return _counts(store, deployment, _label_files(store, deployment), window)[0]
+
+
+ZERO = {
+    "labels": 0,
+    "matched_labels": 0,
+    "unmatched_labels": 0,
+    "predictions": 0,
+    "predictions_with_label": 0,
+    "predictions_without_label": 0,
+}
+
+
+def _counts(
+    store: Store, deployment: Deployment, files: list[str], window: dict[str, Any]
+) -> tuple[Matching, list[Run], str | None]:
+    """How key- and request-keyed labels meet the window's runs and logged requests; the runs
+    measured and their key column (None when no run is measured). The log is read unless the
+    window names runs (`run_id`, `last`); `start`/`end` bound both."""
+    keyed = [f for f in files if not request_labels.is_request_file(f)]
+    by_request = [f for f in files if f not in keyed]
+    runs: list[Run] = []
+    ran: dict[str, Any] = {**ZERO, "key_column": None}
+    if keyed:
+        try:
+            runs = _window(store, deployment, window)
+            ran = _match(store, deployment, keyed, runs)
+        except InvalidInput:
+            if not by_request:
+                raise
+            runs = []
+    logged: dict[str, Any] = dict(ZERO)
+    if by_request and window.get("run_id") is None and window.get("last") is None:
+        logged = request_labels.match(
+            store.workspace, deployment.id, by_request, window.get("start"), window.get("end")
+        )
+    matching = Matching(
+        **{k: ran[k] + logged[k] for k in ZERO},
+        logged_predictions=logged["predictions"],
+        unknown_requests=logged.get("unknown_requests", 0),
+        unknown_examples=tuple(logged.get("unknown_examples", ())),
+        ambiguous_labels=logged.get("ambiguous_labels", 0),
+    )
+    return matching, runs if ran["key_column"] else [], ran["key_column"]
 
 
 def _window(store: Store, deployment: Deployment, window: dict[str, Any]) -> list[Run]:
@@ -540,32 +640,45 @@ def live_metrics(
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> LiveMetrics:
-    """Metrics of main and challenger per run on the labelled rows, their difference
+    """Metrics of main and challenger per run on the labelled rows, and per traffic source
+    ("api", "form") on the logged answers that request-keyed labels meet; their difference
     (challenger - main) and a paired bootstrap CI of the headline metric's difference.
 
-    The window defaults to every run. Raises InvalidInput without labels, for an empty window
-    or a run with zero rows, and when no prediction of the window has a label.
+    The window defaults to every run and the whole log; `start`/`end` bound both, `run_id` and
+    `last` name runs only (the log is left out). Raises InvalidInput without labels, for an
+    empty window of runs (unless request-keyed labels exist) or a run with zero rows, and when
+    no prediction of the window has a label (counting unknown request ids).
     """
     deployment = get_deployment(store, name)
     files = _label_files(store, deployment)
-    runs = _window(store, deployment, {"run_id": run_id, "last": last, "start": start, "end": end})
-    counts = _match(store, deployment, files, runs)
-    if counts["predictions_with_label"] == 0:
+    window = {"run_id": run_id, "last": last, "start": start, "end": end}
+    counts, runs, key = _counts(store, deployment, files, window)
+    if counts.predictions_with_label == 0:
         raise InvalidInput(
-            f"None of the {counts['predictions']:,} predictions in the window has a label "
-            f"({counts['labels']:,} labels stored).",
+            f"None of the {counts.predictions:,} predictions in the window has a label "
+            f"({counts.labels:,} labels stored"
+            + (
+                f"; {counts.unknown_requests:,} of them name unknown request ids"
+                if counts.unknown_requests
+                else ""
+            )
+            + ").",
             "Add labels for these rows, or choose a window of runs the labels cover.",
         )
-    task = drift.run_model(store, runs[0]).task
+    current = _current_models(store, deployment)
+    task = drift.run_model(store, runs[0]).task if runs else current["main"].task
     metric = HEADLINE[task]
     rng = np.random.default_rng(seed)
     models: dict[str, Model] = {}
     per_run, totals = [], _Totals(task, metric)
+    keyed = [f for f in files if not request_labels.is_request_file(f)]
     for run in runs:
-        per_run.append(
-            _live_run(store, run, files, counts["key_column"], models, totals, rng, resamples)
-        )
-    notes = []
+        assert key is not None
+        per_run.append(_live_run(store, run, keyed, key, models, totals, rng, resamples))
+    notes: list[str] = []
+    if counts.logged_predictions:
+        for source, table, models_of in _logged(store, deployment, files, current, window, notes):
+            per_run.append(_measure(table, source, None, models_of, totals, rng, resamples))
     if not any(r.challenger for r in per_run):
         notes.append("no run in the window had a challenger: main metrics only")
     method = (
@@ -588,7 +701,7 @@ def live_metrics(
         task,
         metric,
         method,
-        Matching(**{k: v for k, v in counts.items() if k != "key_column"}),
+        counts,
         tuple(per_run),
         overall,
         tuple(notes),
@@ -632,12 +745,64 @@ def _live_run(
     for model_id in roles.values():
         if model_id and model_id not in models:
             models[model_id] = get_model(store, model_id)
-    table = _matched(store, run, files, key, {r: models[m] for r, m in roles.items() if m})
+    by_role = {r: models[m] for r, m in roles.items() if m}
+    table = _matched(store, run, files, key, by_role)
+    return _measure(table, run.id, run.finished_at, by_role, totals, rng, resamples)
+
+
+def _logged(
+    store: Store,
+    deployment: Deployment,
+    files: list[str],
+    current: dict[str, Model],
+    window: dict[str, Any],
+    notes: list[str],
+) -> list[tuple[str, pa.Table, dict[str, Model]]]:
+    """The labelled logged rows per source (api, form) and the models to measure them with:
+    the current version's, the challenger only where it answered every matched row of a
+    source (else a note is added)."""
+    by_request = [f for f in files if request_labels.is_request_file(f)]
+    table = request_labels.matched(
+        store.workspace, deployment.id, by_request, current, window["start"], window["end"]
+    )
+    found = []
+    for source in request_labels.sources(table):
+        part = table.filter(pc.equal(table.column("source"), source))
+        if "challenger__prediction" in part.column_names:
+            skipped = part.column("challenger__prediction").null_count
+            if skipped:
+                part = part.drop_columns(["challenger__prediction"])
+                notes.append(
+                    f"{source}: the challenger has no answer for {skipped:,} labelled rows "
+                    "(skipped or failed): main metrics only"
+                )
+        roles = [r for r in current if f"{r}__prediction" in part.column_names]
+        found.append((source, part, {r: current[r] for r in roles}))
+    return found
+
+
+def _current_models(store: Store, deployment: Deployment) -> dict[str, Model]:
+    """The current version's main (and challenger) model."""
+    assert deployment.current is not None  # labels were added, so a model was deployed
+    found = {"main": get_model(store, deployment.current.main_model_id)}
+    if deployment.current.challenger_model_id:
+        found["challenger"] = get_model(store, deployment.current.challenger_model_id)
+    return found
+
+
+def _measure(
+    table: pa.Table,
+    run_id: str,
+    at: datetime | None,
+    by_role: dict[str, Model],
+    totals: _Totals,
+    rng: np.random.Generator,
+    resamples: int,
+) -> LiveRun:
+    """Main and challenger metrics of one matched table (a run's, or a traffic source's)."""
     if table.num_rows == 0:
-        return LiveRun(run.id, run.finished_at, 0, None, None, None, None)
-    main_id = roles["main"]
-    assert main_id is not None  # a run that scored rows records its main model
-    main_model = models[main_id]
+        return LiveRun(run_id, at, 0, None, None, None, None)
+    main_model = by_role["main"]
     task = main_model.task
     vocabulary = Vocabulary(main_model.schema.classes)
     labels = table.column("label").to_numpy(zero_copy_only=False)
@@ -647,10 +812,7 @@ def _live_run(
         else vocabulary.codes(label_texts(labels, main_model.schema.classes))
     )
     results, outcome = {}, {}
-    for role, model_id in roles.items():
-        if not model_id:
-            continue
-        model = models[model_id]
+    for role, model in by_role.items():
         scored = _scored(table, role, model)
         stats = LabelStats(task, vocabulary.n_classes)
         whole = totals.stats.setdefault(role, LabelStats(task, vocabulary.n_classes))
@@ -674,9 +836,7 @@ def _live_run(
             totals.sample.add(d=values)
         ci = _ci(totals.metric, outcomes, values, rng, resamples)
     main, other = results.get("main"), results.get("challenger")
-    return LiveRun(
-        run.id, run.finished_at, table.num_rows, main, other, _difference(main, other), ci
-    )
+    return LiveRun(run_id, at, table.num_rows, main, other, _difference(main, other), ci)
 
 
 def _matched(

@@ -22,27 +22,26 @@ latency_ms, inputs (columns), outputs, error.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import threading
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from core.workspace import Workspace, atomic_path, is_running
+from core import segments
+from core.store import Tx
+from core.workspace import Workspace, atomic_path
 
 log = logging.getLogger("modeldeck.prediction_log")
 SEGMENT_BYTES = 64 * 1024 * 1024
 SEGMENT_SECONDS = 3600.0
-FSYNC_POLICIES = ("never", "interval", "always")
+FSYNC_POLICIES = segments.FSYNC_POLICIES
 COLUMNS = {  # the compacted table's columns and types
     "kind": pa.string(),
     "logged_at": pa.timestamp("us"),
@@ -56,6 +55,7 @@ COLUMNS = {  # the compacted table's columns and types
     "rows": pa.int64(),
     "status": pa.int64(),
     "latency_ms": pa.float64(),
+    "cpu_ms": pa.float64(),  # CPU time of the predict call (thread time), main records
     "inputs": pa.string(),  # JSON: columns -> values
     "outputs": pa.string(),  # JSON: predictions, probabilities
     "error": pa.string(),
@@ -74,8 +74,8 @@ def fsync_policy() -> tuple[str, float]:
     return policy, float(os.environ.get("MODELDECK_LOG_FSYNC_MS", "200")) / 1000
 
 
-class PredictionLog:
-    """The append-only segment of one process; thread-safe."""
+class PredictionLog(segments.SegmentWriter):
+    """The prediction log's append-only segment of one process; thread-safe."""
 
     def __init__(
         self,
@@ -84,90 +84,27 @@ class PredictionLog:
         max_bytes: int = SEGMENT_BYTES,
         max_seconds: float = SEGMENT_SECONDS,
     ) -> None:
-        self.open_dir = folder(workspace) / "open"
-        self.closed_dir = folder(workspace) / "closed"
-        for d in (self.open_dir, self.closed_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        self.max_bytes, self.max_seconds = max_bytes, max_seconds
-        self.policy, self.interval = fsync_policy()
-        self._lock = threading.Lock()
-        self._fd: int | None = None
-        self._path: Path | None = None
-        self._opened = 0.0
-        self._size = 0
-        self._synced = time.monotonic()
-        self._dirty = False
-
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record as one line (one write call) before the caller answers."""
-        line = orjson.dumps(record, default=str, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-        with self._lock:
-            if self._fd is None or self._due():
-                self._rotate()
-            assert self._fd is not None
-            os.write(self._fd, line)
-            self._size += len(line)
-            if self.policy == "always":
-                os.fsync(self._fd)
-            elif self.policy == "interval":
-                self._dirty = True
-                if time.monotonic() - self._synced >= self.interval:
-                    os.fsync(self._fd)
-                    self._synced, self._dirty = time.monotonic(), False
-
-    def _due(self) -> bool:
-        return self._size >= self.max_bytes or time.monotonic() - self._opened >= self.max_seconds
-
-    def _rotate(self) -> None:
-        self._close_segment()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        self._path = self.open_dir / f"{os.getpid()}-{stamp}.jsonl"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._opened, self._size = time.monotonic(), 0
-
-    def _close_segment(self) -> None:
-        if self._fd is None or self._path is None:
-            return
-        if self.policy != "never":
-            os.fsync(self._fd)
-        os.close(self._fd)
-        os.replace(self._path, self.closed_dir / self._path.name)
-        self._fd, self._path = None, None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_segment()
+        policy, interval = fsync_policy()
+        super().__init__(
+            folder(workspace),
+            max_bytes=max_bytes,
+            max_seconds=max_seconds,
+            policy=policy,
+            interval=interval,
+        )
 
 
 # ---------------------------------------------------------------------------- reading
-def read_segment(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of one segment, skipping a partial last line (and any line that is not a
-    whole JSON object: a process killed mid-write)."""
-    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                return
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield record
+read_segment = segments.read_segment
 
 
 def closed_segments(workspace: Workspace) -> list[Path]:
     """Segments ready to compact: rotated ones, and the open ones of processes that are gone."""
-    base = folder(workspace)
-    done = sorted((base / "closed").glob("*.jsonl"))
-    for path in sorted((base / "open").glob("*.jsonl")):
-        pid = path.name.split("-", 1)[0]
-        if pid.isdigit() and not is_running(int(pid)):
-            done.append(path)
-    return done
+    return segments.closed_segments(folder(workspace))
 
 
 def open_segments(workspace: Workspace) -> list[Path]:
-    return sorted((folder(workspace) / "open").glob("*.jsonl"))
+    return segments.open_segments(folder(workspace))
 
 
 def _table(records: list[dict[str, Any]]) -> pa.Table:
@@ -219,3 +156,51 @@ def read_all(workspace: Workspace, deployment: str | None = None) -> pa.Table:
     if deployment is not None:
         table = table.filter(pc.equal(table["deployment"], deployment))
     return table
+
+
+# ---------------------------------------------------------------------------- DuckDB readers
+T = TypeVar("T")
+READ_COLUMNS = {  # what readers see: every column but the inputs (the largest, never needed)
+    "kind": "VARCHAR",
+    "logged_at": "TIMESTAMP",
+    "request_id": "VARCHAR",
+    "deployment": "VARCHAR",
+    "deployment_id": "VARCHAR",
+    "version": "BIGINT",
+    "key_id": "VARCHAR",
+    "source": "VARCHAR",
+    "rows": "BIGINT",
+    "status": "BIGINT",
+    "latency_ms": "DOUBLE",
+    "cpu_ms": "DOUBLE",
+    "outputs": "JSON",
+    "error": "VARCHAR",
+}
+
+
+def source_sql(workspace: Workspace) -> str:
+    """A SELECT of READ_COLUMNS over every logged record: the compacted Parquet (only the
+    columns read, so the inputs are never parsed) and the open and closed JSON-lines segments
+    (a partial last line skipped). Files are listed now; see `query` for the race with the
+    compaction."""
+    compacted = sorted((folder(workspace) / "compacted").rglob("*.parquet"))
+    parts = []
+    if compacted:
+        picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in READ_COLUMNS.items())
+        parts.append(
+            f"SELECT {picked} FROM read_parquet({segments.file_list(compacted)},"
+            " union_by_name = true)"
+        )
+    live = segments.json_sql(segments.every_segment(folder(workspace)), READ_COLUMNS, "kind")
+    if live:
+        parts.append(live)
+    if not parts:
+        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in READ_COLUMNS.items())
+        parts.append(f"SELECT {nothing} WHERE false")
+    return "(" + " UNION ALL ".join(parts) + ")"
+
+
+def query(workspace: Workspace, fn: Callable[[Tx, str], T]) -> T:
+    """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql`; listed
+    again when a listed segment was compacted (renamed away) before DuckDB opened it."""
+    return segments.query(lambda: source_sql(workspace), fn)

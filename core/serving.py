@@ -52,6 +52,7 @@ class Endpoint:
     workspace: Workspace | None = None  # where the main model's background rows are
     main_compiled: CompiledPipeline | None = None  # the numpy path, when the pipeline has one
     challenger_compiled: CompiledPipeline | None = None
+    load_seconds: dict[str, float] = field(default_factory=dict)  # by role: load + warm-up
 
     @property
     def name(self) -> str:
@@ -145,9 +146,13 @@ def _endpoint(store: Store, d: Deployment, previous: Snapshot | None) -> Endpoin
         if d.current.challenger_model_id
         else None
     )
-    (main_estimator, main_compiled), (challenger_estimator, challenger_compiled) = (
-        _warm(store, m) for m in (main, challenger)
-    )
+    loaded, seconds = [], {}
+    for role, model in (("main", main), ("challenger", challenger)):
+        started = time.perf_counter()
+        loaded.append(_warm(store, model))
+        if model is not None:
+            seconds[role] = time.perf_counter() - started
+    (main_estimator, main_compiled), (challenger_estimator, challenger_compiled) = loaded
     return Endpoint(
         d,
         d.current.number,
@@ -158,6 +163,7 @@ def _endpoint(store: Store, d: Deployment, previous: Snapshot | None) -> Endpoin
         store.workspace,
         main_compiled,
         challenger_compiled,
+        seconds,
     )
 
 

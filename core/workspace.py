@@ -23,7 +23,18 @@ PRIVATE_DIR = "private"  # DuckDB's temporary files: no source reads it, no sink
 # Folders whose files ModelDeck writes itself and references from the metadata: never a sink
 # or a report copy target (labels/ is core/ground_truth.py's LABELS_DIR).
 PENDING_DIR = "pending"  # one empty file per finished run whose after-run steps are to do
-OWN_DIRS = ("datasets", "artifacts", "runs", "logs", "uploads", "labels", PRIVATE_DIR, PENDING_DIR)
+OWN_DIRS = (
+    "datasets",
+    "artifacts",
+    "runs",
+    "logs",
+    "uploads",
+    "labels",
+    "predictions",
+    "usage",
+    PRIVATE_DIR,
+    PENDING_DIR,
+)
 
 
 @dataclass(frozen=True)

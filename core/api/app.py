@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import secrets
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +26,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from threadpoolctl import threadpool_limits
 
-from core import __version__, prediction_log, serving, shadow
+from core import __version__, prediction_log, serving, shadow, usage
+from core.api import metrics
 from core.engine import payloads
 from core.entities import FeatureSchema
 from core.errors import ModelDeckError
@@ -149,9 +151,11 @@ def create_app(store: Store | None = None) -> FastAPI:
         log = prediction_log.PredictionLog(served.workspace)
         api.state.catalog, api.state.log = catalog, log
         api.state.shadow = shadow.Shadow(served.workspace)
+        sampler = usage.Sampler(served.workspace, "api").start()
         try:
             yield
         finally:
+            sampler.stop()
             api.state.shadow.stop()
             catalog.stop()
             log.close()
@@ -161,6 +165,13 @@ def create_app(store: Store | None = None) -> FastAPI:
     api = FastAPI(title="ModelDeck API", version=__version__, lifespan=lifespan)
     api.add_exception_handler(ModelDeckError, error_response)
     api.add_exception_handler(HTTPException, _http_error)
+    counted = metrics.ServingMetrics(api.state)
+
+    def served_names() -> dict[str, Any] | None:
+        catalog: serving.Catalog | None = getattr(api.state, "catalog", None)
+        return catalog.snapshot.endpoints if catalog is not None and catalog.ready else None
+
+    api.add_middleware(metrics.MetricsMiddleware, metrics=counted, served=served_names)
 
     def snapshot(request: Request) -> serving.Snapshot:
         catalog: serving.Catalog = request.app.state.catalog
@@ -184,8 +195,25 @@ def create_app(store: Store | None = None) -> FastAPI:
         """Write the answer to the prediction log (before it is sent), then hand the rows
         to the challenger's shadow queue."""
         record = serving.main_record(endpoint, table, answer, request_id=request_id, key_id=key_id)
+        record["cpu_ms"] = request.state.cpu_ms
         request.app.state.log.write(record)
         request.app.state.shadow.submit(endpoint, table, request_id)
+
+    def answered(
+        request: Request, endpoint: serving.Endpoint, table: Any, explained: bool = False
+    ) -> serving.Answer:
+        """serving.answer, with the CPU time of this thread spent on it (for usage)."""
+        started = time.thread_time()
+        answer = serving.answer(endpoint, table, explained=explained)
+        request.state.cpu_ms = (time.thread_time() - started) * 1000
+        return answer
+
+    @api.get("/metrics", include_in_schema=False)
+    def prometheus(request: Request) -> Response:
+        """Prometheus' text format (core.api.metrics): an instance admin's key, unless
+        MODELDECK_METRICS_PUBLIC=1."""
+        metrics.require_reader(snapshot(request).ring, request.headers.get("authorization"))
+        return Response(counted.exposition(), media_type=metrics.CONTENT_TYPE)
 
     @api.get("/health")
     def health(request: Request) -> dict[str, Any]:
@@ -220,7 +248,7 @@ def create_app(store: Store | None = None) -> FastAPI:
             endpoint.main.schema.feature_names,
         )
         explained = request.query_params.get("explain", "").lower() in ("true", "1", "yes")
-        answer = serving.answer(endpoint, table, explained=explained)
+        answer = answered(request, endpoint, table, explained)
         request_id = _request_id(request)
         body: dict[str, Any] = {"predictions": answer.predictions}
         if answer.probabilities is not None:
@@ -273,7 +301,7 @@ def create_app(store: Store | None = None) -> FastAPI:
         table, given_id = payloads.read_v2(
             await request.body(), request.headers.get("content-type")
         )
-        answer = serving.answer(endpoint, table)
+        answer = answered(request, endpoint, table)
         rows = len(answer.predictions)
         outputs: list[dict[str, Any]] = [
             {

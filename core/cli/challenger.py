@@ -1,7 +1,8 @@
 """Champion vs challenger, ground truth and swap on the command line.
 
     modeldeck challenger NAME [--run RUN | --last N] [--top N] [--tolerance X] [--json]
-    modeldeck labels add NAME (--file PATH | --sql SQL) --key COL --label COL [--json]
+    modeldeck labels add NAME (--file PATH | --sql SQL) (--key COL | --request-id COL [--row COL])
+        --label COL [--json]
     modeldeck labels list NAME [--json]
     modeldeck live NAME [--run RUN | --last N] [--json]
     modeldeck swap NAME [--json]
@@ -41,7 +42,14 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", help="a CSV/Parquet file or glob in the workspace")
     source.add_argument("--sql", help="a DuckDB SELECT over workspace files")
-    p.add_argument("--key", required=True, help="the column holding the prediction key")
+    keyed = p.add_mutually_exclusive_group(required=True)
+    keyed.add_argument("--key", help="the column holding the prediction key (runs)")
+    keyed.add_argument(
+        "--request-id", help="the column holding the API/form request id (the prediction log)"
+    )
+    p.add_argument(
+        "--row", help="with --request-id: the column of each label's 0-based row in its request"
+    )
     p.add_argument("--label", required=True, help="the column holding the true outcome")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_labels_add)
@@ -128,8 +136,16 @@ def cmd_labels_add(args: argparse.Namespace) -> int:
     from core import ground_truth
 
     source = {"kind": "sql", "sql": args.sql} if args.sql else {"kind": "file", "path": args.file}
+    by_request = args.request_id is not None
     added = ground_truth.add_labels(
-        open_store(), args.name, source, args.key, args.label, actor=actor()
+        open_store(),
+        args.name,
+        source,
+        args.request_id if by_request else args.key,
+        args.label,
+        actor=actor(),
+        keyed_by="request" if by_request else "key",
+        row=args.row,
     )
     if args.json:
         print_json(asdict(added))
@@ -141,6 +157,14 @@ def cmd_labels_add(args: argparse.Namespace) -> int:
         f"{c['predictions_without_label']:,} of {c['predictions']:,} predictions have no "
         f"label; {c['without_label']:,} rows without a label left out."
     )
+    if c.get("unknown_requests"):
+        shown = ", ".join(c["unknown_examples"])
+        print(f"{c['unknown_requests']:,} labels name request ids never answered (e.g. {shown}).")
+    if c.get("ambiguous_labels"):
+        print(
+            f"{c['ambiguous_labels']:,} labels have no row for a request of several rows: "
+            "give --row."
+        )
     return 0
 
 
@@ -176,6 +200,11 @@ def cmd_live(args: argparse.Namespace) -> int:
         f"{found.deployment}: {m.predictions_with_label:,} of {m.predictions:,} predictions "
         f"labelled; {m.unmatched_labels:,} of {m.labels:,} labels match no prediction"
     )
+    if m.unknown_requests:
+        print(
+            f"{m.unknown_requests:,} labels name request ids never answered "
+            f"(e.g. {', '.join(m.unknown_examples)})"
+        )
     print(f"{found.metric} (challenger - main, 95% CI):")
     for r in (*found.runs, found.overall):
         main = _num((r.main or {}).get(found.metric))

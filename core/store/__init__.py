@@ -293,6 +293,14 @@ def with_files(fn: Callable[[Tx], T], *, memory_limit: str | None = None) -> T:
         cursor.close()
 
 
+def is_missing_file(exc: BaseException) -> bool:
+    """Whether a DuckDB read failed because a file it was given is gone (renamed away)."""
+    text = str(exc)
+    return isinstance(exc, duckdb.IOException) and (
+        "No such file" in text or "No files found" in text or "does not exist" in text
+    )
+
+
 def write_duckdb_table(db_path: Path, table: str, parquet: Path, *, replace: bool) -> int:
     """Append (or replace) `table` in the DuckDB file `db_path` with a Parquet file's rows.
 

@@ -37,7 +37,7 @@ from typing import Any
 import schedule
 
 import core.engine.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import execution, prediction_log, runs, scheduler
+from core import execution, prediction_log, runs, scheduler, usage
 from core.entities import Progress, Run
 from core.store import Store, utcnow
 from core.worker import executors
@@ -142,6 +142,7 @@ def run_forever(
     where = f"{processes} executor process(es)" if processes else "runs in-process"
     print(f"ModelDeck worker {worker_id} on {store.workspace.home}, {where}", flush=True)
     previous = _exit_on_sigterm()
+    sampler = None if once else usage.Sampler(store.workspace, "worker", children=True).start()
     try:
         _loop(
             store,
@@ -152,6 +153,8 @@ def run_forever(
             processes=processes,
         )
     finally:
+        if sampler is not None:
+            sampler.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -264,6 +267,10 @@ class Tick:
                 log.info("compacted %d logged predictions", compacted)
         except OSError as exc:
             log.warning("compacting the prediction log failed: %s", exc)
+        try:  # the API's and workers' closed usage segments, into Parquet
+            usage.compact(self.store.workspace)
+        except Exception:
+            log.exception("compacting the usage samples failed")
         if time.monotonic() >= self.prune_at:
             self.prune_at = time.monotonic() + PRUNE_SECONDS
             if pruned := scheduler.prune_slots(self.store):
