@@ -25,13 +25,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core import segments
@@ -204,3 +205,44 @@ def query(workspace: Workspace, fn: Callable[[Tx, str], T]) -> T:
     """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql`; listed
     again when a listed segment was compacted (renamed away) before DuckDB opened it."""
     return segments.query(lambda: source_sql(workspace), fn)
+
+
+# ---------------------------------------------------------------------------- by day
+def days(workspace: Workspace, deployment_id: str) -> list[dict[str, Any]]:
+    """A deployment's logged calls per UTC day, newest first: day, requests, rows, errors (the
+    challenger's outcomes are not counted as requests)."""
+
+    def read(tx: Tx, source: str) -> list[dict[str, Any]]:
+        return tx.execute(
+            "SELECT CAST(logged_at AS DATE) AS day, count(*) AS requests,"
+            " coalesce(sum(rows), 0) AS rows, count(*) FILTER (WHERE status <> 200)"
+            f" AS errors FROM {source} WHERE deployment_id = ? AND kind = 'main'"
+            " GROUP BY 1 ORDER BY 1 DESC",
+            [deployment_id],
+        ).dicts()
+
+    return query(workspace, read)
+
+
+def day_csv(workspace: Workspace, deployment_id: str, day: date) -> bytes:
+    """Every record of one deployment and UTC day (main and challenger, inputs and outputs as
+    JSON text), as CSV: the compacted Parquet of that day and the segments not compacted yet."""
+    stamp = day.isoformat()
+    parts = [
+        pq.read_table(p)
+        for p in sorted((folder(workspace) / "compacted" / f"day={stamp}").glob("*.parquet"))
+    ]
+    live = [
+        r
+        for p in segments.every_segment(folder(workspace))
+        for r in read_segment(p)
+        if str(r.get("logged_at", "")).startswith(stamp)
+    ]
+    if live:
+        parts.append(_table(live))
+    table = pa.concat_tables(parts, promote_options="default") if parts else _table([])
+    table = table.filter(pc.equal(table["deployment_id"], deployment_id))
+    table = table.sort_by([("logged_at", "ascending")])
+    out = pa.BufferOutputStream()
+    pacsv.write_csv(table, out)
+    return bytes(out.getvalue().to_pybytes())

@@ -1,5 +1,5 @@
-"""One deployment, one section at a time: general, pipeline, versions, runs, predictions,
-schedule, validation, challenger, drift and audit log.
+"""One deployment, one section at a time: general, monitoring, predictions, versions, usage,
+pipeline, runs, schedule, validation, challenger, drift and audit log.
 
 Only the chosen section renders (and so computes); the deployment and the section are kept in
 the URL (`?name=…&section=…`), so a link opens the same view.
@@ -14,6 +14,7 @@ from core.ui import challenger as ui_challenger
 from core.ui import connections as ui_connections
 from core.ui import deployment as ui_deployment
 from core.ui import drift as ui_drift
+from core.ui import monitoring as ui_monitoring
 from core.ui import reports as ui_reports
 from core.ui import validation as ui_validation
 
@@ -53,12 +54,14 @@ def audit_log(store: Store, d: Deployment) -> None:
     )
 
 
-SECTIONS = {
+SECTIONS = {  # the seed's five first, then the pipeline's and the model checks' own
     "general": general,
-    "pipeline": pipeline,
-    "versions": ui_deployment.versions_table,
-    "runs": ui_deployment.runs_panel,
+    "monitoring": ui_monitoring.monitoring_section,
     "predictions": ui_challenger.predictions_tab,
+    "versions": ui_deployment.versions_table,
+    "usage": ui_monitoring.usage_section,
+    "pipeline": pipeline,
+    "runs": ui_deployment.runs_panel,
     "schedule": schedule,
     "validation": ui_validation.validation_tab,
     "challenger": ui_challenger.challenger_tab,

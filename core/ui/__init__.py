@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import access, datasets, forms, projects, registry
+from core import access, api_status, datasets, forms, projects, registry
 from core.entities import Deployment, Model, Progress
 from core.errors import ModelDeckError, Step, Unauthorized
 from core.store import Store
 from core.ui import charts
 from core.worker import sidecars
+from core.workspace import Workspace
 
 APP_PATH = Path(__file__).resolve().parents[2] / "app.py"
 FLASH_KEY = "_modeldeck_flash"
@@ -353,15 +354,27 @@ def progress_bar(label: str) -> Progress:
 
 
 @st.cache_data(ttl=5, show_spinner=False)
-def _api_status() -> sidecars.SidecarStatus:
-    return sidecars.api_status()
+def _api_status(home: str) -> sidecars.SidecarStatus:
+    """Running when an API process of this workspace keeps its status file fresh (whatever
+    its port); else what its default address answers. Cached for 5 s by workspace."""
+    fresh = [s for s in api_status.read_states(Workspace(Path(home))) if s.is_fresh()]
+    if not fresh:
+        return sidecars.api_status()
+    served = len({name for s in fresh for name in s.deployments})
+    pids = ", ".join(str(s.pid) for s in fresh)
+    return sidecars.SidecarStatus(
+        "API", True, f"running (pid {pids}), serving {served} deployment{'s' * (served != 1)}"
+    )
 
 
 def sidebar_status(store: Store) -> None:
     """Workspace path and each sidecar's status, on every page."""
     with st.sidebar:
         st.caption(f"Workspace: `{store.workspace.home}`")
-        for status in (sidecars.worker_status(store.workspace), _api_status()):
+        for status in (
+            sidecars.worker_status(store.workspace),
+            _api_status(str(store.workspace.home)),
+        ):
             mark = "🟢" if status.is_alive else "🔴"
             st.caption(f"{mark} {status.name}: {status.detail}")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import challenger, drift, ground_truth, pipeline, runs, ui
+from core import challenger, drift, ground_truth, pipeline, prediction_log, runs, ui
 from core.entities import Deployment
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store
@@ -260,9 +260,50 @@ def challenger_tab(store: Store, d: Deployment) -> None:
 
 
 # ---------------------------------------------------------------------------- predictions
+def _logged_days(store: Store, d: Deployment) -> None:
+    """The API's and the prediction form's calls by day, each day downloadable as CSV."""
+    st.subheader("API and form calls by day")
+    found = prediction_log.days(store.workspace, d.id)
+    if not found:
+        st.caption(
+            "No call yet. Every call to the API or the prediction form is logged here by day"
+            " (General shows how to call it)."
+        )
+        return
+    st.dataframe(
+        [
+            {
+                "day (UTC)": f"{r['day']:%Y-%m-%d}",
+                "calls": r["requests"],
+                "rows": r["rows"],
+                "errors": r["errors"],
+            }
+            for r in found
+        ],
+        hide_index=True,
+    )
+    day = st.selectbox(
+        "Download the calls of",
+        [r["day"] for r in found],
+        format_func=lambda x: f"{x:%Y-%m-%d}",
+        key=f"log_day_{d.id}",
+    )
+    st.download_button(
+        "Download CSV",
+        key=f"log_csv_{d.id}",
+        mime="text/csv",
+        file_name=f"{d.name}-calls-{day:%Y-%m-%d}.csv",
+        on_click="ignore",
+        data=lambda: prediction_log.day_csv(store.workspace, d.id, day),
+        help="One line per call and per challenger answer, inputs and outputs as JSON.",
+    )
+
+
 def predictions_tab(store: Store, d: Deployment) -> None:
     """Every run of the deployment with rows, status and its results files; the files of the
     chosen run download as CSV or Parquet (built only when clicked)."""
+    _logged_days(store, d)
+    st.subheader("Runs")
     found = runs.list_runs(store, d.name, limit=PREDICTION_RUNS)
     if not found:
         st.info("No runs yet: their predictions are listed here once a run has scored data.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -626,3 +626,93 @@ def live_figure(live: LiveMetrics) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------- reading
+
+
+# ---------------------------------------------------------------------------- live traffic
+SOURCE_COLORS = {"api": ACCENT, "form": "#f08c00", "run": "#868e96"}
+SOURCE_WORDS = {"api": "API calls", "form": "prediction form", "run": "pipeline runs"}
+
+
+def traffic_figure(rows: Sequence[dict[str, Any]], window: Any, measure: str) -> go.Figure:
+    """Requests (or rows) per time bucket of a window (core.monitoring.Window), stacked by
+    source (core.monitoring.traffic); the axis spans the whole window, one bar per bucket."""
+    step = timedelta(hours=1 if window.bucket == "hour" else 24)
+    fig = go.Figure()
+    for source in SOURCE_COLORS:
+        mine = [r for r in rows if r["source"] == source]
+        if mine:
+            fig.add_bar(
+                x=[r["bucket"] + step / 2 for r in mine],  # centred on its bucket
+                y=[r[measure] for r in mine],
+                width=step.total_seconds() * 1000 * 0.9,
+                name=SOURCE_WORDS[source],
+                marker_color=SOURCE_COLORS[source],
+                hovertemplate=f"%{{y:,}} {measure}<extra>{SOURCE_WORDS[source]}</extra>",
+            )
+    fig.update_layout(
+        title=f"{measure.capitalize()} per {window.bucket}, by source",
+        barmode="stack",
+        xaxis_title=f"{window.bucket} (UTC)",
+        yaxis_title=measure,
+        margin={"t": 40, "b": 10},
+        height=300,
+        legend={"orientation": "h", "y": -0.25},
+    )
+    fig.update_xaxes(
+        range=[window.start, window.end],
+        tickformat="%b %d %H:%M" if window.bucket == "hour" else "%b %d",
+    )
+    return fig
+
+
+def prediction_shares_figure(found: Any) -> go.Figure:
+    """Main and challenger predictions side by side (core.monitoring.Distributions): the share
+    of each class, or of each bin of predicted values."""
+    fig = go.Figure()
+    for role, counts, color in (
+        ("main", found.main, ACCENT),
+        ("challenger", found.challenger, "#f08c00"),
+    ):
+        total = sum(counts)
+        if total:
+            fig.add_bar(
+                x=list(found.labels),
+                y=[c / total for c in counts],
+                name=f"{role} ({total:,} predictions)",
+                marker_color=color,
+            )
+    what = "class" if found.kind == "classes" else "predicted value"
+    fig.update_layout(
+        title=f"Predictions by {what}: main and challenger",
+        barmode="group",
+        xaxis_title=what,
+        yaxis_title="share of predictions",
+        yaxis_tickformat=".0%",
+        margin={"t": 40, "b": 10},
+        height=300,
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def usage_figure(samples: Sequence[dict[str, Any]], measure: str, title: str) -> go.Figure:
+    """One line per process (api, worker; by pid) of a usage measure over time."""
+    fig = go.Figure()
+    keyed = sorted({(s["process"], s["pid"]) for s in samples})
+    for process, pid in keyed:
+        mine = [s for s in samples if (s["process"], s["pid"]) == (process, pid)]
+        fig.add_scatter(
+            x=[s["sampled_at"] for s in mine],
+            y=[s[measure] for s in mine],
+            mode="lines",
+            name=f"{process} (pid {pid})",
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="time (UTC)",
+        yaxis_title=title.split(" of ")[0],
+        margin={"t": 40, "b": 10},
+        height=280,
+        legend={"orientation": "h", "y": -0.3},
+    )
+    return fig

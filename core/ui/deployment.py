@@ -20,10 +20,12 @@ from core.workspace import save_upload
 
 SECTION_TITLES = {
     "general": "General",
-    "pipeline": "Pipeline",
-    "versions": "Versions",
-    "runs": "Runs",
+    "monitoring": "Monitoring",
     "predictions": "Predictions",
+    "versions": "Versions",
+    "usage": "Usage",
+    "pipeline": "Pipeline",
+    "runs": "Runs",
     "schedule": "Schedule",
     "validation": "Validation",
     "challenger": "Challenger",

@@ -1,0 +1,112 @@
+"""A deployment's Monitoring and Usage sections: live traffic from the prediction log and runs
+over one window, main and challenger predictions, and the processes' CPU and memory."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import streamlit as st
+
+from core import monitoring, usage
+from core.entities import Deployment
+from core.store import Store, utcnow
+from core.ui import charts
+
+WINDOWS = {  # label -> (length, bucket)
+    "last 24 hours": (timedelta(hours=24), "hour"),
+    "last 7 days": (timedelta(days=7), "hour"),
+    "last 30 days": (timedelta(days=30), "day"),
+}
+SOURCES = {"all": "everything", "api": "API calls", "form": "the prediction form", "run": "runs"}
+
+
+def _window(d: Deployment, with_source: bool) -> monitoring.Window:
+    """The one window control of a section (kept per deployment while the session lasts)."""
+    cols = st.columns(2)
+    label = cols[0].selectbox("Window", list(WINDOWS), key=f"window_{d.id}")
+    source = "all"
+    if with_source:
+        source = cols[1].selectbox(
+            "Traffic from", list(SOURCES), format_func=SOURCES.__getitem__, key=f"source_{d.id}"
+        )
+    length, bucket = WINDOWS[label]
+    end = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return monitoring.Window(end - length, end, bucket, source)
+
+
+def monitoring_section(store: Store, d: Deployment) -> None:
+    """Requests and rows by source over time, and the predictions of main and challenger."""
+    window = _window(d, with_source=True)
+    found = monitoring.traffic(store, d.name, window)
+    if not found:
+        st.info(
+            "No traffic in this window. Call the API or open the prediction form (General"
+            " shows both), or run the pipeline (Runs): each call and run shows here."
+        )
+        return
+    requests = sum(r["requests"] for r in found)
+    rows = sum(r["rows"] for r in found)
+    cols = st.columns(3)
+    cols[0].metric("Requests and runs", f"{requests:,}")
+    cols[1].metric("Rows predicted", f"{rows:,}")
+    cols[2].metric("Sources", ", ".join(sorted({charts.SOURCE_WORDS[r["source"]] for r in found})))
+    st.plotly_chart(charts.traffic_figure(found, window, "requests"), key=f"req_{d.id}")
+    st.plotly_chart(charts.traffic_figure(found, window, "rows"), key=f"rows_{d.id}")
+    shares = monitoring.distributions(store, d.name, window)
+    if not shares.main and not shares.challenger:
+        st.caption("No predictions to compare in this window.")
+        return
+    st.plotly_chart(charts.prediction_shares_figure(shares), key=f"shares_{d.id}")
+    if not any(shares.challenger):
+        st.caption(
+            "No challenger predictions in this window: set a challenger on Versions to see "
+            "its answers beside the main model's."
+        )
+    st.caption(
+        "Input drift per feature and live metrics once true labels arrive are on the Drift and"
+        " Challenger sections."
+    )
+
+
+def usage_section(store: Store, d: Deployment) -> None:
+    """This deployment's serving figures, and the API and worker processes' CPU and memory."""
+    window = _window(d, with_source=False)
+    mine = usage.deployment_usage(store, d.id, window.start, window.end)
+    cols = st.columns(5)
+    cols[0].metric("Requests answered", f"{int(mine.get('requests') or 0):,}")
+    cols[1].metric("Rows predicted", f"{int(mine.get('rows') or 0):,}")
+    cols[2].metric("CPU in predict", f"{float(mine.get('cpu_seconds') or 0):.2f} s")
+    cols[3].metric("Latency p50", _ms(mine.get("p50_ms")))
+    cols[4].metric("Latency p99", _ms(mine.get("p99_ms")))
+    memory = mine.get("model_bytes") or {}
+    if memory:
+        st.caption(
+            "Models in memory (about their artifact's size): "
+            + ", ".join(f"{role} {_size(size)}" for role, size in memory.items())
+        )
+    samples = usage.series(store.workspace, start=window.start, end=window.end).to_pylist()
+    if not samples:
+        st.info(
+            "No usage samples in this window: the API and the worker record their CPU and"
+            " memory every few seconds while they run. Start them with `modeldeck up`."
+        )
+        return
+    for row in samples:
+        row["rss_mb"] = row["rss_bytes"] / 1e6
+    st.plotly_chart(
+        charts.usage_figure(samples, "cpu_percent", "CPU % of the API and worker processes"),
+        key=f"cpu_{d.id}",
+    )
+    st.plotly_chart(
+        charts.usage_figure(samples, "rss_mb", "Memory (MB) of the API and worker processes"),
+        key=f"rss_{d.id}",
+    )
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} KB"
+
+
+def _ms(value: Any) -> str:
+    return "no calls" if value is None else f"{float(value):.1f} ms"
