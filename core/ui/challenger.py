@@ -130,14 +130,38 @@ def _labels_form(store: Store, d: Deployment) -> None:
             st.error(stage.error)
             return
         columns = list(stage.frame.columns)
-        left, right = st.columns(2)
-        key = left.selectbox("Key column", columns, key=f"gt_key_{d.id}")
-        label = right.selectbox(
+        keyed_by = st.radio(
+            "The labels name",
+            ["key", "request"],
+            format_func={
+                "key": "predictions of runs, by their prediction key",
+                "request": "API and form calls, by request id",
+            }.__getitem__,
+            horizontal=True,
+            key=f"gt_keyed_{d.id}",
+        )
+        left, middle, right = st.columns(3)
+        key = left.selectbox(
+            "Key column" if keyed_by == "key" else "Request id column",
+            columns,
+            key=f"gt_key_{d.id}",
+        )
+        label = middle.selectbox(
             "Label column", columns, index=min(1, len(columns) - 1), key=f"gt_label_{d.id}"
         )
+        row = None
+        if keyed_by == "request":
+            row = right.selectbox(
+                "Row in its request (0 = first)",
+                [None, *columns],
+                format_func=lambda c: "none: one-row requests" if c is None else c,
+                key=f"gt_row_{d.id}",
+            )
         if st.button("Add labels", key=f"gt_add_{d.id}"):
             with ui.guarded():
-                added = ground_truth.add_labels(store, d.name, source, key, label, actor=ui.actor())
+                added = ground_truth.add_labels(
+                    store, d.name, source, key, label, actor=ui.actor(), keyed_by=keyed_by, row=row
+                )
                 c = added.counts
                 st.success(
                     f"Added {added.rows:,} labels: {c['matched_labels']:,} match a "

@@ -182,3 +182,53 @@ def test_bad_labels_show_the_error_and_store_nothing(
         "1 keys appear more than once in 'customer_id': 'C100000' (2x)" in e.value for e in at.error
     )
     assert ground_truth.list_labels(trained_store, deployed.name) == []
+
+
+def test_labels_keyed_by_request_id_meet_the_api_calls(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    from core import prediction_log
+    from core.store import utcnow
+
+    log = prediction_log.PredictionLog(trained_store.workspace)
+    for i in range(4):  # two one-row calls and two two-row calls
+        n = 1 + i // 2
+        log.write(
+            {
+                "kind": "main",
+                "logged_at": utcnow().isoformat(),
+                "request_id": f"req-{i}",
+                "deployment": deployed.name,
+                "deployment_id": deployed.id,
+                "version": 1,
+                "source": "api",
+                "rows": n,
+                "status": 200,
+                "latency_ms": 1.0,
+                "outputs": {"predictions": ["yes"] * n, "probabilities": None},
+            }
+        )
+    log.close()
+    at = log_in(
+        AppTest.from_function(panel, args=(deployed.name, "challenger_tab"), default_timeout=60)
+    ).run()
+    labels = pd.DataFrame(
+        {
+            "request": ["req-0", "req-1", "req-2", "req-2", "req-9"],
+            "line": [None, None, 0, 1, None],
+            "truth": ["yes", "no", "yes", "yes", "no"],
+        }
+    )
+    at.file_uploader[0].upload("truth.csv", labels.to_csv(index=False).encode(), "text/csv")
+    at.run()
+    next(r for r in at.radio if r.label == "The labels name").set_value("request").run()
+    pickers = {s.label: s for s in at.selectbox}
+    pickers["Request id column"].set_value("request")
+    pickers["Label column"].set_value("truth")
+    pickers["Row in its request (0 = first)"].set_value("line")
+    at.run()
+    button(at, "Add labels").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("4 match a prediction, 1 match none" in s.value for s in at.success)
+    [stored] = ground_truth.list_labels(trained_store, deployed.name)
+    assert stored.counts["matched_labels"] == 4
