@@ -11,6 +11,7 @@ from core import audit, deployments, incremental, pipeline, promotion, registry,
 from core.entities import ACCESS_LEVELS, Deployment, Run
 from core.errors import NotFound
 from core.store import Store
+from core.ui import charts
 from core.ui import connections as ui_connections
 from core.ui import form as ui_form
 from core.ui import validation as ui_validation
@@ -125,6 +126,40 @@ def section_picker(sections: list[str]) -> str:
     return section
 
 
+ACCESS_WORDS = {
+    "public": "anyone may call the API and use the form, without a key or a login",
+    "instance": "any active user of this ModelDeck, with their API key or logged in",
+    "project": "only the collaborators of the project, with their API key or logged in",
+}
+
+
+def _models_summary(store: Store, d: Deployment) -> None:
+    """The deployed models: algorithm and version, holdout metrics, what serves them."""
+    assert d.current is not None
+    rows = []
+    for role, model_id in (
+        ("main", d.current.main_model_id),
+        ("challenger", d.current.challenger_model_id),
+    ):
+        if not model_id:
+            continue
+        model = registry.get_model(store, model_id)
+        headline = charts.headline_metric(model.task)
+        value = model.metrics.get(headline)
+        rows.append(
+            {
+                "role": role,
+                "model": ui.model_label(model),
+                f"holdout {headline}": "not measured" if value is None else f"{value:.4f}",
+                "trained": f"{model.created_at:%Y-%m-%d}",
+            }
+        )
+    st.dataframe(rows, hide_index=True)
+    st.caption(
+        "Live metrics, once true labels arrive, are on the Challenger section; drift on Drift."
+    )
+
+
 def _model_link(store: Store, model_id: str | None, label: str) -> None:
     if not model_id:
         st.caption(f"{label}: none")
@@ -140,16 +175,20 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
 
 def general(store: Store, d: Deployment) -> None:
     """Environment, current models, status and access; promote and delete."""
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Environment", d.environment)
-    cols[1].metric("Current version", f"v{d.current.number}" if d.current else "none")
-    cols[2].metric("Status", deployments.status(store, d).split(":")[0])
-    cols[3].metric("Access", d.access)
-    st.caption(f"API: {ui_form.api_running(store, d).words}")
+    cols[1].metric("Created", f"{d.created_at:%Y-%m-%d}")
+    cols[2].metric("Current version", f"v{d.current.number}" if d.current else "none")
+    cols[3].metric("Status", deployments.status(store, d).split(":")[0])
+    cols[4].metric("Access", d.access)
+    running = ui_form.api_running(store, d)
+    st.caption(f"API: {running.words}")
     ui_form.share_box(store, d)
     if d.current:
         _model_link(store, d.current.main_model_id, "Main model")
         _model_link(store, d.current.challenger_model_id, "Challenger")
+        _models_summary(store, d)
+    st.caption(f"Access **{d.access}**: {ACCESS_WORDS.get(d.access, d.access)}.")
     _access_picker(store, d)
     with st.expander("Call it over the API: API keys", expanded=has_new_key(d)):
         st.markdown(

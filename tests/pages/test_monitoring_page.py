@@ -123,3 +123,21 @@ def test_predictions_lists_the_calls_by_day_and_downloads_a_day(
     assert sorted(r["request_id"] for r in rows if r["kind"] == "main") == ["r0", "r1", "r3"]
     assert sum(r["kind"] == "challenger" for r in rows) == 2
     assert '"é"' in rows[0]["inputs"]  # the inputs, as JSON, non-ASCII kept
+
+
+def test_general_summarises_the_deployed_models_and_says_what_access_means(
+    traffic: str, trained_store: Store, open_page: OpenPage
+) -> None:
+    at = open_page("pages/deployment.py", name=traffic)
+    assert not at.exception and not at.error
+    models = next(d for d in at.dataframe if "role" in d.value.columns).value
+    assert models["role"].tolist() == ["main", "challenger"]
+    by_id = {m.id: m for m in registry.list_models(trained_store)}
+    current = deployments.get_deployment(trained_store, traffic).current
+    main = by_id[current.main_model_id]
+    column = next(c for c in models.columns if c.startswith("holdout "))
+    metric_name = column.removeprefix("holdout ")
+    assert models[column].iloc[0] == f"{main.metrics[metric_name]:.4f}"
+    created = deployments.get_deployment(trained_store, traffic).created_at
+    assert metric(at, "Created") == f"{created:%Y-%m-%d}"
+    assert any("only the collaborators of the project" in c.value for c in at.caption)
