@@ -171,6 +171,23 @@ class Store:
         """Run `fn` in one transaction: all its statements commit together or none do."""
         return self._run(fn, write=True)
 
+    def version(self) -> tuple[object, ...]:
+        """A token that moves with every committed write, by any process: the database file's
+        and its WAL's mtime, size and inode (a write appends to the WAL and its connection
+        checkpoints on close; a read changes neither file). Two stats, no connection. Compare
+        it for equality only, and take it *before* the read it keys: a write racing that read
+        then costs one more read, never a stale answer."""
+        found: list[object] = []
+        db = self.workspace.db_path
+        for path in (db, db.with_name(db.name + ".wal")):
+            try:
+                st = path.stat()
+            except OSError:
+                found.append(None)
+                continue
+            found.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(found)
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Rows:
         """One read statement."""
         return self.read(lambda tx: tx.execute(sql, params))
