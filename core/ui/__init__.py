@@ -246,9 +246,12 @@ def cached_read(read: Callable[..., T], store: Store, *args: Any, **kwargs: Any)
     connection. For core functions that only read the store and immutable files, never the
     clock, a heartbeat or a file that changes. The arguments are the key: a read that
     depends on who is logged in takes the user (`visible_to=actor()`)."""
+    version = store.version()
+    if version is None:  # written within the last seconds: read, keep nothing
+        return read(store, *args, **kwargs)
     key = tuple(sorted(kwargs.items()))
     name = f"{read.__module__}:{read.__qualname__}"
-    return cast(T, _cached_read(name, str(store.workspace.home), store.version(), args, key))
+    return cast(T, _cached_read(name, str(store.workspace.home), version, args, key))
 
 
 @st.cache_data(max_entries=512, ttl=900, show_spinner=False)

@@ -62,7 +62,12 @@ def session_view(store: Store, token: str | None) -> users.SessionView | None:
         return None
     version = (token, store.version())
     kept = st.session_state.get(VIEW_KEY)
-    if kept is None or kept[0] != version or time.monotonic() - kept[1] >= users.TOUCH_SECONDS:
+    if (
+        kept is None
+        or version[1] is None  # written within the last seconds: read again
+        or kept[0] != version
+        or time.monotonic() - kept[1] >= users.TOUCH_SECONDS
+    ):
         kept = (version, time.monotonic(), users.session_view(store, token))
         st.session_state[VIEW_KEY] = kept
     view: users.SessionView | None = kept[2]
