@@ -211,19 +211,20 @@ def _permitted(tx: Tx, actor: str, project_id: str | None, action: str) -> bool:
 def roles(store: Store, actor: str) -> dict[str, str]:
     """The actor's role in every project it may read, by project id (one read, for pages that
     decide many controls at once)."""
+    return store.read(lambda tx: roles_in(tx, actor))
 
-    def read(tx: Tx) -> dict[str, str]:
-        visible = visible_projects(tx, actor)
-        if visible is None:
-            return {r["id"]: "owner" for r in tx.execute("SELECT id FROM projects")}
-        rows = tx.execute(
-            "SELECT c.project_id, c.role FROM collaborators c JOIN users u ON u.id = c.user_id"
-            " WHERE u.username = ? AND NOT u.disabled",
-            [actor],
-        )
-        return {r["project_id"]: r["role"] for r in rows}
 
-    return store.read(read)
+def roles_in(tx: Tx, actor: str) -> dict[str, str]:
+    """`roles` inside the caller's transaction (a session and its roles in one read)."""
+    visible = visible_projects(tx, actor)
+    if visible is None:
+        return {r["id"]: "owner" for r in tx.execute("SELECT id FROM projects")}
+    rows = tx.execute(
+        "SELECT c.project_id, c.role FROM collaborators c JOIN users u ON u.id = c.user_id"
+        " WHERE u.username = ? AND NOT u.disabled",
+        [actor],
+    )
+    return {r["project_id"]: r["role"] for r in rows}
 
 
 def keep_visible(project_ids: Collection[str] | None, project_id: str | None) -> bool:

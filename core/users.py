@@ -428,24 +428,59 @@ def start_session(tx: Tx, user_id: str, client: str = "") -> str:
     return token
 
 
-def resolve_session(store: Store, token: str | None) -> User | None:
-    """The user of a live session, or None (unknown, ended, idle or past its absolute limit,
-    or the user is disabled). Refreshes the idle timer at most once a minute."""
-    if not token:
-        return None
-    now = utcnow()
-    row = store.query(
+@dataclass(frozen=True)
+class SessionView:
+    """A session as read from the store: its user, the user's project roles (access.roles)
+    and the times that decide whether it is still live."""
+
+    user: User
+    roles: dict[str, str]
+    last_seen_at: datetime
+    expires_at: datetime
+
+    def is_live(self, now: datetime) -> bool:
+        """Within both limits at `now` (the idle limit as configured now)."""
+        return now < self.expires_at and now - self.last_seen_at < idle_limit()
+
+
+def _session_row(tx: Tx, token: str) -> dict[str, Any] | None:
+    """The token's session joined with its user's row, or None."""
+    return tx.execute(
         "SELECT s.id AS session_id, s.last_seen_at, s.expires_at, s.ended_at, u.*"
         " FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?",
         [_digest(token)],
     ).first()
-    if row is None or row["ended_at"] is not None or row["disabled"]:
+
+
+def session_view(store: Store, token: str | None) -> SessionView | None:
+    """The token's session with its user and roles, in one read; None for an unknown or ended
+    session or a disabled user (the caller checks `is_live`). Refreshes the idle timer at most
+    once a minute, so a front end that keeps the view re-reads it within TOUCH_SECONDS."""
+    if not token:
         return None
-    if now >= row["expires_at"] or now - row["last_seen_at"] >= idle_limit():
-        return None
-    if (now - row["last_seen_at"]).total_seconds() >= TOUCH_SECONDS:
-        store.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [now, row["session_id"]])
-    return _user(row)
+
+    def read(tx: Tx) -> SessionView | None:
+        row = _session_row(tx, token)
+        if row is None or row["ended_at"] is not None or row["disabled"]:
+            return None
+        roles = access.roles_in(tx, str(row["username"]))
+        return SessionView(_user(row), roles, row["last_seen_at"], row["expires_at"])
+
+    view = store.read(read)
+    now = utcnow()
+    if view is None or not view.is_live(now):
+        return view
+    if (now - view.last_seen_at).total_seconds() >= TOUCH_SECONDS:
+        store.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [now, _digest(token)])
+        view = replace(view, last_seen_at=now)
+    return view
+
+
+def resolve_session(store: Store, token: str | None) -> User | None:
+    """The user of a live session, or None (unknown, ended, idle or past its absolute limit,
+    or the user is disabled). Refreshes the idle timer at most once a minute."""
+    view = session_view(store, token)
+    return view.user if view is not None and view.is_live(utcnow()) else None
 
 
 def end_session(store: Store, token: str | None) -> str | None:
@@ -454,12 +489,8 @@ def end_session(store: Store, token: str | None) -> str | None:
         return None
 
     def write(tx: Tx) -> str | None:
-        row = tx.execute(
-            "SELECT u.username FROM sessions s JOIN users u ON u.id = s.user_id"
-            " WHERE s.id = ? AND s.ended_at IS NULL",
-            [_digest(token)],
-        ).first()
-        if row is None:
+        row = _session_row(tx, token)
+        if row is None or row["ended_at"] is not None:
             return None
         tx.execute(
             "UPDATE sessions SET ended_at = ?, end_reason = 'logout' WHERE id = ?",

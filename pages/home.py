@@ -6,7 +6,7 @@ from core import demo, registry, ui
 
 ui.header("Overview", "Take trained models from experiment to staging to production.")
 store = ui.get_store()
-counts = registry.counts(store)
+counts = ui.cached_read(registry.counts, store)
 cols = st.columns(4)
 for col, name in zip(cols, ("projects", "datasets", "experiments", "models"), strict=True):
     col.metric(name.capitalize(), counts.get(name, 0))
@@ -22,7 +22,9 @@ if counts.get("models", 0) == 0:
             st.rerun()
 else:
     st.subheader("Latest models")
-    ui.show_model_list(registry.list_models(store, visible_to=ui.actor())[:10], key="latest")
+    ui.show_model_list(
+        ui.cached_read(registry.list_models, store, visible_to=ui.actor())[:10], key="latest"
+    )
 
 st.subheader("Get started")
 st.page_link(

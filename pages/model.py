@@ -19,11 +19,11 @@ if model_id:
     except NotFound as exc:
         ui.show_error(exc)
 if model is not None and ui.no_access(
-    store, projects.get_project(store, model.project).id, f"model {model.id}"
+    store, ui.cached_read(projects.get_project, store, model.project).id, f"model {model.id}"
 ):
     st.stop()
 if model is None:
-    models = registry.list_models(store, visible_to=ui.actor())
+    models = ui.cached_read(registry.list_models, store, visible_to=ui.actor())
     if not models:
         st.info("No model yet: train models on a dataset, or import one trained elsewhere.")
         st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
@@ -65,7 +65,7 @@ st.caption(f"Metrics on the {scope}.")
 with deploy_tab:
     ui.deploy_form(store, model, key="model_deploy")
 with metrics_tab:
-    siblings = registry.list_models(store, version_id=model.version_id)
+    siblings = ui.cached_read(registry.list_models, store, version_id=model.version_id)
     ui.show_leaderboard(siblings, key="model_board")
     metric = charts.headline_metric(model.task)
     if len(siblings) > 1:

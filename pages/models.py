@@ -7,13 +7,15 @@ from core import registry, ui
 
 ui.header("Models", "Every experiment belongs to a project; each training round is a version.")
 store = ui.get_store()
-projects = projects_.list_projects(store, visible_to=ui.actor())
+projects = ui.cached_read(projects_.list_projects, store, visible_to=ui.actor())
 if not projects:
     st.info("You are in no project yet: create one on the People page, or ask an owner to add you.")
     st.page_link("pages/people.py", label="People", icon=":material/group:")
     st.stop()
 names = [p.name for p in projects]
-busy = {e.project_id for e in registry.list_experiments(store, visible_to=ui.actor())}
+busy = {
+    e.project_id for e in ui.cached_read(registry.list_experiments, store, visible_to=ui.actor())
+}
 wanted = st.query_params.get("project")
 start = (
     names.index(wanted)
@@ -23,7 +25,7 @@ start = (
 project = st.selectbox(
     "Project", projects, format_func=lambda p: p.name, key="models_project", index=start
 )
-experiments = registry.list_experiments(store, project.id)
+experiments = ui.cached_read(registry.list_experiments, store, project.id)
 if not experiments:
     st.info(f"No experiment in {project.name} yet.")
     st.page_link("pages/train.py", label="Train models", icon=":material/model_training:")
@@ -36,14 +38,14 @@ for experiment in experiments:
         f"{experiment.task} · target `{experiment.target}` · "
         f"{len(experiment.features)} features{key_text} · {experiment.id}"
     )
-    versions = registry.list_versions(store, experiment.id)
+    versions = ui.cached_read(registry.list_versions, store, experiment.id)
     version = st.selectbox(
         "Version",
         versions,
         key=f"version_{experiment.id}",
         format_func=lambda v: f"v{v.number} · {v.created_at:%Y-%m-%d %H:%M}",
     )
-    board = registry.list_models(store, version_id=version.id)
+    board = ui.cached_read(registry.list_models, store, version_id=version.id)
     ui.show_leaderboard(board, key=f"board_{version.id}")
     with st.expander("Deploy a model of this version"):
         chosen = st.selectbox(

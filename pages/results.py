@@ -3,10 +3,23 @@
 import streamlit as st
 
 from core import registry, results, runs, ui
+from core.entities import Run
 from core.ui import connections as ui_connections
 from core.ui import explain as ui_explain
 from core.ui import reports as ui_reports
 from core.ui import results as ui_results
+
+
+@st.fragment
+def table_and_explanation(run: Run, which: str) -> None:
+    """Filters, toggles, pages and the selected row's explanation: they rerun only this."""
+    store = ui.get_store()
+    ui.recheck_access(store, run.project_id)
+    with ui.guarded():
+        selected = ui_results.results_table(store, run, which)
+        ui.download_results(run.id, which, key="results_download")
+        ui_explain.explain_row(store, run, which, selected)
+
 
 ui.header("Run results")
 store = ui.get_store()
@@ -34,7 +47,7 @@ if not run_id:
     st.query_params["run"] = run_id
 run = None
 with ui.guarded():
-    run = runs.get_run(store, run_id)
+    run = ui.cached_read(runs.get_run, store, run_id)
 if run is None or ui.no_access(store, run.project_id, f"run {run.id}"):
     st.stop()
 
@@ -59,7 +72,7 @@ if not run.summary.get("results_written"):  # a failed sink still leaves readabl
         st.info(" ".join(run.summary.get("notes") or ["The run scored no rows."]))
     st.stop()
 
-summary = results.summary(store, run.id)
+summary = ui.cached_read(results.summary, store, run.id)
 which = st.radio(
     "Results of",
     ["main", "challenger"] if summary.get("challenger") else ["main"],
@@ -68,10 +81,7 @@ which = st.radio(
     format_func=lambda role: f"{role}: {models[role]}" if role in models else role,
 )
 ui_results.box_metrics(summary, which)  # of the results shown: main or challenger
-with ui.guarded():
-    selected = ui_results.results_table(store, run, which)
-    ui.download_results(run.id, which, key="results_download")
-    ui_explain.explain_row(store, run, which, selected)
+table_and_explanation(run, which)
 if run.status == "succeeded" and run.purged_at is None:
     ui_explain.global_importance(store, run)
 with st.expander("Purge this run's results"):

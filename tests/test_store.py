@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core import store as store_module
 from core.errors import StoreBusy
 from core.store import Rows, Store, Tx, list_migrations, query_files, utcnow, with_files
 from core.workspace import CHANGES_MARKER, Workspace
@@ -110,6 +111,21 @@ def test_failing_statement_rolls_back_the_earlier_ones(store: Store) -> None:
     with pytest.raises(Exception, match=r"(?i)duplicate key"):
         store.write(write)
     assert store.query(f"SELECT name {USER_PROJECTS}").rows == [("taken",)]
+
+
+def test_version_moves_with_every_write_and_never_with_a_read(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "RACY_SECONDS", 0)
+    seen = [store.version()]
+    store.query("SELECT count(*) FROM schema_migrations")
+    assert store.version() == seen[-1]
+    for sql in ("CREATE TABLE t (a INTEGER)", "INSERT INTO t VALUES (1)", "DELETE FROM t"):
+        store.execute(sql)
+        assert store.version() not in seen, sql
+        seen.append(store.version())
+    monkeypatch.setattr(store_module, "RACY_SECONDS", 3600)
+    assert store.version() is None, "just written: nothing may be kept"
 
 
 def test_rows_helpers_and_json_parameters(store: Store) -> None:

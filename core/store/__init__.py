@@ -29,6 +29,7 @@ from core.workspace import Workspace
 
 T = TypeVar("T")
 LOCK_TIMEOUT_ENV = "MODELDECK_LOCK_TIMEOUT"
+RACY_SECONDS = 3  # Store.version: longer than any filesystem's timestamp tick (FAT: 2 s)
 _migrated: set[Path] = set()
 _migrate_lock = threading.Lock()
 
@@ -170,6 +171,29 @@ class Store:
     def write(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in one transaction: all its statements commit together or none do."""
         return self._run(fn, write=True)
+
+    def version(self) -> tuple[object, ...] | None:
+        """A token that moves with every committed write, by any process: the database file's
+        and its WAL's mtime, size and inode (a write appends to the WAL and its connection
+        checkpoints on close; a read changes neither file). Two stats, no connection. Compare
+        it for equality only, and take it *before* the read it keys: a write racing that read
+        then costs one more read, never a stale answer. None while the newest write is under
+        RACY_SECONDS old: a filesystem with coarse timestamps could give a second write in
+        the same tick the same token (git's "racily clean" rule), so nothing is kept then."""
+        found: list[object] = []
+        newest = 0
+        db = self.workspace.db_path
+        for path in (db, db.with_name(db.name + ".wal")):
+            try:
+                st = path.stat()
+            except OSError:
+                found.append(None)
+                continue
+            found.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            newest = max(newest, st.st_mtime_ns)
+        if time.time_ns() - newest < RACY_SECONDS * 1e9:
+            return None
+        return tuple(found)
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Rows:
         """One read statement."""

@@ -5,12 +5,13 @@ streamlit; one module per panel, and charts.py builds every plotly figure."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import runpy
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pandas as pd
 import streamlit as st
@@ -23,6 +24,7 @@ from core.ui import charts
 from core.worker import sidecars
 from core.workspace import Workspace
 
+T = TypeVar("T")
 APP_PATH = Path(__file__).resolve().parents[2] / "app.py"
 FLASH_KEY = "_modeldeck_flash"
 
@@ -100,7 +102,7 @@ def navigation(store: Store) -> st.Page:
             ),
         ]
         return st.navigation([*login, *([form] if form else [])], position="hidden")
-    forget_roles()
+    forget_project_names()
     auth.sidebar_account(user)
     sections: dict[str, list[st.Page]] = {}
     for p in PAGES:
@@ -137,24 +139,38 @@ def actor() -> str:
     return name
 
 
-ROLES_KEY = "_modeldeck_roles"  # {project id: role} of the logged-in user, read once per run
 PROJECT_NAMES_KEY = "_modeldeck_project_names"
 
 
-def forget_roles() -> None:
-    """Drop the roles read by the previous run (navigation() calls it on every run), so the
-    first control that asks reads them afresh, once per run; pages without such controls
-    skip the read."""
-    st.session_state.pop(ROLES_KEY, None)
+def forget_project_names() -> None:
+    """Drop the project names read by the previous run (navigation() calls it on every run),
+    so the first denial message of a run reads them afresh; pages without one skip the read."""
     st.session_state.pop(PROJECT_NAMES_KEY, None)
 
 
 def project_role(store: Store, project_id: str) -> str | None:
-    """The logged-in user's role in a project (admins: owner), None when not a collaborator."""
-    if ROLES_KEY not in st.session_state:
-        st.session_state[ROLES_KEY] = access.roles(store, actor())
-    role = st.session_state[ROLES_KEY].get(project_id)
+    """The logged-in user's role in a project (admins: owner), None when not a collaborator.
+    The roles come with the session (auth.current_user, on every run); a login through the
+    identity provider reads them once per run."""
+    from core.ui import auth
+
+    roles = st.session_state.get(auth.ROLES_KEY)
+    if roles is None:
+        roles = st.session_state[auth.ROLES_KEY] = access.roles(store, actor())
+    role = roles.get(project_id)
     return str(role) if role else None
+
+
+def recheck_access(store: Store, project_id: str | None) -> None:
+    """At the top of a fragment, whose reruns skip app.py: resolve the session again (cheap
+    while the store is unchanged) and redraw the whole page, which then says why, when the user
+    is logged out or may no longer read the project."""
+    from core.ui import auth
+
+    if auth.current_user(store) is None or (
+        project_id is not None and project_role(store, project_id) is None
+    ):
+        st.rerun(scope="app")
 
 
 def project_name(store: Store, project_id: str) -> str:
@@ -242,6 +258,33 @@ def say_denied(why: str | None) -> None:
 def get_store() -> Store:
     """The workspace store. It holds no connection, so it is safe to call on every rerun."""
     return Store.open()
+
+
+def cached_read(read: Callable[..., T], store: Store, *args: Any, **kwargs: Any) -> T:
+    """`read(store, *args, **kwargs)`, kept until the next write to the store by any process
+    (Store.version, taken before the read), so a rerun with nothing changed opens no
+    connection. For core functions that only read the store and immutable files, never the
+    clock, a heartbeat or a file that changes. The arguments are the key: a read that
+    depends on who is logged in takes the user (`visible_to=actor()`)."""
+    version = store.version()
+    if version is None:  # written within the last seconds: read, keep nothing
+        return read(store, *args, **kwargs)
+    key = tuple(sorted(kwargs.items()))
+    name = f"{read.__module__}:{read.__qualname__}"
+    return cast(T, _cached_read(name, str(store.workspace.home), version, args, key))
+
+
+@st.cache_data(max_entries=512, ttl=900, show_spinner=False)
+def _cached_read(
+    name: str,
+    home: str,
+    version: tuple[object, ...],
+    args: tuple[Any, ...],
+    kwargs: tuple[tuple[str, Any], ...],
+) -> Any:
+    module, _, qualname = name.partition(":")
+    read = getattr(importlib.import_module(module), qualname)
+    return read(Store.open(home), *args, **dict(kwargs))
 
 
 def header(title: str, caption: str = "") -> None:
@@ -482,7 +525,7 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
 
     siblings = [
         m
-        for m in registry.list_models(store, experiment_id=model.experiment_id)
+        for m in cached_read(registry.list_models, store, experiment_id=model.experiment_id)
         if m.id != model.id
     ]
     left, right = st.columns(2)
@@ -500,7 +543,11 @@ def deploy_form(store: Store, model: Model, key: str) -> None:
         format_func=lambda m: "none" if m is None else model_label(m),
     )
     project_id = next(
-        (e.project_id for e in registry.list_experiments(store) if e.id == model.experiment_id),
+        (
+            e.project_id
+            for e in cached_read(registry.list_experiments, store)
+            if e.id == model.experiment_id
+        ),
         None,
     )
     why = denied(store, project_id, f"deploy-{environment}")
@@ -572,7 +619,8 @@ def model_label(model: Model) -> str:
 
 def model_names(store: Store, experiment_id: str | None = None) -> dict[str, str]:
     """Model id -> "linear · v1" (algorithm and version), for text a person reads; one read."""
-    return {m.id: model_name(m) for m in registry.list_models(store, experiment_id=experiment_id)}
+    found = cached_read(registry.list_models, store, experiment_id=experiment_id)
+    return {m.id: model_name(m) for m in found}
 
 
 def named(names: dict[str, str], model_id: str | None, strong: bool = False) -> str:
@@ -598,7 +646,7 @@ def require_deployments(store: Store) -> list[Deployment]:
     """Every deployment; when there is none, say how to make one and stop the page."""
     from core import deployments
 
-    found = deployments.list_deployments(store, visible_to=actor())
+    found = cached_read(deployments.list_deployments, store, visible_to=actor())
     if not found:
         st.info("Nothing is deployed yet.")
         st.page_link(

@@ -10,6 +10,7 @@ lives on the server; no browser can write it).
 from __future__ import annotations
 
 import html
+import time
 import urllib.parse
 
 import streamlit as st
@@ -18,13 +19,15 @@ from streamlit import config
 from core import users
 from core.entities import User
 from core.errors import ModelDeckError
-from core.store import Store
+from core.store import Store, utcnow
 
 COOKIE = "modeldeck_session"
 TOKEN_KEY = "modeldeck_session"  # a token in session state (AppTest, identity-provider logins)
 USER_KEY = "modeldeck_user"
 ACCOUNT_KEY = "_modeldeck_account"
 ENDED_KEY = "_modeldeck_session_ended"
+VIEW_KEY = "_modeldeck_session_view"  # ((token, store version), monotonic time, SessionView)
+ROLES_KEY = "_modeldeck_roles"  # {project id: role} of the logged-in user, None: not read yet
 LOGIN_PAGE = "login"
 LOGIN_ROUTE = "/auth/login"
 LOGOUT_ROUTE = "/auth/logout"
@@ -51,11 +54,34 @@ def session_token() -> str | None:
     return None
 
 
+def session_view(store: Store, token: str | None) -> users.SessionView | None:
+    """The session and its roles, read again only when the store has changed since (any write
+    of any process: Store.version) or TOUCH_SECONDS have passed (the idle timer's refresh);
+    whether it is live is decided on every rerun."""
+    if not token:
+        return None
+    version = (token, store.version())
+    kept = st.session_state.get(VIEW_KEY)
+    if (
+        kept is None
+        or version[1] is None  # written within the last seconds: read again
+        or kept[0] != version
+        or time.monotonic() - kept[1] >= users.TOUCH_SECONDS
+    ):
+        kept = (version, time.monotonic(), users.session_view(store, token))
+        st.session_state[VIEW_KEY] = kept
+    view: users.SessionView | None = kept[2]
+    return view if view is not None and view.is_live(utcnow()) else None
+
+
 def current_user(store: Store) -> User | None:
     """Resolve the session on every rerun (so a logout, a disabled account or an expired
-    session takes effect at the next click) and remember who acts in session state."""
+    session takes effect at the next click) and remember who acts, and their roles, in
+    session state."""
     token = session_token()
-    user = users.resolve_session(store, token)
+    view = session_view(store, token)
+    user = view.user if view is not None else None
+    st.session_state[ROLES_KEY] = view.roles if view is not None else None
     if user is None and has_identity_provider():
         user = _identity_provider_user(store)
     if user is None:

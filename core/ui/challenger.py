@@ -24,8 +24,8 @@ PREDICTION_RUNS = 200  # runs listed on the Predictions tab
 # ---------------------------------------------------------------------------- figures
 def _token(store: Store, d: Deployment) -> tuple[str, ...]:
     """What the cached results depend on: the runs (and their states), the newest labels."""
-    found = runs.list_runs(store, d.name, limit=drift.MAX_WINDOW)
-    labels = ground_truth.list_labels(store, d.name)
+    found = ui.cached_read(runs.list_runs, store, d.name, limit=drift.MAX_WINDOW)
+    labels = ui.cached_read(ground_truth.list_labels, store, d.name)
     state = "|".join(f"{r.id}:{r.status}:{r.purged_at}" for r in found)
     return (d.current_version_id or "", state, *(s.id for s in labels[:1]))
 
@@ -41,9 +41,13 @@ def _compare(
 @st.cache_data(max_entries=16, show_spinner="Computing live metrics…")
 def _live_metrics(
     home: str, name: str, window: tuple[tuple[str, Any], ...], token: tuple[str, ...]
-) -> ground_truth.LiveMetrics:
-    """core.ground_truth.live_metrics, kept while no run or label set changes (`token`)."""
-    return ground_truth.live_metrics(Store.open(home), name, **dict(window))
+) -> ground_truth.LiveMetrics | InvalidInput:
+    """core.ground_truth.live_metrics, kept while no run or label set changes (`token`); its
+    InvalidInput (no labels yet: a state) is kept too, instead of being computed each rerun."""
+    try:
+        return ground_truth.live_metrics(Store.open(home), name, **dict(window))
+    except InvalidInput as exc:
+        return exc
 
 
 # ---------------------------------------------------------------------------- challenger
@@ -175,12 +179,9 @@ def _labels_form(store: Store, d: Deployment) -> None:
 def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
     st.subheader("Live metrics")
     _labels_form(store, d)
-    try:
-        live = _live_metrics(
-            str(store.workspace.home), d.name, tuple(window.items()), _token(store, d)
-        )
-    except InvalidInput as exc:
-        st.info(f"{exc.message} {ui.hint_text(exc)}")
+    live = _live_metrics(str(store.workspace.home), d.name, tuple(window.items()), _token(store, d))
+    if isinstance(live, InvalidInput):
+        st.info(f"{live.message} {ui.hint_text(live)}")
         return
     m = live.matching
     cols = st.columns(3)
@@ -328,7 +329,7 @@ def predictions_tab(store: Store, d: Deployment) -> None:
     chosen run download as CSV or Parquet (built only when clicked)."""
     _logged_days(store, d)
     st.subheader("Runs")
-    found = runs.list_runs(store, d.name, limit=PREDICTION_RUNS)
+    found = ui.cached_read(runs.list_runs, store, d.name, limit=PREDICTION_RUNS)
     if not found:
         st.info("No runs yet: their predictions are listed here once a run has scored data.")
         ui.section_link(d, "runs", "Run it now in the Runs section")

@@ -27,7 +27,7 @@ PASSWORD_FROM = {
 
 # ---------------------------------------------------------------------------- pipeline fields
 def _names(store: Store, d: Deployment) -> list[str]:
-    return [c.name for c in connections.list_connections(store, d.project_id)]
+    return [c.name for c in ui.cached_read(connections.list_connections, store, d.project_id)]
 
 
 def _connection_picker(store: Store, d: Deployment, current: str, key: str) -> str:
@@ -107,7 +107,7 @@ def sink_fields(store: Store, d: Deployment, sink: dict[str, Any] | None) -> dic
 def connections_panel(store: Store, d: Deployment) -> None:
     """The project's database connections: list, test, remove, add (passwords never shown)."""
     with st.expander("Database connections", expanded=False):
-        found = connections.list_connections(store, d.project_id)
+        found = ui.cached_read(connections.list_connections, store, d.project_id)
         if found:
             st.dataframe(
                 pd.DataFrame(

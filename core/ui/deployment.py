@@ -77,7 +77,7 @@ def pick_deployment(store: Store) -> Deployment:
     picks a deployment. Stops the page when there is none to show.
     """
     wanted = st.query_params.get("name") or ""
-    found = deployments.list_deployments(store, visible_to=ui.actor())
+    found = ui.cached_read(deployments.list_deployments, store, visible_to=ui.actor())
     if not found and wanted:  # say why this link shows nothing before "nothing deployed"
         _explain_missing(store, wanted)
         st.stop()
@@ -258,7 +258,7 @@ def general(store: Store, d: Deployment) -> None:
 
 def _production_sinks(store: Store, d: Deployment) -> list[dict[str, Any]]:
     """Production's own sinks (staging's, renamed for production), editable before promoting."""
-    proposed = promotion.production_sinks(store, d.name)
+    proposed = ui.cached_read(promotion.production_sinks, store, d.name)
     if not proposed:
         return []
     st.caption("Production writes to its own sinks, never into staging's:")
@@ -421,7 +421,7 @@ def pipeline_editor(store: Store, d: Deployment) -> None:
         ui.say_denied(why)
         st.json(current)
         return
-    if deployments.scores_training_data(store, d):
+    if ui.cached_read(deployments.scores_training_data, store, d):
         st.info(
             TRAINING_SOURCE + " Set the data to score here: upload a file, give a path or "
             "glob, a SQL query or a PostgreSQL query, then **Save pipeline**.",
@@ -501,7 +501,7 @@ def versions_table(store: Store, d: Deployment) -> None:
     st.subheader("Versions")
     why = ui.denied(store, d.project_id, "rollback")
     ui.say_denied(why)
-    for v in deployments.list_versions(store, d.id):
+    for v in ui.cached_read(deployments.list_versions, store, d.id):
         is_current = d.current is not None and v.id == d.current.id
         cols = st.columns([1, 3, 3, 2, 2])
         cols[0].markdown(f"**v{v.number}**" + (" (current)" if is_current else ""))
@@ -619,7 +619,7 @@ def runs_panel(store: Store, d: Deployment) -> None:
             f"The worker is not running ({worker.detail}): queued runs wait for it. "
             "Start it with `modeldeck worker` (or `make run`)."
         )
-    if deployments.scores_training_data(store, d):
+    if ui.cached_read(deployments.scores_training_data, store, d):
         st.warning(
             TRAINING_SOURCE + " Set your own source in the Pipeline section, or give a file below.",
             icon=":material/info:",
@@ -642,7 +642,7 @@ def runs_panel(store: Store, d: Deployment) -> None:
                 label=f"Open run {run.id} (its results appear when it ends)",
                 icon=":material/table_view:",
             )
-    found = runs.list_runs(store, d.name)
+    found = ui.cached_read(runs.list_runs, store, d.name)
     if any(not r.is_finished for r in found):
         _live_runs(store, d.name)  # polls only while something is queued or running
     else:
@@ -651,7 +651,7 @@ def runs_panel(store: Store, d: Deployment) -> None:
 
 @st.fragment(run_every=2)
 def _live_runs(store: Store, name: str) -> None:
-    found = runs.list_runs(store, name)
+    found = ui.cached_read(runs.list_runs, store, name)
     if all(r.is_finished for r in found):
         st.rerun()  # everything ended: redraw the page once, without the timer
     for r in found:
@@ -717,12 +717,13 @@ def _current_schedule(store: Store, d: Deployment, current: Any) -> None:
     )
 
 
-def schedule_panel(store: Store, d: Deployment) -> None:
-    """Cron expression (or a preset) and time zone with a live preview; pause/resume; save."""
-    from core import scheduler  # cronsim only where schedules are shown
+@st.fragment
+def _cron_editor(store: Store, d: Deployment, current: Any) -> tuple[str, str]:
+    """Preset, cron expression and time zone with the live preview; typing reruns only this
+    fragment (Save reads the typed values from session state). Returns (cron, time zone)."""
+    from core import scheduler
 
-    current = scheduler.get_schedule(store, d.name)  # fresh: `d` may predate a rerun
-    _current_schedule(store, d, current)
+    ui.recheck_access(store, d.project_id)
     presets = ["custom", *scheduler.PRESETS]
     preset = st.radio("Preset", presets, horizontal=True, key=f"sched_preset_{d.id}")
     default = scheduler.PRESETS.get(preset) or (current.cron if current else "0 6 * * 1")
@@ -740,6 +741,16 @@ def schedule_panel(store: Store, d: Deployment) -> None:
             "Next runs: "
             + ", ".join(f"{t:%a %Y-%m-%d %H:%M %Z}" for t in scheduler.next_times(cron, tz))
         )
+    return str(cron), str(tz)
+
+
+def schedule_panel(store: Store, d: Deployment) -> None:
+    """Cron expression (or a preset) and time zone with a live preview; pause/resume; save."""
+    from core import scheduler  # cronsim only where schedules are shown
+
+    current = ui.cached_read(scheduler.get_schedule, store, d.name)  # `d` may predate a rerun
+    _current_schedule(store, d, current)
+    cron, tz = _cron_editor(store, d, current)
     base = current or scheduler.Schedule(cron=cron)
     a, b, c = st.columns(3)
     catch_up = a.selectbox(
@@ -790,7 +801,7 @@ def schedule_panel(store: Store, d: Deployment) -> None:
         disabled=bool(why),
         help=why,
     )
-    slots = scheduler.list_slots(store, d.name)
+    slots = ui.cached_read(scheduler.list_slots, store, d.name)
     if slots:
         st.markdown("**Recent slots**")
         st.dataframe(pd.DataFrame(slots), hide_index=True)

@@ -42,7 +42,8 @@ def run_window(
             )
         }
     if kind == "One run":
-        found = [r for r in runs.list_runs(store, d.name, limit=100) if r.status == "succeeded"]
+        listed = ui.cached_read(runs.list_runs, store, d.name, limit=100)
+        found = [r for r in listed if r.status == "succeeded"]
         if not found:
             return {"last": 1}  # the report says there are no runs
         run = st.selectbox(
@@ -143,7 +144,8 @@ def _overlay(feature: FeatureDrift, key: str) -> None:
 
 def drift_tab(store: Store, d: Deployment) -> None:
     """Window picker, scores per feature (sortable), overlays and PSI per run."""
-    if not any(r.status == "succeeded" for r in runs.list_runs(store, d.name, limit=200)):
+    listed = ui.cached_read(runs.list_runs, store, d.name, limit=200)
+    if not any(r.status == "succeeded" for r in listed):
         st.info(
             "Drift compares the data this deployment scored with the training data: it "
             "appears once a run has succeeded (Runs tab, Run now)."
@@ -151,7 +153,7 @@ def drift_tab(store: Store, d: Deployment) -> None:
         return
     window = run_window(store, d, "drift")
     try:
-        report = drift.drift_report(store, d.name, **window)
+        report = ui.cached_read(drift.drift_report, store, d.name, **window)
     except InvalidInput as exc:
         ui.show_error(exc)
         return
@@ -164,22 +166,31 @@ def drift_tab(store: Store, d: Deployment) -> None:
         st.caption(note)
     _thresholds(store, d, report.thresholds)
     _table(report)
-    names = [f.name for f in most_drifted_first(report)]  # opens on the most drifted one
-    chosen = st.selectbox("Feature", names, key=f"drift_feature_{d.id}")
-    feature = next(f for f in report.features if f.name == chosen)
-    _overlay(feature, key=f"drift_overlay_{d.id}")
-    series = over_time(store, d)  # the deployment's thresholds, as the report's
-    if series is not None and feature.status != "n/a":
-        st.plotly_chart(charts.drift_time_figure(series, chosen), key=f"drift_time_{d.id}")
+    _feature(store, d, report, over_time(store, d))  # the deployment's thresholds, as the report's
     if report.prediction is not None:
         st.subheader("Prediction")
         _overlay(report.prediction, key=f"drift_prediction_{d.id}")
 
 
+@st.fragment
+def _feature(
+    store: Store, d: Deployment, report: drift.DriftReport, series: drift.DriftSeries | None
+) -> None:
+    """The feature picker and its charts: picking a feature reruns only this fragment, on the
+    report of the page's run."""
+    ui.recheck_access(store, d.project_id)
+    names = [f.name for f in most_drifted_first(report)]  # opens on the most drifted one
+    chosen = st.selectbox("Feature", names, key=f"drift_feature_{d.id}")
+    feature = next(f for f in report.features if f.name == chosen)
+    _overlay(feature, key=f"drift_overlay_{d.id}")
+    if series is not None and feature.status != "n/a":
+        st.plotly_chart(charts.drift_time_figure(series, chosen), key=f"drift_time_{d.id}")
+
+
 def runs_token(store: Store, d: Deployment) -> tuple[str, ...]:
     """What drift results depend on: the deployment's settings (thresholds) and its runs'
     states. A cached result keyed by it is dropped by any run or settings change."""
-    found = runs.list_runs(store, d.name, limit=drift.MAX_WINDOW)
+    found = ui.cached_read(runs.list_runs, store, d.name, limit=drift.MAX_WINDOW)
     return (str(d.updated_at), "|".join(f"{r.id}:{r.status}:{r.purged_at}" for r in found))
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 from core import keys
 from core.entities import Deployment
 from core.store import Store
-from core.ui import act, actor
+from core.ui import act, actor, cached_read
 from core.worker.sidecars import API_URL
 
 SHOWN_ONCE = "_modeldeck_new_key"  # the secret of the key just created, shown on one run
@@ -67,7 +67,7 @@ def key_panel(store: Store, deployment: Deployment | None = None) -> None:
 
     mine = [
         k
-        for k in keys.list_keys(store, actor=actor())
+        for k in cached_read(keys.list_keys, store, actor=actor())
         if deployment is None or k.deployment_id in (None, deployment.id)
     ]
     if not mine:

@@ -17,7 +17,7 @@ _RUNS = {"scheduled": "After scheduled runs only", "all": "After every run"}
 def report_settings(store: Store, d: Deployment) -> None:
     """Report settings per deployment: on/off, which runs, the folder reports are copied to."""
     st.subheader("Run reports")
-    current = reports.get_report_settings(store, d.name)  # fresh: `d` may predate a rerun
+    current = ui.cached_read(reports.get_report_settings, store, d.name)  # `d` may be older
     st.caption(
         "A self-contained HTML page per run (summary, metrics, predictions, input "
         "quality, drift, importance) in the run's folder; promotion copies these "

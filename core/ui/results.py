@@ -39,7 +39,7 @@ def _column_picker(
 def results_table(store: Store, run: Run, which: str) -> dict[str, Any] | None:
     """One page of a run's results, as the user filtered, sorted and trimmed it; returns the
     row the user selected in it (to explain it), or None."""
-    columns = results.columns(store, run.id, which)
+    columns = ui.cached_read(results.columns, store, run.id, which)
     predicted = [
         c for c in columns if c in PREDICTION_COLUMNS or c.startswith(("proba_", "challenger_"))
     ]
@@ -90,7 +90,8 @@ def results_table(store: Store, run: Run, which: str) -> dict[str, Any] | None:
         return None
 
     def read(number: int) -> tuple[pd.DataFrame, int]:
-        return results.page(
+        return ui.cached_read(
+            results.page,
             store,
             run.id,
             which=which,
@@ -179,7 +180,7 @@ def purge(store: Store, run_id: str) -> str:
 @st.fragment(run_every=2)
 def run_progress(store: Store, run_id: str) -> None:
     """A queued or running run's progress, polled; the whole page redraws once it ends."""
-    run = runs.get_run(store, run_id)
+    run = ui.cached_read(runs.get_run, store, run_id)
     if run.is_finished:
         st.rerun()
     st.progress(run.progress, text=run.message or run.status)

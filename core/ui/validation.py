@@ -219,7 +219,7 @@ def _comparison(found: list[validation.Validation], chosen: validation.Validatio
 
 
 def _thresholds(store: Store, d: Deployment) -> None:
-    current = promotion.get_thresholds(store, d.name)
+    current = ui.cached_read(promotion.get_thresholds, store, d.name)
     keys = {
         "max_metric_drop": f"gate_drop_{d.id}",
         "max_error_increase": f"gate_rise_{d.id}",
@@ -277,7 +277,7 @@ def validation_tab(store: Store, d: Deployment) -> None:
     _start(store, d)
     if d.environment == "staging":
         _thresholds(store, d)
-    found = validation.list_validations(store, d.name)
+    found = ui.cached_read(validation.list_validations, store, d.name)
     if not found:
         st.info(
             f"No validation yet. Give a labelled file above, or run `modeldeck validate "
@@ -310,7 +310,7 @@ def promotion_checks(store: Store, d: Deployment) -> tuple[bool, str | None]:
 
     While a check fails, promoting needs a typed reason (audited as the override's reason).
     """
-    checks = promotion.check_gate(store, d.name)
+    checks = ui.cached_read(promotion.check_gate, store, d.name)
     for c in checks:
         st.markdown(f"{'✅' if c.passed else '❌'} **{c.name}**: {c.detail}")
         if not c.passed and c.fix:

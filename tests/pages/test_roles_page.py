@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import access, datasets, deployments, projects, registry, ui, users
+from core import store as store_module
 from core.entities import DEFAULT_PROJECT
 from core.store import Store
 from tests.pages.conftest import APP, log_in, start_session
@@ -146,6 +147,25 @@ def test_a_disabled_user_gets_the_login_page(trained_store: Store, team: str) ->
     at.run()
     assert [t.value for t in at.title] == ["Log in to ModelDeck"]
     assert "Your session has ended. Log in again." in [e.value for e in at.error]
+
+
+def test_a_revoked_collaborator_loses_the_kept_session_at_the_next_click(
+    trained_store: Store, team: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session and roles are kept between reruns while the store is unchanged; the
+    removal is a write, so the next rerun reads them again."""
+    monkeypatch.setattr(store_module, "RACY_SECONDS", 0)  # keep even right after a write
+    at = log_in(AppTest.from_file(APP, default_timeout=120), "ed")
+    at.switch_page("pages/deployment.py")
+    at.query_params["name"] = team
+    at.run()
+    assert not at.exception and at.metric, "an editor reads the deployment"
+    at.run()
+    assert at.metric, "a rerun with nothing changed keeps the session and the roles"
+    projects.remove_collaborator(trained_store, PROJECT, "ed", actor="tester")
+    at.run()
+    assert not at.exception and not at.metric
+    assert any(f"no access to project {PROJECT}" in w.value for w in at.warning)
 
 
 @pytest.mark.parametrize(("person", "may"), [("olga", True), ("ed", False), ("vic", False)])
