@@ -30,7 +30,6 @@ from core.workspace import Workspace, atomic_write_bytes, is_running
 RUN_DIR = "run"
 HEARTBEAT_SECONDS = 3.0  # how often a serving process rewrites its file
 FRESH_SECONDS = 15.0  # a heartbeat older than this means the process hangs or is gone
-START_HINT = "start it with `modeldeck up` (or `modeldeck api`)"
 
 
 @dataclass(frozen=True)
@@ -172,6 +171,7 @@ class Running:
     is_running: bool
     words: str
     version: int | None = None
+    stopped: bool = False  # no API process runs: the front end says how to start one
 
 
 def running(states: list[ApiState], d: Deployment, now: datetime | None = None) -> Running:
@@ -179,7 +179,7 @@ def running(states: list[ApiState], d: Deployment, now: datetime | None = None) 
     otherwise why not: the API is stopped, or it could not load this deployment."""
     fresh = [s for s in states if s.is_fresh(now)]
     if not fresh:
-        return Running(False, f"not running: the API is stopped — {START_HINT}")
+        return Running(False, "not running: the API is stopped", stopped=True)
     if d.current is None:
         return Running(False, "not running: the deployment has no current version")
     served = [s.deployments[d.name] for s in fresh if d.name in s.deployments]

@@ -27,7 +27,7 @@ for d in found:
             "deployment": f"deployment?name={d.name}",
             "URL": ui_form.form_url(d.name),
             "status": deployments.status(store, d),
-            "running": api_status.running(api, d).words,
+            "running": ui_form.said(api_status.running(api, d)).words,
             "environment": d.environment,
             "version": f"v{current.number}" if current else "none",
             "main model": names.get(current.main_model_id, "") if current else "",

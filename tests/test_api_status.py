@@ -70,9 +70,7 @@ def test_fresh_stale_and_dead(deployed: Deployment) -> None:
     for states in ([], [stale], [dead]):
         verdict = api_status.running(states, deployed, now)
         assert not verdict.is_running
-        assert verdict.words == (
-            "not running: the API is stopped — start it with `modeldeck up` (or `modeldeck api`)"
-        )
+        assert (verdict.words, verdict.stopped) == ("not running: the API is stopped", True)
     assert api_status.running([dead, fresh], deployed, now).is_running  # one live process is enough
 
 

@@ -10,6 +10,7 @@ at the next run; the prediction log writer is this process's own segment.
 from __future__ import annotations
 
 import urllib.parse
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -66,9 +67,18 @@ def share_box(store: Store, d: Deployment) -> None:
     st.caption(f"Share it: {form_url(d.name)} · open to {who_may_use(store, d)}.")
 
 
+START_API = "start it with `modeldeck up` (or `modeldeck api`)"
+
+
 def api_running(store: Store, d: Deployment) -> api_status.Running:
-    """Whether the API answers for the deployment, from the API processes' status files."""
-    return api_status.running(api_status.read_states(store.workspace), d)
+    """Whether the API answers for the deployment, from the API processes' status files (and
+    how to start it when none runs)."""
+    return said(api_status.running(api_status.read_states(store.workspace), d))
+
+
+def said(found: api_status.Running) -> api_status.Running:
+    """The verdict in the app's words: how to start the API when none runs."""
+    return replace(found, words=f"{found.words} — {START_API}") if found.stopped else found
 
 
 def user() -> str | None:
