@@ -231,6 +231,7 @@ def test_the_deployments_list_has_the_form_url_and_running(
     assert list(table["URL"]) == [f"/form?name={d.name}"]
     assert list(table["status"]) == ["deployed"]
     assert table["running"].iloc[0].startswith("not running: the API is stopped")
+    assert "start it with `modeldeck up`" in table["running"].iloc[0]  # the app says how
     _publish(trained_store, d)
     at.run()
     assert list(at.dataframe[0].value["running"]) == ["running"]
