@@ -45,7 +45,8 @@ class Shadow:
         self.size = size
         self.skipped = 0  # calls not queued: the queue was full
         self.restarts = 0  # the process died (a crashing challenger) and was started again
-        self._counts = _CONTEXT.Array("q", 2)  # done, failed: written by the process
+        # done, failed: written by the process only (so no lock, and no semaphore to leak)
+        self._counts = _CONTEXT.Array("q", 2, lock=False)
         self._process: BaseProcess | None = None
         self._queue: Any = None
         self._sent: set[str] = set()  # models the running process has received
@@ -113,6 +114,8 @@ class Shadow:
             self._process.terminate()
             self._process.join(5)
         self._queue.close()
+        self._queue.join_thread()
+        self._queue = None  # its semaphores are unlinked when it is collected, not at exit
         self._process = None
 
 
@@ -138,8 +141,7 @@ def _serve(home: str, calls: Any, counts: Any) -> None:
                 continue
             table, call = payload
             record = _score(models.get(model_id), table, call)
-            with counts.get_lock():
-                counts[0 if record["status"] == 200 else 1] += 1
+            counts[0 if record["status"] == 200 else 1] += 1
             writer.write(record)
     finally:
         writer.close()
