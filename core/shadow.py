@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import time
 from multiprocessing.process import BaseProcess
@@ -34,6 +35,7 @@ from core.workspace import Workspace
 
 log = logging.getLogger("modeldeck.shadow")
 QUEUE_SIZE = 64  # calls waiting for the challenger; more are skipped and counted
+SHADOW_NICENESS = 10  # the challenger's process runs at a lower CPU priority than the API
 _CONTEXT = multiprocessing.get_context("spawn")  # never fork a process that runs threads
 
 
@@ -124,6 +126,8 @@ def _serve(home: str, calls: Any, counts: Any) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)  # as the API: one OpenMP/BLAS thread
+    with contextlib.suppress(OSError):  # shadow work yields the CPU to the main answers
+        os.nice(SHADOW_NICENESS)
     writer = prediction_log.PredictionLog(Workspace(Path(home)))
     models: dict[str, tuple[Any, Any, Any]] = {}
     try:
