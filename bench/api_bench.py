@@ -375,6 +375,8 @@ def main() -> None:
                 flush=True,
             )
             results[name] = {"in_process_p50": base, "c1": c1, "c8": c8, "batch": formats}
+        # the challenger's process starts at the first call with a challenger: warm it first
+        measure(port, "/v1/deployments/hgb-shadow/invocations", *one["split"], 1, 2)
         alone, shadow = paired(
             port,
             "/v1/deployments/hgb/invocations",
