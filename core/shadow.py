@@ -52,6 +52,7 @@ class Shadow:
         self._process: BaseProcess | None = None
         self._queue: Any = None
         self._sent: set[str] = set()  # models the running process has received
+        self._died_at: float | None = None  # when the process was found dead
 
     @property
     def done(self) -> int:
@@ -70,7 +71,9 @@ class Shadow:
         if challenger is None:
             return False
         try:
-            self._ensure_running()
+            if not self._ensure_running():
+                self.skipped += 1  # it crashed a moment ago: waiting before a restart
+                return False
             if challenger.id not in self._sent:  # once per model and process
                 self._queue.put_nowait(
                     (
@@ -85,16 +88,26 @@ class Shadow:
         except queue.Full:
             self.skipped += 1
             return False
+        except Exception:  # a process that cannot start must not fail the main answer
+            log.exception("the challenger's process could not be reached")
+            self.skipped += 1
+            return False
         return True
 
-    def _ensure_running(self) -> None:
+    def _ensure_running(self) -> bool:
+        """True when the process runs (started now if need be); False while a crashed one
+        waits for its restart (immediately the first time, then 1, 2, 4 ... 60 s)."""
         if self._process is not None and self._process.is_alive():
-            return
+            return True
         if self._process is not None:  # it died: a crashing challenger
-            self.restarts += 1
-            log.warning(
-                "the challenger's process died (exit %s): starting it again", self._process.exitcode
-            )
+            if self._died_at is None:
+                self._died_at = time.monotonic()
+                self.restarts += 1
+                log.warning("the challenger's process died (exit %s)", self._process.exitcode)
+            wait = 0.0 if self.restarts == 1 else min(60.0, 2.0 ** (self.restarts - 2))
+            if time.monotonic() - self._died_at < wait:
+                return False
+        self._died_at = None
         self._queue = _CONTEXT.Queue(self.size)
         self._sent = set()
         self._process = _CONTEXT.Process(
@@ -104,6 +117,7 @@ class Shadow:
             daemon=True,
         )
         self._process.start()
+        return True
 
     def stop(self, timeout: float = 10) -> None:
         """Let the process finish what is queued, then end it."""

@@ -181,22 +181,32 @@ def test_a_failing_challenger_is_logged_and_the_main_answer_stands(trained_store
     assert shadow.failed == 1 and len(answered.predictions) == 5
 
 
+def _wait_dead(shadow: Shadow) -> None:
+    deadline = time.monotonic() + 60
+    while shadow._process is not None and shadow._process.is_alive():
+        assert time.monotonic() < deadline, "the crashing call did not end the process"
+        time.sleep(0.1)
+
+
 def test_a_crashing_challenger_is_started_again_and_the_api_lives_on(
     trained_store: Store,
 ) -> None:
     endpoint = _endpoint(trained_store, _crash_on_three_rows)
     shadow = Shadow(trained_store.workspace)
     assert shadow.submit(endpoint, _table(3), "crash")
-    deadline = time.monotonic() + 60
-    while shadow._process is not None and shadow._process.is_alive():
-        assert time.monotonic() < deadline, "the crashing call did not end the process"
-        time.sleep(0.1)
+    _wait_dead(shadow)
     assert len(serving.answer(endpoint, _table(3)).predictions) == 3  # main answers as ever
     assert shadow.submit(endpoint, _table(), "after")
-    assert shadow.restarts == 1
+    assert shadow.restarts == 1  # the first restart is at once
+    assert shadow.submit(endpoint, _table(3), "crash again")
+    _wait_dead(shadow)
+    assert not shadow.submit(endpoint, _table(), "too soon")  # a second crash: 1 s first
+    assert (shadow.restarts, shadow.skipped) == (2, 1)
+    time.sleep(1.2)
+    assert shadow.submit(endpoint, _table(), "later")
     shadow.stop(timeout=30)
-    [record] = _challenger_records(trained_store.workspace)
-    assert (record["request_id"], record["status"]) == ("after", 200)
+    found = {r["request_id"]: r["status"] for r in _challenger_records(trained_store.workspace)}
+    assert found == {"after": 200, "later": 200}
 
 
 # ---------------------------------------------------------------------------- SIGKILL
