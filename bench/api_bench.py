@@ -1,6 +1,6 @@
 """The serving API against the model predicting in-process, and against `mlflow models serve`.
 
-Run: `.venv/bin/python bench/api_bench.py [--seconds 3] [--skip-mlflow]`.
+Run: `.venv/bin/python bench/api_bench.py [--seconds 3] [--skip-mlflow] [--processes N]`.
 
 Trains the churn demo's linear model and histogram gradient boosting (core.training), deploys
 each as a public deployment (and boosting with the linear challenger), starts the API
@@ -44,7 +44,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import access, datasets, deployments, registry  # noqa: E402
+from core import access, api_status, datasets, deployments, registry  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training import TrainRequest, train  # noqa: E402
 
@@ -314,6 +314,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="API server processes (modeldeck api --processes)"
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="api-bench-"))
@@ -322,25 +325,24 @@ def main() -> None:
     rows: pd.DataFrame = made["rows"]
     one, batch = bodies(rows.head(1)), bodies(rows)
     port = free_port()
+    serve = (
+        ["core.cli", "api", "--processes", str(args.processes), "--port", str(port)]
+        if args.processes > 1
+        else ["uvicorn", "core.api.app:app", "--port", str(port), "--log-level", "warning"]
+    )
     api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "core.api.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", *serve],
         cwd=ROOT,
         env={**os.environ, "MODELDECK_HOME": str(home)},
+        stdout=subprocess.DEVNULL if args.processes > 1 else None,
     )
     results: dict[str, Any] = {}
     try:
         wait_ready(port, "/v2/health/ready")
+        while len([s for s in api_status.read_states(store.workspace) if s.is_fresh()]) < (
+            args.processes
+        ):  # every server process warm
+            time.sleep(0.2)
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,15 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, parents=[common], help=text)
         if name in ("ui", "api"):
             p.add_argument("--port", type=int, default=8501 if name == "ui" else 8000)
+        if name == "api":
+            p.add_argument(
+                "--processes",
+                type=int,
+                default=1,
+                metavar="N",
+                help="single-worker server processes sharing the port (one listening socket;"
+                " each with its own models, log segment and challenger process)",
+            )
         if name == "worker":
             p.add_argument(
                 "--executors",
@@ -67,11 +77,48 @@ def cmd_ui(args: argparse.Namespace) -> NoReturn:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    """The API: one uvicorn process, or `--processes N` of them accepting on one socket.
+
+    Not `uvicorn --workers N`: its workers lost TCP_NODELAY and added about 40 ms to each
+    keep-alive request (measured, issue 17). Here this process binds the socket and starts N
+    plain single-worker servers on it (`uvicorn --fd`), as new processes, never forked."""
     import uvicorn
 
     announce_first_admin(open_store())
-    uvicorn.run("core.api.app:app", host="127.0.0.1", port=args.port, log_level="info")
-    return 0
+    if args.processes < 1:
+        print("--processes takes 1 or more.", file=sys.stderr)
+        return 2
+    if args.processes == 1:
+        uvicorn.run("core.api.app:app", host="127.0.0.1", port=args.port, log_level="info")
+        return 0
+    listening = socket.create_server(("127.0.0.1", args.port), backlog=2048)
+    listening.set_inheritable(True)
+    fd = listening.fileno()
+    command = [sys.executable, "-m", "uvicorn", "core.api.app:app", "--fd", str(fd)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    servers = [
+        subprocess.Popen(
+            [*command, "--log-level", "info"], cwd=REPO_ROOT, env=_child_env(), pass_fds=(fd,)
+        )
+        for _ in range(args.processes)
+    ]
+    print(f"API: {args.processes} processes on http://127.0.0.1:{args.port}")
+    return _watch(servers)
+
+
+def _watch(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait while every child runs; when one ends (or this process is told to stop), stop the
+    others. The highest exit code."""
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            child.wait(timeout=10)
+    return max((child.returncode or 0) for child in children)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -96,16 +143,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for name in ("worker", "api", "ui")
     ]
     print("ModelDeck is starting: app http://localhost:8501, API http://127.0.0.1:8000/docs")
-    try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            child.wait(timeout=10)
-    return max((child.returncode or 0) for child in children)
+    return _watch(children)
 
 
 HANDLERS = {"ui": cmd_ui, "api": cmd_api, "worker": cmd_worker, "up": cmd_up}
