@@ -37,6 +37,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                 help="single-worker server processes sharing the port (one listening socket;"
                 " each with its own models, log segment and challenger process)",
             )
+            p.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)  # internal
         if name == "worker":
             p.add_argument(
                 "--executors",
@@ -81,9 +82,15 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     Not `uvicorn --workers N`: its workers lost TCP_NODELAY and added about 40 ms to each
     keep-alive request (measured, issue 17). Here this process binds the socket and starts N
-    plain single-worker servers on it (`uvicorn --fd`), as new processes, never forked."""
+    plain single-worker servers on it (`modeldeck api --fd`), new processes, never forked."""
     import uvicorn
 
+    if args.fd is not None:  # one of --processes N: serve the socket the command bound
+        # socket(fileno=) reads the family from the socket itself (`uvicorn --fd` assumes a
+        # Unix socket, so asyncio never set TCP_NODELAY: 40 ms more per keep-alive request)
+        shared = socket.socket(fileno=args.fd)
+        uvicorn.Server(uvicorn.Config("core.api.app:app", log_level="info")).run([shared])
+        return 0
     announce_first_admin(open_store())
     if args.processes < 1:
         print("--processes takes 1 or more.", file=sys.stderr)
@@ -94,12 +101,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     listening = socket.create_server(("127.0.0.1", args.port), backlog=2048)
     listening.set_inheritable(True)
     fd = listening.fileno()
-    command = [sys.executable, "-m", "uvicorn", "core.api.app:app", "--fd", str(fd)]
+    command = [sys.executable, "-m", "core.cli", "api", "--fd", str(fd)]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     servers = [
-        subprocess.Popen(
-            [*command, "--log-level", "info"], cwd=REPO_ROOT, env=_child_env(), pass_fds=(fd,)
-        )
+        subprocess.Popen(command, cwd=REPO_ROOT, env=_child_env(), pass_fds=(fd,))
         for _ in range(args.processes)
     ]
     print(f"API: {args.processes} processes on http://127.0.0.1:{args.port}")
