@@ -143,7 +143,7 @@ def _models_summary(store: Store, d: Deployment) -> None:
     ):
         if not model_id:
             continue
-        model = registry.get_model(store, model_id)
+        model = ui.cached_read(registry.get_model, store, model_id)
         headline = charts.headline_metric(model.task)
         value = model.metrics.get(headline)
         rows.append(
@@ -164,7 +164,7 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
     if not model_id:
         st.caption(f"{label}: none")
         return
-    model = registry.get_model(store, model_id)
+    model = ui.cached_read(registry.get_model, store, model_id)
     st.page_link(
         "pages/model.py",
         query_params={"id": model.id},
@@ -579,7 +579,7 @@ def _change_models(
 
 def _live_history(store: Store, d: Deployment, names: dict[str, str]) -> None:
     st.subheader("What was live when")
-    periods = deployments.live_history(store, d.id)
+    periods = ui.cached_read(deployments.live_history, store, d.id)
     if not periods:
         st.caption("No version has been made current yet.")
         return
