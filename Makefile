@@ -33,11 +33,14 @@ run: install
 	$(BIN)/modeldeck up
 
 # Plain `pytest` runs every test, slow and e2e included: no marker is deselected by default.
+# `make test` spreads the files over TEST_JOBS pytest-xdist workers (a file stays on one worker,
+# the browser tests share one: tests/conftest.py); TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= 2
 test: install browser postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup --durations=25
 
 lint: install
 	$(BIN)/ruff check .

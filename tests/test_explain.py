@@ -63,10 +63,11 @@ def test_base_plus_contributions_is_the_output_for_every_algorithm(
     trained = every_algorithm[task]
     model = next(m for m in trained.result.models if m.algorithm == algorithm)
     explainer = explainer_of(trained.store, model)
-    rows = trained.frame[model.schema.feature_names].iloc[:25]
+    n = 25 if explainer.name != AGNOSTIC else 5  # the model-agnostic explainer is the slow one
+    rows = trained.frame[model.schema.feature_names].iloc[:n]
     assert additivity_error(explainer, rows) < EXACT
     a = explainer.explain(rows)
-    assert a.values.shape[:2] == (25, len(model.schema.features))  # original columns only
+    assert a.values.shape[:2] == (n, len(model.schema.features))  # original columns only
     estimator = registry.load_estimator(trained.store, model)
     if explainer.scale == "probability":
         assert np.allclose(a.output, estimator.predict_proba(rows))
