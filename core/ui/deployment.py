@@ -137,6 +137,7 @@ def _models_summary(store: Store, d: Deployment) -> None:
     """The deployed models: algorithm and version, holdout metrics, what serves them."""
     assert d.current is not None
     rows = []
+    statuses = ui_form.model_statuses(store, d)
     for role, model_id in (
         ("main", d.current.main_model_id),
         ("challenger", d.current.challenger_model_id),
@@ -152,6 +153,7 @@ def _models_summary(store: Store, d: Deployment) -> None:
                 "model": ui.model_label(model),
                 f"holdout {headline}": "not measured" if value is None else f"{value:.4f}",
                 "trained": f"{model.created_at:%Y-%m-%d}",
+                **statuses.get(role, {}),
             }
         )
     st.dataframe(rows, hide_index=True)
