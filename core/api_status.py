@@ -213,7 +213,8 @@ def model_states(
     states: list[ApiState], d: Deployment, now: datetime | None = None
 ) -> dict[str, str]:
     """By role ("main", "challenger"), whether the API has the current version's model loaded,
-    in words: loaded (with its load and warm-up time), or why not."""
+    in words: loaded (in how many processes, when more than one; the longest load and warm-up
+    time), or why not."""
     if d.current is None:
         return {}
     pins = {"main": d.current.main_model_id, "challenger": d.current.challenger_model_id}
@@ -226,8 +227,8 @@ def model_states(
         loaded = [s for s in served if s.is_warm and s.models.get(role) == model_id]
         if loaded:
             took = max(s.load_seconds.get(role, 0.0) for s in loaded)
-            words[role] = f"loaded in {len(loaded)} API process{'es' if len(loaded) > 1 else ''}"
-            words[role] += f" ({took:.2f} s to load and warm up)" if took else ""
+            words[role] = "loaded" if len(loaded) == 1 else f"loaded in {len(loaded)} processes"
+            words[role] += f" ({took:.2f} s)" if took else ""
         elif not fresh:
             words[role] = "not loaded: the API is stopped"
         else:

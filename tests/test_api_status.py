@@ -4,6 +4,7 @@ and when the app calls a deployment "running" (fresh heartbeat, live pid, listed
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -115,7 +116,7 @@ def test_the_catalog_publishes_its_deployments_and_removes_its_file(
         assert served.load_seconds["main"] > 0
         assert api_status.running([state], deployed).is_running
         [words] = api_status.model_states([state], deployed).values()
-        assert words.startswith("loaded in 1 API process (") and "to load and warm up" in words
+        assert re.fullmatch(r"loaded \(\d+\.\d\d s\)", words), words
     finally:
         catalog.stop()
     assert api_status.read_states(trained_store.workspace) == []
@@ -158,7 +159,11 @@ def test_a_challenger_is_loaded_beside_the_main_model_and_an_old_model_is_not(
     states = api_status.read_states(trained_store.workspace)
     words = api_status.model_states(states, both)
     assert set(words) == {"main", "challenger"}
-    assert all(w.startswith("loaded in 1 API process") for w in words.values())
+    assert all(w.startswith("loaded (") for w in words.values())
+    second = api_status.ApiState(**{**vars(states[0]), "pid": os.getppid()})
+    assert api_status.model_states([*states, second], both)["main"].startswith(
+        "loaded in 2 processes ("
+    )
     swapped = deployments.deploy(
         trained_store, challenger.id, "staging", name="churn-two", challenger_id=main.id,
         actor="tester",

@@ -158,7 +158,10 @@ def _models_summary(store: Store, d: Deployment) -> None:
         )
     st.dataframe(rows, hide_index=True)
     st.caption(
-        "Live metrics, once true labels arrive, are on the Challenger section; drift on Drift."
+        "API: whether the API holds the model, and how long it took to load and warm up. Calls:"
+        f" what this version was called over the last {ui_form.HEALTH_HOURS} h; failed: refused"
+        " for their input, or the model raised (the last error says which). Live metrics, once"
+        " true labels arrive, are on the Challenger section; drift on Drift."
     )
 
 

@@ -91,7 +91,7 @@ def model_statuses(store: Store, d: Deployment) -> dict[str, dict[str, str]]:
     for role, words in loaded.items():
         h = answered.get(role)
         found[role] = {
-            "in the API": words,
+            "API": words,
             f"calls ({HEALTH_HOURS} h)": (
                 "none" if h is None else f"{h.calls:,} ({h.errors:,} failed)"
             ),

@@ -143,7 +143,7 @@ def test_general_summarises_the_deployed_models_and_says_what_access_means(
     assert metric(at, "Created") == f"{created:%Y-%m-%d}"
     assert any("only the collaborators of the project" in c.value for c in at.caption)
     # each model's status: no API runs here; the log's last 24 h (the form call is older)
-    assert models["in the API"].tolist() == ["not loaded: the API is stopped"] * 2
+    assert models["API"].tolist() == ["not loaded: the API is stopped"] * 2
     assert models["calls (24 h)"].tolist() == ["3 (1 failed)", "2 (0 failed)"]
     main_error, challenger_error = models["last error"].tolist()
     assert main_error.endswith(" UTC: missing column: âge") and challenger_error == "none"
