@@ -41,6 +41,8 @@ class Served:
     version: int | None
     is_warm: bool
     error: str | None = None
+    models: dict[str, str] = field(default_factory=dict)  # role -> id of the model loaded warm
+    load_seconds: dict[str, float] = field(default_factory=dict)  # role -> load and warm-up
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,22 @@ def read_states(workspace: Workspace) -> list[ApiState]:
 
 
 # ---------------------------------------------------------------------------- writing
+class _Model(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
 class _Endpoint(Protocol):
     @property
     def deployment(self) -> Deployment: ...
     @property
     def version(self) -> int: ...
+    @property
+    def main(self) -> _Model: ...
+    @property
+    def challenger(self) -> _Model | None: ...
+    @property
+    def load_seconds(self) -> dict[str, float]: ...
 
 
 class _Snapshot(Protocol):
@@ -150,7 +163,8 @@ class Publisher:
 def served_of(snapshot: _Snapshot) -> Iterable[Served]:
     """What a snapshot serves (warm: loaded and warmed up by a predict) and what it could not."""
     for name, e in snapshot.endpoints.items():
-        yield Served(name, e.deployment.id, e.version, True)
+        models = {"main": e.main.id} | ({"challenger": e.challenger.id} if e.challenger else {})
+        yield Served(name, e.deployment.id, e.version, True, None, models, dict(e.load_seconds))
     for name, error in snapshot.failures.items():
         yield Served(name, "", None, False, error)
 
@@ -193,3 +207,31 @@ def running(states: list[ApiState], d: Deployment, now: datetime | None = None) 
     reload_error = next((s.reload_error for s in fresh if s.reload_error), None)
     why = errors[0] if errors else reload_error or "not loaded yet (the API reloads within seconds)"
     return Running(False, f"API not answering for this deployment: {why}")
+
+
+def model_states(
+    states: list[ApiState], d: Deployment, now: datetime | None = None
+) -> dict[str, str]:
+    """By role ("main", "challenger"), whether the API has the current version's model loaded,
+    in words: loaded (in how many processes, when more than one; the longest load and warm-up
+    time), or why not."""
+    if d.current is None:
+        return {}
+    pins = {"main": d.current.main_model_id, "challenger": d.current.challenger_model_id}
+    fresh = [s for s in states if s.is_fresh(now)]
+    served = [s.deployments[d.name] for s in fresh if d.name in s.deployments]
+    words = {}
+    for role, model_id in pins.items():
+        if not model_id:
+            continue
+        loaded = [s for s in served if s.is_warm and s.models.get(role) == model_id]
+        if loaded:
+            took = max(s.load_seconds.get(role, 0.0) for s in loaded)
+            words[role] = "loaded" if len(loaded) == 1 else f"loaded in {len(loaded)} processes"
+            words[role] += f" ({took:.2f} s)" if took else ""
+        elif not fresh:
+            words[role] = "not loaded: the API is stopped"
+        else:
+            errors = [s.error for s in served if s.error]
+            words[role] = f"not loaded: {errors[0]}" if errors else "not loaded yet"
+    return words

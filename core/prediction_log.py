@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -179,12 +180,17 @@ READ_COLUMNS = {  # what readers see: every column but the inputs (the largest, 
 }
 
 
-def source_sql(workspace: Workspace) -> str:
+def source_sql(workspace: Workspace, since: date | None = None) -> str:
     """A SELECT of READ_COLUMNS over every logged record: the compacted Parquet (only the
     columns read, so the inputs are never parsed) and the open and closed JSON-lines segments
-    (a partial last line skipped). Files are listed now; see `query` for the race with the
-    compaction."""
-    compacted = sorted((folder(workspace) / "compacted").rglob("*.parquet"))
+    (a partial last line skipped). With `since`, compacted days before it are not listed (the
+    segments always are: filter on logged_at too). Files are listed now; see `query` for the
+    race with the compaction."""
+    compacted = sorted(
+        p
+        for p in (folder(workspace) / "compacted").rglob("*.parquet")
+        if since is None or p.parent.name.removeprefix("day=") >= since.isoformat()
+    )
     parts = []
     if compacted:
         picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in READ_COLUMNS.items())
@@ -201,10 +207,42 @@ def source_sql(workspace: Workspace) -> str:
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
-def query(workspace: Workspace, fn: Callable[[Tx, str], T]) -> T:
+def query(workspace: Workspace, fn: Callable[[Tx, str], T], since: date | None = None) -> T:
     """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql`; listed
     again when a listed segment was compacted (renamed away) before DuckDB opened it."""
-    return segments.query(lambda: source_sql(workspace), fn)
+    return segments.query(lambda: source_sql(workspace, since), fn)
+
+
+@dataclass(frozen=True)
+class Health:
+    """How one role's model (main or challenger) answered a deployment's calls since a time."""
+
+    calls: int
+    errors: int
+    last_answer_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+
+
+def health(
+    workspace: Workspace, deployment_id: str, version: int, since: datetime
+) -> dict[str, Health]:
+    """By kind ("main", "challenger"): the calls a deployment's version answered since `since`
+    (UTC), how many failed, the last answer and the last error. A kind with no call is absent."""
+
+    def read(tx: Tx, source: str) -> dict[str, Health]:
+        rows = tx.execute(
+            "SELECT kind, count(*), count(*) FILTER (WHERE status <> 200),"
+            " max(logged_at) FILTER (WHERE status = 200),"
+            " max(logged_at) FILTER (WHERE status <> 200),"
+            " arg_max(error, logged_at) FILTER (WHERE status <> 200)"
+            f" FROM {source} WHERE deployment_id = ? AND version = ? AND logged_at >= ?"
+            " GROUP BY kind",
+            [deployment_id, version, since],
+        ).rows
+        return {kind: Health(*values) for kind, *values in rows}
+
+    return query(workspace, read, since.date())
 
 
 # ---------------------------------------------------------------------------- by day

@@ -387,3 +387,28 @@ def main_record(
             "probabilities": answered.probabilities,
         },
     }
+
+
+def refused_record(
+    endpoint: Endpoint,
+    error: ModelDeckError,
+    *,
+    request_id: str,
+    key_id: str | None,
+    source: str = "api",
+) -> dict[str, Any]:
+    """The prediction log's record of a call of an authorized caller refused for its input
+    (unreadable body, schema mismatch, too many rows): the status and the message, which never
+    echo the caller's data, and no inputs."""
+    return {
+        "kind": "main",
+        "logged_at": utcnow().isoformat(),
+        "request_id": request_id,
+        "deployment": endpoint.name,
+        "deployment_id": endpoint.deployment.id,
+        "version": endpoint.version,
+        "key_id": key_id,
+        "source": source,
+        "status": error.status,
+        "error": error.message,
+    }

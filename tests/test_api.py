@@ -327,6 +327,31 @@ def test_every_answer_is_in_the_prediction_log_with_its_caller(
     assert sorted(json.loads(record["inputs"])) == sorted(rows(3).columns)
 
 
+def test_a_refused_call_is_logged_with_its_reason_and_without_its_data(
+    served: tuple[Store, str, dict[str, str]],
+) -> None:
+    """An authorized caller's bad input: logged (status and message, no inputs, which may be
+    anything) so the deployment's page shows it; a call without access is not logged."""
+    store, base, held = served
+    vic_key = keys.list_keys(store, actor="vic")[0].id
+    bad = {"dataframe_records": [{"contract": "secret-value-é"}]}
+    status, refused = call(f"{base}/v1/deployments/{PRODUCTION}/invocations", bad, key=held["vic"])
+    assert status == 422
+    status, _ = call(f"{base}/v2/models/{PRODUCTION}/infer", {"inputs": []}, key=held["vic"])
+    assert status == 400
+    before = len(prediction_log.read_all(store.workspace, PRODUCTION))
+    assert call(f"{base}/v1/deployments/{PRODUCTION}/invocations", bad)[0] == 401  # no key
+    logged = prediction_log.read_all(store.workspace, PRODUCTION).to_pylist()
+    assert len(logged) == before
+    mine = [r for r in logged if r["key_id"] == vic_key and r["status"] != 200][-2:]
+    assert [(r["kind"], r["status"], r["inputs"], r["outputs"]) for r in mine] == [
+        ("main", 422, None, None),
+        ("main", 400, None, None),
+    ]
+    assert mine[0]["error"] == refused["message"] and "secret-value" not in mine[0]["error"]
+    assert mine[1]["error"].startswith("An inference request needs 'inputs'")
+
+
 def test_explain_adds_each_rows_additive_contributions(
     served: tuple[Store, str, dict[str, str]],
 ) -> None:

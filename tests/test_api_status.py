@@ -4,6 +4,7 @@ and when the app calls a deployment "running" (fresh heartbeat, live pid, listed
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -103,13 +104,25 @@ def test_the_catalog_publishes_its_deployments_and_removes_its_file(
     try:
         [state] = api_status.read_states(trained_store.workspace)
         assert state.pid == os.getpid() and state.is_fresh()
-        assert state.deployments[deployed.name] == Served(deployed.name, deployed.id, 1, True)
+        served = state.deployments[deployed.name]
+        assert (served.name, served.deployment_id, served.version, served.is_warm) == (
+            deployed.name,
+            deployed.id,
+            1,
+            True,
+        )
+        assert deployed.current is not None
+        assert served.models == {"main": deployed.current.main_model_id}
+        assert served.load_seconds["main"] > 0
         assert api_status.running([state], deployed).is_running
+        [words] = api_status.model_states([state], deployed).values()
+        assert re.fullmatch(r"loaded \(\d+\.\d\d s\)", words), words
     finally:
         catalog.stop()
     assert api_status.read_states(trained_store.workspace) == []
     verdict = api_status.running(api_status.read_states(trained_store.workspace), deployed)
     assert verdict.words.startswith("not running: the API is stopped")
+    assert api_status.model_states([], deployed) == {"main": "not loaded: the API is stopped"}
 
 
 def test_a_deployment_the_api_cannot_load_is_published_with_its_error(
@@ -126,6 +139,39 @@ def test_a_deployment_the_api_cannot_load_is_published_with_its_error(
     verdict = api_status.running([state], deployed)
     assert verdict.words.startswith("API not answering for this deployment: ")
     assert "missing" in verdict.words.lower()
+    [words] = api_status.model_states([state], deployed).values()
+    assert words.startswith("not loaded: ") and "missing" in words.lower()
+    publisher.stop()
+
+
+def test_a_challenger_is_loaded_beside_the_main_model_and_an_old_model_is_not(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    """Per role: the current version's models as the API holds them; a status file still
+    listing the previous version's model does not count as the current one loaded."""
+    main, challenger = registry.list_models(trained_store)[:2]
+    both = deployments.deploy(
+        trained_store, main.id, "staging", name="churn-two", challenger_id=challenger.id,
+        actor="tester",
+    )  # fmt: skip
+    publisher = api_status.Publisher(trained_store.workspace)
+    publisher.beat(serving.load_snapshot(trained_store), None, force=True)
+    states = api_status.read_states(trained_store.workspace)
+    words = api_status.model_states(states, both)
+    assert set(words) == {"main", "challenger"}
+    assert all(w.startswith("loaded (") for w in words.values())
+    second = api_status.ApiState(**{**vars(states[0]), "pid": os.getppid()})
+    assert api_status.model_states([*states, second], both)["main"].startswith(
+        "loaded in 2 processes ("
+    )
+    swapped = deployments.deploy(
+        trained_store, challenger.id, "staging", name="churn-two", challenger_id=main.id,
+        actor="tester",
+    )  # fmt: skip
+    assert api_status.model_states(states, swapped) == {
+        "main": "not loaded yet",
+        "challenger": "not loaded yet",
+    }
     publisher.stop()
 
 

@@ -79,7 +79,9 @@ def test_compiled_predictions_equal_sklearn_bit_for_bit(algorithm: str, task: st
     pipe, schema = fitted(algorithm, task)
     compiled = compile_pipeline(pipe, schema, training_rows())
     assert compiled is not None, "every training pipeline compiles"
-    for batch in (training_rows(60), pa.RecordBatch.from_pydict(ODD_ROWS)):
+    odd = pa.RecordBatch.from_pydict(ODD_ROWS)
+    many_odd = pa.RecordBatch.from_pydict({k: v * 8 for k, v in ODD_ROWS.items()})  # > FEW_ROWS
+    for batch in (training_rows(60), odd, many_odd):
         fast = serving.score(compiled, pipe, batch, schema, "main")
         slow = serving.score(None, pipe, batch, schema, "main")
         assert fast.prediction.tobytes() == slow.prediction.tobytes()

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,45 @@ def test_files_compacted_before_the_user_column_still_read(tmp_path: Path) -> No
     log.write({"kind": "main", "source": "form", "user": "vera", "logged_at": "2026-12-06"})
     table = prediction_log.read_all(workspace)
     assert sorted(table.column("user").to_pylist(), key=str) == [None, "vera"]
+
+
+def test_health_counts_a_versions_calls_and_names_its_last_error(tmp_path: Path) -> None:
+    """Per kind, over compacted days and open segments alike: calls and failures of one version
+    since a time, the last answer and the last error; other versions, deployments and older
+    days do not count, and a day before `since` is not even read."""
+    workspace = Workspace(tmp_path)
+    old = prediction_log.PredictionLog(workspace)
+
+    def rec(kind: str, at: str, status: int = 200, **more: Any) -> dict[str, Any]:
+        base = {"deployment_id": "dep_1", "version": 2, "rows": 1, "logged_at": at}
+        return {"kind": kind, "status": status, **base, **more}
+
+    old.write(rec("main", "2026-12-04T09:00:00", 500, error="ValueError: days ago"))
+    old.write(rec("main", "2026-12-05T23:30:00"))
+    old.write(rec("challenger", "2026-12-05T23:40:00", 500, error="KeyError: 'région'"))
+    old.close()
+    assert prediction_log.compact(workspace) == 3
+    # a corrupt file for a day before `since`: listed, it would fail the query
+    (prediction_log.folder(workspace) / "compacted" / "day=2026-12-04" / "x.parquet").write_text("")
+    live = prediction_log.PredictionLog(workspace)
+    live.write(rec("main", "2026-12-06T08:00:00"))
+    live.write(rec("main", "2026-12-06T08:05:00", 422, error="missing column: âge"))
+    live.write(rec("main", "2026-12-06T08:10:00"))
+    live.write(rec("main", "2026-12-06T08:20:00", version=1))  # an older version
+    live.write(rec("main", "2026-12-06T08:30:00", deployment_id="dep_2"))
+    since = datetime(2026, 12, 5, 9, 0)
+    found = prediction_log.health(workspace, "dep_1", 2, since)
+    live.close()
+    main, challenger = found["main"], found["challenger"]
+    assert (main.calls, main.errors) == (4, 1)
+    assert main.last_answer_at == datetime(2026, 12, 6, 8, 10)
+    assert (main.last_error_at, main.last_error) == (
+        datetime(2026, 12, 6, 8, 5),
+        "missing column: âge",
+    )
+    assert (challenger.calls, challenger.errors, challenger.last_answer_at) == (1, 1, None)
+    assert challenger.last_error == "KeyError: 'région'"
+    assert prediction_log.health(workspace, "dep_3", 2, since) == {}
 
 
 def test_a_segment_rotates_by_size(tmp_path: Path) -> None:

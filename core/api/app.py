@@ -12,11 +12,12 @@ protocol has it. Unknown paths and methods get the same shape.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -199,6 +200,21 @@ def create_app(store: Store | None = None) -> FastAPI:
         request.app.state.log.write(record)
         request.app.state.shadow.submit(endpoint, table, request_id)
 
+    @contextlib.contextmanager
+    def refusals_logged(
+        request: Request, endpoint: serving.Endpoint, key_id: str | None
+    ) -> Iterator[None]:
+        """A call refused for its input is logged (status and message, no inputs), so the
+        deployment's page shows callers' failures; then the error answers as ever."""
+        try:
+            yield
+        except ModelDeckError as exc:
+            record = serving.refused_record(
+                endpoint, exc, request_id=_request_id(request), key_id=key_id
+            )
+            request.app.state.log.write(record)
+            raise
+
     def answered(
         request: Request, endpoint: serving.Endpoint, table: Any, explained: bool = False
     ) -> serving.Answer:
@@ -242,13 +258,14 @@ def create_app(store: Store | None = None) -> FastAPI:
     async def invocations(request: Request, name: str) -> Response:
         """MLflow's scoring protocol: the same bodies an MLflow scoring server accepts."""
         endpoint, key_id = served(request, name)
-        table = payloads.read_mlflow(
-            await request.body(),
-            request.headers.get("content-type"),
-            endpoint.main.schema.feature_names,
-        )
-        explained = request.query_params.get("explain", "").lower() in ("true", "1", "yes")
-        answer = answered(request, endpoint, table, explained)
+        with refusals_logged(request, endpoint, key_id):
+            table = payloads.read_mlflow(
+                await request.body(),
+                request.headers.get("content-type"),
+                endpoint.main.schema.feature_names,
+            )
+            explained = request.query_params.get("explain", "").lower() in ("true", "1", "yes")
+            answer = answered(request, endpoint, table, explained)
         request_id = _request_id(request)
         body: dict[str, Any] = {"predictions": answer.predictions}
         if answer.probabilities is not None:
@@ -298,10 +315,11 @@ def create_app(store: Store | None = None) -> FastAPI:
     @api.post("/v2/models/{name}/infer", openapi_extra={"requestBody": INFER_BODY})
     async def infer(request: Request, name: str) -> Response:
         endpoint, key_id = served(request, name)
-        table, given_id = payloads.read_v2(
-            await request.body(), request.headers.get("content-type")
-        )
-        answer = answered(request, endpoint, table)
+        with refusals_logged(request, endpoint, key_id):
+            table, given_id = payloads.read_v2(
+                await request.body(), request.headers.get("content-type")
+            )
+            answer = answered(request, endpoint, table)
         rows = len(answer.predictions)
         outputs: list[dict[str, Any]] = [
             {

@@ -307,11 +307,11 @@ def to_model_frame(batch: pa.RecordBatch, schema: ModelSchema) -> pd.DataFrame:
     return pd.DataFrame(data, columns=schema.feature_names)
 
 
-def to_model_arrays(batch: pa.RecordBatch, schema: ModelSchema) -> dict[str, np.ndarray]:
-    """The same coerced columns as `to_model_frame`, as numpy arrays by feature name (numbers
-    float64, categories objects: text or None), for a compiled pipeline (core.engine.compiled):
-    a DataFrame costs more than a one-row prediction."""
-    return _coerced(batch, schema, lambda texts: texts.to_numpy(zero_copy_only=False))
+def to_model_arrays(batch: pa.RecordBatch, schema: ModelSchema) -> dict[str, Any]:
+    """The same coerced columns as `to_model_frame` by feature name, for a compiled pipeline
+    (core.engine.compiled): numbers as float64 numpy arrays, categories as Arrow text arrays
+    (nulls for missing values). A DataFrame costs more than a one-row prediction."""
+    return _coerced(batch, schema, lambda texts: texts)
 
 
 PROBLEMS = (

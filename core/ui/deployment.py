@@ -137,6 +137,7 @@ def _models_summary(store: Store, d: Deployment) -> None:
     """The deployed models: algorithm and version, holdout metrics, what serves them."""
     assert d.current is not None
     rows = []
+    statuses = ui_form.model_statuses(store, d)
     for role, model_id in (
         ("main", d.current.main_model_id),
         ("challenger", d.current.challenger_model_id),
@@ -152,11 +153,15 @@ def _models_summary(store: Store, d: Deployment) -> None:
                 "model": ui.model_label(model),
                 f"holdout {headline}": "not measured" if value is None else f"{value:.4f}",
                 "trained": f"{model.created_at:%Y-%m-%d}",
+                **statuses.get(role, {}),
             }
         )
     st.dataframe(rows, hide_index=True)
     st.caption(
-        "Live metrics, once true labels arrive, are on the Challenger section; drift on Drift."
+        "API: whether the API holds the model, and how long it took to load and warm up. Calls:"
+        f" what this version was called over the last {ui_form.HEALTH_HOURS} h; failed: refused"
+        " for their input, or the model raised (the last error says which). Live metrics, once"
+        " true labels arrive, are on the Challenger section; drift on Drift."
     )
 
 

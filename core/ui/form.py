@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import urllib.parse
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -20,7 +21,7 @@ from core import api_status, deployments, forms, prediction_log, projects, servi
 from core.engine.profiles import plain_number
 from core.entities import Deployment
 from core.errors import ModelDeckError
-from core.store import Store
+from core.store import Store, utcnow
 from core.ui import auth, charts
 from core.ui import explain as ui_explain
 
@@ -74,6 +75,40 @@ def api_running(store: Store, d: Deployment) -> api_status.Running:
     """Whether the API answers for the deployment, from the API processes' status files (and
     how to start it when none runs)."""
     return said(api_status.running(api_status.read_states(store.workspace), d))
+
+
+HEALTH_HOURS = 24  # the window of the models' answering status on General
+
+
+def model_statuses(store: Store, d: Deployment) -> dict[str, dict[str, str]]:
+    """By role ("main", "challenger"), in words: whether the API has the model loaded, its
+    calls and errors on the current version over the last HEALTH_HOURS, its last error."""
+    if d.current is None:
+        return {}
+    loaded = api_status.model_states(api_status.read_states(store.workspace), d)
+    answered = _health(str(store.workspace.home), d.id, d.current.number)
+    found = {}
+    for role, words in loaded.items():
+        h = answered.get(role)
+        found[role] = {
+            "API": words,
+            f"calls ({HEALTH_HOURS} h)": (
+                "none" if h is None else f"{h.calls:,} ({h.errors:,} failed)"
+            ),
+            "last error": (
+                "none"
+                if h is None or h.last_error_at is None
+                else f"{h.last_error_at:%Y-%m-%d %H:%M} UTC: {h.last_error or 'no reason logged'}"
+            ),
+        }
+    return found
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _health(home: str, deployment_id: str, version: int) -> dict[str, prediction_log.Health]:
+    """The prediction log's answer, kept a few seconds: the log grows without a store write."""
+    since = utcnow() - timedelta(hours=HEALTH_HOURS)
+    return prediction_log.health(Store.open(home).workspace, deployment_id, version, since)
 
 
 def said(found: api_status.Running) -> api_status.Running:

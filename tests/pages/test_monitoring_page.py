@@ -49,6 +49,7 @@ def traffic(trained_store: Store) -> str:
             "latency_ms": 2.0 + i,
             "cpu_ms": 1.0,
             "inputs": {"plan": ["é"] * rows},
+            "error": None if status == 200 else "missing column: âge",
         }
         log.write(base | {"kind": "main", "outputs": {"predictions": predictions}})
         if predictions:
@@ -141,3 +142,8 @@ def test_general_summarises_the_deployed_models_and_says_what_access_means(
     created = deployments.get_deployment(trained_store, traffic).created_at
     assert metric(at, "Created") == f"{created:%Y-%m-%d}"
     assert any("only the collaborators of the project" in c.value for c in at.caption)
+    # each model's status: no API runs here; the log's last 24 h (the form call is older)
+    assert models["API"].tolist() == ["not loaded: the API is stopped"] * 2
+    assert models["calls (24 h)"].tolist() == ["3 (1 failed)", "2 (0 failed)"]
+    main_error, challenger_error = models["last error"].tolist()
+    assert main_error.endswith(" UTC: missing column: âge") and challenger_error == "none"
