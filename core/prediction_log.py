@@ -161,7 +161,7 @@ def read_all(workspace: Workspace, deployment: str | None = None) -> pa.Table:
 
 # ---------------------------------------------------------------------------- DuckDB readers
 T = TypeVar("T")
-READ_COLUMNS = {  # what readers see: every column but the inputs (the largest, never needed)
+READ_COLUMNS = {  # what readers see: every column but the inputs (the largest; drift asks for them)
     "kind": "VARCHAR",
     "logged_at": "TIMESTAMP",
     "request_id": "VARCHAR",
@@ -179,32 +179,34 @@ READ_COLUMNS = {  # what readers see: every column but the inputs (the largest, 
 }
 
 
-def source_sql(workspace: Workspace) -> str:
+def source_sql(workspace: Workspace, *, inputs: bool = False) -> str:
     """A SELECT of READ_COLUMNS over every logged record: the compacted Parquet (only the
-    columns read, so the inputs are never parsed) and the open and closed JSON-lines segments
-    (a partial last line skipped). Files are listed now; see `query` for the race with the
-    compaction."""
+    columns read, so the inputs are never parsed unless `inputs` adds them, as JSON) and the
+    open and closed JSON-lines segments (a partial last line skipped). Files are listed now;
+    see `query` for the race with the compaction."""
+    columns = {**READ_COLUMNS, "inputs": "JSON"} if inputs else READ_COLUMNS
     compacted = sorted((folder(workspace) / "compacted").rglob("*.parquet"))
     parts = []
     if compacted:
-        picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in READ_COLUMNS.items())
+        picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in columns.items())
         parts.append(
             f"SELECT {picked} FROM read_parquet({segments.file_list(compacted)},"
             " union_by_name = true)"
         )
-    live = segments.json_sql(segments.every_segment(folder(workspace)), READ_COLUMNS, "kind")
+    live = segments.json_sql(segments.every_segment(folder(workspace)), columns, "kind")
     if live:
         parts.append(live)
     if not parts:
-        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in READ_COLUMNS.items())
+        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
         parts.append(f"SELECT {nothing} WHERE false")
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
-def query(workspace: Workspace, fn: Callable[[Tx, str], T]) -> T:
-    """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql`; listed
-    again when a listed segment was compacted (renamed away) before DuckDB opened it."""
-    return segments.query(lambda: source_sql(workspace), fn)
+def query(workspace: Workspace, fn: Callable[[Tx, str], T], *, inputs: bool = False) -> T:
+    """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql` (with
+    the inputs when asked); listed again when a listed segment was compacted (renamed away)
+    before DuckDB opened it."""
+    return segments.query(lambda: source_sql(workspace, inputs=inputs), fn)
 
 
 # ---------------------------------------------------------------------------- by day
