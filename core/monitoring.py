@@ -1,11 +1,11 @@
 """Monitoring queries (issue 18 item 7): one deployment's traffic and predictions over a window.
 
 A window is [start, end), cut into `hour` or `day` buckets, over one source: `api` and `form`
-(answered calls in the prediction log, status 200), `run` (the deployment's succeeded runs,
-validations excepted, by the time they finished), or `all`. Everything is computed by DuckDB:
-the prediction log through `prediction_log.query` (compacted Parquet + open and closed
-segments; a request's predictions are unnested from its JSON list), runs from their results
-Parquet; only the aggregates come back. Buckets are UTC, like every stored time.
+(answered calls in the prediction log, status 200), `calls` (both), `run` (the deployment's
+succeeded runs, validations excepted, by the time they finished), or `all`. Everything is
+computed by DuckDB: the prediction log through `prediction_log.query` (compacted Parquet +
+open and closed segments; a request's predictions are unnested from its JSON list), runs from
+their results Parquet; only the aggregates come back. Buckets are UTC, like every stored time.
 
 - `traffic`: per bucket and source, requests (a run counts as one) and rows predicted.
 - `distributions`: main and challenger predictions side by side: class shares for a
@@ -34,7 +34,7 @@ from core.segments import file_list
 from core.store import Store, Tx, with_files
 
 BUCKETS = ("hour", "day")
-SOURCES = ("api", "form", "run", "all")
+SOURCES = ("api", "form", "calls", "run", "all")
 BINS = 20
 LOGGED = ("api", "form")
 
@@ -56,7 +56,7 @@ class Window:
         if self.source not in SOURCES:
             raise InvalidInput(
                 f"The source is one of {', '.join(SOURCES)}, not '{self.source}'.",
-                "Choose api, form, run or all.",
+                "Choose api, form, calls (both), run or all.",
             )
         if self.end <= self.start:
             raise InvalidInput("The window ends before it starts.", "Give an end after the start.")
@@ -64,7 +64,7 @@ class Window:
     @property
     def logged(self) -> list[str]:
         """The prediction log's sources in this window."""
-        return [s for s in LOGGED if self.source in (s, "all")]
+        return [s for s in LOGGED if self.source in (s, "calls", "all")]
 
     @property
     def has_runs(self) -> bool:

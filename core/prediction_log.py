@@ -202,6 +202,21 @@ def source_sql(workspace: Workspace, *, inputs: bool = False) -> str:
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
+def fingerprint(workspace: Workspace) -> tuple[str, ...]:
+    """Every log file's name, size and modification time: equal while nothing was logged,
+    rotated or compacted (a key for caching what was read from the log)."""
+    found = [*(folder(workspace) / "compacted").rglob("*.parquet")]
+    found += segments.every_segment(folder(workspace))
+    out = []
+    for path in sorted(found):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # compacted meanwhile: its Parquet file is listed next time
+            continue
+        out.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return tuple(out)
+
+
 def query(workspace: Workspace, fn: Callable[[Tx, str], T], *, inputs: bool = False) -> T:
     """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql` (with
     the inputs when asked); listed again when a listed segment was compacted (renamed away)

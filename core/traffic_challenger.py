@@ -209,7 +209,9 @@ def _distributions(
             counts[key] = counts.get(key, 0) + int(n)
     else:
         classes = model.schema.classes
-        texts = label_texts([str(v) for _, v, _ in found], classes) if found else []
+        texts: list[Any] = (
+            list(label_texts([str(v) for _, v, _ in found], classes)) if found else []
+        )
         for (role, value, n), text in zip(found, texts, strict=True):
             key = (role, "missing" if value is None else str(text))
             counts[key] = counts.get(key, 0) + int(n)
@@ -260,7 +262,7 @@ def _with_inputs(
             "challenger_prediction": r["cv"],
         }
         for name, values in zip(names, columns, strict=True):
-            listed = isinstance(values, list) and r["i"] < len(values)
-            row[name] = values[int(r["i"])] if listed else None
+            listed = values if isinstance(values, list) else []
+            row[name] = listed[int(r["i"])] if r["i"] < len(listed) else None
         out.append(row)
     return out

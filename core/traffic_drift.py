@@ -211,8 +211,10 @@ _RUN_HINT = "Run the deployment (Runs), or widen the window."
 
 
 def _empty(window: Window) -> str:
-    if window.source in ("api", "form"):
-        what = {"api": "API calls", "form": "prediction form calls"}[window.source]
+    if window.source in ("api", "form", "calls"):
+        what = {"api": "API calls", "form": "prediction form calls", "calls": "API or form calls"}[
+            window.source
+        ]
         return f"No {what} in this window: there is no served data to compare with training."
     if window.source == "run":
         return "No run with rows finished in this window: nothing to compare with training."

@@ -5,6 +5,7 @@ request id measure the window; an empty window says what to do."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -88,7 +89,7 @@ def test_log_drift_equals_run_drift_and_agreement_is_a_hand_count(
 
     # one-row, few-row and many-row requests; the first ones compacted to Parquet
     cuts = [0, 1, 4, 40, 120, 240]
-    for i, (lo, hi) in enumerate(zip(cuts, cuts[1:], strict=False)):
+    for i, (lo, hi) in enumerate(itertools.pairwise(cuts)):
         call(trained_store, d.name, frame.iloc[lo:hi], f"req-{i}")
         if i == 2:
             prediction_log.compact(trained_store.workspace)
@@ -152,7 +153,9 @@ def test_labels_by_request_id_measure_the_window_and_odd_inputs_count_as_missing
     age = next(q for q in found.quality if q.name == "age")
     assert age.rows == 33 and age.missing == 2 + int(frame["age"].isna().sum())
     compared = compare_traffic(trained_store, d.name, w)
-    assert compared.rows == 30 and any("3 of 33 rows have no challenger" in n for n in compared.notes)
+    assert compared.rows == 30 and any(
+        "3 of 33 rows have no challenger" in n for n in compared.notes
+    )
 
 
 def test_a_regression_over_the_log_by_day(store: Store) -> None:
