@@ -481,6 +481,8 @@ def _report(
     counts: dict[str, Any],
     thresholds: Thresholds,
     notes: tuple[str, ...] = (),
+    *,
+    p_values: bool = True,
 ) -> DriftReport:
     profile = model.profile.get("features") or {}
     features = []
@@ -492,6 +494,7 @@ def _report(
                     profile[feature.name],
                     counts["features"][feature.name],
                     thresholds,
+                    p_value=p_values,
                 )
             )
         else:
@@ -500,7 +503,11 @@ def _report(
     prediction = None
     if PREDICTION in counts["features"]:
         prediction = score_feature(
-            PREDICTION, model.profile["prediction"], counts["features"][PREDICTION], thresholds
+            PREDICTION,
+            model.profile["prediction"],
+            counts["features"][PREDICTION],
+            thresholds,
+            p_value=p_values,
         )
     elif PREDICTION in counts["skipped"]:
         prediction = not_scored(PREDICTION, "", counts["skipped"][PREDICTION])

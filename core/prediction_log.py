@@ -179,13 +179,25 @@ READ_COLUMNS = {  # what readers see: every column but the inputs (the largest; 
 }
 
 
-def source_sql(workspace: Workspace, *, inputs: bool = False) -> str:
+def compacted_files(workspace: Workspace) -> list[Path]:
+    """The compacted Parquet files (immutable), by day folder."""
+    return sorted((folder(workspace) / "compacted").rglob("*.parquet"))
+
+
+def source_sql(
+    workspace: Workspace,
+    *,
+    inputs: bool = False,
+    compacted: list[Path] | None = None,
+    live: bool = True,
+) -> str:
     """A SELECT of READ_COLUMNS over every logged record: the compacted Parquet (only the
     columns read, so the inputs are never parsed unless `inputs` adds them, as JSON) and the
     open and closed JSON-lines segments (a partial last line skipped). Files are listed now;
-    see `query` for the race with the compaction."""
+    see `query` for the race with the compaction. `compacted` names the Parquet files to read
+    instead of all, `live=False` leaves the segments out."""
     columns = {**READ_COLUMNS, "inputs": "JSON"} if inputs else READ_COLUMNS
-    compacted = sorted((folder(workspace) / "compacted").rglob("*.parquet"))
+    compacted = compacted_files(workspace) if compacted is None else compacted
     parts = []
     if compacted:
         picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in columns.items())
@@ -193,9 +205,13 @@ def source_sql(workspace: Workspace, *, inputs: bool = False) -> str:
             f"SELECT {picked} FROM read_parquet({segments.file_list(compacted)},"
             " union_by_name = true)"
         )
-    live = segments.json_sql(segments.every_segment(folder(workspace)), columns, "kind")
-    if live:
-        parts.append(live)
+    segment_sql = (
+        segments.json_sql(segments.every_segment(folder(workspace)), columns, "kind")
+        if live
+        else None
+    )
+    if segment_sql:
+        parts.append(segment_sql)
     if not parts:
         nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
         parts.append(f"SELECT {nothing} WHERE false")
@@ -205,8 +221,7 @@ def source_sql(workspace: Workspace, *, inputs: bool = False) -> str:
 def fingerprint(workspace: Workspace) -> tuple[str, ...]:
     """Every log file's name, size and modification time: equal while nothing was logged,
     rotated or compacted (a key for caching what was read from the log)."""
-    found = [*(folder(workspace) / "compacted").rglob("*.parquet")]
-    found += segments.every_segment(folder(workspace))
+    found = compacted_files(workspace) + segments.every_segment(folder(workspace))
     out = []
     for path in sorted(found):
         try:
@@ -217,11 +232,20 @@ def fingerprint(workspace: Workspace) -> tuple[str, ...]:
     return tuple(out)
 
 
-def query(workspace: Workspace, fn: Callable[[Tx, str], T], *, inputs: bool = False) -> T:
+def query(
+    workspace: Workspace,
+    fn: Callable[[Tx, str], T],
+    *,
+    inputs: bool = False,
+    compacted: list[Path] | None = None,
+    live: bool = True,
+) -> T:
     """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql` (with
-    the inputs when asked); listed again when a listed segment was compacted (renamed away)
-    before DuckDB opened it."""
-    return segments.query(lambda: source_sql(workspace, inputs=inputs), fn)
+    its options); listed again when a listed segment was compacted (renamed away) before
+    DuckDB opened it."""
+    return segments.query(
+        lambda: source_sql(workspace, inputs=inputs, compacted=compacted, live=live), fn
+    )
 
 
 # ---------------------------------------------------------------------------- by day

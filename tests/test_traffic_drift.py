@@ -97,6 +97,14 @@ def test_log_drift_equals_run_drift_and_agreement_is_a_hand_count(
 
     found = traffic_drift(trained_store, d.name, window())
     same_scores(found.report, by_run)
+    # the compacted file's hourly counts were kept; read back, they count the same
+    kept = list((prediction_log.folder(trained_store.workspace) / "drift").rglob("*.json"))
+    assert len(kept) == len(prediction_log.compacted_files(trained_store.workspace)) == 3
+    same_scores(traffic_drift(trained_store, d.name, window()).report, by_run)
+    # a window ending inside the hour counts the compacted rows of that hour as they come
+    cut = utcnow() + timedelta(seconds=1)
+    sliver = monitoring.Window(window().start, cut, "hour", "api")
+    same_scores(traffic_drift(trained_store, d.name, sliver).report, by_run)
     assert found.requests == 5 and found.report.run_ids == ()
     assert len(found.series.shares) == 1  # one hour bucket
     # input quality from the same counts as the run's own input_quality counts
