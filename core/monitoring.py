@@ -87,7 +87,8 @@ class Distributions:
         return asdict(self)
 
 
-def _log_filter(window: Window) -> tuple[str, list[Any]]:
+def log_filter(window: Window) -> tuple[str, list[Any]]:
+    """The WHERE tail of a window's answered calls (main or challenger) and its parameters."""
     marks = ", ".join("?" for _ in window.logged)
     return (
         f" AND status = 200 AND logged_at >= ? AND logged_at < ? AND source IN ({marks})",
@@ -114,7 +115,7 @@ def traffic(store: Store, name: str, window: Window) -> list[dict[str, Any]]:
     deployment = get_deployment(store, name)
     counts: dict[tuple[datetime, str], list[int]] = defaultdict(lambda: [0, 0])
     if window.logged:
-        where, params = _log_filter(window)
+        where, params = log_filter(window)
 
         def read(tx: Tx, source: str) -> list[tuple[Any, ...]]:
             return tx.execute(
@@ -147,7 +148,7 @@ def _values_sql(
     its parameters."""
     parts, params = [], []
     if window.logged:
-        where, args = _log_filter(window)
+        where, args = log_filter(window)
         parts.append(
             f"SELECT kind AS role, {value} AS v FROM (SELECT kind, unnest(json_extract_string("
             "outputs, '$.predictions[*]')) AS p FROM {log}"

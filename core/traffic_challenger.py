@@ -28,10 +28,10 @@ from core.engine.drift_scores import numeric_buckets
 from core.engine.pipeline_sql import quote
 from core.entities import Model
 from core.errors import InvalidInput, Step
-from core.monitoring import Window
+from core.monitoring import Window, log_filter
 from core.registry import get_model
 from core.store import Store, Tx
-from core.traffic_drift import EMPTY_HINT, from_json_sql, input_keys, window_filter
+from core.traffic_drift import EMPTY_HINT, from_json_sql, input_keys
 
 LATE = timedelta(minutes=5)  # a shadow answer logged this long after the window still pairs
 
@@ -96,13 +96,13 @@ def compare_traffic(
         )
     model = get_model(store, deployment.current.main_model_id)
     task = model.task
-    tol = challenger._tolerance(model, tolerance) if task == "regression" else None
+    tol = challenger.tolerance_of(model, tolerance) if task == "regression" else None
     agree = (
         f"abs(mv - cv) <= {float(tol or 0.0)!r}"
         if task == "regression"
         else "mv IS NOT DISTINCT FROM cv"
     )
-    where, args = window_filter(window)
+    where, args = log_filter(window)
     order = "abs(mv - cv) DESC" if task == "regression" else "confidence DESC NULLS LAST"
     worst = (
         "w AS (SELECT request_id, i, mv, cv, confidence FROM j WHERE NOT ok"

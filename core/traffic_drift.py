@@ -7,7 +7,7 @@ predictions as a list in row order. One DuckDB query over `prediction_log.source
 inputs) unnests them into rows and counts them per hour or day bucket with the aggregates run
 drift uses (core.drift: `count_plan`, `numeric_aggregates`, `unpack_counts`), so a bucket's
 counts have the shape of a run's `drift_counts.json`; the window's report is their sum
-(`drift.combine`) scored by `drift._report`. Only the aggregates leave DuckDB. Runs finished in
+(`drift.combine`) scored by `drift.report_of`. Only the aggregates leave DuckDB. Runs finished in
 the window add their stored counts (against the same model) to their bucket.
 
 A value is read as a run's results file reads it: for a numeric feature a number, a boolean
@@ -74,15 +74,6 @@ class TrafficDrift:
 def input_keys(name: str) -> list[str]:
     """The keys an input column may have in a request (composed and decomposed spellings)."""
     return list(dict.fromkeys(unicodedata.normalize(f, name) for f in ("NFC", "NFD")))
-
-
-def window_filter(window: Window) -> tuple[str, list[Any]]:
-    """The WHERE tail of a window's answered calls (main or challenger) and its parameters."""
-    marks = ", ".join("?" for _ in window.logged)
-    return (
-        f" AND status = 200 AND logged_at >= ? AND logged_at < ? AND source IN ({marks})",
-        [window.start, window.end, *window.logged],
-    )
 
 
 def from_json_sql(column: str, fields: dict[str, Any]) -> str:
@@ -292,10 +283,10 @@ def traffic_drift(
         by_bucket[at] = drift.combine([by_bucket[at], counts]) if at in by_bucket else counts
     if not by_bucket:
         raise InvalidInput(_empty(window), EMPTY_HINT if window.logged else _RUN_HINT)
-    thresholds = thresholds or drift._deployment_thresholds(store, deployment.name)
+    thresholds = thresholds or drift.deployment_thresholds(store, deployment.name)
     total = drift.combine(list(by_bucket.values()))
     notes = _notes(deployment, model, versions, runs)
-    report = drift._report(deployment.name, model, runs, total, thresholds, notes)
+    report = drift.report_of(deployment.name, model, runs, total, thresholds, notes)
     first, last = min(by_bucket), max(by_bucket)
     report = replace(report, start=first, end=last)
     return TrafficDrift(
@@ -347,7 +338,7 @@ def _series(
     """One point per bucket and feature (and the prediction), oldest first."""
     points, shares = [], []
     for at in sorted(by_bucket):
-        report = drift._report(name, model, [], by_bucket[at], thresholds, p_values=False)
+        report = drift.report_of(name, model, [], by_bucket[at], thresholds, p_values=False)
         label = f"{at:%Y-%m-%d %H:%M}"
         for f in [*report.features, *([report.prediction] if report.prediction else [])]:
             points.append(drift.DriftPoint(label, at, f.name, f.psi, f.distance, f.status))
