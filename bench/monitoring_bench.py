@@ -15,7 +15,8 @@ the last `--open` requests. Then times, median of `--repeat` runs after a first 
 - labels by request id: matching 10,000 request-keyed labels against the month
   (core.request_labels.match);
 - drift of the month's API and form calls against training, by day and by hour, with input
-  quality (core.traffic_drift.traffic_drift: the logged inputs unnested and counted);
+  quality (core.traffic_drift.traffic_drift), after the worker's step that keeps each
+  compacted file's hourly counts (keep_counts, timed once);
 - champion vs challenger on the month's calls (core.traffic_challenger.compare_traffic).
 
 Each request's inputs are one of 256 rows of the churn table (all seven features).
@@ -167,7 +168,7 @@ def main() -> None:
         store, deployed = setup(home)
         from core import monitoring, request_labels, usage
         from core.traffic_challenger import compare_traffic
-        from core.traffic_drift import traffic_drift
+        from core.traffic_drift import keep_counts, traffic_drift
 
         started = time.perf_counter()
         total = write_log(store, deployed, args.days, args.per_hour, args.open)
@@ -208,6 +209,9 @@ def main() -> None:
             lambda: request_labels.match(store.workspace, deployed.id, [str(labels)]),
             args.repeat,
         )
+        started = time.perf_counter()
+        kept = keep_counts(store, days=10_000)  # the worker's step after compacting
+        print(f"worker: kept drift counts of {kept} files in {time.perf_counter() - started:.1f} s")
         calls_by_day = monitoring.Window(month.start, month.end, "day", "calls")
         calls_by_hour = monitoring.Window(month.start, month.end, "hour", "calls")
         timed(

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from core import drift, prediction_log
-from core.deployments import get_deployment
+from core.deployments import get_deployment, list_deployments
 from core.engine.drift_scores import PREDICTION, Thresholds
 from core.engine.pipeline_sql import quote
 from core.entities import Deployment, Model
 from core.errors import InvalidInput
 from core.monitoring import Window
 from core.registry import get_model
-from core.store import Store, Tx
+from core.store import Store, Tx, utcnow
 from core.workspace import atomic_write_bytes
 
 EMPTY_HINT = "Call the API or open the prediction form, or widen the window."
@@ -167,10 +167,8 @@ def _count(
     ]
 
 
-def _file_counts(store: Store, model: Model, deployment_id: str, path: Path) -> Hourly:
-    """One compacted file's counts per hour and source, kept beside the log (the file and the
-    model never change) as predictions/drift/<model>/<deployment>/<day>/<file>.json."""
-    kept = (
+def _kept_path(store: Store, model: Model, deployment_id: str, path: Path) -> Path:
+    return (
         prediction_log.folder(store.workspace)
         / "drift"
         / model.id
@@ -178,6 +176,12 @@ def _file_counts(store: Store, model: Model, deployment_id: str, path: Path) -> 
         / path.parent.name
         / f"{path.stem}.json"
     )
+
+
+def _file_counts(store: Store, model: Model, deployment_id: str, path: Path) -> Hourly:
+    """One compacted file's counts per hour and source, kept beside the log (the file and the
+    model never change) as predictions/drift/<model>/<deployment>/<day>/<file>.json."""
+    kept = _kept_path(store, model, deployment_id, path)
     if kept.exists():
         return [
             (datetime.fromisoformat(h), source, versions, requests, counts)
@@ -188,6 +192,28 @@ def _file_counts(store: Store, model: Model, deployment_id: str, path: Path) -> 
     rows = [[h.isoformat(), *rest] for h, *rest in found]
     atomic_write_bytes(kept, json.dumps(rows).encode())
     return found
+
+
+def keep_counts(store: Store, days: int = 31) -> int:
+    """Count the compacted files of the last `days` days that have no kept counts yet, for
+    each deployment's current main model (the worker, after compacting, so that a page's
+    first read of a window does not parse a month of inputs); returns how many it counted."""
+    since = utcnow().date() - timedelta(days=days)
+    files = [
+        p
+        for p in prediction_log.compacted_files(store.workspace)
+        if (day := _day_of(p)) is not None and day >= since
+    ]
+    counted = 0
+    for deployment in list_deployments(store) if files else []:
+        if deployment.current is None:
+            continue
+        model = get_model(store, deployment.current.main_model_id)
+        for path in files:
+            if not _kept_path(store, model, deployment.id, path).exists():
+                _file_counts(store, model, deployment.id, path)
+                counted += 1
+    return counted
 
 
 def _day_of(path: Path) -> date | None:

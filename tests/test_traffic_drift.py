@@ -18,7 +18,7 @@ from core import drift, ground_truth, monitoring, prediction_log, serving, shado
 from core.errors import InvalidInput
 from core.store import Store, utcnow
 from core.traffic_challenger import compare_traffic
-from core.traffic_drift import traffic_drift
+from core.traffic_drift import keep_counts, traffic_drift
 from tests.conftest import DeployChurn
 from tests.test_challenger import results, score, served
 from tests.test_ground_truth import diabetes
@@ -95,9 +95,11 @@ def test_log_drift_equals_run_drift_and_agreement_is_a_hand_count(
             prediction_log.compact(trained_store.workspace)
     call(trained_store, d.name, frame.iloc[:7], "form-1", source="form")  # another source
 
+    # the worker's step after compacting: each new file counted once for the current model
+    assert keep_counts(trained_store) == 3 and keep_counts(trained_store) == 0
     found = traffic_drift(trained_store, d.name, window())
     same_scores(found.report, by_run)
-    # the compacted file's hourly counts were kept; read back, they count the same
+    # the compacted files' hourly counts were kept; read back, they count the same
     kept = list((prediction_log.folder(trained_store.workspace) / "drift").rglob("*.json"))
     assert len(kept) == len(prediction_log.compacted_files(trained_store.workspace)) == 3
     same_scores(traffic_drift(trained_store, d.name, window()).report, by_run)
