@@ -13,7 +13,13 @@ the last `--open` requests. Then times, median of `--repeat` runs after a first 
 - distributions: main and challenger class shares over the month;
 - deployment usage: requests, rows, predict CPU, p50/p99 latency (core.usage);
 - labels by request id: matching 10,000 request-keyed labels against the month
-  (core.request_labels.match).
+  (core.request_labels.match);
+- drift of the month's API and form calls against training, by day and by hour, with input
+  quality (core.traffic_drift.traffic_drift), after the worker's step that keeps each
+  compacted file's hourly counts (keep_counts, timed once);
+- champion vs challenger on the month's calls (core.traffic_challenger.compare_traffic).
+
+Each request's inputs are one of 256 rows of the churn table (all seven features).
 
 Target (issue 18): <= 1 s per section on a quiet 2-core box.
 
@@ -64,12 +70,13 @@ def by_name(model: Any) -> str:
 
 
 def write_log(store: Any, deployed: Any, days: int, per_hour: int, open_rows: int) -> int:
-    from core import prediction_log
+    from core import datasets, prediction_log
 
     rng = np.random.default_rng(7)
     start = datetime(2026, 11, 1)
     base = prediction_log.folder(store.workspace) / "compacted"
-    inputs = orjson.dumps({"age": [41.0], "contract": ["monthly"]}).decode()
+    rows = datasets.churn_frame(n_rows=256, seed=3).drop(columns=["churn", "customer_id"])
+    pool = [orjson.dumps(rows.iloc[[i]].to_dict(orient="list")).decode() for i in range(256)]
     outputs = [
         orjson.dumps({"predictions": [c], "probabilities": [{"no": p, "yes": 1 - p}]}).decode()
         for c, p in [("no", 0.8), ("yes", 0.3), ("no", 0.6), ("yes", 0.1)]
@@ -95,7 +102,7 @@ def write_log(store: Any, deployed: Any, days: int, per_hour: int, open_rows: in
             "status": np.where(rng.random(n) < 0.99, 200, 422).tolist(),
             "latency_ms": rng.gamma(2.0, 0.6, n),
             "cpu_ms": rng.gamma(2.0, 0.4, n),
-            "inputs": [inputs] * n,
+            "inputs": [pool[i] for i in rng.integers(0, len(pool), n)],
             "outputs": [outputs[i] for i in picks],
             "error": [None] * n,
         }
@@ -127,6 +134,7 @@ def write_log(store: Any, deployed: Any, days: int, per_hour: int, open_rows: in
                 "status": 200,
                 "latency_ms": 1.2,
                 "cpu_ms": 0.8,
+                "inputs": orjson.loads(pool[i % len(pool)]),
                 "outputs": orjson.loads(outputs[i % len(outputs)]),
             }
         )
@@ -159,6 +167,8 @@ def main() -> None:
         home.mkdir()
         store, deployed = setup(home)
         from core import monitoring, request_labels, usage
+        from core.traffic_challenger import compare_traffic
+        from core.traffic_drift import keep_counts, traffic_drift
 
         started = time.perf_counter()
         total = write_log(store, deployed, args.days, args.per_hour, args.open)
@@ -199,6 +209,33 @@ def main() -> None:
             lambda: request_labels.match(store.workspace, deployed.id, [str(labels)]),
             args.repeat,
         )
+        started = time.perf_counter()
+        kept = keep_counts(store, days=10_000)  # the worker's step after compacting
+        print(f"worker: kept drift counts of {kept} files in {time.perf_counter() - started:.1f} s")
+        calls_by_day = monitoring.Window(month.start, month.end, "day", "calls")
+        calls_by_hour = monitoring.Window(month.start, month.end, "hour", "calls")
+        timed(
+            "drift of calls, daily + quality",
+            lambda: traffic_drift(store, name, calls_by_day),
+            args.repeat,
+        )
+        timed(
+            "drift of calls, hourly + quality",
+            lambda: traffic_drift(store, name, calls_by_hour),
+            args.repeat,
+        )
+        timed(
+            "main vs challenger on calls, daily",
+            lambda: compare_traffic(store, name, calls_by_day),
+            args.repeat,
+        )
+        found = traffic_drift(store, name, calls_by_day)
+        print(
+            f"drift: {found.report.rows:,} rows, {found.requests:,} calls, "
+            f"{len(found.series.shares)} days, {len(found.report.drifted)} drifted features"
+        )
+        compared = compare_traffic(store, name, calls_by_day)
+        print(f"agreement {compared.agreement_rate:.3f} on {compared.rows:,} paired rows")
         shares = monitoring.distributions(store, name, month)
         print(f"main shares {dict(zip(shares.labels, shares.main, strict=True))}")
         print(f"challenger shares {dict(zip(shares.labels, shares.challenger, strict=True))}")

@@ -156,7 +156,9 @@ def file_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def _tolerance(model: Model, tolerance: float | None) -> float:
+def tolerance_of(model: Model, tolerance: float | None) -> float:
+    """The regression tolerance: `tolerance` checked, else a share of the training
+    predictions' std. Raises InvalidInput for a negative one."""
     if tolerance is not None:
         if not tolerance >= 0:
             raise InvalidInput(
@@ -196,7 +198,7 @@ def compare(
     )
     model = drift.run_model(store, runs[0])
     task = model.task
-    tol = _tolerance(model, tolerance) if task == "regression" else None
+    tol = tolerance_of(model, tolerance) if task == "regression" else None
     agree = agree_sql(task, tol)
     mains = [str(result_path(store.workspace, r.id, "main")) for r in runs]
     challengers = [str(result_path(store.workspace, r.id, "challenger")) for r in runs]

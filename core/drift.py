@@ -474,14 +474,18 @@ def window_runs(
     return found
 
 
-def _report(
+def report_of(
     name: str,
     model: Model,
     runs: list[Run],
     counts: dict[str, Any],
     thresholds: Thresholds,
     notes: tuple[str, ...] = (),
+    *,
+    p_values: bool = True,
 ) -> DriftReport:
+    """The scores of summed `counts` against `model`'s training profile, as a report of
+    `runs` (their times bound it; none for a window of calls)."""
     profile = model.profile.get("features") or {}
     features = []
     for feature in model.schema.features:
@@ -492,6 +496,7 @@ def _report(
                     profile[feature.name],
                     counts["features"][feature.name],
                     thresholds,
+                    p_value=p_values,
                 )
             )
         else:
@@ -500,7 +505,11 @@ def _report(
     prediction = None
     if PREDICTION in counts["features"]:
         prediction = score_feature(
-            PREDICTION, model.profile["prediction"], counts["features"][PREDICTION], thresholds
+            PREDICTION,
+            model.profile["prediction"],
+            counts["features"][PREDICTION],
+            thresholds,
+            p_value=p_values,
         )
     elif PREDICTION in counts["skipped"]:
         prediction = not_scored(PREDICTION, "", counts["skipped"][PREDICTION])
@@ -519,7 +528,8 @@ def _report(
     )
 
 
-def _deployment_thresholds(store: Store, deployment_name: str) -> Thresholds:
+def deployment_thresholds(store: Store, deployment_name: str) -> Thresholds:
+    """A deployment's PSI thresholds (the defaults for an unknown one); one read."""
     row = store.query(
         "SELECT report FROM deployments WHERE name = ? OR id = ?",
         [deployment_name, deployment_name],
@@ -554,8 +564,8 @@ def drift_report(
         if others
         else ()
     )
-    thresholds = thresholds or _deployment_thresholds(store, deployment_name)
-    return _report(runs[0].deployment_name, model, runs, counts, thresholds, notes)
+    thresholds = thresholds or deployment_thresholds(store, deployment_name)
+    return report_of(runs[0].deployment_name, model, runs, counts, thresholds, notes)
 
 
 def drift_over_time(
@@ -564,13 +574,13 @@ def drift_over_time(
     """One point per run and feature (and the prediction) for the last runs, oldest first,
     each run against its own model's profile. Raises InvalidInput when there are no runs."""
     runs = window_runs(store, deployment_name, last=last)[::-1]
-    thresholds = thresholds or _deployment_thresholds(store, deployment_name)
+    thresholds = thresholds or deployment_thresholds(store, deployment_name)
     models: dict[str, Model] = {}
     points, shares = [], []
     for run in runs:
         model_id = (run.summary.get("main") or {}).get("model_id", "")
         model = models.setdefault(model_id, run_model(store, run))
-        report = _report(
+        report = report_of(
             run.deployment_name, model, [run], run_counts(store, run, model), thresholds
         )
         at = run.finished_at or run.queued_at

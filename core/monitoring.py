@@ -1,11 +1,11 @@
 """Monitoring queries (issue 18 item 7): one deployment's traffic and predictions over a window.
 
 A window is [start, end), cut into `hour` or `day` buckets, over one source: `api` and `form`
-(answered calls in the prediction log, status 200), `run` (the deployment's succeeded runs,
-validations excepted, by the time they finished), or `all`. Everything is computed by DuckDB:
-the prediction log through `prediction_log.query` (compacted Parquet + open and closed
-segments; a request's predictions are unnested from its JSON list), runs from their results
-Parquet; only the aggregates come back. Buckets are UTC, like every stored time.
+(answered calls in the prediction log, status 200), `calls` (both), `run` (the deployment's
+succeeded runs, validations excepted, by the time they finished), or `all`. Everything is
+computed by DuckDB: the prediction log through `prediction_log.query` (compacted Parquet +
+open and closed segments; a request's predictions are unnested from its JSON list), runs from
+their results Parquet; only the aggregates come back. Buckets are UTC, like every stored time.
 
 - `traffic`: per bucket and source, requests (a run counts as one) and rows predicted.
 - `distributions`: main and challenger predictions side by side: class shares for a
@@ -34,7 +34,7 @@ from core.segments import file_list
 from core.store import Store, Tx, with_files
 
 BUCKETS = ("hour", "day")
-SOURCES = ("api", "form", "run", "all")
+SOURCES = ("api", "form", "calls", "run", "all")
 BINS = 20
 LOGGED = ("api", "form")
 
@@ -56,7 +56,7 @@ class Window:
         if self.source not in SOURCES:
             raise InvalidInput(
                 f"The source is one of {', '.join(SOURCES)}, not '{self.source}'.",
-                "Choose api, form, run or all.",
+                "Choose api, form, calls (both), run or all.",
             )
         if self.end <= self.start:
             raise InvalidInput("The window ends before it starts.", "Give an end after the start.")
@@ -64,7 +64,7 @@ class Window:
     @property
     def logged(self) -> list[str]:
         """The prediction log's sources in this window."""
-        return [s for s in LOGGED if self.source in (s, "all")]
+        return [s for s in LOGGED if self.source in (s, "calls", "all")]
 
     @property
     def has_runs(self) -> bool:
@@ -87,7 +87,8 @@ class Distributions:
         return asdict(self)
 
 
-def _log_filter(window: Window) -> tuple[str, list[Any]]:
+def log_filter(window: Window) -> tuple[str, list[Any]]:
+    """The WHERE tail of a window's answered calls (main or challenger) and its parameters."""
     marks = ", ".join("?" for _ in window.logged)
     return (
         f" AND status = 200 AND logged_at >= ? AND logged_at < ? AND source IN ({marks})",
@@ -114,7 +115,7 @@ def traffic(store: Store, name: str, window: Window) -> list[dict[str, Any]]:
     deployment = get_deployment(store, name)
     counts: dict[tuple[datetime, str], list[int]] = defaultdict(lambda: [0, 0])
     if window.logged:
-        where, params = _log_filter(window)
+        where, params = log_filter(window)
 
         def read(tx: Tx, source: str) -> list[tuple[Any, ...]]:
             return tx.execute(
@@ -147,7 +148,7 @@ def _values_sql(
     its parameters."""
     parts, params = [], []
     if window.logged:
-        where, args = _log_filter(window)
+        where, args = log_filter(window)
         parts.append(
             f"SELECT kind AS role, {value} AS v FROM (SELECT kind, unnest(json_extract_string("
             "outputs, '$.predictions[*]')) AS p FROM {log}"

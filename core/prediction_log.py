@@ -162,7 +162,7 @@ def read_all(workspace: Workspace, deployment: str | None = None) -> pa.Table:
 
 # ---------------------------------------------------------------------------- DuckDB readers
 T = TypeVar("T")
-READ_COLUMNS = {  # what readers see: every column but the inputs (the largest, never needed)
+READ_COLUMNS = {  # what readers see: every column but the inputs (the largest; drift asks for them)
     "kind": "VARCHAR",
     "logged_at": "TIMESTAMP",
     "request_id": "VARCHAR",
@@ -180,37 +180,78 @@ READ_COLUMNS = {  # what readers see: every column but the inputs (the largest, 
 }
 
 
-def source_sql(workspace: Workspace, since: date | None = None) -> str:
-    """A SELECT of READ_COLUMNS over every logged record: the compacted Parquet (only the
-    columns read, so the inputs are never parsed) and the open and closed JSON-lines segments
-    (a partial last line skipped). With `since`, compacted days before it are not listed (the
-    segments always are: filter on logged_at too). Files are listed now; see `query` for the
-    race with the compaction."""
-    compacted = sorted(
+def compacted_files(workspace: Workspace, since: date | None = None) -> list[Path]:
+    """The compacted Parquet files (immutable), by day folder; with `since`, only the days
+    from that one on (the segments hold any day: readers filter on logged_at too)."""
+    return sorted(
         p
         for p in (folder(workspace) / "compacted").rglob("*.parquet")
         if since is None or p.parent.name.removeprefix("day=") >= since.isoformat()
     )
+
+
+def source_sql(
+    workspace: Workspace,
+    *,
+    inputs: bool = False,
+    compacted: list[Path] | None = None,
+    live: bool = True,
+) -> str:
+    """A SELECT of READ_COLUMNS over every logged record: the compacted Parquet (only the
+    columns read, so the inputs are never parsed unless `inputs` adds them, as JSON) and the
+    open and closed JSON-lines segments (a partial last line skipped). Files are listed now;
+    see `query` for the race with the compaction. `compacted` names the Parquet files to read
+    instead of all, `live=False` leaves the segments out."""
+    columns = {**READ_COLUMNS, "inputs": "JSON"} if inputs else READ_COLUMNS
+    compacted = compacted_files(workspace) if compacted is None else compacted
     parts = []
     if compacted:
-        picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in READ_COLUMNS.items())
+        picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in columns.items())
         parts.append(
             f"SELECT {picked} FROM read_parquet({segments.file_list(compacted)},"
             " union_by_name = true)"
         )
-    live = segments.json_sql(segments.every_segment(folder(workspace)), READ_COLUMNS, "kind")
-    if live:
-        parts.append(live)
+    segment_sql = (
+        segments.json_sql(segments.every_segment(folder(workspace)), columns, "kind")
+        if live
+        else None
+    )
+    if segment_sql:
+        parts.append(segment_sql)
     if not parts:
-        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in READ_COLUMNS.items())
+        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
         parts.append(f"SELECT {nothing} WHERE false")
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
-def query(workspace: Workspace, fn: Callable[[Tx, str], T], since: date | None = None) -> T:
-    """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql`; listed
-    again when a listed segment was compacted (renamed away) before DuckDB opened it."""
-    return segments.query(lambda: source_sql(workspace, since), fn)
+def fingerprint(workspace: Workspace) -> tuple[str, ...]:
+    """Every log file's name, size and modification time: equal while nothing was logged,
+    rotated or compacted (a key for caching what was read from the log)."""
+    found = compacted_files(workspace) + segments.every_segment(folder(workspace))
+    out = []
+    for path in sorted(found):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # compacted meanwhile: its Parquet file is listed next time
+            continue
+        out.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return tuple(out)
+
+
+def query(
+    workspace: Workspace,
+    fn: Callable[[Tx, str], T],
+    *,
+    inputs: bool = False,
+    compacted: list[Path] | None = None,
+    live: bool = True,
+) -> T:
+    """`fn(tx, source)` on the process's in-memory DuckDB, `source` being `source_sql` (with
+    its options); listed again when a listed segment was compacted (renamed away) before
+    DuckDB opened it."""
+    return segments.query(
+        lambda: source_sql(workspace, inputs=inputs, compacted=compacted, live=live), fn
+    )
 
 
 @dataclass(frozen=True)
@@ -242,7 +283,7 @@ def health(
         ).rows
         return {kind: Health(*values) for kind, *values in rows}
 
-    return query(workspace, read, since.date())
+    return query(workspace, read, compacted=compacted_files(workspace, since.date()))
 
 
 # ---------------------------------------------------------------------------- by day

@@ -91,7 +91,9 @@ def test_a_regression_histogram_and_bad_windows(store: Store) -> None:
     assert found.labels[0] == "0 to 2.5"
     with pytest.raises(InvalidInput, match="A bucket is an hour or a day, not 'week'"):
         monitoring.Window(now, now + timedelta(hours=1), "week")
-    with pytest.raises(InvalidInput, match="The source is one of api, form, run, all, not 'x'"):
+    with pytest.raises(
+        InvalidInput, match="The source is one of api, form, calls, run, all, not 'x'"
+    ):
         monitoring.Window(now, now + timedelta(hours=1), source="x")
     with pytest.raises(InvalidInput, match="The window ends before it starts"):
         monitoring.Window(now, now)

@@ -90,16 +90,23 @@ def numeric_buckets(edges: list[float]) -> list[str]:
 
 
 def score_feature(
-    name: str, profile: dict[str, Any], counts: dict[str, Any], thresholds: Thresholds
+    name: str,
+    profile: dict[str, Any],
+    counts: dict[str, Any],
+    thresholds: Thresholds,
+    *,
+    p_value: bool = True,
 ) -> FeatureDrift:
-    """Scores of one feature's summed counts against its training profile entry."""
+    """Scores of one feature's summed counts against its training profile entry; without
+    `p_value`, the p-value is left out (a chart of many points: scipy's chi-square test is
+    ~2 ms a call, 5 of the 9 s of 720 hourly points)."""
     if profile["kind"] == "numeric":
-        return _numeric(name, profile, counts, thresholds)
-    return _categorical(name, profile, counts, thresholds)
+        return _numeric(name, profile, counts, thresholds, p_value)
+    return _categorical(name, profile, counts, thresholds, p_value)
 
 
 def _numeric(
-    name: str, profile: dict[str, Any], c: dict[str, Any], thresholds: Thresholds
+    name: str, profile: dict[str, Any], c: dict[str, Any], thresholds: Thresholds, tested: bool
 ) -> FeatureDrift:
     edges, missing_rate = profile["edges"], float(profile.get("missing_rate") or 0.0)
     inner = np.asarray(profile["fractions"], dtype=float)
@@ -125,7 +132,7 @@ def _numeric(
             note = "constant in training (std 0): the distance is in the feature's units"
         n_train = float(profile.get("count") or 0) * (1 - missing_rate)
         d_max = float(np.max(np.abs(np.cumsum(p_train) - np.cumsum(p_served))))
-        if n_train > 0:
+        if n_train > 0 and tested:
             p_value = float(
                 kstwobign.sf(d_max * math.sqrt(n_train * n_served / (n_train + n_served)))
             )
@@ -150,7 +157,7 @@ def _numeric(
 
 
 def _categorical(
-    name: str, profile: dict[str, Any], c: dict[str, Any], thresholds: Thresholds
+    name: str, profile: dict[str, Any], c: dict[str, Any], thresholds: Thresholds, tested: bool
 ) -> FeatureDrift:
     missing_rate = float(profile.get("missing_rate") or 0.0)
     frequencies = profile.get("frequencies") or {}
@@ -173,7 +180,7 @@ def _categorical(
     p_value = None
     n_train = float(profile.get("count") or 0)
     keep = (training > 0) | (counts > 0)
-    if n and n_train and keep.sum() >= 2:
+    if n and n_train and keep.sum() >= 2 and tested:
         table = np.vstack([training[keep] * n_train, counts[keep]])
         p_value = float(chi2_contingency(table)[1])
     note = f"{c['unseen'] / n:.1%} of values were unseen in training" if n and c["unseen"] else ""

@@ -14,7 +14,7 @@ from core import challenger, drift, ground_truth, pipeline, prediction_log, runs
 from core.entities import Deployment
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store
-from core.ui import charts
+from core.ui import charts, traffic
 from core.ui import drift as ui_drift
 from core.workspace import save_upload
 
@@ -51,24 +51,32 @@ def _live_metrics(
 
 
 # ---------------------------------------------------------------------------- challenger
-def _comparison(found: challenger.Comparison, d: Deployment) -> None:
+def _comparison(found: challenger.Comparison, d: Deployment, unit: str = "run") -> None:
+    """A comparison over runs, or (`unit` hour or day) over the calls of a window."""
     cols = st.columns(3)
     cols[0].metric("Agreement", f"{found.agreement_rate:.1%}")
     cols[1].metric("Rows", f"{found.rows:,}")
-    cols[2].metric("Runs", len(found.runs))
+    cols[2].metric("Runs" if unit == "run" else f"{unit.capitalize()}s with calls", len(found.runs))
+    key = d.id if unit == "run" else f"{d.id}_calls"
     if found.tolerance is not None:
         st.caption(f"Regression: predictions within {found.tolerance:.4g} of each other agree.")
     for note in found.notes:
         st.caption(note)
-    st.plotly_chart(charts.agreement_figure(found), key=f"ch_agreement_{d.id}")
-    st.plotly_chart(charts.distribution_figure(found), key=f"ch_distribution_{d.id}")
-    if found.top:
+    st.plotly_chart(charts.agreement_figure(found, unit), key=f"ch_agreement_{key}")
+    st.plotly_chart(charts.distribution_figure(found), key=f"ch_distribution_{key}")
+    if found.top and unit != "run":
+        st.subheader("Top disagreeing rows")
+        st.caption(
+            "By request id and row (0 = first) in the request; the main model's surest first."
+        )
+        st.dataframe(list(found.top), hide_index=True, key=f"ch_top_{key}")
+    elif found.top:
         st.subheader("Top disagreeing rows")
         rows = [
             {"run": f"results?run={r['run_id']}", **{k: v for k, v in r.items() if k != "run_id"}}
             for r in found.top
         ]
-        ui.link_table(rows, "run", key=f"ch_top_{d.id}")
+        ui.link_table(rows, "run", key=f"ch_top_{key}")
     if found.features:
         st.subheader("Features that differ most where the models disagree")
         st.caption(
@@ -81,7 +89,7 @@ def _comparison(found: challenger.Comparison, d: Deployment) -> None:
                 for f in found.features
             ],
             hide_index=True,
-            key=f"ch_features_{d.id}",
+            key=f"ch_features_{key}",
             column_config={
                 "PSI": st.column_config.NumberColumn(format="%.3f"),
                 "JS distance": st.column_config.NumberColumn(format="%.3f"),
@@ -268,10 +276,32 @@ def _swap(store: Store, d: Deployment) -> None:
 
 
 def challenger_tab(store: Store, d: Deployment) -> None:
-    """Champion vs challenger over a window of runs, ground truth and live metrics, swap."""
-    window = ui_drift.run_window(
-        store, d, "ch", default_last=challenger.DEFAULT_LAST, max_last=500, dates=False
-    )
+    """Champion vs challenger over a window of runs, of API and form calls, or both; ground
+    truth and live metrics; swap."""
+    source = traffic.pick_source(store, d, "ch")
+    window: dict[str, Any] = {}
+    if source != "calls":
+        if source == "both":
+            st.subheader("Runs")
+        window = ui_drift.run_window(
+            store, d, "ch", default_last=challenger.DEFAULT_LAST, max_last=500, dates=False
+        )
+        _runs_comparison(store, d, window)
+    if source != "runs":
+        if source == "both":
+            st.subheader("API and form calls")
+        calls = traffic.window(d, "calls")
+        found = traffic.comparison_of(store, d, calls)
+        if isinstance(found, InvalidInput):
+            st.info(f"{found.message} {ui.hint_text(found)}".strip())
+        else:
+            _comparison(found, d, calls.bucket)
+        window = {"start": calls.start, "end": calls.end}  # live metrics: runs and calls in it
+    _live(store, d, window)
+    _swap(store, d)
+
+
+def _runs_comparison(store: Store, d: Deployment, window: dict[str, Any]) -> None:
     try:
         found = _compare(str(store.workspace.home), d.name, tuple(window.items()), _token(store, d))
     except InvalidInput as exc:  # an empty window, or no challenger: a state, not a failure
@@ -280,8 +310,6 @@ def challenger_tab(store: Store, d: Deployment) -> None:
         ui.show_error(exc)
     else:
         _comparison(found, d)
-    _live(store, d, window)
-    _swap(store, d)
 
 
 # ---------------------------------------------------------------------------- predictions

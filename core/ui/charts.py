@@ -414,14 +414,14 @@ def _when(at: datetime | None) -> str:
     return "" if at is None else f"{at:%b %d %H:%M}"
 
 
-def over_runs(fig: go.Figure, times: Sequence[datetime | None]) -> go.Figure:
+def over_runs(fig: go.Figure, times: Sequence[datetime | None], unit: str = "run") -> go.Figure:
     """Put a chart's x axis in run order (1 = oldest), labelled by date and minute, never by
     milliseconds (two runs a second apart gave ticks such as 20:03:18.4475), and say on the
-    chart when there are too few runs for a trend."""
+    chart when there are too few runs for a trend. `unit`: what a point is (run, hour, day)."""
     n = len(times)
     step = max(1, math.ceil(n / 10))
     fig.update_xaxes(
-        title_text=RUN_AXIS,
+        title_text=RUN_AXIS if unit == "run" else f"{unit} with traffic (oldest first)",
         tickmode="array",
         tickvals=list(range(1, n + 1))[::step],
         ticktext=[_when(t) for t in times][::step],
@@ -430,10 +430,10 @@ def over_runs(fig: go.Figure, times: Sequence[datetime | None]) -> go.Figure:
     if n < TREND_RUNS:
         fig.add_annotation(
             text=(
-                "No run yet"
+                f"No {unit} yet"
                 if n == 0
-                else f"Only {n} run{'s' if n > 1 else ''} so far: a trend shows "
-                f"from {TREND_RUNS} runs on."
+                else f"Only {n} {unit}{'s' if n > 1 else ''} so far: a trend shows "
+                f"from {TREND_RUNS} {unit}s on."
             ),
             xref="paper",
             yref="paper",
@@ -454,8 +454,9 @@ def _hover(run_ids: Sequence[str], times: Sequence[datetime | None]) -> list[str
     ]
 
 
-def drift_time_figure(series: Any, feature: str) -> go.Figure:
-    """PSI of one feature per run (core.drift.DriftSeries), oldest first, coloured by status."""
+def drift_time_figure(series: Any, feature: str, unit: str = "run") -> go.Figure:
+    """PSI of one feature per run, or per hour or day of calls (core.drift.DriftSeries),
+    oldest first, coloured by status."""
     points = [p for p in series.points if p.feature == feature]
     times = [p.at for p in points]
     fig = go.Figure(
@@ -471,13 +472,13 @@ def drift_time_figure(series: Any, feature: str) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"{feature}: PSI per run",
+        title=f"{feature}: PSI per {unit}",
         yaxis_title="PSI",
         yaxis_rangemode="tozero",
         margin={"t": 40, "b": 10},
         height=300,
     )
-    return over_runs(fig, times)
+    return over_runs(fig, times, unit)
 
 
 def drift_share_figure(series: Any) -> go.Figure:
@@ -553,8 +554,8 @@ def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
 
 
 # ---------------------------------------------------------------------------- challenger
-def agreement_figure(found: Comparison) -> go.Figure:
-    """Agreement rate per run, oldest first."""
+def agreement_figure(found: Comparison, unit: str = "run") -> go.Figure:
+    """Agreement rate per run (or per hour or day of calls), oldest first."""
     points = list(reversed(found.runs))
     times = [r.at for r in points]
     fig = go.Figure(
@@ -567,12 +568,12 @@ def agreement_figure(found: Comparison) -> go.Figure:
         )
     )
     fig.update_layout(
-        title="Agreement of main and challenger per run",
+        title=f"Agreement of main and challenger per {unit}",
         height=280,
         yaxis={"tickformat": ".0%", "range": [0, 1.02], "title": {"text": "rows agreeing"}},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
-    return over_runs(fig, times)
+    return over_runs(fig, times, unit)
 
 
 def distribution_figure(found: Comparison) -> go.Figure:

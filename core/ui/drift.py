@@ -16,7 +16,7 @@ from core.engine.drift_scores import FeatureDrift, Thresholds
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store, utcnow
-from core.ui import charts
+from core.ui import charts, traffic
 
 OVER_TIME = 30  # runs in the over-time charts
 
@@ -143,12 +143,18 @@ def _overlay(feature: FeatureDrift, key: str) -> None:
 
 
 def drift_tab(store: Store, d: Deployment) -> None:
-    """Window picker, scores per feature (sortable), overlays and PSI per run."""
+    """Source and window pickers, scores per feature (sortable), overlays and PSI per run or
+    per hour/day of calls, input quality of calls."""
+    source = traffic.pick_source(store, d, "drift")
+    if source != "runs":
+        _traffic_drift(store, d, source)
+        return
     listed = ui.cached_read(runs.list_runs, store, d.name, limit=200)
     if not any(r.status == "succeeded" for r in listed):
         st.info(
             "Drift compares the data this deployment scored with the training data: it "
-            "appears once a run has succeeded (Runs tab, Run now)."
+            "appears once a run has succeeded (Runs section, Run now), or for API and form "
+            "calls (Traffic from, above)."
         )
         return
     window = run_window(store, d, "drift")
@@ -172,9 +178,65 @@ def drift_tab(store: Store, d: Deployment) -> None:
         _overlay(report.prediction, key=f"drift_prediction_{d.id}")
 
 
+def _traffic_drift(store: Store, d: Deployment, source: str) -> None:
+    """Drift of the calls (or calls and runs) in the Monitoring window: one point per bucket."""
+    window = traffic.window(d, source)
+    found = traffic.drift_of(store, d, window)
+    if isinstance(found, InvalidInput):
+        st.info(f"{found.message} {ui.hint_text(found)}".strip())
+        return
+    report = found.report
+    cols = st.columns(4)
+    cols[0].metric("Drifted features", f"{len(report.drifted)} of {len(report.scored)}")
+    cols[1].metric("Rows", f"{report.rows:,}")
+    cols[2].metric("Calls and runs", f"{found.requests:,} + {len(report.run_ids)}")
+    cols[3].metric("Prediction", report.prediction.status if report.prediction else "n/a")
+    st.caption(
+        f"Against the training profile of the current main model, {window.bucket} by "
+        f"{window.bucket} ({len(found.series.shares)} with traffic)."
+    )
+    for note in report.notes:
+        st.caption(note)
+    _thresholds(store, d, report.thresholds)
+    _table(report)
+    _feature(store, d, report, found.series, window.bucket)
+    if report.prediction is not None:
+        st.subheader("Prediction")
+        _overlay(report.prediction, key=f"drift_prediction_{d.id}")
+        if report.prediction.status != "n/a":
+            st.plotly_chart(
+                charts.drift_time_figure(found.series, report.prediction.name, window.bucket),
+                key=f"drift_prediction_time_{d.id}",
+            )
+    st.subheader("Input quality")
+    st.dataframe(
+        [
+            {
+                "feature": q.name,
+                "rows": q.rows,
+                "missing": q.missing / q.rows if q.rows else 0.0,
+                "out of training range": q.out_of_range / q.rows if q.rows else 0.0,
+                "unseen category": q.unseen / q.rows if q.rows else 0.0,
+            }
+            for q in found.quality
+        ],
+        hide_index=True,
+        key=f"drift_quality_{d.id}",
+        column_config={
+            name: st.column_config.NumberColumn(format="percent")
+            for name in ("missing", "out of training range", "unseen category")
+        },
+    )
+    st.caption("Infinite values cannot be logged (JSON has none): in calls they count as missing.")
+
+
 @st.fragment
 def _feature(
-    store: Store, d: Deployment, report: drift.DriftReport, series: drift.DriftSeries | None
+    store: Store,
+    d: Deployment,
+    report: drift.DriftReport,
+    series: drift.DriftSeries | None,
+    unit: str = "run",
 ) -> None:
     """The feature picker and its charts: picking a feature reruns only this fragment, on the
     report of the page's run."""
@@ -184,7 +246,7 @@ def _feature(
     feature = next(f for f in report.features if f.name == chosen)
     _overlay(feature, key=f"drift_overlay_{d.id}")
     if series is not None and feature.status != "n/a":
-        st.plotly_chart(charts.drift_time_figure(series, chosen), key=f"drift_time_{d.id}")
+        st.plotly_chart(charts.drift_time_figure(series, chosen, unit), key=f"drift_time_{d.id}")
 
 
 def runs_token(store: Store, d: Deployment) -> tuple[str, ...]:

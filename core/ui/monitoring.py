@@ -8,7 +8,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import monitoring, usage
+from core import monitoring, ui, usage
 from core.entities import Deployment
 from core.store import Store, utcnow
 from core.ui import charts
@@ -21,18 +21,25 @@ WINDOWS = {  # label -> (length, bucket)
 SOURCES = {"all": "everything", "api": "API calls", "form": "the prediction form", "run": "runs"}
 
 
+def window_select(d: Deployment, source: str, where: Any = st) -> monitoring.Window:
+    """The Window control over `source`: one choice per deployment, kept while the session
+    lasts and shared by the sections that read the log (Monitoring, Usage, Drift,
+    Challenger). It ends with the current hour."""
+    label = where.selectbox("Window", list(WINDOWS), key=f"window_{d.id}")
+    length, bucket = WINDOWS[label]
+    end = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return monitoring.Window(end - length, end, bucket, source)
+
+
 def _window(d: Deployment, with_source: bool) -> monitoring.Window:
     """The one window control of a section (kept per deployment while the session lasts)."""
     cols = st.columns(2)
-    label = cols[0].selectbox("Window", list(WINDOWS), key=f"window_{d.id}")
     source = "all"
     if with_source:
         source = cols[1].selectbox(
             "Traffic from", list(SOURCES), format_func=SOURCES.__getitem__, key=f"source_{d.id}"
         )
-    length, bucket = WINDOWS[label]
-    end = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    return monitoring.Window(end - length, end, bucket, source)
+    return window_select(d, source, cols[0])
 
 
 def monitoring_section(store: Store, d: Deployment) -> None:
@@ -64,9 +71,11 @@ def monitoring_section(store: Store, d: Deployment) -> None:
             "its answers beside the main model's."
         )
     st.caption(
-        "Input drift per feature and live metrics once true labels arrive are on the Drift and"
-        " Challenger sections."
+        "The same window, feature by feature and model against model (live metrics once true"
+        " labels arrive):"
     )
+    ui.section_link(d, "drift", "Input and prediction drift of this traffic (Drift)")
+    ui.section_link(d, "challenger", "Main vs challenger on these calls (Challenger)")
 
 
 def usage_section(store: Store, d: Deployment) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import schedule
 
 import core.engine.artifacts  # noqa: F401  (skops takes ~1 s to import: at startup, not in a run)
-from core import execution, prediction_log, runs, scheduler, usage
+from core import execution, prediction_log, runs, scheduler, traffic_drift, usage
 from core.entities import Progress, Run
 from core.store import Store, utcnow
 from core.worker import executors
@@ -267,6 +267,8 @@ class Tick:
                 log.info("compacted %d logged predictions", compacted)
         except OSError as exc:
             log.warning("compacting the prediction log failed: %s", exc)
+        else:
+            self._keep_drift_counts(compacted)
         try:  # the API's and workers' closed usage segments, into Parquet
             usage.compact(self.store.workspace)
         except Exception:
@@ -276,6 +278,16 @@ class Tick:
             if pruned := scheduler.prune_slots(self.store):
                 log.info("pruned %d schedule slots older than %s", pruned, scheduler.KEEP_SLOTS)
         self.plan.sync()
+
+    def _keep_drift_counts(self, compacted: int) -> None:
+        """After a compaction, the new files' drift counts (a page's first read then sums
+        kept counts instead of parsing the inputs). Never raises (logged)."""
+        if not compacted:
+            return
+        try:
+            traffic_drift.keep_counts(self.store)
+        except Exception:
+            log.exception("counting the compacted calls against training failed")
 
     def _drain(self) -> int:
         """Queue due slots and execute queued runs until none is left, then the steps after
