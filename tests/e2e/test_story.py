@@ -34,6 +34,7 @@ from tests.e2e.conftest import (
     serve,
     sidecar,
 )
+from tests.e2e.test_audit import problems
 
 pytestmark = pytest.mark.e2e
 
@@ -116,8 +117,11 @@ def story(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 class Steps:
     """Numbered screenshots of the story, and the waits every step needs."""
 
-    def __init__(self, page: Page, wait: Callable[[Page], None], check: Callable[[Page], None]):
-        self.page, self.wait, self.check, self.number = page, wait, check, 0
+    def __init__(
+        self, page: Page, wait: Callable[[Page], None], check: Callable[[Page], None], home: Path
+    ):
+        self.page, self.wait, self.check, self.number, self.home = page, wait, check, 0, home
+        self.seen = {"charts": 0, "headers": 0}
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         docs = os.environ.get("MODELDECK_DOCS_IMAGES")
         self.docs = (ROOT / docs) if docs else None
@@ -128,6 +132,12 @@ class Steps:
         page = page or self.page
         self.wait(page)
         self.check(page)
+        # item 9 on every state the story reaches: no error box, raw value or unlabelled chart
+        from core import datasets
+        from core.store import Store
+
+        columns = {c for d in datasets.list_datasets(Store.open(self.home)) for c in d.column_names}
+        assert not problems(page, columns, self.seen), (name, problems(page, columns, self.seen))
         if focus is not None:
             focus.scroll_into_view_if_needed()
         self.number += 1
@@ -206,7 +216,7 @@ def test_the_whole_story(
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(RENDER_TIMEOUT_MS)
     page = context.new_page()
-    steps = Steps(page, wait_rendered, assert_no_exception)
+    steps = Steps(page, wait_rendered, assert_no_exception, story.home)
     url = story.server.url
 
     # 1. log in
@@ -325,7 +335,7 @@ def test_the_whole_story(
     ).to_be_visible()
     expect(page.get_by_text("Single-row p50")).to_be_visible(timeout=WORK_MS)
     expect(page.get_by_text(re.compile(r"150 rows, label 'churned'"))).to_be_visible()
-    steps.shot("validated")
+    steps.shot("validated", focus=page.get_by_text("Single-row p50"))
     # this box's p99 varies with its load: give the gate a budget it keeps (a user's choice)
     page.get_by_text("Promotion gate thresholds").click()  # an expander: no rerun
     page.get_by_label("Latency budget p99 (ms)").fill("5000")
