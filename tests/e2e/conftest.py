@@ -109,6 +109,15 @@ def copy_workspace(source: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def data_columns(e2e_home: Path) -> set[str]:
+    """The columns of the workspace's datasets: their names are the users', shown as they are."""
+    from core import datasets
+    from core.store import Store
+
+    return {c for d in datasets.list_datasets(Store.open(e2e_home)) for c in d.column_names}
+
+
+@pytest.fixture(scope="session")
 def streamlit_server(
     e2e_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[StreamlitServer]:

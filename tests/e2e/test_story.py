@@ -335,6 +335,7 @@ def test_the_whole_story(
     ).to_be_visible()
     expect(page.get_by_text("Single-row p50")).to_be_visible(timeout=WORK_MS)
     expect(page.get_by_text(re.compile(r"150 rows, label 'churned'"))).to_be_visible()
+    expect(page.get_by_text("queued", exact=False)).to_have_count(0)  # the picker too
     steps.shot("validated", focus=page.get_by_text("Single-row p50"))
     # this box's p99 varies with its load: give the gate a budget it keeps (a user's choice)
     page.get_by_text("Promotion gate thresholds").click()  # an expander: no rerun
