@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -192,7 +193,8 @@ def call_api(url: str, key: str | None, body: dict[str, Any]) -> tuple[int, dict
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def logged_in_context(browser: Browser, server: StreamlitServer, home: Path, user: str) -> Page:
+def logged_in_context(browser: Browser, home: Path, user: str) -> Page:
+    """A page of a new browser context logged in as `user` (the cookie the login form sets)."""
     from core import users
     from core.store import Store
 
@@ -422,7 +424,7 @@ def test_the_whole_story(
     steps.shot("usage")
 
     # 14. the prediction form, as another user (the project's editor)
-    other = logged_in_context(browser, story.server, story.home, "eddie")
+    other = logged_in_context(browser, story.home, "eddie")
     other.goto(url + "form?name=customers-production")
     wait_rendered(other)
     expect(other.locator('[data-testid="stSidebar"]')).to_contain_text("Eddie")
@@ -474,8 +476,6 @@ def select_another(page: Page, label: str) -> None:
 
 def wait_for_answer(url: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """The API's answer once it knows the new key (it re-reads keys on a change marker)."""
-    import time
-
     deadline = time.monotonic() + 30
     while True:
         status, answer = call_api(url, key, body)
