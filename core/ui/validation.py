@@ -286,7 +286,9 @@ def validation_tab(store: Store, d: Deployment) -> None:
         return
     _listing(found, d)
     # Pick an id, not a Validation: a selectbox hands back the object of an earlier run, which
-    # kept showing "queued" after the validation had finished.
+    # kept showing "queued" after the validation had finished. No status in the label either:
+    # the browser kept showing the label of the option as first drawn ("queued") after the
+    # report had arrived (the listing above and the report below say the status).
     by_id = {v.id: v for v in found}
     chosen = by_id[
         st.selectbox(
@@ -294,8 +296,7 @@ def validation_tab(store: Store, d: Deployment) -> None:
             list(by_id),
             key=f"val_pick_{d.id}",
             format_func=lambda i: (
-                f"{i} · v{by_id[i].version_number} · "
-                f"{by_id[i].status} · {by_id[i].created_at:%Y-%m-%d %H:%M}"
+                f"{i} · v{by_id[i].version_number} · {by_id[i].created_at:%Y-%m-%d %H:%M}"
             ),
         )
     ]

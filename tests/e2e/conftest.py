@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,12 +70,26 @@ class StreamlitServer:
 
 
 @pytest.fixture(scope="session")
-def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace built by `modeldeck demo`; MODELDECK_E2E_HOME reuses an existing one."""
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace built once by `modeldeck demo`, never served or changed: tests that change a
+    workspace get a copy. MODELDECK_E2E_HOME reuses an existing one (built there when missing)."""
     reuse = os.environ.get("MODELDECK_E2E_HOME")
     if reuse and Path(reuse).is_dir():
         return Path(reuse)
-    home = Path(reuse) if reuse else tmp_path_factory.mktemp("e2e_home")
+    home = Path(reuse) if reuse else tmp_path_factory.mktemp("demo_template") / "home"
+    build_demo(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def e2e_home(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo workspace the session's server serves (MODELDECK_E2E_HOME: that one itself)."""
+    if os.environ.get("MODELDECK_E2E_HOME"):
+        return demo_template
+    return copy_workspace(demo_template, tmp_path_factory.mktemp("e2e_home") / "home")
+
+
+def build_demo(home: Path) -> None:
     # A new interpreter, as in production: the demo must not leak state into this process.
     # --home is the CLI's global option, so it goes before the command.
     cmd = [sys.executable, "-m", "core.cli", "--home", str(home), "demo"]
@@ -84,7 +99,22 @@ def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f"{' '.join(cmd)} exited with {result.returncode}\n"
             f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
         )
-    return home
+
+
+def copy_workspace(source: Path, target: Path) -> Path:
+    """A copy of a workspace no process has open (README: back up and restore): the store
+    keeps paths relative to the folder, so the copy works anywhere."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("run", "*.tmp"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def data_columns(e2e_home: Path) -> set[str]:
+    """The columns of the workspace's datasets: their names are the users', shown as they are."""
+    from core import datasets
+    from core.store import Store
+
+    return {c for d in datasets.list_datasets(Store.open(e2e_home)) for c in d.column_names}
 
 
 @pytest.fixture(scope="session")
@@ -124,12 +154,7 @@ def serve(home: Path, log_path: Path) -> Iterator[StreamlitServer]:
         _wait_healthy(proc, server)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -300,3 +325,46 @@ def e2e_run(e2e_home: Path) -> tuple[str, str]:
     name, run_id, status = result.stdout.split()
     assert status == "succeeded", result.stdout
     return name, run_id
+
+
+@contextlib.contextmanager
+def sidecar(
+    home: Path, args: list[str], log_path: Path, ready: str | None = None
+) -> Iterator[None]:
+    """`modeldeck <args>` (the API or the worker) as a new process on the workspace, stopped on
+    exit; `ready`: a URL to wait for (200) before going on."""
+    cmd = [sys.executable, "-m", "core.cli", *args]
+    # Usage samples every second, so the Usage section has some a few seconds after the start.
+    env = {**os.environ, "MODELDECK_HOME": str(home), "MODELDECK_USAGE_SECONDS": "1"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while ready is not None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-4000:]
+                pytest.fail(f"{' '.join(args)} did not start ({proc.returncode}):\n{tail}")
+            try:
+                with urllib.request.urlopen(ready, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:  # refused while starting, or 503 until its models are warm
+                pass
+            time.sleep(0.2)
+        yield
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the process has not ended 15 s later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def free_port() -> int:
+    return _free_port()

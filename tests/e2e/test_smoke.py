@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from core.ui import PAGES
+from tests.e2e.test_audit import problems
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +48,7 @@ def assert_app_navigation(page: Page) -> None:
 @pytest.mark.parametrize("spec", PAGES, ids=[slug(p) for p in PAGES])
 def test_page_renders_from_a_cold_deep_link(
     spec: Any,
+    data_columns: set[str],
     page: Page,
     streamlit_server: Any,
     wait_rendered: Callable[[Page], None],
@@ -66,6 +68,9 @@ def test_page_renders_from_a_cold_deep_link(
     expect(page).to_have_url(re.compile(re.escape(url) + r"(\?.*)?$"))
     expect(page.locator(HEADING).first).to_contain_text(spec.title)
     assert_app_navigation(page)
+    # issue 18 item 9 (test_audit.py): no error box, raw value, unlabelled chart or id header
+    found = problems(page, data_columns, {"charts": 0, "headers": 0})
+    assert not found, "\n".join(found)
 
 
 def test_deep_link_as_first_request_runs_app_py(
