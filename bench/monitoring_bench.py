@@ -69,11 +69,17 @@ def by_name(model: Any) -> str:
     return str(model.algorithm)
 
 
-def write_log(store: Any, deployed: Any, days: int, per_hour: int, open_rows: int) -> int:
+START = datetime(2026, 11, 1)
+
+
+def write_log(
+    store: Any, deployed: Any, days: int, per_hour: int, open_rows: int, start: datetime = START
+) -> int:
+    """`days` days of traffic from `start` (UTC, naive) for `deployed`; the number of
+    requests logged. bench/ui_bench.py --traffic reuses it, ending the month now."""
     from core import datasets, prediction_log
 
     rng = np.random.default_rng(7)
-    start = datetime(2026, 11, 1)
     base = prediction_log.folder(store.workspace) / "compacted"
     rows = datasets.churn_frame(n_rows=256, seed=3).drop(columns=["churn", "customer_id"])
     pool = [orjson.dumps(rows.iloc[[i]].to_dict(orient="list")).decode() for i in range(256)]
@@ -184,7 +190,7 @@ def main() -> None:
             ),
             labels,
         )
-        start = datetime(2026, 11, 1)
+        start = START
         month = monitoring.Window(start, start + timedelta(days=args.days + 1))
         days_api = monitoring.Window(month.start, month.end, "day", "api")
         name = deployed.name

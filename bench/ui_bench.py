@@ -1,18 +1,27 @@
 """The UI in a real browser: how long each page takes to be ready, and each common action.
 
-Run: `.venv/bin/python bench/ui_bench.py [--home DIR] [--app-dir DIR] [--repeat 3] [--runs 20]`.
+Run: `.venv/bin/python bench/ui_bench.py [--home DIR] [--app-dir DIR] [--repeat 3] [--runs 20]
+[--traffic [--days 30] [--per-hour 1389]]`.
 
 Builds (in `--home` when it is missing, else in a temporary folder deleted afterwards) a demo
 workspace (`modeldeck demo`) with the
 churn experiment deployed to staging with a challenger and `--runs` succeeded runs, executed by
-`worker.run_once`. Then starts `streamlit run core/ui/server.py` (`app.py` in a checkout from
-before logins) from `--app-dir` (default: this checkout;
-point it at an export of an older commit to measure the same workspace before a change) on a
-free port and drives Debian's Chromium (1400 px wide), as tests/e2e does:
+`worker.run_once`. With `--traffic`, the deployment's prediction log also gets a month of hourly
+API traffic (issue 18: 30 days x 24 h x 1,389 requests, about 1M, and their challenger
+records), written by bench/monitoring_bench.py's builder so that it ends now (once per
+workspace). Then starts `streamlit run core/ui/server.py` (`app.py` in a checkout from
+before logins) from `--app-dir` (default: this checkout; its .streamlit/config.toml applies, as
+under `modeldeck ui`; point it at an export of an older commit to measure the same workspace
+before a change) on a free port and drives Debian's Chromium (1400 px wide), as tests/e2e does:
 
-- page ready: a fresh browser context opens each deep link (every page, the deployment page's
+- cold load: a fresh browser context opens each deep link (every page, the deployment page's
   sections, a run's results) and waits until Streamlit's app root reads CONNECTED and
-  notRunning and no skeleton is left, i.e. what a user can read and click;
+  notRunning and no skeleton is left, i.e. what a user can read and click. Mostly Streamlit's
+  frontend starting (its JS, the websocket, the session's first run), once per browser tab;
+- in-app: in one loaded app, a click on each sidebar link until that page has settled, as a
+  user moves between pages (the websocket and the JS stay);
+- section: on an open deployment page, a click on each section's button in turn (from General,
+  back to General at the end) until it has settled (issue 18: <= 1 s, with --traffic);
 - widget action: on an open page, one user action (typing a cron expression, picking a drift
   feature, Preview, switching section, toggling a results column, the next results page) until
   the rerun it caused has finished and the page has settled.
@@ -23,8 +32,9 @@ as the login form would. Also measured in this process: what the session costs a
 `Store.version`, the check that a kept view still holds), in ms.
 
 Prints the median and the worst of `--repeat` tries per line, in seconds. Issue 13's targets on
-a quiet box: every page ready in <= 1.5 s, every widget action <= 0.5 s. Not a test: nothing
-is asserted, the figures depend on the machine and its load.
+a quiet box: every page ready in <= 1.5 s, every widget action <= 0.5 s; issue 18's: any
+section in <= 1 s. Not a test: nothing is asserted, the figures depend on the machine and its
+load.
 """
 
 from __future__ import annotations
@@ -40,9 +50,10 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,18 +67,36 @@ USER = "olivia"  # the demo's owner of project Demo (core/demo.py)
 COOKIES: list[dict[str, object]] = []  # the session cookie every browser context carries
 TARGET_PAGE_S = 1.5
 TARGET_ACTION_S = 0.5
+TARGET_SECTION_S = 1.0  # issue 18: any section, with a month of hourly traffic logged
+# The deployment page's sections as pages/deployment.py orders them: (URL value, button title).
 SECTIONS = (
-    "general",
-    "pipeline",
-    "versions",
-    "runs",
-    "predictions",
-    "schedule",
-    "validation",
-    "challenger",
-    "drift",
-    "audit",
+    ("general", "General"),
+    ("monitoring", "Monitoring"),
+    ("predictions", "Predictions"),
+    ("versions", "Versions"),
+    ("usage", "Usage"),
+    ("pipeline", "Pipeline"),
+    ("runs", "Runs"),
+    ("schedule", "Schedule"),
+    ("validation", "Validation"),
+    ("challenger", "Challenger"),
+    ("drift", "Drift"),
+    ("audit", "Audit log"),
 )
+# The sidebar's pages a user clicks through in one loaded app (title of the sidebar link).
+NAV_PAGES = (
+    "Datasets",
+    "Train",
+    "Models",
+    "Model",
+    "Import a model",
+    "Deployments",
+    "Deployment",
+    "Run results",
+    "Account",
+    "Overview",
+)
+NAV_LINK = '[data-testid="stSidebarNav"] [data-testid="stSidebarNavLink"]'
 
 
 # ---------------------------------------------------------------------------- workspace
@@ -107,6 +136,24 @@ def build(home: Path, n_runs: int) -> tuple[str, str]:
     return staging.name, last.id
 
 
+def fill_traffic(home: Path, name: str, days: int, per_hour: int) -> int:
+    """A month of hourly API traffic in the prediction log of deployment `name`, ending now
+    (bench/monitoring_bench.py's log: one compacted Parquet file a day and an open segment);
+    once per workspace. Returns the requests logged (0 when already there)."""
+    from bench import monitoring_bench
+    from core import deployments, prediction_log
+    from core.store import Store, utcnow
+
+    store = Store.open(home)
+    if any((prediction_log.folder(store.workspace) / "compacted").glob("day=*/bench.parquet")):
+        return 0
+    end = utcnow().replace(minute=0, second=0, microsecond=0)
+    deployed = deployments.get_deployment(store, name)
+    return monitoring_bench.write_log(
+        store, deployed, days, per_hour, 10_000, start=end - timedelta(days=days)
+    )
+
+
 # ---------------------------------------------------------------------------- server
 def free_port() -> int:
     with socket.socket() as sock:
@@ -128,9 +175,7 @@ def serve(app_dir: Path, home: Path, log: Path) -> tuple[subprocess.Popen[bytes]
         "true",
         "--server.address",
         "127.0.0.1",
-        "--server.fileWatcherType",
-        "none",
-    ]
+    ]  # otherwise .streamlit/config.toml of --app-dir, as `modeldeck ui` serves it
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd,
@@ -180,14 +225,25 @@ def act(page: Page, action: Callable[[Page], None]) -> float:
     return time.perf_counter() - started
 
 
+def section_button(page: Page, title: str) -> Locator:
+    return page.locator('[data-testid="stButtonGroup"] button', has_text=title)
+
+
 def go_to_section(page: Page, title: str) -> None:
     """The section's button (sections) or tab (the earlier all-tabs page), then settle."""
-    button = page.locator('[data-testid="stButtonGroup"] button', has_text=title)
+    button = section_button(page, title)
     if button.count():
         if button.first.get_attribute("aria-checked") != "true":
             act(page, lambda p: button.first.click())
     else:
         page.get_by_role("tab", name=title).click()
+
+
+def click_nav(page: Page, title: str) -> None:
+    """The sidebar link to a page, as a user clicks it (the app stays loaded)."""
+    page.locator(NAV_LINK, has_text=title).filter(
+        has=page.locator(f'span[label="{title}"]')
+    ).first.click()
 
 
 def type_cron(page: Page) -> None:
@@ -216,15 +272,8 @@ def next_page(page: Page) -> None:
 
 
 # ---------------------------------------------------------------------------- bench
-def measure(
-    browser: Browser, url: str, name: str, run_id: str, model_id: str, repeat: int
-) -> dict[str, list[float]]:
-    figures: dict[str, list[float]] = {}
-
-    def add(label: str, seconds: float) -> None:
-        figures.setdefault(label, []).append(seconds)
-
-    deep = {
+def deep_links(name: str, run_id: str, model_id: str) -> dict[str, str]:
+    return {
         "overview": "",
         "datasets": "datasets",
         "train": "train",
@@ -233,8 +282,19 @@ def measure(
         "import_model": "import_model",
         "deployments": "deployments",
         "results": f"results?run={run_id}",
-        **{f"deployment · {s}": f"deployment?name={name}&section={s}" for s in SECTIONS},
+        **{f"deployment · {s}": f"deployment?name={name}&section={s}" for s, _ in SECTIONS},
     }
+
+
+def measure(
+    browser: Browser, url: str, name: str, run_id: str, model_id: str, repeat: int
+) -> dict[str, list[float]]:
+    figures: dict[str, list[float]] = {}
+
+    def add(label: str, seconds: float) -> None:
+        figures.setdefault(label, []).append(seconds)
+        print(f"  {label}: {seconds:.2f} s", file=sys.stderr, flush=True)
+
     actions: list[tuple[str, str, str | None, Callable[[Page], None]]] = [
         ("type a cron expression", f"deployment?name={name}", "Schedule", type_cron),
         ("pick a drift feature", f"deployment?name={name}", "Drift", pick_drift_feature),
@@ -254,11 +314,18 @@ def measure(
         ("next results page", f"results?run={run_id}", None, next_page),
     ]
     for _ in range(repeat):
-        for label, path in deep.items():
+        for label, path in deep_links(name, run_id, model_id).items():
             page, seconds = open_page(browser, url + path)
-            add(f"page ready: {label}", seconds)
-            print(f"  {label}: {seconds:.2f} s", file=sys.stderr, flush=True)
+            add(f"cold load: {label}", seconds)
             page.context.close()
+        page, _ = open_page(browser, url)  # one loaded app, clicked through as a user does
+        for title in NAV_PAGES:
+            add(f"in-app: {title}", act(page, lambda p, t=title: click_nav(p, t)))
+        page.context.close()
+        page, _ = open_page(browser, url + f"deployment?name={name}")
+        for _, title in (*SECTIONS[1:], SECTIONS[0]):  # from General, then back to it
+            add(f"section: {title}", act(page, lambda p, t=title: section_button(p, t).click()))
+        page.context.close()
         for label, path, section, action in actions:
             page, _ = open_page(browser, url + path)
             if section:
@@ -280,7 +347,9 @@ def measure(
 def report(figures: dict[str, list[float]]) -> None:
     print(f"{'what':<48} {'median s':>9} {'worst s':>8}  target")
     for label, values in figures.items():
-        target = TARGET_PAGE_S if label.startswith("page") else TARGET_ACTION_S
+        target = {"cold": TARGET_PAGE_S, "in-app": TARGET_PAGE_S, "section": TARGET_SECTION_S}.get(
+            label.split(":")[0].split(" ")[0], TARGET_ACTION_S
+        )
         median = statistics.median(values)
         mark = "ok" if median <= target else f"> {target}"
         print(f"{label:<48} {median:>9.2f} {max(values):>8.2f}  {mark}")
@@ -331,9 +400,21 @@ def main() -> None:
     parser.add_argument("--app-dir", type=Path, default=ROOT, help="checkout to serve")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--traffic",
+        action="store_true",
+        help="first log a month of hourly API traffic for the deployment (issue 18: ~1M "
+        "requests), as bench/monitoring_bench.py builds it",
+    )
+    parser.add_argument("--days", type=int, default=30, help="of --traffic")
+    parser.add_argument("--per-hour", type=int, default=1389, help="requests, of --traffic")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="ui_bench_"))
     name, run_id = build(home, args.runs)
+    if args.traffic:
+        started = time.perf_counter()
+        logged = fill_traffic(home, name, args.days, args.per_hour)
+        print(f"logged {logged:,} requests in {time.perf_counter() - started:.0f} s", flush=True)
     from core import registry
     from core.store import Store
 

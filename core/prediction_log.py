@@ -325,3 +325,20 @@ def day_csv(workspace: Workspace, deployment_id: str, day: date) -> bytes:
     out = pa.BufferOutputStream()
     pacsv.write_csv(table, out)
     return bytes(out.getvalue().to_pybytes())
+
+
+# ---------------------------------------------------------------------------- state
+def state(workspace: Workspace) -> tuple[tuple[str, int, int, int], ...]:
+    """Every file of the log (compacted Parquet, open and closed segments) with its size,
+    modification time and inode. It changes with every record written and every rotation or
+    compaction, so a result read from the log may be kept while it stays the same."""
+    base = folder(workspace)
+    found = []
+    for path in sorted(base.rglob("*")):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # renamed away (rotated, compacted) since it was listed
+            continue
+        if path.is_file():
+            found.append((str(path.relative_to(base)), stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    return tuple(found)

@@ -266,12 +266,31 @@ def cached_read(read: Callable[..., T], store: Store, *args: Any, **kwargs: Any)
     connection. For core functions that only read the store and immutable files, never the
     clock, a heartbeat or a file that changes. The arguments are the key: a read that
     depends on who is logged in takes the user (`visible_to=actor()`)."""
+    return _kept(read, store, (), args, kwargs)
+
+
+def cached_log_read(read: Callable[..., T], store: Store, *args: Any, **kwargs: Any) -> T:
+    """cached_read for a read of the prediction log as well as the store (traffic, usage): also
+    dropped when the log changes (a call logged, a segment rotated or compacted), which a
+    listing of its files with their sizes and times tells without reading them."""
+    from core import prediction_log
+
+    return _kept(read, store, prediction_log.state(store.workspace), args, kwargs)
+
+
+def _kept(
+    read: Callable[..., T],
+    store: Store,
+    files: tuple[object, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
     version = store.version()
     if version is None:  # written within the last seconds: read, keep nothing
         return read(store, *args, **kwargs)
     key = tuple(sorted(kwargs.items()))
     name = f"{read.__module__}:{read.__qualname__}"
-    return cast(T, _cached_read(name, str(store.workspace.home), version, args, key))
+    return cast(T, _cached_read(name, str(store.workspace.home), (*version, *files), args, key))
 
 
 @st.cache_data(max_entries=512, ttl=900, show_spinner=False)

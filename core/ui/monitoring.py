@@ -45,7 +45,7 @@ def _window(d: Deployment, with_source: bool) -> monitoring.Window:
 def monitoring_section(store: Store, d: Deployment) -> None:
     """Requests and rows by source over time, and the predictions of main and challenger."""
     window = _window(d, with_source=True)
-    found = monitoring.traffic(store, d.name, window)
+    found = ui.cached_log_read(monitoring.traffic, store, d.name, window)
     if not found:
         st.info(
             "No traffic in this window. Call the API or open the prediction form (General"
@@ -60,7 +60,7 @@ def monitoring_section(store: Store, d: Deployment) -> None:
     cols[2].metric("Sources", ", ".join(sorted({charts.SOURCE_WORDS[r["source"]] for r in found})))
     st.plotly_chart(charts.traffic_figure(found, window, "requests"), key=f"req_{d.id}")
     st.plotly_chart(charts.traffic_figure(found, window, "rows"), key=f"rows_{d.id}")
-    shares = monitoring.distributions(store, d.name, window)
+    shares = ui.cached_log_read(monitoring.distributions, store, d.name, window)
     if not shares.main and not shares.challenger:
         st.caption("No predictions to compare in this window.")
         return
@@ -81,7 +81,7 @@ def monitoring_section(store: Store, d: Deployment) -> None:
 def usage_section(store: Store, d: Deployment) -> None:
     """This deployment's serving figures, and the API and worker processes' CPU and memory."""
     window = _window(d, with_source=False)
-    mine = usage.deployment_usage(store, d.id, window.start, window.end)
+    mine = ui.cached_log_read(usage.deployment_usage, store, d.id, window.start, window.end)
     cols = st.columns(5)
     cols[0].metric("Requests answered", f"{int(mine.get('requests') or 0):,}")
     cols[1].metric("Rows predicted", f"{int(mine.get('rows') or 0):,}")

@@ -147,3 +147,40 @@ def test_general_summarises_the_deployed_models_and_says_what_access_means(
     assert models["calls (24 h)"].tolist() == ["3 (1 failed)", "2 (0 failed)"]
     main_error, challenger_error = models["last error"].tolist()
     assert main_error.endswith(" UTC: missing column: âge") and challenger_error == "none"
+
+
+def test_monitoring_and_usage_show_a_call_logged_since_the_last_rerun(
+    traffic: str, open_page: OpenPage, trained_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sections keep what they read from the log between reruns (ui.cached_log_read), and
+    drop it as soon as the log changes: the next rerun shows the new call."""
+    from core import store as store_module
+
+    monkeypatch.setattr(store_module, "RACY_SECONDS", 0)  # keep reads even right after a write
+    monitoring = open_page("pages/deployment.py", name=traffic, section="monitoring")
+    used = open_page("pages/deployment.py", name=traffic, section="usage")
+    assert metric(monitoring, "Requests and runs") == "2"
+    assert metric(used, "Requests answered") == "2"
+    assert metric(monitoring.run(), "Requests and runs") == "2"  # kept: nothing changed
+    d = deployments.get_deployment(trained_store, traffic)
+    log = prediction_log.PredictionLog(trained_store.workspace)
+    log.write(
+        {
+            "kind": "main",
+            "logged_at": utcnow().isoformat(),
+            "request_id": "later",
+            "deployment": d.name,
+            "deployment_id": d.id,
+            "version": 1,
+            "source": "api",
+            "rows": 4,
+            "status": 200,
+            "latency_ms": 1.0,
+            "cpu_ms": 1.0,
+            "outputs": {"predictions": [1, 1, 0, 0]},
+        }
+    )
+    log.close()
+    assert metric(monitoring.run(), "Requests and runs") == "3"
+    assert metric(monitoring, "Rows predicted") == "9"
+    assert metric(used.run(), "Requests answered") == "3"
