@@ -369,15 +369,7 @@ def main_record(
     source: str = "api",
 ) -> dict[str, Any]:
     """The prediction log's record of one answered request."""
-    return {
-        "kind": "main",
-        "logged_at": utcnow().isoformat(),
-        "request_id": request_id,
-        "deployment": endpoint.name,
-        "deployment_id": endpoint.deployment.id,
-        "version": endpoint.version,
-        "key_id": key_id,
-        "source": source,
+    return _call_record(endpoint, request_id, key_id, source) | {
         "rows": table.num_rows,
         "status": 200,
         "latency_ms": answered.seconds * 1000,
@@ -400,6 +392,15 @@ def refused_record(
     """The prediction log's record of a call of an authorized caller refused for its input
     (unreadable body, schema mismatch, too many rows): the status and the message, which never
     echo the caller's data, and no inputs."""
+    return _call_record(endpoint, request_id, key_id, source) | {
+        "status": error.status,
+        "error": error.message,
+    }
+
+
+def _call_record(
+    endpoint: Endpoint, request_id: str, key_id: str | None, source: str
+) -> dict[str, Any]:
     return {
         "kind": "main",
         "logged_at": utcnow().isoformat(),
@@ -409,6 +410,4 @@ def refused_record(
         "version": endpoint.version,
         "key_id": key_id,
         "source": source,
-        "status": error.status,
-        "error": error.message,
     }

@@ -120,6 +120,20 @@ SECRET = "4111-1111-1111-1111"  # a caller's value that no error may repeat
             422,
             "Column 'a' holds lists or objects",
         ),
+        (  # numbers and a list in one column: refused by Arrow, then named
+            json.dumps(
+                {"dataframe_split": {"columns": ["a"], "data": [[1], [[SECRET, 2]]]}}
+            ).encode(),
+            "application/json",
+            422,
+            "Column 'a' holds lists or objects",
+        ),
+        (  # lists only: Arrow makes a list column of them, which is refused the same way
+            json.dumps({"inputs": {"a": [[1, 2], [3]], "b": [1, 2], "c": [1, 2]}}).encode(),
+            "application/json",
+            422,
+            "Column 'a' holds lists or objects",
+        ),
         (json.dumps({"dataframe_records": []}).encode(), "application/json", 422, "no rows"),
         (f"a,b\n{SECRET}\n".encode(), "text/csv", 400, "CSV line 2 has 1 fields for 2"),
         (b"\xff\xfe", "text/csv", 400, "not UTF-8"),

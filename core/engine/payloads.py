@@ -135,7 +135,8 @@ def _split(value: Any) -> dict[str, list[Any]]:
                 f"Row {i} of dataframe_split has {_length(row)} values for {len(names)} columns.",
                 "Give every row one value per column, in the order of 'columns'.",
             )
-    return {name: [row[j] for row in rows] for j, name in enumerate(names)}
+    columns = zip(*rows, strict=True) if rows else ([] for _ in names)
+    return {name: list(values) for name, values in zip(names, columns, strict=True)}
 
 
 def _length(row: Any) -> str:
@@ -305,14 +306,11 @@ def _product(shape: list[Any]) -> int:
 def _table(columns: dict[str, list[Any]], types: dict[str, pa.DataType] | None = None) -> pa.Table:
     arrays = {}
     for name, values in columns.items():
-        if any(isinstance(v, dict | list) for v in values):
-            raise InvalidInput(
-                f"Column '{name}' holds lists or objects.", "Give each cell a number or text."
-            )
         wanted = (types or {}).get(name)
         try:
             arrays[name] = pa.array(values, type=wanted)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            _flat(name, values)
             if wanted is not None and wanted != pa.string():
                 raise InvalidInput(
                     f"Input '{name}' does not hold values of its datatype.",
@@ -320,7 +318,18 @@ def _table(columns: dict[str, list[Any]], types: dict[str, pa.DataType] | None =
                 ) from None
             # numbers and text mixed: as text, which model_input reads by the run's rules
             arrays[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        if pa.types.is_nested(arrays[name].type):  # lists or objects only: Arrow took them
+            _flat(name, values)
     return pa.table(arrays) if arrays else pa.table({})
+
+
+def _flat(name: str, values: list[Any]) -> None:
+    """InvalidInput when a column holds a list or an object (checked once Arrow has refused
+    the values or made a nested column of them: a scan of every cell costs more than that)."""
+    if any(isinstance(v, dict | list) for v in values):
+        raise InvalidInput(
+            f"Column '{name}' holds lists or objects.", "Give each cell a number or text."
+        )
 
 
 def _checked(table: pa.Table | dict[str, list[Any]], max_rows: int) -> pa.Table:
