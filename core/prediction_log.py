@@ -224,20 +224,6 @@ def source_sql(
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
-def fingerprint(workspace: Workspace) -> tuple[str, ...]:
-    """Every log file's name, size and modification time: equal while nothing was logged,
-    rotated or compacted (a key for caching what was read from the log)."""
-    found = compacted_files(workspace) + segments.every_segment(folder(workspace))
-    out = []
-    for path in sorted(found):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:  # compacted meanwhile: its Parquet file is listed next time
-            continue
-        out.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    return tuple(out)
-
-
 def query(
     workspace: Workspace,
     fn: Callable[[Tx, str], T],
@@ -334,11 +320,10 @@ def state(workspace: Workspace) -> tuple[tuple[str, int, int, int], ...]:
     compaction, so a result read from the log may be kept while it stays the same."""
     base = folder(workspace)
     found = []
-    for path in sorted(base.rglob("*")):
+    for path in sorted(compacted_files(workspace) + segments.every_segment(base)):
         try:
             stat = path.stat()
         except FileNotFoundError:  # renamed away (rotated, compacted) since it was listed
             continue
-        if path.is_file():
-            found.append((str(path.relative_to(base)), stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        found.append((str(path.relative_to(base)), stat.st_size, stat.st_mtime_ns, stat.st_ino))
     return tuple(found)

@@ -22,11 +22,11 @@ WINDOW_SOURCE = {"calls": "calls", "both": "all"}  # -> monitoring.Window's sour
 
 
 def _has_calls(store: Store, d: Deployment) -> bool:
-    return bool(_days(str(store.workspace.home), d.id, prediction_log.fingerprint(store.workspace)))
+    return bool(_days(str(store.workspace.home), d.id, prediction_log.state(store.workspace)))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _days(home: str, deployment_id: str, token: tuple[str, ...]) -> list[dict[str, Any]]:
+def _days(home: str, deployment_id: str, token: tuple[object, ...]) -> list[dict[str, Any]]:
     return prediction_log.days(Store.open(home).workspace, deployment_id)
 
 
@@ -57,7 +57,7 @@ def window(d: Deployment, source: str) -> monitoring.Window:
     return ui_monitoring.window_select(d, WINDOW_SOURCE[source])
 
 
-def _token(store: Store, d: Deployment) -> tuple[str, ...]:
+def _token(store: Store, d: Deployment) -> tuple[object, ...]:
     """What a traffic result depends on: the log's files, the runs and the settings."""
     found = ui.cached_read(runs.list_runs, store, d.name, limit=drift.MAX_WINDOW)
     state = "|".join(f"{r.id}:{r.status}:{r.purged_at}" for r in found)
@@ -65,13 +65,13 @@ def _token(store: Store, d: Deployment) -> tuple[str, ...]:
         str(d.updated_at),
         d.current_version_id or "",
         state,
-        *prediction_log.fingerprint(store.workspace),
+        *prediction_log.state(store.workspace),
     )
 
 
 @st.cache_data(max_entries=16, show_spinner="Counting the traffic against training…")
 def _drift(
-    home: str, name: str, window: monitoring.Window, token: tuple[str, ...]
+    home: str, name: str, window: monitoring.Window, token: tuple[object, ...]
 ) -> TrafficDrift | InvalidInput:
     """core.traffic_drift.traffic_drift (or its InvalidInput: an empty window is a state)."""
     try:
@@ -82,7 +82,7 @@ def _drift(
 
 @st.cache_data(max_entries=16, show_spinner="Comparing main and challenger…")
 def _compare(
-    home: str, name: str, window: monitoring.Window, token: tuple[str, ...]
+    home: str, name: str, window: monitoring.Window, token: tuple[object, ...]
 ) -> challenger.Comparison | InvalidInput:
     """core.traffic_challenger.compare_traffic (or its InvalidInput)."""
     try:
