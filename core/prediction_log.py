@@ -204,24 +204,16 @@ def source_sql(
     instead of all, `live=False` leaves the segments out."""
     columns = {**READ_COLUMNS, "inputs": "JSON"} if inputs else READ_COLUMNS
     compacted = compacted_files(workspace) if compacted is None else compacted
-    parts = []
+    parts: list[str | None] = []
     if compacted:
         picked = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in columns.items())
         parts.append(
             f"SELECT {picked} FROM read_parquet({segments.file_list(compacted)},"
             " union_by_name = true)"
         )
-    segment_sql = (
-        segments.json_sql(segments.every_segment(folder(workspace)), columns, "kind")
-        if live
-        else None
-    )
-    if segment_sql:
-        parts.append(segment_sql)
-    if not parts:
-        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
-        parts.append(f"SELECT {nothing} WHERE false")
-    return "(" + " UNION ALL ".join(parts) + ")"
+    if live:
+        parts.append(segments.json_sql(segments.every_segment(folder(workspace)), columns, "kind"))
+    return segments.union_sql(parts, columns)
 
 
 def query(

@@ -151,6 +151,16 @@ def json_sql(paths: list[Path], columns: dict[str, str], present: str) -> str | 
     )
 
 
+def union_sql(parts: list[str | None], columns: dict[str, str]) -> str:
+    """The UNION ALL of the SELECTs given (None skipped) as one parenthesised source, or an
+    empty SELECT of `columns` (name -> DuckDB type) when there is none."""
+    found = [p for p in parts if p]
+    if not found:
+        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
+        found.append(f"SELECT {nothing} WHERE false")
+    return "(" + " UNION ALL ".join(found) + ")"
+
+
 def query(source: Callable[[], str], fn: Callable[[Tx, str], T]) -> T:
     """`fn(tx, source())` on the process's in-memory DuckDB; `source` (a SELECT over files it
     lists) is built again when a listed file was renamed away (rotated, compacted) before

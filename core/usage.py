@@ -144,19 +144,16 @@ def _write_parquet(sql: str | None, target: Path) -> None:
 
 
 def _source(workspace: Workspace) -> str:
-    parts = []
+    parts: list[str | None] = []
     compacted = sorted((folder(workspace) / "compacted").glob("*.parquet"))
     if compacted:
         parts.append(
             f"SELECT {', '.join(COLUMNS)} FROM read_parquet({segments.file_list(compacted)})"
         )
-    live = segments.json_sql(segments.every_segment(folder(workspace)), COLUMNS, "sampled_at")
-    if live is not None:
-        parts.append(live)
-    if not parts:
-        nothing = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in COLUMNS.items())
-        parts.append(f"SELECT {nothing} WHERE false")
-    return "(" + " UNION ALL ".join(parts) + ")"
+    parts.append(
+        segments.json_sql(segments.every_segment(folder(workspace)), COLUMNS, "sampled_at")
+    )
+    return segments.union_sql(parts, COLUMNS)
 
 
 def series(

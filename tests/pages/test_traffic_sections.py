@@ -68,8 +68,8 @@ def test_challenger_of_calls_compares_and_still_swaps(
     found = compare_traffic(trained_store, called, window("calls"))
     assert metric(at, "Agreement") == f"{found.agreement_rate:.1%}"
     assert metric(at, "Rows") == "62"
-    if found.top:
-        assert list(at.dataframe[0].value["request_id"]) == [r["request_id"] for r in found.top]
+    assert found.top  # the boosting model and the linear one disagree on some of 62 rows
+    assert list(at.dataframe[0].value["request_id"]) == [r["request_id"] for r in found.top]
     at.checkbox[0].check().run()
     next(b for b in at.button if b.label == "Swap main and challenger").click().run()
     assert not at.exception and any("Swapped: version 2" in s.value for s in at.success)
