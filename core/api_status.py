@@ -28,6 +28,8 @@ from core.store import utcnow
 from core.workspace import Workspace, atomic_write_bytes, is_running
 
 RUN_DIR = "run"
+DEFAULT_URL = "http://127.0.0.1:8000"  # `modeldeck api` without --port
+URL_ENV = "MODELDECK_API_URL"  # the address callers use (set by `modeldeck api`, or by hand)
 HEARTBEAT_SECONDS = 3.0  # how often a serving process rewrites its file
 FRESH_SECONDS = 15.0  # a heartbeat older than this means the process hangs or is gone
 
@@ -54,6 +56,7 @@ class ApiState:
     heartbeat_at: datetime
     deployments: dict[str, Served] = field(default_factory=dict)
     reload_error: str | None = None
+    address: str | None = None  # the base URL callers reach this process at, when known
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -67,6 +70,7 @@ class ApiState:
             heartbeat_at=datetime.fromisoformat(raw["heartbeat_at"]),
             deployments={k: Served(**v) for k, v in raw.get("deployments", {}).items()},
             reload_error=raw.get("reload_error"),
+            address=raw.get("address"),
         )
 
     def is_fresh(self, now: datetime | None = None) -> bool:
@@ -130,6 +134,7 @@ class Publisher:
         self.workspace = workspace
         self.pid = os.getpid()
         self.started_at = utcnow()
+        self.address = os.environ.get(URL_ENV) or None
         self._last = 0.0
         self._swept = False
 
@@ -148,6 +153,7 @@ class Publisher:
             utcnow(),
             {s.name: s for s in served},
             reload_error,
+            self.address,
         )
         with contextlib.suppress(OSError):
             if not self._swept:
@@ -178,6 +184,16 @@ def remove_dead(workspace: Workspace) -> None:
 
 
 # ---------------------------------------------------------------------------- reading
+def api_url(states: list[ApiState], now: datetime | None = None) -> str:
+    """The address callers reach the API at: the one a running API process publishes (the
+    port it was started on, or the address set in MODELDECK_API_URL for it), else this
+    process's MODELDECK_API_URL, else the default."""
+    for state in sorted(states, key=lambda s: s.heartbeat_at, reverse=True):
+        if state.address and state.is_fresh(now):
+            return state.address.rstrip("/")
+    return (os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+
+
 @dataclass(frozen=True)
 class Running:
     """Whether the API answers for one deployment, in words for the app."""

@@ -59,6 +59,9 @@ def test_processes_share_one_port_and_stop_together(trained_store: Store) -> Non
             assert parent.poll() is None, "the command ended"
             time.sleep(0.2)
         assert all(s.deployments["shared"].is_warm for s in fresh)
+        # each publishes the address it answers at, which the app shows callers
+        assert {s.address for s in fresh} == {base}
+        assert api_status.api_url(fresh) == base
         rows = churn_frame(n_rows=3, seed=2).drop(columns=["churn"])
         body = {"dataframe_records": rows.to_dict(orient="records")}
         answers = [call(f"{base}/v1/deployments/shared/invocations", body) for _ in range(12)]

@@ -181,3 +181,29 @@ def test_files_of_dead_processes_are_removed_by_the_next_api(store: Store) -> No
     api_status.write(ws, gone)
     api_status.Publisher(ws).beat(None, None, force=True)
     assert [s.pid for s in api_status.read_states(ws)] == [os.getpid()]
+
+
+def test_the_address_shown_is_the_running_apis_own(
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app shows callers the address a running API publishes (its port, or the address
+    set for it), not a fixed default; with no API running, MODELDECK_API_URL, else the
+    default."""
+    monkeypatch.delenv(api_status.URL_ENV, raising=False)
+    now = utcnow()
+    running = _state(deployed, address="http://127.0.0.1:8123/")
+    old = _state(
+        deployed,
+        address="http://127.0.0.1:9999",
+        heartbeat_at=now - timedelta(seconds=api_status.FRESH_SECONDS + 1),
+    )
+    unknown = _state(deployed)  # started by hand: no address published
+    assert api_status.api_url([old, running, unknown], now) == "http://127.0.0.1:8123"
+    assert api_status.api_url([old, unknown], now) == api_status.DEFAULT_URL
+    monkeypatch.setenv(api_status.URL_ENV, "https://models.example.com/")
+    assert api_status.api_url([old], now) == "https://models.example.com"
+    publisher = api_status.Publisher(trained_store.workspace)
+    assert publisher.address == "https://models.example.com/"
+    publisher.beat(None, None, force=True)  # what it writes carries the address
+    (mine,) = [s for s in api_status.read_states(trained_store.workspace) if s.pid == os.getpid()]
+    assert mine.address == "https://models.example.com/"

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from core import api_status
 from core.cli.output import announce_first_admin, open_store
 from core.workspace import Workspace
 
@@ -92,6 +93,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         uvicorn.Server(uvicorn.Config("core.api.app:app", log_level="info")).run([shared])
         return 0
     announce_first_admin(open_store())
+    # the address the app shows callers: this port, unless one was given (a proxy's, say)
+    os.environ.setdefault(api_status.URL_ENV, f"http://127.0.0.1:{args.port}")
     if args.processes < 1:
         print("--processes takes 1 or more.", file=sys.stderr)
         return 2

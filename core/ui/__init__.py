@@ -419,14 +419,25 @@ def progress_bar(label: str) -> Progress:
 def _api_status(home: str) -> sidecars.SidecarStatus:
     """Running when an API process of this workspace keeps its status file fresh (whatever
     its port); else what its default address answers. Cached for 5 s by workspace."""
-    fresh = [s for s in api_status.read_states(Workspace(Path(home))) if s.is_fresh()]
+    states = api_status.read_states(Workspace(Path(home)))
+    fresh = [s for s in states if s.is_fresh()]
     if not fresh:
-        return sidecars.api_status()
+        return sidecars.api_status(api_status.api_url(states))
     served = len({name for s in fresh for name in s.deployments})
     pids = ", ".join(str(s.pid) for s in fresh)
     return sidecars.SidecarStatus(
         "API", True, f"running (pid {pids}), serving {served} deployment{'s' * (served != 1)}"
     )
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def _api_url(home: str) -> str:
+    return api_status.api_url(api_status.read_states(Workspace(Path(home))))
+
+
+def api_url(store: Store) -> str:
+    """The address callers reach the API at (the running API's own, cached for 5 s)."""
+    return _api_url(str(store.workspace.home))
 
 
 def sidebar_status(store: Store) -> None:

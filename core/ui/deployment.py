@@ -196,10 +196,11 @@ def general(store: Store, d: Deployment) -> None:
     st.caption(f"Access **{d.access}**: {ACCESS_WORDS.get(d.access, d.access)}.")
     _access_picker(store, d)
     with st.expander("Call it over the API: API keys", expanded=has_new_key(d)):
+        address = ui.api_url(store)
         st.markdown(
-            f"`POST {sidecars.API_URL}/v1/deployments/{d.name}/invocations` (MLflow's scoring "
-            f"protocol) or `POST {sidecars.API_URL}/v2/models/{d.name}/infer` (Open Inference); "
-            f"[API documentation]({sidecars.API_URL}/docs)."
+            f"`POST {address}/v1/deployments/{d.name}/invocations` (MLflow's scoring "
+            f"protocol) or `POST {address}/v2/models/{d.name}/infer` (Open Inference); "
+            f"[API documentation]({address}/docs)."
         )
         key_panel(store, d)
     if d.environment == "staging":

@@ -8,8 +8,7 @@ import streamlit as st
 from core import keys
 from core.entities import Deployment
 from core.store import Store
-from core.ui import act, actor, cached_read
-from core.worker.sidecars import API_URL
+from core.ui import act, actor, api_url, cached_read
 
 SHOWN_ONCE = "_modeldeck_new_key"  # the secret of the key just created, shown on one run
 
@@ -32,7 +31,7 @@ def key_panel(store: Store, deployment: Deployment | None = None) -> None:
         st.code(secret, language=None)
         if deployment is not None:
             st.code(
-                f"curl -X POST {API_URL}/v1/deployments/{deployment.name}/invocations \\\n"
+                f"curl -X POST {api_url(store)}/v1/deployments/{deployment.name}/invocations \\\n"
                 f'  -H "Authorization: Bearer {secret}" -H "Content-Type: application/json" \\\n'
                 "  -d '{\"dataframe_records\": [{...}]}'",
                 language="bash",

@@ -8,12 +8,12 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.api_status import DEFAULT_URL
 from core.store import utcnow
 from core.workspace import Workspace
 
 HEARTBEAT_FILE = "worker.heartbeat"
 STALE_AFTER_SECONDS = 30.0
-API_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def worker_status(workspace: Workspace) -> SidecarStatus:
     )
 
 
-def api_status(base_url: str = API_URL, timeout: float = 0.3) -> SidecarStatus:
+def api_status(base_url: str = DEFAULT_URL, timeout: float = 0.3) -> SidecarStatus:
     """Alive when GET /health answers ok within `timeout` seconds."""
     try:
         with urllib.request.urlopen(f"{base_url}/health", timeout=timeout) as response:

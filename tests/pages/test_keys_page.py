@@ -55,3 +55,29 @@ def test_a_key_made_on_a_deployment_page_is_limited_to_it(
     )
     [made] = keys.list_keys(trained_store, actor="vic")
     assert made.deployment_name == "churn-staging"
+
+
+def test_the_call_shown_uses_the_running_apis_address(
+    trained_store: Store, open_page: OpenPage
+) -> None:
+    """An API started on another port (or behind another address) publishes it in its status
+    file; the deployment's page and the new key's curl use it, not the default port."""
+    import os
+
+    from core import api_status
+    from core.store import utcnow
+
+    model = registry.list_models(trained_store)[0]
+    d = deployments.deploy(trained_store, model.id, "staging", name="churn-staging", actor="tester")
+    running = api_status.ApiState(
+        os.getpid(), utcnow(), utcnow(), {}, None, address="http://127.0.0.1:8123"
+    )
+    api_status.write(trained_store.workspace, running)
+    at = open_page("pages/deployment.py", name=d.name)
+    at.text_input(key=f"key_name_{d.id}").input("dashboard")
+    next(b for b in at.button if b.label == "Create key").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    texts = str([m.value for m in at.markdown])
+    assert "POST http://127.0.0.1:8123/v1/deployments/churn-staging/invocations" in texts
+    assert "127.0.0.1:8000" not in texts
+    assert any(c.startswith("curl -X POST http://127.0.0.1:8123/v1/") for c in _codes(at))
