@@ -29,6 +29,14 @@ from core.engine.classes import class_texts, label_texts, sort_classes, truth_pa
         (["red", "blue"], [True, False], ["True", "False"]),  # no truth pair: seen as unknown
         (["défaut", "remboursé"], np.asarray(["défaut"], dtype=object), ["défaut"]),
         (["1", "2", "a"], [1, 2], ["1", "2"]),
+        ([0, 1], [True, False], ["1", "0"]),
+        (
+            [0, 1],
+            np.asarray(["true", "FALSE", " Yes ", "n", "1", "maybe"], dtype=object),
+            ["1", "0", "1", "0", "1", "maybe"],
+        ),
+        ([1, 2], [True, False], ["True", "False"]),  # not a 0/1 label: unknown classes
+        ([0, 1, 2], np.asarray(["yes"], dtype=object), ["yes"]),
     ],
     ids=[
         "int",
@@ -43,6 +51,10 @@ from core.engine.classes import class_texts, label_texts, sort_classes, truth_pa
         "no-pair",
         "utf8",
         "mixed-text",
+        "zero-one-from-bool",
+        "zero-one-from-words",
+        "one-two-from-bool",
+        "three-classes-from-words",
     ],
 )
 def test_labels_meet_the_classes_as_they_are_typed(

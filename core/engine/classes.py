@@ -9,6 +9,8 @@ Every comparison goes through one canonical text per class (`as_text` of the cla
 - integer or float classes: a label that is a number (or text of one, "007" included) is that
   number, so 7, 7.0, "7" and "007" all meet class 7;
 - boolean classes: true/false, yes/no, y/n, t/f and 1/0 (any case) are True/False;
+- the integer classes 0 and 1: booleans and those truth words are 1/0 as well, so a file of
+  true/false labels meets a model trained on a 0/1 column;
 - text classes: text as it is; numbers as `as_text` spells them; booleans meet the class that
   reads as the same truth value when the classes are such a pair (yes/no, Y/N, ...).
 A label that fits no class keeps its own text, so it is reported as a class the model never saw.
@@ -58,10 +60,17 @@ def truth_pair(classes: tuple[Any, ...] | list[Any]) -> dict[bool, str] | None:
     return None
 
 
+def is_zero_one(classes: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether the classes are the numbers 0 and 1 (a 0/1 label), which truth values meet."""
+    return class_kind(classes) == "number" and sorted(class_texts(classes)) == ["0", "1"]
+
+
 def label_texts(values: Any, classes: tuple[Any, ...] | list[Any]) -> np.ndarray:
     """Each label's canonical text, read the way `classes` are typed (see the module doc)."""
     values = np.asarray(values)
     kind = class_kind(classes)
+    if values.dtype.kind == "b" and is_zero_one(classes):
+        return np.where(values, "1", "0").astype(str)
     if values.dtype.kind in "biuf":
         if kind == "text" and values.dtype.kind == "b":
             pair = truth_pair(classes)
@@ -77,6 +86,10 @@ def label_texts(values: Any, classes: tuple[Any, ...] | list[Any]) -> np.ndarray
         out = texts.to_numpy(dtype=object)
         if parsed.any():
             out[parsed] = as_text(numbers[parsed].to_numpy(dtype=np.float64))
+        if is_zero_one(classes) and not parsed.all():
+            words = np.char.lower(np.char.strip(texts.to_numpy(dtype=str)))
+            out[~parsed & np.isin(words, list(TRUE_WORDS))] = "1"
+            out[~parsed & np.isin(words, list(FALSE_WORDS))] = "0"
         return out.astype(str)
     if kind == "bool":
         return _bool_words(texts.to_numpy(dtype=str))
