@@ -210,15 +210,21 @@ def test_zero_one_labels_as_text_floats_with_holes_and_booleans(store: Store) ->
     live = ground_truth.live_metrics(store, d.name)
     assert (live.overall.rows, live.overall.main["accuracy"]) == (4, 0.75)
     # Floats with a hole (0.0/1.0/NaN, as pandas reads a 0/1 column with a gap) meet the
-    # integer classes; the later set wins, the hole is left out. Booleans do not meet 0/1
-    # classes (core.engine.classes): refused with the classes named, nothing stored.
+    # integer classes; the later set wins, the hole is left out.
     floats = pd.DataFrame(
         {"request_id": ["q1"] * 3, "row": [0, 1, 2], "y": [0.0, float("nan"), 1.0]}
     )
     added = add(store, d.name, floats, "floats.parquet", "y", row="row")
     assert added.counts["without_label"] == 1
     assert ground_truth.live_metrics(store, d.name).overall.main["accuracy"] == 1.0
+    # Booleans meet the classes 0 and 1 (core.engine.classes): True is 1. Row 3 was
+    # predicted 0, so with row 1 still labelled by the text set, 3 of 4 rows are right.
     flags = pd.DataFrame({"request_id": ["q1"], "row": [3], "y": [True]})
-    with pytest.raises(InvalidInput, match="classes the models never saw: 'True'"):
-        add(store, d.name, flags, "flags.parquet", "y", row="row")
-    assert len(ground_truth.list_labels(store, d.name)) == 2
+    add(store, d.name, flags, "flags.parquet", "y", row="row")
+    live = ground_truth.live_metrics(store, d.name)
+    assert (live.overall.rows, live.overall.main["accuracy"]) == (4, 0.75)
+    assert len(ground_truth.list_labels(store, d.name)) == 3
+    words = pd.DataFrame({"request_id": ["q1"], "row": [3], "y": ["maybe"]})
+    with pytest.raises(InvalidInput, match="classes the models never saw: 'maybe'"):
+        add(store, d.name, words, "words.csv", "y", row="row")
+    assert len(ground_truth.list_labels(store, d.name)) == 3
