@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from threadpoolctl import threadpool_limits
 
@@ -192,13 +193,20 @@ def create_app(store: Store | None = None) -> FastAPI:
         answer: serving.Answer,
         request_id: str,
         key_id: str | None,
-    ) -> None:
-        """Write the answer to the prediction log (before it is sent), then hand the rows
-        to the challenger's shadow queue."""
+    ) -> BackgroundTask | None:
+        """Write the answer to the prediction log (before it is sent); the task that hands
+        the rows to the challenger's shadow queue once the answer is sent, if it has one."""
         record = serving.main_record(endpoint, table, answer, request_id=request_id, key_id=key_id)
         record["cpu_ms"] = request.state.cpu_ms
         request.app.state.log.write(record)
-        request.app.state.shadow.submit(endpoint, table, request_id)
+        if endpoint.challenger is None:
+            return None
+        shadow_queue: shadow.Shadow = request.app.state.shadow
+
+        async def submit() -> None:  # async: run by the event loop, not the thread pool
+            shadow_queue.submit(endpoint, table, request_id)
+
+        return BackgroundTask(submit)
 
     @contextlib.contextmanager
     def refusals_logged(
@@ -274,8 +282,9 @@ def create_app(store: Store | None = None) -> FastAPI:
             body["explanations"] = answer.explanations
         body |= {"deployment": endpoint.name, "version": answer.version}
         body["request_id"] = request_id
-        logged(request, endpoint, table, answer, request_id, key_id)
-        return FastJSON(body)
+        return FastJSON(
+            body, background=logged(request, endpoint, table, answer, request_id, key_id)
+        )
 
     # ------------------------------------------------------------------------ Open Inference
     @api.get("/v2/health/live")
@@ -340,14 +349,14 @@ def create_app(store: Store | None = None) -> FastAPI:
                 }
             )
         request_id = str(given_id)[:64] if given_id is not None else _request_id(request)
-        logged(request, endpoint, table, answer, request_id, key_id)
         return FastJSON(
             {
                 "model_name": endpoint.name,
                 "model_version": str(answer.version),
                 "id": request_id,
                 "outputs": outputs,
-            }
+            },
+            background=logged(request, endpoint, table, answer, request_id, key_id),
         )
 
     return api
