@@ -178,3 +178,17 @@ def test_a_malformed_inference_request_is_refused(inputs: list[object], problem:
         payloads.read_v2(json.dumps({"inputs": inputs}).encode(), "application/json")
     assert problem in refused.value.message
     assert refused.value.status in (400, 422)
+
+
+def test_records_with_keys_in_any_order_or_missing_read_as_one_table() -> None:
+    """Rows whose keys come in another order, or lack one, are read by name (a missing key is
+    a missing value), like rows that all share one order."""
+    body = {
+        "dataframe_records": [
+            {"a": 1, "b": 2, "c": 3},
+            {"c": 6, "a": 4, "b": 5},  # another order
+            {"a": 7, "c": 9},  # b missing
+        ]
+    }
+    table = payloads.read_mlflow(json.dumps(body).encode(), "application/json", ABC)
+    assert table.to_pydict() == {"a": [1, 4, 7], "b": [2, 5, None], "c": [3, 6, 9]}

@@ -157,6 +157,10 @@ def _records(value: Any, field: str) -> dict[str, list[Any]]:
         raise MalformedRequest(
             f"{field} must be a list of objects, one per row.", 'E.g. [{"age": 42}, {"age": 7}].'
         )
+    first = list(value[0]) if value else []
+    if all(list(row) == first for row in value):  # the usual: every row's keys, in one order
+        columns = zip(*(row.values() for row in value), strict=True)
+        return dict(zip(first, map(list, columns), strict=True))
     names = list(dict.fromkeys(name for row in value for name in row))
     return {name: [row.get(name) for row in value] for name in names}
 
