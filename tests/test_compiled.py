@@ -183,3 +183,60 @@ def test_probability_rows_name_each_class() -> None:
     three = np.array([[0.2, 0.3, 0.5]])
     assert serving.probability_rows(["a", "b", "c"], three) == [{"a": 0.2, "b": 0.3, "c": 0.5}]
     assert all(type(v) is float for v in serving.probability_rows(["no", "yes"], proba)[0].values())
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_boosting_walked_by_numpy_gives_sklearns_bits_row_by_row(task: str) -> None:
+    """A few rows skip sklearn's call per tree (core/engine/boosting.py): each row alone, and
+    the odd rows together, predict exactly what sklearn predicts."""
+    from core.engine import boosting
+
+    pipe, schema = fitted("hist_gradient_boosting", task)
+    compiled = compile_pipeline(pipe, schema, training_rows())
+    assert compiled is not None and isinstance(compiled.model, boosting.Trees)
+    rows = training_rows(40)
+    batches = [rows.slice(i, 1) for i in range(rows.num_rows)]
+    batches.append(pa.RecordBatch.from_pydict(ODD_ROWS))  # missing, inf, unseen together
+    for batch in batches:
+        assert batch.num_rows <= boosting.FEW_ROWS
+        fast = serving.score(compiled, pipe, batch, schema, "main")
+        slow = serving.score(None, pipe, batch, schema, "main")
+        assert fast.prediction.tobytes() == slow.prediction.tobytes()
+        if slow.proba is not None:
+            assert fast.proba is not None and fast.proba.tobytes() == slow.proba.tobytes()
+
+
+def test_trees_that_differ_from_sklearn_are_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk is used only once it gave sklearn's bits on the check rows: one threshold moved
+    and the model answers itself."""
+    from core.engine import boosting
+
+    real = boosting.Trees
+
+    class Moved(real):  # type: ignore[misc, valid-type]
+        def __init__(self, model: object) -> None:
+            super().__init__(model)
+            splits = ~self.leaf
+            self.threshold = np.where(splits, self.threshold + 1e-3, self.threshold)
+
+    pipe, schema = fitted("hist_gradient_boosting", "binary")
+    monkeypatch.setattr(boosting, "Trees", Moved)
+    compiled = compile_pipeline(pipe, schema, training_rows())
+    assert compiled is not None
+    assert compiled.model is pipe.steps[-1][1], "sklearn's own model, not the walk"
+
+
+def test_categorical_splits_and_other_models_are_left_to_sklearn() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from core.engine import boosting
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.integers(0, 4, 200), rng.normal(size=200)])
+    y = (x[:, 0] % 2 == 0).astype(int)
+    categorical = HistGradientBoostingClassifier(categorical_features=[0], max_iter=5).fit(x, y)
+    assert boosting.fast(categorical) is None
+    assert boosting.fast(LogisticRegression().fit(x, y)) is None
+    numeric = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    assert isinstance(boosting.fast(numeric), boosting.Trees)

@@ -9,7 +9,9 @@ very array sklearn would have given it and predicts the same bits.
 
 Anything else (an imported pipeline, a step or an option this module does not know) does not
 compile and is served by sklearn itself. A compiled pipeline is also checked on sample rows
-against sklearn when it is made: a difference in any bit leaves it out.
+against sklearn when it is made: a difference in any bit leaves it out. A histogram boosting
+model after it is walked by numpy for a few rows (core/engine/boosting.py), once that too gave
+sklearn's bits on those rows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.engine import model_input
+from core.engine import boosting, model_input
 from core.entities import ModelSchema
 
 log = logging.getLogger("modeldeck.compiled")
@@ -156,12 +158,30 @@ def compile_pipeline(
     except NotCompiled as exc:
         log.info("served by sklearn: %s", exc)
         return None
-    if sample is not None and not all(
-        _agrees(estimator, compiled, schema, rows) for rows in _checks(schema, sample)
-    ):
+    if sample is None:
+        return compiled
+    checks = _checks(schema, sample)
+    if not all(_agrees(estimator, compiled, schema, rows) for rows in checks):
         log.warning("the compiled pipeline differs from sklearn on sample rows: not used")
         return None
-    return compiled
+    return _with_trees(compiled, [_matrix(estimator, schema, rows) for rows in checks])
+
+
+def _matrix(estimator: Any, schema: ModelSchema, rows: pa.RecordBatch) -> np.ndarray:
+    frame = model_input.finite(model_input.to_model_frame(rows, schema))
+    return np.asarray(estimator[:-1].transform(frame), dtype=np.float64)
+
+
+def _with_trees(compiled: CompiledPipeline, matrices: list[np.ndarray]) -> CompiledPipeline:
+    """The compiled pipeline with its histogram boosting model walked by numpy for a few rows
+    (core/engine/boosting.py), when that gives sklearn's bits on every check matrix."""
+    trees = boosting.fast(compiled.model)
+    if trees is None:
+        return compiled
+    if not all(boosting.agrees(trees, matrix) for matrix in matrices):
+        log.warning("the numpy walk of the trees differs from sklearn: not used")
+        return compiled
+    return replace(compiled, model=trees)
 
 
 def _compile(estimator: Any) -> CompiledPipeline:
@@ -256,8 +276,7 @@ def _agrees(
 ) -> bool:
     """Does the compiled matrix equal sklearn's, bit for bit, on these raw rows?"""
     try:
-        frame = model_input.finite(model_input.to_model_frame(rows, schema))
-        expected = np.asarray(estimator[:-1].transform(frame), dtype=np.float64)
+        expected = _matrix(estimator, schema, rows)
         got = compiled.transform(model_input.to_model_arrays(rows, schema), rows.num_rows)
     except Exception as exc:  # rows sklearn or this module cannot take: not compiled
         log.info("the compiled pipeline could not be checked: %s", exc)
