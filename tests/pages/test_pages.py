@@ -121,6 +121,15 @@ def test_model_page_deep_link_and_unknown_id(demo_env: Store, open_page: OpenPag
     model = registry.list_models(demo_env)[0]
     at = open_page("pages/model.py", id=model.id)
     assert any(model.algorithm in s.value for s in at.subheader)
+    # Only the open tab renders, and the leaderboard's chart waits for its toggle (the first
+    # plotly chart of a browser tab loads plotly's bundle).
+    assert not at.get("plotly_chart") and not [s for s in at.selectbox if s.label == "Feature"]
+    at.toggle(key="model_board_show").set_value(True).run()
+    assert len(at.get("plotly_chart")) == 1
+    at.session_state["model_tabs"] = "Training profile"
+    at.run()
+    assert at.selectbox(key="profile_feature").value == model.schema.features[0].name
+    assert len(at.get("plotly_chart")) == 2  # the feature's and the prediction's profile
     at = open_page("pages/model.py", id="mdl_nope")
     assert any("No model 'mdl_nope'" in e for e in errors(at))
     assert not at.exception
