@@ -15,7 +15,7 @@ model_id = st.query_params.get("id")
 model = None
 if model_id:
     try:
-        model = registry.get_model(store, model_id)
+        model = ui.cached_read(registry.get_model, store, model_id)
     except NotFound as exc:
         ui.show_error(exc)
 if model is not None and ui.no_access(

@@ -175,7 +175,9 @@ def recheck_access(store: Store, project_id: str | None) -> None:
 
 def project_name(store: Store, project_id: str) -> str:
     if PROJECT_NAMES_KEY not in st.session_state:
-        st.session_state[PROJECT_NAMES_KEY] = {p.id: p.name for p in projects.list_projects(store)}
+        st.session_state[PROJECT_NAMES_KEY] = {
+            p.id: p.name for p in cached_read(projects.list_projects, store)
+        }
     return str(st.session_state[PROJECT_NAMES_KEY].get(project_id, project_id))
 
 
@@ -202,7 +204,7 @@ def project_picker(store: Store, action: str, key: str, label: str = "Project") 
     """A choice of the projects where the logged-in user may do `action`, or a new project
     (any user may create one and owns it). Returns the project's name, or None (with a
     caption saying why) when nothing can be chosen yet."""
-    names = {p.id: p.name for p in projects.list_projects(store, visible_to=actor())}
+    names = {p.id: p.name for p in cached_read(projects.list_projects, store, visible_to=actor())}
     allowed = sorted(n for pid, n in names.items() if denied(store, pid, action) is None)
     wanted = st.query_params.get("project")
     options = [*allowed, NEW_PROJECT]
