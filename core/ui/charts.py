@@ -414,27 +414,18 @@ def _when(at: datetime | None) -> str:
     return "" if at is None else f"{at:%b %d %H:%M}"
 
 
-def over_runs(
-    fig: go.Figure, times: Sequence[datetime | None], unit: str = "run", axis: str = "xaxis"
-) -> go.Figure:
+def over_runs(fig: go.Figure, times: Sequence[datetime | None], unit: str = "run") -> go.Figure:
     """Put a chart's x axis in run order (1 = oldest), labelled by date and minute, never by
     milliseconds (two runs a second apart gave ticks such as 20:03:18.4475), and say on the
-    chart when there are too few runs for a trend. `unit`: what a point is (run, hour, day);
-    `axis`: the x axis of the runs ("xaxis2": the right-hand chart of drift_feature_figure)."""
+    chart when there are too few runs for a trend. `unit`: what a point is (run, hour, day)."""
     n = len(times)
     step = max(1, math.ceil(n / 10))
-    fig.update_layout(
-        {
-            axis: {
-                "title": {
-                    "text": RUN_AXIS if unit == "run" else f"{unit} with traffic (oldest first)"
-                },
-                "tickmode": "array",
-                "tickvals": list(range(1, n + 1))[::step],
-                "ticktext": [_when(t) for t in times][::step],
-                "range": [0.5, max(n, 1) + 0.5],
-            }
-        }
+    fig.update_xaxes(
+        title_text=RUN_AXIS if unit == "run" else f"{unit} with traffic (oldest first)",
+        tickmode="array",
+        tickvals=list(range(1, n + 1))[::step],
+        ticktext=[_when(t) for t in times][::step],
+        range=[0.5, max(n, 1) + 0.5],
     )
     if n < TREND_RUNS:
         fig.add_annotation(
@@ -488,31 +479,6 @@ def drift_time_figure(series: Any, feature: str, unit: str = "run") -> go.Figure
         height=300,
     )
     return over_runs(fig, times, unit)
-
-
-def drift_feature_figure(f: Any, series: Any, unit: str = "run") -> go.Figure:
-    """A feature's training vs served shares per bucket (drift_overlay_figure) and, on the
-    right, its PSI per run or per hour or day of calls (drift_time_figure), in one figure: a
-    feature picked redraws one chart, not two (each plotly chart is redrawn on its own).
-    Without `series`, the shares alone. Built on plain axes (make_subplots costs ~50 ms)."""
-    fig = drift_overlay_figure(f)
-    if series is None:
-        return fig
-    psi = drift_time_figure(series, f.name, unit)
-    fig.add_traces([trace.update(xaxis="x2", yaxis="y2", showlegend=False) for trace in psi.data])
-    fig.update_layout(
-        xaxis_domain=[0, 0.52],
-        xaxis2={"domain": [0.6, 1], "anchor": "y2"},
-        yaxis2={
-            "anchor": "x2",
-            "title": {"text": f"PSI per {unit}"},
-            "rangemode": "tozero",
-        },
-        legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-        margin={"t": 60, "b": 10},
-        height=340,
-    )
-    return over_runs(fig, [p.at for p in series.points if p.feature == f.name], unit, "xaxis2")
 
 
 def drift_share_figure(series: Any) -> go.Figure:

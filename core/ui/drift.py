@@ -133,15 +133,11 @@ def _thresholds(store: Store, d: Deployment, current: Thresholds) -> None:
         )
 
 
-def _overlay(
-    feature: FeatureDrift, key: str, series: drift.DriftSeries | None = None, unit: str = "run"
-) -> None:
-    """A scored feature's shares, with its PSI per run (or bucket) beside them when `series`
-    is given (one figure: charts.drift_feature_figure); an unscored one says why."""
+def _overlay(feature: FeatureDrift, key: str) -> None:
     if feature.status == "n/a":
         st.info(f"{feature.name}: not scored ({feature.note}).")
         return
-    st.plotly_chart(charts.drift_feature_figure(feature, series, unit), key=key)
+    st.plotly_chart(charts.drift_overlay_figure(feature), key=key)
     if feature.note:
         st.caption(feature.note)
 
@@ -242,14 +238,15 @@ def _feature(
     series: drift.DriftSeries | None,
     unit: str = "run",
 ) -> None:
-    """The feature picker and its chart: picking a feature reruns only this fragment, on the
-    report of the page's run, and redraws one figure (shares and PSI over time side by side:
-    two plotly charts made a pick ~0.25 s slower)."""
+    """The feature picker and its charts: picking a feature reruns only this fragment, on the
+    report of the page's run."""
     ui.recheck_access(store, d.project_id)
     names = [f.name for f in most_drifted_first(report)]  # opens on the most drifted one
     chosen = st.selectbox("Feature", names, key=f"drift_feature_{d.id}")
     feature = next(f for f in report.features if f.name == chosen)
-    _overlay(feature, f"drift_feature_chart_{d.id}", series, unit)
+    _overlay(feature, key=f"drift_overlay_{d.id}")
+    if series is not None and feature.status != "n/a":
+        st.plotly_chart(charts.drift_time_figure(series, chosen, unit), key=f"drift_time_{d.id}")
 
 
 def runs_token(store: Store, d: Deployment) -> tuple[str, ...]:

@@ -40,7 +40,6 @@ def test_every_chart_has_a_title_and_axis_titles(
     run = score_with_drift(trained_store, deployed.name, served(400, shifted=True))
     series = drift.drift_over_time(trained_store, deployed.name, 30)
     report = drift.drift_report(trained_store, deployed.name)
-    by_name = {f.name: f for f in report.features}
     [row] = explain.explain_rows(trained_store, run.id, [0], "main", None, by="row")
     importance = explain.global_importance(trained_store, run.id, sample=60)
     sample = explain.get_shap_sample(trained_store, run.id)
@@ -65,7 +64,6 @@ def test_every_chart_has_a_title_and_axis_titles(
         "dependence": charts.dependence_figure(sample, "age", "age"),
         "drift overlay": charts.drift_overlay_figure(report.features[0]),
         "drift per run": charts.drift_time_figure(series, "age"),
-        "drift feature": charts.drift_feature_figure(by_name["age"], series),
         "drifted share": charts.drift_share_figure(series),
         "agreement": charts.agreement_figure(found),
         "distribution": charts.distribution_figure(found),
@@ -83,13 +81,6 @@ def test_every_chart_has_a_title_and_axis_titles(
     assert charts.drift_overlay_figure(report.prediction).layout.xaxis.type == "category"
     assert figures["distribution"].layout.xaxis.type == "category"
     assert figures["drift per run"].layout.yaxis.rangemode == "tozero"  # PSI is never negative
-    # A picked feature's shares and PSI per run are one figure (one chart to redraw), with
-    # the runs' axis on the right-hand side.
-    both = figures["drift feature"].layout
-    assert (both.xaxis2.title.text, both.yaxis2.title.text) == ("run (oldest first)", "PSI per run")
-    assert both.yaxis2.rangemode == "tozero" and both.xaxis.type == "category"
-    assert [t.xaxis for t in figures["drift feature"].data] == [None, None, "x2"]
-    assert list(figures["drift feature"].data[2].y) == list(figures["drift per run"].data[0].y)
 
 
 def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(

@@ -4,8 +4,6 @@ page link needs the app's navigation, so it is checked on the deployment page on
 
 from __future__ import annotations
 
-import json
-
 from streamlit.testing.v1 import AppTest
 
 from core import drift
@@ -45,9 +43,6 @@ def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
     }  # sorted by PSI, highest first
     assert at.metric[0].value == "3 of 7"
     assert at.selectbox(key=f"drift_feature_{deployed.id}").value == table["feature"][0]
-    # The headline, the picked feature's shares and PSI per run (one figure), the prediction's.
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-    assert len(titles) == 3 and titles[1].startswith(f"{table['feature'][0]}: drifted"), titles
     inputs = {n.label: n for n in at.number_input}
     inputs["Moderate from"].set_value(5.0)
     inputs["Drifted from"].set_value(50.0)
