@@ -1,7 +1,7 @@
 """The UI in a real browser: how long each page takes to be ready, and each common action.
 
 Run: `.venv/bin/python bench/ui_bench.py [--home DIR] [--app-dir DIR] [--repeat 3] [--runs 20]
-[--traffic [--days 30] [--per-hour 1389]]`.
+[--traffic [--days 30] [--per-hour 1389]] [--only cold in-app section action]`.
 
 Builds (in `--home` when it is missing, else in a temporary folder deleted afterwards) a demo
 workspace (`modeldeck demo`) with the
@@ -286,8 +286,17 @@ def deep_links(name: str, run_id: str, model_id: str) -> dict[str, str]:
     }
 
 
+GROUPS = ("cold", "in-app", "section", "action")
+
+
 def measure(
-    browser: Browser, url: str, name: str, run_id: str, model_id: str, repeat: int
+    browser: Browser,
+    url: str,
+    name: str,
+    run_id: str,
+    model_id: str,
+    repeat: int,
+    groups: tuple[str, ...] = GROUPS,
 ) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {}
 
@@ -314,19 +323,21 @@ def measure(
         ("next results page", f"results?run={run_id}", None, next_page),
     ]
     for _ in range(repeat):
-        for label, path in deep_links(name, run_id, model_id).items():
+        for label, path in deep_links(name, run_id, model_id).items() if "cold" in groups else ():
             page, seconds = open_page(browser, url + path)
             add(f"cold load: {label}", seconds)
             page.context.close()
-        page, _ = open_page(browser, url)  # one loaded app, clicked through as a user does
-        for title in NAV_PAGES:
-            add(f"in-app: {title}", act(page, lambda p, t=title: click_nav(p, t)))
-        page.context.close()
-        page, _ = open_page(browser, url + f"deployment?name={name}")
-        for _, title in (*SECTIONS[1:], SECTIONS[0]):  # from General, then back to it
-            add(f"section: {title}", act(page, lambda p, t=title: section_button(p, t).click()))
-        page.context.close()
-        for label, path, section, action in actions:
+        if "in-app" in groups:
+            page, _ = open_page(browser, url)  # one loaded app, clicked through as a user does
+            for title in NAV_PAGES:
+                add(f"in-app: {title}", act(page, lambda p, t=title: click_nav(p, t)))
+            page.context.close()
+        if "section" in groups:
+            page, _ = open_page(browser, url + f"deployment?name={name}")
+            for _, title in (*SECTIONS[1:], SECTIONS[0]):  # from General, then back to it
+                add(f"section: {title}", act(page, lambda p, t=title: section_button(p, t).click()))
+            page.context.close()
+        for label, path, section, action in actions if "action" in groups else ():
             page, _ = open_page(browser, url + path)
             if section:
                 go_to_section(page, section)
@@ -408,6 +419,13 @@ def main() -> None:
     )
     parser.add_argument("--days", type=int, default=30, help="of --traffic")
     parser.add_argument("--per-hour", type=int, default=1389, help="requests, of --traffic")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=GROUPS,
+        default=GROUPS,
+        help="measure only these groups (cold loads, in-app clicks, sections, widget actions)",
+    )
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="ui_bench_"))
     name, run_id = build(home, args.runs)
@@ -428,7 +446,7 @@ def main() -> None:
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
             )
             open_page(browser, url)[0].context.close()  # the server's first import, not timed
-            figures = measure(browser, url, name, run_id, model_id, args.repeat)
+            figures = measure(browser, url, name, run_id, model_id, args.repeat, tuple(args.only))
             browser.close()
     finally:
         proc.terminate()

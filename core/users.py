@@ -32,7 +32,7 @@ from typing import Any
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from core import access, audit
+from core import access, audit, last_seen
 from core.entities import User
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthorized
 from core.store import Store, Tx, new_id, utcnow
@@ -51,7 +51,7 @@ USERNAME = re.compile(r"^[\w@][\w.@+-]{0,63}$")
 FREE_FAILURES = 5
 MAX_BLOCK_SECONDS = 15 * 60
 FAILURES_FORGOTTEN_AFTER = timedelta(hours=1)
-TOUCH_SECONDS = 60  # a session's last-seen time is written at most once a minute
+TOUCH_SECONDS = 60  # a session's last-seen time is refreshed at most once a minute
 
 ANONYMOUS = "anonymous"  # the actor of audit entries about failed logins
 LOGIN_FAILED = "Wrong username or password."
@@ -455,7 +455,8 @@ def _session_row(tx: Tx, token: str) -> dict[str, Any] | None:
 def session_view(store: Store, token: str | None) -> SessionView | None:
     """The token's session with its user and roles, in one read; None for an unknown or ended
     session or a disabled user (the caller checks `is_live`). Refreshes the idle timer at most
-    once a minute, so a front end that keeps the view re-reads it within TOUCH_SECONDS."""
+    once a minute (core/last_seen.py: a file, so Store.version stays put), so a front end that
+    keeps the view re-reads it within TOUCH_SECONDS."""
     if not token:
         return None
 
@@ -467,11 +468,19 @@ def session_view(store: Store, token: str | None) -> SessionView | None:
         return SessionView(_user(row), roles, row["last_seen_at"], row["expires_at"])
 
     view = store.read(read)
+    if view is None:
+        return None
+    session_id = _digest(token)
+    refreshed = last_seen.read(store.workspace, session_id)
+    if refreshed is not None and refreshed > view.last_seen_at:
+        view = replace(view, last_seen_at=refreshed)
     now = utcnow()
-    if view is None or not view.is_live(now):
+    if not view.is_live(now):
         return view
     if (now - view.last_seen_at).total_seconds() >= TOUCH_SECONDS:
-        store.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [now, _digest(token)])
+        # A file, not the store: a write there would drop every read the UI keeps.
+        if not last_seen.write(store.workspace, session_id, now):
+            store.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", [now, session_id])
         view = replace(view, last_seen_at=now)
     return view
 
@@ -499,7 +508,9 @@ def end_session(store: Store, token: str | None) -> str | None:
         _audit(tx, row["username"], "logout", row["username"])
         return str(row["username"])
 
-    return store.write(write)
+    ended = store.write(write)
+    last_seen.forget(store.workspace, _digest(token))
+    return ended
 
 
 def end_sessions(tx: Tx, user_id: str, reason: str, keep: str | None = None) -> int:
@@ -556,6 +567,7 @@ def login(store: Store, username: str, password: str, *, client: str = "") -> Lo
         _audit(tx, name, "login", name, reason=client)
         return Login(_user(row), token)
 
+    last_seen.prune(store.workspace, idle_limit())
     return store.write(write)
 
 

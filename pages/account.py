@@ -14,8 +14,10 @@ st.markdown(
     f"**{me.display_name}** · `{me.username}` · instance {me.role}"
     + (f" · {me.email}" if me.email else "")
 )
-roles = access.roles(store, me.username)
-names = {p.id: p.name for p in projects.list_projects(store, visible_to=me.username)}
+roles = ui.cached_read(access.roles, store, me.username)
+names = {
+    p.id: p.name for p in ui.cached_read(projects.list_projects, store, visible_to=me.username)
+}
 st.dataframe(
     [{"project": names.get(pid, pid), "your role": role} for pid, role in roles.items()],
     hide_index=True,

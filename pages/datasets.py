@@ -61,7 +61,7 @@ with demo_tab:
             added = datasets.add_demo(store, name, project=project, actor=ui.actor())
             registered(added)
 
-found = datasets.list_datasets(store, visible_to=ui.actor())
+found = ui.cached_read(datasets.list_datasets, store, visible_to=ui.actor())
 st.subheader(f"Registered datasets ({len(found)})")
 if not found:
     st.info("No dataset yet: upload one above, or register a demo set.")

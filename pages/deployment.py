@@ -37,7 +37,7 @@ def schedule(store: Store, d: Deployment) -> None:
 
 
 def audit_log(store: Store, d: Deployment) -> None:
-    entries = audit.list_entries(store, d.name)
+    entries = ui.cached_read(audit.list_entries, store, d.name)
     st.dataframe(
         [
             {

@@ -20,7 +20,8 @@ names = ui.model_names(store)
 api = api_status.read_states(store.workspace)  # the API processes' own status files
 for d in found:
     # a validation is not a run of the pipeline's data: it does not count as the last run
-    last = [r for r in runs.list_runs(store, d.name, limit=20) if r.trigger != "validation"]
+    found_runs = ui.cached_read(runs.list_runs, store, d.name, limit=20)
+    last = [r for r in found_runs if r.trigger != "validation"]
     current = d.current
     rows.append(
         {

@@ -45,7 +45,7 @@ else:
     st.success("Only standard scikit-learn and numpy types: safe to load.")
 is_ready = trust_pickle if check.runs_code else len(trusted) == len(check.untrusted_types)
 
-found = datasets.list_datasets(store, visible_to=ui.actor())
+found = ui.cached_read(datasets.list_datasets, store, visible_to=ui.actor())
 if not found:
     st.info("Register the reference dataset first.")
     st.page_link("pages/datasets.py", label="Add a dataset", icon=":material/table_chart:")

@@ -15,7 +15,7 @@ model_id = st.query_params.get("id")
 model = None
 if model_id:
     try:
-        model = registry.get_model(store, model_id)
+        model = ui.cached_read(registry.get_model, store, model_id)
     except NotFound as exc:
         ui.show_error(exc)
 if model is not None and ui.no_access(
@@ -48,8 +48,9 @@ for col, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(
 scope = "reference dataset" if model.origin == "imported" else "20% holdout"
 st.caption(f"Metrics on the {scope}.")
 
-# Tabs rerun on a switch, so the Explainability tab's content runs only while it is open.
-(metrics_tab, deploy_tab, schema_tab, profile_tab, explain_tab, params_tab, artifact_tab) = st.tabs(
+# Tabs rerun on a switch, so only the open tab's content runs (and reaches the browser: a
+# hidden tab's charts and tables would load and draw there too, ~1 s on a first visit).
+tabs = st.tabs(
     [
         "Leaderboard",
         "Deploy",
@@ -62,54 +63,63 @@ st.caption(f"Metrics on the {scope}.")
     key="model_tabs",
     on_change="rerun",
 )
-with deploy_tab:
-    ui.deploy_form(store, model, key="model_deploy")
-with metrics_tab:
-    siblings = ui.cached_read(registry.list_models, store, version_id=model.version_id)
-    ui.show_leaderboard(siblings, key="model_board")
-    metric = charts.headline_metric(model.task)
-    if len(siblings) > 1:
-        st.plotly_chart(charts.leaderboard_figure(siblings, metric), key="model_board_chart")
-with schema_tab:
-    st.caption(
-        f"Target `{model.schema.target}`"
-        + (
-            f" · classes: {', '.join(map(str, model.schema.classes))}"
-            if model.schema.classes
-            else ""
+(metrics_tab, deploy_tab, schema_tab, profile_tab, explain_tab, params_tab, artifact_tab) = tabs
+if deploy_tab.open:
+    with deploy_tab:
+        ui.deploy_form(store, model, key="model_deploy")
+if metrics_tab.open:
+    with metrics_tab:
+        siblings = ui.cached_read(registry.list_models, store, version_id=model.version_id)
+        ui.show_leaderboard(siblings, key="model_board")
+        metric = charts.headline_metric(model.task)
+        # Behind a toggle: the first chart of a browser tab loads plotly's bundle (~1 s).
+        if len(siblings) > 1 and st.toggle(f"Chart of the {metric}", key="model_board_show"):
+            st.plotly_chart(charts.leaderboard_figure(siblings, metric), key="model_board_chart")
+if schema_tab.open:
+    with schema_tab:
+        st.caption(
+            f"Target `{model.schema.target}`"
+            + (
+                f" · classes: {', '.join(map(str, model.schema.classes))}"
+                if model.schema.classes
+                else ""
+            )
+            + (f" · prediction key `{model.schema.key_column}`" if model.schema.key_column else "")
         )
-        + (f" · prediction key `{model.schema.key_column}`" if model.schema.key_column else "")
-    )
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "column": f.name,
-                    "kind": f.kind,
-                    "dtype": f.dtype,
-                    "categories": ", ".join(f.categories[:20])
-                    + (" …" if len(f.categories) > 20 else ""),
-                }
-                for f in model.schema.features
-            ]
-        ),
-        hide_index=True,
-    )
-with profile_tab:
-    features = model.profile.get("features", {})
-    name = st.selectbox("Feature", list(features), key="profile_feature")
-    if name:
-        st.plotly_chart(charts.profile_figure(name, features[name]), key="profile_chart")
-        st.caption(f"Missing in training: {features[name]['missing_rate']:.1%} of rows.")
-    if "prediction" in model.profile:
-        st.plotly_chart(
-            charts.profile_figure("prediction", model.profile["prediction"]), key="prediction_chart"
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "column": f.name,
+                        "kind": f.kind,
+                        "dtype": f.dtype,
+                        "categories": ", ".join(f.categories[:20])
+                        + (" …" if len(f.categories) > 20 else ""),
+                    }
+                    for f in model.schema.features
+                ]
+            ),
+            hide_index=True,
         )
-with explain_tab:
-    if explain_tab.open:
+if profile_tab.open:
+    with profile_tab:
+        features = model.profile.get("features", {})
+        name = st.selectbox("Feature", list(features), key="profile_feature")
+        if name:
+            st.plotly_chart(charts.profile_figure(name, features[name]), key="profile_chart")
+            st.caption(f"Missing in training: {features[name]['missing_rate']:.1%} of rows.")
+        if "prediction" in model.profile:
+            st.plotly_chart(
+                charts.profile_figure("prediction", model.profile["prediction"]),
+                key="prediction_chart",
+            )
+if explain_tab.open:
+    with explain_tab:
         ui_explain.model_importance(store, model)
-with params_tab:
-    ui.settings_table(model.params, "parameter")
-with artifact_tab:
-    ui.settings_table(model.details()["artifact"], "field")
-    st.caption(f"{model.size_bytes / 1024:.1f} KB · checked against its SHA-256 on every load.")
+if params_tab.open:
+    with params_tab:
+        ui.settings_table(model.params, "parameter")
+if artifact_tab.open:
+    with artifact_tab:
+        ui.settings_table(model.details()["artifact"], "field")
+        st.caption(f"{model.size_bytes / 1024:.1f} KB · checked against its SHA-256 on every load.")

@@ -27,7 +27,7 @@ run_id = st.query_params.get("run")
 if not run_id:
     of = st.query_params.get("deployment")  # a deleted deployment's kept runs, for one
     # deleted deployments' runs included
-    recent = runs.list_runs(store, of, limit=200, visible_to=ui.actor())
+    recent = ui.cached_read(runs.list_runs, store, of, limit=200, visible_to=ui.actor())
     if not recent:
         st.info(
             f"No run of {of} yet." if of else "No run yet: open a deployment and press Run now."
@@ -52,7 +52,7 @@ if run is None or ui.no_access(store, run.project_id, f"run {run.id}"):
     st.stop()
 
 models = {
-    role: ui.model_label(registry.get_model(store, run.summary[role]["model_id"]))
+    role: ui.model_label(ui.cached_read(registry.get_model, store, run.summary[role]["model_id"]))
     for role in ("main", "challenger")
     if (run.summary.get(role) or {}).get("model_id")
 }

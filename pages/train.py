@@ -12,7 +12,7 @@ ui.header(
     "the experiment, with a leaderboard on a 20% holdout.",
 )
 store = ui.get_store()
-found = datasets.list_datasets(store, visible_to=ui.actor())
+found = ui.cached_read(datasets.list_datasets, store, visible_to=ui.actor())
 if not found:
     st.info("No dataset yet: register one (upload, path or demo set), then train on it here.")
     st.page_link("pages/datasets.py", label="Add a dataset first", icon=":material/table_chart:")
@@ -84,7 +84,7 @@ with left:
 experiment = right.text_input(
     "Experiment",
     key=f"experiment_{scope}",
-    value=training.default_experiment_name(store, dataset, target, project or ""),
+    value=ui.cached_read(training.default_experiment_name, store, dataset, target, project or ""),
 )
 
 plan = None

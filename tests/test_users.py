@@ -3,6 +3,7 @@ migration of a workspace made before there were users."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from datetime import timedelta
@@ -12,7 +13,7 @@ import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
-from core import access, audit, datasets, projects, users
+from core import access, audit, datasets, last_seen, projects, users
 from core.errors import Conflict, Forbidden, InvalidInput, TooManyAttempts, Unauthorized
 from core.store import Store, Tx, utcnow
 from core.workspace import Workspace
@@ -337,3 +338,65 @@ def test_members_see_who_the_users_are_but_not_their_e_mail(store: Store) -> Non
     as_admin = {u.username: u.email for u in users.list_users(store, seen_by="tester")}
     assert as_member["lia"] is None and as_admin["lia"] == "lia@example.org"
     assert set(as_member) == set(as_admin)
+
+
+def _age_store_files(store: Store, seconds: float = 60) -> None:
+    """Date the store's file and WAL back, as if the last write was `seconds` ago (so
+    Store.version gives a token instead of None for a write within RACY_SECONDS)."""
+    then = time.time() - seconds
+    db = store.workspace.db_path
+    for path in (db, db.with_name(db.name + ".wal")):
+        if path.exists():
+            os.utime(path, (then, then))
+
+
+def test_the_idle_timers_refresh_leaves_the_stores_version_alone(people: Store) -> None:
+    """The UI keeps reads until Store.version moves: a session's once-a-minute last-seen
+    time must not move it (it lives in a file of its own), while a real write does."""
+    done = users.login(people, "lia", PASSWORD)
+    stale = utcnow() - timedelta(seconds=users.TOUCH_SECONDS + 5)
+    people.execute("UPDATE sessions SET last_seen_at = ?", [stale])
+    _age_store_files(people)
+    kept = people.version()
+    assert kept is not None
+    seen = users.session_view(people, done.token)
+    assert seen is not None and utcnow() - seen.last_seen_at < timedelta(seconds=5)
+    assert people.version() == kept
+    # The refreshed time is what the next read of the session sees, even when the store's
+    # own last-seen time is past the idle limit.
+    people.execute(
+        "UPDATE sessions SET last_seen_at = ?", [utcnow() - users.idle_limit() - timedelta(1)]
+    )
+    again = users.session_view(people, done.token)
+    assert again is not None and again.last_seen_at == seen.last_seen_at
+    assert users.resolve_session(people, done.token) is not None
+    _age_store_files(people)
+    kept = people.version()
+    users.set_role(people, "lia", "admin", actor="tester")  # a real write
+    assert people.version() != kept
+
+
+def test_a_session_idle_since_its_last_refresh_expires(
+    people: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = users.login(people, "lia", PASSWORD)
+    stale = utcnow() - timedelta(seconds=users.TOUCH_SECONDS + 5)
+    people.execute("UPDATE sessions SET last_seen_at = ?", [stale])
+    assert users.resolve_session(people, done.token) is not None  # refreshed now
+    monkeypatch.setenv("MODELDECK_SESSION_IDLE_MINUTES", str(1 / 60))
+    time.sleep(1.1)
+    assert users.resolve_session(people, done.token) is None
+
+
+def test_old_last_seen_files_are_removed_at_the_next_login(
+    people: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = users.login(people, "lia", PASSWORD)
+    people.execute("UPDATE sessions SET last_seen_at = ?", [utcnow() - timedelta(minutes=5)])
+    assert users.resolve_session(people, done.token) is not None
+    folder = people.workspace.private_dir / last_seen.LAST_SEEN_DIR
+    assert len(list(folder.iterdir())) == 1
+    monkeypatch.setenv("MODELDECK_SESSION_IDLE_MINUTES", str(1 / 60))
+    time.sleep(1.1)
+    users.login(people, "lia", PASSWORD)
+    assert list(folder.iterdir()) == []

@@ -171,6 +171,28 @@ def test_an_idle_tick_reads_the_queue_marker_not_the_store(
     assert tick() == 0 and opened == []
 
 
+def test_an_idle_full_check_leaves_the_stores_version_alone(
+    trained_store: Store, deployed: Deployment
+) -> None:
+    """The UI keeps reads until Store.version moves: the worker's timers (heartbeat, lease
+    expiry, slots due, slot pruning) must not move it while there is nothing to do."""
+    tick = worker.Tick(trained_store, "w1")
+    assert tick() == 0
+    then = time.time() - 60  # as if the last write was a minute ago (not within RACY_SECONDS)
+    db = trained_store.workspace.db_path
+    for path in (db, db.with_name(db.name + ".wal")):
+        if path.exists():
+            os.utime(path, (then, then))
+    kept = trained_store.version()
+    assert kept is not None
+    tick.full_check_at = tick.prune_at = time.monotonic()  # both due
+    assert tick() == 0
+    worker.run_forever(trained_store, once=True)  # the heartbeat too
+    assert trained_store.version() == kept
+    runs.enqueue_run(trained_store, deployed.name, actor="tester")  # a real write
+    assert trained_store.version() != kept
+
+
 def test_the_full_check_finds_a_run_queued_without_the_marker(
     trained_store: Store, deployed: Deployment
 ) -> None:

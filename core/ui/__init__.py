@@ -5,6 +5,7 @@ streamlit; one module per panel, and charts.py builds every plotly figure."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import runpy
 import urllib.parse
@@ -175,7 +176,9 @@ def recheck_access(store: Store, project_id: str | None) -> None:
 
 def project_name(store: Store, project_id: str) -> str:
     if PROJECT_NAMES_KEY not in st.session_state:
-        st.session_state[PROJECT_NAMES_KEY] = {p.id: p.name for p in projects.list_projects(store)}
+        st.session_state[PROJECT_NAMES_KEY] = {
+            p.id: p.name for p in cached_read(projects.list_projects, store)
+        }
     return str(st.session_state[PROJECT_NAMES_KEY].get(project_id, project_id))
 
 
@@ -202,7 +205,7 @@ def project_picker(store: Store, action: str, key: str, label: str = "Project") 
     """A choice of the projects where the logged-in user may do `action`, or a new project
     (any user may create one and owns it). Returns the project's name, or None (with a
     caption saying why) when nothing can be chosen yet."""
-    names = {p.id: p.name for p in projects.list_projects(store, visible_to=actor())}
+    names = {p.id: p.name for p in cached_read(projects.list_projects, store, visible_to=actor())}
     allowed = sorted(n for pid, n in names.items() if denied(store, pid, action) is None)
     wanted = st.query_params.get("project")
     options = [*allowed, NEW_PROJECT]
@@ -450,6 +453,42 @@ def sidebar_status(store: Store) -> None:
         ):
             mark = "🟢" if status.is_alive else "🔴"
             st.caption(f"{mark} {status.name}: {status.detail}")
+        preload_charts()
+
+
+PRELOAD_AFTER_MS = 3000
+
+
+@functools.cache
+def plotly_chunk() -> str | None:
+    """The file name of the part of Streamlit's frontend that draws plotly charts (it loads
+    when a tab draws its first chart), None if this Streamlit has no such file."""
+    folder = Path(st.__file__).parent / "static" / "static" / "js"
+    found = sorted(p.name for p in folder.glob("PlotlyChart.*.js"))
+    return found[0] if len(found) == 1 else None
+
+
+def preload_charts() -> None:
+    """Load plotly's part of the frontend once per browser tab, PRELOAD_AFTER_MS after this
+    element is drawn and when the tab is idle. It is 4.7 MB of JavaScript (~1 s to parse and
+    run on a busy box), which Streamlit fetches only when a chart is first drawn: the first
+    page with a chart then took 1 s longer. Loaded beforehand, Streamlit's own import of the
+    same file finds it ready. Nothing is drawn; without the file, nothing is done."""
+    chunk = plotly_chunk()
+    if chunk is None:
+        return
+    st.html(
+        "<script>(() => {"
+        " if (window.__modeldeckCharts) return; window.__modeldeckCharts = true;"
+        " const own = document.querySelector('script[src*=\"/static/js/\"]');"
+        " if (!own) return;"
+        f" const url = new URL('{chunk}', own.src).href;"
+        " const idle = window.requestIdleCallback || ((f) => setTimeout(f, 0));"
+        f" setTimeout(() => idle(() => import(url).catch(() => {{}}), {{timeout: 5000}}),"
+        f" {PRELOAD_AFTER_MS});"
+        "})();</script>",
+        unsafe_allow_javascript=True,
+    )
 
 
 def link_table(

@@ -54,7 +54,9 @@ def who_may_use(store: Store, d: Deployment) -> str:
         return "anyone with the link, without logging in"
     if d.access == "instance":
         return "every logged-in user"
-    return f"collaborators of project {projects.get_project(store, d.project_id).name}"
+    return (
+        f"collaborators of project {ui.cached_read(projects.get_project, store, d.project_id).name}"
+    )
 
 
 def share_box(store: Store, d: Deployment) -> None:

@@ -324,10 +324,14 @@ def test_model_parameters_and_artifact_read_as_tables(
 ) -> None:
     model = registry.list_models(trained_store)[0]
     at = open_page("pages/model.py", id=model.id)
+    at.session_state["model_tabs"] = "Parameters"  # only the open tab renders
+    at.run()
     assert not at.get("json")
-    params = at.dataframe[-2].value
+    params = at.dataframe[-1].value
     assert set(params["parameter"]) == set(model.params)
     assert "None" not in set(params["value"]) and "null" not in set(params["value"])
+    at.session_state["model_tabs"] = "Artifact"
+    at.run()
     artifact = dict(
         zip(at.dataframe[-1].value["field"], at.dataframe[-1].value["value"], strict=True)
     )

@@ -121,6 +121,15 @@ def test_model_page_deep_link_and_unknown_id(demo_env: Store, open_page: OpenPag
     model = registry.list_models(demo_env)[0]
     at = open_page("pages/model.py", id=model.id)
     assert any(model.algorithm in s.value for s in at.subheader)
+    # Only the open tab renders, and the leaderboard's chart waits for its toggle (the first
+    # plotly chart of a browser tab loads plotly's bundle).
+    assert not at.get("plotly_chart") and not [s for s in at.selectbox if s.label == "Feature"]
+    at.toggle(key="model_board_show").set_value(True).run()
+    assert len(at.get("plotly_chart")) == 1
+    at.session_state["model_tabs"] = "Training profile"
+    at.run()
+    assert at.selectbox(key="profile_feature").value == model.schema.features[0].name
+    assert len(at.get("plotly_chart")) == 2  # the feature's and the prediction's profile
     at = open_page("pages/model.py", id="mdl_nope")
     assert any("No model 'mdl_nope'" in e for e in errors(at))
     assert not at.exception
@@ -168,3 +177,20 @@ def test_import_of_a_file_that_is_not_a_model(store: Store, open_page: OpenPage)
     next(b for b in at.button if b.label == "Import").click().run()
     assert any("not a model with predict()" in e for e in errors(at))
     assert registry.list_models(store) == []
+
+
+def test_every_page_loads_the_chart_code_once_the_tab_is_idle(
+    store: Store, open_page: OpenPage
+) -> None:
+    """The sidebar carries a script that imports Streamlit's own plotly chunk when the tab is
+    idle (core.ui.preload_charts); logged out, the page has no such script."""
+    from core import ui
+
+    chunk = ui.plotly_chunk()
+    assert chunk is not None and chunk.startswith("PlotlyChart.")
+    static = Path(ui.st.__file__).parent / "static" / "static" / "js"
+    assert (static / chunk).is_file()
+    scripts = [h.proto.body for h in open_page("pages/home.py").get("html")]
+    assert [s for s in scripts if chunk in s and "import(url)" in s]
+    logged_out = open_page("pages/home.py", as_user=None).get("html")
+    assert not [h for h in logged_out if chunk in h.proto.body]
