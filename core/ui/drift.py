@@ -230,6 +230,23 @@ def _traffic_drift(store: Store, d: Deployment, source: str) -> None:
     st.caption("Infinite values cannot be logged (JSON has none): in calls they count as missing.")
 
 
+CHIPS_UP_TO = 12  # features shown as one-click chips; more get a select box that filters
+
+
+def pick_feature(names: list[str], key: str) -> str:
+    """The feature to chart, the first (most drifted) at first: one click on a chip when there
+    are few (a select box took a click, typing and Enter), a select box that filters as one
+    types when there are many. Clicking the chosen chip again keeps it."""
+    if len(names) > CHIPS_UP_TO:
+        return str(st.selectbox("Feature", names, key=key))
+    kept = f"{key}_kept"
+    chosen = st.pills("Feature", names, default=names[0], key=key)
+    if chosen not in names:  # clicked again (no chip left chosen), or another run's features
+        chosen = st.session_state.get(kept) if st.session_state.get(kept) in names else names[0]
+    st.session_state[kept] = chosen
+    return str(chosen)
+
+
 @st.fragment
 def _feature(
     store: Store,
@@ -242,7 +259,7 @@ def _feature(
     report of the page's run."""
     ui.recheck_access(store, d.project_id)
     names = [f.name for f in most_drifted_first(report)]  # opens on the most drifted one
-    chosen = st.selectbox("Feature", names, key=f"drift_feature_{d.id}")
+    chosen = pick_feature(names, key=f"drift_feature_{d.id}")
     feature = next(f for f in report.features if f.name == chosen)
     _overlay(feature, key=f"drift_overlay_{d.id}")
     if series is not None and feature.status != "n/a":

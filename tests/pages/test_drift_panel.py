@@ -4,6 +4,9 @@ page link needs the app's navigation, so it is checked on the deployment page on
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import drift
@@ -42,10 +45,47 @@ def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
         "contract",
     }  # sorted by PSI, highest first
     assert at.metric[0].value == "3 of 7"
-    assert at.selectbox(key=f"drift_feature_{deployed.id}").value == table["feature"][0]
+    # seven features: one-click chips, starting on the most drifted one
+    chips = at.pills(key=f"drift_feature_{deployed.id}")
+    assert chips.value == table["feature"][0] and len(chips.options) == 7
+    chips.set_value(table["feature"][2]).run()
+    assert not at.exception
+    assert at.pills(key=f"drift_feature_{deployed.id}").value == table["feature"][2]
+    third = table["feature"][2]
+    assert f"{third}: PSI per run" in _chart_titles(at)
+    at.pills(key=f"drift_feature_{deployed.id}").set_value(None).run()  # the chosen one again
+    assert not at.exception
+    assert f"{third}: PSI per run" in _chart_titles(at), "it stays on the choice"
     inputs = {n.label: n for n in at.number_input}
     inputs["Moderate from"].set_value(5.0)
     inputs["Drifted from"].set_value(50.0)
     at.button[0].click().run()
     assert drift.drift_report(trained_store, deployed.name).thresholds.drifted == 50.0
     assert at.metric[0].value == "0 of 7"
+
+
+def _chart_titles(at: AppTest) -> list[str]:
+    return [
+        json.loads(c.proto.spec).get("layout", {}).get("title", {}).get("text", "")
+        for c in at.get("plotly_chart")
+    ]
+
+
+def _picker(count: int) -> None:
+    import streamlit as st
+
+    from core.ui.drift import pick_feature
+
+    st.caption(pick_feature([f"f{i}" for i in range(count)], key="pick"))
+
+
+@pytest.mark.parametrize("count", [3, 13])
+def test_few_features_are_chips_and_many_a_select_box_that_filters(count: int) -> None:
+    at = AppTest.from_function(_picker, args=(count,)).run()
+    assert not at.exception
+    chips = [p for p in at.pills if p.key == "pick"]
+    boxes = [s for s in at.selectbox if s.key == "pick"]
+    assert (len(chips), len(boxes)) == ((1, 0) if count <= 12 else (0, 1))
+    assert at.caption[0].value == "f0"  # the first, the most drifted, at first
+    (chips or boxes)[0].set_value("f2").run()
+    assert at.caption[0].value == "f2"
