@@ -160,16 +160,14 @@ def compile_pipeline(
         return None
     if sample is None:
         return compiled
-    checks = _checks(schema, sample)
-    if not all(_agrees(estimator, compiled, schema, rows) for rows in checks):
-        log.warning("the compiled pipeline differs from sklearn on sample rows: not used")
-        return None
-    return _with_trees(compiled, [_matrix(estimator, schema, rows) for rows in checks])
-
-
-def _matrix(estimator: Any, schema: ModelSchema, rows: pa.RecordBatch) -> np.ndarray:
-    frame = model_input.finite(model_input.to_model_frame(rows, schema))
-    return np.asarray(estimator[:-1].transform(frame), dtype=np.float64)
+    matrices = []
+    for rows in _checks(schema, sample):
+        matrix = _agreed_matrix(estimator, compiled, schema, rows)
+        if matrix is None:
+            log.warning("the compiled pipeline differs from sklearn on sample rows: not used")
+            return None
+        matrices.append(matrix)
+    return _with_trees(compiled, matrices)
 
 
 def _with_trees(compiled: CompiledPipeline, matrices: list[np.ndarray]) -> CompiledPipeline:
@@ -271,16 +269,19 @@ def _checks(schema: ModelSchema, sample: pa.RecordBatch) -> list[pa.RecordBatch]
     ]
 
 
-def _agrees(
+def _agreed_matrix(
     estimator: Any, compiled: CompiledPipeline, schema: ModelSchema, rows: pa.RecordBatch
-) -> bool:
-    """Does the compiled matrix equal sklearn's, bit for bit, on these raw rows?"""
+) -> np.ndarray | None:
+    """sklearn's matrix of these raw rows when the compiled one equals it bit for bit (the
+    model's check then reuses it), else None."""
     try:
-        expected = _matrix(estimator, schema, rows)
+        frame = model_input.finite(model_input.to_model_frame(rows, schema))
+        expected = np.asarray(estimator[:-1].transform(frame), dtype=np.float64)
         got = compiled.transform(model_input.to_model_arrays(rows, schema), rows.num_rows)
     except Exception as exc:  # rows sklearn or this module cannot take: not compiled
         log.info("the compiled pipeline could not be checked: %s", exc)
-        return False
-    return got.shape == expected.shape and bool(
-        np.array_equal(got.view(np.uint64), expected.view(np.uint64))
+        return None
+    same = got.shape == expected.shape and np.array_equal(
+        got.view(np.uint64), expected.view(np.uint64)
     )
+    return expected if same else None

@@ -422,7 +422,7 @@ def progress_bar(label: str) -> Progress:
 def _api_status(home: str) -> sidecars.SidecarStatus:
     """Running when an API process of this workspace keeps its status file fresh (whatever
     its port); else what its default address answers. Cached for 5 s by workspace."""
-    states = api_status.read_states(Workspace(Path(home)))
+    states = _api_states(home)
     fresh = [s for s in states if s.is_fresh()]
     if not fresh:
         return sidecars.api_status(api_status.api_url(states))
@@ -434,13 +434,14 @@ def _api_status(home: str) -> sidecars.SidecarStatus:
 
 
 @st.cache_data(ttl=5, show_spinner=False)
-def _api_url(home: str) -> str:
-    return api_status.api_url(api_status.read_states(Workspace(Path(home))))
+def _api_states(home: str) -> list[api_status.ApiState]:
+    """The API processes' status files, read once per 5 s for the sidebar and the pages."""
+    return api_status.read_states(Workspace(Path(home)))
 
 
 def api_url(store: Store) -> str:
-    """The address callers reach the API at (the running API's own, cached for 5 s)."""
-    return _api_url(str(store.workspace.home))
+    """The address callers reach the API at (the running API's own)."""
+    return api_status.api_url(_api_states(str(store.workspace.home)))
 
 
 def sidebar_status(store: Store) -> None:

@@ -242,7 +242,8 @@ def pick_feature(names: list[str], key: str) -> str:
     kept = f"{key}_kept"
     chosen = st.pills("Feature", names, default=names[0], key=key)
     if chosen not in names:  # clicked again (no chip left chosen), or another run's features
-        chosen = st.session_state.get(kept) if st.session_state.get(kept) in names else names[0]
+        before = st.session_state.get(kept)
+        chosen = before if before in names else names[0]
     st.session_state[kept] = chosen
     return str(chosen)
 
