@@ -15,19 +15,15 @@ for the same rows, to the last bit.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from threadpoolctl import ThreadpoolController
 
 from core import api_status, deployments, keys, registry
 from core.engine import model_input, predict
@@ -322,44 +318,6 @@ def score(
     return predict.score(compiled.model, compiled.transform(arrays, batch.num_rows), task, who)
 
 
-SPREAD_ROWS = 256  # a batch of this many rows may use the cores idle when it starts
-_controller: ThreadpoolController | None = None
-
-
-def spare_threads() -> int:
-    """OpenMP threads a batch may take now: this one plus the cores nothing else runs on at
-    this moment (the running count of /proc/loadavg, which counts this thread); 1 where the
-    count cannot be read."""
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            running = int(f.read().split()[3].split(b"/")[0])
-        cores = len(os.sched_getaffinity(0))
-    except (OSError, ValueError, IndexError, AttributeError):
-        return 1
-    return max(1, min(cores, cores - running + 1))
-
-
-@contextlib.contextmanager
-def idle_cores(rows: int) -> Iterator[int]:
-    """Let a large batch's OpenMP model (histogram boosting) use the cores idle right now;
-    yields the thread count. The API pins one thread, as one row on two threads of a busy box
-    was 10-20x slower; a batch of SPREAD_ROWS or more on an idle core is about twice as fast.
-    OpenMP's thread count belongs to the calling thread, so this never reaches another
-    request's thread."""
-    global _controller
-    threads = spare_threads() if rows >= SPREAD_ROWS else 1
-    if threads <= 1:
-        yield 1
-        return
-    if _controller is None:  # finding the thread pools walks the loaded libraries: once
-        _controller = ThreadpoolController()
-    limiter = _controller.limit(limits=threads, user_api="openmp")
-    try:
-        yield threads
-    finally:
-        limiter.restore_original_limits()
-
-
 def probability_rows(names: list[str], proba: Any) -> list[dict[str, float]]:
     """Each row's probabilities by class name, as Python floats (a binary model's pairs built
     directly: four times faster than dict(zip()) on a 1,000-row batch)."""
@@ -386,8 +344,7 @@ def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> A
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     assert batch is not None
     compiled = None if explained else endpoint.main_compiled
-    with idle_cores(batch.num_rows):
-        scored = score(compiled, endpoint.main_estimator, batch, endpoint.main, "main")
+    scored = score(compiled, endpoint.main_estimator, batch, endpoint.main, "main")
     classes = [plain(c) for c in scored.classes] if scored.proba is not None else None
     probabilities = None
     if scored.proba is not None and classes is not None:

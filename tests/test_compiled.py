@@ -135,45 +135,6 @@ def test_a_compiled_pipeline_that_differs_from_sklearn_is_not_used() -> None:
     assert len(scored.prediction) == 20  # still served, by sklearn
 
 
-def _openmp_threads() -> set[int]:
-    from threadpoolctl import threadpool_info
-
-    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
-
-
-@pytest.mark.parametrize("task", ["binary", "multiclass"])
-def test_a_large_batch_on_idle_cores_gives_the_same_bits(
-    task: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch of SPREAD_ROWS rows or more may use the idle cores (OpenMP threads of histogram
-    boosting); it predicts exactly what one thread predicts, and the API's one-thread limit is
-    back afterwards. One row never spreads, whatever the cores."""
-    from threadpoolctl import threadpool_limits
-
-    pipe, schema = fitted("hist_gradient_boosting", task)
-    compiled = compile_pipeline(pipe, schema, training_rows())
-    batch = training_rows(serving.SPREAD_ROWS + 44)
-    with threadpool_limits(limits=1):
-        alone = serving.score(compiled, pipe, batch, schema, "main")
-        monkeypatch.setattr(serving, "spare_threads", lambda: 2)
-        with serving.idle_cores(1) as threads:
-            assert threads == 1 and _openmp_threads() == {1}
-        with serving.idle_cores(batch.num_rows) as threads:
-            assert threads == 2 and _openmp_threads() == {2}
-            spread = serving.score(compiled, pipe, batch, schema, "main")
-        assert _openmp_threads() == {1}
-    assert alone.proba is not None and spread.proba is not None
-    assert spread.proba.tobytes() == alone.proba.tobytes()
-    assert spread.prediction.tobytes() == alone.prediction.tobytes()
-
-
-def test_spare_threads_counts_this_thread_and_the_idle_cores() -> None:
-    import os
-
-    cores = len(os.sched_getaffinity(0))
-    assert 1 <= serving.spare_threads() <= cores
-
-
 def test_probability_rows_name_each_class() -> None:
     proba = np.array([[0.25, 0.75], [1.0, 0.0]])
     assert serving.probability_rows(["no", "yes"], proba) == [
