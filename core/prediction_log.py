@@ -12,7 +12,9 @@ loses its tail on SIGKILL). What survives what depends on `$MODELDECK_LOG_FSYNC`
 A segment rotates at SEGMENT_BYTES or SEGMENT_SECONDS; a rotated segment, or the open segment of
 a process that is gone, is closed. The worker compacts closed segments into Parquet
 (`predictions/compacted/day=YYYY-MM-DD/<segment>.parquet`, temp name + rename) and removes
-them. Readers skip a partial last line (a process killed mid-write).
+them. Readers skip a partial last line (a process killed mid-write). With
+`$MODELDECK_LOG_RETENTION_DAYS` set, the worker removes the compacted days older than that, with
+the drift counts kept for them (`prune`); unset or 0 keeps every day.
 
 A record: `kind` ("main", or "challenger" for a shadow call's outcome keyed by the same
 request id), logged_at, request_id, deployment, deployment_id, version, key_id, source (api |
@@ -24,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +40,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from core import segments
-from core.store import Tx
+from core.errors import InvalidInput
+from core.store import Tx, utcnow
 from core.workspace import Workspace, atomic_path
 
 log = logging.getLogger("modeldeck.prediction_log")
@@ -74,6 +78,24 @@ def fsync_policy() -> tuple[str, float]:
     if policy not in FSYNC_POLICIES:
         raise ValueError(f"MODELDECK_LOG_FSYNC must be one of {', '.join(FSYNC_POLICIES)}")
     return policy, float(os.environ.get("MODELDECK_LOG_FSYNC_MS", "200")) / 1000
+
+
+RETENTION_ENV = "MODELDECK_LOG_RETENTION_DAYS"
+
+
+def retention_days() -> int | None:
+    """The days of calls the log keeps ($MODELDECK_LOG_RETENTION_DAYS); None keeps every day
+    (unset, empty or 0). InvalidInput for anything but a whole number of days."""
+    raw = os.environ.get(RETENTION_ENV, "").strip()
+    if not raw.isdecimal():
+        if not raw:
+            return None
+        raise InvalidInput(
+            f"{RETENTION_ENV} is {raw!r}: it must be a whole number of days.",
+            f"Set {RETENTION_ENV} to the days of calls to keep (e.g. 90), or to 0 to keep"
+            " every day.",
+        )
+    return int(raw) or None
 
 
 class PredictionLog(segments.SegmentWriter):
@@ -141,6 +163,27 @@ def compact(workspace: Workspace) -> int:
         path.unlink()
         total += len(records)
     return total
+
+
+def prune(workspace: Workspace, days: int, today: date | None = None) -> list[date]:
+    """Remove the compacted days before the last `days` (today, UTC, is one of them) and the
+    drift counts kept for them; returns the days removed, oldest first. Segments not compacted
+    yet stay: they are pruned once compacted."""
+    first_kept = (today or utcnow().date()) - timedelta(days=days - 1)
+    base = folder(workspace)
+    removed = []
+    for path in sorted((base / "compacted").glob("day=*")):
+        try:
+            day = date.fromisoformat(path.name.removeprefix("day="))
+        except ValueError:  # "day=unknown": records without a time, never pruned
+            continue
+        if day >= first_kept:
+            break
+        for counts in base.glob(f"drift/*/*/{path.name}"):  # <model>/<deployment>/<day>
+            shutil.rmtree(counts, ignore_errors=True)
+        shutil.rmtree(path)
+        removed.append(day)
+    return removed
 
 
 def read_all(workspace: Workspace, deployment: str | None = None) -> pa.Table:

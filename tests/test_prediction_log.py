@@ -27,6 +27,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from core import deployments, prediction_log, registry, serving, shadow
 from core.datasets import churn_frame
+from core.errors import InvalidInput
 from core.shadow import Shadow
 from core.store import Store
 from core.workspace import Workspace
@@ -336,3 +337,61 @@ def test_rows_reach_the_challengers_process_with_their_types() -> None:
     back = shadow.from_ipc(shadow.to_ipc(table))
     assert back.schema == table.schema
     assert back.equals(table)
+
+
+# ---------------------------------------------------------------------------- retention
+def test_retention_keeps_the_last_days_and_their_drift_counts(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    log = prediction_log.PredictionLog(workspace)
+    for day in ("2026-12-03", "2026-12-04", "2026-12-05", "2026-12-06"):
+        log.write({"kind": "main", "request_id": day, "logged_at": f"{day}T10:00:00"})
+    log.close()
+    assert prediction_log.compact(workspace) == 4
+    base = prediction_log.folder(workspace)
+    unknown = base / "compacted" / "day=unknown" / "x.parquet"  # records without a time
+    unknown.parent.mkdir()
+    unknown.write_bytes(b"")
+    for day in ("2026-12-04", "2026-12-05"):  # a model's kept counts for one deployment
+        kept = base / "drift" / "mdl_1" / "dep_1" / f"day={day}" / "seg.json"
+        kept.parent.mkdir(parents=True)
+        kept.write_text("[]")
+    late = prediction_log.PredictionLog(workspace)  # not compacted yet: it stays
+    late.write({"kind": "main", "request_id": "late", "logged_at": "2026-12-01T09:00:00"})
+
+    removed = prediction_log.prune(workspace, 2, today=datetime(2026, 12, 6).date())
+
+    assert [d.isoformat() for d in removed] == ["2026-12-03", "2026-12-04"]
+    kept_days = sorted(p.name for p in (base / "compacted").iterdir())
+    assert kept_days == ["day=2026-12-05", "day=2026-12-06", "day=unknown"]
+    counted = sorted(p.name for p in (base / "drift" / "mdl_1" / "dep_1").iterdir())
+    assert counted == ["day=2026-12-05"]
+    unknown.unlink()  # an empty stand-in, not Parquet
+    ids = sorted(prediction_log.read_all(workspace)["request_id"].to_pylist())
+    assert ids == ["2026-12-05", "2026-12-06", "late"]
+    late.close()
+    assert prediction_log.prune(workspace, 2, today=datetime(2026, 12, 6).date()) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "days"), [(None, None), ("", None), ("0", None), ("90", 90), (" 7 ", 7)]
+)
+def test_retention_is_read_from_the_environment(
+    given: str | None, days: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(prediction_log.RETENTION_ENV, raising=False)
+    if given is not None:
+        monkeypatch.setenv(prediction_log.RETENTION_ENV, given)
+    assert prediction_log.retention_days() == days
+
+
+@pytest.mark.parametrize("given", ["-1", "90d", "ninety", "1.5"])
+def test_a_retention_that_is_no_number_of_days_is_refused(
+    given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(prediction_log.RETENTION_ENV, given)
+    with pytest.raises(InvalidInput) as raised:
+        prediction_log.retention_days()
+    assert raised.value.message == (
+        f"MODELDECK_LOG_RETENTION_DAYS is {given!r}: it must be a whole number of days."
+    )
+    assert "e.g. 90" in (raised.value.hint or "")

@@ -344,3 +344,45 @@ def test_a_step_deferred_too_long_goes_before_the_next_run(
     assert [runs.get_run(trained_store, r.id).status for r in (first, second, third)] == [
         "succeeded"
     ] * 3
+
+
+def test_the_worker_removes_logged_days_past_the_retention(
+    trained_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from core import prediction_log
+    from core.store import utcnow
+
+    workspace = trained_store.workspace
+    log = prediction_log.PredictionLog(workspace)
+    today = utcnow().date()
+    for age in (0, 1, 2, 40):
+        day = today - timedelta(days=age)
+        log.write({"kind": "main", "request_id": f"age{age}", "logged_at": f"{day}T01:00:00"})
+    log.close()
+    monkeypatch.setenv(prediction_log.RETENTION_ENV, "2")
+    tick = worker.Tick(trained_store, "w1")
+    tick()  # compacts the closed segment, then prunes
+    ids = sorted(prediction_log.read_all(workspace)["request_id"].to_pylist())
+    assert ids == ["age0", "age1"]
+    monkeypatch.delenv(prediction_log.RETENTION_ENV)
+    log = prediction_log.PredictionLog(workspace)
+    log.write({"kind": "main", "request_id": "old", "logged_at": f"{today.replace(year=2020)}"})
+    log.close()
+    worker.Tick(trained_store, "w2")()  # no retention: every day is kept
+    assert "old" in prediction_log.read_all(workspace)["request_id"].to_pylist()
+
+
+def test_a_wrong_retention_stops_the_worker_before_it_starts(
+    trained_store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli.main import main
+
+    monkeypatch.setenv("MODELDECK_HOME", str(trained_store.workspace.home))
+    monkeypatch.setenv("MODELDECK_LOG_RETENTION_DAYS", "30d")
+    monkeypatch.setattr(worker, "run_forever", lambda *a, **k: pytest.fail("it started"))
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "MODELDECK_LOG_RETENTION_DAYS is '30d': it must be a whole number of days." in err
+    assert "or to 0 to keep every day" in err

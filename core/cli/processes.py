@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from core import api_status
+from core import api_status, prediction_log
 from core.cli.output import announce_first_admin, open_store
 from core.workspace import Workspace
 
@@ -133,6 +133,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from core.worker.executors import executor_count
     from core.worker.loop import run_forever
 
+    prediction_log.retention_days()  # a wrong setting stops the worker before it starts
     store = open_store()
     announce_first_admin(store)
     run_forever(store, processes=executor_count(args.executors))

@@ -313,9 +313,27 @@ def _runs_comparison(store: Store, d: Deployment, window: dict[str, Any]) -> Non
 
 
 # ---------------------------------------------------------------------------- predictions
+def _retention() -> None:
+    """How long the log keeps calls ($MODELDECK_LOG_RETENTION_DAYS, read by the worker)."""
+    env = prediction_log.RETENTION_ENV
+    try:
+        days = prediction_log.retention_days()
+    except InvalidInput as exc:
+        ui.show_error(exc)
+        return
+    if days is None:
+        st.caption(f"The log keeps every day of calls; set `{env}` to remove older days.")
+    else:
+        st.caption(
+            f"The log keeps the last {days:,} day{'s' if days != 1 else ''} of calls (`{env}`);"
+            " the worker removes older days, with their drift counts."
+        )
+
+
 def _logged_days(store: Store, d: Deployment) -> None:
     """The API's and the prediction form's calls by day, each day downloadable as CSV."""
     st.subheader("API and form calls by day")
+    _retention()
     found = prediction_log.days(store.workspace, d.id)
     if not found:
         st.caption(

@@ -50,7 +50,7 @@ FULL_CHECK_SECONDS = 15.0  # how often it opens the store anyway: leases, schedu
 WAIT_RECHECK_SECONDS = 5.0  # a slot left due (overlap "wait") is looked at again this late
 DEFER_SECONDS = 30.0  # after this, a run's steps get a share of the executors (see _drain)
 STOP_BUDGET_SECONDS = 10.0  # SIGTERM to exit, at most (steps left are kept: pending_runs)
-PRUNE_SECONDS = 3600.0  # how often old schedule slots are pruned (scheduler.prune_slots)
+PRUNE_SECONDS = 3600.0  # how often old schedule slots and logged days are pruned
 
 log = logging.getLogger("modeldeck.worker")
 
@@ -217,7 +217,8 @@ class Tick:
         self.marker: bytes | None = _UNSEEN
         self.full_check_at = float("-inf")  # time.monotonic() of the next full check
         self.has_pending = True  # True until a drain ended with an empty queue
-        self.prune_at = float("-inf")  # time.monotonic() of the next slot pruning
+        self.prune_at = float("-inf")  # time.monotonic() of the next slot and log pruning
+        self.log_retention = prediction_log.retention_days()  # InvalidInput at start if wrong
         self.claimed: dict[str, Run] = {}  # claimed by this tick, outcome not recorded yet
         self.waiting: list[runs.Claim] = []  # claimed, waiting for a free executor
         self.running: dict[Future[runs.Outcome], str] = {}  # submitted, not done: run id
@@ -277,7 +278,27 @@ class Tick:
             self.prune_at = time.monotonic() + PRUNE_SECONDS
             if pruned := scheduler.prune_slots(self.store):
                 log.info("pruned %d schedule slots older than %s", pruned, scheduler.KEEP_SLOTS)
+            self._prune_log()
         self.plan.sync()
+
+    def _prune_log(self) -> None:
+        """The prediction log's days older than its retention (checked when the worker
+        started), removed. Never raises (logged)."""
+        if self.log_retention is None:
+            return
+        try:
+            removed = prediction_log.prune(self.store.workspace, self.log_retention)
+        except OSError as exc:
+            log.warning("pruning the prediction log failed: %s", exc)
+        else:
+            if removed:
+                log.info(
+                    "removed %d day(s) of logged calls older than %d days (%s to %s)",
+                    len(removed),
+                    self.log_retention,
+                    removed[0],
+                    removed[-1],
+                )
 
     def _keep_drift_counts(self, compacted: int) -> None:
         """After a compaction, the new files' drift counts (a page's first read then sums

@@ -5,6 +5,7 @@ not rendered by AppTest: the figures are checked as objects)."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import audit, challenger, deployments, ground_truth, registry, runs
@@ -232,3 +233,25 @@ def test_labels_keyed_by_request_id_meet_the_api_calls(
     assert any("4 match a prediction, 1 match none" in s.value for s in at.success)
     [stored] = ground_truth.list_labels(trained_store, deployed.name)
     assert stored.counts["matched_labels"] == 4
+
+
+def test_predictions_tab_says_how_long_calls_are_kept(
+    trained_store: Store, deployed: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = log_in(
+        AppTest.from_function(panel, args=(deployed.name, "predictions_tab"), default_timeout=60)
+    )
+    score(trained_store, deployed.name, served(5))  # without runs it links to Runs (the nav)
+    monkeypatch.delenv("MODELDECK_LOG_RETENTION_DAYS", raising=False)
+    at.run()
+    assert any(
+        "keeps every day of calls; set `MODELDECK_LOG_RETENTION_DAYS`" in c.value
+        for c in at.caption
+    )
+    monkeypatch.setenv("MODELDECK_LOG_RETENTION_DAYS", "90")
+    at.run()
+    assert any("keeps the last 90 days of calls" in c.value for c in at.caption)
+    monkeypatch.setenv("MODELDECK_LOG_RETENTION_DAYS", "ninety")
+    at.run()
+    assert not at.exception
+    assert "MODELDECK_LOG_RETENTION_DAYS is 'ninety'" in at.error[0].value
