@@ -267,9 +267,10 @@ def add_path(
 ) -> Dataset:
     """Register a file or glob. `confined` (the UI) refuses paths outside the allowed roots."""
     if confined:
-        path = str(store.workspace.confine(path))
+        given, path = path, str(store.workspace.confine(path))
         for match in glob.glob(path) if glob.has_magic(path) else ():
-            store.workspace.confine(match)  # a matched file may be a symlink leading outside
+            # a match may be a symlink leading outside, or a file of ModelDeck's own folders
+            store.workspace.confine(match, matched_by=given)
     else:  # the CLI reads with the user's own access, but never the store's files as data
         for match in glob.glob(path) if glob.has_magic(path) else (path,):
             store.workspace.refuse_secret(match)

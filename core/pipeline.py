@@ -441,8 +441,10 @@ def open_input(
                 stack.enter_context(connections.open_source(workspace, spec["source"], rows))
             ]
         else:
-            scon = watchdog.watch(stack.enter_context(source_connection(workspace, memory)))
             source_sql = source_query(workspace, incremental.bind_source(spec["source"], params))
+            scon = watchdog.watch(
+                stack.enter_context(source_connection(workspace, memory, source_sql))
+            )
             readers = [
                 attempt(
                     lambda: scon.sql(source_sql).to_arrow_reader(rows),
@@ -524,7 +526,6 @@ def preview(
             watchdog = stack.enter_context(sql_limits.bounded("preview"))
             memory = watchdog.limits.memory
             tcon = watchdog.watch(stack.enter_context(transform_connection(workspace, memory)))
-            scon = watchdog.watch(stack.enter_context(source_connection(workspace, memory)))
             source = _check_source(workspace, raw.get("source"), tcon)
             labels = _labels({"source": source, "transforms": []})
             if source["kind"] == "postgres":  # one query: a sample the transforms run on
@@ -536,6 +537,9 @@ def preview(
                 table = sample.slice(0, rows)
             else:
                 source_sql = source_query(workspace, incremental.bind_source(source, params))
+            named = source_sql if isinstance(source_sql, str) else ""
+            scon = watchdog.watch(stack.enter_context(source_connection(workspace, memory, named)))
+            if isinstance(source_sql, str):
                 head = source_chain(source_sql).limited(rows)
                 table = attempt(lambda: scon.sql(head.sql).to_arrow_table(), labels, "source", head)
         except InvalidInput as exc:  # a PipelineError, or a bad limit setting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import secrets
@@ -35,6 +36,11 @@ OWN_DIRS = (
     PRIVATE_DIR,
     PENDING_DIR,
 )
+# Of those, the folders where a user's path may name one file exactly: a dataset's snapshot, a
+# run's results, an upload (paths the app shows a project's members, under random ids). They
+# hold every project's files, so a pattern never reaches into them; the other own folders
+# (models' pickles, the API's log of every deployment, labels, usage) are never read as data.
+BY_NAME_ONLY = ("datasets", "runs", "uploads")
 
 
 @dataclass(frozen=True)
@@ -173,10 +179,9 @@ class Workspace:
     def is_own(self, path: Path) -> bool:
         """Whether a resolved path is the workspace itself, one of ModelDeck's own folders
         (or inside one), or a file of the store (the metadata file, its WAL, its key)."""
-        home = self.home.resolve()
-        if path == home or self.is_secret(path):
+        if path == self.home.resolve() or self.is_secret(path):
             return True
-        return any(path.is_relative_to(home / name) for name in OWN_DIRS)
+        return self.own_folder(path) is not None
 
     def output_path(self, path: str | os.PathLike[str]) -> Path:
         """A folder or file ModelDeck may write into for a user (a report copy, a sink):
@@ -210,10 +215,42 @@ class Workspace:
                 removed.append(folder)
         return removed
 
-    def confine(self, path: str | os.PathLike[str]) -> Path:
-        """Resolve `path` (relative to the workspace) and refuse it outside the allowed roots or
-        when it is one of the private files (the store, its key, DuckDB's temporary files)."""
-        return self.refuse_secret(path, self._within_roots(path))
+    def confine(self, path: str | os.PathLike[str], *, matched_by: str | None = None) -> Path:
+        """Resolve `path` (relative to the workspace) and refuse it outside the allowed roots,
+        when it is one of the private files (the store, its key, DuckDB's temporary files), or
+        inside ModelDeck's own folders other than by the exact name of a file in BY_NAME_ONLY.
+        `matched_by`: the pattern `path` is a match of, which may not reach any own folder."""
+        resolved = self.refuse_secret(path, self._within_roots(path))
+        own = self.own_folder(resolved)
+        if own is None:
+            return resolved
+        if matched_by is not None:
+            raise InvalidInput(
+                f"The pattern '{matched_by}' matches '{path}', in ModelDeck's own folder {own}/,"
+                " which holds every project's files.",
+                "Keep the files to read in a folder of your own (e.g. exports/) and point the"
+                " pattern there, or name one file exactly.",
+            )
+        if own not in BY_NAME_ONLY:
+            raise InvalidInput(
+                f"The path '{path}' is in ModelDeck's own folder {own}/, which is never read"
+                " as data.",
+                "Read a file of your own: upload it, or keep it in a folder such as exports/.",
+            )
+        if glob.has_magic(str(path)):
+            raise InvalidInput(
+                f"The path '{path}' is a pattern in ModelDeck's own folder {own}/, which holds"
+                " every project's files.",
+                "Name one file exactly (an upload's or a run's path, as the app shows it), or"
+                " keep the files in a folder of your own (e.g. exports/) and point the pattern"
+                " there.",
+            )
+        return resolved
+
+    def own_folder(self, resolved: Path) -> str | None:
+        """The own folder (OWN_DIRS) a resolved path lies in, if any."""
+        home = self.home.resolve()
+        return next((n for n in OWN_DIRS if resolved.is_relative_to(home / n)), None)
 
     def refuse_secret(self, path: str | os.PathLike[str], resolved: Path | None = None) -> Path:
         """The resolved path, unless it is one of the private files (then InvalidInput): the

@@ -286,14 +286,46 @@ def test_confined_symlink_escape_is_refused(store: Store, state: State, outside:
     (store.workspace.uploads_dir / "link.csv").symlink_to(outside / "secret.csv")
     _refused_path(store, state, "uploads/link.csv", "is outside", error=InvalidInput, confined=True)
     # A glob inside the workspace must not pick up a symlinked file from outside either.
+    exports = store.workspace.home / "exports"
+    exports.mkdir()
+    (exports / "link.csv").symlink_to(outside / "secret.csv")
     _refused_path(
         store,
         state,
-        "uploads/*.csv",
-        "uploads/link.csv' is outside",
+        "exports/*.csv",
+        "exports/link.csv' is outside",
         error=InvalidInput,
         confined=True,
     )
+
+
+def test_a_confined_pattern_never_registers_another_projects_files(
+    store: Store, state: State
+) -> None:
+    """Every project's run results and uploads lie in ModelDeck's own folders: the Datasets
+    page's path reads one of them by its exact name only, never by a pattern."""
+    results = store.workspace.runs_dir / "run_b" / "rows.csv"
+    results.parent.mkdir(parents=True)
+    results.write_text("a,b\n1,2\n")
+    _refused_path(
+        store,
+        state,
+        "runs/*/rows.csv",
+        "is a pattern in ModelDeck's own folder runs/",
+        error=InvalidInput,
+        confined=True,
+    )
+    _refused_path(
+        store,
+        state,
+        "*/*/rows.csv",
+        "The pattern '*/*/rows.csv' matches",
+        "in ModelDeck's own folder runs/",
+        error=InvalidInput,
+        confined=True,
+    )
+    added = datasets.add_path(store, "runs/run_b/rows.csv", confined=True, actor="tester")
+    assert added.n_rows == 1  # by its exact name, as the app shows it to the run's project
 
 
 def test_allowed_roots_admit_a_confined_path(

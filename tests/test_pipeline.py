@@ -268,11 +268,55 @@ def test_upload_and_sql_sources(ws: Workspace) -> None:
     pd.testing.assert_frame_equal(got, FRAME, check_dtype=False)
     # Relative paths in a SQL source start at the workspace, whatever the process's folder.
     sql = (
-        "SELECT plan, count(*) AS n FROM read_parquet('uploads/*/new.parquet') "
+        "SELECT plan, count(*) AS n FROM read_parquet('uploads/up_1/new.parquet') "
         "WHERE plan IS NOT NULL GROUP BY plan ORDER BY plan;"
     )
     got = _read(ws, {"source": {"kind": "sql", "sql": sql}})
     assert got.to_dict("list") == {"plan": ["basic", "pro"], "n": [2, 1]}
+
+
+def test_no_source_reaches_another_projects_files(ws: Workspace) -> None:
+    """Every project's uploads, datasets and run results lie in ModelDeck's own folders: a
+    source reads one of those files by its exact name only, never by a pattern (of a file
+    source or in SQL, written out or computed), and the API's log or the models never."""
+    for folder in ("uploads/tok_a", "runs/run_b", "predictions/compacted/day=2026-12-06"):
+        (ws.home / folder).mkdir(parents=True, exist_ok=True)
+        FRAME.to_parquet(ws.home / folder / "rows.parquet", index=False)
+    (ws.home / "exports").mkdir()
+    FRAME.to_parquet(ws.home / "exports" / "mine.parquet", index=False)
+    # by exact name, as the app shows an upload or a run's results to its project
+    assert len(_read(ws, _file("uploads/tok_a/rows.parquet"))) == len(FRAME)
+    sql = "SELECT * FROM read_parquet('runs/run_b/rows.parquet')"
+    assert len(_read(ws, {"source": {"kind": "sql", "sql": sql}})) == len(FRAME)
+    # patterns into them, or matching into them from above
+    _refused(ws, _file("uploads/*/rows.parquet"), "is a pattern in ModelDeck's own folder")
+    _refused(
+        ws,
+        _file("*/*/rows.parquet"),
+        "The pattern '*/*/rows.parquet' matches",
+        "which holds every project's files",
+    )
+    _refused(
+        ws,
+        {"source": {"kind": "sql", "sql": "SELECT * FROM read_parquet('**/rows.parquet')"}},
+        "The pattern '**/rows.parquet' matches",
+    )
+    # never read as data
+    _refused(
+        ws,
+        _file("predictions/compacted/day=2026-12-06/rows.parquet"),
+        "own folder predictions/, which is never read as data",
+    )
+    # a path DuckDB computes never passes the literal check: its allow-list stops it
+    computed = f"SELECT * FROM read_parquet('{ws.home}/uplo' || 'ads/*/rows.par' || 'quet')"
+    _refused(
+        ws,
+        {"source": {"kind": "sql", "sql": computed}},
+        "Permission Error",
+        "in ModelDeck's own folders (datasets/, runs/, uploads/) only a file named exactly",
+    )
+    # a pattern in a folder of one's own reads as before
+    assert len(_read(ws, _file("exports/*.parquet"))) == len(FRAME)
 
 
 def test_an_allowed_root_outside_the_workspace_is_readable(

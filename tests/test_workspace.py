@@ -95,7 +95,38 @@ def test_confine_accepts_paths_inside_the_workspace(workspace: Workspace) -> Non
     assert workspace.confine("uploads/in.csv") == inside
     assert workspace.confine(inside) == inside
     assert workspace.confine("uploads/../uploads/in.csv") == inside
-    assert workspace.confine("uploads/*.csv") == workspace.uploads_dir / "*.csv"
+    assert workspace.confine("exports/*.csv") == workspace.home / "exports" / "*.csv"
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("uploads/*.csv", "is a pattern in ModelDeck's own folder uploads/"),
+        ("runs/*/results.parquet", "is a pattern in ModelDeck's own folder runs/"),
+        ("datasets/**/data.parquet", "is a pattern in ModelDeck's own folder datasets/"),
+        ("predictions/compacted/x.parquet", "own folder predictions/, which is never read"),
+        ("artifacts/mdl_1/model.joblib", "own folder artifacts/, which is never read"),
+        ("labels/x.csv", "own folder labels/, which is never read"),
+    ],
+)
+def test_confine_keeps_other_projects_files_out_of_reach(
+    workspace: Workspace, path: str, words: str
+) -> None:
+    """ModelDeck's own folders hold every project's files: a file of datasets/, runs/ or
+    uploads/ is read by its exact name only (as the app shows it to the project's members),
+    the rest never; a pattern's match in any of them is refused too."""
+    with pytest.raises(InvalidInput) as refused:
+        workspace.confine(path)
+    assert words in refused.value.message
+    assert "exports/" in (refused.value.hint or "")
+    exact = workspace.uploads_dir / "tok" / "new.csv"
+    assert workspace.confine("uploads/tok/new.csv") == exact
+    with pytest.raises(InvalidInput) as matched:
+        workspace.confine("uploads/tok/new.csv", matched_by="*/*/new.csv")
+    assert matched.value.message == (
+        "The pattern '*/*/new.csv' matches 'uploads/tok/new.csv', in ModelDeck's own folder"
+        " uploads/, which holds every project's files."
+    )
 
 
 def test_confine_refuses_an_absolute_path_outside(workspace: Workspace, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import functools
 import glob
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ import pyarrow as pa
 from core.engine import sql_limits, tables
 from core.errors import DatasetError, InvalidInput, PipelineError
 from core.store import memory_database
-from core.workspace import ALLOWED_ROOTS_ENV, DB_NAME, PRIVATE_DIR, Workspace
+from core.workspace import ALLOWED_ROOTS_ENV, BY_NAME_ONLY, DB_NAME, OWN_DIRS, Workspace
 
 Connection = duckdb.DuckDBPyConnection
 READERS = {
@@ -110,6 +110,14 @@ def confine(ws: Workspace, path: str) -> Path:
         raise PipelineError(message, exc.hint, "source", step=exc.step) from exc
 
 
+def confine_match(ws: Workspace, match: str, pattern: str) -> Path:
+    """`Workspace.confine` for one match of a source pattern, as a PipelineError."""
+    try:
+        return ws.confine(match, matched_by=pattern)
+    except InvalidInput as exc:
+        raise PipelineError(exc.message, exc.hint, "source", step=exc.step) from exc
+
+
 def data_suffix(path: str) -> str:
     name = Path(path).name.lower()
     for ext in COMPRESSED:
@@ -155,7 +163,8 @@ def source_files(ws: Workspace, path: str) -> list[str]:
         raise PipelineError(f"The source file '{path}' does not exist.", hint, "source")
     else:
         files = [pattern]
-    return [checked(linked(ws, f)) for f in files]
+    matched_by = path if glob.has_magic(path) else None
+    return [checked(linked(ws, f, matched_by)) for f in files]
 
 
 def checked(file: str) -> str:
@@ -167,11 +176,14 @@ def checked(file: str) -> str:
     return file
 
 
-def linked(ws: Workspace, file: Path) -> str:
-    """The file's real path, refused when it is a link leading outside the allowed roots."""
+def linked(ws: Workspace, file: Path, matched_by: str | None = None) -> str:
+    """The file's real path, refused when it is a link leading outside the allowed roots (or,
+    as a match of the pattern `matched_by`, into ModelDeck's own folders)."""
     try:
-        return str(ws.confine(file))
+        return str(ws.confine(file, matched_by=matched_by))
     except InvalidInput as exc:
+        if matched_by is not None and ws.own_folder(file.resolve()) is not None:
+            raise PipelineError(exc.message, exc.hint, "source", step=exc.step) from exc
         where = (
             "one of ModelDeck's private files"
             if ws.is_secret(file.resolve())
@@ -214,9 +226,11 @@ def absolute_sql_paths(ws: Workspace, sql: str, must_exist: bool = False) -> str
         if "://" in value or data_suffix(value) not in READERS:
             continue
         path = confine(ws, value)
-        if must_exist and not (
-            glob.glob(str(path), recursive=True) if glob.has_magic(value) else path.is_file()
-        ):
+        matches = glob.glob(str(path), recursive=True) if glob.has_magic(value) else []
+        for match in matches:  # a pattern never reaches into ModelDeck's own folders
+            if ws.own_folder(Path(match).resolve()) is not None:
+                confine_match(ws, match, value)
+        if must_exist and not (matches if glob.has_magic(value) else path.is_file()):
             raise PipelineError(
                 f"The source SQL reads '{value}', and no such file exists.",
                 f"Check the path (relative paths start at the workspace, {ws.home}).",
@@ -238,25 +252,42 @@ def _literal_end(sql: str, start: int) -> int:
     return len(sql)
 
 
-def _readable(ws: Workspace) -> tuple[list[str], list[str]]:
+def _readable(ws: Workspace, named: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """Directories and files a source may read: the allowed roots, with the workspace listed
-    entry by entry so that the metadata file (its WAL, its key) and the private folder
-    (DuckDB's temporary files) stay out of reach. Raises InvalidInput for a root that would
-    reach them (Workspace.allowed_roots)."""
+    entry by entry so that the metadata file (its WAL, its key) and ModelDeck's own folders
+    (every project's datasets, runs and uploads, the models, the API's log; DuckDB's temporary
+    files) stay out of reach, except the files of those `named` exactly (`own_files`). Raises
+    InvalidInput for a root that would reach them (Workspace.allowed_roots)."""
     home = ws.home.resolve()
-    dirs, files = [], []
+    dirs, files = [], list(named)
     for root in ws.allowed_roots():
         if root.resolve() != home:
             dirs.append(str(root).rstrip("/") + "/")
         elif home.is_dir():
             for entry in home.iterdir():
-                if entry.name == PRIVATE_DIR:
+                if entry.name in OWN_DIRS:
                     continue
                 if entry.is_dir():
                     dirs.append(f"{entry}/")
                 elif not entry.name.startswith(DB_NAME):
                     files.append(str(entry))
     return dirs, files
+
+
+def own_files(ws: Workspace, source_sql: str) -> list[str]:
+    """The files of ModelDeck's own folders a source's SQL names exactly (its literals, made
+    absolute by `source_query`): a training snapshot, a run's results, an upload."""
+    named = []
+    for start, kind in duckdb.tokenize(source_sql):
+        if kind != duckdb.token_type.string_const or source_sql[start] != "'":
+            continue
+        value = source_sql[start + 1 : _literal_end(source_sql, start) - 1].replace("''", "'")
+        if not value.startswith("/") or glob.has_magic(value):
+            continue
+        resolved = Path(value).resolve()
+        if ws.own_folder(resolved) in BY_NAME_ONLY and resolved.is_file():
+            named.append(str(resolved))
+    return sorted(set(named))
 
 
 # Opening an in-memory DuckDB costs ~15 ms, a cursor on an open one ~5 us: a worker scoring
@@ -270,13 +301,14 @@ _SOURCE_DBS_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def source_connection(
-    ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY
+    ws: Workspace, memory: str = sql_limits.DEFAULT_MEMORY, source_sql: str = ""
 ) -> Iterator[Connection]:
-    """An in-memory connection that can read only the allowed folders, with DuckDB's memory
-    limit `memory` (a fresh cursor on a database kept per allow-list and limit: the list is
-    re-read from the workspace on every call)."""
+    """An in-memory connection that can read only the allowed folders, and the files of
+    ModelDeck's own folders that `source_sql` names exactly, with DuckDB's memory limit
+    `memory` (a fresh cursor on a database kept per allow-list and limit: the list is re-read
+    from the workspace on every call)."""
     try:
-        dirs, files = _readable(ws)
+        dirs, files = _readable(ws, own_files(ws, source_sql))
     except InvalidInput as exc:
         raise PipelineError(exc.message, exc.hint, "source", step=exc.step) from exc
     key = (tuple(dirs), tuple(files), memory)
@@ -401,7 +433,8 @@ def hint_for(text: str, block: str | None) -> str:
     if "file system operations are disabled" in text or "Permission Error" in text:
         return (
             f"A source may read only files inside the workspace and the folders listed in "
-            f"{ALLOWED_ROOTS_ENV}; copy or upload the file there."
+            f"{ALLOWED_ROOTS_ENV}, and in ModelDeck's own folders (datasets/, runs/, uploads/)"
+            " only a file named exactly; copy or upload the file there."
             if is_source
             else "Transforms cannot read files: they select FROM input, the previous block's "
             "rows. Read other files in a SQL source block instead."
