@@ -185,6 +185,13 @@ def check_access(store: Store, d: Deployment, user: str | None) -> None:
         )
 
 
+def open_form(store: Store, name: str, user: str | None) -> Deployment:
+    """The deployment of a form link, once `user` may use its form (`find`, `check_access`)."""
+    d = find(store, name)
+    check_access(store, d, user)
+    return d
+
+
 # ---------------------------------------------------------------------------- scoring one row
 def endpoint(store: Store, d: Deployment) -> serving.Endpoint:
     """The deployment's current models, loaded as the API serves them (the challenger's answer

@@ -119,9 +119,10 @@ FORM = next(p for p in PAGES if p.url_path == forms.PAGE)
 def _public_form(store: Store) -> st.Page | None:
     """The form page when the query names a public deployment: the one page a visitor may open
     without a login (every other page, and the form of any other deployment, is the login
-    page). The form checks the access level again on every run."""
+    page). The form checks the access level again on every run (a read kept until the next
+    write to the store, which any change of the access level is)."""
     name = st.query_params.get("name")
-    if not name or not forms.is_public(store, name):
+    if not name or not cached_read(forms.is_public, store, name):
         return None
     return st.Page(FORM.path, title=FORM.title, url_path=FORM.url_path, icon=FORM.icon)
 

@@ -2,7 +2,8 @@
 probabilities and the row's SHAP explanation; every submission is logged like an API call.
 
 The page is the one page a visitor may open without a login, for a public deployment only
-(`ui.navigation`); the access level is checked again here on every run (`forms.check_access`).
+(`ui.navigation`); the access level is checked again here on every run (`forms.check_access`,
+kept until the next write to the store: any change of access, role or user is one).
 The model is loaded once per (deployment, version) in this process, so a rollback is followed
 at the next run; the prediction log writer is this process's own segment.
 """
@@ -138,8 +139,8 @@ def form_page(store: Store) -> None:
             )
         return
     try:
-        d = forms.find(store, name)
-        forms.check_access(store, d, user())
+        # kept until the next write (a role, the access level, a deletion): refusals are not
+        d = ui.cached_read(forms.open_form, store, name, user())
         served = _endpoint(str(store.workspace.home), d.id, d.current.number if d.current else 0, d)
     except ModelDeckError as exc:
         ui.show_error(exc)

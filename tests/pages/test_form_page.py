@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import (
@@ -21,7 +23,7 @@ from core import (
     users,
 )
 from core.entities import Deployment
-from core.store import Store, utcnow
+from core.store import RACY_SECONDS, Store, utcnow
 from core.training import TrainRequest, train
 from core.ui.auth import FORM_LOGIN_NOTE
 from tests.conftest import DeployChurn
@@ -242,3 +244,29 @@ def test_the_deployments_list_has_the_form_url_and_running(
     at.run()
     assert [t.value for t in at.title] == ["Prediction form"]
     assert at.query_params["name"] == d.name
+
+
+def test_a_rerun_of_the_form_reads_nothing_until_access_changes(
+    deploy_churn: DeployChurn,
+    trained_store: Store,
+    open_page: OpenPage,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The form's lookup and access check are kept until the next write to the store, so a
+    rerun (every widget change) opens no connection, and a removed collaborator is refused at
+    the next run all the same."""
+    from tests.test_worker import count_connections
+
+    d = deploy_churn("linear")
+    _outsider(trained_store, "vic", "viewer")
+    at = open_page(FORM, as_user="vic", name=d.name)
+    assert not _errors(at) and at.number_input
+    time.sleep(RACY_SECONDS + 0.1)  # nothing is kept while the newest write is this recent
+    at.run()
+    opened = count_connections(monkeypatch)
+    at.run()
+    assert opened == [] and not _errors(at)
+    projects.remove_collaborator(trained_store, "Default", "vic", actor="tester")
+    at.run()
+    [error] = _errors(at)
+    assert "open to collaborators of project Default only; you are not one" in error
