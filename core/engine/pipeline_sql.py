@@ -182,7 +182,7 @@ def linked(ws: Workspace, file: Path, matched_by: str | None = None) -> str:
     try:
         return str(ws.confine(file, matched_by=matched_by))
     except InvalidInput as exc:
-        if matched_by is not None and ws.own_folder(file.resolve()) is not None:
+        if ws.own_folder(file.resolve()) is not None:  # the message says which and why
             raise PipelineError(exc.message, exc.hint, "source", step=exc.step) from exc
         where = (
             "one of ModelDeck's private files"
