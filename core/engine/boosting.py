@@ -37,10 +37,13 @@ class Trees:
         self.roots = starts.astype(np.intp)
         self.feature = every["feature_idx"].astype(np.intp)
         self.threshold = every["num_threshold"].astype(np.float64)
-        self.missing_left = every["missing_go_to_left"].astype(bool)
-        self.left = every["left"].astype(np.intp) + shift
-        self.right = every["right"].astype(np.intp) + shift
-        self.leaf = every["is_leaf"].astype(bool)
+        self.missing_right = ~every["missing_go_to_left"].astype(bool)
+        # node i's children at 2i (left) and 2i + 1 (right); a leaf's are itself, so a walk
+        # that reached one stays there while deeper trees go on
+        leaf, itself = every["is_leaf"].astype(bool), np.arange(len(every), dtype=np.intp)
+        left = np.where(leaf, itself, every["left"].astype(np.intp) + shift)
+        right = np.where(leaf, itself, every["right"].astype(np.intp) + shift)
+        self.children = np.stack([left, right], axis=1).ravel()
         self.value = every["value"].astype(np.float64)
         self.steps = int(every["depth"].max())
         self.iterations = len(model._predictors)
@@ -55,10 +58,16 @@ class Trees:
         n = x.shape[0]
         rows = np.arange(n)[:, None]
         at = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        missing = bool(np.isnan(x).any())
         for _ in range(self.steps):
             values = x[rows, self.feature[at]]
-            left = np.where(np.isnan(values), self.missing_left[at], values <= self.threshold[at])
-            at = np.where(self.leaf[at], at, np.where(left, self.left[at], self.right[at]))
+            # sklearn's rule: `value <= threshold` goes left; a missing value goes where the
+            # node sends missing values (NaN > threshold is False: only the nodes that send
+            # them right need the second test)
+            right = values > self.threshold[at]
+            if missing:
+                right |= np.isnan(values) & self.missing_right[at]
+            at = self.children[2 * at + right]
         leaves = self.value[at].reshape(n, self.iterations, self.per_iteration)
         start = np.zeros((n, 1, self.per_iteration)) + self.baseline.reshape(1, 1, -1)
         # cumsum adds in order, as sklearn's `raw += tree` does iteration after iteration
