@@ -74,7 +74,7 @@ if metrics_tab.open:
         metric = charts.headline_metric(model.task)
         # Behind a toggle: the first chart of a browser tab loads plotly's bundle (~1 s).
         if len(siblings) > 1 and st.toggle(f"Chart of the {metric}", key="model_board_show"):
-            st.plotly_chart(charts.leaderboard_figure(siblings, metric), key="model_board_chart")
+            ui.chart(charts.leaderboard_figure(siblings, metric), key="model_board_chart")
 if schema_tab.open:
     with schema_tab:
         st.caption(
@@ -106,10 +106,10 @@ if profile_tab.open:
         features = model.profile.get("features", {})
         name = st.selectbox("Feature", list(features), key="profile_feature")
         if name:
-            st.plotly_chart(charts.profile_figure(name, features[name]), key="profile_chart")
+            ui.chart(charts.profile_figure(name, features[name]), key="profile_chart")
             st.caption(f"Missing in training: {features[name]['missing_rate']:.1%} of rows.")
         if "prediction" in model.profile:
-            st.plotly_chart(
+            ui.chart(
                 charts.profile_figure("prediction", model.profile["prediction"]),
                 key="prediction_chart",
             )

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import re
 import runpy
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -491,6 +493,83 @@ def preload_charts() -> None:
         "})();</script>",
         unsafe_allow_javascript=True,
     )
+
+
+# A browser tab's first run draws its charts in a second pass, after its first paint
+# (docs/architecture.md, "How the app reads"): plotly's frontend is 4.7 MB of JavaScript whose
+# loading held back the whole page by ~1.5 s on a cold deep link.
+LATER_KEY = "_modeldeck_charts_later"  # True while this run leaves its charts for later
+RAN_KEY = "_modeldeck_ran"  # set by the session's first full run
+DRAW_KEY = "md_draw_charts"  # the hidden button that starts the second pass
+LATER_PREFIX = "md_chart_later_"  # the key of a chart's placeholder: st-key-<key> in the page
+PLOTLY_HEIGHT = 450  # what st.plotly_chart draws a figure without a height at
+
+
+def _from_browser() -> bool:
+    """Whether this session is a browser's (its websocket sent a User-Agent); AppTest's and
+    other scripted sessions draw every chart at once, as nothing paints them."""
+    agent = st.context.headers.get("User-Agent")
+    return isinstance(agent, str) and bool(agent)
+
+
+def begin_run() -> None:
+    """Before the page (app.py): in a browser tab's first run, charts wait for the second pass
+    (LATER_KEY); every later run (a click, a fragment, the second pass) draws them at once."""
+    first = RAN_KEY not in st.session_state
+    st.session_state[RAN_KEY] = True
+    st.session_state[LATER_KEY] = first and _from_browser()
+
+
+def chart(figure: Any, key: str) -> None:
+    """A plotly figure, or in a browser tab's first run (begin_run) its placeholder: a box of
+    the figure's height with its title, replaced by the chart in the second pass."""
+    if not st.session_state.get(LATER_KEY):
+        st.plotly_chart(figure, key=key)
+        return
+    layout = figure.layout
+    title = re.sub(r"<[^>]+>", "", layout.title.text or "") or "Chart"  # plotly's tags: words
+    with st.container(
+        height=int(layout.height or PLOTLY_HEIGHT), border=True, key=f"{LATER_PREFIX}{key}"
+    ):
+        st.caption(f"{title} · drawing the chart…")
+
+
+def draw_charts_later() -> None:
+    """After the page (app.py), in a run that left charts for later: a hidden button and a
+    script that presses it once the page has painted (connected, the script done, no element
+    still loading), and imports plotly's frontend meanwhile; the button's rerun draws the
+    charts. Nothing is rendered when no chart waits."""
+    if not st.session_state.get(LATER_KEY):
+        return
+    chunk = plotly_chunk()
+    preload = f"import(new URL('{chunk}', own.src).href).catch(() => {{}});" if chunk else ""
+    token = uuid.uuid4().hex  # one watcher per rendered trigger
+    with st.container(key="md_charts_later"):
+        st.button("Draw the charts", key=DRAW_KEY)
+        st.html(
+            "<style>.st-key-md_charts_later {display: none}</style>"
+            "<script>(() => {"
+            f" const mark = '__modeldeckLater{token}';"
+            " if (window[mark]) return; window[mark] = true;"
+            " const started = Date.now();"
+            " const timer = setInterval(() => {"
+            "  const app = document.querySelector('[data-testid=\"stApp\"]');"
+            f"  const button = document.querySelector('.st-key-{DRAW_KEY} button');"
+            "  if (!button) { if (Date.now() - started > 60000) clearInterval(timer); return; }"
+            "  if (!app || app.dataset.testScriptState !== 'notRunning'"
+            "   || app.dataset.testConnectionState !== 'CONNECTED'"
+            "   || document.querySelector('[data-testid=\"stSkeleton\"]')) return;"
+            f"  if (!document.querySelector('[class*=\"st-key-{LATER_PREFIX}\"]')) return;"
+            "  clearInterval(timer);"
+            "  requestAnimationFrame(() => setTimeout(() => {"
+            "   button.click();"
+            "   const own = document.querySelector('script[src*=\"/static/js/\"]');"
+            f"   if (own) setTimeout(() => {{ {preload} }}, 0);"
+            "  }, 0));"
+            " }, 50);"
+            "})();</script>",
+            unsafe_allow_javascript=True,
+        )
 
 
 def link_table(

@@ -9,7 +9,9 @@ lives on the server; no browser can write it).
 
 from __future__ import annotations
 
+import hashlib
 import html
+import threading
 import time
 import urllib.parse
 
@@ -26,7 +28,6 @@ TOKEN_KEY = "modeldeck_session"  # a token in session state (AppTest, identity-p
 USER_KEY = "modeldeck_user"
 ACCOUNT_KEY = "_modeldeck_account"
 ENDED_KEY = "_modeldeck_session_ended"
-VIEW_KEY = "_modeldeck_session_view"  # ((token, store version), monotonic time, SessionView)
 ROLES_KEY = "_modeldeck_roles"  # {project id: role} of the logged-in user, None: not read yet
 LOGIN_PAGE = "login"
 LOGIN_ROUTE = "/auth/login"
@@ -54,23 +55,38 @@ def session_token() -> str | None:
     return None
 
 
+# Every browser session of this process reads a session's view through here, so a new tab
+# (a new Streamlit session) with the same cookie opens no connection for it while the store is
+# unchanged: {(workspace, digest of the token): (store version, monotonic time, view)}.
+_VIEWS: dict[tuple[str, str], tuple[object, float, users.SessionView | None]] = {}
+_VIEWS_LOCK = threading.Lock()
+KEPT_VIEWS = 1024  # sessions kept at most; the oldest read goes first
+
+
 def session_view(store: Store, token: str | None) -> users.SessionView | None:
     """The session and its roles, read again only when the store has changed since (any write
     of any process: Store.version) or TOUCH_SECONDS have passed (the idle timer's refresh);
-    whether it is live is decided on every rerun."""
+    whether it is live is decided on every rerun. Kept per process, not per browser session,
+    so a new tab of a logged-in browser reads nothing for it."""
     if not token:
         return None
-    version = (token, store.version())
-    kept = st.session_state.get(VIEW_KEY)
+    version = store.version()
+    key = (str(store.workspace.home), hashlib.sha256(token.encode()).hexdigest())
+    with _VIEWS_LOCK:
+        kept = _VIEWS.get(key)
     if (
         kept is None
-        or version[1] is None  # written within the last seconds: read again
+        or version is None  # written within the last seconds: read again
         or kept[0] != version
         or time.monotonic() - kept[1] >= users.TOUCH_SECONDS
     ):
         kept = (version, time.monotonic(), users.session_view(store, token))
-        st.session_state[VIEW_KEY] = kept
-    view: users.SessionView | None = kept[2]
+        with _VIEWS_LOCK:
+            _VIEWS.pop(key, None)
+            _VIEWS[key] = kept  # last in the dict's order: the newest read
+            while len(_VIEWS) > KEPT_VIEWS:
+                del _VIEWS[next(iter(_VIEWS))]
+    view = kept[2]
     return view if view is not None and view.is_live(utcnow()) else None
 
 

@@ -62,8 +62,8 @@ def _comparison(found: challenger.Comparison, d: Deployment, unit: str = "run") 
         st.caption(f"Regression: predictions within {found.tolerance:.4g} of each other agree.")
     for note in found.notes:
         st.caption(note)
-    st.plotly_chart(charts.agreement_figure(found, unit), key=f"ch_agreement_{key}")
-    st.plotly_chart(charts.distribution_figure(found), key=f"ch_distribution_{key}")
+    ui.chart(charts.agreement_figure(found, unit), key=f"ch_agreement_{key}")
+    ui.chart(charts.distribution_figure(found), key=f"ch_distribution_{key}")
     if found.top and unit != "run":
         st.subheader("Top disagreeing rows")
         st.caption(
@@ -217,7 +217,7 @@ def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
         st.caption(f"{ci}. Method: {live.method}.")
     for note in live.notes:
         st.caption(note)
-    st.plotly_chart(charts.live_figure(live), key=f"ch_live_{d.id}")
+    ui.chart(charts.live_figure(live), key=f"ch_live_{d.id}")
     ui.link_table(
         [
             {

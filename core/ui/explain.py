@@ -89,7 +89,7 @@ def show_explanation(e: explain.Explanation, model: Model) -> None:
         subject = f"{e.key}" if e.key is not None else f"row {e.row}"
         st.markdown(f"{subject}: {headline(e, model.schema.target)}")
         st.caption(scale_sentence(e))
-        st.plotly_chart(charts.explanation_figure(e), key=f"explain_chart_{e.which}")
+        ui.chart(charts.explanation_figure(e), key=f"explain_chart_{e.which}")
         scale = e.scale + (f" of class {e.class_}" if e.class_ is not None else "")
         st.caption(
             f"Average row {plain_number(e.base_value)} + contributions = this row "
@@ -206,7 +206,7 @@ def importance_views(
     )
     scale = f"SHAP on the {found.scale} scale"
     if view == "Beeswarm" and sample is not None:
-        st.plotly_chart(
+        ui.chart(
             charts.beeswarm_figure(sample, f"{found.which}: {scale}, top features"),
             key=f"beeswarm_chart_{key}",
         )
@@ -221,13 +221,13 @@ def importance_views(
         colour_by = b.selectbox(
             "Colour by", ranked, index=ranked.index(feature), key=f"dependence_colour_{key}"
         )
-        st.plotly_chart(
+        ui.chart(
             charts.dependence_figure(sample, feature, f"{found.which}: {feature}", colour_by),
             key=f"dependence_chart_{key}",
         )
         st.caption(_explained_output(sample))
     else:
-        st.plotly_chart(charts.importance_figure(found, x_max=x_max), key=f"importance_chart_{key}")
+        ui.chart(charts.importance_figure(found, x_max=x_max), key=f"importance_chart_{key}")
     st.caption(
         f"{found.explainer} on {found.rows:,} {rows_text}, {found.seconds:.2f} s."
         + (f" {found.note}" if found.note else "")

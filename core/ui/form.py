@@ -240,7 +240,7 @@ def show_prediction(
             _probabilities(done.probabilities)
         if e is not None:
             st.caption(ui_explain.scale_sentence(e))
-            st.plotly_chart(charts.explanation_figure(e), key="form_explanation")
+            ui.chart(charts.explanation_figure(e), key="form_explanation")
             st.caption(
                 f"Average row {plain_number(e.base_value)} + contributions = this row "
                 f"{plain_number(e.output)} ({e.scale}); green pushes the prediction up, "

@@ -58,13 +58,13 @@ def monitoring_section(store: Store, d: Deployment) -> None:
     cols[0].metric("Requests and runs", f"{requests:,}")
     cols[1].metric("Rows predicted", f"{rows:,}")
     cols[2].metric("Sources", ", ".join(sorted({charts.SOURCE_WORDS[r["source"]] for r in found})))
-    st.plotly_chart(charts.traffic_figure(found, window, "requests"), key=f"req_{d.id}")
-    st.plotly_chart(charts.traffic_figure(found, window, "rows"), key=f"rows_{d.id}")
+    ui.chart(charts.traffic_figure(found, window, "requests"), key=f"req_{d.id}")
+    ui.chart(charts.traffic_figure(found, window, "rows"), key=f"rows_{d.id}")
     shares = ui.cached_log_read(monitoring.distributions, store, d.name, window)
     if not shares.main and not shares.challenger:
         st.caption("No predictions to compare in this window.")
         return
-    st.plotly_chart(charts.prediction_shares_figure(shares), key=f"shares_{d.id}")
+    ui.chart(charts.prediction_shares_figure(shares), key=f"shares_{d.id}")
     if not any(shares.challenger):
         st.caption(
             "No challenger predictions in this window: set a challenger on Versions to see "
@@ -103,11 +103,11 @@ def usage_section(store: Store, d: Deployment) -> None:
         return
     for row in samples:
         row["rss_mb"] = row["rss_bytes"] / 1e6
-    st.plotly_chart(
+    ui.chart(
         charts.usage_figure(samples, "cpu_percent", "CPU % of the API and worker processes"),
         key=f"cpu_{d.id}",
     )
-    st.plotly_chart(
+    ui.chart(
         charts.usage_figure(samples, "rss_mb", "Memory (MB) of the API and worker processes"),
         key=f"rss_{d.id}",
     )

@@ -98,7 +98,7 @@ def _per_model(report: dict[str, Any], key: str) -> None:
         if not part or part.get("error"):
             continue
         if part.get("confusion"):
-            st.plotly_chart(
+            ui.chart(
                 charts.confusion_figure(part["confusion"], f"{role}: confusion matrix"),
                 key=f"{key}_cm_{role}",
             )
@@ -112,7 +112,7 @@ def _per_model(report: dict[str, Any], key: str) -> None:
                 + ", ".join(f"{k} {v:.4f}" for k, v in part["macro"].items() if v is not None)
             )
         if part.get("residuals"):
-            st.plotly_chart(
+            ui.chart(
                 charts.residual_figure(part["residuals"], f"{role}: residuals"),
                 key=f"{key}_res_{role}",
             )

@@ -43,6 +43,16 @@ RENDERED = (
 EXCEPTION = '[data-testid="stException"]'
 # Placeholder of an element whose frontend code is still loading (dataframes, page links, ...).
 SKELETON = '[data-testid="stSkeleton"]'
+# The placeholder of a chart that a browser tab's first run leaves for its second pass, after
+# the first paint (core.ui.chart).
+CHART_LATER = '[class*="st-key-md_chart_later_"]'
+# The page as a reader sees it in full: connected, the script done, no element still loading
+# and no chart still waiting for its second pass.
+DRAWN = """() => { const app = document.querySelector('[data-testid="stApp"]');
+  return !!app && app.dataset.testConnectionState === 'CONNECTED'
+    && app.dataset.testScriptState === 'notRunning'
+    && !document.querySelector('[data-testid="stSkeleton"]')
+    && !document.querySelector('[class*="st-key-md_chart_later_"]'); }"""
 # After a user action: WATCH notes any change of the app root's script state (a rerun
 # started); SETTLED is true once that rerun has finished.
 WATCH = """() => {
@@ -223,8 +233,9 @@ def page(browser: Browser, e2e_token: str) -> Iterator[Page]:
 def _wait_rendered(page: Page) -> None:
     # No fixed sleep or network-idle wait: both can return before an exception box appears.
     page.wait_for_selector(RENDERED, state="attached")
-    # The script has finished, but lazily loaded elements may still be placeholders.
-    page.wait_for_selector(SKELETON, state="detached")
+    # The script has finished, but lazily loaded elements may still be placeholders, and a
+    # new tab draws its charts in a second run.
+    page.wait_for_function(DRAWN)
 
 
 def _assert_no_exception(page: Page) -> None:
@@ -273,9 +284,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free 127.0.0.1 port: any (the system picks), or the first free one of
+    $MODELDECK_PORTS ("8600-8699") on a box whose users share ranges of ports."""
+    low, _, high = os.environ.get("MODELDECK_PORTS", "").partition("-")
+    for port in range(int(low), int(high or low) + 1) if low else (0,):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port in MODELDECK_PORTS={os.environ['MODELDECK_PORTS']}")
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], server: StreamlitServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -9,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import access, users
 from core.store import Store
-from tests.pages.conftest import APP, log_in
+from tests.pages.conftest import ADMIN, APP, log_in, start_session
 
 OpenPage = Callable[..., AppTest]
 LOGIN_TITLE = ["Log in to ModelDeck"]
@@ -126,3 +127,33 @@ def test_admins_add_users_with_a_password_shown_once(store: Store, open_page: Op
     assert (
         users.get_user(store, "nina").role == "admin" and not users.get_user(store, "nina").disabled
     )
+
+
+def test_a_new_tab_reuses_the_session_read_by_another_until_the_store_changes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new browser tab is a new Streamlit session: the session and its roles read for the
+    first tab serve it while nothing was written (no store read on its first run); a logout
+    in between is a write, so the next tab reads again and gets the login page."""
+    reads: list[str] = []
+    read = users.session_view
+
+    def counted(store: Store, token: str | None) -> users.SessionView | None:
+        reads.append(str(token))
+        return read(store, token)
+
+    monkeypatch.setattr(users, "session_view", counted)
+    token = start_session(ADMIN, store)
+    first = log_in(AppTest.from_file(APP, default_timeout=120), token=token)
+    assert [t.value for t in first.run().title] == ["Overview"]
+    while store.version() is None:  # within the racy seconds after a write nothing is kept
+        time.sleep(0.2)
+    log_in(AppTest.from_file(APP, default_timeout=120), token=token).run()
+    reads.clear()
+    tab = log_in(AppTest.from_file(APP, default_timeout=120), token=token).run()
+    assert [t.value for t in tab.title] == ["Overview"] and reads == []
+    users.end_session(store, token)
+    while store.version() is None:
+        time.sleep(0.2)
+    tab = log_in(AppTest.from_file(APP, default_timeout=120), token=token).run()
+    assert [t.value for t in tab.title] == LOGIN_TITLE and reads == [token]

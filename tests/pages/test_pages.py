@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -194,3 +195,42 @@ def test_every_page_loads_the_chart_code_once_the_tab_is_idle(
     assert [s for s in scripts if chunk in s and "import(url)" in s]
     logged_out = open_page("pages/home.py", as_user=None).get("html")
     assert not [h for h in logged_out if chunk in h.proto.body]
+
+
+def test_a_browser_tabs_first_run_draws_its_charts_after_the_first_paint(
+    demo_env: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new tab's first run puts a placeholder with the chart's title where each chart goes,
+    and a hidden button whose rerun (pressed by the page's script once it has painted) draws
+    them; plotly's JavaScript then no longer holds back the first paint (core.ui.chart)."""
+    from core import ui
+    from tests.pages.conftest import APP, log_in
+
+    model = registry.list_models(demo_env)[0]
+
+    def first_run(browser: bool) -> AppTest:
+        monkeypatch.setattr(ui, "_from_browser", lambda: browser)
+        at = log_in(AppTest.from_file(APP, default_timeout=120))
+        at.switch_page("pages/model.py")
+        at.query_params["id"] = model.id
+        at.session_state["model_tabs"] = "Training profile"
+        return at.run()
+
+    at = first_run(browser=True)
+    assert not at.exception and not at.get("plotly_chart")
+    waiting = [c.value for c in at.caption if c.value.endswith("drawing the chart…")]
+    assert len(waiting) == 2  # the feature's and the prediction's profile
+    assert [h for h in at.get("html") if ui.DRAW_KEY in h.proto.body]  # the script pressing it
+    at.button(key=ui.DRAW_KEY).click().run()
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert waiting == [f"{t} · drawing the chart…" for t in titles]
+    assert not [c for c in at.caption if c.value.endswith("drawing the chart…")]
+    assert not [b for b in at.button if b.key == ui.DRAW_KEY]
+    at.session_state["model_tabs"] = "Overview"  # any later run draws at once: nothing waits
+    at.run()
+    at.session_state["model_tabs"] = "Training profile"
+    assert len(at.run().get("plotly_chart")) == 2
+
+    at = first_run(browser=False)  # AppTest, scripts: nothing paints, so nothing waits
+    assert len(at.get("plotly_chart")) == 2
+    assert not [b for b in at.button if b.key == ui.DRAW_KEY]
