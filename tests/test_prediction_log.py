@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -167,6 +168,10 @@ def _sleep(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _same(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
+
+
 def _fail(frame: pd.DataFrame) -> pd.DataFrame:
     raise RuntimeError("the challenger broke")
 
@@ -180,8 +185,11 @@ def _crash_on_three_rows(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(autouse=True)
 def _importable_faults(monkeypatch: pytest.MonkeyPatch) -> None:
     """The challenger's process (spawned) unpickles the fault steps above by reference to this
-    module: it must find `tests` where this process does."""
+    module: it must find `tests` where this process does. A spawned process also runs this
+    process's `__main__` again, which an earlier AppTest in the same worker may have left as
+    its page script (whose `__args` exist only under AppTest): an empty one here."""
     monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
 
 
 def _challenger_records(workspace: Workspace) -> list[dict[str, Any]]:
@@ -395,3 +403,37 @@ def test_a_retention_that_is_no_number_of_days_is_refused(
         f"MODELDECK_LOG_RETENTION_DAYS is {given!r}: it must be a whole number of days."
     )
     assert "e.g. 90" in (raised.value.hint or "")
+
+
+def test_a_large_batch_reaches_the_challenger_through_a_file_that_is_then_removed(
+    trained_store: Store,
+) -> None:
+    """A message over the datagram's size (a batch's rows) goes through a file of
+    private/shadow/; the challenger scores it, and the file is gone."""
+    endpoint = _endpoint(trained_store, _same)
+    sender = Shadow(trained_store.workspace)
+    big = _table(3000)
+    assert len(shadow.to_ipc(big)) > shadow.INLINE_BYTES
+    assert sender.submit(endpoint, big, "big") and sender.submit(endpoint, _table(2), "small")
+    sender.stop(timeout=60)
+    logged = {r["request_id"]: r for r in _challenger_records(trained_store.workspace)}
+    assert (logged["big"]["status"], logged["big"]["rows"]) == (200, 3000)
+    assert (logged["small"]["status"], logged["small"]["rows"]) == (200, 2)
+    spill = trained_store.workspace.private_dir / shadow.SPILL_DIR
+    assert not list(spill.glob("*.pickle"))
+
+
+def test_a_challenger_that_cannot_be_sent_is_logged_as_failing_not_skipped(
+    trained_store: Store,
+) -> None:
+    """A challenger model that cannot be pickled never reaches its process: its calls are
+    still sent, and logged as failures saying so, so the page shows why."""
+    endpoint = _endpoint(trained_store, lambda frame: frame)  # a lambda: not picklable
+    sender = Shadow(trained_store.workspace)
+    assert sender.submit(endpoint, _table(), "r1") and sender.submit(endpoint, _table(), "r2")
+    sender.stop(timeout=30)
+    logged = _challenger_records(trained_store.workspace)
+    assert [r["request_id"] for r in logged] == ["r1", "r2"] and sender.skipped == 0
+    assert all(
+        r["status"] == 500 and "did not reach the shadow process" in r["error"] for r in logged
+    )
