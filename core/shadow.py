@@ -50,10 +50,10 @@ class Shadow:
     The channel is a Unix SOCK_SEQPACKET socket written by the request's own thread without
     blocking: each message is one datagram, whole or refused. A multiprocessing queue cost a
     one-row answer 0.15-0.2 ms (+20-28 %, wrk at c1, a quiet box) through its feeder thread,
-    which took the GIL beside the next request; this socket costs about 3 %. A message over
-    INLINE_BYTES (a batch's rows, a model) is written to a file of `private/shadow/` and only
-    its path is sent. At most `size` calls are in flight (sent, not yet scored); more, or a
-    full socket, are skipped and counted."""
+    which took the GIL beside the next request; this socket costs 4-7 % (every call scored).
+    A message over INLINE_BYTES (a batch's rows, a model) is written to a file of
+    `private/shadow/` and only its path is sent. At most `size` calls are in flight (sent,
+    not yet scored); more, or a full socket, are skipped and counted."""
 
     def __init__(self, workspace: Workspace, size: int = QUEUE_SIZE) -> None:
         self.workspace = workspace
