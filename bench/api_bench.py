@@ -491,14 +491,14 @@ def main() -> None:
         measure(port, "/v1/deployments/hgb-shadow/invocations", *one["split"], 1, 2)
         for label, client in (("", measure), (" from wrk", wrk)):
             both = []
-            for body in (one["split"], batch["split"]):
+            for split in (one["split"], batch["split"]):
                 time.sleep(DRAIN_SECONDS)  # the challenger's backlog of the last rounds
                 both.append(
                     paired(
                         port,
                         "/v1/deployments/hgb/invocations",
                         "/v1/deployments/hgb-shadow/invocations",
-                        body,
+                        split,
                         args.seconds * (2 if client is wrk else 1),
                         client=client,
                     )
