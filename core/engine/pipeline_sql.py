@@ -99,23 +99,16 @@ def strip_trailing(sql: str) -> str:
 
 
 # ---------------------------------------------------------------------------- sources
-def confine(ws: Workspace, path: str) -> Path:
-    """`Workspace.confine` for a source path, refusing as a PipelineError of the source."""
+def confine(ws: Workspace, path: str, matched_by: str | None = None) -> Path:
+    """`Workspace.confine` for a source path (or a match of the pattern `matched_by`),
+    refusing as a PipelineError of the source."""
     try:
-        return ws.confine(path)
+        return ws.confine(path, matched_by=matched_by)
     except InvalidInput as exc:  # outside the roots, or a root that is itself refused
         message = exc.message
         if message.startswith("The path "):
             message = f"The source path {message.removeprefix('The path ')}"
         raise PipelineError(message, exc.hint, "source", step=exc.step) from exc
-
-
-def confine_match(ws: Workspace, match: str, pattern: str) -> Path:
-    """`Workspace.confine` for one match of a source pattern, as a PipelineError."""
-    try:
-        return ws.confine(match, matched_by=pattern)
-    except InvalidInput as exc:
-        raise PipelineError(exc.message, exc.hint, "source", step=exc.step) from exc
 
 
 def data_suffix(path: str) -> str:
@@ -229,7 +222,7 @@ def absolute_sql_paths(ws: Workspace, sql: str, must_exist: bool = False) -> str
         matches = glob.glob(str(path), recursive=True) if glob.has_magic(value) else []
         for match in matches:  # a pattern never reaches into ModelDeck's own folders
             if ws.own_folder(Path(match).resolve()) is not None:
-                confine_match(ws, match, value)
+                confine(ws, match, matched_by=value)
         if must_exist and not (matches if glob.has_magic(value) else path.is_file()):
             raise PipelineError(
                 f"The source SQL reads '{value}', and no such file exists.",
