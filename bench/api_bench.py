@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import access, api_status, datasets, deployments, registry, serving  # noqa: E402
-from core.engine import boosting  # noqa: E402
+from core.engine import boosting, predict  # noqa: E402
 from core.engine.compiled import compile_pipeline  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.training import TrainRequest, train  # noqa: E402
@@ -268,9 +268,13 @@ def batch_ceilings(estimator: Any, model: Any, rows: pd.DataFrame) -> dict[str, 
     compiled = compile_pipeline(estimator, model.schema, batch)
     matrix = np.asarray(estimator[:-1].transform(rows[model.schema.feature_names]))
     final = estimator.steps[-1][1]
+    threads = predict.RowThreads(serving.batch_threads())
     timed = {
         "sklearn pipeline": lambda: estimator.predict_proba(rows),
         "API scoring": lambda: serving.score(compiled, estimator, batch, model, "bench"),
+        "API scoring, rows shared": lambda: serving.score(
+            compiled, estimator, batch, model, "bench", threads
+        ),
         "model alone": lambda: final.predict_proba(matrix),
     }
     return {k: len(rows) * 1000 / in_process_p50(f, n=30) for k, f in timed.items()}

@@ -16,6 +16,7 @@ for the same rows, to the last bit.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -243,6 +244,23 @@ class Catalog:
 
 # ---------------------------------------------------------------------------- answering
 EXPLAIN_ROWS = 100  # rows a request may ask explanations for
+THREADS_ENV = "MODELDECK_API_THREADS"
+
+
+def batch_threads(processes: int = 1) -> int:
+    """The threads that share a large batch's rows in one API process: $MODELDECK_API_THREADS,
+    else the cores this process may use, divided among the API's `processes`. InvalidInput for
+    anything but a whole number of threads."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return max(1, len(os.sched_getaffinity(0)) // max(1, processes))
+    if not raw.isdecimal() or int(raw) < 1:
+        raise InvalidInput(
+            f"{THREADS_ENV} is {raw!r}: it must be a whole number of threads, 1 or more.",
+            f"Set {THREADS_ENV} to the threads that may share one request's rows (1 keeps each"
+            " request on one thread), or unset it to use the cores.",
+        )
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -255,6 +273,7 @@ class Answer:
     version: int
     seconds: float
     explanations: list[dict[str, Any]] | None = None
+    helper_cpu: float = 0.0  # CPU seconds of the other threads that shared the rows
 
 
 _explainers: dict[tuple[str, str], Any] = {}
@@ -307,15 +326,22 @@ def score(
     batch: pa.RecordBatch,
     model: Model | ModelSchema,
     who: str,
-) -> predict.Scored:
+    threads: predict.RowThreads | None = None,
+) -> predict.SharedScore:
     """Predict a batch: through the compiled preprocessing when there is one (numpy, no
-    DataFrame), else through sklearn's pipeline; the same bits either way."""
+    DataFrame), else through sklearn's pipeline; the same bits either way. With `threads`, a
+    large batch of a tree model is shared among them (the same bits again)."""
     schema = model if isinstance(model, ModelSchema) else model.schema
     task = model.task
+    threads = threads or ONE_THREAD
     if compiled is None:
-        return predict.score(estimator, model_input.to_model_frame(batch, schema), task, who)
+        frame = model_input.to_model_frame(batch, schema)
+        return threads.score(estimator, frame, task, who)
     arrays = model_input.to_model_arrays(batch, schema)
-    return predict.score(compiled.model, compiled.transform(arrays, batch.num_rows), task, who)
+    return threads.score(compiled.model, compiled.transform(arrays, batch.num_rows), task, who)
+
+
+ONE_THREAD = predict.RowThreads(1)
 
 
 def probability_rows(names: list[str], proba: Any) -> list[dict[str, float]]:
@@ -328,10 +354,16 @@ def probability_rows(names: list[str], proba: Any) -> list[dict[str, float]]:
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> Answer:
+def answer(
+    endpoint: Endpoint,
+    table: pa.Table,
+    *,
+    explained: bool = False,
+    threads: predict.RowThreads | None = None,
+) -> Answer:
     """Check the rows against the main model's schema (SchemaMismatch, 422, naming each
-    column) and predict them as a run would; with `explained`, each row's explanation too
-    (at most EXPLAIN_ROWS rows)."""
+    column) and predict them as a run would (a large batch shared among `threads`); with
+    `explained`, each row's explanation too (at most EXPLAIN_ROWS rows)."""
     if explained and table.num_rows > EXPLAIN_ROWS:
         raise InvalidInput(
             f"Explanations are given for at most {EXPLAIN_ROWS} rows; this request has"
@@ -344,7 +376,8 @@ def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> A
     batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
     assert batch is not None
     compiled = None if explained else endpoint.main_compiled
-    scored = score(compiled, endpoint.main_estimator, batch, endpoint.main, "main")
+    shared = score(compiled, endpoint.main_estimator, batch, endpoint.main, "main", threads)
+    scored = shared.scored
     classes = [plain(c) for c in scored.classes] if scored.proba is not None else None
     probabilities = None
     if scored.proba is not None and classes is not None:
@@ -364,6 +397,7 @@ def answer(endpoint: Endpoint, table: pa.Table, *, explained: bool = False) -> A
         endpoint.version,
         time.perf_counter() - started,
         explanations,
+        shared.helper_cpu,
     )
 
 

@@ -291,7 +291,7 @@ def _score(
             raise RuntimeError("the challenger model did not reach the shadow process")
         challenger, estimator, compiled = model
         batch = table.combine_chunks().to_batches()[0]
-        scored = serving.score(compiled, estimator, batch, challenger, "challenger")
+        scored = serving.score(compiled, estimator, batch, challenger, "challenger").scored
         record |= {
             "status": 200,
             "outputs": {"predictions": [plain(v) for v in scored.prediction.tolist()]},

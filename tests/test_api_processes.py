@@ -98,3 +98,16 @@ def test_processes_must_be_one_or_more(trained_store: Store) -> None:
         timeout=120,
     )
     assert done.returncode == 2 and "--processes takes 1 or more" in done.stderr
+
+
+def test_a_thread_count_that_is_no_number_stops_the_api_before_it_starts(
+    trained_store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.cli_helpers import run
+
+    monkeypatch.setenv("MODELDECK_HOME", str(trained_store.workspace.home))
+    monkeypatch.setenv("MODELDECK_API_THREADS", "all")
+    code, _, err = run(capsys, "api", "--port", str(_free_port()))
+    assert code != 0
+    assert "MODELDECK_API_THREADS is 'all'" in err and "whole number of threads" in err
+    assert not api_status.read_states(trained_store.workspace)  # no server came up

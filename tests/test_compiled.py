@@ -3,6 +3,7 @@ the API's numpy path predicts what a run predicts, on the data users bring."""
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 import numpy as np
@@ -16,6 +17,7 @@ from core.engine import model_input, predict
 from core.engine.compiled import compile_pipeline
 from core.engine.profiles import build_schema
 from core.entities import ModelSchema
+from core.errors import InvalidInput
 from core.training import make_pipeline
 
 CAFE = unicodedata.normalize("NFD", "café")  # decomposed, as a Mac exports it
@@ -82,14 +84,91 @@ def test_compiled_predictions_equal_sklearn_bit_for_bit(algorithm: str, task: st
     odd = pa.RecordBatch.from_pydict(ODD_ROWS)
     many_odd = pa.RecordBatch.from_pydict({k: v * 8 for k, v in ODD_ROWS.items()})  # > FEW_ROWS
     for batch in (training_rows(60), odd, many_odd):
-        fast = serving.score(compiled, pipe, batch, schema, "main")
-        slow = serving.score(None, pipe, batch, schema, "main")
+        fast = serving.score(compiled, pipe, batch, schema, "main").scored
+        slow = serving.score(None, pipe, batch, schema, "main").scored
         assert fast.prediction.tobytes() == slow.prediction.tobytes()
         assert np.array_equal(fast.confidence, slow.confidence, equal_nan=True)
         if slow.proba is not None:
             assert fast.proba is not None
             assert fast.proba.tobytes() == slow.proba.tobytes()
             assert fast.classes == slow.classes
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_batch_shared_among_threads_predicts_the_same_bits(algorithm: str, task: str) -> None:
+    """A tree model's large batch is split among threads (predict.RowThreads), on the compiled
+    path and on sklearn's DataFrame path, and joins to the one thread's bits; a linear model's
+    matrix product is never split."""
+    pipe, schema = fitted(algorithm, task)
+    compiled = compile_pipeline(pipe, schema, training_rows())
+    rows = training_rows(300)
+    odd = pa.RecordBatch.from_pydict({k: v * 20 for k, v in ODD_ROWS.items()})
+    threads = predict.RowThreads(3, min_rows=50, idle=lambda: 3)  # as if 3 cores were idle
+    try:
+        for batch in (rows, odd):
+            for path in (compiled, None):
+                alone = serving.score(path, pipe, batch, schema, "main").scored
+                shared = serving.score(path, pipe, batch, schema, "main", threads).scored
+                assert shared.prediction.tobytes() == alone.prediction.tobytes()
+                assert np.array_equal(shared.confidence, alone.confidence, equal_nan=True)
+                assert (shared.proba is None) == (alone.proba is None)
+                if alone.proba is not None:
+                    assert shared.proba is not None
+                    assert shared.proba.tobytes() == alone.proba.tobytes()
+                    assert shared.codes is not None and alone.codes is not None
+                    assert shared.codes.tolist() == alone.codes.tolist()
+        assert threads.shared == (0 if algorithm == "linear" else 4)
+        # fewer rows than min_rows stay on the caller's thread
+        serving.score(compiled, pipe, training_rows(49), schema, "main", threads)
+        assert threads.shared == (0 if algorithm == "linear" else 4)
+    finally:
+        threads.close()
+
+
+def test_a_batch_stays_on_one_thread_when_no_other_core_is_idle() -> None:
+    pipe, schema = fitted("hist_gradient_boosting", "binary")
+    busy = predict.RowThreads(2, min_rows=10, idle=lambda: 1)
+    try:
+        alone = serving.score(None, pipe, training_rows(100), schema, "main").scored
+        got = serving.score(None, pipe, training_rows(100), schema, "main", busy)
+        assert got.scored.proba is not None and alone.proba is not None
+        assert got.scored.proba.tobytes() == alone.proba.tobytes()
+        assert busy.shared == 0 and got.helper_cpu == 0.0
+    finally:
+        busy.close()
+    assert 1 <= predict.idle_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_a_part_that_fails_fails_the_batch_with_the_models_message() -> None:
+    """A part scored on a pool thread that the model refuses raises in the caller, as one
+    thread would (InvalidInput, naming the model), and the threads stay usable."""
+    pipe, schema = fitted("random_forest", "binary")
+    threads = predict.RowThreads(2, min_rows=10, idle=lambda: 2)
+    try:
+        frame = model_input.finite(model_input.to_model_frame(training_rows(40), schema))
+        good = np.asarray(pipe[:-1].transform(frame))
+        wrong = good[:, :-1]  # a column short: the forest refuses every part
+        with pytest.raises(InvalidInput, match="main model could not predict"):
+            threads.score(pipe[-1], wrong, "classification", "main")
+        assert threads.score(pipe[-1], good, "classification", "main").scored.proba is not None
+        assert threads.shared == 1
+    finally:
+        threads.close()
+
+
+def test_the_threads_come_from_the_setting_or_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(serving.THREADS_ENV, raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert serving.batch_threads() == cores
+    assert serving.batch_threads(processes=cores * 2) == 1  # never fewer than one
+    monkeypatch.setenv(serving.THREADS_ENV, "3")
+    assert serving.batch_threads(processes=2) == 3
+    for wrong in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv(serving.THREADS_ENV, wrong)
+        with pytest.raises(InvalidInput, match="MODELDECK_API_THREADS is") as caught:
+            serving.batch_threads()
+        assert "whole number of threads" in caught.value.message
 
 
 def test_unseen_and_rare_categories_share_the_infrequent_column() -> None:
@@ -160,8 +239,8 @@ def test_boosting_walked_by_numpy_gives_sklearns_bits_row_by_row(task: str) -> N
     batches.append(pa.RecordBatch.from_pydict(ODD_ROWS))  # missing, inf, unseen together
     for batch in batches:
         assert batch.num_rows <= boosting.FEW_ROWS
-        fast = serving.score(compiled, pipe, batch, schema, "main")
-        slow = serving.score(None, pipe, batch, schema, "main")
+        fast = serving.score(compiled, pipe, batch, schema, "main").scored
+        slow = serving.score(None, pipe, batch, schema, "main").scored
         assert fast.prediction.tobytes() == slow.prediction.tobytes()
         if slow.proba is not None:
             assert fast.proba is not None and fast.proba.tobytes() == slow.proba.tobytes()

@@ -17,7 +17,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from core import __version__, prediction_log, serving, shadow, usage
 from core.api import metrics
-from core.engine import payloads
+from core.engine import payloads, predict
 from core.entities import FeatureSchema
 from core.errors import ModelDeckError
 from core.store import Store
@@ -127,6 +127,43 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, error)
 
 
+Endpoint = Callable[[Request, str], Awaitable[Response]]
+
+
+class ScoringLane:
+    """The two scoring POSTs handed straight to their endpoint functions, past FastAPI's
+    routing, dependency solving and exception middleware: about 0.1 ms of a one-row call's
+    0.5 ms (measured with wrk, issue 17). The endpoints are the FastAPI routes' own functions
+    (the routes stay, for /docs and any other caller), a ModelDeckError answers with the same
+    error shape, and every other request (other paths, other methods) goes on to FastAPI.
+    Added before the metrics middleware, which therefore still counts and times these calls."""
+
+    def __init__(self, app: metrics.ASGIApp, endpoints: dict[str, Endpoint]) -> None:
+        self.app, self.endpoints = app, endpoints
+
+    async def __call__(
+        self, scope: metrics.Scope, receive: metrics.Receive, send: metrics.Send
+    ) -> None:
+        matched = (
+            metrics.SCORING.match(scope["path"])
+            if scope["type"] == "http" and scope["method"] == "POST"
+            else None
+        )
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        v1 = matched.group(1)
+        try:
+            if v1 is not None:
+                response = await self.endpoints["invocations"](request, v1)
+            else:
+                response = await self.endpoints["infer"](request, matched.group(2))
+        except ModelDeckError as exc:
+            response = error_response(request, exc)
+        await response(scope, receive, send)
+
+
 def _request_id(request: Request) -> str:
     given = request.headers.get("x-request-id", "")
     return given if REQUEST_ID.match(given) else secrets.token_hex(8)
@@ -148,6 +185,7 @@ def create_app(store: Store | None = None) -> FastAPI:
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_SECONDS)
         served = store or Store.open()
+        api.state.threads = predict.RowThreads(serving.batch_threads())
         catalog = serving.Catalog(served)
         catalog.start()
         log = prediction_log.PredictionLog(served.workspace)
@@ -161,6 +199,7 @@ def create_app(store: Store | None = None) -> FastAPI:
             api.state.shadow.stop()
             catalog.stop()
             log.close()
+            api.state.threads.close()
             limits.restore_original_limits()
             sys.setswitchinterval(switch)
 
@@ -173,6 +212,8 @@ def create_app(store: Store | None = None) -> FastAPI:
         catalog: serving.Catalog | None = getattr(api.state, "catalog", None)
         return catalog.snapshot.endpoints if catalog is not None and catalog.ready else None
 
+    lane: dict[str, Endpoint] = {}  # the scoring endpoints, once defined below
+    api.add_middleware(ScoringLane, endpoints=lane)
     api.add_middleware(metrics.MetricsMiddleware, metrics=counted, served=served_names)
 
     def snapshot(request: Request) -> serving.Snapshot:
@@ -226,10 +267,12 @@ def create_app(store: Store | None = None) -> FastAPI:
     def answered(
         request: Request, endpoint: serving.Endpoint, table: Any, explained: bool = False
     ) -> serving.Answer:
-        """serving.answer, with the CPU time of this thread spent on it (for usage)."""
+        """serving.answer, with the CPU time spent on it (for usage): this thread's and that of
+        the threads that shared its rows."""
         started = time.thread_time()
-        answer = serving.answer(endpoint, table, explained=explained)
-        request.state.cpu_ms = (time.thread_time() - started) * 1000
+        threads: predict.RowThreads = request.app.state.threads
+        answer = serving.answer(endpoint, table, explained=explained, threads=threads)
+        request.state.cpu_ms = (time.thread_time() - started + answer.helper_cpu) * 1000
         return answer
 
     @api.get("/metrics", include_in_schema=False)
@@ -359,6 +402,7 @@ def create_app(store: Store | None = None) -> FastAPI:
             background=logged(request, endpoint, table, answer, request_id, key_id),
         )
 
+    lane |= {"invocations": invocations, "infer": infer}
     return api
 
 

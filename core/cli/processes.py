@@ -86,12 +86,15 @@ def cmd_api(args: argparse.Namespace) -> int:
     plain single-worker servers on it (`modeldeck api --fd`), new processes, never forked."""
     import uvicorn
 
+    from core import serving
+
     if args.fd is not None:  # one of --processes N: serve the socket the command bound
         # socket(fileno=) reads the family from the socket itself (`uvicorn --fd` assumes a
         # Unix socket, so asyncio never set TCP_NODELAY: 40 ms more per keep-alive request)
         shared = socket.socket(fileno=args.fd)
         uvicorn.Server(uvicorn.Config("core.api.app:app", log_level="info")).run([shared])
         return 0
+    serving.batch_threads()  # a wrong setting stops the API before it starts
     announce_first_admin(open_store())
     # the address the app shows callers: this port, unless one was given (a proxy's, say)
     os.environ.setdefault(api_status.URL_ENV, f"http://127.0.0.1:{args.port}")
@@ -101,6 +104,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     if args.processes == 1:
         uvicorn.run("core.api.app:app", host="127.0.0.1", port=args.port, log_level="info")
         return 0
+    # the cores are shared among the processes: each splits a batch over its own share
+    os.environ.setdefault(serving.THREADS_ENV, str(serving.batch_threads(args.processes)))
     listening = socket.create_server(("127.0.0.1", args.port), backlog=2048)
     listening.set_inheritable(True)
     fd = listening.fileno()

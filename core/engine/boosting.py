@@ -55,20 +55,24 @@ class Trees:
     def raw(self, matrix: np.ndarray) -> np.ndarray:
         """Each row's summed leaves per tree of an iteration: sklearn's `_raw_predict`."""
         x = np.asarray(matrix, dtype=np.float64)
-        n = x.shape[0]
-        rows = np.arange(n)[:, None]
-        at = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
-        missing = bool(np.isnan(x).any())
+        n, width = x.shape
+        flat = x.ravel()
+        trees = len(self.roots)
+        # every (row, tree) walk at once; `take` on flat arrays: fewer numpy steps per level
+        at = np.tile(self.roots, n)
+        offset = np.arange(n).repeat(trees) * width  # each walk's row in `flat`
+        missing = bool(np.isnan(flat).any())
+        feature, threshold, children = self.feature, self.threshold, self.children
         for _ in range(self.steps):
-            values = x[rows, self.feature[at]]
+            values = flat.take(feature.take(at) + offset)
             # sklearn's rule: `value <= threshold` goes left; a missing value goes where the
             # node sends missing values (NaN > threshold is False: only the nodes that send
             # them right need the second test)
-            right = values > self.threshold[at]
+            right = values > threshold.take(at)
             if missing:
-                right |= np.isnan(values) & self.missing_right[at]
-            at = self.children[2 * at + right]
-        leaves = self.value[at].reshape(n, self.iterations, self.per_iteration)
+                right |= np.isnan(values) & self.missing_right.take(at)
+            at = children.take(2 * at + right)
+        leaves = self.value.take(at).reshape(n, self.iterations, self.per_iteration)
         start = np.zeros((n, 1, self.per_iteration)) + self.baseline.reshape(1, 1, -1)
         # cumsum adds in order, as sklearn's `raw += tree` does iteration after iteration
         return np.cumsum(np.concatenate([start, leaves], axis=1), axis=1)[:, -1, :]

@@ -223,7 +223,9 @@ def _as_numbers(column: pa.Array | pa.ChunkedArray, feature: FeatureSchema) -> n
     if pa.types.is_dictionary(column.type):
         column = pc.cast(column, dtype)
     if _is_number(dtype):
-        numbers: np.ndarray = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        if column.type != pa.float64():  # already float64: no cast (4 us a column per call)
+            column = pc.cast(column, pa.float64())
+        numbers: np.ndarray = column.to_numpy(zero_copy_only=False)
         return numbers
     if _is_text(dtype):
         flags = _is_flag(feature)

@@ -6,16 +6,33 @@ deviation) of a regression forest's trees, else unknown (NaN).
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from core.engine import model_input
+from core.engine.boosting import Trees
 from core.engine.profiles import plain
 from core.errors import InvalidInput
 
@@ -97,3 +114,138 @@ def _score(estimator: Any, frame: pd.DataFrame | np.ndarray, task: str) -> Score
 def _forest(estimator: Any) -> Any:
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
     return final if isinstance(final, RandomForestRegressor | ExtraTreesRegressor) else None
+
+
+# ---------------------------------------------------------------------------- shared rows
+TREES = (
+    Trees,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+)
+
+
+def row_by_row(estimator: Any) -> bool:
+    """Does the model compute each row's output alone, by the same steps whatever the batch?
+
+    Tree ensembles walk each row through each tree and add the trees in a fixed order, so any
+    split of a batch gives the same bits. A linear model's matrix product does not promise that
+    (BLAS picks its kernels by the matrix's size), and it is cheap anyway: it is never split."""
+    final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    return isinstance(final, TREES)
+
+
+@dataclass
+class SharedScore:
+    """A batch's output, and the CPU seconds the pool's threads spent on it."""
+
+    scored: Scored
+    helper_cpu: float = 0.0
+
+
+class RowThreads:
+    """Scores a large batch of a tree model on `threads` threads at once: the caller's and
+    `threads - 1` of a pool's, each taking the next of `threads` parts of the rows until none
+    is left (a pool thread that starts late leaves its part to the caller).
+
+    The API pins OpenMP to one thread: histogram boosting's own threads meet at every tree and
+    either spin on a core something else needs or sleep and wake a hundred times a batch
+    (measured, issue 17). Here each thread walks every tree for its rows with one OpenMP
+    thread (sklearn's Cython loop releases the GIL) and the threads meet once, at the end."""
+
+    def __init__(
+        self, threads: int, min_rows: int = 512, idle: Callable[[], int] | None = None
+    ) -> None:
+        self.threads = max(1, threads)
+        self.min_rows = min_rows
+        self.idle = idle or idle_cores  # the cores a batch may use at this moment
+        self.pool = (
+            ThreadPoolExecutor(
+                self.threads - 1, thread_name_prefix="rows", initializer=_one_openmp_thread
+            )
+            if self.threads > 1
+            else None
+        )
+        self.shared = 0  # batches scored on more than one thread
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+    def score(
+        self, estimator: Any, rows: pd.DataFrame | np.ndarray, task: str, who: str
+    ) -> SharedScore:
+        """predict.score of `rows`, shared among the threads when the model is a tree model
+        and the batch has at least `min_rows` rows; the same bits either way."""
+        n = len(rows)
+        k = 1 if self.pool is None or n < self.min_rows else min(self.threads, self.idle())
+        if k == 1 or not row_by_row(estimator):
+            return SharedScore(score(estimator, rows, task, who))
+        bounds = np.linspace(0, n, k + 1).astype(int)
+        parts: list[Scored | None] = [None] * k
+        failed: list[BaseException] = []
+        done = [threading.Event() for _ in range(k)]
+        helper_cpu = [0.0] * k
+        taken = itertools.count()  # next() of a count is atomic: each part is taken once
+
+        def work(helping: bool) -> None:
+            while (i := next(taken)) < k:
+                started = time.thread_time()
+                try:
+                    parts[i] = score(estimator, _rows(rows, bounds[i], bounds[i + 1]), task, who)
+                except BaseException as exc:  # raised in the caller's thread below
+                    failed.append(exc)
+                finally:
+                    if helping:
+                        helper_cpu[i] = time.thread_time() - started
+                    done[i].set()
+
+        assert self.pool is not None
+        for _ in range(k - 1):
+            self.pool.submit(work, True)  # one that starts after the caller took its part: none
+        work(False)
+        for event in done:  # only the parts taken by the pool's threads can still be running
+            event.wait()
+        if failed:
+            raise failed[0]
+        self.shared += 1
+        return SharedScore(_joined([p for p in parts if p is not None]), sum(helper_cpu))
+
+
+def idle_cores() -> int:
+    """This thread's core plus the cores nothing runs on at this moment (the running count of
+    /proc/loadavg counts this thread); 1 where it cannot be read. A part given to a thread
+    with no core of its own would run beside another program and finish last."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+        cores = len(os.sched_getaffinity(0))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 1
+    return max(1, cores - running + 1)
+
+
+def _rows(rows: pd.DataFrame | np.ndarray, start: int, stop: int) -> pd.DataFrame | np.ndarray:
+    return rows.iloc[start:stop] if isinstance(rows, pd.DataFrame) else rows[start:stop]
+
+
+def _one_openmp_thread() -> None:
+    """OpenMP's thread count is set per thread: a new thread starts from the process default
+    (every core), whatever the API pinned in its own threads."""
+    threadpool_limits(limits=1, user_api="openmp")
+
+
+def _joined(parts: list[Scored]) -> Scored:
+    first = parts[0]
+    return Scored(
+        np.concatenate([p.prediction for p in parts]),
+        np.concatenate([p.confidence for p in parts]),
+        None if first.proba is None else np.concatenate([p.proba for p in parts]),
+        first.classes,
+        None if first.codes is None else np.concatenate([p.codes for p in parts]),
+    )

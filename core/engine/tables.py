@@ -24,6 +24,7 @@ opens in-memory connections that may read only the one file asked for.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import os
@@ -46,8 +47,10 @@ DELIMITERS = (",", ";", "\t", "|")
 EMPTY_HINT = "Export the table again, with a header row and at least one data row."
 
 
+@functools.lru_cache(maxsize=4096)
 def nfc(name: str) -> str:
-    """A column name in Unicode's composed form (NFC)."""
+    """A column name in Unicode's composed form (NFC); kept, as the API checks the same few
+    names on every call (about 60 per one-row request)."""
     return unicodedata.normalize("NFC", name)
 
 
