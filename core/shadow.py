@@ -75,6 +75,19 @@ class Shadow:
     def done(self) -> int:
         return int(self._counts[0])
 
+    def running(self) -> bool:
+        """Is the challenger's process on a CPU, or waiting for one, at this moment? It runs at
+        a lower priority (SHADOW_NICENESS) and yields its core to the API's threads, so a
+        batch shared among them need not count it as busy (predict.idle_cores)."""
+        process = self._process
+        if process is None or process.pid is None:
+            return False
+        try:
+            with open(f"/proc/{process.pid}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] == b"R"
+        except (OSError, IndexError):
+            return False
+
     @property
     def failed(self) -> int:
         return int(self._counts[1])

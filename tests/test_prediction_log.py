@@ -172,6 +172,13 @@ def _same(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _spin(frame: pd.DataFrame) -> pd.DataFrame:
+    ends = time.monotonic() + SLOW
+    while time.monotonic() < ends:  # a challenger that holds the CPU
+        pass
+    return frame
+
+
 def _fail(frame: pd.DataFrame) -> pd.DataFrame:
     raise RuntimeError("the challenger broke")
 
@@ -212,6 +219,51 @@ def test_a_slow_challenger_never_slows_the_main_answer(trained_store: Store) -> 
     assert all(r["latency_ms"] >= SLOW * 1000 for r in logged)
     assert {r["request_id"] for r in logged} <= {"r0", "r1", "r2", "r3", "r4"}
     assert len(answered.predictions) == 5 and shadow.done == len(logged)
+
+
+def test_a_challenger_on_the_cpu_is_seen_running_and_yields_its_core(
+    trained_store: Store,
+) -> None:
+    """A batch shared among the API's threads counts the cores idle at that moment; the
+    challenger's process runs at a lower priority, so while it is on a CPU it is counted as
+    yielding (Shadow.running); waiting for a call, or sleeping in one, it is not running."""
+    from core.engine import predict
+
+    def settled(shadow: Shadow, calls: int) -> None:
+        deadline = time.monotonic() + 60
+        while shadow.done < calls:
+            assert time.monotonic() < deadline, "the challenger did not answer"
+            time.sleep(0.02)
+
+    spinning = Shadow(trained_store.workspace)
+    assert not spinning.running()  # no process yet
+    endpoint = _endpoint(trained_store, _spin)
+    assert spinning.submit(endpoint, _table(), "r1")
+    settled(spinning, 1)  # started and idle
+    assert spinning.submit(endpoint, _table(), "r2")
+    seen, deadline = False, time.monotonic() + SLOW * 0.8
+    while not seen and time.monotonic() < deadline:
+        seen = spinning.running()
+        time.sleep(0.01)
+    assert seen, "a challenger holding the CPU was never seen running"
+    spinning.stop(timeout=30)
+    assert not spinning.running()  # ended
+
+    sleeping = Shadow(trained_store.workspace)
+    endpoint = _endpoint(trained_store, _sleep)
+    assert sleeping.submit(endpoint, _table(), "r3")
+    settled(sleeping, 1)
+    idle, deadline = False, time.monotonic() + 5  # it may be finishing the call's log line
+    while not idle and time.monotonic() < deadline:
+        idle = not sleeping.running()
+        time.sleep(0.05)
+    assert idle, "a challenger waiting for a call was seen running"
+    assert sleeping.submit(endpoint, _table(), "r4")
+    time.sleep(SLOW / 3)
+    assert not sleeping.running()  # asleep in the call
+    sleeping.stop(timeout=30)
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= predict.idle_cores() <= predict.idle_cores(yielding=1) <= cores
 
 
 def test_a_failing_challenger_is_logged_and_the_main_answer_stands(trained_store: Store) -> None:

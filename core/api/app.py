@@ -185,12 +185,15 @@ def create_app(store: Store | None = None) -> FastAPI:
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_SECONDS)
         served = store or Store.open()
-        api.state.threads = predict.RowThreads(serving.batch_threads())
         catalog = serving.Catalog(served)
         catalog.start()
         log = prediction_log.PredictionLog(served.workspace)
         api.state.catalog, api.state.log = catalog, log
-        api.state.shadow = shadow.Shadow(served.workspace)
+        shadows = api.state.shadow = shadow.Shadow(served.workspace)
+        # the challenger's process yields its core to a shared batch: not counted as busy
+        api.state.threads = predict.RowThreads(
+            serving.batch_threads(), idle=lambda: predict.idle_cores(shadows.running())
+        )
         sampler = usage.Sampler(served.workspace, "api").start()
         try:
             yield

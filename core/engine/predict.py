@@ -217,17 +217,18 @@ class RowThreads:
         return SharedScore(_joined([p for p in parts if p is not None]), sum(helper_cpu))
 
 
-def idle_cores() -> int:
+def idle_cores(yielding: int = 0) -> int:
     """This thread's core plus the cores nothing runs on at this moment (the running count of
-    /proc/loadavg counts this thread); 1 where it cannot be read. A part given to a thread
-    with no core of its own would run beside another program and finish last."""
+    /proc/loadavg counts this thread), counting as idle those of `yielding` running processes
+    of a lower priority (the challenger's); 1 where it cannot be read. A part given to a
+    thread with no core of its own would run beside another program and finish last."""
     try:
         with open("/proc/loadavg", "rb") as f:
             running = int(f.read().split()[3].split(b"/")[0])
         cores = len(os.sched_getaffinity(0))
     except (OSError, ValueError, IndexError, AttributeError):
         return 1
-    return max(1, cores - running + 1)
+    return max(1, min(cores, cores - running + 1 + yielding))
 
 
 def _rows(rows: pd.DataFrame | np.ndarray, start: int, stop: int) -> pd.DataFrame | np.ndarray:
