@@ -97,6 +97,20 @@ SECRET = "4111-1111-1111-1111"  # a caller's value that no error may repeat
             "Row 0 of dataframe_split has 2 values for 1 columns",
         ),
         (
+            json.dumps({"dataframe_split": {"columns": ["a"], "data": [[1], [2], 3]}}).encode(),
+            "application/json",
+            400,
+            "Row 2 of dataframe_split has a number, not a list of values for 1 columns",
+        ),
+        (
+            json.dumps(
+                {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3]]}}
+            ).encode(),
+            "application/json",
+            400,
+            "Row 1 of dataframe_split has 1 values for 2 columns",
+        ),
+        (
             json.dumps({"dataframe_split": {"columns": ["a", "a"], "data": [[1, 2]]}}).encode(),
             "application/json",
             400,
