@@ -4,14 +4,12 @@ page link needs the app's navigation, so it is checked on the deployment page on
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import drift
 from core.store import Store
-from tests.pages.conftest import log_in
+from tests.pages.conftest import chart_titles, log_in
 from tests.test_drift import deployed, score, served
 
 __all__ = ["deployed"]
@@ -65,10 +63,7 @@ def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
 
 
 def _chart_titles(at: AppTest) -> list[str]:
-    return [
-        json.loads(c.proto.spec).get("layout", {}).get("title", {}).get("text", "")
-        for c in at.get("plotly_chart")
-    ]
+    return chart_titles(at)
 
 
 def _picker(count: int) -> None:
