@@ -1,6 +1,6 @@
 """The Challenger and Predictions tabs rendered by AppTest on real runs: comparison, a label
-upload with key/label pickers, live metrics, the confirmed swap, and the downloads (plotly is
-not rendered by AppTest: the figures are checked as objects)."""
+upload with key/label pickers, live metrics, the confirmed swap, and the downloads (AppTest
+draws no chart: the specs are checked as objects)."""
 
 from __future__ import annotations
 

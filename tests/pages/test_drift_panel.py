@@ -1,5 +1,5 @@
-"""The drift panels rendered by AppTest on a real run with injected drift (plotly is not
-rendered by AppTest: the figures themselves are checked in tests/test_drift.py). The banner's
+"""The drift panels rendered by AppTest on a real run with injected drift (AppTest draws no
+chart: the chart specs themselves are checked in tests/test_drift.py). The banner's
 page link needs the app's navigation, so it is checked on the deployment page once wired."""
 
 from __future__ import annotations
