@@ -117,6 +117,21 @@ def test_a_path_outside_the_workspace_is_refused(
     assert datasets.list_datasets(store) == []
 
 
+def test_models_page_runs_a_deploy_form_only_once_it_is_opened(
+    demo_env: Store, open_page: OpenPage
+) -> None:
+    at = open_page("pages/models.py")
+    assert not at.exception
+    closed = [e for e in at.expander if e.label == "Deploy a model of this version"]
+    assert closed and not [b for b in at.button if b.label.startswith("Deploy to")]
+    version = registry.list_models(demo_env, experiment_id=None)[0].version_id
+    at.session_state[f"deploy_open_{version}"] = True  # the user opens one: it stays open
+    at.run()
+    assert not at.exception
+    assert [b.key for b in at.button if b.label.startswith("Deploy to")] == [f"deploy_{version}_go"]
+    assert at.run().selectbox(key=f"deploy_pick_{version}").value is not None
+
+
 def test_model_page_deep_link_and_unknown_id(demo_env: Store, open_page: OpenPage) -> None:
     model = registry.list_models(demo_env)[0]
     at = open_page("pages/model.py", id=model.id)
