@@ -969,6 +969,13 @@ def prediction_shares_figure(found: Any) -> Spec:
     )
 
 
+def _time_format(rows: Sequence[dict[str, Any]]) -> str:
+    """Tick labels for times ("at", epoch ms) as fine as their span needs: seconds within ten
+    minutes, minutes within two days, else the day too."""
+    span = (max(r["at"] for r in rows) - min(r["at"] for r in rows)) / 1000 if rows else 0
+    return "%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400 else "%b %d %H:%M"
+
+
 def usage_figure(samples: Sequence[dict[str, Any]], measure: str, title: str) -> Spec:
     """One line per process (api, worker; by pid) of a usage measure over time."""
     rows = [
@@ -987,7 +994,8 @@ def usage_figure(samples: Sequence[dict[str, Any]], measure: str, title: str) ->
                 "field": "at",
                 "type": "temporal",
                 "scale": {"type": "utc"},
-                "axis": axis("time (UTC)", format="%H:%M"),
+                # whole seconds at least: never millisecond ticks
+                "axis": axis("time (UTC)", format=_time_format(rows), tickMinStep=1000),
             },
             "y": {"field": "value", "type": "quantitative", "axis": axis(title.split(" of ")[0])},
             "color": {

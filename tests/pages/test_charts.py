@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,21 @@ def test_drift_buckets_read_as_plain_numbers() -> None:
         "missing",
     ]
     assert numeric_buckets([0.000123, 0.5]) == ["< 0.000123", "[0.000123, 0.5]", "> 0.5", "missing"]
+
+
+def test_usage_over_time_never_ticks_below_a_second() -> None:
+    start = datetime(2026, 12, 7, 6, 49, 0)
+    samples = [
+        {"sampled_at": start + timedelta(seconds=5 * i), "process": "api", "pid": 7, "cpu": i}
+        for i in range(12)
+    ]
+    fig = charts.usage_figure(samples, "cpu", "CPU % of the API and worker processes")
+    assert titled(fig) == ("CPU % of the API and worker processes", "time (UTC)", "CPU %")
+    assert not invalid(fig)
+    axis = fig["encoding"]["x"]["axis"]
+    # a minute of samples: seconds on the ticks (not "06:49" eleven times), never milliseconds
+    assert (axis["format"], axis["tickMinStep"]) == ("%H:%M:%S", 1000)
+    days = [dict(s, sampled_at=start + timedelta(hours=5 * i)) for i, s in enumerate(samples)]
+    assert charts.usage_figure(days, "cpu", "CPU")["encoding"]["x"]["axis"]["format"] == (
+        "%b %d %H:%M"
+    )
