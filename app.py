@@ -7,10 +7,6 @@ from core import ui
 st.set_page_config(page_title="ModelDeck", page_icon=":material/deployed_code:", layout="wide")
 store = ui.get_store()
 page = ui.navigation(store)
-ui.begin_run()  # a browser tab's first run: charts after the first paint
 if ui.is_logged_in():  # the workspace and sidecars are not shown to strangers
     ui.sidebar_status(store)
-try:
-    page.run()
-finally:  # also after st.stop(): the page's charts wait for this
-    ui.draw_charts_later()
+page.run()

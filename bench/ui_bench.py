@@ -16,17 +16,16 @@ before a change) on a free port and drives Debian's Chromium (1400 px wide), as 
 
 - cold load: a fresh browser context opens each deep link (every page, the deployment page's
   sections, a run's results) and waits until Streamlit's app root reads CONNECTED and
-  notRunning, no skeleton is left and no chart waits, i.e. everything a user reads, charts
-  included ("cold load"). A new tab draws its charts in a second run after its first paint
-  (core.ui.chart), so "cold paint" is also printed: the first moment the app root read
-  CONNECTED and notRunning with no skeleton, the text, metrics and tables drawn and a
-  placeholder (with the title) where each chart comes (plotly's JavaScript, ~1 s of the main
-  thread, is still to be run then). Both are taken in the page (performance.now(), from the
-  navigation's start). Mostly Streamlit's frontend starting (its JS, the websocket, the
-  session's first run), once per browser tab;
+  notRunning, no skeleton is left and every chart has drawn its marks (tests/e2e's DRAWN),
+  i.e. everything a user reads, charts included ("cold load"). "Cold paint" is also printed:
+  the first moment the app root read CONNECTED and notRunning with no skeleton, the text,
+  metrics and tables drawn (a chart's Vega code may still be loading then; checkouts from
+  before Vega-Lite charts left a placeholder per chart for a second run). Both are taken in
+  the page (performance.now(), from the navigation's start). Mostly Streamlit's frontend
+  starting (its JS, the websocket, the session's first run), once per browser tab;
 - warm-context load and paint: the same, in a new tab of one browser context that has opened
-  the app before (its HTTP cache and V8's code cache hold Streamlit's and plotly's
-  JavaScript), as when a user opens a shared link in the browser they use ModelDeck in;
+  the app before (its HTTP cache and V8's code cache hold Streamlit's JavaScript, Vega's
+  included), as when a user opens a shared link in the browser they use ModelDeck in;
 - in-app: in one loaded app, a click on each sidebar link until that page has settled, as a
   user moves between pages (the websocket and the JS stay);
 - section: on an open deployment page, a click on each section's button in turn (from General,
@@ -210,7 +209,7 @@ def serve(app_dir: Path, home: Path, log: Path) -> tuple[subprocess.Popen[bytes]
 
 # ---------------------------------------------------------------------------- timing
 # Notes in the page the first moment its text is drawn (CONNECTED, notRunning, no skeleton;
-# charts may still wait for their second pass) and the first moment everything is (DRAWN), in
+# charts may still be loading their code) and the first moment everything is (DRAWN), in
 # ms from the navigation's start; installed before any of the page's own scripts.
 TIMES = f"""(() => {{
   const drawn = {DRAWN};

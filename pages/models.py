@@ -47,14 +47,16 @@ for experiment in experiments:
     )
     board = ui.cached_read(registry.list_models, store, version_id=version.id)
     ui.show_leaderboard(board, key=f"board_{version.id}")
-    with st.expander("Deploy a model of this version"):
-        chosen = st.selectbox(
-            "Model",
-            board,
-            key=f"deploy_pick_{version.id}",
-            format_func=ui.model_label,
-        )
-        ui.deploy_form(store, chosen, key=f"deploy_{version.id}")
+    # Its form runs only while it is open: five closed forms were a third of a cold load.
+    deploy = st.expander(
+        "Deploy a model of this version", key=f"deploy_open_{version.id}", on_change="rerun"
+    )
+    if deploy.open:
+        with deploy:
+            chosen = st.selectbox(
+                "Model", board, key=f"deploy_pick_{version.id}", format_func=ui.model_label
+            )
+            ui.deploy_form(store, chosen, key=f"deploy_{version.id}")
     st.page_link(
         "pages/train.py",
         label="Train a new version",

@@ -175,9 +175,10 @@ def test_missing_counts_are_computed_lazily_and_over_time_has_a_point_per_run(
     assert alert is not None and alert.n_drifted == 3 and alert.n_features == 7
     assert alert.since == ran[-1].finished_at and set(alert.drifted) == SHIFTED
     figure = charts.drift_share_figure(series)
-    assert list(figure.data[0].y) == [s[2] for s in series.shares]
+    assert [r["share"] for r in charts.rows_of(figure)] == [s[2] for s in series.shares]
     report = drift.drift_report(trained_store, deployed.name, last=3)
-    assert charts.drift_overlay_figure(by_name(report)["age"]).data[0].name == "training"
+    overlay = charts.rows_of(charts.drift_overlay_figure(by_name(report)["age"]))
+    assert overlay[0]["series"] == "training"
 
 
 def test_thresholds_are_per_deployment_and_checked(

@@ -411,8 +411,11 @@ def test_the_chart_folds_the_smallest_features_and_keeps_the_sum() -> None:
     assert [label for label, _ in bars[:2]] == ["f0 = 0", "f1 = 1"]
     assert bars[-1][0] == "other 3 features" and len(bars) == 13
     assert sum(v for _, v in bars) == pytest.approx(e.output - e.base_value)
-    colors = charts.explanation_figure(e).data[0].marker.color
-    assert colors[-1] == charts.POSITIVE and colors[-2] == charts.NEGATIVE  # f0 +, f1 -
+    fig = charts.explanation_figure(e)
+    scale = fig["layer"][0]["encoding"]["color"]["scale"]
+    colour = dict(zip(scale["domain"], scale["range"], strict=True))
+    colors = [colour[r["direction"]] for r in charts.rows_of(fig)]  # top down
+    assert colors[0] == charts.POSITIVE and colors[1] == charts.NEGATIVE  # f0 +, f1 -
 
 
 def test_cli_explain_json_and_errors(
@@ -518,34 +521,27 @@ def test_the_beeswarm_shows_every_sampled_row_of_the_top_features(
     assert sample is not None
     fig = charts.beeswarm_figure(sample, "main", top=3)
     top = sample.ranked()[:3]
-    assert list(fig.layout.yaxis.ticktext) == top[::-1]  # the strongest on top
-    points = [
-        (x, y, text)
-        for trace in fig.data
-        for x, y, text in zip(trace.x, trace.y, trace.text, strict=True)
-    ]
+    assert charts.tick_texts(fig, "y") == top[::-1]  # the strongest on top
+    points = charts.rows_of(fig)
     assert len(points) == 3 * sample.rows
     for position, feature in enumerate(top[::-1]):
-        mine = [p for p in points if round(p[1]) == position]
-        assert all(abs(p[1] - position) < 0.41 for p in mine)
-        assert sorted(p[0] for p in mine) == pytest.approx(sorted(sample.shap(feature)))
-    colours = np.asarray(fig.data[0].marker.color)
-    assert colours.min() == 0.0 and colours.max() == 1.0
-    # A category is coloured by its code and named in the hover.
-    fig = charts.beeswarm_figure(sample, "main", top=7)
-    coloured = fig.data[0]
+        mine = [p for p in points if round(p["y"]) == position]
+        assert all(abs(p["y"] - position) < 0.41 and p["feature"] == feature for p in mine)
+        assert sorted(p["shap"] for p in mine) == pytest.approx(sorted(sample.shap(feature)))
+    colours = [p["colour"] for p in points if p["colour"] is not None]
+    assert min(colours) == 0.0 and max(colours) == 1.0
+    # A category is coloured by its code and named in the tooltip.
+    points = charts.rows_of(charts.beeswarm_figure(sample, "main", top=7))
     by_contract = {
-        t.split("<br>")[0]: c
-        for t, c in zip(coloured.text, coloured.marker.color, strict=True)
-        if t.startswith("contract")
+        f"contract = {p['value']}": p["colour"] for p in points if p["feature"] == "contract"
     }
     assert by_contract == {
         "contract = month-to-month": 0.0,
         "contract = one-year": 0.5,
         "contract = two-year": 1.0,
     }
-    assert fig.data[1].name == "value missing"  # payment_method and age have gaps: grey
-    assert all(t.split(" = ")[0] in {"age", "payment_method"} for t in fig.data[1].text)
+    missing = {p["feature"] for p in points if p["colour"] is None}  # drawn grey
+    assert missing == {"age", "payment_method"}  # the features with gaps
 
 
 def test_value_colours_of_numbers_and_categories() -> None:
@@ -564,18 +560,20 @@ def test_the_dependence_view_plots_value_against_contribution(
     fig = charts.dependence_figure(sample, "tenure_months", "main: tenure_months")
     values, shap_values = sample.values("tenure_months"), sample.shap("tenure_months")
     present = [i for i, v in enumerate(values) if v is not None]
-    assert list(fig.data[0].x) == [values[i] for i in present]
-    assert list(fig.data[0].y) == pytest.approx([shap_values[i] for i in present])
-    assert fig.layout.xaxis.title.text == "tenure_months"
+    assert [r["x"] for r in charts.rows_of(fig)] == [values[i] for i in present]
+    assert [r["shap"] for r in charts.rows_of(fig)] == pytest.approx(
+        [shap_values[i] for i in present]
+    )
+    assert charts.axis_title(fig, "x") == "tenure_months"
     fig = charts.dependence_figure(sample, "contract", "main: contract", colour_by="age")
-    xs = [x for trace in fig.data for x in trace.x]
+    xs = [r["x"] for r in charts.rows_of(fig)]
     assert set(xs) <= {*(str(v) for v in sample.values("contract")), "missing"}
     assert len(xs) == sample.rows  # a missing category is plotted as "missing"
-    assert fig.data[0].marker.colorbar.title.text == "age"
+    coloured, grey = fig["layer"][0]["layer"]
+    assert coloured["encoding"]["color"]["legend"]["title"] == "age"
+    assert grey["mark"]["color"] == "#adb5bd"  # rows without an age are grey
     missing_age = sum(v is None for v in sample.values("age"))
-    assert len(fig.data) == 1 + bool(missing_age)  # rows without an age are grey
-    if missing_age:
-        assert len(fig.data[1].x) == missing_age and fig.data[1].marker.color == "#adb5bd"
+    assert sum(r["colour"] is None for r in charts.rows_of(fig)) == missing_age
 
 
 # ---------------------------------------------------------------------------- model holdout

@@ -1,16 +1,13 @@
 """What every page shares: navigation, page chrome, the acting user, errors and their steps in
 the app's words, flashes, progress. core/ui/ is the only package inside core that imports
-streamlit; one module per panel, and charts.py builds every plotly figure."""
+streamlit; one module per panel, and charts.py builds every chart."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
-import re
 import runpy
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -457,119 +454,13 @@ def sidebar_status(store: Store) -> None:
         ):
             mark = "🟢" if status.is_alive else "🔴"
             st.caption(f"{mark} {status.name}: {status.detail}")
-        preload_charts()
 
 
-PRELOAD_AFTER_MS = 3000
-
-
-@functools.cache
-def plotly_chunk() -> str | None:
-    """The file name of the part of Streamlit's frontend that draws plotly charts (it loads
-    when a tab draws its first chart), None if this Streamlit has no such file."""
-    folder = Path(st.__file__).parent / "static" / "static" / "js"
-    found = sorted(p.name for p in folder.glob("PlotlyChart.*.js"))
-    return found[0] if len(found) == 1 else None
-
-
-def preload_charts() -> None:
-    """Load plotly's part of the frontend once per browser tab, PRELOAD_AFTER_MS after this
-    element is drawn and when the tab is idle. It is 4.7 MB of JavaScript (~1 s to parse and
-    run on a busy box), which Streamlit fetches only when a chart is first drawn: the first
-    page with a chart then took 1 s longer. Loaded beforehand, Streamlit's own import of the
-    same file finds it ready. Nothing is drawn; without the file, nothing is done."""
-    chunk = plotly_chunk()
-    if chunk is None:
-        return
-    st.html(
-        "<script>(() => {"
-        " if (window.__modeldeckCharts) return; window.__modeldeckCharts = true;"
-        " const own = document.querySelector('script[src*=\"/static/js/\"]');"
-        " if (!own) return;"
-        f" const url = new URL('{chunk}', own.src).href;"
-        " const idle = window.requestIdleCallback || ((f) => setTimeout(f, 0));"
-        f" setTimeout(() => idle(() => import(url).catch(() => {{}}), {{timeout: 5000}}),"
-        f" {PRELOAD_AFTER_MS});"
-        "})();</script>",
-        unsafe_allow_javascript=True,
-    )
-
-
-# A browser tab's first run draws its charts in a second pass, after its first paint
-# (docs/architecture.md, "How the app reads"): plotly's frontend is 4.7 MB of JavaScript whose
-# loading held back the whole page by ~1.5 s on a cold deep link.
-LATER_KEY = "_modeldeck_charts_later"  # True while this run leaves its charts for later
-RAN_KEY = "_modeldeck_ran"  # set by the session's first full run
-DRAW_KEY = "md_draw_charts"  # the hidden button that starts the second pass
-LATER_PREFIX = "md_chart_later_"  # the key of a chart's placeholder: st-key-<key> in the page
-PLOTLY_HEIGHT = 450  # what st.plotly_chart draws a figure without a height at
-
-
-def _from_browser() -> bool:
-    """Whether this session is a browser's (its websocket sent a User-Agent); AppTest's and
-    other scripted sessions draw every chart at once, as nothing paints them."""
-    agent = st.context.headers.get("User-Agent")
-    return isinstance(agent, str) and bool(agent)
-
-
-def begin_run() -> None:
-    """Before the page (app.py): in a browser tab's first run, charts wait for the second pass
-    (LATER_KEY); every later run (a click, a fragment, the second pass) draws them at once."""
-    first = RAN_KEY not in st.session_state
-    st.session_state[RAN_KEY] = True
-    st.session_state[LATER_KEY] = first and _from_browser()
-
-
-def chart(figure: Any, key: str) -> None:
-    """A plotly figure, or in a browser tab's first run (begin_run) its placeholder: a box of
-    the figure's height with its title, replaced by the chart in the second pass."""
-    if not st.session_state.get(LATER_KEY):
-        st.plotly_chart(figure, key=key)
-        return
-    layout = figure.layout
-    title = re.sub(r"<[^>]+>", "", layout.title.text or "") or "Chart"  # plotly's tags: words
-    with st.container(
-        height=int(layout.height or PLOTLY_HEIGHT), border=True, key=f"{LATER_PREFIX}{key}"
-    ):
-        st.caption(f"{title} · drawing the chart…")
-
-
-def draw_charts_later() -> None:
-    """After the page (app.py), in a run that left charts for later: a hidden button and a
-    script that presses it once the page has painted (connected, the script done, no element
-    still loading), and imports plotly's frontend meanwhile; the button's rerun draws the
-    charts. Nothing is rendered when no chart waits."""
-    if not st.session_state.get(LATER_KEY):
-        return
-    chunk = plotly_chunk()
-    preload = f"import(new URL('{chunk}', own.src).href).catch(() => {{}});" if chunk else ""
-    token = uuid.uuid4().hex  # one watcher per rendered trigger
-    with st.container(key="md_charts_later"):
-        st.button("Draw the charts", key=DRAW_KEY)
-        st.html(
-            "<style>.st-key-md_charts_later {display: none}</style>"
-            "<script>(() => {"
-            f" const mark = '__modeldeckLater{token}';"
-            " if (window[mark]) return; window[mark] = true;"
-            " const started = Date.now();"
-            " const timer = setInterval(() => {"
-            "  const app = document.querySelector('[data-testid=\"stApp\"]');"
-            f"  const button = document.querySelector('.st-key-{DRAW_KEY} button');"
-            "  if (!button) { if (Date.now() - started > 60000) clearInterval(timer); return; }"
-            "  if (!app || app.dataset.testScriptState !== 'notRunning'"
-            "   || app.dataset.testConnectionState !== 'CONNECTED'"
-            "   || document.querySelector('[data-testid=\"stSkeleton\"]')) return;"
-            f"  if (!document.querySelector('[class*=\"st-key-{LATER_PREFIX}\"]')) return;"
-            "  clearInterval(timer);"
-            "  requestAnimationFrame(() => setTimeout(() => {"
-            "   button.click();"
-            "   const own = document.querySelector('script[src*=\"/static/js/\"]');"
-            f"   if (own) setTimeout(() => {{ {preload} }}, 0);"
-            "  }, 0));"
-            " }, 50);"
-            "})();</script>",
-            unsafe_allow_javascript=True,
-        )
+def chart(spec: charts.Spec, key: str) -> None:
+    """A chart of core/ui/charts.py (a Vega-Lite spec) across the page's width. Streamlit's
+    Vega code is 0.8 MB of JavaScript, light enough to draw in a tab's first run (plotly's
+    4.7 MB held a cold page back by ~1 s; docs/architecture.md, "How the app reads")."""
+    st.vega_lite_chart(spec, width="stretch", key=key)
 
 
 def link_table(

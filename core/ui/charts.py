@@ -1,15 +1,21 @@
-"""Plotly figures built from core results. No streamlit here: pages decide where they go."""
+"""Charts built from core results, as Vega-Lite specs (dicts) for st.vega_lite_chart. No
+streamlit here: pages decide where they go.
+
+Vega-Lite, not plotly: Streamlit's Vega chunk is 0.8 MB of JavaScript against plotly's 4.7 MB,
+and a cold tab drew its first chart ~0.26 s after the text instead of ~0.96 s (Chromium here,
+docs/architecture.md "How the app reads"). Every spec has a title and both axis titles (issue
+13, item 11); its rows are under spec["data"]["values"]."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import plotly.graph_objects as go
 
 from core.engine.profiles import plain_number
 from core.entities import Model
@@ -19,12 +25,124 @@ if TYPE_CHECKING:  # core.explain imports shap: not needed to draw its results
     from core.explain import Explanation, Importance, ShapSample
     from core.ground_truth import LiveMetrics
 
+Spec = dict[str, Any]
 ACCENT = "#3b5bdb"
 POSITIVE, NEGATIVE = "#2f9e44", "#1c7ed6"  # SHAP: green pushes the output up, blue down
+GREY = "#868e96"
 SHOWN_FEATURES = 12
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2"}
 TREND_RUNS = 3  # a chart over runs shows a trend from this many runs on
 RUN_AXIS = "run (oldest first)"
+BAR_STEP = 24  # px per bar of a horizontal bar chart
+
+
+def spec(
+    title: str,
+    rows: Sequence[dict[str, Any]],
+    encoding: dict[str, Any],
+    mark: dict[str, Any] | None = None,
+    layer: list[dict[str, Any]] | None = None,
+    height: int | dict[str, int] = 260,
+    subtitle: str | None = None,
+) -> Spec:
+    """A Vega-Lite spec: one data table, shared encodings, one mark or layers of marks."""
+    out: Spec = {
+        "title": {"text": title, "anchor": "start", **({"subtitle": subtitle} if subtitle else {})},
+        "data": {"values": [dict(r) for r in rows]},
+        "height": height,  # of the plot area: axes, labels and legend add to it
+        "autosize": {"type": "fit-x", "contains": "padding"},  # the width fits the page
+        "encoding": encoding,
+    }
+    if layer is not None:
+        out["layer"] = layer
+    else:
+        out["mark"] = mark or {"type": "bar"}
+    return out
+
+
+def axis(title: str, **more: Any) -> dict[str, Any]:
+    """An axis with its title (and format, values, label expression...)."""
+    return {"title": title, **more}
+
+
+def title_of(chart: Spec) -> str:
+    """The chart's title text."""
+    return str(chart["title"]["text"])
+
+
+def axis_title(chart: Spec, channel: str) -> str:
+    """The title of an axis ("x" or "y"), wherever the spec puts it."""
+    found = chart["encoding"].get(channel) or (chart.get("layer") or [{}])[0].get(
+        "encoding", {}
+    ).get(channel, {})
+    return str(found.get("axis", {}).get("title") or "")
+
+
+def rows_of(chart: Spec) -> list[dict[str, Any]]:
+    """The data rows of a chart."""
+    return list(chart["data"]["values"])
+
+
+def names_axis(title: str, names: Sequence[str]) -> dict[str, Any]:
+    """An axis of names (classes, bins): level when they are short, slanted when long."""
+    return axis(title, labelAngle=0 if max(map(len, names), default=0) <= 12 else -30)
+
+
+def _labels(values: Sequence[int], texts: Sequence[str]) -> str:
+    """A Vega expression naming each axis value by a text (integer positions from 0)."""
+    named = [""] * (max(values, default=-1) + 1)
+    for v, t in zip(values, texts, strict=True):
+        named[v] = t
+    return f"{json.dumps(named)}[datum.value] || ''"
+
+
+def tick_texts(chart: Spec, channel: str = "x") -> list[str]:
+    """The labels of an axis's ticks that a label expression names (charts over runs)."""
+    found = (chart["encoding"].get(channel) or chart["layer"][0]["encoding"][channel])["axis"]
+    named = json.loads(found["labelExpr"].split("[datum.value]")[0])
+    return [named[v] for v in found["values"]]
+
+
+def _bars_h(
+    title: str,
+    rows: list[dict[str, Any]],
+    x_title: str,
+    y_title: str,
+    colour: dict[str, Any],
+    x_scale: dict[str, Any] | None = None,
+) -> Spec:
+    """Horizontal bars: one row per bar, top to bottom, its value and text beside it."""
+    order = [r["label"] for r in rows]
+    return spec(
+        title,
+        rows,
+        {
+            "y": {
+                "field": "label",
+                "type": "nominal",
+                "sort": order,
+                "axis": axis(y_title, labelLimit=280),
+            },
+            "x": {
+                "field": "value",
+                "type": "quantitative",
+                "axis": axis(x_title),
+                **({"scale": x_scale} if x_scale else {}),
+            },
+        },
+        layer=[
+            {"mark": {"type": "bar"}, "encoding": {"color": colour}},
+            *(  # the value beside its bar's end, outside the bar
+                {
+                    "transform": [{"filter": f"datum.value {test} 0"}],
+                    "mark": {"type": "text", "align": align, "dx": dx},
+                    "encoding": {"text": {"field": "text"}},
+                }
+                for test, align, dx in ((">=", "left", 3), ("<", "right", -3))
+            ),
+        ],
+        height={"step": BAR_STEP},
+    )
 
 
 def model_name(model: Model) -> str:
@@ -45,38 +163,28 @@ def ranked(models: list[Model], metric: str) -> list[Model]:
     )
 
 
-def leaderboard_figure(models: list[Model], metric: str) -> go.Figure:
+def leaderboard_figure(models: list[Model], metric: str) -> Spec:
     """Horizontal bars of one holdout metric per model, best on top."""
-    # Plotly draws the first bar at the bottom, so the ranking goes in reversed.
-    scored = [m for m in ranked(models, metric) if m.metrics.get(metric) is not None][::-1]
-    fig = go.Figure(
-        go.Bar(
-            x=[m.metrics[metric] for m in scored],
-            y=[f"{model_name(m)} ({m.id})" for m in scored],
-            orientation="h",
-            marker_color=ACCENT,
-            text=[f"{m.metrics[metric]:.4f}" for m in scored],
-            textposition="auto",
-        )
-    )
-    fig.update_layout(
-        title=f"Holdout {metric}",
-        height=120 + 40 * len(scored),
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis_title=metric,
-        yaxis_title="model",
-    )
-    return fig
+    scored = [m for m in ranked(models, metric) if m.metrics.get(metric) is not None]
+    rows = [
+        {
+            "label": f"{model_name(m)} ({m.id})",
+            "value": m.metrics[metric],
+            "text": f"{m.metrics[metric]:.4f}",
+        }
+        for m in scored
+    ]
+    return _bars_h(f"Holdout {metric}", rows, metric, "model", {"value": ACCENT})
 
 
-def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
+def profile_figure(name: str, feature: dict[str, Any]) -> Spec:
     """The training distribution of one feature: quantile bins or category shares."""
     if feature["kind"] == "numeric":
         edges = feature["edges"]
         labels = [
             f"{plain_number(lo)} to {plain_number(hi)}" for lo, hi in itertools.pairwise(edges)
         ]
-        shares = feature["fractions"]
+        shares = list(feature["fractions"])
         if not labels:  # a constant column: one bin
             labels = [plain_number(feature["min"])] if feature["min"] is not None else ["(missing)"]
     else:
@@ -85,16 +193,25 @@ def profile_figure(name: str, feature: dict[str, Any]) -> go.Figure:
         if feature.get("other_fraction"):
             labels.append("(other)")
             shares.append(feature["other_fraction"])
-    fig = go.Figure(go.Bar(x=labels, y=shares, marker_color=ACCENT))
-    fig.update_layout(
-        title=f"{name}: training distribution",
-        xaxis_title=name,
-        yaxis_title="share of rows",
-        yaxis_tickformat=".0%",
-        height=320,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    return spec(
+        f"{name}: training distribution",
+        [{"bucket": b, "share": v} for b, v in zip(labels, shares, strict=False)],
+        {
+            "x": {
+                "field": "bucket",
+                "type": "nominal",
+                "sort": labels,
+                "axis": names_axis(name, labels),
+            },
+            "y": {
+                "field": "share",
+                "type": "quantitative",
+                "axis": axis("share of rows", format=".0%"),
+            },
+            "color": {"value": ACCENT},
+        },
+        height=240,
     )
-    return fig
 
 
 def signed_number(x: float) -> str:
@@ -145,29 +262,30 @@ def explanation_bars(e: Explanation, shown: int = SHOWN_FEATURES) -> list[tuple[
     return bars
 
 
-def explanation_figure(e: Explanation, shown: int = SHOWN_FEATURES) -> go.Figure:
+def explanation_figure(e: Explanation, shown: int = SHOWN_FEATURES) -> Spec:
     """Signed horizontal bars of one row's SHAP values, largest on top, green up / blue down."""
-    bars = explanation_bars(e, shown)[::-1]  # plotly draws the first bar at the bottom
-    fig = go.Figure(
-        go.Bar(
-            x=[v for _, v in bars],
-            y=[label for label, _ in bars],
-            orientation="h",
-            marker_color=[POSITIVE if v >= 0 else NEGATIVE for _, v in bars],
-            text=[signed_number(v) for _, v in bars],
-            textposition="auto",
-        )
-    )
+    rows = [
+        {
+            "label": label,
+            "value": v,
+            "text": signed_number(v),
+            "direction": "pushes up" if v >= 0 else "pushes down",
+        }
+        for label, v in explanation_bars(e, shown)
+    ]
     what = e.scale + (f" of class {e.class_}" if e.class_ is not None else "")
-    fig.update_layout(
-        title=f"{what}: average row {plain_number(e.base_value)} → this row "
-        f"{plain_number(e.output)}",
-        xaxis_title=f"contribution ({e.scale})",
-        yaxis_title="feature = this row's value",
-        height=140 + 28 * len(bars),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    return _bars_h(
+        f"{what}: average row {plain_number(e.base_value)} → this row {plain_number(e.output)}",
+        rows,
+        f"contribution ({e.scale})",
+        "feature = this row's value",
+        {
+            "field": "direction",
+            "type": "nominal",
+            "scale": {"domain": ["pushes up", "pushes down"], "range": [POSITIVE, NEGATIVE]},
+            "legend": {"title": None, "orient": "bottom"},
+        },
     )
-    return fig
 
 
 MEAN_SHAP_WORDS = (
@@ -177,30 +295,18 @@ MEAN_SHAP_WORDS = (
 )
 
 
-def importance_figure(imp: Importance, shown: int = 20, x_max: float | None = None) -> go.Figure:
-    """Mean |SHAP| per original feature, largest on top; `x_max` puts figures shown side by
+def importance_figure(imp: Importance, shown: int = 20, x_max: float | None = None) -> Spec:
+    """Mean |SHAP| per original feature, largest on top; `x_max` puts charts shown side by
     side on one scale."""
-    top = list(imp.features[:shown])[::-1]
-    fig = go.Figure(
-        go.Bar(
-            x=[v for _, v in top],
-            y=[f for f, _ in top],
-            orientation="h",
-            marker_color=ACCENT,
-            text=[plain_number(v) for _, v in top],
-            textposition="auto",
-        )
+    rows = [{"label": f, "value": v, "text": plain_number(v)} for f, v in imp.features[:shown]]
+    return _bars_h(
+        f"{imp.which}: average impact per feature, {imp.rows:,} rows",
+        rows,
+        f"mean |SHAP| ({imp.scale})",
+        "feature",
+        {"value": ACCENT},
+        {"domain": [0, x_max * 1.05]} if x_max else None,
     )
-    fig.update_layout(
-        title=f"{imp.which}: average impact per feature, {imp.rows:,} rows",
-        xaxis_title=f"mean |SHAP| ({imp.scale})",
-        yaxis_title="feature",
-        height=140 + 26 * len(top),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-    )
-    if x_max:
-        fig.update_xaxes(range=[0, x_max * 1.05])
-    return fig
 
 
 def shared_range(importances: Sequence[Importance]) -> float | None:
@@ -255,87 +361,121 @@ def _jitter(x: np.ndarray, seed: int) -> np.ndarray:
     return offsets
 
 
-def _value_traces(
-    x: list[Any],
-    y: list[float],
-    scaled: np.ndarray,
-    hovers: list[str],
-    colour_title: str,
-    size: int,
-) -> list[go.Scatter]:
-    """Dots coloured by a value in [0, 1] (low blue, high red), and the missing ones grey."""
-    present = ~np.isnan(scaled)
-    traces = []
-    for keep, name in ((present, "value"), (~present, "missing")):
-        if name == "missing" and not keep.any():
-            continue
-        marker: dict[str, Any] = {"color": MISSING_COLOR, "size": size, "opacity": 0.8}
-        if name == "value":
-            marker.update(
-                color=scaled[keep].tolist(),
-                cmin=0,
-                cmax=1,
-                colorscale=[[0, LOW], [1, HIGH]],
-                colorbar={
-                    "title": {"text": colour_title},
-                    "tickvals": [0, 1],
-                    "ticktext": ["low", "high"],
-                },
-            )
-        traces.append(
-            go.Scatter(
-                x=[v for v, k in zip(x, keep, strict=True) if k],
-                y=[v for v, k in zip(y, keep, strict=True) if k],
-                text=[t for t, k in zip(hovers, keep, strict=True) if k],
-                hoverinfo="text",
-                mode="markers",
-                name=f"{colour_title} {name}" if name == "missing" else name,
-                marker=marker,
-            )
-        )
-    return traces
+def _value_colour(title: str) -> list[dict[str, Any]]:
+    """Layers of dots coloured by a value in [0, 1] (field "colour": low blue, high red), and
+    the rows without one (null) grey."""
+    return [
+        {
+            "transform": [{"filter": "isValid(datum.colour)"}],
+            "mark": {"type": "circle", "opacity": 0.8},
+            "encoding": {
+                "color": {
+                    "field": "colour",
+                    "type": "quantitative",
+                    "scale": {"domain": [0, 1], "range": [LOW, HIGH]},
+                    "legend": {
+                        "title": title,
+                        "values": [0, 1],
+                        "labelExpr": "datum.value < 0.5 ? 'low' : 'high'",
+                    },
+                }
+            },
+        },
+        {
+            "transform": [{"filter": "!isValid(datum.colour)"}],
+            "mark": {"type": "circle", "opacity": 0.8, "color": MISSING_COLOR},
+        },
+    ]
 
 
-def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES) -> go.Figure:
+def _colour(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def beeswarm_figure(sample: ShapSample, title: str, top: int = BEESWARM_FEATURES) -> Spec:
     """One dot per sampled row and top feature: x = its SHAP value, y = the feature (largest
     mean |SHAP| on top), colour = the row's value of the feature (low blue, high red, missing
-    grey; categories by code, named in the hover)."""
-    features = sample.ranked()[:top][::-1]  # plotly puts the first category at the bottom
-    xs: list[Any] = []
-    ys: list[float] = []
-    colours, hovers = [], []
+    grey; categories by code, named in the tooltip)."""
+    features = sample.ranked()[:top][::-1]  # position 0 at the bottom
+    rows: list[dict[str, Any]] = []
     for position, feature in enumerate(features):
         shap_values = sample.shap(feature)
         scaled, texts = normalised(sample.values(feature), feature in sample.categorical)
-        xs += shap_values.tolist()
-        ys += (position + _jitter(shap_values, position)).tolist()
-        colours.append(scaled)
-        hovers += [
-            f"{feature} = {t}<br>SHAP {signed_number(x)}"
-            for x, t in zip(shap_values, texts, strict=True)
+        ys = position + _jitter(shap_values, position)
+        rows += [
+            {
+                "shap": float(x),
+                "y": float(y),
+                "colour": _colour(c),
+                "feature": feature,
+                "value": t,
+            }
+            for x, y, c, t in zip(shap_values, ys, scaled, texts, strict=True)
         ]
-    scaled_all = np.concatenate(colours) if colours else np.zeros(0)
-    fig = go.Figure(_value_traces(xs, ys, scaled_all, hovers, "value", 5))
-    fig.update_layout(
-        title=title,
-        xaxis_title=f"SHAP value ({sample.scale})",
-        showlegend=False,
-        yaxis_title="feature",
-        yaxis={
-            "tickvals": list(range(len(features))),
-            "ticktext": features,
-            "range": [-0.6, len(features) - 0.4],
+    positions = list(range(len(features)))
+    return _dots(
+        title,
+        rows,
+        {
+            "x": {
+                "field": "shap",
+                "type": "quantitative",
+                "axis": axis(f"SHAP value ({sample.scale})"),
+            },
+            "y": {
+                "field": "y",
+                "type": "quantitative",
+                "scale": {"domain": [-0.6, len(features) - 0.4], "nice": False, "zero": False},
+                "axis": axis(
+                    "feature",
+                    values=positions,
+                    labelExpr=_labels(positions, features),
+                    grid=False,
+                ),
+            },
+            "size": {"value": 20},
+            "tooltip": [
+                {"field": "feature"},
+                {"field": "value"},
+                {"field": "shap", "title": "SHAP", "format": "+.4~g"},
+            ],
         },
-        height=160 + 34 * len(features),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        _value_colour("value"),
+        "x",
+        height=40 + 34 * len(features),
     )
-    fig.add_vline(x=0, line_color="#868e96", line_width=1)
-    return fig
+
+
+def _zero_rule(channel: str, **mark: Any) -> dict[str, Any]:
+    """A grey line at 0 on `channel` (x: vertical, y: horizontal) across the chart."""
+    return {
+        "data": {"values": [{}]},
+        "mark": {"type": "rule", "color": GREY, "strokeWidth": 1, **mark},
+        "encoding": {channel: {"datum": 0, "type": "quantitative"}},
+    }
+
+
+def _dots(
+    title: str,
+    rows: list[dict[str, Any]],
+    encoding: dict[str, Any],
+    dots: list[dict[str, Any]],
+    zero: str,
+    height: int,
+) -> Spec:
+    """Dots (layers sharing `encoding`) with a line at 0 on the `zero` axis."""
+    return spec(
+        title,
+        rows,
+        {},
+        layer=[{"encoding": encoding, "layer": dots}, _zero_rule(zero)],
+        height=height,
+    )
 
 
 def dependence_figure(
     sample: ShapSample, feature: str, title: str, colour_by: str | None = None
-) -> go.Figure:
+) -> Spec:
     """A feature's value (x) against its SHAP value (y), one dot per sampled row, coloured by
     the value of `colour_by` (default: the feature itself). Missing values sit at "missing"
     for a category and are counted in the title for a number."""
@@ -344,376 +484,526 @@ def dependence_figure(
     scaled, texts = normalised(sample.values(colour_by), colour_by in sample.categorical)
     categorical = feature in sample.categorical
     keep = [i for i, v in enumerate(values) if categorical or v is not None]
-    x = [
-        ("missing" if values[i] is None else str(values[i])) if categorical else values[i]
+    rows = [
+        {
+            "x": ("missing" if values[i] is None else str(values[i])) if categorical else values[i],
+            "shap": float(shap_values[i]),
+            "colour": _colour(scaled[i]),
+            "value": _shown(values[i]),
+            "colour_value": texts[i],
+        }
         for i in keep
     ]
-    hovers = [
-        f"{feature} = {_shown(values[i])}<br>{colour_by} = {texts[i]}"
-        f"<br>SHAP {signed_number(shap_values[i])}"
-        for i in keep
-    ]
-    fig = go.Figure(
-        _value_traces(x, shap_values[keep].tolist(), scaled[keep], hovers, colour_by, 6)
-    )
     dropped = len(values) - len(keep)
-    fig.update_layout(
-        title=title + (f" ({dropped} rows with {feature} missing not shown)" if dropped else ""),
-        xaxis_title=feature,
-        yaxis_title=f"SHAP value of {feature} ({sample.scale})",
-        xaxis={"type": "category", "categoryorder": "category ascending"} if categorical else {},
-        height=380,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        showlegend=False,
+    return _dots(
+        title + (f" ({dropped} rows with {feature} missing not shown)" if dropped else ""),
+        rows,
+        {
+            "x": {
+                "field": "x",
+                "type": "nominal" if categorical else "quantitative",
+                "axis": names_axis(feature, [str(r["x"]) for r in rows])
+                if categorical
+                else axis(feature),
+                **({"sort": "ascending"} if categorical else {"scale": {"zero": False}}),
+            },
+            "y": {
+                "field": "shap",
+                "type": "quantitative",
+                "axis": axis(f"SHAP value of {feature} ({sample.scale})"),
+            },
+            "size": {"value": 30},
+            "tooltip": [
+                {"field": "value", "title": feature},
+                {"field": "colour_value", "title": colour_by},
+                {"field": "shap", "title": "SHAP", "format": "+.4~g"},
+            ],
+        },
+        _value_colour(colour_by),
+        "y",
+        height=300,
     )
-    fig.add_hline(y=0, line_color="#868e96", line_width=1)
-    return fig
 
 
 # ---------------------------------------------------------------------------- drift
-TRAINING_COLOR, SERVED_COLOR = "#868e96", ACCENT
+TRAINING_COLOR, SERVED_COLOR = GREY, ACCENT
 STATUS_COLORS = {"stable": "#2f9e44", "moderate": "#f08c00", "drifted": "#e03131", "n/a": "#adb5bd"}
 
 
-def drift_overlay_figure(f: Any) -> go.Figure:
+def _series(
+    domain: Sequence[str], colours: Sequence[str], title: str | None = None
+) -> dict[str, Any]:
+    """A colour channel naming each series (field "series") in a legend below the chart."""
+    return {
+        "field": "series",
+        "type": "nominal",
+        "sort": list(domain),
+        "scale": {"domain": list(domain), "range": list(colours)},
+        "legend": {"title": title, "orient": "bottom"},
+    }
+
+
+def drift_overlay_figure(f: Any) -> Spec:
     """A feature's (core.drift_scores.FeatureDrift) training vs served shares per bucket."""
-    fig = go.Figure(
-        [
-            go.Bar(
-                x=list(f.buckets),
-                y=list(f.training),
-                name="training",
-                marker_color=TRAINING_COLOR,
-                opacity=0.7,
-            ),
-            go.Bar(
-                x=list(f.buckets),
-                y=list(f.served),
-                name="served",
-                marker_color=SERVED_COLOR,
-                opacity=0.7,
-            ),
-        ]
-    )
-    fig.update_layout(
-        barmode="overlay",
-        title=f"{f.name}: {f.status} (PSI {f.psi or 0:.3f})",
-        xaxis={
-            "title": {"text": f"{f.name} (training bins)" if f.kind == "numeric" else f.name},
-            "type": "category",  # classes 0 and 1 are names, not points on a number line
+    buckets = [str(b) for b in f.buckets]
+    rows = [
+        {"bucket": b, "series": series, "share": v}
+        for series, values in (("training", f.training), ("served", f.served))
+        for b, v in zip(buckets, values, strict=True)
+    ]
+    return spec(
+        f"{f.name}: {f.status} (PSI {f.psi or 0:.3f})",
+        rows,
+        {
+            # classes 0 and 1 are names, not points on a number line
+            "x": {
+                "field": "bucket",
+                "type": "nominal",
+                "sort": buckets,
+                "axis": names_axis(
+                    f"{f.name} (training bins)" if f.kind == "numeric" else f.name, buckets
+                ),
+            },
+            "y": {
+                "field": "share",
+                "type": "quantitative",
+                "stack": None,  # overlaid, not stacked
+                "axis": axis("share of rows", format=".0%"),
+            },
+            "color": _series(("training", "served"), (TRAINING_COLOR, SERVED_COLOR)),
+            "opacity": {"value": 0.7},
         },
-        yaxis_title="share of rows",
-        yaxis_tickformat=".0%",
-        margin={"t": 40, "b": 10},
-        height=320,
+        height=240,
     )
-    return fig
 
 
 def _when(at: datetime | None) -> str:
     return "" if at is None else f"{at:%b %d %H:%M}"
 
 
-def over_runs(fig: go.Figure, times: Sequence[datetime | None], unit: str = "run") -> go.Figure:
-    """Put a chart's x axis in run order (1 = oldest), labelled by date and minute, never by
-    milliseconds (two runs a second apart gave ticks such as 20:03:18.4475), and say on the
-    chart when there are too few runs for a trend. `unit`: what a point is (run, hour, day)."""
+def _at(at: datetime | None) -> str:
+    return "" if at is None else f"{at:%Y-%m-%d %H:%M} UTC"
+
+
+def over_runs(
+    title: str,
+    rows: list[dict[str, Any]],
+    times: Sequence[datetime | None],
+    y: dict[str, Any],
+    unit: str = "run",
+    **more: Any,
+) -> Spec:
+    """A chart whose x axis is the run order (field "n", 1 = oldest), labelled by date and
+    minute, never by milliseconds (two runs a second apart gave ticks such as 20:03:18.4475),
+    saying under its title when there are too few runs for a trend. `unit`: what a point is
+    (run, hour, day)."""
     n = len(times)
     step = max(1, math.ceil(n / 10))
-    fig.update_xaxes(
-        title_text=RUN_AXIS if unit == "run" else f"{unit} with traffic (oldest first)",
-        tickmode="array",
-        tickvals=list(range(1, n + 1))[::step],
-        ticktext=[_when(t) for t in times][::step],
-        range=[0.5, max(n, 1) + 0.5],
+    ticks = list(range(1, n + 1))[::step]
+    few = (
+        None
+        if n >= TREND_RUNS
+        else f"No {unit} yet"
+        if n == 0
+        else f"Only {n} {unit}{'s' if n > 1 else ''} so far: a trend shows from {TREND_RUNS} "
+        f"{unit}s on."
     )
-    if n < TREND_RUNS:
-        fig.add_annotation(
-            text=(
-                f"No {unit} yet"
-                if n == 0
-                else f"Only {n} {unit}{'s' if n > 1 else ''} so far: a trend shows "
-                f"from {TREND_RUNS} {unit}s on."
-            ),
-            xref="paper",
-            yref="paper",
-            x=1,
-            y=1.02,
-            xanchor="right",
-            yanchor="bottom",
-            showarrow=False,
-            font={"color": "#868e96"},
-        )
-    return fig
+    x = {
+        "field": "n",
+        "type": "quantitative",
+        "scale": {"domain": [0.5, max(n, 1) + 0.5], "nice": False, "zero": False},
+        "axis": axis(
+            RUN_AXIS if unit == "run" else f"{unit} with traffic (oldest first)",
+            values=ticks,
+            labelExpr=_labels(ticks, [_when(times[t - 1]) for t in ticks]),
+            grid=False,
+        ),
+    }
+    return spec(title, rows, {"x": x, "y": y, **more.pop("encoding", {})}, subtitle=few, **more)
 
 
-def _hover(run_ids: Sequence[str], times: Sequence[datetime | None]) -> list[str]:
-    return [
-        f"{r}<br>{'' if t is None else f'{t:%Y-%m-%d %H:%M} UTC'}"
-        for r, t in zip(run_ids, times, strict=True)
-    ]
+def _line(colour: str) -> dict[str, Any]:
+    """A line with a dot on each point, both in `colour`."""
+    return {"type": "line", "color": colour, "point": {"color": colour, "filled": True}}
 
 
-def drift_time_figure(series: Any, feature: str, unit: str = "run") -> go.Figure:
+def drift_time_figure(series: Any, feature: str, unit: str = "run") -> Spec:
     """PSI of one feature per run, or per hour or day of calls (core.drift.DriftSeries),
     oldest first, coloured by status."""
     points = [p for p in series.points if p.feature == feature]
     times = [p.at for p in points]
-    fig = go.Figure(
-        go.Scatter(
-            x=list(range(1, len(points) + 1)),
-            y=[p.psi for p in points],
-            mode="lines+markers",
-            name=feature,
-            marker={"color": [STATUS_COLORS.get(p.status, ACCENT) for p in points], "size": 9},
-            line={"color": ACCENT},
-            text=_hover([p.run_id for p in points], times),
-            hovertemplate="%{text}<br>PSI %{y:.3f}<extra></extra>",
-        )
+    rows = [
+        {"n": i, "psi": p.psi, "status": p.status, "run": p.run_id, "at": _at(p.at)}
+        for i, p in enumerate(points, 1)
+    ]
+    statuses = list(STATUS_COLORS)
+    return over_runs(
+        f"{feature}: PSI per {unit}",
+        rows,
+        times,
+        {"field": "psi", "type": "quantitative", "scale": {"zero": True}, "axis": axis("PSI")},
+        unit,
+        encoding={
+            "tooltip": [{"field": "run"}, {"field": "at"}, {"field": "psi", "format": ".3f"}]
+        },
+        layer=[
+            {"mark": {"type": "line", "color": ACCENT}},
+            {
+                "mark": {"type": "point", "filled": True, "size": 80},
+                "encoding": {
+                    "color": {
+                        "field": "status",
+                        "type": "nominal",
+                        "scale": {
+                            "domain": statuses,
+                            "range": [STATUS_COLORS[s] for s in statuses],
+                        },
+                        "legend": {"title": None, "orient": "bottom"},
+                    }
+                },
+            },
+        ],
+        height=220,
     )
-    fig.update_layout(
-        title=f"{feature}: PSI per {unit}",
-        yaxis_title="PSI",
-        yaxis_rangemode="tozero",
-        margin={"t": 40, "b": 10},
-        height=300,
-    )
-    return over_runs(fig, times, unit)
 
 
-def drift_share_figure(series: Any) -> go.Figure:
+def _share_per_run(
+    title: str,
+    field: str,
+    points: Sequence[tuple[str, datetime | None, float]],
+    y: tuple[str, float, str],
+    colour: str,
+    unit: str = "run",
+) -> Spec:
+    """A share (0 to 1) per run, oldest first: (run id, time, share) points; `y` is the axis's
+    (title, top, tooltip format)."""
+    y_title, top, shown = y
+    rows = [{"n": i, field: v, "run": r, "at": _at(t)} for i, (r, t, v) in enumerate(points, 1)]
+    return over_runs(
+        title,
+        rows,
+        [t for _, t, _ in points],
+        {
+            "field": field,
+            "type": "quantitative",
+            "scale": {"domain": [0, top], "nice": False},
+            "axis": axis(y_title, format=".0%"),
+        },
+        unit,
+        encoding={
+            "tooltip": [{"field": "run"}, {"field": "at"}, {"field": field, "format": shown}]
+        },
+        mark=_line(colour),
+        height=200,
+    )
+
+
+def drift_share_figure(series: Any) -> Spec:
     """The share of drifted features per run (core.drift.DriftSeries), oldest first."""
-    times = [s[1] for s in series.shares]
-    fig = go.Figure(
-        go.Scatter(
-            x=list(range(1, len(times) + 1)),
-            y=[s[2] for s in series.shares],
-            mode="lines+markers",
-            name="drifted features",
-            line={"color": STATUS_COLORS["drifted"]},
-            text=_hover([s[0] for s in series.shares], times),
-            hovertemplate="%{text}<br>%{y:.0%} of features drifted<extra></extra>",
-        )
+    return _share_per_run(
+        "Share of drifted features per run",
+        "share",
+        [(s[0], s[1], s[2]) for s in series.shares],
+        ("features drifted", 1.05, ".0%"),
+        STATUS_COLORS["drifted"],
     )
-    fig.update_layout(
-        title="Share of drifted features per run",
-        yaxis_title="features drifted",
-        yaxis_tickformat=".0%",
-        yaxis_range=[0, 1.05],
-        margin={"t": 40, "b": 10},
-        height=280,
-    )
-    return over_runs(fig, times)
 
 
 # ---------------------------------------------------------------------------- validation
-def confusion_figure(confusion: dict[str, Any], title: str) -> go.Figure:
+def confusion_figure(confusion: dict[str, Any], title: str) -> Spec:
     """The confusion matrix as a heatmap: true labels down, predicted across, counts shown."""
-    labels, matrix = confusion["labels"], confusion["matrix"]
-    fig = go.Figure(
-        go.Heatmap(
-            z=matrix,
-            x=labels,
-            y=labels,
-            colorscale="Blues",
-            text=matrix,
-            texttemplate="%{text}",
-            showscale=False,
-        )
+    labels = [str(v) for v in confusion["labels"]]
+    matrix = confusion["matrix"]
+    rows: list[dict[str, Any]] = [
+        {"true": t, "predicted": p, "count": int(matrix[i][j])}
+        for i, t in enumerate(labels)
+        for j, p in enumerate(labels)
+    ]
+    most = max((int(r["count"]) for r in rows), default=0)
+    return spec(
+        title,
+        rows,
+        {
+            "x": {
+                "field": "predicted",
+                "type": "nominal",
+                "sort": labels,
+                "axis": names_axis("predicted", labels),
+            },
+            "y": {"field": "true", "type": "nominal", "sort": labels, "axis": axis("true")},
+        },
+        layer=[
+            {
+                "mark": {"type": "rect"},
+                "encoding": {
+                    "color": {
+                        "field": "count",
+                        "type": "quantitative",
+                        "scale": {"scheme": "blues"},
+                        "legend": None,
+                    }
+                },
+            },
+            {
+                "mark": {"type": "text"},
+                "encoding": {
+                    "text": {"field": "count", "format": ","},
+                    "color": {
+                        "condition": {"test": f"datum.count > {most / 2}", "value": "white"},
+                        "value": "black",
+                    },
+                },
+            },
+        ],
+        height=280,
     )
-    fig.update_layout(
-        title=title,
-        xaxis_title="predicted",
-        yaxis_title="true",
-        yaxis_autorange="reversed",
-        height=360,
-        margin={"t": 40},
-    )
-    return fig
 
 
-def residual_figure(residuals: dict[str, list[float]], title: str) -> go.Figure:
+def residual_figure(residuals: dict[str, list[float]], title: str) -> Spec:
     """Residual (label - prediction) against prediction, with the zero line."""
-    fig = go.Figure(
-        go.Scatter(
-            x=residuals["prediction"],
-            y=residuals["residual"],
-            mode="markers",
-            marker={"color": ACCENT, "opacity": 0.6},
-        )
+    rows = [
+        {"prediction": p, "residual": r}
+        for p, r in zip(residuals["prediction"], residuals["residual"], strict=True)
+    ]
+    return _dots(
+        title,
+        rows,
+        {
+            "x": {
+                "field": "prediction",
+                "type": "quantitative",
+                "scale": {"zero": False},
+                "axis": axis("prediction"),
+            },
+            "y": {"field": "residual", "type": "quantitative", "axis": axis("label - prediction")},
+        },
+        [{"mark": {"type": "circle", "color": ACCENT, "opacity": 0.6}}],
+        "y",
+        height=280,
     )
-    fig.add_hline(y=0, line_dash="dash", line_color="grey")
-    fig.update_layout(
-        title=title,
-        xaxis_title="prediction",
-        yaxis_title="label - prediction",
-        height=360,
-        margin={"t": 40},
-    )
-    return fig
 
 
 # ---------------------------------------------------------------------------- challenger
-def agreement_figure(found: Comparison, unit: str = "run") -> go.Figure:
+def agreement_figure(found: Comparison, unit: str = "run") -> Spec:
     """Agreement rate per run (or per hour or day of calls), oldest first."""
-    points = list(reversed(found.runs))
-    times = [r.at for r in points]
-    fig = go.Figure(
-        go.Scatter(
-            x=list(range(1, len(points) + 1)),
-            y=[r.agreement_rate for r in points],
-            mode="lines+markers",
-            text=_hover([r.run_id for r in points], times),
-            hovertemplate="%{text}<br>%{y:.1%}<extra></extra>",
-        )
+    return _share_per_run(
+        f"Agreement of main and challenger per {unit}",
+        "agreement",
+        [(r.run_id, r.at, r.agreement_rate) for r in reversed(found.runs)],
+        ("rows agreeing", 1.02, ".1%"),
+        ACCENT,
+        unit,
     )
-    fig.update_layout(
-        title=f"Agreement of main and challenger per {unit}",
-        height=280,
-        yaxis={"tickformat": ".0%", "range": [0, 1.02], "title": {"text": "rows agreeing"}},
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )
-    return over_runs(fig, times, unit)
 
 
-def distribution_figure(found: Comparison) -> go.Figure:
-    """The window's predictions of main and challenger side by side."""
-    fig = go.Figure(
-        [
-            go.Bar(name=role, x=list(found.buckets), y=list(counts))
-            for role, counts in (("main", found.main), ("challenger", found.challenger))
-        ]
-    )
-    fig.update_layout(
-        barmode="group",
-        height=300,
-        title="Predictions in the window",
-        xaxis={
-            "title": {
-                "text": "predicted value" if found.task == "regression" else "predicted class"
+def _grouped(
+    title: str,
+    rows: list[dict[str, Any]],
+    buckets: list[str],
+    x_title: str,
+    y: dict[str, Any],
+    series: Sequence[str],
+    colours: Sequence[str],
+) -> Spec:
+    """Bars of each series side by side per bucket (field "bucket"; classes are names)."""
+    return spec(
+        title,
+        rows,
+        {
+            "x": {
+                "field": "bucket",
+                "type": "nominal",
+                "sort": buckets,
+                "axis": names_axis(x_title, buckets),
             },
-            "type": "category",
+            "xOffset": {"field": "series", "sort": list(series)},
+            "y": y,
+            "color": _series(series, colours),
         },
-        yaxis_title="rows",
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        height=220,
     )
-    return fig
 
 
-def live_figure(live: LiveMetrics) -> go.Figure:
+def distribution_figure(found: Comparison) -> Spec:
+    """The window's predictions of main and challenger side by side."""
+    buckets = [str(b) for b in found.buckets]
+    rows = [
+        {"bucket": b, "series": role, "rows": int(c)}
+        for role, counts in (("main", found.main), ("challenger", found.challenger))
+        for b, c in zip(buckets, counts, strict=True)
+    ]
+    return _grouped(
+        "Predictions in the window",
+        rows,
+        buckets,
+        "predicted value" if found.task == "regression" else "predicted class",
+        {"field": "rows", "type": "quantitative", "axis": axis("rows")},
+        ("main", "challenger"),
+        (ACCENT, "#f08c00"),
+    )
+
+
+def live_figure(live: LiveMetrics) -> Spec:
     """The headline metric of main and challenger per run, oldest first."""
     points = [r for r in reversed(live.runs) if r.main]
     times = [r.at for r in points]
-    fig = go.Figure()
-    for role in ("main", "challenger"):
-        values = [(getattr(r, role) or {}).get(live.metric) for r in points]
-        fig.add_trace(
-            go.Scatter(
-                x=list(range(1, len(points) + 1)),
-                y=values,
-                name=role,
-                mode="lines+markers",
-                text=_hover([r.run_id for r in points], times),
-                hovertemplate="%{text}<br>%{y:.4f}<extra>" + role + "</extra>",
-            )
-        )
-    fig.update_layout(
-        title=f"Live {live.metric} per run",
-        yaxis_title=f"{live.metric} on labelled rows",
-        height=280,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    rows = [
+        {
+            "n": i,
+            "series": role,
+            "value": (getattr(r, role) or {}).get(live.metric),
+            "run": r.run_id,
+            "at": _at(r.at),
+        }
+        for role in ("main", "challenger")
+        for i, r in enumerate(points, 1)
+    ]
+    return over_runs(
+        f"Live {live.metric} per run",
+        rows,
+        times,
+        {"field": "value", "type": "quantitative", "axis": axis(f"{live.metric} on labelled rows")},
+        encoding={
+            "color": _series(("main", "challenger"), (ACCENT, "#f08c00")),
+            "tooltip": [
+                {"field": "series"},
+                {"field": "run"},
+                {"field": "at"},
+                {"field": "value", "format": ".4f"},
+            ],
+        },
+        mark={"type": "line", "point": True},
+        height=200,
     )
-    return over_runs(fig, times)
-
-
-# ---------------------------------------------------------------------------- reading
 
 
 # ---------------------------------------------------------------------------- live traffic
-SOURCE_COLORS = {"api": ACCENT, "form": "#f08c00", "run": "#868e96"}
+SOURCE_COLORS = {"api": ACCENT, "form": "#f08c00", "run": GREY}
 SOURCE_WORDS = {"api": "API calls", "form": "prediction form", "run": "pipeline runs"}
 
 
-def traffic_figure(rows: Sequence[dict[str, Any]], window: Any, measure: str) -> go.Figure:
+def _ms(at: datetime) -> float:
+    """A time as epoch milliseconds, what a Vega-Lite time scale reads (naive times are UTC,
+    as the store and the logs keep them)."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() * 1000
+
+
+def traffic_figure(rows: Sequence[dict[str, Any]], window: Any, measure: str) -> Spec:
     """Requests (or rows) per time bucket of a window (core.monitoring.Window), stacked by
     source (core.monitoring.traffic); the axis spans the whole window, one bar per bucket."""
     step = timedelta(hours=1 if window.bucket == "hour" else 24)
-    fig = go.Figure()
-    for source in SOURCE_COLORS:
-        mine = [r for r in rows if r["source"] == source]
-        if mine:
-            fig.add_bar(
-                x=[r["bucket"] + step / 2 for r in mine],  # centred on its bucket
-                y=[r[measure] for r in mine],
-                width=step.total_seconds() * 1000 * 0.9,
-                name=SOURCE_WORDS[source],
-                marker_color=SOURCE_COLORS[source],
-                hovertemplate=f"%{{y:,}} {measure}<extra>{SOURCE_WORDS[source]}</extra>",
+    pad = step * 0.05
+    below: dict[datetime, float] = {}
+    bars = []
+    for source in SOURCE_COLORS:  # stacked in this order, bottom up
+        for r in rows:
+            if r["source"] != source:
+                continue
+            low = below.get(r["bucket"], 0)
+            below[r["bucket"]] = low + r[measure]
+            bars.append(
+                {
+                    "start": _ms(r["bucket"] + pad),
+                    "end": _ms(r["bucket"] + step - pad),
+                    "low": low,
+                    "high": low + r[measure],
+                    "series": SOURCE_WORDS[source],
+                    measure: r[measure],
+                    "bucket": _at(r["bucket"]),
+                }
             )
-    fig.update_layout(
-        title=f"{measure.capitalize()} per {window.bucket}, by source",
-        barmode="stack",
-        xaxis_title=f"{window.bucket} (UTC)",
-        yaxis_title=measure,
-        margin={"t": 40, "b": 10},
-        height=300,
-        legend={"orientation": "h", "y": -0.25},
+    return spec(
+        f"{measure.capitalize()} per {window.bucket}, by source",
+        bars,
+        {
+            "x": {
+                "field": "start",
+                "type": "temporal",
+                "scale": {"type": "utc", "domain": [_ms(window.start), _ms(window.end)]},
+                "axis": axis(
+                    f"{window.bucket} (UTC)",
+                    format="%b %d %H:%M" if window.bucket == "hour" else "%b %d",
+                ),
+            },
+            "x2": {"field": "end"},
+            "y": {"field": "high", "type": "quantitative", "axis": axis(measure)},
+            "y2": {"field": "low"},
+            "color": _series(list(SOURCE_WORDS.values()), list(SOURCE_COLORS.values())),
+            "tooltip": [
+                {"field": "series", "title": "source"},
+                {"field": "bucket"},
+                {"field": measure, "format": ","},
+            ],
+        },
+        height=220,
     )
-    fig.update_xaxes(
-        range=[window.start, window.end],
-        tickformat="%b %d %H:%M" if window.bucket == "hour" else "%b %d",
-    )
-    return fig
 
 
-def prediction_shares_figure(found: Any) -> go.Figure:
+def prediction_shares_figure(found: Any) -> Spec:
     """Main and challenger predictions side by side (core.monitoring.Distributions): the share
     of each class, or of each bin of predicted values."""
-    fig = go.Figure()
-    for role, counts, color in (
-        ("main", found.main, ACCENT),
-        ("challenger", found.challenger, "#f08c00"),
-    ):
+    buckets = [str(b) for b in found.labels]
+    rows, series = [], []
+    for role, counts in (("main", found.main), ("challenger", found.challenger)):
         total = sum(counts)
         if total:
-            fig.add_bar(
-                x=list(found.labels),
-                y=[c / total for c in counts],
-                name=f"{role} ({total:,} predictions)",
-                marker_color=color,
-            )
+            name = f"{role} ({total:,} predictions)"
+            series.append(name)
+            rows += [
+                {"bucket": b, "series": name, "share": c / total}
+                for b, c in zip(buckets, counts, strict=True)
+            ]
     what = "class" if found.kind == "classes" else "predicted value"
-    fig.update_layout(
-        title=f"Predictions by {what}: main and challenger",
-        barmode="group",
-        xaxis_title=what,
-        yaxis_title="share of predictions",
-        yaxis_tickformat=".0%",
-        margin={"t": 40, "b": 10},
-        height=300,
-        legend={"orientation": "h", "y": -0.25},
+    return _grouped(
+        f"Predictions by {what}: main and challenger",
+        rows,
+        buckets,
+        what,
+        {
+            "field": "share",
+            "type": "quantitative",
+            "axis": axis("share of predictions", format=".0%"),
+        },
+        series,
+        (ACCENT, "#f08c00")[: len(series)],
     )
-    return fig
 
 
-def usage_figure(samples: Sequence[dict[str, Any]], measure: str, title: str) -> go.Figure:
+def _time_format(rows: Sequence[dict[str, Any]]) -> str:
+    """Tick labels for times ("at", epoch ms) as fine as their span needs: seconds within ten
+    minutes, minutes within two days, else the day too."""
+    span = (max(r["at"] for r in rows) - min(r["at"] for r in rows)) / 1000 if rows else 0
+    return "%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400 else "%b %d %H:%M"
+
+
+def usage_figure(samples: Sequence[dict[str, Any]], measure: str, title: str) -> Spec:
     """One line per process (api, worker; by pid) of a usage measure over time."""
-    fig = go.Figure()
-    keyed = sorted({(s["process"], s["pid"]) for s in samples})
-    for process, pid in keyed:
-        mine = [s for s in samples if (s["process"], s["pid"]) == (process, pid)]
-        fig.add_scatter(
-            x=[s["sampled_at"] for s in mine],
-            y=[s[measure] for s in mine],
-            mode="lines",
-            name=f"{process} (pid {pid})",
-        )
-    fig.update_layout(
-        title=title,
-        xaxis_title="time (UTC)",
-        yaxis_title=title.split(" of ")[0],
-        margin={"t": 40, "b": 10},
-        height=280,
-        legend={"orientation": "h", "y": -0.3},
+    rows = [
+        {
+            "at": _ms(s["sampled_at"]),
+            "value": s[measure],
+            "series": f"{s['process']} (pid {s['pid']})",
+        }
+        for s in sorted(samples, key=lambda s: (s["process"], s["pid"], s["sampled_at"]))
+    ]
+    return spec(
+        title,
+        rows,
+        {
+            "x": {
+                "field": "at",
+                "type": "temporal",
+                "scale": {"type": "utc"},
+                # whole seconds at least: never millisecond ticks
+                "axis": axis("time (UTC)", format=_time_format(rows), tickMinStep=1000),
+            },
+            "y": {"field": "value", "type": "quantitative", "axis": axis(title.split(" of ")[0])},
+            "color": {
+                "field": "series",
+                "type": "nominal",
+                "legend": {"title": None, "orient": "bottom"},
+            },
+        },
+        mark={"type": "line"},
+        height=200,
     )
-    return fig

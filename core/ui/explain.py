@@ -100,10 +100,18 @@ def show_explanation(e: explain.Explanation, model: Model) -> None:
             st.info(e.note)
 
 
+GLOBAL_KEY = "results_global_open"  # whether "Global explainability" is open, kept per tab
+
+
 def global_importance(store: Store, run: Run) -> None:
-    """Mean |SHAP| per feature for main (and challenger, side by side), or "computing…"."""
+    """Mean |SHAP| per feature for main (and challenger, side by side), or "computing…", in an
+    expander whose content runs only while it is open: closed, the page sends no chart for it
+    (its charts and files used to be read and drawn, hidden, on every run)."""
     roles = ["main", *(["challenger"] if run.summary.get("challenger") else [])]
-    with st.expander("Global explainability"):
+    box = st.expander("Global explainability", key=GLOBAL_KEY, on_change="rerun")
+    if not box.open:
+        return
+    with box:
         if any(explain.get_importance(store, run.id, which) is None for which in roles):
             _importance_polling(store, run, roles)
         else:

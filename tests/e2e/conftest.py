@@ -43,16 +43,19 @@ RENDERED = (
 EXCEPTION = '[data-testid="stException"]'
 # Placeholder of an element whose frontend code is still loading (dataframes, page links, ...).
 SKELETON = '[data-testid="stSkeleton"]'
-# The placeholder of a chart that a browser tab's first run leaves for its second pass, after
-# the first paint (core.ui.chart).
-CHART_LATER = '[class*="st-key-md_chart_later_"]'
-# The page as a reader sees it in full: connected, the script done, no element still loading
-# and no chart still waiting for its second pass.
+# The page as a reader sees it in full: connected, the script done, no element still loading,
+# and every chart drawn: a Vega-Lite chart's marks (Streamlit mounts the element, then loads
+# vega-embed, 0.8 MB, and draws), and for checkouts from before Vega-Lite (bench/ui_bench.py
+# --app-dir), plotly's figures and the placeholders a tab's first run left for a second run.
 DRAWN = """() => { const app = document.querySelector('[data-testid="stApp"]');
+  const all = (sel, inner) => [...document.querySelectorAll(sel)].every(
+    el => el.querySelector(inner));
   return !!app && app.dataset.testConnectionState === 'CONNECTED'
     && app.dataset.testScriptState === 'notRunning'
     && !document.querySelector('[data-testid="stSkeleton"]')
-    && !document.querySelector('[class*="st-key-md_chart_later_"]'); }"""
+    && !document.querySelector('[class*="st-key-md_chart_later_"]')
+    && all('[data-testid="stVegaLiteChart"]', 'svg.marks, canvas.marks')
+    && all('[data-testid="stPlotlyChart"]', '.main-svg'); }"""
 # After a user action: WATCH notes any change of the app root's script state (a rerun
 # started); SETTLED is true once that rerun has finished.
 WATCH = """() => {

@@ -23,13 +23,17 @@ MAIN = '[data-testid="stMain"]'
 ERROR_BOX = f'{MAIN} [data-testid="stAlertContentError"]'
 # Words a reader should never see: Python's and pandas' placeholders, and a dict's repr.
 RAW = re.compile(r"\bNone\b|\bnan\b|\bNaN\b|\{'")
-# Every plotly figure of the main area: its title and, for charts with axes, their titles.
-FIGURES = """() => [...document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')]
-  .map(el => {
-    const l = el.layout || {}, text = t => (t && (t.text ?? t)) || '';
-    const axes = Object.keys(l).filter(k => /^[xy]axis\\d*$/.test(k) && l[k].visible !== false);
-    const cartesian = (el.data || []).some(d => !['pie', 'table', 'indicator'].includes(d.type));
-    return {title: text(l.title), axes: cartesian ? axes.map(k => [k, text(l[k].title)]) : []};
+# Every chart of the main area (Vega-Lite, drawn as SVG: Streamlit switches to a canvas only
+# past 2,000 rows) with its title and each axis (one with labels; grid lines are axes too) with
+# its title: [orientation, title].
+FIGURES = """() => [...document.querySelectorAll(
+  '[data-testid="stMain"] [data-testid="stVegaLiteChart"]')].map(el => {
+    const text = (root, sel) => [...root.querySelectorAll(sel)].map(t => t.textContent).join(' ');
+    const axes = [...el.querySelectorAll('g.role-axis')]
+      .filter(a => a.querySelector('.role-axis-label'))
+      .map(a => [(a.getAttribute('aria-label') || 'axis').split(' ')[0],
+                 text(a, '.role-axis-title text')]);
+    return {title: text(el, '.role-title-text'), axes};
   })"""
 # The header cells of every dataframe (glide-data-grid keeps an accessible table beside its
 # canvas).

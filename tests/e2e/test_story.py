@@ -318,10 +318,10 @@ def test_the_whole_story(
     grid = page.locator('[data-testid="stDataFrame"]').first
     rerun_after(page, lambda: grid_click_row(grid, 0))
     expect(page.get_by_text("Select a row in the table")).to_have_count(0)
-    chart = page.locator(f"{MAIN} .js-plotly-plot").first
+    chart = page.locator(f'{MAIN} [data-testid="stVegaLiteChart"]').first
     expect(chart).to_be_visible()
     steps.shot("explain-row", focus=chart)
-    page.get_by_text("Global explainability").click()  # an expander: no rerun
+    page.get_by_text("Global explainability").click()  # its content runs once it is open
     found = page.get_by_text(re.compile(r"on [\d,]+ sampled rows"))
     expect(found).to_be_visible(timeout=WORK_MS)
     steps.shot("explain-run", focus=found)
@@ -414,7 +414,7 @@ def test_the_whole_story(
     expect(page.get_by_text("Rows predicted")).to_be_visible()
     sources = page.locator('[data-testid="stMetric"]', has_text="Sources")
     expect(sources).to_contain_text("API")
-    charts = page.locator(f"{MAIN} .js-plotly-plot")
+    charts = page.locator(f'{MAIN} [data-testid="stVegaLiteChart"]')
     expect(charts.first).to_be_visible()
     steps.shot("monitoring")
     steps.section("Usage")

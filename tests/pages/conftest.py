@@ -4,8 +4,10 @@ app.py resolves on every rerun exactly as it resolves the browser's cookie."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -51,3 +53,23 @@ def open_page() -> Callable[..., AppTest]:
         return at.run()
 
     return open_page
+
+
+def chart_specs(at: AppTest) -> list[dict[str, Any]]:
+    """The page's charts as Vega-Lite specs with their rows under data.values (Streamlit sends
+    the rows beside the spec, as Arrow; AppTest draws nothing)."""
+    import pyarrow as pa
+
+    found = []
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        if element.proto.data.data:
+            table = pa.ipc.open_stream(element.proto.data.data).read_all()
+            spec["data"] = {"values": table.to_pylist()}
+        found.append(spec)
+    return found
+
+
+def chart_titles(at: AppTest) -> list[str]:
+    """The titles of the page's charts, in page order."""
+    return [str(spec["title"]["text"]) for spec in chart_specs(at)]

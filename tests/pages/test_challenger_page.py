@@ -1,6 +1,6 @@
 """The Challenger and Predictions tabs rendered by AppTest on real runs: comparison, a label
-upload with key/label pickers, live metrics, the confirmed swap, and the downloads (plotly is
-not rendered by AppTest: the figures are checked as objects)."""
+upload with key/label pickers, live metrics, the confirmed swap, and the downloads (AppTest
+draws no chart: the specs are checked as objects)."""
 
 from __future__ import annotations
 
@@ -128,10 +128,11 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
     score(trained_store, deployed.name, served(200, seed=1), "a.parquet")
     score(trained_store, deployed.name, served(200, seed=2), "b.parquet")
     found = challenger.compare(trained_store, deployed.name)
-    line = charts.agreement_figure(found)
-    assert list(line.data[0].y) == [r.agreement_rate for r in reversed(found.runs)]
-    bars = charts.distribution_figure(found)
-    assert [list(b.y) for b in bars.data] == [list(found.main), list(found.challenger)]
+    line = charts.rows_of(charts.agreement_figure(found))
+    assert [r["agreement"] for r in line] == [r.agreement_rate for r in reversed(found.runs)]
+    bars = charts.rows_of(charts.distribution_figure(found))
+    by_role = [[b["rows"] for b in bars if b["series"] == r] for r in ("main", "challenger")]
+    assert by_role == [list(found.main), list(found.challenger)]
     ground_truth.add_labels(
         trained_store,
         deployed.name,
@@ -141,9 +142,10 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
         actor="tester",
     )
     live = ground_truth.live_metrics(trained_store, deployed.name)
-    figure = charts.live_figure(live)
-    assert [t.name for t in figure.data] == ["main", "challenger"]
-    assert list(figure.data[0].y) == [r.main["accuracy"] for r in reversed(live.runs)]
+    points = charts.rows_of(charts.live_figure(live))
+    assert list(dict.fromkeys(p["series"] for p in points)) == ["main", "challenger"]
+    main = [p["value"] for p in points if p["series"] == "main"]
+    assert main == [r.main["accuracy"] for r in reversed(live.runs)]
 
 
 def _write(store: Store) -> str:

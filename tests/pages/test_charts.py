@@ -1,13 +1,20 @@
 """Every figure core/ui/charts.py builds, from real results: a title and both axis titles, and
 charts over runs in run order with dates (never millisecond ticks), saying when there are too
 few runs for a trend (issue 13, item 11). AppTest does not render plotly, so the figures are
-checked as objects."""
+checked as specs, each against Vega-Lite's JSON schema (the one altair, a dependency of
+Streamlit, ships)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
 
-import plotly.graph_objects as go
+import altair
+import jsonschema
 import pytest
 
 from core import challenger, drift, explain, ground_truth, registry
@@ -24,13 +31,26 @@ def deployed(deploy_churn: Callable[..., Deployment]) -> Deployment:
     return deploy_churn("gradient_boosting", challenger="linear", name="churn-staging")
 
 
-def titled(fig: go.Figure) -> tuple[str, str, str]:
-    layout = fig.layout
-    return layout.title.text or "", layout.xaxis.title.text or "", layout.yaxis.title.text or ""
+def titled(chart: charts.Spec) -> tuple[str, str, str]:
+    return charts.title_of(chart), charts.axis_title(chart, "x"), charts.axis_title(chart, "y")
 
 
-def annotations(fig: go.Figure) -> list[str]:
-    return [a.text for a in fig.layout.annotations]
+def annotations(chart: charts.Spec) -> list[str]:
+    """What the chart says under its title (too few runs for a trend)."""
+    subtitle = chart["title"].get("subtitle")
+    return [subtitle] if subtitle else []
+
+
+@cache
+def vega_lite() -> jsonschema.Draft7Validator:
+    schema = Path(altair.__file__).parent / "vegalite" / "v6" / "schema" / "vega-lite-schema.json"
+    return jsonschema.Draft7Validator(json.loads(schema.read_text()))
+
+
+def invalid(chart: charts.Spec) -> list[str]:
+    """Where a spec breaks Vega-Lite's schema (as Streamlit sends it: JSON)."""
+    found: Any = json.loads(json.dumps(chart))
+    return [f"{e.message[:200]} at {list(e.absolute_path)}" for e in vega_lite().iter_errors(found)]
 
 
 def test_every_chart_has_a_title_and_axis_titles(
@@ -77,10 +97,13 @@ def test_every_chart_has_a_title_and_axis_titles(
     }
     untitled = {name: titled(fig) for name, fig in figures.items() if not all(titled(fig))}
     assert not untitled, untitled
+    broken = {name: invalid(fig) for name, fig in figures.items() if invalid(fig)}
+    assert not broken, broken
     # classes are names on the axis, not points of a number line from -0.5 to 1.5
-    assert charts.drift_overlay_figure(report.prediction).layout.xaxis.type == "category"
-    assert figures["distribution"].layout.xaxis.type == "category"
-    assert figures["drift per run"].layout.yaxis.rangemode == "tozero"  # PSI is never negative
+    assert charts.drift_overlay_figure(report.prediction)["encoding"]["x"]["type"] == "nominal"
+    assert figures["distribution"]["encoding"]["x"]["type"] == "nominal"
+    # PSI is never negative
+    assert figures["drift per run"]["encoding"]["y"]["scale"] == {"zero": True}
 
 
 def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(
@@ -95,10 +118,10 @@ def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(
         charts.drift_share_figure(series),
         charts.agreement_figure(found),
     ):
-        assert list(fig.data[0].x) == [1, 2]  # run order, not timestamps a second apart
-        axis = fig.layout.xaxis
-        assert axis.title.text == "run (oldest first)"
-        assert list(axis.ticktext) == [f"{r.finished_at:%b %d %H:%M}" for r in (first, second)]
+        # run order, not timestamps a second apart
+        assert [r["n"] for r in charts.rows_of(fig)] == [1, 2]
+        assert charts.axis_title(fig, "x") == "run (oldest first)"
+        assert charts.tick_texts(fig) == [f"{r.finished_at:%b %d %H:%M}" for r in (first, second)]
         assert annotations(fig) == ["Only 2 runs so far: a trend shows from 3 runs on."]
     score_with_drift(trained_store, deployed.name, served(300, seed=3), "c.parquet")
     series = drift.drift_over_time(trained_store, deployed.name, 30)
@@ -132,8 +155,8 @@ def test_explanations_read_as_plain_numbers() -> None:
         ("region = missing", 0.0),
     ]
     fig = charts.explanation_figure(e)
-    assert list(fig.data[0].text) == ["+0", "+390", "+2,000"]
-    assert fig.layout.title.text == "value: average row 40,000 → this row 42,390"
+    assert [r["text"] for r in charts.rows_of(fig)] == ["+2,000", "+390", "+0"]  # top down
+    assert charts.title_of(fig) == "value: average row 40,000 → this row 42,390"
     assert [charts.percent(p) for p in (0.671, 0.004, 0.9951)] == ["67 %", "0.4 %", "99.5 %"]
 
 
@@ -149,3 +172,21 @@ def test_drift_buckets_read_as_plain_numbers() -> None:
         "missing",
     ]
     assert numeric_buckets([0.000123, 0.5]) == ["< 0.000123", "[0.000123, 0.5]", "> 0.5", "missing"]
+
+
+def test_usage_over_time_never_ticks_below_a_second() -> None:
+    start = datetime(2026, 12, 7, 6, 49, 0)
+    samples = [
+        {"sampled_at": start + timedelta(seconds=5 * i), "process": "api", "pid": 7, "cpu": i}
+        for i in range(12)
+    ]
+    fig = charts.usage_figure(samples, "cpu", "CPU % of the API and worker processes")
+    assert titled(fig) == ("CPU % of the API and worker processes", "time (UTC)", "CPU %")
+    assert not invalid(fig)
+    axis = fig["encoding"]["x"]["axis"]
+    # a minute of samples: seconds on the ticks (not "06:49" eleven times), never milliseconds
+    assert (axis["format"], axis["tickMinStep"]) == ("%H:%M:%S", 1000)
+    days = [dict(s, sampled_at=start + timedelta(hours=5 * i)) for i, s in enumerate(samples)]
+    assert charts.usage_figure(days, "cpu", "CPU")["encoding"]["x"]["axis"]["format"] == (
+        "%b %d %H:%M"
+    )

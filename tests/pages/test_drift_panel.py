@@ -1,17 +1,15 @@
-"""The drift panels rendered by AppTest on a real run with injected drift (plotly is not
-rendered by AppTest: the figures themselves are checked in tests/test_drift.py). The banner's
+"""The drift panels rendered by AppTest on a real run with injected drift (AppTest draws no
+chart: the chart specs themselves are checked in tests/test_drift.py). The banner's
 page link needs the app's navigation, so it is checked on the deployment page once wired."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import drift
 from core.store import Store
-from tests.pages.conftest import log_in
+from tests.pages.conftest import chart_titles, log_in
 from tests.test_drift import deployed, score, served
 
 __all__ = ["deployed"]
@@ -65,10 +63,7 @@ def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
 
 
 def _chart_titles(at: AppTest) -> list[str]:
-    return [
-        json.loads(c.proto.spec).get("layout", {}).get("title", {}).get("text", "")
-        for c in at.get("plotly_chart")
-    ]
+    return chart_titles(at)
 
 
 def _picker(count: int) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -13,8 +13,10 @@ from core import datasets, deployments, explain, registry, runs
 from core.entities import Run
 from core.store import Store
 from core.training import TrainRequest, train
-from core.ui import charts as charts_module
+from core.ui import charts as ui_charts
+from core.ui import explain as ui_explain
 from core.worker import loop as worker
+from tests.pages.conftest import chart_specs
 
 OpenPage = Callable[..., AppTest]
 
@@ -35,9 +37,13 @@ def run(trained_store: Store) -> Run:
     return runs.get_run(trained_store, queued.id)
 
 
-def charts(at: AppTest) -> list[dict]:
-    """The plotly figures of the page (AppTest does not render them: read their spec)."""
-    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+def charts(at: AppTest) -> list[dict[str, Any]]:
+    """The charts of the page (AppTest does not draw them: read their specs)."""
+    return chart_specs(at)
+
+
+def title(chart: dict[str, Any]) -> str:
+    return ui_charts.title_of(chart)
 
 
 def select_row(at: AppTest, which: str, position: int) -> AppTest:
@@ -69,30 +75,40 @@ def test_explain_a_row_selected_in_the_table(
     assert "The average row starts at" in words and "this row's values bring it to" in words
     caption = next(c.value for c in at.caption if c.value.startswith("Average row"))
     assert "Explainer: TreeExplainer" in caption and "gradient_boosting · v1 (" in caption
-    bars = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("log-odds"))
-    labels = bars["data"][0]["y"]
-    assert len(labels) == 7 and labels[-1].startswith(e.contributions[0].feature + " = ")
-    assert set(bars["data"][0]["marker"]["color"]) <= {"#2f9e44", "#1c7ed6"}
-    assert "e+" not in " ".join(labels + bars["data"][0]["text"])
+    bars = next(f for f in charts(at) if title(f).startswith("log-odds"))
+    rows = ui_charts.rows_of(bars)
+    labels = [r["label"] for r in rows]  # top down
+    assert len(labels) == 7 and labels[0].startswith(e.contributions[0].feature + " = ")
+    colour = bars["layer"][0]["encoding"]["color"]["scale"]
+    assert colour["domain"] == ["pushes up", "pushes down"]
+    assert colour["range"] == ["#2f9e44", "#1c7ed6"]  # green up, blue down
+    assert [r["direction"] == "pushes up" for r in rows] == [r["value"] >= 0 for r in rows]
+    assert "e+" not in " ".join(labels + [r["text"] for r in rows])
 
 
 def test_global_importance_main_and_challenger(
     trained_store: Store, run: Run, open_page: OpenPage
 ) -> None:
     at = open_page("pages/results.py", run=run.id)
-    figures = {f["layout"]["title"]["text"]: f for f in charts(at)}
+    # Closed, the expander's content does not run: no chart is sent for it.
+    assert [e.label for e in at.expander if e.label == "Global explainability"]
+    assert not [t for t in map(title, charts(at)) if "average impact" in t]
+    assert not any(c.value.startswith("Mean |SHAP|") for c in at.caption)
+    at.session_state[ui_explain.GLOBAL_KEY] = True  # the user opens it: it stays open
+    at.run()
+    figures = {title(f): f for f in charts(at)}
     main = figures["main: average impact per feature, 600 rows"]
     challenger = next(f for t, f in figures.items() if t.startswith("challenger: average impact"))
-    assert main["layout"]["xaxis"]["title"]["text"] == "mean |SHAP| (log-odds)"
+    assert ui_charts.axis_title(main, "x") == "mean |SHAP| (log-odds)"
     # side by side on one scale: the same x range, wide enough for either's largest bar
-    assert main["layout"]["xaxis"]["range"] == challenger["layout"]["xaxis"]["range"]
-    assert main["layout"]["xaxis"]["range"][1] >= max(
-        main["data"][0]["x"] + challenger["data"][0]["x"]
-    )
+    domain = main["encoding"]["x"]["scale"]["domain"]
+    assert domain == challenger["encoding"]["x"]["scale"]["domain"]
+    values = [r["value"] for f in (main, challenger) for r in ui_charts.rows_of(f)]
+    assert domain[1] >= max(values)
     assert any("Both charts share one scale" in c.value for c in at.caption)
     assert any(c.value.startswith("Mean |SHAP|: how far a feature moves") for c in at.caption)
     explain.importance_path(trained_store, run.id, "challenger").unlink()
-    at = open_page("pages/results.py", run=run.id)
+    at.run()
     assert any(i.value == "challenger: computing…" for i in at.info)
     assert not any(b.label == "Refresh" for b in at.button)  # it polls by itself
     assert any("updates by itself" in c.value for c in at.caption)
@@ -105,23 +121,24 @@ def test_beeswarm_and_dependence_views_of_a_run(
     trained_store: Store, run: Run, open_page: OpenPage
 ) -> None:
     at = open_page("pages/results.py", run=run.id)
+    at.session_state[ui_explain.GLOBAL_KEY] = True  # "Global explainability" opened
+    at.run()
     at.radio(key="importance_view_main").set_value("Beeswarm").run()
     assert not at.exception and not at.error
     sample = explain.get_shap_sample(trained_store, run.id, "main")
     assert sample is not None
     swarm = next(
-        f
-        for f in charts(at)
-        if f["layout"]["title"]["text"] == "main: SHAP on the log-odds scale, top features"
+        f for f in charts(at) if title(f) == "main: SHAP on the log-odds scale, top features"
     )
-    assert swarm["layout"]["yaxis"]["ticktext"] == sample.ranked()[:10][::-1]
-    assert sum(len(trace["x"]) for trace in swarm["data"]) == 7 * sample.rows
+    assert ui_charts.tick_texts(swarm, "y") == sample.ranked()[:10][::-1]
+    assert len(ui_charts.rows_of(swarm)) == 7 * sample.rows
     assert any("SHAP of class yes" in c.value for c in at.caption)
     at.radio(key="importance_view_main").set_value("Dependence").run()
     at.selectbox(key="dependence_feature_main").set_value("tenure_months").run()
     assert not at.exception and not at.error
-    view = next(f for f in charts(at) if f["layout"]["title"]["text"] == "main: tenure_months")
-    assert view["data"][0]["y"] == pytest.approx(sample.shap("tenure_months").tolist())
+    view = next(f for f in charts(at) if title(f) == "main: tenure_months")
+    shap_values = [r["shap"] for r in ui_charts.rows_of(view)]
+    assert shap_values == pytest.approx(sample.shap("tenure_months").tolist())
 
 
 def test_the_model_page_explains_the_holdout_once(
@@ -137,17 +154,14 @@ def test_the_model_page_explains_the_holdout_once(
     at.run()
     assert not at.exception and not at.error
     assert stored.exists() and not at.get("progress")  # computed now; the bar went when done
-    titles = [f["layout"]["title"]["text"] for f in charts(at)]
+    titles = [title(f) for f in charts(at)]
     assert "holdout: average impact per feature, 120 rows" in titles, titles
     assert any(c.value.startswith("Mean |SHAP|: how far") for c in at.caption)
     assert any("120 holdout rows" in c.value for c in at.caption)
     written = stored.stat().st_mtime_ns
     at.radio(key="importance_view_model").set_value("Beeswarm").run()
     assert not at.exception and not at.get("progress")  # read from the file
-    assert any(
-        f["layout"]["title"]["text"] == "holdout: SHAP on the log-odds scale, top features"
-        for f in charts(at)
-    )
+    assert any(title(f) == "holdout: SHAP on the log-odds scale, top features" for f in charts(at))
     assert stored.stat().st_mtime_ns == written
 
 
@@ -198,8 +212,8 @@ def test_the_class_selector_of_a_multiclass_run(
 
     def shown() -> tuple[str, list[float]]:
         caption = next(c.value for c in at.caption if c.value.startswith("Average row"))
-        bars = next(f for f in charts(at) if f["layout"]["title"]["text"].startswith("logit"))
-        return caption, bars["data"][0]["x"]
+        bars = next(f for f in charts(at) if title(f).startswith("logit"))
+        return caption, [r["value"] for r in ui_charts.rows_of(bars)]
 
     caption, predicted_bars = shown()
     assert f"(logit (softmax input) of class {e.class_})" in caption
@@ -233,7 +247,7 @@ def test_a_regression_forest_shows_its_spread_not_a_confidence(
     [e] = explain.explain_rows(store, run.id, [1], by="row")
     lead = next(m.value for m in at.markdown if "Predicted progression" in m.value)
     assert lead.startswith(
-        f"row 1: **Predicted progression = {charts_module.plain_number(e.prediction)}**"
+        f"row 1: **Predicted progression = {ui_charts.plain_number(e.prediction)}**"
     )
     words = next(
         c.value for c in at.caption if c.value.startswith("The bars are in the target's unit")

@@ -84,7 +84,7 @@ def test_submitting_shows_the_prediction_why_and_logs_one_form_record(
     assert "likely churn = " in text  # "67 % likely churn = yes"
     assert "The bars are in log-odds" in text and "The average row starts at" in text
     assert "green pushes the prediction up" in text
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     probabilities = at.dataframe[0].value
     assert set(probabilities["class"]) == {"no", "yes"}
     assert abs(probabilities["probability"].sum() - 1) < 1e-9

@@ -14,6 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from core import deployments, prediction_log, registry, usage
 from core.store import Store, utcnow
+from core.ui import charts
+from tests.pages.conftest import chart_specs
 
 OpenPage = Callable[..., AppTest]
 
@@ -68,9 +70,9 @@ def test_monitoring_counts_calls_by_source_and_compares_predictions(
     assert not at.exception and not at.error
     assert metric(at, "Requests and runs") == "2"  # the 422 is not traffic
     assert metric(at, "Rows predicted") == "5"
-    titles = [c.proto.spec for c in at.get("plotly_chart")]
-    assert len(titles) == 3
-    assert all('"title"' in t and "xaxis" in t for t in titles)
+    specs = chart_specs(at)
+    assert len(specs) == 3
+    assert all(charts.title_of(s) and charts.axis_title(s, "x") for s in specs)
     at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Traffic from")).set_value(
         "form"
     ).run()
@@ -103,7 +105,7 @@ def test_usage_shows_the_deployments_figures_and_the_processes(
     assert metric(at, "Rows predicted") == "5"
     assert metric(at, "CPU in predict") == "0.00 s"
     assert metric(at, "Latency p50") == "3.5 ms"  # 2 and 5 ms: the refused call is left out
-    assert len(at.get("plotly_chart")) == 2  # CPU and memory
+    assert len(at.get("vega_lite_chart")) == 2  # CPU and memory
     assert any("Models in memory" in c.value for c in at.caption)
 
 

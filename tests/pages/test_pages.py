@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -118,19 +117,34 @@ def test_a_path_outside_the_workspace_is_refused(
     assert datasets.list_datasets(store) == []
 
 
+def test_models_page_runs_a_deploy_form_only_once_it_is_opened(
+    demo_env: Store, open_page: OpenPage
+) -> None:
+    at = open_page("pages/models.py")
+    assert not at.exception
+    closed = [e for e in at.expander if e.label == "Deploy a model of this version"]
+    assert closed and not [b for b in at.button if b.label.startswith("Deploy to")]
+    version = registry.list_models(demo_env, experiment_id=None)[0].version_id
+    at.session_state[f"deploy_open_{version}"] = True  # the user opens one: it stays open
+    at.run()
+    assert not at.exception
+    assert [b.key for b in at.button if b.label.startswith("Deploy to")] == [f"deploy_{version}_go"]
+    assert at.run().selectbox(key=f"deploy_pick_{version}").value is not None
+
+
 def test_model_page_deep_link_and_unknown_id(demo_env: Store, open_page: OpenPage) -> None:
     model = registry.list_models(demo_env)[0]
     at = open_page("pages/model.py", id=model.id)
     assert any(model.algorithm in s.value for s in at.subheader)
-    # Only the open tab renders, and the leaderboard's chart waits for its toggle (the first
-    # plotly chart of a browser tab loads plotly's bundle).
-    assert not at.get("plotly_chart") and not [s for s in at.selectbox if s.label == "Feature"]
+    # Only the open tab renders, and the leaderboard's chart (it repeats the table's headline
+    # metric) waits for its toggle.
+    assert not at.get("vega_lite_chart") and not [s for s in at.selectbox if s.label == "Feature"]
     at.toggle(key="model_board_show").set_value(True).run()
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     at.session_state["model_tabs"] = "Training profile"
     at.run()
     assert at.selectbox(key="profile_feature").value == model.schema.features[0].name
-    assert len(at.get("plotly_chart")) == 2  # the feature's and the prediction's profile
+    assert len(at.get("vega_lite_chart")) == 2  # the feature's and the prediction's profile
     at = open_page("pages/model.py", id="mdl_nope")
     assert any("No model 'mdl_nope'" in e for e in errors(at))
     assert not at.exception
@@ -178,59 +192,3 @@ def test_import_of_a_file_that_is_not_a_model(store: Store, open_page: OpenPage)
     next(b for b in at.button if b.label == "Import").click().run()
     assert any("not a model with predict()" in e for e in errors(at))
     assert registry.list_models(store) == []
-
-
-def test_every_page_loads_the_chart_code_once_the_tab_is_idle(
-    store: Store, open_page: OpenPage
-) -> None:
-    """The sidebar carries a script that imports Streamlit's own plotly chunk when the tab is
-    idle (core.ui.preload_charts); logged out, the page has no such script."""
-    from core import ui
-
-    chunk = ui.plotly_chunk()
-    assert chunk is not None and chunk.startswith("PlotlyChart.")
-    static = Path(ui.st.__file__).parent / "static" / "static" / "js"
-    assert (static / chunk).is_file()
-    scripts = [h.proto.body for h in open_page("pages/home.py").get("html")]
-    assert [s for s in scripts if chunk in s and "import(url)" in s]
-    logged_out = open_page("pages/home.py", as_user=None).get("html")
-    assert not [h for h in logged_out if chunk in h.proto.body]
-
-
-def test_a_browser_tabs_first_run_draws_its_charts_after_the_first_paint(
-    demo_env: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A new tab's first run puts a placeholder with the chart's title where each chart goes,
-    and a hidden button whose rerun (pressed by the page's script once it has painted) draws
-    them; plotly's JavaScript then no longer holds back the first paint (core.ui.chart)."""
-    from core import ui
-    from tests.pages.conftest import APP, log_in
-
-    model = registry.list_models(demo_env)[0]
-
-    def first_run(browser: bool) -> AppTest:
-        monkeypatch.setattr(ui, "_from_browser", lambda: browser)
-        at = log_in(AppTest.from_file(APP, default_timeout=120))
-        at.switch_page("pages/model.py")
-        at.query_params["id"] = model.id
-        at.session_state["model_tabs"] = "Training profile"
-        return at.run()
-
-    at = first_run(browser=True)
-    assert not at.exception and not at.get("plotly_chart")
-    waiting = [c.value for c in at.caption if c.value.endswith("drawing the chart…")]
-    assert len(waiting) == 2  # the feature's and the prediction's profile
-    assert [h for h in at.get("html") if ui.DRAW_KEY in h.proto.body]  # the script pressing it
-    at.button(key=ui.DRAW_KEY).click().run()
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-    assert waiting == [f"{t} · drawing the chart…" for t in titles]
-    assert not [c for c in at.caption if c.value.endswith("drawing the chart…")]
-    assert not [b for b in at.button if b.key == ui.DRAW_KEY]
-    at.session_state["model_tabs"] = "Overview"  # any later run draws at once: nothing waits
-    at.run()
-    at.session_state["model_tabs"] = "Training profile"
-    assert len(at.run().get("plotly_chart")) == 2
-
-    at = first_run(browser=False)  # AppTest, scripts: nothing paints, so nothing waits
-    assert len(at.get("plotly_chart")) == 2
-    assert not [b for b in at.button if b.key == ui.DRAW_KEY]

@@ -11,7 +11,7 @@ from core import audit, datasets, deployments, registry, validation
 from core.engine.profiles import plain_number
 from core.entities import Deployment
 from core.store import Store
-from core.ui.charts import confusion_figure, residual_figure
+from core.ui.charts import axis_title, confusion_figure, residual_figure, rows_of
 from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
@@ -111,11 +111,13 @@ def test_promote_stays_disabled_until_a_reason_is_typed(
 def test_figures_show_the_report_numbers() -> None:
     confusion = {"labels": ["no", "yes"], "matrix": [[50, 5], [8, 20]]}
     fig = confusion_figure(confusion, "main")
-    assert [list(r) for r in fig.data[0].z] == confusion["matrix"]
-    assert list(fig.data[0].x) == list(fig.data[0].y) == ["no", "yes"]
+    cells = {(c["true"], c["predicted"]): c["count"] for c in rows_of(fig)}
+    labels = confusion["labels"]
+    assert [[cells[(t, p)] for p in labels] for t in labels] == confusion["matrix"]
+    assert fig["encoding"]["x"]["sort"] == fig["encoding"]["y"]["sort"] == ["no", "yes"]
     fig = residual_figure({"prediction": [1.0, 2.0], "residual": [0.5, -0.25]}, "main")
-    assert list(fig.data[0].y) == [0.5, -0.25]
-    assert fig.layout.yaxis.title.text == "label - prediction"
+    assert [r["residual"] for r in rows_of(fig)] == [0.5, -0.25]
+    assert axis_title(fig, "y") == "label - prediction"
 
 
 def test_numbers_read_plainly() -> None:
