@@ -126,6 +126,36 @@ def test_a_batch_shared_among_threads_predicts_the_same_bits(algorithm: str, tas
         threads.close()
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_boosting_split_by_trees_gives_sklearns_bits(task: str) -> None:
+    """A histogram boosting batch shared among threads is split by trees
+    (boosting.OnThreads): each thread walks some trees for every row and the outputs are
+    added in sklearn's order, so predictions and probabilities are sklearn's bits, with
+    missing, infinite and unseen values among the rows, for any number of parts."""
+    from core.engine import boosting
+
+    pipe, schema = fitted("hist_gradient_boosting", task)
+    compiled = compile_pipeline(pipe, schema, training_rows())
+    assert compiled is not None and isinstance(compiled.model, boosting.Trees)
+    odd = pa.RecordBatch.from_pydict({k: v * 40 for k, v in ODD_ROWS.items()})
+    matrix = compiled.transform(model_input.to_model_arrays(odd, schema), odd.num_rows)
+    final = pipe[-1]
+    for parts in (2, 3, 7):
+        threads = predict.RowThreads(parts, min_rows=10, idle=lambda n=parts: n)
+        try:
+            alone = predict.score(final, matrix, schema.task, "main")
+            shared = threads.score(compiled.model, matrix, schema.task, "main")
+        finally:
+            threads.close()
+        assert threads.shared == 1
+        assert shared.scored.prediction.tobytes() == alone.prediction.tobytes()
+        if alone.proba is not None:
+            assert shared.scored.proba is not None
+            assert shared.scored.proba.tobytes() == alone.proba.tobytes()
+        on = boosting.OnThreads(compiled.model, parts, lambda tasks: [t() for t in tasks])
+        assert on.raw(matrix).tobytes() == final._raw_predict(matrix).tobytes()
+
+
 def test_a_batch_stays_on_one_thread_when_no_other_core_is_idle() -> None:
     pipe, schema = fitted("hist_gradient_boosting", "binary")
     busy = predict.RowThreads(2, min_rows=10, idle=lambda: 1)

@@ -16,6 +16,7 @@ checked on (core/engine/compiled.py); a model with categorical splits is left to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -85,11 +86,66 @@ class Trees:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         if len(matrix) > FEW_ROWS:
             return np.asarray(self.model.predict(matrix))
-        raw = self.raw(matrix)
+        return self.from_raw(self.raw(matrix))
+
+    def from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """The predictions of raw values, as sklearn's `predict` makes them."""
         if isinstance(self.model, HistGradientBoostingRegressor):
             return np.asarray(self.model._loss.link.inverse(raw.ravel()))
         codes = (raw.ravel() > 0).astype(int) if raw.shape[1] == 1 else np.argmax(raw, axis=1)
         return np.asarray(self.model.classes_[codes])
+
+
+Run = Callable[[list[Callable[[], None]]], None]
+
+
+class OnThreads:
+    """A batch of `trees` predicted on `parts` threads, each walking its share of the trees
+    for every row with sklearn's own Cython predictor; `run` runs the parts' tasks at once
+    (predict.RowThreads.run) and the trees' outputs are then added in sklearn's order
+    (`raw += tree`, iteration after iteration from the baseline), so the raw values are the
+    same float64 sums as sklearn's.
+
+    Split by trees, not by rows: a thread holds the GIL only between two trees (about 5 us),
+    and with every row each tree's Cython loop runs twice as long without it, so two threads
+    wait for each other half as often (with two halves of the rows on this kind of virtual
+    machine, a 1,000-row batch went from 5.2 to only 4.3-4.8 ms)."""
+
+    def __init__(self, trees: Trees, parts: int, run: Run) -> None:
+        self.trees, self.parts, self.run = trees, parts, run
+        if hasattr(trees, "classes_"):
+            self.classes_ = trees.classes_
+
+    def raw(self, matrix: np.ndarray) -> np.ndarray:
+        model = self.trees.model
+        x = model._preprocess_X(matrix, reset=False)  # sklearn's own checks and dtype
+        known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
+        predictors = [p for iteration in model._predictors for p in iteration]
+        outputs = np.empty((len(predictors), x.shape[0]))
+        bounds = np.linspace(0, len(predictors), self.parts + 1).astype(int)
+
+        def walk(start: int, stop: int) -> Callable[[], None]:
+            def trees() -> None:
+                for j in range(start, stop):
+                    outputs[j] = predictors[j].predict(x, known, f_idx_map, 1)
+
+            return trees
+
+        self.run([walk(bounds[i], bounds[i + 1]) for i in range(self.parts)])
+        per_iteration = self.trees.per_iteration
+        raw = np.zeros(
+            (x.shape[0], per_iteration), dtype=model._baseline_prediction.dtype, order="F"
+        )
+        raw += model._baseline_prediction
+        for j in range(len(predictors)):  # sklearn's _predict_iterations, in its order
+            raw[:, j % per_iteration] += outputs[j]
+        return raw
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.trees.model._loss.predict_proba(self.raw(matrix)))
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        return self.trees.from_raw(self.raw(matrix))
 
 
 def fast(model: Any) -> Trees | None:

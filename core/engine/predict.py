@@ -31,7 +31,7 @@ from sklearn.ensemble import (
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from core.engine import model_input
+from core.engine import boosting, model_input
 from core.engine.boosting import Trees
 from core.engine.profiles import plain
 from core.errors import InvalidInput
@@ -149,14 +149,17 @@ class SharedScore:
 
 
 class RowThreads:
-    """Scores a large batch of a tree model on `threads` threads at once: the caller's and
-    `threads - 1` of a pool's, each taking the next of `threads` parts of the rows until none
-    is left (a pool thread that starts late leaves its part to the caller).
+    """Scores a large batch of a tree model on several threads at once: the caller's and
+    `threads - 1` of a pool's, as many as cores are idle at that moment.
 
     The API pins OpenMP to one thread: histogram boosting's own threads meet at every tree and
     either spin on a core something else needs or sleep and wake a hundred times a batch
-    (measured, issue 17). Here each thread walks every tree for its rows with one OpenMP
-    thread (sklearn's Cython loop releases the GIL) and the threads meet once, at the end."""
+    (measured, issue 17). Here each thread predicts its part with one OpenMP thread (sklearn's
+    Cython loops release the GIL) and the threads meet once, at the end. A histogram boosting
+    model walked by `boosting.Trees` is split by trees: each thread walks its share of the
+    trees for every row, and the caller adds the trees' outputs in sklearn's order. Every
+    other tree model is split by rows. Either way each output is computed as one thread
+    computes it, so the bits are the same."""
 
     def __init__(
         self, threads: int, min_rows: int = 512, idle: Callable[[], int] | None = None
@@ -186,18 +189,42 @@ class RowThreads:
         k = 1 if self.pool is None or n < self.min_rows else min(self.threads, self.idle())
         if k == 1 or not row_by_row(estimator):
             return SharedScore(score(estimator, rows, task, who))
+        if isinstance(estimator, Trees):
+            spent: list[float] = []
+            on_threads = boosting.OnThreads(
+                estimator, k, lambda tasks: spent.append(self.run(tasks))
+            )
+            scored = score(on_threads, rows, task, who)
+            self.shared += 1
+            return SharedScore(scored, sum(spent))
         bounds = np.linspace(0, n, k + 1).astype(int)
         parts: list[Scored | None] = [None] * k
+
+        def part(i: int) -> Callable[[], None]:
+            def predict() -> None:
+                parts[i] = score(estimator, _rows(rows, bounds[i], bounds[i + 1]), task, who)
+
+            return predict
+
+        helper_cpu = self.run([part(i) for i in range(k)])
+        self.shared += 1
+        return SharedScore(_joined([p for p in parts if p is not None]), helper_cpu)
+
+    def run(self, tasks: list[Callable[[], None]]) -> float:
+        """Run `tasks` on this thread and the pool's, each thread taking the next task until
+        none is left (a pool thread that starts late leaves its task to this one); raise the
+        first task's exception here. The CPU seconds the pool's threads spent on them."""
+        k = len(tasks)
         failed: list[BaseException] = []
         done = [threading.Event() for _ in range(k)]
         helper_cpu = [0.0] * k
-        taken = itertools.count()  # next() of a count is atomic: each part is taken once
+        taken = itertools.count()  # next() of a count is atomic: each task is taken once
 
         def work(helping: bool) -> None:
             while (i := next(taken)) < k:
                 started = time.thread_time()
                 try:
-                    parts[i] = score(estimator, _rows(rows, bounds[i], bounds[i + 1]), task, who)
+                    tasks[i]()
                 except BaseException as exc:  # raised in the caller's thread below
                     failed.append(exc)
                 finally:
@@ -205,16 +232,15 @@ class RowThreads:
                         helper_cpu[i] = time.thread_time() - started
                     done[i].set()
 
-        assert self.pool is not None
-        for _ in range(k - 1):
-            self.pool.submit(work, True)  # one that starts after the caller took its part: none
+        if self.pool is not None:
+            for _ in range(min(k, self.threads) - 1):
+                self.pool.submit(work, True)  # one that starts after the tasks are taken: none
         work(False)
-        for event in done:  # only the parts taken by the pool's threads can still be running
+        for event in done:  # only the tasks taken by the pool's threads can still be running
             event.wait()
         if failed:
             raise failed[0]
-        self.shared += 1
-        return SharedScore(_joined([p for p in parts if p is not None]), sum(helper_cpu))
+        return sum(helper_cpu)
 
 
 def idle_cores(yielding: int = 0) -> int:
