@@ -19,7 +19,7 @@ from core.engine.drift_scores import FeatureDrift, Thresholds, psi
 from core.entities import Deployment, Run
 from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Store
-from core.ui import charts
+from core.ui import charts, monitoring_charts
 from tests.files import source_gone
 
 WORKER = "drift-test"
@@ -174,10 +174,10 @@ def test_missing_counts_are_computed_lazily_and_over_time_has_a_point_per_run(
     alert = drift.drift_alert(trained_store, deployed.name)
     assert alert is not None and alert.n_drifted == 3 and alert.n_features == 7
     assert alert.since == ran[-1].finished_at and set(alert.drifted) == SHIFTED
-    figure = charts.drift_share_figure(series)
+    figure = monitoring_charts.drift_share_figure(series)
     assert [r["share"] for r in charts.rows_of(figure)] == [s[2] for s in series.shares]
     report = drift.drift_report(trained_store, deployed.name, last=3)
-    overlay = charts.rows_of(charts.drift_overlay_figure(by_name(report)["age"]))
+    overlay = charts.rows_of(monitoring_charts.drift_overlay_figure(by_name(report)["age"]))
     assert overlay[0]["series"] == "training"
 
 

@@ -14,8 +14,8 @@ from core import challenger, drift, ground_truth, pipeline, prediction_log, runs
 from core.entities import Deployment
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store
-from core.ui import charts, traffic
 from core.ui import drift as ui_drift
+from core.ui import monitoring_charts, traffic
 from core.workspace import save_upload
 
 PREDICTION_RUNS = 200  # runs listed on the Predictions tab
@@ -62,8 +62,8 @@ def _comparison(found: challenger.Comparison, d: Deployment, unit: str = "run") 
         st.caption(f"Regression: predictions within {found.tolerance:.4g} of each other agree.")
     for note in found.notes:
         st.caption(note)
-    ui.chart(charts.agreement_figure(found, unit), key=f"ch_agreement_{key}")
-    ui.chart(charts.distribution_figure(found), key=f"ch_distribution_{key}")
+    ui.chart(monitoring_charts.agreement_figure(found, unit), key=f"ch_agreement_{key}")
+    ui.chart(monitoring_charts.distribution_figure(found), key=f"ch_distribution_{key}")
     if found.top and unit != "run":
         st.subheader("Top disagreeing rows")
         st.caption(
@@ -217,7 +217,7 @@ def _live(store: Store, d: Deployment, window: dict[str, Any]) -> None:
         st.caption(f"{ci}. Method: {live.method}.")
     for note in live.notes:
         st.caption(note)
-    ui.chart(charts.live_figure(live), key=f"ch_live_{d.id}")
+    ui.chart(monitoring_charts.live_figure(live), key=f"ch_live_{d.id}")
     ui.link_table(
         [
             {

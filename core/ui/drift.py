@@ -16,7 +16,7 @@ from core.engine.drift_scores import FeatureDrift, Thresholds
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store, utcnow
-from core.ui import charts, traffic
+from core.ui import monitoring_charts, traffic
 
 OVER_TIME = 30  # runs in the over-time charts
 
@@ -137,7 +137,7 @@ def _overlay(feature: FeatureDrift, key: str) -> None:
     if feature.status == "n/a":
         st.info(f"{feature.name}: not scored ({feature.note}).")
         return
-    ui.chart(charts.drift_overlay_figure(feature), key=key)
+    ui.chart(monitoring_charts.drift_overlay_figure(feature), key=key)
     if feature.note:
         st.caption(feature.note)
 
@@ -205,7 +205,9 @@ def _traffic_drift(store: Store, d: Deployment, source: str) -> None:
         _overlay(report.prediction, key=f"drift_prediction_{d.id}")
         if report.prediction.status != "n/a":
             ui.chart(
-                charts.drift_time_figure(found.series, report.prediction.name, window.bucket),
+                monitoring_charts.drift_time_figure(
+                    found.series, report.prediction.name, window.bucket
+                ),
                 key=f"drift_prediction_time_{d.id}",
             )
     st.subheader("Input quality")
@@ -264,7 +266,9 @@ def _feature(
     feature = next(f for f in report.features if f.name == chosen)
     _overlay(feature, key=f"drift_overlay_{d.id}")
     if series is not None and feature.status != "n/a":
-        ui.chart(charts.drift_time_figure(series, chosen, unit), key=f"drift_time_{d.id}")
+        ui.chart(
+            monitoring_charts.drift_time_figure(series, chosen, unit), key=f"drift_time_{d.id}"
+        )
 
 
 def runs_token(store: Store, d: Deployment) -> tuple[str, ...]:
@@ -315,4 +319,4 @@ def drift_headline(d: Deployment, series: drift.DriftSeries | None) -> None:
             "Drift appears here once the deployment has a succeeded run (Runs section, Run now)."
         )
         return
-    ui.chart(charts.drift_share_figure(series), key=f"drift_headline_{d.id}")
+    ui.chart(monitoring_charts.drift_share_figure(series), key=f"drift_headline_{d.id}")

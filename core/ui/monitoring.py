@@ -11,7 +11,7 @@ import streamlit as st
 from core import monitoring, ui, usage
 from core.entities import Deployment
 from core.store import Store, utcnow
-from core.ui import charts
+from core.ui import monitoring_charts
 
 WINDOWS = {  # label -> (length, bucket)
     "last 24 hours": (timedelta(hours=24), "hour"),
@@ -57,14 +57,16 @@ def monitoring_section(store: Store, d: Deployment) -> None:
     cols = st.columns(3)
     cols[0].metric("Requests and runs", f"{requests:,}")
     cols[1].metric("Rows predicted", f"{rows:,}")
-    cols[2].metric("Sources", ", ".join(sorted({charts.SOURCE_WORDS[r["source"]] for r in found})))
-    ui.chart(charts.traffic_figure(found, window, "requests"), key=f"req_{d.id}")
-    ui.chart(charts.traffic_figure(found, window, "rows"), key=f"rows_{d.id}")
+    cols[2].metric(
+        "Sources", ", ".join(sorted({monitoring_charts.SOURCE_WORDS[r["source"]] for r in found}))
+    )
+    ui.chart(monitoring_charts.traffic_figure(found, window, "requests"), key=f"req_{d.id}")
+    ui.chart(monitoring_charts.traffic_figure(found, window, "rows"), key=f"rows_{d.id}")
     shares = ui.cached_log_read(monitoring.distributions, store, d.name, window)
     if not shares.main and not shares.challenger:
         st.caption("No predictions to compare in this window.")
         return
-    ui.chart(charts.prediction_shares_figure(shares), key=f"shares_{d.id}")
+    ui.chart(monitoring_charts.prediction_shares_figure(shares), key=f"shares_{d.id}")
     if not any(shares.challenger):
         st.caption(
             "No challenger predictions in this window: set a challenger on Versions to see "
@@ -104,11 +106,15 @@ def usage_section(store: Store, d: Deployment) -> None:
     for row in samples:
         row["rss_mb"] = row["rss_bytes"] / 1e6
     ui.chart(
-        charts.usage_figure(samples, "cpu_percent", "CPU % of the API and worker processes"),
+        monitoring_charts.usage_figure(
+            samples, "cpu_percent", "CPU % of the API and worker processes"
+        ),
         key=f"cpu_{d.id}",
     )
     ui.chart(
-        charts.usage_figure(samples, "rss_mb", "Memory (MB) of the API and worker processes"),
+        monitoring_charts.usage_figure(
+            samples, "rss_mb", "Memory (MB) of the API and worker processes"
+        ),
         key=f"rss_{d.id}",
     )
 

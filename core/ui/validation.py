@@ -11,8 +11,8 @@ from core import explain, promotion, registry, ui, validation
 from core.engine.profiles import plain_number
 from core.entities import Deployment
 from core.store import Store
-from core.ui import charts
 from core.ui import explain as ui_explain
+from core.ui import monitoring_charts
 from core.worker import sidecars
 from core.workspace import save_upload
 
@@ -99,7 +99,7 @@ def _per_model(report: dict[str, Any], key: str) -> None:
             continue
         if part.get("confusion"):
             ui.chart(
-                charts.confusion_figure(part["confusion"], f"{role}: confusion matrix"),
+                monitoring_charts.confusion_figure(part["confusion"], f"{role}: confusion matrix"),
                 key=f"{key}_cm_{role}",
             )
             st.dataframe(
@@ -113,7 +113,7 @@ def _per_model(report: dict[str, Any], key: str) -> None:
             )
         if part.get("residuals"):
             ui.chart(
-                charts.residual_figure(part["residuals"], f"{role}: residuals"),
+                monitoring_charts.residual_figure(part["residuals"], f"{role}: residuals"),
                 key=f"{key}_res_{role}",
             )
 

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core import audit, challenger, deployments, ground_truth, registry, runs
 from core.entities import Deployment
 from core.store import Store
-from core.ui import charts
+from core.ui import charts, monitoring_charts
 from tests.pages.conftest import log_in
 from tests.test_challenger import deployed, score, served
 from tests.test_ground_truth import truth
@@ -128,9 +128,9 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
     score(trained_store, deployed.name, served(200, seed=1), "a.parquet")
     score(trained_store, deployed.name, served(200, seed=2), "b.parquet")
     found = challenger.compare(trained_store, deployed.name)
-    line = charts.rows_of(charts.agreement_figure(found))
+    line = charts.rows_of(monitoring_charts.agreement_figure(found))
     assert [r["agreement"] for r in line] == [r.agreement_rate for r in reversed(found.runs)]
-    bars = charts.rows_of(charts.distribution_figure(found))
+    bars = charts.rows_of(monitoring_charts.distribution_figure(found))
     by_role = [[b["rows"] for b in bars if b["series"] == r] for r in ("main", "challenger")]
     assert by_role == [list(found.main), list(found.challenger)]
     ground_truth.add_labels(
@@ -142,7 +142,7 @@ def test_figures_hold_the_numbers(trained_store: Store, deployed: Deployment) ->
         actor="tester",
     )
     live = ground_truth.live_metrics(trained_store, deployed.name)
-    points = charts.rows_of(charts.live_figure(live))
+    points = charts.rows_of(monitoring_charts.live_figure(live))
     assert list(dict.fromkeys(p["series"] for p in points)) == ["main", "challenger"]
     main = [p["value"] for p in points if p["series"] == "main"]
     assert main == [r.main["accuracy"] for r in reversed(live.runs)]

@@ -20,7 +20,7 @@ import pytest
 from core import challenger, drift, explain, ground_truth, registry
 from core.entities import Deployment
 from core.store import Store
-from core.ui import charts
+from core.ui import charts, monitoring_charts
 from tests.test_drift import score as score_with_drift
 from tests.test_drift import served
 from tests.test_ground_truth import truth, write
@@ -82,16 +82,16 @@ def test_every_chart_has_a_title_and_axis_titles(
         "importance": charts.importance_figure(importance),
         "beeswarm": charts.beeswarm_figure(sample, "top features"),
         "dependence": charts.dependence_figure(sample, "age", "age"),
-        "drift overlay": charts.drift_overlay_figure(report.features[0]),
-        "drift per run": charts.drift_time_figure(series, "age"),
-        "drifted share": charts.drift_share_figure(series),
-        "agreement": charts.agreement_figure(found),
-        "distribution": charts.distribution_figure(found),
-        "live": charts.live_figure(live),
-        "confusion": charts.confusion_figure(
+        "drift overlay": monitoring_charts.drift_overlay_figure(report.features[0]),
+        "drift per run": monitoring_charts.drift_time_figure(series, "age"),
+        "drifted share": monitoring_charts.drift_share_figure(series),
+        "agreement": monitoring_charts.agreement_figure(found),
+        "distribution": monitoring_charts.distribution_figure(found),
+        "live": monitoring_charts.live_figure(live),
+        "confusion": monitoring_charts.confusion_figure(
             {"labels": ["no", "yes"], "matrix": [[5, 1], [2, 4]]}, "confusion matrix"
         ),
-        "residuals": charts.residual_figure(
+        "residuals": monitoring_charts.residual_figure(
             {"prediction": [1.0, 2.0], "residual": [0.1, -0.2]}, "residuals"
         ),
     }
@@ -100,7 +100,10 @@ def test_every_chart_has_a_title_and_axis_titles(
     broken = {name: invalid(fig) for name, fig in figures.items() if invalid(fig)}
     assert not broken, broken
     # classes are names on the axis, not points of a number line from -0.5 to 1.5
-    assert charts.drift_overlay_figure(report.prediction)["encoding"]["x"]["type"] == "nominal"
+    assert (
+        monitoring_charts.drift_overlay_figure(report.prediction)["encoding"]["x"]["type"]
+        == "nominal"
+    )
     assert figures["distribution"]["encoding"]["x"]["type"] == "nominal"
     # PSI is never negative
     assert figures["drift per run"]["encoding"]["y"]["scale"] == {"zero": True}
@@ -114,9 +117,9 @@ def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(
     series = drift.drift_over_time(trained_store, deployed.name, 30)
     found = challenger.compare(trained_store, deployed.name)
     for fig in (
-        charts.drift_time_figure(series, "age"),
-        charts.drift_share_figure(series),
-        charts.agreement_figure(found),
+        monitoring_charts.drift_time_figure(series, "age"),
+        monitoring_charts.drift_share_figure(series),
+        monitoring_charts.agreement_figure(found),
     ):
         # run order, not timestamps a second apart
         assert [r["n"] for r in charts.rows_of(fig)] == [1, 2]
@@ -125,7 +128,7 @@ def test_charts_over_runs_use_run_order_and_say_when_runs_are_few(
         assert annotations(fig) == ["Only 2 runs so far: a trend shows from 3 runs on."]
     score_with_drift(trained_store, deployed.name, served(300, seed=3), "c.parquet")
     series = drift.drift_over_time(trained_store, deployed.name, 30)
-    assert annotations(charts.drift_share_figure(series)) == []
+    assert annotations(monitoring_charts.drift_share_figure(series)) == []
 
 
 def test_explanations_read_as_plain_numbers() -> None:
@@ -180,13 +183,13 @@ def test_usage_over_time_never_ticks_below_a_second() -> None:
         {"sampled_at": start + timedelta(seconds=5 * i), "process": "api", "pid": 7, "cpu": i}
         for i in range(12)
     ]
-    fig = charts.usage_figure(samples, "cpu", "CPU % of the API and worker processes")
+    fig = monitoring_charts.usage_figure(samples, "cpu", "CPU % of the API and worker processes")
     assert titled(fig) == ("CPU % of the API and worker processes", "time (UTC)", "CPU %")
     assert not invalid(fig)
     axis = fig["encoding"]["x"]["axis"]
     # a minute of samples: seconds on the ticks (not "06:49" eleven times), never milliseconds
     assert (axis["format"], axis["tickMinStep"]) == ("%H:%M:%S", 1000)
     days = [dict(s, sampled_at=start + timedelta(hours=5 * i)) for i, s in enumerate(samples)]
-    assert charts.usage_figure(days, "cpu", "CPU")["encoding"]["x"]["axis"]["format"] == (
-        "%b %d %H:%M"
-    )
+    assert monitoring_charts.usage_figure(days, "cpu", "CPU")["encoding"]["x"]["axis"][
+        "format"
+    ] == ("%b %d %H:%M")

@@ -11,7 +11,8 @@ from core import audit, datasets, deployments, registry, validation
 from core.engine.profiles import plain_number
 from core.entities import Deployment
 from core.store import Store
-from core.ui.charts import axis_title, confusion_figure, residual_figure, rows_of
+from core.ui.charts import axis_title, rows_of
+from core.ui.monitoring_charts import confusion_figure, residual_figure
 from core.worker import loop as worker
 
 OpenPage = Callable[..., AppTest]
