@@ -376,7 +376,8 @@ def test_the_whole_story(
 
     # 12. an API key, and a call with it from here
     steps.section("General")
-    page.get_by_text("Call it over the API: API keys").click()  # an expander: no rerun
+    # an expander whose content runs once it is open
+    rerun_after(page, page.get_by_text("Call it over the API: API keys").click)
     page.get_by_label("What will use it").fill("story test")
     rerun_after(page, page.get_by_role("button", name="Create key").click)
     expect(
@@ -450,7 +451,7 @@ def test_the_whole_story(
     # 16. delete the staging deployment
     page.goto(url + "deployment?name=customers-staging&section=general")
     wait_rendered(page)
-    page.get_by_text("Delete this deployment").click()  # an expander: no rerun
+    rerun_after(page, page.get_by_text("Delete this deployment").click)  # runs once open
     confirm = page.get_by_label("Type 'customers-staging' to confirm")
     confirm.fill("customers-staging")
     rerun_after(page, lambda: confirm.press("Enter"))

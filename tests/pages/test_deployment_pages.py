@@ -79,6 +79,9 @@ def test_delete_needs_the_typed_name(
     trained_store: Store, deployed: str, open_page: OpenPage
 ) -> None:
     at = open_page("pages/deployment.py", name=deployed)
+    d = deployments.get_deployment(trained_store, deployed)
+    at.session_state[f"delete_open_{d.id}"] = True  # the user opens "Delete this deployment"
+    at.run()
     assert button(at, "Delete").disabled
     at.text_input(key=next(t.key for t in at.text_input if "to confirm" in t.label)).set_value(
         deployed

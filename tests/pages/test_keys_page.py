@@ -46,6 +46,9 @@ def test_a_key_made_on_a_deployment_page_is_limited_to_it(
     users.create_user(trained_store, "vic", password=None, actor=access.BOOTSTRAP)
     projects.set_collaborator(trained_store, "Default", "vic", "viewer", actor="tester")
     at = open_page("pages/deployment.py", as_user="vic", name=d.name)
+    assert not [t for t in at.text_input if t.key == f"key_name_{d.id}"]  # closed: not run
+    at.session_state[f"keys_open_{d.id}"] = True  # the user opens "Call it over the API"
+    at.run()
     at.text_input(key=f"key_name_{d.id}").input("dashboard")
     next(b for b in at.button if b.label == "Create key").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -74,6 +77,8 @@ def test_the_call_shown_uses_the_running_apis_address(
     )
     api_status.write(trained_store.workspace, running)
     at = open_page("pages/deployment.py", name=d.name)
+    at.session_state[f"keys_open_{d.id}"] = True
+    at.run()
     at.text_input(key=f"key_name_{d.id}").input("dashboard")
     next(b for b in at.button if b.label == "Create key").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -81,3 +86,23 @@ def test_the_call_shown_uses_the_running_apis_address(
     assert "POST http://127.0.0.1:8123/v1/deployments/churn-staging/invocations" in texts
     assert "127.0.0.1:8000" not in texts
     assert any(c.startswith("curl -X POST http://127.0.0.1:8123/v1/") for c in _codes(at))
+
+
+def test_general_runs_its_keys_and_delete_forms_only_once_opened(
+    trained_store: Store, open_page: OpenPage
+) -> None:
+    model = registry.list_models(trained_store)[0]
+    d = deployments.deploy(trained_store, model.id, "staging", name="churn-staging", actor="tester")
+    at = open_page("pages/deployment.py", name=d.name)
+    assert not at.exception
+    labels = {e.label for e in at.expander}
+    assert {"Call it over the API: API keys", "Delete this deployment"} <= labels
+    shown = {t.key for t in at.text_input}
+    assert f"key_name_{d.id}" not in shown and f"delete_confirm_{d.id}" not in shown
+    at.session_state[f"keys_open_{d.id}"] = True  # the user opens both: they stay open
+    at.session_state[f"delete_open_{d.id}"] = True
+    at.run()
+    assert not at.exception
+    shown = {t.key for t in at.text_input}
+    assert f"key_name_{d.id}" in shown and f"delete_confirm_{d.id}" in shown
+    assert any(b.label == "Create key" for b in at.button)

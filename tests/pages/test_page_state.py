@@ -252,6 +252,9 @@ def test_delete_says_what_happened(
     other = registry.list_models(trained_store)[0].id
     deployments.deploy(trained_store, other, "production", actor="tester")
     at = open_page("pages/deployment.py", name=deployed)
+    d = deployments.get_deployment(trained_store, deployed)
+    at.session_state[f"delete_open_{d.id}"] = True  # the user opens "Delete this deployment"
+    at.run()
     at.text_input(key=next(t.key for t in at.text_input if "to confirm" in t.label)).set_value(
         deployed
     ).run()
