@@ -29,36 +29,12 @@ import numpy as np
 import pandas as pd
 import shap
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
-    GradientBoostingClassifier,
-    GradientBoostingRegressor,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
 from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
 from sklearn.pipeline import Pipeline
-from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from core.engine.predict import BOOSTING, FORESTS
 from core.entities import ModelSchema
 
-FORESTS = (
-    RandomForestClassifier,
-    RandomForestRegressor,
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
-    DecisionTreeClassifier,
-    DecisionTreeRegressor,
-)
-BOOSTING = (
-    GradientBoostingClassifier,
-    GradientBoostingRegressor,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-)
 AGNOSTIC = "KernelExplainer (model-agnostic)"
 KERNEL_BACKGROUND = 50  # rows: Kernel SHAP costs (background rows x samples) predictions a row
 CHUNK_ROWS = 100  # rows per shap call when progress is reported

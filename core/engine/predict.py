@@ -29,6 +29,7 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.pipeline import Pipeline
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from threadpoolctl import threadpool_limits
 
 from core.engine import boosting, model_input
@@ -117,17 +118,21 @@ def _forest(estimator: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- shared rows
-TREES = (
-    Trees,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
+FORESTS = (
     RandomForestClassifier,
     RandomForestRegressor,
     ExtraTreesClassifier,
     ExtraTreesRegressor,
+    DecisionTreeClassifier,
+    DecisionTreeRegressor,
+)
+BOOSTING = (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
 )
+TREES = (Trees, *FORESTS, *BOOSTING)  # the models whose rows are computed one by one
 
 
 def row_by_row(estimator: Any) -> bool:
@@ -186,8 +191,9 @@ class RowThreads:
         """predict.score of `rows`, shared among the threads when the model is a tree model
         and the batch has at least `min_rows` rows; the same bits either way."""
         n = len(rows)
-        k = 1 if self.pool is None or n < self.min_rows else min(self.threads, self.idle())
-        if k == 1 or not row_by_row(estimator):
+        shareable = self.pool is not None and n >= self.min_rows and row_by_row(estimator)
+        k = min(self.threads, self.idle()) if shareable else 1  # /proc read only if needed
+        if k == 1:
             return SharedScore(score(estimator, rows, task, who))
         if isinstance(estimator, Trees):
             spent: list[float] = []
