@@ -429,7 +429,12 @@ def traffic_figure(rows: Sequence[dict[str, Any]], window: Any, measure: str) ->
                 ),
             },
             "x2": {"field": "end"},
-            "y": {"field": "high", "type": "quantitative", "axis": axis(measure)},
+            # whole requests and rows: no 0.2 ticks when a bucket holds one call
+            "y": {
+                "field": "high",
+                "type": "quantitative",
+                "axis": axis(measure, format=",d", tickMinStep=1),
+            },
             "y2": {"field": "low"},
             "color": _series(list(SOURCE_WORDS.values()), list(SOURCE_COLORS.values())),
             "tooltip": [

@@ -73,6 +73,10 @@ def test_monitoring_counts_calls_by_source_and_compares_predictions(
     specs = chart_specs(at)
     assert len(specs) == 3
     assert all(charts.title_of(s) and charts.axis_title(s, "x") for s in specs)
+    counts = [s for s in specs if charts.title_of(s).startswith(("Requests per", "Rows per"))]
+    assert len(counts) == 2  # whole numbers on the count axis, never 0.2 of a request
+    assert all(s["encoding"]["y"]["axis"]["tickMinStep"] == 1 for s in counts)
+    assert all(s["encoding"]["y"]["axis"]["format"] == ",d" for s in counts)
     at.selectbox(key=next(s.key for s in at.selectbox if s.label == "Traffic from")).set_value(
         "form"
     ).run()
