@@ -11,7 +11,8 @@ with keep-alive connections:
   in-process predict of the same row (p50);
 - 1,000-row batches: rows/s for dataframe_split, dataframe_records, CSV and Open Inference
   (the API shares a batch's rows among its threads when cores are idle: predict.RowThreads),
-  and the same work in-process without HTTP or JSON;
+  and the same work in-process without HTTP or JSON; and the server's CPU time per batch
+  (its process and children), what a batch costs it whatever the concurrency;
 - each with and without a challenger in shadow;
 - the same model under `mlflow models serve` (its own virtual environment, made by the bench
   under bench/out/; if it cannot be installed, the bench says so and goes on).
@@ -30,6 +31,7 @@ the CPU: the figures are upper bounds of the server's own cost.
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -157,6 +159,34 @@ def measure(
         "rps": len(latencies) / elapsed,
         "n": len(latencies),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid` and its descendants so far (MLflow's
+    server runs uvicorn in a child; the API's --processes are children too)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def batch_cpu(
+    pid: int, port: int, path: str, body: tuple[bytes, str], seconds: float
+) -> tuple[float, float]:
+    """Rows/s of 1,000-row batches at c1, and the server's CPU ms per batch: what a batch
+    costs the server whatever the concurrency (the rows/s a server can reach once every core
+    is busy is about cores x 1,000 / that)."""
+    before = cpu_seconds(pid)
+    got = measure(port, path, *body, 1, seconds)
+    spent = cpu_seconds(pid) - before
+    return got["rps"], spent * 1000 / got["n"]
 
 
 def wrk(
@@ -457,7 +487,7 @@ def main() -> None:
             model = made["models"][algorithm]
             estimator = registry.load_estimator(store, model)
             first = rows.head(1)
-            pipeline = in_process_p50(lambda e=estimator, f=first: e.predict_proba(f))
+            pipeline = in_process_p50(functools.partial(estimator.predict_proba, first))
             base = numpy_p50(estimator, model, first)
             walk = walk_p50(estimator, model, first)
             path = f"/v1/deployments/{name}/invocations"
@@ -487,6 +517,12 @@ def main() -> None:
                 + "  ".join(f"{k} {v:,.0f}" for k, v in formats.items()),
                 flush=True,
             )
+            _, cpu_ms = batch_cpu(api.pid, port, path, batch["split"], args.seconds)
+            print(
+                f"{'':<7} 1,000-row split batch: {cpu_ms:.2f} ms of server CPU each,"
+                f" {len(rows) * 1000 / cpu_ms:,.0f} rows per CPU second",
+                flush=True,
+            )
             ceilings = batch_ceilings(estimator, model, rows)
             print(
                 f"{'':<7} 1,000-row batches in-process, rows/s: "
@@ -501,6 +537,7 @@ def main() -> None:
                 "c8_wrk": c8_wrk,
                 "batch": formats,
                 "ceilings": ceilings,
+                "batch_cpu_ms": cpu_ms,
             }
         # the challenger's process starts at the first call with a challenger: warm it first
         measure(port, "/v1/deployments/hgb-shadow/invocations", *one["split"], 1, 2)
@@ -551,17 +588,20 @@ def main() -> None:
                 c1 = measure(mport, "/invocations", *one["split"], 1, args.seconds)
                 c8 = measure(mport, "/invocations", *one["split"], 8, args.seconds)
                 c8_wrk = wrk(mport, "/invocations", *one["split"], 8, args.seconds)
-                rps = measure(mport, "/invocations", *batch["split"], 1, args.seconds)["rps"]
+                rps, cpu_ms = batch_cpu(
+                    proc.pid, mport, "/invocations", batch["split"], args.seconds
+                )
                 results["mlflow"] = {
                     "c1": c1,
                     "c8": c8,
                     "c8_wrk": c8_wrk,
                     "batch_rows": rps * len(rows),
+                    "batch_cpu_ms": cpu_ms,
                 }
                 print(
                     f"mlflow  hgb one row c1 p50 {c1['p50']:6.2f} ms {c1['rps']:6.0f} req/s | c8"
                     f" p50 {c8['p50']:6.2f} ms {c8['rps']:6.0f} req/s | batch split"
-                    f" {rps * len(rows):,.0f} rows/s",
+                    f" {rps * len(rows):,.0f} rows/s, {cpu_ms:.2f} ms of server CPU a batch",
                     flush=True,
                 )
                 print(c8_line("mlflow  hgb one row c8 from wrk:", c8_wrk), flush=True)
@@ -619,6 +659,11 @@ def summary(r: dict[str, Any]) -> None:
             f" the API's scoring {hgb['ceilings']['API scoring'] / m['batch_rows']:.1f}x and"
             f" {hgb['ceilings']['API scoring, shared'] / m['batch_rows']:.1f}x shared:"
             " the rest of a request (HTTP, JSON, checks, the log) is the difference"
+        )
+        print(
+            f"  server CPU per 1,000-row batch: {hgb['batch_cpu_ms']:.2f} ms against MLflow's"
+            f" {m['batch_cpu_ms']:.2f} ms ({m['batch_cpu_ms'] / hgb['batch_cpu_ms']:.1f}x the"
+            " rows per CPU second: the batch rows/s ratio once every core is busy)"
         )
     else:
         print("  MLflow: not measured")
