@@ -23,6 +23,11 @@ before a change) on a free port and drives Debian's Chromium (1400 px wide), as 
   before Vega-Lite charts left a placeholder per chart for a second run). Both are taken in
   the page (performance.now(), from the navigation's start). Mostly Streamlit's frontend
   starting (its JS, the websocket, the session's first run), once per browser tab;
+- floor: in the same rounds, the cold load of a bare Streamlit app served beside it (no
+  ModelDeck code, trivial data) whose page has ModelDeck's chrome (sidebar links, a title, a
+  select box, section buttons, metrics) and then nothing, a table, a chart, or a table and
+  three charts: what Streamlit's own frontend needs on this machine for those elements, no
+  target;
 - warm-context load and paint: the same, in a new tab of one browser context that has opened
   the app before (its HTTP cache and V8's code cache hold Streamlit's JavaScript, Vega's
   included), as when a user opens a shared link in the browser they use ModelDeck in;
@@ -207,6 +212,66 @@ def serve(app_dir: Path, home: Path, log: Path) -> tuple[subprocess.Popen[bytes]
     raise SystemExit(f"streamlit did not start:\n{log.read_text()[-3000:]}")
 
 
+# ---------------------------------------------------------------------------- floor
+# A bare Streamlit app (no ModelDeck code, trivial data) with the element kinds of ModelDeck's
+# pages: a sidebar of page links, a title, a select box, a row of section buttons and metrics;
+# then nothing more, a table (st.dataframe: Streamlit loads 1.6 MB of grid and Arrow code for
+# it), one Vega-Lite chart (vega-embed, 0.8 MB), or a table and three charts. Its cold loads,
+# taken beside ModelDeck's in the same run, are what Streamlit itself needs on this machine.
+FLOOR_KINDS = {
+    "metrics": "",
+    "metrics + table": "table",
+    "metrics + chart": "chart",
+    "metrics + table + 3 charts": "table chart chart chart",
+}
+FLOOR_APP = """
+import streamlit as st
+
+
+def floor() -> None:
+    kinds = st.query_params.get("kinds", "").split()
+    st.title("Floor")
+    st.selectbox("Deployment", ["churn (staging)", "churn (production)"])
+    st.segmented_control("Section", [f"Section {i}" for i in range(12)], default="Section 0")
+    for col, label in zip(st.columns(5), ("Environment", "Created", "Version", "Status", "Access")):
+        col.metric(label, label.lower())
+    rows = [{"run": f"run_{i}", "rows": 1000 + i, "status": "succeeded"} for i in range(10)]
+    for n, kind in enumerate(kinds):
+        if kind == "table":
+            st.dataframe(rows, hide_index=True)
+        else:
+            values = [{"run": i, "share": 0.9 + i / 100 + n / 50} for i in range(10)]
+            st.vega_lite_chart(
+                {
+                    "title": f"Chart {n}",
+                    "data": {"values": values},
+                    "mark": {"type": "line", "point": True},
+                    "encoding": {
+                        "x": {"field": "run", "type": "ordinal"},
+                        "y": {"field": "share", "type": "quantitative"},
+                    },
+                },
+                use_container_width=True,
+            )
+
+
+def other() -> None:
+    st.title("Other")
+
+
+pages = [st.Page(floor, title="Floor", url_path="floor", default=True)]
+pages += [st.Page(other, title=f"Page {i}", url_path=f"page{i}") for i in range(12)]
+st.navigation({"Build": pages[:6], "Deploy": pages[6:10], "You": pages[10:]}).run()
+"""
+
+
+def serve_floor(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The floor app (FLOOR_APP) served from `folder`, as `serve` serves ModelDeck."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text(FLOOR_APP)
+    return serve(folder, folder, folder / "streamlit.log")
+
+
 # ---------------------------------------------------------------------------- timing
 # Notes in the page the first moment its text is drawn (CONNECTED, notRunning, no skeleton;
 # charts may still be loading their code) and the first moment everything is (DRAWN), in
@@ -347,6 +412,7 @@ def measure(
     model_id: str,
     repeat: int,
     groups: tuple[str, ...] = GROUPS,
+    floor_url: str | None = None,
 ) -> dict[str, list[float]]:
     figures: dict[str, list[float]] = {}
 
@@ -377,6 +443,10 @@ def measure(
             page, paint, drawn = open_in(new_context(browser), url + path)
             add(f"cold paint: {label}", paint)
             add(f"cold load: {label}", drawn)
+            page.context.close()
+        for label, kinds in FLOOR_KINDS.items() if floor_url else ():
+            page, paint, drawn = open_in(new_context(browser), f"{floor_url}?kinds={kinds}")
+            add(f"floor cold load: {label}", drawn)
             page.context.close()
         if "warm-context" in groups:
             context = new_context(browser)  # a browser that has used the app, charts included
@@ -424,9 +494,10 @@ def report(figures: dict[str, list[float]]) -> None:
             "warm-context": TARGET_PAGE_S,
             "in-app": TARGET_PAGE_S,
             "section": TARGET_SECTION_S,
+            "floor": None,
         }.get(label.split(":")[0].split(" ")[0], TARGET_ACTION_S)
         median = statistics.median(values)
-        mark = "ok" if median <= target else f"> {target}"
+        mark = "-" if target is None else "ok" if median <= target else f"> {target}"
         print(f"{label:<48} {median:>9.2f} {max(values):>8.2f}  {mark}")
 
 
@@ -502,6 +573,11 @@ def main() -> None:
 
     model_id = registry.list_models(Store.open(home))[0].id
     proc, url = serve(args.app_dir.resolve(), home, home / "ui_bench_streamlit.log")
+    floor = (
+        serve_floor(Path(tempfile.mkdtemp(prefix="ui_bench_floor_")))
+        if "cold" in args.only
+        else None
+    )
     token = log_in(home, url)
     read_ms, kept_ms = session_cost(home, token)
     try:
@@ -510,11 +586,23 @@ def main() -> None:
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
             )
             open_page(browser, url)[0].context.close()  # the server's first import, not timed
-            figures = measure(browser, url, name, run_id, model_id, args.repeat, tuple(args.only))
+            if floor is not None:
+                open_page(browser, floor[1])[0].context.close()
+            figures = measure(
+                browser,
+                url,
+                name,
+                run_id,
+                model_id,
+                args.repeat,
+                tuple(args.only),
+                floor_url=floor[1] if floor else None,
+            )
             browser.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for server in (proc, *(floor[:1] if floor else ())):
+            server.terminate()
+            server.wait(timeout=10)
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)  # built here: not kept
     print(

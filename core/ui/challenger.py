@@ -15,10 +15,12 @@ from core.entities import Deployment
 from core.errors import InvalidInput, ModelDeckError
 from core.store import Store
 from core.ui import drift as ui_drift
-from core.ui import monitoring_charts, traffic
+from core.ui import monitoring_charts, tables, traffic
 from core.workspace import save_upload
 
 PREDICTION_RUNS = 200  # runs listed on the Predictions tab
+TOP_FORMATS = {"confidence": ".3f", "challenger_confidence": ".3f"}
+WORDS = {"request_id": "request id", "_row": "row"}  # top rows' columns, as a reader says them
 
 
 # ---------------------------------------------------------------------------- figures
@@ -64,37 +66,59 @@ def _comparison(found: challenger.Comparison, d: Deployment, unit: str = "run") 
         st.caption(note)
     ui.chart(monitoring_charts.agreement_figure(found, unit), key=f"ch_agreement_{key}")
     ui.chart(monitoring_charts.distribution_figure(found), key=f"ch_distribution_{key}")
-    if found.top and unit != "run":
-        st.subheader("Top disagreeing rows")
-        st.caption(
-            "By request id and row (0 = first) in the request; the main model's surest first."
-        )
-        st.dataframe(list(found.top), hide_index=True, key=f"ch_top_{key}")
-    elif found.top:
-        st.subheader("Top disagreeing rows")
-        rows = [
-            {"run": f"results?run={r['run_id']}", **{k: v for k, v in r.items() if k != "run_id"}}
-            for r in found.top
-        ]
-        ui.link_table(rows, "run", key=f"ch_top_{key}")
+    if found.top:
+        _top_rows(found, key, unit)
     if found.features:
         st.subheader("Features that differ most where the models disagree")
         st.caption(
             "PSI and Jensen-Shannon distance between the feature's distribution in "
             "agreeing and in disagreeing rows, on the training bins."
         )
-        st.dataframe(
+        tables.small_table(
             [
                 {"feature": f.name, "kind": f.kind, "PSI": f.psi, "JS distance": f.distance}
                 for f in found.features
             ],
-            hide_index=True,
+            formats={"PSI": ".3f", "JS distance": ".3f"},
             key=f"ch_features_{key}",
-            column_config={
-                "PSI": st.column_config.NumberColumn(format="%.3f"),
-                "JS distance": st.column_config.NumberColumn(format="%.3f"),
-            },
         )
+
+
+def _top_rows(found: challenger.Comparison, key: str, unit: str) -> None:
+    """The rows where the models disagree, the main model's surest first. Of calls: a table
+    of request ids. Of runs: each row opens its run's results, in an expander whose table
+    (a dataframe: rows select) is built once opened, so the section draws without the
+    grid's code (bench/ui_bench.py's floor: a table adds about 0.3 s to a cold load)."""
+    if unit != "run":
+        st.subheader("Top disagreeing rows")
+        st.caption(
+            "By request id and row (0 = first) in the request; the main model's surest first."
+        )
+        rows = [{WORDS.get(k, k): v for k, v in r.items()} for r in found.top]
+        tables.small_table(rows, formats=TOP_FORMATS, key=f"ch_top_{key}")
+        return
+    box = st.expander(
+        f"Top disagreeing rows ({len(found.top)}), the main model's surest first",
+        key=f"ch_top_open_{key}",
+        on_change="rerun",
+    )
+    if box.open:
+        with box:
+            rows = [
+                {
+                    "run": f"results?run={r['run_id']}",
+                    **{WORDS.get(k, k): v for k, v in r.items() if k != "run_id"},
+                }
+                for r in found.top
+            ]
+            ui.link_table(
+                rows,
+                "run",
+                key=f"ch_top_{key}",
+                column_config={
+                    c: st.column_config.NumberColumn(format=f"%{f}") for c, f in TOP_FORMATS.items()
+                },
+            )
 
 
 def _labels_form(store: Store, d: Deployment) -> None:

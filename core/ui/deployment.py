@@ -11,7 +11,7 @@ from core import audit, deployments, incremental, pipeline, promotion, registry,
 from core.entities import ACCESS_LEVELS, Deployment, Run
 from core.errors import NotFound
 from core.store import Store
-from core.ui import charts
+from core.ui import charts, tables
 from core.ui import connections as ui_connections
 from core.ui import form as ui_form
 from core.ui import validation as ui_validation
@@ -156,7 +156,7 @@ def _models_summary(store: Store, d: Deployment) -> None:
                 **statuses.get(role, {}),
             }
         )
-    st.dataframe(rows, hide_index=True)
+    tables.small_table(rows)
     st.caption(
         "API: whether the API holds the model, and how long it took to load and warm up. Calls:"
         f" what this version was called over the last {ui_form.HEALTH_HOURS} h; failed: refused"

@@ -16,7 +16,7 @@ from core.engine.drift_scores import FeatureDrift, Thresholds
 from core.entities import Deployment
 from core.errors import InvalidInput
 from core.store import Store, utcnow
-from core.ui import monitoring_charts, traffic
+from core.ui import monitoring_charts, tables, traffic
 
 OVER_TIME = 30  # runs in the over-time charts
 
@@ -88,19 +88,14 @@ def _table(report: drift.DriftReport) -> None:
         }
         for f in most_drifted_first(report)
     ]
-    st.dataframe(
+    tables.small_table(
         rows,
-        hide_index=True,
+        formats={"PSI": ".3f", "distance": ".3f", "p-value": ".2g", "rows": ","},
         key=f"drift_table_{report.deployment}",
-        column_config={
-            "PSI": st.column_config.NumberColumn(format="%.3f"),
-            "distance": st.column_config.NumberColumn(format="%.3f"),
-            "p-value": st.column_config.NumberColumn(
-                format="%.2g",
-                help="For information only: at 100k+ rows "
-                "it flags negligible shifts. The status comes from PSI.",
-            ),
-        },
+    )
+    st.caption(
+        "Most drifted first. The status comes from PSI; the p-value is for information only:"
+        " at 100k+ rows it flags negligible shifts."
     )
 
 
@@ -211,7 +206,8 @@ def _traffic_drift(store: Store, d: Deployment, source: str) -> None:
                 key=f"drift_prediction_time_{d.id}",
             )
     st.subheader("Input quality")
-    st.dataframe(
+    shares = ("missing", "out of training range", "unseen category")
+    tables.small_table(
         [
             {
                 "feature": q.name,
@@ -222,12 +218,8 @@ def _traffic_drift(store: Store, d: Deployment, source: str) -> None:
             }
             for q in found.quality
         ],
-        hide_index=True,
+        formats={"rows": ",", **dict.fromkeys(shares, "percent")},
         key=f"drift_quality_{d.id}",
-        column_config={
-            name: st.column_config.NumberColumn(format="percent")
-            for name in ("missing", "out of training range", "unseen category")
-        },
     )
     st.caption("Infinite values cannot be logged (JSON has none): in calls they count as missing.")
 

@@ -35,10 +35,11 @@ FIGURES = """() => [...document.querySelectorAll(
                  text(a, '.role-axis-title text')]);
     return {title: text(el, '.role-title-text'), axes};
   })"""
-# The header cells of every dataframe (glide-data-grid keeps an accessible table beside its
-# canvas).
+# The header cells of every table: dataframes (glide-data-grid keeps an accessible table beside
+# its canvas) and the small tables drawn as Markdown (core.ui.tables).
 HEADERS = """() => [...document.querySelectorAll(
-  '[data-testid="stMain"] [data-testid="stDataFrame"] [role="columnheader"]')]
+  '[data-testid="stMain"] [data-testid="stDataFrame"] [role="columnheader"],'
+  + '[data-testid="stMain"] [data-testid="stMarkdown"] table th')]
   .map(th => th.textContent.trim()).filter(Boolean)"""
 SNAKE = re.compile(r"^[a-z]+(_[a-z0-9]+)+$")
 # Headers that may be identifiers: a metric by its scikit-learn name, and the results files'

@@ -5,10 +5,12 @@ app.py resolves on every rerun exactly as it resolves the browser's cookie."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -73,3 +75,22 @@ def chart_specs(at: AppTest) -> list[dict[str, Any]]:
 def chart_titles(at: AppTest) -> list[str]:
     """The titles of the page's charts, in page order."""
     return [str(spec["title"]["text"]) for spec in chart_specs(at)]
+
+
+def markdown_tables(at: AppTest) -> list[pd.DataFrame]:
+    """The page's small tables (core.ui.tables draws them as Markdown), in page order, read
+    back into DataFrames of the text a reader sees (unescaped, numbers as written)."""
+    found = []
+    for element in at.markdown:
+        lines = element.value.splitlines()
+        if len(lines) < 2 or not lines[0].startswith("| ") or not lines[1].startswith("| ---"):
+            continue
+        rows = [_cells(line) for line in lines if not line.startswith("| ---")]
+        found.append(pd.DataFrame(rows[1:], columns=rows[0]))
+    return found
+
+
+def _cells(line: str) -> list[str]:
+    """A Markdown table row's cells: split on the bars no backslash escapes, then unescaped."""
+    parts = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+    return [re.sub(r"\\(.)", r"\1", part.strip()) for part in parts]

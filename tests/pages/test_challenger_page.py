@@ -12,7 +12,7 @@ from core import audit, challenger, deployments, ground_truth, registry, runs
 from core.entities import Deployment
 from core.store import Store
 from core.ui import charts, monitoring_charts
-from tests.pages.conftest import log_in
+from tests.pages.conftest import log_in, markdown_tables
 from tests.test_challenger import deployed, score, served
 from tests.test_ground_truth import truth
 
@@ -46,10 +46,20 @@ def test_challenger_tab_compares_takes_labels_and_swaps(
     assert not at.exception and not at.error
     found = challenger.compare(trained_store, deployed.name)
     assert at.metric[0].value == f"{found.agreement_rate:.1%}"
+    # the top rows are a closed expander until opened: the section draws with no grid to load
+    assert not at.dataframe
+    box = next(e for e in at.expander if e.label.startswith("Top disagreeing rows"))
+    assert box.label.startswith(f"Top disagreeing rows ({len(found.top)})")
+    at.session_state[f"ch_top_open_{deployed.id}"] = True  # the user opens it
+    at.run()
+    assert not at.exception
     top = at.dataframe[0].value
     assert set(top["run"]) == {done.id}
     assert len(top) == len(found.top)
-    assert set(at.dataframe[1].value["feature"]) == {f.name for f in found.features}
+    assert "row" in top.columns and "_row" not in top.columns  # a reader's word
+    features = markdown_tables(at)[0]
+    assert set(features["feature"]) == {f.name for f in found.features}
+    assert features["PSI"].tolist() == [f"{f.psi:.3f}" for f in found.features]
     assert any("has no ground truth yet" in i.value for i in at.info)
     # ground truth: upload, pick the columns, add
     labels = truth(400)[:300].rename(columns={"customer_id": "id", "churn": "outcome"})

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import drift
 from core.store import Store
-from tests.pages.conftest import chart_titles, log_in
+from tests.pages.conftest import chart_titles, log_in, markdown_tables
 from tests.test_drift import deployed, score, served
 
 __all__ = ["deployed"]
@@ -36,12 +36,16 @@ def test_drift_tab_and_thresholds(trained_store: Store, deployed) -> None:
     score(trained_store, deployed.name, served(shifted=True))
     at.run()
     assert not at.exception and not at.error
-    table = at.dataframe[0].value
+    assert not at.dataframe, "seven features: a table drawn as text, no grid to load"
+    table = markdown_tables(at)[0]
     assert list(table["feature"][:3]) and set(table["feature"][:3]) == {
         "age",
         "monthly_charges",
         "contract",
     }  # sorted by PSI, highest first
+    psi = [float(v) for v in table["PSI"] if v]
+    assert psi == sorted(psi, reverse=True) and all(len(v.split(".")[1]) == 3 for v in table["PSI"])
+    assert any("p-value is for information only" in c.value for c in at.caption)
     assert at.metric[0].value == "3 of 7"
     # seven features: one-click chips, starting on the most drifted one
     chips = at.pills(key=f"drift_feature_{deployed.id}")

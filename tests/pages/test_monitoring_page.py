@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from core import deployments, prediction_log, registry, usage
 from core.store import Store, utcnow
 from core.ui import charts
-from tests.pages.conftest import chart_specs
+from tests.pages.conftest import chart_specs, markdown_tables
 
 OpenPage = Callable[..., AppTest]
 
@@ -137,7 +137,7 @@ def test_general_summarises_the_deployed_models_and_says_what_access_means(
 ) -> None:
     at = open_page("pages/deployment.py", name=traffic)
     assert not at.exception and not at.error
-    models = next(d for d in at.dataframe if "role" in d.value.columns).value
+    models = next(t for t in markdown_tables(at) if "role" in t.columns)
     assert models["role"].tolist() == ["main", "challenger"]
     by_id = {m.id: m for m in registry.list_models(trained_store)}
     current = deployments.get_deployment(trained_store, traffic).current

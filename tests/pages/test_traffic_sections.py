@@ -15,6 +15,7 @@ from core.store import Store
 from core.traffic_challenger import compare_traffic
 from core.traffic_drift import traffic_drift
 from tests.conftest import DeployChurn
+from tests.pages.conftest import markdown_tables
 from tests.test_challenger import score, served
 from tests.test_traffic_drift import call, window
 
@@ -49,10 +50,10 @@ def test_drift_of_calls_opens_on_the_calls_and_shows_core_numbers(
     assert metric(at, "Rows") == "62"
     assert metric(at, "Drifted features") == f"{len(found.report.drifted)} of 7"
     assert metric(at, "Calls and runs") == "5 + 0"
-    table = at.dataframe[0].value
+    table, quality = markdown_tables(at)[:2]
     assert set(table["feature"]) == {f.name for f in found.report.features}
-    quality = at.dataframe[1].value
-    assert list(quality["rows"]) == [q.rows for q in found.quality]
+    assert list(quality["rows"]) == [f"{q.rows:,}" for q in found.quality]
+    assert list(quality["missing"]) == [f"{q.missing / q.rows:.1%}" for q in found.quality]
     # a run as well: "Both" counts it in
     score(trained_store, called, served(40, seed=8))
     source(at).set_value("both").run()
@@ -69,7 +70,9 @@ def test_challenger_of_calls_compares_and_still_swaps(
     assert metric(at, "Agreement") == f"{found.agreement_rate:.1%}"
     assert metric(at, "Rows") == "62"
     assert found.top  # the boosting model and the linear one disagree on some of 62 rows
-    assert list(at.dataframe[0].value["request_id"]) == [r["request_id"] for r in found.top]
+    top = markdown_tables(at)[0]  # request ids, no page to open: a table of text
+    assert list(top["request id"]) == [r["request_id"] for r in found.top]
+    assert list(top["confidence"]) == [f"{r['confidence']:.3f}" for r in found.top]
     at.checkbox[0].check().run()
     next(b for b in at.button if b.label == "Swap main and challenger").click().run()
     assert not at.exception and any("Swapped: version 2" in s.value for s in at.success)
