@@ -180,14 +180,14 @@ def _model_link(store: Store, model_id: str | None, label: str) -> None:
 
 def general(store: Store, d: Deployment) -> None:
     """Environment, current models, status and access; promote and delete."""
-    cols = st.columns(5)
+    # four metrics: with five, "2026-12-07" and "production" were cut short at 1,280 px
+    cols = st.columns(4)
     cols[0].metric("Environment", d.environment)
-    cols[1].metric("Created", f"{d.created_at:%Y-%m-%d}")
-    cols[2].metric("Current version", f"v{d.current.number}" if d.current else "none")
-    cols[3].metric("Status", deployments.status(store, d).split(":")[0])
-    cols[4].metric("Access", d.access)
+    cols[1].metric("Current version", f"v{d.current.number}" if d.current else "none")
+    cols[2].metric("Status", deployments.status(store, d).split(":")[0])
+    cols[3].metric("Access", d.access)
     running = ui_form.api_running(store, d)
-    st.caption(f"API: {running.words}")
+    st.caption(f"Created {d.created_at:%Y-%m-%d %H:%M} UTC · API: {running.words}")
     ui_form.share_box(store, d)
     if d.current:
         _model_link(store, d.current.main_model_id, "Main model")

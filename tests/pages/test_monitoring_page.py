@@ -146,7 +146,15 @@ def test_general_summarises_the_deployed_models_and_says_what_access_means(
     metric_name = column.removeprefix("holdout ")
     assert models[column].iloc[0] == f"{main.metrics[metric_name]:.4f}"
     created = deployments.get_deployment(trained_store, traffic).created_at
-    assert metric(at, "Created") == f"{created:%Y-%m-%d}"
+    assert any(
+        c.value.startswith(f"Created {created:%Y-%m-%d %H:%M} UTC · API: ") for c in at.caption
+    )
+    assert [m.label for m in at.metric][:4] == [
+        "Environment",
+        "Current version",
+        "Status",
+        "Access",
+    ]
     assert any("only the collaborators of the project" in c.value for c in at.caption)
     # each model's status: no API runs here; the log's last 24 h (the form call is older)
     assert models["API"].tolist() == ["not loaded: the API is stopped"] * 2
