@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
@@ -445,7 +446,8 @@ def measure(
             add(f"cold load: {label}", drawn)
             page.context.close()
         for label, kinds in FLOOR_KINDS.items() if floor_url else ():
-            page, paint, drawn = open_in(new_context(browser), f"{floor_url}?kinds={kinds}")
+            query = urllib.parse.urlencode({"kinds": kinds})
+            page, paint, drawn = open_in(new_context(browser), f"{floor_url}?{query}")
             add(f"floor cold load: {label}", drawn)
             page.context.close()
         if "warm-context" in groups:
@@ -573,11 +575,8 @@ def main() -> None:
 
     model_id = registry.list_models(Store.open(home))[0].id
     proc, url = serve(args.app_dir.resolve(), home, home / "ui_bench_streamlit.log")
-    floor = (
-        serve_floor(Path(tempfile.mkdtemp(prefix="ui_bench_floor_")))
-        if "cold" in args.only
-        else None
-    )
+    floor_dir = Path(tempfile.mkdtemp(prefix="ui_bench_floor_"))
+    floor = serve_floor(floor_dir) if "cold" in args.only else None
     token = log_in(home, url)
     read_ms, kept_ms = session_cost(home, token)
     try:
@@ -603,6 +602,7 @@ def main() -> None:
         for server in (proc, *(floor[:1] if floor else ())):
             server.terminate()
             server.wait(timeout=10)
+        shutil.rmtree(floor_dir, ignore_errors=True)
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)  # built here: not kept
     print(
