@@ -256,14 +256,22 @@ def test_probability_rows_name_each_class() -> None:
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_boosting_walked_by_numpy_gives_sklearns_bits_row_by_row(task: str) -> None:
-    """A few rows skip sklearn's call per tree (core/engine/boosting.py): each row alone, and
-    the odd rows together, predict exactly what sklearn predicts."""
-    from core.engine import boosting
+@pytest.mark.parametrize("algorithm", ["hist_gradient_boosting", "linear"])
+def test_a_few_rows_on_the_fast_path_give_sklearns_bits_row_by_row(
+    algorithm: str, task: str
+) -> None:
+    """A few rows skip sklearn's call per tree (core/engine/boosting.py) or a linear model's
+    input checks (core/engine/linear.py): each row alone, and the odd rows together, predict
+    exactly what sklearn predicts."""
+    from core.engine import boosting, linear
 
-    pipe, schema = fitted("hist_gradient_boosting", task)
+    pipe, schema = fitted(algorithm, task)
     compiled = compile_pipeline(pipe, schema, training_rows())
-    assert compiled is not None and isinstance(compiled.model, boosting.Trees)
+    fast = {
+        "hist_gradient_boosting": boosting.Trees,
+        "linear": linear.LinearRegressor if task == "regression" else linear.LinearClassifier,
+    }[algorithm]
+    assert compiled is not None and type(compiled.model) is fast
     rows = training_rows(40)
     batches = [rows.slice(i, 1) for i in range(rows.num_rows)]
     batches.append(pa.RecordBatch.from_pydict(ODD_ROWS))  # missing, inf, unseen together
@@ -295,6 +303,27 @@ def test_trees_that_differ_from_sklearn_are_not_walked(monkeypatch: pytest.Monke
     assert compiled.model is pipe.steps[-1][1], "sklearn's own model, not the walk"
 
 
+def test_a_linear_path_that_differs_from_sklearn_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The unchecked linear path is used only once it gave sklearn's bits: one row's score off
+    by 1e-9 and the model answers itself."""
+    from core.engine import linear
+
+    real = linear.LinearClassifier.decision
+
+    def off(self: linear.LinearClassifier, matrix: np.ndarray) -> np.ndarray:
+        scores = real(self, matrix)
+        scores[-1] += 1e-9
+        return scores
+
+    pipe, schema = fitted("linear", "binary")
+    monkeypatch.setattr(linear.LinearClassifier, "decision", off)
+    compiled = compile_pipeline(pipe, schema, training_rows())
+    assert compiled is not None
+    assert compiled.model is pipe.steps[-1][1], "sklearn's own model, not the unchecked path"
+
+
 def test_categorical_splits_and_other_models_are_left_to_sklearn() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -309,3 +338,32 @@ def test_categorical_splits_and_other_models_are_left_to_sklearn() -> None:
     assert boosting.fast(LogisticRegression().fit(x, y)) is None
     numeric = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
     assert isinstance(boosting.fast(numeric), boosting.Trees)
+
+
+def test_only_plain_linear_models_take_the_unchecked_path() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import (
+        LinearRegression,
+        LogisticRegression,
+        Ridge,
+        SGDClassifier,
+    )
+
+    from core.engine import linear
+
+    class Subclass(LogisticRegression):
+        pass
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] > 0).astype(int)
+    assert type(linear.fast(LogisticRegression().fit(x, y))) is linear.LinearClassifier
+    assert type(linear.fast(Ridge().fit(x, x[:, 1]))) is linear.LinearRegressor
+    assert type(linear.fast(LinearRegression().fit(x, x[:, 1]))) is linear.LinearRegressor
+    for other in (
+        Subclass().fit(x, y),  # its own methods may differ
+        SGDClassifier(loss="log_loss").fit(x, y),
+        HistGradientBoostingClassifier(max_iter=5).fit(x, y),
+        LogisticRegression(),  # not fitted
+    ):
+        assert linear.fast(other) is None

@@ -159,19 +159,30 @@ def fast(model: Any) -> Trees | None:
     return Trees(model)
 
 
-def agrees(trees: Trees, matrix: np.ndarray) -> bool:
-    """Do the walk's outputs equal sklearn's, bit for bit, on each row of `matrix` alone and on
-    its first FEW_ROWS rows together?"""
-    model = trees.model
-    method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
+def agrees(fast: Any, matrix: np.ndarray) -> bool:
+    """Do the outputs of a fast path (this walk, or core/engine/linear.py's) equal its sklearn
+    model's (`fast.model`), bit for bit, on each row of `matrix` alone and on its first
+    FEW_ROWS rows together: the probabilities of a classifier, and every model's predictions?"""
+    model = fast.model
     batches = [matrix[i : i + 1] for i in range(len(matrix))] + [matrix[:FEW_ROWS]]
     for rows in batches:
         if not len(rows):
             continue
-        got = np.asarray(getattr(trees, method)(rows), dtype=np.float64)
-        expected = np.asarray(getattr(model, method)(rows), dtype=np.float64)
-        if got.shape != expected.shape or not np.array_equal(
-            got.view(np.uint64), expected.view(np.uint64)
-        ):
+        if hasattr(model, "predict_proba"):
+            got = np.asarray(fast.predict_proba(rows), dtype=np.float64)
+            expected = np.asarray(model.predict_proba(rows), dtype=np.float64)
+            if got.shape != expected.shape or not np.array_equal(
+                got.view(np.uint64), expected.view(np.uint64)
+            ):
+                return False
+        got, expected = np.asarray(fast.predict(rows)), np.asarray(model.predict(rows))
+        if got.dtype != expected.dtype or got.shape != expected.shape:
+            return False
+        same = (
+            np.array_equal(got.view(np.uint64), expected.view(np.uint64))
+            if got.dtype == np.float64
+            else np.array_equal(got, expected)
+        )
+        if not same:
             return False
     return True

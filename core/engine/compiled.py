@@ -31,7 +31,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from core.engine import boosting, model_input
+from core.engine import boosting, linear, model_input
 from core.entities import ModelSchema
 
 log = logging.getLogger("modeldeck.compiled")
@@ -167,19 +167,21 @@ def compile_pipeline(
             log.warning("the compiled pipeline differs from sklearn on sample rows: not used")
             return None
         matrices.append(matrix)
-    return _with_trees(compiled, matrices)
+    return _with_fast_model(compiled, matrices)
 
 
-def _with_trees(compiled: CompiledPipeline, matrices: list[np.ndarray]) -> CompiledPipeline:
-    """The compiled pipeline with its histogram boosting model walked by numpy for a few rows
-    (core/engine/boosting.py), when that gives sklearn's bits on every check matrix."""
-    trees = boosting.fast(compiled.model)
-    if trees is None:
+def _with_fast_model(compiled: CompiledPipeline, matrices: list[np.ndarray]) -> CompiledPipeline:
+    """The compiled pipeline with a faster path for a few rows through its model: a histogram
+    boosting model's trees walked by numpy (core/engine/boosting.py), a linear model's own
+    operations past its input checks (core/engine/linear.py); when that gives sklearn's bits
+    on every check matrix."""
+    fast = boosting.fast(compiled.model) or linear.fast(compiled.model)
+    if fast is None:
         return compiled
-    if not all(boosting.agrees(trees, matrix) for matrix in matrices):
-        log.warning("the numpy walk of the trees differs from sklearn: not used")
+    if not all(boosting.agrees(fast, matrix) for matrix in matrices):
+        log.warning("the fast path of %s differs from sklearn: not used", type(fast).__name__)
         return compiled
-    return replace(compiled, model=trees)
+    return replace(compiled, model=fast)
 
 
 def _compile(estimator: Any) -> CompiledPipeline:
