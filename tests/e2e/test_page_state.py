@@ -24,9 +24,9 @@ def chosen(page: Page, label: str) -> list[str]:
 
 def remove_first(page: Page, label: str, wait_rendered: Callable[[Page], None]) -> None:
     """Click the first chosen column's Remove in the multiselect `label` and wait for the
-    rerun. A click that changed nothing and started no rerun (seen once in 30 CI runs, right
-    after the page settled) is made again; one that changed the choice without a rerun fails,
-    as it would leave the page untrue."""
+    rerun. A click that changed nothing and started no rerun (seen once, in a clean-clone CI
+    run, right after the page settled) is made again; one that changed the choice without a
+    rerun fails, as it would leave the page untrue."""
     before = chosen(page, label)
     remove = (
         page.locator('[data-testid="stMultiSelect"]', has_text=label)
