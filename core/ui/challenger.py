@@ -112,12 +112,7 @@ def _top_rows(found: challenger.Comparison, key: str, unit: str) -> None:
                 for r in found.top
             ]
             ui.link_table(
-                rows,
-                "run",
-                key=f"ch_top_{key}",
-                column_config={
-                    c: st.column_config.NumberColumn(format=f"%{f}") for c, f in TOP_FORMATS.items()
-                },
+                rows, "run", key=f"ch_top_{key}", column_config=tables.number_columns(TOP_FORMATS)
             )
 
 

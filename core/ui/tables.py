@@ -77,11 +77,16 @@ def small_table(
     if len(rows) <= SMALL_ROWS:
         st.markdown(markdown_table(rows, formats))
         return
-    config = {
+    st.dataframe(list(rows), hide_index=True, key=key, column_config=number_columns(formats))
+
+
+def number_columns(formats: Formats | None) -> dict[str, Any]:
+    """The same formats as a dataframe's column config (st.column_config.NumberColumn), for a
+    table too long for text or one whose rows open a page."""
+    return {
         name: st.column_config.NumberColumn(format=_printf(spec))
         for name, spec in (formats or {}).items()
     }
-    st.dataframe(list(rows), hide_index=True, key=key, column_config=config)
 
 
 def _printf(spec: str) -> str:
